@@ -1,0 +1,1 @@
+//! ptap-arch: x86-64 only code.

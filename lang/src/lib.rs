@@ -1,0 +1,1 @@
+//! ptap-lang: the front end of the ptap language (lexer, parser, checker, diagnostics).

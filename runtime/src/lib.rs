@@ -1,0 +1,1 @@
+//! ptap-runtime: injected into target processes.
