@@ -1,0 +1,226 @@
+//! The register file the runtime hands to handlers: Linux x86-64 `struct pt_regs`,
+//! plus the two argument conventions (SysV calls vs. system calls), kept apart.
+
+use iced_x86::Register;
+
+/// Linux x86-64 `struct pt_regs` (arch/x86/include/asm/ptrace.h), field for field:
+/// r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp ss.
+/// `#[repr(C)]`, 21 × u64 = 168 bytes, so C probe modules and compiled handlers see
+/// the same layout as a kernel module would.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PtRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub bp: u64,
+    pub bx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub ax: u64,
+    pub cx: u64,
+    pub dx: u64,
+    pub si: u64,
+    pub di: u64,
+    pub orig_ax: u64,
+    pub ip: u64,
+    pub cs: u64,
+    pub flags: u64,
+    pub sp: u64,
+    pub ss: u64,
+}
+
+/// Size of [`PtRegs`] in bytes (what the C header must agree with).
+pub const PT_REGS_SIZE: usize = core::mem::size_of::<PtRegs>();
+const _: () = assert!(PT_REGS_SIZE == 21 * 8);
+
+/// Byte offsets of the fields, for trampolines and hand-written stubs.
+pub mod offset {
+    use super::PtRegs;
+    use core::mem::offset_of;
+    pub const R15: usize = offset_of!(PtRegs, r15);
+    pub const R14: usize = offset_of!(PtRegs, r14);
+    pub const R13: usize = offset_of!(PtRegs, r13);
+    pub const R12: usize = offset_of!(PtRegs, r12);
+    pub const BP: usize = offset_of!(PtRegs, bp);
+    pub const BX: usize = offset_of!(PtRegs, bx);
+    pub const R11: usize = offset_of!(PtRegs, r11);
+    pub const R10: usize = offset_of!(PtRegs, r10);
+    pub const R9: usize = offset_of!(PtRegs, r9);
+    pub const R8: usize = offset_of!(PtRegs, r8);
+    pub const AX: usize = offset_of!(PtRegs, ax);
+    pub const CX: usize = offset_of!(PtRegs, cx);
+    pub const DX: usize = offset_of!(PtRegs, dx);
+    pub const SI: usize = offset_of!(PtRegs, si);
+    pub const DI: usize = offset_of!(PtRegs, di);
+    pub const ORIG_AX: usize = offset_of!(PtRegs, orig_ax);
+    pub const IP: usize = offset_of!(PtRegs, ip);
+    pub const CS: usize = offset_of!(PtRegs, cs);
+    pub const FLAGS: usize = offset_of!(PtRegs, flags);
+    pub const SP: usize = offset_of!(PtRegs, sp);
+    pub const SS: usize = offset_of!(PtRegs, ss);
+}
+
+/// RFLAGS bits.
+pub mod flags {
+    pub const CF: u64 = 1 << 0;
+    pub const PF: u64 = 1 << 2;
+    pub const AF: u64 = 1 << 4;
+    pub const ZF: u64 = 1 << 6;
+    pub const SF: u64 = 1 << 7;
+    /// Trap flag: single-step.
+    pub const TF: u64 = 1 << 8;
+    pub const IF: u64 = 1 << 9;
+    pub const DF: u64 = 1 << 10;
+    pub const OF: u64 = 1 << 11;
+    /// The six arithmetic status flags.
+    pub const STATUS: u64 = CF | PF | AF | ZF | SF | OF;
+}
+
+/// SysV AMD64 integer argument registers, in order (function calls).
+pub const SYSV_ARG_REGS: [Register; 6] = [
+    Register::RDI,
+    Register::RSI,
+    Register::RDX,
+    Register::RCX,
+    Register::R8,
+    Register::R9,
+];
+/// Linux x86-64 system-call argument registers, in order: the 4th is r10, not rcx.
+pub const SYSCALL_ARG_REGS: [Register; 6] = [
+    Register::RDI,
+    Register::RSI,
+    Register::RDX,
+    Register::R10,
+    Register::R8,
+    Register::R9,
+];
+
+impl PtRegs {
+    /// Value of a 64-bit general-purpose register (or RIP). `None` for any other register
+    /// (partial registers, segment, vector …).
+    pub fn get(&self, r: Register) -> Option<u64> {
+        Some(match r {
+            Register::RAX => self.ax,
+            Register::RCX => self.cx,
+            Register::RDX => self.dx,
+            Register::RBX => self.bx,
+            Register::RSP => self.sp,
+            Register::RBP => self.bp,
+            Register::RSI => self.si,
+            Register::RDI => self.di,
+            Register::R8 => self.r8,
+            Register::R9 => self.r9,
+            Register::R10 => self.r10,
+            Register::R11 => self.r11,
+            Register::R12 => self.r12,
+            Register::R13 => self.r13,
+            Register::R14 => self.r14,
+            Register::R15 => self.r15,
+            Register::RIP => self.ip,
+            _ => return None,
+        })
+    }
+
+    /// Set a 64-bit general-purpose register (or RIP). Returns false for any other register.
+    pub fn set(&mut self, r: Register, v: u64) -> bool {
+        let slot = match r {
+            Register::RAX => &mut self.ax,
+            Register::RCX => &mut self.cx,
+            Register::RDX => &mut self.dx,
+            Register::RBX => &mut self.bx,
+            Register::RSP => &mut self.sp,
+            Register::RBP => &mut self.bp,
+            Register::RSI => &mut self.si,
+            Register::RDI => &mut self.di,
+            Register::R8 => &mut self.r8,
+            Register::R9 => &mut self.r9,
+            Register::R10 => &mut self.r10,
+            Register::R11 => &mut self.r11,
+            Register::R12 => &mut self.r12,
+            Register::R13 => &mut self.r13,
+            Register::R14 => &mut self.r14,
+            Register::R15 => &mut self.r15,
+            Register::RIP => &mut self.ip,
+            _ => return false,
+        };
+        *slot = v;
+        true
+    }
+
+    /// Function argument `n` (0-based) under the SysV convention, for n < 6.
+    /// Arguments beyond the 6th live on the stack and are not read here.
+    pub fn sysv_arg(&self, n: usize) -> Option<u64> {
+        SYSV_ARG_REGS.get(n).and_then(|r| self.get(*r))
+    }
+
+    /// Set SysV function argument `n` (0-based, n < 6). Returns false when n >= 6.
+    pub fn set_sysv_arg(&mut self, n: usize, v: u64) -> bool {
+        SYSV_ARG_REGS.get(n).is_some_and(|r| self.set(*r, v))
+    }
+
+    /// System-call argument `n` (0-based, n < 6): rdi rsi rdx r10 r8 r9.
+    pub fn syscall_arg(&self, n: usize) -> Option<u64> {
+        SYSCALL_ARG_REGS.get(n).and_then(|r| self.get(*r))
+    }
+
+    /// Function (or raw system-call) return value: rax.
+    pub fn return_value(&self) -> u64 {
+        self.ax
+    }
+
+    pub fn set_return_value(&mut self, v: u64) {
+        self.ax = v;
+    }
+
+    /// The stack pointer.
+    pub fn stack_pointer(&self) -> u64 {
+        self.sp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_linux() {
+        // Linux: r15 at 0 … di at 14*8, orig_ax 15*8, ip 16*8, cs 17*8, flags 18*8, sp 19*8, ss 20*8.
+        assert_eq!(offset::R15, 0);
+        assert_eq!(offset::BP, 4 * 8);
+        assert_eq!(offset::AX, 10 * 8);
+        assert_eq!(offset::DI, 14 * 8);
+        assert_eq!(offset::ORIG_AX, 15 * 8);
+        assert_eq!(offset::IP, 16 * 8);
+        assert_eq!(offset::FLAGS, 18 * 8);
+        assert_eq!(offset::SP, 19 * 8);
+        assert_eq!(offset::SS, 20 * 8);
+    }
+
+    #[test]
+    fn sysv_and_syscall_arguments_differ_in_the_fourth() {
+        let r = PtRegs {
+            di: 1,
+            si: 2,
+            dx: 3,
+            cx: 4,
+            r10: 40,
+            r8: 5,
+            r9: 6,
+            ..Default::default()
+        };
+        let sysv: Vec<u64> = (0..6).map(|n| r.sysv_arg(n).unwrap()).collect();
+        let sys: Vec<u64> = (0..6).map(|n| r.syscall_arg(n).unwrap()).collect();
+        assert_eq!(sysv, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(sys, [1, 2, 3, 40, 5, 6]);
+        assert_eq!(r.sysv_arg(6), None);
+        let mut w = r;
+        assert!(w.set_sysv_arg(0, 99));
+        assert_eq!(w.di, 99);
+        assert!(!w.set_sysv_arg(7, 1));
+        assert!(!w.set(Register::EAX, 1));
+    }
+}
