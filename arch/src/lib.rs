@@ -13,5 +13,9 @@ pub mod decode;
 pub mod emulate;
 mod error;
 pub mod regs;
+pub mod xol;
+
+#[cfg(test)]
+mod sandbox;
 
 pub use error::ArchError;
