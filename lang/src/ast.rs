@@ -1,0 +1,368 @@
+//! The parse tree. Every node carries its [`Span`]. Expressions and statements
+//! also carry their nesting depth, which the parser caps (see
+//! [`MAX_DEPTH`]) so that no later recursive pass can overflow the stack.
+use crate::span::Span;
+
+/// Deepest expression/statement nesting the parser accepts.
+pub const MAX_DEPTH: u32 = 200;
+
+/// One parsed file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Global(GlobalDecl),
+    Probe(ProbeDef),
+    Function(FunctionDef),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ident {
+    pub name: String,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Num(i64),
+    Str(String),
+}
+
+/// `global name[CAP] = INIT`
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalDecl {
+    pub name: Ident,
+    pub capacity: Option<(u64, Span)>,
+    pub init: Option<(Literal, Span)>,
+    pub span: Span,
+}
+
+/// `probe POINT, POINT { body }` or `probe POINT < body >`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeDef {
+    pub points: Vec<PointSpec>,
+    pub body: Block,
+    pub one_liner: bool,
+    pub span: Span,
+}
+
+/// A probe point as written: `kretprobe(T).maxactive(N)?`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointSpec {
+    pub components: Vec<PointComponent>,
+    pub optional: bool,
+    pub span: Span,
+}
+
+/// `name` or `name(ARG)`; the argument is kept as raw text and parsed by
+/// [`crate::points`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointComponent {
+    pub name: Ident,
+    pub arg: Option<(String, Span)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypeName {
+    Long,
+    String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: Ident,
+    pub ty: Option<(TypeName, Span)>,
+}
+
+/// `function name[:type](params) { body }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionDef {
+    pub name: Ident,
+    pub ret: Option<(TypeName, Span)>,
+    pub params: Vec<Param>,
+    pub body: Block,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    pub stmts: Vec<Stmt>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stmt {
+    pub kind: StmtKind,
+    pub span: Span,
+    pub depth: u32,
+}
+
+/// A `+` (ascending) or `-` (descending) sort mark in `foreach`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortMark {
+    Asc,
+    Desc,
+}
+
+/// A foreach variable with its optional sort mark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopVar {
+    pub name: Ident,
+    pub sort: Option<(SortMark, Span)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Foreach {
+    /// `v = ...`: the value variable.
+    pub value: Option<LoopVar>,
+    pub keys: Vec<LoopVar>,
+    /// Keys written as `[k1, k2]`.
+    pub bracketed: bool,
+    pub array: Ident,
+    /// `in arr-`: sort by value.
+    pub array_sort: Option<(SortMark, Span)>,
+    pub limit: Option<Expr>,
+    pub body: Box<Stmt>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StmtKind {
+    Expr(Expr),
+    Block(Block),
+    If {
+        cond: Expr,
+        then: Box<Stmt>,
+        els: Option<Box<Stmt>>,
+    },
+    While {
+        cond: Expr,
+        body: Box<Stmt>,
+    },
+    For {
+        init: Option<Expr>,
+        cond: Option<Expr>,
+        step: Option<Expr>,
+        body: Box<Stmt>,
+    },
+    Foreach(Foreach),
+    Break,
+    Continue,
+    Next,
+    Return(Option<Expr>),
+    Delete(Expr),
+    Try {
+        body: Block,
+        var: Option<Ident>,
+        catch: Block,
+    },
+    /// `target <<< value`
+    Aggregate {
+        target: Expr,
+        value: Expr,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnOp {
+    Neg,
+    Plus,
+    Not,
+    BitNot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Shl,
+    Shr,
+    BitAnd,
+    BitOr,
+    BitXor,
+    And,
+    Or,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+    Eq,
+    Ne,
+    Concat,
+    Match,
+    NotMatch,
+}
+
+impl BinOp {
+    pub fn text(self) -> &'static str {
+        use BinOp::*;
+        match self {
+            Add => "+",
+            Sub => "-",
+            Mul => "*",
+            Div => "/",
+            Mod => "%",
+            Shl => "<<",
+            Shr => ">>",
+            BitAnd => "&",
+            BitOr => "|",
+            BitXor => "^",
+            And => "&&",
+            Or => "||",
+            Lt => "<",
+            Gt => ">",
+            Le => "<=",
+            Ge => ">=",
+            Eq => "==",
+            Ne => "!=",
+            Concat => ".",
+            Match => "=~",
+            NotMatch => "!~",
+        }
+    }
+}
+
+impl UnOp {
+    pub fn text(self) -> &'static str {
+        match self {
+            UnOp::Neg => "-",
+            UnOp::Plus => "+",
+            UnOp::Not => "!",
+            UnOp::BitNot => "~",
+        }
+    }
+}
+
+/// `=` or a compound assignment (`+=` is `Some(BinOp::Add)`, `.=` is `Some(Concat)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssignOp(pub Option<BinOp>);
+
+impl AssignOp {
+    pub fn text(self) -> String {
+        match self.0 {
+            None => "=".to_string(),
+            Some(op) => format!("{}=", op.text()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncDec {
+    Inc,
+    Dec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    pub kind: ExprKind,
+    pub span: Span,
+    pub depth: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    Num(i64),
+    Str(String),
+    /// A plain name: local, global, or a context value (`ret`, `arg1`).
+    Name(Ident),
+    /// `arr[k1, k2]`
+    Index {
+        array: Ident,
+        keys: Vec<Expr>,
+    },
+    Call {
+        name: Ident,
+        args: Vec<Expr>,
+    },
+    /// `@name(args)`: `@entry`, `@count`, `@hist_log`, ...
+    AtCall {
+        name: Ident,
+        args: Vec<Expr>,
+    },
+    /// `$name`
+    TargetVar(Ident),
+    /// `$N` (`as_string == false`) or `@N`.
+    ScriptArg {
+        n: u32,
+        as_string: bool,
+    },
+    Unary {
+        op: UnOp,
+        operand: Box<Expr>,
+    },
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    Ternary {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        els: Box<Expr>,
+    },
+    Assign {
+        op: AssignOp,
+        target: Box<Expr>,
+        value: Box<Expr>,
+    },
+    IncDec {
+        op: IncDec,
+        prefix: bool,
+        target: Box<Expr>,
+    },
+    /// `k in arr`, `[k1, k2] in arr`
+    In {
+        keys: Vec<Expr>,
+        array: Ident,
+    },
+}
+
+impl ExprKind {
+    /// The deepest child's depth.
+    pub fn child_depth(&self) -> u32 {
+        let list = |v: &[Expr]| v.iter().map(|e| e.depth).max().unwrap_or(0);
+        match self {
+            ExprKind::Num(_)
+            | ExprKind::Str(_)
+            | ExprKind::Name(_)
+            | ExprKind::TargetVar(_)
+            | ExprKind::ScriptArg { .. } => 0,
+            ExprKind::Index { keys, .. } | ExprKind::In { keys, .. } => list(keys),
+            ExprKind::Call { args, .. } | ExprKind::AtCall { args, .. } => list(args),
+            ExprKind::Unary { operand, .. } => operand.depth,
+            ExprKind::Binary { lhs, rhs, .. } => lhs.depth.max(rhs.depth),
+            ExprKind::Ternary { cond, then, els } => cond.depth.max(then.depth).max(els.depth),
+            ExprKind::Assign { target, value, .. } => target.depth.max(value.depth),
+            ExprKind::IncDec { target, .. } => target.depth,
+        }
+    }
+}
+
+impl StmtKind {
+    /// The deepest child's depth (statements and expressions).
+    pub fn child_depth(&self) -> u32 {
+        let e = |e: &Option<Expr>| e.as_ref().map_or(0, |e| e.depth);
+        let block = |b: &Block| b.stmts.iter().map(|s| s.depth).max().unwrap_or(0);
+        match self {
+            StmtKind::Expr(x) | StmtKind::Delete(x) => x.depth,
+            StmtKind::Block(b) => block(b),
+            StmtKind::If { cond, then, els } => {
+                cond.depth.max(then.depth).max(els.as_ref().map_or(0, |s| s.depth))
+            }
+            StmtKind::While { cond, body } => cond.depth.max(body.depth),
+            StmtKind::For { init, cond, step, body } => {
+                e(init).max(e(cond)).max(e(step)).max(body.depth)
+            }
+            StmtKind::Foreach(f) => e(&f.limit).max(f.body.depth),
+            StmtKind::Break | StmtKind::Continue | StmtKind::Next => 0,
+            StmtKind::Return(x) => e(x),
+            StmtKind::Try { body, catch, .. } => block(body).max(block(catch)),
+            StmtKind::Aggregate { target, value } => target.depth.max(value.depth),
+        }
+    }
+}

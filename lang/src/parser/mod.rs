@@ -1,0 +1,169 @@
+//! The parser facade: lexes, runs the generated LALR(1) parser with error
+//! recovery, and turns lalrpop's errors into [`ParseError`]. No lalrpop type
+//! leaves this module.
+use std::convert::Infallible;
+
+use crate::ast::Script;
+use crate::lexer::{self, LexError, Tok};
+use crate::span::{FileId, Span};
+
+mod actions;
+
+lalrpop_util::lalrpop_mod!(
+    #[allow(clippy::all, clippy::pedantic, unused_parens, dead_code)]
+    grammar,
+    "/parser/grammar.rs"
+);
+
+/// Errors of the parse phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    Lex(LexError),
+    /// A token the grammar does not accept here.
+    Unexpected { found: Tok, span: Span, expected: Vec<String> },
+    /// The script ended too early.
+    UnexpectedEnd { span: Span, expected: Vec<String> },
+    /// Expression or statement nesting beyond [`crate::ast::MAX_DEPTH`].
+    TooDeep { span: Span },
+    /// A type annotation other than `long` or `string`.
+    BadTypeName { name: String, span: Span },
+}
+
+impl ParseError {
+    pub fn span(&self) -> Span {
+        match self {
+            ParseError::Lex(e) => e.span,
+            ParseError::Unexpected { span, .. }
+            | ParseError::UnexpectedEnd { span, .. }
+            | ParseError::TooDeep { span }
+            | ParseError::BadTypeName { span, .. } => *span,
+        }
+    }
+}
+
+type LalrError = lalrpop_util::ParseError<usize, Tok, Infallible>;
+
+/// Parses one file. On failure returns every error found (the parser
+/// recovers at statement and top-level boundaries).
+pub fn parse_file(src: &str, file: FileId) -> Result<Script, Vec<ParseError>> {
+    let (tokens, lex_errors) = lexer::lex(src, file);
+    let mut errors: Vec<ParseError> = lex_errors.into_iter().map(ParseError::Lex).collect();
+    let mut state = actions::State::default();
+    let eof = src.len();
+    let result = grammar::ScriptParser::new().parse(
+        file,
+        src,
+        &mut state,
+        tokens.into_iter().map(Ok::<_, Infallible>),
+    );
+    for rec in std::mem::take(&mut state.recovered) {
+        errors.push(convert(rec.error, file, eof));
+    }
+    errors.append(&mut state.errors);
+    let script = match result {
+        Ok(script) => Some(script),
+        Err(e) => {
+            errors.push(convert(e, file, eof));
+            None
+        }
+    };
+    match script {
+        Some(script) if errors.is_empty() => Ok(script),
+        _ => {
+            errors.sort_by_key(|e| (e.span().start, e.span().end));
+            errors.dedup_by_key(|e| e.span().start);
+            Err(errors)
+        }
+    }
+}
+
+fn convert(e: LalrError, file: FileId, eof: usize) -> ParseError {
+    match e {
+        lalrpop_util::ParseError::InvalidToken { location } => ParseError::Unexpected {
+            found: Tok::Semi,
+            span: Span::new(file, location, location),
+            expected: vec![],
+        },
+        lalrpop_util::ParseError::UnrecognizedEof { expected, .. } => ParseError::UnexpectedEnd {
+            span: Span::new(file, eof, eof),
+            expected: readable(expected),
+        },
+        lalrpop_util::ParseError::UnrecognizedToken { token: (l, found, r), expected } => {
+            ParseError::Unexpected { found, span: Span::new(file, l, r), expected: readable(expected) }
+        }
+        lalrpop_util::ParseError::ExtraToken { token: (l, found, r) } => {
+            ParseError::Unexpected { found, span: Span::new(file, l, r), expected: vec![] }
+        }
+        lalrpop_util::ParseError::User { error } => match error {},
+    }
+}
+
+/// Turns lalrpop's terminal names into what a user would type.
+fn readable(expected: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = expected
+        .into_iter()
+        .map(|t| match t.as_str() {
+            "IDENT" => "identifier".to_string(),
+            "NUM" => "number".to_string(),
+            "STR" => "string".to_string(),
+            "TVAR" => "`$name`".to_string(),
+            "DARG" => "`$N`".to_string(),
+            "AARG" => "`@N`".to_string(),
+            "ATNAME" => "`@name`".to_string(),
+            _ => {
+                let inner = t.trim_matches('"');
+                let inner = match inner {
+                    "one<" => "<",
+                    "one>" => ">",
+                    "return;" => "return",
+                    s => s,
+                };
+                format!("`{inner}`")
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(src: &str) -> Script {
+        match parse_file(src, FileId(0)) {
+            Ok(s) => s,
+            Err(e) => panic!("{src}: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_language_screen() {
+        ok("global opens, lat
+probe kretprobe(sys_open) { if (ret < 0) printf(\"%s: %d\\n\", execname(), ret) }
+probe kretprobe(sys_open) < if ret<0 print(ret) >
+probe kprobe(work) { opens[tid()]++ }
+probe kprobe(libc:malloc+4) { x = 1 }
+probe jprobe(do_fork) { printf(\"%d\\n\", arg1) }
+probe kretprobe(read) { lat <<< ret }
+probe begin { print(\"tracing...\") }
+probe timer.ms(1000) { x = 2 }
+probe end { foreach (k in opens-) printf(\"%d %d\\n\", k, opens[k]) }
+function double(x) { return 2 * x }");
+    }
+
+    #[test]
+    fn several_errors_are_reported() {
+        let e = parse_file("probe begin { x = ; y = 1 }\nprobe end { z = = 2 }", FileId(0))
+            .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let src = format!("probe begin {{ x = {}1 }}", "!".repeat(5000));
+        let e = parse_file(&src, FileId(0)).unwrap_err();
+        assert!(matches!(e[0], ParseError::TooDeep { .. }));
+    }
+}
