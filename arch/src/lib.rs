@@ -12,6 +12,7 @@
 pub mod decode;
 pub mod emulate;
 mod error;
+pub mod optprobe;
 pub mod regs;
 pub mod xol;
 
