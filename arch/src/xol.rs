@@ -74,6 +74,9 @@ pub struct Prepared {
     /// The instructions of the body (`n_steps` of them).
     pub steps: [Step; MAX_STEPS],
     pub n_steps: u8,
+    /// The instruction is `syscall`: when it was single-stepped, [`after_step`] puts the
+    /// original return address in rcx and clears TF from the flags the CPU saved in r11.
+    pub is_syscall: bool,
 }
 
 impl Prepared {
@@ -140,6 +143,7 @@ pub fn prepare(bytes: &[u8], orig: u64, slot: u64) -> Result<Prepared, ArchError
         body_len: 0,
         steps: [Step::default(); MAX_STEPS],
         n_steps: 0,
+        is_syscall: class == Class::Syscall,
     };
     let emulation = match class {
         Class::RelCall { target } => Some(Emulation::Call { target, ret: next }),
@@ -181,8 +185,16 @@ pub fn after_step(p: &Prepared, slot: u64, regs: &mut PtRegs) -> StepResult {
         return StepResult::Done;
     }
     let off = regs.ip.wrapping_sub(slot);
-    if off == p.body_len as u64 {
+    // After `syscall` the kernel returns with TF restored and the CPU traps only after the
+    // NEXT instruction, the jump back: so ip is then already the original next address.
+    if off == p.body_len as u64 || (p.is_syscall && regs.ip == p.next()) {
         regs.ip = p.next();
+        if p.is_syscall {
+            // What `syscall` at the original address would have left (rcx = next rip,
+            // r11 = rflags, without the TF the single step added).
+            regs.cx = p.next();
+            regs.r11 &= !crate::regs::flags::TF;
+        }
         return StepResult::Done;
     }
     if off < p.body_len as u64 && p.steps().iter().any(|s| s.offset as u64 == off) {
@@ -441,3 +453,7 @@ fn write_indirect_call(
 #[cfg(test)]
 #[path = "xol_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "xol_signal_tests.rs"]
+mod signal_tests;

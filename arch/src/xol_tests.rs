@@ -630,6 +630,32 @@ fn after_step_maps_the_end_of_the_body_back() {
 }
 
 #[test]
+fn after_step_repairs_syscall_registers() {
+    let p = slot_of(&[0x0f, 0x05]); // syscall
+    assert!(p.is_syscall);
+    // trap at the jump back (slot+2), or after it (ORIG+2): both finish and repair
+    for ip in [SLOT + 2, ORIG + 2] {
+        let mut r = PtRegs {
+            ip,
+            cx: SLOT + 2,
+            r11: 0x302,
+            ..Default::default()
+        };
+        assert_eq!(after_step(&p, SLOT, &mut r), StepResult::Done);
+        assert_eq!((r.ip, r.cx, r.r11), (ORIG + 2, ORIG + 2, 0x202));
+    }
+    // not a syscall: ORIG+len is just a branch target, left alone with rcx untouched
+    let p = slot_of(&[0x55]);
+    let mut r = PtRegs {
+        ip: ORIG + 1,
+        cx: 7,
+        ..Default::default()
+    };
+    assert_eq!(after_step(&p, SLOT, &mut r), StepResult::Done);
+    assert_eq!((r.ip, r.cx), (ORIG + 1, 7));
+}
+
+#[test]
 fn after_step_through_the_indirect_call_rewrite() {
     let p = slot_of(&[0xff, 0xd0]); // call *%rax
     let mut r = PtRegs {
