@@ -1,0 +1,118 @@
+//! `dump_stack()`: a symbolized backtrace of the probed context.
+//!
+//! gcc -O2 omits frame pointers, so this is the kernel's "unreliable" scan:
+//! every stack word (copied with process_vm_readv, which cannot fault) that
+//! points just after a call instruction in executable code is printed as a
+//! caller. Hijacked kretprobe return addresses are shown as the real ones.
+//! A precise .eh_frame unwinder (gimli) is future work.
+
+use crate::fmt::Buf;
+use crate::probes::{self, InstHdr};
+use crate::threads::ThreadState;
+use crate::{output, symbols, sys, trap};
+
+const SCAN_WORDS: usize = 512;
+const MAX_FRAMES: usize = 24;
+
+fn read_stack(sp: u64, out: &mut [u64; SCAN_WORDS]) -> usize {
+    let local = [out.as_mut_ptr() as usize, core::mem::size_of_val(out)];
+    let mut n = 0;
+    // Copy page by page: stop at the first unmapped page.
+    let mut got = 0usize;
+    while got < local[1] {
+        let addr = sp as usize + got;
+        let chunk = (4096 - (addr & 4095)).min(local[1] - got);
+        let l = [local[0] + got, chunk];
+        let r = [addr, chunk];
+        // SAFETY: process_vm_readv on ourselves: the kernel checks both ranges.
+        let res = unsafe {
+            sys::syscall6(
+                310,
+                sys::getpid() as usize,
+                l.as_ptr() as usize,
+                1,
+                r.as_ptr() as usize,
+                1,
+                0,
+            )
+        };
+        if res <= 0 {
+            break;
+        }
+        got += res as usize;
+        n = got / 8;
+    }
+    n
+}
+
+fn after_call(idx: &symbols::Index, v: u64) -> bool {
+    if symbols::executable(idx, v.wrapping_sub(7)).is_none()
+        || symbols::executable(idx, v).is_none()
+    {
+        return false;
+    }
+    // SAFETY: [v-7, v) lies in an executable (mapped) segment.
+    let b = unsafe { core::slice::from_raw_parts((v - 7) as *const u8, 7) };
+    b[2] == 0xe8 // call rel32
+        || (b[5] == 0xff && (b[6] >> 3) & 7 == 2) // call *%reg
+        || (b[4] == 0xff && (b[5] >> 3) & 7 == 2) // call *disp8(%reg) / *(%reg,%idx)
+        || (b[1] == 0xff && (b[2] >> 3) & 7 == 2) // call *disp32(...)
+        || (b[0] == 0xff && (b[1] >> 3) & 7 == 2)
+}
+
+/// Print a backtrace starting at (ip, sp) to the output ring.
+pub fn dump(ts: Option<*mut ThreadState>, ip: u64, sp: u64) {
+    let Some(idx) = symbols::current() else {
+        output::text(b"Call Trace: (no symbols)\n");
+        return;
+    };
+    let mut data = [0u8; 2048];
+    let mut b = Buf {
+        data: &mut data,
+        len: 0,
+    };
+    b.extend(b"Call Trace:\n [<");
+    output::push_hex(&mut b, ip);
+    b.extend(b">] ");
+    symbols::symbolize(ip, &mut b);
+    b.push(b'\n');
+    let mut words = [0u64; SCAN_WORDS];
+    let n = read_stack(sp, &mut words);
+    let tramp = trap::trampoline_addr();
+    let mut frames = 0;
+    for (i, &w) in words.iter().take(n).enumerate() {
+        let mut v = w;
+        if v == tramp {
+            // A hijacked return address: find the instance for this stack slot.
+            let at = sp + 8 * i as u64;
+            let mut cur = ts.map_or(0, |t| {
+                // SAFETY: this thread's slot.
+                unsafe { (*t).kret_head }
+            });
+            while cur != 0 {
+                let h = cur as *mut InstHdr;
+                // SAFETY: instances are never freed.
+                unsafe {
+                    if (*h).sp == at {
+                        v = (*probes::public(h)).ret_addr as u64;
+                        break;
+                    }
+                    cur = (*h).next;
+                }
+            }
+        }
+        if v == tramp || !after_call(idx, v) {
+            continue;
+        }
+        b.extend(b" [<");
+        output::push_hex(&mut b, v);
+        b.extend(b">] ? ");
+        symbols::symbolize(v, &mut b);
+        b.push(b'\n');
+        frames += 1;
+        if frames >= MAX_FRAMES {
+            break;
+        }
+    }
+    output::text(b.as_bytes());
+}

@@ -1,0 +1,215 @@
+//! The runtime's life in a target: the constructor maps the session,
+//! installs the signal handlers, dlopen()s the probe module and calls its
+//! init_module() before main; cleanup_module() runs at exit, or when ptap
+//! asks every runtime to detach (Ctrl-C) through the session's futex word.
+
+use core::ffi::c_int;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::ffi::CString;
+
+use crate::session::{self, Session};
+use crate::{output, probes, signals, sys, threads, trap};
+
+static MODULE_CLEANUP: AtomicUsize = AtomicUsize::new(0);
+static SHUT: AtomicBool = AtomicBool::new(false);
+static FORK_PARENT_TID: AtomicI32 = AtomicI32::new(0);
+
+#[used]
+#[link_section = ".init_array"]
+static CTOR: extern "C" fn() = ptap_rt_ctor;
+
+/// True when this code runs from the shared object (not linked into ptap).
+fn in_shared_object() -> bool {
+    // SAFETY: dladdr on code addresses; getauxval is always safe.
+    unsafe {
+        let mut me: libc::Dl_info = core::mem::zeroed();
+        let mut exe: libc::Dl_info = core::mem::zeroed();
+        let entry = libc::getauxval(libc::AT_ENTRY) as *const libc::c_void;
+        if libc::dladdr(ptap_rt_ctor as *const libc::c_void, &mut me) == 0
+            || libc::dladdr(entry, &mut exe) == 0
+        {
+            return false;
+        }
+        me.dli_fbase != exe.dli_fbase
+    }
+}
+
+fn diag(s: &str) {
+    output::diag(s.as_bytes());
+}
+
+fn map_session() -> Option<Session> {
+    let try_fd = |fd: i32| -> Option<Session> {
+        // SAFETY: fstat/mmap of an fd named by ptap; validated by magic below.
+        unsafe {
+            let mut st: libc::stat = core::mem::zeroed();
+            if libc::fstat(fd, &mut st) != 0 || (st.st_size as usize) < session::CONTROL_SIZE {
+                return None;
+            }
+            let p = libc::mmap(
+                core::ptr::null_mut(),
+                st.st_size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            let s = Session::from_raw(p as *mut u8);
+            if s.valid() && session::Session::total_size(s.ring_size()) <= st.st_size as usize {
+                Some(s)
+            } else {
+                libc::munmap(p, st.st_size as usize);
+                None
+            }
+        }
+    };
+    if let Some(s) = std::env::var(session::ENV_FD)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .and_then(try_fd)
+    {
+        return Some(s);
+    }
+    let path = std::env::var(session::ENV_PATH).ok()?;
+    let c = CString::new(path).ok()?;
+    // SAFETY: open of a path named by ptap.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let s = try_fd(fd);
+    // SAFETY: the mapping survives closing the fd.
+    unsafe { libc::close(fd) };
+    s
+}
+
+extern "C" fn ptap_rt_ctor() {
+    if !in_shared_object() {
+        return;
+    }
+    let module = std::env::var(session::ENV_MODULE).ok();
+    let sess = map_session();
+    if sess.is_none() && module.is_none() {
+        return; // preloaded without ptap and without a module: stay inert
+    }
+    if let Some(s) = sess {
+        output::set_session(s.base());
+        s.add_pid(sys::getpid());
+    }
+    if !threads::init() {
+        diag("ptap: cannot allocate the thread table; runtime disabled\n");
+        return;
+    }
+    signals::prime();
+    trap::install();
+    signals::ACTIVE.store(true, Ordering::Release);
+    sys::membarrier_register();
+    // SAFETY: registering plain C callbacks.
+    unsafe {
+        libc::pthread_atfork(Some(fork_prepare), None, Some(fork_child));
+        libc::atexit(at_exit);
+    }
+    if let Some(m) = module {
+        load_module(&m);
+    }
+    if sess.is_some() {
+        spawn_control_thread();
+    }
+}
+
+fn load_module(path: &str) {
+    let Ok(c) = CString::new(path) else { return };
+    // SAFETY: dlopen of the module named by ptap; its undefined symbols
+    // (register_kprobe, printk, ...) resolve against this preloaded library.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if h.is_null() {
+        // SAFETY: dlerror returns a C string or NULL.
+        let e = unsafe { libc::dlerror() };
+        let msg = if e.is_null() {
+            String::new()
+        } else {
+            // SAFETY: non-NULL C string.
+            unsafe { std::ffi::CStr::from_ptr(e) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        diag(&format!("ptap: cannot load module {path}: {msg}\n"));
+        return;
+    }
+    // SAFETY: symbol lookups in the module.
+    let (init, cleanup) = unsafe {
+        (
+            libc::dlsym(h, c"init_module".as_ptr()),
+            libc::dlsym(h, c"cleanup_module".as_ptr()),
+        )
+    };
+    if init.is_null() {
+        diag(&format!("ptap: module {path} has no init_module()\n"));
+        return;
+    }
+    // SAFETY: init_module is `int init_module(void)`.
+    let r = unsafe { core::mem::transmute::<*mut libc::c_void, extern "C" fn() -> c_int>(init)() };
+    if r != 0 {
+        diag(&format!(
+            "ptap: init_module() of {path} returned {r}; the module is not loaded\n"
+        ));
+        probes::unregister_all();
+        return;
+    }
+    MODULE_CLEANUP.store(cleanup as usize, Ordering::Release);
+}
+
+/// cleanup_module + unregister everything, once per process.
+pub fn shutdown() {
+    if SHUT.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let c = MODULE_CLEANUP.swap(0, Ordering::AcqRel);
+    if c != 0 {
+        // SAFETY: cleanup_module is `void cleanup_module(void)`.
+        unsafe { core::mem::transmute::<usize, extern "C" fn()>(c)() };
+    }
+    probes::unregister_all();
+    if let Some(s) = output::session() {
+        s.remove_pid(sys::getpid());
+    }
+}
+
+extern "C" fn at_exit() {
+    shutdown();
+}
+
+extern "C" fn fork_prepare() {
+    FORK_PARENT_TID.store(sys::gettid(), Ordering::Release);
+}
+
+extern "C" fn fork_child() {
+    threads::after_fork(FORK_PARENT_TID.load(Ordering::Acquire));
+    if let Some(s) = output::session() {
+        s.add_pid(sys::getpid());
+    }
+}
+
+fn spawn_control_thread() {
+    let r = std::thread::Builder::new()
+        .name("ptap-ctl".into())
+        .stack_size(64 * 1024)
+        .spawn(|| {
+            let Some(s) = output::session() else { return };
+            let w = s.control().detach.as_ptr() as *const u32;
+            loop {
+                if s.control().detach.load(Ordering::Acquire) != 0 {
+                    shutdown();
+                    return;
+                }
+                // SAFETY: futex word in the shared mapping (shared futex).
+                unsafe { sys::futex_wait(w, 0, 1000) };
+            }
+        });
+    if r.is_err() {
+        diag("ptap: cannot start the runtime's control thread (Ctrl-C detach disabled)\n");
+    }
+}

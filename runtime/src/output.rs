@@ -1,0 +1,142 @@
+//! Output: `printk` and runtime diagnostics, written as whole records to
+//! the session ring (or straight to stderr when no ptap session exists).
+
+use core::ffi::c_char;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use crate::fmt::{self, ArgReader, Buf};
+use crate::session::{Session, REC_DIAG, REC_TEXT};
+use crate::sys;
+
+static SESSION: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+/// Handler faults when no session exists.
+static LOCAL_FAULTS: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_session(base: *mut u8) {
+    SESSION.store(base, Ordering::Release);
+}
+
+pub fn session() -> Option<Session> {
+    let p = SESSION.load(Ordering::Acquire);
+    // SAFETY: only a validated, permanently mapped session is ever stored.
+    (!p.is_null()).then(|| unsafe { Session::from_raw(p) })
+}
+
+/// Write one record (kind REC_TEXT / REC_DIAG / REC_FORMAT). Hit-path safe.
+pub fn record(kind: u16, parts: &[&[u8]]) -> bool {
+    match session() {
+        Some(s) => s.write_record(kind, parts),
+        None => {
+            let fd = if kind == REC_TEXT { 1 } else { 2 };
+            for p in parts {
+                sys::write_all(fd, p);
+            }
+            true
+        }
+    }
+}
+
+pub fn text(b: &[u8]) -> bool {
+    record(REC_TEXT, &[b])
+}
+
+pub fn diag(b: &[u8]) -> bool {
+    record(REC_DIAG, &[b])
+}
+
+pub fn count_handler_fault() {
+    match session() {
+        Some(s) => s.control().handler_faults.fetch_add(1, Ordering::Relaxed),
+        None => LOCAL_FAULTS.fetch_add(1, Ordering::Relaxed),
+    };
+}
+
+pub fn push_dec(b: &mut Buf, mut v: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    b.extend(&tmp[i..]);
+}
+
+pub fn push_hex(b: &mut Buf, v: u64) {
+    b.extend(b"0x");
+    let mut started = false;
+    for i in (0..16).rev() {
+        let d = ((v >> (i * 4)) & 0xf) as usize;
+        if d != 0 || started || i == 0 {
+            started = true;
+            b.push(b"0123456789abcdef"[d]);
+        }
+    }
+}
+
+pub const PRINTK_MAX: usize = 1024;
+
+/// `int printk(const char *fmt, ...)`: spills the five integer argument
+/// registers after fmt and hands them, with the caller's stack arguments,
+/// to [`printk_impl`]. A naked function so it is exported from the cdylib
+/// and keeps the SysV variadic register state intact.
+///
+/// # Safety
+/// C varargs contract: the arguments must match `fmt`.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn printk() {
+    core::arch::naked_asm!(
+        ".cfi_startproc",
+        "push rbp",
+        ".cfi_def_cfa_offset 16",
+        ".cfi_offset rbp, -16",
+        "mov rbp, rsp",
+        ".cfi_def_cfa_register rbp",
+        "sub rsp, 48",
+        "mov [rsp], rsi",
+        "mov [rsp + 8], rdx",
+        "mov [rsp + 16], rcx",
+        "mov [rsp + 24], r8",
+        "mov [rsp + 32], r9",
+        "mov rsi, rsp",
+        "lea rdx, [rbp + 16]",
+        "call {imp}",
+        "leave",
+        ".cfi_def_cfa rsp, 8",
+        "ret",
+        ".cfi_endproc",
+        imp = sym printk_impl,
+    );
+}
+
+/// Body of `printk`: `regs` holds the five register arguments after fmt,
+/// `stack` the caller's stack arguments.
+unsafe extern "C" fn printk_impl(fmt: *const c_char, regs: *const u64, stack: *const u64) -> i32 {
+    if fmt.is_null() {
+        return 0;
+    }
+    let mut data = [0u8; PRINTK_MAX];
+    let mut out = Buf {
+        data: &mut data,
+        len: 0,
+    };
+    let mut f = fmt as *const u8;
+    // Kernel log level prefixes: "<N>" or KERN_SOH + level.
+    // SAFETY: fmt is a NUL-terminated C string (C caller contract).
+    unsafe {
+        if *f == b'<' && (*f.add(1)).is_ascii_digit() && *f.add(2) == b'>' {
+            f = f.add(3);
+        } else if *f == 1 && *f.add(1) != 0 {
+            f = f.add(2);
+        }
+        let mut args = ArgReader::new(regs, 5, stack);
+        fmt::format(&mut out, f, &mut args);
+    }
+    let n = out.len;
+    text(out.as_bytes());
+    n as i32
+}

@@ -1,0 +1,769 @@
+//! The probe table, XOL slot arenas, code patching, and the
+//! register/unregister side of kprobes, jprobes and kretprobes.
+//!
+//! Readers (the SIGTRAP handler) find a site with a lock-free lookup in an
+//! open-addressed table of atomics keyed by address; a site is an immutable
+//! snapshot (address, displaced instruction, slot, probes in registration
+//! order). Registration builds a new snapshot, publishes it with one atomic
+//! store, waits for a grace period (`threads::synchronize`) and frees the old
+//! one. Registration itself is serialised by a mutex that the hit path never
+//! takes. XOL slots are never freed or reused (a thread may still be running
+//! an old slot after its probe is gone; the old slot stays correct).
+
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ptap_arch::xol::{self, Kind, Prepared, SLOT_SIZE};
+use ptap_arch::ArchError;
+
+use crate::abi::*;
+use crate::{symbols, sys, threads};
+
+pub const EINVAL: i32 = 22;
+pub const ENOENT: i32 = 2;
+pub const EEXIST: i32 = 17;
+pub const EILSEQ: i32 = 84;
+pub const ENOMEM: i32 = 12;
+pub const EBUSY: i32 = 16;
+pub const EIO: i32 = 5;
+
+#[derive(Clone, Copy)]
+pub enum EntryKind {
+    K,
+    J(*mut Jprobe),
+    R(*const RetRec),
+}
+
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub kp: *mut Kprobe,
+    pub kind: EntryKind,
+}
+
+pub struct Site {
+    pub addr: u64,
+    pub orig: [u8; 16],
+    pub prep: Prepared,
+    /// Slot address (0 when the instruction is emulated).
+    pub slot: u64,
+    pub probes: Vec<Entry>,
+    pub has_ret: bool,
+}
+
+impl Site {
+    pub fn needs_post(&self) -> bool {
+        self.probes.iter().any(|e| {
+            // SAFETY: probes of a published site are live (grace periods).
+            unsafe {
+                (*e.kp).post_handler.is_some() && kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED == 0
+            }
+        })
+    }
+}
+
+/// Instance header; the public `kretprobe_instance` follows at +INST_HDR.
+#[repr(C)]
+pub struct InstHdr {
+    pub in_use: AtomicU32,
+    pub _pad: u32,
+    pub next: usize,
+    pub sp: u64,
+    pub rec: *const RetRec,
+}
+pub const INST_HDR: usize = 32;
+const _: () = assert!(core::mem::size_of::<InstHdr>() == INST_HDR);
+
+/// Runtime side of a kretprobe. Never freed: instances may still be on some
+/// thread's stack (hijacked return addresses) after unregistration.
+pub struct RetRec {
+    pub rp: *mut Kretprobe,
+    pub alive: AtomicBool,
+    pub mem: *mut u8,
+    pub n: usize,
+    pub stride: usize,
+}
+
+impl RetRec {
+    pub fn inst(&self, i: usize) -> *mut InstHdr {
+        // SAFETY: i < n, mem holds n strides.
+        unsafe { self.mem.add(i * self.stride) as *mut InstHdr }
+    }
+    /// Take a free instance (lock-free scan). Hit path.
+    pub fn alloc(&self) -> Option<*mut InstHdr> {
+        for i in 0..self.n {
+            let h = self.inst(i);
+            // SAFETY: h is inside mem.
+            if unsafe {
+                (*h).in_use
+                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            }
+            .is_ok()
+            {
+                return Some(h);
+            }
+        }
+        None
+    }
+}
+
+/// Public instance pointer of a header.
+pub fn public(h: *mut InstHdr) -> *mut KretprobeInstance {
+    (h as usize + INST_HDR) as *mut KretprobeInstance
+}
+
+/// # Safety
+/// `h` must be an instance header in use.
+pub unsafe fn release(h: *mut InstHdr) {
+    // SAFETY: caller contract.
+    unsafe { (*h).in_use.store(0, Ordering::Release) };
+}
+
+// ---------------------------------------------------------------- site table
+
+const SITE_CAP: usize = 8192;
+static KEYS: [AtomicU64; SITE_CAP] = [const { AtomicU64::new(0) }; SITE_CAP];
+static VALS: [AtomicPtr<Site>; SITE_CAP] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; SITE_CAP];
+
+fn h(addr: u64) -> usize {
+    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize % SITE_CAP
+}
+
+/// Lock-free lookup (hit path).
+pub fn lookup(addr: u64) -> Option<&'static Site> {
+    let s = h(addr);
+    for k in 0..SITE_CAP {
+        let i = (s + k) % SITE_CAP;
+        let key = KEYS[i].load(Ordering::Acquire);
+        if key == addr {
+            let p = VALS[i].load(Ordering::Acquire);
+            // SAFETY: published sites live until a grace period after removal,
+            // and the caller is inside `threads::enter`.
+            return if p.is_null() {
+                None
+            } else {
+                Some(unsafe { &*p })
+            };
+        }
+        if key == 0 {
+            return None;
+        }
+    }
+    None
+}
+
+/// Publish (or remove, with null) the site for `addr`. Registration lock held.
+fn publish(addr: u64, site: *mut Site) -> bool {
+    let s = h(addr);
+    for k in 0..SITE_CAP {
+        let i = (s + k) % SITE_CAP;
+        let key = KEYS[i].load(Ordering::Acquire);
+        if key == addr || key == 0 {
+            if key == 0 {
+                KEYS[i].store(addr, Ordering::Release);
+            }
+            VALS[i].store(site, Ordering::Release);
+            return true;
+        }
+    }
+    false
+}
+
+// ------------------------------------------------------------- slot -> orig map
+
+const SLOTMAP_CAP: usize = 1 << 14;
+static SLOTMAP: [(AtomicU64, AtomicU64); SLOTMAP_CAP] =
+    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; SLOTMAP_CAP];
+static SLOTMAP_N: AtomicUsize = AtomicUsize::new(0);
+
+/// If `ip` is inside a XOL slot, return (slot base, original address). Hit path.
+pub fn slot_owner(ip: u64) -> Option<(u64, u64)> {
+    let n = SLOTMAP_N.load(Ordering::Acquire).min(SLOTMAP_CAP);
+    for e in SLOTMAP.iter().take(n) {
+        let base = e.0.load(Ordering::Acquire);
+        if base != 0 && ip >= base && ip < base + SLOT_SIZE as u64 {
+            return Some((base, e.1.load(Ordering::Acquire)));
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------- registry
+
+struct Arena {
+    base: u64,
+    size: u64,
+    used: u64,
+}
+
+struct Registry {
+    by_kp: HashMap<usize, u64>,
+    sites: HashMap<u64, *mut Site>,
+    arenas: Vec<Arena>,
+    rets: HashMap<usize, *const RetRec>,
+    mem_fd: i32,
+    mem_pid: i32,
+}
+
+// SAFETY: the raw pointers are only touched with the registry lock held.
+unsafe impl Send for Registry {}
+
+static REG: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn with_reg<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    let mut g = match REG.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let r = g.get_or_insert_with(|| Registry {
+        by_kp: HashMap::new(),
+        sites: HashMap::new(),
+        arenas: Vec::new(),
+        rets: HashMap::new(),
+        mem_fd: -1,
+        mem_pid: 0,
+    });
+    f(r)
+}
+
+/// Write `bytes` at `addr` in this process's text: /proc/self/mem first
+/// (works on r-x pages), mprotect as a fallback.
+fn poke(reg: &mut Registry, addr: u64, bytes: &[u8]) -> Result<(), i32> {
+    let pid = sys::getpid();
+    if reg.mem_fd < 0 || reg.mem_pid != pid {
+        // After fork an inherited fd still names the parent's memory: reopen.
+        if reg.mem_fd >= 0 {
+            // SAFETY: closing our own fd.
+            unsafe { libc::close(reg.mem_fd) };
+        }
+        // SAFETY: valid C string.
+        reg.mem_fd =
+            unsafe { libc::open(c"/proc/self/mem".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        reg.mem_pid = pid;
+    }
+    if reg.mem_fd >= 0 {
+        // SAFETY: the caller decided to patch these bytes.
+        let r = unsafe { sys::pwrite(reg.mem_fd, bytes, addr) };
+        if r == bytes.len() as isize {
+            return Ok(());
+        }
+    }
+    let page = addr & !0xfff;
+    let end = (addr + bytes.len() as u64 + 0xfff) & !0xfff;
+    // SAFETY: temporarily make our own text writable, copy, restore r-x.
+    unsafe {
+        if sys::mprotect(page as usize, (end - page) as usize, 7) != 0 {
+            return Err(EIO);
+        }
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len());
+        sys::mprotect(page as usize, (end - page) as usize, 5);
+    }
+    Ok(())
+}
+
+fn read_maps() -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut v: Vec<(u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let r = l.split_whitespace().next()?;
+            let (a, b) = r.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+const ARENA_SIZE: u64 = 64 * 1024;
+const NEAR: u64 = (1 << 31) - (64 << 20);
+
+fn new_arena_near(addr: u64) -> Option<Arena> {
+    let maps = read_maps();
+    let mut cands = Vec::new();
+    let mut prev_end = 0x10000u64;
+    for &(s, e) in maps
+        .iter()
+        .chain(std::iter::once(&(0x7fff_ffff_f000u64, 0x7fff_ffff_f000u64)))
+    {
+        if s > prev_end && s - prev_end >= ARENA_SIZE {
+            cands.push(prev_end);
+            cands.push(s - ARENA_SIZE);
+        }
+        prev_end = prev_end.max(e);
+    }
+    cands.retain(|&c| c.abs_diff(addr) < NEAR);
+    cands.sort_by_key(|&c| c.abs_diff(addr));
+    for c in cands {
+        // SAFETY: MAP_FIXED_NOREPLACE never clobbers an existing mapping.
+        let p = unsafe { sys::mmap(c as usize, ARENA_SIZE as usize, 5, 0x22 | 0x10_0000, -1, 0) };
+        if p >= 0 && (p as u64).abs_diff(addr) < NEAR {
+            return Some(Arena {
+                base: p as u64,
+                size: ARENA_SIZE,
+                used: 0,
+            });
+        }
+        if p >= 0 {
+            // SAFETY: unmapping what we just mapped.
+            unsafe { libc::munmap(p as *mut libc::c_void, ARENA_SIZE as usize) };
+        }
+    }
+    None
+}
+
+fn alloc_slot(reg: &mut Registry, addr: u64) -> Option<u64> {
+    let fits = |a: &Arena| a.used + SLOT_SIZE as u64 <= a.size && a.base.abs_diff(addr) < NEAR;
+    if !reg.arenas.iter().any(fits) {
+        let a = new_arena_near(addr)?;
+        reg.arenas.push(a);
+    }
+    let a = reg.arenas.iter_mut().find(|a| fits(a))?;
+    let s = a.base + a.used;
+    a.used += SLOT_SIZE as u64;
+    Some(s)
+}
+
+/// Is `addr` inside one of our slot arenas?
+fn in_arena(reg: &Registry, addr: u64) -> bool {
+    reg.arenas
+        .iter()
+        .any(|a| addr >= a.base && addr < a.base + a.size)
+}
+
+/// Copy `len` bytes of code at `addr`, with int3s of our own probes replaced
+/// by the original bytes.
+fn clean_code(reg: &Registry, addr: u64, len: usize) -> Vec<u8> {
+    // SAFETY: the caller checked [addr, addr+len) lies in a mapped executable segment.
+    let mut v = unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec();
+    for (&a, &s) in &reg.sites {
+        if a >= addr && a < addr + len as u64 {
+            // SAFETY: sites in the registry are live.
+            v[(a - addr) as usize] = unsafe { (*s).orig[0] };
+        }
+    }
+    v
+}
+
+/// Resolve the probe address of `kp` and validate it. Returns (addr, func
+/// start or 0, func size, end of the executable segment).
+fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
+    // SAFETY: kp points to the user's struct (checked non-null by the caller).
+    let (addr, sym, off) = unsafe { ((*kp).addr as u64, (*kp).symbol_name, (*kp).offset as u64) };
+    let (addr, mut func, mut size) = if addr == 0 {
+        if sym.is_null() {
+            return Err(EINVAL);
+        }
+        // SAFETY: user-supplied NUL-terminated name.
+        let name = unsafe { std::ffi::CStr::from_ptr(sym) }
+            .to_string_lossy()
+            .into_owned();
+        let f = symbols::lookup(&name).ok_or(ENOENT)?;
+        (f.addr + off, f.func, f.size)
+    } else {
+        if !sym.is_null() {
+            return Err(EINVAL);
+        }
+        (addr, 0, 0)
+    };
+    let mut idx = symbols::get_or_build();
+    if symbols::executable(idx, addr).is_none() {
+        idx = symbols::build();
+    }
+    let obj = symbols::executable(idx, addr).ok_or(EINVAL)?;
+    if obj.is_runtime {
+        return Err(EINVAL);
+    }
+    let seg_end = obj
+        .exec
+        .iter()
+        .find(|&&(s, e)| addr >= s && addr < e)
+        .map(|r| r.1)
+        .unwrap_or(addr + 1);
+    if func == 0 {
+        if let Some((_, s)) = symbols::containing(idx, addr) {
+            if s.size > 0 && addr < s.addr + s.size {
+                func = s.addr;
+                size = s.size;
+            }
+        }
+    }
+    if func != 0 && size > 0 && addr >= func + size {
+        return Err(EINVAL); // offset beyond the function
+    }
+    Ok((addr, func, size, seg_end))
+}
+
+fn arch_errno(e: ArchError) -> i32 {
+    match e {
+        ArchError::NotBoundary | ArchError::Undecodable | ArchError::Truncated => EILSEQ,
+        _ => EINVAL,
+    }
+}
+
+/// Why the last registration failed (for `ptap -v`-style messages).
+pub static LAST_ERROR: Mutex<String> = Mutex::new(String::new());
+
+fn set_last_error(s: String) {
+    if let Ok(mut g) = LAST_ERROR.lock() {
+        *g = s;
+    }
+}
+
+fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
+    if kp.is_null() {
+        return -EINVAL;
+    }
+    if with_reg(|r| r.by_kp.contains_key(&(kp as usize))) {
+        return -EEXIST;
+    }
+    let (addr, func, size, seg_end) = match resolve(kp) {
+        Ok(x) => x,
+        Err(e) => return -e,
+    };
+    if let EntryKind::J(_) = kind {
+        if func != 0 && addr != func {
+            set_last_error(format!("jprobe at {addr:#x} is not a function entry"));
+            return -EINVAL;
+        }
+    }
+    let r = with_reg(|reg| -> Result<Option<*mut Site>, i32> {
+        if reg.by_kp.contains_key(&(kp as usize)) {
+            return Err(EEXIST);
+        }
+        if in_arena(reg, addr) {
+            return Err(EINVAL);
+        }
+        let entry = Entry { kp, kind };
+        if let Some(&old) = reg.sites.get(&addr) {
+            // SAFETY: registry sites are live.
+            let o = unsafe { &*old };
+            if matches!(kind, EntryKind::J(_))
+                && o.probes.iter().any(|e| matches!(e.kind, EntryKind::J(_)))
+            {
+                return Err(EBUSY);
+            }
+            let mut probes = o.probes.clone();
+            probes.push(entry);
+            let ns = Box::into_raw(Box::new(Site {
+                addr,
+                orig: o.orig,
+                prep: o.prep,
+                slot: o.slot,
+                has_ret: probes.iter().any(|e| matches!(e.kind, EntryKind::R(_))),
+                probes,
+            }));
+            reg.sites.insert(addr, ns);
+            publish(addr, ns);
+            reg.by_kp.insert(kp as usize, addr);
+            // SAFETY: kp is the user's struct.
+            unsafe { (*kp).addr = addr as *mut u8 };
+            return Ok(Some(old));
+        }
+        // Fresh site.
+        if func != 0 && size > 0 {
+            let code = clean_code(reg, func, size as usize);
+            if let Err(e) = ptap_arch::decode::check_boundary(&code, func, addr) {
+                set_last_error(format!("{addr:#x}: {e}"));
+                return Err(arch_errno(e));
+            }
+        }
+        let n = (seg_end - addr).min(16) as usize;
+        let bytes = clean_code(reg, addr, n);
+        let slot = alloc_slot(reg, addr).ok_or(ENOMEM)?;
+        let prep = xol::prepare(&bytes, addr, slot).map_err(|e| {
+            set_last_error(format!("{addr:#x}: {e}"));
+            arch_errno(e)
+        })?;
+        let slot = if let Kind::Slot = prep.kind {
+            poke(reg, slot, prep.slot_bytes())?;
+            let i = SLOTMAP_N.fetch_add(1, Ordering::AcqRel);
+            if i < SLOTMAP_CAP {
+                SLOTMAP[i].1.store(addr, Ordering::Release);
+                SLOTMAP[i].0.store(slot, Ordering::Release);
+            }
+            slot
+        } else {
+            0
+        };
+        let mut orig = [0u8; 16];
+        orig[..n].copy_from_slice(&bytes);
+        let site = Box::into_raw(Box::new(Site {
+            addr,
+            orig,
+            prep,
+            slot,
+            has_ret: matches!(kind, EntryKind::R(_)),
+            probes: vec![entry],
+        }));
+        if !publish(addr, site) {
+            // SAFETY: never published.
+            drop(unsafe { Box::from_raw(site) });
+            return Err(ENOMEM);
+        }
+        reg.sites.insert(addr, site);
+        if let Err(e) = poke(reg, addr, &[0xcc]) {
+            publish(addr, core::ptr::null_mut());
+            reg.sites.remove(&addr);
+            return Err(e);
+        }
+        sys::membarrier_sync_core();
+        reg.by_kp.insert(kp as usize, addr);
+        // SAFETY: kp is the user's struct.
+        unsafe { (*kp).addr = addr as *mut u8 };
+        Ok(None)
+    });
+    match r {
+        Ok(old) => {
+            if let Some(old) = old {
+                threads::synchronize();
+                // SAFETY: unpublished and past a grace period.
+                drop(unsafe { Box::from_raw(old) });
+            }
+            0
+        }
+        Err(e) => -e,
+    }
+}
+
+fn unregister_entry(kp: *mut Kprobe) -> bool {
+    if kp.is_null() {
+        return false;
+    }
+    let old = with_reg(|reg| {
+        let addr = reg.by_kp.remove(&(kp as usize))?;
+        let old = reg.sites.remove(&addr)?;
+        // SAFETY: registry sites are live.
+        let o = unsafe { &*old };
+        let probes: Vec<Entry> = o.probes.iter().copied().filter(|e| e.kp != kp).collect();
+        if probes.is_empty() {
+            // Restore the byte first, then unpublish: a thread that misses
+            // the table then sees the original byte (see trap.rs).
+            let b = [o.orig[0]];
+            let _ = poke(reg, addr, &b);
+            sys::membarrier_sync_core();
+            publish(addr, core::ptr::null_mut());
+        } else {
+            let ns = Box::into_raw(Box::new(Site {
+                addr,
+                orig: o.orig,
+                prep: o.prep,
+                slot: o.slot,
+                has_ret: probes.iter().any(|e| matches!(e.kind, EntryKind::R(_))),
+                probes,
+            }));
+            reg.sites.insert(addr, ns);
+            publish(addr, ns);
+        }
+        Some(old)
+    });
+    match old {
+        Some(old) => {
+            threads::synchronize();
+            // SAFETY: unpublished and past a grace period.
+            drop(unsafe { Box::from_raw(old) });
+            true
+        }
+        None => false,
+    }
+}
+
+// ------------------------------------------------------------------ C API
+
+/// # Safety
+/// `p` must point to a `struct kprobe` that stays valid until unregistered.
+#[no_mangle]
+pub unsafe extern "C" fn register_kprobe(p: *mut Kprobe) -> i32 {
+    register_entry(p, EntryKind::K)
+}
+
+/// # Safety
+/// `p` must be NULL or a registered kprobe.
+#[no_mangle]
+pub unsafe extern "C" fn unregister_kprobe(p: *mut Kprobe) {
+    unregister_entry(p);
+}
+
+/// # Safety
+/// `kps` must point to `num` kprobe pointers.
+#[no_mangle]
+pub unsafe extern "C" fn register_kprobes(kps: *mut *mut Kprobe, num: i32) -> i32 {
+    if kps.is_null() || num <= 0 {
+        return -EINVAL;
+    }
+    for i in 0..num as usize {
+        // SAFETY: caller contract.
+        let p = unsafe { *kps.add(i) };
+        let r = register_entry(p, EntryKind::K);
+        if r < 0 {
+            for k in 0..i {
+                // SAFETY: caller contract.
+                unregister_entry(unsafe { *kps.add(k) });
+            }
+            return r;
+        }
+    }
+    0
+}
+
+/// # Safety
+/// `kps` must point to `num` kprobe pointers.
+#[no_mangle]
+pub unsafe extern "C" fn unregister_kprobes(kps: *mut *mut Kprobe, num: i32) {
+    if kps.is_null() {
+        return;
+    }
+    for i in 0..num.max(0) as usize {
+        // SAFETY: caller contract.
+        unregister_entry(unsafe { *kps.add(i) });
+    }
+}
+
+fn set_disabled(p: *mut Kprobe, disabled: bool) -> i32 {
+    if p.is_null() || !with_reg(|r| r.by_kp.contains_key(&(p as usize))) {
+        return -EINVAL;
+    }
+    // SAFETY: registered kprobe; flags is an aligned u32 also read by the hit path.
+    let f = unsafe { &*(core::ptr::addr_of_mut!((*p).flags) as *const AtomicU32) };
+    if disabled {
+        f.fetch_or(KPROBE_FLAG_DISABLED, Ordering::AcqRel);
+    } else {
+        f.fetch_and(!KPROBE_FLAG_DISABLED, Ordering::AcqRel);
+    }
+    0
+}
+
+/// # Safety
+/// `p` must be a registered kprobe.
+#[no_mangle]
+pub unsafe extern "C" fn enable_kprobe(p: *mut Kprobe) -> i32 {
+    set_disabled(p, false)
+}
+
+/// # Safety
+/// `p` must be a registered kprobe.
+#[no_mangle]
+pub unsafe extern "C" fn disable_kprobe(p: *mut Kprobe) -> i32 {
+    set_disabled(p, true)
+}
+
+/// # Safety
+/// `jp` must point to a `struct jprobe` valid until unregistered.
+#[no_mangle]
+pub unsafe extern "C" fn register_jprobe(jp: *mut Jprobe) -> i32 {
+    if jp.is_null() {
+        return -EINVAL;
+    }
+    // SAFETY: caller contract.
+    if unsafe { (*jp).entry.is_null() } {
+        return -EINVAL;
+    }
+    // SAFETY: kp is the first field.
+    register_entry(
+        unsafe { core::ptr::addr_of_mut!((*jp).kp) },
+        EntryKind::J(jp),
+    )
+}
+
+/// # Safety
+/// `jp` must be NULL or a registered jprobe.
+#[no_mangle]
+pub unsafe extern "C" fn unregister_jprobe(jp: *mut Jprobe) {
+    if !jp.is_null() {
+        // SAFETY: caller contract.
+        unregister_entry(unsafe { core::ptr::addr_of_mut!((*jp).kp) });
+    }
+}
+
+pub fn default_maxactive() -> usize {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    (2 * n).max(10)
+}
+
+/// # Safety
+/// `rp` must point to a `struct kretprobe` valid until unregistered.
+#[no_mangle]
+pub unsafe extern "C" fn register_kretprobe(rp: *mut Kretprobe) -> i32 {
+    if rp.is_null() {
+        return -EINVAL;
+    }
+    // SAFETY: caller contract.
+    let (maxactive, data_size) = unsafe { ((*rp).maxactive, (*rp).data_size) };
+    let n = if maxactive <= 0 {
+        default_maxactive()
+    } else {
+        maxactive as usize
+    };
+    if n > 1 << 20 || data_size > 1 << 20 {
+        return -EINVAL;
+    }
+    let stride = (INST_HDR + core::mem::size_of::<KretprobeInstance>() + data_size + 15) & !15;
+    let mem = Box::leak(vec![0u8; n * stride + 16].into_boxed_slice());
+    let base = (mem.as_mut_ptr() as usize + 15) & !15;
+    let rec = Box::leak(Box::new(RetRec {
+        rp,
+        alive: AtomicBool::new(true),
+        mem: base as *mut u8,
+        n,
+        stride,
+    }));
+    for i in 0..n {
+        let h = rec.inst(i);
+        // SAFETY: h is inside the zeroed block.
+        unsafe {
+            (*h).rec = rec;
+            (*public(h)).rp = rp;
+        }
+    }
+    // SAFETY: caller contract.
+    unsafe { (*rp).nmissed = 0 };
+    // SAFETY: kp is the first field.
+    let kp = unsafe { core::ptr::addr_of_mut!((*rp).kp) };
+    let r = register_entry(kp, EntryKind::R(rec));
+    if r == 0 {
+        with_reg(|reg| reg.rets.insert(rp as usize, rec));
+    } else {
+        rec.alive.store(false, Ordering::Release);
+    }
+    r
+}
+
+/// # Safety
+/// `rp` must be NULL or a registered kretprobe.
+#[no_mangle]
+pub unsafe extern "C" fn unregister_kretprobe(rp: *mut Kretprobe) {
+    if rp.is_null() {
+        return;
+    }
+    if let Some(rec) = with_reg(|reg| reg.rets.remove(&(rp as usize))) {
+        // SAFETY: records are never freed.
+        unsafe { (*rec).alive.store(false, Ordering::Release) };
+    }
+    // SAFETY: kp is the first field; unregister_entry waits for a grace
+    // period, after which no handler of rp runs (alive is false).
+    unregister_entry(unsafe { core::ptr::addr_of_mut!((*rp).kp) });
+}
+
+/// Unregister every probe still registered (Ctrl-C detach, exit).
+pub fn unregister_all() {
+    let kps: Vec<usize> = with_reg(|r| r.by_kp.keys().copied().collect());
+    let rets: Vec<usize> = with_reg(|r| r.rets.keys().copied().collect());
+    for rp in rets {
+        // SAFETY: registered kretprobe.
+        unsafe { unregister_kretprobe(rp as *mut Kretprobe) };
+    }
+    for kp in kps {
+        unregister_entry(kp as *mut Kprobe);
+    }
+}
+
+/// Number of registered probes (tests, ptap -v).
+pub fn registered_count() -> usize {
+    with_reg(|r| r.by_kp.len())
+}

@@ -1,0 +1,277 @@
+//! Raw Linux x86-64 system calls for the hit path.
+//!
+//! Code that runs inside a probe hit must not call libc functions a user
+//! might probe (write, getpid, ...), so these wrappers issue `syscall`
+//! directly. Every wrapper returns the raw kernel result (-errno on failure).
+
+use core::arch::asm;
+
+pub const SYS_READ: usize = 0;
+pub const SYS_WRITE: usize = 1;
+pub const SYS_OPEN: usize = 2;
+pub const SYS_CLOSE: usize = 3;
+pub const SYS_MMAP: usize = 9;
+pub const SYS_MPROTECT: usize = 10;
+pub const SYS_MUNMAP: usize = 11;
+pub const SYS_RT_SIGACTION: usize = 13;
+pub const SYS_RT_SIGPROCMASK: usize = 14;
+pub const SYS_PREAD64: usize = 17;
+pub const SYS_PWRITE64: usize = 18;
+pub const SYS_SCHED_YIELD: usize = 24;
+pub const SYS_NANOSLEEP: usize = 35;
+pub const SYS_GETPID: usize = 39;
+pub const SYS_EXIT: usize = 60;
+pub const SYS_GETTID: usize = 186;
+pub const SYS_FUTEX: usize = 202;
+pub const SYS_EXIT_GROUP: usize = 231;
+pub const SYS_TGKILL: usize = 234;
+pub const SYS_MEMBARRIER: usize = 324;
+
+/// # Safety
+/// The caller must pass arguments valid for syscall `n`.
+#[inline(always)]
+pub unsafe fn syscall6(
+    n: usize,
+    a1: usize,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+    a6: usize,
+) -> isize {
+    let ret: isize;
+    // SAFETY: the caller guarantees the arguments are valid for this syscall;
+    // the kernel clobbers only rcx and r11 besides rax.
+    unsafe {
+        asm!("syscall",
+            inlateout("rax") n as isize => ret,
+            in("rdi") a1, in("rsi") a2, in("rdx") a3,
+            in("r10") a4, in("r8") a5, in("r9") a6,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack));
+    }
+    ret
+}
+
+/// # Safety
+/// See [`syscall6`].
+#[inline(always)]
+pub unsafe fn syscall3(n: usize, a1: usize, a2: usize, a3: usize) -> isize {
+    // SAFETY: forwarded contract.
+    unsafe { syscall6(n, a1, a2, a3, 0, 0, 0) }
+}
+
+pub fn gettid() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { syscall3(SYS_GETTID, 0, 0, 0) as i32 }
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: getpid takes no arguments and cannot fail.
+    unsafe { syscall3(SYS_GETPID, 0, 0, 0) as i32 }
+}
+
+/// Write all of `buf` to `fd` (best effort, no libc).
+pub fn write_all(fd: i32, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: buf is a valid readable slice.
+        let r = unsafe { syscall3(SYS_WRITE, fd as usize, buf.as_ptr() as usize, buf.len()) };
+        if r == -4 {
+            continue; // EINTR
+        }
+        if r <= 0 {
+            return;
+        }
+        buf = &buf[r as usize..];
+    }
+}
+
+pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> isize {
+    // SAFETY: tgkill takes plain integers.
+    unsafe { syscall3(SYS_TGKILL, tgid as usize, tid as usize, sig as usize) }
+}
+
+/// Is thread `tid` of this process still alive?
+pub fn thread_alive(tid: i32) -> bool {
+    tgkill(getpid(), tid, 0) != -3 // ESRCH
+}
+
+pub fn sched_yield() {
+    // SAFETY: no arguments.
+    unsafe {
+        syscall3(SYS_SCHED_YIELD, 0, 0, 0);
+    }
+}
+
+pub fn sleep_us(us: u64) {
+    let ts = [(us / 1_000_000) as i64, ((us % 1_000_000) * 1000) as i64];
+    // SAFETY: ts is a valid timespec; rem may be NULL.
+    unsafe {
+        syscall3(SYS_NANOSLEEP, ts.as_ptr() as usize, 0, 0);
+    }
+}
+
+/// pwrite through an fd (used with /proc/self/mem to patch r-x text).
+/// # Safety
+/// Writing to /proc/self/mem changes this process's memory at `off`.
+pub unsafe fn pwrite(fd: i32, buf: &[u8], off: u64) -> isize {
+    // SAFETY: buf is valid; the caller owns the consequences of the write.
+    unsafe {
+        syscall6(
+            SYS_PWRITE64,
+            fd as usize,
+            buf.as_ptr() as usize,
+            buf.len(),
+            off as usize,
+            0,
+            0,
+        )
+    }
+}
+
+/// # Safety
+/// Plain mmap; the caller must treat the result as raw memory.
+pub unsafe fn mmap(addr: usize, len: usize, prot: i32, flags: i32, fd: i32, off: usize) -> isize {
+    // SAFETY: forwarded contract.
+    unsafe {
+        syscall6(
+            SYS_MMAP,
+            addr,
+            len,
+            prot as usize,
+            flags as usize,
+            fd as usize,
+            off,
+        )
+    }
+}
+
+/// # Safety
+/// Changes protections of a range this process owns.
+pub unsafe fn mprotect(addr: usize, len: usize, prot: i32) -> isize {
+    // SAFETY: forwarded contract.
+    unsafe { syscall3(SYS_MPROTECT, addr, len, prot as usize) }
+}
+
+/// Kernel `struct sigaction` for rt_sigaction on x86-64.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct KSigaction {
+    pub handler: usize,
+    pub flags: u64,
+    pub restorer: usize,
+    pub mask: u64,
+}
+
+pub const SA_SIGINFO: u64 = 4;
+pub const SA_ONSTACK: u64 = 0x0800_0000;
+pub const SA_RESTART: u64 = 0x1000_0000;
+pub const SA_NODEFER: u64 = 0x4000_0000;
+pub const SA_RESETHAND: u64 = 0x8000_0000;
+pub const SA_RESTORER: u64 = 0x0400_0000;
+
+core::arch::global_asm!(
+    ".text",
+    ".globl ptap_rt_sigreturn",
+    ".hidden ptap_rt_sigreturn",
+    ".type ptap_rt_sigreturn,@function",
+    "ptap_rt_sigreturn:",
+    "mov eax, 15",
+    "syscall",
+    "ud2",
+    ".size ptap_rt_sigreturn, .-ptap_rt_sigreturn",
+);
+
+extern "C" {
+    fn ptap_rt_sigreturn();
+}
+
+/// rt_sigaction(2) without libc. When installing a handler, SA_RESTORER is
+/// set to our own sigreturn stub.
+///
+/// # Safety
+/// Changes the process's signal disposition.
+pub unsafe fn rt_sigaction(
+    sig: i32,
+    act: Option<&KSigaction>,
+    old: Option<&mut KSigaction>,
+) -> isize {
+    let mut a;
+    let ap = match act {
+        Some(x) => {
+            a = *x;
+            if a.handler > 1 && a.flags & SA_RESTORER == 0 {
+                a.flags |= SA_RESTORER;
+                a.restorer = ptap_rt_sigreturn as *const () as usize;
+            }
+            &a as *const KSigaction as usize
+        }
+        None => 0,
+    };
+    let op = match old {
+        Some(o) => o as *mut KSigaction as usize,
+        None => 0,
+    };
+    // SAFETY: pointers are valid or NULL; sigsetsize is 8 on x86-64.
+    unsafe { syscall6(SYS_RT_SIGACTION, sig as usize, ap, op, 8, 0, 0) }
+}
+
+/// rt_sigprocmask(2) without libc.
+/// # Safety
+/// Changes this thread's signal mask.
+pub unsafe fn rt_sigprocmask(how: i32, set: Option<&u64>, old: Option<&mut u64>) -> isize {
+    let sp = set.map_or(0, |s| s as *const u64 as usize);
+    let op = old.map_or(0, |o| o as *mut u64 as usize);
+    // SAFETY: pointers valid or NULL.
+    unsafe { syscall6(SYS_RT_SIGPROCMASK, how as usize, sp, op, 8, 0, 0) }
+}
+
+pub fn sigbit(sig: i32) -> u64 {
+    1u64 << (sig - 1)
+}
+
+/// FUTEX_WAIT on a (shared, not private) futex word with a timeout in ms.
+/// # Safety
+/// `word` must point to a valid u32.
+pub unsafe fn futex_wait(word: *const u32, val: u32, timeout_ms: u64) -> isize {
+    let ts = [
+        (timeout_ms / 1000) as i64,
+        ((timeout_ms % 1000) * 1_000_000) as i64,
+    ];
+    // SAFETY: forwarded contract; ts valid.
+    unsafe {
+        syscall6(
+            SYS_FUTEX,
+            word as usize,
+            0,
+            val as usize,
+            ts.as_ptr() as usize,
+            0,
+            0,
+        )
+    }
+}
+
+/// FUTEX_WAKE all waiters (shared futex).
+/// # Safety
+/// `word` must point to a valid u32.
+pub unsafe fn futex_wake(word: *const u32) -> isize {
+    // SAFETY: forwarded contract.
+    unsafe { syscall6(SYS_FUTEX, word as usize, 1, i32::MAX as usize, 0, 0, 0) }
+}
+
+/// Full serializing barrier for every thread of the process after code
+/// patching (no-op if the kernel refuses).
+pub fn membarrier_sync_core() {
+    // SAFETY: plain integer arguments.
+    unsafe {
+        syscall3(SYS_MEMBARRIER, 32, 0, 0); // MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE
+    }
+}
+
+pub fn membarrier_register() {
+    // SAFETY: plain integer arguments.
+    unsafe {
+        syscall3(SYS_MEMBARRIER, 64, 0, 0); // REGISTER_PRIVATE_EXPEDITED_SYNC_CORE
+    }
+}

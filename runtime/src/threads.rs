@@ -1,0 +1,274 @@
+//! Per-thread runtime state, in a fixed table preallocated at init.
+//!
+//! Not `thread_local!`: dynamic TLS in a dlopen'ed or preloaded library can
+//! call malloc on first touch, and malloc may be the probed function. The
+//! table is keyed by the kernel thread id (raw `gettid`), claimed with a
+//! CAS, and slots of dead threads are reclaimed when the table fills up.
+
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use ptap_arch::regs::PtRegs;
+
+use crate::sys;
+
+pub const MAX_THREADS: usize = 4096;
+/// Bytes of stack saved above sp for a jprobe (the seed's MAX_STACK_SIZE).
+pub const JPROBE_STACK: usize = 192;
+
+/// Fault-recovery context used by `ptap_rt_guarded_call` (layout used by asm).
+#[repr(C)]
+pub struct Guard {
+    /// rsp inside `ptap_rt_guarded_call` after it saved the callee-saved registers.
+    pub saved_rsp: u64, // offset 0
+    /// Non-zero while a handler runs under the guard.
+    pub active: u32, // offset 8
+    /// Set by the fault handler when it aborted the guarded call.
+    pub faulted: u32, // offset 12
+    pub fault_trapno: u64,
+    pub fault_addr: u64,
+    pub fault_ip: u64,
+}
+
+#[repr(C)]
+pub struct ThreadState {
+    pub tid: AtomicI32,
+    /// Depth of runtime activity on this thread (hit in progress, single-step
+    /// pending, jprobe entry running). Unregister waits for it.
+    pub active: AtomicU32,
+    /// Incremented each time `active` drops back to 0.
+    pub gen: AtomicU64,
+    /// The seed's reentrancy rule: a probe hit while this is set runs no handler.
+    pub in_handler: u32,
+    pub guard: Guard,
+    /// Single-step pending: the site whose slot is being stepped.
+    pub ss_site: usize,
+    pub ss_tf_was_set: bool,
+    /// jprobe entry running.
+    pub jp_site: usize,
+    pub jp_regs: PtRegs,
+    pub jp_stack: [u8; JPROBE_STACK],
+    /// Head of this thread's kretprobe instance stack (LIFO).
+    pub kret_head: usize,
+    /// The pt_regs of the probed context while a handler runs (dump_stack).
+    pub cur_regs: usize,
+}
+
+static mut TABLE: *mut ThreadState = core::ptr::null_mut();
+
+/// Map the table (once, at init). Zero pages are materialised on first touch.
+pub fn init() -> bool {
+    // SAFETY: single-threaded init (constructor), plain anonymous mapping.
+    unsafe {
+        if !TABLE.is_null() {
+            return true;
+        }
+        let len = MAX_THREADS * core::mem::size_of::<ThreadState>();
+        let p = sys::mmap(0, len, 3, 0x22, -1, 0); // RW, MAP_PRIVATE|MAP_ANONYMOUS
+        if p < 0 {
+            return false;
+        }
+        TABLE = p as *mut ThreadState;
+    }
+    true
+}
+
+fn table() -> *mut ThreadState {
+    // SAFETY: TABLE is written once at init before any reader exists.
+    unsafe { TABLE }
+}
+
+fn slot(i: usize) -> *mut ThreadState {
+    // SAFETY: i < MAX_THREADS and the table is mapped (checked by callers).
+    unsafe { table().add(i) }
+}
+
+fn hash(tid: i32) -> usize {
+    (tid as u32).wrapping_mul(2_654_435_761) as usize % MAX_THREADS
+}
+
+fn reset(ts: *mut ThreadState) {
+    // SAFETY: the slot was just claimed by this thread.
+    unsafe {
+        (*ts).active.store(0, Ordering::Relaxed);
+        (*ts).in_handler = 0;
+        (*ts).guard.active = 0;
+        (*ts).guard.faulted = 0;
+        (*ts).ss_site = 0;
+        (*ts).jp_site = 0;
+        (*ts).kret_head = 0;
+        (*ts).cur_regs = 0;
+    }
+}
+
+/// This thread's state, claiming a slot on first use. None if the table is
+/// full of live threads (the caller then counts a miss).
+pub fn current() -> Option<*mut ThreadState> {
+    if table().is_null() {
+        return None;
+    }
+    let tid = sys::gettid();
+    let h = hash(tid);
+    for k in 0..MAX_THREADS {
+        let s = slot((h + k) % MAX_THREADS);
+        // SAFETY: s is inside the table.
+        let cur = unsafe { (*s).tid.load(Ordering::Acquire) };
+        if cur == tid {
+            return Some(s);
+        }
+        if cur == 0 {
+            // SAFETY: as above.
+            if unsafe {
+                (*s).tid
+                    .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Acquire)
+            }
+            .is_ok()
+            {
+                reset(s);
+                return Some(s);
+            }
+        }
+    }
+    // Full: reclaim a slot whose thread is gone.
+    for k in 0..MAX_THREADS {
+        let s = slot((h + k) % MAX_THREADS);
+        // SAFETY: as above.
+        let cur = unsafe { (*s).tid.load(Ordering::Acquire) };
+        if cur > 0 && !sys::thread_alive(cur) {
+            // SAFETY: as above.
+            if unsafe {
+                (*s).tid
+                    .compare_exchange(cur, tid, Ordering::AcqRel, Ordering::Acquire)
+            }
+            .is_ok()
+            {
+                reset(s);
+                return Some(s);
+            }
+        }
+    }
+    None
+}
+
+/// Enter runtime activity (hit path). Pairs with [`leave`].
+#[inline]
+#[allow(clippy::not_unsafe_ptr_arg_deref)] // ts always comes from `current()`
+pub fn enter(ts: *mut ThreadState) {
+    // SAFETY: ts is this thread's slot.
+    unsafe {
+        let a = (*ts).active.load(Ordering::Relaxed);
+        (*ts).active.store(a + 1, Ordering::Relaxed);
+    }
+    // Pairs with the fence in `synchronize`: either the unregistering thread
+    // sees us active, or we see its table update.
+    core::sync::atomic::fence(Ordering::SeqCst);
+}
+
+#[inline]
+#[allow(clippy::not_unsafe_ptr_arg_deref)] // ts always comes from `current()`
+pub fn leave(ts: *mut ThreadState) {
+    // SAFETY: ts is this thread's slot.
+    unsafe {
+        let a = (*ts).active.load(Ordering::Relaxed);
+        if a == 1 {
+            (*ts).gen.fetch_add(1, Ordering::Release);
+        }
+        (*ts).active.store(a.saturating_sub(1), Ordering::Release);
+    }
+}
+
+/// Wait until every other thread that was inside the runtime's hit path
+/// when this was called has left it (a grace period). Threads that died are
+/// skipped. The calling thread is skipped (unregister from a handler).
+pub fn synchronize() {
+    if table().is_null() {
+        return;
+    }
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let me = sys::gettid();
+    for i in 0..MAX_THREADS {
+        let s = slot(i);
+        // SAFETY: inside the table.
+        let (tid, active, gen) = unsafe {
+            (
+                (*s).tid.load(Ordering::Acquire),
+                (*s).active.load(Ordering::Acquire),
+                (*s).gen.load(Ordering::Acquire),
+            )
+        };
+        if tid <= 0 || tid == me || active == 0 {
+            continue;
+        }
+        let mut spins = 0u64;
+        loop {
+            // SAFETY: inside the table.
+            let (t2, a2, g2) = unsafe {
+                (
+                    (*s).tid.load(Ordering::Acquire),
+                    (*s).active.load(Ordering::Acquire),
+                    (*s).gen.load(Ordering::Acquire),
+                )
+            };
+            if t2 != tid || a2 == 0 || g2 != gen {
+                break;
+            }
+            spins += 1;
+            if spins.is_multiple_of(1024) && !sys::thread_alive(tid) {
+                break;
+            }
+            if spins < 64 {
+                core::hint::spin_loop();
+            } else {
+                sys::sleep_us(50);
+            }
+        }
+    }
+}
+
+/// After fork: only the forking thread exists in the child. Move its state
+/// (kretprobe instances on its copied stack) to the child's tid and free the rest.
+pub fn after_fork(parent_tid: i32) {
+    if table().is_null() {
+        return;
+    }
+    let me = sys::gettid();
+    let mut moved: Option<*mut ThreadState> = None;
+    for i in 0..MAX_THREADS {
+        let s = slot(i);
+        // SAFETY: inside the table; the child is single-threaded here.
+        unsafe {
+            let t = (*s).tid.load(Ordering::Relaxed);
+            if t == parent_tid && t != 0 {
+                moved = Some(s);
+            } else if t != 0 {
+                (*s).tid.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(src) = moved {
+        // Re-key: the slot keeps its contents; it must move to the new tid's
+        // probe chain, so copy it into a freshly claimed slot.
+        // SAFETY: single-threaded child.
+        unsafe {
+            let kret = (*src).kret_head;
+            (*src).tid.store(0, Ordering::Relaxed);
+            if let Some(dst) = current() {
+                (*dst).kret_head = kret;
+            }
+        }
+    }
+    let _ = me;
+}
+
+/// Visit every claimed slot (registration-time use).
+pub fn for_each(mut f: impl FnMut(*mut ThreadState)) {
+    if table().is_null() {
+        return;
+    }
+    for i in 0..MAX_THREADS {
+        let s = slot(i);
+        // SAFETY: inside the table.
+        if unsafe { (*s).tid.load(Ordering::Acquire) } > 0 {
+            f(s);
+        }
+    }
+}
