@@ -14,6 +14,7 @@ pub mod emulate;
 mod error;
 pub mod optprobe;
 pub mod regs;
+pub mod trampoline;
 pub mod xol;
 
 #[cfg(test)]

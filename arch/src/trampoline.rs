@@ -1,0 +1,409 @@
+//! Code stubs that call a handler with a [`PtRegs`] built from the live registers, without
+//! a trap: the jump-optimized probe trampoline (Linux "optprobe" template) and the
+//! kretprobe return trampoline. Built once at registration (allocates); the code they
+//! produce allocates nothing.
+//!
+//! The handler is `extern "C" fn(regs: *mut PtRegs, data: u64)` (SysV ABI), called with a
+//! 16-byte aligned stack and DF clear. Changes it makes to the general-purpose registers
+//! and to `flags` take effect; see each builder for `ip` and `sp`.
+//!
+//! Vector state: the SysV ABI lets the handler clobber every xmm/ymm/zmm register, and a
+//! probe may sit where they are live (float arguments at function entry). [`VectorSave`]
+//! says what the stub preserves. `Xsave` is always correct; `Xmm` (xmm0–15, no AVX upper
+//! halves, no x87) is enough only if handlers and everything they call never execute an
+//! AVX instruction (libc's memcpy does); `None` only for handlers known to use no vector
+//! register at all. (The trap path needs none of this: the kernel saves the whole
+//! extended state in the signal frame.)
+
+use iced_x86::{
+    BlockEncoder, BlockEncoderOptions, Code, Instruction, InstructionBlock, MemoryOperand, Register,
+};
+
+use crate::optprobe::Region;
+use crate::regs::offset;
+use crate::ArchError;
+
+/// The x86-64 red zone below rsp that leaf code may use without moving rsp.
+pub const RED_ZONE: i64 = 128;
+/// Stack bytes for the PtRegs frame (168, padded to a multiple of 16).
+pub const FRAME: i64 = 176;
+/// User-mode segment selectors Linux reports in pt_regs.
+const USER_CS: i32 = 0x33;
+const USER_SS: i32 = 0x2b;
+
+/// What a stub calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handler {
+    /// Address of `extern "C" fn(*mut PtRegs, u64)`.
+    pub func: u64,
+    /// Its second argument.
+    pub data: u64,
+}
+
+/// Which vector/FPU state a stub saves around the handler call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VectorSave {
+    /// Nothing.
+    None,
+    /// xmm0–xmm15 (256 bytes, movups).
+    Xmm,
+    /// ymm0–ymm15 (512 bytes, vmovdqu; needs AVX): enough for handlers that may use AVX
+    /// or AVX2 but never AVX-512 (zmm upper halves, zmm16–31, mask registers).
+    Ymm,
+    /// Everything enabled in XCR0, with `xsave64`/`xrstor64` into a buffer of `size`
+    /// bytes (CPUID.(EAX=0DH,ECX=0):EBX; see [`xsave_size`]).
+    Xsave { size: u32 },
+}
+
+/// Size of the XSAVE area for the features the OS enabled (CPUID leaf 0xD, EBX), or
+/// `None` if the CPU has no XSAVE.
+pub fn xsave_size() -> Option<u32> {
+    use core::arch::x86_64::__cpuid_count;
+    // CPUID leaf 1 ECX bit 27: OSXSAVE (the OS enabled XSAVE and set XCR0).
+    #[allow(unused_unsafe)]
+    // SAFETY: cpuid is available on every x86-64 CPU and has no side effects.
+    let leaf1 = unsafe { __cpuid_count(1, 0) };
+    if leaf1.ecx & (1 << 27) == 0 {
+        return None;
+    }
+    #[allow(unused_unsafe)]
+    // SAFETY: as above; leaf 0xD exists when OSXSAVE is set.
+    let d = unsafe { __cpuid_count(0xd, 0) };
+    Some(d.ebx)
+}
+
+const GPRS: [(Register, usize); 15] = [
+    (Register::RAX, offset::AX),
+    (Register::RBX, offset::BX),
+    (Register::RCX, offset::CX),
+    (Register::RDX, offset::DX),
+    (Register::RSI, offset::SI),
+    (Register::RDI, offset::DI),
+    (Register::RBP, offset::BP),
+    (Register::R8, offset::R8),
+    (Register::R9, offset::R9),
+    (Register::R10, offset::R10),
+    (Register::R11, offset::R11),
+    (Register::R12, offset::R12),
+    (Register::R13, offset::R13),
+    (Register::R14, offset::R14),
+    (Register::R15, offset::R15),
+];
+
+fn err(_: iced_x86::IcedError) -> ArchError {
+    ArchError::CannotRelocate("iced-x86 could not encode the trampoline")
+}
+
+fn m(base: Register, d: i64) -> MemoryOperand {
+    MemoryOperand::with_base_displ(base, d)
+}
+
+/// Instruction list under construction (each helper can fail only on an iced bug).
+struct Asm(Vec<Instruction>);
+
+impl Asm {
+    fn op(&mut self, i: Result<Instruction, iced_x86::IcedError>) -> Result<(), ArchError> {
+        self.0.push(i.map_err(err)?);
+        Ok(())
+    }
+    fn lea_rsp(&mut self, d: i64) -> Result<(), ArchError> {
+        self.op(Instruction::with2(
+            Code::Lea_r64_m,
+            Register::RSP,
+            m(Register::RSP, d),
+        ))
+    }
+    fn store(&mut self, off: usize, r: Register) -> Result<(), ArchError> {
+        self.op(Instruction::with2(
+            Code::Mov_rm64_r64,
+            m(Register::RSP, off as i64),
+            r,
+        ))
+    }
+    fn load(&mut self, r: Register, off: usize) -> Result<(), ArchError> {
+        self.op(Instruction::with2(
+            Code::Mov_r64_rm64,
+            r,
+            m(Register::RSP, off as i64),
+        ))
+    }
+    fn store_imm(&mut self, off: usize, v: i32) -> Result<(), ArchError> {
+        self.op(Instruction::with2(
+            Code::Mov_rm64_imm32,
+            m(Register::RSP, off as i64),
+            v,
+        ))
+    }
+    fn movabs(&mut self, r: Register, v: u64) -> Result<(), ArchError> {
+        self.op(Instruction::with2(Code::Mov_r64_imm64, r, v))
+    }
+    fn plain(&mut self, c: Code) {
+        self.0.push(Instruction::with(c));
+    }
+
+    /// Save registers into a PtRegs at rsp (already reserved), `sp_value` = rsp + sp_off.
+    fn save_regs(&mut self, sp_off: i64, ip: u64) -> Result<(), ArchError> {
+        for (r, off) in GPRS {
+            self.store(off, r)?;
+        }
+        self.plain(Code::Pushfq); // writes below the frame: free stack
+        self.op(Instruction::with1(Code::Pop_r64, Register::RAX))?;
+        self.store(offset::FLAGS, Register::RAX)?;
+        self.op(Instruction::with2(
+            Code::Lea_r64_m,
+            Register::RAX,
+            m(Register::RSP, sp_off),
+        ))?;
+        self.store(offset::SP, Register::RAX)?;
+        self.movabs(Register::RAX, ip)?;
+        self.store(offset::IP, Register::RAX)?;
+        self.store_imm(offset::ORIG_AX, -1)?;
+        self.store_imm(offset::CS, USER_CS)?;
+        self.store_imm(offset::SS, USER_SS)
+    }
+
+    /// rbx = &PtRegs; align, save vector state, call, restore vector state, rsp = rbx.
+    fn call_handler(&mut self, h: Handler, v: VectorSave) -> Result<(), ArchError> {
+        self.op(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::RBX,
+            Register::RSP,
+        ))?;
+        let (align, area) = match v {
+            VectorSave::None => (-16, 0i32),
+            VectorSave::Xmm => (-16, 256),
+            VectorSave::Ymm => (-32, 512),
+            VectorSave::Xsave { size } => (-64, ((size + 63) & !63) as i32),
+        };
+        self.op(Instruction::with2(
+            Code::And_rm64_imm8,
+            Register::RSP,
+            align,
+        ))?;
+        if area > 0 {
+            self.op(Instruction::with2(
+                Code::Sub_rm64_imm32,
+                Register::RSP,
+                area,
+            ))?;
+        }
+        match v {
+            VectorSave::None => {}
+            VectorSave::Xmm => {
+                for k in 0..16 {
+                    let x = xmm(k);
+                    let mem = m(Register::RSP, 16 * k as i64);
+                    self.op(Instruction::with2(Code::Movups_xmmm128_xmm, mem, x))?;
+                }
+            }
+            VectorSave::Ymm => {
+                for k in 0..16 {
+                    let mem = m(Register::RSP, 32 * k as i64);
+                    let y = ymm(k);
+                    self.op(Instruction::with2(Code::VEX_Vmovdqu_ymmm256_ymm, mem, y))?;
+                }
+            }
+            VectorSave::Xsave { .. } => {
+                // The XSAVE header (bytes 512..576) must be zero for XRSTOR's checks:
+                // XSAVE writes only XSTATE_BV.
+                for k in 0..8 {
+                    self.store_imm(512 + 8 * k, 0)?;
+                }
+                self.xsave_mask()?;
+                self.op(Instruction::with1(Code::Xsave64_mem, m(Register::RSP, 0)))?;
+            }
+        }
+        self.plain(Code::Cld);
+        self.op(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::RDI,
+            Register::RBX,
+        ))?;
+        self.movabs(Register::RSI, h.data)?;
+        self.movabs(Register::RAX, h.func)?;
+        self.op(Instruction::with1(Code::Call_rm64, Register::RAX))?;
+        match v {
+            VectorSave::None => {}
+            VectorSave::Xmm => {
+                for k in 0..16 {
+                    let mem = m(Register::RSP, 16 * k as i64);
+                    self.op(Instruction::with2(Code::Movups_xmm_xmmm128, xmm(k), mem))?;
+                }
+            }
+            VectorSave::Ymm => {
+                for k in 0..16 {
+                    let mem = m(Register::RSP, 32 * k as i64);
+                    self.op(Instruction::with2(
+                        Code::VEX_Vmovdqu_ymm_ymmm256,
+                        ymm(k),
+                        mem,
+                    ))?;
+                }
+            }
+            VectorSave::Xsave { .. } => {
+                self.xsave_mask()?;
+                self.op(Instruction::with1(Code::Xrstor64_mem, m(Register::RSP, 0)))?;
+            }
+        }
+        self.op(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::RSP,
+            Register::RBX,
+        ))
+    }
+
+    fn xsave_mask(&mut self) -> Result<(), ArchError> {
+        self.op(Instruction::with2(
+            Code::Mov_r32_imm32,
+            Register::EAX,
+            u32::MAX,
+        ))?;
+        self.op(Instruction::with2(
+            Code::Mov_r32_imm32,
+            Register::EDX,
+            u32::MAX,
+        ))
+    }
+
+    /// Restore flags and every general-purpose register from the PtRegs at rsp.
+    fn restore_regs(&mut self) -> Result<(), ArchError> {
+        self.load(Register::RAX, offset::FLAGS)?;
+        self.op(Instruction::with1(Code::Push_r64, Register::RAX))?; // below the frame
+        self.plain(Code::Popfq);
+        for (r, off) in GPRS {
+            self.load(r, off)?;
+        }
+        Ok(())
+    }
+
+    fn encode(&self, at: u64) -> Result<Vec<u8>, ArchError> {
+        let r = BlockEncoder::encode(
+            64,
+            InstructionBlock::new(&self.0, at),
+            BlockEncoderOptions::NONE,
+        )
+        .map_err(err)?;
+        Ok(r.code_buffer)
+    }
+}
+
+fn ymm(k: usize) -> Register {
+    const Y: [Register; 16] = [
+        Register::YMM0,
+        Register::YMM1,
+        Register::YMM2,
+        Register::YMM3,
+        Register::YMM4,
+        Register::YMM5,
+        Register::YMM6,
+        Register::YMM7,
+        Register::YMM8,
+        Register::YMM9,
+        Register::YMM10,
+        Register::YMM11,
+        Register::YMM12,
+        Register::YMM13,
+        Register::YMM14,
+        Register::YMM15,
+    ];
+    Y[k & 15]
+}
+
+fn xmm(k: usize) -> Register {
+    const X: [Register; 16] = [
+        Register::XMM0,
+        Register::XMM1,
+        Register::XMM2,
+        Register::XMM3,
+        Register::XMM4,
+        Register::XMM5,
+        Register::XMM6,
+        Register::XMM7,
+        Register::XMM8,
+        Register::XMM9,
+        Register::XMM10,
+        Register::XMM11,
+        Register::XMM12,
+        Register::XMM13,
+        Register::XMM14,
+        Register::XMM15,
+    ];
+    X[k & 15]
+}
+
+/// The jump-optimized probe trampoline, to live at `at`, entered by a `jmp` written over
+/// `region` (see [`crate::optprobe`]):
+///
+/// ```text
+/// lea -(128+176)(%rsp),%rsp      skip the red zone, reserve the PtRegs frame
+/// (save GPRs, flags, sp = original rsp, ip = region.addr, orig_ax = -1, cs, ss)
+/// (align, save vector state, cld, call handler(&regs, data), restore vector state)
+/// (restore flags and GPRs from the frame)
+/// lea (128+176)(%rsp),%rsp
+/// (the region's instructions, relocated)
+/// jmp region.end
+/// ```
+///
+/// As with Linux optprobes, a handler's change to `regs.ip` is ignored (the displaced
+/// instructions always run next), and so is a change to `regs.sp`; probes that need to
+/// redirect execution must stay on the trap path. `code` = the region's original bytes.
+pub fn optprobe_trampoline(
+    at: u64,
+    code: &[u8],
+    region: &Region,
+    h: Handler,
+    v: VectorSave,
+) -> Result<Vec<u8>, ArchError> {
+    let skip = RED_ZONE + FRAME;
+    let mut a = Asm(Vec::with_capacity(64));
+    a.lea_rsp(-skip)?;
+    a.save_regs(skip, region.addr)?;
+    a.call_handler(h, v)?;
+    a.restore_regs()?;
+    a.lea_rsp(skip)?;
+    let mut out = a.encode(at)?;
+    let tail_at = at + out.len() as u64;
+    let tail = crate::optprobe::relocate_region(code, region, tail_at, 8 * 16)?;
+    out.extend_from_slice(&tail.bytes);
+    Ok(out)
+}
+
+/// The kretprobe return trampoline, to live at `at`: a probed function's return address
+/// is replaced by `at`, so its `ret` lands here with rsp just above the (popped) return
+/// address. The handler gets `regs.ip = at` and the return value in `regs.ax`; it MUST
+/// set `regs.ip` to the real return address, where the stub then jumps:
+///
+/// ```text
+/// lea -176(%rsp),%rsp            the callee's dead frame is free: no red zone to skip
+/// (save GPRs, flags, sp, ip = at, …; call handler; restore flags and GPRs)
+/// lea 176(%rsp),%rsp
+/// jmp *-48(%rsp)                 regs.ip: 48 bytes below rsp, inside the 128 bytes
+///                                the kernel never overwrites when delivering a signal
+/// ```
+pub fn return_trampoline(at: u64, h: Handler, v: VectorSave) -> Result<Vec<u8>, ArchError> {
+    let mut a = Asm(Vec::with_capacity(64));
+    a.lea_rsp(-FRAME)?;
+    a.save_regs(FRAME, at)?;
+    a.call_handler(h, v)?;
+    a.restore_regs()?;
+    a.lea_rsp(FRAME)?;
+    let ip_below = FRAME - offset::IP as i64; // 48
+    a.op(Instruction::with1(
+        Code::Jmp_rm64,
+        m(Register::RSP, -ip_below),
+    ))?;
+    a.encode(at)
+}
+
+/// The 5 bytes written over a region's start: `jmp rel32` from `site` to `trampoline`.
+pub fn jmp_rel32(site: u64, trampoline: u64) -> Result<[u8; 5], ArchError> {
+    let d = trampoline.wrapping_sub(site.wrapping_add(5)) as i64;
+    let d = i32::try_from(d).map_err(|_| ArchError::OutOfRange)?;
+    let mut b = [0xe9, 0, 0, 0, 0];
+    b[1..].copy_from_slice(&d.to_le_bytes());
+    Ok(b)
+}
+
+#[cfg(test)]
+#[path = "trampoline_tests.rs"]
+mod tests;

@@ -1,0 +1,322 @@
+//! Trampolines executed for real in a [`Sandbox`], calling a Rust handler.
+
+use super::*;
+use crate::decode::decode_function;
+use crate::optprobe::{check_region, JMP_LEN};
+use crate::regs::{flags, PtRegs};
+use crate::sandbox::{Sandbox, CODE, STACK_TOP};
+
+/// What the handler saw and what it should do.
+#[derive(Default)]
+struct Rec {
+    hits: u64,
+    seen: PtRegs,
+    set_di: Option<u64>,
+    set_flags: Option<u64>,
+    set_ip: Option<u64>,
+    clobber_vectors: bool,
+}
+
+extern "C" fn handler(regs: *mut PtRegs, data: u64) {
+    // SAFETY: data is the &mut Rec of the running test; regs points at the stub's frame.
+    let (rec, regs) = unsafe { (&mut *(data as *mut Rec), &mut *regs) };
+    rec.hits += 1;
+    rec.seen = *regs;
+    if let Some(v) = rec.set_di {
+        regs.di = v;
+    }
+    if let Some(f) = rec.set_flags {
+        regs.flags = f;
+    }
+    if let Some(ip) = rec.set_ip {
+        regs.ip = ip;
+    }
+    if rec.clobber_vectors {
+        // SAFETY: only clobbers vector registers, declared as such.
+        unsafe {
+            core::arch::asm!("pcmpeqd xmm0, xmm0", "xorps xmm1, xmm1", out("xmm0") _, out("xmm1") _)
+        };
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present; clobbers ymm0/ymm1 only.
+            unsafe {
+                core::arch::asm!("vpcmpeqd ymm0, ymm0, ymm0", "vpxor ymm1, ymm1, ymm1", out("xmm0") _, out("xmm1") _)
+            };
+        }
+    }
+}
+
+/// A function that keeps a value in xmm0 and ymm0's upper lane across the probed region:
+/// returns (code, offset of the region, offset of the landing).
+fn program(pre: u64, with_avx: bool) -> (Vec<u8>, u64, u64) {
+    let mut c = vec![0x66, 0x48, 0x0f, 0x6e, 0xc7]; //     movq %rdi,%xmm0
+    if with_avx {
+        c.extend([0xc4, 0xe2, 0x7d, 0x59, 0xc0]); //       vpbroadcastq %xmm0,%ymm0
+    }
+    let orig = pre + c.len() as u64;
+    c.extend([0x48, 0x89, 0xe5]); //                       orig+0: mov %rsp,%rbp
+    c.extend([0x48, 0x8b, 0x05]); //                       orig+3: mov X(%rip),%rax  (X = pre+0x1000)
+    c.extend(((pre + 0x1000) as i64 - (orig + 10) as i64).to_le_bytes()[..4].iter());
+    c.extend([0x66, 0x48, 0x0f, 0x7e, 0xc1]); //           movq %xmm0,%rcx
+    if with_avx {
+        c.extend([0xc4, 0xe3, 0x7d, 0x39, 0xc2, 0x01]); // vextracti128 $1,%ymm0,%xmm2
+        c.extend([0x66, 0x48, 0x0f, 0x7e, 0xd2]); //       movq %xmm2,%rdx
+    }
+    let land = c.len() as u64;
+    (c, orig - pre, land)
+}
+
+struct Run {
+    plain: PtRegs,
+    probed: PtRegs,
+    rec: Box<Rec>,
+    orig: u64,
+    stack_top: u64,
+}
+
+fn run_optprobe(v: VectorSave, with_avx: bool, rec: Rec) -> Run {
+    let sb = Sandbox::new();
+    let pre = sb.at(CODE);
+    let (code, orig_off, land) = program(pre, with_avx);
+    let orig = pre + orig_off;
+    sb.write(pre, &code);
+    sb.land(pre + land);
+    sb.write_u64(pre + 0x1000, 0x5eed);
+    let mut r = sb.regs();
+    r.di = 0x0123_4567_89ab_cdef;
+    r.bx = 7;
+    r.flags |= flags::CF | flags::SF;
+    let plain = sb.run(pre, &r);
+
+    let f = decode_function(&code, pre).unwrap();
+    let region = check_region(&f, orig, JMP_LEN).unwrap();
+    assert_eq!(region.len, 10);
+    let mut rec = Box::new(rec);
+    let h = Handler {
+        func: handler as extern "C" fn(_, _) as usize as u64,
+        data: &mut *rec as *mut Rec as u64,
+    };
+    let tramp = sb.at(CODE + 0x10000);
+    let t = optprobe_trampoline(tramp, &code[orig_off as usize..], &region, h, v).unwrap();
+    sb.write(tramp, &t);
+    sb.write(orig, &jmp_rel32(orig, tramp).unwrap());
+    let probed = sb.run(pre, &r);
+    Run {
+        plain,
+        probed,
+        rec,
+        orig,
+        stack_top: sb.at(STACK_TOP),
+    }
+}
+
+#[test]
+fn optprobe_trampoline_is_transparent_with_xsave() {
+    let size = xsave_size().expect("xsave");
+    let avx = std::is_x86_feature_detected!("avx2");
+    let run = run_optprobe(
+        VectorSave::Xsave { size },
+        avx,
+        Rec {
+            clobber_vectors: true,
+            ..Rec::default()
+        },
+    );
+    assert_eq!(run.rec.hits, 1);
+    assert_eq!(
+        run.probed, run.plain,
+        "every register, xmm0 and ymm0's upper lane survive"
+    );
+    assert_eq!(run.plain.ax, 0x5eed);
+    assert_eq!(run.plain.cx, 0x0123_4567_89ab_cdef);
+    if avx {
+        assert_eq!(run.plain.dx, 0x0123_4567_89ab_cdef);
+    }
+    let seen = run.rec.seen;
+    assert_eq!(seen.ip, run.orig);
+    assert_eq!(seen.sp, run.stack_top);
+    assert_eq!(seen.di, 0x0123_4567_89ab_cdef);
+    assert_eq!(seen.bx, 7);
+    assert_eq!(seen.flags & flags::STATUS, flags::CF | flags::SF);
+    assert_eq!((seen.cs, seen.ss, seen.orig_ax), (0x33, 0x2b, u64::MAX));
+}
+
+#[test]
+fn xmm_save_keeps_xmm_but_not_ymm_upper_halves() {
+    let avx = std::is_x86_feature_detected!("avx2");
+    let run = run_optprobe(
+        VectorSave::Xmm,
+        avx,
+        Rec {
+            clobber_vectors: true,
+            ..Rec::default()
+        },
+    );
+    assert_eq!(run.probed.cx, run.plain.cx);
+    if avx {
+        assert_ne!(
+            run.probed.dx, run.plain.dx,
+            "the handler's AVX write leaks through Xmm"
+        );
+    }
+    if avx {
+        let run = run_optprobe(
+            VectorSave::Ymm,
+            true,
+            Rec {
+                clobber_vectors: true,
+                ..Rec::default()
+            },
+        );
+        assert_eq!(run.probed, run.plain, "Ymm keeps both lanes");
+    }
+    let run = run_optprobe(
+        VectorSave::None,
+        false,
+        Rec {
+            clobber_vectors: true,
+            ..Rec::default()
+        },
+    );
+    assert_ne!(
+        run.probed.cx, run.plain.cx,
+        "with no save the handler clobbers xmm0"
+    );
+    let run = run_optprobe(VectorSave::None, false, Rec::default());
+    assert_eq!(
+        run.probed, run.plain,
+        "a handler that leaves vectors alone needs no save"
+    );
+}
+
+#[test]
+fn optprobe_handler_changes_take_effect_except_ip() {
+    let rec = Rec {
+        set_di: Some(99),
+        set_flags: Some(0x202 | flags::ZF),
+        set_ip: Some(0xdead),
+        ..Rec::default()
+    };
+    let run = run_optprobe(VectorSave::Xmm, false, rec);
+    assert_eq!(run.probed.di, 99);
+    assert_eq!(run.probed.flags & flags::STATUS, flags::ZF);
+    // ip changes are ignored (as Linux optprobes do): the program ran on normally
+    assert_eq!(run.probed.ip, run.plain.ip);
+    assert_eq!(
+        PtRegs {
+            di: 0,
+            flags: 0,
+            ..run.probed
+        },
+        PtRegs {
+            di: 0,
+            flags: 0,
+            ..run.plain
+        }
+    );
+}
+
+#[test]
+fn return_trampoline_reports_and_jumps_to_the_real_return_address() {
+    let sb = Sandbox::new();
+    let site = sb.at(CODE); //                     c3   ret   (the probed function returns)
+    sb.write(site, &[0xc3]);
+    let real_ret = sb.at(CODE + 0x900);
+    sb.land(real_ret);
+    let tramp = sb.at(CODE + 0x10000);
+    let mut rec = Box::new(Rec {
+        set_ip: Some(real_ret),
+        set_di: Some(5),
+        ..Rec::default()
+    });
+    let h = Handler {
+        func: handler as extern "C" fn(_, _) as usize as u64,
+        data: &mut *rec as *mut Rec as u64,
+    };
+    let size = xsave_size().expect("xsave");
+    sb.write(
+        tramp,
+        &return_trampoline(tramp, h, VectorSave::Xsave { size }).unwrap(),
+    );
+    let mut r = sb.regs();
+    r.sp -= 8;
+    sb.write_u64(r.sp, tramp); // the hijacked return address
+    r.ax = 42;
+    r.r12 = 12;
+    r.flags |= flags::OF;
+    let out = sb.run(site, &r);
+    assert_eq!(rec.hits, 1);
+    assert_eq!(
+        (rec.seen.ip, rec.seen.ax, rec.seen.sp),
+        (tramp, 42, sb.at(STACK_TOP))
+    );
+    assert_eq!(out.ip, real_ret);
+    assert_eq!(out.sp, sb.at(STACK_TOP));
+    assert_eq!((out.ax, out.di, out.r12), (42, 5, 12));
+    assert_eq!(out.flags & flags::STATUS, flags::OF);
+}
+
+#[test]
+fn jump_patch_bytes() {
+    // e9 fb 0f 00 00           jmp .+0x1000
+    assert_eq!(jmp_rel32(0x1000, 0x2000), Ok([0xe9, 0xfb, 0x0f, 0, 0]));
+    assert_eq!(
+        jmp_rel32(0x1000, 0x1000 + (3 << 30)),
+        Err(crate::ArchError::OutOfRange)
+    );
+}
+
+extern "C" fn empty_handler(_regs: *mut PtRegs, data: u64) {
+    // SAFETY: data points at the test's counter.
+    unsafe { *(data as *mut u64) += 1 };
+}
+
+/// Cost per hit of the optprobe trampoline around a counting handler, by vector save
+/// mode. Not a timed test (`cargo test -p ptap-arch -- --ignored --nocapture` prints).
+#[test]
+#[ignore]
+fn optprobe_trampoline_cost() {
+    const N: u64 = 2_000_000;
+    let sb = Sandbox::new();
+    let orig = sb.at(CODE);
+    let code = [
+        0x48, 0x89, 0xe5, //       orig+0:  mov %rsp,%rbp
+        0x48, 0x8d, 0x40, 0x01, // orig+3:  lea 0x1(%rax),%rax
+        0x49, 0xff, 0xcc, //       orig+7:  dec %r12
+        0x75, 0xf4, //             orig+10: jne orig
+    ];
+    sb.write(orig, &code);
+    sb.land(orig + code.len() as u64);
+    let mut r = sb.regs();
+    r.r12 = N;
+    let t = std::time::Instant::now();
+    let plain = sb.run(orig, &r);
+    let base = t.elapsed().as_nanos() as f64 / N as f64;
+    assert_eq!(plain.ax, N);
+    eprintln!("unprobed loop: {base:.2} ns/iteration");
+    let f = decode_function(&code, orig).unwrap();
+    let region = check_region(&f, orig, JMP_LEN).unwrap();
+    let size = xsave_size().unwrap();
+    for v in [
+        VectorSave::None,
+        VectorSave::Xmm,
+        VectorSave::Ymm,
+        VectorSave::Xsave { size },
+    ] {
+        let mut hits = 0u64;
+        let h = Handler {
+            func: empty_handler as extern "C" fn(_, _) as usize as u64,
+            data: &mut hits as *mut u64 as u64,
+        };
+        let tramp = sb.at(CODE + 0x10000);
+        sb.write(
+            tramp,
+            &optprobe_trampoline(tramp, &code, &region, h, v).unwrap(),
+        );
+        sb.write(orig, &jmp_rel32(orig, tramp).unwrap());
+        let t = std::time::Instant::now();
+        let out = sb.run(orig, &r);
+        let ns = t.elapsed().as_nanos() as f64 / N as f64;
+        assert_eq!((out.ax, hits), (N, N));
+        eprintln!("{v:?}: {:.2} ns/hit over the unprobed loop", ns - base);
+    }
+}
