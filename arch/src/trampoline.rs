@@ -1,4 +1,4 @@
-//! Code stubs that call a handler with a [`PtRegs`] built from the live registers, without
+//! Code stubs that call a handler with a [`PtRegs`](crate::regs::PtRegs) built from the live registers, without
 //! a trap: the jump-optimized probe trampoline (Linux "optprobe" template) and the
 //! kretprobe return trampoline. Built once at registration (allocates); the code they
 //! produce allocates nothing.
@@ -60,15 +60,11 @@ pub enum VectorSave {
 pub fn xsave_size() -> Option<u32> {
     use core::arch::x86_64::__cpuid_count;
     // CPUID leaf 1 ECX bit 27: OSXSAVE (the OS enabled XSAVE and set XCR0).
-    #[allow(unused_unsafe)]
-    // SAFETY: cpuid is available on every x86-64 CPU and has no side effects.
-    let leaf1 = unsafe { __cpuid_count(1, 0) };
+    let leaf1 = __cpuid_count(1, 0);
     if leaf1.ecx & (1 << 27) == 0 {
         return None;
     }
-    #[allow(unused_unsafe)]
-    // SAFETY: as above; leaf 0xD exists when OSXSAVE is set.
-    let d = unsafe { __cpuid_count(0xd, 0) };
+    let d = __cpuid_count(0xd, 0); // leaf 0xD exists when OSXSAVE is set
     Some(d.ebx)
 }
 

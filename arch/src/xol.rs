@@ -20,6 +20,16 @@
 //!
 //! The slot must be within ±2 GiB of the original code (RIP-relative operands and the
 //! jump back are rel32), and must be readable (the constant is loaded from it).
+//!
+//! Known differences from running in place:
+//! * boosted `syscall`: rcx (the kernel's saved return address) is `slot+2`, not
+//!   `orig+2`. Code never reads rcx after a syscall (the ABI clobbers it). When the syscall
+//!   is single-stepped, [`after_step`] restores rcx and r11 exactly.
+//! * single-stepped `syscall`: the kernel returns with TF restored, so the CPU traps only
+//!   after the NEXT instruction — the jump back — and the trap reports `orig+2`.
+//!   [`after_step`] accepts that. The same shadow applies after `mov ss` / `pop ss`.
+//! * a signal delivered while a thread is in a boosted slot shows the slot address in its
+//!   ucontext (faults are mapped back with [`fault_fixup`]).
 
 use iced_x86::{
     BlockEncoder, BlockEncoderOptions, Code, Instruction, InstructionBlock, MemoryOperand, OpKind,
@@ -82,12 +92,12 @@ pub struct Prepared {
 impl Prepared {
     /// The instructions of the body.
     pub fn steps(&self) -> &[Step] {
-        &self.steps[..self.n_steps as usize]
+        self.steps.get(..self.n_steps as usize).unwrap_or(&[])
     }
 
     /// The meaningful bytes of the slot.
     pub fn slot_bytes(&self) -> &[u8] {
-        &self.slot[..self.slot_len as usize]
+        self.slot.get(..self.slot_len as usize).unwrap_or(&[])
     }
 
     /// Address after the displaced instruction.
