@@ -508,4 +508,45 @@ mod tests {
             "(bytes do not decode as an x86-64 instruction)"
         );
     }
+
+    /// Random buffers: decode_function either fails or tiles the buffer exactly, and
+    /// check_boundary agrees with it at every byte.
+    #[test]
+    fn random_buffers_tile_and_agree_with_check_boundary() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut tiled = 0;
+        for _ in 0..3000 {
+            let mut b = [0u8; 48];
+            for v in b.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *v = x as u8;
+            }
+            let Ok(f) = decode_function(&b, F) else {
+                continue;
+            };
+            tiled += 1;
+            let mut at = F;
+            for i in &f.insns {
+                assert_eq!(i.addr, at);
+                at += i.len as u64;
+            }
+            assert_eq!(at, f.end);
+            for off in 0..b.len() as u64 {
+                let r = check_boundary(&b, F, F + off);
+                match f.index_of(F + off) {
+                    Some(k) => assert_eq!(
+                        r,
+                        Ok(Insn {
+                            addr: F + off,
+                            len: f.insns[k].len
+                        })
+                    ),
+                    None => assert_eq!(r, Err(ArchError::NotBoundary)),
+                }
+            }
+        }
+        assert!(tiled > 100, "{tiled}");
+    }
 }
