@@ -140,6 +140,10 @@ pub fn check_region_with(
         match i.class {
             c if c.is_call() => return Err(Refusal::CallInRegion { at: i.addr }),
             Class::Refused(why) => return Err(Refusal::NotRelocatable { at: i.addr, why }),
+            Class::Loop { .. } => {
+                let why = "loop/jrcxz has only a rel8 form";
+                return Err(Refusal::NotRelocatable { at: i.addr, why });
+            }
             _ => {}
         }
     }
@@ -279,6 +283,11 @@ mod tests {
         let with_hlt: &[u8] = &[0x90, 0xf4, 0x90, 0x90, 0x90, 0xc3]; // nop; hlt; nop*3; ret
         assert!(matches!(
             check_region(&func(with_hlt), F, JMP_LEN),
+            Err(Refusal::NotRelocatable { at, .. }) if at == F + 1
+        ));
+        let with_loop: &[u8] = &[0x90, 0xe2, 0xfd, 0x90, 0x90, 0xc3]; // nop; loop F; nop*2; ret
+        assert!(matches!(
+            check_region(&func(with_loop), F, JMP_LEN),
             Err(Refusal::NotRelocatable { at, .. }) if at == F + 1
         ));
         assert_eq!(

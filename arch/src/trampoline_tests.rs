@@ -320,3 +320,44 @@ fn optprobe_trampoline_cost() {
         eprintln!("{v:?}: {:.2} ns/hit over the unprobed loop", ns - base);
     }
 }
+
+/// A region holding a conditional branch: relocated into the trampoline (widened to
+/// rel32 and re-targeted), both directions behave as without the probe.
+#[test]
+fn optprobe_region_with_a_conditional_branch() {
+    let sb = Sandbox::new();
+    let orig = sb.at(CODE);
+    let code = [
+        0x85, 0xc0, //       orig+0: test %eax,%eax
+        0x74, 0x10, //       orig+2: je orig+0x14
+        0x48, 0x89, 0xe5, // orig+4: mov %rsp,%rbp
+    ];
+    sb.write(orig, &code);
+    sb.land(orig + 7);
+    sb.land(orig + 0x14);
+    let f = decode_function(&code, orig).unwrap();
+    let region = check_region(&f, orig, JMP_LEN).unwrap();
+    assert_eq!(region.len, 7);
+    let mut hits = 0u64;
+    let h = Handler {
+        func: empty_handler as extern "C" fn(_, _) as usize as u64,
+        data: &mut hits as *mut u64 as u64,
+    };
+    let tramp = sb.at(CODE + 0x10000);
+    let t = optprobe_trampoline(tramp, &code, &region, h, VectorSave::None).unwrap();
+    let mut plain = vec![];
+    for ax in [0u64, 1] {
+        let mut r = sb.regs();
+        r.ax = ax;
+        plain.push(sb.run(orig, &r));
+    }
+    assert_eq!((plain[0].ip, plain[1].ip), (orig + 0x14, orig + 7));
+    sb.write(tramp, &t);
+    sb.write(orig, &jmp_rel32(orig, tramp).unwrap());
+    for (k, ax) in [0u64, 1].into_iter().enumerate() {
+        let mut r = sb.regs();
+        r.ax = ax;
+        assert_eq!(sb.run(orig, &r), plain[k]);
+    }
+    assert_eq!(hits, 2);
+}

@@ -256,8 +256,9 @@ fn reachable(a: u64, span: u64, b: u64) -> bool {
 /// followed by `jmp back`. `capacity` bytes are available at `dest`; constants go at its
 /// end (8 bytes each, the first at `dest + capacity - 8`). Registration time only.
 ///
-/// Emulated classes (relative branches) are re-targeted; a relative call becomes
-/// `push $orig_ret; jmp target` (the same as the indirect-call rewrite).
+/// Relative jmp/jcc are widened to rel32 and re-targeted; a relative call becomes
+/// `push $orig_ret; jmp target` (the same as the indirect-call rewrite); loop/jrcxz are
+/// refused (rel8 only). [`prepare`] never passes those here: it emulates them.
 pub fn relocate(
     insns: &[(Instruction, &[u8], Class)],
     dest: u64,
@@ -384,11 +385,17 @@ fn write_one(
             out.push((ins, 0));
             Ok(false)
         }
-        Class::RelJmp { .. } | Class::Jcc { .. } | Class::Loop { .. } => {
-            // Relative branch: the BlockEncoder re-targets it (and widens rel8 if needed).
-            out.push((*i, 0));
+        Class::RelJmp { .. } | Class::Jcc { .. } => {
+            // Relative branch: widened to rel32 here (DONT_FIX_BRANCHES keeps the
+            // BlockEncoder from doing it), re-targeted by the BlockEncoder.
+            let mut j = *i;
+            j.as_near_branch();
+            out.push((j, 0));
             Ok(false)
         }
+        Class::Loop { .. } => Err(ArchError::CannotRelocate(
+            "loop/jrcxz has only a rel8 form and cannot be moved (it is emulated on the trap path)",
+        )),
         Class::RelCall { target } => {
             out.push((push_const(data_addr)?, 0));
             out.push((

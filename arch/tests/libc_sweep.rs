@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use ptap_arch::decode::{check_boundary, decode_function, Class};
 use ptap_arch::optprobe::{check_region, JMP_LEN};
+use ptap_arch::trampoline::{optprobe_trampoline, Handler, VectorSave};
 use ptap_arch::xol::{prepare, Kind};
 
 const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
@@ -78,7 +79,17 @@ fn every_libc_function_decodes_and_relocates() {
             }
         }
         match check_region(&f, start, JMP_LEN) {
-            Ok(_) => opt_ok += 1,
+            Ok(region) => {
+                opt_ok += 1;
+                // the trampoline for it builds (relocation of the region included)
+                let h = Handler {
+                    func: 0x7000_0000_0000,
+                    data: 0,
+                };
+                let tramp = start + 0x1000_0000;
+                let t = optprobe_trampoline(tramp, code, &region, h, VectorSave::Xmm);
+                assert!(t.is_ok(), "{:#x}: {:?}", start, t.err());
+            }
             Err(r) => {
                 let kind = match r {
                     ptap_arch::optprobe::Refusal::IndirectJump { .. } => "indirect jump",
