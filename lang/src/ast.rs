@@ -351,13 +351,17 @@ impl StmtKind {
         match self {
             StmtKind::Expr(x) | StmtKind::Delete(x) => x.depth,
             StmtKind::Block(b) => block(b),
-            StmtKind::If { cond, then, els } => {
-                cond.depth.max(then.depth).max(els.as_ref().map_or(0, |s| s.depth))
-            }
+            StmtKind::If { cond, then, els } => cond
+                .depth
+                .max(then.depth)
+                .max(els.as_ref().map_or(0, |s| s.depth)),
             StmtKind::While { cond, body } => cond.depth.max(body.depth),
-            StmtKind::For { init, cond, step, body } => {
-                e(init).max(e(cond)).max(e(step)).max(body.depth)
-            }
+            StmtKind::For {
+                init,
+                cond,
+                step,
+                body,
+            } => e(init).max(e(cond)).max(e(step)).max(body.depth),
             StmtKind::Foreach(f) => e(&f.limit).max(f.body.depth),
             StmtKind::Break | StmtKind::Continue | StmtKind::Next => 0,
             StmtKind::Return(x) => e(x),

@@ -15,8 +15,7 @@ use crate::span::{FileId, Span};
 /// Raw tokens as logos sees them (no payload; the text comes from the span).
 #[derive(Logos, Debug, Clone, Copy, PartialEq, Eq)]
 #[logos(skip r"[ \t\r\n\f]+")]
-#[logos(skip(r"#[^\n]*", allow_greedy = true))]
-#[logos(skip(r"//[^\n]*", allow_greedy = true))]
+#[logos(skip(r"(#|//)[^\n]*", allow_greedy = true))]
 #[logos(skip r"/\*([^*]|\*+[^*/])*\*+/")]
 enum Raw {
     #[token("/*")]
@@ -309,8 +308,9 @@ impl Tok {
             Inc => "++",
             Dec => "--",
             Aggregate => "<<<",
-            Ident(_) | TargetVar(_) | DollarArg(_) | AtArg(_) | AtName(_) | Number(_)
-            | Str(_) => "",
+            Ident(_) | TargetVar(_) | DollarArg(_) | AtArg(_) | AtName(_) | Number(_) | Str(_) => {
+                ""
+            }
         }
     }
 }
@@ -350,7 +350,10 @@ pub fn lex(src: &str, file: FileId) -> (Vec<Spanned>, Vec<LexError>) {
             Ok(raw) => raw,
             Err(()) => {
                 let c = text.chars().next().unwrap_or('?');
-                errs.push(LexError { kind: LexErrorKind::UnexpectedChar(c), span });
+                errs.push(LexError {
+                    kind: LexErrorKind::UnexpectedChar(c),
+                    span,
+                });
                 continue;
             }
         };
@@ -637,7 +640,10 @@ mod tests {
 
     #[test]
     fn numbers_and_strings() {
-        assert_eq!(kinds("0x10 0b101 42"), vec![Tok::Number(16), Tok::Number(5), Tok::Number(42)]);
+        assert_eq!(
+            kinds("0x10 0b101 42"),
+            vec![Tok::Number(16), Tok::Number(5), Tok::Number(42)]
+        );
         assert_eq!(kinds(r#""a\n\x41\101""#), vec![Tok::Str("a\nAA".into())]);
         let (_, e) = lex("99999999999999999999 \"abc", FileId(0));
         assert_eq!(e.len(), 2);

@@ -388,5 +388,8 @@ pub fn number(name: &str) -> Option<u32> {
 
 /// The name of system call number `nr`.
 pub fn name(nr: u32) -> Option<&'static str> {
-    SYSCALLS.iter().find(|&&(_, n)| n == nr).map(|&(name, _)| name)
+    SYSCALLS
+        .iter()
+        .find(|&&(_, n)| n == nr)
+        .map(|&(name, _)| name)
 }

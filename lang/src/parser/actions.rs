@@ -33,7 +33,10 @@ pub fn sp(file: FileId, l: usize, r: usize) -> Span {
 
 pub fn point_arg(file: FileId, src: &str, l: usize, r: usize) -> (String, Span) {
     let r = r.max(l);
-    (src.get(l..r).unwrap_or("").to_string(), Span::new(file, l, r))
+    (
+        src.get(l..r).unwrap_or("").to_string(),
+        Span::new(file, l, r),
+    )
 }
 
 pub fn type_name(st: &mut State, name: String, span: Span) -> (TypeName, Span) {
@@ -55,7 +58,11 @@ fn too_deep(st: &mut State, span: Span) {
 }
 
 pub fn leaf(kind: ExprKind, span: Span) -> Expr {
-    Expr { kind, span, depth: 1 }
+    Expr {
+        kind,
+        span,
+        depth: 1,
+    }
 }
 
 pub fn expr(st: &mut State, kind: ExprKind, span: Span) -> Expr {
@@ -71,7 +78,11 @@ pub fn stmt(st: &mut State, kind: StmtKind, span: Span) -> Stmt {
     let depth = kind.child_depth() + 1;
     if depth > MAX_DEPTH {
         too_deep(st, span);
-        return Stmt { kind: StmtKind::Break, span, depth: 1 };
+        return Stmt {
+            kind: StmtKind::Break,
+            span,
+            depth: 1,
+        };
     }
     Stmt { kind, span, depth }
 }
@@ -82,24 +93,59 @@ pub fn paren(mut e: Expr, span: Span) -> Expr {
 }
 
 pub fn unary(st: &mut State, op: UnOp, e: Expr, span: Span) -> Expr {
-    expr(st, ExprKind::Unary { op, operand: Box::new(e) }, span)
+    expr(
+        st,
+        ExprKind::Unary {
+            op,
+            operand: Box::new(e),
+        },
+        span,
+    )
 }
 
 pub fn binary(st: &mut State, op: BinOp, l: Expr, r: Expr, span: Span) -> Expr {
-    expr(st, ExprKind::Binary { op, lhs: Box::new(l), rhs: Box::new(r) }, span)
+    expr(
+        st,
+        ExprKind::Binary {
+            op,
+            lhs: Box::new(l),
+            rhs: Box::new(r),
+        },
+        span,
+    )
 }
 
 pub fn assign(st: &mut State, op: AssignOp, t: Expr, v: Expr, span: Span) -> Expr {
-    expr(st, ExprKind::Assign { op, target: Box::new(t), value: Box::new(v) }, span)
+    expr(
+        st,
+        ExprKind::Assign {
+            op,
+            target: Box::new(t),
+            value: Box::new(v),
+        },
+        span,
+    )
 }
 
 pub fn ternary(st: &mut State, c: Expr, t: Expr, e: Expr, span: Span) -> Expr {
-    let kind = ExprKind::Ternary { cond: Box::new(c), then: Box::new(t), els: Box::new(e) };
+    let kind = ExprKind::Ternary {
+        cond: Box::new(c),
+        then: Box::new(t),
+        els: Box::new(e),
+    };
     expr(st, kind, span)
 }
 
 pub fn incdec(st: &mut State, op: IncDec, prefix: bool, e: Expr, span: Span) -> Expr {
-    expr(st, ExprKind::IncDec { op, prefix, target: Box::new(e) }, span)
+    expr(
+        st,
+        ExprKind::IncDec {
+            op,
+            prefix,
+            target: Box::new(e),
+        },
+        span,
+    )
 }
 
 pub fn in_(st: &mut State, keys: Vec<Expr>, array: Ident, span: Span) -> Expr {
@@ -107,17 +153,37 @@ pub fn in_(st: &mut State, keys: Vec<Expr>, array: Ident, span: Span) -> Expr {
 }
 
 pub fn if_(st: &mut State, cond: Expr, then: Stmt, els: Option<Stmt>, span: Span) -> Stmt {
-    let kind = StmtKind::If { cond, then: Box::new(then), els: els.map(Box::new) };
+    let kind = StmtKind::If {
+        cond,
+        then: Box::new(then),
+        els: els.map(Box::new),
+    };
     stmt(st, kind, span)
 }
 
 pub fn while_(st: &mut State, cond: Expr, body: Stmt, span: Span) -> Stmt {
-    stmt(st, StmtKind::While { cond, body: Box::new(body) }, span)
+    stmt(
+        st,
+        StmtKind::While {
+            cond,
+            body: Box::new(body),
+        },
+        span,
+    )
 }
 
 pub fn for_(st: &mut State, head: ForHead, body: Stmt, span: Span) -> Stmt {
     let (init, cond, step) = head;
-    stmt(st, StmtKind::For { init, cond, step, body: Box::new(body) }, span)
+    stmt(
+        st,
+        StmtKind::For {
+            init,
+            cond,
+            step,
+            body: Box::new(body),
+        },
+        span,
+    )
 }
 
 pub fn foreach(st: &mut State, h: ForeachHead, body: Stmt, span: Span) -> Stmt {
@@ -138,5 +204,9 @@ pub fn foreach(st: &mut State, h: ForeachHead, body: Stmt, span: Span) -> Stmt {
 /// and reported; the placeholder never reaches the checker).
 pub fn recovered(st: &mut State, e: ErrorRecovery<usize, Tok, Infallible>, span: Span) -> Stmt {
     st.recovered.push(e);
-    Stmt { kind: StmtKind::Break, span, depth: 1 }
+    Stmt {
+        kind: StmtKind::Break,
+        span,
+        depth: 1,
+    }
 }

@@ -20,13 +20,25 @@ lalrpop_util::lalrpop_mod!(
 pub enum ParseError {
     Lex(LexError),
     /// A token the grammar does not accept here.
-    Unexpected { found: Tok, span: Span, expected: Vec<String> },
+    Unexpected {
+        found: Tok,
+        span: Span,
+        expected: Vec<String>,
+    },
     /// The script ended too early.
-    UnexpectedEnd { span: Span, expected: Vec<String> },
+    UnexpectedEnd {
+        span: Span,
+        expected: Vec<String>,
+    },
     /// Expression or statement nesting beyond [`crate::ast::MAX_DEPTH`].
-    TooDeep { span: Span },
+    TooDeep {
+        span: Span,
+    },
     /// A type annotation other than `long` or `string`.
-    BadTypeName { name: String, span: Span },
+    BadTypeName {
+        name: String,
+        span: Span,
+    },
 }
 
 impl ParseError {
@@ -88,12 +100,21 @@ fn convert(e: LalrError, file: FileId, eof: usize) -> ParseError {
             span: Span::new(file, eof, eof),
             expected: readable(expected),
         },
-        lalrpop_util::ParseError::UnrecognizedToken { token: (l, found, r), expected } => {
-            ParseError::Unexpected { found, span: Span::new(file, l, r), expected: readable(expected) }
-        }
-        lalrpop_util::ParseError::ExtraToken { token: (l, found, r) } => {
-            ParseError::Unexpected { found, span: Span::new(file, l, r), expected: vec![] }
-        }
+        lalrpop_util::ParseError::UnrecognizedToken {
+            token: (l, found, r),
+            expected,
+        } => ParseError::Unexpected {
+            found,
+            span: Span::new(file, l, r),
+            expected: readable(expected),
+        },
+        lalrpop_util::ParseError::ExtraToken {
+            token: (l, found, r),
+        } => ParseError::Unexpected {
+            found,
+            span: Span::new(file, l, r),
+            expected: vec![],
+        },
         lalrpop_util::ParseError::User { error } => match error {},
     }
 }
@@ -127,6 +148,87 @@ fn readable(expected: Vec<String>) -> Vec<String> {
     out
 }
 
+impl crate::diag::ToDiagnostic for ParseError {
+    fn to_diagnostic(&self) -> crate::diag::Diagnostic {
+        use crate::diag::{error, primary};
+        use crate::lexer::LexErrorKind as K;
+        let expected_note = |expected: &[String]| -> Vec<String> {
+            if expected.is_empty() {
+                vec![]
+            } else if expected.len() <= 8 {
+                vec![format!("expected one of: {}", expected.join(", "))]
+            } else {
+                vec![format!(
+                    "expected one of {} tokens, such as {}",
+                    expected.len(),
+                    expected[..8].join(", ")
+                )]
+            }
+        };
+        match self {
+            ParseError::Lex(e) => {
+                let (msg, label) = match &e.kind {
+                    K::UnexpectedChar(c) => (
+                        format!("unexpected character `{}`", c.escape_debug()),
+                        "not part of any token",
+                    ),
+                    K::UnterminatedString => {
+                        ("unterminated string".to_string(), "the string starts here")
+                    }
+                    K::UnterminatedComment => (
+                        "unterminated comment".to_string(),
+                        "the comment starts here",
+                    ),
+                    K::BadEscape(s) => {
+                        (format!("unknown escape `{s}` in string"), "in this string")
+                    }
+                    K::BadNumber(s) => (format!("malformed number `{s}`"), "not a number"),
+                    K::NumberTooLarge(s) => {
+                        (format!("number `{s}` does not fit in 64 bits"), "too large")
+                    }
+                    K::BadArgNumber(s) => (
+                        format!("bad script argument reference `{s}`"),
+                        "arguments are numbered from 1",
+                    ),
+                };
+                error(msg).with_labels(vec![primary(e.span, label)])
+            }
+            ParseError::Unexpected {
+                found,
+                span,
+                expected,
+            } => {
+                let mut notes = expected_note(expected);
+                if matches!(
+                    found,
+                    Tok::LParen | Tok::LBracket | Tok::Minus | Tok::Plus | Tok::Inc | Tok::Dec
+                ) && expected.iter().any(|e| e == "`;`")
+                {
+                    notes.push(format!(
+                        "help: a statement that starts with `{}` must come first in a block or after `;`",
+                        found.text()
+                    ));
+                }
+                error(format!("syntax error: unexpected {}", found.describe()))
+                    .with_labels(vec![primary(*span, "unexpected here")])
+                    .with_notes(notes)
+            }
+            ParseError::UnexpectedEnd { span, expected } => {
+                error("syntax error: unexpected end of script")
+                    .with_labels(vec![primary(*span, "the script ends here")])
+                    .with_notes(expected_note(expected))
+            }
+            ParseError::TooDeep { span } => error(format!(
+                "nesting too deep (more than {} levels)",
+                crate::ast::MAX_DEPTH
+            ))
+            .with_labels(vec![primary(*span, "too deep")]),
+            ParseError::BadTypeName { name, span } => error(format!("unknown type `{name}`"))
+                .with_labels(vec![primary(*span, "types are `long` and `string`")]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,8 +257,11 @@ function double(x) { return 2 * x }");
 
     #[test]
     fn several_errors_are_reported() {
-        let e = parse_file("probe begin { x = ; y = 1 }\nprobe end { z = = 2 }", FileId(0))
-            .unwrap_err();
+        let e = parse_file(
+            "probe begin { x = ; y = 1 }\nprobe end { z = = 2 }",
+            FileId(0),
+        )
+        .unwrap_err();
         assert_eq!(e.len(), 2, "{e:?}");
     }
 

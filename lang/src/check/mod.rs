@@ -1,0 +1,293 @@
+//! The checker: name resolution, type inference, probe-context checks.
+//! Produces a [`CheckedScript`].
+//!
+//! * `resolve.rs` - globals, locals, functions (with stdlib on demand);
+//! * `infer.rs`   - type slots and unification;
+//! * `expr.rs` / `stmt.rs` - one `check_*` per construct;
+//! * `context.rs` - what each probe point allows;
+//! * `finalize.rs` - unresolved types, callee needs, writing types back.
+use std::collections::HashMap;
+
+use crate::ast;
+use crate::checked::{CheckedScript, Const, Expr, Function, Probe, ProbePoint};
+use crate::diag::{Diagnostic, ToDiagnostic};
+use crate::options::{Limits, Options};
+use crate::points::Caps;
+use crate::sources::Sources;
+use crate::span::Span;
+
+mod context;
+pub mod errors;
+mod expr;
+mod finalize;
+mod infer;
+mod resolve;
+mod stmt;
+
+pub use errors::CheckError;
+use infer::Infer;
+
+/// A global while checking.
+struct GlobalInfo {
+    name: String,
+    span: Span,
+    /// `Some(None)`: an array of unknown arity (declared with a capacity).
+    shape: Option<(Shape, Span)>,
+    value: u32,
+    keys: Vec<u32>,
+    init: Option<Const>,
+    capacity: Option<u64>,
+    read: bool,
+    written: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Scalar,
+    Array(Option<usize>),
+}
+
+/// What a function body uses that not every probe offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Target,
+    Syscall,
+}
+
+struct FuncInfo {
+    def: ast::FunctionDef,
+    params: Vec<u32>,
+    /// `None`: the function returns no value.
+    ret: Option<u32>,
+    from_stdlib: bool,
+    needs: Vec<(Need, Span, String)>,
+    calls: Vec<(usize, Span)>,
+    checked: Option<Function>,
+    local_slots: Vec<u32>,
+}
+
+/// A checked probe with what finalize needs.
+struct ProbeData {
+    probe: Probe,
+    calls: Vec<(usize, Span)>,
+    points: Vec<(ProbePoint, Caps)>,
+    local_slots: Vec<u32>,
+}
+
+struct LocalInfo {
+    name: String,
+    slot: u32,
+    span: Span,
+}
+
+enum ScopeKind {
+    Probe { points: Vec<(ProbePoint, Caps)> },
+    Function(usize),
+}
+
+/// The body being checked.
+struct Scope {
+    kind: ScopeKind,
+    locals: Vec<LocalInfo>,
+    names: HashMap<String, usize>,
+    loops: u32,
+    in_entry: bool,
+    entry_exprs: Vec<Expr>,
+    /// Calls made from this probe body: (function, call site).
+    calls: Vec<(usize, Span)>,
+}
+
+pub(crate) struct Checker<'a> {
+    sources: &'a mut Sources,
+    opts: &'a Options,
+    errors: Vec<Diagnostic>,
+    infer: Infer,
+    globals: Vec<GlobalInfo>,
+    global_names: HashMap<String, usize>,
+    funcs: Vec<FuncInfo>,
+    func_names: HashMap<String, usize>,
+    stdlib_asts: HashMap<usize, ast::Script>,
+    probes: Vec<ProbeData>,
+    /// Deferred "must not be statistics" checks: (slot, span, name).
+    not_stats: Vec<(u32, Span, String)>,
+}
+
+/// Checks a parsed script (stdlib functions are loaded into `sources` on demand).
+pub fn check(
+    sources: Sources,
+    script: ast::Script,
+    opts: &Options,
+) -> Result<CheckedScript, (Sources, Vec<Diagnostic>)> {
+    let mut sources = sources;
+    let limits = match Limits::from_defines(&opts.defines) {
+        Ok(l) => l,
+        Err(errs) => {
+            return Err((
+                sources,
+                errs.iter().map(ToDiagnostic::to_diagnostic).collect(),
+            ));
+        }
+    };
+    let mut c = Checker {
+        sources: &mut sources,
+        opts,
+        errors: Vec::new(),
+        infer: Infer::default(),
+        globals: Vec::new(),
+        global_names: HashMap::new(),
+        funcs: Vec::new(),
+        func_names: HashMap::new(),
+        stdlib_asts: HashMap::new(),
+        probes: Vec::new(),
+        not_stats: Vec::new(),
+    };
+    let mut probe_defs = Vec::new();
+    for item in script.items {
+        match item {
+            ast::Item::Global(g) => c.declare_global(g),
+            ast::Item::Function(f) => c.declare_function(f, false),
+            ast::Item::Probe(p) => probe_defs.push(p),
+        }
+    }
+    for p in probe_defs {
+        c.check_probe(p);
+    }
+    c.check_pending_functions();
+    let parts = c.finish();
+    let errors = std::mem::take(&mut c.errors);
+    drop(c);
+    match parts {
+        Some((globals, functions, probes)) if errors.is_empty() => Ok(CheckedScript {
+            sources,
+            globals,
+            functions,
+            probes,
+            limits,
+            guru: opts.guru,
+        }),
+        _ => Err((sources, errors)),
+    }
+}
+
+impl Checker<'_> {
+    fn err(&mut self, e: CheckError) {
+        self.errors.push(e.to_diagnostic());
+    }
+
+    fn report(&mut self, r: Result<(), CheckError>) {
+        if let Err(e) = r {
+            self.err(e);
+        }
+    }
+
+    /// Checks the bodies of all declared functions not yet checked (the list
+    /// grows while stdlib functions are loaded).
+    fn check_pending_functions(&mut self) {
+        let mut i = 0;
+        while i < self.funcs.len() {
+            if self.funcs[i].checked.is_none() {
+                self.check_function(i);
+            }
+            i += 1;
+        }
+    }
+
+    fn check_probe(&mut self, p: ast::ProbeDef) {
+        let mut points = Vec::new();
+        for spec in &p.points {
+            let text = self.sources.slice(spec.span).to_string();
+            match crate::points::resolve(spec, &text) {
+                Ok(pt) => {
+                    let caps = Caps::of(&pt.kind);
+                    points.push((pt, caps));
+                }
+                Err(e) => self.errors.push(e.to_diagnostic()),
+            }
+        }
+        if points.len() != p.points.len() {
+            return;
+        }
+        let mut scope = Scope::new(ScopeKind::Probe {
+            points: points.clone(),
+        });
+        let body = self.check_block(&mut scope, &p.body);
+        let (locals, local_slots) = self.locals_of(&scope);
+        let probe = Probe {
+            points: points.iter().map(|(pt, _)| pt.clone()).collect(),
+            locals,
+            body,
+            entry_exprs: std::mem::take(&mut scope.entry_exprs),
+            span: p.span,
+        };
+        self.probes.push(ProbeData {
+            probe,
+            calls: scope.calls,
+            points,
+            local_slots,
+        });
+    }
+
+    fn check_function(&mut self, id: usize) {
+        let def = self.funcs[id].def.clone();
+        let mut scope = Scope::new(ScopeKind::Function(id));
+        for (i, p) in def.params.iter().enumerate() {
+            let slot = self.funcs[id].params[i];
+            if scope.names.contains_key(&p.name.name) {
+                let first = scope.locals[scope.names[&p.name.name]].span;
+                self.err(CheckError::Duplicate {
+                    span: p.name.span,
+                    what: "parameter",
+                    name: p.name.name.clone(),
+                    first,
+                });
+            }
+            scope.names.insert(p.name.name.clone(), scope.locals.len());
+            scope.locals.push(LocalInfo {
+                name: p.name.name.clone(),
+                slot,
+                span: p.name.span,
+            });
+        }
+        let body = self.check_block(&mut scope, &def.body);
+        let (locals, local_slots) = self.locals_of(&scope);
+        let f = &mut self.funcs[id];
+        f.local_slots = local_slots;
+        f.checked = Some(Function {
+            name: def.name.name.clone(),
+            params: def.params.len(),
+            locals,
+            ret: crate::checked::Type::Void,
+            body,
+            span: def.span,
+            from_stdlib: f.from_stdlib,
+        });
+    }
+
+    /// Locals with placeholder types (finalize writes the inferred ones).
+    fn locals_of(&mut self, scope: &Scope) -> (Vec<crate::checked::Local>, Vec<u32>) {
+        let locals = scope
+            .locals
+            .iter()
+            .map(|l| crate::checked::Local {
+                name: l.name.clone(),
+                ty: crate::checked::ScalarType::Long,
+                span: l.span,
+            })
+            .collect();
+        (locals, scope.locals.iter().map(|l| l.slot).collect())
+    }
+}
+
+impl Scope {
+    fn new(kind: ScopeKind) -> Scope {
+        Scope {
+            kind,
+            locals: Vec::new(),
+            names: HashMap::new(),
+            loops: 0,
+            in_entry: false,
+            entry_exprs: Vec::new(),
+            calls: Vec::new(),
+        }
+    }
+}

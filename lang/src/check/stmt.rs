@@ -1,0 +1,251 @@
+//! Statements: one `check` per construct.
+use super::infer::{ty_of, Ty};
+use super::{CheckError, Checker, Scope, ScopeKind, Shape};
+use crate::ast::{self, ExprKind as A, SortMark, StmtKind as S};
+use crate::checked::{DeleteTarget, Foreach, Sort, SortBy, Stmt, StmtKind, Type};
+use crate::span::Span;
+
+impl Checker<'_> {
+    pub(super) fn check_block(&mut self, scope: &mut Scope, b: &ast::Block) -> Vec<Stmt> {
+        b.stmts.iter().map(|s| self.stmt(scope, s)).collect()
+    }
+
+    fn cond(&mut self, scope: &mut Scope, e: &ast::Expr) -> crate::checked::Expr {
+        self.expect(scope, e, Type::Long)
+    }
+
+    fn body(&mut self, scope: &mut Scope, s: &ast::Stmt) -> Box<Stmt> {
+        scope.loops += 1;
+        let b = self.stmt(scope, s);
+        scope.loops -= 1;
+        Box::new(b)
+    }
+
+    fn stmt(&mut self, scope: &mut Scope, s: &ast::Stmt) -> Stmt {
+        let span = s.span;
+        let kind = match &s.kind {
+            S::Expr(e) => StmtKind::Expr(self.expr(scope, e)),
+            S::Block(b) => StmtKind::Block(self.check_block(scope, b)),
+            S::If { cond, then, els } => StmtKind::If {
+                cond: self.cond(scope, cond),
+                then: Box::new(self.stmt(scope, then)),
+                els: els.as_ref().map(|e| Box::new(self.stmt(scope, e))),
+            },
+            S::While { cond, body } => StmtKind::While {
+                cond: self.cond(scope, cond),
+                body: self.body(scope, body),
+            },
+            S::For {
+                init,
+                cond,
+                step,
+                body,
+            } => StmtKind::For {
+                init: init.as_ref().map(|e| self.expr(scope, e)),
+                cond: cond.as_ref().map(|e| self.cond(scope, e)),
+                step: step.as_ref().map(|e| self.expr(scope, e)),
+                body: self.body(scope, body),
+            },
+            S::Foreach(f) => match self.foreach(scope, f, span) {
+                Some(f) => StmtKind::Foreach(Box::new(f)),
+                None => StmtKind::Block(vec![]),
+            },
+            S::Break | S::Continue => {
+                let what = if matches!(s.kind, S::Break) {
+                    "break"
+                } else {
+                    "continue"
+                };
+                if scope.loops == 0 {
+                    self.err(CheckError::NotInLoop { span, what });
+                }
+                if what == "break" {
+                    StmtKind::Break
+                } else {
+                    StmtKind::Continue
+                }
+            }
+            S::Next => {
+                if let ScopeKind::Function(_) = scope.kind {
+                    self.err(CheckError::OnlyInProbe {
+                        span,
+                        what: "`next`".into(),
+                    });
+                }
+                StmtKind::Next
+            }
+            S::Return(e) => self.ret(scope, e.as_ref(), span),
+            S::Delete(e) => match self.delete(scope, e) {
+                Some(t) => StmtKind::Delete(t),
+                None => StmtKind::Block(vec![]),
+            },
+            S::Try { body, var, catch } => {
+                let body = self.check_block(scope, body);
+                let var = var.as_ref().map(|v| {
+                    let l = self.local(scope, &v.name, v.span);
+                    let slot = scope.locals[l].slot;
+                    let r = self.infer.unify(Ty::V(slot), Ty::K(Type::String), v.span);
+                    self.report(r);
+                    l
+                });
+                let catch = self.check_block(scope, catch);
+                StmtKind::Try { body, var, catch }
+            }
+            S::Aggregate { target, value } => {
+                let v = self.expect(scope, value, Type::Long);
+                match self.agg_target(scope, target, span) {
+                    Some(t) => {
+                        let g = match &t {
+                            crate::checked::AggTarget::Global(g)
+                            | crate::checked::AggTarget::Element { global: g, .. } => *g,
+                        };
+                        self.globals[g].written = true;
+                        StmtKind::Aggregate {
+                            target: t,
+                            value: v,
+                        }
+                    }
+                    None => StmtKind::Expr(v),
+                }
+            }
+        };
+        Stmt { kind, span }
+    }
+
+    fn ret(&mut self, scope: &mut Scope, e: Option<&ast::Expr>, span: Span) -> StmtKind {
+        let ScopeKind::Function(f) = scope.kind else {
+            self.err(CheckError::ReturnValue {
+                span,
+                why: "`return` in a probe handler (use `next` to leave a probe)",
+            });
+            return StmtKind::Next;
+        };
+        match (e, self.funcs[f].ret) {
+            (Some(e), Some(slot)) => {
+                let x = self.value(scope, e);
+                let r = self.infer.unify(ty_of(&x), Ty::V(slot), x.span);
+                self.report(r);
+                StmtKind::Return(Some(x))
+            }
+            (None, Some(_)) => {
+                self.err(CheckError::ReturnValue {
+                    span,
+                    why: "this function returns a value: `return` needs one",
+                });
+                StmtKind::Return(None)
+            }
+            (Some(_), None) => StmtKind::Return(None),
+            (None, None) => StmtKind::Return(None),
+        }
+    }
+
+    fn delete(&mut self, scope: &mut Scope, e: &ast::Expr) -> Option<DeleteTarget> {
+        match &e.kind {
+            A::Name(id) => {
+                if let Some(g) = self.global(&id.name) {
+                    self.globals[g].written = true;
+                    if self.globals[g].shape.is_none() {
+                        self.use_shape(g, Shape::Scalar, e.span);
+                    }
+                    return Some(DeleteTarget::Global(g));
+                }
+                Some(DeleteTarget::Local(self.local(scope, &id.name, id.span)))
+            }
+            A::Index { .. } => match self.lvalue(scope, e)? {
+                (crate::checked::LValue::Element { global, keys }, _) => {
+                    Some(DeleteTarget::Element { global, keys })
+                }
+                _ => None,
+            },
+            _ => {
+                self.err(CheckError::NotAssignable { span: e.span });
+                None
+            }
+        }
+    }
+
+    fn foreach(&mut self, scope: &mut Scope, f: &ast::Foreach, span: Span) -> Option<Foreach> {
+        let Some(g) = self.global(&f.array.name) else {
+            self.err(CheckError::LocalArray {
+                span: f.array.span,
+                name: f.array.name.clone(),
+            });
+            return None;
+        };
+        self.globals[g].read = true;
+        // Sort mark: at most one.
+        let mut sort: Option<(Sort, Span)> = None;
+        let mut marks: Vec<(SortBy, SortMark, Span)> = Vec::new();
+        if let Some(v) = &f.value {
+            if let Some((m, s)) = v.sort {
+                marks.push((SortBy::Value, m, s));
+            }
+        }
+        for (i, k) in f.keys.iter().enumerate() {
+            if let Some((m, s)) = k.sort {
+                marks.push((SortBy::Key(i), m, s));
+            }
+        }
+        if let Some((m, s)) = f.array_sort {
+            marks.push((SortBy::Value, m, s));
+        }
+        marks.sort_by_key(|m| m.2.start);
+        for (by, m, s) in marks {
+            match sort {
+                Some((_, first)) => self.err(CheckError::TwoSortMarks { span: s, first }),
+                None => {
+                    sort = Some((
+                        Sort {
+                            by,
+                            descending: m == SortMark::Desc,
+                        },
+                        s,
+                    ))
+                }
+            }
+        }
+        // Keys: the array's arity must match.
+        let n = f.keys.len();
+        let arity_ok = match self.globals[g].shape {
+            Some((Shape::Array(Some(a)), _)) if a != n => {
+                self.err(CheckError::ForeachArity {
+                    span: f.array.span,
+                    array: f.array.name.clone(),
+                    expected: a,
+                    found: n,
+                });
+                false
+            }
+            _ => self.use_shape(g, Shape::Array(Some(n)), f.array.span),
+        };
+        let mut keys = Vec::new();
+        for (i, k) in f.keys.iter().enumerate() {
+            let l = self.local(scope, &k.name.name, k.name.span);
+            if arity_ok {
+                let (ls, ks) = (scope.locals[l].slot, self.globals[g].keys[i]);
+                let r = self.infer.unify(Ty::V(ls), Ty::V(ks), k.name.span);
+                self.report(r);
+            }
+            keys.push(l);
+        }
+        let value = f.value.as_ref().map(|v| {
+            let l = self.local(scope, &v.name.name, v.name.span);
+            let (ls, vs) = (scope.locals[l].slot, self.globals[g].value);
+            let r = self.infer.unify(Ty::V(ls), Ty::V(vs), v.name.span);
+            self.report(r);
+            self.not_stats.push((vs, v.name.span, f.array.name.clone()));
+            l
+        });
+        let limit = f.limit.as_ref().map(|e| self.expect(scope, e, Type::Long));
+        let body = *self.body(scope, &f.body);
+        let _ = span;
+        Some(Foreach {
+            array: g,
+            keys,
+            value,
+            sort: sort.map(|s| s.0),
+            limit,
+            body,
+        })
+    }
+}

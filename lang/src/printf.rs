@@ -1,0 +1,246 @@
+//! printf formats, parsed and checked at compile time.
+//!
+//! Conversions: `%d %i %u %x %X %o %c %p` (long), `%s` (string), `%%`.
+//! Flags `-`, `0`, `#`; a width; a precision `.N`; length modifiers `l`,
+//! `ll`, `h`, `hh` are accepted and ignored (all integers are 64-bit).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conv {
+    /// `%d`, `%i`
+    Signed,
+    /// `%u`
+    Unsigned,
+    /// `%x` (`upper == false`) / `%X`
+    Hex { upper: bool },
+    /// `%o`
+    Octal,
+    /// `%c`
+    Char,
+    /// `%p`
+    Pointer,
+    /// `%s`
+    Str,
+}
+
+impl Conv {
+    /// Whether the argument is a string (else a long).
+    pub fn wants_string(self) -> bool {
+        self == Conv::Str
+    }
+
+    pub fn letter(self) -> char {
+        match self {
+            Conv::Signed => 'd',
+            Conv::Unsigned => 'u',
+            Conv::Hex { upper: false } => 'x',
+            Conv::Hex { upper: true } => 'X',
+            Conv::Octal => 'o',
+            Conv::Char => 'c',
+            Conv::Pointer => 'p',
+            Conv::Str => 's',
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flags {
+    /// `-`: left-justify.
+    pub left: bool,
+    /// `0`: pad with zeros.
+    pub zero: bool,
+    /// `#`: alternate form (0x prefix, leading 0).
+    pub alt: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    pub flags: Flags,
+    pub width: Option<u32>,
+    pub precision: Option<u32>,
+    pub conv: Conv,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Literal text (`%%` already turned into `%`).
+    Text(String),
+    Spec(Spec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    pub pieces: Vec<Piece>,
+}
+
+impl Format {
+    pub fn specs(&self) -> impl Iterator<Item = &Spec> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Spec(s) => Some(s),
+            Piece::Text(_) => None,
+        })
+    }
+
+    /// The format written back in printf syntax (for -p2).
+    pub fn to_source(&self) -> String {
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => out.push_str(&t.replace('%', "%%")),
+                Piece::Spec(s) => {
+                    out.push('%');
+                    if s.flags.left {
+                        out.push('-');
+                    }
+                    if s.flags.zero {
+                        out.push('0');
+                    }
+                    if s.flags.alt {
+                        out.push('#');
+                    }
+                    if let Some(w) = s.width {
+                        out.push_str(&w.to_string());
+                    }
+                    if let Some(p) = s.precision {
+                        out.push_str(&format!(".{p}"));
+                    }
+                    out.push(s.conv.letter());
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    /// `%` at the end of the format.
+    Incomplete,
+    /// `%q`
+    UnknownConversion(char),
+    /// `#` with a conversion where it means nothing.
+    AltFlag(char),
+    /// `%*d`
+    StarWidth,
+    WidthTooLarge,
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormatError::Incomplete => {
+                write!(f, "the format ends in the middle of a `%` conversion")
+            }
+            FormatError::UnknownConversion(c) => write!(f, "`%{c}` is not a known conversion"),
+            FormatError::AltFlag(c) => write!(f, "the `#` flag has no meaning with `%{c}`"),
+            FormatError::StarWidth => write!(f, "`*` widths are not supported"),
+            FormatError::WidthTooLarge => {
+                write!(f, "width or precision is too large (at most 1024)")
+            }
+        }
+    }
+}
+
+/// Parses a format string.
+pub fn parse(fmt: &str) -> Result<Format, FormatError> {
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    let mut chars = fmt.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            text.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'%') {
+            chars.next();
+            text.push('%');
+            continue;
+        }
+        let mut flags = Flags::default();
+        while let Some(&f) = chars.peek() {
+            match f {
+                '-' => flags.left = true,
+                '0' => flags.zero = true,
+                '#' => flags.alt = true,
+                _ => break,
+            }
+            chars.next();
+        }
+        if chars.peek() == Some(&'*') {
+            return Err(FormatError::StarWidth);
+        }
+        let width = number(&mut chars)?;
+        let precision = if chars.peek() == Some(&'.') {
+            chars.next();
+            Some(number(&mut chars)?.unwrap_or(0))
+        } else {
+            None
+        };
+        while matches!(chars.peek(), Some('l' | 'h')) {
+            chars.next();
+        }
+        let letter = chars.next().ok_or(FormatError::Incomplete)?;
+        let conv = match letter {
+            'd' | 'i' => Conv::Signed,
+            'u' => Conv::Unsigned,
+            'x' => Conv::Hex { upper: false },
+            'X' => Conv::Hex { upper: true },
+            'o' => Conv::Octal,
+            'c' => Conv::Char,
+            'p' => Conv::Pointer,
+            's' => Conv::Str,
+            other => return Err(FormatError::UnknownConversion(other)),
+        };
+        if flags.alt && !matches!(conv, Conv::Hex { .. } | Conv::Octal) {
+            return Err(FormatError::AltFlag(letter));
+        }
+        if !text.is_empty() {
+            pieces.push(Piece::Text(std::mem::take(&mut text)));
+        }
+        pieces.push(Piece::Spec(Spec {
+            flags,
+            width,
+            precision,
+            conv,
+        }));
+    }
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    Ok(Format { pieces })
+}
+
+fn number(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+) -> Result<Option<u32>, FormatError> {
+    let mut v: Option<u32> = None;
+    while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+        chars.next();
+        let n = v.unwrap_or(0) * 10 + d;
+        if n > 1024 {
+            return Err(FormatError::WidthTooLarge);
+        }
+        v = Some(n);
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        let f = parse("%s: %-8d %#x 100%% %05.2lu").unwrap();
+        let convs: Vec<char> = f.specs().map(|s| s.conv.letter()).collect();
+        assert_eq!(convs, vec!['s', 'd', 'x', 'u']);
+        assert_eq!(f.to_source(), "%s: %-8d %#x 100%% %05.2u");
+    }
+
+    #[test]
+    fn rejects_bad_formats() {
+        assert_eq!(parse("%q"), Err(FormatError::UnknownConversion('q')));
+        assert_eq!(parse("abc %"), Err(FormatError::Incomplete));
+        assert_eq!(parse("%#d"), Err(FormatError::AltFlag('d')));
+        assert_eq!(parse("%*d"), Err(FormatError::StarWidth));
+    }
+}
