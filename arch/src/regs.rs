@@ -182,6 +182,95 @@ impl PtRegs {
     }
 }
 
+/// Indices into a Linux x86-64 signal frame's `uc_mcontext.gregs` (`greg_t[23]`,
+/// from `<sys/ucontext.h>`).
+pub mod gregs {
+    pub const NGREG: usize = 23;
+    pub const R8: usize = 0;
+    pub const R9: usize = 1;
+    pub const R10: usize = 2;
+    pub const R11: usize = 3;
+    pub const R12: usize = 4;
+    pub const R13: usize = 5;
+    pub const R14: usize = 6;
+    pub const R15: usize = 7;
+    pub const RDI: usize = 8;
+    pub const RSI: usize = 9;
+    pub const RBP: usize = 10;
+    pub const RBX: usize = 11;
+    pub const RDX: usize = 12;
+    pub const RAX: usize = 13;
+    pub const RCX: usize = 14;
+    pub const RSP: usize = 15;
+    pub const RIP: usize = 16;
+    pub const EFL: usize = 17;
+    /// cs | gs << 16 | fs << 32 | ss << 48
+    pub const CSGSFS: usize = 18;
+    pub const ERR: usize = 19;
+    pub const TRAPNO: usize = 20;
+    pub const OLDMASK: usize = 21;
+    pub const CR2: usize = 22;
+}
+
+impl PtRegs {
+    /// Registers from a signal frame's `uc_mcontext.gregs`. `orig_ax` is -1, as Linux
+    /// reports for a trap that is not a system call. Hit-path safe.
+    pub fn from_gregs(g: &[i64; gregs::NGREG]) -> PtRegs {
+        let r = |i: usize| g[i] as u64;
+        PtRegs {
+            r15: r(gregs::R15),
+            r14: r(gregs::R14),
+            r13: r(gregs::R13),
+            r12: r(gregs::R12),
+            bp: r(gregs::RBP),
+            bx: r(gregs::RBX),
+            r11: r(gregs::R11),
+            r10: r(gregs::R10),
+            r9: r(gregs::R9),
+            r8: r(gregs::R8),
+            ax: r(gregs::RAX),
+            cx: r(gregs::RCX),
+            dx: r(gregs::RDX),
+            si: r(gregs::RSI),
+            di: r(gregs::RDI),
+            orig_ax: u64::MAX,
+            ip: r(gregs::RIP),
+            cs: r(gregs::CSGSFS) & 0xffff,
+            flags: r(gregs::EFL),
+            sp: r(gregs::RSP),
+            ss: (r(gregs::CSGSFS) >> 48) & 0xffff,
+        }
+    }
+
+    /// Write the general-purpose registers, ip and flags back into a signal frame
+    /// (`cs`, `ss` and `orig_ax` are not written). Hit-path safe.
+    pub fn to_gregs(&self, g: &mut [i64; gregs::NGREG]) {
+        let pairs = [
+            (gregs::R15, self.r15),
+            (gregs::R14, self.r14),
+            (gregs::R13, self.r13),
+            (gregs::R12, self.r12),
+            (gregs::RBP, self.bp),
+            (gregs::RBX, self.bx),
+            (gregs::R11, self.r11),
+            (gregs::R10, self.r10),
+            (gregs::R9, self.r9),
+            (gregs::R8, self.r8),
+            (gregs::RAX, self.ax),
+            (gregs::RCX, self.cx),
+            (gregs::RDX, self.dx),
+            (gregs::RSI, self.si),
+            (gregs::RDI, self.di),
+            (gregs::RIP, self.ip),
+            (gregs::EFL, self.flags),
+            (gregs::RSP, self.sp),
+        ];
+        for (i, v) in pairs {
+            g[i] = v as i64;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +311,24 @@ mod tests {
         assert_eq!(w.di, 99);
         assert!(!w.set_sysv_arg(7, 1));
         assert!(!w.set(Register::EAX, 1));
+    }
+
+    #[test]
+    fn gregs_round_trip() {
+        let mut g = [0i64; gregs::NGREG];
+        for (k, v) in g.iter_mut().enumerate() {
+            *v = 0x100 + k as i64;
+        }
+        g[gregs::CSGSFS] = 0x002b_0000_0000_0033;
+        let r = PtRegs::from_gregs(&g);
+        assert_eq!(
+            (r.r8, r.di, r.ax, r.sp, r.ip, r.flags),
+            (0x100, 0x108, 0x10d, 0x10f, 0x110, 0x111)
+        );
+        assert_eq!((r.cs, r.ss, r.orig_ax), (0x33, 0x2b, u64::MAX));
+        let mut h = [0i64; gregs::NGREG];
+        h[gregs::CSGSFS] = g[gregs::CSGSFS];
+        r.to_gregs(&mut h);
+        assert_eq!(&h[..=gregs::CSGSFS], &g[..=gregs::CSGSFS]);
     }
 }

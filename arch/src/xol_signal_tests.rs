@@ -30,43 +30,12 @@ struct Sim {
     fault_landing: u64,
 }
 
-const G: [(libc::c_int, usize); 17] = [
-    (libc::REG_R8, crate::regs::offset::R8),
-    (libc::REG_R9, crate::regs::offset::R9),
-    (libc::REG_R10, crate::regs::offset::R10),
-    (libc::REG_R11, crate::regs::offset::R11),
-    (libc::REG_R12, crate::regs::offset::R12),
-    (libc::REG_R13, crate::regs::offset::R13),
-    (libc::REG_R14, crate::regs::offset::R14),
-    (libc::REG_R15, crate::regs::offset::R15),
-    (libc::REG_RDI, crate::regs::offset::DI),
-    (libc::REG_RSI, crate::regs::offset::SI),
-    (libc::REG_RBP, crate::regs::offset::BP),
-    (libc::REG_RBX, crate::regs::offset::BX),
-    (libc::REG_RDX, crate::regs::offset::DX),
-    (libc::REG_RAX, crate::regs::offset::AX),
-    (libc::REG_RCX, crate::regs::offset::CX),
-    (libc::REG_RSP, crate::regs::offset::SP),
-    (libc::REG_RIP, crate::regs::offset::IP),
-];
-
 fn load(uc: &libc::ucontext_t) -> PtRegs {
-    let mut words = [0u64; 21];
-    for (g, off) in G {
-        words[off / 8] = uc.uc_mcontext.gregs[g as usize] as u64;
-    }
-    words[crate::regs::offset::FLAGS / 8] = uc.uc_mcontext.gregs[libc::REG_EFL as usize] as u64;
-    // SAFETY: PtRegs is #[repr(C)] with 21 u64 fields.
-    unsafe { core::mem::transmute::<[u64; 21], PtRegs>(words) }
+    PtRegs::from_gregs(&uc.uc_mcontext.gregs)
 }
 
 fn store(uc: &mut libc::ucontext_t, r: &PtRegs) {
-    // SAFETY: as in load().
-    let words: [u64; 21] = unsafe { core::mem::transmute::<PtRegs, [u64; 21]>(*r) };
-    for (g, off) in G {
-        uc.uc_mcontext.gregs[g as usize] = words[off / 8] as i64;
-    }
-    uc.uc_mcontext.gregs[libc::REG_EFL as usize] = r.flags as i64;
+    r.to_gregs(&mut uc.uc_mcontext.gregs);
 }
 
 extern "C" fn on_trap(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
