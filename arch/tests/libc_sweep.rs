@@ -118,3 +118,41 @@ fn every_libc_function_decodes_and_relocates() {
     );
     assert!(slots + emulated >= insns * 99 / 100);
 }
+
+/// Registration-time cost, for issue 7's "10,000 probes armed in ≤ 100 ms": decode every
+/// libc function and prepare a slot at each entry. Not a timed test
+/// (`cargo test --release -p ptap-arch --test libc_sweep -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn registration_cost() {
+    let Ok(data) = std::fs::read(LIBC) else {
+        return;
+    };
+    let file = object::File::parse(&*data).unwrap();
+    let mut funcs = vec![];
+    for sym in file.dynamic_symbols() {
+        if sym.kind() != SymbolKind::Text || sym.size() == 0 {
+            continue;
+        }
+        let section = file.section_by_index(sym.section_index().unwrap()).unwrap();
+        if let Ok(Some(code)) = section.data_range(sym.address(), sym.size()) {
+            funcs.push((sym.address(), code));
+        }
+    }
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    for (start, code) in &funcs {
+        let f = decode_function(code, *start).unwrap();
+        let p = prepare(code, *start, start + 0x1000_0000);
+        let _ = check_region(&f, *start, JMP_LEN);
+        n += p.is_ok() as usize;
+    }
+    let dt = t.elapsed();
+    eprintln!(
+        "{} functions: decode_function + prepare + check_region at entry: {:?} total, {:.1} us each",
+        funcs.len(),
+        dt,
+        dt.as_secs_f64() * 1e6 / funcs.len() as f64
+    );
+    assert!(n > 0);
+}
