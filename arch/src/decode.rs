@@ -26,7 +26,7 @@ pub struct Insn {
 
 impl Insn {
     pub fn end(&self) -> u64 {
-        self.addr + self.len as u64
+        self.addr.wrapping_add(self.len as u64)
     }
 }
 

@@ -284,7 +284,10 @@ pub fn relocate(
                 return Err(ArchError::OutOfRange);
             }
         }
-        let data_addr = dest + capacity as u64 - 8 * (consts.len() as u64 + 1);
+        let Some(data_off) = capacity.checked_sub(8 * (consts.len() + 1)) else {
+            return Err(ArchError::SlotTooSmall);
+        };
+        let data_addr = dest.wrapping_add(data_off as u64);
         let used = write_one(i, raw, *class, data_addr, &mut out)?;
         if used {
             consts.push(i.next_ip());
@@ -300,7 +303,7 @@ pub fn relocate(
         | BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS;
     let enc = BlockEncoder::encode(64, InstructionBlock::new(&instrs, dest), opts).map_err(iced)?;
     let code = enc.code_buffer;
-    let code_room = capacity - 8 * consts.len();
+    let code_room = capacity.saturating_sub(8 * consts.len());
     if code.len() > code_room {
         return Err(ArchError::SlotTooSmall);
     }

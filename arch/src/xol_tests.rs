@@ -771,3 +771,29 @@ fn random_bytes_never_panic_and_reencode_faithfully() {
         "{slots} {emulated} {errors}"
     );
 }
+
+#[test]
+fn relocate_into_too_small_space_is_an_error() {
+    let b = [0xff, 0xd0]; // call *%rax: needs an 8-byte constant
+    let i = crate::decode::decode_one(&b, ORIG).unwrap();
+    let c = crate::decode::classify(&i, &b);
+    assert_eq!(
+        relocate(&[(i, &b, c)], SLOT, 4, ORIG + 2),
+        Err(ArchError::SlotTooSmall)
+    );
+    assert_eq!(
+        relocate(&[(i, &b, c)], SLOT, 12, ORIG + 2),
+        Err(ArchError::SlotTooSmall)
+    );
+    assert!(relocate(&[(i, &b, c)], SLOT, 32, ORIG + 2).is_ok());
+    // near the top of the address space: address arithmetic wraps (as the CPU's does), no
+    // overflow panic in debug builds
+    for (orig, slot) in [
+        (u64::MAX - 1, u64::MAX - 64),
+        (u64::MAX - 1, 8),
+        (0, u64::MAX - 63),
+    ] {
+        let _ = prepare(&b, orig, slot);
+        let _ = prepare(&[0x48, 0x8b, 0x05, 0xff, 0xff, 0xff, 0x7f], orig, slot);
+    }
+}
