@@ -36,7 +36,7 @@ pub struct Region {
 
 impl Region {
     pub fn end(&self) -> u64 {
-        self.addr + self.len as u64
+        self.addr.wrapping_add(self.len as u64)
     }
 }
 
@@ -147,7 +147,7 @@ pub fn check_region_with(
             _ => {}
         }
     }
-    let inside = |t: u64| t > addr && t < addr + len as u64;
+    let inside = |t: u64| t > addr && t - addr < len as u64;
     if let Some(&(from, to)) = func.internal_branches.iter().find(|(_, t)| inside(*t)) {
         return Err(Refusal::BranchIntoRegion { from, to });
     }

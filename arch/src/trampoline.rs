@@ -358,7 +358,7 @@ pub fn optprobe_trampoline(
     a.restore_regs()?;
     a.lea_rsp(skip)?;
     let mut out = a.encode(at)?;
-    let tail_at = at + out.len() as u64;
+    let tail_at = at.wrapping_add(out.len() as u64);
     let tail = crate::optprobe::relocate_region(code, region, tail_at, 8 * 16)?;
     out.extend_from_slice(&tail.bytes);
     Ok(out)
