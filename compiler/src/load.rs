@@ -50,13 +50,17 @@ pub fn runtime_path() -> Result<PathBuf, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the ptap executable: {e}"))?;
     let dir = exe.parent().unwrap_or(Path::new("."));
-    for cand in [
+    // Prefer the newest: cargo refreshes deps/ when ptap's tests build the
+    // runtime as a dependency, and the uplifted copy may then be stale.
+    let newest = [
         dir.join("libptap_rt.so"),
         dir.join("deps").join("libptap_rt.so"),
-    ] {
-        if cand.is_file() {
-            return Ok(cand);
-        }
+    ]
+    .into_iter()
+    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+    .max();
+    if let Some((_, p)) = newest {
+        return Ok(p);
     }
     Err(format!(
         "the runtime libptap_rt.so is not beside {} (build it with `cargo build -p ptap-runtime`, or set PTAP_RUNTIME)",

@@ -51,8 +51,17 @@ fn after_call(idx: &symbols::Index, v: u64) -> bool {
     {
         return false;
     }
+    let mut b = [0u8; 7];
     // SAFETY: [v-7, v) lies in an executable (mapped) segment.
-    let b = unsafe { core::slice::from_raw_parts((v - 7) as *const u8, 7) };
+    unsafe { core::ptr::copy_nonoverlapping((v - 7) as *const u8, b.as_mut_ptr(), 7) };
+    // Our own int3s hide call opcodes: look at the original bytes.
+    for (k, byte) in b.iter_mut().enumerate() {
+        if *byte == 0xcc {
+            if let Some(site) = probes::lookup(v - 7 + k as u64) {
+                *byte = site.orig[0];
+            }
+        }
+    }
     b[2] == 0xe8 // call rel32
         || (b[5] == 0xff && (b[6] >> 3) & 7 == 2) // call *%reg
         || (b[4] == 0xff && (b[5] >> 3) & 7 == 2) // call *disp8(%reg) / *(%reg,%idx)

@@ -16,6 +16,13 @@ __attribute__((noinline)) long bump(long x)
 	return counter;
 }
 
+/* A LOCAL symbol (only in .symtab): kallsyms_lookup_name must find it. */
+static __attribute__((noinline, used)) int local_helper(int x)
+{
+	__asm__ volatile("" ::: "memory");
+	return x + 7;
+}
+
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 10, sum = 0;
@@ -23,6 +30,8 @@ int main(int argc, char **argv)
 		sum += work(i);
 	for (long i = 0; i < n; i++)
 		bump(i);
+	if (argc > 2)
+		sum += local_helper(argc);
 	printf("sum=%ld counter=%ld\n", sum, counter);
 	return 0;
 }

@@ -1,0 +1,96 @@
+//! Faults and signals (issue 3, "fault_handler" and "target's own signal handlers").
+mod support;
+use support::*;
+
+#[test]
+fn a_faulting_handler_is_aborted_counted_reported_and_the_target_goes_on() {
+    let out = load("fault", &format!("{} 5", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("sum"), 25, "work ran normally: {out:?}");
+    assert_eq!(out.get("hits"), 5);
+    assert_eq!(out.get("after"), 0, "the handler was aborted at the fault");
+    assert_eq!(
+        out.stdout.matches("fault_handler trap=14\n").count(),
+        5,
+        "{out:?}"
+    );
+    assert_eq!(
+        out.stderr
+            .matches("ptap: probe handler at work+0x0 faulted (trap 14")
+            .count(),
+        5,
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("ptap: 5 probe handler fault(s)"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn target_sigsegv_handler_sees_the_original_address() {
+    // The probed instruction itself faults; boosted and single-stepped.
+    for post in [false, true] {
+        let mut env = vec![("PT_SYM", "crash")];
+        if post {
+            env.push(("PT_POST", "1"));
+        }
+        let out = load("count", &format!("{} handler 3", target("segv")), &env, 30);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert_eq!(
+            out.stdout
+                .matches("handler: sig=11 ip=crash addr=(nil)\n")
+                .count(),
+            3,
+            "{out:?}"
+        );
+        assert!(out.stdout.contains("recovered 3"), "{out:?}");
+        assert_eq!(out.get("hits"), 3, "{out:?}");
+        assert_eq!(
+            out.get("posts"),
+            0,
+            "the instruction never completed: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn target_sigsegv_without_handler_dies_and_ptap_names_the_function() {
+    for post in [false, true] {
+        let mut env = vec![("PT_SYM", "crash")];
+        if post {
+            env.push(("PT_POST", "1"));
+        }
+        let out = load("count", &format!("{} nohandler", target("segv")), &env, 30);
+        assert_eq!(
+            out.code,
+            Some(128 + 11),
+            "ptap exits like the target: {out:?}"
+        );
+        assert!(
+            out.stderr.contains("ptap: target SIGSEGV at crash+0x0\n"),
+            "{out:?}"
+        );
+        assert!(!out.stdout.contains("not reached"), "{out:?}");
+    }
+}
+
+#[test]
+fn target_sigtrap_handler_and_blocked_signals_keep_working() {
+    let out = load("count", &target("sigs"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("traps=3 sum=9 own_handler=1"),
+        "{out:?}"
+    );
+    assert_eq!(out.get("hits"), 3, "{out:?}");
+}
+
+#[test]
+fn probe_on_a_function_whose_target_dies_of_sigsegv_without_probes_is_unchanged() {
+    // Sanity: the same program without ptap.
+    let mut c = std::process::Command::new(compile("segv"));
+    c.arg("nohandler");
+    let out = run_cmd(c, std::time::Duration::from_secs(10));
+    assert_eq!(out.signal, Some(11), "{out:?}");
+}

@@ -1,0 +1,259 @@
+//! kprobes inside user-space targets (issue 3, "kprobe" and registration bullets).
+mod support;
+use support::*;
+
+#[test]
+fn seed_kprobe_example_runs_end_to_end() {
+    let out = load(
+        "examples/modules/kprobe_example.c",
+        &format!("{} 3", target("hot")),
+        &[],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // The target's own stdout is flushed by exit(), after the module's
+    // cleanup: only the ring's lines have a fixed order.
+    let l: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter(|l| !l.starts_with("sum="))
+        .collect();
+    assert_eq!(l[0], "kprobe registered", "{out:?}");
+    assert_eq!(
+        l.iter()
+            .filter(|l| l.starts_with("pre_handler: p->addr=0x"))
+            .count(),
+        3,
+        "{out:?}"
+    );
+    assert_eq!(
+        l.iter()
+            .filter(|l| l.starts_with("post_handler: p->addr=0x"))
+            .count(),
+        3,
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("di=2\n"), "{out:?}");
+    assert!(out.stdout.contains("Call Trace:\n"), "{out:?}");
+    assert!(out.stdout.contains("] work+0x0\n"), "{out:?}");
+    assert!(
+        out.stdout.contains("? main+0x"),
+        "the stack shows the caller: {out:?}"
+    );
+    assert!(out.stdout.contains("sum=9 counter=3"), "{out:?}");
+    assert_eq!(*l.last().unwrap(), "kprobe unregistered", "{out:?}");
+}
+
+#[test]
+fn pre_handler_sees_the_threads_registers() {
+    let out = load(
+        "count",
+        &format!("{} 4", target("hot")),
+        &[("PT_PRINT", "1")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let pres: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("pre "))
+        .collect();
+    // ip is reported relative to p->addr: the probed address itself.
+    assert_eq!(
+        pres,
+        [
+            "pre ip=0 di=0",
+            "pre ip=0 di=1",
+            "pre ip=0 di=2",
+            "pre ip=0 di=3"
+        ],
+        "{out:?}"
+    );
+}
+
+#[test]
+fn boosted_probe_takes_exactly_one_trap_per_hit() {
+    let out = load("count", &format!("{} 1000", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("hits"), 1000);
+    assert_eq!(out.get("posts"), 0);
+    assert_eq!(
+        out.get("traps"),
+        1000,
+        "no second trap without a post_handler: {out:?}"
+    );
+    assert_eq!(out.get("sum"), 1000 * 1000, "sum of 2i+1 for i<1000");
+}
+
+#[test]
+fn post_handler_runs_after_a_single_step() {
+    let out = load(
+        "count",
+        &format!("{} 3", target("hot")),
+        &[("PT_POST", "1"), ("PT_PRINT", "1")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("hits"), 3);
+    assert_eq!(out.get("posts"), 3);
+    assert_eq!(
+        out.get("traps"),
+        6,
+        "int3 + one TRAP_TRACE per hit: {out:?}"
+    );
+    let l = out.lines();
+    let i = l.iter().position(|l| l.starts_with("pre ")).unwrap();
+    assert_eq!(l[i], "pre ip=0 di=0");
+    // post_handler: after the displaced instruction (work's first, 5 bytes: lea 1(%rdi,%rdi),%rax).
+    assert!(
+        l[i + 1].starts_with("post ip=") && l[i + 1].ends_with(" flags=0"),
+        "{out:?}"
+    );
+    assert_ne!(
+        l[i + 1],
+        "post ip=0 flags=0",
+        "ip moved past the instruction: {out:?}"
+    );
+    assert_eq!(out.get("sum"), 9);
+}
+
+#[test]
+fn rip_relative_instruction_runs_out_of_line() {
+    // bump's first instruction reads `counter` rip-relatively; boosted and stepped.
+    for post in [false, true] {
+        let mut env = vec![("PT_SYM", "bump")];
+        if post {
+            env.push(("PT_POST", "1"));
+        }
+        let out = load("count", &format!("{} 100", target("hot")), &env, 30);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert_eq!(out.get("hits"), 100);
+        assert_eq!(out.get("counter"), 4950, "{out:?}");
+    }
+}
+
+#[test]
+fn handler_changes_to_regs_take_effect() {
+    // work(x) = 2x+1; the pre_handler forces x = 100.
+    let out = load(
+        "count",
+        &format!("{} 10", target("hot")),
+        &[("PT_SETDI", "100")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("sum"), 10 * 201, "{out:?}");
+    let out = load(
+        "count",
+        &format!("{} 10", target("hot")),
+        &[("PT_SETDI", "100"), ("PT_POST", "1")],
+        30,
+    );
+    assert_eq!(out.get("sum"), 10 * 201, "{out:?}");
+}
+
+#[test]
+fn several_probes_on_one_address_run_in_registration_order() {
+    let out = load("order", &format!("{} 2", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let l: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter(|l| !l.starts_with("sum="))
+        .collect();
+    assert_eq!(
+        l,
+        ["A di=0", "B di=0", "C di=0", "B-post", "A di=1", "B di=1", "C di=1", "B-post", "done"],
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_hit_inside_a_handler_runs_no_handler_and_counts_nmissed() {
+    let out = load("reentry", &format!("{} 5", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        out.get("work_hits"),
+        5,
+        "only main's calls ran work's handler: {out:?}"
+    );
+    assert_eq!(
+        out.get("work_missed"),
+        5,
+        "the calls from bump's handler were missed: {out:?}"
+    );
+    assert_eq!(out.get("bump_hits"), 5);
+}
+
+#[test]
+fn exact_hit_counts_from_8_threads() {
+    let out = load("count", &format!("{} 8 5000", target("threads")), &[], 60);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("calls"), 40000);
+    assert_eq!(out.get("hits"), 40000, "{out:?}");
+    assert_eq!(out.get("nmissed"), 0);
+    let out = load(
+        "count",
+        &format!("{} 8 2000", target("threads")),
+        &[("PT_POST", "1")],
+        60,
+    );
+    assert_eq!(out.get("hits"), 16000, "{out:?}");
+    assert_eq!(out.get("posts"), 16000, "{out:?}");
+}
+
+#[test]
+fn registration_error_codes() {
+    let out = load("errors", &format!("{} 2", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for (k, v) in [
+        ("unknown", -2),
+        ("not_boundary", -84),
+        ("runtime", -22),
+        ("data", -22),
+        ("ok", 0),
+        ("again", -17),
+        ("qualified", 0),
+        ("qualified_path_lib", 0),
+        ("unknown_lib", -2),
+        ("both_addr_and_symbol", -22),
+        ("lookup_local", 1),
+        ("lookup_missing", 0),
+        ("addr_matches", 1),
+        ("disable", 0),
+        ("enable", 0),
+        ("disable_unregistered", -22),
+    ] {
+        assert_eq!(out.value(k), Some(v), "{k}: {out:?}");
+    }
+    assert!(out.stdout.contains("cleanup\n"), "{out:?}");
+}
+
+#[test]
+fn unregister_from_another_thread_at_any_time() {
+    let out = load("toggle", &format!("{} 4 700", target("spin")), &[], 60);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("rounds"), 100, "{out:?}");
+    assert_eq!(
+        out.get("violations"),
+        0,
+        "a handler ran after unregister returned: {out:?}"
+    );
+    assert_eq!(out.get("hits_positive"), 1, "{out:?}");
+    assert!(out.get("spin_calls") > 0);
+}
+
+#[test]
+fn init_failure_is_reported_and_the_target_still_runs() {
+    let out = load(
+        "count",
+        &format!("{} 2", target("hot")),
+        &[("PT_SYM", "does_not_exist")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("register"), -2);
+    assert!(out.stderr.contains("init_module() of"), "{out:?}");
+    assert!(out.stderr.contains("returned -2"), "{out:?}");
+    assert_eq!(out.get("sum"), 4);
+}

@@ -1,0 +1,224 @@
+//! kretprobes and jprobes (issue 3).
+mod support;
+use support::*;
+
+#[test]
+fn seed_kretprobe_example_reports_failing_opens() {
+    let out = load(
+        "examples/modules/kretprobe_example.c",
+        &target("opens"),
+        &[],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.starts_with("Planted return probe at "),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.stdout.matches("libc:open returns -1\n").count(),
+        2,
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("opened 2 of 4"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("kretprobe unregistered\nMissed probing 0 instances of libc:open\n"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn seed_jprobe_example_prints_arguments() {
+    let out = load(
+        "examples/modules/jprobe_example.c",
+        &target("args"),
+        &[],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("jprobe: a=1, b=2, c=3, d=4, e=5, f=6\n"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("sum6=21 sum7=280"), "{out:?}");
+    assert!(out.stdout.contains("jprobe unregistered\n"), "{out:?}");
+}
+
+#[test]
+fn kretprobe_handler_sees_return_value_and_entry_data() {
+    let out = load(
+        "kret",
+        &format!("{} 3", target("hot")),
+        &[("PT_PRINT", "1")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let l: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("work("))
+        .collect();
+    assert_eq!(l, ["work(0)=1", "work(1)=3", "work(2)=5"], "{out:?}");
+    assert_eq!(out.get("returns"), 3);
+    assert_eq!(out.get("sum"), 9);
+}
+
+#[test]
+fn kretprobe_recursion_fib20() {
+    let out = load(
+        "kret",
+        &format!("{} 20", target("fib")),
+        &[("PT_SYM", "fib"), ("PT_MAXACTIVE", "64")],
+        60,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("fib(20)=6765 calls=21891"), "{out:?}");
+    assert_eq!(out.get("returns"), 21891, "{out:?}");
+    assert_eq!(out.get("entries"), 21891);
+    assert_eq!(out.get("nmissed"), 0);
+}
+
+#[test]
+fn maxactive_exhausted_counts_nmissed() {
+    let out = load(
+        "kret",
+        &format!("{} 15", target("fib")),
+        &[("PT_SYM", "fib"), ("PT_MAXACTIVE", "5")],
+        60,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("fib(15)=610 calls=1973"), "{out:?}");
+    let (ret, missed) = (out.get("returns"), out.get("nmissed"));
+    assert!(missed > 0, "{out:?}");
+    assert_eq!(
+        ret + missed,
+        1973,
+        "every call either returned through the trampoline or was missed: {out:?}"
+    );
+}
+
+#[test]
+fn default_maxactive_is_at_least_10() {
+    // fib(12) nests 12 deep: with the default max(10, 2*CPUs) some are missed
+    // only if fewer than 12 instances exist.
+    let out = load(
+        "kret",
+        &format!("{} 9", target("fib")),
+        &[("PT_SYM", "fib")],
+        60,
+    );
+    assert_eq!(
+        out.get("nmissed"),
+        0,
+        "depth 9 fits in the default: {out:?}"
+    );
+    assert_eq!(out.get("returns"), 109);
+}
+
+#[test]
+fn kretprobe_from_many_threads() {
+    let out = load("kret", &format!("{} 8 2000", target("threads")), &[], 60);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("returns"), 16000, "{out:?}");
+    assert_eq!(out.get("nmissed"), 0);
+}
+
+#[test]
+fn kretprobed_function_left_by_longjmp() {
+    let out = load(
+        "kret",
+        &target("longjmp"),
+        &[("PT_SYM", "jumper"), ("PT_MAXACTIVE", "4")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("jumps=100 sum=90"), "{out:?}");
+    assert_eq!(out.get("entries"), 110);
+    assert_eq!(out.get("returns"), 10, "{out:?}");
+    assert_eq!(
+        out.get("nmissed"),
+        0,
+        "abandoned instances were reaped: {out:?}"
+    );
+}
+
+#[test]
+fn exit_from_inside_a_kretprobed_function() {
+    let out = load(
+        "kret",
+        &target("exit"),
+        &[("PT_SYM", "leave_now"), ("PT_SYM2", "work")],
+        30,
+    );
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(out.stdout.contains("leaving with 3"), "{out:?}");
+    assert_eq!(
+        out.get("returns"),
+        1,
+        "work returned, leave_now never did: {out:?}"
+    );
+    assert_eq!(out.get("entries"), 2);
+}
+
+#[test]
+fn cxx_exception_through_kretprobed_frames() {
+    let out = load(
+        "kret",
+        &target("cxx_throw"),
+        &[("PT_SYM", "_Z7throweri"), ("PT_SYM2", "_Z6middlei")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("caught=50 sum=2500"), "{out:?}");
+    // 50 even calls return through both trampolines; the 50 odd ones unwind.
+    assert_eq!(out.get("returns"), 100, "{out:?}");
+    assert_eq!(out.get("entries"), 200);
+    assert_eq!(
+        out.get("nmissed"),
+        50,
+        "the unwound thrower frames: {out:?}"
+    );
+    assert_eq!(
+        out.get("nmissed2"),
+        50,
+        "the unwound middle frames: {out:?}"
+    );
+}
+
+#[test]
+fn backtrace_in_a_probe_shows_real_return_addresses() {
+    let out = load("bt", &target("nested"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("] work+0x0\n"), "{out:?}");
+    assert!(out.stdout.contains("? outer+0x"), "{out:?}");
+    assert!(
+        out.stdout.contains("? main+0x"),
+        "outer's hijacked return address shows as main: {out:?}"
+    );
+    assert!(
+        !out.stdout.contains("libptap_rt"),
+        "no trampoline in the trace: {out:?}"
+    );
+    assert!(out.stdout.contains("outer returned 16"), "{out:?}");
+}
+
+#[test]
+fn jprobe_mirror_principle_and_restored_stack() {
+    let out = load("jargs", &target("args"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("register=0,0"), "{out:?}");
+    assert!(
+        out.stdout.contains("jsum6 a=1 b=2 c=3 d=4 e=5 f=6\n"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("jsum7 a=10 f=60 g=70\n"),
+        "the stack argument: {out:?}"
+    );
+    assert!(
+        out.stdout.contains("sum6=21 sum7=280"),
+        "registers and stack restored: {out:?}"
+    );
+}

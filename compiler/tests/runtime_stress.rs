@@ -1,0 +1,206 @@
+//! Threads, malloc, output ring, detach (issue 3, "hit path" and "Loading" bullets).
+mod support;
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn probes_on_malloc_and_free_in_a_threaded_target() {
+    let out = load(
+        "mallocs",
+        &format!("{} 8 5000", target("malloc_threads")),
+        &[],
+        120,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("register=0,0,0"), "{out:?}");
+    assert_eq!(out.get("allocs"), 40000);
+    let (hits, rets, frees) = (
+        out.get("malloc_hits"),
+        out.get("malloc_returns"),
+        out.get("free_hits"),
+    );
+    assert!(hits >= 40000, "{out:?}");
+    assert_eq!(out.get("kret_missed"), 0, "{out:?}");
+    assert!(rets >= 40000 && rets <= hits, "{out:?}");
+    assert!(frees >= 40000, "{out:?}");
+    assert_eq!(out.get("nulls"), 0);
+}
+
+#[test]
+fn printk_lines_never_interleave() {
+    let out = load("lines", &format!("{} 8 300", target("threads")), &[], 60);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let a = "a".repeat(91);
+    let b = "b".repeat(91);
+    let mut n = 0;
+    for l in out.lines() {
+        if l.starts_with("calls=") {
+            continue;
+        }
+        let parts: Vec<&str> = l
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .split('|')
+            .collect();
+        assert!(
+            l.starts_with('<') && l.ends_with('>') && parts.len() == 4,
+            "torn line {l:?}"
+        );
+        assert_eq!(
+            (parts[1], parts[2]),
+            (a.as_str(), b.as_str()),
+            "torn line {l:?}"
+        );
+        assert_eq!(parts[0], parts[3], "torn line {l:?}");
+        n += 1;
+    }
+    assert_eq!(n, 2400);
+}
+
+#[test]
+fn ring_overflow_is_counted_and_reported() {
+    let out = load(
+        "flood",
+        &format!("{} 1", target("hot")),
+        &[("PTAP_RING_SIZE", "4096"), ("PT_LINES", "20000")],
+        60,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let printed = out
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("line "))
+        .count() as u64;
+    let lost: u64 = out
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ptap: ")?
+                .strip_suffix(" output records lost (output ring full)")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no loss report: {out:?}"));
+    assert!(lost > 0);
+    assert_eq!(printed + lost, 20000, "{out:?}");
+    // Records that did arrive are whole and in order.
+    let nums: Vec<u64> = out
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+        .collect();
+    assert!(nums.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn no_loss_report_when_nothing_is_lost() {
+    let out = load(
+        "flood",
+        &format!("{} 1", target("hot")),
+        &[("PT_LINES", "1000")],
+        60,
+    );
+    assert_eq!(
+        out.lines()
+            .iter()
+            .filter(|l| l.starts_with("line "))
+            .count(),
+        1000
+    );
+    assert!(!out.stderr.contains("lost"), "{out:?}");
+}
+
+#[test]
+fn ctrl_c_detaches_and_the_target_goes_on() {
+    let m = module("count");
+    let log = out_dir().join(format!("ctrl_c_{}.out", std::process::id()));
+    let mut c = ptap();
+    c.arg("load")
+        .arg(&m)
+        .arg("-o")
+        .arg(&log)
+        .arg("-c")
+        .arg(format!("{} 1 1500", target("spin")));
+    // The target inherits ptap's stdout/stderr; keep them away from the test's pipes.
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let t0 = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let stdout = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("hits="), "cleanup_module ran: {stdout}");
+    let hits: i64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("hits="))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap();
+    assert!(hits > 0, "{stdout}");
+    let pid: i32 = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("pid="))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap();
+    // SAFETY: probing a pid with signal 0.
+    assert_eq!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "the target goes on after detach"
+    );
+    // It finishes on its own (its parent ptap is gone; init reaps it).
+    let t0 = std::time::Instant::now();
+    // SAFETY: as above.
+    while unsafe { libc::kill(pid, 0) } == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    assert_ne!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "the detached target finished"
+    );
+}
+
+#[test]
+fn runtime_files_are_found_and_missing_module_is_an_error() {
+    let mut c = ptap();
+    c.args(["load", "/nonexistent/mod.so", "-c", "true"]);
+    let out = run_cmd(c, Duration::from_secs(10));
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("ptap load: /nonexistent/mod.so:"),
+        "{out:?}"
+    );
+    let mut c = ptap();
+    c.args([
+        "load",
+        module("count").to_str().unwrap(),
+        "-c",
+        "'unterminated",
+    ]);
+    let out = run_cmd(c, Duration::from_secs(10));
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("cannot split"), "{out:?}");
+}
+
+#[test]
+fn exit_status_of_the_target_is_ptaps() {
+    let out = load(
+        "count",
+        "sh -c 'exit 7'",
+        &[("PT_SYM", "does_not_exist")],
+        30,
+    );
+    assert_eq!(out.code, Some(7), "{out:?}");
+}

@@ -1,0 +1,209 @@
+//! Shared test support: compile tests/targets/*.c (and probe modules) with
+//! the system C compiler into target/ptap-tests/, cached by mtime, and run
+//! `ptap` with a timeout.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Where compiled test programs go.
+pub fn out_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let d = target.join("ptap-tests");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).ok()?.modified().ok()
+}
+
+/// Compile `src` to `out` with `compiler args...` unless `out` is newer than
+/// every path in `deps`. Writes to a temporary name then renames, so tests
+/// running in parallel never see a half-written file.
+pub fn build(compiler: &str, src: &Path, out: &Path, args: &[&str], deps: &[&Path]) -> PathBuf {
+    let newest_dep = std::iter::once(src)
+        .chain(deps.iter().copied())
+        .filter_map(mtime)
+        .max();
+    if let (Some(o), Some(d)) = (mtime(out), newest_dep) {
+        if o >= d {
+            return out.to_path_buf();
+        }
+    }
+    let tmp = out.with_extension(
+        format!(
+            "tmp{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )
+        .replace(['(', ')'], ""),
+    );
+    let st = Command::new(compiler)
+        .args(args)
+        .arg(src)
+        .arg("-o")
+        .arg(&tmp)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+    assert!(st.success(), "{compiler} failed on {}", src.display());
+    std::fs::rename(&tmp, out).unwrap();
+    out.to_path_buf()
+}
+
+/// Compile tests/targets/NAME.c (or NAME.cpp with g++) with -O2 -g, returning the binary.
+pub fn compile(name: &str) -> PathBuf {
+    let dir = root().join("tests").join("targets");
+    let c = dir.join(format!("{name}.c"));
+    let out = out_dir().join(name);
+    if c.exists() {
+        return build("cc", &c, &out, &["-O2", "-g", "-pthread"], &[]);
+    }
+    let cpp = dir.join(format!("{name}.cpp"));
+    assert!(cpp.exists(), "no tests/targets/{name}.c or .cpp");
+    build("g++", &cpp, &out, &["-O2", "-g", "-pthread"], &[])
+}
+
+/// Compile a C probe module (runtime/tests/modules/NAME.c, or a path) to a .so.
+pub fn module(name: &str) -> PathBuf {
+    let p = Path::new(name);
+    let src = if p.extension().is_some() {
+        root().join(p)
+    } else {
+        root()
+            .join("runtime/tests/modules")
+            .join(format!("{name}.c"))
+    };
+    let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
+    let out = out_dir().join(format!("mod_{stem}.so"));
+    let inc = root().join("runtime/include");
+    let header = inc.join("ptap/kprobes.h");
+    build(
+        "cc",
+        &src,
+        &out,
+        &[
+            "-O2",
+            "-g",
+            "-shared",
+            "-fPIC",
+            "-pthread",
+            "-I",
+            inc.to_str().unwrap(),
+        ],
+        &[&header],
+    )
+}
+
+pub struct Output {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+    /// Value of `key=VALUE` in the last stdout line that has it.
+    pub fn value(&self, key: &str) -> Option<i64> {
+        let pat = format!("{key}=");
+        self.stdout.lines().rev().find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&pat))
+                .and_then(|v| v.trim_end_matches(',').parse().ok())
+        })
+    }
+    pub fn get(&self, key: &str) -> i64 {
+        self.value(key).unwrap_or_else(|| {
+            panic!(
+                "no {key}= in output:\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "code={:?} signal={:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.signal, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run a command with a timeout (the test fails if it expires).
+pub fn run_cmd(mut cmd: Command, timeout: Duration) -> Output {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let out = t1.join().unwrap();
+            let err = t2.join().unwrap();
+            panic!("timed out after {timeout:?}\n--- stdout\n{out}--- stderr\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        code: status.code(),
+        signal: status.signal(),
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+    }
+}
+
+pub fn ptap() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ptap"))
+}
+
+/// `ptap load MODULE -c CMD` with extra environment, bounded by `secs`.
+pub fn load(module_name: &str, cmd: &str, env: &[(&str, &str)], secs: u64) -> Output {
+    let m = module(module_name);
+    let mut c = ptap();
+    c.arg("load").arg(&m).arg("-c").arg(cmd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run_cmd(c, Duration::from_secs(secs))
+}
+
+/// Path of a compiled target as a string, for -c command lines.
+pub fn target(name: &str) -> String {
+    compile(name).to_string_lossy().into_owned()
+}

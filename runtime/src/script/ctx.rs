@@ -1,0 +1,115 @@
+//! The context a compiled handler receives: `extern "C" fn(*mut ProbeCtx) -> i64`.
+//!
+//! The runtime (or ptap, for begin/end/timer probes, or a unit test) fills a
+//! `ProbeCtx` on its own stack before each call. Compiled code reads the
+//! fields at the offsets of [`offset`] (the compiler uses the same constants,
+//! so the layout has one source of truth).
+
+use crate::abi::PtRegs;
+
+/// No error.
+pub const ERR_NONE: u32 = 0;
+/// Division or modulo by zero.
+pub const ERR_DIV0: u32 = 1;
+/// The MAXACTION budget of this hit is exhausted (never catchable).
+pub const ERR_MAXACTION: u32 = 2;
+/// A read of target memory faulted (`error_arg` holds the address).
+pub const ERR_FAULT: u32 = 3;
+/// Function calls nested deeper than MAXNESTING.
+pub const ERR_NESTING: u32 = 4;
+/// `error(msg)` (the message is in `errmsg`).
+pub const ERR_USER: u32 = 5;
+/// A context value this probe cannot offer at run time (e.g. no registers).
+pub const ERR_CONTEXT: u32 = 6;
+/// `next` inside a function: not an error, unwinds to the handler, which returns 0.
+pub const ERR_NEXT: u32 = 0x100;
+
+/// `arg1..6` convention (the `abi` field).
+pub const ABI_SYSV: u32 = 0;
+pub const ABI_SYSCALL: u32 = 1;
+
+/// Size of the `errmsg` buffer.
+pub const ERRMSG_MAX: usize = 256;
+
+#[repr(C)]
+pub struct ProbeCtx {
+    /// The probed thread's registers (NULL in begin/end/timer probes).
+    pub regs: *mut PtRegs,
+    /// Base of the session's globals area ([`crate::script::globals`]).
+    pub globals: *mut u8,
+    /// Base of the session mapping (output ring); NULL: output is dropped and counted.
+    pub session: *mut u8,
+    /// Statements left in this hit's MAXACTION budget.
+    pub actions: i64,
+    /// `ERR_*`; set by compiled code or by a helper.
+    pub error: u32,
+    /// Index of the source location of the error (metadata `locations`).
+    pub error_loc: u32,
+    /// Probe index (metadata `probes`).
+    pub probe: u32,
+    /// Point index inside the probe.
+    pub point: u32,
+    /// Current script-function nesting depth.
+    pub nesting: u32,
+    /// `ABI_SYSV` or `ABI_SYSCALL` (used only by probes whose points mix both).
+    pub abi: u32,
+    /// `@entry` values saved by the entry handler (kretprobe), or NULL.
+    pub entry: *mut i64,
+    /// `pp()` text of the point that fired (not NUL-terminated).
+    pub pp: *const u8,
+    pub pp_len: u64,
+    /// Extra value of an error (the faulting address for ERR_FAULT).
+    pub error_arg: u64,
+    /// Records this hit could not write (ring full or no session).
+    pub dropped: u64,
+    /// NUL-terminated message of `error(msg)`.
+    pub errmsg: [u8; ERRMSG_MAX],
+}
+
+impl ProbeCtx {
+    /// A context with no error and a fresh action budget.
+    pub fn new(regs: *mut PtRegs, globals: *mut u8, session: *mut u8, maxaction: i64) -> ProbeCtx {
+        ProbeCtx {
+            regs,
+            globals,
+            session,
+            actions: maxaction,
+            error: ERR_NONE,
+            error_loc: 0,
+            probe: 0,
+            point: 0,
+            nesting: 0,
+            abi: ABI_SYSV,
+            entry: core::ptr::null_mut(),
+            pp: core::ptr::null(),
+            pp_len: 0,
+            error_arg: 0,
+            dropped: 0,
+            errmsg: [0; ERRMSG_MAX],
+        }
+    }
+
+    /// The `error(msg)` text.
+    pub fn errmsg(&self) -> &[u8] {
+        let n = self.errmsg.iter().position(|&b| b == 0).unwrap_or(ERRMSG_MAX);
+        &self.errmsg[..n]
+    }
+}
+
+/// Field offsets, for the code generator.
+pub mod offset {
+    use super::ProbeCtx;
+    use core::mem::offset_of;
+    pub const REGS: i32 = offset_of!(ProbeCtx, regs) as i32;
+    pub const GLOBALS: i32 = offset_of!(ProbeCtx, globals) as i32;
+    pub const SESSION: i32 = offset_of!(ProbeCtx, session) as i32;
+    pub const ACTIONS: i32 = offset_of!(ProbeCtx, actions) as i32;
+    pub const ERROR: i32 = offset_of!(ProbeCtx, error) as i32;
+    pub const ERROR_LOC: i32 = offset_of!(ProbeCtx, error_loc) as i32;
+    pub const NESTING: i32 = offset_of!(ProbeCtx, nesting) as i32;
+    pub const ABI: i32 = offset_of!(ProbeCtx, abi) as i32;
+    pub const ENTRY: i32 = offset_of!(ProbeCtx, entry) as i32;
+}
+
+/// A compiled probe handler (also the entry handler of a kretprobe with `@entry`).
+pub type Handler = unsafe extern "C" fn(*mut ProbeCtx) -> i64;
