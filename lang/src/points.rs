@@ -70,14 +70,14 @@ impl ToDiagnostic for PointError {
                 expected,
             } => diag::error(format!("malformed probe point `{point}`"))
                 .with_labels(vec![diag::primary(*span, format!("expected {expected}"))]),
-            PointError::BadTarget { text, span, why } => diag::error(format!(
-                "bad probe target `{text}`"
-            ))
-            .with_labels(vec![diag::primary(*span, why.clone())])
-            .with_notes(vec![
+            PointError::BadTarget { text, span, why } => {
+                diag::error(format!("bad probe target `{text}`"))
+                    .with_labels(vec![diag::primary(*span, why.clone())])
+                    .with_notes(vec![
                 "help: a target is sym, sym+off, 0xADDR, lib:sym, \"path\":sym or lib:pattern*"
                     .to_string(),
-            ]),
+            ])
+            }
             PointError::UnknownSyscall {
                 name,
                 span,

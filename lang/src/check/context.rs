@@ -29,6 +29,7 @@ impl Checker<'_> {
                 self.err(CheckError::OnlyInProbe {
                     span,
                     what: what.to_string(),
+                    help: "pass the value to the function as an argument",
                 });
                 false
             }

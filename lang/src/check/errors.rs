@@ -89,6 +89,7 @@ pub enum CheckError {
     OnlyInProbe {
         span: Span,
         what: String,
+        help: &'static str,
     },
     NotInLoop {
         span: Span,
@@ -232,11 +233,12 @@ impl ToDiagnostic for CheckError {
             NoValue { span, what } => diag::error(format!("{what} has no value"))
                 .with_labels(vec![primary(*span, "used as a value here")]),
             StatsAsValue { span, name } => help(
-                diag::error(format!("statistics `{name}` used as a scalar value"))
-                    .with_labels(vec![primary(
+                diag::error(format!("statistics `{name}` used as a scalar value")).with_labels(
+                    vec![primary(
                     *span,
                     "statistics can only be read with @count, @sum, @min, @max, @avg or @hist_*",
-                )]),
+                )],
+                ),
                 format!("use an extractor, e.g. `@count({name})`"),
             ),
             LocalArray { span, name } => help(
@@ -310,11 +312,17 @@ impl ToDiagnostic for CheckError {
                 primary(*span, "defined again here"),
                 secondary(*first, "first defined here"),
             ]),
-            Reserved { span, name } => diag::error(format!("`{name}` is a reserved name"))
-                .with_labels(vec![primary(
-                    *span,
-                    "reserved for a probe context value or builtin",
-                )]),
+            Reserved { span, name } => {
+                let builtin = crate::builtins::lookup(name).is_some()
+                    || crate::builtins::FORMAT_FUNCTIONS.contains(&name.as_str());
+                let why = if builtin {
+                    "a builtin function has this name"
+                } else {
+                    "reserved for a probe context value"
+                };
+                diag::error(format!("`{name}` is a reserved name"))
+                    .with_labels(vec![primary(*span, why)])
+            }
             ContextUnavailable {
                 span,
                 what,
@@ -327,10 +335,14 @@ impl ToDiagnostic for CheckError {
                     secondary(*point_span, "this probe point"),
                 ],
             ),
-            OnlyInProbe { span, what } => help(
+            OnlyInProbe {
+                span,
+                what,
+                help: h,
+            } => help(
                 diag::error(format!("{what} can only be used in a probe handler"))
                     .with_labels(vec![primary(*span, "not in a probe")]),
-                "pass the value to the function as an argument",
+                *h,
             ),
             NotInLoop { span, what } => diag::error(format!("`{what}` outside of a loop"))
                 .with_labels(vec![primary(*span, "not inside while, for or foreach")]),

@@ -154,6 +154,9 @@ impl Checker<'_> {
                 span,
             );
         }
+        if let Some(&l) = scope.names.get(n) {
+            return mk(ExprKind::Local(l), Ty::V(scope.locals[l].slot), span);
+        }
         if let Some(g) = self.global(n) {
             self.use_shape(g, Shape::Scalar, span);
             self.globals[g].read = true;
@@ -200,11 +203,9 @@ impl Checker<'_> {
                 n,
                 given: self.opts.args.len(),
             });
-            return mk(
-                ExprKind::Long(0),
-                Ty::K(if as_string { Type::String } else { Type::Long }),
-                span,
-            );
+            // A fresh slot, so that the missing value causes no second error.
+            let slot = self.infer.slot(format!("script argument {n}"));
+            return mk(ExprKind::Long(0), Ty::V(slot), span);
         };
         if as_string {
             return mk(ExprKind::Str(text.clone()), Ty::K(Type::String), span);
@@ -311,6 +312,9 @@ impl Checker<'_> {
                 None
             }
             A::Name(id) => {
+                if let Some(&l) = scope.names.get(&id.name) {
+                    return Some((LValue::Local(l), Ty::V(scope.locals[l].slot)));
+                }
                 if let Some(g) = self.global(&id.name) {
                     self.use_shape(g, Shape::Scalar, e.span);
                     self.globals[g].written = true;

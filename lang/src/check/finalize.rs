@@ -19,7 +19,10 @@ impl Checker<'_> {
                 self.err(CheckError::StatsAsValue { span, name });
             }
         }
-        self.unresolved();
+        // An unresolved type is most often a consequence of another error.
+        if self.errors.is_empty() {
+            self.unresolved();
+        }
         self.callee_needs();
         if !self.errors.is_empty() {
             return None;

@@ -70,6 +70,7 @@ impl Checker<'_> {
                     self.err(CheckError::OnlyInProbe {
                         span,
                         what: "`next`".into(),
+                        help: "a function ends with `return`",
                     });
                 }
                 StmtKind::Next
@@ -142,6 +143,9 @@ impl Checker<'_> {
     fn delete(&mut self, scope: &mut Scope, e: &ast::Expr) -> Option<DeleteTarget> {
         match &e.kind {
             A::Name(id) => {
+                if let Some(&l) = scope.names.get(&id.name) {
+                    return Some(DeleteTarget::Local(l));
+                }
                 if let Some(g) = self.global(&id.name) {
                     self.globals[g].written = true;
                     if self.globals[g].shape.is_none() {

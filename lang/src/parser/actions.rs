@@ -93,6 +93,10 @@ pub fn paren(mut e: Expr, span: Span) -> Expr {
 }
 
 pub fn unary(st: &mut State, op: UnOp, e: Expr, span: Span) -> Expr {
+    // `-N` is a literal (so that -9223372036854775808 reads as i64::MIN).
+    if let (UnOp::Neg, ExprKind::Num(n)) = (op, &e.kind) {
+        return leaf(ExprKind::Num(n.wrapping_neg()), span);
+    }
     expr(
         st,
         ExprKind::Unary {

@@ -84,6 +84,23 @@ pub fn parse_file(src: &str, file: FileId) -> Result<Script, Vec<ParseError>> {
         _ => {
             errors.sort_by_key(|e| (e.span().start, e.span().end));
             errors.dedup_by_key(|e| e.span().start);
+            // After an unterminated string or comment the rest of the file is
+            // swallowed: what the parser says about it is noise.
+            let swallowed = errors.iter().find_map(|e| match e {
+                ParseError::Lex(l)
+                    if matches!(
+                        l.kind,
+                        lexer::LexErrorKind::UnterminatedString
+                            | lexer::LexErrorKind::UnterminatedComment
+                    ) =>
+                {
+                    Some(l.span.start)
+                }
+                _ => None,
+            });
+            if let Some(at) = swallowed {
+                errors.retain(|e| matches!(e, ParseError::Lex(_)) || e.span().start < at);
+            }
             Err(errors)
         }
     }
@@ -148,28 +165,50 @@ fn readable(expected: Vec<String>) -> Vec<String> {
     out
 }
 
+/// What the parser expected, in a few words: the closing or separating
+/// tokens by name, everything that can start an expression as "an expression".
+fn expected_note(expected: &[String]) -> Vec<String> {
+    if expected.is_empty() {
+        return vec![];
+    }
+    if expected.len() <= 6 {
+        return vec![format!("expected one of: {}", expected.join(", "))];
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let statement = expected.iter().any(|e| e == "`if`");
+    if statement {
+        parts.push("a statement".to_string());
+    } else if expected.iter().any(|e| e == "identifier") {
+        parts.push("an expression".to_string());
+    }
+    for t in ["`)`", "`]`", "`}`", "`>`", "`;`", "`,`", "`{`"] {
+        if statement && t == "`{`" {
+            continue;
+        }
+        if expected.iter().any(|e| e == t) {
+            parts.push(t.to_string());
+        }
+    }
+    if parts.is_empty() {
+        return vec![format!("expected one of {} tokens", expected.len())];
+    }
+    let last = parts.pop().unwrap_or_default();
+    if parts.is_empty() {
+        vec![format!("expected {last}")]
+    } else {
+        vec![format!("expected {} or {last}", parts.join(", "))]
+    }
+}
+
 impl crate::diag::ToDiagnostic for ParseError {
     fn to_diagnostic(&self) -> crate::diag::Diagnostic {
         use crate::diag::{error, primary};
         use crate::lexer::LexErrorKind as K;
-        let expected_note = |expected: &[String]| -> Vec<String> {
-            if expected.is_empty() {
-                vec![]
-            } else if expected.len() <= 8 {
-                vec![format!("expected one of: {}", expected.join(", "))]
-            } else {
-                vec![format!(
-                    "expected one of {} tokens, such as {}",
-                    expected.len(),
-                    expected[..8].join(", ")
-                )]
-            }
-        };
         match self {
             ParseError::Lex(e) => {
                 let (msg, label) = match &e.kind {
                     K::UnexpectedChar(c) => (
-                        format!("unexpected character `{}`", c.escape_debug()),
+                        format!("unexpected character '{}'", c.escape_debug()),
                         "not part of any token",
                     ),
                     K::UnterminatedString => {
@@ -199,30 +238,48 @@ impl crate::diag::ToDiagnostic for ParseError {
                 expected,
             } => {
                 let mut notes = expected_note(expected);
-                if matches!(
+                let unsafe_start = matches!(
                     found,
                     Tok::LParen | Tok::LBracket | Tok::Minus | Tok::Plus | Tok::Inc | Tok::Dec
-                ) && expected.iter().any(|e| e == "`;`")
-                {
-                    notes.push(format!(
+                );
+                if unsafe_start && expected.iter().any(|e| e == "`;`") {
+                    notes = vec![format!(
                         "help: a statement that starts with `{}` must come first in a block or after `;`",
                         found.text()
-                    ));
+                    )];
+                }
+                if matches!(found, Tok::Probe | Tok::Global | Tok::Function)
+                    && expected.iter().any(|e| e == "`>`")
+                {
+                    notes.push(
+                        "help: a one-liner `probe POINT < ... >` must end with `>` right before the next `probe`, `global` or `function`"
+                            .to_string(),
+                    );
                 }
                 error(format!("syntax error: unexpected {}", found.describe()))
                     .with_labels(vec![primary(*span, "unexpected here")])
                     .with_notes(notes)
             }
             ParseError::UnexpectedEnd { span, expected } => {
+                let mut notes = expected_note(expected);
+                if expected.iter().any(|e| e == "`}`") {
+                    notes.push("help: is a `}` missing?".to_string());
+                }
                 error("syntax error: unexpected end of script")
                     .with_labels(vec![primary(*span, "the script ends here")])
-                    .with_notes(expected_note(expected))
+                    .with_notes(notes)
             }
             ParseError::TooDeep { span } => error(format!(
                 "nesting too deep (more than {} levels)",
                 crate::ast::MAX_DEPTH
             ))
-            .with_labels(vec![primary(*span, "too deep")]),
+            .with_labels(vec![primary(
+                Span {
+                    end: span.start + 1,
+                    ..*span
+                },
+                "too deep",
+            )]),
             ParseError::BadTypeName { name, span } => error(format!("unknown type `{name}`"))
                 .with_labels(vec![primary(*span, "types are `long` and `string`")]),
         }

@@ -12,6 +12,32 @@ use crate::points::Caps;
 pub fn script(s: &CheckedScript) -> String {
     let mut out = String::new();
     let p = Printer { s };
+    let d = crate::options::Limits::default();
+    let l = &s.limits;
+    let mut changed = Vec::new();
+    for (name, v, dv) in [
+        ("MAXACTION", Some(l.maxaction), Some(d.maxaction)),
+        ("MAXSTRINGLEN", Some(l.maxstringlen), Some(d.maxstringlen)),
+        (
+            "MAXMAPENTRIES",
+            Some(l.maxmapentries),
+            Some(d.maxmapentries),
+        ),
+        ("MAXERRORS", Some(l.maxerrors), Some(d.maxerrors)),
+        ("MAXSKIPPED", Some(l.maxskipped), Some(d.maxskipped)),
+        ("KRETACTIVE", l.kretactive, d.kretactive),
+        ("MAXNESTING", Some(l.maxnesting), Some(d.maxnesting)),
+    ] {
+        if v != dv {
+            changed.push(format!("{name}={}", v.unwrap_or(0)));
+        }
+    }
+    if !changed.is_empty() {
+        let _ = writeln!(out, "# limits: {}", changed.join(" "));
+    }
+    if s.guru {
+        out.push_str("# guru mode\n");
+    }
     for g in &s.globals {
         out.push_str(&p.global(g));
         out.push('\n');
