@@ -16,6 +16,7 @@ pub mod fmt;
 pub mod loader;
 pub mod output;
 pub mod probes;
+pub mod script;
 pub mod session;
 pub mod signals;
 pub mod symbols;

@@ -91,7 +91,11 @@ impl ProbeCtx {
 
     /// The `error(msg)` text.
     pub fn errmsg(&self) -> &[u8] {
-        let n = self.errmsg.iter().position(|&b| b == 0).unwrap_or(ERRMSG_MAX);
+        let n = self
+            .errmsg
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(ERRMSG_MAX);
         &self.errmsg[..n]
     }
 }

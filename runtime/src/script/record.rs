@@ -69,7 +69,9 @@ pub enum Value {
 /// `None` when the payload is malformed.
 pub fn decode(payload: &[u8]) -> Option<(u32, Vec<Value>)> {
     let word = |at: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(payload.get(at..at + 8)?.try_into().ok()?))
+        Some(u64::from_le_bytes(
+            payload.get(at..at + 8)?.try_into().ok()?,
+        ))
     };
     let fmt = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
     let n = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?) as usize;
@@ -104,7 +106,16 @@ mod tests {
         // SAFETY: mem outlives the session.
         let s = unsafe { Session::from_raw(mem.as_mut_ptr() as *mut u8) };
         s.init(4096);
-        assert!(write(&s, 7, &[Arg::Long(-5), Arg::Str(b"hello"), Arg::Long(1 << 40), Arg::Str(b"")]));
+        assert!(write(
+            &s,
+            7,
+            &[
+                Arg::Long(-5),
+                Arg::Str(b"hello"),
+                Arg::Long(1 << 40),
+                Arg::Str(b"")
+            ]
+        ));
         let mut got = Vec::new();
         s.drain(|k, p| got.push((k, decode(p))));
         assert_eq!(got.len(), 1);
@@ -113,7 +124,12 @@ mod tests {
         assert_eq!(fmt, 7);
         assert_eq!(
             vals,
-            vec![Value::Long(-5), Value::Str("hello".into()), Value::Long(1 << 40), Value::Str(String::new())]
+            vec![
+                Value::Long(-5),
+                Value::Str("hello".into()),
+                Value::Long(1 << 40),
+                Value::Str(String::new())
+            ]
         );
     }
 

@@ -1,0 +1,242 @@
+//! Script globals in the session shared memory.
+//!
+//! The globals area follows the output ring in the session mapping: at
+//! [`offset_in_session`]`(ring_size)`, ptap allocates `size` bytes more
+//! (metadata `globals_size`) and calls [`Globals::init`] before any target
+//! runs. Every process of the session (ptap for begin/end/timer, each target
+//! for its probes) sees the same bytes.
+//!
+//! | offset | size | what |
+//! |---|---|---|
+//! | 0 | 64 | [`Header`] |
+//! | 64.. | per global, 8-aligned | a long: one `i64` (atomic updates); a string: an `u64` sequence word + `maxstringlen + 1` bytes |
+//!
+//! Long scalars are read and written with aligned 8-byte loads/stores and
+//! updated with atomic read-modify-write (`x++` from many threads counts
+//! exactly). Strings use a sequence lock: a writer makes the word odd,
+//! copies, makes it even; a reader retries while it changes. Both spin a
+//! bounded number of times, so a writer killed mid-copy cannot hang anyone
+//! (the reader then gets the possibly torn bytes).
+
+use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
+
+use crate::session::Session;
+
+pub const MAGIC: u64 = 0x5054_4150_474C_4231; // "PTAPGLB1"
+pub const HEADER_SIZE: usize = 64;
+const SPIN_LIMIT: u32 = 1 << 16;
+
+#[repr(C)]
+pub struct Header {
+    pub magic: AtomicU64,
+    /// Bytes of the whole area (header included).
+    pub size: AtomicU64,
+    /// Set by `exit()`: ptap runs the end probes and detaches.
+    pub exit: AtomicU32,
+    /// `target()`: the pid of the -c command (or -x pid).
+    pub target_pid: AtomicI32,
+    /// Runtime errors reported so far (all processes).
+    pub errors: AtomicU64,
+}
+
+const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);
+
+/// What a global scalar stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Long,
+    Str,
+}
+
+/// Bytes one global takes.
+pub fn slot_size(slot: Slot, maxstringlen: u64) -> u64 {
+    match slot {
+        Slot::Long => 8,
+        Slot::Str => 8 + (maxstringlen + 1).div_ceil(8) * 8,
+    }
+}
+
+/// Offsets of each global (in order) and the size of the whole area.
+pub fn layout(slots: &[Slot], maxstringlen: u64) -> (Vec<u64>, u64) {
+    let mut at = HEADER_SIZE as u64;
+    let offs = slots
+        .iter()
+        .map(|&s| {
+            let o = at;
+            at += slot_size(s, maxstringlen);
+            o
+        })
+        .collect();
+    (offs, at)
+}
+
+/// Where the globals area starts inside a session mapping.
+pub fn offset_in_session(ring_size: usize) -> usize {
+    Session::total_size(ring_size)
+}
+
+/// A mapped globals area.
+#[derive(Clone, Copy)]
+pub struct Globals {
+    base: *mut u8,
+}
+
+// SAFETY: the area is shared memory accessed through atomics or seqlock-ordered copies.
+unsafe impl Send for Globals {}
+// SAFETY: see above.
+unsafe impl Sync for Globals {}
+
+impl Globals {
+    /// # Safety
+    /// `base` must be 8-aligned and point to a mapping at least as large as
+    /// the module's `globals_size`, alive as long as the value is used.
+    pub unsafe fn from_raw(base: *mut u8) -> Globals {
+        Globals { base }
+    }
+
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    pub fn header(&self) -> &Header {
+        // SAFETY: from_raw contract; Header is atomics only.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    /// Initialise a zeroed area of `size` bytes.
+    pub fn init(&self, size: u64, target_pid: i32) {
+        let h = self.header();
+        h.size.store(size, Ordering::Relaxed);
+        h.target_pid.store(target_pid, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+    }
+
+    pub fn valid(&self) -> bool {
+        self.header().magic.load(Ordering::Acquire) == MAGIC
+    }
+
+    pub fn long(&self, off: u64) -> &AtomicI64 {
+        // SAFETY: offsets come from `layout` (8-aligned, inside the area).
+        unsafe { &*(self.base.add(off as usize) as *const AtomicI64) }
+    }
+
+    fn seq(&self, off: u64) -> &AtomicU64 {
+        // SAFETY: as in `long`.
+        unsafe { &*(self.base.add(off as usize) as *const AtomicU64) }
+    }
+
+    /// Copy string global `off` (capacity `cap` bytes incl. NUL) into `dst`
+    /// (NUL-terminated); returns its length.
+    ///
+    /// # Safety
+    /// `off` must be a string slot of capacity `cap`; `dst` valid for `cap` bytes.
+    pub unsafe fn load_str(&self, off: u64, cap: usize, dst: *mut u8) -> usize {
+        let seq = self.seq(off);
+        // SAFETY: the slot's bytes follow the sequence word.
+        let src = unsafe { self.base.add(off as usize + 8) };
+        let mut tries = 0;
+        loop {
+            let s1 = seq.load(Ordering::Acquire);
+            // SAFETY: both ranges are `cap` bytes (caller contract).
+            unsafe { copy_str(dst, src, cap) };
+            core::sync::atomic::fence(Ordering::Acquire);
+            let s2 = seq.load(Ordering::Relaxed);
+            tries += 1;
+            if (s1 == s2 && s1 & 1 == 0) || tries > SPIN_LIMIT {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        // SAFETY: copy_str NUL-terminated dst within cap.
+        unsafe { c_len(dst, cap) }
+    }
+
+    /// Store a NUL-terminated string into string global `off`.
+    ///
+    /// # Safety
+    /// As [`Globals::load_str`]; `src` NUL-terminated or valid for `cap` bytes.
+    pub unsafe fn store_str(&self, off: u64, cap: usize, src: *const u8) {
+        let seq = self.seq(off);
+        let mut tries = 0;
+        let s = loop {
+            let s = seq.load(Ordering::Relaxed);
+            if s & 1 == 0
+                && seq
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break s;
+            }
+            tries += 1;
+            if tries > SPIN_LIMIT {
+                // A writer died holding the lock: take it over.
+                seq.store(s | 1, Ordering::Relaxed);
+                break s | 1;
+            }
+            core::hint::spin_loop();
+        };
+        // SAFETY: caller contract.
+        unsafe { copy_str(self.base.add(off as usize + 8), src, cap) };
+        seq.store((s | 1) + 1, Ordering::Release);
+    }
+
+    /// A string global as text (ptap side).
+    pub fn read_str(&self, off: u64, cap: usize) -> String {
+        let mut buf = vec![0u8; cap.max(1)];
+        // SAFETY: buf has cap bytes; off is a string slot (caller's metadata).
+        let n = unsafe { self.load_str(off, buf.len(), buf.as_mut_ptr()) };
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+/// Length of the NUL-terminated string at `p`, at most `cap - 1`.
+///
+/// # Safety
+/// `p` valid for `cap` bytes or up to its NUL.
+pub unsafe fn c_len(p: *const u8, cap: usize) -> usize {
+    let mut n = 0;
+    // SAFETY: caller contract.
+    while n + 1 < cap && unsafe { *p.add(n) } != 0 {
+        n += 1;
+    }
+    n
+}
+
+/// strncpy-like: copy up to `cap - 1` bytes of `src` and NUL-terminate `dst`.
+///
+/// # Safety
+/// `dst` valid for `cap` bytes; `src` NUL-terminated or valid for `cap - 1` bytes.
+pub unsafe fn copy_str(dst: *mut u8, src: *const u8, cap: usize) {
+    if cap == 0 {
+        return;
+    }
+    // SAFETY: caller contract; ptr::copy allows overlap (s = s . x).
+    unsafe {
+        let n = c_len(src, cap);
+        core::ptr::copy(src, dst, n);
+        *dst.add(n) = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_and_strings() {
+        let (offs, size) = layout(&[Slot::Long, Slot::Str, Slot::Long], 128);
+        assert_eq!(offs, vec![64, 72, 72 + 8 + 136]);
+        assert_eq!(size, 72 + 8 + 136 + 8);
+        let mut mem = vec![0u64; size as usize / 8];
+        // SAFETY: mem outlives g.
+        let g = unsafe { Globals::from_raw(mem.as_mut_ptr() as *mut u8) };
+        g.init(size, 42);
+        assert!(g.valid());
+        g.long(offs[0]).fetch_add(5, Ordering::Relaxed);
+        assert_eq!(g.long(offs[0]).load(Ordering::Relaxed), 5);
+        // SAFETY: string slot of capacity 129.
+        unsafe { g.store_str(offs[1], 129, c"hello".as_ptr() as *const u8) };
+        assert_eq!(g.read_str(offs[1], 129), "hello");
+        assert_eq!(g.long(offs[2]).load(Ordering::Relaxed), 0);
+    }
+}
