@@ -114,7 +114,7 @@ const VOCAB: &[&str] = &[
 
 fn check(text: &str) {
     let opts = Options {
-        guru: text.len() % 2 == 0,
+        guru: text.len().is_multiple_of(2),
         args: vec!["1".into(), "x".into()],
         defines: vec![],
     };
