@@ -282,16 +282,23 @@ fn detach(s: &Session, sink: &mut Sink) {
             0,
         );
     }
+    // Processes that died without cleaning up stay in the table: only wait
+    // for live ones.
+    let live = || {
+        s.pids()
+            .into_iter()
+            // SAFETY: signal 0 only checks existence.
+            .filter(|&p| unsafe { libc::kill(p, 0) } == 0)
+            .count()
+    };
     let t0 = Instant::now();
-    while c.attached.load(Ordering::SeqCst) > 0 && t0.elapsed() < Duration::from_secs(3) {
+    while live() > 0 && t0.elapsed() < Duration::from_secs(3) {
         sink.drain(s);
         std::thread::sleep(Duration::from_millis(2));
     }
-    if c.attached.load(Ordering::SeqCst) > 0 {
-        eprintln!(
-            "ptap: {} process(es) did not detach in time",
-            c.attached.load(Ordering::SeqCst)
-        );
+    let n = live();
+    if n > 0 {
+        eprintln!("ptap: {n} process(es) did not detach in time");
     }
 }
 

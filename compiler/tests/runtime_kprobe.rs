@@ -86,7 +86,7 @@ fn boosted_probe_takes_exactly_one_trap_per_hit() {
 }
 
 #[test]
-fn post_handler_runs_after_a_single_step() {
+fn post_handler_runs_after_the_displaced_instruction() {
     let out = load(
         "count",
         &format!("{} 3", target("hot")),
@@ -99,7 +99,7 @@ fn post_handler_runs_after_a_single_step() {
     assert_eq!(
         out.get("traps"),
         6,
-        "int3 + one TRAP_TRACE per hit: {out:?}"
+        "int3 + one trap after the instruction (the post slot's int3): {out:?}"
     );
     let l = out.lines();
     let i = l.iter().position(|l| l.starts_with("pre ")).unwrap();
@@ -217,6 +217,12 @@ fn registration_error_codes() {
         ("qualified_path_lib", 0),
         ("unknown_lib", -2),
         ("both_addr_and_symbol", -22),
+        ("byte_before_is_int3", 0),
+        ("byte_during_is_int3", 1),
+        ("second_on_same_addr", 0),
+        ("still_int3_with_one_left", 1),
+        ("restored", 1),
+        ("ok_again", 0),
         ("lookup_local", 1),
         ("lookup_missing", 0),
         ("addr_matches", 1),
@@ -256,4 +262,81 @@ fn init_failure_is_reported_and_the_target_still_runs() {
     assert!(out.stderr.contains("init_module() of"), "{out:?}");
     assert!(out.stderr.contains("returned -2"), "{out:?}");
     assert_eq!(out.get("sum"), 4);
+}
+
+#[test]
+fn post_handler_on_a_ret_is_single_stepped() {
+    // work+5 is `ret`: it leaves the slot, so it is single-stepped with TF.
+    let out = load(
+        "count",
+        &format!("{} 3", target("hot")),
+        &[("PT_OFF", "5"), ("PT_POST", "1")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("hits"), 3);
+    assert_eq!(out.get("posts"), 3);
+    assert_eq!(out.get("traps"), 6, "{out:?}");
+    assert_eq!(out.get("sum"), 9);
+}
+
+#[test]
+fn pre_handler_returning_nonzero_resumes_where_it_set_ip() {
+    // Fault injection: work() returns 42 without running.
+    let out = load(
+        "count",
+        &format!("{} 5", target("hot")),
+        &[("PT_SKIP", "42")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("sum"), 5 * 42, "{out:?}");
+    assert_eq!(out.get("hits"), 5);
+}
+
+#[test]
+fn disable_kprobe_stops_the_handlers() {
+    let out = load(
+        "count",
+        &format!("{} 10", target("hot")),
+        &[("PT_DISABLE", "4")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("hits"), 4, "{out:?}");
+    assert_eq!(out.get("sum"), 100);
+}
+
+#[test]
+fn handlers_on_different_threads_run_concurrently() {
+    let out = load(
+        "concurrent",
+        &format!("{} 2 200", target("threads")),
+        &[],
+        60,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("overlapped"), 1, "{out:?}");
+}
+
+#[test]
+fn a_forked_child_keeps_its_probes() {
+    let out = load("count", &target("forks"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let hits: Vec<i64> = out
+        .lines()
+        .iter()
+        .filter_map(|l| {
+            l.strip_prefix("hits=")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(
+        hits,
+        [3, 2],
+        "child then parent, each at its own exit: {out:?}"
+    );
 }

@@ -244,6 +244,10 @@ impl Session {
     /// Record `pid` as attached. Returns false if the table is full.
     pub fn add_pid(&self, pid: i32) -> bool {
         let c = self.control();
+        // An exec'ed process keeps its pid: count it once.
+        if c.pids.iter().any(|p| p.load(Ordering::Acquire) == pid) {
+            return true;
+        }
         c.attached.fetch_add(1, Ordering::AcqRel);
         for slot in &c.pids {
             if slot
@@ -263,10 +267,20 @@ impl Session {
                 .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
+                c.attached.fetch_sub(1, Ordering::AcqRel);
                 break;
             }
         }
-        c.attached.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Pids recorded as attached.
+    pub fn pids(&self) -> Vec<i32> {
+        self.control()
+            .pids
+            .iter()
+            .map(|p| p.load(Ordering::Acquire))
+            .filter(|&p| p != 0)
+            .collect()
     }
 }
 

@@ -409,6 +409,12 @@ unsafe fn run_displaced(
                 (*ts).in_handler = 0;
                 threads::leave(ts);
             }
+            Kind::Slot if posts && site.post_slot != 0 => {
+                // The post slot ends in an int3: see `on_post_int3`.
+                regs.ip = site.post_slot;
+                (*ts).ss_site = site as *const Site as usize;
+                regs_to(uc, &regs);
+            }
             Kind::Slot => {
                 regs.ip = site.slot;
                 if posts {
@@ -554,6 +560,20 @@ unsafe fn on_single_step(ts: *mut ThreadState, uc: *mut Uc) {
     }
 }
 
+/// The int3 at the end of a post slot: the displaced instruction is done.
+unsafe fn on_post_int3(ts: *mut ThreadState, site: &'static Site, uc: *mut Uc) {
+    // SAFETY: ts is ours; the site is live (still active since the hit).
+    unsafe {
+        let mut regs = regs_from(uc);
+        regs.ip = site.prep.next();
+        (*ts).ss_site = 0;
+        call_posts(ts, site, &mut regs);
+        regs_to(uc, &regs);
+        (*ts).in_handler = 0;
+        threads::leave(ts);
+    }
+}
+
 unsafe fn on_kret_trampoline(ts: *mut ThreadState, uc: *mut Uc) {
     threads::enter(ts);
     let mut regs = regs_from(uc);
@@ -635,7 +655,10 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
     };
     // SAFETY: ts is this thread's slot.
     unsafe {
-        if code == TRAP_TRACE && (*ts).ss_site != 0 {
+        if code == TRAP_TRACE
+            && (*ts).ss_site != 0
+            && (*((*ts).ss_site as *const Site)).post_slot == 0
+        {
             on_single_step(ts, uc);
             return;
         }
@@ -648,6 +671,13 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
             if addr == jprobe_return as *const () as u64 {
                 on_jprobe_return(ts, uc, info);
                 return;
+            }
+            if (*ts).ss_site != 0 {
+                let site = &*((*ts).ss_site as *const Site);
+                if site.post_slot != 0 && addr == probes::post_int3(site) {
+                    on_post_int3(ts, site, uc);
+                    return;
+                }
             }
             on_int3(ts, addr, uc, info);
             return;
@@ -703,10 +733,18 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
             // 2. The displaced instruction faulted while single-stepped.
             if code > 0 && (*ts).ss_site != 0 {
                 let site = &*((*ts).ss_site as *const Site);
-                if rip >= site.slot && rip < site.slot + ptap_arch::xol::SLOT_SIZE as u64 {
+                let in_slot = |base: u64| {
+                    base != 0 && rip >= base && rip < base + ptap_arch::xol::SLOT_SIZE as u64
+                };
+                let base = if in_slot(site.slot) {
+                    site.slot
+                } else {
+                    site.post_slot
+                };
+                if in_slot(base) {
                     (*ts).ss_site = 0;
                     let mut regs = regs_from(uc);
-                    if !xol::fault_fixup(&site.prep, site.slot, &mut regs) {
+                    if !xol::fault_fixup(&site.prep, base, &mut regs) {
                         regs.ip = site.addr;
                     }
                     if !(*ts).ss_tf_was_set {

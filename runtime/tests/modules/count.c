@@ -1,7 +1,9 @@
 /* Generic counting kprobe, configured by the environment:
  * PT_SYM (default "work"), PT_OFF, PT_POST=1 (add a post_handler),
  * PT_SETDI=N (pre_handler sets regs->di), PT_PRINT=1 (print each hit),
- * PT_DUMP=1 (dump_stack in the pre_handler). Prints totals at cleanup. */
+ * PT_DUMP=1 (dump_stack in the pre_handler), PT_SKIP=V (the pre_handler
+ * makes the function return V at once: ip = return address, returns 1),
+ * PT_DISABLE=N (disable_kprobe after N hits). Prints totals at cleanup. */
 #include <ptap/kprobes.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -9,8 +11,8 @@
 void ptap_rt_stats(unsigned long *hits, unsigned long *traps);
 
 static struct kprobe kp;
-static long hits, posts, setdi, print, dump;
-static int have_setdi;
+static long hits, posts, setdi, print, dump, skip, disable_after;
+static int have_setdi, have_skip;
 
 static int pre(struct kprobe *p, struct pt_regs *regs)
 {
@@ -21,6 +23,14 @@ static int pre(struct kprobe *p, struct pt_regs *regs)
 		dump_stack();
 	if (have_setdi)
 		regs->di = setdi;
+	if (disable_after && hits == disable_after)
+		disable_kprobe(p);
+	if (have_skip) {
+		regs->ax = skip;
+		regs->ip = *(unsigned long *)regs->sp;
+		regs->sp += 8;
+		return 1;
+	}
 	return 0;
 }
 
@@ -43,6 +53,12 @@ int init_module(void)
 		have_setdi = 1;
 		setdi = atol(getenv("PT_SETDI"));
 	}
+	if (getenv("PT_SKIP")) {
+		have_skip = 1;
+		skip = atol(getenv("PT_SKIP"));
+	}
+	if (getenv("PT_DISABLE"))
+		disable_after = atol(getenv("PT_DISABLE"));
 	print = getenv("PT_PRINT") != NULL;
 	dump = getenv("PT_DUMP") != NULL;
 	int r = register_kprobe(&kp);

@@ -24,7 +24,15 @@ int init_module(void)
 	try(1, "not_boundary", 0, "work", 1);
 	try(2, "runtime", (void *)register_kprobe, 0, 0);
 	try(3, "data", &data_word, 0, 0);
+	unsigned char before = *(unsigned char *)kallsyms_lookup_name("work");
 	try(4, "ok", 0, "work", 0);
+	printk("byte_before_is_int3=%d byte_during_is_int3=%d\n", before == 0xcc, *(unsigned char *)k[4].addr == 0xcc);
+	try(9, "second_on_same_addr", 0, "work", 0);
+	unregister_kprobe(&k[9]);
+	printk("still_int3_with_one_left=%d\n", *(unsigned char *)k[4].addr == 0xcc);
+	unregister_kprobe(&k[4]);
+	printk("restored=%d\n", *(unsigned char *)k[4].addr == before);
+	try(4, "ok_again", 0, "work", 0);
 	printk("again=%d\n", register_kprobe(&k[4]));
 	try(5, "qualified", 0, "libc:getpid", 0);
 	try(6, "qualified_path_lib", 0, "libc.so.6:getppid", 0);
