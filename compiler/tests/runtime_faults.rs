@@ -94,3 +94,19 @@ fn probe_on_a_function_whose_target_dies_of_sigsegv_without_probes_is_unchanged(
     let out = run_cmd(c, std::time::Duration::from_secs(10));
     assert_eq!(out.signal, Some(11), "{out:?}");
 }
+
+#[test]
+fn hit_path_helpers_read_memory_without_faulting() {
+    let out = load("helpers", &format!("{} 1", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "bad=-14 good=0 v=0 str=hello from the target n=21 tiny=hello/5 nul=-14 name=hot tid_ok=1\n"
+        ),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("<binary record of 24 bytes>\nraw\n"),
+        "{out:?}"
+    );
+}

@@ -13,6 +13,7 @@
 pub mod abi;
 pub mod backtrace;
 pub mod fmt;
+pub mod helpers;
 pub mod loader;
 pub mod output;
 pub mod probes;

@@ -104,6 +104,7 @@ extern "C" fn ptap_rt_ctor() {
         return;
     }
     signals::prime();
+    crate::helpers::init_execname();
     trap::install();
     signals::ACTIVE.store(true, Ordering::Release);
     sys::membarrier_register();
