@@ -222,3 +222,18 @@ fn jprobe_mirror_principle_and_restored_stack() {
         "registers and stack restored: {out:?}"
     );
 }
+
+#[test]
+fn kretprobe_jprobe_and_kprobe_on_one_function() {
+    let out = load("jr", &target("args"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("sum6=21 sum7=280"), "{out:?}");
+    // All pre_handlers first (registration order), then the jprobe entry,
+    // then the instruction and post_handler, then the return.
+    let l: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter(|l| !l.starts_with("sum6="))
+        .collect();
+    assert_eq!(l, ["k di=1", "j a=1 f=6", "post", "ret=21"], "{out:?}");
+}

@@ -204,3 +204,15 @@ fn exit_status_of_the_target_is_ptaps() {
     );
     assert_eq!(out.code, Some(7), "{out:?}");
 }
+
+#[test]
+fn an_execed_child_reattaches_through_the_preload() {
+    let hot = target("hot");
+    let out = load("count", &format!("sh -c '{hot} 3; exit 5'"), &[], 30);
+    assert_eq!(out.code, Some(5), "{out:?}");
+    // sh itself has no work(): its init_module fails (reported), hot's succeeds.
+    assert!(out.stdout.contains("register=-2"), "{out:?}");
+    assert!(out.stdout.contains("register=0"), "{out:?}");
+    assert_eq!(out.get("hits"), 3, "{out:?}");
+    assert_eq!(out.get("sum"), 9);
+}
