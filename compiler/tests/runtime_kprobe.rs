@@ -340,3 +340,13 @@ fn a_forked_child_keeps_its_probes() {
         "child then parent, each at its own exit: {out:?}"
     );
 }
+
+#[test]
+fn a_handler_may_unregister_its_own_probe() {
+    let out = load("selfremove", &format!("{} 10", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("hits_a"), 3, "{out:?}");
+    // b runs after a in the same snapshot at hit 3, then never again.
+    assert_eq!(out.get("hits_b"), 3, "{out:?}");
+    assert_eq!(out.get("sum"), 100);
+}

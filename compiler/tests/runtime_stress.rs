@@ -216,3 +216,34 @@ fn an_execed_child_reattaches_through_the_preload() {
     assert_eq!(out.get("hits"), 3, "{out:?}");
     assert_eq!(out.get("sum"), 9);
 }
+
+#[test]
+fn ctrl_c_detaches_forked_children_too() {
+    let m = module("count");
+    let log = out_dir().join(format!("ctrl_c_fork_{}.out", std::process::id()));
+    let mut c = ptap();
+    c.arg("load")
+        .arg(&m)
+        .arg("-o")
+        .arg(&log)
+        .arg("-c")
+        .arg(format!("{} 1500", target("forks")));
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let t0 = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    let elapsed = t0.elapsed();
+    let stderr = std::fs::read_to_string(&errlog).unwrap();
+    let _ = std::fs::remove_file(&errlog);
+    let stdout = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(status.code(), Some(130), "{stdout}{stderr}");
+    assert!(!stderr.contains("did not detach"), "{stderr}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?} {stderr}");
+    // Both the parent and the forked child ran cleanup_module.
+    assert_eq!(stdout.matches("hits=").count(), 2, "{stdout}{stderr}");
+}

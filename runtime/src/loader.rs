@@ -191,6 +191,11 @@ extern "C" fn fork_child() {
     threads::after_fork(FORK_PARENT_TID.load(Ordering::Acquire));
     if let Some(s) = output::session() {
         s.add_pid(sys::getpid());
+        // Threads do not survive fork: the child needs its own control
+        // thread to honour ptap's detach request.
+        if !SHUT.load(Ordering::Acquire) {
+            spawn_control_thread();
+        }
     }
 }
 

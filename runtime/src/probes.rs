@@ -576,14 +576,24 @@ fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
     match r {
         Ok(old) => {
             if let Some(old) = old {
-                threads::synchronize();
-                // SAFETY: unpublished and past a grace period.
-                drop(unsafe { Box::from_raw(old) });
+                retire(old);
             }
             0
         }
         Err(e) => -e,
     }
+}
+
+/// Free an unpublished site after a grace period. When called from inside
+/// a handler (this thread is itself using a site, maybe this one), the site
+/// is leaked instead: the grace period cannot include ourselves.
+fn retire(old: *mut Site) {
+    threads::synchronize();
+    if threads::current_is_active() {
+        return;
+    }
+    // SAFETY: unpublished and past a grace period; no other reference.
+    drop(unsafe { Box::from_raw(old) });
 }
 
 fn unregister_entry(kp: *mut Kprobe) -> bool {
@@ -620,9 +630,7 @@ fn unregister_entry(kp: *mut Kprobe) -> bool {
     });
     match old {
         Some(old) => {
-            threads::synchronize();
-            // SAFETY: unpublished and past a grace period.
-            drop(unsafe { Box::from_raw(old) });
+            retire(old);
             true
         }
         None => false,

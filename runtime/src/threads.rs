@@ -176,6 +176,29 @@ pub fn leave(ts: *mut ThreadState) {
     }
 }
 
+/// Is the calling thread inside the runtime's hit path (e.g. a handler
+/// calling unregister)? Does not claim a slot.
+pub fn current_is_active() -> bool {
+    if table().is_null() {
+        return false;
+    }
+    let tid = sys::gettid();
+    let h = hash(tid);
+    for k in 0..MAX_THREADS {
+        let s = slot((h + k) % MAX_THREADS);
+        // SAFETY: inside the table.
+        let cur = unsafe { (*s).tid.load(Ordering::Acquire) };
+        if cur == tid {
+            // SAFETY: as above.
+            return unsafe { (*s).active.load(Ordering::Acquire) } > 0;
+        }
+        if cur == 0 {
+            return false;
+        }
+    }
+    false
+}
+
 /// Wait until every other thread that was inside the runtime's hit path
 /// when this was called has left it (a grace period). Threads that died are
 /// skipped. The calling thread is skipped (unregister from a handler).
