@@ -1,0 +1,669 @@
+//! Expressions. A long is an i64 value; a string is an i64 pointer to a
+//! NUL-terminated buffer of `cap` bytes (a stack buffer, a local's buffer or
+//! a literal in the module's data); `void` is a dummy 0.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, Value};
+use cranelift_module::{DataDescription, Linkage, Module};
+use ptap_arch::regs::offset as regoff;
+use ptap_lang::ast::{AssignOp, BinOp, IncDec, UnOp};
+use ptap_lang::builtins::Builtin;
+use ptap_lang::checked::{ArgAbi, ContextValue, Expr, ExprKind, FormatFn, LValue, Type};
+use ptap_lang::printf::{Conv, Flags, Format, Piece, Spec};
+use ptap_lang::Span;
+use ptap_rt::script::ctx::{offset, ABI_SYSCALL, ERR_DIV0, ERR_NESTING};
+use ptap_rt::script::helpers::Helper;
+use ptap_rt::script::meta::GlobalKind;
+use ptap_rt::script::record::MAX_ARGS;
+
+use super::func::{flags, ArgSel, FunctionTranslator, Kind, LocalSlot, R};
+use super::CodegenError;
+
+impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
+    pub(crate) fn translate_expr(&mut self, e: &Expr) -> R<Value> {
+        match &e.kind {
+            ExprKind::Long(v) => Ok(self.iconst(*v)),
+            ExprKind::Str(s) => self.translate_string(s),
+            ExprKind::Local(id) => Ok(self.read_local(*id)),
+            ExprKind::Global(id) => Ok(self.read_global(*id)),
+            ExprKind::Context(cv) => Ok(self.translate_context(*cv)),
+            ExprKind::Entry(i) => Ok(self.translate_entry(*i)),
+            ExprKind::Unary { op, operand } => self.translate_unary(*op, operand),
+            ExprKind::Binary { op, lhs, rhs } => self.translate_binary(*op, lhs, rhs, e.span),
+            ExprKind::Ternary { cond, then, els } => self.translate_ternary(cond, then, els),
+            ExprKind::Assign { target, op, value } => {
+                self.translate_assign(target, *op, value, e.span)
+            }
+            ExprKind::IncDec { target, op, prefix } => {
+                self.translate_incdec(target, *op, *prefix, e.span)
+            }
+            ExprKind::Call { func, args } => self.translate_call(*func, args, e.span),
+            ExprKind::Builtin { func, args } => self.translate_builtin(*func, args, e.span),
+            ExprKind::Format {
+                func: FormatFn::Printf,
+                format,
+                args,
+            } => self.translate_printf(format, args, e.span),
+            ExprKind::Format {
+                func: FormatFn::Sprintf,
+                ..
+            } => unsupported("sprintf (issue 6)", e.span),
+            ExprKind::Element { .. } | ExprKind::In { .. } => {
+                unsupported("associative arrays (issue 6)", e.span)
+            }
+            ExprKind::Stat { .. } | ExprKind::Hist { .. } => {
+                unsupported("aggregates (issue 6)", e.span)
+            }
+            ExprKind::Regex { .. } => unsupported("regular expression matching (issue 6)", e.span),
+            ExprKind::TargetVar(_) => unsupported("`$name` target variables (DWARF)", e.span),
+        }
+    }
+
+    /// A string literal: a NUL-terminated data object, shared by equal literals.
+    fn translate_string(&mut self, s: &str) -> R<Value> {
+        let id = match self.shared.strings.get(s) {
+            Some(id) => *id,
+            None => {
+                let name = format!("ptap_str_{}", self.shared.strings.len());
+                let id = self
+                    .module
+                    .declare_data(&name, Linkage::Local, false, false)?;
+                let mut bytes: Vec<u8> = s.bytes().take(self.shared.cap as usize - 1).collect();
+                bytes.push(0);
+                let mut d = DataDescription::new();
+                d.define(bytes.into_boxed_slice());
+                self.module.define_data(id, &d)?;
+                self.shared.strings.insert(s.to_string(), id);
+                id
+            }
+        };
+        let gv = self.module.declare_data_in_func(id, self.b.func);
+        Ok(self.b.ins().symbol_value(I64, gv))
+    }
+
+    pub(crate) fn read_local(&mut self, id: usize) -> Value {
+        match self.locals[id] {
+            LocalSlot::Long(v) => self.b.use_var(v),
+            LocalSlot::Str(p) => p,
+        }
+    }
+
+    fn global_slot(&self, id: usize) -> (GlobalKind, i64) {
+        (
+            self.shared.layout.kinds[id],
+            self.shared.layout.offsets[id] as i64,
+        )
+    }
+
+    /// Address of global `id` in the session.
+    fn global_addr(&mut self, id: usize) -> Value {
+        let (_, off) = self.global_slot(id);
+        let g = self.globals();
+        self.b.ins().iadd_imm_s(g, off)
+    }
+
+    pub(crate) fn read_global(&mut self, id: usize) -> Value {
+        match self.global_slot(id) {
+            (GlobalKind::Long, _) => {
+                let p = self.global_addr(id);
+                self.b.ins().load(I64, flags(), p, 0)
+            }
+            (GlobalKind::Str, off) => {
+                let buf = self.str_buf();
+                let (c, o, cap) = (self.ctx, self.iconst(off), self.cap());
+                self.call_helper(Helper::GStrLoad, &[c, o, buf, cap]);
+                buf
+            }
+        }
+    }
+
+    fn regs(&mut self) -> Value {
+        self.b.ins().load(I64, flags(), self.ctx, offset::REGS)
+    }
+
+    fn reg(&mut self, off: usize) -> Value {
+        let r = self.regs();
+        self.b.ins().load(I64, flags(), r, off as i32)
+    }
+
+    fn translate_context(&mut self, cv: ContextValue) -> Value {
+        match cv {
+            ContextValue::Ret => self.reg(regoff::AX),
+            ContextValue::Arg(n) => self.translate_arg(n),
+        }
+    }
+
+    /// `argN`: SysV `rdi rsi rdx rcx r8 r9`, syscall `rdi rsi rdx r10 r8 r9`.
+    fn translate_arg(&mut self, n: u8) -> Value {
+        const COMMON: [usize; 6] = [
+            regoff::DI,
+            regoff::SI,
+            regoff::DX,
+            regoff::CX,
+            regoff::R8,
+            regoff::R9,
+        ];
+        let args = match self.kind {
+            Kind::Handler { args } => args,
+            Kind::Function { .. } => ArgSel::Fixed(ArgAbi::SysV),
+        };
+        let i = usize::from(n.clamp(1, 6) - 1);
+        if i != 3 {
+            return self.reg(COMMON[i]);
+        }
+        match args {
+            ArgSel::Fixed(ArgAbi::SysV) => self.reg(regoff::CX),
+            ArgSel::Fixed(ArgAbi::Syscall) => self.reg(regoff::R10),
+            ArgSel::Dynamic => {
+                let (cx, r10) = (self.reg(regoff::CX), self.reg(regoff::R10));
+                let abi = self.b.ins().load(I32, flags(), self.ctx, offset::ABI);
+                let sys = self
+                    .b
+                    .ins()
+                    .icmp_imm_s(IntCC::Equal, abi, i64::from(ABI_SYSCALL));
+                self.b.ins().select(sys, r10, cx)
+            }
+        }
+    }
+
+    fn translate_entry(&mut self, i: usize) -> Value {
+        let p = self.b.ins().load(I64, flags(), self.ctx, offset::ENTRY);
+        self.b.ins().load(I64, flags(), p, (i * 8) as i32)
+    }
+
+    fn translate_unary(&mut self, op: UnOp, operand: &Expr) -> R<Value> {
+        let v = self.translate_expr(operand)?;
+        Ok(match op {
+            UnOp::Neg => self.b.ins().ineg(v),
+            UnOp::Plus => v,
+            UnOp::Not => self.bool_to_long_eq0(v),
+            UnOp::BitNot => self.b.ins().bnot(v),
+        })
+    }
+
+    fn bool_to_long_eq0(&mut self, v: Value) -> Value {
+        let c = self.b.ins().icmp_imm_s(IntCC::Equal, v, 0);
+        self.b.ins().uextend(I64, c)
+    }
+
+    fn translate_binary(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr, span: Span) -> R<Value> {
+        match op {
+            BinOp::And | BinOp::Or => return self.translate_logical(op, lhs, rhs),
+            BinOp::Match | BinOp::NotMatch => {
+                return unsupported("regular expression matching (issue 6)", span)
+            }
+            _ => {}
+        }
+        let a = self.translate_expr(lhs)?;
+        let b = self.translate_expr(rhs)?;
+        if lhs.ty == Type::String {
+            return Ok(self.string_binop(op, a, b, span));
+        }
+        Ok(self.long_binop(op, a, b, span))
+    }
+
+    fn string_binop(&mut self, op: BinOp, a: Value, b: Value, span: Span) -> Value {
+        if op == BinOp::Concat {
+            let dst = self.str_buf();
+            let cap = self.cap();
+            self.call_helper(Helper::StrConcat, &[dst, a, b, cap]);
+            return dst;
+        }
+        let c = self.call_long(Helper::StrCmp, &[a, b]);
+        let zero = self.iconst(0);
+        self.compare(op, c, zero, span)
+    }
+
+    fn compare(&mut self, op: BinOp, a: Value, b: Value, _span: Span) -> Value {
+        let cc = match op {
+            BinOp::Lt => IntCC::SignedLessThan,
+            BinOp::Gt => IntCC::SignedGreaterThan,
+            BinOp::Le => IntCC::SignedLessThanOrEqual,
+            BinOp::Ge => IntCC::SignedGreaterThanOrEqual,
+            BinOp::Eq => IntCC::Equal,
+            _ => IntCC::NotEqual,
+        };
+        let c = self.b.ins().icmp(cc, a, b);
+        self.b.ins().uextend(I64, c)
+    }
+
+    /// Arithmetic on longs. Division by zero is a runtime error; `x / -1`
+    /// and `x % -1` are computed without the machine instruction (which
+    /// traps on `i64::MIN / -1`).
+    pub(crate) fn long_binop(&mut self, op: BinOp, a: Value, b: Value, span: Span) -> Value {
+        match op {
+            BinOp::Add => self.b.ins().iadd(a, b),
+            BinOp::Sub => self.b.ins().isub(a, b),
+            BinOp::Mul => self.b.ins().imul(a, b),
+            BinOp::Div | BinOp::Mod => self.translate_division(op, a, b, span),
+            BinOp::Shl => self.b.ins().ishl(a, b),
+            BinOp::Shr => self.b.ins().sshr(a, b),
+            BinOp::BitAnd => self.b.ins().band(a, b),
+            BinOp::BitOr => self.b.ins().bor(a, b),
+            BinOp::BitXor => self.b.ins().bxor(a, b),
+            _ => self.compare(op, a, b, span),
+        }
+    }
+
+    fn translate_division(&mut self, op: BinOp, a: Value, b: Value, span: Span) -> Value {
+        let is0 = self.b.ins().icmp_imm_s(IntCC::Equal, b, 0);
+        self.fail_if(is0, ERR_DIV0, span);
+        let m1 = self.b.ins().icmp_imm_s(IntCC::Equal, b, -1);
+        let one = self.iconst(1);
+        let d = self.b.ins().select(m1, one, b);
+        if op == BinOp::Div {
+            let q = self.b.ins().sdiv(a, d);
+            let neg = self.b.ins().ineg(a);
+            self.b.ins().select(m1, neg, q)
+        } else {
+            self.b.ins().srem(a, d)
+        }
+    }
+
+    /// `a && b`, `a || b` with short-circuit; `done`'s block parameter is the 0/1 result.
+    fn translate_logical(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr) -> R<Value> {
+        let rhs_b = self.b.create_block();
+        let done = self.b.create_block();
+        let res = self.b.append_block_param(done, I64);
+        let a = self.translate_expr(lhs)?;
+        let short = self.iconst(i64::from(op == BinOp::Or));
+        if op == BinOp::And {
+            self.b.ins().brif(a, rhs_b, &[], done, &[short.into()]);
+        } else {
+            self.b.ins().brif(a, done, &[short.into()], rhs_b, &[]);
+        }
+        self.b.switch_to_block(rhs_b);
+        let v = self.translate_expr(rhs)?;
+        let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
+        let c = self.b.ins().uextend(I64, c);
+        self.jump(done, &[c]);
+        self.b.switch_to_block(done);
+        Ok(res)
+    }
+
+    /// `c ? x : y`; `merge`'s block parameter is the chosen value (a long or a string pointer).
+    fn translate_ternary(&mut self, cond: &Expr, then: &Expr, els: &Expr) -> R<Value> {
+        let (tb, eb, merge) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        let res = self.b.append_block_param(merge, I64);
+        let c = self.translate_expr(cond)?;
+        self.b.ins().brif(c, tb, &[], eb, &[]);
+        self.b.switch_to_block(tb);
+        let t = self.translate_expr(then)?;
+        self.jump(merge, &[t]);
+        self.b.switch_to_block(eb);
+        let e = self.translate_expr(els)?;
+        self.jump(merge, &[e]);
+        self.b.switch_to_block(merge);
+        Ok(res)
+    }
+
+    fn translate_assign(
+        &mut self,
+        target: &LValue,
+        op: AssignOp,
+        value: &Expr,
+        span: Span,
+    ) -> R<Value> {
+        let v = self.translate_expr(value)?;
+        match target {
+            LValue::Local(id) => Ok(self.assign_local(*id, op, v, span)),
+            LValue::Global(id) => Ok(self.assign_global(*id, op, v, span)),
+            LValue::Element { .. } => unsupported("associative arrays (issue 6)", span),
+            LValue::TargetVar(_) => unsupported("writing `$name` target variables", span),
+        }
+    }
+
+    fn assign_local(&mut self, id: usize, op: AssignOp, v: Value, span: Span) -> Value {
+        match self.locals[id] {
+            LocalSlot::Long(var) => {
+                let new = match op.0 {
+                    None => v,
+                    Some(bop) => {
+                        let old = self.b.use_var(var);
+                        self.long_binop(bop, old, v, span)
+                    }
+                };
+                self.b.def_var(var, new);
+                new
+            }
+            LocalSlot::Str(p) => {
+                let cap = self.cap();
+                match op.0 {
+                    None => self.call_helper(Helper::StrCopy, &[p, v, cap]),
+                    Some(_) => self.call_helper(Helper::StrConcat, &[p, p, v, cap]),
+                };
+                p
+            }
+        }
+    }
+
+    /// Globals: `=` stores; `+= -= &= |= ^=` are one atomic read-modify-write;
+    /// the other operators retry a compare-and-swap until no other thread
+    /// interfered, so no update is ever lost.
+    fn assign_global(&mut self, id: usize, op: AssignOp, v: Value, span: Span) -> Value {
+        let (kind, off) = self.global_slot(id);
+        if kind == GlobalKind::Str {
+            let (c, o, cap) = (self.ctx, self.iconst(off), self.cap());
+            let src = match op.0 {
+                None => v,
+                Some(_) => {
+                    let cur = self.read_global(id);
+                    self.call_helper(Helper::StrConcat, &[cur, cur, v, cap]);
+                    cur
+                }
+            };
+            self.call_helper(Helper::GStrStore, &[c, o, src, cap]);
+            return src;
+        }
+        let p = self.global_addr(id);
+        let Some(bop) = op.0 else {
+            self.b.ins().store(flags(), v, p, 0);
+            return v;
+        };
+        let rmw = match bop {
+            BinOp::Add => Some(AtomicRmwOp::Add),
+            BinOp::Sub => Some(AtomicRmwOp::Sub),
+            BinOp::BitAnd => Some(AtomicRmwOp::And),
+            BinOp::BitOr => Some(AtomicRmwOp::Or),
+            BinOp::BitXor => Some(AtomicRmwOp::Xor),
+            _ => None,
+        };
+        if let Some(r) = rmw {
+            let old = self.b.ins().atomic_rmw(I64, flags(), r, p, v);
+            return self.long_binop(bop, old, v, span);
+        }
+        if matches!(bop, BinOp::Div | BinOp::Mod) {
+            let is0 = self.b.ins().icmp_imm_s(IntCC::Equal, v, 0);
+            self.fail_if(is0, ERR_DIV0, span);
+        }
+        // CAS loop: `retry`'s block parameter is the value we believe is stored.
+        let retry = self.b.create_block();
+        let done = self.b.create_block();
+        let old = self.b.append_block_param(retry, I64);
+        let first = self.b.ins().load(I64, flags(), p, 0);
+        self.jump(retry, &[first]);
+        self.b.switch_to_block(retry);
+        let new = self.long_binop(bop, old, v, span);
+        let seen = self.b.ins().atomic_cas(flags(), p, old, new);
+        let same = self.b.ins().icmp(IntCC::Equal, seen, old);
+        self.b.ins().brif(same, done, &[], retry, &[seen.into()]);
+        self.b.switch_to_block(done);
+        new
+    }
+
+    fn translate_incdec(
+        &mut self,
+        target: &LValue,
+        op: IncDec,
+        prefix: bool,
+        span: Span,
+    ) -> R<Value> {
+        let delta = if op == IncDec::Inc { 1 } else { -1 };
+        let old = match target {
+            LValue::Local(id) => match self.locals[*id] {
+                LocalSlot::Long(var) => {
+                    let old = self.b.use_var(var);
+                    let new = self.b.ins().iadd_imm_s(old, delta);
+                    self.b.def_var(var, new);
+                    old
+                }
+                LocalSlot::Str(_) => return unsupported("`++`/`--` on a string", span),
+            },
+            LValue::Global(id) => {
+                let p = self.global_addr(*id);
+                let d = self.iconst(delta);
+                self.b
+                    .ins()
+                    .atomic_rmw(I64, flags(), AtomicRmwOp::Add, p, d)
+            }
+            LValue::Element { .. } => return unsupported("associative arrays (issue 6)", span),
+            LValue::TargetVar(_) => return unsupported("writing `$name` target variables", span),
+        };
+        Ok(if prefix {
+            self.b.ins().iadd_imm_s(old, delta)
+        } else {
+            old
+        })
+    }
+
+    /// A script function call: the callee gets the ctx, a result buffer
+    /// when it returns a string, then its arguments. Calls nest at most
+    /// MAXNESTING deep (a runtime error, never a stack overflow).
+    fn translate_call(&mut self, func: usize, args: &[Expr], span: Span) -> R<Value> {
+        let mut vals = vec![self.ctx];
+        let ret_string = self.shared.script.functions[func].ret == Type::String;
+        if ret_string {
+            let buf = self.str_buf();
+            vals.push(buf);
+        }
+        for a in args {
+            let v = self.translate_expr(a)?;
+            vals.push(v);
+        }
+        let depth = self.b.ins().load(I32, flags(), self.ctx, offset::NESTING);
+        let deeper = self.b.ins().iadd_imm_s(depth, 1);
+        let max = self.shared.script.limits.maxnesting as i64;
+        let too_deep = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThan, deeper, max);
+        self.fail_if(too_deep, ERR_NESTING, span);
+        self.b
+            .ins()
+            .store(flags(), deeper, self.ctx, offset::NESTING);
+        let id = self.shared.functions[func];
+        let r = self.call_function(id, &vals);
+        self.b
+            .ins()
+            .store(flags(), depth, self.ctx, offset::NESTING);
+        self.check_callee();
+        Ok(r)
+    }
+
+    fn translate_args(&mut self, args: &[Expr]) -> R<Vec<Value>> {
+        args.iter().map(|a| self.translate_expr(a)).collect()
+    }
+
+    fn translate_builtin(&mut self, func: Builtin, args: &[Expr], span: Span) -> R<Value> {
+        use Builtin as B;
+        let c = self.ctx;
+        match func {
+            B::Pid => Ok(self.call_long(Helper::Pid, &[c])),
+            B::Tid => Ok(self.call_long(Helper::Tid, &[c])),
+            B::Ppid => Ok(self.call_long(Helper::Ppid, &[c])),
+            B::Uid => Ok(self.call_long(Helper::Uid, &[c])),
+            B::Cpu => Ok(self.call_long(Helper::Cpu, &[c])),
+            B::Target => Ok(self.call_long(Helper::Target, &[c])),
+            B::Nsecs => Ok(self.call_long(Helper::Nsecs, &[c])),
+            B::GettimeofdayUs => Ok(self.call_long(Helper::GettimeofdayUs, &[c])),
+            B::Execname => Ok(self.string_helper(Helper::Execname, &[])),
+            B::Pp => Ok(self.string_helper(Helper::Pp, &[])),
+            B::Register => self.translate_register(args, span),
+            B::UserLong => self.translate_user_read(args, 8, span),
+            B::UserInt => self.translate_user_read(args, 4, span),
+            B::UserChar => self.translate_user_read(args, 1, span),
+            B::UserString => self.translate_user_string(args, None, span),
+            B::UserStringN => self.translate_user_string(args, Some(&args[1]), span),
+            B::Exit => {
+                self.call_helper(Helper::Exit, &[c]);
+                Ok(self.iconst(0))
+            }
+            B::Error => {
+                let m = self.translate_expr(&args[0])?;
+                self.call_helper(Helper::Error, &[c, m]);
+                self.check_helper(span);
+                Ok(self.iconst(0))
+            }
+            B::Warn => {
+                let m = self.translate_expr(&args[0])?;
+                self.call_helper(Helper::Warn, &[c, m]);
+                Ok(self.iconst(0))
+            }
+            B::Strlen => {
+                let v = self.translate_args(args)?;
+                Ok(self.call_long(Helper::StrLen, &v))
+            }
+            B::Isinstr => {
+                let v = self.translate_args(args)?;
+                Ok(self.call_long(Helper::Isinstr, &v))
+            }
+            B::Strtol => {
+                let v = self.translate_args(args)?;
+                Ok(self.call_long(Helper::Strtol, &[c, v[0], v[1]]))
+            }
+            B::Substr => {
+                let v = self.translate_args(args)?;
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::Substr, &[dst, v[0], v[1], v[2], cap]);
+                Ok(dst)
+            }
+            B::Print => self.translate_print(args, span),
+            B::Probefunc
+            | B::Ubacktrace
+            | B::PrintUbacktrace
+            | B::Usymname
+            | B::SyscallName
+            | B::Sprint
+            | B::SetRegister
+            | B::SetUserLong
+            | B::SetUserInt
+            | B::SetUserChar => unsupported(
+                &format!("`{}` (not compiled yet)", ptap_lang::builtins::name(func)),
+                span,
+            ),
+        }
+    }
+
+    /// A helper `(ctx, dst, cap)` that fills a fresh string buffer.
+    fn string_helper(&mut self, h: Helper, _: &[Value]) -> Value {
+        let (c, dst, cap) = (self.ctx, self.str_buf(), self.cap());
+        self.call_helper(h, &[c, dst, cap]);
+        dst
+    }
+
+    /// `register("rax")`: the name must be a literal.
+    fn translate_register(&mut self, args: &[Expr], span: Span) -> R<Value> {
+        let ExprKind::Str(name) = &args[0].kind else {
+            return unsupported(
+                "`register()` with a name that is not a string literal",
+                span,
+            );
+        };
+        let off = match name.as_str() {
+            "rax" | "ax" => regoff::AX,
+            "rbx" | "bx" => regoff::BX,
+            "rcx" | "cx" => regoff::CX,
+            "rdx" | "dx" => regoff::DX,
+            "rsi" | "si" => regoff::SI,
+            "rdi" | "di" => regoff::DI,
+            "rbp" | "bp" => regoff::BP,
+            "rsp" | "sp" => regoff::SP,
+            "r8" => regoff::R8,
+            "r9" => regoff::R9,
+            "r10" => regoff::R10,
+            "r11" => regoff::R11,
+            "r12" => regoff::R12,
+            "r13" => regoff::R13,
+            "r14" => regoff::R14,
+            "r15" => regoff::R15,
+            "rip" | "ip" => regoff::IP,
+            "eflags" | "flags" => regoff::FLAGS,
+            "orig_ax" | "orig_rax" => regoff::ORIG_AX,
+            "cs" => regoff::CS,
+            "ss" => regoff::SS,
+            _ => return unsupported(&format!("`register(\"{name}\")`"), span),
+        };
+        Ok(self.reg(off))
+    }
+
+    fn translate_user_read(&mut self, args: &[Expr], size: i64, span: Span) -> R<Value> {
+        let a = self.translate_expr(&args[0])?;
+        let (c, s) = (self.ctx, self.iconst(size));
+        let v = self.call_long(Helper::UserRead, &[c, a, s]);
+        self.check_helper(span);
+        Ok(v)
+    }
+
+    fn translate_user_string(&mut self, args: &[Expr], n: Option<&Expr>, span: Span) -> R<Value> {
+        let a = self.translate_expr(&args[0])?;
+        let max = match n {
+            Some(e) => self.translate_expr(e)?,
+            None => self.iconst(self.shared.cap - 1),
+        };
+        let (c, dst, cap) = (self.ctx, self.str_buf(), self.cap());
+        self.call_helper(Helper::UserString, &[c, dst, a, max, cap]);
+        self.check_helper(span);
+        Ok(dst)
+    }
+
+    /// `print(a, b, ...)`: a synthesized format, `%d`/`%s` separated by spaces, then `\n`.
+    fn translate_print(&mut self, args: &[Expr], span: Span) -> R<Value> {
+        let mut pieces = Vec::new();
+        for (i, a) in args.iter().enumerate() {
+            if i > 0 {
+                pieces.push(Piece::Text(" ".into()));
+            }
+            let conv = match a.ty {
+                Type::Long => Conv::Signed,
+                Type::String => Conv::Str,
+                _ => return unsupported("printing histograms (issue 6)", a.span),
+            };
+            pieces.push(Piece::Spec(Spec {
+                flags: Flags::default(),
+                width: None,
+                precision: None,
+                conv,
+            }));
+        }
+        pieces.push(Piece::Text("\n".into()));
+        self.translate_printf(&Format { pieces }, args, span)
+    }
+
+    /// printf: the arguments go into a stack array (longs, or string
+    /// pointers flagged in a bit mask) handed to the output helper.
+    fn translate_printf(&mut self, format: &Format, args: &[Expr], span: Span) -> R<Value> {
+        if args.len() > MAX_ARGS {
+            return Err(CodegenError::Unsupported {
+                what: format!("more than {MAX_ARGS} values in one printf/print"),
+                span,
+            });
+        }
+        let id = self.shared.formats.id(format);
+        let slot = self
+            .b
+            .create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+                cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+                (8 * args.len().max(1)) as u32,
+                3,
+            ));
+        let mut mask = 0i64;
+        for (i, a) in args.iter().enumerate() {
+            let v = self.translate_expr(a)?;
+            if a.ty == Type::String {
+                mask |= 1 << i;
+            }
+            self.b.ins().stack_store(I64, v, slot, (8 * i) as i32);
+        }
+        let arr = self.b.ins().stack_addr(I64, slot, 0);
+        let (c, f, n, m) = (
+            self.ctx,
+            self.iconst(i64::from(id)),
+            self.iconst(args.len() as i64),
+            self.iconst(mask),
+        );
+        self.call_helper(Helper::Printf, &[c, f, arr, n, m]);
+        Ok(self.iconst(0))
+    }
+}
+
+pub(crate) fn unsupported<T>(what: &str, span: Span) -> R<T> {
+    Err(CodegenError::Unsupported {
+        what: what.to_string(),
+        span,
+    })
+}

@@ -1,0 +1,236 @@
+//! Module metadata: the globals layout, the probe points, the format and
+//! location tables, as `ptap_rt::script::meta::Meta`.
+
+use std::collections::HashMap;
+
+use ptap_lang::checked::{
+    CheckedScript, Const, GlobalShape, Module as LibModule, PointKind, Target, TimerUnit, ValueType,
+};
+use ptap_lang::printf::Format;
+use ptap_lang::Span;
+use ptap_rt::script::globals::{self, Slot};
+use ptap_rt::script::meta::{
+    self as m, GlobalKind, InitValue, Meta, MetaGlobal, MetaLimits, MetaLoc, MetaPoint, MetaProbe,
+    ModuleSpec, TargetSpec,
+};
+
+use super::CodegenError;
+
+/// Offsets of the global scalars in the session's globals area.
+pub(crate) struct Layout {
+    pub offsets: Vec<u64>,
+    pub kinds: Vec<GlobalKind>,
+    pub size: u64,
+}
+
+pub(crate) fn layout(script: &CheckedScript) -> Result<Layout, CodegenError> {
+    let mut kinds = Vec::new();
+    for g in &script.globals {
+        let k = match &g.shape {
+            GlobalShape::Scalar(ValueType::Long) => GlobalKind::Long,
+            GlobalShape::Scalar(ValueType::String) => GlobalKind::Str,
+            GlobalShape::Scalar(ValueType::Stats) => {
+                return Err(CodegenError::unsupported(
+                    "statistics globals (issue 6)",
+                    g.span,
+                ))
+            }
+            GlobalShape::Array { .. } => {
+                return Err(CodegenError::unsupported(
+                    "associative arrays (issue 6)",
+                    g.span,
+                ))
+            }
+        };
+        kinds.push(k);
+    }
+    let slots: Vec<Slot> = kinds
+        .iter()
+        .map(|k| match k {
+            GlobalKind::Long => Slot::Long,
+            GlobalKind::Str => Slot::Str,
+        })
+        .collect();
+    let (offsets, size) = globals::layout(&slots, script.limits.maxstringlen);
+    Ok(Layout {
+        offsets,
+        kinds,
+        size,
+    })
+}
+
+/// Formats (printf and synthesized print formats), deduplicated, by id.
+#[derive(Default)]
+pub(crate) struct Formats {
+    pub list: Vec<Format>,
+}
+
+impl Formats {
+    pub(crate) fn id(&mut self, f: &Format) -> u32 {
+        if let Some(i) = self.list.iter().position(|x| x == f) {
+            return i as u32;
+        }
+        self.list.push(f.clone());
+        (self.list.len() - 1) as u32
+    }
+}
+
+/// Source locations of runtime errors, by id.
+#[derive(Default)]
+pub(crate) struct Locations {
+    pub spans: Vec<Span>,
+    map: HashMap<Span, u32>,
+}
+
+impl Locations {
+    pub(crate) fn id(&mut self, span: Span) -> u32 {
+        *self.map.entry(span).or_insert_with(|| {
+            self.spans.push(span);
+            (self.spans.len() - 1) as u32
+        })
+    }
+}
+
+fn module_spec(m: &Option<LibModule>) -> Option<ModuleSpec> {
+    m.as_ref().map(|m| match m {
+        LibModule::Name(n) => ModuleSpec::Name(n.clone()),
+        LibModule::Path(p) => ModuleSpec::Path(p.clone()),
+    })
+}
+
+fn target_spec(t: &Target) -> TargetSpec {
+    match t {
+        Target::Symbol {
+            module,
+            name,
+            offset,
+        } => TargetSpec::Symbol {
+            module: module_spec(module),
+            name: name.clone(),
+            offset: *offset,
+        },
+        Target::Pattern { module, pattern } => TargetSpec::Pattern {
+            module: module_spec(module),
+            pattern: pattern.clone(),
+        },
+        Target::Address(a) => TargetSpec::Address(*a),
+        Target::Syscall { name, calls } => TargetSpec::Syscall {
+            name: name.clone(),
+            calls: calls.clone(),
+        },
+    }
+}
+
+fn point_kind(k: &PointKind) -> (m::PointKind, TargetSpec) {
+    match k {
+        PointKind::Begin => (m::PointKind::Begin, TargetSpec::None),
+        PointKind::End => (m::PointKind::End, TargetSpec::None),
+        PointKind::Timer { unit, n } => {
+            let mult = match unit {
+                TimerUnit::S => 1_000_000_000,
+                TimerUnit::Ms => 1_000_000,
+                TimerUnit::Us => 1_000,
+            };
+            (
+                m::PointKind::Timer(n.saturating_mul(mult)),
+                TargetSpec::None,
+            )
+        }
+        PointKind::Kprobe { target } => (m::PointKind::Kprobe, target_spec(target)),
+        PointKind::Jprobe { target } => (m::PointKind::Jprobe, target_spec(target)),
+        PointKind::Kretprobe { target, maxactive } => (
+            m::PointKind::Kretprobe(maxactive.unwrap_or(0)),
+            target_spec(target),
+        ),
+    }
+}
+
+/// Symbol of probe `i`'s handler.
+pub fn handler_symbol(i: usize) -> String {
+    format!("ptap_probe_{i}")
+}
+
+/// Symbol of probe `i`'s `@entry` handler.
+pub fn entry_symbol(i: usize) -> String {
+    format!("ptap_entry_{i}")
+}
+
+pub(crate) fn build(
+    script: &CheckedScript,
+    layout: &Layout,
+    formats: &Formats,
+    locations: &Locations,
+) -> Meta {
+    let l = &script.limits;
+    let globals = script
+        .globals
+        .iter()
+        .enumerate()
+        .map(|(i, g)| MetaGlobal {
+            name: g.name.clone(),
+            kind: layout.kinds[i],
+            offset: layout.offsets[i],
+            read: g.read,
+            written: g.written,
+            init: g.init.as_ref().map(|c| match c {
+                Const::Long(v) => InitValue::Long(*v),
+                Const::Str(s) => InitValue::Str(s.clone()),
+            }),
+        })
+        .collect();
+    let probes = script
+        .probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| MetaProbe {
+            handler: handler_symbol(i),
+            entry_handler: (!p.entry_exprs.is_empty()).then(|| entry_symbol(i)),
+            entry_values: p.entry_exprs.len() as u32,
+            points: p
+                .points
+                .iter()
+                .map(|pt| {
+                    let (kind, target) = point_kind(&pt.kind);
+                    MetaPoint {
+                        text: pt.text.clone(),
+                        kind,
+                        target,
+                        optional: pt.optional,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let locations = locations
+        .spans
+        .iter()
+        .map(|&s| {
+            let (line, col) = script.sources.line_col(s);
+            let mut token: String = script.sources.slice(s).chars().take(40).collect();
+            if let Some(nl) = token.find('\n') {
+                token.truncate(nl);
+            }
+            MetaLoc {
+                file: script.sources.name(s.file).to_string(),
+                line: line as u32,
+                col: col as u32,
+                token,
+            }
+        })
+        .collect();
+    Meta {
+        limits: MetaLimits {
+            maxaction: l.maxaction,
+            maxstringlen: l.maxstringlen,
+            maxnesting: l.maxnesting,
+            maxerrors: l.maxerrors,
+            maxmapentries: l.maxmapentries,
+            kretactive: l.kretactive.unwrap_or(0),
+        },
+        globals_size: layout.size,
+        globals,
+        probes,
+        formats: formats.list.iter().map(Format::to_source).collect(),
+        locations,
+    }
+}

@@ -1,0 +1,359 @@
+//! Lowering of a checked script to Cranelift IR, written once against
+//! `cranelift_module::Module`: `ObjectModule` writes probe modules
+//! ([`emit_object`]), `JITModule` runs handlers in ptap's own process
+//! ([`jit::Jit`]: begin/end/timer probes, unit tests).
+//!
+//! Per probe `i`: `ptap_probe_i(ctx: *mut ProbeCtx) -> i64` (0, or the error
+//! code), and for a kretprobe with `@entry`: `ptap_entry_i(ctx)` which saves
+//! the entry values into `ctx.entry[]`. Script functions:
+//! `ptap_fn_NAME(ctx, [string result buffer], params...) -> i64`.
+//! The context layout and the helper table are the runtime's
+//! (`ptap_rt::script::{ctx, helpers}`).
+
+mod expr;
+mod func;
+mod helpers;
+pub mod jit;
+pub mod meta;
+mod stmt;
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{AbiParam, InstBuilder};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{FuncId, Linkage, Module, ModuleError};
+use ptap_lang::checked::{ArgAbi, CheckedScript, Probe, ScalarType, Type};
+use ptap_lang::diag::{self, Diagnostic, ToDiagnostic};
+use ptap_lang::points::Caps;
+use ptap_lang::printf::Format;
+use ptap_lang::Span;
+use ptap_rt::script::meta::Meta;
+
+use func::{ArgSel, FunctionTranslator, Kind, Shared};
+
+/// Why a script could not be compiled.
+#[derive(Debug)]
+pub enum CodegenError {
+    /// A construct the compiler does not lower yet.
+    Unsupported { what: String, span: Span },
+    /// Cranelift refused the module (a bug in the translator).
+    Module(String),
+    /// The host ISA is not supported.
+    Isa(String),
+}
+
+impl CodegenError {
+    pub(crate) fn unsupported(what: &str, span: Span) -> CodegenError {
+        CodegenError::Unsupported {
+            what: what.to_string(),
+            span,
+        }
+    }
+}
+
+impl From<ModuleError> for CodegenError {
+    fn from(e: ModuleError) -> Self {
+        CodegenError::Module(format!("{e:?}"))
+    }
+}
+
+impl ToDiagnostic for CodegenError {
+    fn to_diagnostic(&self) -> Diagnostic {
+        match self {
+            CodegenError::Unsupported { what, span } => {
+                diag::error(format!("cannot compile {what}")).with_labels(vec![diag::primary(
+                    *span,
+                    "not supported by the compiler yet",
+                )])
+            }
+            CodegenError::Module(m) => diag::error(format!("internal compiler error: {m}")),
+            CodegenError::Isa(m) => {
+                diag::error(format!("cannot generate code for this machine: {m}"))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for CodegenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.to_diagnostic().message)
+    }
+}
+
+/// What [`compile`] produced besides the code in the module.
+#[derive(Debug)]
+pub struct CompiledModule {
+    /// The metadata (also the `.ptap_meta` section of an object).
+    pub meta: Meta,
+    /// The formats, parsed, by format id (what `format_record` needs).
+    pub formats: Vec<Format>,
+    /// Per probe: its handler.
+    pub handlers: Vec<FuncId>,
+    /// Per probe: its `@entry` handler, if any.
+    pub entry_handlers: Vec<Option<FuncId>>,
+    /// (symbol, Cranelift IR text) of every function, in definition order.
+    pub ir: Vec<(String, String)>,
+}
+
+/// The host ISA with ptap's settings (optimized, not PIC: the loader
+/// applies absolute relocations; frame pointers kept for backtraces).
+pub fn host_isa() -> Result<OwnedTargetIsa, CodegenError> {
+    let mut fb = settings::builder();
+    let set = |fb: &mut settings::Builder, k: &str, v: &str| {
+        fb.set(k, v)
+            .map_err(|e| CodegenError::Isa(format!("{k}={v}: {e}")))
+    };
+    set(&mut fb, "opt_level", "speed")?;
+    set(&mut fb, "is_pic", "false")?;
+    set(&mut fb, "preserve_frame_pointers", "true")?;
+    let ib = cranelift_native::builder().map_err(|e| CodegenError::Isa(e.to_string()))?;
+    ib.finish(settings::Flags::new(fb))
+        .map_err(|e| CodegenError::Isa(e.to_string()))
+}
+
+/// How a probe reads `arg1..6`.
+fn arg_sel(p: &Probe) -> ArgSel {
+    let abis: Vec<ArgAbi> = p
+        .points
+        .iter()
+        .filter_map(|pt| Caps::of(&pt.kind).args)
+        .collect();
+    match abis.first() {
+        None => ArgSel::Fixed(ArgAbi::SysV),
+        Some(&a) if abis.iter().all(|&b| b == a) => ArgSel::Fixed(a),
+        Some(_) => ArgSel::Dynamic,
+    }
+}
+
+/// Lower `script` into `module`: declares and defines every function and
+/// returns the metadata. The caller finishes the module (object or JIT).
+pub fn compile<M: Module>(
+    script: &CheckedScript,
+    module: &mut M,
+) -> Result<CompiledModule, CodegenError> {
+    let layout = meta::layout(script)?;
+    let helpers = helpers::HelperIds::declare(module)?;
+    let cap = script.limits.maxstringlen as i64 + 1;
+
+    let mut functions = Vec::new();
+    for f in &script.functions {
+        let mut sig = module.make_signature();
+        sig.params.push(AbiParam::new(I64));
+        if f.ret == Type::String {
+            sig.params.push(AbiParam::new(I64));
+        }
+        sig.params.extend((0..f.params).map(|_| AbiParam::new(I64)));
+        sig.returns.push(AbiParam::new(I64));
+        functions.push(module.declare_function(
+            &format!("ptap_fn_{}", f.name),
+            Linkage::Local,
+            &sig,
+        )?);
+    }
+    let mut handler_sig = module.make_signature();
+    handler_sig.params.push(AbiParam::new(I64));
+    handler_sig.returns.push(AbiParam::new(I64));
+    let mut handlers = Vec::new();
+    let mut entry_handlers = Vec::new();
+    for (i, p) in script.probes.iter().enumerate() {
+        handlers.push(module.declare_function(
+            &meta::handler_symbol(i),
+            Linkage::Export,
+            &handler_sig,
+        )?);
+        entry_handlers.push(if p.entry_exprs.is_empty() {
+            None
+        } else {
+            Some(module.declare_function(&meta::entry_symbol(i), Linkage::Export, &handler_sig)?)
+        });
+    }
+
+    let mut shared = Shared {
+        script,
+        helpers,
+        functions,
+        layout,
+        formats: meta::Formats::default(),
+        locations: meta::Locations::default(),
+        strings: HashMap::new(),
+        cap,
+    };
+    let mut ctx = module.make_context();
+    let mut fbc = FunctionBuilderContext::new();
+    let mut ir = Vec::new();
+
+    for (i, f) in script.functions.iter().enumerate() {
+        ctx.func.signature = module
+            .declarations()
+            .get_function_decl(shared.functions[i])
+            .signature
+            .clone();
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let params = b.block_params(entry).to_vec();
+            let ret_buf = (f.ret == Type::String).then(|| params[1]);
+            let args = &params[1 + usize::from(ret_buf.is_some())..];
+            let mut t = FunctionTranslator::new(
+                b,
+                module,
+                &mut shared,
+                params[0],
+                Kind::Function { ret_buf },
+            );
+            t.declare_locals(&f.locals);
+            for (k, &a) in args.iter().enumerate() {
+                match (t.locals[k], f.locals[k].ty) {
+                    (func::LocalSlot::Long(v), ScalarType::Long) => t.b.def_var(v, a),
+                    (func::LocalSlot::Str(p), _) => {
+                        let cap = t.cap();
+                        t.call_helper(ptap_rt::script::helpers::Helper::StrCopy, &[p, a, cap]);
+                    }
+                    _ => {}
+                }
+            }
+            t.translate_block(&f.body)?;
+            t.finish(true);
+        }
+        define(
+            module,
+            &mut ctx,
+            shared.functions[i],
+            format!("ptap_fn_{}", f.name),
+            &mut ir,
+        )?;
+    }
+
+    for (i, p) in script.probes.iter().enumerate() {
+        if let Some(id) = entry_handlers[i] {
+            ctx.func.signature = handler_sig.clone();
+            {
+                let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+                let entry = b.create_block();
+                b.append_block_params_for_function_params(entry);
+                b.switch_to_block(entry);
+                let c = b.block_params(entry)[0];
+                let mut t = FunctionTranslator::new(
+                    b,
+                    module,
+                    &mut shared,
+                    c,
+                    Kind::Handler { args: arg_sel(p) },
+                );
+                t.declare_locals(&p.locals);
+                for (k, e) in p.entry_exprs.iter().enumerate() {
+                    if e.ty != Type::Long {
+                        return Err(CodegenError::unsupported("`@entry` of a string", e.span));
+                    }
+                    let v = t.translate_expr(e)?;
+                    let base =
+                        t.b.ins()
+                            .load(I64, func::flags(), c, ptap_rt::script::ctx::offset::ENTRY);
+                    t.b.ins().store(func::flags(), v, base, (8 * k) as i32);
+                }
+                t.finish(true);
+            }
+            define(module, &mut ctx, id, meta::entry_symbol(i), &mut ir)?;
+        }
+        ctx.func.signature = handler_sig.clone();
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let c = b.block_params(entry)[0];
+            let mut t = FunctionTranslator::new(
+                b,
+                module,
+                &mut shared,
+                c,
+                Kind::Handler { args: arg_sel(p) },
+            );
+            t.declare_locals(&p.locals);
+            t.translate_block(&p.body)?;
+            t.finish(true);
+        }
+        define(
+            module,
+            &mut ctx,
+            handlers[i],
+            meta::handler_symbol(i),
+            &mut ir,
+        )?;
+    }
+
+    let meta = meta::build(script, &shared.layout, &shared.formats, &shared.locations);
+    Ok(CompiledModule {
+        meta,
+        formats: shared.formats.list,
+        handlers,
+        entry_handlers,
+        ir,
+    })
+}
+
+fn define<M: Module>(
+    module: &mut M,
+    ctx: &mut Context,
+    id: FuncId,
+    name: String,
+    ir: &mut Vec<(String, String)>,
+) -> Result<(), CodegenError> {
+    ir.push((name, ctx.func.display().to_string()));
+    module.define_function(id, ctx)?;
+    module.clear_context(ctx);
+    Ok(())
+}
+
+/// The probe module of `script`: an ELF relocatable object with the
+/// handlers in `.text`, string literals in data sections, the helpers as
+/// undefined symbols and the metadata in a `.ptap_meta` section.
+pub fn emit_object(script: &CheckedScript) -> Result<Vec<u8>, CodegenError> {
+    use cranelift_object::object::write::StandardSegment;
+    use cranelift_object::object::SectionKind;
+    use cranelift_object::{ObjectBuilder, ObjectModule};
+    let isa = host_isa()?;
+    let builder = ObjectBuilder::new(
+        isa,
+        "ptap_module",
+        cranelift_module::default_libcall_names(),
+    )?;
+    let mut module = ObjectModule::new(builder);
+    let compiled = compile(script, &mut module)?;
+    let mut product = module.finish();
+    let obj = &mut product.object;
+    let seg = obj.segment_name(StandardSegment::Data).to_vec();
+    let sec = obj.add_section(
+        seg,
+        ptap_rt::script::meta::SECTION.as_bytes().to_vec(),
+        SectionKind::Metadata,
+    );
+    obj.append_section_data(sec, compiled.meta.encode().as_bytes(), 1);
+    product
+        .emit()
+        .map_err(|e| CodegenError::Module(e.to_string()))
+}
+
+/// `ptap -p3`: the Cranelift IR of every function, as text.
+pub fn ir_text(script: &CheckedScript) -> Result<String, CodegenError> {
+    use cranelift_object::{ObjectBuilder, ObjectModule};
+    let isa = host_isa()?;
+    let builder = ObjectBuilder::new(
+        isa,
+        "ptap_module",
+        cranelift_module::default_libcall_names(),
+    )?;
+    let mut module = ObjectModule::new(builder);
+    let compiled = compile(script, &mut module)?;
+    let mut out = String::new();
+    for (name, text) in &compiled.ir {
+        out.push_str(&format!("; {name}\n{text}\n"));
+    }
+    Ok(out)
+}
