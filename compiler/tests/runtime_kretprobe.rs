@@ -11,10 +11,7 @@ fn seed_kretprobe_example_reports_failing_opens() {
         30,
     );
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(
-        out.stdout.starts_with("Planted return probe at "),
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("Planted return probe at "), "{out:?}");
     assert_eq!(
         out.stdout.matches("libc:open returns -1\n").count(),
         2,

@@ -228,9 +228,10 @@ fn ctrl_c_detaches_forked_children_too() {
         .arg(&log)
         .arg("-c")
         .arg(format!("{} 1500", target("forks")));
+    let errlog = out_dir().join(format!("ctrl_c_fork_{}.err", std::process::id()));
     c.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let child = c.spawn().unwrap();
+        .stderr(std::fs::File::create(&errlog).unwrap());
+    let mut child = c.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(400));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

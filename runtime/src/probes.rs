@@ -588,7 +588,12 @@ fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
 /// a handler (this thread is itself using a site, maybe this one), the site
 /// is leaked instead: the grace period cannot include ourselves.
 fn retire(old: *mut Site) {
-    threads::synchronize();
+    if !threads::synchronize() {
+        crate::output::diag(
+            b"ptap: a thread stayed inside a probe handler for 3 s; its probe data is leaked\n",
+        );
+        return;
+    }
     if threads::current_is_active() {
         return;
     }

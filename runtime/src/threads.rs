@@ -202,10 +202,16 @@ pub fn current_is_active() -> bool {
 /// Wait until every other thread that was inside the runtime's hit path
 /// when this was called has left it (a grace period). Threads that died are
 /// skipped. The calling thread is skipped (unregister from a handler).
-pub fn synchronize() {
+///
+/// Bounded: a thread that stays inside for more than [`GRACE_LIMIT_US`]
+/// (a jprobe entry that blocks, a target signal handler that longjmp'ed out
+/// of a single-step window) is given up on, and false is returned: the
+/// caller must then leak, not free, what it unpublished.
+pub fn synchronize() -> bool {
     if table().is_null() {
-        return;
+        return true;
     }
+    let mut complete = true;
     core::sync::atomic::fence(Ordering::SeqCst);
     let me = sys::gettid();
     for i in 0..MAX_THREADS {
@@ -222,6 +228,7 @@ pub fn synchronize() {
             continue;
         }
         let mut spins = 0u64;
+        let mut waited_us = 0u64;
         loop {
             // SAFETY: inside the table.
             let (t2, a2, g2) = unsafe {
@@ -242,10 +249,19 @@ pub fn synchronize() {
                 core::hint::spin_loop();
             } else {
                 sys::sleep_us(50);
+                waited_us += 50;
+                if waited_us > GRACE_LIMIT_US {
+                    complete = false;
+                    break;
+                }
             }
         }
     }
+    complete
 }
+
+/// How long unregistration waits for one thread to leave a handler.
+pub const GRACE_LIMIT_US: u64 = 3_000_000;
 
 /// After fork: only the forking thread exists in the child. Move its state
 /// (kretprobe instances on its copied stack) to the child's tid and free the rest.
