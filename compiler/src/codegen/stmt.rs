@@ -26,13 +26,15 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             StmtKind::Expr(e) => self.translate_expr(e).map(drop),
             StmtKind::Block(ss) => self.translate_block(ss),
             StmtKind::If { cond, then, els } => self.translate_if(cond, then, els.as_deref()),
-            StmtKind::While { cond, body } => self.translate_loop(None, Some(cond), None, body),
+            StmtKind::While { cond, body } => {
+                self.translate_loop(None, Some(cond), None, body, s.span)
+            }
             StmtKind::For {
                 init,
                 cond,
                 step,
                 body,
-            } => self.translate_loop(init.as_ref(), cond.as_ref(), step.as_ref(), body),
+            } => self.translate_loop(init.as_ref(), cond.as_ref(), step.as_ref(), body, s.span),
             StmtKind::Break => self.translate_break_continue(true, s.span),
             StmtKind::Continue => self.translate_break_continue(false, s.span),
             StmtKind::Next => self.translate_next(),
@@ -72,6 +74,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         cond: Option<&Expr>,
         step: Option<&Expr>,
         body: &Stmt,
+        span: Span,
     ) -> R<()> {
         if let Some(i) = init {
             self.translate_expr(i)?;
@@ -84,7 +87,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         );
         self.jump(header, &[]);
         self.b.switch_to_block(header);
-        self.count_action(body.span);
+        self.count_action(span);
         match cond {
             Some(c) => {
                 let v = self.translate_expr(c)?;
