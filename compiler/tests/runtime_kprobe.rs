@@ -350,3 +350,73 @@ fn a_handler_may_unregister_its_own_probe() {
     assert_eq!(out.get("hits_b"), 3, "{out:?}");
     assert_eq!(out.get("sum"), 100);
 }
+
+/// Offsets of the instructions of `sym` in `bin` (objdump), minus `skip` mnemonics.
+fn insn_offsets(bin: &std::path::Path, sym: &str, skip: &[&str]) -> Vec<u64> {
+    let out = std::process::Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn"])
+        .arg(bin)
+        .output()
+        .expect("objdump");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.ends_with(&format!("<{sym}>:")));
+    let start =
+        u64::from_str_radix(lines.next().unwrap().split_whitespace().next().unwrap(), 16).unwrap();
+    let mut offs = Vec::new();
+    for l in lines {
+        let Some((addr, rest)) = l.trim().split_once(':') else {
+            break;
+        };
+        let Ok(a) = u64::from_str_radix(addr, 16) else {
+            break;
+        };
+        let mnemonic = rest.split_whitespace().next().unwrap_or("");
+        if !skip.contains(&mnemonic) {
+            offs.push(a - start);
+        }
+        if mnemonic == "ret" {
+            break;
+        }
+    }
+    offs
+}
+
+#[test]
+fn every_instruction_kind_runs_out_of_line_or_is_emulated() {
+    let bin = compile("insns");
+    let plain = run_cmd(
+        std::process::Command::new(&bin),
+        std::time::Duration::from_secs(10),
+    );
+    assert!(
+        plain.stdout.contains("mix0=103 mix5=1032 total=2146"),
+        "{plain:?}"
+    );
+    let offs = insn_offsets(&bin, "insn_mix", &["ud2"]);
+    assert_eq!(offs.len(), 23, "{offs:?}");
+    let list = offs
+        .iter()
+        .map(|o| o.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for post in [true, false] {
+        let mut env = vec![("PT_SYM", "insn_mix"), ("PT_OFFS", list.as_str())];
+        if !post {
+            env.push(("PT_NOPOST", "1"));
+        }
+        let out = load("every", &format!("{} 3", bin.display()), &env, 60);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert_eq!(out.get("registered"), 23, "{out:?}");
+        assert!(
+            out.stdout.contains("mix0=103 mix5=1032 total=2146"),
+            "same results: {out:?}"
+        );
+        // 5 calls: x=0 (twice) executes 20 instructions, x!=0 (3 times) 26
+        // (the loop body runs 3 times: 6 of them).
+        let expect = 2 * 20 + 3 * 26;
+        assert_eq!(out.get("pres"), expect, "{out:?}");
+        assert_eq!(out.get("posts"), if post { expect } else { 0 }, "{out:?}");
+    }
+}
