@@ -12,7 +12,15 @@ fn probes_on_malloc_and_free_in_a_threaded_target() {
         120,
     );
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("register=0,0,0"), "{out:?}");
+    assert!(out.stdout.contains("register=0,0,0,0,0"), "{out:?}");
+    assert_eq!(out.get("fprintf_hits"), 8 * 50, "{out:?}");
+    assert!(out.get("memcpy_hits") >= 40000, "{out:?}");
+    assert!(out.stdout.contains("memcpy hit, n=16\n"), "{out:?}");
+    assert_eq!(
+        out.stdout.matches("fprintf hit, fmt=%s\n").count(),
+        8,
+        "{out:?}"
+    );
     assert_eq!(out.get("allocs"), 40000);
     let (hits, rets, frees) = (
         out.get("malloc_hits"),

@@ -15,6 +15,7 @@ pub mod backtrace;
 pub mod fmt;
 pub mod helpers;
 pub mod loader;
+mod mem;
 pub mod output;
 pub mod probes;
 pub mod script;

@@ -234,7 +234,10 @@ fn lookup_in(idx: &Index, name: &str) -> Option<Found> {
             if s.name == sym || s.name.split('@').next() == Some(sym) {
                 let f = if s.ifunc {
                     let a = resolve_ifunc(sym)?;
+                    // The implementation is often a LOCAL symbol of a stripped
+                    // library: use a symbol only if it really contains it.
                     let (func, size) = containing(idx, a)
+                        .filter(|(_, s)| a >= s.addr && a < s.addr + s.size)
                         .map(|(_, s)| (s.addr, s.size))
                         .unwrap_or((a, 0));
                     Found {

@@ -6,6 +6,7 @@
 pub mod ctx;
 pub mod globals;
 pub mod helpers;
+pub mod load;
 pub mod meta;
 pub mod record;
 
