@@ -234,3 +234,17 @@ fn kretprobe_jprobe_and_kprobe_on_one_function() {
         .collect();
     assert_eq!(l, ["k di=1", "j a=1 f=6", "post", "ret=21"], "{out:?}");
 }
+
+#[test]
+fn kretprobe_instances_on_a_signal_alternate_stack() {
+    let out = load("kret", &target("altstack"), &[("PT_PRINT", "1")], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("result=30 inner=20"), "{out:?}");
+    let l: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("work("))
+        .collect();
+    assert_eq!(l, ["work(2)=20", "work(1)=30"], "{out:?}");
+    assert_eq!(out.get("nmissed"), 0);
+}

@@ -323,16 +323,22 @@ fn write_u64(addr: u64, v: u64) -> bool {
 
 /// Reap kretprobe instances whose frames are gone: entries deeper than (or
 /// at) `sp` when a new call starts at `sp` (longjmp left them behind).
+/// Two stack pointers closer than this are taken to be on the same stack.
+const SAME_STACK: u64 = 1 << 20;
+
 unsafe fn reap_below(ts: *mut ThreadState, sp: u64, inclusive: bool) {
     // SAFETY: this thread's list; instances are never freed.
     unsafe {
         while (*ts).kret_head != 0 {
             let h = (*ts).kret_head as *mut InstHdr;
-            let dead = if inclusive {
+            // Only frames of the same stack (a signal alternate stack or a
+            // coroutine stack is far away) can have been left by longjmp.
+            let below = if inclusive {
                 (*h).sp <= sp
             } else {
                 (*h).sp < sp
             };
+            let dead = below && sp - (*h).sp < SAME_STACK;
             if !dead {
                 break;
             }
@@ -581,14 +587,20 @@ unsafe fn on_kret_trampoline(ts: *mut ThreadState, uc: *mut Uc) {
                       // SAFETY: ts is ours; instances are never freed.
     unsafe {
         reap_below(ts, sp - 8, false);
-        let h = (*ts).kret_head as *mut InstHdr;
-        if h.is_null() || (*h).sp != sp - 8 {
+        // Normally the head; with interleaved stacks (a kretprobed function
+        // returning on a signal or coroutine stack) search the list.
+        let mut link: *mut usize = core::ptr::addr_of_mut!((*ts).kret_head);
+        while *link != 0 && (*(*link as *mut InstHdr)).sp != sp - 8 {
+            link = core::ptr::addr_of_mut!((*(*link as *mut InstHdr)).next);
+        }
+        let h = *link as *mut InstHdr;
+        if h.is_null() {
             output::diag(b"ptap: kretprobe trampoline reached without an instance; aborting\n");
             die(SIGSEGV, uc);
             threads::leave(ts);
             return;
         }
-        (*ts).kret_head = (*h).next;
+        *link = (*h).next;
         let ri = probes::public(h);
         let ret = (*ri).ret_addr as u64;
         let rec = &*(*h).rec;

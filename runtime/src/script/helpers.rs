@@ -1,4 +1,5 @@
-//! Helpers called by compiled handlers: ONE table ([`HELPERS`]) gives each
+//! Helpers called by compiled handlers (symbols `ptap_h_*`, distinct from the
+//! C-ABI exports of `crate::helpers`): ONE table ([`HELPERS`]) gives each
 //! helper's symbol name, its signature and its address. The compiler
 //! declares imports from it (names + signatures), the probe-module loader
 //! resolves relocations against it (names -> addresses), and the JIT used by
@@ -86,51 +87,51 @@ macro_rules! h {
 }
 
 pub static HELPERS: &[HelperDef] = &[
-    h!(StrCopy, "ptap_str_copy", [A, A, L], false, str_copy),
+    h!(StrCopy, "ptap_h_str_copy", [A, A, L], false, str_copy),
     h!(
         StrConcat,
-        "ptap_str_concat",
+        "ptap_h_str_concat",
         [A, A, A, L],
         false,
         str_concat
     ),
-    h!(StrCmp, "ptap_str_cmp", [A, A], true, str_cmp),
-    h!(StrLen, "ptap_strlen", [A], true, str_len),
-    h!(Substr, "ptap_substr", [A, A, L, L, L], false, substr),
-    h!(Isinstr, "ptap_isinstr", [A, A], true, isinstr),
-    h!(Strtol, "ptap_strtol", [C, A, L], true, strtol),
-    h!(Printf, "ptap_printf", [C, L, A, L, L], false, printf),
-    h!(Warn, "ptap_warn", [C, A], false, warn),
-    h!(Error, "ptap_error", [C, A], false, error),
-    h!(Exit, "ptap_exit", [C], false, exit),
-    h!(Pid, "ptap_pid", [C], true, pid),
-    h!(Tid, "ptap_tid", [C], true, tid),
-    h!(Ppid, "ptap_ppid", [C], true, ppid),
-    h!(Uid, "ptap_uid", [C], true, uid),
-    h!(Cpu, "ptap_cpu", [C], true, cpu),
-    h!(Target, "ptap_target", [C], true, target),
-    h!(Nsecs, "ptap_nsecs", [C], true, nsecs),
+    h!(StrCmp, "ptap_h_str_cmp", [A, A], true, str_cmp),
+    h!(StrLen, "ptap_h_strlen", [A], true, str_len),
+    h!(Substr, "ptap_h_substr", [A, A, L, L, L], false, substr),
+    h!(Isinstr, "ptap_h_isinstr", [A, A], true, isinstr),
+    h!(Strtol, "ptap_h_strtol", [C, A, L], true, strtol),
+    h!(Printf, "ptap_h_printf", [C, L, A, L, L], false, printf),
+    h!(Warn, "ptap_h_warn", [C, A], false, warn),
+    h!(Error, "ptap_h_error", [C, A], false, error),
+    h!(Exit, "ptap_h_exit", [C], false, exit),
+    h!(Pid, "ptap_h_pid", [C], true, pid),
+    h!(Tid, "ptap_h_tid", [C], true, tid),
+    h!(Ppid, "ptap_h_ppid", [C], true, ppid),
+    h!(Uid, "ptap_h_uid", [C], true, uid),
+    h!(Cpu, "ptap_h_cpu", [C], true, cpu),
+    h!(Target, "ptap_h_target", [C], true, target),
+    h!(Nsecs, "ptap_h_nsecs", [C], true, nsecs),
     h!(
         GettimeofdayUs,
-        "ptap_gettimeofday_us",
+        "ptap_h_gettimeofday_us",
         [C],
         true,
         gettimeofday_us
     ),
-    h!(Execname, "ptap_execname", [C, A, L], false, execname),
-    h!(Pp, "ptap_pp", [C, A, L], false, pp),
-    h!(UserRead, "ptap_user_read", [C, L, L], true, user_read),
+    h!(Execname, "ptap_h_execname", [C, A, L], false, execname),
+    h!(Pp, "ptap_h_pp", [C, A, L], false, pp),
+    h!(UserRead, "ptap_h_user_read", [C, L, L], true, user_read),
     h!(
         UserString,
-        "ptap_user_string",
+        "ptap_h_user_string",
         [C, A, L, L, L],
         false,
         user_string
     ),
-    h!(GStrLoad, "ptap_gstr_load", [C, L, A, L], false, gstr_load),
+    h!(GStrLoad, "ptap_h_gstr_load", [C, L, A, L], false, gstr_load),
     h!(
         GStrStore,
-        "ptap_gstr_store",
+        "ptap_h_gstr_store",
         [C, L, A, L],
         false,
         gstr_store
@@ -585,7 +586,7 @@ mod tests {
         for (i, h) in HELPERS.iter().enumerate() {
             assert_eq!(h.helper as usize, i, "{}", h.name);
         }
-        assert_eq!(lookup("ptap_pid"), Some(pid as *const () as usize));
+        assert_eq!(lookup("ptap_h_pid"), Some(pid as *const () as usize));
         assert_eq!(lookup("nope"), None);
     }
 

@@ -3,6 +3,7 @@
 //! the session ([`globals`]), the output record format ([`record`]), the
 //! module metadata ([`meta`]).
 
+pub mod attach;
 pub mod ctx;
 pub mod globals;
 pub mod helpers;

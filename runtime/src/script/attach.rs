@@ -1,0 +1,428 @@
+//! Registration glue: turns a loaded module's kprobe / jprobe / kretprobe
+//! points into registrations with the runtime's Kprobes API, each calling a
+//! compiled handler through a small trampoline that builds the
+//! [`ProbeCtx`]. begin/end/timer points are ptap's (skipped here).
+//!
+//! - `kprobe(T)`: a kprobe whose pre_handler runs the handler.
+//! - `jprobe(T)`: a kprobe at the function entry (the handler reads the
+//!   arguments from the registers; no jprobe mirror is needed for that).
+//! - `kretprobe(T)`: a kretprobe; with `@entry`, its entry_handler runs the
+//!   module's entry handler, which saves the values in the instance data.
+//! - `0xADDR`: a link-time address of the main executable (+ its load bias).
+//! - `lib:pat*`: every matching function symbol.
+//! - `sys_*`: not supported by the runtime yet (an error naming the point).
+//!
+//! Once the session has seen more than MAXERRORS runtime errors, handlers
+//! stop running (ptap ends the session).
+
+use core::ffi::c_int;
+use core::sync::atomic::Ordering;
+use std::ffi::CString;
+
+use super::ctx::{Handler, ProbeCtx, ABI_SYSV};
+use super::globals::Globals;
+use super::load::LoadedModule;
+use super::meta::{ModuleSpec, PointKind, TargetSpec};
+use crate::abi::{Kprobe, Kretprobe, KretprobeInstance, PtRegs};
+use crate::{probes, symbols};
+
+/// What a trampoline needs to call a handler.
+struct Env {
+    handler: Handler,
+    entry: Option<Handler>,
+    probe: u32,
+    point: u32,
+    pp: Box<[u8]>,
+    globals: *mut u8,
+    session: *mut u8,
+    maxaction: i64,
+    maxerrors: u64,
+}
+
+#[repr(C)]
+struct ScriptKprobe {
+    kp: Kprobe,
+    env: Env,
+    _name: Option<CString>,
+}
+
+#[repr(C)]
+struct ScriptKretprobe {
+    rp: Kretprobe,
+    env: Env,
+    _name: Option<CString>,
+}
+
+/// A module whose probes are registered. Dropping it does not unregister:
+/// call [`Attached::detach`].
+pub struct Attached {
+    pub module: LoadedModule,
+    kprobes: Vec<*mut ScriptKprobe>,
+    kretprobes: Vec<*mut ScriptKretprobe>,
+}
+
+// SAFETY: the registration records are owned by Attached and only read by handlers.
+unsafe impl Send for Attached {}
+
+impl Attached {
+    /// Number of registered probes.
+    pub fn count(&self) -> usize {
+        self.kprobes.len() + self.kretprobes.len()
+    }
+
+    /// Unregister every probe (waits for running handlers). The records
+    /// and the module's code are leaked on purpose: a thread may still be
+    /// returning through a kretprobe trampoline that refers to them.
+    pub fn detach(mut self) {
+        self.detach_partial();
+        std::mem::forget(self.module);
+    }
+}
+
+/// Registration failed: which point and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachError {
+    pub point: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot register probe {}: {}", self.point, self.reason)
+    }
+}
+
+unsafe fn fire(env: &Env, regs: *mut PtRegs, entry: *mut i64, h: Handler) {
+    if !env.globals.is_null() {
+        // SAFETY: the session's globals area (validated by attach).
+        let g = unsafe { Globals::from_raw(env.globals) };
+        if g.header().errors.load(Ordering::Relaxed) > env.maxerrors {
+            return;
+        }
+    }
+    let mut ctx = ProbeCtx::new(regs, env.globals, env.session, env.maxaction);
+    ctx.probe = env.probe;
+    ctx.point = env.point;
+    ctx.abi = ABI_SYSV;
+    ctx.pp = env.pp.as_ptr();
+    ctx.pp_len = env.pp.len() as u64;
+    ctx.entry = entry;
+    // SAFETY: a handler of the loaded module with a fully initialised ctx.
+    unsafe { super::run_handler(h, &mut ctx) };
+}
+
+unsafe extern "C" fn kprobe_pre(kp: *mut Kprobe, regs: *mut PtRegs) -> c_int {
+    // SAFETY: kp is the first field of a ScriptKprobe registered by attach.
+    let env = unsafe { &(*(kp as *mut ScriptKprobe)).env };
+    // SAFETY: regs is the live register frame.
+    unsafe { fire(env, regs, core::ptr::null_mut(), env.handler) };
+    0
+}
+
+fn instance_data(ri: *mut KretprobeInstance) -> *mut i64 {
+    // SAFETY: data[] follows the instance header (runtime/src/abi.rs).
+    unsafe { ri.add(1) as *mut i64 }
+}
+
+unsafe fn ret_env<'a>(ri: *mut KretprobeInstance) -> &'a Env {
+    // SAFETY: ri.rp is the first field of a ScriptKretprobe registered by attach.
+    unsafe { &(*((*ri).rp as *mut ScriptKretprobe)).env }
+}
+
+unsafe extern "C" fn kretprobe_ret(ri: *mut KretprobeInstance, regs: *mut PtRegs) -> c_int {
+    // SAFETY: live instance and registers.
+    unsafe {
+        let env = ret_env(ri);
+        fire(env, regs, instance_data(ri), env.handler);
+    }
+    0
+}
+
+unsafe extern "C" fn kretprobe_entry(ri: *mut KretprobeInstance, regs: *mut PtRegs) -> c_int {
+    // SAFETY: live instance and registers.
+    unsafe {
+        let env = ret_env(ri);
+        if let Some(h) = env.entry {
+            fire(env, regs, instance_data(ri), h);
+        }
+    }
+    0
+}
+
+/// `*` and `?` glob match (hand-written: a dozen lines, no crate needed).
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+fn module_matches(path: &str, m: &Option<ModuleSpec>) -> bool {
+    match m {
+        None => true,
+        Some(ModuleSpec::Path(p)) => path == p,
+        Some(ModuleSpec::Name(n)) => {
+            let base = path.rsplit('/').next().unwrap_or(path);
+            base == n
+                || base
+                    .strip_prefix(n.as_str())
+                    .is_some_and(|r| r.starts_with(['.', '-']))
+        }
+    }
+}
+
+/// Where a point is: a symbol name (+offset) or absolute addresses.
+enum Site {
+    Name(CString, u32),
+    Addr(u64),
+}
+
+fn sites(target: &TargetSpec) -> Result<Vec<Site>, String> {
+    match target {
+        TargetSpec::Symbol {
+            module,
+            name,
+            offset,
+        } => {
+            let full = match module {
+                None => name.clone(),
+                Some(ModuleSpec::Name(m) | ModuleSpec::Path(m)) => format!("{m}:{name}"),
+            };
+            let off = u32::try_from(*offset).map_err(|_| "offset too large".to_string())?;
+            let c = CString::new(full).map_err(|_| "symbol name with a NUL byte".to_string())?;
+            Ok(vec![Site::Name(c, off)])
+        }
+        TargetSpec::Address(a) => {
+            let idx = symbols::get_or_build();
+            let main = idx
+                .objs
+                .iter()
+                .find(|o| o.is_main)
+                .ok_or("no main executable found")?;
+            Ok(vec![Site::Addr(main.bias + a)])
+        }
+        TargetSpec::Pattern { module, pattern } => {
+            let idx = symbols::get_or_build();
+            let mut out: Vec<u64> = Vec::new();
+            for o in idx
+                .objs
+                .iter()
+                .filter(|o| !o.is_runtime && module_matches(&o.path, module))
+            {
+                for s in &o.syms {
+                    if s.size > 0 && glob(pattern.as_bytes(), s.name.as_bytes()) {
+                        out.push(s.addr);
+                    }
+                }
+            }
+            out.sort_unstable();
+            out.dedup();
+            if out.is_empty() {
+                return Err(format!("no function matches `{pattern}`"));
+            }
+            Ok(out.into_iter().map(Site::Addr).collect())
+        }
+        TargetSpec::Syscall { .. } => {
+            Err("system-call probes are not supported by the runtime yet".into())
+        }
+        TargetSpec::None => Err("not a probe of the target".into()),
+    }
+}
+
+/// Register every target point of `module`. `globals` / `session` are the
+/// session's globals area and mapping (NULL: no output, no globals — only
+/// for tests). On error nothing stays registered.
+pub fn attach(
+    module: LoadedModule,
+    globals: *mut u8,
+    session: *mut u8,
+) -> Result<Attached, AttachError> {
+    let mut a = Attached {
+        module,
+        kprobes: Vec::new(),
+        kretprobes: Vec::new(),
+    };
+    let meta = a.module.meta.clone();
+    let maxaction = i64::try_from(meta.limits.maxaction).unwrap_or(i64::MAX);
+    for (pi, p) in meta.probes.iter().enumerate() {
+        let (Some(handler), entry) = (a.module.handler(pi), a.module.entry_handler(pi)) else {
+            continue;
+        };
+        for (qi, pt) in p.points.iter().enumerate() {
+            if matches!(
+                pt.kind,
+                PointKind::Begin | PointKind::End | PointKind::Timer(_)
+            ) {
+                continue;
+            }
+            let env = || Env {
+                handler,
+                entry,
+                probe: pi as u32,
+                point: qi as u32,
+                pp: pt.text.as_bytes().into(),
+                globals,
+                session,
+                maxaction,
+                maxerrors: meta.limits.maxerrors,
+            };
+            let fail = |reason: String| AttachError {
+                point: pt.text.clone(),
+                reason,
+            };
+            let list = match sites(&pt.target) {
+                Ok(l) => l,
+                Err(_) if pt.optional => continue,
+                Err(e) => {
+                    a.detach_partial();
+                    return Err(fail(e));
+                }
+            };
+            for site in list {
+                let (addr, name, off) = match site {
+                    Site::Name(c, o) => (core::ptr::null_mut(), Some(c), o),
+                    Site::Addr(x) => (x as *mut u8, None, 0),
+                };
+                // SAFETY: Kprobe/Kretprobe are plain C structs; all-zero is their empty value.
+                let mut kp: Kprobe = unsafe { core::mem::zeroed() };
+                kp.addr = addr;
+                kp.symbol_name = name.as_ref().map_or(core::ptr::null(), |c| c.as_ptr());
+                kp.offset = off;
+                let r = match pt.kind {
+                    PointKind::Kretprobe(maxactive) => {
+                        // SAFETY: as above.
+                        let mut rp: Kretprobe = unsafe { core::mem::zeroed() };
+                        rp.kp = kp;
+                        rp.handler = Some(kretprobe_ret);
+                        rp.entry_handler = entry.map(|_| kretprobe_entry as _);
+                        rp.data_size = 8 * p.entry_values as usize;
+                        let m = if maxactive > 0 {
+                            maxactive
+                        } else {
+                            meta.limits.kretactive
+                        };
+                        rp.maxactive = c_int::try_from(m).unwrap_or(0);
+                        let b = Box::into_raw(Box::new(ScriptKretprobe {
+                            rp,
+                            env: env(),
+                            _name: name,
+                        }));
+                        // SAFETY: b stays alive (leaked until detach).
+                        let r =
+                            unsafe { probes::register_kretprobe(core::ptr::addr_of_mut!((*b).rp)) };
+                        if r == 0 {
+                            a.kretprobes.push(b);
+                        }
+                        r
+                    }
+                    _ => {
+                        kp.pre_handler = Some(kprobe_pre);
+                        let b = Box::into_raw(Box::new(ScriptKprobe {
+                            kp,
+                            env: env(),
+                            _name: name,
+                        }));
+                        // SAFETY: b stays alive (leaked until detach).
+                        let r =
+                            unsafe { probes::register_kprobe(core::ptr::addr_of_mut!((*b).kp)) };
+                        if r == 0 {
+                            a.kprobes.push(b);
+                        }
+                        r
+                    }
+                };
+                if r != 0 && !pt.optional {
+                    let why = probes::LAST_ERROR
+                        .lock()
+                        .map(|s| s.clone())
+                        .unwrap_or_default();
+                    a.detach_partial();
+                    return Err(fail(format!(
+                        "error {} ({})",
+                        -r,
+                        if why.is_empty() { "no details" } else { &why }
+                    )));
+                }
+            }
+        }
+    }
+    Ok(a)
+}
+
+impl Attached {
+    fn detach_partial(&mut self) {
+        for k in self.kprobes.drain(..) {
+            // SAFETY: registered above.
+            unsafe { probes::unregister_kprobe(core::ptr::addr_of_mut!((*k).kp)) };
+        }
+        for r in self.kretprobes.drain(..) {
+            // SAFETY: registered above.
+            unsafe { probes::unregister_kretprobe(core::ptr::addr_of_mut!((*r).rp)) };
+        }
+    }
+}
+
+/// The target side of `PTAP_MODULE=NAME.o`: load the module, find the
+/// globals area in the session, register every probe. For the runtime's
+/// constructor (`loader.rs`); the registration is kept for the life of the
+/// process (`probes::unregister_all` removes it at exit or detach).
+pub fn attach_file(path: &str) -> Result<usize, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read module {path}: {e}"))?;
+    let module = super::load::load(&bytes).map_err(|e| format!("module {path}: {e}"))?;
+    let (globals, session) = match crate::output::session() {
+        Some(s) => {
+            // SAFETY: the globals area follows the ring in the session mapping (ptap sized it).
+            let g = unsafe {
+                s.base()
+                    .add(super::globals::offset_in_session(s.ring_size()))
+            };
+            // SAFETY: as above; validated by magic before use.
+            if !unsafe { Globals::from_raw(g) }.valid() {
+                return Err(format!(
+                    "module {path}: the session has no globals area (ptap must create it)"
+                ));
+            }
+            (g, s.base())
+        }
+        None if module.meta.globals.is_empty() => (core::ptr::null_mut(), core::ptr::null_mut()),
+        None => {
+            return Err(format!(
+                "module {path} uses globals but no ptap session is attached"
+            ))
+        }
+    };
+    let a = attach(module, globals, session).map_err(|e| e.to_string())?;
+    let n = a.count();
+    // Registered for the life of the process.
+    std::mem::forget(a);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globbing() {
+        assert!(glob(b"str*", b"strlen"));
+        assert!(glob(b"*", b""));
+        assert!(glob(b"ma?loc", b"malloc"));
+        assert!(glob(b"*cpy*", b"__memcpy_avx"));
+        assert!(!glob(b"str*", b"memcpy"));
+        assert!(!glob(b"a?c", b"ac"));
+    }
+}

@@ -1,0 +1,596 @@
+//! System call probes: observe the target's system calls from inside it.
+//!
+//! # Mechanism (see docs/syscalls.md for the measurements)
+//!
+//! **Syscall User Dispatch** (`prctl(PR_SET_SYSCALL_USER_DISPATCH)`), armed
+//! per thread. Every armed thread has a selector byte in [`table`]; while it
+//! holds BLOCK, each system call the thread makes from outside the runtime's
+//! own executable segment (the exempt range) is not run by the kernel but
+//! turned into a SIGSYS. The runtime's SIGSYS handler ([`handler`]) runs the
+//! entry handlers of the probes watching that number, performs the call
+//! itself from the exempt range, with the target's signal mask (so signals,
+//! EINTR and SA_RESTART behave as without probes), runs the return handlers
+//! and writes the raw result into the interrupted context's rax.
+//!
+//! * The kernel clears the dispatch on execve and does not pass it to
+//!   children made by fork or clone: a program exec'ed without the runtime
+//!   runs untouched. Threads and forked children are armed by the SIGSYS
+//!   handler itself, which performs clone/clone3/fork/vfork for the target
+//!   (see [`handler`]); exec'ed children re-arm through LD_PRELOAD.
+//! * Detach (Ctrl-C, or the target's exit) writes ALLOW into every
+//!   selector: no thread traps after that.
+//! * Cost: every system call of an armed thread traps, probed or not (the
+//!   dispatch has no per-number filter). seccomp RET_TRAP would filter by
+//!   number, but its filters can never be removed and survive execve, so a
+//!   child exec'ed without the runtime would be killed by SIGSYS.
+//! * The runtime's own raw system calls (`crate::sys`, in the exempt
+//!   range) never trap. Probe handlers run with the thread's selector at
+//!   ALLOW, so their system calls (libc included) are not seen either.
+//! * Arming waits for the runtime's constructor to finish
+//!   ([`runtime_ready`]): probes registered from `init_module()` start
+//!   firing when the target's `main` is about to run, and the runtime's own
+//!   start-up (module loading, its control thread) is not traced.
+//!
+//! # Rust API (for the compiler's registration glue)
+//!
+//! ```ignore
+//! use ptap_rt::syscall::{self, Handler, SyscallProbe};
+//! // Handlers get the probe and the syscall-ABI registers:
+//! //   entry: regs.di, si, dx, r10, r8, r9 = arguments, orig_ax = number,
+//! //          ax = -ENOSYS; changing an argument register changes the call.
+//! //   ret:   same, with ax = the raw kernel return (-errno on failure);
+//! //          changing ax changes what the target sees.
+//! unsafe extern "C" fn on_ret(p: *mut SyscallProbe, regs: *mut PtRegs) -> c_int { 0 }
+//! // Owned registration (the runtime keeps the numbers and the struct):
+//! let id = syscall::register_fns(&[2, 257, 437, 85], None, Some(on_ret), data)?; // Result<ProbeId, i32 (-errno)>
+//! syscall::unregister_id(id);
+//! // Or with a caller-owned struct, exactly like the C API:
+//! // unsafe { syscall::register(p: *mut SyscallProbe) -> i32 }  /  syscall::unregister(p)
+//! ```
+//!
+//! The C API is `runtime/include/ptap/syscalls.h`: `struct syscall_probe`,
+//! `register_syscall_probe()`, `unregister_syscall_probe()`,
+//! `ptap_syscall_stats()`.
+
+pub mod clone;
+pub mod handler;
+pub mod table;
+
+use core::ffi::{c_int, c_uint, c_ulong, c_void};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+pub use ptap_arch::regs::PtRegs;
+
+use crate::sys;
+
+/// `int (*)(struct syscall_probe *, struct pt_regs *)`.
+pub type Handler = unsafe extern "C" fn(*mut SyscallProbe, *mut PtRegs) -> c_int;
+
+/// `struct syscall_probe` of `ptap/syscalls.h`, field for field.
+#[repr(C)]
+pub struct SyscallProbe {
+    /// The system call numbers (x86-64) this probe watches.
+    pub nrs: *const c_int,
+    pub n: c_int,
+    pub entry: Option<Handler>,
+    pub ret: Option<Handler>,
+    /// Hits that ran no handler (reentrancy, thread table full).
+    pub nmissed: c_ulong,
+    /// SYSCALL_PROBE_DISABLED: registered but its handlers do not run.
+    pub flags: c_uint,
+    /// For the probe's owner.
+    pub data: *mut c_void,
+    pub private: [*mut c_void; 2],
+}
+
+pub const SYSCALL_PROBE_DISABLED: c_uint = 1;
+
+/// Highest system call number + 1 that can be probed.
+pub const MAX_NR: usize = 512;
+const WORDS: usize = MAX_NR / 64;
+/// Probes registered at once.
+pub const MAX_PROBES: usize = 64;
+
+struct Reg {
+    probe: AtomicPtr<SyscallProbe>,
+    entry: [AtomicU64; WORDS],
+    ret: [AtomicU64; WORDS],
+}
+
+static REGS: [Reg; MAX_PROBES] = [const {
+    Reg {
+        probe: AtomicPtr::new(core::ptr::null_mut()),
+        entry: [const { AtomicU64::new(0) }; WORDS],
+        ret: [const { AtomicU64::new(0) }; WORDS],
+    }
+}; MAX_PROBES];
+
+/// Union of every registered probe's numbers (the hit path's first test).
+static ENTRY_ANY: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+static RET_ANY: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+
+/// Registration lock (register/unregister only, never the hit path).
+static REG_LOCK: AtomicBool = AtomicBool::new(false);
+/// The runtime's constructor has finished: arming is allowed.
+static READY: AtomicBool = AtomicBool::new(false);
+/// Probes exist and the runtime has not shut down: armed threads trap.
+pub(crate) static ON: AtomicBool = AtomicBool::new(false);
+/// The runtime shut down (detach or exit): never arm again.
+static SHUT: AtomicBool = AtomicBool::new(false);
+static HANDLER_INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// SIGSYS traps taken (every system call of an armed thread).
+pub static TRAPS: AtomicU64 = AtomicU64::new(0);
+/// Handler invocations (entry + ret).
+pub static HITS: AtomicU64 = AtomicU64::new(0);
+
+/// The runtime's executable segment: the dispatch's exempt range.
+static EXEMPT_START: AtomicU64 = AtomicU64::new(0);
+static EXEMPT_LEN: AtomicU64 = AtomicU64::new(0);
+
+const EINVAL: i32 = 22;
+const EEXIST: i32 = 17;
+const ENOSPC: i32 = 28;
+const ENOSYS: i32 = 38;
+
+#[inline]
+fn bit(words: &[AtomicU64; WORDS], nr: usize) -> bool {
+    nr < MAX_NR && words[nr / 64].load(Ordering::Acquire) & (1u64 << (nr % 64)) != 0
+}
+
+/// Is `nr` watched at entry / at return by any probe?
+#[inline]
+pub fn watched(nr: usize) -> (bool, bool) {
+    (bit(&ENTRY_ANY, nr), bit(&RET_ANY, nr))
+}
+
+/// Visit the live probes watching `nr` (entry or ret), in slot order.
+/// Hit path: atomics only.
+#[inline]
+pub(crate) fn for_each_probe(nr: usize, at_ret: bool, mut f: impl FnMut(*mut SyscallProbe)) {
+    for r in &REGS {
+        let p = r.probe.load(Ordering::Acquire);
+        if p.is_null() {
+            continue;
+        }
+        let m = if at_ret { &r.ret } else { &r.entry };
+        if bit(m, nr) {
+            f(p);
+        }
+    }
+}
+
+struct Locked;
+impl Locked {
+    fn take() -> Locked {
+        while REG_LOCK
+            .compare_exchange_weak(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            sys::sched_yield();
+        }
+        Locked
+    }
+}
+impl Drop for Locked {
+    fn drop(&mut self) {
+        REG_LOCK.store(false, Ordering::Release);
+    }
+}
+
+fn recompute_any() {
+    for w in 0..WORDS {
+        let (mut e, mut r) = (0u64, 0u64);
+        for reg in &REGS {
+            if !reg.probe.load(Ordering::Acquire).is_null() {
+                e |= reg.entry[w].load(Ordering::Relaxed);
+                r |= reg.ret[w].load(Ordering::Relaxed);
+            }
+        }
+        ENTRY_ANY[w].store(e, Ordering::Release);
+        RET_ANY[w].store(r, Ordering::Release);
+    }
+}
+
+fn live_count() -> usize {
+    REGS.iter()
+        .filter(|r| !r.probe.load(Ordering::Acquire).is_null())
+        .count()
+}
+
+/// Register a syscall probe. Returns 0 or a negative errno:
+/// -EINVAL (NULL probe, NULL/empty `nrs`, a number outside 0..512, no
+/// handler), -EEXIST (this struct is already registered), -ENOSPC (64 probes
+/// registered), -ENOSYS (the kernel refuses Syscall User Dispatch).
+///
+/// # Safety
+/// `p` must point to a `SyscallProbe` (and `nrs` to `n` ints) that stays
+/// valid until [`unregister`] returns.
+pub unsafe fn register(p: *mut SyscallProbe) -> i32 {
+    if p.is_null() {
+        return -EINVAL;
+    }
+    // SAFETY: caller contract.
+    let (nrs, n, entry, ret) = unsafe { ((*p).nrs, (*p).n, (*p).entry, (*p).ret) };
+    if nrs.is_null() || n <= 0 || (entry.is_none() && ret.is_none()) {
+        return -EINVAL;
+    }
+    let mut mask = [0u64; WORDS];
+    for i in 0..n as usize {
+        // SAFETY: caller contract: nrs holds n ints.
+        let nr = unsafe { *nrs.add(i) };
+        if nr < 0 || nr as usize >= MAX_NR {
+            return -EINVAL;
+        }
+        mask[nr as usize / 64] |= 1u64 << (nr as usize % 64);
+    }
+    if !table::init() {
+        return -ENOSPC;
+    }
+    {
+        let _l = Locked::take();
+        if REGS.iter().any(|r| r.probe.load(Ordering::Acquire) == p) {
+            return -EEXIST;
+        }
+        let Some((idx, r)) = REGS
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.probe.load(Ordering::Acquire).is_null())
+        else {
+            return -ENOSPC;
+        };
+        for w in 0..WORDS {
+            r.entry[w].store(
+                if entry.is_some() { mask[w] } else { 0 },
+                Ordering::Relaxed,
+            );
+            r.ret[w].store(if ret.is_some() { mask[w] } else { 0 }, Ordering::Relaxed);
+        }
+        // SAFETY: caller contract; private[0] is runtime-owned.
+        unsafe { (*p).private[0] = (idx + 1) as *mut c_void };
+        r.probe.store(p, Ordering::Release);
+        recompute_any();
+    }
+    if READY.load(Ordering::Acquire) && !SHUT.load(Ordering::Acquire) {
+        let e = arm_current();
+        if e != 0 {
+            // SAFETY: p was registered just above.
+            unsafe { unregister(p) };
+            return e;
+        }
+        turn_on();
+    }
+    0
+}
+
+/// Unregister a syscall probe. Once this returns no handler of `p` runs
+/// again (a grace period waits for handlers running on other threads).
+///
+/// # Safety
+/// `p` must be NULL or a pointer given to [`register`].
+pub unsafe fn unregister(p: *mut SyscallProbe) {
+    if p.is_null() {
+        return;
+    }
+    let remaining;
+    {
+        let _l = Locked::take();
+        let Some(r) = REGS
+            .iter()
+            .find(|r| r.probe.load(Ordering::Acquire) == p)
+        else {
+            return;
+        };
+        r.probe.store(core::ptr::null_mut(), Ordering::Release);
+        recompute_any();
+        remaining = live_count();
+        // SAFETY: p was registered (caller contract).
+        unsafe { (*p).private[0] = core::ptr::null_mut() };
+    }
+    if remaining == 0 {
+        turn_off();
+    }
+    table::synchronize();
+}
+
+/// A probe owned by the runtime, made by [`register_fns`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeId(usize);
+
+const MAX_OWNED_NRS: usize = 16;
+
+struct Owned {
+    probe: SyscallProbe,
+    nrs: [c_int; MAX_OWNED_NRS],
+}
+
+/// Register handlers for a list of system call numbers (at most 16); the
+/// runtime owns the probe struct (`data` is passed in `probe->data`).
+/// Returns the probe's id or a negative errno (see [`register`]).
+/// Not for the hit path (allocates).
+pub fn register_fns(
+    nrs: &[i32],
+    entry: Option<Handler>,
+    ret: Option<Handler>,
+    data: *mut c_void,
+) -> Result<ProbeId, i32> {
+    if nrs.is_empty() || nrs.len() > MAX_OWNED_NRS {
+        return Err(-EINVAL);
+    }
+    let mut o = Box::new(Owned {
+        probe: SyscallProbe {
+            nrs: core::ptr::null(),
+            n: nrs.len() as c_int,
+            entry,
+            ret,
+            nmissed: 0,
+            flags: 0,
+            data,
+            private: [core::ptr::null_mut(); 2],
+        },
+        nrs: [0; MAX_OWNED_NRS],
+    });
+    o.nrs[..nrs.len()].copy_from_slice(nrs);
+    o.probe.nrs = o.nrs.as_ptr();
+    let raw = Box::into_raw(o);
+    // SAFETY: raw is a live, leaked Owned whose nrs point into itself.
+    let e = unsafe { register(core::ptr::addr_of_mut!((*raw).probe)) };
+    if e != 0 {
+        // SAFETY: never registered: we still own it.
+        drop(unsafe { Box::from_raw(raw) });
+        return Err(e);
+    }
+    Ok(ProbeId(raw as usize))
+}
+
+/// Unregister and free a probe made by [`register_fns`].
+pub fn unregister_id(id: ProbeId) {
+    let raw = id.0 as *mut Owned;
+    // SAFETY: id came from register_fns; after unregister (grace period
+    // included) nothing references the struct any more.
+    unsafe {
+        unregister(core::ptr::addr_of_mut!((*raw).probe));
+        drop(Box::from_raw(raw));
+    }
+}
+
+/// The probe struct of an id (to read `nmissed`).
+pub fn probe_of(id: ProbeId) -> *const SyscallProbe {
+    // SAFETY: field projection on a live Owned.
+    unsafe { core::ptr::addr_of!((*(id.0 as *const Owned)).probe) }
+}
+
+// ------------------------------------------------------------ arming
+
+/// Find the runtime's executable PT_LOAD segment (the exempt range).
+fn find_exempt() -> bool {
+    if EXEMPT_LEN.load(Ordering::Acquire) != 0 {
+        return true;
+    }
+    let me = handler::on_sigsys as *const () as u64;
+    let mut found = (0u64, 0u64);
+    unsafe extern "C" fn cb(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+        // SAFETY: dl_iterate_phdr hands valid info; data is our (u64, u64, u64).
+        unsafe {
+            let out = &mut *(data as *mut (u64, u64, u64));
+            let base = (*info).dlpi_addr;
+            for i in 0..(*info).dlpi_phnum as usize {
+                let ph = &*(*info).dlpi_phdr.add(i);
+                if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+                    let s = base + ph.p_vaddr;
+                    let e = s + ph.p_memsz;
+                    if out.0 >= s && out.0 < e {
+                        out.1 = s;
+                        out.2 = e - s;
+                        return 1;
+                    }
+                }
+            }
+        }
+        0
+    }
+    let mut data = (me, 0u64, 0u64);
+    // SAFETY: plain libc iteration (registration time, not the hit path).
+    unsafe {
+        libc::dl_iterate_phdr(Some(cb), &mut data as *mut (u64, u64, u64) as *mut c_void);
+    }
+    found.0 = data.1;
+    found.1 = data.2;
+    if found.1 == 0 {
+        return false;
+    }
+    EXEMPT_START.store(found.0, Ordering::Release);
+    // The kernel tests the address *after* the syscall instruction: a
+    // syscall ending the segment must still count as inside.
+    EXEMPT_LEN.store(found.1 + 2, Ordering::Release);
+    true
+}
+
+/// Install the SIGSYS handler (once) with the target's own mask semantics:
+/// no extra blocked signals (sa_mask 0) and SA_NODEFER, so the call the
+/// handler performs runs with exactly the target's signal mask.
+fn install_handler() {
+    if HANDLER_INSTALLED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let act = sys::KSigaction {
+        handler: handler::on_sigsys as *const () as usize,
+        flags: sys::SA_SIGINFO | sys::SA_NODEFER,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: installing our handler; the target's own SIGSYS action was
+    // recorded by trap::install (SIGSYS is a managed signal) and is chained.
+    unsafe { sys::rt_sigaction(handler::SIGSYS, Some(&act), None) };
+    // Handlers the target installed before us must not block SIGSYS while
+    // they run (a trapped syscall with SIGSYS blocked kills the process).
+    for sig in 1..=64 {
+        if sig == 9 || sig == 19 || crate::trap::managed(sig) {
+            continue;
+        }
+        let mut old = sys::KSigaction::default();
+        // SAFETY: query, then rewrite the same action with a narrower mask.
+        unsafe {
+            if sys::rt_sigaction(sig, None, Some(&mut old)) == 0
+                && old.handler > 1
+                && old.mask & crate::trap::managed_mask() != 0
+            {
+                old.mask &= !crate::trap::managed_mask();
+                sys::rt_sigaction(sig, Some(&old), None);
+            }
+        }
+    }
+}
+
+/// Arm the calling thread (prctl) with its own selector. 0 or -errno.
+pub(crate) fn arm_current() -> i32 {
+    let Some(s) = table::current() else {
+        return -ENOSPC;
+    };
+    arm_slot(s)
+}
+
+pub(crate) fn arm_slot(s: &table::Slot) -> i32 {
+    if s.armed.load(Ordering::Acquire) != 0 {
+        return 0;
+    }
+    if !find_exempt() {
+        return -ENOSYS;
+    }
+    install_handler();
+    // SIGSYS must never be blocked on an armed thread.
+    let unblock = sys::sigbit(handler::SIGSYS);
+    // SAFETY: unblocking one signal in this thread.
+    unsafe { sys::rt_sigprocmask(1, Some(&unblock), None) };
+    s.selector.store(
+        if ON.load(Ordering::Acquire) {
+            table::BLOCK
+        } else {
+            table::ALLOW
+        },
+        Ordering::Release,
+    );
+    // SAFETY: prctl(PR_SET_SYSCALL_USER_DISPATCH, ON, start, len, &selector):
+    // the selector lives in the never-freed table.
+    let r = unsafe {
+        sys::syscall6(
+            157,
+            59,
+            1,
+            EXEMPT_START.load(Ordering::Acquire) as usize,
+            EXEMPT_LEN.load(Ordering::Acquire) as usize,
+            s.selector.as_ptr() as usize,
+            0,
+        )
+    };
+    if r != 0 {
+        return -ENOSYS;
+    }
+    s.armed.store(1, Ordering::Release);
+    0
+}
+
+fn turn_on() {
+    if SHUT.load(Ordering::Acquire) || !READY.load(Ordering::Acquire) {
+        return;
+    }
+    ON.store(true, Ordering::Release);
+    table::set_all_selectors(table::BLOCK);
+}
+
+fn turn_off() {
+    ON.store(false, Ordering::Release);
+    table::set_all_selectors(table::ALLOW);
+}
+
+/// Hook: the runtime's constructor has finished (module loaded, control
+/// thread started). Probes registered so far start firing on this thread
+/// (the main thread, about to run `main`) and every thread it creates.
+pub fn runtime_ready() {
+    READY.store(true, Ordering::Release);
+    if SHUT.load(Ordering::Acquire) || live_count() == 0 {
+        return;
+    }
+    if arm_current() == 0 {
+        turn_on();
+    } else {
+        crate::output::diag(
+            b"ptap: syscall probes: Syscall User Dispatch is not available; syscall probes are inactive\n",
+        );
+    }
+}
+
+/// Hook: the runtime shuts down (detach or exit). No thread traps any more;
+/// registered probes stay registered (their owners unregister them) but
+/// never fire again.
+pub fn shutdown() {
+    SHUT.store(true, Ordering::Release);
+    turn_off();
+}
+
+/// While alive, the calling thread's system calls are not trapped (runtime
+/// work on a target thread, e.g. starting the runtime's own threads, which
+/// then are not armed either).
+pub struct Untraced {
+    slot: Option<&'static table::Slot>,
+}
+
+impl Untraced {
+    pub fn new() -> Untraced {
+        let slot = table::find(sys::gettid()).filter(|s| s.armed.load(Ordering::Acquire) != 0);
+        if let Some(s) = slot {
+            s.selector.store(table::ALLOW, Ordering::Release);
+        }
+        Untraced { slot }
+    }
+}
+
+impl Default for Untraced {
+    fn default() -> Self {
+        Untraced::new()
+    }
+}
+
+impl Drop for Untraced {
+    fn drop(&mut self) {
+        if let Some(s) = self.slot {
+            if ON.load(Ordering::Acquire) {
+                s.selector.store(table::BLOCK, Ordering::Release);
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ C API
+
+/// # Safety
+/// See [`register`].
+#[no_mangle]
+pub unsafe extern "C" fn register_syscall_probe(p: *mut SyscallProbe) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { register(p) }
+}
+
+/// # Safety
+/// See [`unregister`].
+#[no_mangle]
+pub unsafe extern "C" fn unregister_syscall_probe(p: *mut SyscallProbe) {
+    // SAFETY: forwarded contract.
+    unsafe { unregister(p) }
+}
+
+/// Traps taken and handler invocations so far in this process.
+/// # Safety
+/// NULL or valid pointers.
+#[no_mangle]
+pub unsafe extern "C" fn ptap_syscall_stats(traps: *mut c_ulong, hits: *mut c_ulong) {
+    // SAFETY: caller-provided out pointers (NULL allowed).
+    unsafe {
+        if !traps.is_null() {
+            *traps = TRAPS.load(Ordering::Relaxed);
+        }
+        if !hits.is_null() {
+            *hits = HITS.load(Ordering::Relaxed);
+        }
+    }
+}

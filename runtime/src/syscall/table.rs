@@ -1,0 +1,232 @@
+//! Per-thread state of syscall probes: the Syscall User Dispatch selector
+//! byte of each armed thread, its reentrancy flag and its grace-period
+//! counters.
+//!
+//! Kept apart from `crate::threads` on purpose: the selector byte is
+//! registered with the kernel (`prctl(PR_SET_SYSCALL_USER_DISPATCH)`) and
+//! must stay at a fixed address for the thread's whole life, and detach must
+//! be able to flip every thread's selector from any thread. The table is one
+//! anonymous mapping made once (never freed), keyed by the kernel thread id
+//! (raw `gettid`), claimed with a CAS; slots of threads that exit through
+//! `exit(2)` are released by the SIGSYS handler, others are reclaimed when
+//! the table fills up.
+
+use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use crate::sys;
+
+pub const MAX_THREADS: usize = 4096;
+
+/// Selector values (linux/prctl.h).
+pub const ALLOW: u8 = 0;
+pub const BLOCK: u8 = 1;
+
+#[repr(C)]
+pub struct Slot {
+    pub tid: AtomicI32,
+    /// The byte the kernel reads at every system call of this thread once
+    /// it is armed: BLOCK = trap (SIGSYS), ALLOW = run natively.
+    pub selector: AtomicU8,
+    /// prctl(PR_SET_SYSCALL_USER_DISPATCH) done for this thread.
+    pub armed: AtomicU8,
+    /// Syscall probe handlers are running on this thread.
+    pub in_handler: AtomicU8,
+    pub _pad: u8,
+    /// Depth of hit-path activity (handlers may be running); unregister waits.
+    pub active: AtomicU32,
+    /// Incremented each time `active` drops back to 0.
+    pub gen: AtomicU64,
+}
+
+static TABLE: AtomicPtr<Slot> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Map the table (once). Not on the hit path.
+pub fn init() -> bool {
+    if !TABLE.load(Ordering::Acquire).is_null() {
+        return true;
+    }
+    let len = MAX_THREADS * core::mem::size_of::<Slot>();
+    // SAFETY: plain anonymous private mapping (RW).
+    let p = unsafe { sys::mmap(0, len, 3, 0x22, -1, 0) };
+    if p < 0 {
+        return false;
+    }
+    if TABLE
+        .compare_exchange(
+            core::ptr::null_mut(),
+            p as *mut Slot,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        // Lost a race with another initialiser: drop ours.
+        // SAFETY: our own fresh mapping, never published.
+        unsafe { sys::syscall3(sys::SYS_MUNMAP, p as usize, len, 0) };
+    }
+    true
+}
+
+fn slot(i: usize) -> Option<&'static Slot> {
+    let t = TABLE.load(Ordering::Acquire);
+    if t.is_null() || i >= MAX_THREADS {
+        return None;
+    }
+    // SAFETY: i < MAX_THREADS, the table is mapped for the process's life and
+    // Slot is made of atomics (valid for any bit pattern, zero included).
+    Some(unsafe { &*t.add(i) })
+}
+
+fn hash(tid: i32) -> usize {
+    (tid as u32).wrapping_mul(2_654_435_761) as usize % MAX_THREADS
+}
+
+fn reset(s: &Slot) {
+    s.selector.store(ALLOW, Ordering::Relaxed);
+    s.armed.store(0, Ordering::Relaxed);
+    s.in_handler.store(0, Ordering::Relaxed);
+    s.active.store(0, Ordering::Relaxed);
+}
+
+/// The calling thread's slot, if it has one (no claim).
+pub fn find(tid: i32) -> Option<&'static Slot> {
+    let h = hash(tid);
+    for k in 0..MAX_THREADS {
+        let s = slot((h + k) % MAX_THREADS)?;
+        let cur = s.tid.load(Ordering::Acquire);
+        if cur == tid {
+            return Some(s);
+        }
+        if cur == 0 {
+            return None;
+        }
+    }
+    None
+}
+
+/// The calling thread's slot, claiming one on first use. None when the
+/// table is full of live threads.
+pub fn current() -> Option<&'static Slot> {
+    let tid = sys::gettid();
+    claim(tid)
+}
+
+pub fn claim(tid: i32) -> Option<&'static Slot> {
+    let h = hash(tid);
+    for k in 0..MAX_THREADS {
+        let s = slot((h + k) % MAX_THREADS)?;
+        let cur = s.tid.load(Ordering::Acquire);
+        if cur == tid {
+            return Some(s);
+        }
+        // A released slot (-1) keeps probing chains intact; it can be reused.
+        if (cur == 0 || cur == -1)
+            && s.tid
+                .compare_exchange(cur, tid, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            reset(s);
+            return Some(s);
+        }
+    }
+    // Full: reclaim the slot of a thread that is gone.
+    for k in 0..MAX_THREADS {
+        let s = slot((h + k) % MAX_THREADS)?;
+        let cur = s.tid.load(Ordering::Acquire);
+        if cur > 0
+            && !sys::thread_alive(cur)
+            && s.tid
+                .compare_exchange(cur, tid, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            reset(s);
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// The thread is about to exit(2): give its slot back. Its selector stays
+/// registered with the kernel until the thread is gone, which is immediate.
+pub fn release(s: &Slot) {
+    s.active.store(0, Ordering::Relaxed);
+    s.tid.store(-1, Ordering::Release);
+}
+
+/// In a forked child (single thread): forget every other thread and re-key
+/// `me` to the child's tid. Returns the child's slot.
+pub fn after_fork(me: Option<&'static Slot>) -> Option<&'static Slot> {
+    let tid = sys::gettid();
+    for i in 0..MAX_THREADS {
+        let Some(s) = slot(i) else { break };
+        if s.tid.load(Ordering::Relaxed) != 0 {
+            s.tid.store(-1, Ordering::Relaxed);
+        }
+    }
+    let sel = me.map_or(ALLOW, |m| m.selector.load(Ordering::Relaxed));
+    let s = claim(tid)?;
+    s.selector.store(sel, Ordering::Relaxed);
+    Some(s)
+}
+
+/// Write `v` into the selector of every armed thread (detach, last unregister,
+/// first register). Other threads see it at their next system call.
+pub fn set_all_selectors(v: u8) {
+    for i in 0..MAX_THREADS {
+        let Some(s) = slot(i) else { break };
+        if s.tid.load(Ordering::Acquire) > 0 && s.armed.load(Ordering::Acquire) != 0 {
+            s.selector.store(v, Ordering::Release);
+        }
+    }
+}
+
+#[inline]
+pub fn enter(s: &Slot) {
+    let a = s.active.load(Ordering::Relaxed);
+    s.active.store(a + 1, Ordering::Relaxed);
+    // Pairs with the fence in `synchronize`.
+    core::sync::atomic::fence(Ordering::SeqCst);
+}
+
+#[inline]
+pub fn leave(s: &Slot) {
+    let a = s.active.load(Ordering::Relaxed);
+    if a == 1 {
+        s.gen.fetch_add(1, Ordering::Release);
+    }
+    s.active.store(a.saturating_sub(1), Ordering::Release);
+}
+
+/// Grace period: wait until every other thread that was running syscall
+/// probe handlers when this was called has left them.
+pub fn synchronize() {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let me = sys::gettid();
+    for i in 0..MAX_THREADS {
+        let Some(s) = slot(i) else { return };
+        let tid = s.tid.load(Ordering::Acquire);
+        let active = s.active.load(Ordering::Acquire);
+        let gen = s.gen.load(Ordering::Acquire);
+        if tid <= 0 || tid == me || active == 0 {
+            continue;
+        }
+        let mut spins = 0u64;
+        loop {
+            if s.tid.load(Ordering::Acquire) != tid
+                || s.active.load(Ordering::Acquire) == 0
+                || s.gen.load(Ordering::Acquire) != gen
+            {
+                break;
+            }
+            spins += 1;
+            if spins.is_multiple_of(1024) && !sys::thread_alive(tid) {
+                break;
+            }
+            if spins < 64 {
+                core::hint::spin_loop();
+            } else {
+                sys::sleep_us(50);
+            }
+        }
+    }
+}
