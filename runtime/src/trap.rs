@@ -323,22 +323,47 @@ fn write_u64(addr: u64, v: u64) -> bool {
 
 /// Reap kretprobe instances whose frames are gone: entries deeper than (or
 /// at) `sp` when a new call starts at `sp` (longjmp left them behind).
-/// Two stack pointers closer than this are taken to be on the same stack.
-const SAME_STACK: u64 = 1 << 20;
+/// This thread's signal alternate stack, if one is set: [lo, hi).
+fn altstack() -> Option<(u64, u64)> {
+    #[repr(C)]
+    struct StackT {
+        sp: u64,
+        flags: i32,
+        size: u64,
+    }
+    let mut old = StackT {
+        sp: 0,
+        flags: 0,
+        size: 0,
+    };
+    // SAFETY: sigaltstack(NULL, &old) only writes `old`.
+    let r = unsafe { sys::syscall3(131, 0, &mut old as *mut StackT as usize, 0) };
+    if r != 0 || old.flags & 2 != 0 || old.size == 0 {
+        return None; // SS_DISABLE
+    }
+    Some((old.sp, old.sp + old.size))
+}
 
 unsafe fn reap_below(ts: *mut ThreadState, sp: u64, inclusive: bool) {
     // SAFETY: this thread's list; instances are never freed.
     unsafe {
+        if (*ts).kret_head == 0 {
+            return;
+        }
+        // Frames on the signal alternate stack and on the thread's stack are
+        // not ordered with each other: compare only within one of them.
+        let alt = altstack();
+        let on_alt = |p: u64| alt.is_some_and(|(lo, hi)| p >= lo && p < hi);
+        let here = on_alt(sp);
         while (*ts).kret_head != 0 {
             let h = (*ts).kret_head as *mut InstHdr;
-            // Only frames of the same stack (a signal alternate stack or a
-            // coroutine stack is far away) can have been left by longjmp.
+            // Only frames of the same stack can have been left by longjmp.
             let below = if inclusive {
                 (*h).sp <= sp
             } else {
                 (*h).sp < sp
             };
-            let dead = below && sp - (*h).sp < SAME_STACK;
+            let dead = below && on_alt((*h).sp) == here;
             if !dead {
                 break;
             }

@@ -1,0 +1,403 @@
+//! The SIGSYS handler: every system call of an armed thread arrives here.
+//!
+//! Runs in signal context: no allocation, no locks, no libc (raw system
+//! calls from the runtime's own text, which is the dispatch's exempt range).
+//!
+//! The handler is installed with an empty sa_mask and SA_NODEFER, so while
+//! it runs the thread's signal mask is exactly the target's mask at the
+//! trapped call. The call is then performed here, and behaves as if the
+//! target had made it: a signal arriving during a blocking call runs the
+//! target's handler (nested on this frame), and the kernel restarts our call
+//! (SA_RESTART) or returns -EINTR, which is what the target sees.
+//!
+//! System calls that cannot simply be performed from here:
+//! * rt_sigreturn: restores the frame at the target's rsp, so it is re-run
+//!   by a stub in the exempt range (rip redirected, registers untouched).
+//! * rt_sigprocmask, sigaltstack: their effect would be undone by our own
+//!   sigreturn, so the new mask / stack is copied into the saved context.
+//! * clone/clone3 with a new stack (threads, posix_spawn): see [`super::clone`].
+//! * fork, vfork, clone without CLONE_VM: performed here; the child resumes
+//!   in this handler, re-arms itself and returns 0. vfork becomes
+//!   clone(CLONE_VFORK|SIGCHLD): the parent still waits for the child's
+//!   exec or exit, but the child gets a copy of memory instead of sharing it
+//!   (it would otherwise overwrite this handler's frame on the shared stack).
+//! * exit: the thread's slot is released first.
+//! * Masks that would block SIGSYS (rt_sigprocmask, rt_sigaction's sa_mask,
+//!   rt_sigsuspend, ppoll, pselect6, epoll_pwait[2]) lose the runtime's
+//!   managed signals, as the runtime's sigprocmask interposition already does.
+
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::Ordering;
+
+use super::{table, PtRegs, SyscallProbe, HITS, ON, SYSCALL_PROBE_DISABLED, TRAPS};
+use crate::sys;
+use crate::trap::{self, managed, managed_mask, USER_ACT};
+
+pub const SIGSYS: i32 = 31;
+/// si_code of a Syscall User Dispatch SIGSYS.
+const SYS_USER_DISPATCH: i32 = 2;
+
+pub const NR_RT_SIGACTION: usize = 13;
+pub const NR_RT_SIGPROCMASK: usize = 14;
+pub const NR_RT_SIGRETURN: usize = 15;
+pub const NR_CLONE: usize = 56;
+pub const NR_FORK: usize = 57;
+pub const NR_VFORK: usize = 58;
+pub const NR_EXIT: usize = 60;
+pub const NR_RT_SIGSUSPEND: usize = 130;
+pub const NR_SIGALTSTACK: usize = 131;
+pub const NR_PSELECT6: usize = 270;
+pub const NR_PPOLL: usize = 271;
+pub const NR_EPOLL_PWAIT: usize = 281;
+pub const NR_CLONE3: usize = 435;
+pub const NR_EPOLL_PWAIT2: usize = 441;
+
+const ENOSYS: i64 = 38;
+
+type Uc = libc::ucontext_t;
+
+core::arch::global_asm!(
+    ".text",
+    // rt_sigreturn re-run from the exempt range, at the target's rsp.
+    ".globl ptap_sud_sigreturn",
+    ".hidden ptap_sud_sigreturn",
+    ".type ptap_sud_sigreturn,@function",
+    "ptap_sud_sigreturn:",
+    "mov eax, 15",
+    "syscall",
+    "ud2",
+    ".size ptap_sud_sigreturn, .-ptap_sud_sigreturn",
+);
+
+extern "C" {
+    fn ptap_sud_sigreturn();
+}
+
+#[inline]
+fn greg(uc: *mut Uc, r: c_int) -> u64 {
+    // SAFETY: uc is the kernel-provided context.
+    unsafe { (*uc).uc_mcontext.gregs[r as usize] as u64 }
+}
+
+#[inline]
+fn set_greg(uc: *mut Uc, r: c_int, v: u64) {
+    // SAFETY: uc is the kernel-provided context.
+    unsafe { (*uc).uc_mcontext.gregs[r as usize] = v as i64 }
+}
+
+/// The six syscall-ABI argument registers of the trapped call.
+fn args_of(uc: *mut Uc) -> [u64; 6] {
+    use libc::*;
+    [
+        greg(uc, REG_RDI),
+        greg(uc, REG_RSI),
+        greg(uc, REG_RDX),
+        greg(uc, REG_R10),
+        greg(uc, REG_R8),
+        greg(uc, REG_R9),
+    ]
+}
+
+#[inline]
+fn raw(nr: usize, a: &[u64; 6]) -> i64 {
+    // SAFETY: performing the target's own system call with its own arguments
+    // (the kernel validates them as it would have).
+    unsafe {
+        sys::syscall6(
+            nr,
+            a[0] as usize,
+            a[1] as usize,
+            a[2] as usize,
+            a[3] as usize,
+            a[4] as usize,
+            a[5] as usize,
+        ) as i64
+    }
+}
+
+/// SIGSYS: a trapped system call (or a SIGSYS that is not ours: chained).
+///
+/// # Safety
+/// Kernel-provided signal arguments.
+pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: *mut c_void) {
+    let uc = ucv as *mut Uc;
+    // SAFETY: kernel-provided siginfo; _sigsys: call_addr at 16, syscall at 24.
+    let (code, nr) = unsafe {
+        let b = info as *const u8;
+        (
+            (*info).si_code,
+            core::ptr::read_unaligned(b.add(24) as *const i32),
+        )
+    };
+    if code != SYS_USER_DISPATCH || nr < 0 {
+        // SAFETY: forwarding the kernel's arguments.
+        unsafe { trap::chain(sig, info, uc, None) };
+        return;
+    }
+    TRAPS.fetch_add(1, Ordering::Relaxed);
+    let nr = nr as usize;
+    let args = args_of(uc);
+    let (w_entry, w_ret) = super::watched(nr);
+    if !w_entry && !w_ret {
+        let r = perform(nr, args, uc, None);
+        if let Some(r) = r {
+            set_greg(uc, libc::REG_RAX, r as u64);
+        }
+        return;
+    }
+    // A probed number.
+    let slot = table::find(sys::gettid());
+    let mut regs = {
+        let mut r = trap::regs_from(uc);
+        r.orig_ax = nr as u64;
+        r.ax = (-ENOSYS) as u64;
+        r
+    };
+    // Handlers run unless this thread is already inside probe handlers.
+    let active = slot.filter(|s| s.in_handler.load(Ordering::Relaxed) == 0 && !in_kprobe_handler());
+    let mut args = args;
+    if w_entry {
+        match active {
+            Some(s) => {
+                // SAFETY: s is this thread's slot.
+                unsafe { run_handlers(s, nr, false, &mut regs) };
+                args = [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9];
+            }
+            None => missed(nr, false),
+        }
+    }
+    let Some(mut r) = perform(nr, args, uc, slot) else {
+        return;
+    };
+    // Return probes of fork/clone fire in the parent only (the child of a
+    // fork-like call resumes here with a copy of this frame and a new slot).
+    let child = matches!(nr, NR_CLONE | NR_CLONE3 | NR_FORK | NR_VFORK) && r == 0;
+    if w_ret && !child {
+        match active {
+            Some(s) => {
+                regs.ax = r as u64;
+                // SAFETY: s is this thread's slot.
+                unsafe { run_handlers(s, nr, true, &mut regs) };
+                r = regs.ax as i64;
+            }
+            None => missed(nr, true),
+        }
+    }
+    set_greg(uc, libc::REG_RAX, r as u64);
+}
+
+/// Is a kprobe handler running on this thread (a system call made by a
+/// kprobe handler is the runtime's, not the target's)?
+fn in_kprobe_handler() -> bool {
+    match crate::threads::current() {
+        // SAFETY: this thread's slot in the runtime's table.
+        Some(ts) => unsafe { (*ts).in_handler != 0 },
+        None => false,
+    }
+}
+
+fn missed(nr: usize, at_ret: bool) {
+    super::for_each_probe(nr, at_ret, |p| {
+        // SAFETY: p is live (registered); nmissed is an aligned unsigned long.
+        unsafe {
+            (*(core::ptr::addr_of_mut!((*p).nmissed) as *const core::sync::atomic::AtomicU64))
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Run the entry or return handlers of every probe watching `nr`, with the
+/// selector at ALLOW (the handlers' own system calls are not trapped) and
+/// under the runtime's fault guard (a faulting handler is aborted and
+/// counted, the target goes on).
+///
+/// # Safety
+/// `s` is the calling thread's slot; signal context.
+unsafe fn run_handlers(s: &table::Slot, nr: usize, at_ret: bool, regs: &mut PtRegs) {
+    table::enter(s);
+    s.in_handler.store(1, Ordering::Relaxed);
+    s.selector.store(table::ALLOW, Ordering::Relaxed);
+    let ts = crate::threads::current();
+    // The seed's reentrancy rule across probe types: kprobes hit inside a
+    // syscall handler run no handler.
+    let outer = match ts {
+        // SAFETY: this thread's slot.
+        Some(t) => unsafe { core::mem::replace(&mut (*t).in_handler, 1) },
+        None => 0,
+    };
+    super::for_each_probe(nr, at_ret, |p| {
+        // SAFETY: p is registered; unregister waits for our `leave`.
+        let (h, flags) = unsafe {
+            (
+                if at_ret { (*p).ret } else { (*p).entry },
+                core::ptr::read_volatile(core::ptr::addr_of!((*p).flags)),
+            )
+        };
+        let Some(h) = h else { return };
+        if flags & SYSCALL_PROBE_DISABLED != 0 {
+            return;
+        }
+        HITS.fetch_add(1, Ordering::Relaxed);
+        call_guarded(ts, h, p, regs);
+    });
+    if let Some(t) = ts {
+        // SAFETY: this thread's slot.
+        unsafe { (*t).in_handler = outer };
+    }
+    if ON.load(Ordering::Acquire) {
+        s.selector.store(table::BLOCK, Ordering::Relaxed);
+    }
+    s.in_handler.store(0, Ordering::Relaxed);
+    table::leave(s);
+}
+
+fn call_guarded(
+    ts: Option<*mut crate::threads::ThreadState>,
+    h: super::Handler,
+    p: *mut SyscallProbe,
+    regs: &mut PtRegs,
+) {
+    match ts {
+        Some(t) => {
+            // SAFETY: h is a C handler (probe, regs) -> int; t is this thread's slot.
+            let r = unsafe {
+                trap::guarded(t, h as usize, p as usize, regs as *mut PtRegs as usize, 0)
+            };
+            if r.is_none() {
+                crate::output::diag(b"ptap: a syscall probe handler faulted; it was aborted\n");
+                crate::output::count_handler_fault();
+            }
+        }
+        None => {
+            // No runtime thread slot: call unguarded.
+            // SAFETY: as above.
+            unsafe { h(p, regs) };
+        }
+    }
+}
+
+/// Strip the runtime's managed signals from a user sigset (first word).
+fn strip(ptr: u64, size: u64, buf: &mut u64) -> u64 {
+    if ptr == 0 || size != 8 {
+        return ptr;
+    }
+    // SAFETY: the target passed this sigset to the kernel; a bad pointer
+    // would make the native call fail with -EFAULT (see docs: here it faults).
+    *buf = unsafe { core::ptr::read_volatile(ptr as *const u64) } & !managed_mask();
+    buf as *mut u64 as u64
+}
+
+/// Perform system call `nr` for the target. None when the context was
+/// redirected instead (rax must not be overwritten).
+fn perform(nr: usize, mut a: [u64; 6], uc: *mut Uc, slot: Option<&'static table::Slot>) -> Option<i64> {
+    let mut m = 0u64;
+    match nr {
+        NR_RT_SIGRETURN => {
+            set_greg(uc, libc::REG_RAX, NR_RT_SIGRETURN as u64);
+            set_greg(uc, libc::REG_RIP, ptap_sud_sigreturn as *const () as u64);
+            None
+        }
+        NR_RT_SIGACTION => Some(sigaction(a)),
+        NR_RT_SIGPROCMASK => {
+            if a[0] != 1 {
+                a[1] = strip(a[1], a[3], &mut m);
+            }
+            let r = raw(nr, &a);
+            if r == 0 {
+                let mut cur = 0u64;
+                // SAFETY: reading our (= the target's) current mask.
+                unsafe { sys::rt_sigprocmask(0, None, Some(&mut cur)) };
+                // SAFETY: the first word of the saved mask (signals 1..64).
+                unsafe { *(core::ptr::addr_of_mut!((*uc).uc_sigmask) as *mut u64) = cur };
+            }
+            Some(r)
+        }
+        NR_RT_SIGSUSPEND => {
+            a[0] = strip(a[0], a[1], &mut m);
+            Some(raw(nr, &a))
+        }
+        NR_PPOLL => {
+            a[3] = strip(a[3], a[4], &mut m);
+            Some(raw(nr, &a))
+        }
+        NR_EPOLL_PWAIT | NR_EPOLL_PWAIT2 => {
+            a[4] = strip(a[4], a[5], &mut m);
+            Some(raw(nr, &a))
+        }
+        NR_PSELECT6 => {
+            let mut d = [0u64; 2];
+            if a[5] != 0 {
+                // SAFETY: the target's {sigset_t *, size_t} argument.
+                d = unsafe { core::ptr::read_volatile(a[5] as *const [u64; 2]) };
+                d[0] = strip(d[0], d[1], &mut m);
+                a[5] = d.as_ptr() as u64;
+            }
+            Some(raw(nr, &a))
+        }
+        NR_SIGALTSTACK => {
+            let r = raw(nr, &a);
+            if r == 0 && a[0] != 0 {
+                let mut cur: libc::stack_t = libc::stack_t {
+                    ss_sp: core::ptr::null_mut(),
+                    ss_flags: 0,
+                    ss_size: 0,
+                };
+                // SAFETY: reading the current alternate stack into a local.
+                unsafe {
+                    sys::syscall3(NR_SIGALTSTACK, 0, &mut cur as *mut libc::stack_t as usize, 0);
+                    (*uc).uc_stack = cur;
+                }
+            }
+            Some(r)
+        }
+        NR_CLONE | NR_CLONE3 | NR_FORK | NR_VFORK => Some(super::clone::clone(nr, a, uc, slot)),
+        NR_EXIT => {
+            if let Some(s) = slot.or_else(|| table::find(sys::gettid())) {
+                table::release(s);
+            }
+            Some(raw(nr, &a))
+        }
+        _ => Some(raw(nr, &a)),
+    }
+}
+
+/// rt_sigaction for the target: the runtime's managed signals (SIGTRAP,
+/// SIGSEGV, ..., SIGSYS) are recorded for chaining, as the runtime's
+/// sigaction interposition does for libc callers; other signals lose the
+/// managed signals from their sa_mask.
+fn sigaction(a: [u64; 6]) -> i64 {
+    let sig = a[0] as i32;
+    if (1..=64).contains(&sig) && managed(sig) && crate::signals::ACTIVE.load(Ordering::Acquire) {
+        if a[3] != 8 {
+            return -22;
+        }
+        let ua = &USER_ACT[sig as usize];
+        if a[2] != 0 {
+            let old = sys::KSigaction {
+                handler: ua[0].load(Ordering::Acquire) as usize,
+                flags: ua[1].load(Ordering::Acquire),
+                restorer: 0,
+                mask: ua[2].load(Ordering::Acquire),
+            };
+            // SAFETY: the target's out pointer for a kernel sigaction.
+            unsafe { core::ptr::write_volatile(a[2] as *mut sys::KSigaction, old) };
+        }
+        if a[1] != 0 {
+            // SAFETY: the target's kernel sigaction.
+            let new = unsafe { core::ptr::read_volatile(a[1] as *const sys::KSigaction) };
+            ua[1].store(new.flags, Ordering::Release);
+            ua[2].store(new.mask, Ordering::Release);
+            ua[0].store(new.handler as u64, Ordering::Release);
+        }
+        return 0;
+    }
+    let mut b = a;
+    let mut copy = sys::KSigaction::default();
+    if a[1] != 0 && a[3] == 8 {
+        // SAFETY: the target's kernel sigaction.
+        copy = unsafe { core::ptr::read_volatile(a[1] as *const sys::KSigaction) };
+        copy.mask &= !managed_mask();
+        b[1] = &copy as *const sys::KSigaction as u64;
+    }
+    raw(NR_RT_SIGACTION, &b)
+}
