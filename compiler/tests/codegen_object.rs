@@ -34,7 +34,7 @@ fn object_has_handlers_helpers_and_metadata() {
     for want in ["ptap_probe_0", "ptap_probe_1", "ptap_fn_fib"] {
         assert!(defined.contains(&want), "{want} missing from {defined:?}");
     }
-    for want in ["ptap_printf", "ptap_execname", "ptap_gstr_store"] {
+    for want in ["ptap_h_printf", "ptap_h_execname", "ptap_h_gstr_store"] {
         assert!(
             undefined.contains(&want),
             "{want} missing from {undefined:?}"
