@@ -160,6 +160,8 @@ pub enum CheckError {
         span: Span,
         why: &'static str,
     },
+    /// A script without any probe.
+    NoProbes,
     NestedEntry {
         span: Span,
     },
@@ -446,6 +448,10 @@ impl ToDiagnostic for CheckError {
             ReturnValue { span, why } => {
                 diag::error(*why).with_labels(vec![primary(*span, "here")])
             }
+            NoProbes => help(
+                diag::error("the script has no probes"),
+                "add one, e.g. `probe begin { print(\"hello\") }`",
+            ),
             NestedEntry { span } => diag::error("`@entry` cannot be nested")
                 .with_labels(vec![primary(*span, "already inside @entry")]),
             CalleeNeeds {

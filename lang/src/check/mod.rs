@@ -149,6 +149,9 @@ pub fn check(
             ast::Item::Probe(p) => probe_defs.push(p),
         }
     }
+    if probe_defs.is_empty() {
+        c.err(CheckError::NoProbes);
+    }
     for p in probe_defs {
         c.check_probe(p);
     }
