@@ -95,6 +95,15 @@ fn functions_and_recursion() {
 }
 
 #[test]
+fn string_function_without_return_gives_empty_string() {
+    let e = env(
+        "function f(x) { if (x) return \"yes\" }\nprobe begin { print(f(1), f(0), strlen(f(0))) }",
+    );
+    assert_eq!(e.run(0).0, 0);
+    assert_eq!(e.output(), "yes  0\n");
+}
+
+#[test]
 fn recursion_is_bounded_by_maxnesting() {
     let src = "function down(n) {\n  if (n < 0) return 0\n  return down(n + 1)\n}\nprobe begin { print(down(0)) }";
     let e = env_with(src, &["MAXNESTING=5", "MAXACTION=100000"]);

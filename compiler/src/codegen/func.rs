@@ -272,9 +272,13 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
     /// Fill in `exit` and `error_exit` and finish the function.
     pub(crate) fn finish(mut self, body_falls_through: bool) {
         if body_falls_through {
-            let z = self.iconst(0);
+            // Falling off the end returns 0, or the (empty) result buffer of a string function.
+            let v = match self.kind {
+                Kind::Function { ret_buf: Some(b) } => b,
+                _ => self.iconst(0),
+            };
             let e = self.exit;
-            self.jump(e, &[z]);
+            self.jump(e, &[v]);
         }
         self.b.switch_to_block(self.exit);
         let v = self.b.block_params(self.exit)[0];

@@ -13,6 +13,7 @@
 mod expr;
 mod func;
 mod helpers;
+pub mod host;
 pub mod jit;
 pub mod meta;
 mod stmt;
@@ -207,6 +208,10 @@ pub fn compile<M: Module>(
                 params[0],
                 Kind::Function { ret_buf },
             );
+            if let Some(rb) = ret_buf {
+                let z = t.b.ins().iconst(cranelift_codegen::ir::types::I8, 0);
+                t.b.ins().store(func::flags(), z, rb, 0);
+            }
             t.declare_locals(&f.locals);
             for (k, &a) in args.iter().enumerate() {
                 match (t.locals[k], f.locals[k].ty) {

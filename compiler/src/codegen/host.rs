@@ -1,0 +1,138 @@
+//! The ptap side of a compiled script: the session's globals area, the
+//! probes that run in ptap (begin, end, timers) and the end-of-run report
+//! of globals written but never read. The driver calls these; the target
+//! side is `ptap_rt::script::attach`.
+
+use std::sync::atomic::Ordering;
+
+use ptap_rt::script::ctx::ProbeCtx;
+use ptap_rt::script::globals::{self, Globals};
+use ptap_rt::script::meta::{GlobalKind, InitValue, Meta, PointKind};
+use ptap_rt::session::Session;
+
+use super::jit::Jit;
+
+/// Bytes the session memfd needs for `meta`'s module: control block, ring,
+/// then the globals area.
+pub fn session_size(ring_size: usize, meta: &Meta) -> usize {
+    globals::offset_in_session(ring_size) + meta.globals_size as usize
+}
+
+/// The globals area of a session whose mapping is [`session_size`] bytes.
+///
+/// # Safety
+/// The mapping of `s` must be at least `session_size(s.ring_size(), meta)` bytes.
+pub unsafe fn globals_of(s: &Session) -> Globals {
+    // SAFETY: caller contract; the offset is 8-aligned (ring sizes are powers of two).
+    unsafe { Globals::from_raw(s.base().add(globals::offset_in_session(s.ring_size()))) }
+}
+
+/// Initialise a zeroed globals area: header, then each initial value.
+pub fn init_globals(g: &Globals, meta: &Meta, target_pid: i32) {
+    g.init(meta.globals_size, target_pid);
+    let cap = meta.limits.maxstringlen as usize + 1;
+    for gl in &meta.globals {
+        match (&gl.init, gl.kind) {
+            (Some(InitValue::Long(v)), GlobalKind::Long) => {
+                g.long(gl.offset).store(*v, Ordering::Relaxed)
+            }
+            (Some(InitValue::Str(s)), GlobalKind::Str) => {
+                let mut b: Vec<u8> = s.bytes().take(cap - 1).collect();
+                b.push(0);
+                // SAFETY: a string slot of capacity `cap`; b is NUL-terminated.
+                unsafe { g.store_str(gl.offset, cap, b.as_ptr()) };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Tell the globals the target's pid (`target()`), once known.
+pub fn set_target(g: &Globals, pid: i32) {
+    g.header().target_pid.store(pid, Ordering::Relaxed);
+}
+
+/// Which ptap-side points to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Begin,
+    End,
+    /// One timer point: (probe, point).
+    Timer(usize, usize),
+}
+
+/// Every timer point: (probe, point, period in ns).
+pub fn timers(meta: &Meta) -> Vec<(usize, usize, u64)> {
+    let mut v = Vec::new();
+    for (pi, p) in meta.probes.iter().enumerate() {
+        for (qi, pt) in p.points.iter().enumerate() {
+            if let PointKind::Timer(ns) = pt.kind {
+                v.push((pi, qi, ns));
+            }
+        }
+    }
+    v
+}
+
+/// Run the begin / end / one timer probe(s) in ptap, in script order.
+/// Errors are written to the ring as error records (like the target's).
+/// Returns the number of handlers that failed.
+pub fn run_probes(jit: &Jit, which: Which, session: &Session, g: &Globals) -> usize {
+    let meta = &jit.compiled.meta;
+    let mut failed = 0;
+    for (pi, p) in meta.probes.iter().enumerate() {
+        for (qi, pt) in p.points.iter().enumerate() {
+            let hit = match which {
+                Which::Begin => pt.kind == PointKind::Begin,
+                Which::End => pt.kind == PointKind::End,
+                Which::Timer(a, b) => (a, b) == (pi, qi),
+            };
+            let Some(h) = jit.handler(pi).filter(|_| hit) else {
+                continue;
+            };
+            let maxaction = i64::try_from(meta.limits.maxaction).unwrap_or(i64::MAX);
+            let mut ctx = ProbeCtx::new(std::ptr::null_mut(), g.base(), session.base(), maxaction);
+            ctx.probe = pi as u32;
+            ctx.point = qi as u32;
+            ctx.pp = pt.text.as_ptr();
+            ctx.pp_len = pt.text.len() as u64;
+            // SAFETY: a JIT handler of this module; ctx points to the live
+            // session and globals; no registers (the checker allows no
+            // register access in begin/end/timer probes).
+            if unsafe { ptap_rt::script::run_handler(h, &mut ctx) } != 0 {
+                failed += 1;
+            }
+        }
+    }
+    failed
+}
+
+/// Globals written but never read, as LANGUAGE.md prints them at the end
+/// (`name=value`, one per line; strings quoted as SystemTap does).
+pub fn unread_globals(meta: &Meta, g: &Globals) -> String {
+    let cap = meta.limits.maxstringlen as usize + 1;
+    let mut out = String::new();
+    for gl in meta.globals.iter().filter(|gl| gl.written && !gl.read) {
+        match gl.kind {
+            GlobalKind::Long => out.push_str(&format!(
+                "{}={}\n",
+                gl.name,
+                g.long(gl.offset).load(Ordering::SeqCst)
+            )),
+            GlobalKind::Str => {
+                out.push_str(&format!("{}=\"{}\"\n", gl.name, g.read_str(gl.offset, cap)))
+            }
+        }
+    }
+    out
+}
+
+/// Runtime errors counted in the globals header (all processes).
+pub fn errors(g: &Globals) -> u64 {
+    g.header().errors.load(Ordering::Relaxed)
+}
+
+/// `exit()` was called by some handler.
+pub fn exit_requested(g: &Globals) -> bool {
+    g.header().exit.load(Ordering::Acquire) != 0
+}

@@ -1,0 +1,51 @@
+//! The ptap side: session sizing, initial values, begin/end/timer probes,
+//! the unread-globals report, exit().
+mod codegen_support;
+use codegen_support::*;
+use ptap_compiler::codegen::host::{self, Which};
+
+#[test]
+fn begin_end_timer_and_report() {
+    let e = env("global start = 5, label = \"go\", hits, last\n\
+         probe begin { printf(\"%s %d\\n\", label, start) }\n\
+         probe timer.ms(100) { hits++; last = \"t\" }\n\
+         probe end { print(start + hits); exit() }");
+    let meta = &e.jit.compiled.meta;
+    assert_eq!(
+        host::session_size(RING, meta),
+        ptap_rt::script::globals::offset_in_session(RING) + meta.globals_size as usize
+    );
+    host::init_globals(&e.globals, meta, 77);
+    assert_eq!(host::timers(meta), vec![(1, 0, 100_000_000)]);
+    assert_eq!(
+        host::run_probes(&e.jit, Which::Begin, &e.session, &e.globals),
+        0
+    );
+    for _ in 0..3 {
+        host::run_probes(&e.jit, Which::Timer(1, 0), &e.session, &e.globals);
+    }
+    assert!(!host::exit_requested(&e.globals));
+    assert_eq!(
+        host::run_probes(&e.jit, Which::End, &e.session, &e.globals),
+        0
+    );
+    assert!(host::exit_requested(&e.globals));
+    assert_eq!(e.output(), "go 5\n8\n");
+    assert_eq!(host::unread_globals(meta, &e.globals), "last=\"t\"\n");
+    assert_eq!(host::errors(&e.globals), 0);
+}
+
+#[test]
+fn end_probe_errors_are_counted() {
+    let e = env("global z\nprobe end { print(1 / z) }");
+    host::init_globals(&e.globals, &e.jit.compiled.meta, 1);
+    assert_eq!(
+        host::run_probes(&e.jit, Which::End, &e.session, &e.globals),
+        1
+    );
+    assert_eq!(host::errors(&e.globals), 1);
+    assert_eq!(
+        e.output(),
+        "ERROR: division by 0 near `1 / z` at t.pt:2:19 in probe end\n"
+    );
+}
