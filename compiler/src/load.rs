@@ -208,6 +208,9 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
             format!("/proc/{}/fd/{}", std::process::id(), owned.fd),
         )
         .env(session::ENV_MODULE, &module);
+    if opts.verbose > 0 {
+        command.env("PTAP_VERBOSE", opts.verbose.to_string());
+    }
     // SAFETY: setpgid is async-signal-safe; runs in the child before exec.
     unsafe {
         command.pre_exec(|| {

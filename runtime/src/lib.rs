@@ -23,6 +23,7 @@ pub mod session;
 pub mod signals;
 pub mod symbols;
 pub mod sys;
+pub mod syscall;
 pub mod threads;
 pub mod trap;
 pub mod unwind;

@@ -103,6 +103,9 @@ extern "C" fn ptap_rt_ctor() {
         diag("ptap: cannot allocate the thread table; runtime disabled\n");
         return;
     }
+    if std::env::var_os("PTAP_VERBOSE").is_some() {
+        probes::VERBOSE.store(true, Ordering::Relaxed);
+    }
     signals::prime();
     crate::helpers::init_execname();
     trap::install();
@@ -119,6 +122,7 @@ extern "C" fn ptap_rt_ctor() {
     if sess.is_some() {
         spawn_control_thread();
     }
+    crate::syscall::runtime_ready(); // syscall probes: arm this thread now that start-up is done
 }
 
 fn load_module(path: &str) {
@@ -168,6 +172,7 @@ pub fn shutdown() {
     if SHUT.swap(true, Ordering::AcqRel) {
         return;
     }
+    crate::syscall::shutdown(); // syscall probes: no thread traps from here on
     let c = MODULE_CLEANUP.swap(0, Ordering::AcqRel);
     if c != 0 {
         // SAFETY: cleanup_module is `void cleanup_module(void)`.
@@ -200,6 +205,7 @@ extern "C" fn fork_child() {
 }
 
 fn spawn_control_thread() {
+    let _untraced = crate::syscall::Untraced::new(); // syscall probes: do not arm the runtime's own thread
     let r = std::thread::Builder::new()
         .name("ptap-ctl".into())
         .stack_size(64 * 1024)

@@ -420,10 +420,14 @@ fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
         let name = unsafe { std::ffi::CStr::from_ptr(sym) }
             .to_string_lossy()
             .into_owned();
-        let f = symbols::lookup(&name).ok_or(ENOENT)?;
+        let f = symbols::lookup(&name).ok_or_else(|| {
+            set_last_error(format!("unknown symbol `{name}`"));
+            ENOENT
+        })?;
         (f.addr + off, f.func, f.size)
     } else {
         if !sym.is_null() {
+            set_last_error("both addr and symbol_name are set".into());
             return Err(EINVAL);
         }
         (addr, 0, 0)
@@ -432,8 +436,14 @@ fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
     if symbols::executable(idx, addr).is_none() {
         idx = symbols::build();
     }
-    let obj = symbols::executable(idx, addr).ok_or(EINVAL)?;
+    let obj = symbols::executable(idx, addr).ok_or_else(|| {
+        set_last_error(format!(
+            "{addr:#x} is not in the executable code of a loaded object"
+        ));
+        EINVAL
+    })?;
     if obj.is_runtime {
+        set_last_error(format!("{addr:#x} is inside the ptap runtime itself"));
         return Err(EINVAL);
     }
     let seg_end = obj
@@ -451,7 +461,11 @@ fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
         }
     }
     if func != 0 && size > 0 && addr >= func + size {
-        return Err(EINVAL); // offset beyond the function
+        set_last_error(format!(
+            "offset {:#x} is beyond the end of the function",
+            addr - func
+        ));
+        return Err(EINVAL);
     }
     Ok((addr, func, size, seg_end))
 }
@@ -472,7 +486,93 @@ fn set_last_error(s: String) {
     }
 }
 
+/// Verbose registration reports (`ptap load -v` sets PTAP_VERBOSE).
+pub static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+fn kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::K => "register_kprobe",
+        EntryKind::J(_) => "register_jprobe",
+        EntryKind::R(_) => "register_kretprobe",
+    }
+}
+
+/// How the user named the probe point: "sym+0xoff" or the address.
+fn describe(kp: *mut Kprobe) -> String {
+    // SAFETY: kp is the user's (non-NULL) struct; symbol_name is a C string.
+    unsafe {
+        if !(*kp).symbol_name.is_null() {
+            let n = std::ffi::CStr::from_ptr((*kp).symbol_name).to_string_lossy();
+            return if (*kp).offset != 0 {
+                format!("{n}+{:#x}", (*kp).offset)
+            } else {
+                n.into_owned()
+            };
+        }
+        let mut data = [0u8; 256];
+        let mut b = crate::fmt::Buf {
+            data: &mut data,
+            len: 0,
+        };
+        symbols::symbolize((*kp).addr as u64, &mut b);
+        String::from_utf8_lossy(b.as_bytes()).into_owned()
+    }
+}
+
 fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
+    if kp.is_null() {
+        return -EINVAL;
+    }
+    set_last_error(String::new());
+    let r = register_entry_inner(kp, kind);
+    if r < 0 {
+        let why = LAST_ERROR.lock().map(|g| g.clone()).unwrap_or_default();
+        let why = if !why.is_empty() {
+            why
+        } else {
+            match -r {
+                EEXIST => "this struct is already registered".into(),
+                EBUSY => "a jprobe is already on this function".into(),
+                ENOMEM => "no room for an out-of-line slot near the address".into(),
+                _ => "refused".into(),
+            }
+        };
+        crate::output::diag(
+            format!("ptap: {}({}): {why} ({r})\n", kind_name(kind), describe(kp)).as_bytes(),
+        );
+    } else if VERBOSE.load(Ordering::Relaxed) {
+        report_site(kp, kind);
+    }
+    r
+}
+
+/// `ptap load -v`: how a registered probe is placed.
+fn report_site(kp: *mut Kprobe, kind: EntryKind) {
+    // SAFETY: registered kprobe.
+    let addr = unsafe { (*kp).addr } as u64;
+    let msg = with_reg(|reg| {
+        let site = *reg.sites.get(&addr)?;
+        // SAFETY: registry sites are live.
+        let s = unsafe { &*site };
+        let insn = ptap_arch::decode::disassemble(&s.orig[..s.prep.insn_len as usize], addr);
+        let how = match (s.prep.kind, s.post_slot) {
+            (Kind::Emulate(_), _) => "emulated".to_string(),
+            (Kind::Slot, 0) => format!("slot {:#x} (boosted; post_handler single-stepped)", s.slot),
+            (Kind::Slot, p) => format!("slot {:#x} (boosted), post slot {p:#x}", s.slot),
+        };
+        Some(format!(
+            "ptap: {} {} at {addr:#x}: `{insn}` {how}, {} probe(s) here\n",
+            kind_name(kind),
+            describe(kp),
+            s.probes.len()
+        ))
+    });
+    if let Some(m) = msg {
+        crate::output::diag(m.as_bytes());
+    }
+}
+
+fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
     if kp.is_null() {
         return -EINVAL;
     }

@@ -21,7 +21,8 @@ pub const SIGTRAP: i32 = 5;
 pub const SIGBUS: i32 = 7;
 pub const SIGFPE: i32 = 8;
 pub const SIGSEGV: i32 = 11;
-pub const MANAGED: [i32; 5] = [SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE];
+// SIGSYS: syscall probes (runtime/src/syscall/) trap with it; it must never be blocked or displaced.
+pub const MANAGED: [i32; 6] = [SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE, crate::syscall::handler::SIGSYS];
 
 pub fn managed(sig: i32) -> bool {
     MANAGED.contains(&sig)

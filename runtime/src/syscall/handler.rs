@@ -325,10 +325,13 @@ fn perform(nr: usize, mut a: [u64; 6], uc: *mut Uc, slot: Option<&'static table:
             Some(raw(nr, &a))
         }
         NR_PSELECT6 => {
-            let mut d = [0u64; 2];
-            if a[5] != 0 {
+            let mut d = if a[5] != 0 {
                 // SAFETY: the target's {sigset_t *, size_t} argument.
-                d = unsafe { core::ptr::read_volatile(a[5] as *const [u64; 2]) };
+                unsafe { core::ptr::read_volatile(a[5] as *const [u64; 2]) }
+            } else {
+                [0u64; 2]
+            };
+            if a[5] != 0 {
                 d[0] = strip(d[0], d[1], &mut m);
                 a[5] = d.as_ptr() as u64;
             }
@@ -392,10 +395,14 @@ fn sigaction(a: [u64; 6]) -> i64 {
         return 0;
     }
     let mut b = a;
-    let mut copy = sys::KSigaction::default();
-    if a[1] != 0 && a[3] == 8 {
+    let rewrite = a[1] != 0 && a[3] == 8;
+    let mut copy = if rewrite {
         // SAFETY: the target's kernel sigaction.
-        copy = unsafe { core::ptr::read_volatile(a[1] as *const sys::KSigaction) };
+        unsafe { core::ptr::read_volatile(a[1] as *const sys::KSigaction) }
+    } else {
+        sys::KSigaction::default()
+    };
+    if rewrite {
         copy.mask &= !managed_mask();
         b[1] = &copy as *const sys::KSigaction as u64;
     }

@@ -239,12 +239,9 @@ pub unsafe fn register(p: *mut SyscallProbe) -> i32 {
         else {
             return -ENOSPC;
         };
-        for w in 0..WORDS {
-            r.entry[w].store(
-                if entry.is_some() { mask[w] } else { 0 },
-                Ordering::Relaxed,
-            );
-            r.ret[w].store(if ret.is_some() { mask[w] } else { 0 }, Ordering::Relaxed);
+        for (w, m) in mask.iter().enumerate() {
+            r.entry[w].store(if entry.is_some() { *m } else { 0 }, Ordering::Relaxed);
+            r.ret[w].store(if ret.is_some() { *m } else { 0 }, Ordering::Relaxed);
         }
         // SAFETY: caller contract; private[0] is runtime-owned.
         unsafe { (*p).private[0] = (idx + 1) as *mut c_void };
