@@ -318,7 +318,8 @@ impl Tok {
 /// What went wrong while lexing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LexErrorKind {
-    UnexpectedChar(char),
+    /// One or more adjacent characters that start no token.
+    UnexpectedChars(String),
     UnterminatedString,
     UnterminatedComment,
     BadEscape(String),
@@ -349,9 +350,20 @@ pub fn lex(src: &str, file: FileId) -> (Vec<Spanned>, Vec<LexError>) {
         let raw = match raw {
             Ok(raw) => raw,
             Err(()) => {
-                let c = text.chars().next().unwrap_or('?');
+                // Adjacent bad characters make one error.
+                if let Some(LexError {
+                    kind: LexErrorKind::UnexpectedChars(t),
+                    span: prev,
+                }) = errs.last_mut()
+                {
+                    if prev.end == span.start {
+                        t.push_str(text);
+                        prev.end = span.end;
+                        continue;
+                    }
+                }
                 errs.push(LexError {
-                    kind: LexErrorKind::UnexpectedChar(c),
+                    kind: LexErrorKind::UnexpectedChars(text.to_string()),
                     span,
                 });
                 continue;

@@ -207,8 +207,12 @@ impl crate::diag::ToDiagnostic for ParseError {
         match self {
             ParseError::Lex(e) => {
                 let (msg, label) = match &e.kind {
-                    K::UnexpectedChar(c) => (
-                        format!("unexpected character '{}'", c.escape_debug()),
+                    K::UnexpectedChars(t) => (
+                        if t.chars().count() == 1 {
+                            format!("unexpected character '{}'", t.escape_debug())
+                        } else {
+                            format!("unexpected characters '{}'", t.escape_debug())
+                        },
                         "not part of any token",
                     ),
                     K::UnterminatedString => {
