@@ -233,6 +233,17 @@ fn registration_error_codes() {
         assert_eq!(out.value(k), Some(v), "{k}: {out:?}");
     }
     assert!(out.stdout.contains("cleanup\n"), "{out:?}");
+    // Each refusal is explained on stderr.
+    for why in [
+        "ptap: register_kprobe(no_such_function_xyz): unknown symbol `no_such_function_xyz` (-2)\n",
+        "address is not on an instruction boundary (-84)\n",
+        "is inside the ptap runtime itself (-22)\n",
+        "is not in the executable code of a loaded object (-22)\n",
+        "ptap: register_kprobe(work): this struct is already registered (-17)\n",
+        "ptap: register_kprobe(work): both addr and symbol_name are set (-22)\n",
+    ] {
+        assert!(out.stderr.contains(why), "{why}: {out:?}");
+    }
 }
 
 #[test]
