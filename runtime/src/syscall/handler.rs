@@ -289,7 +289,12 @@ fn strip(ptr: u64, size: u64, buf: &mut u64) -> u64 {
 
 /// Perform system call `nr` for the target. None when the context was
 /// redirected instead (rax must not be overwritten).
-fn perform(nr: usize, mut a: [u64; 6], uc: *mut Uc, slot: Option<&'static table::Slot>) -> Option<i64> {
+fn perform(
+    nr: usize,
+    mut a: [u64; 6],
+    uc: *mut Uc,
+    slot: Option<&'static table::Slot>,
+) -> Option<i64> {
     let mut m = 0u64;
     match nr {
         NR_RT_SIGRETURN => {
@@ -347,7 +352,12 @@ fn perform(nr: usize, mut a: [u64; 6], uc: *mut Uc, slot: Option<&'static table:
                 };
                 // SAFETY: reading the current alternate stack into a local.
                 unsafe {
-                    sys::syscall3(NR_SIGALTSTACK, 0, &mut cur as *mut libc::stack_t as usize, 0);
+                    sys::syscall3(
+                        NR_SIGALTSTACK,
+                        0,
+                        &mut cur as *mut libc::stack_t as usize,
+                        0,
+                    );
                     (*uc).uc_stack = cur;
                 }
             }

@@ -272,10 +272,7 @@ pub unsafe fn unregister(p: *mut SyscallProbe) {
     let remaining;
     {
         let _l = Locked::take();
-        let Some(r) = REGS
-            .iter()
-            .find(|r| r.probe.load(Ordering::Acquire) == p)
-        else {
+        let Some(r) = REGS.iter().find(|r| r.probe.load(Ordering::Acquire) == p) else {
             return;
         };
         r.probe.store(core::ptr::null_mut(), Ordering::Release);
@@ -366,7 +363,11 @@ fn find_exempt() -> bool {
     }
     let me = handler::on_sigsys as *const () as u64;
     let mut found = (0u64, 0u64);
-    unsafe extern "C" fn cb(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+    unsafe extern "C" fn cb(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
         // SAFETY: dl_iterate_phdr hands valid info; data is our (u64, u64, u64).
         unsafe {
             let out = &mut *(data as *mut (u64, u64, u64));
