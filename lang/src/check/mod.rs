@@ -3,7 +3,7 @@
 //!
 //! * `resolve.rs` - globals, locals, functions (with stdlib on demand);
 //! * `infer.rs`   - type slots and unification;
-//! * `expr.rs` / `stmt.rs` - one `check_*` per construct;
+//! * `expr.rs` / `calls.rs` / `stmt.rs` - one `check_*` per construct;
 //! * `context.rs` - what each probe point allows;
 //! * `finalize.rs` - unresolved types, callee needs, writing types back.
 use std::collections::HashMap;
@@ -16,6 +16,7 @@ use crate::points::Caps;
 use crate::sources::Sources;
 use crate::span::Span;
 
+mod calls;
 mod context;
 pub mod errors;
 mod expr;

@@ -1,0 +1,381 @@
+//! Calls: script and stdlib functions, builtins, printf/sprintf, and the
+//! `@` forms (`@entry`, aggregate extractors, histograms).
+use super::infer::{mk, ty_of, Ty};
+use super::{CheckError, Checker, Need, Scope, ScopeKind, Shape};
+use crate::ast::{self, ExprKind as A, Ident};
+use crate::builtins::{self, Builtin, Needs, Params};
+use crate::checked::{AggTarget, Expr, ExprKind, FormatFn, HistKind, ScalarType, StatOp, Type};
+use crate::diag;
+use crate::span::Span;
+
+fn scalar(t: ScalarType) -> Type {
+    match t {
+        ScalarType::Long => Type::Long,
+        ScalarType::String => Type::String,
+    }
+}
+
+/// An integer literal, possibly negated.
+fn const_int(e: &ast::Expr) -> Option<i64> {
+    match &e.kind {
+        A::Num(n) => Some(*n),
+        A::Unary {
+            op: ast::UnOp::Neg,
+            operand,
+        } => const_int(operand).map(i64::wrapping_neg),
+        _ => None,
+    }
+}
+
+impl Checker<'_> {
+    pub(super) fn record_call(&mut self, scope: &mut Scope, f: usize, span: Span) {
+        match scope.kind {
+            ScopeKind::Probe { .. } => scope.calls.push((f, span)),
+            ScopeKind::Function(cur) => self.funcs[cur].calls.push((f, span)),
+        }
+    }
+
+    pub(super) fn call(
+        &mut self,
+        scope: &mut Scope,
+        name: &Ident,
+        args: &[ast::Expr],
+        span: Span,
+    ) -> Expr {
+        let n = name.name.as_str();
+        if n == "printf" || n == "sprintf" {
+            return self.format_call(scope, n, args, span);
+        }
+        if let Some(b) = builtins::lookup(n) {
+            return self.builtin(scope, b, args, span);
+        }
+        if let Some(f) = self.function(n) {
+            let params = self.funcs[f].params.clone();
+            if args.len() != params.len() {
+                let decl = Some(self.funcs[f].def.name.span);
+                self.err(CheckError::WrongArgCount {
+                    span,
+                    name: n.to_string(),
+                    expected: params.len().to_string(),
+                    found: args.len(),
+                    decl,
+                });
+            }
+            let mut checked = Vec::new();
+            for (i, a) in args.iter().enumerate() {
+                let x = self.value(scope, a);
+                if let Some(&p) = params.get(i) {
+                    self.unify_report(ty_of(&x), Ty::V(p), x.span);
+                }
+                checked.push(x);
+            }
+            self.record_call(scope, f, span);
+            let ty = self.funcs[f].ret.map_or(Ty::K(Type::Void), Ty::V);
+            return mk(
+                ExprKind::Call {
+                    func: f,
+                    args: checked,
+                },
+                ty,
+                span,
+            );
+        }
+        let names = self.callable_names();
+        let suggestion = diag::suggest(n, names.iter().map(String::as_str)).map(str::to_string);
+        self.err(CheckError::UnknownFunction {
+            span: name.span,
+            name: n.to_string(),
+            suggestion,
+        });
+        mk(ExprKind::Long(0), Ty::K(Type::Long), span)
+    }
+
+    pub(super) fn builtin(
+        &mut self,
+        scope: &mut Scope,
+        b: &builtins::BuiltinInfo,
+        args: &[ast::Expr],
+        span: Span,
+    ) -> Expr {
+        let what = format!("`{}()`", b.name);
+        match b.needs {
+            Needs::Anywhere => true,
+            Needs::Target => self.need(scope, Need::Target, span, &what),
+            Needs::Syscall => self.need(scope, Need::Syscall, span, &what),
+            Needs::GuruTarget => {
+                self.need_guru(span, &what) && self.need(scope, Need::Target, span, &what)
+            }
+        };
+        let mut checked = Vec::new();
+        match b.params {
+            Params::Fixed(types) => {
+                if args.len() != types.len() {
+                    self.err(CheckError::WrongArgCount {
+                        span,
+                        name: b.name.to_string(),
+                        expected: types.len().to_string(),
+                        found: args.len(),
+                        decl: None,
+                    });
+                }
+                for (a, t) in args.iter().zip(types.iter()) {
+                    checked.push(self.expect(scope, a, scalar(*t)));
+                }
+                if matches!(b.builtin, Builtin::Register | Builtin::SetRegister) {
+                    if let Some(a) = args.first() {
+                        self.register_name(a);
+                    }
+                }
+            }
+            Params::Values => {
+                for a in args {
+                    let x = self.expr(scope, a);
+                    let bad = x.slot.is_none()
+                        && (x.ty == Type::Void
+                            || (x.ty == Type::Hist && b.builtin != Builtin::Print));
+                    if bad {
+                        self.err(CheckError::NoValue {
+                            span: a.span,
+                            what: "this expression".into(),
+                        });
+                    }
+                    checked.push(x);
+                }
+            }
+        }
+        mk(
+            ExprKind::Builtin {
+                func: b.builtin,
+                args: checked,
+            },
+            Ty::K(b.ret),
+            span,
+        )
+    }
+
+    pub(super) fn register_name(&mut self, a: &ast::Expr) {
+        match &a.kind {
+            A::Str(r) if builtins::REGISTERS.contains(&r.as_str()) => {}
+            A::Str(r) => {
+                let suggestion = diag::suggest(r, builtins::REGISTERS.iter().copied());
+                self.err(CheckError::BadRegister {
+                    span: a.span,
+                    name: r.clone(),
+                    suggestion,
+                });
+            }
+            _ => self.err(CheckError::RegisterNotLiteral { span: a.span }),
+        }
+    }
+
+    pub(super) fn format_call(
+        &mut self,
+        scope: &mut Scope,
+        n: &str,
+        args: &[ast::Expr],
+        span: Span,
+    ) -> Expr {
+        let func = if n == "printf" {
+            FormatFn::Printf
+        } else {
+            FormatFn::Sprintf
+        };
+        let ret = if func == FormatFn::Printf {
+            Type::Void
+        } else {
+            Type::String
+        };
+        let Some(first) = args.first() else {
+            self.err(CheckError::WrongArgCount {
+                span,
+                name: n.to_string(),
+                expected: "at least 1".into(),
+                found: 0,
+                decl: None,
+            });
+            return mk(ExprKind::Long(0), Ty::K(ret), span);
+        };
+        let rest = &args[1..];
+        let format = match &first.kind {
+            A::Str(s) => match crate::printf::parse(s) {
+                Ok(f) => Some(f),
+                Err(error) => {
+                    self.err(CheckError::Format {
+                        span: first.span,
+                        error,
+                    });
+                    None
+                }
+            },
+            _ => {
+                self.err(CheckError::FormatNotLiteral { span: first.span });
+                None
+            }
+        };
+        let Some(format) = format else {
+            for a in rest {
+                self.value(scope, a);
+            }
+            return mk(ExprKind::Long(0), Ty::K(ret), span);
+        };
+        let specs: Vec<_> = format.specs().copied().collect();
+        if specs.len() != rest.len() {
+            self.err(CheckError::FormatArgCount {
+                span,
+                expected: specs.len(),
+                found: rest.len(),
+            });
+        }
+        let mut checked = Vec::new();
+        for (i, a) in rest.iter().enumerate() {
+            let x = match specs.get(i) {
+                Some(s) if s.conv.wants_string() => self.expect(scope, a, Type::String),
+                Some(_) => self.expect(scope, a, Type::Long),
+                None => self.value(scope, a),
+            };
+            checked.push(x);
+        }
+        mk(
+            ExprKind::Format {
+                func,
+                format,
+                args: checked,
+            },
+            Ty::K(ret),
+            span,
+        )
+    }
+
+    /// The statistics `e` names (a global or a global array element).
+    pub(super) fn agg_target(
+        &mut self,
+        scope: &mut Scope,
+        e: &ast::Expr,
+        at: Span,
+    ) -> Option<AggTarget> {
+        match &e.kind {
+            A::Name(id) if self.global(&id.name).is_some() => {
+                let g = self.global(&id.name)?;
+                self.use_shape(g, Shape::Scalar, e.span);
+                let slot = self.globals[g].value;
+                self.unify_report(Ty::V(slot), Ty::K(Type::Stats), at);
+                Some(AggTarget::Global(g))
+            }
+            A::Index { array, keys } if self.global(&array.name).is_some() => {
+                let g = self.global(&array.name)?;
+                let keys: Vec<Expr> = keys.iter().map(|k| self.value(scope, k)).collect();
+                self.array_keys(g, &keys, e.span);
+                let slot = self.globals[g].value;
+                self.unify_report(Ty::V(slot), Ty::K(Type::Stats), at);
+                Some(AggTarget::Element { global: g, keys })
+            }
+            _ => {
+                self.err(CheckError::AggregateTarget { span: e.span });
+                None
+            }
+        }
+    }
+
+    pub(super) fn at_call(
+        &mut self,
+        scope: &mut Scope,
+        name: &Ident,
+        args: &[ast::Expr],
+        span: Span,
+    ) -> Expr {
+        let n = name.name.as_str();
+        let bad = mk(ExprKind::Long(0), Ty::K(Type::Long), span);
+        let want = match n {
+            "entry" | "count" | "sum" | "min" | "max" | "avg" | "hist_log" => 1,
+            "hist_linear" => 4,
+            _ => {
+                let suggestion = diag::suggest(n, builtins::AT_FUNCTIONS.iter().copied());
+                self.err(CheckError::UnknownAt {
+                    span: name.span,
+                    name: n.to_string(),
+                    suggestion,
+                });
+                return bad;
+            }
+        };
+        if args.len() != want {
+            self.err(CheckError::WrongArgCount {
+                span,
+                name: format!("@{n}"),
+                expected: want.to_string(),
+                found: args.len(),
+                decl: None,
+            });
+            return bad;
+        }
+        if n == "entry" {
+            if scope.in_entry {
+                self.err(CheckError::NestedEntry { span });
+                return bad;
+            }
+            if !self.need_entry(scope, span) {
+                return bad;
+            }
+            scope.in_entry = true;
+            let x = self.value(scope, &args[0]);
+            scope.in_entry = false;
+            let ty = ty_of(&x);
+            scope.entry_exprs.push(x);
+            return mk(ExprKind::Entry(scope.entry_exprs.len() - 1), ty, span);
+        }
+        let Some(target) = self.agg_target(scope, &args[0], span) else {
+            return bad;
+        };
+        let mark_read = |c: &mut Self, t: &AggTarget| {
+            let g = match t {
+                AggTarget::Global(g) | AggTarget::Element { global: g, .. } => *g,
+            };
+            c.globals[g].read = true;
+        };
+        mark_read(self, &target);
+        let op = match n {
+            "count" => StatOp::Count,
+            "sum" => StatOp::Sum,
+            "min" => StatOp::Min,
+            "max" => StatOp::Max,
+            "avg" => StatOp::Avg,
+            "hist_log" => {
+                return mk(
+                    ExprKind::Hist {
+                        kind: HistKind::Log,
+                        target,
+                    },
+                    Ty::K(Type::Hist),
+                    span,
+                )
+            }
+            _ => {
+                let vals: Vec<Option<i64>> = args[1..].iter().map(const_int).collect();
+                let (Some(lo), Some(hi), Some(step)) = (vals[0], vals[1], vals[2]) else {
+                    self.err(CheckError::BadHistArg {
+                        span,
+                        why: "lo, hi and step must be integer literals",
+                    });
+                    return bad;
+                };
+                if step <= 0 || hi <= lo {
+                    self.err(CheckError::BadHistArg {
+                        span,
+                        why: "need lo < hi and step > 0",
+                    });
+                    return bad;
+                }
+                if hi.checked_sub(lo).is_none_or(|d| d / step > 1000) {
+                    self.err(CheckError::BadHistArg {
+                        span,
+                        why: "at most 1000 buckets",
+                    });
+                    return bad;
+                }
+                let kind = HistKind::Linear { lo, hi, step };
+                return mk(ExprKind::Hist { kind, target }, Ty::K(Type::Hist), span);
+            }
+        };
+        mk(ExprKind::Stat { op, target }, Ty::K(Type::Long), span)
+    }
+}
