@@ -162,6 +162,10 @@ pub enum CheckError {
     },
     /// A script without any probe.
     NoProbes,
+    /// `global a[0]`
+    BadCapacity {
+        span: Span,
+    },
     NestedEntry {
         span: Span,
     },
@@ -448,6 +452,8 @@ impl ToDiagnostic for CheckError {
             ReturnValue { span, why } => {
                 diag::error(*why).with_labels(vec![primary(*span, "here")])
             }
+            BadCapacity { span } => diag::error("an array capacity must be at least 1")
+                .with_labels(vec![primary(*span, "capacity 0")]),
             NoProbes => help(
                 diag::error("the script has no probes"),
                 "add one, e.g. `probe begin { print(\"hello\") }`",

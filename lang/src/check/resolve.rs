@@ -55,6 +55,9 @@ impl Checker<'_> {
             written: false,
         };
         if let Some((cap, span)) = g.capacity {
+            if cap == 0 {
+                self.err(CheckError::BadCapacity { span });
+            }
             info.shape = Some((Shape::Array(None), span));
             info.capacity = Some(cap);
         }
