@@ -1,0 +1,245 @@
+//! Syscall probes (issue 5): coverage, arguments and return values,
+//! children, signals, detach — through `ptap load` of C modules that use
+//! runtime/include/ptap/syscalls.h.
+mod support;
+mod support_sys;
+use support::*;
+use support_sys::*;
+
+const MODULE: &str = "tests/targets/sys_mod.c";
+
+fn sys_opens(mode: &str) -> String {
+    format!("{} {mode}", target("sys_opens"))
+}
+
+fn paths(out: &Output) -> Vec<String> {
+    opens(out).into_iter().map(|o| o.3).collect()
+}
+
+#[test]
+fn seed_example_prints_failing_opens_of_cat() {
+    let out = sys_load(
+        "examples/modules/syscall_example.c",
+        "cat /nonexistent",
+        &[],
+        30,
+    );
+    assert_eq!(out.code, Some(1), "cat fails as usual: {out:?}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.ends_with(": open(\"/nonexistent\") returns -2")),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("cat: /nonexistent: No such file or directory"),
+        "cat still prints its own error: {out:?}"
+    );
+}
+
+#[test]
+fn wrappers_fopen_syscall_and_inline_instruction_are_all_seen() {
+    let out = sys_load(MODULE, &sys_opens("basic"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("open=-1 fopen=NULL syscall=-1 inline=-2 ok=1"),
+        "the target's own results are unchanged: {out:?}"
+    );
+    let o = opens(&out);
+    let want = [
+        "/nonexistent/open",
+        "/nonexistent/fopen",
+        "/nonexistent/syscall",
+        "/nonexistent/inline",
+    ];
+    assert_eq!(paths(&out), want, "{out:?}");
+    for (nr, _, _, _, ret) in &o {
+        assert_eq!(*ret, -2, "raw -ENOENT: {out:?}");
+        assert_eq!(*nr, 257, "glibc and the inline call use openat: {out:?}");
+    }
+    assert!(
+        out.stdout.contains("registered again=-17 bad=-22"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("nmissed=0"), "{out:?}");
+}
+
+#[test]
+fn entry_sees_the_syscall_abi_and_ret_the_raw_return() {
+    let out = sys_load(MODULE, &sys_opens("args"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("getppid_ok=1"), "{out:?}");
+    let entry = out
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("getppid entry"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(
+        entry, "getppid entry di=11 si=22 dx=33 r10=44 r8=55 r9=66 orig_ax=110 ax=-38",
+        "{out:?}"
+    );
+    let ret = out
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("getppid ret"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    let (a, b) = ret
+        .strip_prefix("getppid ret ax=")
+        .unwrap()
+        .split_once(" real=")
+        .unwrap();
+    assert_eq!(a, b, "ax is the value the kernel returned: {out:?}");
+}
+
+#[test]
+fn threads_created_while_armed_are_seen() {
+    let out = sys_load(MODULE, &sys_opens("threads 32"), &[], 60);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("threads=32 failed_opens=32"), "{out:?}");
+    let mut p = paths(&out);
+    p.sort();
+    let mut want: Vec<String> = (0..32).map(|i| format!("/nonexistent/t{i}")).collect();
+    want.sort();
+    assert_eq!(p, want, "{out:?}");
+    let pids: std::collections::BTreeSet<i32> = opens(&out).iter().map(|o| o.1).collect();
+    assert_eq!(pids.len(), 1, "threads share the process id: {out:?}");
+}
+
+#[test]
+fn forked_children_are_seen_with_their_own_pid() {
+    let out = sys_load(MODULE, &sys_opens("fork"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let parent = out.get("parent") as i32;
+    let child = out.get("child") as i32;
+    let o = opens(&out);
+    let find = |p: &str| o.iter().find(|x| x.3 == p).map(|x| x.1);
+    assert_eq!(find("/nonexistent/forkchild"), Some(child), "{out:?}");
+    assert_eq!(find("/nonexistent/forkparent"), Some(parent), "{out:?}");
+}
+
+#[test]
+fn exec_children_reattach_through_ld_preload() {
+    let out = sys_load(MODULE, &sys_opens("exec"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let parent = out.get("parent") as i32;
+    let o = opens(&out);
+    let leaf = o
+        .iter()
+        .find(|x| x.3 == "/nonexistent/leaf")
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert_ne!(
+        leaf.1, parent,
+        "the exec'ed child reports its own pid: {out:?}"
+    );
+    assert!(out.stdout.contains("preload=yes"), "{out:?}");
+}
+
+#[test]
+fn exec_without_the_runtime_is_not_killed_by_a_leftover_trap() {
+    let out = sys_load(MODULE, &sys_opens("execclean"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("preload=no"), "{out:?}");
+    assert!(
+        out.stdout.contains("status=0 signaled=0"),
+        "the child ran to completion: {out:?}"
+    );
+    assert!(
+        paths(&out).is_empty(),
+        "nothing traced without the runtime: {out:?}"
+    );
+}
+
+#[test]
+fn eintr_sa_restart_and_syscalls_in_signal_handlers_behave_as_without_probes() {
+    let native = run_cmd(
+        {
+            let mut c = std::process::Command::new(compile("sys_opens"));
+            c.arg("signals");
+            c
+        },
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(native.code, Some(0), "{native:?}");
+    let out = sys_load(MODULE, &sys_opens("signals"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let pick = |o: &Output| -> Vec<String> {
+        o.stdout
+            .lines()
+            .filter(|l| l.starts_with("norestart ") || l.starts_with("restart "))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        pick(&native),
+        [
+            "norestart r=-1 errno=4 handled=1",
+            "restart r=1 errno=0 handled=2 c=x"
+        ],
+        "{native:?}"
+    );
+    assert_eq!(pick(&out), pick(&native), "{out:?}");
+    assert_eq!(
+        paths(&out),
+        ["/nonexistent/inhandler", "/nonexistent/inhandler"],
+        "the open made inside the signal handler is seen each time: {out:?}"
+    );
+}
+
+#[test]
+fn the_runtimes_own_syscalls_are_not_seen() {
+    // The runtime's control thread waits on a futex every second, and
+    // kallsyms_lookup_name (called from a handler) opens ELF files: none of
+    // these may reach the module.
+    let out = sys_load(MODULE, &sys_opens("quiet"), &[("SYS_MOD_LOOKUP", "1")], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("lookup=1"), "{out:?}");
+    assert_eq!(paths(&out), ["/nonexistent/quiet"], "{out:?}");
+    assert_eq!(out.get("futexes"), 0, "{out:?}");
+    assert_eq!(out.get("opens_seen"), 1, "{out:?}");
+}
+
+#[test]
+fn failures_of_two_programs_under_sh_are_reported_with_their_names() {
+    let out = sys_load(
+        MODULE,
+        "sh -c 'head /nope; cat /nada'",
+        &[("SYS_MOD_PREFIX", "/n")],
+        30,
+    );
+    let o = opens(&out);
+    let head = o
+        .iter()
+        .find(|x| x.3 == "/nope")
+        .unwrap_or_else(|| panic!("{out:?}"));
+    let cat = o
+        .iter()
+        .find(|x| x.3 == "/nada")
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!((head.2.as_str(), head.4), ("head", -2), "{out:?}");
+    assert_eq!((cat.2.as_str(), cat.4), ("cat", -2), "{out:?}");
+    assert_ne!(head.1, cat.1, "two processes: {out:?}");
+    assert!(out.stderr.contains("cat: /nada"), "{out:?}");
+}
+
+#[test]
+fn after_detach_no_call_traps_and_the_target_goes_on() {
+    let out = sys_load_interrupt(
+        MODULE,
+        &sys_opens("detach"),
+        std::time::Duration::from_millis(1500),
+        60,
+    );
+    assert!(out.stdout.contains("armed=1"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("detached=1 traps_during_run=1 traps_after=0"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("/nonexistent/beforedetach"), "{out:?}");
+    assert!(
+        !out.stdout.contains("/nonexistent/afterdetach"),
+        "no handler after detach: {out:?}"
+    );
+}

@@ -1,0 +1,128 @@
+//! Support for the syscall-probe tests: build the test module against
+//! ptap/syscalls.h (support::module only tracks kprobes.h), run `ptap load`
+//! with it, and interrupt ptap the way Ctrl-C does.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{build, out_dir, ptap, root, run_cmd, Output};
+
+/// Compile a C module that uses ptap/syscalls.h (path relative to the repo root).
+pub fn sys_module(rel: &str) -> PathBuf {
+    let src = root().join(rel);
+    let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
+    let out = out_dir().join(format!("mod_{stem}.so"));
+    let inc = root().join("runtime/include");
+    let k = inc.join("ptap/kprobes.h");
+    let s = inc.join("ptap/syscalls.h");
+    build(
+        "cc",
+        &src,
+        &out,
+        &[
+            "-O2",
+            "-g",
+            "-shared",
+            "-fPIC",
+            "-pthread",
+            "-I",
+            inc.to_str().unwrap(),
+        ],
+        &[&k, &s],
+    )
+}
+
+fn load_cmd(module: &str, cmd: &str, env: &[(&str, &str)]) -> Command {
+    let m = sys_module(module);
+    let mut c = ptap();
+    c.arg("load").arg(&m).arg("-c").arg(cmd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// `ptap load MODULE -c CMD` (MODULE uses ptap/syscalls.h).
+pub fn sys_load(module: &str, cmd: &str, env: &[(&str, &str)], secs: u64) -> Output {
+    run_cmd(load_cmd(module, cmd, env), Duration::from_secs(secs))
+}
+
+/// Run ptap load, send it SIGINT (Ctrl-C: detach) after `after`, and
+/// collect its output.
+pub fn sys_load_interrupt(module: &str, cmd: &str, after: Duration, secs: u64) -> Output {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut c = load_cmd(module, cmd, &[]);
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = c.spawn().expect("spawn ptap");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    std::thread::sleep(after);
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "timed out\n--- stdout\n{}--- stderr\n{}",
+                t1.join().unwrap(),
+                t2.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        code: status.code(),
+        signal: status.signal(),
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+    }
+}
+
+/// Lines of the test module reporting an open: (nr, pid, comm, path, ret).
+pub fn opens(out: &Output) -> Vec<(u32, i32, String, String, i64)> {
+    out.stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("open nr=")?;
+            let mut nr = 0;
+            let mut pid = 0;
+            let mut comm = String::new();
+            let mut path = String::new();
+            let mut ret = 0;
+            for (i, w) in rest.split_whitespace().enumerate() {
+                if i == 0 {
+                    nr = w.parse().ok()?;
+                } else if let Some(v) = w.strip_prefix("pid=") {
+                    pid = v.parse().ok()?;
+                } else if let Some(v) = w.strip_prefix("comm=") {
+                    comm = v.to_string();
+                } else if let Some(v) = w.strip_prefix("path=") {
+                    path = v.to_string();
+                } else if let Some(v) = w.strip_prefix("ret=") {
+                    ret = v.parse().ok()?;
+                }
+            }
+            Some((nr, pid, comm, path, ret))
+        })
+        .collect()
+}

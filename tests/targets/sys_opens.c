@@ -1,0 +1,209 @@
+/* sys_opens MODE: system calls for the syscall-probe tests.
+ *   basic       open(), fopen(), syscall(SYS_openat) and an inline `syscall`
+ *               instruction, each on its own missing path
+ *   args        getppid through syscall() with six marker arguments
+ *   threads N   N threads made after start-up, each opens /nonexistent/tI
+ *   fork        a forked child opens /nonexistent/forkchild
+ *   exec        a forked child execs this program ("leaf", runtime kept)
+ *   execclean   a forked child execs this program with LD_PRELOAD removed
+ *   leaf        opens /nonexistent/leaf
+ *   quiet       sleeps 1.5 s, then opens /nonexistent/quiet
+ *   signals     a blocking read interrupted by SIGALRM, without then with
+ *               SA_RESTART; the handler opens /nonexistent/inhandler
+ *   detach      calls getpid until the runtime's trap counter stops (ptap
+ *               detached), then checks that no call traps any more
+ *   spin N      N getppid + N getpid calls, ns per call of each
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static long inline_openat(const char *path)
+{
+	long r;
+	register long r10 __asm__("r10") = 0;
+	__asm__ volatile("syscall"
+			 : "=a"(r)
+			 : "0"((long)SYS_openat), "D"((long)AT_FDCWD), "S"(path), "d"((long)O_RDONLY), "r"(r10)
+			 : "rcx", "r11", "memory");
+	return r;
+}
+
+static void *thread_main(void *arg)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/nonexistent/t%ld", (long)arg);
+	int fd = open(path, O_RDONLY);
+	return (void *)(long)fd;
+}
+
+static int run_child(char **argv, int clean)
+{
+	pid_t p = fork();
+	if (p == 0) {
+		if (clean)
+			unsetenv("LD_PRELOAD");
+		execl("/proc/self/exe", argv[0], "leaf", (char *)0);
+		_exit(127);
+	}
+	int st = 0;
+	waitpid(p, &st, 0);
+	printf("child %d status=%d signaled=%d\n", (int)p, WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+	       WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+
+static int pfd[2];
+static volatile int handled, write_in_handler;
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	int saved = errno;
+	handled++;
+	int fd = open("/nonexistent/inhandler", O_RDONLY);
+	(void)fd;
+	if (write_in_handler)
+		write(pfd[1], "x", 1);
+	errno = saved;
+}
+
+static void arm_alarm(int flags)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_alarm;
+	sa.sa_flags = flags;
+	sigaction(SIGALRM, &sa, NULL);
+	struct itimerval it = { { 0, 0 }, { 0, 200000 } };
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+static double now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static unsigned long traps_now(void)
+{
+	static void (*stats)(unsigned long *, unsigned long *);
+	if (!stats)
+		stats = (void (*)(unsigned long *, unsigned long *))dlsym(RTLD_DEFAULT, "ptap_syscall_stats");
+	unsigned long t = 0;
+	if (stats)
+		stats(&t, NULL);
+	return t;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "basic";
+	setvbuf(stdout, NULL, _IONBF, 0);
+	if (!strcmp(mode, "basic")) {
+		int a = open("/nonexistent/open", O_RDONLY);
+		FILE *f = fopen("/nonexistent/fopen", "r");
+		long b = syscall(SYS_openat, AT_FDCWD, "/nonexistent/syscall", O_RDONLY);
+		long c = inline_openat("/nonexistent/inline");
+		int ok = open("/etc/hostname", O_RDONLY);
+		printf("open=%d fopen=%s syscall=%ld inline=%ld ok=%d\n", a, f ? "ok" : "NULL", b, c, ok >= 0);
+	} else if (!strcmp(mode, "args")) {
+		long r = syscall(SYS_getppid, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66);
+		printf("getppid_ok=%d\n", r == getppid());
+	} else if (!strcmp(mode, "threads")) {
+		long n = argc > 2 ? atol(argv[2]) : 4;
+		pthread_t t[64];
+		if (n > 64)
+			n = 64;
+		for (long i = 0; i < n; i++)
+			pthread_create(&t[i], NULL, thread_main, (void *)i);
+		long bad = 0;
+		for (long i = 0; i < n; i++) {
+			void *r;
+			pthread_join(t[i], &r);
+			bad += (long)r == -1;
+		}
+		printf("threads=%ld failed_opens=%ld\n", n, bad);
+	} else if (!strcmp(mode, "fork")) {
+		pid_t p = fork();
+		if (p == 0) {
+			open("/nonexistent/forkchild", O_RDONLY);
+			_exit(0);
+		}
+		waitpid(p, NULL, 0);
+		open("/nonexistent/forkparent", O_RDONLY);
+		printf("parent=%d child=%d\n", (int)getpid(), (int)p);
+	} else if (!strcmp(mode, "exec") || !strcmp(mode, "execclean")) {
+		printf("parent=%d\n", (int)getpid());
+		return run_child(argv, !strcmp(mode, "execclean"));
+	} else if (!strcmp(mode, "leaf")) {
+		int fd = open("/nonexistent/leaf", O_RDONLY);
+		const char *pre = getenv("LD_PRELOAD");
+		printf("leaf pid=%d fd=%d preload=%s\n", (int)getpid(), fd, pre && *pre ? "yes" : "no");
+	} else if (!strcmp(mode, "quiet")) {
+		struct timespec ts = { 1, 500000000 };
+		nanosleep(&ts, NULL);
+		open("/nonexistent/quiet", O_RDONLY);
+		printf("quiet done\n");
+	} else if (!strcmp(mode, "signals")) {
+		char c;
+		pipe(pfd);
+		arm_alarm(0);
+		errno = 0;
+		long r = read(pfd[0], &c, 1);
+		printf("norestart r=%ld errno=%d handled=%d\n", r, errno, handled);
+		write_in_handler = 1;
+		arm_alarm(SA_RESTART);
+		errno = 0;
+		r = read(pfd[0], &c, 1);
+		printf("restart r=%ld errno=%d handled=%d c=%c\n", r, errno, handled, r == 1 ? c : '?');
+	} else if (!strcmp(mode, "detach")) {
+		open("/nonexistent/beforedetach", O_RDONLY);
+		unsigned long start = traps_now(), last = start;
+		double t0 = now_ns(), still = t0;
+		printf("armed=%d\n", start > 0);
+		while (now_ns() - t0 < 20e9) {
+			for (int i = 0; i < 1000; i++)
+				syscall(SYS_getpid);
+			unsigned long t = traps_now();
+			if (t != last) {
+				last = t;
+				still = now_ns();
+			} else if (now_ns() - still > 300e6) {
+				break;
+			}
+		}
+		unsigned long before = traps_now();
+		for (int i = 0; i < 100000; i++)
+			syscall(SYS_getpid);
+		open("/nonexistent/afterdetach", O_RDONLY);
+		printf("detached=%d traps_during_run=%d traps_after=%lu\n", now_ns() - t0 < 20e9, last > start,
+		       traps_now() - before);
+	} else if (!strcmp(mode, "spin")) {
+		long n = argc > 2 ? atol(argv[2]) : 100000;
+		double a = now_ns();
+		for (long i = 0; i < n; i++)
+			syscall(SYS_getppid);
+		double b = now_ns();
+		for (long i = 0; i < n; i++)
+			syscall(SYS_getpid);
+		double c = now_ns();
+		printf("getppid_ns=%.1f getpid_ns=%.1f\n", (b - a) / n, (c - b) / n);
+	} else {
+		fprintf(stderr, "unknown mode %s\n", mode);
+		return 2;
+	}
+	return 0;
+}
