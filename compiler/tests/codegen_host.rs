@@ -18,15 +18,33 @@ fn begin_end_timer_and_report() {
     host::init_globals(&e.globals, meta, 77);
     assert_eq!(host::timers(meta), vec![(1, 0, 100_000_000)]);
     assert_eq!(
-        host::run_probes(&e.jit, Which::Begin, &e.session, &e.globals),
+        host::run_probes(
+            &e.jit.compiled.meta,
+            |i| e.jit.handler(i),
+            Which::Begin,
+            &e.session,
+            &e.globals
+        ),
         0
     );
     for _ in 0..3 {
-        host::run_probes(&e.jit, Which::Timer(1, 0), &e.session, &e.globals);
+        host::run_probes(
+            &e.jit.compiled.meta,
+            |i| e.jit.handler(i),
+            Which::Timer(1, 0),
+            &e.session,
+            &e.globals,
+        );
     }
     assert!(!host::exit_requested(&e.globals));
     assert_eq!(
-        host::run_probes(&e.jit, Which::End, &e.session, &e.globals),
+        host::run_probes(
+            &e.jit.compiled.meta,
+            |i| e.jit.handler(i),
+            Which::End,
+            &e.session,
+            &e.globals
+        ),
         0
     );
     assert!(host::exit_requested(&e.globals));
@@ -40,7 +58,13 @@ fn end_probe_errors_are_counted() {
     let e = env("global z\nprobe end { print(1 / z) }");
     host::init_globals(&e.globals, &e.jit.compiled.meta, 1);
     assert_eq!(
-        host::run_probes(&e.jit, Which::End, &e.session, &e.globals),
+        host::run_probes(
+            &e.jit.compiled.meta,
+            |i| e.jit.handler(i),
+            Which::End,
+            &e.session,
+            &e.globals
+        ),
         1
     );
     assert_eq!(host::errors(&e.globals), 1);
@@ -48,4 +72,17 @@ fn end_probe_errors_are_counted() {
         e.output(),
         "ERROR: division by 0 near `1 / z` at t.pt:2:19 in probe end\n"
     );
+}
+
+#[test]
+fn ptap_side_probes_from_the_loaded_object() {
+    let src = "global n = 41\nprobe begin { n++ }\nprobe end { printf(\"n=%d\\n\", n) }";
+    let e = env(src);
+    let checked = ptap_lang::frontend("t.pt", src, &ptap_lang::Options::default()).unwrap();
+    let m = ptap_rt::script::load::load(&ptap_compiler::emit_object(&checked).unwrap()).unwrap();
+    host::init_globals(&e.globals, &m.meta, 1);
+    let run = |w| host::run_probes(&m.meta, |i| m.handler(i), w, &e.session, &e.globals);
+    assert_eq!(run(Which::Begin), 0);
+    assert_eq!(run(Which::End), 0);
+    assert_eq!(e.output(), "n=42\n");
 }

@@ -5,12 +5,10 @@
 
 use std::sync::atomic::Ordering;
 
-use ptap_rt::script::ctx::ProbeCtx;
+use ptap_rt::script::ctx::{Handler, ProbeCtx};
 use ptap_rt::script::globals::{self, Globals};
 use ptap_rt::script::meta::{GlobalKind, InitValue, Meta, PointKind};
 use ptap_rt::session::Session;
-
-use super::jit::Jit;
 
 /// Bytes the session memfd needs for `meta`'s module: control block, ring,
 /// then the globals area.
@@ -75,10 +73,17 @@ pub fn timers(meta: &Meta) -> Vec<(usize, usize, u64)> {
 }
 
 /// Run the begin / end / one timer probe(s) in ptap, in script order.
+/// `handler(i)` gives probe i's handler: from the module loaded into ptap
+/// (`ptap_rt::script::load::load`, ~0.1 ms) or from a [`super::jit::Jit`].
 /// Errors are written to the ring as error records (like the target's).
 /// Returns the number of handlers that failed.
-pub fn run_probes(jit: &Jit, which: Which, session: &Session, g: &Globals) -> usize {
-    let meta = &jit.compiled.meta;
+pub fn run_probes(
+    meta: &Meta,
+    handler: impl Fn(usize) -> Option<Handler>,
+    which: Which,
+    session: &Session,
+    g: &Globals,
+) -> usize {
     let mut failed = 0;
     for (pi, p) in meta.probes.iter().enumerate() {
         for (qi, pt) in p.points.iter().enumerate() {
@@ -87,9 +92,10 @@ pub fn run_probes(jit: &Jit, which: Which, session: &Session, g: &Globals) -> us
                 Which::End => pt.kind == PointKind::End,
                 Which::Timer(a, b) => (a, b) == (pi, qi),
             };
-            let Some(h) = jit.handler(pi).filter(|_| hit) else {
+            if !hit {
                 continue;
-            };
+            }
+            let Some(h) = handler(pi) else { continue };
             let maxaction = i64::try_from(meta.limits.maxaction).unwrap_or(i64::MAX);
             let mut ctx = ProbeCtx::new(std::ptr::null_mut(), g.base(), session.base(), maxaction);
             ctx.probe = pi as u32;
