@@ -243,3 +243,59 @@ fn after_detach_no_call_traps_and_the_target_goes_on() {
         "no handler after detach: {out:?}"
     );
 }
+
+#[test]
+fn posix_spawn_system_vfork_and_raw_clone_threads_work_and_are_seen() {
+    let out = sys_load(MODULE, &sys_opens("spawn"), &[], 60);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for l in [
+        "posix_spawn=0 status=0",
+        "system=0",
+        "vfork status=0",
+        "rawclone tid>0=1 res=-2",
+    ] {
+        assert!(out.stdout.contains(l), "{l}: {out:?}");
+    }
+    let o = opens(&out);
+    let leaves: std::collections::BTreeSet<i32> = o
+        .iter()
+        .filter(|x| x.3 == "/nonexistent/leaf")
+        .map(|x| x.1)
+        .collect();
+    assert_eq!(leaves.len(), 3, "three exec'ed children: {out:?}");
+    let raw = o
+        .iter()
+        .find(|x| x.3 == "/nonexistent/rawclone")
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(!leaves.contains(&raw.1), "{out:?}");
+}
+
+#[test]
+fn raw_masks_and_sigaltstack_take_effect_and_never_block_the_trap() {
+    let native = run_cmd(
+        {
+            let mut c = std::process::Command::new(compile("sys_opens"));
+            c.arg("masks");
+            c
+        },
+        std::time::Duration::from_secs(20),
+    );
+    let want = "sigprocmask=0 blocked_int=1 sigaltstack=0 same=1 fd=-1";
+    assert!(native.stdout.contains(want), "{native:?}");
+    let out = sys_load(MODULE, &sys_opens("masks"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(want), "{out:?}");
+    assert_eq!(paths(&out), ["/nonexistent/masked"], "{out:?}");
+}
+
+#[test]
+fn thread_churn_while_armed_loses_nothing() {
+    let out = sys_load(MODULE, &sys_opens("churn 50"), &[], 120);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("churn rounds=50 failed_opens=200"),
+        "{out:?}"
+    );
+    assert_eq!(opens(&out).len(), 200, "{out:?}");
+    assert_eq!(out.get("nmissed"), 0, "{out:?}");
+}

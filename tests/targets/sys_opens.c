@@ -13,6 +13,11 @@
  *   detach      calls getpid until the runtime's trap counter stops (ptap
  *               detached), then checks that no call traps any more
  *   spin N      N getppid + N getpid calls, ns per call of each
+ *   spawn       posix_spawn, system() and vfork+exec of this program ("leaf"),
+ *               then a raw clone(CLONE_VM) thread on its own stack
+ *   masks       blocks every signal through the raw rt_sigprocmask system
+ *               call, changes the alternate signal stack, then makes calls
+ *   churn N     N rounds of: make 4 threads that each open, join them
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -27,6 +32,9 @@
 #include <errno.h>
 #include <signal.h>
 #include <sys/time.h>
+#include <spawn.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static long inline_openat(const char *path)
@@ -88,6 +96,21 @@ static void arm_alarm(int flags)
 	sigaction(SIGALRM, &sa, NULL);
 	struct itimerval it = { { 0, 0 }, { 0, 200000 } };
 	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+extern char **environ;
+
+static int raw_child(void *arg)
+{
+	/* Raw syscalls only: this thread has no TLS of its own. */
+	long r;
+	register long r10 __asm__("r10") = 0;
+	__asm__ volatile("syscall"
+			 : "=a"(r)
+			 : "0"((long)SYS_openat), "D"((long)AT_FDCWD), "S"("/nonexistent/rawclone"), "d"(0L), "r"(r10)
+			 : "rcx", "r11", "memory");
+	*(volatile long *)arg = r;
+	return 0;
 }
 
 static double now_ns(void)
@@ -191,6 +214,56 @@ int main(int argc, char **argv)
 		open("/nonexistent/afterdetach", O_RDONLY);
 		printf("detached=%d traps_during_run=%d traps_after=%lu\n", now_ns() - t0 < 20e9, last > start,
 		       traps_now() - before);
+	} else if (!strcmp(mode, "spawn")) {
+		char *args[] = { argv[0], "leaf", NULL };
+		pid_t p;
+		int st = -1;
+		int e = posix_spawn(&p, "/proc/self/exe", NULL, NULL, args, environ);
+		if (e == 0)
+			waitpid(p, &st, 0);
+		printf("posix_spawn=%d status=%d\n", e, st);
+		char cmd[4200];
+		snprintf(cmd, sizeof cmd, "%s leaf", argv[0]);
+		printf("system=%d\n", system(cmd));
+		p = vfork();
+		if (p == 0) {
+			execl("/proc/self/exe", argv[0], "leaf", (char *)0);
+			_exit(127);
+		}
+		waitpid(p, &st, 0);
+		printf("vfork status=%d\n", st);
+		size_t sz = 1 << 16;
+		char *stk = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		volatile long res = 1;
+		int flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+		int tid = clone(raw_child, stk + sz, flags, (void *)&res);
+		for (int i = 0; i < 2000 && res == 1; i++)
+			usleep(1000);
+		printf("rawclone tid>0=%d res=%ld\n", tid > 0, res);
+	} else if (!strcmp(mode, "masks")) {
+		unsigned long all = ~0UL, old = 0;
+		long r = syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
+		stack_t ss = { .ss_sp = malloc(65536), .ss_size = 65536, .ss_flags = 0 }, cur;
+		long r2 = sigaltstack(&ss, NULL);
+		sigaltstack(NULL, &cur);
+		int fd = open("/nonexistent/masked", O_RDONLY);
+		unsigned long now = 0;
+		syscall(SYS_rt_sigprocmask, SIG_BLOCK, NULL, &now, 8);
+		printf("sigprocmask=%ld blocked_int=%d sigaltstack=%ld same=%d fd=%d\n", r, (now >> (SIGINT - 1)) & 1,
+		       r2, cur.ss_sp == ss.ss_sp && cur.ss_size == ss.ss_size, fd);
+	} else if (!strcmp(mode, "churn")) {
+		long n = argc > 2 ? atol(argv[2]) : 50, bad = 0;
+		for (long k = 0; k < n; k++) {
+			pthread_t t[4];
+			for (long i = 0; i < 4; i++)
+				pthread_create(&t[i], NULL, thread_main, (void *)(100 + i));
+			for (long i = 0; i < 4; i++) {
+				void *r;
+				pthread_join(t[i], &r);
+				bad += (long)r == -1;
+			}
+		}
+		printf("churn rounds=%ld failed_opens=%ld\n", n, bad);
 	} else if (!strcmp(mode, "spin")) {
 		long n = argc > 2 ? atol(argv[2]) : 100000;
 		double a = now_ns();

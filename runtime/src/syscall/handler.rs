@@ -153,14 +153,17 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
         r.ax = (-ENOSYS) as u64;
         r
     };
-    // Handlers run unless this thread is already inside probe handlers.
-    let active = slot.filter(|s| s.in_handler.load(Ordering::Relaxed) == 0 && !in_kprobe_handler());
+    // Handlers run unless this thread is already inside probe handlers
+    // (syscall probes, or kprobes: their system calls are the runtime's).
+    let ts = crate::threads::current();
+    let active =
+        slot.filter(|s| s.in_handler.load(Ordering::Relaxed) == 0 && !in_kprobe_handler(ts));
     let mut args = args;
     if w_entry {
         match active {
             Some(s) => {
                 // SAFETY: s is this thread's slot.
-                unsafe { run_handlers(s, nr, false, &mut regs) };
+                unsafe { run_handlers(s, ts, nr, false, &mut regs) };
                 args = [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9];
             }
             None => missed(nr, false),
@@ -177,7 +180,7 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
             Some(s) => {
                 regs.ax = r as u64;
                 // SAFETY: s is this thread's slot.
-                unsafe { run_handlers(s, nr, true, &mut regs) };
+                unsafe { run_handlers(s, ts, nr, true, &mut regs) };
                 r = regs.ax as i64;
             }
             None => missed(nr, true),
@@ -188,8 +191,8 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
 
 /// Is a kprobe handler running on this thread (a system call made by a
 /// kprobe handler is the runtime's, not the target's)?
-fn in_kprobe_handler() -> bool {
-    match crate::threads::current() {
+fn in_kprobe_handler(ts: Option<*mut crate::threads::ThreadState>) -> bool {
+    match ts {
         // SAFETY: this thread's slot in the runtime's table.
         Some(ts) => unsafe { (*ts).in_handler != 0 },
         None => false,
@@ -213,11 +216,16 @@ fn missed(nr: usize, at_ret: bool) {
 ///
 /// # Safety
 /// `s` is the calling thread's slot; signal context.
-unsafe fn run_handlers(s: &table::Slot, nr: usize, at_ret: bool, regs: &mut PtRegs) {
+unsafe fn run_handlers(
+    s: &table::Slot,
+    ts: Option<*mut crate::threads::ThreadState>,
+    nr: usize,
+    at_ret: bool,
+    regs: &mut PtRegs,
+) {
     table::enter(s);
     s.in_handler.store(1, Ordering::Relaxed);
     s.selector.store(table::ALLOW, Ordering::Relaxed);
-    let ts = crate::threads::current();
     // The seed's reentrancy rule across probe types: kprobes hit inside a
     // syscall handler run no handler.
     let outer = match ts {
