@@ -10,7 +10,10 @@
 //!   module's entry handler, which saves the values in the instance data.
 //! - `0xADDR`: a link-time address of the main executable (+ its load bias).
 //! - `lib:pat*`: every matching function symbol.
-//! - `sys_*`: not supported by the runtime yet (an error naming the point).
+//! - `kprobe(sys_*)` / `kretprobe(sys_*)`: a syscall probe
+//!   (`crate::syscall`) with an entry / return handler; `arg1..6` use the
+//!   syscall ABI, `ret` is the raw kernel value. `@entry` is not supported
+//!   there yet (the syscall API has no per-call instance data).
 //!
 //! Once the session has seen more than MAXERRORS runtime errors, handlers
 //! stop running (ptap ends the session).
@@ -19,11 +22,12 @@ use core::ffi::c_int;
 use core::sync::atomic::Ordering;
 use std::ffi::CString;
 
-use super::ctx::{Handler, ProbeCtx, ABI_SYSV};
+use super::ctx::{Handler, ProbeCtx, ABI_SYSCALL, ABI_SYSV};
 use super::globals::Globals;
 use super::load::LoadedModule;
 use super::meta::{ModuleSpec, PointKind, TargetSpec};
 use crate::abi::{Kprobe, Kretprobe, KretprobeInstance, PtRegs};
+use crate::syscall::{self, ProbeId, SyscallProbe};
 use crate::{probes, symbols};
 
 /// What a trampoline needs to call a handler.
@@ -32,6 +36,8 @@ struct Env {
     entry: Option<Handler>,
     probe: u32,
     point: u32,
+    /// `ABI_SYSV` or `ABI_SYSCALL`.
+    abi: u32,
     pp: Box<[u8]>,
     globals: *mut u8,
     session: *mut u8,
@@ -59,6 +65,7 @@ pub struct Attached {
     pub module: LoadedModule,
     kprobes: Vec<*mut ScriptKprobe>,
     kretprobes: Vec<*mut ScriptKretprobe>,
+    syscalls: Vec<ProbeId>,
 }
 
 // SAFETY: the registration records are owned by Attached and only read by handlers.
@@ -67,7 +74,7 @@ unsafe impl Send for Attached {}
 impl Attached {
     /// Number of registered probes.
     pub fn count(&self) -> usize {
-        self.kprobes.len() + self.kretprobes.len()
+        self.kprobes.len() + self.kretprobes.len() + self.syscalls.len()
     }
 
     /// Unregister every probe (waits for running handlers). The records
@@ -103,7 +110,7 @@ unsafe fn fire(env: &Env, regs: *mut PtRegs, entry: *mut i64, h: Handler) {
     let mut ctx = ProbeCtx::new(regs, env.globals, env.session, env.maxaction);
     ctx.probe = env.probe;
     ctx.point = env.point;
-    ctx.abi = ABI_SYSV;
+    ctx.abi = env.abi;
     ctx.pp = env.pp.as_ptr();
     ctx.pp_len = env.pp.len() as u64;
     ctx.entry = entry;
@@ -146,6 +153,14 @@ unsafe extern "C" fn kretprobe_entry(ri: *mut KretprobeInstance, regs: *mut PtRe
             fire(env, regs, instance_data(ri), h);
         }
     }
+    0
+}
+
+unsafe extern "C" fn syscall_hit(p: *mut SyscallProbe, regs: *mut PtRegs) -> c_int {
+    // SAFETY: data is the leaked Env registered with this probe.
+    let env = unsafe { &*((*p).data as *const Env) };
+    // SAFETY: regs is the live register frame of the call.
+    unsafe { fire(env, regs, core::ptr::null_mut(), env.handler) };
     0
 }
 
@@ -255,6 +270,7 @@ pub fn attach(
         module,
         kprobes: Vec::new(),
         kretprobes: Vec::new(),
+        syscalls: Vec::new(),
     };
     let meta = a.module.meta.clone();
     let maxaction = i64::try_from(meta.limits.maxaction).unwrap_or(i64::MAX);
@@ -274,6 +290,11 @@ pub fn attach(
                 entry,
                 probe: pi as u32,
                 point: qi as u32,
+                abi: if matches!(pt.target, TargetSpec::Syscall { .. }) {
+                    ABI_SYSCALL
+                } else {
+                    ABI_SYSV
+                },
                 pp: pt.text.as_bytes().into(),
                 globals,
                 session,
@@ -284,6 +305,29 @@ pub fn attach(
                 point: pt.text.clone(),
                 reason,
             };
+            if let TargetSpec::Syscall { calls, .. } = &pt.target {
+                let r = if p.entry_values > 0 && matches!(pt.kind, PointKind::Kretprobe(_)) {
+                    Err("`@entry` in a system-call kretprobe is not supported yet".to_string())
+                } else {
+                    let nrs: Vec<i32> = calls.iter().map(|c| c.1 as i32).collect();
+                    let data = Box::into_raw(Box::new(env())) as *mut core::ffi::c_void;
+                    let (entry_h, ret_h) = match pt.kind {
+                        PointKind::Kretprobe(_) => (None, Some(syscall_hit as syscall::Handler)),
+                        _ => (Some(syscall_hit as syscall::Handler), None),
+                    };
+                    syscall::register_fns(&nrs, entry_h, ret_h, data)
+                        .map_err(|e| format!("error {}", -e))
+                };
+                match r {
+                    Ok(id) => a.syscalls.push(id),
+                    Err(_) if pt.optional => {}
+                    Err(e) => {
+                        a.detach_partial();
+                        return Err(fail(e));
+                    }
+                }
+                continue;
+            }
             let list = match sites(&pt.target) {
                 Ok(l) => l,
                 Err(_) if pt.optional => continue,
@@ -372,6 +416,9 @@ impl Attached {
         for r in self.kretprobes.drain(..) {
             // SAFETY: registered above.
             unsafe { probes::unregister_kretprobe(core::ptr::addr_of_mut!((*r).rp)) };
+        }
+        for id in self.syscalls.drain(..) {
+            syscall::unregister_id(id);
         }
     }
 }
