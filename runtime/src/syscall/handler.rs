@@ -137,6 +137,15 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
     TRAPS.fetch_add(1, Ordering::Relaxed);
     let nr = nr as usize;
     let args = args_of(uc);
+    if super::SHUT.load(Ordering::Acquire) {
+        // Detached: this is the thread's last trap.
+        let slot = table::find(sys::gettid());
+        super::disarm_self(slot);
+        if let Some(r) = perform(nr, args, uc, slot) {
+            set_greg(uc, libc::REG_RAX, r as u64);
+        }
+        return;
+    }
     let (w_entry, w_ret) = super::watched(nr);
     if !w_entry && !w_ret {
         let r = perform(nr, args, uc, None);

@@ -17,8 +17,10 @@
 //!   runs untouched. Threads and forked children are armed by the SIGSYS
 //!   handler itself, which performs clone/clone3/fork/vfork for the target
 //!   (see [`handler`]); exec'ed children re-arm through LD_PRELOAD.
-//! * Detach (Ctrl-C, or the target's exit) writes ALLOW into every
-//!   selector: no thread traps after that.
+//! * When the last probe is unregistered every selector is set to ALLOW
+//!   (a later registration flips them back). When the runtime shuts down
+//!   (ptap's detach, or the target's exit) each armed thread turns the
+//!   dispatch off at its next system call: one last trap, then none.
 //! * Cost: every system call of an armed thread traps, probed or not (the
 //!   dispatch has no per-number filter). seccomp RET_TRAP would filter by
 //!   number, but its filters can never be removed and survive execve, so a
@@ -115,8 +117,9 @@ static REG_LOCK: AtomicBool = AtomicBool::new(false);
 static READY: AtomicBool = AtomicBool::new(false);
 /// Probes exist and the runtime has not shut down: armed threads trap.
 pub(crate) static ON: AtomicBool = AtomicBool::new(false);
-/// The runtime shut down (detach or exit): never arm again.
-static SHUT: AtomicBool = AtomicBool::new(false);
+/// The runtime shut down (detach or exit): never arm again; each armed
+/// thread disarms itself at its next (last) trap.
+pub(crate) static SHUT: AtomicBool = AtomicBool::new(false);
 static HANDLER_INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// SIGSYS traps taken (every system call of an armed thread).
@@ -449,7 +452,7 @@ pub(crate) fn arm_current() -> i32 {
 }
 
 pub(crate) fn arm_slot(s: &table::Slot) -> i32 {
-    if s.armed.load(Ordering::Acquire) != 0 {
+    if s.armed.load(Ordering::Acquire) != 0 || SHUT.load(Ordering::Acquire) {
         return 0;
     }
     if !find_exempt() {
@@ -518,12 +521,26 @@ pub fn runtime_ready() {
     }
 }
 
-/// Hook: the runtime shuts down (detach or exit). No thread traps any more;
-/// registered probes stay registered (their owners unregister them) but
-/// never fire again.
+/// Hook: the runtime shuts down (detach or exit). No handler runs any more
+/// (registered probes stay registered, their owners unregister them), and
+/// each armed thread turns the dispatch off at its next system call: one
+/// last trap, then none (a thread merely left at ALLOW would still pay
+/// about 50 ns per call on the kernel's slow syscall path).
 pub fn shutdown() {
     SHUT.store(true, Ordering::Release);
-    turn_off();
+    ON.store(false, Ordering::Release);
+    table::set_all_selectors(table::BLOCK);
+}
+
+/// The calling thread turns its dispatch off (after shutdown). Hit path.
+pub(crate) fn disarm_self(slot: Option<&'static table::Slot>) {
+    // SAFETY: prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF) for
+    // the calling thread only.
+    unsafe { sys::syscall6(157, 59, 0, 0, 0, 0, 0) };
+    if let Some(s) = slot {
+        s.armed.store(0, Ordering::Release);
+        s.selector.store(table::ALLOW, Ordering::Release);
+    }
 }
 
 /// While alive, the calling thread's system calls are not trapped (runtime
