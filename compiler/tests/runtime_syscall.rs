@@ -299,3 +299,20 @@ fn thread_churn_while_armed_loses_nothing() {
     assert_eq!(opens(&out).len(), 200, "{out:?}");
     assert_eq!(out.get("nmissed"), 0, "{out:?}");
 }
+
+#[test]
+fn ptap_syscall_follow_0_limits_tracing_to_the_first_process() {
+    let env = [("PTAP_SYSCALL_FOLLOW", "0")];
+    let out = sys_load(MODULE, &sys_opens("fork"), &env, 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(paths(&out), ["/nonexistent/forkparent"], "{out:?}");
+    let out = sys_load(MODULE, &sys_opens("exec"), &env, 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("preload=yes"), "{out:?}");
+    assert!(
+        paths(&out).is_empty(),
+        "the exec'ed child is not traced: {out:?}"
+    );
+    let out = sys_load(MODULE, &sys_opens("threads 4"), &env, 30);
+    assert_eq!(paths(&out).len(), 4, "threads still are: {out:?}");
+}

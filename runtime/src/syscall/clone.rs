@@ -33,6 +33,7 @@ use crate::sys;
 
 const CLONE_VM: u64 = 0x100;
 const CLONE_VFORK: u64 = 0x4000;
+const CLONE_THREAD: u64 = 0x10000;
 const SIGCHLD: u64 = 17;
 const EINVAL: i64 = 22;
 
@@ -46,6 +47,9 @@ pub struct CloneCall {
     regs: PtRegs,
     mxcsr: u32,
     fcw: u16,
+    /// CLONE_THREAD: a thread of this process (always armed), not a new
+    /// process sharing memory (armed only when children are followed).
+    thread: bool,
     done: AtomicU32,
 }
 
@@ -164,8 +168,10 @@ extern "C" fn child_start(call: *mut CloneCall, newsp: u64, out: *mut Out) {
         let mxcsr = c.mxcsr;
         let fcw = c.fcw;
         core::arch::asm!("ldmxcsr [{0}]", "fldcw [{1}]", in(reg) &mxcsr, in(reg) &fcw, options(nostack));
-        if let Some(s) = table::current() {
-            super::arm_slot(s);
+        if c.thread || super::FOLLOW.load(Ordering::Acquire) {
+            if let Some(s) = table::current() {
+                super::arm_slot(s);
+            }
         }
         c.done.store(1, Ordering::Release);
         sys::futex_wake(c.done.as_ptr() as *const u32);
@@ -192,7 +198,11 @@ fn fork_like(nr: usize, a: &[u64; 6], slot: Option<&'static table::Slot>) -> i64
     let r = raw(nr, a);
     if r == 0 {
         // The child: one thread, not armed (fork does not inherit dispatch).
-        if let Some(s) = table::after_fork(slot) {
+        let s = table::after_fork(slot);
+        if !super::FOLLOW.load(Ordering::Acquire) {
+            // Only the first process is traced: this child never arms.
+            super::SHUT.store(true, Ordering::Release);
+        } else if let Some(s) = s {
             super::arm_slot(s);
         }
     }
@@ -264,6 +274,7 @@ pub fn clone(
         regs: crate::trap::regs_from(uc),
         mxcsr,
         fcw,
+        thread: flags & CLONE_THREAD != 0,
         done: AtomicU32::new(0),
     };
     // SAFETY: the asm performs the call; the child never returns here.

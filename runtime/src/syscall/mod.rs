@@ -121,6 +121,14 @@ pub(crate) static ON: AtomicBool = AtomicBool::new(false);
 /// thread disarms itself at its next (last) trap.
 pub(crate) static SHUT: AtomicBool = AtomicBool::new(false);
 static HANDLER_INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Follow children (the default). `PTAP_SYSCALL_FOLLOW=0` limits syscall
+/// probes to the first process: its forked children are not armed, and
+/// processes it execs (which inherit `PTAP_SYSCALL_FOLLOW=0:<first pid>`)
+/// never arm.
+pub(crate) static FOLLOW: AtomicBool = AtomicBool::new(true);
+
+/// Environment variable limiting syscall probes to the first process.
+pub const ENV_FOLLOW: &str = "PTAP_SYSCALL_FOLLOW";
 
 /// SIGSYS traps taken (every system call of an armed thread).
 pub static TRAPS: AtomicU64 = AtomicU64::new(0);
@@ -508,6 +516,18 @@ fn turn_off() {
 /// thread started). Probes registered so far start firing on this thread
 /// (the main thread, about to run `main`) and every thread it creates.
 pub fn runtime_ready() {
+    if let Ok(v) = std::env::var(ENV_FOLLOW) {
+        if let Some(rest) = v.strip_prefix('0') {
+            FOLLOW.store(false, Ordering::Release);
+            let me = sys::getpid();
+            match rest.strip_prefix(':').and_then(|p| p.parse::<i32>().ok()) {
+                // A process exec'ed by the first one: never arm.
+                Some(first) if first != me => SHUT.store(true, Ordering::Release),
+                Some(_) => {}
+                None => std::env::set_var(ENV_FOLLOW, format!("0:{me}")),
+            }
+        }
+    }
     READY.store(true, Ordering::Release);
     if SHUT.load(Ordering::Acquire) || live_count() == 0 {
         return;
