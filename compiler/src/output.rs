@@ -106,18 +106,7 @@ fn pad(out: &mut String, s: &Spec, head: &str, body: &str, zeros: bool) {
     }
 }
 
-/// What a runtime error code means.
-pub fn error_text(code: u32) -> &'static str {
-    match code {
-        ctx::ERR_DIV0 => "division by 0",
-        ctx::ERR_MAXACTION => "MAXACTION exceeded",
-        ctx::ERR_FAULT => "read fault",
-        ctx::ERR_NESTING => "MAXNESTING exceeded",
-        ctx::ERR_USER => "error()",
-        ctx::ERR_CONTEXT => "context unavailable",
-        _ => "unknown runtime error",
-    }
-}
+pub use ctx::error_text;
 
 /// A decoded record, ready to print.
 #[derive(Debug, Clone, PartialEq, Eq)]

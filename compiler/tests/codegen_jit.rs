@@ -67,6 +67,47 @@ fn strings_truncate_at_maxstringlen() {
 }
 
 #[test]
+fn sprintf_and_sprint() {
+    let out = begin(
+        r#"s = sprintf("%s-%03d|%x", "id", 7, 255); t = sprint(1, "a", -2); print(s, strlen(s), t)"#,
+    );
+    assert_eq!(out, "id-007|ff 9 1 a -2\n");
+}
+
+#[test]
+fn try_catch() {
+    let e = env(r#"probe kprobe(work) {
+           try { x = 1 / 0; print("not here") } catch (m) { print("caught:", m) }
+           try { error("boom") } catch (m) { print("caught:", m) }
+           try { print(user_long(8)) } catch { print("fault") }
+           try { try { error("inner") } catch (m) { error(m . "!") } } catch (m) { print(m) }
+           print("after") }"#);
+    assert_eq!(e.run(0).0, 0);
+    assert_eq!(
+        e.output(),
+        "caught: division by 0\ncaught: boom\nfault\ninner!\nafter\n"
+    );
+}
+
+#[test]
+fn try_catch_sees_errors_of_called_functions() {
+    let e = env("function f(x) { return 10 / x }\nprobe begin { try { print(f(0)) } catch (m) { print(m) }; print(f(5)) }");
+    assert_eq!(e.run(0).0, 0);
+    assert_eq!(e.output(), "division by 0\n2\n");
+}
+
+#[test]
+fn maxaction_cannot_be_caught() {
+    let e = env_with(
+        "probe begin { try { while (1) {} } catch { print(\"caught\") } }",
+        &["MAXACTION=20"],
+    );
+    let (r, _) = e.run(0);
+    assert_eq!(r, i64::from(ERR_MAXACTION));
+    assert_eq!(e.output(), "");
+}
+
+#[test]
 fn control_flow() {
     assert_eq!(begin("if (1 > 2) print(1) else print(2)"), "2\n");
     assert_eq!(

@@ -4,7 +4,7 @@
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, Value};
+use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_module::{DataDescription, Linkage, Module};
 use ptap_arch::regs::offset as regoff;
 use ptap_lang::ast::{AssignOp, BinOp, IncDec, UnOp};
@@ -47,8 +47,9 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             } => self.translate_printf(format, args, e.span),
             ExprKind::Format {
                 func: FormatFn::Sprintf,
-                ..
-            } => unsupported("sprintf (issue 6)", e.span),
+                format,
+                args,
+            } => self.translate_sprintf(format, args, e.span),
             ExprKind::Element { .. } | ExprKind::In { .. } => {
                 unsupported("associative arrays (issue 6)", e.span)
             }
@@ -60,8 +61,17 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         }
     }
 
-    /// A string literal: a NUL-terminated data object, shared by equal literals.
+    /// A string literal (truncated to MAXSTRINGLEN, as every string value).
     fn translate_string(&mut self, s: &str) -> R<Value> {
+        let mut end = s.len().min(self.shared.cap as usize - 1);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.data_string(&s[..end])
+    }
+
+    /// A NUL-terminated data object holding `s`, shared by equal strings.
+    fn data_string(&mut self, s: &str) -> R<Value> {
         let id = match self.shared.strings.get(s) {
             Some(id) => *id,
             None => {
@@ -69,7 +79,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 let id = self
                     .module
                     .declare_data(&name, Linkage::Local, false, false)?;
-                let mut bytes: Vec<u8> = s.bytes().take(self.shared.cap as usize - 1).collect();
+                let mut bytes: Vec<u8> = s.bytes().collect();
                 bytes.push(0);
                 let mut d = DataDescription::new();
                 d.define(bytes.into_boxed_slice());
@@ -523,12 +533,15 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 Ok(dst)
             }
             B::Print => self.translate_print(args, span),
+            B::Sprint => {
+                let f = value_format(args, "")?;
+                self.translate_sprintf(&f, args, span)
+            }
             B::Probefunc
             | B::Ubacktrace
             | B::PrintUbacktrace
             | B::Usymname
             | B::SyscallName
-            | B::Sprint
             | B::SetRegister
             | B::SetUserLong
             | B::SetUserInt
@@ -603,44 +616,24 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
 
     /// `print(a, b, ...)`: a synthesized format, `%d`/`%s` separated by spaces, then `\n`.
     fn translate_print(&mut self, args: &[Expr], span: Span) -> R<Value> {
-        let mut pieces = Vec::new();
-        for (i, a) in args.iter().enumerate() {
-            if i > 0 {
-                pieces.push(Piece::Text(" ".into()));
-            }
-            let conv = match a.ty {
-                Type::Long => Conv::Signed,
-                Type::String => Conv::Str,
-                _ => return unsupported("printing histograms (issue 6)", a.span),
-            };
-            pieces.push(Piece::Spec(Spec {
-                flags: Flags::default(),
-                width: None,
-                precision: None,
-                conv,
-            }));
-        }
-        pieces.push(Piece::Text("\n".into()));
-        self.translate_printf(&Format { pieces }, args, span)
+        let f = value_format(args, "\n")?;
+        self.translate_printf(&f, args, span)
     }
 
-    /// printf: the arguments go into a stack array (longs, or string
-    /// pointers flagged in a bit mask) handed to the output helper.
-    fn translate_printf(&mut self, format: &Format, args: &[Expr], span: Span) -> R<Value> {
+    /// The arguments of printf/sprintf in a stack array (longs, or string
+    /// pointers flagged in the returned bit mask).
+    fn translate_values(&mut self, args: &[Expr], span: Span) -> R<(Value, i64)> {
         if args.len() > MAX_ARGS {
             return Err(CodegenError::Unsupported {
                 what: format!("more than {MAX_ARGS} values in one printf/print"),
                 span,
             });
         }
-        let id = self.shared.formats.id(format);
-        let slot = self
-            .b
-            .create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
-                cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
-                (8 * args.len().max(1)) as u32,
-                3,
-            ));
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (8 * args.len().max(1)) as u32,
+            3,
+        ));
         let mut mask = 0i64;
         for (i, a) in args.iter().enumerate() {
             let v = self.translate_expr(a)?;
@@ -649,7 +642,13 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             }
             self.b.ins().stack_store(I64, v, slot, (8 * i) as i32);
         }
-        let arr = self.b.ins().stack_addr(I64, slot, 0);
+        Ok((self.b.ins().stack_addr(I64, slot, 0), mask))
+    }
+
+    /// printf: one output record (format id + values) through the helper.
+    fn translate_printf(&mut self, format: &Format, args: &[Expr], span: Span) -> R<Value> {
+        let id = self.shared.formats.id(format);
+        let (arr, mask) = self.translate_values(args, span)?;
         let (c, f, n, m) = (
             self.ctx,
             self.iconst(i64::from(id)),
@@ -659,6 +658,42 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         self.call_helper(Helper::Printf, &[c, f, arr, n, m]);
         Ok(self.iconst(0))
     }
+
+    /// sprintf: formatted in the handler (the runtime's formatter) into a
+    /// fresh string buffer; the format travels as its C-printf text.
+    fn translate_sprintf(&mut self, format: &Format, args: &[Expr], span: Span) -> R<Value> {
+        let text = self.data_string(&format.to_source())?;
+        let (arr, _) = self.translate_values(args, span)?;
+        let (dst, n, cap) = (self.str_buf(), self.iconst(args.len() as i64), self.cap());
+        self.call_helper(Helper::Sprintf, &[dst, text, arr, n, cap]);
+        Ok(dst)
+    }
+}
+
+/// The format `print`/`sprint` use: `%d`/`%s` per value, separated by one
+/// space, followed by `end`.
+fn value_format(args: &[Expr], end: &str) -> R<Format> {
+    let mut pieces = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            pieces.push(Piece::Text(" ".into()));
+        }
+        let conv = match a.ty {
+            Type::Long => Conv::Signed,
+            Type::String => Conv::Str,
+            _ => return unsupported("printing histograms (issue 6)", a.span),
+        };
+        pieces.push(Piece::Spec(Spec {
+            flags: Flags::default(),
+            width: None,
+            precision: None,
+            conv,
+        }));
+    }
+    if !end.is_empty() {
+        pieces.push(Piece::Text(end.into()));
+    }
+    Ok(Format { pieces })
 }
 
 pub(crate) fn unsupported<T>(what: &str, span: Span) -> R<T> {

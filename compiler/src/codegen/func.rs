@@ -78,14 +78,19 @@ pub(crate) struct FunctionTranslator<'a, 'f, 's, M: Module> {
     /// (continue target, break target) of the enclosing loops.
     pub loops: Vec<(Block, Block)>,
     pub exit: Block,
+    /// Leaves the function after an error (returns).
     pub error_exit: Block,
+    /// Where an error goes now: `error_exit`, or the catch block of the
+    /// innermost `try`.
+    pub error_target: Block,
     pub kind: Kind,
     funcs: HashMap<FuncId, FuncRef>,
-    /// Per error code: a block taking the location id (i32) that stores
-    /// code + location in the ctx and jumps to `error_exit`.
-    fail_blocks: HashMap<u32, Block>,
-    /// Block taking a location id, for errors a helper already stored.
-    helper_fail: Option<Block>,
+    /// Per (error code, error target): a block taking the location id (i32)
+    /// that stores code + location in the ctx and jumps to the target.
+    fail_blocks: HashMap<(u32, Block), Block>,
+    /// Per error target: a block taking a location id, for errors a helper
+    /// already stored.
+    helper_fail: HashMap<Block, Block>,
 }
 
 /// Loads and stores of the ctx, the registers and the globals: aligned, never trapping.
@@ -110,14 +115,16 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
             loops: Vec::new(),
             exit: Block::from_u32(0),
             error_exit: Block::from_u32(0),
+            error_target: Block::from_u32(0),
             kind,
             funcs: HashMap::new(),
             fail_blocks: HashMap::new(),
-            helper_fail: None,
+            helper_fail: HashMap::new(),
         };
         t.exit = t.b.create_block();
         t.b.append_block_param(t.exit, I64);
         t.error_exit = t.b.create_block();
+        t.error_target = t.error_exit;
         t
     }
 
@@ -210,14 +217,15 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
 
     /// If `cond` (i8/i64, nonzero) holds, raise runtime error `code` at `span`.
     pub(crate) fn fail_if(&mut self, cond: Value, code: u32, span: Span) {
-        let fail = match self.fail_blocks.get(&code) {
+        let key = (code, self.error_target);
+        let fail = match self.fail_blocks.get(&key) {
             Some(b) => *b,
             None => {
                 // Block parameter: the location id of the failing construct
                 // (the body is filled in by `finish`).
                 let blk = self.b.create_block();
                 self.b.append_block_param(blk, I32);
-                self.fail_blocks.insert(code, blk);
+                self.fail_blocks.insert(key, blk);
                 blk
             }
         };
@@ -229,13 +237,13 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
 
     /// After a helper that may fail: if `ctx.error` is set, record `span` and leave.
     pub(crate) fn check_helper(&mut self, span: Span) {
-        let fail = match self.helper_fail {
-            Some(b) => b,
+        let fail = match self.helper_fail.get(&self.error_target) {
+            Some(b) => *b,
             None => {
                 // Block parameter: the location id of the failing call (filled in by `finish`).
                 let blk = self.b.create_block();
                 self.b.append_block_param(blk, I32);
-                self.helper_fail = Some(blk);
+                self.helper_fail.insert(self.error_target, blk);
                 blk
             }
         };
@@ -250,7 +258,7 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
     pub(crate) fn check_callee(&mut self) {
         let err = self.b.ins().load(I32, flags(), self.ctx, offset::ERROR);
         let cont = self.b.create_block();
-        let e = self.error_exit;
+        let e = self.error_target;
         self.b.ins().brif(err, e, &[], cont, &[]);
         self.b.switch_to_block(cont);
     }
@@ -283,9 +291,10 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
         self.b.switch_to_block(self.exit);
         let v = self.b.block_params(self.exit)[0];
         self.b.ins().return_(&[v]);
-        let mut fails: Vec<(u32, Block)> = self.fail_blocks.iter().map(|(c, b)| (*c, *b)).collect();
+        let mut fails: Vec<((u32, Block), Block)> =
+            self.fail_blocks.iter().map(|(k, b)| (*k, *b)).collect();
         fails.sort();
-        for (code, blk) in fails {
+        for ((code, target), blk) in fails {
             self.b.switch_to_block(blk);
             let loc = self.b.block_params(blk)[0];
             let c = self.b.ins().iconst(I32, i64::from(code));
@@ -293,17 +302,18 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
             self.b
                 .ins()
                 .store(flags(), loc, self.ctx, offset::ERROR_LOC);
-            let e = self.error_exit;
-            self.jump(e, &[]);
+            self.jump(target, &[]);
         }
-        if let Some(blk) = self.helper_fail {
+        let mut helper_fails: Vec<(Block, Block)> =
+            self.helper_fail.iter().map(|(t, b)| (*t, *b)).collect();
+        helper_fails.sort();
+        for (target, blk) in helper_fails {
             self.b.switch_to_block(blk);
             let loc = self.b.block_params(blk)[0];
             self.b
                 .ins()
                 .store(flags(), loc, self.ctx, offset::ERROR_LOC);
-            let e = self.error_exit;
-            self.jump(e, &[]);
+            self.jump(target, &[]);
         }
         self.b.switch_to_block(self.error_exit);
         match self.kind {

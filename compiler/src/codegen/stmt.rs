@@ -1,12 +1,13 @@
 //! Statements. Every statement (but a block) and every loop iteration
 //! takes one unit of the MAXACTION budget.
 
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I8};
 use cranelift_codegen::ir::InstBuilder;
 use cranelift_module::Module;
 use ptap_lang::checked::{DeleteTarget, Expr, Stmt, StmtKind};
 use ptap_lang::Span;
-use ptap_rt::script::ctx::{offset, ERR_NEXT};
+use ptap_rt::script::ctx::{offset, ERR_MAXACTION, ERR_NEXT};
 use ptap_rt::script::helpers::Helper;
 use ptap_rt::script::meta::GlobalKind;
 
@@ -41,7 +42,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             StmtKind::Return(v) => self.translate_return(v.as_ref()),
             StmtKind::Delete(t) => self.translate_delete(t, s.span),
             StmtKind::Foreach(_) => unsupported("foreach (issue 6)", s.span),
-            StmtKind::Try { .. } => unsupported("try/catch (issue 6)", s.span),
+            StmtKind::Try { body, var, catch } => self.translate_try(body, *var, catch),
             StmtKind::Aggregate { .. } => unsupported("`<<<` aggregates (issue 6)", s.span),
         }
     }
@@ -107,6 +108,47 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         }
         self.jump(header, &[]);
         self.b.switch_to_block(exit);
+        Ok(())
+    }
+
+    /// `try { body } catch (msg) { handler }`: inside `body`, errors go to
+    /// `catch_b` instead of leaving the function. MAXACTION and `next`
+    /// cannot be caught: they continue to the outer error target.
+    fn translate_try(&mut self, body: &[Stmt], var: Option<usize>, catch: &[Stmt]) -> R<()> {
+        let (catch_b, handle, after) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        let outer = std::mem::replace(&mut self.error_target, catch_b);
+        let r = self.translate_block(body);
+        self.error_target = outer;
+        r?;
+        self.jump(after, &[]);
+        self.b.switch_to_block(catch_b);
+        let e = self.b.ins().load(I32, flags(), self.ctx, offset::ERROR);
+        let budget = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, e, i64::from(ERR_MAXACTION));
+        let next = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, e, i64::from(ERR_NEXT));
+        let uncatchable = self.b.ins().bor(budget, next);
+        self.b.ins().brif(uncatchable, outer, &[], handle, &[]);
+        self.b.switch_to_block(handle);
+        if let Some(v) = var {
+            if let LocalSlot::Str(p) = self.locals[v] {
+                let (c, cap) = (self.ctx, self.cap());
+                self.call_helper(Helper::ErrMsg, &[c, p, cap]);
+            }
+        }
+        let none = self.b.ins().iconst(I32, 0);
+        self.b.ins().store(flags(), none, self.ctx, offset::ERROR);
+        self.translate_block(catch)?;
+        self.jump(after, &[]);
+        self.b.switch_to_block(after);
         Ok(())
     }
 

@@ -24,6 +24,19 @@ pub const ERR_CONTEXT: u32 = 6;
 /// `next` inside a function: not an error, unwinds to the handler, which returns 0.
 pub const ERR_NEXT: u32 = 0x100;
 
+/// What a runtime error code means (ptap's messages and `catch (msg)`).
+pub fn error_text(code: u32) -> &'static str {
+    match code {
+        ERR_DIV0 => "division by 0",
+        ERR_MAXACTION => "MAXACTION exceeded",
+        ERR_FAULT => "read fault",
+        ERR_NESTING => "MAXNESTING exceeded",
+        ERR_USER => "error()",
+        ERR_CONTEXT => "context unavailable",
+        _ => "unknown runtime error",
+    }
+}
+
 /// `arg1..6` convention (the `abi` field).
 pub const ABI_SYSV: u32 = 0;
 pub const ABI_SYSCALL: u32 = 1;

@@ -20,7 +20,7 @@
 
 use core::sync::atomic::Ordering;
 
-use super::ctx::{ProbeCtx, ERRMSG_MAX, ERR_FAULT, ERR_USER};
+use super::ctx::{error_text, ProbeCtx, ERRMSG_MAX, ERR_FAULT, ERR_USER};
 use super::globals::{c_len, copy_str, Globals};
 use super::record::{self, Arg, MAX_ARGS};
 use crate::session::Session;
@@ -65,6 +65,8 @@ pub enum Helper {
     UserString,
     GStrLoad,
     GStrStore,
+    Sprintf,
+    ErrMsg,
 }
 
 pub struct HelperDef {
@@ -136,6 +138,8 @@ pub static HELPERS: &[HelperDef] = &[
         false,
         gstr_store
     ),
+    h!(Sprintf, "ptap_h_sprintf", [A, A, A, L, L], false, sprintf),
+    h!(ErrMsg, "ptap_h_errmsg", [C, A, L], false, errmsg),
 ];
 
 impl Helper {
@@ -577,6 +581,59 @@ unsafe extern "C" fn gstr_store(ctx: *mut ProbeCtx, off: i64, src: *const u8, ca
     }
 }
 
+/// `sprintf(fmt, ...)` into `dst`: `fmt` is the C-printf text of a checked
+/// format; `args[i]` is a long or a string pointer (what `%s` reads).
+/// Formats with the runtime's hit-path formatter (`crate::fmt`).
+///
+/// # Safety
+/// `dst` valid for `cap` bytes; `fmt` NUL-terminated; `args` valid for
+/// `nargs` entries matching the format.
+unsafe extern "C" fn sprintf(dst: *mut u8, fmt: *const u8, args: *const i64, nargs: i64, cap: i64) {
+    let cap = cap_of(cap);
+    if cap == 0 {
+        return;
+    }
+    // SAFETY: caller contract.
+    let out = unsafe { core::slice::from_raw_parts_mut(dst, cap - 1) };
+    let mut buf = crate::fmt::Buf { data: out, len: 0 };
+    let n = usize::try_from(nargs).unwrap_or(0);
+    // Conversions beyond `nargs` (the checker prevents them) read zeros.
+    static NO_MORE: [u64; MAX_ARGS] = [0; MAX_ARGS];
+    // SAFETY: args holds nargs values; at most MAX_ARGS more read NO_MORE.
+    unsafe {
+        let mut rd = crate::fmt::ArgReader::new(args as *const u64, n, NO_MORE.as_ptr());
+        crate::fmt::format(&mut buf, fmt, &mut rd);
+    }
+    let len = buf.len;
+    // SAFETY: len <= cap - 1.
+    unsafe { *dst.add(len) = 0 };
+}
+
+/// The message of the pending error (for `catch (msg)`): the `error()`
+/// text, or what the error code means.
+///
+/// # Safety
+/// `ctx` live; `dst` valid for `cap` bytes.
+unsafe extern "C" fn errmsg(ctx: *mut ProbeCtx, dst: *mut u8, cap: i64) {
+    // SAFETY: caller contract.
+    let c = unsafe { &*ctx };
+    let text: &[u8] = if c.error == ERR_USER {
+        c.errmsg()
+    } else {
+        error_text(c.error).as_bytes()
+    };
+    let cap = cap_of(cap);
+    if cap == 0 {
+        return;
+    }
+    let n = text.len().min(cap - 1);
+    // SAFETY: dst valid for cap bytes.
+    unsafe {
+        core::ptr::copy_nonoverlapping(text.as_ptr(), dst, n);
+        *dst.add(n) = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,6 +672,24 @@ mod tests {
             );
             assert_eq!(strtol(core::ptr::null_mut(), c"42z".as_ptr() as _, 10), 42);
         }
+    }
+
+    #[test]
+    fn sprintf_formats_longs_and_strings() {
+        let mut d = [0u8; 16];
+        let args = [42i64, c"ab".as_ptr() as i64, 255];
+        // SAFETY: NUL-terminated format, 3 args, d has 16 bytes.
+        unsafe {
+            sprintf(
+                d.as_mut_ptr(),
+                c"%d:%s:%04x|%5d".as_ptr() as _,
+                args.as_ptr(),
+                3,
+                16,
+            )
+        };
+        let n = d.iter().position(|&b| b == 0).unwrap();
+        assert_eq!(&d[..n], b"42:ab:00ff|    ");
     }
 
     #[test]
