@@ -316,3 +316,27 @@ fn ptap_syscall_follow_0_limits_tracing_to_the_first_process() {
     let out = sys_load(MODULE, &sys_opens("threads 4"), &env, 30);
     assert_eq!(paths(&out).len(), 4, "threads still are: {out:?}");
 }
+
+#[test]
+fn handlers_change_arguments_and_results_and_a_faulting_handler_is_aborted() {
+    let m = "tests/targets/sys_mod_edit.c";
+    let out = sys_load(m, &sys_opens("basic"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let open = out.get("open");
+    assert!(
+        open >= 0,
+        "entry rewrote the path to /etc/hostname: {out:?}"
+    );
+    assert!(
+        out.stdout.contains("fopen=NULL syscall=-1 inline=-2 ok=1"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("a syscall probe handler faulted; it was aborted"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("edit cleanup"), "{out:?}");
+    let out = sys_load(m, &sys_opens("ppid"), &[], 30);
+    assert_eq!(out.get("ppid"), 4242, "{out:?}");
+}

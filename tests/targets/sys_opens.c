@@ -6,6 +6,7 @@
  *   fork        a forked child opens /nonexistent/forkchild
  *   exec        a forked child execs this program ("leaf", runtime kept)
  *   execclean   a forked child execs this program with LD_PRELOAD removed
+ *   ppid        prints what getppid returns
  *   leaf        opens /nonexistent/leaf
  *   quiet       sleeps 1.5 s, then opens /nonexistent/quiet
  *   signals     a blocking read interrupted by SIGALRM, without then with
@@ -171,6 +172,8 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "exec") || !strcmp(mode, "execclean")) {
 		printf("parent=%d\n", (int)getpid());
 		return run_child(argv, !strcmp(mode, "execclean"));
+	} else if (!strcmp(mode, "ppid")) {
+		printf("ppid=%ld\n", syscall(SYS_getppid));
 	} else if (!strcmp(mode, "leaf")) {
 		int fd = open("/nonexistent/leaf", O_RDONLY);
 		const char *pre = getenv("LD_PRELOAD");
