@@ -110,3 +110,21 @@ fn hit_path_helpers_read_memory_without_faulting() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_signal_handler_that_longjmps_out_of_a_pending_post_handler_window() {
+    // The probe (with a post_handler) is on kill's `syscall`: SIGUSR1 arrives
+    // as the slot's syscall returns, and its handler siglongjmps away before
+    // the post trap. Every later hit must still run its handlers.
+    let env = [("PT_SYM", "libc:kill"), ("PT_OFF", "5"), ("PT_POST", "1")];
+    let out = load("count", &format!("{} 5", target("sigjump")), &env, 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("jumps=5"), "{out:?}");
+    assert_eq!(out.get("hits"), 5, "{out:?}");
+    assert_eq!(out.get("nmissed"), 0, "{out:?}");
+    assert_eq!(
+        out.get("posts"),
+        0,
+        "no post trap was ever reached: {out:?}"
+    );
+}

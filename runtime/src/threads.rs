@@ -43,6 +43,8 @@ pub struct ThreadState {
     /// Single-step pending: the site whose slot is being stepped.
     pub ss_site: usize,
     pub ss_tf_was_set: bool,
+    /// Stack pointer of the context whose displaced instruction is pending.
+    pub ss_sp: u64,
     /// jprobe entry running.
     pub jp_site: usize,
     pub jp_regs: PtRegs,

@@ -22,7 +22,14 @@ pub const SIGBUS: i32 = 7;
 pub const SIGFPE: i32 = 8;
 pub const SIGSEGV: i32 = 11;
 // SIGSYS: syscall probes (runtime/src/syscall/) trap with it; it must never be blocked or displaced.
-pub const MANAGED: [i32; 6] = [SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE, crate::syscall::handler::SIGSYS];
+pub const MANAGED: [i32; 6] = [
+    SIGTRAP,
+    SIGSEGV,
+    SIGBUS,
+    SIGILL,
+    SIGFPE,
+    crate::syscall::handler::SIGSYS,
+];
 
 pub fn managed(sig: i32) -> bool {
     MANAGED.contains(&sig)
@@ -445,12 +452,14 @@ unsafe fn run_displaced(
                 // The post slot ends in an int3: see `on_post_int3`.
                 regs.ip = site.post_slot;
                 (*ts).ss_site = site as *const Site as usize;
+                (*ts).ss_sp = regs.sp;
                 regs_to(uc, &regs);
             }
             Kind::Slot => {
                 regs.ip = site.slot;
                 if posts {
                     (*ts).ss_site = site as *const Site as usize;
+                    (*ts).ss_sp = regs.sp;
                     (*ts).ss_tf_was_set = regs.flags & rf::TF != 0;
                     regs.flags |= rf::TF;
                     regs_to(uc, &regs);
@@ -484,6 +493,13 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
     regs.ip = addr;
     // SAFETY: ts is ours; the site is live until we leave.
     unsafe {
+        if (*ts).ss_site != 0 && pending_step_abandoned(ts, regs.sp) {
+            // A target signal handler longjmp'ed out of the window between a
+            // hit and its post trap: that hit is over, forget it.
+            (*ts).ss_site = 0;
+            (*ts).in_handler = 0;
+            threads::leave(ts);
+        }
         if (*ts).in_handler != 0 {
             // The seed's reentrancy rule: no handler runs, count a miss.
             for e in &site.probes {
@@ -545,6 +561,17 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
         let posts = site.needs_post();
         run_displaced(ts, site, regs, uc, posts);
     }
+}
+
+/// Is the context that is single-stepping (or running a post slot) gone?
+/// It is if this hit is on the same stack at or above its stack pointer: a
+/// signal handler nested in the window would run below it.
+unsafe fn pending_step_abandoned(ts: *mut ThreadState, sp: u64) -> bool {
+    let alt = altstack();
+    let on_alt = |p: u64| alt.is_some_and(|(lo, hi)| p >= lo && p < hi);
+    // SAFETY: ts is ours.
+    let ss_sp = unsafe { (*ts).ss_sp };
+    on_alt(sp) == on_alt(ss_sp) && sp >= ss_sp
 }
 
 /// A reentrant hit: run the displaced instruction without handlers and
