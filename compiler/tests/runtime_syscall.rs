@@ -64,6 +64,16 @@ fn wrappers_fopen_syscall_and_inline_instruction_are_all_seen() {
         "{out:?}"
     );
     assert!(out.stdout.contains("nmissed=0"), "{out:?}");
+    assert_eq!(
+        out.get("data_bad"),
+        0,
+        "per-call data from entry to return: {out:?}"
+    );
+    assert_eq!(
+        out.get("outside"),
+        0,
+        "no per-call data outside handlers: {out:?}"
+    );
 }
 
 #[test]
@@ -298,6 +308,7 @@ fn thread_churn_while_armed_loses_nothing() {
     );
     assert_eq!(opens(&out).len(), 200, "{out:?}");
     assert_eq!(out.get("nmissed"), 0, "{out:?}");
+    assert_eq!(out.get("data_bad"), 0, "{out:?}");
 }
 
 #[test]

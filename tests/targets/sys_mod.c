@@ -14,13 +14,27 @@
 static const int open_family[] = { SYSCALL_OPEN_FAMILY };
 static const int getppid_nr[] = { 110 };
 static const int futex_nr[] = { 202 };
-static unsigned long futexes, opens_seen;
+static unsigned long futexes, opens_seen, data_bad;
 static int lookup;
 static const char *prefix = "/nonexistent";
+
+/* Entry keeps the path pointer in the per-call data; return checks it. */
+static int open_entry(struct syscall_probe *p, struct pt_regs *regs)
+{
+	const char **d = syscall_probe_data();
+	if (!d || *d)
+		__atomic_fetch_add(&data_bad, 1, __ATOMIC_RELAXED);
+	else
+		*d = syscall_open_path(regs);
+	return 0;
+}
 
 static int open_ret(struct syscall_probe *p, struct pt_regs *regs)
 {
 	const char *path = syscall_open_path(regs);
+	const char **d = syscall_probe_data();
+	if (!d || *d != path)
+		__atomic_fetch_add(&data_bad, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&opens_seen, 1, __ATOMIC_RELAXED);
 	if (lookup) {
 		lookup = 0;
@@ -51,7 +65,7 @@ static int futex_entry(struct syscall_probe *p, struct pt_regs *regs)
 	return 0;
 }
 
-static struct syscall_probe opens = { .nrs = open_family, .n = 4, .ret = open_ret };
+static struct syscall_probe opens = { .nrs = open_family, .n = 4, .entry = open_entry, .ret = open_ret };
 static struct syscall_probe ppid = { .nrs = getppid_nr, .n = 1, .entry = getppid_entry, .ret = getppid_ret };
 static struct syscall_probe fut = { .nrs = futex_nr, .n = 1, .entry = futex_entry };
 
@@ -77,6 +91,6 @@ void cleanup_module(void)
 	unregister_syscall_probe(&opens);
 	unregister_syscall_probe(&ppid);
 	unregister_syscall_probe(&fut);
-	printk("cleanup pid=%d futexes=%lu opens_seen=%lu nmissed=%lu\n", (int)getpid(), futexes, opens_seen,
-	       opens.nmissed + ppid.nmissed + fut.nmissed);
+	printk("cleanup pid=%d futexes=%lu opens_seen=%lu nmissed=%lu data_bad=%lu outside=%d\n", (int)getpid(),
+	       futexes, opens_seen, opens.nmissed + ppid.nmissed + fut.nmissed, data_bad, syscall_probe_data() != 0);
 }

@@ -63,6 +63,13 @@ int register_syscall_probe(struct syscall_probe *p);
 /* After it returns, no handler of p runs again (safe from any thread). */
 void unregister_syscall_probe(struct syscall_probe *p);
 
+/* Inside a handler: SYSCALL_PROBE_DATA_SIZE bytes of scratch for this call
+ * and this probe, zeroed when the call traps, the same at entry and at
+ * return (what ri->data is to a kretprobe). NULL outside a handler, or for
+ * a ninth probe watching the same call. */
+#define SYSCALL_PROBE_DATA_SIZE 64
+void *syscall_probe_data(void);
+
 /* SIGSYS traps taken and handler calls so far in this process (NULL ok). */
 void ptap_syscall_stats(unsigned long *traps, unsigned long *hits);
 

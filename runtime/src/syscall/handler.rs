@@ -168,11 +168,12 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
     let active =
         slot.filter(|s| s.in_handler.load(Ordering::Relaxed) == 0 && !in_kprobe_handler(ts));
     let mut args = args;
+    let mut data = CallData::new();
     if w_entry {
         match active {
             Some(s) => {
                 // SAFETY: s is this thread's slot.
-                unsafe { run_handlers(s, ts, nr, false, &mut regs) };
+                unsafe { run_handlers(s, ts, nr, false, &mut regs, &mut data) };
                 args = [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9];
             }
             None => missed(nr, false),
@@ -189,13 +190,46 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
             Some(s) => {
                 regs.ax = r as u64;
                 // SAFETY: s is this thread's slot.
-                unsafe { run_handlers(s, ts, nr, true, &mut regs) };
+                unsafe { run_handlers(s, ts, nr, true, &mut regs, &mut data) };
                 r = regs.ax as i64;
             }
             None => missed(nr, true),
         }
     }
     set_greg(uc, libc::REG_RAX, r as u64);
+}
+
+/// Per-call scratch of up to CALL_DATA_PROBES probes, on this frame, so
+/// that entry and return of one call share it.
+struct CallData {
+    bufs: [[u64; super::CALL_DATA_SIZE / 8]; super::CALL_DATA_PROBES],
+    /// Registry index + 1 of the probe owning each buffer (0 = free).
+    owner: [u8; super::CALL_DATA_PROBES],
+}
+
+impl CallData {
+    fn new() -> CallData {
+        CallData {
+            bufs: [[0; super::CALL_DATA_SIZE / 8]; super::CALL_DATA_PROBES],
+            owner: [0; super::CALL_DATA_PROBES],
+        }
+    }
+
+    /// The buffer of registry slot `i`, claiming a free one.
+    fn get(&mut self, i: usize) -> u64 {
+        let tag = (i + 1) as u8;
+        let k = match self.owner.iter().position(|&o| o == tag) {
+            Some(k) => k,
+            None => match self.owner.iter().position(|&o| o == 0) {
+                Some(k) => {
+                    self.owner[k] = tag;
+                    k
+                }
+                None => return 0,
+            },
+        };
+        self.bufs[k].as_mut_ptr() as u64
+    }
 }
 
 /// Is a kprobe handler running on this thread (a system call made by a
@@ -209,7 +243,7 @@ fn in_kprobe_handler(ts: Option<*mut crate::threads::ThreadState>) -> bool {
 }
 
 fn missed(nr: usize, at_ret: bool) {
-    super::for_each_probe(nr, at_ret, |p| {
+    super::for_each_probe(nr, at_ret, |_, p| {
         // SAFETY: p is live (registered); nmissed is an aligned unsigned long.
         unsafe {
             (*(core::ptr::addr_of_mut!((*p).nmissed) as *const core::sync::atomic::AtomicU64))
@@ -231,6 +265,7 @@ unsafe fn run_handlers(
     nr: usize,
     at_ret: bool,
     regs: &mut PtRegs,
+    data: &mut CallData,
 ) {
     table::enter(s);
     s.in_handler.store(1, Ordering::Relaxed);
@@ -242,7 +277,7 @@ unsafe fn run_handlers(
         Some(t) => unsafe { core::mem::replace(&mut (*t).in_handler, 1) },
         None => 0,
     };
-    super::for_each_probe(nr, at_ret, |p| {
+    super::for_each_probe(nr, at_ret, |i, p| {
         // SAFETY: p is registered; unregister waits for our `leave`.
         let (h, flags) = unsafe {
             (
@@ -255,8 +290,10 @@ unsafe fn run_handlers(
             return;
         }
         HITS.fetch_add(1, Ordering::Relaxed);
+        s.call_data.store(data.get(i), Ordering::Relaxed);
         call_guarded(ts, h, p, regs);
     });
+    s.call_data.store(0, Ordering::Relaxed);
     if let Some(t) = ts {
         // SAFETY: this thread's slot.
         unsafe { (*t).in_handler = outer };

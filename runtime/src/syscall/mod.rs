@@ -46,6 +46,9 @@
 //! // Owned registration (the runtime keeps the numbers and the struct):
 //! let id = syscall::register_fns(&[2, 257, 437, 85], None, Some(on_ret), data)?; // Result<ProbeId, i32 (-errno)>
 //! syscall::unregister_id(id);
+//! // Inside a handler: per-call scratch shared by entry and return of one
+//! // call (CALL_DATA_SIZE = 64 bytes, zeroed when the call traps):
+//! let p: *mut u8 = syscall::call_data();
 //! // Or with a caller-owned struct, exactly like the C API:
 //! // unsafe { syscall::register(p: *mut SyscallProbe) -> i32 }  /  syscall::unregister(p)
 //! ```
@@ -158,15 +161,15 @@ pub fn watched(nr: usize) -> (bool, bool) {
 /// Visit the live probes watching `nr` (entry or ret), in slot order.
 /// Hit path: atomics only.
 #[inline]
-pub(crate) fn for_each_probe(nr: usize, at_ret: bool, mut f: impl FnMut(*mut SyscallProbe)) {
-    for r in &REGS {
+pub(crate) fn for_each_probe(nr: usize, at_ret: bool, mut f: impl FnMut(usize, *mut SyscallProbe)) {
+    for (i, r) in REGS.iter().enumerate() {
         let p = r.probe.load(Ordering::Acquire);
         if p.is_null() {
             continue;
         }
         let m = if at_ret { &r.ret } else { &r.entry };
         if bit(m, nr) {
-            f(p);
+            f(i, p);
         }
     }
 }
@@ -346,6 +349,23 @@ pub fn register_fns(
         return Err(e);
     }
     Ok(ProbeId(raw as usize))
+}
+
+/// Bytes of per-call scratch a handler gets from [`call_data`].
+pub const CALL_DATA_SIZE: usize = 64;
+/// Probes of one call that can have scratch (more get NULL).
+pub const CALL_DATA_PROBES: usize = 8;
+
+/// The running handler's per-call scratch: [`CALL_DATA_SIZE`] bytes, zeroed
+/// when the call traps, the same at entry and at return of one call for one
+/// probe (what a kretprobe's `ri->data` is for a function). NULL outside a
+/// syscall probe handler, or for a ninth probe watching the same call.
+/// Hit-path safe (one raw gettid).
+pub fn call_data() -> *mut u8 {
+    match table::find(sys::gettid()) {
+        Some(s) => s.call_data.load(Ordering::Relaxed) as *mut u8,
+        None => core::ptr::null_mut(),
+    }
 }
 
 /// Unregister and free a probe made by [`register_fns`].
@@ -614,6 +634,12 @@ pub unsafe extern "C" fn unregister_syscall_probe(p: *mut SyscallProbe) {
     unsafe { unregister(p) }
 }
 
+/// `void *syscall_probe_data(void)`: see [`call_data`].
+#[no_mangle]
+pub extern "C" fn syscall_probe_data() -> *mut c_void {
+    call_data() as *mut c_void
+}
+
 /// Traps taken and handler invocations so far in this process.
 /// # Safety
 /// NULL or valid pointers.
@@ -649,7 +675,7 @@ mod tests {
         assert_eq!(watched(110), (true, false));
         assert_eq!(watched(0), (false, false));
         let mut seen = 0;
-        for_each_probe(437, true, |p| {
+        for_each_probe(437, true, |_, p| {
             assert_eq!(p as *const SyscallProbe, probe_of(a));
             seen += 1;
         });

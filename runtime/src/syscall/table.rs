@@ -36,6 +36,8 @@ pub struct Slot {
     pub active: AtomicU32,
     /// Incremented each time `active` drops back to 0.
     pub gen: AtomicU64,
+    /// The running handler's per-call scratch (see `super::call_data`).
+    pub call_data: AtomicU64,
 }
 
 static TABLE: AtomicPtr<Slot> = AtomicPtr::new(core::ptr::null_mut());
@@ -86,6 +88,7 @@ fn reset(s: &Slot) {
     s.armed.store(0, Ordering::Relaxed);
     s.in_handler.store(0, Ordering::Relaxed);
     s.active.store(0, Ordering::Relaxed);
+    s.call_data.store(0, Ordering::Relaxed);
 }
 
 /// The calling thread's slot, if it has one (no claim).
