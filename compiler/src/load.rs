@@ -307,6 +307,11 @@ fn detach(s: &Session, sink: &mut Sink) {
 
 fn report_losses(s: &Session) {
     let c = s.control();
+    if c.attaches.load(Ordering::Acquire) == 0 {
+        eprintln!(
+            "ptap: the runtime never attached to the target (statically linked, setuid, or LD_PRELOAD ignored?): nothing was probed"
+        );
+    }
     let dropped = s.dropped();
     if dropped > 0 {
         eprintln!("ptap: {dropped} output records lost (output ring full)");

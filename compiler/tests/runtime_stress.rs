@@ -256,3 +256,25 @@ fn ctrl_c_detaches_forked_children_too() {
     // Both the parent and the forked child ran cleanup_module.
     assert_eq!(stdout.matches("hits=").count(), 2, "{stdout}{stderr}");
 }
+
+#[test]
+fn a_target_the_runtime_cannot_enter_is_reported() {
+    let src = root().join("tests/targets/hot.c");
+    let bin = build(
+        "cc",
+        &src,
+        &out_dir().join("hot_static"),
+        &["-O2", "-static"],
+        &[],
+    );
+    let out = load("count", &format!("{} 2", bin.display()), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("sum=4"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("the runtime never attached to the target"),
+        "{out:?}"
+    );
+    let out = load("count", &format!("{} 2", target("hot")), &[], 30);
+    assert!(!out.stderr.contains("never attached"), "{out:?}");
+}

@@ -55,6 +55,9 @@ pub struct Control {
     pub handler_faults: AtomicU64,
     /// Pids of attached processes (0 = free).
     pub pids: [AtomicI32; MAX_PIDS],
+    /// Runtimes that ever attached (monotonic): 0 at the end means the
+    /// preload never took (e.g. a statically linked program).
+    pub attaches: AtomicU32,
 }
 
 const _: () = assert!(core::mem::size_of::<Control>() <= CONTROL_SIZE);
@@ -249,6 +252,7 @@ impl Session {
             return true;
         }
         c.attached.fetch_add(1, Ordering::AcqRel);
+        c.attaches.fetch_add(1, Ordering::AcqRel);
         for slot in &c.pids {
             if slot
                 .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
