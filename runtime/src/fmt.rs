@@ -225,7 +225,7 @@ pub unsafe fn format(out: &mut Buf, fmt: *const u8, args: &mut ArgReader) {
                     i += 1;
                 }
             }
-            spec.prec = Some(p);
+            spec.prec = Some(p.min(40)); // the number buffer holds 48 digits
         }
         spec.width = spec.width.min(512);
         // length: 0 = int, 1 = long/long long/size_t, -1 = short, -2 = char
@@ -362,6 +362,13 @@ mod tests {
         assert_eq!(f("%*d", &[4, 7]), "   7");
         assert_eq!(f("%hhd", &[0x1ff]), "-1");
         assert_eq!(f("%f", &[]), "<%f?>");
+        // Absurd widths and precisions are clamped, never overflow a buffer.
+        assert_eq!(f("%.100d", &[5]).len(), 40);
+        assert_eq!(
+            f("%9999d", &[5]).len(),
+            256,
+            "width 512, truncated to the buffer"
+        );
     }
 
     #[test]

@@ -874,7 +874,10 @@ pub unsafe extern "C" fn register_kretprobe(rp: *mut Kretprobe) -> i32 {
         return -EINVAL;
     }
     let stride = (INST_HDR + core::mem::size_of::<KretprobeInstance>() + data_size + 15) & !15;
-    let mem = Box::leak(vec![0u8; n * stride + 16].into_boxed_slice());
+    let Some(bytes) = n.checked_mul(stride).filter(|&b| b <= 256 << 20) else {
+        return -ENOMEM;
+    };
+    let mem = Box::leak(vec![0u8; bytes + 16].into_boxed_slice());
     let base = (mem.as_mut_ptr() as usize + 15) & !15;
     let rec = Box::leak(Box::new(RetRec {
         rp,
