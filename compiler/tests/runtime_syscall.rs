@@ -351,3 +351,15 @@ fn handlers_change_arguments_and_results_and_a_faulting_handler_is_aborted() {
     let out = sys_load(m, &sys_opens("ppid"), &[], 30);
     assert_eq!(out.get("ppid"), 4242, "{out:?}");
 }
+
+#[test]
+fn a_late_registration_arms_threads_that_already_exist() {
+    // The threads sleep in read() when the probe is registered: the arming
+    // request interrupts them, the read restarts, and their opens are seen.
+    let out = sys_load("tests/targets/sys_mod_none.c", &sys_opens("late"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("late registered=0 seen=3 reads_ok=3"),
+        "{out:?}"
+    );
+}

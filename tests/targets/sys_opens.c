@@ -18,6 +18,9 @@
  *               then a raw clone(CLONE_VM) thread on its own stack
  *   masks       blocks every signal through the raw rt_sigprocmask system
  *               call, changes the alternate signal stack, then makes calls
+ *   late        three threads block in read(); then the program registers its
+ *               own syscall probe (dlsym'ed register_syscall_probe) and
+ *               releases them; each opens /nonexistent/lateI
  *   churn N     N rounds of: make 4 threads that each open, join them
  */
 #define _GNU_SOURCE
@@ -100,6 +103,39 @@ static void arm_alarm(int flags)
 }
 
 extern char **environ;
+
+/* The runtime's C API, reached through dlsym (struct syscall_probe layout). */
+struct late_probe {
+	const int *nrs;
+	int n;
+	int (*entry)(void *, unsigned long *);
+	int (*ret)(void *, unsigned long *);
+	unsigned long nmissed;
+	unsigned int flags;
+	void *data;
+	void *priv[2];
+};
+static int late_pipe[2];
+static volatile int late_seen, late_reads_ok;
+
+static int late_ret(void *p, unsigned long *regs)
+{
+	(void)p;
+	const char *path = (const char *)regs[13]; /* si */
+	if (path && !strncmp(path, "/nonexistent/late", 17) && (long)regs[10] == -2) /* ax */
+		__atomic_fetch_add(&late_seen, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void *late_thread(void *arg)
+{
+	char c, path[64];
+	if (read(late_pipe[0], &c, 1) == 1)
+		__atomic_fetch_add(&late_reads_ok, 1, __ATOMIC_RELAXED);
+	snprintf(path, sizeof path, "/nonexistent/late%ld", (long)arg);
+	open(path, O_RDONLY);
+	return NULL;
+}
 
 static int raw_child(void *arg)
 {
@@ -254,6 +290,20 @@ int main(int argc, char **argv)
 		syscall(SYS_rt_sigprocmask, SIG_BLOCK, NULL, &now, 8);
 		printf("sigprocmask=%ld blocked_int=%d sigaltstack=%ld same=%d fd=%d\n", r, (now >> (SIGINT - 1)) & 1,
 		       r2, cur.ss_sp == ss.ss_sp && cur.ss_size == ss.ss_size, fd);
+	} else if (!strcmp(mode, "late")) {
+		pthread_t t[3];
+		pipe(late_pipe);
+		for (long i = 0; i < 3; i++)
+			pthread_create(&t[i], NULL, late_thread, (void *)i);
+		usleep(200000); /* the threads now sleep in read() */
+		int (*reg)(struct late_probe *) = (int (*)(struct late_probe *))dlsym(RTLD_DEFAULT, "register_syscall_probe");
+		static const int nr[] = { SYS_openat };
+		static struct late_probe probe = { .nrs = nr, .n = 1, .ret = late_ret };
+		int r = reg ? reg(&probe) : -1;
+		write(late_pipe[1], "abc", 3);
+		for (int i = 0; i < 3; i++)
+			pthread_join(t[i], NULL);
+		printf("late registered=%d seen=%d reads_ok=%d\n", r, late_seen, late_reads_ok);
 	} else if (!strcmp(mode, "churn")) {
 		long n = argc > 2 ? atol(argv[2]) : 50, bad = 0;
 		for (long k = 0; k < n; k++) {

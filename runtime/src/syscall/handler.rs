@@ -129,6 +129,21 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
             core::ptr::read_unaligned(b.add(24) as *const i32),
         )
     };
+    if code == -1 {
+        // SI_QUEUE: an arming request from arm_all_threads (pid at 16, value at 24)?
+        // SAFETY: kernel-provided siginfo of a queued signal.
+        let (pid, value) = unsafe {
+            let b = info as *const u8;
+            (
+                core::ptr::read_unaligned(b.add(16) as *const i32),
+                core::ptr::read_unaligned(b.add(24) as *const u64),
+            )
+        };
+        if value == super::ARM_MAGIC && pid == sys::getpid() {
+            super::arm_current();
+            return;
+        }
+    }
     if code != SYS_USER_DISPATCH || nr < 0 {
         // SAFETY: forwarding the kernel's arguments.
         unsafe { trap::chain(sig, info, uc, None) };

@@ -270,6 +270,7 @@ pub unsafe fn register(p: *mut SyscallProbe) -> i32 {
             return e;
         }
         turn_on();
+        arm_all_threads();
     }
     0
 }
@@ -435,16 +436,87 @@ fn find_exempt() -> bool {
     true
 }
 
+/// si_value of the SIGSYS that asks a thread to arm itself.
+pub(crate) const ARM_MAGIC: u64 = 0x7074_6170_5f61_726d; // "ptap_arm"
+
+/// Arm every thread of the process that is not armed yet (probes
+/// registered after start-up, or a runtime attached to a running process):
+/// each gets a SIGSYS carrying [`ARM_MAGIC`] and arms itself in the handler.
+/// The runtime's control thread ("ptap-ctl") is skipped. Waits up to 100 ms
+/// for the threads to answer (a thread that blocks SIGSYS arms when it
+/// unblocks it). A thread sleeping in a call that is never restarted after
+/// a handler (nanosleep, epoll_wait, ...) sees EINTR once.
+/// Not for the hit path (reads /proc/self/task).
+pub fn arm_all_threads() {
+    if SHUT.load(Ordering::Acquire) || !HANDLER_INSTALLED.load(Ordering::Acquire) {
+        return;
+    }
+    let _quiet = Untraced::new();
+    let me = sys::gettid();
+    let pid = sys::getpid();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    let mut asked: Vec<i32> = Vec::new();
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        if tid == me || table::find(tid).is_some_and(|s| s.armed.load(Ordering::Acquire) != 0) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == "ptap-ctl" {
+            continue;
+        }
+        // siginfo: signo, errno, code = SI_QUEUE, pid, uid, value.
+        let mut info = [0u64; 16];
+        info[0] = handler::SIGSYS as u64; // si_signo, si_errno = 0
+        info[1] = (-1i32) as u32 as u64; // si_code = SI_QUEUE
+                                         // SAFETY: getuid takes no arguments.
+        let uid = unsafe { sys::syscall3(102, 0, 0, 0) } as u64;
+        info[2] = pid as u32 as u64 | (uid << 32);
+        info[3] = ARM_MAGIC;
+        // SAFETY: rt_tgsigqueueinfo to a thread of this process.
+        let r = unsafe {
+            sys::syscall6(
+                297,
+                pid as usize,
+                tid as usize,
+                handler::SIGSYS as usize,
+                info.as_ptr() as usize,
+                0,
+                0,
+            )
+        };
+        if r == 0 {
+            asked.push(tid);
+        }
+    }
+    for _ in 0..100 {
+        if asked.iter().all(|&t| {
+            table::find(t).is_some_and(|s| s.armed.load(Ordering::Acquire) != 0)
+                || !sys::thread_alive(t)
+        }) {
+            break;
+        }
+        sys::sleep_us(1000);
+    }
+}
+
 /// Install the SIGSYS handler (once) with the target's own mask semantics:
 /// no extra blocked signals (sa_mask 0) and SA_NODEFER, so the call the
-/// handler performs runs with exactly the target's signal mask.
+/// handler performs runs with exactly the target's signal mask. (SA_RESTART
+/// does not touch trapped calls: their saved rax is the number, never an
+/// -ERESTART code.)
 fn install_handler() {
     if HANDLER_INSTALLED.swap(true, Ordering::AcqRel) {
         return;
     }
     let act = sys::KSigaction {
         handler: handler::on_sigsys as *const () as usize,
-        flags: sys::SA_SIGINFO | sys::SA_NODEFER,
+        // SA_RESTART: a call interrupted by an arming request restarts.
+        flags: sys::SA_SIGINFO | sys::SA_NODEFER | sys::SA_RESTART,
         restorer: 0,
         mask: 0,
     };
