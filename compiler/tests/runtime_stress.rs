@@ -278,3 +278,20 @@ fn a_target_the_runtime_cannot_enter_is_reported() {
     let out = load("count", &format!("{} 2", target("hot")), &[], 30);
     assert!(!out.stderr.contains("never attached"), "{out:?}");
 }
+
+#[test]
+fn more_threads_than_thread_table_slots() {
+    // 6000 sequential threads: the 4096-slot table must recycle dead threads' slots.
+    let out = load("count", &format!("{} 6000", target("churn")), &[], 120);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("threads"), 6000);
+    assert_eq!(out.get("hits"), 6000, "{out:?}");
+    let out = load(
+        "kret",
+        &format!("{} 5000", target("churn")),
+        &[("PT_MAXACTIVE", "4")],
+        120,
+    );
+    assert_eq!(out.get("returns"), 5000, "{out:?}");
+    assert_eq!(out.get("nmissed"), 0, "{out:?}");
+}

@@ -88,6 +88,21 @@ fn hash(tid: i32) -> usize {
     (tid as u32).wrapping_mul(2_654_435_761) as usize % MAX_THREADS
 }
 
+/// Give back the kretprobe instances of a thread that is gone.
+fn release_instances(ts: *mut ThreadState) {
+    // SAFETY: the slot belongs to a dead thread (or the single-threaded
+    // child after fork); instances are never freed.
+    unsafe {
+        let mut cur = (*ts).kret_head;
+        (*ts).kret_head = 0;
+        while cur != 0 {
+            let h = cur as *mut crate::probes::InstHdr;
+            cur = (*h).next;
+            crate::probes::release(h);
+        }
+    }
+}
+
 fn reset(ts: *mut ThreadState) {
     // SAFETY: the slot was just claimed by this thread.
     unsafe {
@@ -143,6 +158,7 @@ pub fn current() -> Option<*mut ThreadState> {
             }
             .is_ok()
             {
+                release_instances(s);
                 reset(s);
                 return Some(s);
             }
@@ -281,6 +297,8 @@ pub fn after_fork(parent_tid: i32) {
             if t == parent_tid && t != 0 {
                 moved = Some(s);
             } else if t != 0 {
+                // That thread does not exist in the child: free its instances.
+                release_instances(s);
                 (*s).tid.store(0, Ordering::Relaxed);
             }
         }
