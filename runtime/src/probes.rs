@@ -525,7 +525,9 @@ fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
     }
     set_last_error(String::new());
     let r = register_entry_inner(kp, kind);
-    if r < 0 {
+    // SAFETY: kp is the caller's non-NULL struct.
+    let quiet = unsafe { kprobe_flags(kp) } & KPROBE_FLAG_QUIET != 0;
+    if r < 0 && !quiet {
         let why = LAST_ERROR.lock().map(|g| g.clone()).unwrap_or_default();
         let why = if !why.is_empty() {
             why

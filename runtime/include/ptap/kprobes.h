@@ -41,6 +41,8 @@ typedef int (*kretprobe_handler_t)(struct kretprobe_instance *, struct pt_regs *
 
 #define KPROBE_FLAG_GONE 1
 #define KPROBE_FLAG_DISABLED 2
+/* ptap extension: a failed registration is not explained on stderr. */
+#define KPROBE_FLAG_QUIET 0x100
 
 struct kprobe {
 	kprobe_opcode_t *addr;     /* where to probe (or NULL and symbol_name) */
