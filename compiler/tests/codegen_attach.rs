@@ -49,7 +49,7 @@ fn init_runtime() {
 const SCRIPT: &str = "global n, total\n\
     probe kprobe(libc:labs) { n++; total += arg1 }\n\
     probe kretprobe(libc:labs) { printf(\"%d -> %d\\n\", @entry(arg1), ret) }\n\
-    probe jprobe(libc:labs) { if (arg1 == -3) print(\"three\") }\n\
+    probe jprobe(libc:labs) { if (arg1 == -3) print(\"three\", probefunc(), pp()) }\n\
     probe end { print(n) }";
 
 static INIT: std::sync::Once = std::sync::Once::new();
@@ -77,7 +77,10 @@ fn compiled_module_probes_a_function_of_this_process() {
     // `end` runs in ptap: the JIT'd handler over the same globals.
     let (r, _) = e.run(3);
     assert_eq!(r, 0);
-    assert_eq!(e.output(), "-1 -> 1\n-2 -> 2\nthree\n-3 -> 3\n-4 -> 4\n4\n");
+    assert_eq!(
+        e.output(),
+        "-1 -> 1\n-2 -> 2\nthree labs jprobe(libc:labs)\n-3 -> 3\n-4 -> 4\n4\n"
+    );
 }
 
 /// Threads hitting the same probe update one global with no lost update.

@@ -412,3 +412,63 @@ fn ir_text_names_every_function() {
     assert!(ir.contains("; ptap_probe_0\n"), "{ir}");
     assert!(ir.contains("imul"), "{ir}");
 }
+
+#[test]
+fn guru_mode_writes_registers_and_memory() {
+    let mut target: i64 = 0x1111_1111_1111_1111;
+    let e = env_with(
+        "probe kprobe(work) { set_register(\"rax\", 42); set_user_int(arg1, -1); set_user_char(arg1 + 7, 0x22); set_user_long(8, 0) }",
+        &["-g"],
+    );
+    let mut regs = PtRegs {
+        di: &mut target as *mut i64 as u64,
+        ..PtRegs::default()
+    };
+    let (r, ctx) = e.run_with(0, &mut regs);
+    assert_eq!(regs.ax, 42);
+    assert_eq!(target as u64, 0x2211_1111_ffff_ffff);
+    assert_eq!(
+        (r, ctx.error_arg),
+        (i64::from(ERR_FAULT), 8),
+        "writing address 8 fails cleanly"
+    );
+}
+
+#[test]
+fn probefunc_syscall_name_and_usymname() {
+    let e = env(
+        "probe kprobe(sys_read), kprobe(sys_write) { print(probefunc(), syscall_name()) }\n\
+         probe kprobe(work) { print(usymname(arg1), usymname(16)) }",
+    );
+    let (read, write) = (b"read", b"write");
+    let table = [
+        ptap_rt::script::ctx::SyscallName {
+            nr: 0,
+            name: read.as_ptr(),
+            len: 4,
+        },
+        ptap_rt::script::ctx::SyscallName {
+            nr: 1,
+            name: write.as_ptr(),
+            len: 5,
+        },
+    ];
+    let func = b"sys_read";
+    let mut regs = PtRegs {
+        orig_ax: 1,
+        ..PtRegs::default()
+    };
+    let mut ctx = e.ctx(&mut regs);
+    (ctx.func, ctx.func_len) = (func.as_ptr(), 8);
+    (ctx.syscalls, ctx.nsyscalls) = (table.as_ptr(), 2);
+    // SAFETY: live env, regs and tables.
+    assert_eq!(unsafe { e.jit.handler(0).unwrap()(&mut ctx) }, 0);
+    // usymname reads the runtime's symbol index of this process.
+    ptap_rt::symbols::get_or_build();
+    let mut regs = PtRegs {
+        di: libc::getpid as usize as u64,
+        ..PtRegs::default()
+    };
+    e.run_with(1, &mut regs);
+    assert_eq!(e.output(), "sys_read write\ngetpid 0x10\n");
+}

@@ -493,6 +493,14 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             B::GettimeofdayUs => Ok(self.call_long(Helper::GettimeofdayUs, &[c])),
             B::Execname => Ok(self.string_helper(Helper::Execname, &[])),
             B::Pp => Ok(self.string_helper(Helper::Pp, &[])),
+            B::Probefunc => Ok(self.string_helper(Helper::Probefunc, &[])),
+            B::SyscallName => Ok(self.string_helper(Helper::SyscallName, &[])),
+            B::Usymname => {
+                let a = self.translate_expr(&args[0])?;
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::Usymname, &[c, a, dst, cap]);
+                Ok(dst)
+            }
             B::Register => self.translate_register(args, span),
             B::UserLong => self.translate_user_read(args, 8, span),
             B::UserInt => self.translate_user_read(args, 4, span),
@@ -537,15 +545,11 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 let f = value_format(args, "")?;
                 self.translate_sprintf(&f, args, span)
             }
-            B::Probefunc
-            | B::Ubacktrace
-            | B::PrintUbacktrace
-            | B::Usymname
-            | B::SyscallName
-            | B::SetRegister
-            | B::SetUserLong
-            | B::SetUserInt
-            | B::SetUserChar => unsupported(
+            B::SetRegister => self.translate_set_register(args, span),
+            B::SetUserLong => self.translate_user_write(args, 8, span),
+            B::SetUserInt => self.translate_user_write(args, 4, span),
+            B::SetUserChar => self.translate_user_write(args, 1, span),
+            B::Ubacktrace | B::PrintUbacktrace => unsupported(
                 &format!("`{}` (not compiled yet)", ptap_lang::builtins::name(func)),
                 span,
             ),
@@ -559,39 +563,30 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         dst
     }
 
-    /// `register("rax")`: the name must be a literal.
+    /// `register("rax")`.
     fn translate_register(&mut self, args: &[Expr], span: Span) -> R<Value> {
-        let ExprKind::Str(name) = &args[0].kind else {
-            return unsupported(
-                "`register()` with a name that is not a string literal",
-                span,
-            );
-        };
-        let off = match name.as_str() {
-            "rax" | "ax" => regoff::AX,
-            "rbx" | "bx" => regoff::BX,
-            "rcx" | "cx" => regoff::CX,
-            "rdx" | "dx" => regoff::DX,
-            "rsi" | "si" => regoff::SI,
-            "rdi" | "di" => regoff::DI,
-            "rbp" | "bp" => regoff::BP,
-            "rsp" | "sp" => regoff::SP,
-            "r8" => regoff::R8,
-            "r9" => regoff::R9,
-            "r10" => regoff::R10,
-            "r11" => regoff::R11,
-            "r12" => regoff::R12,
-            "r13" => regoff::R13,
-            "r14" => regoff::R14,
-            "r15" => regoff::R15,
-            "rip" | "ip" => regoff::IP,
-            "eflags" | "flags" => regoff::FLAGS,
-            "orig_ax" | "orig_rax" => regoff::ORIG_AX,
-            "cs" => regoff::CS,
-            "ss" => regoff::SS,
-            _ => return unsupported(&format!("`register(\"{name}\")`"), span),
-        };
+        let off = register_offset(&args[0], span)?;
         Ok(self.reg(off))
+    }
+
+    /// `set_register("rax", v)` (guru mode): the handler's register frame is
+    /// what the target resumes with.
+    fn translate_set_register(&mut self, args: &[Expr], span: Span) -> R<Value> {
+        let off = register_offset(&args[0], span)?;
+        let v = self.translate_expr(&args[1])?;
+        let r = self.regs();
+        self.b.ins().store(flags(), v, r, off as i32);
+        Ok(self.iconst(0))
+    }
+
+    /// `set_user_long/int/char(addr, v)` (guru mode): a fault-safe write.
+    fn translate_user_write(&mut self, args: &[Expr], size: i64, span: Span) -> R<Value> {
+        let a = self.translate_expr(&args[0])?;
+        let v = self.translate_expr(&args[1])?;
+        let (c, s) = (self.ctx, self.iconst(size));
+        self.call_helper(Helper::UserWrite, &[c, a, s, v]);
+        self.check_helper(span);
+        Ok(self.iconst(0))
     }
 
     fn translate_user_read(&mut self, args: &[Expr], size: i64, span: Span) -> R<Value> {
@@ -694,6 +689,37 @@ fn value_format(args: &[Expr], end: &str) -> R<Format> {
         pieces.push(Piece::Text(end.into()));
     }
     Ok(Format { pieces })
+}
+
+/// The `PtRegs` offset a register name (a string literal) designates.
+fn register_offset(name: &Expr, span: Span) -> R<usize> {
+    let ExprKind::Str(name) = &name.kind else {
+        return unsupported("a register name that is not a string literal", span);
+    };
+    Ok(match name.as_str() {
+        "rax" | "ax" => regoff::AX,
+        "rbx" | "bx" => regoff::BX,
+        "rcx" | "cx" => regoff::CX,
+        "rdx" | "dx" => regoff::DX,
+        "rsi" | "si" => regoff::SI,
+        "rdi" | "di" => regoff::DI,
+        "rbp" | "bp" => regoff::BP,
+        "rsp" | "sp" => regoff::SP,
+        "r8" => regoff::R8,
+        "r9" => regoff::R9,
+        "r10" => regoff::R10,
+        "r11" => regoff::R11,
+        "r12" => regoff::R12,
+        "r13" => regoff::R13,
+        "r14" => regoff::R14,
+        "r15" => regoff::R15,
+        "rip" | "ip" => regoff::IP,
+        "eflags" | "flags" => regoff::FLAGS,
+        "orig_ax" | "orig_rax" => regoff::ORIG_AX,
+        "cs" => regoff::CS,
+        "ss" => regoff::SS,
+        _ => return unsupported(&format!("register `{name}`"), span),
+    })
 }
 
 pub(crate) fn unsupported<T>(what: &str, span: Span) -> R<T> {

@@ -24,8 +24,14 @@ pub fn compile(src: &str) -> Result<Jit, String> {
 }
 
 pub fn compile_with(src: &str, defines: &[&str]) -> Result<Jit, String> {
+    let guru = defines.contains(&"-g");
     let opts = Options {
-        defines: defines.iter().map(|s| s.to_string()).collect(),
+        defines: defines
+            .iter()
+            .filter(|d| **d != "-g")
+            .map(|s| s.to_string())
+            .collect(),
+        guru,
         ..Options::default()
     };
     let checked = ptap_lang::frontend("t.pt", src, &opts).map_err(|f| f.render())?;
@@ -36,6 +42,7 @@ pub fn env(src: &str) -> Env {
     env_with(src, &[])
 }
 
+/// `defines` are `-D` values; `"-g"` among them turns on guru mode.
 pub fn env_with(src: &str, defines: &[&str]) -> Env {
     let jit = compile_with(src, defines).unwrap_or_else(|e| panic!("compile failed:\n{e}"));
     let gsize = jit.compiled.meta.globals_size as usize;

@@ -22,7 +22,7 @@ use core::ffi::c_int;
 use core::sync::atomic::Ordering;
 use std::ffi::CString;
 
-use super::ctx::{Handler, ProbeCtx, ABI_SYSCALL, ABI_SYSV};
+use super::ctx::{Handler, ProbeCtx, SyscallName, ABI_SYSCALL, ABI_SYSV};
 use super::globals::Globals;
 use super::load::LoadedModule;
 use super::meta::{ModuleSpec, PointKind, TargetSpec};
@@ -39,6 +39,11 @@ struct Env {
     /// `ABI_SYSV` or `ABI_SYSCALL`.
     abi: u32,
     pp: Box<[u8]>,
+    /// `probefunc()`.
+    func: Box<[u8]>,
+    /// `syscall_name()` table; its names point into `_names`.
+    syscalls: Box<[SyscallName]>,
+    _names: Names,
     globals: *mut u8,
     session: *mut u8,
     maxaction: i64,
@@ -113,6 +118,10 @@ unsafe fn fire(env: &Env, regs: *mut PtRegs, entry: *mut i64, h: Handler) {
     ctx.abi = env.abi;
     ctx.pp = env.pp.as_ptr();
     ctx.pp_len = env.pp.len() as u64;
+    ctx.func = env.func.as_ptr();
+    ctx.func_len = env.func.len() as u64;
+    ctx.syscalls = env.syscalls.as_ptr();
+    ctx.nsyscalls = env.syscalls.len() as u64;
     ctx.entry = entry;
     // SAFETY: a handler of the loaded module with a fully initialised ctx.
     unsafe { super::run_handler(h, &mut ctx) };
@@ -200,10 +209,41 @@ fn module_matches(path: &str, m: &Option<ModuleSpec>) -> bool {
     }
 }
 
-/// Where a point is: a symbol name (+offset) or absolute addresses.
+/// Where a point is: a symbol name (+offset) or an absolute address.
 enum Site {
     Name(CString, u32),
     Addr(u64),
+}
+
+/// The name `probefunc()` gives for a site.
+fn func_name(site: &Site, target: &TargetSpec) -> Vec<u8> {
+    match (site, target) {
+        (Site::Name(..), TargetSpec::Symbol { name, .. }) => name.as_bytes().to_vec(),
+        (Site::Addr(a), _) => symbols::containing(symbols::get_or_build(), *a)
+            .map(|(_, s)| s.name.as_bytes().to_vec())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Owned names backing a `SyscallName` table.
+type Names = Box<[Box<[u8]>]>;
+
+fn syscall_table(target: &TargetSpec) -> (Box<[SyscallName]>, Names) {
+    let TargetSpec::Syscall { calls, .. } = target else {
+        return (Box::new([]), Box::new([]));
+    };
+    let names: Names = calls.iter().map(|(n, _)| n.as_bytes().into()).collect();
+    let table = calls
+        .iter()
+        .zip(names.iter())
+        .map(|((_, nr), n)| SyscallName {
+            nr: u64::from(*nr),
+            name: n.as_ptr(),
+            len: n.len() as u64,
+        })
+        .collect();
+    (table, names)
 }
 
 fn sites(target: &TargetSpec) -> Result<Vec<Site>, String> {
@@ -251,9 +291,7 @@ fn sites(target: &TargetSpec) -> Result<Vec<Site>, String> {
             }
             Ok(out.into_iter().map(Site::Addr).collect())
         }
-        TargetSpec::Syscall { .. } => {
-            Err("system-call probes are not supported by the runtime yet".into())
-        }
+        TargetSpec::Syscall { .. } => Err("system-call points register as syscall probes".into()),
         TargetSpec::None => Err("not a probe of the target".into()),
     }
 }
@@ -285,21 +323,27 @@ pub fn attach(
             ) {
                 continue;
             }
-            let env = || Env {
-                handler,
-                entry,
-                probe: pi as u32,
-                point: qi as u32,
-                abi: if matches!(pt.target, TargetSpec::Syscall { .. }) {
-                    ABI_SYSCALL
-                } else {
-                    ABI_SYSV
-                },
-                pp: pt.text.as_bytes().into(),
-                globals,
-                session,
-                maxaction,
-                maxerrors: meta.limits.maxerrors,
+            let env = |func: Vec<u8>| {
+                let (syscalls, names) = syscall_table(&pt.target);
+                Env {
+                    handler,
+                    entry,
+                    probe: pi as u32,
+                    point: qi as u32,
+                    abi: if matches!(pt.target, TargetSpec::Syscall { .. }) {
+                        ABI_SYSCALL
+                    } else {
+                        ABI_SYSV
+                    },
+                    pp: pt.text.as_bytes().into(),
+                    func: func.into(),
+                    syscalls,
+                    _names: names,
+                    globals,
+                    session,
+                    maxaction,
+                    maxerrors: meta.limits.maxerrors,
+                }
             };
             let fail = |reason: String| AttachError {
                 point: pt.text.clone(),
@@ -310,7 +354,11 @@ pub fn attach(
                     Err("`@entry` in a system-call kretprobe is not supported yet".to_string())
                 } else {
                     let nrs: Vec<i32> = calls.iter().map(|c| c.1 as i32).collect();
-                    let data = Box::into_raw(Box::new(env())) as *mut core::ffi::c_void;
+                    let func = match &pt.target {
+                        TargetSpec::Syscall { name, .. } => format!("sys_{name}").into_bytes(),
+                        _ => Vec::new(),
+                    };
+                    let data = Box::into_raw(Box::new(env(func))) as *mut core::ffi::c_void;
                     let (entry_h, ret_h) = match pt.kind {
                         PointKind::Kretprobe(_) => (None, Some(syscall_hit as syscall::Handler)),
                         _ => (Some(syscall_hit as syscall::Handler), None),
@@ -337,6 +385,7 @@ pub fn attach(
                 }
             };
             for site in list {
+                let func = func_name(&site, &pt.target);
                 let (addr, name, off) = match site {
                     Site::Name(c, o) => (core::ptr::null_mut(), Some(c), o),
                     Site::Addr(x) => (x as *mut u8, None, 0),
@@ -362,7 +411,7 @@ pub fn attach(
                         rp.maxactive = c_int::try_from(m).unwrap_or(0);
                         let b = Box::into_raw(Box::new(ScriptKretprobe {
                             rp,
-                            env: env(),
+                            env: env(func.clone()),
                             _name: name,
                         }));
                         // SAFETY: b stays alive (leaked until detach).
@@ -377,7 +426,7 @@ pub fn attach(
                         kp.pre_handler = Some(kprobe_pre);
                         let b = Box::into_raw(Box::new(ScriptKprobe {
                             kp,
-                            env: env(),
+                            env: env(func.clone()),
                             _name: name,
                         }));
                         // SAFETY: b stays alive (leaked until detach).

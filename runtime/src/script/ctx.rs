@@ -71,12 +71,26 @@ pub struct ProbeCtx {
     /// `pp()` text of the point that fired (not NUL-terminated).
     pub pp: *const u8,
     pub pp_len: u64,
+    /// `probefunc()`: the probed function's name (not NUL-terminated), or NULL.
+    pub func: *const u8,
+    pub func_len: u64,
+    /// `syscall_name()`: the (number, name) pairs of a system-call point, or NULL.
+    pub syscalls: *const SyscallName,
+    pub nsyscalls: u64,
     /// Extra value of an error (the faulting address for ERR_FAULT).
     pub error_arg: u64,
     /// Records this hit could not write (ring full or no session).
     pub dropped: u64,
     /// NUL-terminated message of `error(msg)`.
     pub errmsg: [u8; ERRMSG_MAX],
+}
+
+/// One system call a point watches (for `syscall_name()`).
+#[repr(C)]
+pub struct SyscallName {
+    pub nr: u64,
+    pub name: *const u8,
+    pub len: u64,
 }
 
 impl ProbeCtx {
@@ -96,6 +110,10 @@ impl ProbeCtx {
             entry: core::ptr::null_mut(),
             pp: core::ptr::null(),
             pp_len: 0,
+            func: core::ptr::null(),
+            func_len: 0,
+            syscalls: core::ptr::null(),
+            nsyscalls: 0,
             error_arg: 0,
             dropped: 0,
             errmsg: [0; ERRMSG_MAX],

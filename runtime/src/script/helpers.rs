@@ -67,6 +67,10 @@ pub enum Helper {
     GStrStore,
     Sprintf,
     ErrMsg,
+    Probefunc,
+    SyscallName,
+    Usymname,
+    UserWrite,
 }
 
 pub struct HelperDef {
@@ -140,6 +144,22 @@ pub static HELPERS: &[HelperDef] = &[
     ),
     h!(Sprintf, "ptap_h_sprintf", [A, A, A, L, L], false, sprintf),
     h!(ErrMsg, "ptap_h_errmsg", [C, A, L], false, errmsg),
+    h!(Probefunc, "ptap_h_probefunc", [C, A, L], false, probefunc),
+    h!(
+        SyscallName,
+        "ptap_h_syscall_name",
+        [C, A, L],
+        false,
+        syscall_name
+    ),
+    h!(Usymname, "ptap_h_usymname", [C, L, A, L], false, usymname),
+    h!(
+        UserWrite,
+        "ptap_h_user_write",
+        [C, L, L, L],
+        false,
+        user_write
+    ),
 ];
 
 impl Helper {
@@ -375,6 +395,7 @@ const SYS_PRCTL: usize = 157;
 const SYS_CLOCK_GETTIME: usize = 228;
 const SYS_GETCPU: usize = 309;
 const SYS_PROCESS_VM_READV: usize = 310;
+const SYS_PROCESS_VM_WRITEV: usize = 311;
 const PR_GET_NAME: usize = 16;
 
 fn raw0(n: usize) -> i64 {
@@ -552,6 +573,37 @@ unsafe extern "C" fn user_string(
     out[n] = 0;
 }
 
+/// `set_user_long/int/char(addr, v)` (guru mode): write `size` bytes of
+/// `v` with process_vm_writev on ourselves, which fails instead of faulting
+/// on an unmapped or read-only address (an ERR_FAULT error).
+///
+/// # Safety
+/// `ctx` live. Writing target memory is what guru mode asks for.
+unsafe extern "C" fn user_write(ctx: *mut ProbeCtx, addr: i64, size: i64, v: i64) {
+    let n = match size {
+        1 | 2 | 4 | 8 => size as usize,
+        _ => 8,
+    };
+    let b = v.to_le_bytes();
+    let local = [b.as_ptr() as usize, n];
+    let remote = [addr as usize, n];
+    // SAFETY: iovecs describe our own buffer and a remote range the kernel checks.
+    let r = unsafe {
+        sys::syscall6(
+            SYS_PROCESS_VM_WRITEV,
+            sys::getpid() as usize,
+            local.as_ptr() as usize,
+            1,
+            remote.as_ptr() as usize,
+            1,
+            0,
+        )
+    };
+    if r != n as isize {
+        fault(ctx, addr);
+    }
+}
+
 /// Load string global at `off` into `dst`.
 ///
 /// # Safety
@@ -634,6 +686,91 @@ unsafe extern "C" fn errmsg(ctx: *mut ProbeCtx, dst: *mut u8, cap: i64) {
     }
 }
 
+/// Copy `src` into the string buffer `dst` (`cap` bytes), truncating.
+///
+/// # Safety
+/// `dst` valid for `cap` bytes.
+unsafe fn put(dst: *mut u8, cap: i64, src: &[u8]) {
+    let cap = cap_of(cap);
+    if cap == 0 {
+        return;
+    }
+    let n = src.len().min(cap - 1);
+    // SAFETY: caller contract.
+    unsafe {
+        core::ptr::copy_nonoverlapping(src.as_ptr(), dst, n);
+        *dst.add(n) = 0;
+    }
+}
+
+/// `probefunc()`: the probed function's name ("" when unknown).
+///
+/// # Safety
+/// `ctx` live; `dst` valid for `cap` bytes.
+unsafe extern "C" fn probefunc(ctx: *mut ProbeCtx, dst: *mut u8, cap: i64) {
+    // SAFETY: caller contract; func/func_len describe a live string (or NULL).
+    unsafe {
+        let c = &*ctx;
+        let name: &[u8] = if c.func.is_null() {
+            &[]
+        } else {
+            core::slice::from_raw_parts(c.func, c.func_len as usize)
+        };
+        put(dst, cap, name);
+    }
+}
+
+/// `syscall_name()`: the name of the call in `regs.orig_ax` among the point's calls.
+///
+/// # Safety
+/// `ctx` live (regs non-NULL in a system-call probe); `dst` valid for `cap` bytes.
+unsafe extern "C" fn syscall_name(ctx: *mut ProbeCtx, dst: *mut u8, cap: i64) {
+    // SAFETY: caller contract; the table is live for the registration's life.
+    unsafe {
+        let c = &*ctx;
+        let nr = if c.regs.is_null() {
+            u64::MAX
+        } else {
+            (*c.regs).orig_ax
+        };
+        let mut name: &[u8] = &[];
+        if !c.syscalls.is_null() {
+            for s in core::slice::from_raw_parts(c.syscalls, c.nsyscalls as usize) {
+                if s.nr == nr {
+                    name = core::slice::from_raw_parts(s.name, s.len as usize);
+                }
+            }
+        }
+        put(dst, cap, name);
+    }
+}
+
+/// `usymname(addr)`: the function containing `addr` in this process, or
+/// `0x...` when no symbol is known. Reads the runtime's published symbol
+/// index (no allocation, no lock).
+///
+/// # Safety
+/// `dst` valid for `cap` bytes.
+unsafe extern "C" fn usymname(_: *mut ProbeCtx, addr: i64, dst: *mut u8, cap: i64) {
+    let found =
+        crate::symbols::current().and_then(|idx| crate::symbols::containing(idx, addr as u64));
+    match found {
+        // SAFETY: caller contract.
+        Some((_, s)) => unsafe { put(dst, cap, s.name.as_bytes()) },
+        None => {
+            let mut tmp = [0u8; 18];
+            let mut b = crate::fmt::Buf {
+                data: &mut tmp,
+                len: 0,
+            };
+            crate::output::push_hex(&mut b, addr as u64);
+            let n = b.len;
+            // SAFETY: caller contract.
+            unsafe { put(dst, cap, &tmp[..n]) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,6 +827,24 @@ mod tests {
         };
         let n = d.iter().position(|&b| b == 0).unwrap();
         assert_eq!(&d[..n], b"42:ab:00ff|    ");
+    }
+
+    #[test]
+    fn fault_safe_writes() {
+        let mut ctx = ProbeCtx::new(
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            10,
+        );
+        let mut v: i64 = 0;
+        // SAFETY: ctx live; v is ours.
+        unsafe {
+            user_write(&mut ctx, &mut v as *mut i64 as i64, 4, -2);
+            assert_eq!((v, ctx.error), (0xffff_fffe, 0));
+            user_write(&mut ctx, 8, 8, 1);
+            assert_eq!(ctx.error, ERR_FAULT);
+        }
     }
 
     #[test]
