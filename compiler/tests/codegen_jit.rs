@@ -466,7 +466,7 @@ fn probefunc_syscall_name_and_usymname() {
     // usymname reads the runtime's symbol index of this process.
     ptap_rt::symbols::get_or_build();
     let mut regs = PtRegs {
-        di: libc::getpid as usize as u64,
+        di: libc::getpid as *const () as u64,
         ..PtRegs::default()
     };
     e.run_with(1, &mut regs);
