@@ -146,6 +146,24 @@ pub fn build() -> &'static Index {
             &mut raws as *mut Vec<Raw> as *mut libc::c_void,
         );
     }
+    // Nothing loaded or unloaded since the last build: keep it (reading
+    // every object's symbol table again costs milliseconds).
+    if let Some(cur) = current() {
+        let now: Vec<(&str, u64)> = raws
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| *i == 0 || !(r.name.is_empty() || skipped(&r.name)))
+            .map(|(i, r)| (if i == 0 { "" } else { r.name.as_str() }, r.bias))
+            .collect();
+        let before: Vec<(&str, u64)> = cur
+            .objs
+            .iter()
+            .map(|o| (if o.is_main { "" } else { o.path.as_str() }, o.bias))
+            .collect();
+        if now == before {
+            return cur;
+        }
+    }
     let anchor = runtime_anchor();
     let mut objs = Vec::new();
     for (i, r) in raws.into_iter().enumerate() {
@@ -157,7 +175,7 @@ pub fn build() -> &'static Index {
         } else {
             r.name.clone()
         };
-        if path.is_empty() || path.starts_with("linux-vdso") {
+        if path.is_empty() || skipped(&path) {
             continue;
         }
         let is_runtime = r.exec.iter().any(|&(s, e)| anchor >= s && anchor < e);
@@ -175,6 +193,11 @@ pub fn build() -> &'static Index {
     let idx = Box::leak(Box::new(Index { objs }));
     INDEX.store(idx, Ordering::Release);
     idx
+}
+
+/// Objects `build` leaves out (no file on disk).
+fn skipped(name: &str) -> bool {
+    name.starts_with("linux-vdso")
 }
 
 pub fn get_or_build() -> &'static Index {
