@@ -108,6 +108,17 @@ fn pad(out: &mut String, s: &Spec, head: &str, body: &str, zeros: bool) {
 
 pub use ctx::error_text;
 
+/// The formats of a module's metadata, parsed (for a module loaded from a
+/// file: `ptap run NAME.o`).
+pub fn formats_of(meta: &Meta) -> Result<Vec<Format>, String> {
+    meta.formats
+        .iter()
+        .map(|f| {
+            ptap_lang::printf::parse(f).map_err(|e| format!("bad format `{f}` in the module: {e}"))
+        })
+        .collect()
+}
+
 /// A decoded record, ready to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rendered {

@@ -86,3 +86,21 @@ fn ptap_side_probes_from_the_loaded_object() {
     assert_eq!(run(Which::End), 0);
     assert_eq!(e.output(), "n=42\n");
 }
+
+#[test]
+fn program_from_an_object_file_renders_like_the_compiler() {
+    let src = "probe begin { printf(\"%-4s|%5d|%#x\\n\", \"ab\", -3, 255); print(\"x\", 1) }";
+    let e = env(src);
+    let checked = ptap_lang::frontend("t.pt", src, &ptap_lang::Options::default()).unwrap();
+    let compiled = host::Program::compile(&checked).unwrap();
+    let p = host::Program::from_object(compiled.object.clone()).unwrap();
+    assert_eq!(p.formats, e.jit.compiled.formats);
+    host::init_globals(&e.globals, p.meta(), 1);
+    assert_eq!(p.run(Which::Begin, &e.session, &e.globals), 0);
+    let mut out = String::new();
+    e.session.drain(|_, payload| match p.render(payload) {
+        ptap_compiler::output::Rendered::Out(s) => out.push_str(&s),
+        other => panic!("{other:?}"),
+    });
+    assert_eq!(out, "ab  |   -3|0xff\nx 1\n");
+}

@@ -142,3 +142,52 @@ pub fn errors(g: &Globals) -> u64 {
 pub fn exit_requested(g: &Globals) -> bool {
     g.header().exit.load(Ordering::Acquire) != 0
 }
+
+/// A compiled script as ptap runs it: the probe module (for the target)
+/// and the same module loaded into ptap (for begin/end/timer probes), with
+/// its parsed formats (to render the target's records).
+pub struct Program {
+    /// The ELF object the target loads (`PTAP_MODULE=NAME.o`).
+    pub object: Vec<u8>,
+    pub module: ptap_rt::script::load::LoadedModule,
+    pub formats: Vec<ptap_lang::printf::Format>,
+}
+
+impl Program {
+    /// Compile a checked script (`ptap -e`, `ptap SCRIPT.pt`).
+    pub fn compile(script: &ptap_lang::CheckedScript) -> Result<Program, String> {
+        let object = super::emit_object(script).map_err(|e| e.to_string())?;
+        Program::from_object(object)
+    }
+
+    /// A module written earlier by `ptap -p4` (`ptap run NAME.o`).
+    pub fn from_object(object: Vec<u8>) -> Result<Program, String> {
+        let module = ptap_rt::script::load::load(&object).map_err(|e| e.to_string())?;
+        let formats = crate::output::formats_of(&module.meta)?;
+        Ok(Program {
+            object,
+            module,
+            formats,
+        })
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.module.meta
+    }
+
+    /// Run the begin / end / one timer probe(s) in ptap (see [`run_probes`]).
+    pub fn run(&self, which: Which, session: &Session, g: &Globals) -> usize {
+        run_probes(
+            &self.module.meta,
+            |i| self.module.handler(i),
+            which,
+            session,
+            g,
+        )
+    }
+
+    /// Render one REC_FORMAT payload of this program.
+    pub fn render(&self, payload: &[u8]) -> crate::output::Rendered {
+        crate::output::render_record(&self.module.meta, &self.formats, payload)
+    }
+}
