@@ -508,6 +508,28 @@ pub fn attach_file(path: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// C entry point: a C probe module can host a compiled script
+/// (`int init_module(void) { return ptap_script_attach("m.o"); }`).
+/// Returns 0, or -EINVAL after writing the reason as a runtime diagnostic.
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ptap_script_attach(path: *const core::ffi::c_char) -> c_int {
+    if path.is_null() {
+        return -probes::EINVAL;
+    }
+    // SAFETY: caller contract.
+    let p = unsafe { std::ffi::CStr::from_ptr(path) }.to_string_lossy();
+    match attach_file(&p) {
+        Ok(_) => 0,
+        Err(e) => {
+            crate::output::diag(format!("ptap: {e}\n").as_bytes());
+            -probes::EINVAL
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::glob;

@@ -1,0 +1,240 @@
+//! End to end with a real target process, the way ptap's driver runs a
+//! script: compile to a probe module, create the session (ring + globals),
+//! run `begin` in ptap, start the target with the runtime preloaded, let
+//! the runtime load the module and register its probes, drain and render
+//! the records, run `end` in ptap after the target exits.
+//!
+//! Until the runtime's constructor loads `.o` modules itself, the module
+//! is handed over by a tiny C probe module (codegen_support/script_shim.c)
+//! that calls `ptap_script_attach`.
+#[path = "support/mod.rs"]
+mod support;
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ptap_compiler::codegen::host::{self, Program, Which};
+use ptap_compiler::output::Rendered;
+use ptap_rt::session::{self, Session, REC_DIAG, REC_FORMAT, REC_TEXT};
+
+fn runtime_so() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_ptap"));
+    let dir = exe.parent().unwrap().to_path_buf();
+    [
+        dir.join("libptap_rt.so"),
+        dir.join("deps").join("libptap_rt.so"),
+    ]
+    .into_iter()
+    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+    .max()
+    .map(|x| x.1)
+    .expect("libptap_rt.so is built with the tests")
+}
+
+fn shim() -> PathBuf {
+    let src = support::root().join("compiler/tests/codegen_support/script_shim.c");
+    let out = support::out_dir().join("codegen_script_shim.so");
+    support::build("cc", &src, &out, &["-O2", "-shared", "-fPIC"], &[])
+}
+
+struct Run {
+    stdout: String,
+    stderr: String,
+    target_stdout: String,
+    code: Option<i32>,
+    errors: u64,
+}
+
+/// Run `script` against `cmd` like `ptap -e SCRIPT -c CMD`.
+fn run(script: &str, cmd: &[&str]) -> Run {
+    let checked = ptap_lang::frontend("<command line>", script, &ptap_lang::Options::default())
+        .unwrap_or_else(|f| panic!("{}", f.render()));
+    let prog = Program::compile(&checked).unwrap();
+    let obj = support::out_dir().join(
+        format!(
+            "codegen_e2e_{}_{:?}.o",
+            std::process::id(),
+            std::thread::current().id()
+        )
+        .replace(['(', ')'], ""),
+    );
+    std::fs::write(&obj, &prog.object).unwrap();
+
+    // The session: control block, ring, then the globals area.
+    let ring = 1 << 16;
+    let len = host::session_size(ring, prog.meta());
+    // SAFETY: memfd + ftruncate + shared mapping of our own fd.
+    let (fd, base) = unsafe {
+        let fd = libc::memfd_create(c"ptap-test-session".as_ptr(), 0);
+        assert!(fd >= 0);
+        assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        (fd, p as *mut u8)
+    };
+    // SAFETY: the mapping is len bytes and outlives this function's use.
+    let s = unsafe { Session::from_raw(base) };
+    s.init(ring);
+    // SAFETY: the mapping has room for the globals (session_size).
+    let g = unsafe { host::globals_of(&s) };
+    host::init_globals(&g, prog.meta(), 0);
+
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    let drain = |stdout: &mut String, stderr: &mut String| {
+        s.drain(|kind, payload| match kind {
+            REC_FORMAT => match prog.render(payload) {
+                Rendered::Out(t) => stdout.push_str(&t),
+                Rendered::Error(t) | Rendered::Warning(t) => stderr.push_str(&t),
+            },
+            REC_TEXT => stdout.push_str(&String::from_utf8_lossy(payload)),
+            REC_DIAG => stderr.push_str(&String::from_utf8_lossy(payload)),
+            _ => {}
+        })
+    };
+
+    prog.run(Which::Begin, &s, &g);
+    drain(&mut stdout, &mut stderr);
+    let mut c = Command::new(cmd[0]);
+    c.args(&cmd[1..])
+        .env("LD_PRELOAD", runtime_so())
+        .env(session::ENV_FD, fd.to_string())
+        .env(
+            session::ENV_PATH,
+            format!("/proc/{}/fd/{fd}", std::process::id()),
+        )
+        .env(session::ENV_MODULE, shim())
+        .env("PTAP_SCRIPT", &obj)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null());
+    // SAFETY: setpgid is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    host::set_target(&g, child.id() as i32);
+    let t0 = Instant::now();
+    let status = loop {
+        drain(&mut stdout, &mut stderr);
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "target timed out");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    drain(&mut stdout, &mut stderr);
+    prog.run(Which::End, &s, &g);
+    drain(&mut stdout, &mut stderr);
+    stdout.push_str(&host::unread_globals(prog.meta(), &g));
+    let mut target_stdout = String::new();
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut target_stdout)
+        .unwrap();
+    let errors = host::errors(&g);
+    // SAFETY: unmapping/closing what we made.
+    unsafe {
+        libc::munmap(base.cast(), len);
+        libc::close(fd);
+    }
+    let _ = std::fs::remove_file(&obj);
+    Run {
+        stdout,
+        stderr,
+        target_stdout,
+        code: status.code(),
+        errors,
+    }
+}
+
+fn hot() -> String {
+    support::compile("hot").to_string_lossy().into_owned()
+}
+
+#[test]
+fn kprobe_counts_every_call() {
+    let r = run(
+        "global n probe kprobe(work) { n++ } probe end { print(n) }",
+        &[&hot(), "1000"],
+    );
+    assert_eq!(r.stdout, "1000\n", "stderr: {}", r.stderr);
+    assert_eq!(r.target_stdout, "sum=1000000 counter=499500\n");
+    assert_eq!((r.code, r.errors), (Some(0), 0));
+}
+
+#[test]
+fn jprobe_arguments_and_kretprobe_returns() {
+    let r = run(
+        "probe jprobe(work) { if (arg1 < 3) printf(\"work(%d)\\n\", arg1) }\n\
+         probe kretprobe(work) { if (@entry(arg1) < 3) printf(\"= %d\\n\", ret) }",
+        &[&hot(), "5"],
+    );
+    assert_eq!(
+        r.stdout, "work(0)\n= 1\nwork(1)\n= 3\nwork(2)\n= 5\n",
+        "stderr: {}",
+        r.stderr
+    );
+    assert_eq!(r.target_stdout, "sum=25 counter=10\n");
+}
+
+#[test]
+fn runtime_error_reports_location_and_target_is_unharmed() {
+    let r = run(
+        "global z\nprobe kprobe(work) {\n  x = arg1 / z\n}",
+        &[&hot(), "3"],
+    );
+    assert_eq!(r.target_stdout, "sum=9 counter=3\n");
+    assert_eq!(r.code, Some(0));
+    assert!(r.errors >= 1);
+    assert!(
+        r.stderr.starts_with(
+            "ERROR: division by 0 near `arg1 / z` at <command line>:3:7 in probe kprobe(work)\n"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn bad_pointer_read_is_an_error_not_a_crash() {
+    let r = run(
+        "probe kprobe(work) { if (arg1 == 2) print(user_long(arg1)) }",
+        &[&hot(), "4"],
+    );
+    assert_eq!(
+        (r.code, r.target_stdout.as_str()),
+        (Some(0), "sum=16 counter=6\n")
+    );
+    assert_eq!(r.errors, 1);
+    assert!(
+        r.stderr
+            .contains("ERROR: user memory read fault at 0x2 near `user_long(arg1)`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn recursive_fib_kretprobe_maxactive() {
+    let fib = support::compile("fib").to_string_lossy().into_owned();
+    let r = run(
+        "global n probe kretprobe(fib).maxactive(64) { n++ } probe end { print(n) }",
+        &[&fib, "20"],
+    );
+    assert_eq!(r.stdout, "21891\n", "stderr: {}", r.stderr);
+}
