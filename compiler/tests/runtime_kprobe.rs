@@ -37,7 +37,7 @@ fn seed_kprobe_example_runs_end_to_end() {
     assert!(out.stdout.contains("Call Trace:\n"), "{out:?}");
     assert!(out.stdout.contains("] work+0x0\n"), "{out:?}");
     assert!(
-        out.stdout.contains("? main+0x"),
+        out.stdout.contains("] main+0x24\n"),
         "the stack shows the caller: {out:?}"
     );
     assert!(out.stdout.contains("sum=9 counter=3"), "{out:?}");

@@ -189,9 +189,17 @@ fn backtrace_in_a_probe_shows_real_return_addresses() {
     let out = load("bt", &target("nested"), &[], 30);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("] work+0x0\n"), "{out:?}");
-    assert!(out.stdout.contains("? outer+0x"), "{out:?}");
+    assert!(out.stdout.contains("] outer+0x5\n"), "{out:?}");
     assert!(
-        out.stdout.contains("? main+0x"),
+        !out.stdout.contains("] ? "),
+        "unwound with CFI, no guesses: {out:?}"
+    );
+    assert!(
+        out.stdout.contains("] _start+0x"),
+        "down to the outermost frame: {out:?}"
+    );
+    assert!(
+        out.stdout.contains("] main+0xe\n"),
         "outer's hijacked return address shows as main: {out:?}"
     );
     assert!(
@@ -247,4 +255,21 @@ fn kretprobe_instances_on_a_signal_alternate_stack() {
         .collect();
     assert_eq!(l, ["work(2)=20", "work(1)=30"], "{out:?}");
     assert_eq!(out.get("nmissed"), 0);
+}
+
+#[test]
+fn backtrace_falls_back_to_a_stack_scan_without_cfi() {
+    // insn_mix is hand-written asm without CFI: the unwinder reaches it
+    // precisely, then scans the stack for the rest ("?" entries).
+    let env = [("PT_SYM", "mix_helper"), ("PT_DUMP", "1")];
+    let out = load("count", &format!("{} 1", target("insns")), &env, 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("] mix_helper+0x0\n",)
+            && out.stdout.contains(
+                "] insn_mix+0x18\n (no unwind information further up; scanning the stack)\n"
+            ),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("] ? main+0x"), "{out:?}");
 }

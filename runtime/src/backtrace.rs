@@ -69,8 +69,30 @@ fn after_call(idx: &symbols::Index, v: u64) -> bool {
         || (b[0] == 0xff && (b[1] >> 3) & 7 == 2)
 }
 
-/// Print a backtrace starting at (ip, sp) to the output ring.
-pub fn dump(ts: Option<*mut ThreadState>, ip: u64, sp: u64) {
+/// The real return address behind a hijacked one read from `slot`.
+fn unhijack(ts: Option<*mut ThreadState>, slot: u64) -> Option<u64> {
+    let mut cur = ts.map_or(0, |t| {
+        // SAFETY: this thread's slot.
+        unsafe { (*t).kret_head }
+    });
+    while cur != 0 {
+        let h = cur as *mut InstHdr;
+        // SAFETY: instances are never freed.
+        unsafe {
+            if (*h).sp == slot {
+                return Some((*probes::public(h)).ret_addr as u64);
+            }
+            cur = (*h).next;
+        }
+    }
+    None
+}
+
+/// Print a backtrace of the context `regs` (a probed thread): unwound
+/// precisely with the .eh_frame CFI, continued by a stack scan ("?"
+/// entries) if the CFI runs out before the outermost frame.
+pub fn dump_regs(ts: Option<*mut ThreadState>, regs: &crate::abi::PtRegs) {
+    use crate::unwind_dwarf::{step, Frame, Stop};
     let Some(idx) = symbols::current() else {
         output::text(b"Call Trace: (no symbols)\n");
         return;
@@ -80,11 +102,79 @@ pub fn dump(ts: Option<*mut ThreadState>, ip: u64, sp: u64) {
         data: &mut data,
         len: 0,
     };
+    b.extend(b"Call Trace:\n");
+    let line = |b: &mut Buf, ip: u64, guess: bool| {
+        b.extend(b" [<");
+        output::push_hex(b, ip);
+        b.extend(if guess { b">] ? " } else { b">] " });
+        symbols::symbolize(ip, b);
+        b.push(b'\n');
+    };
+    let tramp = trap::trampoline_addr();
+    let mut f = Frame::from_ptregs(regs);
+    line(&mut b, f.ip(), false);
+    let mut lost = false;
+    for i in 0..MAX_FRAMES {
+        match step(idx, &f, i == 0) {
+            Ok(mut n) => {
+                if n.ip() == tramp {
+                    match unhijack(ts, n.ra_slot) {
+                        Some(real) => n.regs[16] = real,
+                        None => {
+                            lost = true;
+                            break;
+                        }
+                    }
+                }
+                line(&mut b, n.ip(), false);
+                f = n;
+            }
+            Err(Stop::End) => break,
+            Err(Stop::Lost) => {
+                lost = true;
+                break;
+            }
+        }
+    }
+    output::text(b.as_bytes());
+    if lost {
+        scan(ts, idx, f.regs[7], true);
+    }
+}
+
+/// Print a backtrace starting at (ip, sp) to the output ring, by stack scan
+/// only (no registers to unwind from: dump_stack outside a handler).
+pub fn dump(ts: Option<*mut ThreadState>, ip: u64, sp: u64) {
+    let Some(idx) = symbols::current() else {
+        output::text(b"Call Trace: (no symbols)\n");
+        return;
+    };
+    let mut data = [0u8; 256];
+    let mut b = Buf {
+        data: &mut data,
+        len: 0,
+    };
     b.extend(b"Call Trace:\n [<");
     output::push_hex(&mut b, ip);
     b.extend(b">] ");
     symbols::symbolize(ip, &mut b);
     b.push(b'\n');
+    output::text(b.as_bytes());
+    scan(ts, idx, sp, false);
+}
+
+/// The kernel's "unreliable" trace: every stack word from `sp` up that
+/// points just after a call instruction, marked with "?". With
+/// `continuation`, the lines continue a trace already printed.
+fn scan(ts: Option<*mut ThreadState>, idx: &symbols::Index, sp: u64, continuation: bool) {
+    let mut data = [0u8; 2048];
+    let mut b = Buf {
+        data: &mut data,
+        len: 0,
+    };
+    if continuation {
+        b.extend(b" (no unwind information further up; scanning the stack)\n");
+    }
     let mut words = [0u64; SCAN_WORDS];
     let n = read_stack(sp, &mut words);
     let tramp = trap::trampoline_addr();
@@ -92,23 +182,8 @@ pub fn dump(ts: Option<*mut ThreadState>, ip: u64, sp: u64) {
     for (i, &w) in words.iter().take(n).enumerate() {
         let mut v = w;
         if v == tramp {
-            // A hijacked return address: find the instance for this stack slot.
-            let at = sp + 8 * i as u64;
-            let mut cur = ts.map_or(0, |t| {
-                // SAFETY: this thread's slot.
-                unsafe { (*t).kret_head }
-            });
-            while cur != 0 {
-                let h = cur as *mut InstHdr;
-                // SAFETY: instances are never freed.
-                unsafe {
-                    if (*h).sp == at {
-                        v = (*probes::public(h)).ret_addr as u64;
-                        break;
-                    }
-                    cur = (*h).next;
-                }
-            }
+            // A hijacked return address: the instance for this stack slot has the real one.
+            v = unhijack(ts, sp + 8 * i as u64).unwrap_or(tramp);
         }
         if v == tramp || !after_call(idx, v) {
             continue;

@@ -27,6 +27,7 @@ pub mod syscall;
 pub mod threads;
 pub mod trap;
 pub mod unwind;
+pub mod unwind_dwarf;
 
 use core::ffi::c_char;
 
@@ -53,7 +54,7 @@ pub extern "C" fn dump_stack() {
         if r != 0 {
             // SAFETY: as above.
             let regs = unsafe { &*(r as *const abi::PtRegs) };
-            backtrace::dump(ts, regs.ip, regs.sp);
+            backtrace::dump_regs(ts, regs);
             return;
         }
     }

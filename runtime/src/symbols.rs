@@ -30,6 +30,8 @@ pub struct Obj {
     pub syms: Vec<Sym>,
     pub is_runtime: bool,
     pub is_main: bool,
+    /// Address of the in-memory .eh_frame_hdr (PT_GNU_EH_FRAME), 0 if none.
+    pub eh_frame_hdr: u64,
 }
 
 pub struct Index {
@@ -54,6 +56,7 @@ struct Raw {
     bias: u64,
     exec: Vec<(u64, u64)>,
     all: Vec<(u64, u64)>,
+    eh_frame_hdr: u64,
 }
 
 unsafe extern "C" fn phdr_cb(
@@ -74,8 +77,12 @@ unsafe extern "C" fn phdr_cb(
         };
         let mut exec = Vec::new();
         let mut all = Vec::new();
+        let mut eh_frame_hdr = 0;
         for i in 0..info.dlpi_phnum as usize {
             let ph = &*info.dlpi_phdr.add(i);
+            if ph.p_type == libc::PT_GNU_EH_FRAME {
+                eh_frame_hdr = info.dlpi_addr + ph.p_vaddr;
+            }
             if ph.p_type == libc::PT_LOAD {
                 let s = info.dlpi_addr + ph.p_vaddr;
                 let r = (s, s + ph.p_memsz);
@@ -90,6 +97,7 @@ unsafe extern "C" fn phdr_cb(
             bias: info.dlpi_addr,
             exec,
             all,
+            eh_frame_hdr,
         });
     }
     0
@@ -188,6 +196,7 @@ pub fn build() -> &'static Index {
             syms,
             is_runtime,
             is_main,
+            eh_frame_hdr: r.eh_frame_hdr,
         });
     }
     let idx = Box::leak(Box::new(Index { objs }));
