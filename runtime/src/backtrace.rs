@@ -1,10 +1,11 @@
 //! `dump_stack()`: a symbolized backtrace of the probed context.
 //!
-//! gcc -O2 omits frame pointers, so this is the kernel's "unreliable" scan:
-//! every stack word (copied with process_vm_readv, which cannot fault) that
-//! points just after a call instruction in executable code is printed as a
-//! caller. Hijacked kretprobe return addresses are shown as the real ones.
-//! A precise .eh_frame unwinder (gimli) is future work.
+//! Inside a handler the probed registers are known: the trace is unwound
+//! with the objects' .eh_frame CFI ([`crate::unwind_dwarf`]). Where CFI is
+//! missing (hand-written asm, JIT code) it continues with the kernel's
+//! "unreliable" scan: every stack word (copied with process_vm_readv, which
+//! cannot fault) that points just after a call instruction is printed with
+//! a "?". Hijacked kretprobe return addresses are shown as the real ones.
 
 use crate::fmt::Buf;
 use crate::probes::{self, InstHdr};
