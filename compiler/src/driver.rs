@@ -3,8 +3,9 @@
 //! Every bad input ends with diagnostics on stderr and exit status 1.
 use std::io::Read;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use ptap_lang::Options;
+use ptap_lang::{Options, Sources};
 
 use crate::ScriptOpts;
 
@@ -50,39 +51,67 @@ fn input(opts: &ScriptOpts) -> Result<Input, String> {
 pub fn run(opts: &ScriptOpts) -> ExitCode {
     let input = match input(opts) {
         Ok(i) => i,
-        Err(msg) => {
-            eprintln!("ptap: {msg}");
-            return ExitCode::from(1);
-        }
+        Err(msg) => return fail(&msg),
     };
     let lang_opts = Options {
         guru: opts.guru,
         args: input.args.clone(),
         defines: opts.defines.clone(),
     };
-    let result = match opts.pass {
-        Some(1) => ptap_lang::render_p1(&input.name, &input.text),
-        Some(2) => ptap_lang::render_p2(&input.name, &input.text, &lang_opts),
-        _ => match ptap_lang::frontend(&input.name, &input.text, &lang_opts) {
-            Ok(_checked) => {
-                eprintln!("ptap: code generation is not implemented yet (pass 3)");
-                return ExitCode::from(1);
-            }
-            Err(f) => Err(f.render()),
-        },
+    let mut sources = Sources::new();
+    let file = sources.add(input.name.as_str(), input.text.as_str());
+
+    let t = Instant::now();
+    let script = match ptap_lang::parse(&sources, file) {
+        Ok(s) => s,
+        Err(d) => return diagnostics(&ptap_lang::diag::render(&sources, &d)),
     };
-    match result {
-        Ok(text) => {
-            if let Err(e) = write_output(opts, &text) {
-                eprintln!("ptap: {e}");
-                return ExitCode::from(1);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(diagnostics) => {
-            eprint!("{diagnostics}");
-            ExitCode::from(1)
-        }
+    if opts.verbose > 0 {
+        eprintln!(
+            "Pass 1: parsed {} ({} items) in {:.2?}",
+            input.name,
+            script.items.len(),
+            t.elapsed()
+        );
+    }
+    if opts.pass == Some(1) {
+        return output(opts, &ptap_lang::print::p1::script(&script, &sources));
+    }
+
+    let t = Instant::now();
+    let checked = match ptap_lang::check(sources, script, &lang_opts) {
+        Ok(c) => c,
+        Err(f) => return diagnostics(&f.render()),
+    };
+    if opts.verbose > 0 {
+        eprintln!(
+            "Pass 2: analyzed: {} probe(s), {} function(s), {} global(s) in {:.2?}",
+            checked.probes.len(),
+            checked.functions.len(),
+            checked.globals.len(),
+            t.elapsed()
+        );
+    }
+    if opts.pass == Some(2) {
+        return output(opts, &ptap_lang::print::p2::script(&checked));
+    }
+    fail("code generation is not implemented yet (pass 3)")
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("ptap: {msg}");
+    ExitCode::from(1)
+}
+
+fn diagnostics(rendered: &str) -> ExitCode {
+    eprint!("{rendered}");
+    ExitCode::from(1)
+}
+
+fn output(opts: &ScriptOpts, text: &str) -> ExitCode {
+    match write_output(opts, text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }
 
