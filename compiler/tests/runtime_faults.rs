@@ -128,3 +128,20 @@ fn a_signal_handler_that_longjmps_out_of_a_pending_post_handler_window() {
         "no post trap was ever reached: {out:?}"
     );
 }
+
+#[test]
+fn handlers_do_not_run_on_a_small_signal_alternate_stack() {
+    // Rust and Go give every thread an ~8 KiB sigaltstack; a handler that
+    // prints a backtrace needs more than that.
+    let out = load(
+        "count",
+        &format!("{} 3", target("rust_like")),
+        &[("PT_DUMP", "1")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("total=24"), "{out:?}");
+    assert_eq!(out.get("hits"), 15, "{out:?}");
+    assert_eq!(out.stdout.matches("Call Trace:").count(), 15, "{out:?}");
+    assert!(!out.stderr.contains("fault"), "{out:?}");
+}

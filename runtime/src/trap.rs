@@ -1003,9 +1003,14 @@ pub fn install() {
         // Block asynchronous signals while our handler runs (the target's
         // handlers could otherwise run in the middle of the hit path); the
         // synchronous ones stay open (a handler may fault, nest, or step).
+        // SIGTRAP runs on the thread's own stack: handlers (printk buffers,
+        // dump_stack) need more room than a typical sigaltstack (Rust and Go
+        // give every thread one of ~8 KiB). Faults keep SA_ONSTACK so that
+        // the target's stack-overflow handlers still work.
+        let onstack = if sig == SIGTRAP { 0 } else { sys::SA_ONSTACK };
         let act = sys::KSigaction {
             handler,
-            flags: sys::SA_SIGINFO | sys::SA_NODEFER | sys::SA_ONSTACK | sys::SA_RESTART,
+            flags: sys::SA_SIGINFO | sys::SA_NODEFER | onstack | sys::SA_RESTART,
             restorer: 0,
             mask: !managed_mask(),
         };
