@@ -238,3 +238,45 @@ fn recursive_fib_kretprobe_maxactive() {
     );
     assert_eq!(r.stdout, "21891\n", "stderr: {}", r.stderr);
 }
+
+#[test]
+fn eight_threads_times_a_million_count_exactly() {
+    let threads = support::compile("threads").to_string_lossy().into_owned();
+    let t0 = Instant::now();
+    let r = run(
+        "global n probe kprobe(work) { n++ } probe end { print(n) }",
+        &[&threads, "8", "1000000"],
+    );
+    eprintln!("8 x 1,000,000 hits: {:?}", t0.elapsed());
+    assert_eq!(r.stdout, "8000000\n", "stderr: {}", r.stderr);
+    assert_eq!(r.code, Some(0));
+}
+
+#[test]
+fn syscall_return_probe_sees_raw_errno() {
+    let opens = support::compile("opens").to_string_lossy().into_owned();
+    let r = run(
+        "probe kretprobe(sys_open) < if ret<0 printf(\"%s %s %d\\n\", execname(), syscall_name(), ret) >",
+        &[&opens],
+    );
+    assert_eq!(
+        r.stdout, "opens openat -2\nopens openat -2\n",
+        "stderr: {}",
+        r.stderr
+    );
+    assert_eq!(r.target_stdout, "opened 2 of 4\n");
+}
+
+#[test]
+fn syscall_entry_probe_reads_the_path() {
+    let opens = support::compile("opens").to_string_lossy().into_owned();
+    let r = run(
+        "probe kprobe(sys_open) { if (syscall_name() == \"openat\") { p = user_string(arg2); if (isinstr(p, \"nonexistent\")) print(p) } }",
+        &[&opens],
+    );
+    assert_eq!(
+        r.stdout, "/nonexistent/a\n/nonexistent/b\n",
+        "stderr: {}",
+        r.stderr
+    );
+}
