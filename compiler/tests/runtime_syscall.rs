@@ -363,3 +363,10 @@ fn a_late_registration_arms_threads_that_already_exist() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_32bit_int80_call_is_made_with_its_own_numbering() {
+    let out = sys_load(MODULE, &sys_opens("int80"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("int80 getpid ok=1"), "{out:?}");
+}

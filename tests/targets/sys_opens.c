@@ -21,6 +21,7 @@
  *   late        three threads block in read(); then the program registers its
  *               own syscall probe (dlsym'ed register_syscall_probe) and
  *               releases them; each opens /nonexistent/lateI
+ *   int80       a 32-bit getpid (int 0x80, number 20: writev in 64-bit numbering)
  *   churn N     N rounds of: make 4 threads that each open, join them
  */
 #define _GNU_SOURCE
@@ -304,6 +305,10 @@ int main(int argc, char **argv)
 		for (int i = 0; i < 3; i++)
 			pthread_join(t[i], NULL);
 		printf("late registered=%d seen=%d reads_ok=%d\n", r, late_seen, late_reads_ok);
+	} else if (!strcmp(mode, "int80")) {
+		long r;
+		__asm__ volatile("int $0x80" : "=a"(r) : "0"(20L) : "memory");
+		printf("int80 getpid ok=%d\n", r == getpid());
 	} else if (!strcmp(mode, "churn")) {
 		long n = argc > 2 ? atol(argv[2]) : 50, bad = 0;
 		for (long k = 0; k < n; k++) {

@@ -69,9 +69,37 @@ core::arch::global_asm!(
     ".size ptap_sud_sigreturn, .-ptap_sud_sigreturn",
 );
 
+core::arch::global_asm!(
+    ".text",
+    // i64 ptap_sud_int80(u64 nr, const u64 args[6]): a 32-bit (int 0x80)
+    // call made for the target, from the exempt range.
+    ".globl ptap_sud_int80",
+    ".hidden ptap_sud_int80",
+    ".type ptap_sud_int80,@function",
+    "ptap_sud_int80:",
+    "push rbx",
+    "push rbp",
+    "mov rax, rdi",
+    "mov rbx, [rsi]",
+    "mov rcx, [rsi + 8]",
+    "mov rdx, [rsi + 16]",
+    "mov rdi, [rsi + 32]",
+    "mov rbp, [rsi + 40]",
+    "mov rsi, [rsi + 24]",
+    "int 0x80",
+    "pop rbp",
+    "pop rbx",
+    "ret",
+    ".size ptap_sud_int80, .-ptap_sud_int80",
+);
+
 extern "C" {
     fn ptap_sud_sigreturn();
+    fn ptap_sud_int80(nr: u64, args: *const [u64; 6]) -> i64;
 }
+
+/// AUDIT_ARCH_X86_64: si_arch of a 64-bit `syscall`.
+const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 
 #[inline]
 fn greg(uc: *mut Uc, r: c_int) -> u64 {
@@ -150,6 +178,19 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
         return;
     }
     TRAPS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: _sigsys.arch at byte 28.
+    let arch = unsafe { core::ptr::read_unaligned((info as *const u8).add(28) as *const u32) };
+    if arch != AUDIT_ARCH_X86_64 {
+        // A 32-bit call (int 0x80): other numbers and registers. Made as
+        // is, never probed.
+        use libc::*;
+        let a = [REG_RBX, REG_RCX, REG_RDX, REG_RSI, REG_RDI, REG_RBP]
+            .map(|r| greg(uc, r) & 0xffff_ffff);
+        // SAFETY: the target's own 32-bit call and arguments.
+        let r = unsafe { ptap_sud_int80(nr as u64, &a) };
+        set_greg(uc, REG_RAX, r as u64);
+        return;
+    }
     let nr = nr as usize;
     let args = args_of(uc);
     if super::SHUT.load(Ordering::Acquire) {
