@@ -6,8 +6,9 @@
 //!   probe's point list becomes [`Tok::OneOpen`], and the `>` that is the last
 //!   token of the script or is directly followed by `probe`, `global` or
 //!   `function` becomes [`Tok::OneClose`];
-//! * a `return` directly followed by `;`, `}`, `else`, the one-liner close or
-//!   the end of the script becomes [`Tok::ReturnBare`] (a return without value).
+//! * a `return` directly followed by `;`, `}`, `else`, a statement keyword,
+//!   the one-liner close or the end of the script becomes [`Tok::ReturnBare`]
+//!   (a return without value).
 use logos::Logos;
 
 use crate::span::{FileId, Span};
@@ -607,7 +608,27 @@ fn mark_bare_returns(toks: &mut [Spanned]) {
             let bare = match toks.get(i + 1) {
                 None => true,
                 Some((_, t, _)) => {
-                    matches!(t, Tok::Semi | Tok::RBrace | Tok::Else | Tok::OneClose)
+                    // Tokens that cannot start an expression: a value cannot follow.
+                    matches!(
+                        t,
+                        Tok::Semi
+                            | Tok::RBrace
+                            | Tok::Else
+                            | Tok::OneClose
+                            | Tok::If
+                            | Tok::While
+                            | Tok::For
+                            | Tok::Foreach
+                            | Tok::Delete
+                            | Tok::Try
+                            | Tok::Next
+                            | Tok::Break
+                            | Tok::Continue
+                            | Tok::Return
+                            | Tok::Probe
+                            | Tok::Global
+                            | Tok::Function
+                    )
                 }
             };
             if bare {

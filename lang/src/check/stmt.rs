@@ -123,7 +123,15 @@ impl Checker<'_> {
         };
         match (e, self.funcs[f].ret) {
             (Some(e), Some(slot)) => {
-                let x = self.value(scope, e);
+                let x = self.expr(scope, e);
+                if x.slot.is_none() && matches!(x.ty, Type::Void | Type::Hist) {
+                    // Usually `return` then a call on the next line.
+                    self.err(CheckError::ReturnValue {
+                        span,
+                        why: "`return` takes the value of what follows it, which has none (write `return;` to return nothing)",
+                    });
+                    return StmtKind::Return(None);
+                }
                 let r = self.infer.unify(ty_of(&x), Ty::V(slot), x.span);
                 self.report(r);
                 StmtKind::Return(Some(x))
