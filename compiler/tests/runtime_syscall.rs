@@ -370,3 +370,15 @@ fn a_32bit_int80_call_is_made_with_its_own_numbering() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("int80 getpid ok=1"), "{out:?}");
 }
+
+#[test]
+fn a_posix_spawn_child_resetting_handlers_leaves_the_parents_alone() {
+    // The child shares memory with the parent until exec: its SIG_DFL for
+    // SIGSEGV (POSIX_SPAWN_SETSIGDEF) must not erase the parent's handler.
+    let out = sys_load(MODULE, &sys_opens("spawnsegv"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("segv handled after spawn status=0"),
+        "{out:?}"
+    );
+}

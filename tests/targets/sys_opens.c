@@ -21,6 +21,9 @@
  *   late        three threads block in read(); then the program registers its
  *               own syscall probe (dlsym'ed register_syscall_probe) and
  *               releases them; each opens /nonexistent/lateI
+ *   spawnsegv   installs a SIGSEGV handler, posix_spawns a child with SIGSEGV
+ *               in its default set (POSIX_SPAWN_SETSIGDEF), then faults:
+ *               the handler still runs (the child's resets stay its own)
  *   int80       a 32-bit getpid (int 0x80, number 20: writev in 64-bit numbering)
  *   churn N     N rounds of: make 4 threads that each open, join them
  */
@@ -36,6 +39,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
+#include <setjmp.h>
 #include <sys/time.h>
 #include <spawn.h>
 #include <sched.h>
@@ -104,6 +108,13 @@ static void arm_alarm(int flags)
 }
 
 extern char **environ;
+static sigjmp_buf segv_jb;
+
+static void on_segv(int sig)
+{
+	(void)sig;
+	siglongjmp(segv_jb, 1);
+}
 
 /* The runtime's C API, reached through dlsym (struct syscall_probe layout). */
 struct late_probe {
@@ -305,6 +316,29 @@ int main(int argc, char **argv)
 		for (int i = 0; i < 3; i++)
 			pthread_join(t[i], NULL);
 		printf("late registered=%d seen=%d reads_ok=%d\n", r, late_seen, late_reads_ok);
+	} else if (!strcmp(mode, "spawnsegv")) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_segv;
+		sigaction(SIGSEGV, &sa, NULL);
+		char *args[] = { argv[0], "leaf", NULL };
+		pid_t p;
+		int st = -1;
+		posix_spawnattr_t at;
+		sigset_t def;
+		posix_spawnattr_init(&at);
+		sigemptyset(&def);
+		sigaddset(&def, SIGSEGV);
+		posix_spawnattr_setsigdefault(&at, &def);
+		posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF);
+		if (posix_spawn(&p, "/proc/self/exe", NULL, &at, args, environ) == 0)
+			waitpid(p, &st, 0);
+		if (sigsetjmp(segv_jb, 1) == 0) {
+			*(volatile int *)8 = 1;
+			printf("no fault?\n");
+		} else {
+			printf("segv handled after spawn status=%d\n", st);
+		}
 	} else if (!strcmp(mode, "int80")) {
 		long r;
 		__asm__ volatile("int $0x80" : "=a"(r) : "0"(20L) : "memory");

@@ -170,6 +170,9 @@ extern "C" fn child_start(call: *mut CloneCall, newsp: u64, out: *mut Out) {
         core::arch::asm!("ldmxcsr [{0}]", "fldcw [{1}]", in(reg) &mxcsr, in(reg) &fcw, options(nostack));
         if c.thread || super::FOLLOW.load(Ordering::Acquire) {
             if let Some(s) = table::current() {
+                if !c.thread {
+                    s.vm_child.store(1, Ordering::Release);
+                }
                 super::arm_slot(s);
             }
         }

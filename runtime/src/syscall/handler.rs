@@ -505,7 +505,11 @@ fn sigaction(a: [u64; 6]) -> i64 {
             // SAFETY: the target's out pointer for a kernel sigaction.
             unsafe { core::ptr::write_volatile(a[2] as *mut sys::KSigaction, old) };
         }
-        if a[1] != 0 {
+        // posix_spawn's child resets every handler to SIG_DFL before exec; it
+        // shares our memory, so its resets must not reach the parent's record.
+        let vm_child =
+            table::find(sys::gettid()).is_some_and(|s| s.vm_child.load(Ordering::Acquire) != 0);
+        if a[1] != 0 && !vm_child {
             // SAFETY: the target's kernel sigaction.
             let new = unsafe { core::ptr::read_volatile(a[1] as *const sys::KSigaction) };
             ua[1].store(new.flags, Ordering::Release);

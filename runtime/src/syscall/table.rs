@@ -31,7 +31,9 @@ pub struct Slot {
     pub armed: AtomicU8,
     /// Syscall probe handlers are running on this thread.
     pub in_handler: AtomicU8,
-    pub _pad: u8,
+    /// A process made by clone(CLONE_VM) without CLONE_THREAD (posix_spawn's
+    /// child): it shares the runtime's memory with its parent until exec.
+    pub vm_child: AtomicU8,
     /// Depth of hit-path activity (handlers may be running); unregister waits.
     pub active: AtomicU32,
     /// Incremented each time `active` drops back to 0.
@@ -87,6 +89,7 @@ fn reset(s: &Slot) {
     s.selector.store(ALLOW, Ordering::Relaxed);
     s.armed.store(0, Ordering::Relaxed);
     s.in_handler.store(0, Ordering::Relaxed);
+    s.vm_child.store(0, Ordering::Relaxed);
     s.active.store(0, Ordering::Relaxed);
     s.call_data.store(0, Ordering::Relaxed);
 }
