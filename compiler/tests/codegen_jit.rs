@@ -472,3 +472,61 @@ fn probefunc_syscall_name_and_usymname() {
     e.run_with(1, &mut regs);
     assert_eq!(e.output(), "sys_read write\ngetpid 0x10\n");
 }
+
+#[test]
+fn statistics_aggregates() {
+    let out = begin_with_globals(
+        "global s",
+        "for (i = 1; i <= 10; i++) s <<< i; print(@count(s), @sum(s), @min(s), @max(s), @avg(s)); \
+         s <<< -5; print(@min(s), @max(s)); delete s; print(@count(s), @sum(s))",
+    );
+    assert_eq!(out, "10 55 1 10 5\n-5 10\n0 0\n");
+}
+
+#[test]
+fn empty_aggregate_min_is_an_error() {
+    let e = env("global s\nprobe begin { print(@count(s)); print(@min(s)) }");
+    let (r, ctx) = e.run(0);
+    assert_eq!(r, i64::from(ptap_rt::script::ctx::ERR_EMPTY_AGG));
+    assert_eq!(e.error_at(&ctx), "t.pt:2:39");
+    assert_eq!(e.output(), "0\n");
+}
+
+#[test]
+fn aggregates_from_eight_threads_lose_nothing() {
+    let e = env("global s\nprobe kprobe(work) { s <<< arg1 }");
+    let h = e.jit.handler(0).unwrap();
+    let (g, ses) = (e.globals.base() as usize, e.session.base() as usize);
+    std::thread::scope(|sc| {
+        for t in 0..8u64 {
+            sc.spawn(move || {
+                for k in 0..100_000u64 {
+                    let mut regs = PtRegs {
+                        di: t * 100_000 + k,
+                        ..PtRegs::default()
+                    };
+                    let mut ctx = ptap_rt::script::ctx::ProbeCtx::new(
+                        &mut regs,
+                        g as *mut u8,
+                        ses as *mut u8,
+                        1000,
+                    );
+                    // SAFETY: the env outlives the scope.
+                    unsafe { h(&mut ctx) };
+                }
+            });
+        }
+    });
+    let off = e.jit.compiled.meta.globals[0].offset;
+    let n = 800_000i64;
+    assert_eq!(e.globals.read_stats(off), (n, n * (n - 1) / 2, 0, n - 1));
+    assert_eq!(
+        ptap_compiler::codegen::host::unread_globals(&e.jit.compiled.meta, &e.globals),
+        format!(
+            "s @count={n} @min=0 @max={} @sum={} @avg={}\n",
+            n - 1,
+            n * (n - 1) / 2,
+            (n - 1) / 2
+        )
+    );
+}

@@ -26,7 +26,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             ExprKind::Long(v) => Ok(self.iconst(*v)),
             ExprKind::Str(s) => self.translate_string(s),
             ExprKind::Local(id) => Ok(self.read_local(*id)),
-            ExprKind::Global(id) => Ok(self.read_global(*id)),
+            ExprKind::Global(id) => {
+                self.scalar_global(*id, e.span)?;
+                Ok(self.read_global(*id))
+            }
             ExprKind::Context(cv) => Ok(self.translate_context(*cv)),
             ExprKind::Entry(i) => Ok(self.translate_entry(*i)),
             ExprKind::Unary { op, operand } => self.translate_unary(*op, operand),
@@ -53,9 +56,8 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             ExprKind::Element { .. } | ExprKind::In { .. } => {
                 unsupported("associative arrays (issue 6)", e.span)
             }
-            ExprKind::Stat { .. } | ExprKind::Hist { .. } => {
-                unsupported("aggregates (issue 6)", e.span)
-            }
+            ExprKind::Stat { op, target } => self.translate_stat(*op, target, e.span),
+            ExprKind::Hist { .. } => unsupported("histograms (issue 6)", e.span),
             ExprKind::Regex { .. } => unsupported("regular expression matching (issue 6)", e.span),
             ExprKind::TargetVar(_) => unsupported("`$name` target variables (DWARF)", e.span),
         }
@@ -106,6 +108,15 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         )
     }
 
+    /// Statistics are used only through `<<<` and `@...` (the checker
+    /// enforces it; this keeps the code generator honest if it did not).
+    fn scalar_global(&self, id: usize, span: Span) -> R<()> {
+        match self.shared.layout.kinds[id] {
+            GlobalKind::Stats => unsupported("a statistics global used as a value", span),
+            _ => Ok(()),
+        }
+    }
+
     /// Address of global `id` in the session.
     fn global_addr(&mut self, id: usize) -> Value {
         let (_, off) = self.global_slot(id);
@@ -113,9 +124,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         self.b.ins().iadd_imm_s(g, off)
     }
 
+    /// The value of a long or string global (callers check [`Self::scalar_global`]).
     pub(crate) fn read_global(&mut self, id: usize) -> Value {
         match self.global_slot(id) {
-            (GlobalKind::Long, _) => {
+            (GlobalKind::Long | GlobalKind::Stats, _) => {
                 let p = self.global_addr(id);
                 self.b.ins().load(I64, flags(), p, 0)
             }
@@ -322,7 +334,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         let v = self.translate_expr(value)?;
         match target {
             LValue::Local(id) => Ok(self.assign_local(*id, op, v, span)),
-            LValue::Global(id) => Ok(self.assign_global(*id, op, v, span)),
+            LValue::Global(id) => {
+                self.scalar_global(*id, span)?;
+                Ok(self.assign_global(*id, op, v, span))
+            }
             LValue::Element { .. } => unsupported("associative arrays (issue 6)", span),
             LValue::TargetVar(_) => unsupported("writing `$name` target variables", span),
         }
@@ -425,6 +440,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 LocalSlot::Str(_) => return unsupported("`++`/`--` on a string", span),
             },
             LValue::Global(id) => {
+                self.scalar_global(*id, span)?;
                 let p = self.global_addr(*id);
                 let d = self.iconst(delta);
                 self.b

@@ -30,6 +30,9 @@ pub fn init_globals(g: &Globals, meta: &Meta, target_pid: i32) {
     g.init(meta.globals_size, target_pid);
     let cap = meta.limits.maxstringlen as usize + 1;
     for gl in &meta.globals {
+        if gl.kind == GlobalKind::Stats {
+            g.reset_stats(gl.offset);
+        }
         match (&gl.init, gl.kind) {
             (Some(InitValue::Long(v)), GlobalKind::Long) => {
                 g.long(gl.offset).store(*v, Ordering::Relaxed)
@@ -127,6 +130,18 @@ pub fn unread_globals(meta: &Meta, g: &Globals) -> String {
             )),
             GlobalKind::Str => {
                 out.push_str(&format!("{}=\"{}\"\n", gl.name, g.read_str(gl.offset, cap)))
+            }
+            GlobalKind::Stats => {
+                let (count, sum, min, max) = g.read_stats(gl.offset);
+                let (min, max, avg) = if count == 0 {
+                    (0, 0, 0)
+                } else {
+                    (min, max, sum / count)
+                };
+                out.push_str(&format!(
+                    "{} @count={count} @min={min} @max={max} @sum={sum} @avg={avg}\n",
+                    gl.name
+                ));
             }
         }
     }

@@ -29,12 +29,7 @@ pub(crate) fn layout(script: &CheckedScript) -> Result<Layout, CodegenError> {
         let k = match &g.shape {
             GlobalShape::Scalar(ValueType::Long) => GlobalKind::Long,
             GlobalShape::Scalar(ValueType::String) => GlobalKind::Str,
-            GlobalShape::Scalar(ValueType::Stats) => {
-                return Err(CodegenError::unsupported(
-                    "statistics globals (issue 6)",
-                    g.span,
-                ))
-            }
+            GlobalShape::Scalar(ValueType::Stats) => GlobalKind::Stats,
             GlobalShape::Array { .. } => {
                 return Err(CodegenError::unsupported(
                     "associative arrays (issue 6)",
@@ -49,6 +44,7 @@ pub(crate) fn layout(script: &CheckedScript) -> Result<Layout, CodegenError> {
         .map(|k| match k {
             GlobalKind::Long => Slot::Long,
             GlobalKind::Str => Slot::Str,
+            GlobalKind::Stats => Slot::Stats,
         })
         .collect();
     let (offsets, size) = globals::layout(&slots, script.limits.maxstringlen);

@@ -10,6 +10,7 @@
 //! The context layout and the helper table are the runtime's
 //! (`ptap_rt::script::{ctx, helpers}`).
 
+mod agg;
 mod expr;
 mod func;
 mod helpers;

@@ -43,7 +43,9 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             StmtKind::Delete(t) => self.translate_delete(t, s.span),
             StmtKind::Foreach(_) => unsupported("foreach (issue 6)", s.span),
             StmtKind::Try { body, var, catch } => self.translate_try(body, *var, catch),
-            StmtKind::Aggregate { .. } => unsupported("`<<<` aggregates (issue 6)", s.span),
+            StmtKind::Aggregate { target, value } => {
+                self.translate_aggregate(target, value, s.span)
+            }
         }
     }
 
@@ -228,6 +230,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                         let (c, o, cap) = (self.ctx, self.iconst(off), self.cap());
                         self.call_helper(Helper::GStrStore, &[c, o, empty, cap]);
                     }
+                    GlobalKind::Stats => self.reset_stats(p),
                 }
             }
             DeleteTarget::Element { .. } => {

@@ -54,7 +54,7 @@ pub fn env_with(src: &str, defines: &[&str]) -> Env {
     session.init(RING);
     // SAFETY: the globals area lies inside mem.
     let globals = unsafe { Globals::from_raw(base.add(globals::offset_in_session(RING))) };
-    globals.init(gsize as u64, 4242);
+    ptap_compiler::codegen::host::init_globals(&globals, &jit.compiled.meta, 4242);
     Env {
         _mem: mem,
         session,
@@ -129,6 +129,20 @@ impl Env {
 /// Run `probe begin { BODY }` and return its output.
 pub fn begin(body: &str) -> String {
     let e = env(&format!("probe begin {{ {body} }}"));
+    let (r, ctx) = e.run(0);
+    assert_eq!(
+        r,
+        0,
+        "handler failed: error {} at {}",
+        ctx.error,
+        e.error_at(&ctx)
+    );
+    e.output()
+}
+
+/// Run `GLOBALS probe begin { BODY }` and return its output.
+pub fn begin_with_globals(globals: &str, body: &str) -> String {
+    let e = env(&format!("{globals}\nprobe begin {{ {body} }}"));
     let (r, ctx) = e.run(0);
     assert_eq!(
         r,

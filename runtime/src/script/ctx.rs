@@ -21,6 +21,8 @@ pub const ERR_NESTING: u32 = 4;
 pub const ERR_USER: u32 = 5;
 /// A context value this probe cannot offer at run time (e.g. no registers).
 pub const ERR_CONTEXT: u32 = 6;
+/// `@min`/`@max`/`@avg` of an aggregate with no value.
+pub const ERR_EMPTY_AGG: u32 = 7;
 /// `next` inside a function: not an error, unwinds to the handler, which returns 0.
 pub const ERR_NEXT: u32 = 0x100;
 
@@ -33,6 +35,7 @@ pub fn error_text(code: u32) -> &'static str {
         ERR_NESTING => "MAXNESTING exceeded",
         ERR_USER => "error()",
         ERR_CONTEXT => "context unavailable",
+        ERR_EMPTY_AGG => "aggregate has no values",
         _ => "unknown runtime error",
     }
 }

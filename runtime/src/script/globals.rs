@@ -9,7 +9,7 @@
 //! | offset | size | what |
 //! |---|---|---|
 //! | 0 | 64 | [`Header`] |
-//! | 64.. | per global, 8-aligned | a long: one `i64` (atomic updates); a string: an `u64` sequence word + `maxstringlen + 1` bytes |
+//! | 64.. | per global, 8-aligned | a long: one `i64` (atomic updates); a string: an `u64` sequence word + `maxstringlen + 1` bytes; statistics: `count, sum, min, max` (`i64` each, atomic updates) |
 //!
 //! Long scalars are read and written with aligned 8-byte loads/stores and
 //! updated with atomic read-modify-write (`x++` from many threads counts
@@ -46,6 +46,15 @@ const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);
 pub enum Slot {
     Long,
     Str,
+    Stats,
+}
+
+/// Offsets inside a statistics slot.
+pub mod stats {
+    pub const COUNT: u64 = 0;
+    pub const SUM: u64 = 8;
+    pub const MIN: u64 = 16;
+    pub const MAX: u64 = 24;
 }
 
 /// Bytes one global takes.
@@ -53,6 +62,7 @@ pub fn slot_size(slot: Slot, maxstringlen: u64) -> u64 {
     match slot {
         Slot::Long => 8,
         Slot::Str => 8 + (maxstringlen + 1).div_ceil(8) * 8,
+        Slot::Stats => 32,
     }
 }
 
@@ -178,6 +188,22 @@ impl Globals {
         // SAFETY: caller contract.
         unsafe { copy_str(self.base.add(off as usize + 8), src, cap) };
         seq.store((s | 1) + 1, Ordering::Release);
+    }
+
+    /// Empty a statistics slot (min/max start at the extremes).
+    pub fn reset_stats(&self, off: u64) {
+        self.long(off + stats::COUNT).store(0, Ordering::Relaxed);
+        self.long(off + stats::SUM).store(0, Ordering::Relaxed);
+        self.long(off + stats::MIN)
+            .store(i64::MAX, Ordering::Relaxed);
+        self.long(off + stats::MAX)
+            .store(i64::MIN, Ordering::Relaxed);
+    }
+
+    /// (count, sum, min, max) of a statistics slot.
+    pub fn read_stats(&self, off: u64) -> (i64, i64, i64, i64) {
+        let l = |k| self.long(off + k).load(Ordering::SeqCst);
+        (l(stats::COUNT), l(stats::SUM), l(stats::MIN), l(stats::MAX))
     }
 
     /// A string global as text (ptap side).

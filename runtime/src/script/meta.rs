@@ -37,6 +37,7 @@ pub struct MetaLimits {
 pub enum GlobalKind {
     Long,
     Str,
+    Stats,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +154,7 @@ impl Meta {
             let kind = match g.kind {
                 GlobalKind::Long => "long",
                 GlobalKind::Str => "string",
+                GlobalKind::Stats => "stats",
             };
             let init = match &g.init {
                 None => "-".to_string(),
@@ -241,6 +243,7 @@ impl Meta {
                     let kind = match s(2)?.as_str() {
                         "long" => GlobalKind::Long,
                         "string" => GlobalKind::Str,
+                        "stats" => GlobalKind::Stats,
                         _ => return Err(bad()),
                     };
                     let init = s(6)?;
