@@ -229,6 +229,8 @@ fn registration_error_codes() {
         ("disable", 0),
         ("enable", 0),
         ("disable_unregistered", -22),
+        ("disarmed", 1),
+        ("rearmed", 1),
     ] {
         assert_eq!(out.value(k), Some(v), "{k}: {out:?}");
     }
@@ -315,6 +317,11 @@ fn disable_kprobe_stops_the_handlers() {
     );
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(out.get("hits"), 4, "{out:?}");
+    assert_eq!(
+        out.get("traps"),
+        4,
+        "the probe was disarmed: no more traps: {out:?}"
+    );
     assert_eq!(out.get("sum"), 100);
 }
 

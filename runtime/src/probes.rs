@@ -208,6 +208,8 @@ struct Registry {
     sites: HashMap<u64, *mut Site>,
     arenas: Vec<Arena>,
     rets: HashMap<usize, *const RetRec>,
+    /// Sites whose probes are all disabled: original byte in place.
+    disarmed: std::collections::HashSet<u64>,
     mem_fd: i32,
     mem_pid: i32,
 }
@@ -227,6 +229,7 @@ fn with_reg<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
         sites: HashMap::new(),
         arenas: Vec::new(),
         rets: HashMap::new(),
+        disarmed: std::collections::HashSet::new(),
         mem_fd: -1,
         mem_pid: 0,
     });
@@ -620,6 +623,12 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             }));
             reg.sites.insert(addr, ns);
             publish(addr, ns);
+            // SAFETY: kp is the user's struct.
+            let enabled = unsafe { kprobe_flags(kp) } & KPROBE_FLAG_DISABLED == 0;
+            if enabled && reg.disarmed.contains(&addr) && poke(reg, addr, &[0xcc]).is_ok() {
+                reg.disarmed.remove(&addr);
+                sys::membarrier_sync_core();
+            }
             reg.by_kp.insert(kp as usize, addr);
             // SAFETY: kp is the user's struct.
             unsafe { (*kp).addr = addr as *mut u8 };
@@ -717,8 +726,10 @@ fn unregister_entry(kp: *mut Kprobe) -> bool {
             // Restore the byte first, then unpublish: a thread that misses
             // the table then sees the original byte (see trap.rs).
             let b = [o.orig[0]];
-            let _ = poke(reg, addr, &b);
-            sys::membarrier_sync_core();
+            if !reg.disarmed.remove(&addr) {
+                let _ = poke(reg, addr, &b);
+                sys::membarrier_sync_core();
+            }
             publish(addr, core::ptr::null_mut());
         } else {
             let ns = Box::into_raw(Box::new(Site {
@@ -732,6 +743,17 @@ fn unregister_entry(kp: *mut Kprobe) -> bool {
             }));
             reg.sites.insert(addr, ns);
             publish(addr, ns);
+            // The probes left may all be disabled: disarm.
+            // SAFETY: ns was just published; its probes are registered.
+            let all_off = unsafe { &*ns }
+                .probes
+                .iter()
+                // SAFETY: registered probes.
+                .all(|e| unsafe { kprobe_flags(e.kp) } & KPROBE_FLAG_DISABLED != 0);
+            if all_off && !reg.disarmed.contains(&addr) && poke(reg, addr, &[o.orig[0]]).is_ok() {
+                reg.disarmed.insert(addr);
+                sys::membarrier_sync_core();
+            }
         }
         Some(old)
     });
@@ -795,18 +817,47 @@ pub unsafe extern "C" fn unregister_kprobes(kps: *mut *mut Kprobe, num: i32) {
     }
 }
 
+/// Disable or enable a probe. A site whose probes are all disabled is
+/// disarmed (its original byte put back: no trap at all), and re-armed when
+/// one of them is enabled again.
 fn set_disabled(p: *mut Kprobe, disabled: bool) -> i32 {
-    if p.is_null() || !with_reg(|r| r.by_kp.contains_key(&(p as usize))) {
+    if p.is_null() {
         return -EINVAL;
     }
-    // SAFETY: registered kprobe; flags is an aligned u32 also read by the hit path.
-    let f = unsafe { &*(core::ptr::addr_of_mut!((*p).flags) as *const AtomicU32) };
-    if disabled {
-        f.fetch_or(KPROBE_FLAG_DISABLED, Ordering::AcqRel);
-    } else {
-        f.fetch_and(!KPROBE_FLAG_DISABLED, Ordering::AcqRel);
-    }
-    0
+    with_reg(|reg| {
+        let Some(&addr) = reg.by_kp.get(&(p as usize)) else {
+            return -EINVAL;
+        };
+        // SAFETY: registered kprobe; flags is an aligned u32 also read by the hit path.
+        let f = unsafe { &*(core::ptr::addr_of_mut!((*p).flags) as *const AtomicU32) };
+        if disabled {
+            f.fetch_or(KPROBE_FLAG_DISABLED, Ordering::AcqRel);
+        } else {
+            f.fetch_and(!KPROBE_FLAG_DISABLED, Ordering::AcqRel);
+        }
+        let Some(&site) = reg.sites.get(&addr) else {
+            return 0;
+        };
+        // SAFETY: registry sites are live.
+        let all_off = unsafe { &*site }
+            .probes
+            .iter()
+            // SAFETY: registered probes.
+            .all(|e| unsafe { kprobe_flags(e.kp) } & KPROBE_FLAG_DISABLED != 0);
+        // SAFETY: as above.
+        let orig = unsafe { (*site).orig[0] };
+        let armed = !reg.disarmed.contains(&addr);
+        if all_off && armed {
+            if poke(reg, addr, &[orig]).is_ok() {
+                reg.disarmed.insert(addr);
+                sys::membarrier_sync_core();
+            }
+        } else if !all_off && !armed && poke(reg, addr, &[0xcc]).is_ok() {
+            reg.disarmed.remove(&addr);
+            sys::membarrier_sync_core();
+        }
+        0
+    })
 }
 
 /// # Safety

@@ -42,8 +42,13 @@ int init_module(void)
 	printk("lookup_missing=%lu\n", kallsyms_lookup_name("no_such_function_xyz"));
 	unsigned long w = kallsyms_lookup_name("work");
 	printk("addr_matches=%d\n", w == (unsigned long)k[4].addr);
-	printk("disable=%d enable=%d disable_unregistered=%d\n", disable_kprobe(&k[4]), enable_kprobe(&k[4]),
-	       disable_kprobe(&k[0]));
+	unsigned char *code = (unsigned char *)k[4].addr;
+	int d = disable_kprobe(&k[4]);
+	int disarmed = *code != 0xcc;
+	int e = enable_kprobe(&k[4]);
+	int rearmed = *code == 0xcc;
+	printk("disable=%d enable=%d disable_unregistered=%d\n", d, e, disable_kprobe(&k[0]));
+	printk("disarmed=%d rearmed=%d\n", disarmed, rearmed);
 	return 0;
 }
 
