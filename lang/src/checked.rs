@@ -127,6 +127,10 @@ pub struct Function {
     pub body: Vec<Stmt>,
     pub span: Span,
     pub from_stdlib: bool,
+    /// Called (transitively) from a probe. An unused function is still
+    /// checked, but types nobody determines default to long (SystemTap
+    /// elides such functions).
+    pub used: bool,
 }
 
 #[derive(Debug, Clone)]

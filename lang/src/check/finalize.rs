@@ -19,9 +19,10 @@ impl Checker<'_> {
                 self.err(CheckError::StatsAsValue { span, name });
             }
         }
+        let used = self.used_functions();
         // An unresolved type is most often a consequence of another error.
         if self.errors.is_empty() {
-            self.unresolved();
+            self.unresolved(&used);
         }
         self.callee_needs();
         if !self.errors.is_empty() {
@@ -31,6 +32,7 @@ impl Checker<'_> {
         let mut functions = Vec::new();
         for i in 0..self.funcs.len() {
             let mut f = self.funcs[i].checked.take()?;
+            f.used = used[i];
             let slots = self.funcs[i].local_slots.clone();
             self.fix_locals(&mut f.locals, &slots);
             f.ret = match self.funcs[i].ret {
@@ -56,7 +58,24 @@ impl Checker<'_> {
         Some((globals, functions, probes))
     }
 
-    fn unresolved(&mut self) {
+    /// Functions reachable from some probe.
+    fn used_functions(&self) -> Vec<bool> {
+        let mut used = vec![false; self.funcs.len()];
+        let mut work: Vec<usize> = self
+            .probes
+            .iter()
+            .flat_map(|p| p.calls.iter().map(|c| c.0))
+            .collect();
+        while let Some(f) = work.pop() {
+            if !used[f] {
+                used[f] = true;
+                work.extend(self.funcs[f].calls.iter().map(|c| c.0));
+            }
+        }
+        used
+    }
+
+    fn unresolved(&mut self, used: &[bool]) {
         let mut seen = HashSet::new();
         let mut check =
             |c: &mut Self, slot: u32, span: Span, what: String, hint: Option<String>| {
@@ -86,6 +105,9 @@ impl Checker<'_> {
             }
         }
         for f in 0..self.funcs.len() {
+            if !used[f] {
+                continue;
+            }
             let slots = self.funcs[f].local_slots.clone();
             let Some(checked) = &self.funcs[f].checked else {
                 continue;

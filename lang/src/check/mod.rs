@@ -264,6 +264,7 @@ impl Checker<'_> {
             body,
             span: def.span,
             from_stdlib: f.from_stdlib,
+            used: false,
         });
     }
 

@@ -49,6 +49,8 @@ pub fn script(s: &CheckedScript) -> String {
             .collect();
         let origin = if f.from_stdlib {
             format!("  # from {}", s.sources.name(f.span.file))
+        } else if !f.used {
+            "  # unused".to_string()
         } else {
             String::new()
         };
