@@ -30,9 +30,9 @@ impl Checker<'_> {
         }
         let globals = self.build_globals();
         let mut functions = Vec::new();
-        for i in 0..self.funcs.len() {
+        for (i, &is_used) in used.iter().enumerate() {
             let mut f = self.funcs[i].checked.take()?;
-            f.used = used[i];
+            f.used = is_used;
             let slots = self.funcs[i].local_slots.clone();
             self.fix_locals(&mut f.locals, &slots);
             f.ret = match self.funcs[i].ret {
@@ -104,8 +104,8 @@ impl Checker<'_> {
                 }
             }
         }
-        for f in 0..self.funcs.len() {
-            if !used[f] {
+        for (f, &is_used) in used.iter().enumerate() {
+            if !is_used {
                 continue;
             }
             let slots = self.funcs[f].local_slots.clone();
