@@ -382,3 +382,20 @@ fn a_posix_spawn_child_resetting_handlers_leaves_the_parents_alone() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_kprobe_single_stepping_the_syscall_instruction_and_a_syscall_probe_both_fire() {
+    let out = sys_load(
+        "tests/targets/sys_mod_kmix.c",
+        &sys_opens("ppidloop 1000"),
+        &[],
+        60,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("reg 0 0"), "{out:?}");
+    assert!(out.stdout.contains("ppidloop ok=1"), "{out:?}");
+    for k in ["pre", "post", "sys_entry", "sys_ret"] {
+        assert_eq!(out.get(k), 1001, "{k}: {out:?}");
+    }
+    assert_eq!(out.get("missed"), 0, "{out:?}");
+}

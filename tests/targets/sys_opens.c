@@ -24,6 +24,7 @@
  *   spawnsegv   installs a SIGSEGV handler, posix_spawns a child with SIGSEGV
  *               in its default set (POSIX_SPAWN_SETSIGDEF), then faults:
  *               the handler still runs (the child's resets stay its own)
+ *   ppidloop N  N calls of libc's getppid(), then one more to check them
  *   int80       a 32-bit getpid (int 0x80, number 20: writev in 64-bit numbering)
  *   churn N     N rounds of: make 4 threads that each open, join them
  */
@@ -339,6 +340,11 @@ int main(int argc, char **argv)
 		} else {
 			printf("segv handled after spawn status=%d\n", st);
 		}
+	} else if (!strcmp(mode, "ppidloop")) {
+		long n = argc > 2 ? atol(argv[2]) : 1000, sum = 0;
+		for (long i = 0; i < n; i++)
+			sum += getppid();
+		printf("ppidloop ok=%d\n", sum == n * getppid());
 	} else if (!strcmp(mode, "int80")) {
 		long r;
 		__asm__ volatile("int $0x80" : "=a"(r) : "0"(20L) : "memory");

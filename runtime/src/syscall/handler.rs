@@ -289,11 +289,13 @@ impl CallData {
 }
 
 /// Is a kprobe handler running on this thread (a system call made by a
-/// kprobe handler is the runtime's, not the target's)?
+/// kprobe handler is the runtime's, not the target's)? Handlers run under
+/// the runtime's fault guard; a displaced instruction being single-stepped
+/// (the kprobes' `in_handler` is still set then) is the target's own code.
 fn in_kprobe_handler(ts: Option<*mut crate::threads::ThreadState>) -> bool {
     match ts {
         // SAFETY: this thread's slot in the runtime's table.
-        Some(ts) => unsafe { (*ts).in_handler != 0 },
+        Some(ts) => unsafe { (*ts).guard.active != 0 },
         None => false,
     }
 }
