@@ -273,3 +273,22 @@ fn backtrace_falls_back_to_a_stack_scan_without_cfi() {
     );
     assert!(out.stdout.contains("] ? main+0x"), "{out:?}");
 }
+
+#[test]
+fn dump_stack_outside_a_handler_unwinds_from_its_caller() {
+    let out = load("stack", &format!("{} 1", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("Call Trace:\n [<"), "{out:?}");
+    assert!(
+        out.stdout.contains("] inner+0x"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("] init_module+0x"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("load_module"),
+        "the runtime's loader called it: {out:?}"
+    );
+}

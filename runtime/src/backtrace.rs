@@ -92,7 +92,7 @@ fn unhijack(ts: Option<*mut ThreadState>, slot: u64) -> Option<u64> {
 /// Print a backtrace of the context `regs` (a probed thread): unwound
 /// precisely with the .eh_frame CFI, continued by a stack scan ("?"
 /// entries) if the CFI runs out before the outermost frame.
-pub fn dump_regs(ts: Option<*mut ThreadState>, regs: &crate::abi::PtRegs) {
+pub fn dump_regs(ts: Option<*mut ThreadState>, regs: &crate::abi::PtRegs, skip_first: bool) {
     use crate::unwind_dwarf::{step, Frame, Stop};
     let Some(idx) = symbols::current() else {
         output::text(b"Call Trace: (no symbols)\n");
@@ -113,7 +113,9 @@ pub fn dump_regs(ts: Option<*mut ThreadState>, regs: &crate::abi::PtRegs) {
     };
     let tramp = trap::trampoline_addr();
     let mut f = Frame::from_ptregs(regs);
-    line(&mut b, f.ip(), false);
+    if !skip_first {
+        line(&mut b, f.ip(), false);
+    }
     let mut lost = false;
     for i in 0..MAX_FRAMES {
         match step(idx, &f, i == 0) {

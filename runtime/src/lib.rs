@@ -54,14 +54,43 @@ pub extern "C" fn dump_stack() {
         if r != 0 {
             // SAFETY: as above.
             let regs = unsafe { &*(r as *const abi::PtRegs) };
-            backtrace::dump_regs(ts, regs);
+            backtrace::dump_regs(ts, regs, false);
             return;
         }
     }
-    let sp: u64;
-    // SAFETY: reading rsp.
-    unsafe { core::arch::asm!("mov {}, rsp", out(reg) sp) };
-    backtrace::dump(ts, dump_stack as *const () as u64, sp);
+    // Not in a handler: unwind from here (this function's own CFI row at
+    // the captured ip), and print from our caller on. Outside the hit path
+    // the symbol index may be built now.
+    symbols::get_or_build();
+    let (ip, sp, bp, bx, r12, r13, r14, r15): (u64, u64, u64, u64, u64, u64, u64, u64);
+    // SAFETY: only reads registers.
+    unsafe {
+        core::arch::asm!(
+            "lea {ip}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            "mov {bx}, rbx",
+            "mov {r12}, r12",
+            "mov {r13}, r13",
+            "mov {r14}, r14",
+            "mov {r15}, r15",
+            ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp, bx = out(reg) bx,
+            r12 = out(reg) r12, r13 = out(reg) r13, r14 = out(reg) r14, r15 = out(reg) r15,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+    let regs = abi::PtRegs {
+        ip,
+        sp,
+        bp,
+        bx,
+        r12,
+        r13,
+        r14,
+        r15,
+        ..Default::default()
+    };
+    backtrace::dump_regs(ts, &regs, true);
 }
 
 /// Number of probe hits and runtime traps so far (for tests and ptap -v).
