@@ -7,7 +7,7 @@
 //! When the runtime is not active (e.g. the rlib linked into ptap itself)
 //! they forward transparently.
 
-use core::ffi::{c_int, c_void};
+use core::ffi::c_int;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::sys;
@@ -167,6 +167,3 @@ pub fn prime() {
     next(c"sigprocmask", &REAL_SIGPROCMASK);
     next(c"pthread_sigmask", &REAL_PTHREAD_SIGMASK);
 }
-
-#[allow(dead_code)]
-fn _unused(_: *mut c_void) {}

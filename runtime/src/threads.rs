@@ -287,7 +287,6 @@ pub fn after_fork(parent_tid: i32) {
     if table().is_null() {
         return;
     }
-    let me = sys::gettid();
     let mut moved: Option<*mut ThreadState> = None;
     for i in 0..MAX_THREADS {
         let s = slot(i);
@@ -315,7 +314,6 @@ pub fn after_fork(parent_tid: i32) {
             }
         }
     }
-    let _ = me;
 }
 
 /// Visit every claimed slot (registration-time use).
