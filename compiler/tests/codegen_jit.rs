@@ -530,3 +530,11 @@ fn aggregates_from_eight_threads_lose_nothing() {
         )
     );
 }
+
+#[test]
+fn next_inside_a_loop_ends_the_handler() {
+    assert_eq!(
+        begin("for (i = 0; i < 5; i++) { if (i == 2) next; print(i) }; print(\"unreachable\")"),
+        "0\n1\n"
+    );
+}
