@@ -9,6 +9,21 @@
 //! `ptap_fn_NAME(ctx, [string result buffer], params...) -> i64`.
 //! The context layout and the helper table are the runtime's
 //! (`ptap_rt::script::{ctx, helpers}`).
+//!
+//! Files: `func.rs` (the translator's state and plumbing: locals, string
+//! buffers, helper calls, runtime errors, the MAXACTION budget), `expr.rs`,
+//! `stmt.rs`, `agg.rs` (statistics), `helpers.rs` (imports from the runtime's
+//! helper table), `meta.rs` (globals layout, metadata), `host.rs` (ptap's
+//! side: session globals, begin/end/timer), `jit.rs`.
+//!
+//! Compiled: long and string locals/globals/parameters, every operator but
+//! `=~`, if/while/for/break/continue/next/return/delete/try-catch, script
+//! functions (recursion bounded by MAXNESTING), printf/print/sprintf/sprint,
+//! the context (`argN` per ABI, `ret`, `@entry`, `register`), the context
+//! builtins, fault-safe target reads (and guru-mode writes), statistics on
+//! global scalars. Not yet (a clear compile error naming the construct):
+//! associative arrays, foreach, aggregates in array elements, histograms,
+//! `=~`, `$name` (DWARF), ubacktrace/print_ubacktrace.
 
 mod agg;
 mod expr;

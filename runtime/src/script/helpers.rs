@@ -15,8 +15,21 @@
 //! Every function here is `extern "C"` and cannot panic (slices are built only
 //! from lengths checked against their buffers).
 //!
-//! Arrays and aggregates (issue 6) will take `(ctx, global offset, keys
-//! pointer, ...)` in the same style; they are not in the table yet.
+//! Not in the table yet (issue 6), planned in the same style so the
+//! translator lowers them like the helpers above:
+//! - `ptap_h_map_get(ctx, off, keys, out) -> found`, `ptap_h_map_set(ctx,
+//!   off, keys, value)`, `ptap_h_map_add(ctx, off, keys, delta) -> new`
+//!   (`a[k]++`, `a[k] += v`: atomic inside the entry), `ptap_h_map_in`,
+//!   `ptap_h_map_delete`, `ptap_h_map_clear(ctx, off)`,
+//!   `ptap_h_map_agg(ctx, off, keys, v)` (`a[k] <<< v`) and
+//!   `ptap_h_map_stat(ctx, off, keys, op) -> v`: `off` is the array's slot in
+//!   the globals area (its layout and key/value types come from the
+//!   metadata), `keys` points to one i64 per key (a long, or a string
+//!   pointer), `out`/`value` is an i64 or a string buffer of `cap` bytes.
+//!   A full map sets `ctx.error = ERR_OVERFLOW` with the capacity in
+//!   `error_arg` ("Array overflow, check size limit (N)").
+//! - foreach: `ptap_h_map_iter(ctx, off, sort, limit, state) -> entry or -1`
+//!   walking a snapshot of sorted entry indices kept in the caller's frame.
 
 use core::sync::atomic::Ordering;
 
