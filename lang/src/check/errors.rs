@@ -118,6 +118,9 @@ pub enum CheckError {
     FormatNotLiteral {
         span: Span,
     },
+    DivisionByZero {
+        span: Span,
+    },
     RegexNotLiteral {
         span: Span,
     },
@@ -454,6 +457,8 @@ impl ToDiagnostic for CheckError {
             }
             BadCapacity { span } => diag::error("an array capacity must be at least 1")
                 .with_labels(vec![primary(*span, "capacity 0")]),
+            DivisionByZero { span } => diag::error("division by zero")
+                .with_labels(vec![primary(*span, "this divisor is 0")]),
             NoProbes => help(
                 diag::error("the script has no probes"),
                 "add one, e.g. `probe begin { print(\"hello\") }`",

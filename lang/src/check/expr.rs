@@ -226,11 +226,16 @@ impl Checker<'_> {
                 };
                 return mk(kind, Ty::K(Type::Long), span);
             }
-            _ => (
-                self.expect(scope, l, Type::Long),
-                self.expect(scope, r, Type::Long),
-                Type::Long,
-            ),
+            _ => {
+                if matches!(op, Div | Mod) && matches!(r.kind, A::Num(0)) {
+                    self.err(CheckError::DivisionByZero { span: r.span });
+                }
+                (
+                    self.expect(scope, l, Type::Long),
+                    self.expect(scope, r, Type::Long),
+                    Type::Long,
+                )
+            }
         };
         mk(
             ExprKind::Binary {
@@ -251,6 +256,9 @@ impl Checker<'_> {
         value: &ast::Expr,
         span: Span,
     ) -> Expr {
+        if matches!(op.0, Some(BinOp::Div | BinOp::Mod)) && matches!(value.kind, A::Num(0)) {
+            self.err(CheckError::DivisionByZero { span: value.span });
+        }
         let v = self.value(scope, value);
         let Some((lv, ty)) = self.lvalue(scope, target) else {
             return v;
