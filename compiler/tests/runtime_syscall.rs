@@ -241,11 +241,11 @@ fn after_detach_no_call_traps_and_the_target_goes_on() {
         std::time::Duration::from_millis(1500),
         60,
     );
-    assert!(out.stdout.contains("armed=1"), "{out:?}");
+    assert!(out.stdout.contains("armed=1 armed_threads=2"), "{out:?}");
     assert!(
         out.stdout
-            .contains("detached=1 traps_during_run=1 traps_after=0"),
-        "{out:?}"
+            .contains("detached=1 traps_during_run=1 traps_after=0 armed_after=0"),
+        "the dispatch is off, not merely at ALLOW: {out:?}"
     );
     assert!(out.stdout.contains("/nonexistent/beforedetach"), "{out:?}");
     assert!(

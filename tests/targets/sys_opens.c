@@ -12,7 +12,8 @@
  *   signals     a blocking read interrupted by SIGALRM, without then with
  *               SA_RESTART; the handler opens /nonexistent/inhandler
  *   detach      calls getpid until the runtime's trap counter stops (ptap
- *               detached), then checks that no call traps any more
+ *               detached), then checks that no call traps any more and that
+ *               a thread asleep in read() across the detach disarms too
  *   spin N      N getppid + N getpid calls, ns per call of each
  *   spawn       posix_spawn, system() and vfork+exec of this program ("leaf"),
  *               then a raw clone(CLONE_VM) thread on its own stack
@@ -170,6 +171,29 @@ static double now_ns(void)
 	return t.tv_sec * 1e9 + t.tv_nsec;
 }
 
+static int det_a[2], det_b[2];
+static volatile int det_done;
+
+/* Sleeps in read() across the detach, then makes calls: its first call after
+ * the detach must be its last trap. */
+static void *detach_thread(void *arg)
+{
+	char c;
+	(void)arg;
+	read(det_a[0], &c, 1);
+	for (int i = 0; i < 10; i++)
+		syscall(SYS_getpid);
+	det_done = 1;
+	read(det_b[0], &c, 1);
+	return NULL;
+}
+
+static int armed_threads(void)
+{
+	int (*f)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "ptap_syscall_armed_threads");
+	return f ? f() : -1;
+}
+
 static unsigned long traps_now(void)
 {
 	static void (*stats)(unsigned long *, unsigned long *);
@@ -245,10 +269,15 @@ int main(int argc, char **argv)
 		r = read(pfd[0], &c, 1);
 		printf("restart r=%ld errno=%d handled=%d c=%c\n", r, errno, handled, r == 1 ? c : '?');
 	} else if (!strcmp(mode, "detach")) {
+		pthread_t th;
+		pipe(det_a);
+		pipe(det_b);
+		pthread_create(&th, NULL, detach_thread, NULL);
+		usleep(100000);
 		open("/nonexistent/beforedetach", O_RDONLY);
 		unsigned long start = traps_now(), last = start;
 		double t0 = now_ns(), still = t0;
-		printf("armed=%d\n", start > 0);
+		printf("armed=%d armed_threads=%d\n", start > 0, armed_threads());
 		while (now_ns() - t0 < 20e9) {
 			for (int i = 0; i < 1000; i++)
 				syscall(SYS_getpid);
@@ -264,8 +293,12 @@ int main(int argc, char **argv)
 		for (int i = 0; i < 100000; i++)
 			syscall(SYS_getpid);
 		open("/nonexistent/afterdetach", O_RDONLY);
-		printf("detached=%d traps_during_run=%d traps_after=%lu\n", now_ns() - t0 < 20e9, last > start,
-		       traps_now() - before);
+		unsigned long after = traps_now() - before;
+		write(det_a[1], "x", 1);
+		while (!det_done)
+			usleep(1000);
+		printf("detached=%d traps_during_run=%d traps_after=%lu armed_after=%d\n", now_ns() - t0 < 20e9,
+		       last > start, after, armed_threads());
 	} else if (!strcmp(mode, "spawn")) {
 		char *args[] = { argv[0], "leaf", NULL };
 		pid_t p;

@@ -29,7 +29,7 @@
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::Ordering;
 
-use super::{table, PtRegs, SyscallProbe, HITS, ON, SYSCALL_PROBE_DISABLED, TRAPS};
+use super::{table, PtRegs, SyscallProbe, HITS, SYSCALL_PROBE_DISABLED, TRAPS};
 use crate::sys;
 use crate::trap::{self, managed, managed_mask, USER_ACT};
 
@@ -356,9 +356,8 @@ unsafe fn run_handlers(
         // SAFETY: this thread's slot.
         unsafe { (*t).in_handler = outer };
     }
-    if ON.load(Ordering::Acquire) {
-        s.selector.store(table::BLOCK, Ordering::Relaxed);
-    }
+    s.selector
+        .store(super::resting_selector(), Ordering::Relaxed);
     s.in_handler.store(0, Ordering::Relaxed);
     table::leave(s);
 }

@@ -601,7 +601,23 @@ fn turn_on() {
 
 fn turn_off() {
     ON.store(false, Ordering::Release);
-    table::set_all_selectors(table::ALLOW);
+    table::set_all_selectors(resting_selector());
+}
+
+/// What an armed thread's selector holds outside handlers: BLOCK while
+/// probes are on, and after shutdown (so the thread's next call is its last
+/// trap, where it turns the dispatch off); ALLOW otherwise.
+pub(crate) fn resting_selector() -> u8 {
+    if ON.load(Ordering::Acquire) || SHUT.load(Ordering::Acquire) {
+        table::BLOCK
+    } else {
+        table::ALLOW
+    }
+}
+
+/// Armed threads of this process (the kernel's dispatch is on for them).
+pub fn armed_threads() -> usize {
+    table::armed_count()
 }
 
 /// Hook: the runtime's constructor has finished (module loaded, control
@@ -681,9 +697,7 @@ impl Default for Untraced {
 impl Drop for Untraced {
     fn drop(&mut self) {
         if let Some(s) = self.slot {
-            if ON.load(Ordering::Acquire) {
-                s.selector.store(table::BLOCK, Ordering::Release);
-            }
+            s.selector.store(resting_selector(), Ordering::Release);
         }
     }
 }
@@ -710,6 +724,14 @@ pub unsafe extern "C" fn unregister_syscall_probe(p: *mut SyscallProbe) {
 #[no_mangle]
 pub extern "C" fn syscall_probe_data() -> *mut c_void {
     call_data() as *mut c_void
+}
+
+/// `int ptap_syscall_armed_threads(void)`: threads of this process whose
+/// dispatch is on (for tests: 0 once every thread took its last trap after
+/// a detach).
+#[no_mangle]
+pub extern "C" fn ptap_syscall_armed_threads() -> c_int {
+    armed_threads() as c_int
 }
 
 /// Traps taken and handler invocations so far in this process.

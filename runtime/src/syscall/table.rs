@@ -186,6 +186,19 @@ pub fn set_all_selectors(v: u8) {
     }
 }
 
+/// Slots of live threads with the dispatch on.
+pub fn armed_count() -> usize {
+    let mut n = 0;
+    for i in 0..MAX_THREADS {
+        let Some(s) = slot(i) else { break };
+        let tid = s.tid.load(Ordering::Acquire);
+        if tid > 0 && s.armed.load(Ordering::Acquire) != 0 && sys::thread_alive(tid) {
+            n += 1;
+        }
+    }
+    n
+}
+
 #[inline]
 pub fn enter(s: &Slot) {
     let a = s.active.load(Ordering::Relaxed);
