@@ -23,8 +23,9 @@
  * and increments nmissed.
  *
  * Mechanism: Syscall User Dispatch (docs/syscalls.md). While any syscall
- * probe is registered, every system call of the process traps (about 2 us
- * each), probed or not; after unregister or detach none does.
+ * probe is registered, every system call of the process traps (about 1.6 us
+ * each, 2 us with handlers), probed or not; after unregister or detach none
+ * does. A registration after start-up arms the threads that already exist.
  *
  * Build a module with:  cc -shared -fPIC -O2 -I runtime/include m.c -o m.so
  */
@@ -72,6 +73,8 @@ void *syscall_probe_data(void);
 
 /* SIGSYS traps taken and handler calls so far in this process (NULL ok). */
 void ptap_syscall_stats(unsigned long *traps, unsigned long *hits);
+/* Threads of this process whose dispatch is on. */
+int ptap_syscall_armed_threads(void);
 
 /* The path argument of an open-family call. */
 static inline const char *syscall_open_path(const struct pt_regs *regs)
