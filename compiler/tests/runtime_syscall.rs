@@ -399,3 +399,22 @@ fn a_kprobe_single_stepping_the_syscall_instruction_and_a_syscall_probe_both_fir
     }
     assert_eq!(out.get("missed"), 0, "{out:?}");
 }
+
+#[test]
+fn unregister_waits_for_running_handlers_and_none_runs_after() {
+    for _ in 0..3 {
+        let out = sys_load(
+            "tests/targets/sys_mod_none.c",
+            &sys_opens("hammer"),
+            &[],
+            60,
+        );
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(
+            out.stdout.contains(
+                "hammer registered=0 hits_before=1 inside_after_unregister=0 more_after=0"
+            ),
+            "{out:?}"
+        );
+    }
+}

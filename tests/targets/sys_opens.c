@@ -27,6 +27,9 @@
  *               the handler still runs (the child's resets stay its own)
  *   ppidloop N  N calls of libc's getppid(), then one more to check them
  *   int80       a 32-bit getpid (int 0x80, number 20: writev in 64-bit numbering)
+ *   hammer      4 threads open in a loop; the program registers its own probe,
+ *               then unregisters it while they run: no handler may run
+ *               after unregister returns
  *   churn N     N rounds of: make 4 threads that each open, join them
  */
 #define _GNU_SOURCE
@@ -139,6 +142,29 @@ static int late_ret(void *p, unsigned long *regs)
 	if (path && !strncmp(path, "/nonexistent/late", 17) && (long)regs[10] == -2) /* ax */
 		__atomic_fetch_add(&late_seen, 1, __ATOMIC_RELAXED);
 	return 0;
+}
+
+static volatile int hammer_stop, hammer_in;
+static volatile long hammer_hits;
+
+static int hammer_ret(void *p, unsigned long *regs)
+{
+	(void)p;
+	(void)regs;
+	__atomic_fetch_add(&hammer_in, 1, __ATOMIC_SEQ_CST);
+	for (volatile int i = 0; i < 2000; i++)
+		;
+	__atomic_fetch_add(&hammer_hits, 1, __ATOMIC_SEQ_CST);
+	__atomic_fetch_sub(&hammer_in, 1, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+static void *hammer_thread(void *arg)
+{
+	(void)arg;
+	while (!hammer_stop)
+		open("/nonexistent/hammer", O_RDONLY);
+	return NULL;
 }
 
 static void *late_thread(void *arg)
@@ -382,6 +408,27 @@ int main(int argc, char **argv)
 		long r;
 		__asm__ volatile("int $0x80" : "=a"(r) : "0"(20L) : "memory");
 		printf("int80 getpid ok=%d\n", r == getpid());
+	} else if (!strcmp(mode, "hammer")) {
+		pthread_t t[4];
+		int (*reg)(struct late_probe *) = (int (*)(struct late_probe *))dlsym(RTLD_DEFAULT, "register_syscall_probe");
+		void (*unreg)(struct late_probe *) = (void (*)(struct late_probe *))dlsym(RTLD_DEFAULT, "unregister_syscall_probe");
+		static const int nr[] = { SYS_openat };
+		static struct late_probe probe = { .nrs = nr, .n = 1, .ret = hammer_ret };
+		int r = reg ? reg(&probe) : -1;
+		for (long i = 0; i < 4; i++)
+			pthread_create(&t[i], NULL, hammer_thread, NULL);
+		usleep(300000);
+		long before = hammer_hits;
+		if (unreg)
+			unreg(&probe);
+		int inside = hammer_in;
+		long at_unreg = hammer_hits;
+		usleep(200000);
+		hammer_stop = 1;
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+		printf("hammer registered=%d hits_before=%d inside_after_unregister=%d more_after=%ld\n", r, before > 0,
+		       inside, hammer_hits - at_unreg);
 	} else if (!strcmp(mode, "churn")) {
 		long n = argc > 2 ? atol(argv[2]) : 50, bad = 0;
 		for (long k = 0; k < n; k++) {
