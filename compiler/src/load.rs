@@ -180,7 +180,13 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     if argv.is_empty() {
         return Err("the command is empty".into());
     }
-    let runtime = runtime_path()?;
+    let installed = runtime_path()?;
+    // Preload a private snapshot: a rebuild of the runtime (cargo replaces the
+    // file) while the target runs must not break its exec'ed children.
+    let snapshot = RuntimeSnapshot::new(&installed);
+    let runtime = snapshot
+        .as_ref()
+        .map_or(installed.clone(), |s| s.path.clone());
     let ring = ring_size_from_env()?;
     let owned = OwnedSession::create(ring)?;
     let s = owned.session;
@@ -226,8 +232,9 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     }
     if opts.verbose > 0 {
         eprintln!(
-            "ptap: running {argv:?} with {} and module {}",
+            "ptap: running {argv:?} with {} (a snapshot of {}) and module {}",
             runtime.display(),
+            installed.display(),
             module.display()
         );
     }
@@ -263,7 +270,51 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
         }
         None => {
             eprintln!("ptap: detached from pid {pid}; it keeps running");
+            // The target (and what it execs) may still need the preloaded file.
+            if let Some(s) = snapshot {
+                s.keep();
+            }
             Ok(ExitCode::from(130))
+        }
+    }
+}
+
+/// A private copy (hard link when possible) of the runtime for one run,
+/// removed when ptap ends unless [`RuntimeSnapshot::keep`] is called.
+struct RuntimeSnapshot {
+    dir: PathBuf,
+    path: PathBuf,
+    keep: bool,
+}
+
+impl RuntimeSnapshot {
+    fn new(src: &Path) -> Option<RuntimeSnapshot> {
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("ptap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let path = dir.join("libptap_rt.so");
+        if std::fs::hard_link(src, &path).is_err() && std::fs::copy(src, &path).is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        }
+        Some(RuntimeSnapshot {
+            dir,
+            path,
+            keep: false,
+        })
+    }
+
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for RuntimeSnapshot {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
