@@ -133,6 +133,7 @@ fn ctrl_c_detaches_and_the_target_goes_on() {
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
+    let ptap_pid = child.id();
     std::thread::sleep(Duration::from_millis(400));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -178,6 +179,8 @@ fn ctrl_c_detaches_and_the_target_goes_on() {
         0,
         "the detached target finished"
     );
+    remove_snapshot(ptap_pid);
+    remove_snapshot(ptap_pid);
 }
 
 #[test]
@@ -240,6 +243,7 @@ fn ctrl_c_detaches_forked_children_too() {
     c.stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&errlog).unwrap());
     let mut child = c.spawn().unwrap();
+    let ptap_pid = child.id();
     std::thread::sleep(Duration::from_millis(400));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -255,6 +259,7 @@ fn ctrl_c_detaches_forked_children_too() {
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?} {stderr}");
     // Both the parent and the forked child ran cleanup_module.
     assert_eq!(stdout.matches("hits=").count(), 2, "{stdout}{stderr}");
+    remove_snapshot(ptap_pid);
 }
 
 #[test]

@@ -207,3 +207,12 @@ pub fn load(module_name: &str, cmd: &str, env: &[(&str, &str)], secs: u64) -> Ou
 pub fn target(name: &str) -> String {
     compile(name).to_string_lossy().into_owned()
 }
+
+/// Remove the runtime snapshot a detached `ptap load` (pid `ptap_pid`) left
+/// for its still-running target.
+pub fn remove_snapshot(ptap_pid: u32) {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let _ = std::fs::remove_dir_all(base.join(format!("ptap-{ptap_pid}")));
+}
