@@ -279,16 +279,29 @@ fn dump_stack_outside_a_handler_unwinds_from_its_caller() {
     let out = load("stack", &format!("{} 1", target("hot")), &[], 30);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("Call Trace:\n [<"), "{out:?}");
-    assert!(
-        out.stdout.contains("] inner+0x"),
-        "{out:?}"
-    );
-    assert!(
-        out.stdout.contains("] init_module+0x"),
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("] inner+0x"), "{out:?}");
+    assert!(out.stdout.contains("] init_module+0x"), "{out:?}");
     assert!(
         out.stdout.contains("load_module"),
         "the runtime's loader called it: {out:?}"
+    );
+}
+
+#[test]
+fn a_jprobe_entry_that_forgets_jprobe_return_is_survived() {
+    let out = load("jbad", &format!("{} 3", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // Each buggy entry returned 1000 in place of work(): the call was skipped.
+    assert!(out.stdout.contains("sum=3000 counter=3"), "{out:?}");
+    assert!(
+        out.stdout.contains("entries=3 hits=3 bump_missed=0"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.stderr
+            .matches("jprobe entry returned without calling jprobe_return()")
+            .count(),
+        3,
+        "{out:?}"
     );
 }

@@ -493,6 +493,15 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
     regs.ip = addr;
     // SAFETY: ts is ours; the site is live until we leave.
     unsafe {
+        if (*ts).jp_site != 0 && on_alt_eq(regs.sp, (*ts).jp_regs.sp) && regs.sp >= (*ts).jp_regs.sp
+        {
+            // The jprobe entry returned (or longjmp'ed) without calling
+            // jprobe_return(): the probed call was skipped. Forget it.
+            output::diag(b"ptap: a jprobe entry returned without calling jprobe_return(); that call of the probed function was skipped\n");
+            (*ts).jp_site = 0;
+            (*ts).in_handler = 0;
+            threads::leave(ts);
+        }
         if (*ts).ss_site != 0 && pending_step_abandoned(ts, regs.sp) {
             // A target signal handler longjmp'ed out of the window between a
             // hit and its post trap: that hit is over, forget it.
@@ -561,6 +570,13 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
         let posts = site.needs_post();
         run_displaced(ts, site, regs, uc, posts);
     }
+}
+
+/// Are both stack pointers on the same stack (thread stack vs sigaltstack)?
+fn on_alt_eq(a: u64, b: u64) -> bool {
+    let alt = altstack();
+    let on_alt = |p: u64| alt.is_some_and(|(lo, hi)| p >= lo && p < hi);
+    on_alt(a) == on_alt(b)
 }
 
 /// Is the context that is single-stepping (or running a post slot) gone?
