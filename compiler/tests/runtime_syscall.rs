@@ -418,3 +418,23 @@ fn unregister_waits_for_running_handlers_and_none_runs_after() {
         );
     }
 }
+
+#[test]
+fn a_fast_signal_timer_over_probed_blocking_pipe_traffic_loses_nothing() {
+    let out = sys_load(
+        "tests/targets/sys_mod_rw.c",
+        &sys_opens("sigstress"),
+        &[],
+        120,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("sigstress bad_writes=0 bad_reads=0 ticked=1"),
+        "{out:?}"
+    );
+    let (e, r) = (out.get("entries"), out.get("returns"));
+    assert!(e >= 40000, "{out:?}");
+    assert_eq!(e, r, "every entry has its return: {out:?}");
+    assert_eq!(out.get("nmissed"), 0, "{out:?}");
+}

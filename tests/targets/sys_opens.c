@@ -30,6 +30,9 @@
  *   hammer      4 threads open in a loop; the program registers its own probe,
  *               then unregisters it while they run: no handler may run
  *               after unregister returns
+ *   sigstress   a 500 us SIGALRM timer (SA_RESTART; the handler makes calls)
+ *               while two threads pass 20000 bytes through a pipe one byte
+ *               at a time
  *   churn N     N rounds of: make 4 threads that each open, join them
  */
 #define _GNU_SOURCE
@@ -165,6 +168,43 @@ static void *hammer_thread(void *arg)
 	while (!hammer_stop)
 		open("/nonexistent/hammer", O_RDONLY);
 	return NULL;
+}
+
+static int ss_pipe[2];
+static volatile long ss_ticks;
+
+static void ss_alarm(int sig)
+{
+	(void)sig;
+	int saved = errno;
+	ss_ticks++;
+	syscall(SYS_getpid);
+	errno = saved;
+}
+
+static void *ss_writer(void *arg)
+{
+	(void)arg;
+	long bad = 0;
+	for (int i = 0; i < 20000; i++) {
+		char c = (char)i;
+		if (write(ss_pipe[1], &c, 1) != 1)
+			bad++;
+	}
+	return (void *)bad;
+}
+
+static void *ss_reader(void *arg)
+{
+	(void)arg;
+	long bad = 0;
+	for (int i = 0; i < 20000; i++) {
+		char c;
+		ssize_t r = read(ss_pipe[0], &c, 1);
+		if (r != 1 || c != (char)i)
+			bad++;
+	}
+	return (void *)bad;
 }
 
 static void *late_thread(void *arg)
@@ -429,6 +469,24 @@ int main(int argc, char **argv)
 			pthread_join(t[i], NULL);
 		printf("hammer registered=%d hits_before=%d inside_after_unregister=%d more_after=%ld\n", r, before > 0,
 		       inside, hammer_hits - at_unreg);
+	} else if (!strcmp(mode, "sigstress")) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = ss_alarm;
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGALRM, &sa, NULL);
+		pipe(ss_pipe);
+		struct itimerval it = { { 0, 500 }, { 0, 500 } };
+		setitimer(ITIMER_REAL, &it, NULL);
+		pthread_t w, r;
+		void *bw, *br;
+		pthread_create(&r, NULL, ss_reader, NULL);
+		pthread_create(&w, NULL, ss_writer, NULL);
+		pthread_join(w, &bw);
+		pthread_join(r, &br);
+		struct itimerval off = { { 0, 0 }, { 0, 0 } };
+		setitimer(ITIMER_REAL, &off, NULL);
+		printf("sigstress bad_writes=%ld bad_reads=%ld ticked=%d\n", (long)bw, (long)br, ss_ticks > 0);
 	} else if (!strcmp(mode, "churn")) {
 		long n = argc > 2 ? atol(argv[2]) : 50, bad = 0;
 		for (long k = 0; k < n; k++) {
