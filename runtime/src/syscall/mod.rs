@@ -53,9 +53,15 @@
 //! // unsafe { syscall::register(p: *mut SyscallProbe) -> i32 }  /  syscall::unregister(p)
 //! ```
 //!
+//! Also: [`arm_all_threads`] (arm threads that already exist, e.g. after
+//! an attach; registration after start-up calls it), [`armed_threads`],
+//! [`runtime_ready`] / [`shutdown`] / [`Untraced`] (the runtime's hooks), and
+//! `PTAP_SYSCALL_FOLLOW=0` in the environment (trace the first process only).
+//!
 //! The C API is `runtime/include/ptap/syscalls.h`: `struct syscall_probe`,
 //! `register_syscall_probe()`, `unregister_syscall_probe()`,
-//! `ptap_syscall_stats()`.
+//! `syscall_probe_data()`, `ptap_syscall_stats()`,
+//! `ptap_syscall_armed_threads()`.
 
 pub mod clone;
 pub mod handler;
@@ -89,6 +95,11 @@ pub struct SyscallProbe {
 }
 
 pub const SYSCALL_PROBE_DISABLED: c_uint = 1;
+
+// The C layout of ptap/syscalls.h (x86-64).
+const _: () = assert!(core::mem::size_of::<SyscallProbe>() == 72);
+const _: () = assert!(core::mem::offset_of!(SyscallProbe, nmissed) == 32);
+const _: () = assert!(core::mem::offset_of!(SyscallProbe, data) == 48);
 
 /// Highest system call number + 1 that can be probed.
 pub const MAX_NR: usize = 512;
