@@ -54,6 +54,12 @@ struct syscall_probe {
 	void *__ptap_private[2];   /* runtime use */
 };
 
+#ifdef __cplusplus
+static_assert(sizeof(struct syscall_probe) == 72, "struct syscall_probe layout (x86-64)");
+#else
+_Static_assert(sizeof(struct syscall_probe) == 72, "struct syscall_probe layout (x86-64)");
+#endif
+
 /* The open family (what ptap's language calls sys_open). The path is
  * regs->di for open and creat, regs->si for openat and openat2. */
 #define SYSCALL_OPEN_FAMILY 2 /* open */, 257 /* openat */, 437 /* openat2 */, 85 /* creat */
