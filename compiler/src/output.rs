@@ -176,6 +176,7 @@ pub fn error_line(
     let what = match code {
         ctx::ERR_USER => msg.to_string(),
         ctx::ERR_FAULT => format!("user memory read fault at 0x{:x}", arg as u64),
+        ctx::ERR_OVERFLOW => format!("Array overflow, check size limit ({arg})"),
         c => error_text(c).to_string(),
     };
     let mut line = format!("ERROR: {what}");

@@ -280,3 +280,19 @@ fn syscall_entry_probe_reads_the_path() {
         r.stderr
     );
 }
+
+#[test]
+fn arrays_shared_between_target_and_end_probe() {
+    let threads = support::compile("threads").to_string_lossy().into_owned();
+    let r = run(
+        "global calls, tids\n\
+         probe kprobe(work) { calls[arg1 % 3]++; tids[tid()]++ }\n\
+         probe end { foreach (k+ in calls) printf(\"%d %d\\n\", k, calls[k]); foreach (t in tids) n++; print(n) }",
+        &[&threads, "4", "3000"],
+    );
+    assert_eq!(
+        r.stdout, "0 4000\n1 4000\n2 4000\n4\n",
+        "stderr: {}",
+        r.stderr
+    );
+}

@@ -77,7 +77,7 @@ fn sprintf_and_sprint() {
 #[test]
 fn try_catch() {
     let e = env(r#"probe kprobe(work) {
-           try { x = 1 / 0; print("not here") } catch (m) { print("caught:", m) }
+           z = 0; try { x = 1 / z; print("not here") } catch (m) { print("caught:", m) }
            try { error("boom") } catch (m) { print("caught:", m) }
            try { print(user_long(8)) } catch { print("fault") }
            try { try { error("inner") } catch (m) { error(m . "!") } } catch (m) { print(m) }
@@ -369,8 +369,10 @@ fn context_helpers() {
 
 #[test]
 fn unsupported_constructs_are_clear_errors() {
-    let err = compile("global a\nprobe begin { a[1] = 2 }").err().unwrap();
-    assert!(err.contains("associative arrays"), "{err}");
+    let err = compile("probe begin { s = \"abc\"; if (s =~ \"b\") print(1) }")
+        .err()
+        .unwrap();
+    assert_eq!(err, "cannot compile regular expression matching (issue 6)");
 }
 
 #[test]
@@ -536,5 +538,63 @@ fn next_inside_a_loop_ends_the_handler() {
     assert_eq!(
         begin("for (i = 0; i < 5; i++) { if (i == 2) next; print(i) }; print(\"unreachable\")"),
         "0\n1\n"
+    );
+}
+
+#[test]
+fn arrays_basic_operations() {
+    let out = begin_with_globals(
+        "global a, s, t[4]",
+        r#"a[1] = 10; a[2] += 5; a[2]++; a[3]--; ++a[1]
+           s["x", 1] = "hello"; s["x", 1] .= "!"; s["y", 2] = "bye"
+           print(a[1], a[2], a[3], a[9], 1 in a, 9 in a, ["x", 1] in s, s["x", 1], s["z", 0] == "")
+           delete a[1]; print(1 in a, a[1])
+           delete a; print(2 in a)
+           t[1] = 1; t[2] = 2; t[3] = 3; t[4] = 4
+           print(t[4])"#,
+    );
+    assert_eq!(out, "11 6 -1 0 1 0 1 hello! 1\n0 0\n0\n4\n");
+}
+
+#[test]
+fn array_overflow_is_an_error() {
+    let e = env(
+        "global t[2]\nprobe begin { t[1] = 1; t[2] = 2; print(\"ok\"); t[3] = 3; print(\"no\") }",
+    );
+    let mut ctx = e.ctx(std::ptr::null_mut());
+    // SAFETY: live env.
+    let code = unsafe { ptap_rt::script::run_handler(e.jit.handler(0).unwrap(), &mut ctx) };
+    assert_eq!(code, ptap_rt::script::ctx::ERR_OVERFLOW);
+    assert_eq!(
+        e.output(),
+        "ok\nERROR: Array overflow, check size limit (2) near `t[3] = 3` at t.pt:2:48 in probe begin\n"
+    );
+}
+
+#[test]
+fn foreach_sorted_limited_and_tuple_keys() {
+    let out = begin_with_globals(
+        "global a, b",
+        r#"a[3] = 30; a[1] = 10; a[2] = 30; a[4] = 5
+           foreach (k in a) n++
+           print(n)
+           foreach (k in a-) printf("%d ", k); print("")
+           foreach (v = k in a+ limit 3) printf("%d=%d ", k, v); print("")
+           foreach (k+ in a) { if (k == 2) continue; if (k == 4) break; printf("[%d]", k) }; print("")
+           b["x", 2] = 1; b["a", 9] = 1; b["x", 1] = 3
+           foreach ([s, i] in b-) printf("%s,%d ", s, i); print("")"#,
+    );
+    // Sorting by value breaks ties by the keys (deterministic).
+    assert_eq!(out, "4\n2 3 1 4 \n4=5 1=10 2=30 \n[1][3]\nx,1 a,9 x,2 \n");
+}
+
+#[test]
+fn array_aggregates_and_report() {
+    let e = env("global lat, count\nprobe begin { for (i = 1; i <= 4; i++) { lat[i % 2] <<< i; count[\"k\" . sprint(i % 2)]++ }; print(@count(lat[0]), @sum(lat[1]), @max(lat[0]), @avg(lat[1])) }");
+    assert_eq!(e.run(0).0, 0);
+    assert_eq!(e.output(), "2 4 4 2\n");
+    assert_eq!(
+        ptap_compiler::codegen::host::unread_globals(&e.jit.compiled.meta, &e.globals),
+        "count[\"k0\"]=2\ncount[\"k1\"]=2\n"
     );
 }

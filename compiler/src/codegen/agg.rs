@@ -39,6 +39,9 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         span: Span,
     ) -> R<()> {
         let v = self.translate_expr(value)?;
+        if let AggTarget::Element { global, keys } = target {
+            return self.aggregate_element(*global, keys, v, span);
+        }
         let p = self.stats_addr(target, span)?;
         let one = self.iconst(1);
         self.b
@@ -66,6 +69,9 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         target: &AggTarget,
         span: Span,
     ) -> R<Value> {
+        if let AggTarget::Element { .. } = target {
+            return self.stat_element(op, target, span);
+        }
         let p = self.stats_addr(target, span)?;
         let count = self.b.ins().load(I64, flags(), p, stats::COUNT as i32);
         if op == StatOp::Count {

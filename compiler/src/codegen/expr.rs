@@ -53,9 +53,8 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 format,
                 args,
             } => self.translate_sprintf(format, args, e.span),
-            ExprKind::Element { .. } | ExprKind::In { .. } => {
-                unsupported("associative arrays (issue 6)", e.span)
-            }
+            ExprKind::Element { global, keys } => self.translate_element(*global, keys, e.span),
+            ExprKind::In { global, keys } => self.translate_in(*global, keys, e.span),
             ExprKind::Stat { op, target } => self.translate_stat(*op, target, e.span),
             ExprKind::Hist { .. } => unsupported("histograms (issue 6)", e.span),
             ExprKind::Regex { .. } => unsupported("regular expression matching (issue 6)", e.span),
@@ -113,6 +112,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     fn scalar_global(&self, id: usize, span: Span) -> R<()> {
         match self.shared.layout.kinds[id] {
             GlobalKind::Stats => unsupported("a statistics global used as a value", span),
+            GlobalKind::Array => unsupported("an array used as a value", span),
             _ => Ok(()),
         }
     }
@@ -127,7 +127,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     /// The value of a long or string global (callers check [`Self::scalar_global`]).
     pub(crate) fn read_global(&mut self, id: usize) -> Value {
         match self.global_slot(id) {
-            (GlobalKind::Long | GlobalKind::Stats, _) => {
+            (GlobalKind::Long | GlobalKind::Stats | GlobalKind::Array, _) => {
                 let p = self.global_addr(id);
                 self.b.ins().load(I64, flags(), p, 0)
             }
@@ -338,7 +338,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 self.scalar_global(*id, span)?;
                 Ok(self.assign_global(*id, op, v, span))
             }
-            LValue::Element { .. } => unsupported("associative arrays (issue 6)", span),
+            LValue::Element { global, keys } => self.assign_element(*global, keys, op, v, span),
             LValue::TargetVar(_) => unsupported("writing `$name` target variables", span),
         }
     }
@@ -447,7 +447,9 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                     .ins()
                     .atomic_rmw(I64, flags(), AtomicRmwOp::Add, p, d)
             }
-            LValue::Element { .. } => return unsupported("associative arrays (issue 6)", span),
+            LValue::Element { global, keys } => {
+                return self.incdec_element(*global, keys, op, prefix, span)
+            }
             LValue::TargetVar(_) => return unsupported("writing `$name` target variables", span),
         };
         Ok(if prefix {

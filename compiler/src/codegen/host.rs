@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use ptap_rt::script::ctx::{Handler, ProbeCtx};
 use ptap_rt::script::globals::{self, Globals};
+use ptap_rt::script::map::{Kind as MapKind, Map, Shape};
 use ptap_rt::script::meta::{GlobalKind, InitValue, Meta, PointKind};
 use ptap_rt::session::Session;
 
@@ -32,6 +33,16 @@ pub fn init_globals(g: &Globals, meta: &Meta, target_pid: i32) {
     for gl in &meta.globals {
         if gl.kind == GlobalKind::Stats {
             g.reset_stats(gl.offset);
+        }
+        if let Some(a) = &gl.array {
+            let shape = Shape {
+                keys: a.keys.clone(),
+                value: a.value,
+                capacity: a.capacity,
+                cap: cap as u64,
+            };
+            // SAFETY: the compiler laid this array out at gl.offset with this shape.
+            unsafe { Map::at(g, gl.offset) }.init(&shape);
         }
         match (&gl.init, gl.kind) {
             (Some(InitValue::Long(v)), GlobalKind::Long) => {
@@ -143,9 +154,87 @@ pub fn unread_globals(meta: &Meta, g: &Globals) -> String {
                     gl.name
                 ));
             }
+            GlobalKind::Array => out.push_str(&array_report(gl, g)),
         }
     }
     out
+}
+
+/// `name[k1,k2]=v` lines of an array, largest value first (ties by key).
+fn array_report(gl: &ptap_rt::script::meta::MetaGlobal, g: &Globals) -> String {
+    let Some(a) = &gl.array else {
+        return String::new();
+    };
+    // SAFETY: an array laid out by the compiler and initialised by init_globals.
+    let m = unsafe { Map::at(g, gl.offset) };
+    let mut idx = vec![0u32; m.nslots()];
+    let n = m.live(&mut idx);
+    let mut rows: Vec<(MapValue, String)> = idx[..n]
+        .iter()
+        .map(|&i| {
+            let i = i as usize;
+            let keys: Vec<String> = (0..a.keys.len())
+                .map(|k| {
+                    if m.is_str_key(k) {
+                        // SAFETY: a NUL-terminated key inside the entry.
+                        let p = m.key_str(i, k);
+                        // SAFETY: as above.
+                        let n = unsafe { ptap_rt::script::globals::c_len(p, m.cap()) };
+                        // SAFETY: n bytes are readable.
+                        format!(
+                            "\"{}\"",
+                            String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p, n) })
+                        )
+                    } else {
+                        m.key_long(i, k).to_string()
+                    }
+                })
+                .collect();
+            (map_value(&m, g, i), keys.join(","))
+        })
+        .collect();
+    rows.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+    rows.iter()
+        .map(|(v, k)| format!("{}[{k}]={}\n", gl.name, v.text()))
+        .collect()
+}
+
+/// A value of an array entry, for sorting and printing.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum MapValue {
+    Long(i64),
+    Str(String),
+    /// (count, sum, min, max)
+    Stats(i64, i64, i64, i64),
+}
+
+impl MapValue {
+    fn text(&self) -> String {
+        match self {
+            MapValue::Long(v) => v.to_string(),
+            MapValue::Str(s) => format!("\"{s}\""),
+            MapValue::Stats(c, s, mi, ma) => {
+                let (mi, ma, avg) = if *c == 0 {
+                    (0, 0, 0)
+                } else {
+                    (*mi, *ma, s / c)
+                };
+                format!("@count={c} @min={mi} @max={ma} @sum={s} @avg={avg}")
+            }
+        }
+    }
+}
+
+fn map_value(m: &Map, g: &Globals, i: usize) -> MapValue {
+    let off = m.value_ptr(i) as u64 - g.base() as u64;
+    match m.value_kind() {
+        MapKind::Long => MapValue::Long(g.long(off).load(Ordering::SeqCst)),
+        MapKind::Str => MapValue::Str(g.read_str(off, m.cap())),
+        MapKind::Stats => {
+            let (c, s, mi, ma) = g.read_stats(off);
+            MapValue::Stats(c, s, mi, ma)
+        }
+    }
 }
 
 /// Runtime errors counted in the globals header (all processes).

@@ -3,54 +3,84 @@
 
 use std::collections::HashMap;
 
+use ptap_lang::checked::ScalarType;
 use ptap_lang::checked::{
     CheckedScript, Const, GlobalShape, Module as LibModule, PointKind, Target, TimerUnit, ValueType,
 };
 use ptap_lang::printf::Format;
 use ptap_lang::Span;
 use ptap_rt::script::globals::{self, Slot};
+use ptap_rt::script::map::{Kind as MapKind, Shape, MAX_KEYS};
 use ptap_rt::script::meta::{
-    self as m, GlobalKind, InitValue, Meta, MetaGlobal, MetaLimits, MetaLoc, MetaPoint, MetaProbe,
-    ModuleSpec, TargetSpec,
+    self as m, ArrayMeta, GlobalKind, InitValue, Meta, MetaGlobal, MetaLimits, MetaLoc, MetaPoint,
+    MetaProbe, ModuleSpec, TargetSpec,
 };
 
 use super::CodegenError;
 
-/// Offsets of the global scalars in the session's globals area.
+/// Offsets of the globals in the session's globals area.
 pub(crate) struct Layout {
     pub offsets: Vec<u64>,
     pub kinds: Vec<GlobalKind>,
+    /// Shapes of the array globals.
+    pub arrays: Vec<Option<ArrayMeta>>,
     pub size: u64,
+}
+
+fn map_kind(t: ValueType) -> MapKind {
+    match t {
+        ValueType::Long => MapKind::Long,
+        ValueType::String => MapKind::Str,
+        ValueType::Stats => MapKind::Stats,
+    }
 }
 
 pub(crate) fn layout(script: &CheckedScript) -> Result<Layout, CodegenError> {
     let mut kinds = Vec::new();
+    let mut arrays = Vec::new();
+    let mut slots = Vec::new();
+    let cap = script.limits.maxstringlen + 1;
     for g in &script.globals {
-        let k = match &g.shape {
-            GlobalShape::Scalar(ValueType::Long) => GlobalKind::Long,
-            GlobalShape::Scalar(ValueType::String) => GlobalKind::Str,
-            GlobalShape::Scalar(ValueType::Stats) => GlobalKind::Stats,
-            GlobalShape::Array { .. } => {
-                return Err(CodegenError::unsupported(
-                    "associative arrays (issue 6)",
-                    g.span,
-                ))
+        let (k, slot, arr) = match &g.shape {
+            GlobalShape::Scalar(ValueType::Long) => (GlobalKind::Long, Slot::Long, None),
+            GlobalShape::Scalar(ValueType::String) => (GlobalKind::Str, Slot::Str, None),
+            GlobalShape::Scalar(ValueType::Stats) => (GlobalKind::Stats, Slot::Stats, None),
+            GlobalShape::Array { keys, value } => {
+                if keys.len() > MAX_KEYS {
+                    return Err(CodegenError::unsupported(
+                        "arrays with more than 8 keys",
+                        g.span,
+                    ));
+                }
+                let a = ArrayMeta {
+                    keys: keys
+                        .iter()
+                        .map(|k| match k {
+                            ScalarType::Long => MapKind::Long,
+                            ScalarType::String => MapKind::Str,
+                        })
+                        .collect(),
+                    value: map_kind(*value),
+                    capacity: g.capacity.unwrap_or(script.limits.maxmapentries),
+                };
+                let shape = Shape {
+                    keys: a.keys.clone(),
+                    value: a.value,
+                    capacity: a.capacity,
+                    cap,
+                };
+                (GlobalKind::Array, Slot::Array(shape.size()), Some(a))
             }
         };
         kinds.push(k);
+        slots.push(slot);
+        arrays.push(arr);
     }
-    let slots: Vec<Slot> = kinds
-        .iter()
-        .map(|k| match k {
-            GlobalKind::Long => Slot::Long,
-            GlobalKind::Str => Slot::Str,
-            GlobalKind::Stats => Slot::Stats,
-        })
-        .collect();
     let (offsets, size) = globals::layout(&slots, script.limits.maxstringlen);
     Ok(Layout {
         offsets,
         kinds,
+        arrays,
         size,
     })
 }
@@ -172,6 +202,7 @@ pub(crate) fn build(
                 Const::Long(v) => InitValue::Long(*v),
                 Const::Str(s) => InitValue::Str(s.clone()),
             }),
+            array: layout.arrays[i].clone(),
         })
         .collect();
     let probes = script

@@ -12,7 +12,8 @@
 //!
 //! Files: `func.rs` (the translator's state and plumbing: locals, string
 //! buffers, helper calls, runtime errors, the MAXACTION budget), `expr.rs`,
-//! `stmt.rs`, `agg.rs` (statistics), `helpers.rs` (imports from the runtime's
+//! `stmt.rs`, `agg.rs` (statistics), `array.rs` (associative arrays,
+//! foreach), `helpers.rs` (imports from the runtime's
 //! helper table), `meta.rs` (globals layout, metadata), `host.rs` (ptap's
 //! side: session globals, begin/end/timer), `jit.rs`.
 //!
@@ -20,12 +21,15 @@
 //! `=~`, if/while/for/break/continue/next/return/delete/try-catch, script
 //! functions (recursion bounded by MAXNESTING), printf/print/sprintf/sprint,
 //! the context (`argN` per ABI, `ret`, `@entry`, `register`), the context
-//! builtins, fault-safe target reads (and guru-mode writes), statistics on
-//! global scalars. Not yet (a clear compile error naming the construct):
-//! associative arrays, foreach, aggregates in array elements, histograms,
-//! `=~`, `$name` (DWARF), ubacktrace/print_ubacktrace.
+//! builtins, fault-safe target reads (and guru-mode writes), statistics,
+//! associative arrays with tuple keys (get/set/`+=`/`++`/in/delete/`<<<`/
+//! `@count(a[k])`...) and foreach (sort mark, limit, `v = k`). Not yet (a
+//! clear compile error naming the construct): histograms, `=~`, `$name`
+//! (DWARF), ubacktrace/print_ubacktrace, foreach over arrays larger than
+//! 8192 entries (its index buffer is on the handler's stack).
 
 mod agg;
+mod array;
 mod expr;
 mod func;
 mod helpers;

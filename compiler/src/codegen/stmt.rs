@@ -41,7 +41,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             StmtKind::Next => self.translate_next(),
             StmtKind::Return(v) => self.translate_return(v.as_ref()),
             StmtKind::Delete(t) => self.translate_delete(t, s.span),
-            StmtKind::Foreach(_) => unsupported("foreach (issue 6)", s.span),
+            StmtKind::Foreach(f) => self.translate_foreach_stmt(f, s),
             StmtKind::Try { body, var, catch } => self.translate_try(body, *var, catch),
             StmtKind::Aggregate { target, value } => {
                 self.translate_aggregate(target, value, s.span)
@@ -213,6 +213,9 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                     self.b.ins().store(flags(), z, p, 0);
                 }
             },
+            DeleteTarget::Global(id) if self.shared.layout.kinds[*id] == GlobalKind::Array => {
+                return self.clear_array(*id, span)
+            }
             DeleteTarget::Global(id) => {
                 let (kind, off) = (
                     self.shared.layout.kinds[*id],
@@ -231,10 +234,11 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                         self.call_helper(Helper::GStrStore, &[c, o, empty, cap]);
                     }
                     GlobalKind::Stats => self.reset_stats(p),
+                    GlobalKind::Array => {}
                 }
             }
-            DeleteTarget::Element { .. } => {
-                return unsupported("associative arrays (issue 6)", span)
+            DeleteTarget::Element { global, keys } => {
+                return self.delete_element(*global, keys, span)
             }
         }
         Ok(())

@@ -23,6 +23,8 @@ pub const ERR_USER: u32 = 5;
 pub const ERR_CONTEXT: u32 = 6;
 /// `@min`/`@max`/`@avg` of an aggregate with no value.
 pub const ERR_EMPTY_AGG: u32 = 7;
+/// An array is full (`error_arg` holds its capacity).
+pub const ERR_OVERFLOW: u32 = 8;
 /// `next` inside a function: not an error, unwinds to the handler, which returns 0.
 pub const ERR_NEXT: u32 = 0x100;
 
@@ -36,6 +38,7 @@ pub fn error_text(code: u32) -> &'static str {
         ERR_USER => "error()",
         ERR_CONTEXT => "context unavailable",
         ERR_EMPTY_AGG => "aggregate has no values",
+        ERR_OVERFLOW => "Array overflow, check size limit",
         _ => "unknown runtime error",
     }
 }

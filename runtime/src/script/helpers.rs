@@ -15,26 +15,15 @@
 //! Every function here is `extern "C"` and cannot panic (slices are built only
 //! from lengths checked against their buffers).
 //!
-//! Not in the table yet (issue 6), planned in the same style so the
-//! translator lowers them like the helpers above:
-//! - `ptap_h_map_get(ctx, off, keys, out) -> found`, `ptap_h_map_set(ctx,
-//!   off, keys, value)`, `ptap_h_map_add(ctx, off, keys, delta) -> new`
-//!   (`a[k]++`, `a[k] += v`: atomic inside the entry), `ptap_h_map_in`,
-//!   `ptap_h_map_delete`, `ptap_h_map_clear(ctx, off)`,
-//!   `ptap_h_map_agg(ctx, off, keys, v)` (`a[k] <<< v`) and
-//!   `ptap_h_map_stat(ctx, off, keys, op) -> v`: `off` is the array's slot in
-//!   the globals area (its layout and key/value types come from the
-//!   metadata), `keys` points to one i64 per key (a long, or a string
-//!   pointer), `out`/`value` is an i64 or a string buffer of `cap` bytes.
-//!   A full map sets `ctx.error = ERR_OVERFLOW` with the capacity in
-//!   `error_arg` ("Array overflow, check size limit (N)").
-//! - foreach: `ptap_h_map_iter(ctx, off, sort, limit, state) -> entry or -1`
-//!   walking a snapshot of sorted entry indices kept in the caller's frame.
+//! Arrays: `ptap_h_map_*` (in `map_helpers.rs`), `(ctx, off, keys, ...)`
+//! with `off` the array's offset in the globals area and `keys` one i64 per
+//! key (a long, or a string pointer).
 
 use core::sync::atomic::Ordering;
 
 use super::ctx::{error_text, ProbeCtx, ERRMSG_MAX, ERR_FAULT, ERR_USER};
 use super::globals::{c_len, copy_str, Globals};
+use super::map_helpers::*;
 use super::record::{self, Arg, MAX_ARGS};
 use crate::session::Session;
 use crate::sys;
@@ -84,6 +73,17 @@ pub enum Helper {
     SyscallName,
     Usymname,
     UserWrite,
+    MapGet,
+    MapSet,
+    MapAdd,
+    MapIn,
+    MapDelete,
+    MapClear,
+    MapAgg,
+    MapStat,
+    MapSorted,
+    MapKey,
+    MapValue,
 }
 
 pub struct HelperDef {
@@ -172,6 +172,29 @@ pub static HELPERS: &[HelperDef] = &[
         [C, L, L, L],
         false,
         user_write
+    ),
+    h!(MapGet, "ptap_h_map_get", [C, L, A, A, L], true, map_get),
+    h!(MapSet, "ptap_h_map_set", [C, L, A, L], false, map_set),
+    h!(MapAdd, "ptap_h_map_add", [C, L, A, L], true, map_add),
+    h!(MapIn, "ptap_h_map_in", [C, L, A], true, map_in),
+    h!(MapDelete, "ptap_h_map_delete", [C, L, A], false, map_delete),
+    h!(MapClear, "ptap_h_map_clear", [C, L], false, map_clear),
+    h!(MapAgg, "ptap_h_map_agg", [C, L, A, L], false, map_agg),
+    h!(MapStat, "ptap_h_map_stat", [C, L, A, L], true, map_stat),
+    h!(
+        MapSorted,
+        "ptap_h_map_sorted",
+        [C, L, A, L, L, L],
+        true,
+        map_sorted
+    ),
+    h!(MapKey, "ptap_h_map_key", [C, L, L, L, A, L], true, map_key),
+    h!(
+        MapValue,
+        "ptap_h_map_value",
+        [C, L, L, A, L],
+        true,
+        map_value
     ),
 ];
 

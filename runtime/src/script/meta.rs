@@ -38,6 +38,16 @@ pub enum GlobalKind {
     Long,
     Str,
     Stats,
+    /// An associative array (its shape is [`MetaGlobal::array`]).
+    Array,
+}
+
+/// The shape of an array global.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrayMeta {
+    pub keys: Vec<super::map::Kind>,
+    pub value: super::map::Kind,
+    pub capacity: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +64,8 @@ pub struct MetaGlobal {
     pub read: bool,
     pub written: bool,
     pub init: Option<InitValue>,
+    /// For `GlobalKind::Array`.
+    pub array: Option<ArrayMeta>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +167,7 @@ impl Meta {
                 GlobalKind::Long => "long",
                 GlobalKind::Str => "string",
                 GlobalKind::Stats => "stats",
+                GlobalKind::Array => "array",
             };
             let init = match &g.init {
                 None => "-".to_string(),
@@ -169,6 +182,7 @@ impl Meta {
                 u8::from(g.read).to_string(),
                 u8::from(g.written).to_string(),
                 init,
+                array_field(&g.array),
             ]);
         }
         for (i, p) in self.probes.iter().enumerate() {
@@ -244,6 +258,7 @@ impl Meta {
                         "long" => GlobalKind::Long,
                         "string" => GlobalKind::Str,
                         "stats" => GlobalKind::Stats,
+                        "array" => GlobalKind::Array,
                         _ => return Err(bad()),
                     };
                     let init = s(6)?;
@@ -263,6 +278,7 @@ impl Meta {
                         read: num(4)? != 0,
                         written: num(5)? != 0,
                         init,
+                        array: parse_array(&s(7)?).ok_or_else(bad)?,
                     });
                 }
                 "probe" => {
@@ -307,6 +323,53 @@ impl Meta {
         }
         Ok(m)
     }
+}
+
+fn kind_letter(k: super::map::Kind) -> char {
+    match k {
+        super::map::Kind::Long => 'L',
+        super::map::Kind::Str => 'S',
+        super::map::Kind::Stats => 'A',
+    }
+}
+
+fn letter_kind(c: char) -> Option<super::map::Kind> {
+    Some(match c {
+        'L' => super::map::Kind::Long,
+        'S' => super::map::Kind::Str,
+        'A' => super::map::Kind::Stats,
+        _ => return None,
+    })
+}
+
+/// `-`, or `KEYS/VALUE/CAPACITY` (e.g. `LS/L/2048`).
+fn array_field(a: &Option<ArrayMeta>) -> String {
+    match a {
+        None => "-".into(),
+        Some(a) => {
+            let keys: String = a.keys.iter().map(|&k| kind_letter(k)).collect();
+            format!("{keys}/{}/{}", kind_letter(a.value), a.capacity)
+        }
+    }
+}
+
+fn parse_array(s: &str) -> Option<Option<ArrayMeta>> {
+    if s == "-" {
+        return Some(None);
+    }
+    let mut it = s.split('/');
+    let keys = it
+        .next()?
+        .chars()
+        .map(letter_kind)
+        .collect::<Option<Vec<_>>>()?;
+    let value = letter_kind(it.next()?.chars().next()?)?;
+    let capacity = it.next()?.parse().ok()?;
+    Some(Some(ArrayMeta {
+        keys,
+        value,
+        capacity,
+    }))
 }
 
 fn module_field(m: &Option<ModuleSpec>) -> String {
@@ -431,14 +494,30 @@ mod tests {
                 kretactive: 0,
             },
             globals_size: 80,
-            globals: vec![MetaGlobal {
-                name: "n".into(),
-                kind: GlobalKind::Long,
-                offset: 64,
-                read: true,
-                written: true,
-                init: Some(InitValue::Long(-3)),
-            }],
+            globals: vec![
+                MetaGlobal {
+                    name: "n".into(),
+                    kind: GlobalKind::Long,
+                    offset: 64,
+                    read: true,
+                    written: true,
+                    init: Some(InitValue::Long(-3)),
+                    array: None,
+                },
+                MetaGlobal {
+                    name: "a".into(),
+                    kind: GlobalKind::Array,
+                    offset: 72,
+                    read: false,
+                    written: true,
+                    init: None,
+                    array: Some(ArrayMeta {
+                        keys: vec![super::super::map::Kind::Long, super::super::map::Kind::Str],
+                        value: super::super::map::Kind::Stats,
+                        capacity: 9,
+                    }),
+                },
+            ],
             probes: vec![MetaProbe {
                 handler: "ptap_probe_0".into(),
                 entry_handler: None,

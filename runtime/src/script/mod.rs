@@ -8,6 +8,8 @@ pub mod ctx;
 pub mod globals;
 pub mod helpers;
 pub mod load;
+pub mod map;
+mod map_helpers;
 pub mod meta;
 pub mod record;
 

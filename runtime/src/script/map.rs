@@ -1,0 +1,534 @@
+//! Associative arrays in the session's globals area: fixed capacity,
+//! open addressing, shared by every process of the session, no locks.
+//!
+//! Layout of one array (at its global's offset, 8-aligned):
+//!
+//! | offset | what |
+//! |---|---|
+//! | 0 | [`Header`] (64 bytes) |
+//! | 64 | `nslots` entries of `entry_size` bytes |
+//!
+//! An entry is `state (u64), hash (u64), keys..., value`. A long key is 8
+//! bytes, a string key `round8(cap)` bytes (NUL-terminated); a long value
+//! 8 bytes, a string value a sequence word + `round8(cap)` bytes, a
+//! statistics value `count, sum, min, max`.
+//!
+//! `nslots` is the smallest power of two >= 2 x capacity. States go
+//! EMPTY -> BUSY (an inserter owns it and writes the key) -> LIVE, and
+//! LIVE -> DEAD on delete. Lookups skip DEAD entries and stop at EMPTY;
+//! an inserter that meets a BUSY entry waits (bounded) for it to become
+//! LIVE, so one key never gets two entries. DEAD entries are not reused
+//! until the array is cleared (`delete a`); `count` bounds live + dead
+//! insertions by the capacity, so a full array is an error ("Array
+//! overflow"), never a silent drop. Values are updated in place with
+//! atomics (longs, statistics) or a sequence lock (strings).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::globals::{c_len, copy_str, Globals};
+
+pub const EMPTY: u64 = 0;
+pub const BUSY: u64 = 1;
+pub const LIVE: u64 = 2;
+pub const DEAD: u64 = 3;
+
+pub const HEADER_SIZE: u64 = 64;
+const SPIN_LIMIT: u32 = 1 << 20;
+/// Most keys in one array.
+pub const MAX_KEYS: usize = 8;
+
+/// Kinds of keys and values (metadata order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Kind {
+    Long = 0,
+    Str = 1,
+    Stats = 2,
+}
+
+/// What describes an array, kept in its header so helpers need only its offset.
+#[repr(C)]
+pub struct Header {
+    pub capacity: AtomicU64,
+    pub nslots: AtomicU64,
+    /// Entries ever inserted since the last clear (live + dead).
+    pub used: AtomicU64,
+    pub entry_size: AtomicU64,
+    /// Key kinds, 1 bit each (1 = string), and the key count in bits 56..63.
+    pub keys: AtomicU64,
+    pub value: AtomicU64,
+    /// String capacity (MAXSTRINGLEN + 1).
+    pub cap: AtomicU64,
+}
+
+const _: () = assert!(core::mem::size_of::<Header>() as u64 <= HEADER_SIZE);
+
+/// The static shape of an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub keys: Vec<Kind>,
+    pub value: Kind,
+    pub capacity: u64,
+    /// MAXSTRINGLEN + 1.
+    pub cap: u64,
+}
+
+fn round8(n: u64) -> u64 {
+    n.div_ceil(8) * 8
+}
+
+impl Shape {
+    fn key_size(&self, k: Kind) -> u64 {
+        if k == Kind::Str {
+            round8(self.cap)
+        } else {
+            8
+        }
+    }
+
+    pub fn nslots(&self) -> u64 {
+        (2 * self.capacity.max(1)).next_power_of_two()
+    }
+
+    pub fn entry_size(&self) -> u64 {
+        let keys: u64 = self.keys.iter().map(|&k| self.key_size(k)).sum();
+        let value = match self.value {
+            Kind::Long => 8,
+            Kind::Str => 8 + round8(self.cap),
+            Kind::Stats => 32,
+        };
+        16 + keys + value
+    }
+
+    /// Bytes of the whole array in the globals area.
+    pub fn size(&self) -> u64 {
+        HEADER_SIZE + self.nslots() * self.entry_size()
+    }
+}
+
+/// A view of one array.
+#[derive(Clone, Copy)]
+pub struct Map {
+    base: *mut u8,
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// The array holds `capacity` entries already.
+    Full(u64),
+}
+
+/// A key as helpers receive it: one i64 per key (a long, or a string pointer).
+pub type Keys = *const i64;
+
+impl Map {
+    /// # Safety
+    /// `g` must hold an array of the right shape at `off` (laid out by the
+    /// compiler, initialised by [`Map::init`]).
+    pub unsafe fn at(g: &Globals, off: u64) -> Map {
+        // SAFETY: caller contract.
+        Map {
+            base: unsafe { g.base().add(off as usize) },
+        }
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: `at` contract; Header is atomics only.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    /// Write the header of a zeroed array.
+    pub fn init(&self, shape: &Shape) {
+        let h = self.header();
+        let mut bits = (shape.keys.len() as u64) << 56;
+        for (i, k) in shape.keys.iter().enumerate() {
+            if *k == Kind::Str {
+                bits |= 1 << i;
+            }
+        }
+        h.capacity.store(shape.capacity, Ordering::Relaxed);
+        h.nslots.store(shape.nslots(), Ordering::Relaxed);
+        h.entry_size.store(shape.entry_size(), Ordering::Relaxed);
+        h.keys.store(bits, Ordering::Relaxed);
+        h.value.store(shape.value as u64, Ordering::Relaxed);
+        h.cap.store(shape.cap, Ordering::Release);
+    }
+
+    fn nkeys(&self) -> usize {
+        ((self.header().keys.load(Ordering::Relaxed) >> 56) as usize).min(MAX_KEYS)
+    }
+
+    fn key_is_str(&self, i: usize) -> bool {
+        self.header().keys.load(Ordering::Relaxed) & (1 << i) != 0
+    }
+
+    pub fn cap(&self) -> usize {
+        self.header().cap.load(Ordering::Relaxed) as usize
+    }
+
+    pub fn value_kind(&self) -> Kind {
+        match self.header().value.load(Ordering::Relaxed) {
+            1 => Kind::Str,
+            2 => Kind::Stats,
+            _ => Kind::Long,
+        }
+    }
+
+    pub fn nslots(&self) -> usize {
+        self.header().nslots.load(Ordering::Relaxed) as usize
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.header().capacity.load(Ordering::Relaxed)
+    }
+
+    fn entry(&self, i: usize) -> *mut u8 {
+        let size = self.header().entry_size.load(Ordering::Relaxed) as usize;
+        // SAFETY: i < nslots (callers mask with nslots - 1).
+        unsafe { self.base.add(HEADER_SIZE as usize + i * size) }
+    }
+
+    pub fn state(&self, i: usize) -> &AtomicU64 {
+        // SAFETY: the state word starts the entry (8-aligned).
+        unsafe { &*(self.entry(i) as *const AtomicU64) }
+    }
+
+    fn key_ptr(&self, i: usize, k: usize) -> *mut u8 {
+        let strsz = round8(self.cap() as u64) as usize;
+        let mut off = 16;
+        for j in 0..k {
+            off += if self.key_is_str(j) { strsz } else { 8 };
+        }
+        // SAFETY: inside entry i.
+        unsafe { self.entry(i).add(off) }
+    }
+
+    /// Address of entry `i`'s value.
+    pub fn value_ptr(&self, i: usize) -> *mut u8 {
+        self.key_ptr(i, self.nkeys())
+    }
+
+    /// Key `k` of entry `i` as a long (strings: 0).
+    pub fn key_long(&self, i: usize, k: usize) -> i64 {
+        if self.key_is_str(k) {
+            return 0;
+        }
+        // SAFETY: an 8-byte key slot.
+        unsafe { (self.key_ptr(i, k) as *const i64).read() }
+    }
+
+    /// Key `k` of entry `i` as a NUL-terminated string pointer.
+    pub fn key_str(&self, i: usize, k: usize) -> *const u8 {
+        self.key_ptr(i, k)
+    }
+
+    pub fn is_str_key(&self, k: usize) -> bool {
+        self.key_is_str(k)
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.nkeys()
+    }
+
+    /// FNV-1a over the key bytes.
+    ///
+    /// # Safety
+    /// `keys` holds `nkeys` values; string keys are NUL-terminated.
+    unsafe fn hash(&self, keys: Keys) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: u8| {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        };
+        for k in 0..self.nkeys() {
+            // SAFETY: caller contract.
+            let v = unsafe { *keys.add(k) };
+            if self.key_is_str(k) {
+                let p = v as *const u8;
+                // SAFETY: NUL-terminated.
+                let n = unsafe { c_len(p, self.cap()) };
+                for j in 0..n {
+                    // SAFETY: j < n.
+                    eat(unsafe { *p.add(j) });
+                }
+                eat(0);
+            } else {
+                v.to_le_bytes().into_iter().for_each(&mut eat);
+            }
+        }
+        h | 1 // never 0, so a hash word of 0 means "not written yet"
+    }
+
+    /// Does entry `i` hold `keys`?
+    ///
+    /// # Safety
+    /// As [`Map::hash`].
+    unsafe fn matches(&self, i: usize, h: u64, keys: Keys) -> bool {
+        // SAFETY: the hash word follows the state word.
+        let eh = unsafe { (self.entry(i).add(8) as *const u64).read() };
+        if eh != h {
+            return false;
+        }
+        for k in 0..self.nkeys() {
+            // SAFETY: caller contract.
+            let v = unsafe { *keys.add(k) };
+            if self.key_is_str(k) {
+                let (a, b) = (self.key_str(i, k), v as *const u8);
+                let cap = self.cap();
+                // SAFETY: both NUL-terminated within cap.
+                unsafe {
+                    let (na, nb) = (c_len(a, cap), c_len(b, cap));
+                    if na != nb
+                        || core::slice::from_raw_parts(a, na) != core::slice::from_raw_parts(b, nb)
+                    {
+                        return false;
+                    }
+                }
+            } else if self.key_long(i, k) != v {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Wait (bounded) while entry `i` is being inserted; its state after.
+    fn settled(&self, i: usize) -> u64 {
+        let mut n = 0;
+        loop {
+            let s = self.state(i).load(Ordering::Acquire);
+            if s != BUSY || n > SPIN_LIMIT {
+                return s;
+            }
+            n += 1;
+            core::hint::spin_loop();
+        }
+    }
+
+    /// The entry holding `keys`, if any.
+    ///
+    /// # Safety
+    /// `keys` holds one value per key; string keys NUL-terminated.
+    pub unsafe fn find(&self, keys: Keys) -> Option<usize> {
+        let n = self.nslots();
+        // SAFETY: caller contract.
+        let h = unsafe { self.hash(keys) };
+        let mut i = h as usize & (n - 1);
+        for _ in 0..n {
+            match self.settled(i) {
+                EMPTY => return None,
+                // SAFETY: caller contract.
+                LIVE if unsafe { self.matches(i, h, keys) } => return Some(i),
+                _ => {}
+            }
+            i = (i + 1) & (n - 1);
+        }
+        None
+    }
+
+    /// The entry holding `keys`, inserted (value zero) if absent.
+    ///
+    /// # Safety
+    /// As [`Map::find`].
+    pub unsafe fn find_or_insert(&self, keys: Keys) -> Result<usize, MapError> {
+        let n = self.nslots();
+        // SAFETY: caller contract.
+        let h = unsafe { self.hash(keys) };
+        let mut i = h as usize & (n - 1);
+        for _ in 0..n {
+            match self.settled(i) {
+                EMPTY => {
+                    let used = &self.header().used;
+                    if used.fetch_add(1, Ordering::AcqRel) >= self.capacity() {
+                        used.fetch_sub(1, Ordering::AcqRel);
+                        return Err(MapError::Full(self.capacity()));
+                    }
+                    if self
+                        .state(i)
+                        .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Acquire)
+                        .is_err()
+                    {
+                        used.fetch_sub(1, Ordering::AcqRel);
+                        // Someone else took it: look at it again.
+                        continue;
+                    }
+                    // SAFETY: we own the entry (BUSY); keys per contract.
+                    unsafe { self.write_key(i, h, keys) };
+                    self.state(i).store(LIVE, Ordering::Release);
+                    return Ok(i);
+                }
+                // SAFETY: caller contract.
+                LIVE if unsafe { self.matches(i, h, keys) } => return Ok(i),
+                _ => {}
+            }
+            i = (i + 1) & (n - 1);
+        }
+        Err(MapError::Full(self.capacity()))
+    }
+
+    /// # Safety
+    /// Entry `i` is BUSY and owned by the caller.
+    unsafe fn write_key(&self, i: usize, h: u64, keys: Keys) {
+        let cap = self.cap();
+        // SAFETY: caller contract; the entry's bytes are ours while BUSY.
+        unsafe {
+            for k in 0..self.nkeys() {
+                let v = *keys.add(k);
+                if self.key_is_str(k) {
+                    copy_str(self.key_ptr(i, k), v as *const u8, cap);
+                } else {
+                    (self.key_ptr(i, k) as *mut i64).write(v);
+                }
+            }
+            let vp = self.value_ptr(i);
+            match self.value_kind() {
+                Kind::Long => (vp as *mut i64).write(0),
+                Kind::Str => {
+                    (vp as *mut u64).write(0);
+                    *vp.add(8) = 0;
+                }
+                Kind::Stats => {
+                    let w = vp as *mut i64;
+                    w.write(0);
+                    w.add(1).write(0);
+                    w.add(2).write(i64::MAX);
+                    w.add(3).write(i64::MIN);
+                }
+            }
+            (self.entry(i).add(8) as *mut u64).write(h);
+        }
+    }
+
+    /// `delete a[k]`.
+    ///
+    /// # Safety
+    /// As [`Map::find`].
+    pub unsafe fn delete(&self, keys: Keys) {
+        // SAFETY: caller contract.
+        if let Some(i) = unsafe { self.find(keys) } {
+            let _ = self
+                .state(i)
+                .compare_exchange(LIVE, DEAD, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    /// `delete a`: every entry back to EMPTY (not atomic with concurrent inserts).
+    pub fn clear(&self) {
+        for i in 0..self.nslots() {
+            self.state(i).store(EMPTY, Ordering::Release);
+        }
+        self.header().used.store(0, Ordering::Release);
+    }
+
+    /// The long value of entry `i`.
+    pub fn long(&self, i: usize) -> &AtomicU64 {
+        // SAFETY: an 8-aligned long value slot.
+        unsafe { &*(self.value_ptr(i) as *const AtomicU64) }
+    }
+
+    /// Indices of the live entries, in slot order, into `out`; returns how many.
+    pub fn live(&self, out: &mut [u32]) -> usize {
+        let mut n = 0;
+        for i in 0..self.nslots() {
+            if n == out.len() {
+                break;
+            }
+            if self.state(i).load(Ordering::Acquire) == LIVE {
+                out[n] = i as u32;
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk(shape: &Shape) -> (Vec<u64>, Globals, Map) {
+        let size = 64 + shape.size();
+        let mut mem = vec![0u64; size as usize / 8];
+        // SAFETY: mem outlives the views in each test.
+        let g = unsafe { Globals::from_raw(mem.as_mut_ptr() as *mut u8) };
+        g.init(size, 0);
+        // SAFETY: the array lives at 64.
+        let m = unsafe { Map::at(&g, 64) };
+        m.init(shape);
+        (mem, g, m)
+    }
+
+    #[test]
+    fn insert_find_delete_and_overflow() {
+        let shape = Shape {
+            keys: vec![Kind::Long, Kind::Str],
+            value: Kind::Long,
+            capacity: 3,
+            cap: 16,
+        };
+        let (_mem, _g, m) = mk(&shape);
+        let k = |n: i64, s: &core::ffi::CStr| [n, s.as_ptr() as i64];
+        // SAFETY: keys arrays of two values with NUL-terminated strings.
+        unsafe {
+            let a = m.find_or_insert(k(1, c"x").as_ptr()).unwrap();
+            m.long(a).fetch_add(5, Ordering::Relaxed);
+            assert_eq!(m.find_or_insert(k(1, c"x").as_ptr()), Ok(a));
+            assert_eq!(m.find(k(1, c"y").as_ptr()), None);
+            let b = m.find_or_insert(k(1, c"y").as_ptr()).unwrap();
+            assert_ne!(a, b);
+            assert_eq!(m.long(a).load(Ordering::Relaxed), 5);
+            m.delete(k(1, c"x").as_ptr());
+            assert_eq!(m.find(k(1, c"x").as_ptr()), None);
+            assert!(m.find_or_insert(k(2, c"z").as_ptr()).is_ok());
+            assert_eq!(
+                m.find_or_insert(k(3, c"w").as_ptr()),
+                Err(MapError::Full(3))
+            );
+            let mut live = [0u32; 8];
+            assert_eq!(m.live(&mut live), 2);
+            m.clear();
+            assert_eq!(m.live(&mut live), 0);
+            assert!(m.find_or_insert(k(3, c"w").as_ptr()).is_ok());
+        }
+    }
+
+    #[test]
+    fn concurrent_inserts_make_one_entry_per_key() {
+        let shape = Shape {
+            keys: vec![Kind::Long],
+            value: Kind::Long,
+            capacity: 64,
+            cap: 16,
+        };
+        let (mut mem, _g, _m) = mk(&shape);
+        let base = mem.as_mut_ptr() as usize;
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(move || {
+                    // SAFETY: mem outlives the scope.
+                    let g = unsafe { Globals::from_raw(base as *mut u8) };
+                    // SAFETY: as in mk.
+                    let m = unsafe { Map::at(&g, 64) };
+                    for n in 0..10_000i64 {
+                        let key = [n % 50];
+                        // SAFETY: one long key.
+                        let i = unsafe { m.find_or_insert(key.as_ptr()) }.unwrap();
+                        m.long(i).fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        // SAFETY: as above.
+        let g = unsafe { Globals::from_raw(base as *mut u8) };
+        // SAFETY: as in mk.
+        let m = unsafe { Map::at(&g, 64) };
+        let mut live = [0u32; 128];
+        let n = m.live(&mut live);
+        assert_eq!(n, 50);
+        let total: u64 = live[..n]
+            .iter()
+            .map(|&i| m.long(i as usize).load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(total, 80_000);
+    }
+}

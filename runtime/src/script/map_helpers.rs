@@ -1,0 +1,317 @@
+//! The array helpers of the helper table ([`super::helpers::HELPERS`]):
+//! compiled handlers call them with `(ctx, off, keys, ...)` where `off` is
+//! the array's offset in the globals area and `keys` one i64 per key (a
+//! long, or a string pointer). A full array sets ERR_OVERFLOW (capacity in
+//! `error_arg`). Hit-path safe: no allocation, no locks.
+
+use core::sync::atomic::Ordering;
+
+use super::ctx::{ProbeCtx, ERR_EMPTY_AGG, ERR_OVERFLOW};
+use super::globals::{c_len, stats, Globals};
+use super::map::{Keys, Kind, Map, MapError};
+
+/// The array at `off`, or None without a globals area.
+fn map(ctx: *mut ProbeCtx, off: i64) -> Option<(Globals, Map)> {
+    // SAFETY: the handler's live ctx.
+    let c = unsafe { &*ctx };
+    if c.globals.is_null() {
+        return None;
+    }
+    // SAFETY: the session's globals area; `off` comes from the module's layout.
+    let g = unsafe { Globals::from_raw(c.globals) };
+    // SAFETY: as above.
+    let m = unsafe { Map::at(&g, off as u64) };
+    Some((g, m))
+}
+
+fn full(ctx: *mut ProbeCtx, e: MapError) {
+    let MapError::Full(n) = e;
+    // SAFETY: the handler's live ctx.
+    unsafe {
+        (*ctx).error = ERR_OVERFLOW;
+        (*ctx).error_arg = n;
+    }
+}
+
+/// Offset (in the globals area) of entry `i`'s value.
+fn value_off(g: &Globals, m: &Map, i: usize) -> u64 {
+    m.value_ptr(i) as u64 - g.base() as u64
+}
+
+/// `a[k]`: a long value (0 when absent); a string value is copied to `dst` ("" when absent).
+///
+/// # Safety
+/// Helper contract (module docs); `dst` valid for `cap` bytes when the value is a string.
+pub(crate) unsafe extern "C" fn map_get(
+    ctx: *mut ProbeCtx,
+    off: i64,
+    keys: Keys,
+    dst: *mut u8,
+    cap: i64,
+) -> i64 {
+    let Some((g, m)) = map(ctx, off) else {
+        return 0;
+    };
+    // SAFETY: helper contract.
+    let found = unsafe { m.find(keys) };
+    match (m.value_kind(), found) {
+        (Kind::Str, Some(i)) => {
+            // SAFETY: a string value slot of capacity m.cap(); dst per contract.
+            unsafe { g.load_str(value_off(&g, &m, i), (cap as usize).min(m.cap()), dst) };
+            0
+        }
+        (Kind::Str, None) => {
+            if cap > 0 {
+                // SAFETY: dst valid for cap >= 1 bytes.
+                unsafe { *dst = 0 };
+            }
+            0
+        }
+        (_, Some(i)) => m.long(i).load(Ordering::Relaxed) as i64,
+        (_, None) => 0,
+    }
+}
+
+/// `a[k] = v`: `v` is a long, or a string pointer for a string array.
+///
+/// # Safety
+/// Helper contract.
+pub(crate) unsafe extern "C" fn map_set(ctx: *mut ProbeCtx, off: i64, keys: Keys, v: i64) {
+    let Some((g, m)) = map(ctx, off) else { return };
+    // SAFETY: helper contract.
+    match unsafe { m.find_or_insert(keys) } {
+        Ok(i) if m.value_kind() == Kind::Str => {
+            // SAFETY: a string value slot; v is a NUL-terminated string.
+            unsafe { g.store_str(value_off(&g, &m, i), m.cap(), v as *const u8) }
+        }
+        Ok(i) => m.long(i).store(v as u64, Ordering::Relaxed),
+        Err(e) => full(ctx, e),
+    }
+}
+
+/// `a[k] += d` / `a[k]++`: atomic; returns the new value.
+///
+/// # Safety
+/// Helper contract.
+pub(crate) unsafe extern "C" fn map_add(ctx: *mut ProbeCtx, off: i64, keys: Keys, d: i64) -> i64 {
+    let Some((_, m)) = map(ctx, off) else {
+        return 0;
+    };
+    // SAFETY: helper contract.
+    match unsafe { m.find_or_insert(keys) } {
+        Ok(i) => (m.long(i).fetch_add(d as u64, Ordering::Relaxed) as i64).wrapping_add(d),
+        Err(e) => {
+            full(ctx, e);
+            0
+        }
+    }
+}
+
+/// `[k] in a`.
+///
+/// # Safety
+/// Helper contract.
+pub(crate) unsafe extern "C" fn map_in(ctx: *mut ProbeCtx, off: i64, keys: Keys) -> i64 {
+    // SAFETY: helper contract.
+    map(ctx, off).map_or(0, |(_, m)| i64::from(unsafe { m.find(keys) }.is_some()))
+}
+
+/// `delete a[k]`.
+///
+/// # Safety
+/// Helper contract.
+pub(crate) unsafe extern "C" fn map_delete(ctx: *mut ProbeCtx, off: i64, keys: Keys) {
+    if let Some((_, m)) = map(ctx, off) {
+        // SAFETY: helper contract.
+        unsafe { m.delete(keys) };
+    }
+}
+
+/// `delete a`.
+///
+/// # Safety
+/// Helper contract.
+pub(crate) unsafe extern "C" fn map_clear(ctx: *mut ProbeCtx, off: i64) {
+    if let Some((_, m)) = map(ctx, off) {
+        m.clear();
+    }
+}
+
+/// `a[k] <<< v`.
+///
+/// # Safety
+/// Helper contract.
+pub(crate) unsafe extern "C" fn map_agg(ctx: *mut ProbeCtx, off: i64, keys: Keys, v: i64) {
+    let Some((g, m)) = map(ctx, off) else { return };
+    // SAFETY: helper contract.
+    match unsafe { m.find_or_insert(keys) } {
+        Ok(i) => {
+            let o = value_off(&g, &m, i);
+            g.long(o + stats::COUNT).fetch_add(1, Ordering::Relaxed);
+            g.long(o + stats::SUM).fetch_add(v, Ordering::Relaxed);
+            g.long(o + stats::MIN).fetch_min(v, Ordering::Relaxed);
+            g.long(o + stats::MAX).fetch_max(v, Ordering::Relaxed);
+        }
+        Err(e) => full(ctx, e),
+    }
+}
+
+/// `@count(a[k])` (op 0), `@sum` (1), `@min` (2), `@max` (3), `@avg` (4).
+/// Anything but @count/@sum of an absent or empty entry is ERR_EMPTY_AGG.
+///
+/// # Safety
+/// Helper contract.
+pub(crate) unsafe extern "C" fn map_stat(ctx: *mut ProbeCtx, off: i64, keys: Keys, op: i64) -> i64 {
+    let Some((g, m)) = map(ctx, off) else {
+        return 0;
+    };
+    // SAFETY: helper contract.
+    let (count, sum, min, max) = match unsafe { m.find(keys) } {
+        Some(i) => g.read_stats(value_off(&g, &m, i)),
+        None => (0, 0, 0, 0),
+    };
+    if count == 0 && op >= 2 {
+        // SAFETY: the handler's live ctx.
+        unsafe { (*ctx).error = ERR_EMPTY_AGG };
+        return 0;
+    }
+    match op {
+        0 => count,
+        1 => sum,
+        2 => min,
+        3 => max,
+        _ => sum / count,
+    }
+}
+
+/// Entry `i` compared with entry `j`: by value (`by` < 0) or by key `by`
+/// (reversed when `desc`), then by every key in ascending order, so equal
+/// values come out in a deterministic order.
+fn compare(g: &Globals, m: &Map, by: i64, desc: bool, i: usize, j: usize) -> core::cmp::Ordering {
+    let cap = m.cap();
+    let key = |e: usize, k: usize| -> (i64, &[u8]) {
+        if m.is_str_key(k) {
+            let p = m.key_str(e, k);
+            // SAFETY: a NUL-terminated key inside the entry.
+            (0, unsafe { core::slice::from_raw_parts(p, c_len(p, cap)) })
+        } else {
+            (m.key_long(e, k), &[])
+        }
+    };
+    let primary = if by < 0 {
+        let (oi, oj) = (value_off(g, m, i), value_off(g, m, j));
+        match m.value_kind() {
+            Kind::Long => g
+                .long(oi)
+                .load(Ordering::Relaxed)
+                .cmp(&g.long(oj).load(Ordering::Relaxed)),
+            Kind::Stats => g.read_stats(oi).0.cmp(&g.read_stats(oj).0),
+            Kind::Str => {
+                // SAFETY: string values are NUL-terminated after their sequence word.
+                let (a, b) = unsafe {
+                    let (pa, pb) = (g.base().add(oi as usize + 8), g.base().add(oj as usize + 8));
+                    (
+                        core::slice::from_raw_parts(pa, c_len(pa, cap)),
+                        core::slice::from_raw_parts(pb, c_len(pb, cap)),
+                    )
+                };
+                a.cmp(b)
+            }
+        }
+    } else {
+        key(i, by as usize).cmp(&key(j, by as usize))
+    };
+    let primary = if desc { primary.reverse() } else { primary };
+    (0..m.key_count()).fold(primary, |o, k| o.then_with(|| key(i, k).cmp(&key(j, k))))
+}
+
+/// foreach: the live entries' indices into `buf` (room for `n` u32),
+/// sorted when `sort` says so, at most `limit` (< 0: all). Returns how many.
+/// `sort`: 0 none; 1 the value; 2 + k key k; +256 descending.
+///
+/// # Safety
+/// Helper contract; `buf` valid for `n` u32.
+pub(crate) unsafe extern "C" fn map_sorted(
+    ctx: *mut ProbeCtx,
+    off: i64,
+    buf: *mut u32,
+    n: i64,
+    sort: i64,
+    limit: i64,
+) -> i64 {
+    let Some((g, m)) = map(ctx, off) else {
+        return 0;
+    };
+    // SAFETY: helper contract.
+    let out = unsafe { core::slice::from_raw_parts_mut(buf, usize::try_from(n).unwrap_or(0)) };
+    let mut len = m.live(out);
+    let by = sort & 0xff;
+    if by != 0 {
+        let desc = sort & 256 != 0;
+        let key = if by == 1 { -1 } else { by - 2 };
+        let cmp = |a: u32, b: u32| compare(&g, &m, key, desc, a as usize, b as usize);
+        // Insertion sort: in place, no allocation, stable; arrays are small
+        // (MAXMAPENTRIES, 2048 by default).
+        for i in 1..len {
+            let mut j = i;
+            while j > 0 && cmp(out[j - 1], out[j]) == core::cmp::Ordering::Greater {
+                out.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+    }
+    if limit >= 0 {
+        len = len.min(limit as usize);
+    }
+    len as i64
+}
+
+/// Key `k` of entry `i`: a long is returned; a string is copied to `dst`.
+///
+/// # Safety
+/// Helper contract; `dst` valid for `cap` bytes for a string key.
+pub(crate) unsafe extern "C" fn map_key(
+    ctx: *mut ProbeCtx,
+    off: i64,
+    i: i64,
+    k: i64,
+    dst: *mut u8,
+    cap: i64,
+) -> i64 {
+    let Some((_, m)) = map(ctx, off) else {
+        return 0;
+    };
+    let (i, k) = (i as usize, k as usize);
+    if m.is_str_key(k) {
+        // SAFETY: dst per contract; the key is NUL-terminated.
+        unsafe { super::globals::copy_str(dst, m.key_str(i, k), (cap as usize).min(m.cap())) };
+        0
+    } else {
+        m.key_long(i, k)
+    }
+}
+
+/// The value of entry `i`: a long is returned; a string is copied to `dst`.
+///
+/// # Safety
+/// Helper contract; `dst` valid for `cap` bytes for a string value.
+pub(crate) unsafe extern "C" fn map_value(
+    ctx: *mut ProbeCtx,
+    off: i64,
+    i: i64,
+    dst: *mut u8,
+    cap: i64,
+) -> i64 {
+    let Some((g, m)) = map(ctx, off) else {
+        return 0;
+    };
+    let i = i as usize;
+    match m.value_kind() {
+        Kind::Str => {
+            // SAFETY: a string value slot; dst per contract.
+            unsafe { g.load_str(value_off(&g, &m, i), (cap as usize).min(m.cap()), dst) };
+            0
+        }
+        _ => m.long(i).load(Ordering::Relaxed) as i64,
+    }
+}
