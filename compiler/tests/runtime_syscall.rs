@@ -438,3 +438,20 @@ fn a_fast_signal_timer_over_probed_blocking_pipe_traffic_loses_nothing() {
     assert_eq!(e, r, "every entry has its return: {out:?}");
     assert_eq!(out.get("nmissed"), 0, "{out:?}");
 }
+
+#[test]
+fn bad_pointers_to_calls_the_runtime_reads_give_efault_as_without_probes() {
+    let want = "efault -1/14 -1/14 -1/14 -1/14 -1/14 -1/14";
+    let native = run_cmd(
+        {
+            let mut c = std::process::Command::new(compile("sys_opens"));
+            c.arg("efault");
+            c
+        },
+        std::time::Duration::from_secs(20),
+    );
+    assert!(native.stdout.contains(want), "{native:?}");
+    let out = sys_load(MODULE, &sys_opens("efault"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(want), "{out:?}");
+}

@@ -33,6 +33,7 @@
  *   sigstress   a 500 us SIGALRM timer (SA_RESTART; the handler makes calls)
  *               while two threads pass 20000 bytes through a pipe one byte
  *               at a time
+ *   efault      bad pointers to the calls whose arguments the runtime reads
  *   churn N     N rounds of: make 4 threads that each open, join them
  */
 #define _GNU_SOURCE
@@ -487,6 +488,22 @@ int main(int argc, char **argv)
 		struct itimerval off = { { 0, 0 }, { 0, 0 } };
 		setitimer(ITIMER_REAL, &off, NULL);
 		printf("sigstress bad_writes=%ld bad_reads=%ld ticked=%d\n", (long)bw, (long)br, ss_ticks > 0);
+	} else if (!strcmp(mode, "efault")) {
+		void *bad = (void *)8;
+		long r1 = syscall(SYS_rt_sigprocmask, SIG_SETMASK, bad, NULL, 8);
+		int e1 = errno;
+		long r2 = syscall(SYS_rt_sigaction, SIGSEGV, bad, NULL, 8);
+		int e2 = errno;
+		long r3 = syscall(SYS_rt_sigaction, SIGINT, bad, NULL, 8);
+		int e3 = errno;
+		long r4 = syscall(SYS_rt_sigaction, SIGINT, NULL, bad, 8);
+		int e4 = errno;
+		long r5 = syscall(SYS_pselect6, 0, NULL, NULL, NULL, NULL, bad);
+		int e5 = errno;
+		long r6 = syscall(SYS_clone3, bad, 88);
+		int e6 = errno;
+		printf("efault %ld/%d %ld/%d %ld/%d %ld/%d %ld/%d %ld/%d\n", r1, e1, r2, e2, r3, e3, r4, e4, r5, e5, r6,
+		       e6);
 	} else if (!strcmp(mode, "churn")) {
 		long n = argc > 2 ? atol(argv[2]) : 50, bad = 0;
 		for (long k = 0; k < n; k++) {

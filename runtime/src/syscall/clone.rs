@@ -238,10 +238,14 @@ pub fn clone(
             if a[0] == 0 || a[1] < 64 || a[1] > 4096 {
                 return raw(nr, &a); // let the kernel refuse it
             }
+            // The target's struct clone_args (the first 64 bytes are always
+            // there: flags .. stack_size .. tls); unreadable: the kernel says -EFAULT.
             let n = (a[1] as usize).min(88) / 8;
             for (i, w) in cargs.iter_mut().enumerate().take(n) {
-                // SAFETY: the target's struct clone_args of a[1] bytes.
-                *w = unsafe { core::ptr::read_volatile((a[0] as *const u64).add(i)) };
+                match super::handler::read_user_u64(a[0] + 8 * i as u64) {
+                    Some(v) => *w = v,
+                    None => return raw(nr, &a),
+                }
             }
             (cargs[0], cargs[5])
         }

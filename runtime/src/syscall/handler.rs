@@ -387,15 +387,57 @@ fn call_guarded(
     }
 }
 
-/// Strip the runtime's managed signals from a user sigset (first word).
-fn strip(ptr: u64, size: u64, buf: &mut u64) -> u64 {
+const EFAULT: i64 = 14;
+
+/// Copy a `T` out of the target's memory without ever faulting (the
+/// runtime's process_vm_readv helper): None where the native call would
+/// have failed with -EFAULT.
+fn read_user<T: Copy + Default>(addr: u64) -> Option<T> {
+    let mut v = T::default();
+    // SAFETY: v is a local of size_of::<T>() writable bytes.
+    let r = unsafe {
+        crate::helpers::ptap_probe_read(
+            &mut v as *mut T as *mut u8,
+            addr,
+            core::mem::size_of::<T>(),
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+/// [`read_user`] of one u64 (for `clone`).
+pub(crate) fn read_user_u64(addr: u64) -> Option<u64> {
+    read_user::<u64>(addr)
+}
+
+/// Copy `v` into the target's memory without faulting (process_vm_writev).
+fn write_user<T>(addr: u64, v: &T) -> bool {
+    let n = core::mem::size_of::<T>();
+    let local = [v as *const T as usize, n];
+    let remote = [addr as usize, n];
+    // SAFETY: the kernel validates `remote`; `local` is our value.
+    let r = unsafe {
+        sys::syscall6(
+            311,
+            sys::getpid() as usize,
+            local.as_ptr() as usize,
+            1,
+            remote.as_ptr() as usize,
+            1,
+            0,
+        )
+    };
+    r == n as isize
+}
+
+/// Strip the runtime's managed signals from a user sigset (first word),
+/// into `buf`; Err(-EFAULT) for an unreadable set.
+fn strip(ptr: u64, size: u64, buf: &mut u64) -> Result<u64, i64> {
     if ptr == 0 || size != 8 {
-        return ptr;
+        return Ok(ptr); // the kernel answers for these
     }
-    // SAFETY: the target passed this sigset to the kernel; a bad pointer
-    // would make the native call fail with -EFAULT (see docs: here it faults).
-    *buf = unsafe { core::ptr::read_volatile(ptr as *const u64) } & !managed_mask();
-    buf as *mut u64 as u64
+    *buf = read_user::<u64>(ptr).ok_or(-EFAULT)? & !managed_mask();
+    Ok(buf as *mut u64 as u64)
 }
 
 /// Perform system call `nr` for the target. None when the context was
@@ -416,7 +458,10 @@ fn perform(
         NR_RT_SIGACTION => Some(sigaction(a)),
         NR_RT_SIGPROCMASK => {
             if a[0] != 1 {
-                a[1] = strip(a[1], a[3], &mut m);
+                a[1] = match strip(a[1], a[3], &mut m) {
+                    Ok(p) => p,
+                    Err(e) => return Some(e),
+                };
             }
             let r = raw(nr, &a);
             if r == 0 {
@@ -428,27 +473,22 @@ fn perform(
             }
             Some(r)
         }
-        NR_RT_SIGSUSPEND => {
-            a[0] = strip(a[0], a[1], &mut m);
-            Some(raw(nr, &a))
-        }
-        NR_PPOLL => {
-            a[3] = strip(a[3], a[4], &mut m);
-            Some(raw(nr, &a))
-        }
-        NR_EPOLL_PWAIT | NR_EPOLL_PWAIT2 => {
-            a[4] = strip(a[4], a[5], &mut m);
-            Some(raw(nr, &a))
-        }
+        NR_RT_SIGSUSPEND => Some(with_mask(nr, a, 0, 1, &mut m)),
+        NR_PPOLL => Some(with_mask(nr, a, 3, 4, &mut m)),
+        NR_EPOLL_PWAIT | NR_EPOLL_PWAIT2 => Some(with_mask(nr, a, 4, 5, &mut m)),
         NR_PSELECT6 => {
-            let mut d = if a[5] != 0 {
-                // SAFETY: the target's {sigset_t *, size_t} argument.
-                unsafe { core::ptr::read_volatile(a[5] as *const [u64; 2]) }
-            } else {
-                [0u64; 2]
-            };
+            // Outlives the call (a[5] may point to it).
+            let mut d: [u64; 2];
             if a[5] != 0 {
-                d[0] = strip(d[0], d[1], &mut m);
+                // The target's {const sigset_t *, size_t} argument.
+                let Some(v) = read_user::<[u64; 2]>(a[5]) else {
+                    return Some(-EFAULT);
+                };
+                d = v;
+                d[0] = match strip(d[0], d[1], &mut m) {
+                    Ok(p) => p,
+                    Err(e) => return Some(e),
+                };
                 a[5] = d.as_ptr() as u64;
             }
             Some(raw(nr, &a))
@@ -485,6 +525,18 @@ fn perform(
     }
 }
 
+/// A call whose argument `at` is a sigset of `size_at` bytes: made with the
+/// managed signals removed from the set.
+fn with_mask(nr: usize, mut a: [u64; 6], at: usize, size_at: usize, m: &mut u64) -> i64 {
+    match strip(a[at], a[size_at], m) {
+        Ok(p) => {
+            a[at] = p;
+            raw(nr, &a)
+        }
+        Err(e) => e,
+    }
+}
+
 /// rt_sigaction for the target: the runtime's managed signals (SIGTRAP,
 /// SIGSEGV, ..., SIGSYS) are recorded for chaining, as the runtime's
 /// sigaction interposition does for libc callers; other signals lose the
@@ -496,6 +548,14 @@ fn sigaction(a: [u64; 6]) -> i64 {
             return -22;
         }
         let ua = &USER_ACT[sig as usize];
+        let new = if a[1] != 0 {
+            match read_user::<sys::KSigaction>(a[1]) {
+                Some(n) => Some(n),
+                None => return -EFAULT,
+            }
+        } else {
+            None
+        };
         if a[2] != 0 {
             let old = sys::KSigaction {
                 handler: ua[0].load(Ordering::Acquire) as usize,
@@ -503,16 +563,15 @@ fn sigaction(a: [u64; 6]) -> i64 {
                 restorer: 0,
                 mask: ua[2].load(Ordering::Acquire),
             };
-            // SAFETY: the target's out pointer for a kernel sigaction.
-            unsafe { core::ptr::write_volatile(a[2] as *mut sys::KSigaction, old) };
+            if !write_user(a[2], &old) {
+                return -EFAULT;
+            }
         }
         // posix_spawn's child resets every handler to SIG_DFL before exec; it
         // shares our memory, so its resets must not reach the parent's record.
         let vm_child =
             table::find(sys::gettid()).is_some_and(|s| s.vm_child.load(Ordering::Acquire) != 0);
-        if a[1] != 0 && !vm_child {
-            // SAFETY: the target's kernel sigaction.
-            let new = unsafe { core::ptr::read_volatile(a[1] as *const sys::KSigaction) };
+        if let (Some(new), false) = (new, vm_child) {
             ua[1].store(new.flags, Ordering::Release);
             ua[2].store(new.mask, Ordering::Release);
             ua[0].store(new.handler as u64, Ordering::Release);
@@ -520,14 +579,13 @@ fn sigaction(a: [u64; 6]) -> i64 {
         return 0;
     }
     let mut b = a;
-    let rewrite = a[1] != 0 && a[3] == 8;
-    let mut copy = if rewrite {
-        // SAFETY: the target's kernel sigaction.
-        unsafe { core::ptr::read_volatile(a[1] as *const sys::KSigaction) }
-    } else {
-        sys::KSigaction::default()
-    };
-    if rewrite {
+    // Outlives the call (b[1] may point to it).
+    let mut copy: sys::KSigaction;
+    if a[1] != 0 && a[3] == 8 {
+        let Some(c) = read_user::<sys::KSigaction>(a[1]) else {
+            return -EFAULT;
+        };
+        copy = c;
         copy.mask &= !managed_mask();
         b[1] = &copy as *const sys::KSigaction as u64;
     }
