@@ -281,7 +281,13 @@ pub unsafe fn register(p: *mut SyscallProbe) -> i32 {
             return e;
         }
         turn_on();
-        arm_all_threads();
+        // Not from inside a syscall probe handler (signal context: the
+        // broadcast reads /proc and allocates).
+        let in_handler =
+            table::find(sys::gettid()).is_some_and(|s| s.in_handler.load(Ordering::Relaxed) != 0);
+        if !in_handler {
+            arm_all_threads();
+        }
     }
     0
 }
