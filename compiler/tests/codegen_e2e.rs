@@ -296,3 +296,22 @@ fn arrays_shared_between_target_and_end_probe() {
         r.stderr
     );
 }
+
+#[test]
+fn print_ubacktrace_shows_the_probed_stack() {
+    let r = run(
+        "probe kprobe(work) { if (arg1 == 1) print_ubacktrace() }",
+        &[&hot(), "3"],
+    );
+    assert!(
+        r.stdout.starts_with("Call Trace:\n"),
+        "{}\nstderr: {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("work") && r.stdout.contains("main"),
+        "{}",
+        r.stdout
+    );
+}

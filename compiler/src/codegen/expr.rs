@@ -567,7 +567,11 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             B::SetUserLong => self.translate_user_write(args, 8, span),
             B::SetUserInt => self.translate_user_write(args, 4, span),
             B::SetUserChar => self.translate_user_write(args, 1, span),
-            B::Ubacktrace | B::PrintUbacktrace => unsupported(
+            B::PrintUbacktrace => {
+                self.call_helper(Helper::PrintUbacktrace, &[c]);
+                Ok(self.iconst(0))
+            }
+            B::Ubacktrace => unsupported(
                 &format!("`{}` (not compiled yet)", ptap_lang::builtins::name(func)),
                 span,
             ),

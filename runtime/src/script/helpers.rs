@@ -84,6 +84,7 @@ pub enum Helper {
     MapSorted,
     MapKey,
     MapValue,
+    PrintUbacktrace,
 }
 
 pub struct HelperDef {
@@ -195,6 +196,13 @@ pub static HELPERS: &[HelperDef] = &[
         [C, L, L, A, L],
         true,
         map_value
+    ),
+    h!(
+        PrintUbacktrace,
+        "ptap_h_print_ubacktrace",
+        [C],
+        false,
+        print_ubacktrace
     ),
 ];
 
@@ -805,6 +813,21 @@ unsafe extern "C" fn usymname(_: *mut ProbeCtx, addr: i64, dst: *mut u8, cap: i6
             unsafe { put(dst, cap, &tmp[..n]) };
         }
     }
+}
+
+/// `print_ubacktrace()`: the runtime's symbolized backtrace of the probed
+/// context (CFI unwinding, then a stack scan), as text output.
+///
+/// # Safety
+/// `ctx` live; `ctx.regs` NULL or the probed registers.
+unsafe extern "C" fn print_ubacktrace(ctx: *mut ProbeCtx) {
+    // SAFETY: caller contract.
+    let regs = unsafe { (*ctx).regs };
+    if regs.is_null() {
+        return;
+    }
+    // SAFETY: live registers of the probed thread.
+    crate::backtrace::dump_regs(crate::threads::current(), unsafe { &*regs }, false);
 }
 
 #[cfg(test)]
