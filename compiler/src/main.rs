@@ -83,11 +83,7 @@ pub struct ScriptOpts {
 
     /// The script file (`-` for stdin) followed by script arguments ($1, @1, ...).
     /// With -e, every positional is a script argument.
-    #[arg(
-        value_name = "SCRIPT_AND_ARGS",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "SCRIPT_AND_ARGS", trailing_var_arg = true)]
     pub rest: Vec<String>,
 }
 
