@@ -2,8 +2,10 @@
 //! children, signals, detach — through `ptap load` of C modules that use
 //! runtime/include/ptap/syscalls.h.
 mod support;
-mod support_sys;
+
 use support::*;
+#[path = "support/sys.rs"]
+mod support_sys;
 use support_sys::*;
 
 const MODULE: &str = "tests/targets/sys_mod.c";
