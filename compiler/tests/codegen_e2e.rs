@@ -315,3 +315,20 @@ fn print_ubacktrace_shows_the_probed_stack() {
         r.stdout
     );
 }
+
+#[test]
+fn ubacktrace_gives_return_addresses() {
+    let r = run(
+        "probe kprobe(work) { if (arg1 == 1) { b = ubacktrace(); print(b); print(usymname(strtol(substr(b, 0, 18), 16))) } }",
+        &[&hot(), "3"],
+    );
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}\nstderr: {}", r.stdout, r.stderr);
+    let addrs: Vec<&str> = lines[0].split(' ').collect();
+    assert!(
+        addrs.len() >= 2 && addrs.iter().all(|a| a.starts_with("0x")),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1], "work");
+}

@@ -571,10 +571,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 self.call_helper(Helper::PrintUbacktrace, &[c]);
                 Ok(self.iconst(0))
             }
-            B::Ubacktrace => unsupported(
-                &format!("`{}` (not compiled yet)", ptap_lang::builtins::name(func)),
-                span,
-            ),
+            B::Ubacktrace => Ok(self.string_helper(Helper::Ubacktrace, &[])),
         }
     }
 

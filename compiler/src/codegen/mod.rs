@@ -25,7 +25,7 @@
 //! associative arrays with tuple keys (get/set/`+=`/`++`/in/delete/`<<<`/
 //! `@count(a[k])`...) and foreach (sort mark, limit, `v = k`). Not yet (a
 //! clear compile error naming the construct): histograms, `=~`, `$name`
-//! (DWARF), ubacktrace/print_ubacktrace, foreach over arrays larger than
+//! (DWARF), foreach over arrays larger than
 //! 8192 entries (its index buffer is on the handler's stack).
 
 mod agg;

@@ -85,6 +85,7 @@ pub enum Helper {
     MapKey,
     MapValue,
     PrintUbacktrace,
+    Ubacktrace,
 }
 
 pub struct HelperDef {
@@ -203,6 +204,13 @@ pub static HELPERS: &[HelperDef] = &[
         [C],
         false,
         print_ubacktrace
+    ),
+    h!(
+        Ubacktrace,
+        "ptap_h_ubacktrace",
+        [C, A, L],
+        false,
+        ubacktrace
     ),
 ];
 
@@ -828,6 +836,46 @@ unsafe extern "C" fn print_ubacktrace(ctx: *mut ProbeCtx) {
     }
     // SAFETY: live registers of the probed thread.
     crate::backtrace::dump_regs(crate::threads::current(), unsafe { &*regs }, false);
+}
+
+/// `ubacktrace()`: the return addresses of the probed context, hex,
+/// separated by spaces (CFI unwinding; stops where the CFI ends or at a
+/// kretprobe's return trampoline), truncated to the buffer.
+///
+/// # Safety
+/// `ctx` live; `dst` valid for `cap` bytes.
+unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap: i64) {
+    use crate::unwind_dwarf::{step, Frame};
+    let cap = cap_of(cap);
+    if cap == 0 {
+        return;
+    }
+    // SAFETY: dst valid for cap bytes (contract).
+    let out = unsafe { core::slice::from_raw_parts_mut(dst, cap) };
+    let mut b = crate::fmt::Buf {
+        data: &mut out[..cap - 1],
+        len: 0,
+    };
+    // SAFETY: caller contract.
+    let regs = unsafe { (*ctx).regs };
+    if let (false, Some(idx)) = (regs.is_null(), crate::symbols::current()) {
+        // SAFETY: live registers of the probed thread.
+        let mut f = Frame::from_ptregs(unsafe { &*regs });
+        crate::output::push_hex(&mut b, f.ip());
+        let tramp = crate::trap::trampoline_addr();
+        for i in 0..24 {
+            match step(idx, &f, i == 0) {
+                Ok(n) if n.ip() != tramp && n.ip() != 0 => {
+                    b.push(b' ');
+                    crate::output::push_hex(&mut b, n.ip());
+                    f = n;
+                }
+                _ => break,
+            }
+        }
+    }
+    let n = b.len;
+    out[n] = 0;
 }
 
 #[cfg(test)]
