@@ -6,7 +6,7 @@ use ptap_lang::printf::{Conv, Format, Piece, Spec};
 use ptap_rt::script::ctx;
 use ptap_rt::script::meta::Meta;
 pub use ptap_rt::script::record::Value;
-use ptap_rt::script::record::{self, FMT_ERROR, FMT_WARN};
+use ptap_rt::script::record::{self, FMT_ERROR, FMT_HIST, FMT_WARN};
 
 /// printf-style formatting of `args` with `f` (a pure function). Missing
 /// arguments format as 0 / ""; a long given to `%s` prints as a number and a
@@ -154,6 +154,32 @@ pub fn render_record(meta: &Meta, formats: &[Format], payload: &[u8]) -> Rendere
             &text(5),
         )),
         FMT_WARN => Rendered::Warning(format!("WARNING: {}\n", text(0))),
+        FMT_HIST => {
+            let n = usize::try_from(long(3)).unwrap_or(0).min(1 << 16);
+            let mut counts = vec![0i64; n];
+            for pair in text(4).split(',').filter(|p| !p.is_empty()) {
+                let parsed = pair
+                    .split_once(':')
+                    .and_then(|(i, c)| Some((i.parse::<usize>().ok()?, c.parse::<i64>().ok()?)));
+                match parsed {
+                    Some((i, c)) if i < n => counts[i] = c,
+                    _ => {
+                        return Rendered::Warning(
+                            "WARNING: malformed histogram record dropped\n".into(),
+                        )
+                    }
+                }
+            }
+            let kind = if long(0) == 0 {
+                HistShape::Log
+            } else {
+                HistShape::Linear {
+                    lo: long(1),
+                    step: long(2),
+                }
+            };
+            Rendered::Out(format_histogram(kind, &counts))
+        }
         _ => match formats.get(id as usize) {
             Some(f) => Rendered::Out(format_record(f, &vals)),
             None => Rendered::Warning(format!(
@@ -161,6 +187,132 @@ pub fn render_record(meta: &Meta, formats: &[Format], payload: &[u8]) -> Rendere
             )),
         },
     }
+}
+
+/// Which histogram a bucket array is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistShape {
+    /// 128 buckets: 64 holds 0, 64 + n values of n significant bits, 64 - n their negatives.
+    Log,
+    /// Underflow, one bucket per `step` from `lo`, overflow.
+    Linear { lo: i64, step: i64 },
+}
+
+const HIST_WIDTH: i64 = 50;
+const HIST_ELISION: usize = 2;
+const LOG_BUCKET0: usize = 64;
+
+/// Characters `v` takes in decimal.
+fn needed_space(v: i64) -> i64 {
+    v.to_string().len() as i64
+}
+
+fn log_bucket_value(i: usize) -> i64 {
+    let pow = |n: usize| {
+        if n == 0 {
+            0
+        } else {
+            1i64.wrapping_shl(n as u32 - 1)
+        }
+    };
+    if i >= LOG_BUCKET0 {
+        pow(i - LOG_BUCKET0)
+    } else {
+        pow(LOG_BUCKET0 - i).wrapping_neg()
+    }
+}
+
+/// A histogram in SystemTap's layout (its runtime's
+/// `_stp_stat_print_histogram`): a `value |---...--- count` header, one
+/// row per bucket from two empty buckets below the data to two above, bars
+/// of `@` scaled to 50 columns, runs of empty buckets elided as `~`, linear
+/// under/overflow rows as `<lo` / `>hi`, then an empty line.
+pub fn format_histogram(shape: HistShape, counts: &[i64]) -> String {
+    let nb = counts.len();
+    let mut out = String::new();
+    let (Some(mut low), Some(mut high)) = (
+        counts.iter().position(|&c| c > 0),
+        counts.iter().rposition(|&c| c > 0),
+    ) else {
+        out.push_str("value |");
+        out.push_str(&"-".repeat(HIST_WIDTH as usize));
+        out.push_str(" count\n\n");
+        return out;
+    };
+    let valmax = counts.iter().copied().max().unwrap_or(0);
+    for _ in 0..2 {
+        match shape {
+            HistShape::Log if low != LOG_BUCKET0 && low > 0 => low -= 1,
+            HistShape::Linear { .. } if low > 0 => low -= 1,
+            _ => {}
+        }
+        if high < nb - 1 {
+            high += 1;
+        }
+    }
+    let (mut under, mut over) = (0, 0);
+    if let HistShape::Linear { .. } = shape {
+        if low == 0 && counts[0] == 0 {
+            low += 1;
+        }
+        if high == nb - 1 && counts[high] == 0 {
+            high -= 1;
+        }
+        under = i64::from(low == 0);
+        over = i64::from(high == nb - 1);
+    }
+    let scale = if valmax <= HIST_WIDTH {
+        1
+    } else {
+        (valmax + HIST_WIDTH - 1) / HIST_WIDTH
+    };
+    let cnt_space = needed_space(valmax);
+    let mut val_space = match shape {
+        HistShape::Linear { lo, step } => {
+            (needed_space(lo) + under).max(needed_space(lo + step * (nb as i64 - 2)) + over)
+        }
+        HistShape::Log => {
+            needed_space(log_bucket_value(low)).max(needed_space(log_bucket_value(high)))
+        }
+    };
+    if val_space > 5 {
+        out.push_str(&" ".repeat((val_space - 5) as usize));
+    } else {
+        val_space = 5;
+    }
+    out.push_str("value |");
+    out.push_str(&"-".repeat(HIST_WIDTH as usize));
+    out.push_str(" count\n");
+    let mut eliding = false;
+    for i in low..=high {
+        let lo_k = i.saturating_sub(HIST_ELISION).max(low);
+        let hi_k = (i + HIST_ELISION).min(high);
+        if counts[lo_k..=hi_k].iter().all(|&c| c == 0) {
+            eliding = true;
+            continue;
+        }
+        if eliding {
+            out.push_str(&" ".repeat(val_space as usize));
+            out.push_str(" ~\n");
+            eliding = false;
+        }
+        let (val, prefix) = match shape {
+            HistShape::Linear { lo, .. } if i == 0 => (lo, "<"),
+            HistShape::Linear { lo, step } if i == nb - 1 => (lo + (i as i64 - 2) * step, ">"),
+            HistShape::Linear { lo, step } => (lo + (i as i64 - 1) * step, ""),
+            HistShape::Log => (log_bucket_value(i), ""),
+        };
+        let pad = (val_space - needed_space(val) - prefix.len() as i64).max(0);
+        out.push_str(&" ".repeat(pad as usize));
+        out.push_str(&format!("{prefix}{val} |"));
+        let v = counts[i] / scale;
+        out.push_str(&"@".repeat(v.max(0) as usize));
+        let fill = (HIST_WIDTH - v + 1 + cnt_space - needed_space(counts[i])).max(0);
+        out.push_str(&" ".repeat(fill as usize));
+        out.push_str(&format!("{}\n", counts[i]));
+    }
+    out.push('\n');
+    out
 }
 
 /// `ERROR: <what> near <token> at file:line:col in probe <point>`.
@@ -204,6 +356,49 @@ mod tests {
 
     fn f(fmt: &str, args: &[Value]) -> String {
         format_record(&parse(fmt).unwrap(), args)
+    }
+
+    #[test]
+    fn log_histogram_layout() {
+        let mut c = vec![0i64; 128];
+        c[66] = 2; // 2..3
+        c[67] = 50; // 4..7
+        let want = "\
+value |-------------------------------------------------- count
+    0 |                                                    0
+    1 |                                                    0
+    2 |@@                                                  2
+    4 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@ 50
+    8 |                                                    0
+   16 |                                                    0
+
+";
+        assert_eq!(format_histogram(HistShape::Log, &c), want);
+    }
+
+    #[test]
+    fn linear_histogram_elides_and_scales() {
+        // lo 0, step 10, hi 100: 13 buckets (underflow, 0..100, overflow).
+        let mut c = vec![0i64; 13];
+        c[1] = 200; // 0..9
+        c[11] = 100; // 100
+        c[12] = 1; // overflow
+        let want = "\
+value |-------------------------------------------------- count
+    0 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@ 200
+   10 |                                                     0
+   20 |                                                     0
+      ~
+   80 |                                                     0
+   90 |                                                     0
+  100 |@@@@@@@@@@@@@@@@@@@@@@@@@                          100
+ >100 |                                                     1
+
+";
+        assert_eq!(
+            format_histogram(HistShape::Linear { lo: 0, step: 10 }, &c),
+            want
+        );
     }
 
     #[test]

@@ -598,3 +598,36 @@ fn array_aggregates_and_report() {
         "count[\"k0\"]=2\ncount[\"k1\"]=2\n"
     );
 }
+
+#[test]
+fn histograms_log_and_linear() {
+    use ptap_compiler::output::{format_histogram, HistShape};
+    let e = env(
+        "global s\nprobe begin { for (i = -3; i < 10; i++) s <<< i; s <<< 1000; print(@hist_log(s)); print(@hist_linear(s, 0, 10, 2)); delete s; s <<< 4; print(@hist_log(s)) }",
+    );
+    assert_eq!(e.run(0).0, 0);
+    // Log buckets: 64 +/- the number of significant bits.
+    let mut log = vec![0i64; 128];
+    for (b, n) in [
+        (62, 2),
+        (63, 1),
+        (64, 1),
+        (65, 1),
+        (66, 2),
+        (67, 4),
+        (68, 2),
+        (74, 1),
+    ] {
+        log[b] = n; // -3,-2 | -1 | 0 | 1 | 2,3 | 4..7 | 8,9 | 1000
+    }
+    // Linear 0..10 step 2: underflow, 0,2,4,6,8,10, overflow.
+    let lin = vec![3, 2, 2, 2, 2, 2, 0, 1];
+    let mut after = vec![0i64; 128];
+    after[67] = 1;
+    let want = format_histogram(HistShape::Log, &log)
+        + &format_histogram(HistShape::Linear { lo: 0, step: 2 }, &lin)
+        + &format_histogram(HistShape::Log, &after);
+    assert_eq!(e.output(), want);
+    assert!(want.contains("   -2 |@@ "), "{want}");
+    assert!(want.contains(" >10 |"), "{want}");
+}

@@ -59,6 +59,9 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         self.b
             .ins()
             .atomic_rmw(I64, flags(), AtomicRmwOp::Smax, max, v);
+        if let AggTarget::Global(id) = target {
+            self.hist_add(*id, p, v);
+        }
         Ok(())
     }
 
@@ -95,7 +98,14 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     /// `delete s`: back to no values.
-    pub(crate) fn reset_stats(&mut self, p: Value) {
+    pub(crate) fn reset_stats(&mut self, global: usize, p: Value) {
+        if let Some(&(k, o)) = self.shared.hists[global].last() {
+            // Histogram buckets: zeroed by a helper (up to thousands of words).
+            let base = self.shared.layout.offsets[global] as i64 + 32;
+            let len = o as i64 + 8 * super::hist::buckets(k) as i64 - 32;
+            let (c, b, l) = (self.ctx, self.iconst(base), self.iconst(len));
+            self.call_helper(ptap_rt::script::helpers::Helper::ZeroBytes, &[c, b, l]);
+        }
         for (off, v) in [
             (stats::COUNT, 0),
             (stats::SUM, 0),

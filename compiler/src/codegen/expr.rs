@@ -630,6 +630,12 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
 
     /// `print(a, b, ...)`: a synthesized format, `%d`/`%s` separated by spaces, then `\n`.
     fn translate_print(&mut self, args: &[Expr], span: Span) -> R<Value> {
+        if let Some(h) = args.iter().find(|a| a.ty == Type::Hist) {
+            if args.len() != 1 {
+                return unsupported("printing a histogram together with other values", h.span);
+            }
+            return self.translate_hist_print(h, span);
+        }
         let f = value_format(args, "\n")?;
         self.translate_printf(&f, args, span)
     }

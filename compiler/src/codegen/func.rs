@@ -41,6 +41,8 @@ pub(crate) struct Shared<'s> {
     pub strings: HashMap<String, DataId>,
     /// Bytes of a string buffer: MAXSTRINGLEN + 1.
     pub cap: i64,
+    /// Histograms of each global (bucket offsets inside its slot).
+    pub hists: super::hist::Hists,
 }
 
 /// Where a local lives.

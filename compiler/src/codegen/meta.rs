@@ -35,15 +35,24 @@ fn map_kind(t: ValueType) -> MapKind {
     }
 }
 
-pub(crate) fn layout(script: &CheckedScript) -> Result<Layout, CodegenError> {
+/// `hists`: the histograms of each global ([`super::hist::collect`]).
+pub(crate) fn layout(
+    script: &CheckedScript,
+    hists: &super::hist::Hists,
+) -> Result<Layout, CodegenError> {
     let mut kinds = Vec::new();
     let mut arrays = Vec::new();
     let mut slots = Vec::new();
     let cap = script.limits.maxstringlen + 1;
-    for g in &script.globals {
+    for (gi, g) in script.globals.iter().enumerate() {
         let (k, slot, arr) = match &g.shape {
             GlobalShape::Scalar(ValueType::Long) => (GlobalKind::Long, Slot::Long, None),
             GlobalShape::Scalar(ValueType::String) => (GlobalKind::Str, Slot::Str, None),
+            GlobalShape::Scalar(ValueType::Stats) if !hists[gi].is_empty() => (
+                GlobalKind::Stats,
+                Slot::Bytes(super::hist::slot_size(&hists[gi])),
+                None,
+            ),
             GlobalShape::Scalar(ValueType::Stats) => (GlobalKind::Stats, Slot::Stats, None),
             GlobalShape::Array { keys, value } => {
                 if keys.len() > MAX_KEYS {
@@ -69,7 +78,7 @@ pub(crate) fn layout(script: &CheckedScript) -> Result<Layout, CodegenError> {
                     capacity: a.capacity,
                     cap,
                 };
-                (GlobalKind::Array, Slot::Array(shape.size()), Some(a))
+                (GlobalKind::Array, Slot::Bytes(shape.size()), Some(a))
             }
         };
         kinds.push(k);

@@ -12,8 +12,8 @@
 //!
 //! Files: `func.rs` (the translator's state and plumbing: locals, string
 //! buffers, helper calls, runtime errors, the MAXACTION budget), `expr.rs`,
-//! `stmt.rs`, `agg.rs` (statistics), `array.rs` (associative arrays,
-//! foreach), `helpers.rs` (imports from the runtime's
+//! `stmt.rs`, `agg.rs` (statistics), `hist.rs` (histograms),
+//! `array.rs` (associative arrays, foreach), `helpers.rs` (imports from the runtime's
 //! helper table), `meta.rs` (globals layout, metadata), `host.rs` (ptap's
 //! side: session globals, begin/end/timer), `jit.rs`.
 //!
@@ -23,8 +23,9 @@
 //! the context (`argN` per ABI, `ret`, `@entry`, `register`), the context
 //! builtins, fault-safe target reads (and guru-mode writes), statistics,
 //! associative arrays with tuple keys (get/set/`+=`/`++`/in/delete/`<<<`/
-//! `@count(a[k])`...) and foreach (sort mark, limit, `v = k`). Not yet (a
-//! clear compile error naming the construct): histograms, `=~`, `$name`
+//! `@count(a[k])`...) and foreach (sort mark, limit, `v = k`), `@hist_log`
+//! and `@hist_linear` of statistics globals. Not yet (a clear compile error
+//! naming the construct): histograms of array elements, `=~`, `$name`
 //! (DWARF), foreach over arrays larger than
 //! 8192 entries (its index buffer is on the handler's stack).
 
@@ -33,6 +34,7 @@ mod array;
 mod expr;
 mod func;
 mod helpers;
+mod hist;
 pub mod host;
 pub mod jit;
 pub mod meta;
@@ -156,7 +158,8 @@ pub fn compile<M: Module>(
     script: &CheckedScript,
     module: &mut M,
 ) -> Result<CompiledModule, CodegenError> {
-    let layout = meta::layout(script)?;
+    let hists = hist::collect(script)?;
+    let layout = meta::layout(script, &hists)?;
     let helpers = helpers::HelperIds::declare(module)?;
     let cap = script.limits.maxstringlen as i64 + 1;
 
@@ -202,6 +205,7 @@ pub fn compile<M: Module>(
         locations: meta::Locations::default(),
         strings: HashMap::new(),
         cap,
+        hists,
     };
     let mut ctx = module.make_context();
     let mut fbc = FunctionBuilderContext::new();

@@ -233,7 +233,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                         let (c, o, cap) = (self.ctx, self.iconst(off), self.cap());
                         self.call_helper(Helper::GStrStore, &[c, o, empty, cap]);
                     }
-                    GlobalKind::Stats => self.reset_stats(p),
+                    GlobalKind::Stats => self.reset_stats(*id, p),
                     GlobalKind::Array => {}
                 }
             }

@@ -47,8 +47,9 @@ pub enum Slot {
     Long,
     Str,
     Stats,
-    /// An associative array of this many bytes ([`super::map::Shape::size`]).
-    Array(u64),
+    /// This many bytes: an associative array ([`super::map::Shape::size`]),
+    /// or statistics followed by histogram buckets.
+    Bytes(u64),
 }
 
 /// Offsets inside a statistics slot.
@@ -65,7 +66,7 @@ pub fn slot_size(slot: Slot, maxstringlen: u64) -> u64 {
         Slot::Long => 8,
         Slot::Str => 8 + (maxstringlen + 1).div_ceil(8) * 8,
         Slot::Stats => 32,
-        Slot::Array(n) => n.div_ceil(8) * 8,
+        Slot::Bytes(n) => n.div_ceil(8) * 8,
     }
 }
 

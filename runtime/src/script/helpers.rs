@@ -86,6 +86,8 @@ pub enum Helper {
     MapValue,
     PrintUbacktrace,
     Ubacktrace,
+    HistPrint,
+    ZeroBytes,
 }
 
 pub struct HelperDef {
@@ -212,6 +214,14 @@ pub static HELPERS: &[HelperDef] = &[
         false,
         ubacktrace
     ),
+    h!(
+        HistPrint,
+        "ptap_h_hist_print",
+        [C, L, L, L, L, L],
+        false,
+        hist_print
+    ),
+    h!(ZeroBytes, "ptap_h_zero_bytes", [C, L, L], false, zero_bytes),
 ];
 
 impl Helper {
@@ -876,6 +886,67 @@ unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap: i64) {
     }
     let n = b.len;
     out[n] = 0;
+}
+
+/// `print(@hist_...(s))`: the histogram whose `n` buckets start at `off`
+/// in the globals area, as one record (its non-empty buckets); ptap draws it.
+///
+/// # Safety
+/// `ctx` live; `off`/`n` describe buckets laid out by the compiler.
+unsafe extern "C" fn hist_print(
+    ctx: *mut ProbeCtx,
+    off: i64,
+    kind: i64,
+    lo: i64,
+    step: i64,
+    n: i64,
+) {
+    // SAFETY: caller contract.
+    let c = unsafe { &mut *ctx };
+    let Some(g) = globals_of(c) else { return };
+    let mut text = [0u8; 4096];
+    let mut b = crate::fmt::Buf {
+        data: &mut text,
+        len: 0,
+    };
+    for i in 0..n.max(0) as u64 {
+        let v = g.long(off as u64 + 8 * i).load(Ordering::Relaxed);
+        if v != 0 {
+            crate::output::push_dec(&mut b, i);
+            b.push(b':');
+            crate::output::push_dec(&mut b, v as u64);
+            b.push(b',');
+        }
+    }
+    let len = b.len;
+    let args = [
+        Arg::Long(kind),
+        Arg::Long(lo),
+        Arg::Long(step),
+        Arg::Long(n),
+        Arg::Str(&text[..len]),
+    ];
+    let ok = match session_of(c) {
+        Some(s) => record::write(&s, record::FMT_HIST, &args),
+        None => false,
+    };
+    if !ok {
+        c.dropped += 1;
+    }
+}
+
+/// Zero `len` bytes of the globals area at `off` (`delete s` of a
+/// statistics global with histograms).
+///
+/// # Safety
+/// `ctx` live; the range lies inside the globals area.
+unsafe extern "C" fn zero_bytes(ctx: *mut ProbeCtx, off: i64, len: i64) {
+    // SAFETY: caller contract.
+    if let Some(g) = globals_of(unsafe { &*ctx }) {
+        for i in 0..(len.max(0) as u64 / 8) {
+            g.long(off as u64 + 8 * i).store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ pub const MAX_ARGS: usize = 32;
 pub const FMT_ERROR: u32 = u32::MAX;
 /// Format id of a `warn(msg)` record: one string.
 pub const FMT_WARN: u32 = u32::MAX - 1;
+/// Format id of a histogram: longs `kind (0 log, 1 linear), lo, step,
+/// buckets`, then a string of `index:count,` for every non-empty bucket.
+pub const FMT_HIST: u32 = u32::MAX - 2;
 
 /// An argument, as the writer sees it.
 #[derive(Clone, Copy)]

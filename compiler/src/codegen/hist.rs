@@ -1,0 +1,249 @@
+//! Histograms (`@hist_log`, `@hist_linear`) of statistics globals. The
+//! compiler finds every histogram a script prints of each global, and the
+//! global's slot keeps their buckets after `count, sum, min, max`; `<<<`
+//! adds one to the right bucket of each (atomically). Buckets follow
+//! SystemTap: log — 128 buckets, bucket 64 holds 0, 64 + n holds values
+//! with n significant bits, 64 - n their negatives; linear(lo, hi, step) —
+//! `(hi - lo) / step + 3` buckets: underflow, one per step up to `hi`
+//! included, overflow. Histograms of array elements are not supported yet.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, Value};
+use cranelift_module::Module;
+use ptap_lang::checked::{
+    AggTarget, CheckedScript, DeleteTarget, Expr, ExprKind, HistKind, LValue, Stmt, StmtKind,
+};
+use ptap_lang::Span;
+use ptap_rt::script::helpers::Helper;
+
+use super::expr::unsupported;
+use super::func::{flags, FunctionTranslator, R};
+use super::CodegenError;
+
+/// Number of buckets of a histogram.
+pub(crate) fn buckets(kind: HistKind) -> u64 {
+    match kind {
+        HistKind::Log => 128,
+        HistKind::Linear { lo, hi, step } => ((hi - lo) / step) as u64 + 3,
+    }
+}
+
+/// Per global: its histograms and where their buckets start in its slot.
+pub(crate) type Hists = Vec<Vec<(HistKind, u64)>>;
+
+/// Every histogram the script takes, per global.
+pub(crate) fn collect(script: &CheckedScript) -> Result<Hists, CodegenError> {
+    let mut found: Vec<Vec<HistKind>> = vec![Vec::new(); script.globals.len()];
+    let mut err = None;
+    let mut visit = |e: &Expr| {
+        if let ExprKind::Hist { kind, target } = &e.kind {
+            match target {
+                AggTarget::Global(id) => {
+                    if !found[*id].contains(kind) {
+                        found[*id].push(*kind);
+                    }
+                }
+                AggTarget::Element { .. } => {
+                    err.get_or_insert(CodegenError::unsupported(
+                        "histograms of array elements (issue 6)",
+                        e.span,
+                    ));
+                }
+            }
+        }
+    };
+    for f in &script.functions {
+        f.body.iter().for_each(|s| walk_stmt(s, &mut visit));
+    }
+    for p in &script.probes {
+        p.body.iter().for_each(|s| walk_stmt(s, &mut visit));
+        p.entry_exprs.iter().for_each(|e| walk_expr(e, &mut visit));
+    }
+    if let Some(e) = err {
+        return Err(e);
+    }
+    Ok(found
+        .into_iter()
+        .map(|kinds| {
+            let mut at = 32; // after count, sum, min, max
+            kinds
+                .into_iter()
+                .map(|k| {
+                    let o = at;
+                    at += 8 * buckets(k);
+                    (k, o)
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// Bytes of a statistics slot with these histograms.
+pub(crate) fn slot_size(h: &[(HistKind, u64)]) -> u64 {
+    h.last().map_or(32, |&(k, o)| o + 8 * buckets(k))
+}
+
+fn walk_stmt(s: &Stmt, f: &mut impl FnMut(&Expr)) {
+    match &s.kind {
+        StmtKind::Expr(e) => walk_expr(e, f),
+        StmtKind::Block(ss) => ss.iter().for_each(|s| walk_stmt(s, f)),
+        StmtKind::If { cond, then, els } => {
+            walk_expr(cond, f);
+            walk_stmt(then, f);
+            if let Some(e) = els {
+                walk_stmt(e, f);
+            }
+        }
+        StmtKind::While { cond, body } => {
+            walk_expr(cond, f);
+            walk_stmt(body, f);
+        }
+        StmtKind::For {
+            init,
+            cond,
+            step,
+            body,
+        } => {
+            [init, cond, step]
+                .into_iter()
+                .flatten()
+                .for_each(|e| walk_expr(e, f));
+            walk_stmt(body, f);
+        }
+        StmtKind::Foreach(fe) => {
+            if let Some(l) = &fe.limit {
+                walk_expr(l, f);
+            }
+            walk_stmt(&fe.body, f);
+        }
+        StmtKind::Return(Some(e)) => walk_expr(e, f),
+        StmtKind::Delete(DeleteTarget::Element { keys, .. }) => {
+            keys.iter().for_each(|e| walk_expr(e, f))
+        }
+        StmtKind::Try { body, catch, .. } => body.iter().chain(catch).for_each(|s| walk_stmt(s, f)),
+        StmtKind::Aggregate { target, value } => {
+            walk_target(target, f);
+            walk_expr(value, f);
+        }
+        StmtKind::Return(None)
+        | StmtKind::Break
+        | StmtKind::Continue
+        | StmtKind::Next
+        | StmtKind::Delete(_) => {}
+    }
+}
+
+fn walk_target(t: &AggTarget, f: &mut impl FnMut(&Expr)) {
+    if let AggTarget::Element { keys, .. } = t {
+        keys.iter().for_each(|e| walk_expr(e, f));
+    }
+}
+
+fn walk_lvalue(t: &LValue, f: &mut impl FnMut(&Expr)) {
+    if let LValue::Element { keys, .. } = t {
+        keys.iter().for_each(|e| walk_expr(e, f));
+    }
+}
+
+fn walk_expr(e: &Expr, f: &mut impl FnMut(&Expr)) {
+    f(e);
+    match &e.kind {
+        ExprKind::Unary { operand, .. } => walk_expr(operand, f),
+        ExprKind::Binary { lhs, rhs, .. } => {
+            walk_expr(lhs, f);
+            walk_expr(rhs, f);
+        }
+        ExprKind::Regex { subject, .. } => walk_expr(subject, f),
+        ExprKind::Ternary { cond, then, els } => {
+            [cond, then, els].into_iter().for_each(|e| walk_expr(e, f))
+        }
+        ExprKind::Assign { target, value, .. } => {
+            walk_lvalue(target, f);
+            walk_expr(value, f);
+        }
+        ExprKind::IncDec { target, .. } => walk_lvalue(target, f),
+        ExprKind::Element { keys, .. } | ExprKind::In { keys, .. } => {
+            keys.iter().for_each(|e| walk_expr(e, f))
+        }
+        ExprKind::Call { args, .. }
+        | ExprKind::Builtin { args, .. }
+        | ExprKind::Format { args, .. } => args.iter().for_each(|e| walk_expr(e, f)),
+        ExprKind::Stat { target, .. } | ExprKind::Hist { target, .. } => walk_target(target, f),
+        ExprKind::Long(_)
+        | ExprKind::Str(_)
+        | ExprKind::Local(_)
+        | ExprKind::Global(_)
+        | ExprKind::Context(_)
+        | ExprKind::TargetVar(_)
+        | ExprKind::Entry(_) => {}
+    }
+}
+
+impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
+    /// `s <<< v`: one more value in each histogram of `s` (slot at `p`).
+    pub(crate) fn hist_add(&mut self, global: usize, p: Value, v: Value) {
+        let hists = self.shared.hists[global].clone();
+        for (kind, off) in hists {
+            let idx = match kind {
+                HistKind::Log => {
+                    // Bucket 64 +/- (number of significant bits of |v|).
+                    let neg = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, v, 0);
+                    let nv = self.b.ins().ineg(v);
+                    let a = self.b.ins().select(neg, nv, v);
+                    let lz = self.b.ins().clz(a);
+                    let k64 = self.iconst(64);
+                    let bits = self.b.ins().isub(k64, lz);
+                    let up = self.b.ins().iadd_imm_s(bits, 64);
+                    let down = self.b.ins().isub(k64, bits);
+                    self.b.ins().select(neg, down, up)
+                }
+                HistKind::Linear { lo, step, .. } => {
+                    let last = buckets(kind) as i64 - 1;
+                    let d = self.b.ins().iadd_imm_s(v, lo.wrapping_neg());
+                    let under = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, v, lo);
+                    let q = self.b.ins().sdiv_imm_s(d, step);
+                    let q = self.b.ins().iadd_imm_s(q, 1);
+                    let lastv = self.iconst(last);
+                    let q = self.b.ins().smin(q, lastv);
+                    let zero = self.iconst(0);
+                    self.b.ins().select(under, zero, q)
+                }
+            };
+            // The bucket's address: slot + histogram offset + 8 * index.
+            let at = self.b.ins().imul_imm_s(idx, 8);
+            let at = self.b.ins().iadd(p, at);
+            let at = self.b.ins().iadd_imm_s(at, off as i64);
+            let one = self.iconst(1);
+            self.b
+                .ins()
+                .atomic_rmw(I64, flags(), AtomicRmwOp::Add, at, one);
+        }
+    }
+
+    /// `print(@hist_log(s))`: one record with the non-empty buckets; ptap draws it.
+    pub(crate) fn translate_hist_print(&mut self, e: &Expr, span: Span) -> R<Value> {
+        let ExprKind::Hist {
+            kind,
+            target: AggTarget::Global(id),
+        } = &e.kind
+        else {
+            return unsupported("printing this histogram", span);
+        };
+        let Some(&(_, off)) = self.shared.hists[*id].iter().find(|(k, _)| k == kind) else {
+            return unsupported("a histogram the layout does not know", span);
+        };
+        let base = self.shared.layout.offsets[*id] as i64 + off as i64;
+        let (k, lo, step) = match *kind {
+            HistKind::Log => (0, 0, 0),
+            HistKind::Linear { lo, step, .. } => (1, lo, step),
+        };
+        let c = self.ctx;
+        let args = [base, k, lo, step, buckets(*kind) as i64].map(|v| self.iconst(v));
+        self.call_helper(
+            Helper::HistPrint,
+            &[c, args[0], args[1], args[2], args[3], args[4]],
+        );
+        Ok(self.iconst(0))
+    }
+}
