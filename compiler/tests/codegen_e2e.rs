@@ -332,3 +332,17 @@ fn ubacktrace_gives_return_addresses() {
     );
     assert_eq!(lines[1], "work");
 }
+
+#[test]
+fn latency_pattern_reuses_deleted_entries() {
+    let threads = support::compile("threads").to_string_lossy().into_owned();
+    let r = run(
+        "global start[8], lat\n\
+         probe kprobe(work) { start[tid()] = nsecs() }\n\
+         probe kretprobe(work) { lat <<< nsecs() - start[tid()]; delete start[tid()] }\n\
+         probe end { print(@count(lat), @min(lat) >= 0) }",
+        &[&threads, "4", "3000"],
+    );
+    assert_eq!(r.stdout, "12000 1\n", "stderr: {}", r.stderr);
+    assert_eq!(r.errors, 0);
+}

@@ -14,14 +14,18 @@
 //! statistics value `count, sum, min, max`.
 //!
 //! `nslots` is the smallest power of two >= 2 x capacity. States go
-//! EMPTY -> BUSY (an inserter owns it and writes the key) -> LIVE, and
-//! LIVE -> DEAD on delete. Lookups skip DEAD entries and stop at EMPTY;
-//! an inserter that meets a BUSY entry waits (bounded) for it to become
-//! LIVE, so one key never gets two entries. DEAD entries are not reused
-//! until the array is cleared (`delete a`); `count` bounds live + dead
-//! insertions by the capacity, so a full array is an error ("Array
-//! overflow"), never a silent drop. Values are updated in place with
-//! atomics (longs, statistics) or a sequence lock (strings).
+//! EMPTY -> BUSY (an inserter owns it and writes the key) -> LIVE, LIVE ->
+//! DEAD on delete, and DEAD -> BUSY when an insert reuses it. Lookups and
+//! updates of existing keys are lock-free: they skip DEAD entries, wait
+//! (bounded) on BUSY ones and stop at EMPTY. Inserting a *new* key takes
+//! the array's small insert lock (a word in the array's header; held for
+//! one probe sequence, never across a call out, and stolen after a bounded
+//! spin if its holder died), so one key never gets two entries and deleted
+//! entries are reused: `delete start[tid()]` loops run forever in a
+//! fixed-size array. `used` counts live entries; an insert beyond the
+//! capacity is an error ("Array overflow"), never a silent drop. Values
+//! are updated in place with atomics (longs, statistics) or a sequence lock
+//! (strings).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,7 +55,7 @@ pub enum Kind {
 pub struct Header {
     pub capacity: AtomicU64,
     pub nslots: AtomicU64,
-    /// Entries ever inserted since the last clear (live + dead).
+    /// Live entries.
     pub used: AtomicU64,
     pub entry_size: AtomicU64,
     /// Key kinds, 1 bit each (1 = string), and the key count in bits 56..63.
@@ -59,6 +63,8 @@ pub struct Header {
     pub value: AtomicU64,
     /// String capacity (MAXSTRINGLEN + 1).
     pub cap: AtomicU64,
+    /// Insert lock: 0 free, 1 held.
+    pub lock: AtomicU64,
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() as u64 <= HEADER_SIZE);
@@ -331,39 +337,82 @@ impl Map {
     /// # Safety
     /// As [`Map::find`].
     pub unsafe fn find_or_insert(&self, keys: Keys) -> Result<usize, MapError> {
+        // SAFETY: caller contract.
+        if let Some(i) = unsafe { self.find(keys) } {
+            return Ok(i);
+        }
+        self.lock();
+        // SAFETY: caller contract.
+        let r = unsafe { self.insert_locked(keys) };
+        self.unlock();
+        r
+    }
+
+    fn lock(&self) {
+        let l = &self.header().lock;
+        let mut n = 0u32;
+        while l
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            n += 1;
+            if n > SPIN_LIMIT {
+                // The holder died (a killed process): take the lock over.
+                l.store(1, Ordering::Relaxed);
+                core::sync::atomic::fence(Ordering::Acquire);
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    fn unlock(&self) {
+        self.header().lock.store(0, Ordering::Release);
+    }
+
+    /// With the insert lock held: find `keys`, or put them in the first
+    /// DEAD entry of their probe sequence, or the EMPTY one ending it.
+    ///
+    /// # Safety
+    /// As [`Map::find`]; the insert lock is held.
+    unsafe fn insert_locked(&self, keys: Keys) -> Result<usize, MapError> {
         let n = self.nslots();
         // SAFETY: caller contract.
         let h = unsafe { self.hash(keys) };
         let mut i = h as usize & (n - 1);
+        let mut reuse = None;
         for _ in 0..n {
             match self.settled(i) {
-                EMPTY => {
-                    let used = &self.header().used;
-                    if used.fetch_add(1, Ordering::AcqRel) >= self.capacity() {
-                        used.fetch_sub(1, Ordering::AcqRel);
-                        return Err(MapError::Full(self.capacity()));
-                    }
-                    if self
-                        .state(i)
-                        .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Acquire)
-                        .is_err()
-                    {
-                        used.fetch_sub(1, Ordering::AcqRel);
-                        // Someone else took it: look at it again.
-                        continue;
-                    }
-                    // SAFETY: we own the entry (BUSY); keys per contract.
-                    unsafe { self.write_key(i, h, keys) };
-                    self.state(i).store(LIVE, Ordering::Release);
-                    return Ok(i);
-                }
+                EMPTY => break,
+                DEAD if reuse.is_none() => reuse = Some(i),
                 // SAFETY: caller contract.
                 LIVE if unsafe { self.matches(i, h, keys) } => return Ok(i),
                 _ => {}
             }
             i = (i + 1) & (n - 1);
         }
-        Err(MapError::Full(self.capacity()))
+        let used = &self.header().used;
+        if used.load(Ordering::Acquire) >= self.capacity() {
+            return Err(MapError::Full(self.capacity()));
+        }
+        let slot = match (reuse, self.state(i).load(Ordering::Acquire)) {
+            (Some(d), _) => d,
+            (None, EMPTY) => i,
+            _ => return Err(MapError::Full(self.capacity())),
+        };
+        let from = self.state(slot).load(Ordering::Acquire);
+        if self
+            .state(slot)
+            .compare_exchange(from, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(MapError::Full(self.capacity()));
+        }
+        used.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: we own the entry (BUSY); keys per contract.
+        unsafe { self.write_key(slot, h, keys) };
+        self.state(slot).store(LIVE, Ordering::Release);
+        Ok(slot)
     }
 
     /// # Safety
@@ -406,9 +455,13 @@ impl Map {
     pub unsafe fn delete(&self, keys: Keys) {
         // SAFETY: caller contract.
         if let Some(i) = unsafe { self.find(keys) } {
-            let _ = self
+            if self
                 .state(i)
-                .compare_exchange(LIVE, DEAD, Ordering::AcqRel, Ordering::Relaxed);
+                .compare_exchange(LIVE, DEAD, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.header().used.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -480,16 +533,39 @@ mod tests {
             m.delete(k(1, c"x").as_ptr());
             assert_eq!(m.find(k(1, c"x").as_ptr()), None);
             assert!(m.find_or_insert(k(2, c"z").as_ptr()).is_ok());
+            assert!(m.find_or_insert(k(3, c"w").as_ptr()).is_ok());
             assert_eq!(
-                m.find_or_insert(k(3, c"w").as_ptr()),
+                m.find_or_insert(k(4, c"v").as_ptr()),
                 Err(MapError::Full(3))
             );
             let mut live = [0u32; 8];
-            assert_eq!(m.live(&mut live), 2);
+            assert_eq!(m.live(&mut live), 3);
             m.clear();
             assert_eq!(m.live(&mut live), 0);
             assert!(m.find_or_insert(k(3, c"w").as_ptr()).is_ok());
         }
+    }
+
+    #[test]
+    fn deleted_entries_are_reused_forever() {
+        let shape = Shape {
+            keys: vec![Kind::Long],
+            value: Kind::Long,
+            capacity: 4,
+            cap: 16,
+        };
+        let (_mem, _g, m) = mk(&shape);
+        for n in 0..10_000i64 {
+            let key = [n];
+            // SAFETY: one long key.
+            unsafe {
+                let i = m.find_or_insert(key.as_ptr()).unwrap();
+                m.long(i).store(n as u64, Ordering::Relaxed);
+                m.delete(key.as_ptr());
+            }
+        }
+        let mut live = [0u32; 8];
+        assert_eq!(m.live(&mut live), 0);
     }
 
     #[test]
