@@ -17,8 +17,9 @@ use ptap_rt::script::meta::GlobalKind;
 use super::expr::unsupported;
 use super::func::{flags, FunctionTranslator, LocalSlot, R};
 
-/// Largest array a foreach sorts in a handler (its index buffer is on the stack).
-const MAX_FOREACH: u64 = 8192;
+/// Largest array a foreach walks: its index buffer (4 bytes per entry) is
+/// on the handler's stack, which in a target may be a signal stack.
+const MAX_FOREACH: u64 = 4096;
 
 impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     /// The array's offset (as a value) and its value kind.

@@ -27,7 +27,7 @@
 //! and `@hist_linear` of statistics globals. Not yet (a clear compile error
 //! naming the construct): histograms of array elements, `=~`, `$name`
 //! (DWARF), foreach over arrays larger than
-//! 8192 entries (its index buffer is on the handler's stack).
+//! 4096 entries (its index buffer is on the handler's stack).
 
 mod agg;
 mod array;
