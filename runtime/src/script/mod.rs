@@ -6,6 +6,10 @@
 pub mod attach;
 pub mod ctx;
 pub mod globals;
+mod h_ctx;
+mod h_mem;
+mod h_out;
+mod h_str;
 pub mod helpers;
 pub mod load;
 pub mod map;

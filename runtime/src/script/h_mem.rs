@@ -1,0 +1,185 @@
+//! Fault-safe access to target memory: process_vm_readv/writev on ourselves
+//! fail (EFAULT or a short count) instead of raising SIGSEGV.
+
+use super::ctx::{ProbeCtx, ERR_FAULT};
+use super::helpers::cap_of;
+use crate::sys;
+
+pub(super) const SYS_PROCESS_VM_READV: usize = 310;
+pub(super) const SYS_PROCESS_VM_WRITEV: usize = 311;
+
+/// Fault-safe copy of target memory of this process: process_vm_readv on
+/// ourselves returns EFAULT (or a short count) for an unmapped address
+/// instead of raising SIGSEGV, so no signal handling is needed.
+pub(super) fn read_self(addr: u64, dst: &mut [u8]) -> usize {
+    let local = [dst.as_mut_ptr() as usize, dst.len()];
+    let remote = [addr as usize, dst.len()];
+    // SAFETY: iovecs describe our own buffer and a remote range the kernel checks.
+    let r = unsafe {
+        sys::syscall6(
+            SYS_PROCESS_VM_READV,
+            sys::getpid() as usize,
+            local.as_ptr() as usize,
+            1,
+            remote.as_ptr() as usize,
+            1,
+            0,
+        )
+    };
+    usize::try_from(r).unwrap_or(0)
+}
+
+pub(super) fn fault(ctx: *mut ProbeCtx, addr: i64) {
+    // SAFETY: the handler's live ctx.
+    unsafe {
+        (*ctx).error = ERR_FAULT;
+        (*ctx).error_arg = addr as u64;
+    }
+}
+
+/// `user_long/int/char(addr)`: `size` 8, 4 or 1 bytes, sign-extended.
+///
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn user_read(ctx: *mut ProbeCtx, addr: i64, size: i64) -> i64 {
+    let mut b = [0u8; 8];
+    let n = match size {
+        1 | 2 | 4 | 8 => size as usize,
+        _ => 8,
+    };
+    if read_self(addr as u64, &mut b[..n]) != n {
+        fault(ctx, addr);
+        return 0;
+    }
+    match n {
+        1 => i64::from(b[0] as i8),
+        2 => i64::from(i16::from_le_bytes([b[0], b[1]])),
+        4 => i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        _ => i64::from_le_bytes(b),
+    }
+}
+
+/// `user_string(addr)` / `user_string_n(addr, n)`: at most `maxlen` bytes
+/// (and `cap - 1`), stopping at NUL. A fault before any NUL is an error.
+///
+/// # Safety
+/// `ctx` live; `dst` valid for `cap` bytes.
+pub(super) unsafe extern "C" fn user_string(
+    ctx: *mut ProbeCtx,
+    dst: *mut u8,
+    addr: i64,
+    maxlen: i64,
+    cap: i64,
+) {
+    let cap = cap_of(cap);
+    if cap == 0 {
+        return;
+    }
+    let limit = usize::try_from(maxlen).unwrap_or(0).min(cap - 1);
+    // SAFETY: dst valid for cap bytes (contract).
+    let out = unsafe { core::slice::from_raw_parts_mut(dst, cap) };
+    let mut n = 0;
+    while n < limit {
+        // Read up to the end of the current page: a string may end just before an unmapped page.
+        let a = (addr as u64).wrapping_add(n as u64);
+        let chunk = ((4096 - (a & 4095)) as usize).min(limit - n);
+        let got = read_self(a, &mut out[n..n + chunk]);
+        if got == 0 {
+            out[n] = 0;
+            fault(ctx, a as i64);
+            return;
+        }
+        if let Some(z) = out[n..n + got].iter().position(|&c| c == 0) {
+            out[n + z] = 0;
+            return;
+        }
+        n += got;
+    }
+    out[n] = 0;
+}
+
+/// `set_user_long/int/char(addr, v)` (guru mode): write `size` bytes of
+/// `v` with process_vm_writev on ourselves, which fails instead of faulting
+/// on an unmapped or read-only address (an ERR_FAULT error).
+///
+/// # Safety
+/// `ctx` live. Writing target memory is what guru mode asks for.
+pub(super) unsafe extern "C" fn user_write(ctx: *mut ProbeCtx, addr: i64, size: i64, v: i64) {
+    let n = match size {
+        1 | 2 | 4 | 8 => size as usize,
+        _ => 8,
+    };
+    let b = v.to_le_bytes();
+    let local = [b.as_ptr() as usize, n];
+    let remote = [addr as usize, n];
+    // SAFETY: iovecs describe our own buffer and a remote range the kernel checks.
+    let r = unsafe {
+        sys::syscall6(
+            SYS_PROCESS_VM_WRITEV,
+            sys::getpid() as usize,
+            local.as_ptr() as usize,
+            1,
+            remote.as_ptr() as usize,
+            1,
+            0,
+        )
+    };
+    if r != n as isize {
+        fault(ctx, addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_safe_writes() {
+        let mut ctx = ProbeCtx::new(
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            10,
+        );
+        let mut v: i64 = 0;
+        // SAFETY: ctx live; v is ours.
+        unsafe {
+            user_write(&mut ctx, &mut v as *mut i64 as i64, 4, -2);
+            assert_eq!((v, ctx.error), (0xffff_fffe, 0));
+            user_write(&mut ctx, 8, 8, 1);
+            assert_eq!(ctx.error, ERR_FAULT);
+        }
+    }
+
+    #[test]
+    fn fault_safe_reads() {
+        let mut ctx = ProbeCtx::new(
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            10,
+        );
+        let v: i64 = -7;
+        // SAFETY: ctx is live.
+        unsafe {
+            assert_eq!(user_read(&mut ctx, &v as *const i64 as i64, 8), -7);
+            assert_eq!(ctx.error, 0);
+            assert_eq!(user_read(&mut ctx, 8, 8), 0);
+            assert_eq!(ctx.error, ERR_FAULT);
+            assert_eq!(ctx.error_arg, 8);
+            ctx.error = 0;
+            let mut d = [0xffu8; 16];
+            user_string(
+                &mut ctx,
+                d.as_mut_ptr(),
+                c"hi there".as_ptr() as i64,
+                100,
+                16,
+            );
+            assert_eq!(&d[..9], b"hi there\0");
+            user_string(&mut ctx, d.as_mut_ptr(), c"hi there".as_ptr() as i64, 2, 16);
+            assert_eq!(&d[..3], b"hi\0");
+            assert_eq!(ctx.error, 0);
+        }
+    }
+}
