@@ -4,18 +4,15 @@
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, StackSlotData, StackSlotKind, Value};
+use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, Value};
 use cranelift_module::{DataDescription, Linkage, Module};
 use ptap_arch::regs::offset as regoff;
 use ptap_lang::ast::{AssignOp, BinOp, IncDec, UnOp};
-use ptap_lang::builtins::Builtin;
 use ptap_lang::checked::{ArgAbi, ContextValue, Expr, ExprKind, FormatFn, LValue, Type};
-use ptap_lang::printf::{Conv, Flags, Format, Piece, Spec};
 use ptap_lang::Span;
 use ptap_rt::script::ctx::{offset, ABI_SYSCALL, ERR_DIV0, ERR_NESTING};
 use ptap_rt::script::helpers::Helper;
 use ptap_rt::script::meta::GlobalKind;
-use ptap_rt::script::record::MAX_ARGS;
 
 use super::func::{flags, ArgSel, FunctionTranslator, Kind, LocalSlot, R};
 use super::CodegenError;
@@ -63,7 +60,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     /// A string literal (truncated to MAXSTRINGLEN, as every string value).
-    fn translate_string(&mut self, s: &str) -> R<Value> {
+    pub(crate) fn translate_string(&mut self, s: &str) -> R<Value> {
         let mut end = s.len().min(self.shared.cap as usize - 1);
         while !s.is_char_boundary(end) {
             end -= 1;
@@ -72,7 +69,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     /// A NUL-terminated data object holding `s`, shared by equal strings.
-    fn data_string(&mut self, s: &str) -> R<Value> {
+    pub(crate) fn data_string(&mut self, s: &str) -> R<Value> {
         let id = match self.shared.strings.get(s) {
             Some(id) => *id,
             None => {
@@ -100,7 +97,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         }
     }
 
-    fn global_slot(&self, id: usize) -> (GlobalKind, i64) {
+    pub(crate) fn global_slot(&self, id: usize) -> (GlobalKind, i64) {
         (
             self.shared.layout.kinds[id],
             self.shared.layout.offsets[id] as i64,
@@ -109,7 +106,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
 
     /// Statistics are used only through `<<<` and `@...` (the checker
     /// enforces it; this keeps the code generator honest if it did not).
-    fn scalar_global(&self, id: usize, span: Span) -> R<()> {
+    pub(crate) fn scalar_global(&self, id: usize, span: Span) -> R<()> {
         match self.shared.layout.kinds[id] {
             GlobalKind::Stats => unsupported("a statistics global used as a value", span),
             GlobalKind::Array => unsupported("an array used as a value", span),
@@ -118,7 +115,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     /// Address of global `id` in the session.
-    fn global_addr(&mut self, id: usize) -> Value {
+    pub(crate) fn global_addr(&mut self, id: usize) -> Value {
         let (_, off) = self.global_slot(id);
         let g = self.globals();
         self.b.ins().iadd_imm_s(g, off)
@@ -140,16 +137,16 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         }
     }
 
-    fn regs(&mut self) -> Value {
+    pub(crate) fn regs(&mut self) -> Value {
         self.b.ins().load(I64, flags(), self.ctx, offset::REGS)
     }
 
-    fn reg(&mut self, off: usize) -> Value {
+    pub(crate) fn reg(&mut self, off: usize) -> Value {
         let r = self.regs();
         self.b.ins().load(I64, flags(), r, off as i32)
     }
 
-    fn translate_context(&mut self, cv: ContextValue) -> Value {
+    pub(crate) fn translate_context(&mut self, cv: ContextValue) -> Value {
         match cv {
             ContextValue::Ret => self.reg(regoff::AX),
             ContextValue::Arg(n) => self.translate_arg(n),
@@ -157,7 +154,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     /// `argN`: SysV `rdi rsi rdx rcx r8 r9`, syscall `rdi rsi rdx r10 r8 r9`.
-    fn translate_arg(&mut self, n: u8) -> Value {
+    pub(crate) fn translate_arg(&mut self, n: u8) -> Value {
         const COMMON: [usize; 6] = [
             regoff::DI,
             regoff::SI,
@@ -189,12 +186,12 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         }
     }
 
-    fn translate_entry(&mut self, i: usize) -> Value {
+    pub(crate) fn translate_entry(&mut self, i: usize) -> Value {
         let p = self.b.ins().load(I64, flags(), self.ctx, offset::ENTRY);
         self.b.ins().load(I64, flags(), p, (i * 8) as i32)
     }
 
-    fn translate_unary(&mut self, op: UnOp, operand: &Expr) -> R<Value> {
+    pub(crate) fn translate_unary(&mut self, op: UnOp, operand: &Expr) -> R<Value> {
         let v = self.translate_expr(operand)?;
         Ok(match op {
             UnOp::Neg => self.b.ins().ineg(v),
@@ -204,12 +201,18 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         })
     }
 
-    fn bool_to_long_eq0(&mut self, v: Value) -> Value {
+    pub(crate) fn bool_to_long_eq0(&mut self, v: Value) -> Value {
         let c = self.b.ins().icmp_imm_s(IntCC::Equal, v, 0);
         self.b.ins().uextend(I64, c)
     }
 
-    fn translate_binary(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr, span: Span) -> R<Value> {
+    pub(crate) fn translate_binary(
+        &mut self,
+        op: BinOp,
+        lhs: &Expr,
+        rhs: &Expr,
+        span: Span,
+    ) -> R<Value> {
         match op {
             BinOp::And | BinOp::Or => return self.translate_logical(op, lhs, rhs),
             BinOp::Match | BinOp::NotMatch => {
@@ -225,7 +228,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         Ok(self.long_binop(op, a, b, span))
     }
 
-    fn string_binop(&mut self, op: BinOp, a: Value, b: Value, span: Span) -> Value {
+    pub(crate) fn string_binop(&mut self, op: BinOp, a: Value, b: Value, span: Span) -> Value {
         if op == BinOp::Concat {
             let dst = self.str_buf();
             let cap = self.cap();
@@ -237,7 +240,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         self.compare(op, c, zero, span)
     }
 
-    fn compare(&mut self, op: BinOp, a: Value, b: Value, _span: Span) -> Value {
+    pub(crate) fn compare(&mut self, op: BinOp, a: Value, b: Value, _span: Span) -> Value {
         let cc = match op {
             BinOp::Lt => IntCC::SignedLessThan,
             BinOp::Gt => IntCC::SignedGreaterThan,
@@ -268,7 +271,13 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         }
     }
 
-    fn translate_division(&mut self, op: BinOp, a: Value, b: Value, span: Span) -> Value {
+    pub(crate) fn translate_division(
+        &mut self,
+        op: BinOp,
+        a: Value,
+        b: Value,
+        span: Span,
+    ) -> Value {
         let is0 = self.b.ins().icmp_imm_s(IntCC::Equal, b, 0);
         self.fail_if(is0, ERR_DIV0, span);
         let m1 = self.b.ins().icmp_imm_s(IntCC::Equal, b, -1);
@@ -284,7 +293,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     /// `a && b`, `a || b` with short-circuit; `done`'s block parameter is the 0/1 result.
-    fn translate_logical(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr) -> R<Value> {
+    pub(crate) fn translate_logical(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr) -> R<Value> {
         let rhs_b = self.b.create_block();
         let done = self.b.create_block();
         let res = self.b.append_block_param(done, I64);
@@ -305,7 +314,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     /// `c ? x : y`; `merge`'s block parameter is the chosen value (a long or a string pointer).
-    fn translate_ternary(&mut self, cond: &Expr, then: &Expr, els: &Expr) -> R<Value> {
+    pub(crate) fn translate_ternary(&mut self, cond: &Expr, then: &Expr, els: &Expr) -> R<Value> {
         let (tb, eb, merge) = (
             self.b.create_block(),
             self.b.create_block(),
@@ -324,7 +333,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         Ok(res)
     }
 
-    fn translate_assign(
+    pub(crate) fn translate_assign(
         &mut self,
         target: &LValue,
         op: AssignOp,
@@ -343,7 +352,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         }
     }
 
-    fn assign_local(&mut self, id: usize, op: AssignOp, v: Value, span: Span) -> Value {
+    pub(crate) fn assign_local(&mut self, id: usize, op: AssignOp, v: Value, span: Span) -> Value {
         match self.locals[id] {
             LocalSlot::Long(var) => {
                 let new = match op.0 {
@@ -370,7 +379,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     /// Globals: `=` stores; `+= -= &= |= ^=` are one atomic read-modify-write;
     /// the other operators retry a compare-and-swap until no other thread
     /// interfered, so no update is ever lost.
-    fn assign_global(&mut self, id: usize, op: AssignOp, v: Value, span: Span) -> Value {
+    pub(crate) fn assign_global(&mut self, id: usize, op: AssignOp, v: Value, span: Span) -> Value {
         let (kind, off) = self.global_slot(id);
         if kind == GlobalKind::Str {
             let (c, o, cap) = (self.ctx, self.iconst(off), self.cap());
@@ -421,7 +430,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         new
     }
 
-    fn translate_incdec(
+    pub(crate) fn translate_incdec(
         &mut self,
         target: &LValue,
         op: IncDec,
@@ -462,7 +471,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     /// A script function call: the callee gets the ctx, a result buffer
     /// when it returns a string, then its arguments. Calls nest at most
     /// MAXNESTING deep (a runtime error, never a stack overflow).
-    fn translate_call(&mut self, func: usize, args: &[Expr], span: Span) -> R<Value> {
+    pub(crate) fn translate_call(&mut self, func: usize, args: &[Expr], span: Span) -> R<Value> {
         let mut vals = vec![self.ctx];
         let ret_string = self.shared.script.functions[func].ret == Type::String;
         if ret_string {
@@ -493,258 +502,9 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         Ok(r)
     }
 
-    fn translate_args(&mut self, args: &[Expr]) -> R<Vec<Value>> {
+    pub(crate) fn translate_args(&mut self, args: &[Expr]) -> R<Vec<Value>> {
         args.iter().map(|a| self.translate_expr(a)).collect()
     }
-
-    fn translate_builtin(&mut self, func: Builtin, args: &[Expr], span: Span) -> R<Value> {
-        use Builtin as B;
-        let c = self.ctx;
-        match func {
-            B::Pid => Ok(self.call_long(Helper::Pid, &[c])),
-            B::Tid => Ok(self.call_long(Helper::Tid, &[c])),
-            B::Ppid => Ok(self.call_long(Helper::Ppid, &[c])),
-            B::Uid => Ok(self.call_long(Helper::Uid, &[c])),
-            B::Cpu => Ok(self.call_long(Helper::Cpu, &[c])),
-            B::Target => Ok(self.call_long(Helper::Target, &[c])),
-            B::Nsecs => Ok(self.call_long(Helper::Nsecs, &[c])),
-            B::GettimeofdayUs => Ok(self.call_long(Helper::GettimeofdayUs, &[c])),
-            B::Execname => Ok(self.string_helper(Helper::Execname, &[])),
-            B::Pp => Ok(self.string_helper(Helper::Pp, &[])),
-            B::Probefunc => Ok(self.string_helper(Helper::Probefunc, &[])),
-            B::SyscallName => Ok(self.string_helper(Helper::SyscallName, &[])),
-            B::Usymname => {
-                let a = self.translate_expr(&args[0])?;
-                let (dst, cap) = (self.str_buf(), self.cap());
-                self.call_helper(Helper::Usymname, &[c, a, dst, cap]);
-                Ok(dst)
-            }
-            B::Register => self.translate_register(args, span),
-            B::UserLong => self.translate_user_read(args, 8, span),
-            B::UserInt => self.translate_user_read(args, 4, span),
-            B::UserChar => self.translate_user_read(args, 1, span),
-            B::UserString => self.translate_user_string(args, None, span),
-            B::UserStringN => self.translate_user_string(args, Some(&args[1]), span),
-            B::Exit => {
-                self.call_helper(Helper::Exit, &[c]);
-                Ok(self.iconst(0))
-            }
-            B::Error => {
-                let m = self.translate_expr(&args[0])?;
-                self.call_helper(Helper::Error, &[c, m]);
-                self.check_helper(span);
-                Ok(self.iconst(0))
-            }
-            B::Warn => {
-                let m = self.translate_expr(&args[0])?;
-                self.call_helper(Helper::Warn, &[c, m]);
-                Ok(self.iconst(0))
-            }
-            B::Strlen => {
-                let v = self.translate_args(args)?;
-                Ok(self.call_long(Helper::StrLen, &v))
-            }
-            B::Isinstr => {
-                let v = self.translate_args(args)?;
-                Ok(self.call_long(Helper::Isinstr, &v))
-            }
-            B::Strtol => {
-                let v = self.translate_args(args)?;
-                Ok(self.call_long(Helper::Strtol, &[c, v[0], v[1]]))
-            }
-            B::Substr => {
-                let v = self.translate_args(args)?;
-                let (dst, cap) = (self.str_buf(), self.cap());
-                self.call_helper(Helper::Substr, &[dst, v[0], v[1], v[2], cap]);
-                Ok(dst)
-            }
-            B::Print => self.translate_print(args, span),
-            B::Sprint => {
-                let f = value_format(args, "")?;
-                self.translate_sprintf(&f, args, span)
-            }
-            B::SetRegister => self.translate_set_register(args, span),
-            B::SetUserLong => self.translate_user_write(args, 8, span),
-            B::SetUserInt => self.translate_user_write(args, 4, span),
-            B::SetUserChar => self.translate_user_write(args, 1, span),
-            B::PrintUbacktrace => {
-                self.call_helper(Helper::PrintUbacktrace, &[c]);
-                Ok(self.iconst(0))
-            }
-            B::Ubacktrace => Ok(self.string_helper(Helper::Ubacktrace, &[])),
-        }
-    }
-
-    /// A helper `(ctx, dst, cap)` that fills a fresh string buffer.
-    fn string_helper(&mut self, h: Helper, _: &[Value]) -> Value {
-        let (c, dst, cap) = (self.ctx, self.str_buf(), self.cap());
-        self.call_helper(h, &[c, dst, cap]);
-        dst
-    }
-
-    /// `register("rax")`.
-    fn translate_register(&mut self, args: &[Expr], span: Span) -> R<Value> {
-        let off = register_offset(&args[0], span)?;
-        Ok(self.reg(off))
-    }
-
-    /// `set_register("rax", v)` (guru mode): the handler's register frame is
-    /// what the target resumes with.
-    fn translate_set_register(&mut self, args: &[Expr], span: Span) -> R<Value> {
-        let off = register_offset(&args[0], span)?;
-        let v = self.translate_expr(&args[1])?;
-        let r = self.regs();
-        self.b.ins().store(flags(), v, r, off as i32);
-        Ok(self.iconst(0))
-    }
-
-    /// `set_user_long/int/char(addr, v)` (guru mode): a fault-safe write.
-    fn translate_user_write(&mut self, args: &[Expr], size: i64, span: Span) -> R<Value> {
-        let a = self.translate_expr(&args[0])?;
-        let v = self.translate_expr(&args[1])?;
-        let (c, s) = (self.ctx, self.iconst(size));
-        self.call_helper(Helper::UserWrite, &[c, a, s, v]);
-        self.check_helper(span);
-        Ok(self.iconst(0))
-    }
-
-    fn translate_user_read(&mut self, args: &[Expr], size: i64, span: Span) -> R<Value> {
-        let a = self.translate_expr(&args[0])?;
-        let (c, s) = (self.ctx, self.iconst(size));
-        let v = self.call_long(Helper::UserRead, &[c, a, s]);
-        self.check_helper(span);
-        Ok(v)
-    }
-
-    fn translate_user_string(&mut self, args: &[Expr], n: Option<&Expr>, span: Span) -> R<Value> {
-        let a = self.translate_expr(&args[0])?;
-        let max = match n {
-            Some(e) => self.translate_expr(e)?,
-            None => self.iconst(self.shared.cap - 1),
-        };
-        let (c, dst, cap) = (self.ctx, self.str_buf(), self.cap());
-        self.call_helper(Helper::UserString, &[c, dst, a, max, cap]);
-        self.check_helper(span);
-        Ok(dst)
-    }
-
-    /// `print(a, b, ...)`: a synthesized format, `%d`/`%s` separated by spaces, then `\n`.
-    fn translate_print(&mut self, args: &[Expr], span: Span) -> R<Value> {
-        if let Some(h) = args.iter().find(|a| a.ty == Type::Hist) {
-            if args.len() != 1 {
-                return unsupported("printing a histogram together with other values", h.span);
-            }
-            return self.translate_hist_print(h, span);
-        }
-        let f = value_format(args, "\n")?;
-        self.translate_printf(&f, args, span)
-    }
-
-    /// The arguments of printf/sprintf in a stack array (longs, or string
-    /// pointers flagged in the returned bit mask).
-    fn translate_values(&mut self, args: &[Expr], span: Span) -> R<(Value, i64)> {
-        if args.len() > MAX_ARGS {
-            return Err(CodegenError::Unsupported {
-                what: format!("more than {MAX_ARGS} values in one printf/print"),
-                span,
-            });
-        }
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            (8 * args.len().max(1)) as u32,
-            3,
-        ));
-        let mut mask = 0i64;
-        for (i, a) in args.iter().enumerate() {
-            let v = self.translate_expr(a)?;
-            if a.ty == Type::String {
-                mask |= 1 << i;
-            }
-            self.b.ins().stack_store(I64, v, slot, (8 * i) as i32);
-        }
-        Ok((self.b.ins().stack_addr(I64, slot, 0), mask))
-    }
-
-    /// printf: one output record (format id + values) through the helper.
-    fn translate_printf(&mut self, format: &Format, args: &[Expr], span: Span) -> R<Value> {
-        let id = self.shared.formats.id(format);
-        let (arr, mask) = self.translate_values(args, span)?;
-        let (c, f, n, m) = (
-            self.ctx,
-            self.iconst(i64::from(id)),
-            self.iconst(args.len() as i64),
-            self.iconst(mask),
-        );
-        self.call_helper(Helper::Printf, &[c, f, arr, n, m]);
-        Ok(self.iconst(0))
-    }
-
-    /// sprintf: formatted in the handler (the runtime's formatter) into a
-    /// fresh string buffer; the format travels as its C-printf text.
-    fn translate_sprintf(&mut self, format: &Format, args: &[Expr], span: Span) -> R<Value> {
-        let text = self.data_string(&format.to_source())?;
-        let (arr, _) = self.translate_values(args, span)?;
-        let (dst, n, cap) = (self.str_buf(), self.iconst(args.len() as i64), self.cap());
-        self.call_helper(Helper::Sprintf, &[dst, text, arr, n, cap]);
-        Ok(dst)
-    }
-}
-
-/// The format `print`/`sprint` use: `%d`/`%s` per value, separated by one
-/// space, followed by `end`.
-fn value_format(args: &[Expr], end: &str) -> R<Format> {
-    let mut pieces = Vec::new();
-    for (i, a) in args.iter().enumerate() {
-        if i > 0 {
-            pieces.push(Piece::Text(" ".into()));
-        }
-        let conv = match a.ty {
-            Type::Long => Conv::Signed,
-            Type::String => Conv::Str,
-            _ => return unsupported("printing histograms (issue 6)", a.span),
-        };
-        pieces.push(Piece::Spec(Spec {
-            flags: Flags::default(),
-            width: None,
-            precision: None,
-            conv,
-        }));
-    }
-    if !end.is_empty() {
-        pieces.push(Piece::Text(end.into()));
-    }
-    Ok(Format { pieces })
-}
-
-/// The `PtRegs` offset a register name (a string literal) designates.
-fn register_offset(name: &Expr, span: Span) -> R<usize> {
-    let ExprKind::Str(name) = &name.kind else {
-        return unsupported("a register name that is not a string literal", span);
-    };
-    Ok(match name.as_str() {
-        "rax" | "ax" => regoff::AX,
-        "rbx" | "bx" => regoff::BX,
-        "rcx" | "cx" => regoff::CX,
-        "rdx" | "dx" => regoff::DX,
-        "rsi" | "si" => regoff::SI,
-        "rdi" | "di" => regoff::DI,
-        "rbp" | "bp" => regoff::BP,
-        "rsp" | "sp" => regoff::SP,
-        "r8" => regoff::R8,
-        "r9" => regoff::R9,
-        "r10" => regoff::R10,
-        "r11" => regoff::R11,
-        "r12" => regoff::R12,
-        "r13" => regoff::R13,
-        "r14" => regoff::R14,
-        "r15" => regoff::R15,
-        "rip" | "ip" => regoff::IP,
-        "eflags" | "flags" => regoff::FLAGS,
-        "orig_ax" | "orig_rax" => regoff::ORIG_AX,
-        "cs" => regoff::CS,
-        "ss" => regoff::SS,
-        _ => return unsupported(&format!("register `{name}`"), span),
-    })
 }
 
 pub(crate) fn unsupported<T>(what: &str, span: Span) -> R<T> {

@@ -12,7 +12,7 @@
 //!
 //! Files: `func.rs` (the translator's state and plumbing: locals, string
 //! buffers, helper calls, runtime errors, the MAXACTION budget), `expr.rs`,
-//! `stmt.rs`, `agg.rs` (statistics), `hist.rs` (histograms),
+//! `builtin.rs`, `format.rs` (printf/print/sprintf), `stmt.rs`, `agg.rs` (statistics), `hist.rs` (histograms),
 //! `array.rs` (associative arrays, foreach), `helpers.rs` (imports from the runtime's
 //! helper table), `meta.rs` (globals layout, metadata), `host.rs` (ptap's
 //! side: session globals, begin/end/timer), `jit.rs`.
@@ -31,7 +31,9 @@
 
 mod agg;
 mod array;
+mod builtin;
 mod expr;
+mod format;
 mod func;
 mod helpers;
 mod hist;

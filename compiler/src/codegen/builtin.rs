@@ -1,0 +1,193 @@
+//! Builtin functions: context values, target memory, strings, guru-mode
+//! writes — mostly one helper call each (`ptap_rt::script::helpers`).
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_module::Module;
+use ptap_arch::regs::offset as regoff;
+use ptap_lang::builtins::Builtin;
+use ptap_lang::checked::{Expr, ExprKind};
+use ptap_lang::Span;
+use ptap_rt::script::helpers::Helper;
+
+use super::expr::unsupported;
+use super::format::value_format;
+use super::func::{flags, FunctionTranslator, R};
+
+impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
+    pub(crate) fn translate_builtin(
+        &mut self,
+        func: Builtin,
+        args: &[Expr],
+        span: Span,
+    ) -> R<Value> {
+        use Builtin as B;
+        let c = self.ctx;
+        match func {
+            B::Pid => Ok(self.call_long(Helper::Pid, &[c])),
+            B::Tid => Ok(self.call_long(Helper::Tid, &[c])),
+            B::Ppid => Ok(self.call_long(Helper::Ppid, &[c])),
+            B::Uid => Ok(self.call_long(Helper::Uid, &[c])),
+            B::Cpu => Ok(self.call_long(Helper::Cpu, &[c])),
+            B::Target => Ok(self.call_long(Helper::Target, &[c])),
+            B::Nsecs => Ok(self.call_long(Helper::Nsecs, &[c])),
+            B::GettimeofdayUs => Ok(self.call_long(Helper::GettimeofdayUs, &[c])),
+            B::Execname => Ok(self.string_helper(Helper::Execname, &[])),
+            B::Pp => Ok(self.string_helper(Helper::Pp, &[])),
+            B::Probefunc => Ok(self.string_helper(Helper::Probefunc, &[])),
+            B::SyscallName => Ok(self.string_helper(Helper::SyscallName, &[])),
+            B::Usymname => {
+                let a = self.translate_expr(&args[0])?;
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::Usymname, &[c, a, dst, cap]);
+                Ok(dst)
+            }
+            B::Register => self.translate_register(args, span),
+            B::UserLong => self.translate_user_read(args, 8, span),
+            B::UserInt => self.translate_user_read(args, 4, span),
+            B::UserChar => self.translate_user_read(args, 1, span),
+            B::UserString => self.translate_user_string(args, None, span),
+            B::UserStringN => self.translate_user_string(args, Some(&args[1]), span),
+            B::Exit => {
+                self.call_helper(Helper::Exit, &[c]);
+                Ok(self.iconst(0))
+            }
+            B::Error => {
+                let m = self.translate_expr(&args[0])?;
+                self.call_helper(Helper::Error, &[c, m]);
+                self.check_helper(span);
+                Ok(self.iconst(0))
+            }
+            B::Warn => {
+                let m = self.translate_expr(&args[0])?;
+                self.call_helper(Helper::Warn, &[c, m]);
+                Ok(self.iconst(0))
+            }
+            B::Strlen => {
+                let v = self.translate_args(args)?;
+                Ok(self.call_long(Helper::StrLen, &v))
+            }
+            B::Isinstr => {
+                let v = self.translate_args(args)?;
+                Ok(self.call_long(Helper::Isinstr, &v))
+            }
+            B::Strtol => {
+                let v = self.translate_args(args)?;
+                Ok(self.call_long(Helper::Strtol, &[c, v[0], v[1]]))
+            }
+            B::Substr => {
+                let v = self.translate_args(args)?;
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::Substr, &[dst, v[0], v[1], v[2], cap]);
+                Ok(dst)
+            }
+            B::Print => self.translate_print(args, span),
+            B::Sprint => {
+                let f = value_format(args, "")?;
+                self.translate_sprintf(&f, args, span)
+            }
+            B::SetRegister => self.translate_set_register(args, span),
+            B::SetUserLong => self.translate_user_write(args, 8, span),
+            B::SetUserInt => self.translate_user_write(args, 4, span),
+            B::SetUserChar => self.translate_user_write(args, 1, span),
+            B::PrintUbacktrace => {
+                self.call_helper(Helper::PrintUbacktrace, &[c]);
+                Ok(self.iconst(0))
+            }
+            B::Ubacktrace => Ok(self.string_helper(Helper::Ubacktrace, &[])),
+        }
+    }
+
+    /// A helper `(ctx, dst, cap)` that fills a fresh string buffer.
+    pub(crate) fn string_helper(&mut self, h: Helper, _: &[Value]) -> Value {
+        let (c, dst, cap) = (self.ctx, self.str_buf(), self.cap());
+        self.call_helper(h, &[c, dst, cap]);
+        dst
+    }
+
+    /// `register("rax")`.
+    pub(crate) fn translate_register(&mut self, args: &[Expr], span: Span) -> R<Value> {
+        let off = register_offset(&args[0], span)?;
+        Ok(self.reg(off))
+    }
+
+    /// `set_register("rax", v)` (guru mode): the handler's register frame is
+    /// what the target resumes with.
+    pub(crate) fn translate_set_register(&mut self, args: &[Expr], span: Span) -> R<Value> {
+        let off = register_offset(&args[0], span)?;
+        let v = self.translate_expr(&args[1])?;
+        let r = self.regs();
+        self.b.ins().store(flags(), v, r, off as i32);
+        Ok(self.iconst(0))
+    }
+
+    /// `set_user_long/int/char(addr, v)` (guru mode): a fault-safe write.
+    pub(crate) fn translate_user_write(
+        &mut self,
+        args: &[Expr],
+        size: i64,
+        span: Span,
+    ) -> R<Value> {
+        let a = self.translate_expr(&args[0])?;
+        let v = self.translate_expr(&args[1])?;
+        let (c, s) = (self.ctx, self.iconst(size));
+        self.call_helper(Helper::UserWrite, &[c, a, s, v]);
+        self.check_helper(span);
+        Ok(self.iconst(0))
+    }
+
+    pub(crate) fn translate_user_read(&mut self, args: &[Expr], size: i64, span: Span) -> R<Value> {
+        let a = self.translate_expr(&args[0])?;
+        let (c, s) = (self.ctx, self.iconst(size));
+        let v = self.call_long(Helper::UserRead, &[c, a, s]);
+        self.check_helper(span);
+        Ok(v)
+    }
+
+    pub(crate) fn translate_user_string(
+        &mut self,
+        args: &[Expr],
+        n: Option<&Expr>,
+        span: Span,
+    ) -> R<Value> {
+        let a = self.translate_expr(&args[0])?;
+        let max = match n {
+            Some(e) => self.translate_expr(e)?,
+            None => self.iconst(self.shared.cap - 1),
+        };
+        let (c, dst, cap) = (self.ctx, self.str_buf(), self.cap());
+        self.call_helper(Helper::UserString, &[c, dst, a, max, cap]);
+        self.check_helper(span);
+        Ok(dst)
+    }
+}
+
+/// The `PtRegs` offset a register name (a string literal) designates.
+fn register_offset(name: &Expr, span: Span) -> R<usize> {
+    let ExprKind::Str(name) = &name.kind else {
+        return unsupported("a register name that is not a string literal", span);
+    };
+    Ok(match name.as_str() {
+        "rax" | "ax" => regoff::AX,
+        "rbx" | "bx" => regoff::BX,
+        "rcx" | "cx" => regoff::CX,
+        "rdx" | "dx" => regoff::DX,
+        "rsi" | "si" => regoff::SI,
+        "rdi" | "di" => regoff::DI,
+        "rbp" | "bp" => regoff::BP,
+        "rsp" | "sp" => regoff::SP,
+        "r8" => regoff::R8,
+        "r9" => regoff::R9,
+        "r10" => regoff::R10,
+        "r11" => regoff::R11,
+        "r12" => regoff::R12,
+        "r13" => regoff::R13,
+        "r14" => regoff::R14,
+        "r15" => regoff::R15,
+        "rip" | "ip" => regoff::IP,
+        "eflags" | "flags" => regoff::FLAGS,
+        "orig_ax" | "orig_rax" => regoff::ORIG_AX,
+        "cs" => regoff::CS,
+        "ss" => regoff::SS,
+        _ => return unsupported(&format!("register `{name}`"), span),
+    })
+}
