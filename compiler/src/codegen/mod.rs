@@ -12,10 +12,11 @@
 //!
 //! Files: `func.rs` (the translator's state and plumbing: locals, string
 //! buffers, helper calls, runtime errors, the MAXACTION budget), `expr.rs`,
-//! `builtin.rs`, `format.rs` (printf/print/sprintf), `stmt.rs`, `agg.rs` (statistics), `hist.rs` (histograms),
-//! `array.rs` (associative arrays, foreach), `helpers.rs` (imports from the runtime's
-//! helper table), `meta.rs` (globals layout, metadata), `host.rs` (ptap's
-//! side: session globals, begin/end/timer), `jit.rs`.
+//! `builtin.rs`, `format.rs` (printf/print/sprintf), `stmt.rs`, `agg.rs`
+//! (statistics), `hist.rs` (histograms), `array.rs` (associative arrays,
+//! foreach), `helpers.rs` (imports from the runtime's helper table),
+//! `meta.rs` (globals layout, metadata), `host.rs` (ptap's side: session
+//! globals, begin/end/timer), `jit.rs`.
 //!
 //! Compiled: long and string locals/globals/parameters, every operator but
 //! `=~`, if/while/for/break/continue/next/return/delete/try-catch, script
