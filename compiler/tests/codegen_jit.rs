@@ -369,10 +369,17 @@ fn context_helpers() {
 
 #[test]
 fn unsupported_constructs_are_clear_errors() {
-    let err = compile("probe begin { s = \"abc\"; if (s =~ \"b\") print(1) }")
+    let err = compile("probe kprobe(work) { print($count) }")
         .err()
         .unwrap();
-    assert_eq!(err, "cannot compile regular expression matching (issue 6)");
+    assert_eq!(err, "cannot compile `$name` target variables (DWARF)");
+    let err = compile("probe begin { s = \"abc\"; if (s =~ \"a{5,2}\") print(1) }")
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        "cannot compile the regular expression `a{5,2}`: bad repetition bounds (0..100)"
+    );
 }
 
 #[test]
@@ -630,4 +637,14 @@ fn histograms_log_and_linear() {
     assert_eq!(e.output(), want);
     assert!(want.contains("   -2 |@@ "), "{want}");
     assert!(want.contains(" >10 |"), "{want}");
+}
+
+#[test]
+fn regular_expressions() {
+    let out = begin(
+        r#"foreach_word = "bash"
+           print(foreach_word =~ "^ba(sh|r)$", "bar" =~ "^ba(sh|r)$", "bark" =~ "^ba(sh|r)$", "xyz" !~ "y", "xyz" !~ "q")
+           print("/tmp/a.log" =~ "\\.log$", "/tmp/alog" =~ "a\\.log", "12:34" =~ "^[0-9]{2}:[0-9]{2}$", "" =~ "^$")"#,
+    );
+    assert_eq!(out, "1 1 0 0 1\n1 0 1 1\n");
 }

@@ -54,7 +54,11 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             ExprKind::In { global, keys } => self.translate_in(*global, keys, e.span),
             ExprKind::Stat { op, target } => self.translate_stat(*op, target, e.span),
             ExprKind::Hist { .. } => unsupported("histograms (issue 6)", e.span),
-            ExprKind::Regex { .. } => unsupported("regular expression matching (issue 6)", e.span),
+            ExprKind::Regex {
+                negate,
+                subject,
+                pattern,
+            } => self.translate_regex(*negate, subject, pattern, e.span),
             ExprKind::TargetVar(_) => unsupported("`$name` target variables (DWARF)", e.span),
         }
     }
@@ -66,6 +70,45 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             end -= 1;
         }
         self.data_string(&s[..end])
+    }
+
+    /// `s =~ "re"` / `s !~ "re"`: the pattern is compiled now; the handler
+    /// runs the program (`ptap_rt::script::regex`).
+    pub(crate) fn translate_regex(
+        &mut self,
+        negate: bool,
+        subject: &Expr,
+        pattern: &str,
+        span: Span,
+    ) -> R<Value> {
+        let prog = super::regex::compile(pattern).map_err(|why| CodegenError::Unsupported {
+            what: format!("the regular expression `{pattern}`: {why}"),
+            span,
+        })?;
+        let s = self.translate_expr(subject)?;
+        let len = self.iconst(prog.len() as i64);
+        let p = self.data_bytes(prog)?;
+        let m = self.call_long(Helper::Regex, &[s, p, len]);
+        Ok(if negate {
+            self.b.ins().bxor_imm_s(m, 1)
+        } else {
+            m
+        })
+    }
+
+    /// A data object holding `bytes` (not shared).
+    fn data_bytes(&mut self, bytes: Vec<u8>) -> R<Value> {
+        let name = format!("ptap_data_{}", self.shared.blobs);
+        self.shared.blobs += 1;
+        let id = self
+            .module
+            .declare_data(&name, Linkage::Local, false, false)?;
+        let mut d = DataDescription::new();
+        d.set_align(4);
+        d.define(bytes.into_boxed_slice());
+        self.module.define_data(id, &d)?;
+        let gv = self.module.declare_data_in_func(id, self.b.func);
+        Ok(self.b.ins().symbol_value(I64, gv))
     }
 
     /// A NUL-terminated data object holding `s`, shared by equal strings.

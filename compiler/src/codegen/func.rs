@@ -43,6 +43,8 @@ pub(crate) struct Shared<'s> {
     pub cap: i64,
     /// Histograms of each global (bucket offsets inside its slot).
     pub hists: super::hist::Hists,
+    /// Data objects made so far (for unique names).
+    pub blobs: usize,
 }
 
 /// Where a local lives.

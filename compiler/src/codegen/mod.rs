@@ -18,15 +18,15 @@
 //! `meta.rs` (globals layout, metadata), `host.rs` (ptap's side: session
 //! globals, begin/end/timer), `jit.rs`.
 //!
-//! Compiled: long and string locals/globals/parameters, every operator but
-//! `=~`, if/while/for/break/continue/next/return/delete/try-catch, script
+//! Compiled: long and string locals/globals/parameters, every operator
+//! (`=~` through a small NFA compiled by `regex.rs`), if/while/for/break/continue/next/return/delete/try-catch, script
 //! functions (recursion bounded by MAXNESTING), printf/print/sprintf/sprint,
 //! the context (`argN` per ABI, `ret`, `@entry`, `register`), the context
 //! builtins, fault-safe target reads (and guru-mode writes), statistics,
 //! associative arrays with tuple keys (get/set/`+=`/`++`/in/delete/`<<<`/
 //! `@count(a[k])`...) and foreach (sort mark, limit, `v = k`), `@hist_log`
 //! and `@hist_linear` of statistics globals. Not yet (a clear compile error
-//! naming the construct): histograms of array elements, `=~`, `$name`
+//! naming the construct): histograms of array elements, `$name`
 //! (DWARF), foreach over arrays larger than
 //! 4096 entries (its index buffer is on the handler's stack).
 
@@ -41,6 +41,7 @@ mod hist;
 pub mod host;
 pub mod jit;
 pub mod meta;
+mod regex;
 mod stmt;
 
 use std::collections::HashMap;
@@ -209,6 +210,7 @@ pub fn compile<M: Module>(
         strings: HashMap::new(),
         cap,
         hists,
+        blobs: 0,
     };
     let mut ctx = module.make_context();
     let mut fbc = FunctionBuilderContext::new();

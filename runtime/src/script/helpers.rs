@@ -92,6 +92,7 @@ pub enum Helper {
     Ubacktrace,
     HistPrint,
     ZeroBytes,
+    Regex,
 }
 
 pub struct HelperDef {
@@ -226,6 +227,7 @@ pub static HELPERS: &[HelperDef] = &[
         hist_print
     ),
     h!(ZeroBytes, "ptap_h_zero_bytes", [C, L, L], false, zero_bytes),
+    h!(Regex, "ptap_h_regex", [A, A, L], true, regex_match),
 ];
 
 impl Helper {

@@ -16,6 +16,7 @@ pub mod map;
 mod map_helpers;
 pub mod meta;
 pub mod record;
+pub mod regex;
 
 use core::sync::atomic::Ordering;
 

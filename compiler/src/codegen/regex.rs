@@ -1,0 +1,353 @@
+//! `=~` patterns (POSIX extended syntax) compiled at compile time into the
+//! small NFA program `ptap_rt::script::regex` runs in the handler:
+//! literals, `.`, bracket expressions (ranges, `^` negation, `[:alpha:]`
+//! style classes), `^`, `$`, `*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}`, `|` and
+//! groups. Hand-written: the program format is the runtime's own (see
+//! there why no regex crate runs in the target).
+
+use ptap_rt::script::regex::{
+    MAX_INSTR, OP_ANY, OP_BOL, OP_CHAR, OP_CLASS, OP_EOL, OP_JMP, OP_MATCH, OP_SPLIT,
+};
+
+#[derive(Debug, Clone)]
+enum Node {
+    Char(u8),
+    Any,
+    Class([u8; 32]),
+    Bol,
+    Eol,
+    Cat(Vec<Node>),
+    Alt(Vec<Node>),
+    Repeat(Box<Node>, u32, Option<u32>),
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn alt(&mut self) -> Result<Node, String> {
+        let mut alts = vec![self.cat()?];
+        while self.peek() == Some(b'|') {
+            self.i += 1;
+            alts.push(self.cat()?);
+        }
+        Ok(if alts.len() == 1 {
+            alts.pop().unwrap_or(Node::Cat(Vec::new()))
+        } else {
+            Node::Alt(alts)
+        })
+    }
+
+    fn cat(&mut self) -> Result<Node, String> {
+        let mut items = Vec::new();
+        while let Some(c) = self.peek() {
+            if c == b'|' || c == b')' {
+                break;
+            }
+            let atom = self.atom()?;
+            items.push(self.repeats(atom)?);
+        }
+        Ok(Node::Cat(items))
+    }
+
+    fn repeats(&mut self, mut atom: Node) -> Result<Node, String> {
+        loop {
+            let (lo, hi) = match self.peek() {
+                Some(b'*') => (0, None),
+                Some(b'+') => (1, None),
+                Some(b'?') => (0, Some(1)),
+                Some(b'{') => {
+                    self.i += 1;
+                    let lo = self.number()?;
+                    let hi = if self.peek() == Some(b',') {
+                        self.i += 1;
+                        if self.peek() == Some(b'}') {
+                            None
+                        } else {
+                            Some(self.number()?)
+                        }
+                    } else {
+                        Some(lo)
+                    };
+                    if self.peek() != Some(b'}') {
+                        return Err("`{` without a closing `}`".into());
+                    }
+                    if hi.is_some_and(|h| h < lo) || lo > 100 || hi.is_some_and(|h| h > 100) {
+                        return Err("bad repetition bounds (0..100)".into());
+                    }
+                    (lo, hi)
+                }
+                _ => return Ok(atom),
+            };
+            self.i += 1;
+            atom = Node::Repeat(Box::new(atom), lo, hi);
+        }
+    }
+
+    fn number(&mut self) -> Result<u32, String> {
+        let start = self.i;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+        std::str::from_utf8(&self.s[start..self.i])
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| "a number is expected in `{}`".to_string())
+    }
+
+    fn atom(&mut self) -> Result<Node, String> {
+        let Some(c) = self.peek() else {
+            return Err("unexpected end".into());
+        };
+        self.i += 1;
+        Ok(match c {
+            b'.' => Node::Any,
+            b'^' => Node::Bol,
+            b'$' => Node::Eol,
+            b'(' => {
+                let inner = self.alt()?;
+                if self.peek() != Some(b')') {
+                    return Err("`(` without a closing `)`".into());
+                }
+                self.i += 1;
+                inner
+            }
+            b'[' => Node::Class(self.class()?),
+            b'*' | b'+' | b'?' | b'{' => {
+                return Err(format!("`{}` has nothing to repeat", c as char))
+            }
+            b'\\' => {
+                let Some(e) = self.peek() else {
+                    return Err("`\\` at the end".into());
+                };
+                self.i += 1;
+                Node::Char(match e {
+                    b'n' => b'\n',
+                    b't' => b'\t',
+                    other => other,
+                })
+            }
+            other => Node::Char(other),
+        })
+    }
+
+    fn class(&mut self) -> Result<[u8; 32], String> {
+        let mut set = [0u8; 32];
+        let mut add = |c: u8| set[c as usize >> 3] |= 1 << (c & 7);
+        let negate = self.peek() == Some(b'^');
+        if negate {
+            self.i += 1;
+        }
+        let mut first = true;
+        loop {
+            let Some(c) = self.peek() else {
+                return Err("`[` without a closing `]`".into());
+            };
+            if c == b']' && !first {
+                self.i += 1;
+                break;
+            }
+            first = false;
+            if c == b'[' && self.s.get(self.i + 1) == Some(&b':') {
+                let end = self.s[self.i..]
+                    .windows(2)
+                    .position(|w| w == b":]")
+                    .ok_or("unterminated `[:class:]`")?;
+                let name = std::str::from_utf8(&self.s[self.i + 2..self.i + end]).unwrap_or("");
+                let f: fn(u8) -> bool = match name {
+                    "alpha" => |c| c.is_ascii_alphabetic(),
+                    "digit" => |c| c.is_ascii_digit(),
+                    "alnum" => |c| c.is_ascii_alphanumeric(),
+                    "space" => |c| c.is_ascii_whitespace() || c == 0x0b,
+                    "upper" => |c| c.is_ascii_uppercase(),
+                    "lower" => |c| c.is_ascii_lowercase(),
+                    "punct" => |c| c.is_ascii_punctuation(),
+                    "xdigit" => |c| c.is_ascii_hexdigit(),
+                    _ => return Err(format!("unknown class `[:{name}:]`")),
+                };
+                (0..=255u8).filter(|&c| f(c)).for_each(&mut add);
+                self.i += end + 2;
+                continue;
+            }
+            self.i += 1;
+            if self.peek() == Some(b'-') && self.s.get(self.i + 1).is_some_and(|&n| n != b']') {
+                let hi = self.s[self.i + 1];
+                if hi < c {
+                    return Err("a range whose end is before its start".into());
+                }
+                (c..=hi).for_each(&mut add);
+                self.i += 2;
+            } else {
+                add(c);
+            }
+        }
+        if negate {
+            set.iter_mut().for_each(|b| *b = !*b);
+        }
+        Ok(set)
+    }
+}
+
+struct Emit {
+    code: Vec<u32>,
+    classes: Vec<[u8; 32]>,
+}
+
+impl Emit {
+    fn op(&mut self, op: u32, arg: usize) -> usize {
+        self.code.push(op << 24 | arg as u32);
+        self.code.len() - 1
+    }
+
+    /// SPLIT to `a` first, then `b` (patched later when `b` is unknown).
+    fn split(&mut self, a: usize, b: usize) -> usize {
+        let at = self.op(OP_SPLIT, a);
+        self.code.push(b as u32);
+        at
+    }
+
+    fn patch_arg(&mut self, at: usize, target: usize) {
+        self.code[at] = (self.code[at] & 0xff00_0000) | target as u32;
+    }
+
+    fn node(&mut self, n: &Node) -> Result<(), String> {
+        if self.code.len() > MAX_INSTR {
+            return Err(format!(
+                "the pattern is too large (more than {MAX_INSTR} instructions)"
+            ));
+        }
+        match n {
+            Node::Char(c) => _ = self.op(OP_CHAR, *c as usize),
+            Node::Any => _ = self.op(OP_ANY, 0),
+            Node::Bol => _ = self.op(OP_BOL, 0),
+            Node::Eol => _ = self.op(OP_EOL, 0),
+            Node::Class(set) => {
+                let k = self.classes.len();
+                self.classes.push(*set);
+                self.op(OP_CLASS, k);
+            }
+            Node::Cat(items) => items.iter().try_for_each(|i| self.node(i))?,
+            Node::Alt(alts) => {
+                // split L1, next; L1: a; jmp end; next: split L2, ... last alternative.
+                let mut jumps = Vec::new();
+                for (k, a) in alts.iter().enumerate() {
+                    if k + 1 < alts.len() {
+                        let s = self.split(0, 0);
+                        self.patch_arg(s, s + 2);
+                        self.node(a)?;
+                        jumps.push(self.op(OP_JMP, 0));
+                        let here = self.code.len();
+                        self.code[s + 1] = here as u32;
+                    } else {
+                        self.node(a)?;
+                    }
+                }
+                let end = self.code.len();
+                jumps.into_iter().for_each(|j| self.patch_arg(j, end));
+            }
+            Node::Repeat(inner, lo, hi) => {
+                for _ in 0..*lo {
+                    self.node(inner)?;
+                }
+                match hi {
+                    None => {
+                        // L: split body, end; body; jmp L
+                        let l = self.split(0, 0);
+                        self.patch_arg(l, l + 2);
+                        self.node(inner)?;
+                        self.op(OP_JMP, l);
+                        let end = self.code.len();
+                        self.code[l + 1] = end as u32;
+                    }
+                    Some(h) => {
+                        // Up to h - lo optional copies.
+                        let mut outs = Vec::new();
+                        for _ in *lo..*h {
+                            let s = self.split(0, 0);
+                            self.patch_arg(s, s + 2);
+                            outs.push(s + 1);
+                            self.node(inner)?;
+                        }
+                        let end = self.code.len();
+                        outs.into_iter().for_each(|o| self.code[o] = end as u32);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compile `pattern` into the runtime's program bytes.
+pub(crate) fn compile(pattern: &str) -> Result<Vec<u8>, String> {
+    let mut p = Parser {
+        s: pattern.as_bytes(),
+        i: 0,
+    };
+    let tree = p.alt()?;
+    if p.i != p.s.len() {
+        return Err("unbalanced `)`".into());
+    }
+    let mut e = Emit {
+        code: Vec::new(),
+        classes: Vec::new(),
+    };
+    e.node(&tree)?;
+    e.op(OP_MATCH, 0);
+    if e.code.len() > MAX_INSTR {
+        return Err(format!(
+            "the pattern is too large (more than {MAX_INSTR} instructions)"
+        ));
+    }
+    let mut out = Vec::new();
+    out.extend((e.code.len() as u32).to_le_bytes());
+    out.extend((e.classes.len() as u32).to_le_bytes());
+    e.code.iter().for_each(|w| out.extend(w.to_le_bytes()));
+    e.classes.iter().for_each(|c| out.extend(c));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compile;
+    use ptap_rt::script::regex::is_match;
+
+    fn m(p: &str, s: &str) -> bool {
+        is_match(&compile(p).unwrap(), s.as_bytes())
+    }
+
+    #[test]
+    fn matching() {
+        assert!(m("^ba(sh|r)$", "bash") && m("^ba(sh|r)$", "bar") && !m("^ba(sh|r)$", "bash2"));
+        assert!(m("x", "abxc") && !m("x", "abc"));
+        assert!(m("a.c", "zzabcz") && !m("a.c", "ac"));
+        assert!(m("^[0-9]+$", "12345") && !m("^[0-9]+$", "12a45") && !m("^[0-9]+$", ""));
+        assert!(m("^[^a-z]*$", "ABC1") && !m("^[^a-z]*$", "ABc"));
+        assert!(m("colou?r", "color") && m("colou?r", "colour") && !m("colou?r", "colouur"));
+        assert!(
+            m("^a{2,3}$", "aa")
+                && m("^a{2,3}$", "aaa")
+                && !m("^a{2,3}$", "aaaa")
+                && !m("^a{2,3}$", "a")
+        );
+        assert!(m("^(ab)*$", "") && m("^(ab)*$", "abab") && !m("^(ab)*$", "aba"));
+        assert!(m("[[:digit:]][[:alpha:]]", "x1y") && !m("[[:digit:]][[:alpha:]]", "xy1"));
+        assert!(m("", "anything") && m("$", "") && m("^$", ""));
+        assert!(m("a\\.b", "a.b") && !m("a\\.b", "axb"));
+        assert!(m("(a|b|c)+d", "zzbcad") && !m("(a|b|c)+d", "zzd"));
+        assert!(m("^/nonexistent/", "/nonexistent/a"));
+    }
+
+    #[test]
+    fn bad_patterns() {
+        for p in ["(", "a)", "[a", "*a", "a{3,1}", "[[:nope:]]", "\\"] {
+            assert!(compile(p).is_err(), "{p}");
+        }
+    }
+}
