@@ -19,16 +19,17 @@
 //! globals, begin/end/timer), `jit.rs`.
 //!
 //! Compiled: long and string locals/globals/parameters, every operator
-//! (`=~` through a small NFA compiled by `regex.rs`), if/while/for/break/continue/next/return/delete/try-catch, script
-//! functions (recursion bounded by MAXNESTING), printf/print/sprintf/sprint,
-//! the context (`argN` per ABI, `ret`, `@entry`, `register`), the context
-//! builtins, fault-safe target reads (and guru-mode writes), statistics,
-//! associative arrays with tuple keys (get/set/`+=`/`++`/in/delete/`<<<`/
-//! `@count(a[k])`...) and foreach (sort mark, limit, `v = k`), `@hist_log`
-//! and `@hist_linear` of statistics globals. Not yet (a clear compile error
-//! naming the construct): histograms of array elements, `$name`
-//! (DWARF), foreach over arrays larger than
-//! 4096 entries (its index buffer is on the handler's stack).
+//! (`=~` through a small NFA compiled by `regex.rs`), if/while/for/break/
+//! continue/next/return/delete/try-catch, script functions (recursion
+//! bounded by MAXNESTING), printf/print/sprintf/sprint, the context (`argN`
+//! per ABI, `ret`, `@entry`, `register`), the context builtins, fault-safe
+//! target reads (and guru-mode writes), statistics, associative arrays with
+//! tuple keys (get/set/`+=`/`++`/in/delete/`<<<`/`@count(a[k])`...),
+//! foreach (sort mark, limit, `v = k`), `@hist_log`/`@hist_linear` of
+//! statistics globals. Not yet (a clear compile error naming the
+//! construct): histograms of array elements, `$name` (DWARF), foreach over
+//! arrays larger than 4096 entries (its index buffer is on the handler's
+//! stack).
 
 mod agg;
 mod array;
