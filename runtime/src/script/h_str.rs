@@ -168,6 +168,22 @@ pub(super) unsafe extern "C" fn sprintf(
     unsafe { *dst.add(len) = 0 };
 }
 
+/// `s =~ re`: `prog` is the pattern compiled by ptap (`len` bytes, see
+/// `super::regex`); 1 when it matches anywhere in `s`.
+///
+/// # Safety
+/// `s` NUL-terminated; `prog` valid for `len` bytes.
+pub(super) unsafe extern "C" fn regex_match(s: *const u8, prog: *const u8, len: i64) -> i64 {
+    // SAFETY: caller contract.
+    let (s, prog) = unsafe {
+        (
+            core::slice::from_raw_parts(s, c_len(s, BIG)),
+            core::slice::from_raw_parts(prog, usize::try_from(len).unwrap_or(0)),
+        )
+    };
+    i64::from(super::regex::is_match(prog, s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,20 +232,4 @@ mod tests {
         let n = d.iter().position(|&b| b == 0).unwrap();
         assert_eq!(&d[..n], b"42:ab:00ff|    ");
     }
-}
-
-/// `s =~ re`: `prog` is the pattern compiled by ptap (`len` bytes, see
-/// `super::regex`); 1 when it matches anywhere in `s`.
-///
-/// # Safety
-/// `s` NUL-terminated; `prog` valid for `len` bytes.
-pub(super) unsafe extern "C" fn regex_match(s: *const u8, prog: *const u8, len: i64) -> i64 {
-    // SAFETY: caller contract.
-    let (s, prog) = unsafe {
-        (
-            core::slice::from_raw_parts(s, c_len(s, BIG)),
-            core::slice::from_raw_parts(prog, usize::try_from(len).unwrap_or(0)),
-        )
-    };
-    i64::from(super::regex::is_match(prog, s))
 }
