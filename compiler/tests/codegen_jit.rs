@@ -648,3 +648,22 @@ fn regular_expressions() {
     );
     assert_eq!(out, "1 1 0 0 1\n1 0 1 1\n");
 }
+
+#[test]
+fn histograms_of_array_elements() {
+    use ptap_compiler::output::{format_histogram, HistShape};
+    let e = env(
+        "global per\nprobe begin { for (i = 0; i < 6; i++) per[i % 2] <<< i; print(@hist_log(per[1])); print(@hist_linear(per[0], 0, 4, 2)); print(@hist_log(per[7])); delete per[1]; per[1] <<< 0; print(@hist_log(per[1])) }",
+    );
+    assert_eq!(e.run(0).0, 0);
+    let mut odd = vec![0i64; 128];
+    (odd[65], odd[66], odd[67]) = (1, 1, 1); // 1 | 3 | 5
+    let even = vec![0, 1, 1, 1, 0]; // 0 | 2 | 4 (<0, 0, 2, 4, >4)
+    let mut zero = vec![0i64; 128];
+    zero[64] = 1;
+    let want = format_histogram(HistShape::Log, &odd)
+        + &format_histogram(HistShape::Linear { lo: 0, step: 2 }, &even)
+        + &format_histogram(HistShape::Log, &[])
+        + &format_histogram(HistShape::Log, &zero);
+    assert_eq!(e.output(), want);
+}

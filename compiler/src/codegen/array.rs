@@ -33,7 +33,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     /// The keys in a stack array.
-    fn keys(&mut self, keys: &[Expr]) -> R<Value> {
+    pub(crate) fn keys(&mut self, keys: &[Expr]) -> R<Value> {
         let slot = self.b.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
             (8 * keys.len().max(1)) as u32,
@@ -154,7 +154,8 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         Ok(())
     }
 
-    /// `a[k] <<< v`.
+    /// `a[k] <<< v`: the helper updates count/sum/min/max and returns the
+    /// value's offset, where the compiled code adds to the histograms.
     pub(crate) fn aggregate_element(
         &mut self,
         global: usize,
@@ -165,8 +166,13 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         let (off, _, _) = self.array(global, span)?;
         let k = self.keys(keys)?;
         let c = self.ctx;
-        self.call_helper(Helper::MapAgg, &[c, off, k, v]);
+        let voff = self.call_long(Helper::MapAgg, &[c, off, k, v]);
         self.check_helper(span);
+        if !self.shared.hists[global].is_empty() {
+            let g = self.globals();
+            let p = self.b.ins().iadd(g, voff);
+            self.hist_add(global, p, v);
+        }
         Ok(())
     }
 

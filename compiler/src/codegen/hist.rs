@@ -5,7 +5,8 @@
 //! SystemTap: log — 128 buckets, bucket 64 holds 0, 64 + n holds values
 //! with n significant bits, 64 - n their negatives; linear(lo, hi, step) —
 //! `(hi - lo) / step + 3` buckets: underflow, one per step up to `hi`
-//! included, overflow. Histograms of array elements are not supported yet.
+//! included, overflow. Array elements keep the same buckets after their
+//! statistics value (the array's `hist_bytes`).
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
@@ -35,21 +36,13 @@ pub(crate) type Hists = Vec<Vec<(HistKind, u64)>>;
 /// Every histogram the script takes, per global.
 pub(crate) fn collect(script: &CheckedScript) -> Result<Hists, CodegenError> {
     let mut found: Vec<Vec<HistKind>> = vec![Vec::new(); script.globals.len()];
-    let mut err = None;
     let mut visit = |e: &Expr| {
         if let ExprKind::Hist { kind, target } = &e.kind {
-            match target {
-                AggTarget::Global(id) => {
-                    if !found[*id].contains(kind) {
-                        found[*id].push(*kind);
-                    }
-                }
-                AggTarget::Element { .. } => {
-                    err.get_or_insert(CodegenError::unsupported(
-                        "histograms of array elements (issue 6)",
-                        e.span,
-                    ));
-                }
+            let id = match target {
+                AggTarget::Global(id) | AggTarget::Element { global: id, .. } => *id,
+            };
+            if !found[id].contains(kind) {
+                found[id].push(*kind);
             }
         }
     };
@@ -59,9 +52,6 @@ pub(crate) fn collect(script: &CheckedScript) -> Result<Hists, CodegenError> {
     for p in &script.probes {
         p.body.iter().for_each(|s| walk_stmt(s, &mut visit));
         p.entry_exprs.iter().for_each(|e| walk_expr(e, &mut visit));
-    }
-    if let Some(e) = err {
-        return Err(e);
     }
     Ok(found
         .into_iter()
@@ -223,11 +213,13 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
 
     /// `print(@hist_log(s))`: one record with the non-empty buckets; ptap draws it.
     pub(crate) fn translate_hist_print(&mut self, e: &Expr, span: Span) -> R<Value> {
-        let ExprKind::Hist {
-            kind,
-            target: AggTarget::Global(id),
-        } = &e.kind
-        else {
+        let ExprKind::Hist { kind, target } = &e.kind else {
+            return unsupported("printing this histogram", span);
+        };
+        if let AggTarget::Element { global, keys } = target {
+            return self.hist_print_element(*kind, *global, keys, span);
+        }
+        let AggTarget::Global(id) = target else {
             return unsupported("printing this histogram", span);
         };
         let Some(&(_, off)) = self.shared.hists[*id].iter().find(|(k, _)| k == kind) else {
@@ -243,6 +235,34 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         self.call_helper(
             Helper::HistPrint,
             &[c, args[0], args[1], args[2], args[3], args[4]],
+        );
+        Ok(self.iconst(0))
+    }
+}
+
+impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
+    /// `print(@hist_log(a[k]))`: the element's buckets (empty when absent).
+    fn hist_print_element(
+        &mut self,
+        kind: HistKind,
+        global: usize,
+        keys: &[Expr],
+        span: Span,
+    ) -> R<Value> {
+        let Some(&(_, hoff)) = self.shared.hists[global].iter().find(|(k, _)| *k == kind) else {
+            return unsupported("a histogram the layout does not know", span);
+        };
+        let k = self.keys(keys)?;
+        let (kd, lo, step) = match kind {
+            HistKind::Log => (0, 0, 0),
+            HistKind::Linear { lo, step, .. } => (1, lo, step),
+        };
+        let off = self.shared.layout.offsets[global] as i64;
+        let c = self.ctx;
+        let a = [off, hoff as i64, kd, lo, step, buckets(kind) as i64].map(|v| self.iconst(v));
+        self.call_helper(
+            Helper::MapHistPrint,
+            &[c, a[0], k, a[1], a[2], a[3], a[4], a[5]],
         );
         Ok(self.iconst(0))
     }

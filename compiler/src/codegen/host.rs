@@ -40,6 +40,7 @@ pub fn init_globals(g: &Globals, meta: &Meta, target_pid: i32) {
                 value: a.value,
                 capacity: a.capacity,
                 cap: cap as u64,
+                hist_bytes: a.hist_bytes,
             };
             // SAFETY: the compiler laid this array out at gl.offset with this shape.
             unsafe { Map::at(g, gl.offset) }.init(&shape);

@@ -71,12 +71,18 @@ pub(crate) fn layout(
                         .collect(),
                     value: map_kind(*value),
                     capacity: g.capacity.unwrap_or(script.limits.maxmapentries),
+                    hist_bytes: if hists[gi].is_empty() {
+                        0
+                    } else {
+                        super::hist::slot_size(&hists[gi]) - 32
+                    },
                 };
                 let shape = Shape {
                     keys: a.keys.clone(),
                     value: a.value,
                     capacity: a.capacity,
                     cap,
+                    hist_bytes: a.hist_bytes,
                 };
                 (GlobalKind::Array, Slot::Bytes(shape.size()), Some(a))
             }

@@ -26,8 +26,8 @@
 //! target reads (and guru-mode writes), statistics, associative arrays with
 //! tuple keys (get/set/`+=`/`++`/in/delete/`<<<`/`@count(a[k])`...),
 //! foreach (sort mark, limit, `v = k`), `@hist_log`/`@hist_linear` of
-//! statistics globals. Not yet (a clear compile error naming the
-//! construct): histograms of array elements, `$name` (DWARF), foreach over
+//! statistics globals and array elements. Not yet (a clear compile error
+//! naming the construct): `$name` (DWARF), foreach over
 //! arrays larger than 4096 entries (its index buffer is on the handler's
 //! stack).
 

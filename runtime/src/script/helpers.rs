@@ -93,6 +93,7 @@ pub enum Helper {
     HistPrint,
     ZeroBytes,
     Regex,
+    MapHistPrint,
 }
 
 pub struct HelperDef {
@@ -188,7 +189,7 @@ pub static HELPERS: &[HelperDef] = &[
     h!(MapIn, "ptap_h_map_in", [C, L, A], true, map_in),
     h!(MapDelete, "ptap_h_map_delete", [C, L, A], false, map_delete),
     h!(MapClear, "ptap_h_map_clear", [C, L], false, map_clear),
-    h!(MapAgg, "ptap_h_map_agg", [C, L, A, L], false, map_agg),
+    h!(MapAgg, "ptap_h_map_agg", [C, L, A, L], true, map_agg),
     h!(MapStat, "ptap_h_map_stat", [C, L, A, L], true, map_stat),
     h!(
         MapSorted,
@@ -228,6 +229,13 @@ pub static HELPERS: &[HelperDef] = &[
     ),
     h!(ZeroBytes, "ptap_h_zero_bytes", [C, L, L], false, zero_bytes),
     h!(Regex, "ptap_h_regex", [A, A, L], true, regex_match),
+    h!(
+        MapHistPrint,
+        "ptap_h_map_hist_print",
+        [C, L, A, L, L, L, L, L],
+        false,
+        map_hist_print
+    ),
 ];
 
 impl Helper {

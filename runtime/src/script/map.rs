@@ -5,13 +5,14 @@
 //!
 //! | offset | what |
 //! |---|---|
-//! | 0 | [`Header`] (64 bytes) |
-//! | 64 | `nslots` entries of `entry_size` bytes |
+//! | 0 | [`Header`] (128 bytes) |
+//! | 128 | `nslots` entries of `entry_size` bytes |
 //!
 //! An entry is `state (u64), hash (u64), keys..., value`. A long key is 8
 //! bytes, a string key `round8(cap)` bytes (NUL-terminated); a long value
 //! 8 bytes, a string value a sequence word + `round8(cap)` bytes, a
-//! statistics value `count, sum, min, max`.
+//! statistics value `count, sum, min, max` followed by `hist_bytes` of
+//! histogram buckets (zeroed when the entry is inserted).
 //!
 //! `nslots` is the smallest power of two >= 2 x capacity. States go
 //! EMPTY -> BUSY (an inserter owns it and writes the key) -> LIVE, LIVE ->
@@ -36,7 +37,7 @@ pub const BUSY: u64 = 1;
 pub const LIVE: u64 = 2;
 pub const DEAD: u64 = 3;
 
-pub const HEADER_SIZE: u64 = 64;
+pub const HEADER_SIZE: u64 = 128;
 const SPIN_LIMIT: u32 = 1 << 20;
 /// Most keys in one array.
 pub const MAX_KEYS: usize = 8;
@@ -65,6 +66,8 @@ pub struct Header {
     pub cap: AtomicU64,
     /// Insert lock: 0 free, 1 held.
     pub lock: AtomicU64,
+    /// Histogram bytes after a statistics value.
+    pub hist_bytes: AtomicU64,
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() as u64 <= HEADER_SIZE);
@@ -77,6 +80,8 @@ pub struct Shape {
     pub capacity: u64,
     /// MAXSTRINGLEN + 1.
     pub cap: u64,
+    /// Histogram buckets after a statistics value (bytes, multiple of 8).
+    pub hist_bytes: u64,
 }
 
 fn round8(n: u64) -> u64 {
@@ -101,7 +106,7 @@ impl Shape {
         let value = match self.value {
             Kind::Long => 8,
             Kind::Str => 8 + round8(self.cap),
-            Kind::Stats => 32,
+            Kind::Stats => 32 + round8(self.hist_bytes),
         };
         16 + keys + value
     }
@@ -158,6 +163,8 @@ impl Map {
         h.entry_size.store(shape.entry_size(), Ordering::Relaxed);
         h.keys.store(bits, Ordering::Relaxed);
         h.value.store(shape.value as u64, Ordering::Relaxed);
+        h.hist_bytes
+            .store(round8(shape.hist_bytes), Ordering::Relaxed);
         h.cap.store(shape.cap, Ordering::Release);
     }
 
@@ -442,6 +449,8 @@ impl Map {
                     w.add(1).write(0);
                     w.add(2).write(i64::MAX);
                     w.add(3).write(i64::MIN);
+                    let extra = self.header().hist_bytes.load(Ordering::Relaxed) as usize;
+                    core::ptr::write_bytes(vp.add(32), 0, extra);
                 }
             }
             (self.entry(i).add(8) as *mut u64).write(h);
@@ -518,6 +527,7 @@ mod tests {
             value: Kind::Long,
             capacity: 3,
             cap: 16,
+            hist_bytes: 0,
         };
         let (_mem, _g, m) = mk(&shape);
         let k = |n: i64, s: &core::ffi::CStr| [n, s.as_ptr() as i64];
@@ -553,6 +563,7 @@ mod tests {
             value: Kind::Long,
             capacity: 4,
             cap: 16,
+            hist_bytes: 0,
         };
         let (_mem, _g, m) = mk(&shape);
         for n in 0..10_000i64 {
@@ -575,6 +586,7 @@ mod tests {
             value: Kind::Long,
             capacity: 64,
             cap: 16,
+            hist_bytes: 0,
         };
         let (mut mem, _g, _m) = mk(&shape);
         let base = mem.as_mut_ptr() as usize;

@@ -137,12 +137,15 @@ pub(crate) unsafe extern "C" fn map_clear(ctx: *mut ProbeCtx, off: i64) {
     }
 }
 
-/// `a[k] <<< v`.
+/// `a[k] <<< v`; returns the value's offset in the globals area (where
+/// compiled code adds to the element's histograms), or -1 after an error.
 ///
 /// # Safety
 /// Helper contract.
-pub(crate) unsafe extern "C" fn map_agg(ctx: *mut ProbeCtx, off: i64, keys: Keys, v: i64) {
-    let Some((g, m)) = map(ctx, off) else { return };
+pub(crate) unsafe extern "C" fn map_agg(ctx: *mut ProbeCtx, off: i64, keys: Keys, v: i64) -> i64 {
+    let Some((g, m)) = map(ctx, off) else {
+        return -1;
+    };
     // SAFETY: helper contract.
     match unsafe { m.find_or_insert(keys) } {
         Ok(i) => {
@@ -151,9 +154,39 @@ pub(crate) unsafe extern "C" fn map_agg(ctx: *mut ProbeCtx, off: i64, keys: Keys
             g.long(o + stats::SUM).fetch_add(v, Ordering::Relaxed);
             g.long(o + stats::MIN).fetch_min(v, Ordering::Relaxed);
             g.long(o + stats::MAX).fetch_max(v, Ordering::Relaxed);
+            o as i64
         }
-        Err(e) => full(ctx, e),
+        Err(e) => {
+            full(ctx, e);
+            -1
+        }
     }
+}
+
+/// `print(@hist_...(a[k]))`: the histogram at `hoff` inside the element's
+/// value (an empty one when the element is absent).
+///
+/// # Safety
+/// Helper contract.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe extern "C" fn map_hist_print(
+    ctx: *mut ProbeCtx,
+    off: i64,
+    keys: Keys,
+    hoff: i64,
+    kind: i64,
+    lo: i64,
+    step: i64,
+    n: i64,
+) {
+    let Some((g, m)) = map(ctx, off) else { return };
+    // SAFETY: helper contract.
+    let (at, n) = match unsafe { m.find(keys) } {
+        Some(i) => (value_off(&g, &m, i) as i64 + hoff, n),
+        None => (0, 0),
+    };
+    // SAFETY: the element's buckets lie inside the globals area.
+    unsafe { super::h_out::hist_print(ctx, at, kind, lo, step, n) };
 }
 
 /// `@count(a[k])` (op 0), `@sum` (1), `@min` (2), `@max` (3), `@avg` (4).

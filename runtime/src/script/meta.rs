@@ -48,6 +48,8 @@ pub struct ArrayMeta {
     pub keys: Vec<super::map::Kind>,
     pub value: super::map::Kind,
     pub capacity: u64,
+    /// Histogram bytes after each statistics value.
+    pub hist_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,13 +344,18 @@ fn letter_kind(c: char) -> Option<super::map::Kind> {
     })
 }
 
-/// `-`, or `KEYS/VALUE/CAPACITY` (e.g. `LS/L/2048`).
+/// `-`, or `KEYS/VALUE/CAPACITY/HIST_BYTES` (e.g. `LS/L/2048/0`).
 fn array_field(a: &Option<ArrayMeta>) -> String {
     match a {
         None => "-".into(),
         Some(a) => {
             let keys: String = a.keys.iter().map(|&k| kind_letter(k)).collect();
-            format!("{keys}/{}/{}", kind_letter(a.value), a.capacity)
+            format!(
+                "{keys}/{}/{}/{}",
+                kind_letter(a.value),
+                a.capacity,
+                a.hist_bytes
+            )
         }
     }
 }
@@ -365,10 +372,12 @@ fn parse_array(s: &str) -> Option<Option<ArrayMeta>> {
         .collect::<Option<Vec<_>>>()?;
     let value = letter_kind(it.next()?.chars().next()?)?;
     let capacity = it.next()?.parse().ok()?;
+    let hist_bytes = it.next()?.parse().ok()?;
     Some(Some(ArrayMeta {
         keys,
         value,
         capacity,
+        hist_bytes,
     }))
 }
 
@@ -515,6 +524,7 @@ mod tests {
                         keys: vec![super::super::map::Kind::Long, super::super::map::Kind::Str],
                         value: super::super::map::Kind::Stats,
                         capacity: 9,
+                        hist_bytes: 1024,
                     }),
                 },
             ],
