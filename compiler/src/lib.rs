@@ -7,4 +7,7 @@ pub mod codegen;
 pub mod output;
 
 pub use codegen::jit::Jit;
-pub use codegen::{compile, emit_object, ir_text, CodegenError, CompiledModule};
+pub use codegen::{
+    compile, compile_for, emit_object, emit_object_for, ir_text, ir_text_for, CodegenError,
+    CompiledModule,
+};

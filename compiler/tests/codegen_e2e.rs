@@ -51,7 +51,7 @@ struct Run {
 fn run(script: &str, cmd: &[&str]) -> Run {
     let checked = ptap_lang::frontend("<command line>", script, &ptap_lang::Options::default())
         .unwrap_or_else(|f| panic!("{}", f.render()));
-    let prog = Program::compile(&checked).unwrap();
+    let prog = Program::compile_for(&checked, Some(std::path::Path::new(cmd[0]))).unwrap();
     let obj = support::out_dir().join(
         format!(
             "codegen_e2e_{}_{:?}.o",
@@ -345,4 +345,45 @@ fn latency_pattern_reuses_deleted_entries() {
     );
     assert_eq!(r.stdout, "12000 1\n", "stderr: {}", r.stderr);
     assert_eq!(r.errors, 0);
+}
+
+#[test]
+fn target_variables_from_dwarf() {
+    let r = run(
+        "probe kprobe(work) { if ($x < 3) printf(\"x=%d\\n\", $x) }\n\
+         probe kretprobe(work) { if (@entry($x) == 2) printf(\"work(2)=%d\\n\", ret) }",
+        &[&hot(), "4"],
+    );
+    assert_eq!(
+        r.stdout, "x=0\nx=1\nx=2\nwork(2)=5\n",
+        "stderr: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn target_variable_errors_name_the_problem() {
+    let exe = support::compile("hot");
+    let check = |src: &str| {
+        let c = ptap_lang::frontend("t.pt", src, &ptap_lang::Options::default()).unwrap();
+        Program::compile_for(&c, Some(&exe)).err().unwrap()
+    };
+    assert_eq!(
+        check("probe kprobe(work) { print($nope) }"),
+        "cannot compile `$nope`: `work` has no parameter or variable `nope` in the debug information"
+    );
+    assert_eq!(
+        check("probe kretprobe(work) { print($x) }"),
+        "cannot compile `$x`: only available at the entry of a function of the main executable, not in kretprobe(work)"
+    );
+    let c = ptap_lang::frontend(
+        "t.pt",
+        "probe kprobe(work) { print($x) }",
+        &ptap_lang::Options::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        Program::compile(&c).err().unwrap(),
+        "cannot compile `$x`: target variables need the target executable (-c CMD) with debug information"
+    );
 }

@@ -372,7 +372,10 @@ fn unsupported_constructs_are_clear_errors() {
     let err = compile("probe kprobe(work) { print($count) }")
         .err()
         .unwrap();
-    assert_eq!(err, "cannot compile `$name` target variables (DWARF)");
+    assert_eq!(
+        err,
+        "cannot compile `$count`: target variables need the target executable (-c CMD) with debug information"
+    );
     let err = compile("probe begin { s = \"abc\"; if (s =~ \"a{5,2}\") print(1) }")
         .err()
         .unwrap();

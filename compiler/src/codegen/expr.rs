@@ -59,7 +59,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 subject,
                 pattern,
             } => self.translate_regex(*negate, subject, pattern, e.span),
-            ExprKind::TargetVar(_) => unsupported("`$name` target variables (DWARF)", e.span),
+            ExprKind::TargetVar(name) => self.translate_target_var(name, e.span),
         }
     }
 
@@ -227,6 +227,28 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 self.b.ins().select(sys, r10, cx)
             }
         }
+    }
+
+    /// `$name`: its register, sign- or zero-extended from its type's size.
+    pub(crate) fn translate_target_var(&mut self, name: &str, span: Span) -> R<Value> {
+        let Some(loc) = self.tvars.get(name).copied() else {
+            return unsupported(&format!("`${name}` here (only in probe handlers)"), span);
+        };
+        let v = self.reg(loc.reg);
+        if loc.size == 8 {
+            return Ok(v);
+        }
+        let ty = match loc.size {
+            1 => cranelift_codegen::ir::types::I8,
+            2 => cranelift_codegen::ir::types::I16,
+            _ => I32,
+        };
+        let narrow = self.b.ins().ireduce(ty, v);
+        Ok(if loc.signed {
+            self.b.ins().sextend(I64, narrow)
+        } else {
+            self.b.ins().uextend(I64, narrow)
+        })
     }
 
     pub(crate) fn translate_entry(&mut self, i: usize) -> Value {

@@ -88,6 +88,8 @@ pub(crate) struct FunctionTranslator<'a, 'f, 's, M: Module> {
     /// innermost `try`.
     pub error_target: Block,
     pub kind: Kind,
+    /// `$name` locations of the probe being translated.
+    pub tvars: HashMap<String, super::dwarf::VarLoc>,
     funcs: HashMap<FuncId, FuncRef>,
     /// Per (error code, error target): a block taking the location id (i32)
     /// that stores code + location in the ctx and jumps to the target.
@@ -121,6 +123,7 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
             error_exit: Block::from_u32(0),
             error_target: Block::from_u32(0),
             kind,
+            tvars: HashMap::new(),
             funcs: HashMap::new(),
             fail_blocks: HashMap::new(),
             helper_fail: HashMap::new(),

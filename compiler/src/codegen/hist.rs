@@ -74,7 +74,7 @@ pub(crate) fn slot_size(h: &[(HistKind, u64)]) -> u64 {
     h.last().map_or(32, |&(k, o)| o + 8 * buckets(k))
 }
 
-fn walk_stmt(s: &Stmt, f: &mut impl FnMut(&Expr)) {
+pub(crate) fn walk_stmt(s: &Stmt, f: &mut impl FnMut(&Expr)) {
     match &s.kind {
         StmtKind::Expr(e) => walk_expr(e, f),
         StmtKind::Block(ss) => ss.iter().for_each(|s| walk_stmt(s, f)),
@@ -136,7 +136,7 @@ fn walk_lvalue(t: &LValue, f: &mut impl FnMut(&Expr)) {
     }
 }
 
-fn walk_expr(e: &Expr, f: &mut impl FnMut(&Expr)) {
+pub(crate) fn walk_expr(e: &Expr, f: &mut impl FnMut(&Expr)) {
     f(e);
     match &e.kind {
         ExprKind::Unary { operand, .. } => walk_expr(operand, f),

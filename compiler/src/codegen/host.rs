@@ -261,7 +261,16 @@ pub struct Program {
 impl Program {
     /// Compile a checked script (`ptap -e`, `ptap SCRIPT.pt`).
     pub fn compile(script: &ptap_lang::CheckedScript) -> Result<Program, String> {
-        let object = super::emit_object(script).map_err(|e| e.to_string())?;
+        Program::compile_for(script, None)
+    }
+
+    /// Compile with `$name` target variables resolved in `exe`'s DWARF
+    /// (the -c command's executable).
+    pub fn compile_for(
+        script: &ptap_lang::CheckedScript,
+        exe: Option<&std::path::Path>,
+    ) -> Result<Program, String> {
+        let object = super::emit_object_for(script, exe).map_err(|e| e.to_string())?;
         Program::from_object(object)
     }
 

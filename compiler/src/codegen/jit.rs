@@ -7,7 +7,7 @@ use ptap_lang::checked::CheckedScript;
 use ptap_rt::script::ctx::Handler;
 use ptap_rt::script::helpers;
 
-use super::{compile, host_isa, CodegenError, CompiledModule};
+use super::{compile_for, host_isa, CodegenError, CompiledModule};
 
 pub struct Jit {
     module: Option<JITModule>,
@@ -18,12 +18,20 @@ pub struct Jit {
 
 impl Jit {
     pub fn new(script: &CheckedScript) -> Result<Jit, CodegenError> {
+        Jit::new_for(script, None)
+    }
+
+    /// [`Jit::new`] with `$name` resolved in `exe`'s DWARF.
+    pub fn new_for(
+        script: &CheckedScript,
+        exe: Option<&std::path::Path>,
+    ) -> Result<Jit, CodegenError> {
         let mut b = JITBuilder::with_isa(host_isa()?, cranelift_module::default_libcall_names());
         for (name, addr) in helpers::symbols() {
             b.symbol(name, addr as *const u8);
         }
         let mut module = JITModule::new(b);
-        let compiled = compile(script, &mut module)?;
+        let compiled = compile_for(script, &mut module, exe)?;
         module.finalize_definitions()?;
         let as_handler = |p: *const u8| {
             // SAFETY: every handler is defined with the signature

@@ -26,14 +26,17 @@
 //! target reads (and guru-mode writes), statistics, associative arrays with
 //! tuple keys (get/set/`+=`/`++`/in/delete/`<<<`/`@count(a[k])`...),
 //! foreach (sort mark, limit, `v = k`), `@hist_log`/`@hist_linear` of
-//! statistics globals and array elements. Not yet (a clear compile error
-//! naming the construct): `$name` (DWARF), foreach over
+//! statistics globals and array elements, `$name` at function entries
+//! (DWARF of the target executable, `dwarf.rs`/`tvars.rs`). Not yet (a
+//! clear compile error naming the construct): `$name` elsewhere or
+//! written, foreach over
 //! arrays larger than 4096 entries (its index buffer is on the handler's
 //! stack).
 
 mod agg;
 mod array;
 mod builtin;
+mod dwarf;
 mod expr;
 mod format;
 mod func;
@@ -44,6 +47,7 @@ pub mod jit;
 pub mod meta;
 mod regex;
 mod stmt;
+mod tvars;
 
 use std::collections::HashMap;
 
@@ -163,6 +167,17 @@ pub fn compile<M: Module>(
     script: &CheckedScript,
     module: &mut M,
 ) -> Result<CompiledModule, CodegenError> {
+    compile_for(script, module, None)
+}
+
+/// [`compile`], with `$name` target variables resolved in the DWARF of
+/// `exe` (the target executable).
+pub fn compile_for<M: Module>(
+    script: &CheckedScript,
+    module: &mut M,
+    exe: Option<&std::path::Path>,
+) -> Result<CompiledModule, CodegenError> {
+    let probe_vars = tvars::resolve_all(script, exe)?;
     let hists = hist::collect(script)?;
     let layout = meta::layout(script, &hists)?;
     let helpers = helpers::HelperIds::declare(module)?;
@@ -281,6 +296,7 @@ pub fn compile<M: Module>(
                     c,
                     Kind::Handler { args: arg_sel(p) },
                 );
+                t.tvars = probe_vars[i].1.clone();
                 t.declare_locals(&p.locals);
                 for (k, e) in p.entry_exprs.iter().enumerate() {
                     if e.ty != Type::Long {
@@ -310,6 +326,7 @@ pub fn compile<M: Module>(
                 c,
                 Kind::Handler { args: arg_sel(p) },
             );
+            t.tvars = probe_vars[i].0.clone();
             t.declare_locals(&p.locals);
             t.translate_block(&p.body)?;
             t.finish(true);
@@ -350,6 +367,14 @@ fn define<M: Module>(
 /// handlers in `.text`, string literals in data sections, the helpers as
 /// undefined symbols and the metadata in a `.ptap_meta` section.
 pub fn emit_object(script: &CheckedScript) -> Result<Vec<u8>, CodegenError> {
+    emit_object_for(script, None)
+}
+
+/// [`emit_object`] with `$name` resolved against `exe` ([`compile_for`]).
+pub fn emit_object_for(
+    script: &CheckedScript,
+    exe: Option<&std::path::Path>,
+) -> Result<Vec<u8>, CodegenError> {
     use cranelift_object::object::write::StandardSegment;
     use cranelift_object::object::SectionKind;
     use cranelift_object::{ObjectBuilder, ObjectModule};
@@ -360,7 +385,7 @@ pub fn emit_object(script: &CheckedScript) -> Result<Vec<u8>, CodegenError> {
         cranelift_module::default_libcall_names(),
     )?;
     let mut module = ObjectModule::new(builder);
-    let compiled = compile(script, &mut module)?;
+    let compiled = compile_for(script, &mut module, exe)?;
     let mut product = module.finish();
     let obj = &mut product.object;
     let seg = obj.segment_name(StandardSegment::Data).to_vec();
@@ -377,6 +402,14 @@ pub fn emit_object(script: &CheckedScript) -> Result<Vec<u8>, CodegenError> {
 
 /// `ptap -p3`: the Cranelift IR of every function, as text.
 pub fn ir_text(script: &CheckedScript) -> Result<String, CodegenError> {
+    ir_text_for(script, None)
+}
+
+/// [`ir_text`] with `$name` resolved against `exe` ([`compile_for`]).
+pub fn ir_text_for(
+    script: &CheckedScript,
+    exe: Option<&std::path::Path>,
+) -> Result<String, CodegenError> {
     use cranelift_object::{ObjectBuilder, ObjectModule};
     let isa = host_isa()?;
     let builder = ObjectBuilder::new(
@@ -385,7 +418,7 @@ pub fn ir_text(script: &CheckedScript) -> Result<String, CodegenError> {
         cranelift_module::default_libcall_names(),
     )?;
     let mut module = ObjectModule::new(builder);
-    let compiled = compile(script, &mut module)?;
+    let compiled = compile_for(script, &mut module, exe)?;
     let mut out = String::new();
     for (name, text) in &compiled.ir {
         out.push_str(&format!("; {name}\n{text}\n"));

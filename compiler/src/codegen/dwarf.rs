@@ -1,0 +1,275 @@
+//! `$name`: a parameter or variable of the probed function, found in the
+//! target executable's DWARF (gimli) when the script is compiled. Only
+//! function entries (`kprobe(f)`, `jprobe(f)` of the main executable) are
+//! supported: there the location is a register (an expression or the
+//! location-list entry covering the entry address). A parameter the DWARF
+//! keeps on the frame (`-O0` code: `DW_OP_fbreg`, valid only after the
+//! prologue) is read at entry from its SysV argument register.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::rc::Rc;
+
+use gimli::{
+    constants as dw, AttributeValue, EndianRcSlice, Operation, Reader, RunTimeEndian, UnitOffset,
+};
+use object::{Object, ObjectSection};
+use ptap_arch::regs::offset as regoff;
+
+type R = EndianRcSlice<RunTimeEndian>;
+
+/// Where a target variable is at the probed function's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VarLoc {
+    /// Offset of its register in `PtRegs`.
+    pub reg: usize,
+    /// Bytes of the value (1, 2, 4 or 8).
+    pub size: u8,
+    pub signed: bool,
+}
+
+/// The DWARF of one executable.
+pub(crate) struct Debug {
+    dwarf: gimli::Dwarf<R>,
+}
+
+/// DWARF x86-64 register numbers 0..=16 as `PtRegs` offsets.
+const DWARF_REGS: [usize; 16] = [
+    regoff::AX,
+    regoff::DX,
+    regoff::CX,
+    regoff::BX,
+    regoff::SI,
+    regoff::DI,
+    regoff::BP,
+    regoff::SP,
+    regoff::R8,
+    regoff::R9,
+    regoff::R10,
+    regoff::R11,
+    regoff::R12,
+    regoff::R13,
+    regoff::R14,
+    regoff::R15,
+];
+
+/// SysV integer argument registers.
+const ARG_REGS: [usize; 6] = [
+    regoff::DI,
+    regoff::SI,
+    regoff::DX,
+    regoff::CX,
+    regoff::R8,
+    regoff::R9,
+];
+
+fn err(e: gimli::Error) -> String {
+    format!("bad DWARF: {e}")
+}
+
+impl Debug {
+    pub(crate) fn load(path: &Path) -> Result<Debug, String> {
+        let data =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+        let endian = if file.is_little_endian() {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
+        let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
+            let bytes = file
+                .section_by_name(id.name())
+                .and_then(|s| s.uncompressed_data().ok())
+                .unwrap_or(Cow::Borrowed(&[]));
+            Ok(EndianRcSlice::new(Rc::from(&*bytes), endian))
+        };
+        let dwarf = gimli::Dwarf::load(load).map_err(err)?;
+        Ok(Debug { dwarf })
+    }
+
+    /// `$var` at the entry of function `func`.
+    pub(crate) fn entry_var(&self, func: &str, var: &str) -> Result<VarLoc, String> {
+        let mut units = self.dwarf.units();
+        let mut found_func = false;
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut cursor = unit.entries();
+            let mut depth = 0isize;
+            // Inside the matching subprogram: (its depth, entry pc, parameter count so far).
+            let mut inside: Option<(isize, u64, usize)> = None;
+            while let Some((delta, e)) = cursor.next_dfs().map_err(err)? {
+                depth += delta;
+                if let Some((d, _, _)) = inside {
+                    if depth <= d {
+                        inside = None;
+                    }
+                }
+                if let Some((d, pc, nparam)) = inside.as_mut() {
+                    if depth != *d + 1 {
+                        continue;
+                    }
+                    let is_param = e.tag() == dw::DW_TAG_formal_parameter;
+                    let index = *nparam;
+                    if is_param {
+                        *nparam += 1;
+                    }
+                    if !(is_param || e.tag() == dw::DW_TAG_variable)
+                        || self.name(&u, e)?.as_deref() != Some(var)
+                    {
+                        continue;
+                    }
+                    let (size, signed) = self.scalar_type(&u, e)?;
+                    let reg = self.entry_reg(&u, e, *pc, is_param.then_some(index))?;
+                    return Ok(VarLoc { reg, size, signed });
+                }
+                if e.tag() != dw::DW_TAG_subprogram || self.name(&u, e)?.as_deref() != Some(func) {
+                    continue;
+                }
+                let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
+                    continue;
+                };
+                let Some(pc) = u.attr_address(low).map_err(err)? else {
+                    continue;
+                };
+                found_func = true;
+                inside = Some((depth, pc, 0));
+            }
+        }
+        Err(if found_func {
+            format!("`{func}` has no parameter or variable `{var}` in the debug information")
+        } else {
+            format!("no debug information for function `{func}` (compile the target with -g)")
+        })
+    }
+
+    /// A DIE's name, directly or through its abstract origin / specification.
+    fn name(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+    ) -> Result<Option<String>, String> {
+        if let Some(n) = e.attr_value(dw::DW_AT_name).map_err(err)? {
+            let s = u.attr_string(n).map_err(err)?;
+            return Ok(Some(
+                String::from_utf8_lossy(&s.to_slice().map_err(err)?).into_owned(),
+            ));
+        }
+        for at in [dw::DW_AT_abstract_origin, dw::DW_AT_specification] {
+            if let Some(AttributeValue::UnitRef(off)) = e.attr_value(at).map_err(err)? {
+                let origin = u.entry(off).map_err(err)?;
+                return self.name(u, &origin);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The register holding the variable at `pc` (the function's entry).
+    fn entry_reg(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        pc: u64,
+        param: Option<usize>,
+    ) -> Result<usize, String> {
+        let Some(loc) = e.attr_value(dw::DW_AT_location).map_err(err)? else {
+            return Err("its value is optimized out".into());
+        };
+        let expr = match loc {
+            AttributeValue::Exprloc(expr) => expr,
+            other => {
+                let mut list = u
+                    .attr_locations(other)
+                    .map_err(err)?
+                    .ok_or("an unsupported location form")?;
+                let mut at_entry = None;
+                while let Some(l) = list.next().map_err(err)? {
+                    if l.range.begin <= pc && pc < l.range.end {
+                        at_entry = Some(l.data);
+                        break;
+                    }
+                }
+                at_entry.ok_or("it has no location at the function's entry")?
+            }
+        };
+        let mut ops = expr.operations(u.unit.encoding());
+        match ops.next().map_err(err)? {
+            Some(Operation::Register { register }) if (register.0 as usize) < DWARF_REGS.len() => {
+                Ok(DWARF_REGS[register.0 as usize])
+            }
+            Some(Operation::FrameOffset { .. }) if param.is_some_and(|i| i < ARG_REGS.len()) => {
+                Ok(ARG_REGS[param.unwrap_or(0)])
+            }
+            _ => Err("its location at the function's entry is not a register".into()),
+        }
+    }
+
+    /// (size, signed) of a scalar variable's type.
+    fn scalar_type(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+    ) -> Result<(u8, bool), String> {
+        let mut off = self.type_of(u, e)?;
+        for _ in 0..16 {
+            let Some(o) = off else {
+                return Err("it has no type".into());
+            };
+            let t = u.entry(o).map_err(err)?;
+            let size = |t: &gimli::DebuggingInformationEntry<'_, '_, R>| -> Result<u8, String> {
+                match t
+                    .attr_value(dw::DW_AT_byte_size)
+                    .map_err(err)?
+                    .and_then(|v| v.udata_value())
+                {
+                    Some(n @ (1 | 2 | 4 | 8)) => Ok(n as u8),
+                    _ => Err("its type is not 1, 2, 4 or 8 bytes".into()),
+                }
+            };
+            match t.tag() {
+                dw::DW_TAG_pointer_type | dw::DW_TAG_reference_type => return Ok((8, false)),
+                dw::DW_TAG_base_type => {
+                    let enc = t.attr_value(dw::DW_AT_encoding).map_err(err)?;
+                    let signed = matches!(
+                        enc,
+                        Some(AttributeValue::Encoding(
+                            dw::DW_ATE_signed | dw::DW_ATE_signed_char
+                        ))
+                    );
+                    let float = matches!(enc, Some(AttributeValue::Encoding(dw::DW_ATE_float)));
+                    if float {
+                        return Err("floating-point values are not supported".into());
+                    }
+                    return Ok((size(&t)?, signed));
+                }
+                dw::DW_TAG_enumeration_type => return Ok((size(&t)?, true)),
+                dw::DW_TAG_typedef
+                | dw::DW_TAG_const_type
+                | dw::DW_TAG_volatile_type
+                | dw::DW_TAG_restrict_type => {
+                    off = self.type_of(u, &t)?;
+                }
+                _ => return Err("it is not a number or a pointer".into()),
+            }
+        }
+        Err("its type chain is too long".into())
+    }
+
+    fn type_of(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+    ) -> Result<Option<UnitOffset>, String> {
+        if let Some(AttributeValue::UnitRef(o)) = e.attr_value(dw::DW_AT_type).map_err(err)? {
+            return Ok(Some(o));
+        }
+        if let Some(AttributeValue::UnitRef(o)) =
+            e.attr_value(dw::DW_AT_abstract_origin).map_err(err)?
+        {
+            let origin = u.entry(o).map_err(err)?;
+            return self.type_of(u, &origin);
+        }
+        Ok(None)
+    }
+}

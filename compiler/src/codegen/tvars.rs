@@ -1,0 +1,108 @@
+//! `$name` resolution per probe: every target variable a probe uses is
+//! looked up once in the target's DWARF ([`super::dwarf`]) for each of the
+//! probe's points; all points must agree on where it is.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ptap_lang::checked::{CheckedScript, ExprKind, PointKind, Probe, Target};
+use ptap_lang::Span;
+
+use super::dwarf::{Debug, VarLoc};
+use super::hist::{walk_expr, walk_stmt};
+use super::CodegenError;
+
+/// Per probe: (variables of its body, variables of its `@entry` expressions).
+pub(crate) type ProbeVars = Vec<(HashMap<String, VarLoc>, HashMap<String, VarLoc>)>;
+
+fn used(exprs: impl FnOnce(&mut dyn FnMut(&ptap_lang::checked::Expr))) -> Vec<(String, Span)> {
+    let mut out: Vec<(String, Span)> = Vec::new();
+    exprs(&mut |e| {
+        if let ExprKind::TargetVar(n) = &e.kind {
+            if !out.iter().any(|(m, _)| m == n) {
+                out.push((n.clone(), e.span));
+            }
+        }
+    });
+    out
+}
+
+/// The function whose entry a point probes, for target variables.
+fn entry_function(kind: &PointKind, at_entry: bool) -> Option<&str> {
+    let t = match kind {
+        PointKind::Kprobe { target } | PointKind::Jprobe { target } if !at_entry => target,
+        PointKind::Kretprobe { target, .. } if at_entry => target,
+        _ => return None,
+    };
+    match t {
+        Target::Symbol {
+            module: None,
+            name,
+            offset: 0,
+        } => Some(name),
+        _ => None,
+    }
+}
+
+fn resolve(
+    debug: &mut Option<Result<Debug, String>>,
+    exe: Option<&Path>,
+    p: &Probe,
+    vars: &[(String, Span)],
+    at_entry: bool,
+) -> Result<HashMap<String, VarLoc>, CodegenError> {
+    let mut out = HashMap::new();
+    for (name, span) in vars {
+        let fail = |why: String| CodegenError::Unsupported {
+            what: format!("`${name}`: {why}"),
+            span: *span,
+        };
+        let Some(exe) = exe else {
+            return Err(fail(
+                "target variables need the target executable (-c CMD) with debug information"
+                    .into(),
+            ));
+        };
+        let d = match debug.get_or_insert_with(|| Debug::load(exe)) {
+            Ok(d) => d,
+            Err(e) => return Err(fail(e.clone())),
+        };
+        let mut loc: Option<VarLoc> = None;
+        for pt in &p.points {
+            let Some(func) = entry_function(&pt.kind, at_entry) else {
+                return Err(fail(format!(
+                    "only available at the entry of a function of the main executable, not in {}",
+                    pt.text
+                )));
+            };
+            let l = d.entry_var(func, name).map_err(&fail)?;
+            if loc.is_some_and(|x| x != l) {
+                return Err(fail(
+                    "the probe's points keep it in different places".into(),
+                ));
+            }
+            loc = Some(l);
+        }
+        if let Some(l) = loc {
+            out.insert(name.clone(), l);
+        }
+    }
+    Ok(out)
+}
+
+/// Resolve every `$name` of every probe against `exe`'s DWARF.
+pub(crate) fn resolve_all(
+    script: &CheckedScript,
+    exe: Option<&Path>,
+) -> Result<ProbeVars, CodegenError> {
+    let mut debug = None;
+    let mut all = Vec::new();
+    for p in &script.probes {
+        let body = used(|mut f| p.body.iter().for_each(|s| walk_stmt(s, &mut f)));
+        let entry = used(|mut f| p.entry_exprs.iter().for_each(|e| walk_expr(e, &mut f)));
+        let b = resolve(&mut debug, exe, p, &body, false)?;
+        let e = resolve(&mut debug, exe, p, &entry, true)?;
+        all.push((b, e));
+    }
+    Ok(all)
+}
