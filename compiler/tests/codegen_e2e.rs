@@ -49,7 +49,16 @@ struct Run {
 
 /// Run `script` against `cmd` like `ptap -e SCRIPT -c CMD`.
 fn run(script: &str, cmd: &[&str]) -> Run {
-    let checked = ptap_lang::frontend("<command line>", script, &ptap_lang::Options::default())
+    run_opts(script, cmd, false)
+}
+
+/// [`run`], optionally in guru mode (`-g`).
+fn run_opts(script: &str, cmd: &[&str], guru: bool) -> Run {
+    let opts = ptap_lang::Options {
+        guru,
+        ..ptap_lang::Options::default()
+    };
+    let checked = ptap_lang::frontend("<command line>", script, &opts)
         .unwrap_or_else(|f| panic!("{}", f.render()));
     let prog = Program::compile_for(&checked, Some(std::path::Path::new(cmd[0]))).unwrap();
     let obj = support::out_dir().join(
@@ -385,5 +394,19 @@ fn target_variable_errors_name_the_problem() {
     assert_eq!(
         Program::compile(&c).err().unwrap(),
         "cannot compile `$x`: target variables need the target executable (-c CMD) with debug information"
+    );
+}
+
+#[test]
+fn guru_mode_changes_a_parameter() {
+    let r = run_opts(
+        "probe kprobe(work) { if ($x == 1) $x = 100 }",
+        &[&hot(), "3"],
+        true,
+    );
+    assert_eq!(
+        r.target_stdout, "sum=207 counter=3\n",
+        "stderr: {}",
+        r.stderr
     );
 }

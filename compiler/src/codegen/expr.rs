@@ -251,6 +251,29 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         })
     }
 
+    /// `$name = v` (guru mode): the register the target resumes with.
+    pub(crate) fn assign_target_var(
+        &mut self,
+        name: &str,
+        op: AssignOp,
+        v: Value,
+        span: Span,
+    ) -> R<Value> {
+        let new = match op.0 {
+            None => v,
+            Some(bop) => {
+                let old = self.translate_target_var(name, span)?;
+                self.long_binop(bop, old, v, span)
+            }
+        };
+        let Some(loc) = self.tvars.get(name).copied() else {
+            return unsupported(&format!("`${name}` here (only in probe handlers)"), span);
+        };
+        let r = self.regs();
+        self.b.ins().store(flags(), new, r, loc.reg as i32);
+        Ok(new)
+    }
+
     pub(crate) fn translate_entry(&mut self, i: usize) -> Value {
         let p = self.b.ins().load(I64, flags(), self.ctx, offset::ENTRY);
         self.b.ins().load(I64, flags(), p, (i * 8) as i32)
@@ -413,7 +436,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 Ok(self.assign_global(*id, op, v, span))
             }
             LValue::Element { global, keys } => self.assign_element(*global, keys, op, v, span),
-            LValue::TargetVar(_) => unsupported("writing `$name` target variables", span),
+            LValue::TargetVar(name) => self.assign_target_var(name, op, v, span),
         }
     }
 
@@ -524,7 +547,15 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             LValue::Element { global, keys } => {
                 return self.incdec_element(*global, keys, op, prefix, span)
             }
-            LValue::TargetVar(_) => return unsupported("writing `$name` target variables", span),
+            LValue::TargetVar(name) => {
+                let d = self.iconst(delta);
+                let new = self.assign_target_var(name, AssignOp(Some(BinOp::Add)), d, span)?;
+                return Ok(if prefix {
+                    new
+                } else {
+                    self.b.ins().iadd_imm_s(new, -delta)
+                });
+            }
         };
         Ok(if prefix {
             self.b.ins().iadd_imm_s(old, delta)

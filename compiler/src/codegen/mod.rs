@@ -27,9 +27,9 @@
 //! tuple keys (get/set/`+=`/`++`/in/delete/`<<<`/`@count(a[k])`...),
 //! foreach (sort mark, limit, `v = k`), `@hist_log`/`@hist_linear` of
 //! statistics globals and array elements, `$name` at function entries
-//! (DWARF of the target executable, `dwarf.rs`/`tvars.rs`). Not yet (a
-//! clear compile error naming the construct): `$name` elsewhere or
-//! written, foreach over
+//! (DWARF of the target executable, `dwarf.rs`/`tvars.rs`; written in guru
+//! mode). Not yet (a clear compile error naming the construct): `$name`
+//! anywhere but a function entry, foreach over
 //! arrays larger than 4096 entries (its index buffer is on the handler's
 //! stack).
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ptap_lang::checked::{CheckedScript, ExprKind, PointKind, Probe, Target};
+use ptap_lang::checked::{CheckedScript, ExprKind, LValue, PointKind, Probe, Target};
 use ptap_lang::Span;
 
 use super::dwarf::{Debug, VarLoc};
@@ -18,10 +18,20 @@ pub(crate) type ProbeVars = Vec<(HashMap<String, VarLoc>, HashMap<String, VarLoc
 fn used(exprs: impl FnOnce(&mut dyn FnMut(&ptap_lang::checked::Expr))) -> Vec<(String, Span)> {
     let mut out: Vec<(String, Span)> = Vec::new();
     exprs(&mut |e| {
-        if let ExprKind::TargetVar(n) = &e.kind {
-            if !out.iter().any(|(m, _)| m == n) {
-                out.push((n.clone(), e.span));
+        let name = match &e.kind {
+            ExprKind::TargetVar(n)
+            | ExprKind::Assign {
+                target: LValue::TargetVar(n),
+                ..
             }
+            | ExprKind::IncDec {
+                target: LValue::TargetVar(n),
+                ..
+            } => n,
+            _ => return,
+        };
+        if !out.iter().any(|(m, _)| m == name) {
+            out.push((name.clone(), e.span));
         }
     });
     out
