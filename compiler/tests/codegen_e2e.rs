@@ -375,7 +375,10 @@ fn target_variable_errors_name_the_problem() {
     let exe = support::compile("hot");
     let check = |src: &str| {
         let c = ptap_lang::frontend("t.pt", src, &ptap_lang::Options::default()).unwrap();
-        Program::compile_for(&c, Some(&exe)).err().unwrap()
+        Program::compile_for(&c, Some(&exe))
+            .err()
+            .unwrap()
+            .to_string()
     };
     assert_eq!(
         check("probe kprobe(work) { print($nope) }"),
@@ -392,7 +395,7 @@ fn target_variable_errors_name_the_problem() {
     )
     .unwrap();
     assert_eq!(
-        Program::compile(&c).err().unwrap(),
+        Program::compile(&c).err().unwrap().to_string(),
         "cannot compile `$x`: target variables need the target executable (-c CMD) with debug information"
     );
 }

@@ -11,6 +11,8 @@ use ptap_rt::script::map::{Kind as MapKind, Map, Shape};
 use ptap_rt::script::meta::{GlobalKind, InitValue, Meta, PointKind};
 use ptap_rt::session::Session;
 
+use super::CodegenError;
+
 /// Bytes the session memfd needs for `meta`'s module: control block, ring,
 /// then the globals area.
 pub fn session_size(ring_size: usize, meta: &Meta) -> usize {
@@ -259,8 +261,10 @@ pub struct Program {
 }
 
 impl Program {
-    /// Compile a checked script (`ptap -e`, `ptap SCRIPT.pt`).
-    pub fn compile(script: &ptap_lang::CheckedScript) -> Result<Program, String> {
+    /// Compile a checked script (`ptap -e`, `ptap SCRIPT.pt`). A
+    /// [`CodegenError`] renders as a diagnostic against the script's
+    /// sources (`ToDiagnostic`).
+    pub fn compile(script: &ptap_lang::CheckedScript) -> Result<Program, CodegenError> {
         Program::compile_for(script, None)
     }
 
@@ -269,9 +273,10 @@ impl Program {
     pub fn compile_for(
         script: &ptap_lang::CheckedScript,
         exe: Option<&std::path::Path>,
-    ) -> Result<Program, String> {
-        let object = super::emit_object_for(script, exe).map_err(|e| e.to_string())?;
-        Program::from_object(object)
+    ) -> Result<Program, CodegenError> {
+        let object = super::emit_object_for(script, exe)?;
+        // The module was just written by us: failing to load it is a bug.
+        Program::from_object(object).map_err(CodegenError::Module)
     }
 
     /// A module written earlier by `ptap -p4` (`ptap run NAME.o`).
