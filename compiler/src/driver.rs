@@ -5,6 +5,8 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use ptap_compiler::codegen::host::Program;
+use ptap_lang::diag::ToDiagnostic;
 use ptap_lang::{Options, Sources};
 
 use crate::ScriptOpts;
@@ -95,7 +97,86 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     if opts.pass == Some(2) {
         return output(opts, &ptap_lang::print::p2::script(&checked));
     }
-    fail("code generation is not implemented yet (pass 3)")
+
+    // The -c command: its executable gives `$name` their debug info.
+    let argv = match opts
+        .cmd
+        .as_deref()
+        .map(crate::load::split_command)
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    let exe = argv.as_ref().and_then(|a| crate::run::resolve_exe(&a[0]));
+    let codegen_failed = |e: ptap_compiler::CodegenError| {
+        diagnostics(&ptap_lang::diag::render(
+            &checked.sources,
+            &[e.to_diagnostic()],
+        ))
+    };
+    let t = Instant::now();
+    if opts.pass == Some(3) {
+        return match ptap_compiler::codegen::ir_text_for(&checked, exe.as_deref()) {
+            Ok(ir) => output(opts, &ir),
+            Err(e) => codegen_failed(e),
+        };
+    }
+    if opts.pass == Some(4) {
+        let object = match ptap_compiler::codegen::emit_object_for(&checked, exe.as_deref()) {
+            Ok(o) => o,
+            Err(e) => return codegen_failed(e),
+        };
+        let name = opts.module.as_deref().unwrap_or("ptap_module");
+        let path = if name.ends_with(".o") {
+            name.to_string()
+        } else {
+            format!("{name}.o")
+        };
+        if let Err(e) = std::fs::write(&path, object) {
+            return fail(&format!("cannot write `{path}`: {e}"));
+        }
+        return output(opts, &format!("{path}\n"));
+    }
+    let prog = match Program::compile_for(&checked, exe.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return codegen_failed(e),
+    };
+    if opts.verbose > 0 {
+        eprintln!(
+            "Pass 3-4: compiled {} handler(s) to a {}-byte probe module in {:.2?}",
+            prog.meta().probes.len(),
+            prog.object.len(),
+            t.elapsed()
+        );
+    }
+    run_program(
+        &prog,
+        argv,
+        opts.output.as_deref(),
+        opts.timeout,
+        opts.verbose,
+    )
+}
+
+/// Pass 5: run a compiled program (shared by scripts and `ptap run NAME.o`).
+pub fn run_program(
+    prog: &Program,
+    argv: Option<Vec<String>>,
+    output: Option<&std::path::Path>,
+    timeout: Option<f64>,
+    verbose: u8,
+) -> ExitCode {
+    let opts = crate::run::RunOpts {
+        argv,
+        output,
+        timeout,
+        verbose,
+    };
+    match crate::run::run(prog, &opts) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
 }
 
 fn fail(msg: &str) -> ExitCode {
@@ -127,4 +208,37 @@ fn write_output(opts: &ScriptOpts, text: &str) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// `ptap run NAME.o [-c CMD]`.
+pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
+    let object = match std::fs::read(&opts.module) {
+        Ok(o) => o,
+        Err(e) => return fail(&format!("cannot read `{}`: {e}", opts.module.display())),
+    };
+    let prog = match Program::from_object(object) {
+        Ok(p) => p,
+        Err(e) => {
+            return fail(&format!(
+                "`{}` is not a ptap probe module: {e}",
+                opts.module.display()
+            ))
+        }
+    };
+    let argv = match opts
+        .cmd
+        .as_deref()
+        .map(crate::load::split_command)
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    run_program(
+        &prog,
+        argv,
+        opts.output.as_deref(),
+        opts.timeout,
+        opts.verbose,
+    )
 }

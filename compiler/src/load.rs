@@ -77,7 +77,12 @@ pub struct OwnedSession {
 
 impl OwnedSession {
     pub fn create(ring_size: usize) -> Result<OwnedSession, String> {
-        let len = Session::total_size(ring_size);
+        OwnedSession::create_sized(ring_size, Session::total_size(ring_size))
+    }
+
+    /// A session of `len` bytes (at least the control block and the ring;
+    /// compiled scripts put their globals area after the ring).
+    pub fn create_sized(ring_size: usize, len: usize) -> Result<OwnedSession, String> {
         // SAFETY: plain syscalls; the fd is deliberately inheritable (no CLOEXEC).
         unsafe {
             let fd = libc::memfd_create(c"ptap-session".as_ptr(), 0);
@@ -115,7 +120,7 @@ impl Drop for OwnedSession {
     }
 }
 
-fn ring_size_from_env() -> Result<usize, String> {
+pub(crate) fn ring_size_from_env() -> Result<usize, String> {
     match std::env::var("PTAP_RING_SIZE") {
         Ok(v) => {
             let n: usize = v
@@ -176,10 +181,7 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
             "-c CMD is required (attaching to a running process is not implemented yet)".into(),
         );
     };
-    let argv = shlex::split(cmd).ok_or_else(|| format!("cannot split the command line `{cmd}`"))?;
-    if argv.is_empty() {
-        return Err("the command is empty".into());
-    }
+    let argv = split_command(cmd)?;
     let installed = runtime_path()?;
     // Preload a private snapshot: a rebuild of the runtime (cargo replaces the
     // file) while the target runs must not break its exec'ed children.
@@ -198,38 +200,9 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     };
     let mut sink = Sink { out };
 
-    let mut preload = runtime.to_string_lossy().into_owned();
-    if let Ok(old) = std::env::var("LD_PRELOAD") {
-        if !old.is_empty() {
-            preload = format!("{preload}:{old}");
-        }
-    }
-    let mut command = Command::new(&argv[0]);
-    command
-        .args(&argv[1..])
-        .env("LD_PRELOAD", &preload)
-        .env(session::ENV_FD, owned.fd.to_string())
-        .env(
-            session::ENV_PATH,
-            format!("/proc/{}/fd/{}", std::process::id(), owned.fd),
-        )
-        .env(session::ENV_MODULE, &module);
-    if opts.verbose > 0 {
-        command.env("PTAP_VERBOSE", opts.verbose.to_string());
-    }
-    // SAFETY: setpgid is async-signal-safe; runs in the child before exec.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setpgid(0, 0);
-            Ok(())
-        });
-    }
-    // SAFETY: installing a flag-setting handler.
-    unsafe {
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
-        }
-    }
+    install_interrupt_handlers();
+    let env = [(session::ENV_MODULE, module.as_os_str())];
+    let mut child = spawn(&argv, &runtime, &owned, &env, opts.verbose)?;
     if opts.verbose > 0 {
         eprintln!(
             "ptap: running {argv:?} with {} (a snapshot of {}) and module {}",
@@ -238,9 +211,6 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
             module.display()
         );
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot run `{}`: {e}", argv[0]))?;
     let pid = child.id() as i32;
 
     let status = loop {
@@ -248,8 +218,10 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
         if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
             break Some(st);
         }
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            detach(&s, &mut sink);
+        if interrupted() {
+            detach(&s, &mut || {
+                sink.drain(&s);
+            });
             break None;
         }
         if n == 0 {
@@ -281,14 +253,15 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
 
 /// A private copy (hard link when possible) of the runtime for one run,
 /// removed when ptap ends unless [`RuntimeSnapshot::keep`] is called.
-struct RuntimeSnapshot {
+pub(crate) struct RuntimeSnapshot {
+    /// The preloaded copy.
+    pub(crate) path: PathBuf,
     dir: PathBuf,
-    path: PathBuf,
     keep: bool,
 }
 
 impl RuntimeSnapshot {
-    fn new(src: &Path) -> Option<RuntimeSnapshot> {
+    pub(crate) fn new(src: &Path) -> Option<RuntimeSnapshot> {
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -306,7 +279,7 @@ impl RuntimeSnapshot {
         })
     }
 
-    fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.keep = true;
     }
 }
@@ -321,7 +294,7 @@ impl Drop for RuntimeSnapshot {
 
 /// Ask every runtime of the session to run cleanup_module and remove its
 /// probes; wait (bounded) until they all have.
-fn detach(s: &Session, sink: &mut Sink) {
+pub(crate) fn detach(s: &Session, drain: &mut dyn FnMut()) {
     let c = s.control();
     c.detach.store(1, Ordering::SeqCst);
     // SAFETY: futex word inside the shared mapping.
@@ -347,7 +320,7 @@ fn detach(s: &Session, sink: &mut Sink) {
     };
     let t0 = Instant::now();
     while live() > 0 && t0.elapsed() < Duration::from_secs(3) {
-        sink.drain(s);
+        drain();
         std::thread::sleep(Duration::from_millis(2));
     }
     let n = live();
@@ -356,7 +329,7 @@ fn detach(s: &Session, sink: &mut Sink) {
     }
 }
 
-fn report_losses(s: &Session) {
+pub(crate) fn report_losses(s: &Session) {
     let c = s.control();
     if c.attaches.load(Ordering::Acquire) == 0 {
         eprintln!(
@@ -375,4 +348,71 @@ fn report_losses(s: &Session) {
     if faults > 0 {
         eprintln!("ptap: {faults} probe handler fault(s); those handlers were aborted");
     }
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP set a flag that [`interrupted`] reads: ptap
+/// then detaches cleanly instead of dying with its target still probed.
+pub(crate) fn install_interrupt_handlers() {
+    // SAFETY: installing a flag-setting handler.
+    unsafe {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Start `argv` with the runtime preloaded, attached to session `owned`,
+/// with `env` added (the module to load). The child gets its own process
+/// group so the terminal's Ctrl-C reaches only ptap.
+pub(crate) fn spawn(
+    argv: &[String],
+    runtime: &Path,
+    owned: &OwnedSession,
+    env: &[(&str, &std::ffi::OsStr)],
+    verbose: u8,
+) -> Result<std::process::Child, String> {
+    let mut preload = runtime.to_string_lossy().into_owned();
+    if let Ok(old) = std::env::var("LD_PRELOAD") {
+        if !old.is_empty() {
+            preload = format!("{preload}:{old}");
+        }
+    }
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env("LD_PRELOAD", &preload)
+        .env(session::ENV_FD, owned.fd.to_string())
+        .env(
+            session::ENV_PATH,
+            format!("/proc/{}/fd/{}", std::process::id(), owned.fd),
+        );
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    if verbose > 0 {
+        command.env("PTAP_VERBOSE", verbose.to_string());
+    }
+    // SAFETY: setpgid is async-signal-safe; runs in the child before exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .map_err(|e| format!("cannot run `{}`: {e}", argv[0]))
+}
+
+/// Split a -c command line like a shell would (no shell is run).
+pub(crate) fn split_command(cmd: &str) -> Result<Vec<String>, String> {
+    let argv = shlex::split(cmd).ok_or_else(|| format!("cannot split the command line `{cmd}`"))?;
+    if argv.is_empty() {
+        return Err("the command is empty".into());
+    }
+    Ok(argv)
 }

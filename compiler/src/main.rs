@@ -10,12 +10,15 @@ use clap::{Args, Parser, Subcommand};
 
 mod driver;
 mod load;
+mod run;
 
 const EXAMPLES: &str = "\
 Examples:
   ptap -p1 -e 'probe kprobe(work) { print(arg1) }'       print the parse tree
   ptap -p2 examples/opens.pt                             print the elaborated script
   ptap -e 'probe kretprobe(sys_open) < if ret<0 print(ret) >' -c 'cat /nonexistent'
+  ptap -p4 -m counts -e 'global n probe kprobe(work) { n++ }'   write counts.o
+  ptap run counts.o -c 'tests/targets/hot 10'            run it without compiling
   ptap load examples/modules/kprobe_example.so -c 'tests/targets/hot 10'
 ";
 
@@ -39,6 +42,31 @@ pub struct Cli {
 pub enum Command {
     /// Run a C probe module (a shared object with init_module/cleanup_module) inside CMD.
     Load(LoadOpts),
+    /// Run a probe module written by `ptap -p4 -m NAME` without compiling again.
+    Run(RunModuleOpts),
+}
+
+/// Options for `ptap run`.
+#[derive(Args, Debug)]
+pub struct RunModuleOpts {
+    /// The probe module (NAME.o) written by `ptap -p4 -m NAME`.
+    pub module: std::path::PathBuf,
+
+    /// Run CMD (split like a shell would, without a shell) and probe it.
+    #[arg(short = 'c', value_name = "CMD")]
+    pub cmd: Option<String>,
+
+    /// Write output to FILE instead of stdout.
+    #[arg(short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+
+    /// Stop after SECS seconds.
+    #[arg(short = 'T', value_name = "SECS")]
+    pub timeout: Option<f64>,
+
+    /// Verbose.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// Options for running a script.
@@ -82,8 +110,10 @@ pub struct ScriptOpts {
     pub timeout: Option<f64>,
 
     /// The script file (`-` for stdin) followed by script arguments ($1, @1, ...).
-    /// With -e, every positional is a script argument.
-    #[arg(value_name = "SCRIPT_AND_ARGS", trailing_var_arg = true)]
+    /// With -e, every positional is a script argument. Options may follow the
+    /// script (as with GNU getopt); put script arguments that start with `-`
+    /// after `--` (negative numbers need not).
+    #[arg(value_name = "SCRIPT_AND_ARGS", allow_negative_numbers = true)]
     pub rest: Vec<String>,
 }
 
@@ -110,6 +140,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Load(opts)) => load::run(opts),
+        Some(Command::Run(opts)) => driver::run_module(opts),
         None => driver::run(&cli.script),
     }
 }

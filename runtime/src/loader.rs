@@ -126,6 +126,14 @@ extern "C" fn ptap_rt_ctor() {
 }
 
 fn load_module(path: &str) {
+    // A compiled script's probe module (ELF relocatable object written by
+    // ptap's compiler): loaded by the runtime itself, no dlopen, no linker.
+    if path.ends_with(".o") {
+        if let Err(e) = crate::script::attach::attach_file(path) {
+            diag(&format!("ptap: {e}\n"));
+        }
+        return;
+    }
     let Ok(c) = CString::new(path) else { return };
     // SAFETY: dlopen of the module named by ptap; its undefined symbols
     // (register_kprobe, printk, ...) resolve against this preloaded library.

@@ -1,0 +1,264 @@
+//! Running a compiled script: the session loop shared by `ptap -e/SCRIPT`
+//! and `ptap run NAME.o`.
+//!
+//! ptap creates the session (control block, output ring, globals area),
+//! runs the `begin` probes in its own process, starts the -c command with the
+//! runtime preloaded and the probe module named in `PTAP_MODULE` (the runtime
+//! loads the `.o` itself and registers its probes before `main`), then drains
+//! and renders the records while running timer probes. It stops when the
+//! command exits, on Ctrl-C, on `exit()`, after -T seconds, or when runtime
+//! errors pass MAXERRORS; then it detaches from a still-running target (the
+//! target goes on), runs the `end` probes, prints the globals that were
+//! written but never read and the summary of anything lost.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ptap_rt::script::globals::Globals;
+use ptap_rt::script::meta::PointKind;
+use ptap_rt::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
+
+use crate::load::{self, OwnedSession, RuntimeSnapshot};
+use ptap_compiler::codegen::host::{self, Program, Which};
+use ptap_compiler::output::Rendered;
+
+/// What to run and how.
+pub struct RunOpts<'a> {
+    /// The -c command, split into words.
+    pub argv: Option<Vec<String>>,
+    pub output: Option<&'a Path>,
+    pub timeout: Option<f64>,
+    pub verbose: u8,
+}
+
+/// The -c command's executable, found like `execvp` would (for `$name`
+/// debug info and for error messages).
+pub fn resolve_exe(argv0: &str) -> Option<PathBuf> {
+    if argv0.contains('/') {
+        return Some(PathBuf::from(argv0));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(argv0))
+        .find(|p| p.is_file())
+}
+
+/// Where rendered output goes.
+struct Sink {
+    out: Box<dyn Write>,
+}
+
+impl Sink {
+    fn drain(&mut self, s: &Session, prog: &Program) -> usize {
+        let out = &mut self.out;
+        s.drain(|kind, payload| match kind {
+            REC_FORMAT => match prog.render(payload) {
+                Rendered::Out(t) => {
+                    let _ = out.write_all(t.as_bytes());
+                }
+                Rendered::Error(t) | Rendered::Warning(t) => {
+                    let _ = out.flush();
+                    eprint!("{t}");
+                }
+            },
+            REC_TEXT => {
+                let _ = out.write_all(payload);
+            }
+            REC_DIAG => {
+                let _ = out.flush();
+                let _ = std::io::stderr().write_all(payload);
+            }
+            k => {
+                let _ = out.flush();
+                eprintln!("ptap: unknown record kind {k}");
+            }
+        })
+    }
+}
+
+/// Why the session loop ended.
+#[derive(Debug, PartialEq)]
+enum Stop {
+    TargetExited,
+    Interrupted,
+    ExitCalled,
+    Timeout,
+    TooManyErrors,
+}
+
+/// Run `prog`; the object is written to a private file the target loads.
+pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
+    let meta = prog.meta();
+    let in_target = meta.probes.iter().any(|p| {
+        p.points.iter().any(|q| {
+            matches!(
+                q.kind,
+                PointKind::Kprobe | PointKind::Jprobe | PointKind::Kretprobe(_)
+            )
+        })
+    });
+    if in_target && opts.argv.is_none() {
+        return Err(
+            "this script probes a process: give the command to run with -c CMD (attaching to a running process with -x PID is not implemented yet)"
+                .into(),
+        );
+    }
+
+    let ring = load::ring_size_from_env()?;
+    let owned = OwnedSession::create_sized(ring, host::session_size(ring, meta))?;
+    let s = owned.session;
+    // SAFETY: the mapping is session_size(ring, meta) bytes.
+    let g = unsafe { host::globals_of(&s) };
+    host::init_globals(&g, meta, 0);
+
+    let out: Box<dyn Write> = match opts.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut sink = Sink { out };
+    load::install_interrupt_handlers();
+
+    let t0 = Instant::now();
+    prog.run(Which::Begin, &s, &g);
+    sink.drain(&s, prog);
+
+    // The target, with a private copy of the runtime and of the module.
+    let mut target = None;
+    let mut snapshot = None;
+    if let Some(argv) = &opts.argv {
+        if !host::exit_requested(&g) && !too_many_errors(&g, prog) {
+            let installed = load::runtime_path()?;
+            let snap = RuntimeSnapshot::new(&installed)
+                .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
+            let object = snap.path.with_file_name("script.o");
+            std::fs::write(&object, &prog.object)
+                .map_err(|e| format!("cannot write {}: {e}", object.display()))?;
+            let env = [(ptap_rt::session::ENV_MODULE, object.as_os_str())];
+            let child = load::spawn(argv, &snap.path, &owned, &env, opts.verbose)?;
+            host::set_target(&g, child.id() as i32);
+            if opts.verbose > 0 {
+                eprintln!(
+                    "ptap: started {argv:?} (pid {}) with {} after {:.2?}",
+                    child.id(),
+                    object.display(),
+                    t0.elapsed()
+                );
+            }
+            target = Some(child);
+            snapshot = Some(snap);
+        }
+    }
+
+    let stop = session_loop(prog, &s, &g, &mut sink, target.as_mut(), opts)?;
+    if opts.verbose > 0 {
+        eprintln!("ptap: stopping: {stop:?}");
+    }
+    let mut still_running = false;
+    if let Some(child) = target.as_mut() {
+        if stop != Stop::TargetExited && child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            load::detach(&s, &mut || {
+                sink.drain(&s, prog);
+            });
+            still_running = true;
+        }
+    }
+    sink.drain(&s, prog);
+    prog.run(Which::End, &s, &g);
+    sink.drain(&s, prog);
+    let unread = host::unread_globals(meta, &g);
+    let _ = sink.out.write_all(unread.as_bytes());
+    let _ = sink.out.flush();
+    if target.is_some() {
+        load::report_losses(&s);
+    } else if s.dropped() > 0 {
+        eprintln!(
+            "ptap: {} output records lost (output ring full)",
+            s.dropped()
+        );
+    }
+    let errors = host::errors(&g);
+    if errors > 0 {
+        eprintln!("WARNING: Number of errors: {errors}");
+    }
+    if still_running {
+        if let (Some(child), Some(snap)) = (target.as_ref(), snapshot) {
+            eprintln!("ptap: detached from pid {}; it keeps running", child.id());
+            // The target (and what it execs) may still need the preloaded files.
+            snap.keep();
+        }
+    }
+    Ok(if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn too_many_errors(g: &Globals, prog: &Program) -> bool {
+    host::errors(g) > prog.meta().limits.maxerrors
+}
+
+/// Drain, run due timers, and watch for the reasons to stop.
+fn session_loop(
+    prog: &Program,
+    s: &Session,
+    g: &Globals,
+    sink: &mut Sink,
+    mut target: Option<&mut std::process::Child>,
+    opts: &RunOpts,
+) -> Result<Stop, String> {
+    let start = Instant::now();
+    let deadline = opts
+        .timeout
+        .map(|t| start + Duration::from_secs_f64(t.max(0.0)));
+    let mut timers: Vec<(usize, usize, Duration, Instant)> = host::timers(prog.meta())
+        .into_iter()
+        .map(|(p, q, ns)| {
+            let period = Duration::from_nanos(ns.max(1));
+            (p, q, period, start + period)
+        })
+        .collect();
+    loop {
+        let n = sink.drain(s, prog);
+        if host::exit_requested(g) {
+            return Ok(Stop::ExitCalled);
+        }
+        if too_many_errors(g, prog) {
+            return Ok(Stop::TooManyErrors);
+        }
+        if let Some(child) = target.as_deref_mut() {
+            if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                return Ok(Stop::TargetExited);
+            }
+        }
+        if load::interrupted() {
+            return Ok(Stop::Interrupted);
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Ok(Stop::Timeout);
+        }
+        for (p, q, period, due) in timers.iter_mut() {
+            if now >= *due {
+                prog.run(Which::Timer(*p, *q), s, g);
+                // Skip missed periods rather than running them in a burst.
+                while *due <= now {
+                    *due += *period;
+                }
+            }
+        }
+        if n == 0 {
+            let _ = sink.out.flush();
+            let next_timer = timers.iter().map(|t| t.3).min();
+            let mut wait = Duration::from_millis(1);
+            if let Some(t) = next_timer {
+                wait = wait.min(t.saturating_duration_since(Instant::now()));
+            }
+            std::thread::sleep(wait);
+        }
+    }
+}
