@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod driver;
 mod load;
+mod points;
 mod run;
 
 const EXAMPLES: &str = "\

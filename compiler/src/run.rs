@@ -16,11 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use ptap_rt::script::attach;
 use ptap_rt::script::globals::Globals;
 use ptap_rt::script::meta::PointKind;
 use ptap_rt::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
 
 use crate::load::{self, OwnedSession, RuntimeSnapshot};
+use crate::points;
 use ptap_compiler::codegen::host::{self, Program, Which};
 use ptap_compiler::output::Rendered;
 
@@ -86,6 +88,12 @@ enum Stop {
     ExitCalled,
     Timeout,
     TooManyErrors,
+    /// The target could not arm its probes and stopped before main.
+    ArmFailed,
+}
+
+fn arm_failed(g: &Globals) -> bool {
+    g.header().exit.load(std::sync::atomic::Ordering::Acquire) == attach::EXIT_ARM_FAILED
 }
 
 /// Run `prog`; the object is written to a private file the target loads.
@@ -104,6 +112,26 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             "this script probes a process: give the command to run with -c CMD (attaching to a running process with -x PID is not implemented yet)"
                 .into(),
         );
+    }
+
+    // Resolve the probe points against the executable and its libraries
+    // before anything runs: a point that resolves to nothing is an error.
+    if let (Some(argv), true) = (&opts.argv, points::has_function_points(meta)) {
+        let t = Instant::now();
+        let exe = resolve_exe(&argv[0])
+            .ok_or_else(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
+        let images = points::Images::load(&exe)?;
+        let r = images.resolve(meta)?;
+        if opts.verbose > 0 {
+            for n in &r.notes {
+                eprintln!("ptap: {n}");
+            }
+            eprintln!(
+                "ptap: resolved the probe points against {} in {:.2?}",
+                exe.display(),
+                t.elapsed()
+            );
+        }
     }
 
     let ring = load::ring_size_from_env()?;
@@ -137,7 +165,10 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             let object = snap.path.with_file_name("script.o");
             std::fs::write(&object, &prog.object)
                 .map_err(|e| format!("cannot write {}: {e}", object.display()))?;
-            let env = [(ptap_rt::session::ENV_MODULE, object.as_os_str())];
+            let env = [
+                (ptap_rt::session::ENV_MODULE, object.as_os_str()),
+                (attach::ENV_TARGET, std::ffi::OsStr::new("1")),
+            ];
             let child = load::spawn(argv, &snap.path, &owned, &env, opts.verbose)?;
             host::set_target(&g, child.id() as i32);
             if opts.verbose > 0 {
@@ -167,6 +198,11 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         }
     }
     sink.drain(&s, prog);
+    if stop == Stop::ArmFailed {
+        // The session never started: no end probes, no globals.
+        let _ = sink.out.flush();
+        return Ok(ExitCode::from(1));
+    }
     prog.run(Which::End, &s, &g);
     sink.drain(&s, prog);
     let unread = host::unread_globals(meta, &g);
@@ -224,6 +260,19 @@ fn session_loop(
         .collect();
     loop {
         let n = sink.drain(s, prog);
+        if arm_failed(g) {
+            // Let the target's own report arrive before stopping.
+            if let Some(child) = target.as_deref_mut() {
+                let t = Instant::now();
+                while child.try_wait().ok().flatten().is_none()
+                    && t.elapsed() < Duration::from_secs(2)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            sink.drain(s, prog);
+            return Ok(Stop::ArmFailed);
+        }
         if host::exit_requested(g) {
             return Ok(Stop::ExitCalled);
         }

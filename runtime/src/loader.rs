@@ -125,11 +125,43 @@ extern "C" fn ptap_rt_ctor() {
     crate::syscall::runtime_ready(); // syscall probes: arm this thread now that start-up is done
 }
 
+/// The role of this process in the session (see `attach::ENV_TARGET`);
+/// the target hands the role "not the target" down to what it execs.
+fn take_role() -> crate::script::attach::Role {
+    use crate::script::attach::{Role, ENV_TARGET};
+    match std::env::var(ENV_TARGET).ok().as_deref() {
+        Some("0") => Role::Other,
+        Some(_) => {
+            // SAFETY: the constructor runs before main, before the target
+            // can start threads of its own; setenv copies the strings.
+            unsafe { libc::setenv(c"PTAP_TARGET".as_ptr(), c"0".as_ptr(), 1) };
+            Role::Target
+        }
+        None => Role::Target,
+    }
+}
+
 fn load_module(path: &str) {
     // A compiled script's probe module (ELF relocatable object written by
     // ptap's compiler): loaded by the runtime itself, no dlopen, no linker.
     if path.ends_with(".o") {
-        if let Err(e) = crate::script::attach::attach_file(path) {
+        use crate::script::attach::{self, Role};
+        let role = take_role();
+        if let Err(e) = attach::attach_file_as(path, role) {
+            if role == Role::Target {
+                // ptap resolved the points before starting us, so this is a
+                // refusal (an address the probe layer cannot patch, ...).
+                // Never run main with half a session: nothing stays
+                // registered, and the target stops here.
+                diag(&format!(
+                    "ptap: {e}\nptap: the target (pid {}) stops before main: not every probe could be armed\n",
+                    sys::getpid()
+                ));
+                attach::report_failed_start();
+                // SAFETY: ends this process without running its atexit
+                // handlers (main never ran).
+                unsafe { libc::_exit(127) };
+            }
             diag(&format!("ptap: {e}\n"));
         }
         return;

@@ -174,7 +174,8 @@ unsafe extern "C" fn syscall_hit(p: *mut SyscallProbe, regs: *mut PtRegs) -> c_i
 }
 
 /// `*` and `?` glob match (hand-written: a dozen lines, no crate needed).
-fn glob(p: &[u8], s: &[u8]) -> bool {
+/// ptap uses it too, to resolve patterns before the target starts.
+pub fn glob(p: &[u8], s: &[u8]) -> bool {
     let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
     while si < s.len() {
         if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
@@ -195,7 +196,9 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-fn module_matches(path: &str, m: &Option<ModuleSpec>) -> bool {
+/// Does a `lib:` qualifier name the object at `path`? (`libc` matches
+/// libc.so.6.) ptap uses it too.
+pub fn module_matches(path: &str, m: &Option<ModuleSpec>) -> bool {
     match m {
         None => true,
         Some(ModuleSpec::Path(p)) => path == p,
@@ -296,6 +299,18 @@ fn sites(target: &TargetSpec) -> Result<Vec<Site>, String> {
     }
 }
 
+/// Which process the module is attached in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The process ptap started (the -c command): every non-optional point
+    /// must register, or nothing stays registered.
+    Target,
+    /// A process the target exec'ed (e.g. the program `sh -c` runs): it is
+    /// not what the points were resolved against, so a point that does not
+    /// register here is skipped (and listed), not an error.
+    Other,
+}
+
 /// Register every target point of `module`. `globals` / `session` are the
 /// session's globals area and mapping (NULL: no output, no globals — only
 /// for tests). On error nothing stays registered.
@@ -304,6 +319,21 @@ pub fn attach(
     globals: *mut u8,
     session: *mut u8,
 ) -> Result<Attached, AttachError> {
+    attach_as(module, globals, session, Role::Target).map(|(a, _)| a)
+}
+
+/// [`attach`] for a process of the given role. Ok also returns the
+/// non-optional points that were skipped (only in [`Role::Other`]). Failed
+/// registrations are never explained on stderr by the probe layer
+/// (`KPROBE_FLAG_QUIET`): the caller reports them; an optional point (`?`)
+/// that does not register is silently left out.
+pub fn attach_as(
+    module: LoadedModule,
+    globals: *mut u8,
+    session: *mut u8,
+    role: Role,
+) -> Result<(Attached, Vec<AttachError>), AttachError> {
+    let mut skipped: Vec<AttachError> = Vec::new();
     let mut a = Attached {
         module,
         kprobes: Vec::new(),
@@ -369,6 +399,7 @@ pub fn attach(
                 match r {
                     Ok(id) => a.syscalls.push(id),
                     Err(_) if pt.optional => {}
+                    Err(e) if role == Role::Other => skipped.push(fail(e)),
                     Err(e) => {
                         a.detach_partial();
                         return Err(fail(e));
@@ -379,6 +410,10 @@ pub fn attach(
             let list = match sites(&pt.target) {
                 Ok(l) => l,
                 Err(_) if pt.optional => continue,
+                Err(e) if role == Role::Other => {
+                    skipped.push(fail(e));
+                    continue;
+                }
                 Err(e) => {
                     a.detach_partial();
                     return Err(fail(e));
@@ -395,6 +430,7 @@ pub fn attach(
                 kp.addr = addr;
                 kp.symbol_name = name.as_ref().map_or(core::ptr::null(), |c| c.as_ptr());
                 kp.offset = off;
+                kp.flags = crate::abi::KPROBE_FLAG_QUIET;
                 let r = match pt.kind {
                     PointKind::Kretprobe(maxactive) => {
                         // SAFETY: as above.
@@ -443,17 +479,22 @@ pub fn attach(
                         .lock()
                         .map(|s| s.clone())
                         .unwrap_or_default();
+                    let e = fail(if why.is_empty() {
+                        format!("error {}", -r)
+                    } else {
+                        why
+                    });
+                    if role == Role::Other {
+                        skipped.push(e);
+                        continue;
+                    }
                     a.detach_partial();
-                    return Err(fail(format!(
-                        "error {} ({})",
-                        -r,
-                        if why.is_empty() { "no details" } else { &why }
-                    )));
+                    return Err(e);
                 }
             }
         }
     }
-    Ok(a)
+    Ok((a, skipped))
 }
 
 impl Attached {
@@ -477,6 +518,14 @@ impl Attached {
 /// constructor (`loader.rs`); the registration is kept for the life of the
 /// process (`probes::unregister_all` removes it at exit or detach).
 pub fn attach_file(path: &str) -> Result<usize, String> {
+    attach_file_as(path, Role::Target)
+}
+
+/// [`attach_file`] in a process of the given role. With `PTAP_VERBOSE`,
+/// says how many probes were armed and how long it took, and (in
+/// [`Role::Other`]) which points were left out of this process.
+pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
+    let t0 = std::time::Instant::now();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read module {path}: {e}"))?;
     let module = super::load::load(&bytes).map_err(|e| format!("module {path}: {e}"))?;
     let (globals, session) = match crate::output::session() {
@@ -501,11 +550,62 @@ pub fn attach_file(path: &str) -> Result<usize, String> {
             ))
         }
     };
-    let a = attach(module, globals, session).map_err(|e| e.to_string())?;
+    let (a, skipped) = attach_as(module, globals, session, role).map_err(|e| e.to_string())?;
     let n = a.count();
+    if probes::VERBOSE.load(Ordering::Relaxed) {
+        let pid = crate::sys::getpid();
+        let mut msg = format!(
+            "ptap: pid {pid}: {n} probe(s) armed in {:.2?}{}\n",
+            t0.elapsed(),
+            if role == Role::Target {
+                " (the target)"
+            } else {
+                ""
+            }
+        );
+        if !skipped.is_empty() {
+            msg.push_str(&format!(
+                "ptap: pid {pid}: {} point(s) not armed here (an exec'ed process, not the target):\n",
+                skipped.len()
+            ));
+            for e in &skipped {
+                msg.push_str(&format!("ptap:   {}: {}\n", e.point, e.reason));
+            }
+        }
+        crate::output::diag(msg.as_bytes());
+    }
     // Registered for the life of the process.
     std::mem::forget(a);
     Ok(n)
+}
+
+/// Environment variable naming the process's role: ptap sets
+/// `PTAP_TARGET=1` for the -c command; the runtime there rewrites it to `0`,
+/// so that the processes it execs know they are not the target. Absent
+/// (the runtime preloaded by hand): the process is the target.
+pub const ENV_TARGET: &str = "PTAP_TARGET";
+
+/// Value of the globals header's `exit` word when the target could not arm
+/// its probes and stopped before `main` (`exit()` stores 1).
+pub const EXIT_ARM_FAILED: u32 = 2;
+
+/// The target could not arm its probes: count it as a runtime error and
+/// tell ptap (which then ends the session without running the end probes).
+pub fn report_failed_start() {
+    let Some(s) = crate::output::session() else {
+        return;
+    };
+    // SAFETY: the globals area follows the ring in the session mapping.
+    let g = unsafe {
+        Globals::from_raw(
+            s.base()
+                .add(super::globals::offset_in_session(s.ring_size())),
+        )
+    };
+    if g.valid() {
+        g.header().errors.fetch_add(1, Ordering::AcqRel);
+        g.header().exit.store(EXIT_ARM_FAILED, Ordering::Release);
+    }
 }
 
 /// C entry point: a C probe module can host a compiled script

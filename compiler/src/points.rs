@@ -1,0 +1,523 @@
+//! Probe point resolution before the target starts (SystemTap semantics).
+//!
+//! ptap resolves every kprobe / jprobe / kretprobe point of a script against
+//! the -c executable and the libraries the dynamic loader will map for it
+//! (PT_INTERP, LD_PRELOAD, then DT_NEEDED breadth-first, found through
+//! DT_RPATH / LD_LIBRARY_PATH / DT_RUNPATH / /etc/ld.so.cache / the system
+//! directories), with the rules the runtime uses in the target
+//! (`ptap_rt::symbols`: function and IFUNC symbols of .symtab and .dynsym;
+//! `ptap_rt::script::attach`: patterns, library names). A point that
+//! resolves to nothing is an error that says what was searched, and the
+//! target is never started. `?` makes a point optional: nothing is said.
+//!
+//! Syscall points need no resolution (their names were checked at compile
+//! time); begin / end / timer points run in ptap.
+//!
+//! Known limits: libraries the target loads later with dlopen are not
+//! searched (and the runtime does not probe them either); `$ORIGIN` is the
+//! only dynamic string token expanded in run paths.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use object::read::elf::{Dyn, FileHeader, ProgramHeader};
+use object::{Object, ObjectSymbol};
+use ptap_rt::script::attach::{glob, module_matches};
+use ptap_rt::script::meta::{Meta, ModuleSpec, PointKind, TargetSpec};
+
+/// One function symbol of an object (link-time address).
+struct Sym {
+    name: String,
+    addr: u64,
+    size: u64,
+}
+
+/// An object the loader maps into the target.
+struct Image {
+    path: PathBuf,
+    /// How messages name it: the main executable by its path, libraries by
+    /// their file name.
+    label: String,
+    syms: Vec<Sym>,
+    /// Executable PT_LOAD ranges (link-time addresses).
+    exec: Vec<(u64, u64)>,
+}
+
+/// The executable and its libraries, in the loader's order.
+pub struct Images {
+    images: Vec<Image>,
+}
+
+/// The result of checking a module's points.
+pub struct Resolution {
+    /// What each point resolved to (for `-v`).
+    pub notes: Vec<String>,
+}
+
+/// Does the module probe functions of the target (anything to resolve)?
+pub fn has_function_points(meta: &Meta) -> bool {
+    meta.probes.iter().flat_map(|p| &p.points).any(|q| {
+        matches!(
+            q.kind,
+            PointKind::Kprobe | PointKind::Jprobe | PointKind::Kretprobe(_)
+        ) && !matches!(q.target, TargetSpec::Syscall { .. } | TargetSpec::None)
+    })
+}
+
+impl Images {
+    /// Read `exe` and the libraries it will load. A script (`#!`) is
+    /// replaced by its interpreter, as the kernel does.
+    pub fn load(exe: &Path) -> Result<Images, String> {
+        let exe = interpreter_of_script(exe)?.unwrap_or_else(|| exe.to_path_buf());
+        let data =
+            std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+        let main = Elf::parse(&exe, &data)?;
+        if main.interp.is_none() {
+            return Err(format!(
+                "{} is statically linked: ptap cannot load its runtime there (LD_PRELOAD needs the dynamic loader)",
+                exe.display()
+            ));
+        }
+        let cache = LdCache::read();
+        let mut images = vec![image(&exe, &data, &main, true)];
+        let mut seen: Vec<PathBuf> = vec![canonical(&exe)];
+        let mut queue: VecDeque<Elf> = VecDeque::new();
+        let mut add = |path: PathBuf, queue: &mut VecDeque<Elf>| {
+            let c = canonical(&path);
+            if seen.contains(&c) {
+                return;
+            }
+            let Ok(data) = std::fs::read(&path) else {
+                return;
+            };
+            let Ok(elf) = Elf::parse(&path, &data) else {
+                return;
+            };
+            seen.push(c);
+            images.push(image(&path, &data, &elf, false));
+            queue.push_back(elf);
+        };
+        // The user's own LD_PRELOAD libraries come before DT_NEEDED ones.
+        if let Ok(pre) = std::env::var("LD_PRELOAD") {
+            for p in pre.split([':', ' ']).filter(|p| !p.is_empty()) {
+                add(PathBuf::from(p), &mut queue);
+            }
+        }
+        let ld_library_path: Vec<String> = std::env::var("LD_LIBRARY_PATH")
+            .map(|v| v.split([':', ';']).map(str::to_string).collect())
+            .unwrap_or_default();
+        let exe_rpath = main.rpath.clone();
+        let mut pending = VecDeque::from([main]);
+        pending.extend(queue.drain(..));
+        while let Some(elf) = pending.pop_front() {
+            for need in &elf.needed {
+                if let Some(found) = find_library(need, &elf, &exe_rpath, &ld_library_path, &cache)
+                {
+                    add(found, &mut pending);
+                }
+            }
+        }
+        if let Some(interp) = &images_interp(&exe) {
+            add(interp.clone(), &mut pending);
+        }
+        Ok(Images { images })
+    }
+
+    /// "/path/hot, libc.so.6, ld-linux-x86-64.so.2".
+    fn searched(&self) -> String {
+        self.images
+            .iter()
+            .map(|i| i.label.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn main(&self) -> &Image {
+        &self.images[0]
+    }
+
+    fn matching<'a>(&'a self, module: &'a Option<ModuleSpec>) -> impl Iterator<Item = &'a Image> {
+        self.images.iter().filter(move |i| match module {
+            None => true,
+            Some(ModuleSpec::Path(p)) => {
+                let path = i.path.to_string_lossy();
+                path == p.as_str() || canonical(Path::new(p)) == canonical(&i.path)
+            }
+            Some(m) => module_matches(&i.path.to_string_lossy(), &Some(m.clone())),
+        })
+    }
+
+    /// Check every target point of `meta`. Err: the message for the first
+    /// point that resolves to nothing (without the "ptap: " prefix).
+    pub fn resolve(&self, meta: &Meta) -> Result<Resolution, String> {
+        let mut notes = Vec::new();
+        for pt in meta.probes.iter().flat_map(|p| &p.points) {
+            if !matches!(
+                pt.kind,
+                PointKind::Kprobe | PointKind::Jprobe | PointKind::Kretprobe(_)
+            ) {
+                continue;
+            }
+            match self.resolve_one(&pt.target) {
+                Ok(Some(note)) => notes.push(format!("{} -> {note}", pt.text)),
+                Ok(None) => {}
+                Err(_) if pt.optional => {
+                    notes.push(format!("{} -> nothing (optional: not armed)", pt.text))
+                }
+                Err(why) => return Err(format!("probe point {} {why}", pt.text)),
+            }
+        }
+        Ok(Resolution { notes })
+    }
+
+    fn nothing(&self, module: &Option<ModuleSpec>) -> String {
+        match module {
+            None => format!(
+                "resolved to nothing: searched {} (symbols from .symtab and .dynsym)",
+                self.searched()
+            ),
+            Some(ModuleSpec::Name(m) | ModuleSpec::Path(m)) => {
+                if self.matching(module).next().is_none() {
+                    format!(
+                        "resolved to nothing: no library `{m}` among {} (libraries loaded later with dlopen are not probed)",
+                        self.searched()
+                    )
+                } else {
+                    let libs: Vec<&str> = self.matching(module).map(|i| i.label.as_str()).collect();
+                    format!(
+                        "resolved to nothing: searched {} (symbols from .symtab and .dynsym)",
+                        libs.join(", ")
+                    )
+                }
+            }
+        }
+    }
+
+    /// Ok(Some(note)): resolved; Ok(None): nothing to resolve.
+    fn resolve_one(&self, target: &TargetSpec) -> Result<Option<String>, String> {
+        match target {
+            TargetSpec::None | TargetSpec::Syscall { .. } => Ok(None),
+            TargetSpec::Symbol {
+                module,
+                name,
+                offset,
+            } => {
+                for img in self.matching(module) {
+                    // Like ptap_rt::symbols::lookup: `name` or `name@VERSION`.
+                    let Some(s) = img
+                        .syms
+                        .iter()
+                        .find(|s| s.name == *name || s.name.split('@').next() == Some(name))
+                    else {
+                        continue;
+                    };
+                    if *offset > 0 && s.size > 0 && *offset >= s.size {
+                        return Err(format!(
+                            "is beyond the end of `{name}` ({} bytes) in {}",
+                            s.size, img.label
+                        ));
+                    }
+                    return Ok(Some(format!("{name} in {}", img.label)));
+                }
+                Err(self.nothing(module))
+            }
+            TargetSpec::Pattern { module, pattern } => {
+                let mut found: Vec<String> = Vec::new();
+                for img in self.matching(module) {
+                    let mut addrs: Vec<u64> = img
+                        .syms
+                        .iter()
+                        .filter(|s| s.size > 0 && glob(pattern.as_bytes(), s.name.as_bytes()))
+                        .map(|s| s.addr)
+                        .collect();
+                    addrs.sort_unstable();
+                    addrs.dedup();
+                    if !addrs.is_empty() {
+                        found.push(format!("{} in {}", addrs.len(), img.label));
+                    }
+                }
+                if found.is_empty() {
+                    return Err(format!("(pattern `{pattern}`) {}", self.nothing(module)));
+                }
+                Ok(Some(format!("functions: {}", found.join(", "))))
+            }
+            TargetSpec::Address(a) => {
+                let main = self.main();
+                if main.exec.iter().any(|&(s, e)| *a >= s && *a < e) {
+                    let f = main
+                        .syms
+                        .iter()
+                        .filter(|s| s.addr <= *a && *a < s.addr + s.size.max(1))
+                        .map(|s| format!("{}+{:#x}", s.name, a - s.addr))
+                        .next()
+                        .unwrap_or_else(|| format!("{a:#x}"));
+                    Ok(Some(format!("{f} in {}", main.label)))
+                } else {
+                    Err(format!(
+                        "resolved to nothing: {a:#x} is not in the executable code of {} (addresses are link-time addresses of the main executable)",
+                        main.label
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The interpreter of a `#!` script, resolved like execvp would.
+fn interpreter_of_script(exe: &Path) -> Result<Option<PathBuf>, String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(exe)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+    let Some(line) = head[..n].strip_prefix(b"#!") else {
+        return Ok(None);
+    };
+    let line = line.split(|&b| b == b'\n').next().unwrap_or(line);
+    let line = String::from_utf8_lossy(line);
+    let Some(interp) = line.split_whitespace().next() else {
+        return Ok(None);
+    };
+    Ok(Some(PathBuf::from(interp)))
+}
+
+fn images_interp(exe: &Path) -> Option<PathBuf> {
+    let exe = interpreter_of_script(exe)
+        .ok()?
+        .unwrap_or_else(|| exe.to_path_buf());
+    let data = std::fs::read(&exe).ok()?;
+    Elf::parse(&exe, &data).ok()?.interp.map(PathBuf::from)
+}
+
+/// What the loader needs from one ELF file.
+struct Elf {
+    interp: Option<String>,
+    needed: Vec<String>,
+    rpath: Vec<String>,
+    runpath: Vec<String>,
+    exec: Vec<(u64, u64)>,
+}
+
+impl Elf {
+    fn parse(path: &Path, data: &[u8]) -> Result<Elf, String> {
+        let bad = |e: object::Error| format!("{} is not an x86-64 ELF file ({e})", path.display());
+        let header = object::elf::FileHeader64::<object::Endianness>::parse(data).map_err(bad)?;
+        let endian = header.endian().map_err(bad)?;
+        if header.e_machine(endian) != object::elf::EM_X86_64 {
+            return Err(format!("{} is not an x86-64 ELF file", path.display()));
+        }
+        let mut elf = Elf {
+            interp: None,
+            needed: Vec::new(),
+            rpath: Vec::new(),
+            runpath: Vec::new(),
+            exec: Vec::new(),
+        };
+        for ph in header.program_headers(endian, data).map_err(bad)? {
+            if let Ok(Some(i)) = ph.interpreter(endian, data) {
+                elf.interp = Some(String::from_utf8_lossy(i).into_owned());
+            }
+            if ph.p_type(endian) == object::elf::PT_LOAD
+                && ph.p_flags(endian) & object::elf::PF_X != 0
+            {
+                let s = ph.p_vaddr(endian);
+                elf.exec.push((s, s + ph.p_memsz(endian)));
+            }
+        }
+        let sections = header.sections(endian, data).map_err(bad)?;
+        if let Ok(Some((dyns, link))) = sections.dynamic(endian, data) {
+            let strings = sections.strings(endian, data, link).map_err(bad)?;
+            for d in dyns {
+                let Some(tag) = d.tag32(endian) else { continue };
+                let Ok(s) = d.string(endian, strings) else {
+                    continue;
+                };
+                let s = String::from_utf8_lossy(s).into_owned();
+                match tag {
+                    object::elf::DT_NEEDED => elf.needed.push(s),
+                    object::elf::DT_RPATH => elf.rpath.extend(split_path(&s, path)),
+                    object::elf::DT_RUNPATH => elf.runpath.extend(split_path(&s, path)),
+                    _ => {}
+                }
+            }
+        }
+        Ok(elf)
+    }
+}
+
+/// A run path list with `$ORIGIN` expanded.
+fn split_path(list: &str, obj: &Path) -> Vec<String> {
+    let origin = canonical(obj)
+        .parent()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    list.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| d.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin))
+        .collect()
+}
+
+fn image(path: &Path, data: &[u8], elf: &Elf, is_main: bool) -> Image {
+    let label = if is_main {
+        path.to_string_lossy().into_owned()
+    } else {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    Image {
+        path: path.to_path_buf(),
+        label,
+        syms: function_symbols(data),
+        exec: elf.exec.clone(),
+    }
+}
+
+/// Function (and IFUNC) symbols, as the runtime's `symbols::load_syms` takes them.
+fn function_symbols(data: &[u8]) -> Vec<Sym> {
+    let Ok(file) = object::File::parse(data) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for s in file.symbols().chain(file.dynamic_symbols()) {
+        if s.is_undefined() || s.address() == 0 {
+            continue;
+        }
+        let st_type = match s.flags() {
+            object::SymbolFlags::Elf { st_info, .. } => st_info & 0xf,
+            _ => 0,
+        };
+        if s.kind() != object::SymbolKind::Text && st_type != object::elf::STT_GNU_IFUNC {
+            continue;
+        }
+        let Ok(name) = s.name() else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        out.push(Sym {
+            name: name.to_string(),
+            addr: s.address(),
+            size: s.size(),
+        });
+    }
+    out
+}
+
+/// Where ld.so finds `need` for the object at `from`.
+fn find_library(
+    need: &str,
+    elf: &Elf,
+    exe_rpath: &[String],
+    ld_library_path: &[String],
+    cache: &LdCache,
+) -> Option<PathBuf> {
+    if need.contains('/') {
+        return Some(PathBuf::from(need));
+    }
+    let usable = |p: PathBuf| -> Option<PathBuf> {
+        let data = std::fs::read(&p).ok()?;
+        Elf::parse(&p, &data).ok().map(|_| p)
+    };
+    let in_dirs = |dirs: &[String]| {
+        dirs.iter()
+            .filter(|d| !d.is_empty())
+            .find_map(|d| usable(Path::new(d).join(need)))
+    };
+    // DT_RPATH (of the object, then of the executable) only without DT_RUNPATH.
+    if elf.runpath.is_empty() {
+        if let Some(p) = in_dirs(&elf.rpath).or_else(|| in_dirs(exe_rpath)) {
+            return Some(p);
+        }
+    }
+    if let Some(p) = in_dirs(ld_library_path) {
+        return Some(p);
+    }
+    if let Some(p) = in_dirs(&elf.runpath) {
+        return Some(p);
+    }
+    if let Some(p) = cache.lookup(need).into_iter().find_map(usable) {
+        return Some(p);
+    }
+    let system: Vec<String> = [
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib64",
+        "/usr/lib64",
+        "/lib",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    in_dirs(&system)
+}
+
+/// /etc/ld.so.cache (glibc's "glibc-ld.so.cache1.1" format). Hand-read:
+/// a header, fixed-size entries and a string table, about thirty lines;
+/// no crate in the workspace reads it.
+struct LdCache {
+    data: Vec<u8>,
+}
+
+impl LdCache {
+    const MAGIC: &'static [u8] = b"glibc-ld.so.cache1.1";
+    const HEADER: usize = 48;
+    const ENTRY: usize = 24;
+
+    fn read() -> LdCache {
+        let data = std::fs::read("/etc/ld.so.cache").unwrap_or_default();
+        LdCache {
+            data: if data.starts_with(Self::MAGIC) {
+                data
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn u32_at(&self, off: usize) -> Option<u32> {
+        let b = self.data.get(off..off + 4)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    }
+
+    fn str_at(&self, off: usize) -> Option<&str> {
+        let rest = self.data.get(off..)?;
+        let end = rest.iter().position(|&b| b == 0)?;
+        std::str::from_utf8(&rest[..end]).ok()
+    }
+
+    /// Every path the cache lists for `soname` (the caller checks the ELF class).
+    fn lookup(&self, soname: &str) -> Vec<PathBuf> {
+        let Some(n) = self.u32_at(Self::MAGIC.len()) else {
+            return Vec::new();
+        };
+        (0..n as usize)
+            .filter_map(|i| {
+                let e = Self::HEADER + i * Self::ENTRY;
+                let key = self.u32_at(e + 4)? as usize;
+                let value = self.u32_at(e + 8)? as usize;
+                if self.str_at(key)? != soname {
+                    return None;
+                }
+                self.str_at(value).map(PathBuf::from)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_libc_of_a_system_program() {
+        let sh = Path::new("/bin/sh");
+        let imgs = Images::load(sh).unwrap();
+        assert!(imgs.images.iter().any(|i| i.label.starts_with("libc.so")));
+        assert!(imgs.images.iter().any(|i| i.label.starts_with("ld-linux")));
+    }
+}
