@@ -83,7 +83,7 @@ impl Sink {
 /// Why the session loop ended.
 #[derive(Debug, PartialEq)]
 enum Stop {
-    TargetExited,
+    TargetExited(std::process::ExitStatus),
     Interrupted,
     ExitCalled,
     Timeout,
@@ -186,11 +186,30 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
 
     let stop = session_loop(prog, &s, &g, &mut sink, target.as_mut(), opts)?;
     if opts.verbose > 0 {
-        eprintln!("ptap: stopping: {stop:?}");
+        match (&stop, target.as_ref()) {
+            (Stop::TargetExited(st), Some(child)) => {
+                use std::os::unix::process::ExitStatusExt;
+                match (st.code(), st.signal()) {
+                    (Some(c), _) => eprintln!(
+                        "ptap: the target (pid {}) exited with status {c}",
+                        child.id()
+                    ),
+                    (_, Some(sig)) => eprintln!(
+                        "ptap: the target (pid {}) was killed by signal {sig}",
+                        child.id()
+                    ),
+                    _ => {}
+                }
+            }
+            _ => eprintln!("ptap: stopping: {stop:?}"),
+        }
+        eprintln!("Pass 5: ran for {:.2?}", t0.elapsed());
     }
     let mut still_running = false;
     if let Some(child) = target.as_mut() {
-        if stop != Stop::TargetExited && child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if !matches!(stop, Stop::TargetExited(_))
+            && child.try_wait().map_err(|e| e.to_string())?.is_none()
+        {
             load::detach(&s, &mut || {
                 sink.drain(&s, prog);
             });
@@ -280,8 +299,8 @@ fn session_loop(
             return Ok(Stop::TooManyErrors);
         }
         if let Some(child) = target.as_deref_mut() {
-            if child.try_wait().map_err(|e| e.to_string())?.is_some() {
-                return Ok(Stop::TargetExited);
+            if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(Stop::TargetExited(st));
             }
         }
         if load::interrupted() {

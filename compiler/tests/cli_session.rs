@@ -1,0 +1,470 @@
+//! The `ptap` binary end to end, for what spec files cannot express: two
+//! runs compared (`-p4` + `ptap run` vs `-e`; with and without ptap),
+//! Ctrl-C / exit() / -T detaching from a target that keeps running, lost
+//! output records, probe point resolution errors.
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{ptap, run_cmd, target};
+
+const SECS: Duration = Duration::from_secs(30);
+
+fn scratch(name: &str) -> PathBuf {
+    let d = support::out_dir()
+        .join("cli")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ptap_e(prog: &str, cmd: &str, out: &Path, extra: &[&str]) -> support::Output {
+    let mut c = ptap();
+    c.args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg("-e")
+        .arg(prog)
+        .arg("-c")
+        .arg(cmd);
+    run_cmd(c, SECS)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[test]
+fn p4_module_then_run_gives_the_same_output_as_e() {
+    let d = scratch("p4");
+    let prog = r#"global n, lat
+        probe begin { print("start") }
+        probe jprobe(work) { n++; printf("work(%d)\n", arg1) }
+        probe kretprobe(work) { lat <<< ret }
+        probe end { printf("n=%d sum=%d\n", n, @sum(lat)) }"#;
+    let cmd = format!("{} 4", target("hot"));
+
+    let direct = d.join("direct.out");
+    let a = ptap_e(prog, &cmd, &direct, &[]);
+    assert_eq!(a.code, Some(0), "{a:?}");
+
+    let m = d.join("m");
+    let mut c = ptap();
+    c.arg("-p4").arg("-m").arg(&m).arg("-e").arg(prog);
+    let p4 = run_cmd(c, SECS);
+    assert_eq!(p4.code, Some(0), "{p4:?}");
+    let module = m.with_extension("o");
+    assert_eq!(p4.stdout.trim(), module.to_string_lossy(), "{p4:?}");
+    assert!(module.is_file());
+
+    let via_run = d.join("run.out");
+    let mut c = ptap();
+    c.arg("run")
+        .arg(&module)
+        .arg("-o")
+        .arg(&via_run)
+        .arg("-c")
+        .arg(&cmd);
+    let b = run_cmd(c, SECS);
+    assert_eq!(b.code, Some(0), "{b:?}");
+    let expected = "start\nwork(0)\nwork(1)\nwork(2)\nwork(3)\nn=4 sum=16\n";
+    assert_eq!(read(&direct), expected);
+    assert_eq!(read(&via_run), expected);
+    // The target's own output is not mixed into -o.
+    assert_eq!(a.stdout, "sum=16 counter=6\n");
+    assert_eq!(b.stdout, a.stdout);
+}
+
+#[test]
+fn exit_status_is_1_for_compile_errors_and_bad_modules() {
+    let mut c = ptap();
+    c.arg("-e").arg("probe kprobe(work) { x = }");
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("error"), "{o:?}");
+
+    let d = scratch("badmod");
+    let bad = d.join("bad.o");
+    std::fs::write(&bad, b"not an object").unwrap();
+    let mut c = ptap();
+    c.arg("run").arg(&bad).arg("-c").arg("true");
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("is not a ptap probe module"), "{o:?}");
+}
+
+#[test]
+fn a_point_that_resolves_to_nothing_is_an_error_and_the_target_never_runs() {
+    let d = scratch("unresolved");
+    let hot = target("hot");
+    let out = d.join("o");
+    let o = ptap_e(
+        "probe begin { print(\"begin\") } probe kprobe(no_such_function) { }",
+        &format!("{hot} 3"),
+        &out,
+        &[],
+    );
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.contains(&format!(
+            "ptap: probe point kprobe(no_such_function) resolved to nothing: searched {hot}, libc.so.6, ld-linux-x86-64.so.2 (symbols from .symtab and .dynsym)"
+        )),
+        "{o:?}"
+    );
+    assert_eq!(o.stdout, "", "the target ran: {o:?}");
+    assert_eq!(read(&out), "", "begin ran: {o:?}");
+    // One message, not the runtime's refusal on top.
+    assert_eq!(o.stderr.lines().count(), 1, "{o:?}");
+
+    for (prog, msg) in [
+        (
+            "probe kprobe(libc:no_such_*) { }",
+            "kprobe(libc:no_such_*) (pattern `no_such_*`) resolved to nothing: searched libc.so.6",
+        ),
+        (
+            "probe kprobe(libnope:malloc) { }",
+            "kprobe(libnope:malloc) resolved to nothing: no library `libnope`",
+        ),
+        (
+            "probe kprobe(work+4096) { }",
+            "kprobe(work+4096) is beyond the end of `work`",
+        ),
+        (
+            "probe kprobe(0x10) { }",
+            "kprobe(0x10) resolved to nothing: 0x10 is not in the executable code",
+        ),
+    ] {
+        let o = ptap_e(prog, &format!("{hot} 3"), &out, &[]);
+        assert_eq!(o.code, Some(1), "{prog}: {o:?}");
+        assert!(o.stderr.contains(msg), "{prog}: {o:?}");
+        assert_eq!(o.stdout, "", "{prog}: the target ran: {o:?}");
+    }
+}
+
+#[test]
+fn optional_points_that_resolve_to_nothing_are_silent() {
+    let d = scratch("optional");
+    let out = d.join("o");
+    let o = ptap_e(
+        "global n probe kprobe(no_such_function)?, kprobe(libc:no_such_*)?, kprobe(work) { n++ } probe end { print(n) }",
+        &format!("{} 5", target("hot")),
+        &out,
+        &[],
+    );
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(o.stderr, "", "{o:?}");
+    assert_eq!(read(&out), "5\n");
+}
+
+#[test]
+fn a_refused_point_stops_the_target_before_main() {
+    // work+1 resolves (inside work) but is not an instruction boundary:
+    // only the runtime can tell. The target must not run main with some
+    // probes missing.
+    let d = scratch("refused");
+    let out = d.join("o");
+    let o = ptap_e(
+        "probe kprobe(work+1) { } probe end { print(\"end\") }",
+        &format!("{} 3", target("hot")),
+        &out,
+        &[],
+    );
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.contains("cannot register probe kprobe(work+1)"),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains("stops before main"), "{o:?}");
+    assert_eq!(o.stdout, "", "main ran: {o:?}");
+    assert_eq!(read(&out), "", "{o:?}");
+}
+
+#[test]
+fn processes_the_target_execs_arm_what_resolves_there() {
+    // sh is the target: `work` is not in sh (optional there), but the hot
+    // program sh runs has it and is probed; with -v each process says
+    // what it armed and what it left out.
+    let d = scratch("exec");
+    let out = d.join("o");
+    let o = ptap_e(
+        "global n probe kprobe(work)? { n++ } probe end { print(n) }",
+        &format!("sh -c '{} 7; true'", target("hot")),
+        &out,
+        &[],
+    );
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(read(&out), "7\n", "{o:?}");
+    assert_eq!(o.stdout, "sum=49 counter=21\n");
+
+    // Not optional: `work` does not resolve in sh, the -c program.
+    let o = ptap_e(
+        "probe kprobe(work) { }",
+        &format!("sh -c '{} 7; true'", target("hot")),
+        &out,
+        &[],
+    );
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("resolved to nothing: searched /usr/bin/sh")
+            || o.stderr.contains("resolved to nothing: searched /bin/sh"),
+        "{o:?}"
+    );
+}
+
+/// ptap running `wait_file FLAG 30 CODE` in the background.
+struct Background {
+    ptap: Child,
+    out: PathBuf,
+    flag: PathBuf,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// ptap's stderr so far (the target shares the pipe and outlives ptap).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+fn start_waiting(name: &str, prog: &str, extra: &[&str]) -> Background {
+    let d = scratch(name);
+    let flag = d.join("flag");
+    let out = d.join("out");
+    let mut c = ptap();
+    c.args(extra)
+        .arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(prog)
+        .arg("-c")
+        .arg(format!("{} {} 30 5", target("wait_file"), flag.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let so = child.stdout.take().unwrap();
+    let se = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(so).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(se).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+    Background {
+        ptap: child,
+        out,
+        flag,
+        lines: rx,
+        stderr,
+    }
+}
+
+impl Background {
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(SECS)
+            .expect("the target printed nothing")
+    }
+
+    /// Wait for ptap to exit; its status and stderr.
+    fn wait_ptap(&mut self) -> (Option<i32>, String) {
+        let t = Instant::now();
+        let st = loop {
+            if let Some(st) = self.ptap.try_wait().unwrap() {
+                break st;
+            }
+            if t.elapsed() > SECS {
+                let _ = self.ptap.kill();
+                panic!("ptap did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Let the reader take what ptap wrote last.
+        std::thread::sleep(Duration::from_millis(200));
+        let err = self.stderr.lock().unwrap().clone();
+        (st.code(), err)
+    }
+}
+
+/// work()'s first bytes in a run without ptap.
+fn pristine_code_bytes() -> String {
+    let d = scratch("pristine");
+    let flag = d.join("flag");
+    std::fs::write(&flag, b"").unwrap();
+    let mut c = Command::new(target("wait_file"));
+    c.arg(&flag).arg("5").arg("5");
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(5), "{o:?}");
+    o.stdout
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("before=")
+        .to_string()
+}
+
+fn target_pid(stderr: &str) -> i32 {
+    let l = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("ptap: detached from pid "))
+        .unwrap_or_else(|| panic!("no detach message:\n{stderr}"));
+    l.split(';').next().unwrap().trim().parse().unwrap()
+}
+
+/// After ptap detached: the target is still running, finishes normally
+/// when the flag appears, and its code is back to what it was.
+fn target_goes_on(bg: &mut Background, stderr: &str, pristine: &str) {
+    let pid = target_pid(stderr);
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the target died");
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the target died");
+    std::fs::write(&bg.flag, b"").unwrap();
+    let after = bg.line();
+    assert_eq!(
+        after,
+        format!("after={pristine}"),
+        "probes left in the code"
+    );
+    let done = bg.line();
+    assert!(done.starts_with("done calls>=10: 1"), "{done}");
+    support::remove_snapshot(bg.ptap.id());
+}
+
+#[test]
+fn ctrl_c_runs_end_probes_unregisters_and_lets_the_target_go_on() {
+    let pristine = pristine_code_bytes();
+    let mut bg = start_waiting(
+        "sigint",
+        "global n probe kprobe(work) { n++ } probe end { printf(\"end n>0=%d\\n\", n > 0) }",
+        &[],
+    );
+    let before = bg.line();
+    assert!(before.starts_with("before="), "{before}");
+    assert_ne!(before, format!("before={pristine}"), "work() is not probed");
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: plain kill of our child.
+    unsafe { libc::kill(bg.ptap.id() as i32, libc::SIGINT) };
+    let (code, stderr) = bg.wait_ptap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(read(&bg.out), "end n>0=1\n", "{stderr}");
+    target_goes_on(&mut bg, &stderr, &pristine);
+}
+
+#[test]
+fn exit_from_a_handler_detaches_like_ctrl_c() {
+    let pristine = pristine_code_bytes();
+    let mut bg = start_waiting(
+        "exit",
+        "global n probe kprobe(work) { n++; if (n == 100) exit() } probe end { printf(\"end n>=100=%d\\n\", n >= 100) }",
+        &[],
+    );
+    assert!(bg.line().starts_with("before="));
+    let (code, stderr) = bg.wait_ptap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(read(&bg.out), "end n>=100=1\n", "{stderr}");
+    target_goes_on(&mut bg, &stderr, &pristine);
+}
+
+#[test]
+fn t_secs_stops_after_the_time_and_detaches() {
+    let pristine = pristine_code_bytes();
+    let t = Instant::now();
+    let mut bg = start_waiting(
+        "timeout",
+        "global n probe kprobe(work) { n++ } probe end { printf(\"end n>0=%d\\n\", n > 0) }",
+        &["-T", "1"],
+    );
+    assert!(bg.line().starts_with("before="));
+    let (code, stderr) = bg.wait_ptap();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(read(&bg.out), "end n>0=1\n", "{stderr}");
+    target_goes_on(&mut bg, &stderr, &pristine);
+}
+
+#[test]
+fn ptap_exits_when_the_command_exits_with_its_status_reported() {
+    let d = scratch("cmdexit");
+    let flag = d.join("flag");
+    std::fs::write(&flag, b"").unwrap();
+    let cmd = format!("{} {} 30 7", target("wait_file"), flag.display());
+    let mut plain = Command::new("sh");
+    plain.arg("-c").arg(&cmd);
+    let plain = run_cmd(plain, SECS);
+    assert_eq!(plain.code, Some(7));
+
+    let out = d.join("o");
+    let t = Instant::now();
+    let o = ptap_e(
+        "probe kprobe(work) { x = 1 / (arg1 - 3) }",
+        &cmd,
+        &out,
+        // MAXERRORS=0 (the default) would end the session at the first
+        // error and detach; keep it going to see the target exit.
+        &["-v", "-D", "MAXERRORS=100"],
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // A runtime error: reported with its location, ptap exits 1, and the
+    // target's output and exit status are those of a run without ptap.
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("ERROR: division by 0 near `1 / (arg1 - 3)` at <command line>:1:26 in probe kprobe(work)"),
+        "{o:?}"
+    );
+    // (The target prints work()'s code bytes, which a probe changes.)
+    let own = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with("before=") && !l.starts_with("after="))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(own(&o.stdout), own(&plain.stdout));
+    assert_eq!(own(&o.stdout), ["done calls>=10: 1 sum=145"]);
+    assert!(o.stderr.contains("exited with status 7"), "{o:?}");
+}
+
+#[test]
+fn lost_output_records_are_counted_never_silent() {
+    let d = scratch("lost");
+    let out = d.join("o");
+    let n = 20000;
+    let mut c = ptap();
+    c.env("PTAP_RING_SIZE", "4096")
+        .arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(r#"probe kprobe(work) { printf("%d %s\n", arg1, "a line long enough to fill the ring") }"#)
+        .arg("-c")
+        .arg(format!("{} {n}", target("hot")));
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let printed = read(&out).lines().count();
+    let lost: usize = o
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ptap: ")?
+                .strip_suffix(" output records lost (output ring full)")
+        })
+        .unwrap_or_else(|| panic!("no loss report: {o:?}"))
+        .parse()
+        .unwrap();
+    assert!(lost > 0);
+    assert_eq!(printed + lost, n, "{o:?}");
+}
