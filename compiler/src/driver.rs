@@ -152,28 +152,19 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     }
     run_program(
         &prog,
-        argv,
-        opts.output.as_deref(),
-        opts.timeout,
-        opts.verbose,
+        &crate::run::RunOpts {
+            argv,
+            output: opts.output.as_deref(),
+            timeout: opts.timeout,
+            verbose: opts.verbose,
+            no_follow: opts.no_follow,
+        },
     )
 }
 
 /// Pass 5: run a compiled program (shared by scripts and `ptap run NAME.o`).
-pub fn run_program(
-    prog: &Program,
-    argv: Option<Vec<String>>,
-    output: Option<&std::path::Path>,
-    timeout: Option<f64>,
-    verbose: u8,
-) -> ExitCode {
-    let opts = crate::run::RunOpts {
-        argv,
-        output,
-        timeout,
-        verbose,
-    };
-    match crate::run::run(prog, &opts) {
+pub fn run_program(prog: &Program, opts: &crate::run::RunOpts) -> ExitCode {
+    match crate::run::run(prog, opts) {
         Ok(code) => code,
         Err(e) => fail(&e),
     }
@@ -236,9 +227,12 @@ pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
     };
     run_program(
         &prog,
-        argv,
-        opts.output.as_deref(),
-        opts.timeout,
-        opts.verbose,
+        &crate::run::RunOpts {
+            argv,
+            output: opts.output.as_deref(),
+            timeout: opts.timeout,
+            verbose: opts.verbose,
+            no_follow: opts.no_follow,
+        },
     )
 }

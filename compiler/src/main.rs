@@ -65,7 +65,11 @@ pub struct RunModuleOpts {
     #[arg(short = 'T', value_name = "SECS")]
     pub timeout: Option<f64>,
 
-    /// Verbose.
+    /// Probe only the -c process itself (see `ptap --help`).
+    #[arg(long = "no-follow")]
+    pub no_follow: bool,
+
+    /// Verbose: time the run and explain probe placement.
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
@@ -109,6 +113,11 @@ pub struct ScriptOpts {
     /// Stop after SECS seconds.
     #[arg(short = 'T', value_name = "SECS")]
     pub timeout: Option<f64>,
+
+    /// Probe only the -c process itself: the programs it execs do not load
+    /// the probes, and its forked children drop them.
+    #[arg(long = "no-follow")]
+    pub no_follow: bool,
 
     /// The script file (`-` for stdin) followed by script arguments ($1, @1, ...).
     /// With -e, every positional is a script argument. Options may follow the

@@ -33,6 +33,8 @@ pub struct RunOpts<'a> {
     pub output: Option<&'a Path>,
     pub timeout: Option<f64>,
     pub verbose: u8,
+    /// `--no-follow`: probe only the -c process.
+    pub no_follow: bool,
 }
 
 /// The -c command's executable, found like `execvp` would (for `$name`
@@ -165,10 +167,14 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             let object = snap.path.with_file_name("script.o");
             std::fs::write(&object, &prog.object)
                 .map_err(|e| format!("cannot write {}: {e}", object.display()))?;
-            let env = [
+            let mut env = vec![
                 (ptap_rt::session::ENV_MODULE, object.as_os_str()),
                 (attach::ENV_TARGET, std::ffi::OsStr::new("1")),
             ];
+            if opts.no_follow {
+                env.push((ptap_rt::loader::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
+                env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
+            }
             let child = load::spawn(argv, &snap.path, &owned, &env, opts.verbose)?;
             host::set_target(&g, child.id() as i32);
             if opts.verbose > 0 {

@@ -468,3 +468,27 @@ fn lost_output_records_are_counted_never_silent() {
     assert!(lost > 0);
     assert_eq!(printed + lost, n, "{o:?}");
 }
+
+#[test]
+fn no_follow_probes_only_the_first_process() {
+    let d = scratch("nofollow");
+    let out = d.join("o");
+    let prog = "global n probe kprobe(work)? { n++ } probe end { print(n) }";
+    // forks: the forked child calls work() 3 times, the parent 2 times.
+    let forks = target("forks");
+    let o = ptap_e(prog, &forks, &out, &[]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(read(&out), "5\n", "{o:?}");
+    let o = ptap_e(prog, &forks, &out, &["--no-follow"]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(read(&out), "2\n", "{o:?}");
+    // Programs the target execs: probed by default, not with --no-follow.
+    let hot = target("hot");
+    let cmd = format!("sh -c '{hot} 3; {hot} 2'");
+    let o = ptap_e(prog, &cmd, &out, &[]);
+    assert_eq!(read(&out), "5\n", "{o:?}");
+    let o = ptap_e(prog, &cmd, &out, &["--no-follow"]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(read(&out), "0\n", "{o:?}");
+    assert_eq!(o.stdout, "sum=9 counter=3\nsum=4 counter=1\n");
+}

@@ -13,6 +13,12 @@ use crate::{output, probes, signals, sys, threads, trap};
 static MODULE_CLEANUP: AtomicUsize = AtomicUsize::new(0);
 static SHUT: AtomicBool = AtomicBool::new(false);
 static FORK_PARENT_TID: AtomicI32 = AtomicI32::new(0);
+/// `ptap --no-follow`: forked children drop every probe, exec'ed
+/// processes stay inert.
+static NO_FOLLOW: AtomicBool = AtomicBool::new(false);
+
+/// Environment variable set by `ptap --no-follow`.
+pub const ENV_NO_FOLLOW: &str = "PTAP_NO_FOLLOW";
 
 #[used]
 #[link_section = ".init_array"]
@@ -91,6 +97,12 @@ extern "C" fn ptap_rt_ctor() {
         return;
     }
     let module = std::env::var(session::ENV_MODULE).ok();
+    let role = take_role();
+    let no_follow = std::env::var_os(ENV_NO_FOLLOW).is_some_and(|v| v == "1");
+    if no_follow && role == crate::script::attach::Role::Other {
+        return; // `ptap --no-follow`: only the -c process is probed
+    }
+    NO_FOLLOW.store(no_follow, Ordering::Release);
     let sess = map_session();
     if sess.is_none() && module.is_none() {
         return; // preloaded without ptap and without a module: stay inert
@@ -117,7 +129,7 @@ extern "C" fn ptap_rt_ctor() {
         libc::atexit(at_exit);
     }
     if let Some(m) = module {
-        load_module(&m);
+        load_module(&m, role);
     }
     if sess.is_some() {
         spawn_control_thread();
@@ -141,12 +153,11 @@ fn take_role() -> crate::script::attach::Role {
     }
 }
 
-fn load_module(path: &str) {
+fn load_module(path: &str, role: crate::script::attach::Role) {
     // A compiled script's probe module (ELF relocatable object written by
     // ptap's compiler): loaded by the runtime itself, no dlopen, no linker.
     if path.ends_with(".o") {
         use crate::script::attach::{self, Role};
-        let role = take_role();
         if let Err(e) = attach::attach_file_as(path, role) {
             if role == Role::Target {
                 // ptap resolved the points before starting us, so this is a
@@ -234,6 +245,15 @@ extern "C" fn fork_prepare() {
 
 extern "C" fn fork_child() {
     threads::after_fork(FORK_PARENT_TID.load(Ordering::Acquire));
+    if NO_FOLLOW.load(Ordering::Acquire) {
+        // Only the first process is probed: this child takes every probe
+        // out of its (copy-on-write) code and never joins the session.
+        if !SHUT.swap(true, Ordering::AcqRel) {
+            crate::syscall::shutdown();
+            probes::unregister_all();
+        }
+        return;
+    }
     if let Some(s) = output::session() {
         s.add_pid(sys::getpid());
         // Threads do not survive fork: the child needs its own control
