@@ -16,6 +16,7 @@ pub mod fmt;
 pub mod helpers;
 pub mod loader;
 mod mem;
+pub mod optprobe;
 pub mod output;
 pub mod probes;
 pub mod script;

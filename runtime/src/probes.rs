@@ -55,6 +55,11 @@ pub struct Site {
     pub post_slot: u64,
     pub probes: Vec<Entry>,
     pub has_ret: bool,
+    /// Jump-optimizable site: its replaced instructions relocated, then a
+    /// jump to the region's end. Trap hits run it instead of `slot` (so no
+    /// thread resumes inside the region while the jump is written). 0 when
+    /// the site is not eligible (post_handler, jprobe, refused region).
+    pub region_slot: u64,
 }
 
 impl Site {
@@ -288,7 +293,7 @@ fn read_maps() -> Vec<(u64, u64)> {
     v
 }
 
-const ARENA_SIZE: u64 = 64 * 1024;
+const ARENA_SIZE: u64 = 1024 * 1024;
 const NEAR: u64 = (1 << 31) - (64 << 20);
 
 fn new_arena_near(addr: u64) -> Option<Arena> {
@@ -326,15 +331,55 @@ fn new_arena_near(addr: u64) -> Option<Arena> {
 }
 
 fn alloc_slot(reg: &mut Registry, addr: u64) -> Option<u64> {
-    let fits = |a: &Arena| a.used + SLOT_SIZE as u64 <= a.size && a.base.abs_diff(addr) < NEAR;
-    if !reg.arenas.iter().any(fits) {
-        let a = new_arena_near(addr)?;
-        reg.arenas.push(a);
+    alloc_code(reg, addr, SLOT_SIZE)
+}
+
+/// `len` bytes (rounded up to a slot) of arena memory within reach of `addr`.
+fn alloc_code(reg: &mut Registry, addr: u64, len: usize) -> Option<u64> {
+    let len = (len as u64).div_ceil(SLOT_SIZE as u64) * SLOT_SIZE as u64;
+    if len > ARENA_SIZE {
+        return None;
     }
-    let a = reg.arenas.iter_mut().find(|a| fits(a))?;
+    let fits = |a: &Arena| {
+        a.used + len <= a.size
+            && a.base.abs_diff(addr) < NEAR
+            && (a.base + a.size).abs_diff(addr) < NEAR
+    };
+    // Only the newest few arenas are worth looking at (older ones are full).
+    let n = reg.arenas.len();
+    let idx = (n.saturating_sub(8)..n)
+        .rev()
+        .find(|&i| fits(&reg.arenas[i]));
+    let i = match idx {
+        Some(i) => i,
+        None => {
+            let a = new_arena_near(addr)?;
+            reg.arenas.push(a);
+            reg.arenas.len() - 1
+        }
+    };
+    let a = &mut reg.arenas[i];
     let s = a.base + a.used;
-    a.used += SLOT_SIZE as u64;
+    a.used += len;
     Some(s)
+}
+
+impl crate::optprobe::CodeMem for Registry {
+    fn alloc(&mut self, near: u64, len: usize) -> Option<u64> {
+        alloc_code(self, near, len)
+    }
+    fn poke(&mut self, at: u64, bytes: &[u8]) -> bool {
+        poke(self, at, bytes).is_ok()
+    }
+    fn armed(&self, addr: u64) -> Option<u64> {
+        let s = *self.sites.get(&addr)?;
+        if self.disarmed.contains(&addr) {
+            return None;
+        }
+        // SAFETY: registry sites are live.
+        let s = unsafe { &*s };
+        (s.region_slot != 0).then_some(s.slot)
+    }
 }
 
 fn remember_slot(slot: u64, orig: u64) {
@@ -406,6 +451,12 @@ fn clean_code(reg: &Registry, addr: u64, len: usize) -> Vec<u8> {
             // SAFETY: sites in the registry are live.
             v[(a - addr) as usize] = unsafe { (*s).orig[0] };
         }
+    }
+    // Jumps of optimized sites (the registry's lock is held: none changes).
+    for (a, orig) in crate::optprobe::originals_in(addr, len as u64) {
+        let off = (a - addr) as usize;
+        let n = orig.len().min(len - off);
+        v[off..off + n].copy_from_slice(&orig[..n]);
     }
     v
 }
@@ -528,6 +579,9 @@ fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
     }
     set_last_error(String::new());
     let r = register_entry_inner(kp, kind);
+    if !crate::optprobe::in_batch() {
+        flush_optimizer();
+    }
     // SAFETY: kp is the caller's non-NULL struct.
     let quiet = unsafe { kprobe_flags(kp) } & KPROBE_FLAG_QUIET != 0;
     if r < 0 && !quiet {
@@ -560,13 +614,14 @@ fn report_site(kp: *mut Kprobe, kind: EntryKind) {
         // SAFETY: registry sites are live.
         let s = unsafe { &*site };
         let insn = ptap_arch::decode::disassemble(&s.orig[..s.prep.insn_len as usize], addr);
+        let opt = crate::optprobe::describe(addr);
         let how = match (s.prep.kind, s.post_slot) {
             (Kind::Emulate(_), _) => "emulated".to_string(),
             (Kind::Slot, 0) => format!("slot {:#x} (boosted; post_handler single-stepped)", s.slot),
             (Kind::Slot, p) => format!("slot {:#x} (boosted), post slot {p:#x}", s.slot),
         };
         Some(format!(
-            "ptap: {} {} at {addr:#x}: `{insn}` {how}, {} probe(s) here\n",
+            "ptap: {} {} at {addr:#x}: `{insn}` {how}, {} probe(s) here; {opt}\n",
             kind_name(kind),
             describe(kp),
             s.probes.len()
@@ -612,6 +667,13 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             }
             let mut probes = o.probes.clone();
             probes.push(entry);
+            // A post_handler or a jprobe forces the trap path: take the jump
+            // out (int3 back, tail restored) before that snapshot is visible.
+            let keep_opt = o.region_slot != 0 && optimizable(&probes);
+            if !keep_opt {
+                crate::optprobe::unoptimize(addr, reg);
+                crate::optprobe::forget(addr);
+            }
             let ns = Box::into_raw(Box::new(Site {
                 addr,
                 orig: o.orig,
@@ -620,6 +682,7 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
                 post_slot: o.post_slot,
                 has_ret: probes.iter().any(|e| matches!(e.kind, EntryKind::R(_))),
                 probes,
+                region_slot: if keep_opt { o.region_slot } else { 0 },
             }));
             reg.sites.insert(addr, ns);
             publish(addr, ns);
@@ -628,6 +691,9 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             if enabled && reg.disarmed.contains(&addr) && poke(reg, addr, &[0xcc]).is_ok() {
                 reg.disarmed.remove(&addr);
                 sys::membarrier_sync_core();
+                if keep_opt {
+                    crate::optprobe::queue(addr);
+                }
             }
             reg.by_kp.insert(kp as usize, addr);
             // SAFETY: kp is the user's struct.
@@ -635,12 +701,29 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             return Ok(Some(old));
         }
         // Fresh site.
+        let mut region_slot = 0;
         if func != 0 && size > 0 {
             let code = clean_code(reg, func, size as usize);
             if let Err(e) = ptap_arch::decode::check_boundary(&code, func, addr) {
                 set_last_error(format!("{addr:#x}: {e}"));
                 return Err(arch_errno(e));
             }
+            if !crate::optprobe::enabled() {
+            } else if !optimizable(&[entry]) {
+                crate::optprobe::refuse(
+                    addr,
+                    "a post_handler or a jprobe forces the trap path".into(),
+                );
+            } else if threads::current_is_active() {
+                crate::optprobe::refuse(addr, "registered from inside a probe handler".into());
+            } else {
+                match crate::optprobe::prepare(addr, func, &code, reg) {
+                    Ok(rs) => region_slot = rs,
+                    Err(why) => crate::optprobe::refuse(addr, why),
+                }
+            }
+        } else if crate::optprobe::enabled() {
+            crate::optprobe::refuse(addr, "no function size known for the address".into());
         }
         let n = (seg_end - addr).min(16) as usize;
         let bytes = clean_code(reg, addr, n);
@@ -666,6 +749,7 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             post_slot,
             has_ret: matches!(kind, EntryKind::R(_)),
             probes: vec![entry],
+            region_slot,
         }));
         if !publish(addr, site) {
             // SAFETY: never published.
@@ -679,6 +763,9 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             return Err(e);
         }
         sys::membarrier_sync_core();
+        if region_slot != 0 {
+            crate::optprobe::queue(addr);
+        }
         reg.by_kp.insert(kp as usize, addr);
         // SAFETY: kp is the user's struct.
         unsafe { (*kp).addr = addr as *mut u8 };
@@ -699,6 +786,9 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
 /// a handler (this thread is itself using a site, maybe this one), the site
 /// is leaked instead: the grace period cannot include ourselves.
 fn retire(old: *mut Site) {
+    // The jump-optimized hit path marks itself active without a fence; this
+    // membarrier orders its store for the scan below (see optprobe::enter).
+    sys::membarrier_sync_core();
     if !threads::synchronize() {
         crate::output::diag(
             b"ptap: a thread stayed inside a probe handler for 3 s; its probe data is leaked\n",
@@ -726,7 +816,9 @@ fn unregister_entry(kp: *mut Kprobe) -> bool {
             // Restore the byte first, then unpublish: a thread that misses
             // the table then sees the original byte (see trap.rs).
             let b = [o.orig[0]];
+            crate::optprobe::forget(addr);
             if !reg.disarmed.remove(&addr) {
+                crate::optprobe::unoptimize(addr, reg);
                 let _ = poke(reg, addr, &b);
                 sys::membarrier_sync_core();
             }
@@ -739,6 +831,11 @@ fn unregister_entry(kp: *mut Kprobe) -> bool {
                 slot: o.slot,
                 post_slot: o.post_slot,
                 has_ret: probes.iter().any(|e| matches!(e.kind, EntryKind::R(_))),
+                region_slot: if optimizable(&probes) {
+                    o.region_slot
+                } else {
+                    0
+                },
                 probes,
             }));
             reg.sites.insert(addr, ns);
@@ -750,9 +847,13 @@ fn unregister_entry(kp: *mut Kprobe) -> bool {
                 .iter()
                 // SAFETY: registered probes.
                 .all(|e| unsafe { kprobe_flags(e.kp) } & KPROBE_FLAG_DISABLED != 0);
-            if all_off && !reg.disarmed.contains(&addr) && poke(reg, addr, &[o.orig[0]]).is_ok() {
-                reg.disarmed.insert(addr);
-                sys::membarrier_sync_core();
+            if all_off && !reg.disarmed.contains(&addr) {
+                crate::optprobe::unoptimize(addr, reg);
+                crate::optprobe::forget(addr);
+                if poke(reg, addr, &[o.orig[0]]).is_ok() {
+                    reg.disarmed.insert(addr);
+                    sys::membarrier_sync_core();
+                }
             }
         }
         Some(old)
@@ -789,6 +890,9 @@ pub unsafe extern "C" fn register_kprobes(kps: *mut *mut Kprobe, num: i32) -> i3
     if kps.is_null() || num <= 0 {
         return -EINVAL;
     }
+    // One optimizer pass (one barrier, three membarriers) for the batch.
+    let nested = crate::optprobe::in_batch();
+    crate::optprobe::set_batch(true);
     for i in 0..num as usize {
         // SAFETY: caller contract.
         let p = unsafe { *kps.add(i) };
@@ -798,8 +902,13 @@ pub unsafe extern "C" fn register_kprobes(kps: *mut *mut Kprobe, num: i32) -> i3
                 // SAFETY: caller contract.
                 unregister_entry(unsafe { *kps.add(k) });
             }
+            crate::optprobe::set_batch(nested);
             return r;
         }
+    }
+    crate::optprobe::set_batch(nested);
+    if !nested {
+        flush_optimizer();
     }
     0
 }
@@ -848,6 +957,8 @@ fn set_disabled(p: *mut Kprobe, disabled: bool) -> i32 {
         let orig = unsafe { (*site).orig[0] };
         let armed = !reg.disarmed.contains(&addr);
         if all_off && armed {
+            crate::optprobe::unoptimize(addr, reg);
+            crate::optprobe::forget(addr);
             if poke(reg, addr, &[orig]).is_ok() {
                 reg.disarmed.insert(addr);
                 sys::membarrier_sync_core();
@@ -855,6 +966,11 @@ fn set_disabled(p: *mut Kprobe, disabled: bool) -> i32 {
         } else if !all_off && !armed && poke(reg, addr, &[0xcc]).is_ok() {
             reg.disarmed.remove(&addr);
             sys::membarrier_sync_core();
+            // SAFETY: registry sites are live.
+            if unsafe { (*site).region_slot } != 0 {
+                crate::optprobe::queue(addr);
+                crate::optprobe::optimize_pending(reg);
+            }
         }
         0
     })
@@ -902,6 +1018,20 @@ pub unsafe extern "C" fn unregister_jprobe(jp: *mut Jprobe) {
     }
 }
 
+/// Can a site with these probes be jump-optimized? (No post_handler — it
+/// needs the trap after the displaced instruction — and no jprobe.)
+fn optimizable(probes: &[Entry]) -> bool {
+    probes.iter().all(|e| {
+        // SAFETY: registered (or being registered) probes.
+        !matches!(e.kind, EntryKind::J(_)) && unsafe { (*e.kp).post_handler.is_none() }
+    })
+}
+
+/// Write the jumps of the sites queued for optimization.
+fn flush_optimizer() {
+    with_reg(|reg| crate::optprobe::optimize_pending(reg));
+}
+
 pub fn default_maxactive() -> usize {
     let n = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -916,6 +1046,7 @@ pub unsafe extern "C" fn register_kretprobe(rp: *mut Kretprobe) -> i32 {
     if rp.is_null() {
         return -EINVAL;
     }
+    crate::optprobe::ensure_ret_stub();
     // SAFETY: caller contract.
     let (maxactive, data_size) = unsafe { ((*rp).maxactive, (*rp).data_size) };
     let n = if maxactive <= 0 {

@@ -123,7 +123,21 @@ extern "C" {
     fn ptap_rt_kretprobe_trampoline();
 }
 
+/// The address hijacked return addresses point to: the trap-free return
+/// stub (`optprobe::ensure_ret_stub`, built at the first kretprobe
+/// registration unless PTAP_NO_OPTIMIZE=1), else the int3 trampoline.
+/// Fixed before the first hijack; never changes afterwards.
 pub fn trampoline_addr() -> u64 {
+    let s = crate::optprobe::ret_stub();
+    if s != 0 {
+        s
+    } else {
+        int3_trampoline_addr()
+    }
+}
+
+/// The int3 kretprobe trampoline (trap path).
+pub fn int3_trampoline_addr() -> u64 {
     ptap_rt_kretprobe_trampoline as *const () as u64
 }
 
@@ -239,7 +253,7 @@ pub static TRAPS: AtomicU64 = AtomicU64::new(0);
 
 // ------------------------------------------------------------ the hit path
 
-unsafe fn call_pre(ts: *mut ThreadState, kp: *mut Kprobe, regs: &mut PtRegs) -> i32 {
+pub(crate) unsafe fn call_pre(ts: *mut ThreadState, kp: *mut Kprobe, regs: &mut PtRegs) -> i32 {
     // SAFETY: kp is a live probe of a published site.
     let Some(pre) = (unsafe { (*kp).pre_handler }) else {
         return 0;
@@ -352,14 +366,25 @@ fn altstack() -> Option<(u64, u64)> {
     Some((old.sp, old.sp + old.size))
 }
 
-unsafe fn reap_below(ts: *mut ThreadState, sp: u64, inclusive: bool) {
+pub(crate) unsafe fn reap_below(ts: *mut ThreadState, sp: u64, inclusive: bool) {
     // SAFETY: this thread's list; instances are never freed.
     unsafe {
         if (*ts).kret_head == 0 {
             return;
         }
         // Frames on the signal alternate stack and on the thread's stack are
-        // not ordered with each other: compare only within one of them.
+        // not ordered with each other: compare only within one of them. The
+        // common case (the head is not below sp) needs no system call.
+        let below = |h: *mut InstHdr| {
+            if inclusive {
+                (*h).sp <= sp
+            } else {
+                (*h).sp < sp
+            }
+        };
+        if !below((*ts).kret_head as *mut InstHdr) {
+            return;
+        }
         let alt = altstack();
         let on_alt = |p: u64| alt.is_some_and(|(lo, hi)| p >= lo && p < hi);
         let here = on_alt(sp);
@@ -381,7 +406,11 @@ unsafe fn reap_below(ts: *mut ThreadState, sp: u64, inclusive: bool) {
     }
 }
 
-unsafe fn kret_entry(ts: *mut ThreadState, rec: *const probes::RetRec, regs: &mut PtRegs) {
+pub(crate) unsafe fn kret_entry(
+    ts: *mut ThreadState,
+    rec: *const probes::RetRec,
+    regs: &mut PtRegs,
+) {
     // SAFETY: rec is never freed; rp is live while rec.alive (grace periods).
     unsafe {
         let rec = &*rec;
@@ -396,7 +425,7 @@ unsafe fn kret_entry(ts: *mut ThreadState, rec: *const probes::RetRec, regs: &mu
         let ri = probes::public(h);
         (*h).sp = regs.sp;
         (*ri).ret_addr = core::ptr::read(regs.sp as *const u64) as *mut u8;
-        (*ri).task = sys::gettid() as u64;
+        (*ri).task = (*ts).tid.load(Ordering::Relaxed) as u64;
         if let Some(eh) = (*rp).entry_handler {
             match guarded(
                 ts,
@@ -435,6 +464,16 @@ unsafe fn run_displaced(
 ) {
     // SAFETY: ts is ours; uc is the kernel's context.
     unsafe {
+        if !posts && site.region_slot != 0 {
+            // A site being (or that may be) jump-optimized: run every
+            // replaced instruction out of line, so that no thread resumes
+            // inside bytes 1..n of the region (see optprobe.rs).
+            regs.ip = site.region_slot;
+            regs_to(uc, &regs);
+            (*ts).in_handler = 0;
+            threads::leave(ts);
+            return;
+        }
         match site.prep.kind {
             Kind::Emulate(e) => {
                 if ptap_arch::emulate::emulate(&e, &mut regs, &mut |a, v| write_u64(a, v)).is_err()
@@ -493,22 +532,7 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
     regs.ip = addr;
     // SAFETY: ts is ours; the site is live until we leave.
     unsafe {
-        if (*ts).jp_site != 0 && on_alt_eq(regs.sp, (*ts).jp_regs.sp) && regs.sp >= (*ts).jp_regs.sp
-        {
-            // The jprobe entry returned (or longjmp'ed) without calling
-            // jprobe_return(): the probed call was skipped. Forget it.
-            output::diag(b"ptap: a jprobe entry returned without calling jprobe_return(); that call of the probed function was skipped\n");
-            (*ts).jp_site = 0;
-            (*ts).in_handler = 0;
-            threads::leave(ts);
-        }
-        if (*ts).ss_site != 0 && pending_step_abandoned(ts, regs.sp) {
-            // A target signal handler longjmp'ed out of the window between a
-            // hit and its post trap: that hit is over, forget it.
-            (*ts).ss_site = 0;
-            (*ts).in_handler = 0;
-            threads::leave(ts);
-        }
+        recover_abandoned(ts, regs.sp);
         if (*ts).in_handler != 0 {
             // The seed's reentrancy rule: no handler runs, count a miss.
             for e in &site.probes {
@@ -572,6 +596,32 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
     }
 }
 
+/// A new hit at stack pointer `sp`: forget runtime activity of this thread
+/// that can no longer complete (both hit paths call this first).
+///
+/// # Safety
+/// `ts` is this thread's slot.
+pub(crate) unsafe fn recover_abandoned(ts: *mut ThreadState, sp: u64) {
+    // SAFETY: ts is ours.
+    unsafe {
+        if (*ts).jp_site != 0 && on_alt_eq(sp, (*ts).jp_regs.sp) && sp >= (*ts).jp_regs.sp {
+            // The jprobe entry returned (or longjmp'ed) without calling
+            // jprobe_return(): the probed call was skipped. Forget it.
+            output::diag(b"ptap: a jprobe entry returned without calling jprobe_return(); that call of the probed function was skipped\n");
+            (*ts).jp_site = 0;
+            (*ts).in_handler = 0;
+            threads::leave(ts);
+        }
+        if (*ts).ss_site != 0 && pending_step_abandoned(ts, sp) {
+            // A target signal handler longjmp'ed out of the window between a
+            // hit and its post trap: that hit is over, forget it.
+            (*ts).ss_site = 0;
+            (*ts).in_handler = 0;
+            threads::leave(ts);
+        }
+    }
+}
+
 /// Are both stack pointers on the same stack (thread stack vs sigaltstack)?
 fn on_alt_eq(a: u64, b: u64) -> bool {
     let alt = altstack();
@@ -601,6 +651,7 @@ unsafe fn run_displaced_nested(
     // SAFETY: as run_displaced.
     unsafe {
         match site.prep.kind {
+            _ if site.region_slot != 0 => regs.ip = site.region_slot,
             Kind::Emulate(e) => {
                 if ptap_arch::emulate::emulate(&e, &mut regs, &mut |a, v| write_u64(a, v)).is_err()
                 {
@@ -652,6 +703,33 @@ unsafe fn on_post_int3(ts: *mut ThreadState, site: &'static Site, uc: *mut Uc) {
 unsafe fn on_kret_trampoline(ts: *mut ThreadState, uc: *mut Uc) {
     threads::enter(ts);
     let mut regs = regs_from(uc);
+    // SAFETY: ts is ours; signals are blocked in this handler.
+    unsafe {
+        let run = (*ts).in_handler == 0;
+        (*ts).in_handler += 1;
+        let ok = kret_return(ts, &mut regs, run);
+        (*ts).in_handler -= 1;
+        if !ok {
+            output::diag(b"ptap: kretprobe trampoline reached without an instance; aborting\n");
+            die(SIGSEGV, uc);
+            threads::leave(ts);
+            return;
+        }
+    }
+    regs_to(uc, &regs);
+    threads::leave(ts);
+}
+
+/// A hijacked return arrived (`regs.sp` just above the popped return
+/// address): pop this thread's instance for that frame, run the handler
+/// (when `run`; otherwise count a miss) with regs->ax the return value, and
+/// set `regs.ip` to the real return address. False if there is no instance.
+/// Both the int3 trampoline and the trap-free return stub come here; the
+/// caller keeps `in_handler` raised.
+///
+/// # Safety
+/// `ts` is this thread's slot.
+pub(crate) unsafe fn kret_return(ts: *mut ThreadState, regs: &mut PtRegs, run: bool) -> bool {
     let sp = regs.sp; // the function's `ret` popped the (hijacked) return address
                       // SAFETY: ts is ours; instances are never freed.
     unsafe {
@@ -664,10 +742,7 @@ unsafe fn on_kret_trampoline(ts: *mut ThreadState, uc: *mut Uc) {
         }
         let h = *link as *mut InstHdr;
         if h.is_null() {
-            output::diag(b"ptap: kretprobe trampoline reached without an instance; aborting\n");
-            die(SIGSEGV, uc);
-            threads::leave(ts);
-            return;
+            return false;
         }
         *link = (*h).next;
         let ri = probes::public(h);
@@ -676,29 +751,38 @@ unsafe fn on_kret_trampoline(ts: *mut ThreadState, uc: *mut Uc) {
         regs.ip = ret;
         if rec.alive.load(Ordering::Acquire) {
             let rp = rec.rp;
-            if (*ts).in_handler != 0 {
+            if !run {
                 kretprobe_missed(rp);
             } else if let Some(hd) = (*rp).handler {
-                (*ts).in_handler = 1;
                 if guarded(
                     ts,
                     hd as usize,
                     ri as usize,
-                    &mut regs as *mut PtRegs as usize,
+                    regs as *mut PtRegs as usize,
                     0,
                 )
                 .is_none()
                 {
-                    handler_faulted(ts, core::ptr::addr_of_mut!((*rp).kp), &mut regs);
+                    handler_faulted(ts, core::ptr::addr_of_mut!((*rp).kp), regs);
                 }
-                (*ts).in_handler = 0;
             }
         }
         regs.ip = ret;
         probes::release(h);
-        regs_to(uc, &regs);
-        threads::leave(ts);
+        true
     }
+}
+
+/// Die of `sig` now (outside a signal handler: no context to edit).
+pub fn die_now(sig: i32) {
+    let dfl = sys::KSigaction::default();
+    // SAFETY: default disposition, unblock, raise: the process dies.
+    unsafe {
+        sys::rt_sigaction(sig, Some(&dfl), None);
+        let m = sys::sigbit(sig);
+        sys::rt_sigprocmask(1, Some(&m), None); // SIG_UNBLOCK
+    }
+    sys::tgkill(sys::getpid(), sys::gettid(), sig);
 }
 
 unsafe fn on_jprobe_return(ts: *mut ThreadState, uc: *mut Uc, info: *mut libc::siginfo_t) {
@@ -726,6 +810,10 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
     TRAPS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: kernel-provided pointers.
     let code = unsafe { (*info).si_code };
+    // A redirecting pre_handler on a jump-optimized probe (see optprobe.rs).
+    if code == TRAP_TRACE && crate::optprobe::divert_trap(uc) {
+        return;
+    }
     let rip = greg(uc, libc::REG_RIP);
     let Some(ts) = threads::current() else {
         // No thread slot: cannot run handlers; execute the instruction as if
@@ -745,7 +833,7 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
         }
         if code == SI_KERNEL {
             let addr = rip.wrapping_sub(1);
-            if addr == trampoline_addr() {
+            if addr == int3_trampoline_addr() {
                 on_kret_trampoline(ts, uc);
                 return;
             }
@@ -773,6 +861,7 @@ unsafe fn no_slot_fallback(sig: c_int, info: *mut libc::siginfo_t, uc: *mut Uc, 
         let mut regs = regs_from(uc);
         regs.ip = addr;
         match site.prep.kind {
+            _ if site.region_slot != 0 => regs.ip = site.region_slot,
             Kind::Emulate(e) => {
                 let _ = ptap_arch::emulate::emulate(&e, &mut regs, &mut |a, v| write_u64(a, v));
             }
@@ -844,7 +933,40 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
                 }
             }
         }
-        // 3. A boosted slot faulted.
+        // 3. A relocated instruction in a trampoline or region slot faulted
+        //    (jump-optimized sites): as if at its original address.
+        if code > 0 {
+            if let Some((orig, delta, at)) = crate::optprobe::fault_owner(rip) {
+                let mut regs = regs_from(uc);
+                regs.ip = orig;
+                regs.sp = regs.sp.wrapping_sub(delta as u64);
+                if let Some(ts) = ts {
+                    threads::enter(ts);
+                    if (*ts).in_handler == 0 {
+                        if let Some(site) = probes::lookup(at) {
+                            (*ts).in_handler = 1;
+                            let handled = displaced_fault_handlers(
+                                ts,
+                                site,
+                                &mut regs,
+                                greg(uc, libc::REG_TRAPNO),
+                            );
+                            (*ts).in_handler = 0;
+                            if handled {
+                                regs_to(uc, &regs);
+                                threads::leave(ts);
+                                return;
+                            }
+                        }
+                    }
+                    threads::leave(ts);
+                }
+                regs_to(uc, &regs);
+                chain(sig, info, uc, Some(orig));
+                return;
+            }
+        }
+        // 4. A boosted slot faulted.
         if code > 0 {
             if let Some((base, orig)) = probes::slot_owner(rip) {
                 let mut regs = regs_from(uc);

@@ -1,0 +1,171 @@
+//! Jump-optimized probes (issue 7): the jump path takes no trap, keeps the
+//! kprobe semantics, is reported by -v, and survives live patching while 8
+//! threads run through the probed code (both paths, exact counts).
+mod support;
+use support::*;
+
+const STRESS_MOD: &str = "tests/targets/opt_stress_mod.c";
+const NO_OPT: (&str, &str) = ("PTAP_NO_OPTIMIZE", "1");
+
+/// 8 threads call work() and tick(); probe A on work() is registered and
+/// unregistered 1,000 times (each time until it was hit at least once);
+/// probe B on tick() stays: it must see every call, exactly.
+fn stress(kind: &str, trap_path: bool) {
+    let mut env = vec![("PT_KIND", kind)];
+    if trap_path {
+        env.push(NO_OPT);
+    }
+    let mut c = ptap();
+    c.arg("load")
+        .arg("-v")
+        .arg(module(STRESS_MOD))
+        .arg("-c")
+        .arg(format!("{} 8", target("opt_stress")));
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let out = run_cmd(c, std::time::Duration::from_secs(400));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let calls = out.get("calls");
+    assert!(calls > 0, "{out:?}");
+    assert_eq!(out.get("bad"), 0, "wrong results while patching: {out:?}");
+    assert_eq!(out.get("failed"), 0, "{out:?}");
+    assert_eq!(out.get("cycles"), 1000, "{out:?}");
+    assert_eq!(out.get("no_hit_cycles"), 0, "{out:?}");
+    assert_eq!(out.get("hits_b"), calls, "B saw every call: {out:?}");
+    let a = out.get("hits_a");
+    assert!(a >= 1000 && a <= calls, "{out:?}");
+    assert_eq!(out.get("missed_a"), 0, "{out:?}");
+    assert_eq!(out.get("missed_b"), 0, "{out:?}");
+    assert_eq!(out.get("rets_bad"), 0, "{out:?}");
+    let optimized = out.stderr.matches("jump-optimized").count();
+    if trap_path {
+        assert_eq!(optimized, 0, "{out:?}");
+    } else {
+        // B once, A at each of its 1,000 registrations (a cycle may stay on
+        // the trap path if a thread kept the region busy; nearly none do).
+        assert!(optimized >= 900, "{optimized} jump-optimized: {out:?}");
+    }
+}
+
+#[test]
+fn stress_kprobe_jump_path() {
+    stress("k", false);
+}
+
+#[test]
+fn stress_kprobe_trap_path() {
+    stress("k", true);
+}
+
+#[test]
+fn stress_kretprobe_jump_path() {
+    stress("r", false);
+}
+
+#[test]
+fn stress_kretprobe_trap_path() {
+    stress("r", true);
+}
+
+#[test]
+fn jump_optimized_kprobe_takes_no_trap() {
+    let out = load("count", &format!("{} 1000", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("hits"), 1000, "{out:?}");
+    assert_eq!(out.get("traps"), 0, "{out:?}");
+    assert_eq!(out.get("nmissed"), 0, "{out:?}");
+    // The same module on the trap path: one trap per hit.
+    let out = load("count", &format!("{} 1000", target("hot")), &[NO_OPT], 30);
+    assert_eq!(out.get("hits"), 1000, "{out:?}");
+    assert_eq!(out.get("traps"), 1000, "{out:?}");
+}
+
+#[test]
+fn trap_free_kretprobe_sees_return_values() {
+    let m = "tests/targets/opt_kret_mod.c";
+    let out = load(m, &format!("{} 1000", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("returns"), 1000, "{out:?}");
+    assert_eq!(out.get("wrong"), 0, "{out:?}");
+    assert_eq!(out.get("nmissed"), 0, "{out:?}");
+    assert_eq!(out.get("traps"), 0, "no int3 at entry or return: {out:?}");
+    assert!(out.stdout.contains("sum=1000000 "), "{out:?}");
+    let out = load(m, &format!("{} 1000", target("hot")), &[NO_OPT], 30);
+    assert_eq!(out.get("returns"), 1000, "{out:?}");
+    assert_eq!(out.get("wrong"), 0, "{out:?}");
+    assert_eq!(
+        out.get("traps"),
+        2000,
+        "int3 at entry and at return: {out:?}"
+    );
+}
+
+#[test]
+fn jump_path_honours_register_changes_and_redirects() {
+    // regs->di set by the pre_handler: work(7) returns 15 for every call.
+    let out = load(
+        "count",
+        &format!("{} 5", target("hot")),
+        &[("PT_SETDI", "7")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("sum=75 "), "{out:?}");
+    assert_eq!(out.get("traps"), 0, "{out:?}");
+    // A pre_handler that sets ip (and sp) and returns 1: the jump path
+    // honours it with one single-step trap after the trampoline's popfq.
+    let out = load(
+        "count",
+        &format!("{} 5", target("hot")),
+        &[("PT_SKIP", "42")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("sum"), 5 * 42, "{out:?}");
+    assert_eq!(out.get("hits"), 5, "{out:?}");
+}
+
+#[test]
+fn verbose_load_says_how_each_probe_is_placed() {
+    let hot = format!("{} 3", target("hot"));
+    let v = |env: &[(&str, &str)]| {
+        let mut c = ptap();
+        c.arg("load")
+            .arg("-v")
+            .arg(module("count"))
+            .arg("-c")
+            .arg(&hot);
+        for (k, val) in env {
+            c.env(k, val);
+        }
+        run_cmd(c, std::time::Duration::from_secs(30))
+    };
+    let out = v(&[]);
+    assert!(
+        out.stderr
+            .contains("jump-optimized: 5 bytes replaced, trampoline 0x"),
+        "{out:?}"
+    );
+    let out = v(&[NO_OPT]);
+    assert!(
+        out.stderr.contains("; trap path (PTAP_NO_OPTIMIZE)"),
+        "{out:?}"
+    );
+    let out = v(&[("PT_POST", "1")]);
+    assert!(
+        out.stderr
+            .contains("trap path: not optimized: a post_handler or a jprobe forces the trap path"),
+        "{out:?}"
+    );
+    assert_eq!(out.get("posts"), 3, "{out:?}");
+    // work+5 is its `ret`, the function's last byte: no room for a jump.
+    let out = v(&[("PT_OFF", "5")]);
+    assert!(
+        out.stderr.contains(
+            "trap path: not optimized: the 5-byte jump would cross the function's end (1 bytes left)"
+        ),
+        "{out:?}"
+    );
+    assert_eq!(out.get("hits"), 3, "{out:?}");
+}

@@ -1,0 +1,965 @@
+//! Jump-optimized probes ("optprobes") and the trap-free kretprobe return
+//! trampoline.
+//!
+//! Where `ptap_arch::optprobe::check_region` allows it (Linux's
+//! `can_optimize` rules on the whole decoded function) and no probe of the
+//! site has a post_handler or is a jprobe, the int3 at a probe site is
+//! replaced by a 5-byte `jmp` to a per-site trampoline built by
+//! `ptap_arch::trampoline::optprobe_trampoline`: it skips the red zone, saves
+//! the registers into a `pt_regs`, calls [`opt_hit`] (the same handlers, in
+//! the same order, under the same reentrancy rule as the trap path), restores
+//! the registers, runs the relocated displaced instructions and jumps back.
+//!
+//! Live patching (see `optimize_pending` / `unoptimize`), as Linux does it:
+//! 1. the site is armed as a trap probe first (int3 at byte 0, membarrier
+//!    SYNC_CORE); its snapshot routes trap hits through a *region slot* (all
+//!    the replaced instructions, relocated, then `jmp region_end`), so no
+//!    trap hit ever resumes inside bytes 1..n;
+//! 2. a grace period (every thread that was in the trap hit path has left),
+//!    then a signal barrier: every other thread reports the ip it was
+//!    interrupted at; a thread inside bytes 1..n of a region (or in the
+//!    site's old single-instruction slot, which jumps back into the region)
+//!    blocks that site; we retry for a while, then leave it on the trap path;
+//! 3. the jump's tail bytes (1..5), membarrier, the head byte (0xe9),
+//!    membarrier.
+//!
+//! Unoptimizing is the reverse: int3 over the head, membarrier, original
+//! tail bytes, membarrier (no thread can be inside bytes 1..n: the jump was
+//! there). Trampolines and region slots are never freed: they are kept per
+//! address and reused when the same address is probed again, so no thread
+//! can ever be inside freed code and the memory is bounded by the number of
+//! distinct probed addresses.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ptap_arch::decode;
+use ptap_arch::optprobe::{self as aopt, Region};
+use ptap_arch::regs::{flags as rf, offset};
+use ptap_arch::trampoline::{self, Handler, VectorSave};
+
+use crate::abi::*;
+use crate::probes::{self, EntryKind};
+use crate::threads::{self, ThreadState};
+use crate::{output, sys, trap};
+
+// ------------------------------------------------------------ configuration
+
+/// Jump optimization is on unless `PTAP_NO_OPTIMIZE=1` (read once).
+static DISABLED: AtomicU32 = AtomicU32::new(2); // 2 = not read yet
+
+pub fn enabled() -> bool {
+    let v = DISABLED.load(Ordering::Relaxed);
+    if v != 2 {
+        return v == 0;
+    }
+    let off = std::env::var("PTAP_NO_OPTIMIZE").is_ok_and(|s| !s.is_empty() && s != "0");
+    DISABLED.store(off as u32, Ordering::Relaxed);
+    !off
+}
+
+/// Vector state the trampolines save around handlers. At a function entry
+/// (and at a return) only argument/return registers can be live, and the
+/// SysV ABI passes them in xmm0-7/ymm0-7: saving ymm0-15 is enough for
+/// everything but __m512 arguments. Anywhere else in a function any vector
+/// register may be live, so the whole XSAVE state is saved (~150 ns more).
+/// `PTAP_OPT_XSAVE=1` forces XSAVE everywhere.
+fn vector_save(at_entry: bool) -> VectorSave {
+    let force = std::env::var("PTAP_OPT_XSAVE").is_ok_and(|s| s == "1");
+    let avx = std::arch::is_x86_feature_detected!("avx");
+    if at_entry && !force {
+        return if avx {
+            VectorSave::Ymm
+        } else {
+            VectorSave::Xmm
+        };
+    }
+    match trampoline::xsave_size() {
+        Some(size) => VectorSave::Xsave { size },
+        None => VectorSave::Xmm,
+    }
+}
+
+// ------------------------------------------------------------ per-thread state
+
+// A 16-byte initial-exec TLS block: [ThreadState pointer, its tid]. Not
+// `thread_local!` (global-dynamic TLS may call malloc on first touch in a
+// dlopen'ed object, and malloc may be probed); initial-exec TLS is part of
+// the thread's static block, zeroed when a thread starts.
+core::arch::global_asm!(
+    ".pushsection .tbss,\"awT\",@nobits",
+    ".p2align 4",
+    ".globl ptap_rt_tls_thread",
+    ".hidden ptap_rt_tls_thread",
+    ".type ptap_rt_tls_thread,@object",
+    ".size ptap_rt_tls_thread,16",
+    "ptap_rt_tls_thread:",
+    ".zero 16",
+    ".popsection",
+);
+
+#[inline(always)]
+fn tls() -> *mut [u64; 2] {
+    let p: u64;
+    // SAFETY: computes the address of this thread's copy of ptap_rt_tls_thread
+    // (GOT entry holding its offset from the thread pointer, plus fs:0).
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, qword ptr [rip + ptap_rt_tls_thread@GOTTPOFF]",
+            "add {p}, qword ptr fs:[0]",
+            p = out(reg) p,
+            options(nostack, readonly),
+        );
+    }
+    p as *mut [u64; 2]
+}
+
+/// This thread's state without a system call once it is cached. The cache
+/// is checked against the slot's tid: a slot given to another thread (after
+/// fork, or reclaimed from a dead thread) is looked up again.
+#[inline]
+pub fn thread() -> Option<*mut ThreadState> {
+    let t = tls();
+    // SAFETY: t is this thread's TLS block; a cached slot pointer points
+    // into the thread table, which is never unmapped.
+    unsafe {
+        let p = (*t)[0] as *mut ThreadState;
+        if !p.is_null() && (*p).tid.load(Ordering::Relaxed) as u32 as u64 == (*t)[1] {
+            return Some(p);
+        }
+        let ts = threads::current()?;
+        (*t)[0] = ts as u64;
+        (*t)[1] = (*ts).tid.load(Ordering::Relaxed) as u32 as u64;
+        Some(ts)
+    }
+}
+
+/// `threads::enter` without the fence: the writers that wait for hit paths
+/// (`retire`, `optimize_pending`) issue membarrier() before they scan the
+/// thread table, which orders this plain store for them (the asymmetric
+/// fence of sys_membarrier-based RCU).
+#[inline(always)]
+fn enter(ts: *mut ThreadState) {
+    // SAFETY: this thread's slot; only this thread writes `active`.
+    unsafe {
+        let a = (*ts).active.load(Ordering::Relaxed);
+        (*ts).active.store(a + 1, Ordering::Relaxed);
+    }
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+}
+
+#[inline(always)]
+fn leave(ts: *mut ThreadState) {
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    // SAFETY: this thread's slot; only this thread writes `active`/`gen`.
+    unsafe {
+        let a = (*ts).active.load(Ordering::Relaxed);
+        if a == 1 {
+            let g = (*ts).gen.load(Ordering::Relaxed);
+            (*ts).gen.store(g + 1, Ordering::Release);
+        }
+        (*ts).active.store(a.saturating_sub(1), Ordering::Release);
+    }
+}
+
+// ------------------------------------------------------------ the hit path
+
+/// `orig_ax` value a handler's redirect leaves in the trampoline's frame:
+/// the EFLAGS.TF trap after `popfq` finds it there (see [`divert_trap`]).
+const DIVERT_MAGIC: u64 = 0x7074_6170_6469_7674;
+
+/// Called by a site's trampoline with the saved registers. Hit path: no
+/// allocation, no lock, no libc.
+///
+/// # Safety
+/// Called only by trampolines built here, with their frame.
+pub unsafe extern "C" fn opt_hit(regs: *mut PtRegs, addr: u64) {
+    let Some(ts) = thread() else { return };
+    enter(ts);
+    let Some(site) = probes::lookup(addr) else {
+        leave(ts);
+        return;
+    };
+    // SAFETY: regs is the trampoline's frame; ts is ours; the site is live
+    // until we leave (grace periods).
+    unsafe {
+        let regs = &mut *regs;
+        if (*ts).jp_site != 0 || (*ts).ss_site != 0 {
+            trap::recover_abandoned(ts, regs.sp);
+        }
+        if (*ts).in_handler != 0 {
+            for e in &site.probes {
+                match e.kind {
+                    EntryKind::R(rec) => kretprobe_missed((*rec).rp),
+                    _ => kprobe_missed(e.kp),
+                }
+            }
+            leave(ts);
+            return;
+        }
+        (*ts).in_handler = 1;
+        if site.has_ret {
+            trap::reap_below(ts, regs.sp, true);
+        }
+        let mut divert = false;
+        for e in &site.probes {
+            if kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED != 0 {
+                continue;
+            }
+            match e.kind {
+                EntryKind::K => {
+                    if trap::call_pre(ts, e.kp, regs) != 0 && regs.ip != addr {
+                        divert = true;
+                        break;
+                    }
+                }
+                EntryKind::R(rec) => trap::kret_entry(ts, rec, regs),
+                EntryKind::J(_) => {} // jprobe sites are never optimized
+            }
+        }
+        if divert {
+            // The trampoline always continues with the displaced
+            // instructions; to honour a redirect (pre_handler returned 1
+            // with a new ip), set TF: the single-step trap right after the
+            // trampoline's popfq loads this frame into the context.
+            regs.orig_ax = DIVERT_MAGIC;
+            regs.flags |= rf::TF;
+        } else {
+            regs.ip = addr;
+        }
+        (*ts).in_handler = 0;
+        leave(ts);
+    }
+}
+
+/// SIGTRAP with TRAP_TRACE: is it the single-step after a trampoline's
+/// `popfq` that a redirecting pre_handler asked for? If so, load the
+/// frame's registers (ip and sp included) into the context.
+#[allow(clippy::not_unsafe_ptr_arg_deref)] // uc is always the kernel-provided context
+pub fn divert_trap(uc: *mut libc::ucontext_t) -> bool {
+    // SAFETY: uc is the kernel's context.
+    let (rip, rsp) = unsafe {
+        let g = &(*uc).uc_mcontext.gregs;
+        (
+            g[libc::REG_RIP as usize] as u64,
+            g[libc::REG_RSP as usize] as u64,
+        )
+    };
+    if !in_trampoline(rip) {
+        return false;
+    }
+    // SAFETY: rsp is the trampoline's frame (rsp == &pt_regs right after the
+    // handler call), on this thread's stack.
+    unsafe {
+        let ax = core::ptr::read((rsp + offset::ORIG_AX as u64) as *const u64);
+        if ax != DIVERT_MAGIC {
+            return false;
+        }
+        let mut regs: PtRegs = core::ptr::read(rsp as *const PtRegs);
+        core::ptr::write((rsp + offset::ORIG_AX as u64) as *mut u64, u64::MAX);
+        regs.orig_ax = u64::MAX;
+        regs.flags &= !rf::TF;
+        trap::regs_to(uc, &regs);
+    }
+    true
+}
+
+/// The kretprobe return trampoline's handler: pop this thread's instance
+/// for the returning frame, run the kretprobe's handler with regs->ax = the
+/// return value, and set regs->ip to the real return address (the stub
+/// jumps there). No trap.
+///
+/// # Safety
+/// Called only by the return stub built here.
+pub unsafe extern "C" fn ret_hit(regs: *mut PtRegs, _data: u64) {
+    // SAFETY: regs is the stub's frame.
+    let regs = unsafe { &mut *regs };
+    let Some(ts) = thread() else {
+        output::diag(b"ptap: kretprobe return without a thread slot; aborting\n");
+        trap::die_now(trap::SIGSEGV);
+        return;
+    };
+    enter(ts);
+    // SAFETY: ts is ours. in_handler is raised while the instance list is
+    // edited: a signal handler that runs a kretprobed function meanwhile
+    // counts a miss instead of pushing onto the list we are editing.
+    unsafe {
+        let was = (*ts).in_handler;
+        (*ts).in_handler = was + 1;
+        let ok = trap::kret_return(ts, regs, was == 0);
+        (*ts).in_handler = was;
+        if !ok {
+            output::diag(b"ptap: kretprobe trampoline reached without an instance; aborting\n");
+            trap::die_now(trap::SIGSEGV);
+        }
+    }
+    leave(ts);
+}
+
+/// Address of the trap-free return stub (0 until built).
+static RET_STUB: AtomicU64 = AtomicU64::new(0);
+
+pub fn ret_stub() -> u64 {
+    RET_STUB.load(Ordering::Acquire)
+}
+
+/// Build the return stub once (registration time, first kretprobe). It is
+/// never rebuilt or freed: hijacked return addresses may point at it.
+pub fn ensure_ret_stub() {
+    static ONCE: Mutex<()> = Mutex::new(());
+    if !enabled() || ret_stub() != 0 {
+        return;
+    }
+    let _g = ONCE.lock();
+    if ret_stub() != 0 {
+        return;
+    }
+    const LEN: usize = 4096;
+    // SAFETY: a fresh private anonymous RW mapping.
+    let p = unsafe { sys::mmap(0, LEN, 3, 0x22, -1, 0) };
+    if p < 0 {
+        return;
+    }
+    let at = p as u64;
+    let h = Handler {
+        func: ret_hit as *const () as u64,
+        data: 0,
+    };
+    let Ok(code) = trampoline::return_trampoline(at, h, vector_save(true)) else {
+        return;
+    };
+    if code.len() > LEN {
+        return;
+    }
+    // SAFETY: our RW mapping; then made r-x.
+    unsafe {
+        core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len());
+        sys::mprotect(at as usize, LEN, 5);
+    }
+    add_range(at, code.len() as u64, 0, &[], 0);
+    RET_STUB.store(at, Ordering::Release);
+}
+
+// ------------------------------------------------------------ code ranges
+
+/// A trampoline or region slot, for fault mapping and `in_trampoline`.
+/// `insns`: (offset of a relocated instruction, its original address,
+/// rsp delta the relocation introduced before it).
+const RANGE_CAP: usize = 1 << 15;
+const MAX_INSNS: usize = 8;
+
+struct Range {
+    start: AtomicU64,
+    len: AtomicU64,
+    /// Offset in the range where the relocated instructions start (0 = none).
+    body: AtomicU64,
+    n: AtomicUsize,
+    /// The probe address whose code this is.
+    site: AtomicU64,
+    insns: [(AtomicU64, AtomicU64, AtomicU64); MAX_INSNS],
+}
+
+static RANGES: [Range; RANGE_CAP] = [const {
+    Range {
+        start: AtomicU64::new(0),
+        len: AtomicU64::new(0),
+        body: AtomicU64::new(0),
+        n: AtomicUsize::new(0),
+        site: AtomicU64::new(0),
+        insns: [const { (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)) }; MAX_INSNS],
+    }
+}; RANGE_CAP];
+static N_RANGES: AtomicUsize = AtomicUsize::new(0);
+
+fn add_range(start: u64, len: u64, body: u64, insns: &[(u64, u64, i64)], site: u64) {
+    let i = N_RANGES.load(Ordering::Relaxed);
+    if i >= RANGE_CAP {
+        return;
+    }
+    let r = &RANGES[i];
+    r.len.store(len, Ordering::Relaxed);
+    r.body.store(body, Ordering::Relaxed);
+    r.site.store(site, Ordering::Relaxed);
+    for (k, &(off, orig, d)) in insns.iter().take(MAX_INSNS).enumerate() {
+        r.insns[k].0.store(off, Ordering::Relaxed);
+        r.insns[k].1.store(orig, Ordering::Relaxed);
+        r.insns[k].2.store(d as u64, Ordering::Relaxed);
+    }
+    r.n.store(insns.len().min(MAX_INSNS), Ordering::Relaxed);
+    r.start.store(start, Ordering::Release);
+    N_RANGES.store(i + 1, Ordering::Release);
+}
+
+fn find_range(ip: u64) -> Option<&'static Range> {
+    let n = N_RANGES.load(Ordering::Acquire).min(RANGE_CAP);
+    RANGES[..n].iter().find(|r| {
+        let s = r.start.load(Ordering::Acquire);
+        s != 0 && ip >= s && ip < s + r.len.load(Ordering::Relaxed)
+    })
+}
+
+/// Is `ip` inside one of our trampolines or region slots?
+pub fn in_trampoline(ip: u64) -> bool {
+    find_range(ip).is_some()
+}
+
+/// A fault at `ip` inside the relocated instructions of a trampoline or a
+/// region slot: (original address of the faulting instruction, rsp delta,
+/// probe address).
+pub fn fault_owner(ip: u64) -> Option<(u64, i64, u64)> {
+    let r = find_range(ip)?;
+    let off = ip - r.start.load(Ordering::Acquire);
+    let n = r.n.load(Ordering::Relaxed);
+    r.insns[..n].iter().find_map(|(o, a, d)| {
+        (o.load(Ordering::Relaxed) == off).then(|| {
+            (
+                a.load(Ordering::Relaxed),
+                d.load(Ordering::Relaxed) as i64,
+                r.site.load(Ordering::Relaxed),
+            )
+        })
+    })
+}
+
+// ------------------------------------------------------------ per-site state
+
+pub struct Opt {
+    pub region: Region,
+    /// Original bytes of the region.
+    pub orig: Vec<u8>,
+    pub tramp: u64,
+    pub region_slot: u64,
+    /// The jump is in place.
+    pub optimized: bool,
+}
+
+pub struct OptState {
+    pub sites: HashMap<u64, Opt>,
+    /// Why an address stays on the trap path (ptap -v).
+    pub refused: HashMap<u64, String>,
+    /// Sites armed with int3 and waiting for `optimize_pending`.
+    pub pending: Vec<u64>,
+    /// Inside register_kprobes: optimize once at the end.
+    pub batch: bool,
+}
+
+pub static STATE: Mutex<Option<OptState>> = Mutex::new(None);
+
+pub fn with_state<R>(f: impl FnOnce(&mut OptState) -> R) -> R {
+    let mut g = match STATE.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let s = g.get_or_insert_with(|| OptState {
+        sites: HashMap::new(),
+        refused: HashMap::new(),
+        pending: Vec::new(),
+        batch: false,
+    });
+    f(s)
+}
+
+/// Is the jump at `addr` in place?
+pub fn is_optimized(addr: u64) -> bool {
+    with_state(|s| s.sites.get(&addr).is_some_and(|o| o.optimized))
+}
+
+/// The region's original bytes of every optimized site inside [a, a+len)
+/// (for decoding code that contains our jumps).
+pub fn originals_in(a: u64, len: u64) -> Vec<(u64, Vec<u8>)> {
+    with_state(|s| {
+        s.sites
+            .iter()
+            .filter(|(&k, o)| o.optimized && k >= a && k < a + len)
+            .map(|(&k, o)| (k, o.orig.clone()))
+            .collect()
+    })
+}
+
+/// What the optimizer needs from the probe registry (its lock held).
+pub trait CodeMem {
+    /// `len` bytes of executable memory within ±2 GiB of `near`.
+    fn alloc(&mut self, near: u64, len: usize) -> Option<u64>;
+    /// Write code (any of our text or slot memory).
+    fn poke(&mut self, at: u64, bytes: &[u8]) -> bool;
+    /// Is the site at `addr` published, armed with an int3 and routed
+    /// through its region slot? Then Some(its single-instruction slot or 0).
+    fn armed(&self, addr: u64) -> Option<u64>;
+}
+
+const TRAMP_CAP: usize = 1024;
+const REGION_SLOT_CAP: usize = 128;
+
+/// Build (or reuse) the trampoline and region slot for a probe at `addr` in
+/// the function [func, func+size) whose bytes (with our probes removed) are
+/// `code`. Err = the reason it stays on the trap path. Registration time.
+pub fn prepare(addr: u64, func: u64, code: &[u8], m: &mut dyn CodeMem) -> Result<u64, String> {
+    if let Some(rs) = with_state(|s| {
+        s.sites.get(&addr).and_then(|o| {
+            let off = (addr - func) as usize;
+            let cur = code.get(off..off + o.orig.len())?;
+            (cur == o.orig.as_slice()).then_some(o.region_slot)
+        })
+    }) {
+        return Ok(rs);
+    }
+    let info = decode::decode_function(code, func)
+        .map_err(|e| format!("the function does not decode: {e}"))?;
+    let region = aopt::check_region(&info, addr, aopt::JMP_LEN).map_err(|r| r.to_string())?;
+    let off = (addr - func) as usize;
+    let orig = code[off..off + region.len].to_vec();
+    let slot = m
+        .alloc(addr, REGION_SLOT_CAP)
+        .ok_or("no room for code near the address")?;
+    let rel = aopt::relocate_region(&orig, &region, slot, REGION_SLOT_CAP)
+        .map_err(|e| format!("the replaced instructions do not relocate: {e}"))?;
+    let steps = |base_off: u64, rel: &ptap_arch::xol::Relocated| -> Vec<(u64, u64, i64)> {
+        rel.steps
+            .iter()
+            .zip(region.insns.iter())
+            .map(|(s, i)| (base_off + s.offset as u64, i.addr, s.sp_delta as i64))
+            .collect()
+    };
+    if !m.poke(slot, &rel.bytes) {
+        return Err("cannot write the region slot".into());
+    }
+    let h = Handler {
+        func: opt_hit as *const () as u64,
+        data: addr,
+    };
+    let vs = vector_save(addr == func);
+    // Size it at a nearby address first, then build it where it goes.
+    let size = trampoline::optprobe_trampoline(addr + 0x10000, &orig, &region, h, vs)
+        .map_err(|e| format!("cannot build the trampoline: {e}"))?
+        .len()
+        + 16;
+    if size > TRAMP_CAP {
+        return Err("the trampoline is too large".into());
+    }
+    let tramp = m
+        .alloc(addr, size)
+        .ok_or("no room for a trampoline near the address")?;
+    let bytes = trampoline::optprobe_trampoline(tramp, &orig, &region, h, vs)
+        .map_err(|e| format!("cannot build the trampoline: {e}"))?;
+    if bytes.len() > size {
+        return Err("the trampoline is too large".into());
+    }
+    // Where the relocated tail starts: its length does not depend on where
+    // it is encoded (rel32 everywhere); rebuild it there and compare.
+    let probe_len = aopt::relocate_region(&orig, &region, tramp + 512, 8 * 16)
+        .map_err(|e| format!("the replaced instructions do not relocate: {e}"))?
+        .bytes
+        .len();
+    let mut tail_at = None;
+    if let Some(cut0) = bytes.len().checked_sub(probe_len) {
+        for cut in [cut0, cut0.wrapping_sub(4), cut0 + 4] {
+            let Ok(t) = aopt::relocate_region(&orig, &region, tramp + cut as u64, 8 * 16) else {
+                continue;
+            };
+            if cut + t.bytes.len() == bytes.len() && bytes.get(cut..) == Some(&t.bytes[..]) {
+                tail_at = Some((cut as u64, t));
+                break;
+            }
+        }
+    }
+    let Some((cut, tail)) = tail_at else {
+        return Err("cannot locate the relocated instructions in the trampoline".into());
+    };
+    if !m.poke(tramp, &bytes) {
+        return Err("cannot write the trampoline".into());
+    }
+    add_range(slot, REGION_SLOT_CAP as u64, 0, &steps(0, &rel), addr);
+    add_range(tramp, bytes.len() as u64, cut, &steps(cut, &tail), addr);
+    with_state(|s| {
+        s.sites.insert(
+            addr,
+            Opt {
+                region,
+                orig,
+                tramp,
+                region_slot: slot,
+                optimized: false,
+            },
+        )
+    });
+    Ok(slot)
+}
+
+// ------------------------------------------------------------ the barrier
+
+/// Ranges a barrier asks threads about: [lo, hi) pairs, and a "some thread
+/// is inside" flag per pair.
+const BAR_CAP: usize = 4096;
+static BAR_LO: [AtomicU64; BAR_CAP] = [const { AtomicU64::new(0) }; BAR_CAP];
+static BAR_HI: [AtomicU64; BAR_CAP] = [const { AtomicU64::new(0) }; BAR_CAP];
+static BAR_HIT: [AtomicBool; BAR_CAP] = [const { AtomicBool::new(false) }; BAR_CAP];
+static BAR_N: AtomicUsize = AtomicUsize::new(0);
+static BAR_ACKS: AtomicUsize = AtomicUsize::new(0);
+/// si_value of barrier signals (with si_code SI_QUEUE and our pid).
+pub const BARRIER_MAGIC: u64 = 0x7074_6170_6261_7272;
+const SI_QUEUE: i32 = -1;
+
+/// The barrier's signal handler: record where this thread was interrupted.
+/// Async-signal-safe: atomics only.
+unsafe extern "C" fn barrier_handler(_sig: i32, info: *mut libc::siginfo_t, ucv: *mut c_void) {
+    let uc = ucv as *mut libc::ucontext_t;
+    // SAFETY: kernel-provided siginfo; for SI_QUEUE the pid is at +16 and
+    // the value at +24.
+    unsafe {
+        if (*info).si_code != SI_QUEUE {
+            return;
+        }
+        let base = info as *const u8;
+        let pid = core::ptr::read(base.add(16) as *const i32);
+        let val = core::ptr::read(base.add(24) as *const u64);
+        if val != BARRIER_MAGIC || pid != sys::getpid() {
+            return;
+        }
+        let rip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+        note_ip(rip);
+    }
+    BAR_ACKS.fetch_add(1, Ordering::AcqRel);
+}
+
+fn note_ip(rip: u64) {
+    let n = BAR_N.load(Ordering::Acquire).min(BAR_CAP);
+    for k in 0..n {
+        if rip >= BAR_LO[k].load(Ordering::Relaxed) && rip < BAR_HI[k].load(Ordering::Relaxed) {
+            BAR_HIT[k].store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn other_threads() -> Vec<i32> {
+    let me = sys::gettid();
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&t| t != me)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Is `sig` blocked in thread `tid` (SigBlk in /proc)?
+fn blocked_in(tid: i32, sig: i32) -> bool {
+    let Ok(st) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
+        return false;
+    };
+    st.lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|m| m & sys::sigbit(sig) != 0)
+}
+
+/// The user-mode ip of a thread that is not running (from
+/// /proc/self/task/TID/syscall: "nr args… sp pc" or "-1 sp pc"); None
+/// while it runs.
+fn stopped_ip(tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
+    let last = s.split_whitespace().last()?;
+    u64::from_str_radix(last.trim_start_matches("0x"), 16).ok()
+}
+
+/// A real-time signal nobody uses (SIG_DFL), with our handler installed for
+/// the barrier; SIGTRAP cannot serve: a pending queued SIGTRAP would make
+/// the kernel drop the SIGTRAP of an int3 executed meanwhile.
+fn claim_signal() -> Option<i32> {
+    for sig in (40..=63).rev() {
+        let mut old = sys::KSigaction::default();
+        // SAFETY: query only.
+        unsafe { sys::rt_sigaction(sig, None, Some(&mut old)) };
+        if old.handler != 0 && old.handler != barrier_handler as *const () as usize {
+            continue;
+        }
+        let act = sys::KSigaction {
+            handler: barrier_handler as *const () as usize,
+            flags: sys::SA_SIGINFO | sys::SA_RESTART,
+            restorer: 0,
+            mask: !0,
+        };
+        // SAFETY: installing our handler on an unused signal.
+        unsafe { sys::rt_sigaction(sig, Some(&act), None) };
+        return Some(sig);
+    }
+    None
+}
+
+/// Ask every other thread where it is; returns which ranges some thread was
+/// inside. A thread that cannot tell (blocks the signal while running, or
+/// does not answer in time) blocks every range.
+fn barrier(ranges: &[(u64, u64)]) -> Vec<bool> {
+    let all = vec![true; ranges.len()];
+    let n = ranges.len().min(BAR_CAP);
+    for (k, &(lo, hi)) in ranges.iter().take(n).enumerate() {
+        BAR_LO[k].store(lo, Ordering::Relaxed);
+        BAR_HI[k].store(hi, Ordering::Relaxed);
+        BAR_HIT[k].store(false, Ordering::Relaxed);
+    }
+    BAR_N.store(n, Ordering::Release);
+    BAR_ACKS.store(0, Ordering::Release);
+    let threads = other_threads();
+    if threads.is_empty() {
+        BAR_N.store(0, Ordering::Release);
+        return vec![false; ranges.len()];
+    }
+    let Some(sig) = claim_signal() else {
+        BAR_N.store(0, Ordering::Release);
+        return all;
+    };
+    let pid = sys::getpid();
+    let mut sent = Vec::with_capacity(threads.len());
+    for tid in threads {
+        let mut info = [0u8; 128];
+        info[0..4].copy_from_slice(&sig.to_le_bytes());
+        info[8..12].copy_from_slice(&SI_QUEUE.to_le_bytes());
+        info[16..20].copy_from_slice(&pid.to_le_bytes());
+        info[24..32].copy_from_slice(&BARRIER_MAGIC.to_le_bytes());
+        // SAFETY: rt_tgsigqueueinfo(tgid, tid, sig, &info) to our own threads.
+        let r = unsafe {
+            sys::syscall6(
+                297,
+                pid as usize,
+                tid as usize,
+                sig as usize,
+                info.as_ptr() as usize,
+                0,
+                0,
+            )
+        };
+        if r == 0 {
+            sent.push(tid);
+        }
+    }
+    // A thread inside a runtime signal handler has the signal blocked until
+    // it returns (microseconds); one that blocks it for good (sigwait) does
+    // not answer: after the timeout its ip is read from /proc if it is not
+    // running, else every range counts as blocked.
+    let mut waited = 0u64;
+    let mut timed_out = false;
+    while BAR_ACKS.load(Ordering::Acquire) < sent.len() {
+        if waited > 50_000 {
+            timed_out = true;
+            break;
+        }
+        if waited < 200 {
+            sys::sched_yield();
+            waited += 1;
+        } else {
+            sys::sleep_us(50);
+            waited += 50;
+        }
+    }
+    let mut unknown = false;
+    if timed_out {
+        for &tid in &sent {
+            if blocked_in(tid, sig) {
+                match stopped_ip(tid) {
+                    Some(ip) => note_ip(ip),
+                    None => unknown |= sys::thread_alive(tid),
+                }
+            }
+        }
+        unknown |= BAR_ACKS.load(Ordering::Acquire)
+            + sent.iter().filter(|&&t| blocked_in(t, sig)).count()
+            < sent.len();
+    }
+    let out = if unknown {
+        all
+    } else {
+        (0..ranges.len())
+            .map(|k| k >= n || BAR_HIT[k].load(Ordering::Relaxed))
+            .collect()
+    };
+    BAR_N.store(0, Ordering::Release);
+    // Late answers find BAR_N = 0 and record nothing. The handler stays
+    // installed if some are still due (SIG_DFL would kill the process).
+    if !timed_out {
+        let dfl = sys::KSigaction::default();
+        // SAFETY: restoring the unused signal's default action.
+        unsafe { sys::rt_sigaction(sig, Some(&dfl), None) };
+    }
+    out
+}
+
+// ------------------------------------------------------------ patching
+
+/// Queue an armed site for optimization.
+pub fn queue(addr: u64) {
+    with_state(|s| s.pending.push(addr));
+}
+
+/// Start/end a batch (register_kprobes): the barrier runs once for all.
+pub fn set_batch(on: bool) {
+    with_state(|s| s.batch = on);
+}
+
+pub fn in_batch() -> bool {
+    with_state(|s| s.batch)
+}
+
+/// Optimize every queued site (registry lock held by the caller; `poke`
+/// writes code). A site still published with its region slot and armed
+/// with an int3 gets its jump; a blocked one stays on the trap path.
+pub fn optimize_pending(m: &mut dyn CodeMem) {
+    // From inside a handler this thread is itself on a hit path (and the
+    // grace period cannot include it): leave the sites queued.
+    if threads::current_is_active() {
+        return;
+    }
+    let pending: Vec<u64> = with_state(|s| core::mem::take(&mut s.pending));
+    if pending.is_empty() {
+        return;
+    }
+    // Sites still wanting it: (addr, region end, old single slot).
+    let mut todo: Vec<(u64, u64, u64)> = Vec::new();
+    for a in pending {
+        let Some(old_slot) = m.armed(a) else { continue };
+        let Some(len) = with_state(|s| {
+            s.sites
+                .get(&a)
+                .filter(|o| !o.optimized)
+                .map(|o| o.region.len as u64)
+        }) else {
+            continue;
+        };
+        if !todo.iter().any(|t| t.0 == a) {
+            todo.push((a, a + len, old_slot));
+        }
+    }
+    if todo.is_empty() {
+        return;
+    }
+    // Trap hits that started before the region-slot snapshot was published
+    // may still resume inside the region: wait for them.
+    sys::membarrier_sync_core();
+    if !threads::synchronize() {
+        for (a, _, _) in &todo {
+            with_state(|s| {
+                s.refused
+                    .insert(*a, "a thread stayed inside a probe handler".into())
+            });
+        }
+        return;
+    }
+    let mut ok = vec![false; todo.len()];
+    for attempt in 0..40 {
+        let mut ranges = Vec::new();
+        let mut which = Vec::new();
+        for (k, &(a, end, slot)) in todo.iter().enumerate() {
+            if ok[k] {
+                continue;
+            }
+            ranges.push((a + 1, end));
+            which.push(k);
+            if slot != 0 {
+                ranges.push((slot, slot + ptap_arch::xol::SLOT_SIZE as u64));
+                which.push(k);
+            }
+        }
+        if ranges.is_empty() {
+            break;
+        }
+        let hit = barrier(&ranges);
+        let mut blocked = vec![false; todo.len()];
+        for (r, &k) in which.iter().enumerate() {
+            blocked[k] |= hit[r];
+        }
+        for &k in &which {
+            if !blocked[k] {
+                ok[k] = true;
+            }
+        }
+        if ok.iter().all(|&b| b) {
+            break;
+        }
+        sys::sleep_us(if attempt < 10 { 200 } else { 2000 });
+    }
+    let mut tails = Vec::new();
+    for (k, &(a, _, _)) in todo.iter().enumerate() {
+        if !ok[k] {
+            with_state(|s| {
+                s.refused.insert(
+                    a,
+                    "a thread stayed stopped inside the replaced instructions".into(),
+                )
+            });
+            continue;
+        }
+        let Some(tramp) = with_state(|s| s.sites.get(&a).map(|o| o.tramp)) else {
+            continue;
+        };
+        let Ok(j) = trampoline::jmp_rel32(a, tramp) else {
+            continue;
+        };
+        if m.poke(a + 1, &j[1..]) {
+            tails.push((a, j[0]));
+        }
+    }
+    if tails.is_empty() {
+        return;
+    }
+    sys::membarrier_sync_core();
+    for &(a, head) in &tails {
+        if m.poke(a, &[head]) {
+            with_state(|s| {
+                if let Some(o) = s.sites.get_mut(&a) {
+                    o.optimized = true;
+                }
+                s.refused.remove(&a);
+            });
+        }
+    }
+    sys::membarrier_sync_core();
+}
+
+/// Put the int3 back over an optimized site's jump and restore the tail
+/// bytes. Afterwards the site is a plain trap probe again (its snapshot may
+/// still route through the region slot, which stays valid).
+pub fn unoptimize(addr: u64, m: &mut dyn CodeMem) {
+    let Some(orig) = with_state(|s| {
+        s.pending.retain(|&a| a != addr);
+        s.sites
+            .get(&addr)
+            .filter(|o| o.optimized)
+            .map(|o| o.orig.clone())
+    }) else {
+        return;
+    };
+    m.poke(addr, &[0xcc]);
+    sys::membarrier_sync_core();
+    m.poke(addr + 1, &orig[1..aopt::JMP_LEN]);
+    sys::membarrier_sync_core();
+    with_state(|s| {
+        if let Some(o) = s.sites.get_mut(&addr) {
+            o.optimized = false;
+        }
+    });
+}
+
+/// Forget a pending optimization (the site went away before the batch ran).
+pub fn forget(addr: u64) {
+    with_state(|s| s.pending.retain(|&a| a != addr));
+}
+
+/// `ptap -v` text for a site.
+pub fn describe(addr: u64) -> String {
+    with_state(|s| match s.sites.get(&addr) {
+        Some(o) if o.optimized => format!(
+            "jump-optimized: {} bytes replaced, trampoline {:#x}",
+            o.region.len, o.tramp
+        ),
+        _ => match s.refused.get(&addr) {
+            Some(r) => format!("trap path: not optimized: {r}"),
+            None if !enabled() => "trap path (PTAP_NO_OPTIMIZE)".into(),
+            None => "trap path".into(),
+        },
+    })
+}
+
+/// Record why `addr` stays on the trap path.
+pub fn refuse(addr: u64, why: String) {
+    with_state(|s| s.refused.insert(addr, why));
+}
