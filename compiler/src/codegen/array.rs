@@ -20,6 +20,9 @@ use super::func::{flags, FunctionTranslator, LocalSlot, R};
 /// Largest array a foreach walks: its index buffer (4 bytes per entry) is
 /// on the handler's stack, which in a target may be a signal stack.
 const MAX_FOREACH: u64 = 4096;
+/// The same in begin/end/timer probes, which run on ptap's main thread
+/// (1 MiB of index buffer).
+const MAX_FOREACH_PTAP: u64 = 1 << 18;
 
 impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     /// The array's offset (as a value) and its value kind.
@@ -201,9 +204,19 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     /// `header`'s block parameter is the position in the buffer.
     pub(crate) fn translate_foreach(&mut self, f: &Foreach, span: Span) -> R<()> {
         let (off, kind, capacity) = self.array(f.array, span)?;
-        if capacity > MAX_FOREACH {
+        let max = if self.in_ptap {
+            MAX_FOREACH_PTAP
+        } else {
+            MAX_FOREACH
+        };
+        if capacity > max {
+            let place = if self.in_ptap {
+                "in a begin/end/timer probe"
+            } else {
+                "in a probe that runs in the target or a function (begin/end/timer probes allow 262144)"
+            };
             return unsupported(
-                &format!("foreach over an array of more than {MAX_FOREACH} entries"),
+                &format!("foreach over an array of more than {max} entries {place}"),
                 span,
             );
         }

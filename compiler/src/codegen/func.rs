@@ -88,6 +88,9 @@ pub(crate) struct FunctionTranslator<'a, 'f, 's, M: Module> {
     /// innermost `try`.
     pub error_target: Block,
     pub kind: Kind,
+    /// The handler runs in ptap (begin/end/timer only): its stack is
+    /// ptap's main thread's, so bigger buffers are fine.
+    pub in_ptap: bool,
     /// `$name` locations of the probe being translated.
     pub tvars: HashMap<String, super::dwarf::VarLoc>,
     funcs: HashMap<FuncId, FuncRef>,
@@ -123,6 +126,7 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
             error_exit: Block::from_u32(0),
             error_target: Block::from_u32(0),
             kind,
+            in_ptap: false,
             tvars: HashMap::new(),
             funcs: HashMap::new(),
             fail_blocks: HashMap::new(),

@@ -245,6 +245,66 @@ pub fn errors(g: &Globals) -> u64 {
     g.header().errors.load(Ordering::Relaxed)
 }
 
+/// The end-of-session summary (empty when nothing was lost), as the driver
+/// prints it on stderr after the end probes:
+///
+/// ```text
+/// WARNING: Number of errors: N, skipped probes: M
+/// WARNING: Skipped due to nmissed (kretprobe without a free instance): A
+/// WARNING: Skipped due to reentrancy: B
+/// WARNING: Errors due to full maps: C
+/// WARNING: Output records lost (full output buffer): D
+/// ```
+///
+/// The first line is printed whenever anything was lost; the cause lines
+/// only for the causes that occurred. `skipped probes` = nmissed +
+/// reentrancy (handler runs that never happened); full maps are errors
+/// (each also counted in N). The skip counts are those the targets'
+/// runtimes added with [`Globals::add_missed`] when they unregistered.
+pub fn summary(g: &Globals, session: &Session) -> String {
+    let h = g.header();
+    let errors = h.errors.load(Ordering::Acquire);
+    let nmissed = h.nmissed.load(Ordering::Acquire);
+    let reentrancy = h.reentrancy.load(Ordering::Acquire);
+    let map_full = h.map_full.load(Ordering::Acquire);
+    let dropped = session.dropped();
+    summary_text(errors, nmissed, reentrancy, map_full, dropped)
+}
+
+/// [`summary`] from the counts (a pure function).
+pub fn summary_text(
+    errors: u64,
+    nmissed: u64,
+    reentrancy: u64,
+    map_full: u64,
+    dropped: u64,
+) -> String {
+    let skipped = nmissed + reentrancy;
+    if errors == 0 && skipped == 0 && dropped == 0 && map_full == 0 {
+        return String::new();
+    }
+    let mut out = format!("WARNING: Number of errors: {errors}, skipped probes: {skipped}\n");
+    if nmissed > 0 {
+        out.push_str(&format!(
+            "WARNING: Skipped due to nmissed (kretprobe without a free instance): {nmissed}\n"
+        ));
+    }
+    if reentrancy > 0 {
+        out.push_str(&format!(
+            "WARNING: Skipped due to reentrancy: {reentrancy}\n"
+        ));
+    }
+    if map_full > 0 {
+        out.push_str(&format!("WARNING: Errors due to full maps: {map_full}\n"));
+    }
+    if dropped > 0 {
+        out.push_str(&format!(
+            "WARNING: Output records lost (full output buffer): {dropped}\n"
+        ));
+    }
+    out
+}
+
 /// `exit()` was called by some handler.
 pub fn exit_requested(g: &Globals) -> bool {
     g.header().exit.load(Ordering::Acquire) != 0

@@ -29,9 +29,9 @@
 //! statistics globals and array elements, `$name` at function entries
 //! (DWARF of the target executable, `dwarf.rs`/`tvars.rs`; written in guru
 //! mode). Not yet (a clear compile error naming the construct): `$name`
-//! anywhere but a function entry, foreach over
-//! arrays larger than 4096 entries (its index buffer is on the handler's
-//! stack).
+//! anywhere but a function entry, foreach over arrays larger than 4096
+//! entries in target probes and functions (262144 in begin/end/timer
+//! probes; the index buffer is on the handler's stack).
 
 mod agg;
 mod array;
@@ -327,6 +327,14 @@ pub fn compile_for<M: Module>(
                 Kind::Handler { args: arg_sel(p) },
             );
             t.tvars = probe_vars[i].0.clone();
+            t.in_ptap = p.points.iter().all(|q| {
+                matches!(
+                    q.kind,
+                    ptap_lang::checked::PointKind::Begin
+                        | ptap_lang::checked::PointKind::End
+                        | ptap_lang::checked::PointKind::Timer { .. }
+                )
+            });
             t.declare_locals(&p.locals);
             t.translate_block(&p.body)?;
             t.finish(true);

@@ -37,6 +37,17 @@ pub struct Header {
     pub target_pid: AtomicI32,
     /// Runtime errors reported so far (all processes).
     pub errors: AtomicU64,
+    /// Handler runs skipped because a kretprobe had no free instance
+    /// (maxactive exhausted): the kretprobes' `nmissed`, summed by each
+    /// target runtime when it detaches or exits ([`Globals::add_missed`]).
+    pub nmissed: AtomicU64,
+    /// Handler runs skipped because a probe hit inside a handler (the
+    /// kprobes' `nmissed`), summed the same way.
+    pub reentrancy: AtomicU64,
+    /// Inserts refused because an array was full (each also an error).
+    pub map_full: AtomicU64,
+    /// Reserved (keeps the header at 64 bytes).
+    pub spare: AtomicU64,
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -123,6 +134,16 @@ impl Globals {
         h.size.store(size, Ordering::Relaxed);
         h.target_pid.store(target_pid, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
+    }
+
+    /// Add a process's skipped-handler counts (its probes' `nmissed`) to
+    /// the session's: `nmissed` from kretprobes (no free instance),
+    /// `reentrancy` from kprobes (hit inside a handler). Called once per
+    /// process, when it unregisters its probes.
+    pub fn add_missed(&self, nmissed: u64, reentrancy: u64) {
+        let h = self.header();
+        h.nmissed.fetch_add(nmissed, Ordering::Relaxed);
+        h.reentrancy.fetch_add(reentrancy, Ordering::Relaxed);
     }
 
     pub fn valid(&self) -> bool {

@@ -31,6 +31,9 @@ fn full(ctx: *mut ProbeCtx, e: MapError) {
         (*ctx).error = ERR_OVERFLOW;
         (*ctx).error_arg = n;
     }
+    if let Some((g, _)) = map(ctx, 0) {
+        g.header().map_full.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Offset (in the globals area) of entry `i`'s value.
