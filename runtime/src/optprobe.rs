@@ -470,11 +470,17 @@ pub fn is_optimized(addr: u64) -> bool {
 /// (for decoding code that contains our jumps).
 pub fn originals_in(a: u64, len: u64) -> Vec<(u64, Vec<u8>)> {
     with_state(|s| {
-        s.sites
-            .iter()
-            .filter(|(&k, o)| o.optimized && k >= a && k < a + len)
-            .map(|(&k, o)| (k, o.orig.clone()))
-            .collect()
+        if (len as usize) < s.sites.len() {
+            (a..a + len)
+                .filter_map(|k| Some((k, s.sites.get(&k).filter(|o| o.optimized)?.orig.clone())))
+                .collect()
+        } else {
+            s.sites
+                .iter()
+                .filter(|(&k, o)| o.optimized && k >= a && k < a + len)
+                .map(|(&k, o)| (k, o.orig.clone()))
+                .collect()
+        }
     })
 }
 
@@ -962,4 +968,23 @@ pub fn describe(addr: u64) -> String {
 /// Record why `addr` stays on the trap path.
 pub fn refuse(addr: u64, why: String) {
     with_state(|s| s.refused.insert(addr, why));
+}
+
+/// Number of probe sites on the jump path and on the trap path (bench, -v).
+///
+/// # Safety
+/// Both pointers must be NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn ptap_rt_opt_stats(optimized: *mut u64, trap: *mut u64) {
+    let opt = with_state(|s| s.sites.values().filter(|o| o.optimized).count()) as u64;
+    let all = probes::site_count() as u64;
+    // SAFETY: caller-provided out pointers (NULL allowed).
+    unsafe {
+        if !optimized.is_null() {
+            *optimized = opt;
+        }
+        if !trap.is_null() {
+            *trap = all.saturating_sub(opt);
+        }
+    }
 }

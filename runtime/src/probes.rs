@@ -132,7 +132,7 @@ pub unsafe fn release(h: *mut InstHdr) {
 
 // ---------------------------------------------------------------- site table
 
-const SITE_CAP: usize = 8192;
+const SITE_CAP: usize = 1 << 16;
 static KEYS: [AtomicU64; SITE_CAP] = [const { AtomicU64::new(0) }; SITE_CAP];
 static VALS: [AtomicPtr<Site>; SITE_CAP] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; SITE_CAP];
@@ -183,7 +183,7 @@ fn publish(addr: u64, site: *mut Site) -> bool {
 
 // ------------------------------------------------------------- slot -> orig map
 
-const SLOTMAP_CAP: usize = 1 << 14;
+const SLOTMAP_CAP: usize = 1 << 16;
 static SLOTMAP: [(AtomicU64, AtomicU64); SLOTMAP_CAP] =
     [const { (AtomicU64::new(0), AtomicU64::new(0)) }; SLOTMAP_CAP];
 static SLOTMAP_N: AtomicUsize = AtomicUsize::new(0);
@@ -446,10 +446,20 @@ fn in_arena(reg: &Registry, addr: u64) -> bool {
 fn clean_code(reg: &Registry, addr: u64, len: usize) -> Vec<u8> {
     // SAFETY: the caller checked [addr, addr+len) lies in a mapped executable segment.
     let mut v = unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec();
-    for (&a, &s) in &reg.sites {
-        if a >= addr && a < addr + len as u64 {
-            // SAFETY: sites in the registry are live.
-            v[(a - addr) as usize] = unsafe { (*s).orig[0] };
+    // Whichever is smaller: the range's addresses or the registered sites.
+    if len < reg.sites.len() {
+        for (off, b) in v.iter_mut().enumerate() {
+            if let Some(&s) = reg.sites.get(&(addr + off as u64)) {
+                // SAFETY: sites in the registry are live.
+                *b = unsafe { (*s).orig[0] };
+            }
+        }
+    } else {
+        for (&a, &s) in &reg.sites {
+            if a >= addr && a < addr + len as u64 {
+                // SAFETY: sites in the registry are live.
+                v[(a - addr) as usize] = unsafe { (*s).orig[0] };
+            }
         }
     }
     // Jumps of optimized sites (the registry's lock is held: none changes).
@@ -762,7 +772,10 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             reg.sites.remove(&addr);
             return Err(e);
         }
-        sys::membarrier_sync_core();
+        // A batch (register_kprobes) serializes every core once at its end.
+        if !crate::optprobe::in_batch() {
+            sys::membarrier_sync_core();
+        }
         if region_slot != 0 {
             crate::optprobe::queue(addr);
         }
@@ -908,6 +921,7 @@ pub unsafe extern "C" fn register_kprobes(kps: *mut *mut Kprobe, num: i32) -> i3
     }
     crate::optprobe::set_batch(nested);
     if !nested {
+        sys::membarrier_sync_core();
         flush_optimizer();
     }
     0
@@ -1123,4 +1137,9 @@ pub fn unregister_all() {
 /// Number of registered probes (tests, ptap -v).
 pub fn registered_count() -> usize {
     with_reg(|r| r.by_kp.len())
+}
+
+/// Number of probed addresses (tests, bench).
+pub fn site_count() -> usize {
+    with_reg(|r| r.sites.len())
 }
