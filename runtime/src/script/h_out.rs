@@ -3,7 +3,9 @@
 
 use core::sync::atomic::Ordering;
 
-use super::ctx::{error_text, ProbeCtx, ERRMSG_MAX, ERR_USER};
+use core::fmt::Write as _;
+
+use super::ctx::{error_text, ProbeCtx, ERRMSG_MAX, ERR_FAULT, ERR_OVERFLOW, ERR_USER};
 use super::globals::{c_len, copy_str};
 use super::helpers::{cap_of, globals_of, session_of, BIG};
 use super::record::{self, Arg, MAX_ARGS};
@@ -72,6 +74,22 @@ pub(super) unsafe extern "C" fn exit(ctx: *mut ProbeCtx) {
     }
 }
 
+/// A fixed buffer `core::fmt` writes into (truncating; no allocation).
+struct Fixed {
+    b: [u8; 96],
+    n: usize,
+}
+
+impl core::fmt::Write for Fixed {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.b.len() - self.n;
+        let k = s.len().min(room);
+        self.b[self.n..self.n + k].copy_from_slice(&s.as_bytes()[..k]);
+        self.n += k;
+        Ok(())
+    }
+}
+
 /// The message of the pending error (for `catch (msg)`): the `error()`
 /// text, or what the error code means.
 ///
@@ -80,10 +98,20 @@ pub(super) unsafe extern "C" fn exit(ctx: *mut ProbeCtx) {
 pub(super) unsafe extern "C" fn errmsg(ctx: *mut ProbeCtx, dst: *mut u8, cap: i64) {
     // SAFETY: caller contract.
     let c = unsafe { &*ctx };
-    let text: &[u8] = if c.error == ERR_USER {
-        c.errmsg()
-    } else {
-        error_text(c.error).as_bytes()
+    // The same text as the `ERROR:` line ptap prints (output.rs
+    // `error_line`), formatted without allocating into a stack buffer.
+    let mut buf = Fixed { b: [0; 96], n: 0 };
+    let text: &[u8] = match c.error {
+        ERR_USER => c.errmsg(),
+        ERR_FAULT => {
+            let _ = write!(buf, "user memory read fault at 0x{:x}", c.error_arg);
+            &buf.b[..buf.n]
+        }
+        ERR_OVERFLOW => {
+            let _ = write!(buf, "Array overflow, check size limit ({})", c.error_arg);
+            &buf.b[..buf.n]
+        }
+        e => error_text(e).as_bytes(),
     };
     let cap = cap_of(cap);
     if cap == 0 {
