@@ -23,6 +23,7 @@ pub mod script;
 pub mod session;
 pub mod signals;
 pub mod symbols;
+pub mod symcache;
 pub mod sys;
 pub mod syscall;
 pub mod threads;

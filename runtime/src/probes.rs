@@ -484,7 +484,7 @@ fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
         let name = unsafe { std::ffi::CStr::from_ptr(sym) }
             .to_string_lossy()
             .into_owned();
-        let f = symbols::lookup(&name).ok_or_else(|| {
+        let f = crate::symcache::lookup(&name).ok_or_else(|| {
             set_last_error(format!("unknown symbol `{name}`"));
             ENOENT
         })?;
