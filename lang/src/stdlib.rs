@@ -16,6 +16,14 @@ pub const FILES: &[(&str, &str)] = &[
         "stdlib-scripts/syscalls.pt",
         include_str!("../../stdlib-scripts/syscalls.pt"),
     ),
+    (
+        "stdlib-scripts/indent.pt",
+        include_str!("../../stdlib-scripts/indent.pt"),
+    ),
+    (
+        "stdlib-scripts/report.pt",
+        include_str!("../../stdlib-scripts/report.pt"),
+    ),
 ];
 
 /// Which stdlib file defines function `name`: a cheap textual scan for
