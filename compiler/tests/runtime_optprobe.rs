@@ -169,3 +169,31 @@ fn verbose_load_says_how_each_probe_is_placed() {
     );
     assert_eq!(out.get("hits"), 3, "{out:?}");
 }
+
+#[test]
+fn a_thread_stopped_inside_the_region_keeps_the_probe_on_the_trap_path() {
+    // A thread blocked in a system call issued from byte 2 of slow_read: its
+    // saved ip is inside the 5 bytes a jump would replace. The barrier finds
+    // it; once it has left, a new registration is optimized.
+    let mut c = ptap();
+    c.arg("load")
+        .arg("-v")
+        .arg(module("tests/targets/opt_blocked_mod.c"))
+        .arg("-c")
+        .arg(target("opt_blocked"));
+    let out = run_cmd(c, std::time::Duration::from_secs(60));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("r1=0 opt1=0 trap1=1 r2=0 opt2=1\n"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains(
+            "trap path: not optimized: a thread stayed stopped inside the replaced instructions"
+        ),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("reader a=1 b=1\n"), "{out:?}");
+    assert!(out.stdout.contains("main read=3\n"), "{out:?}");
+    assert_eq!(out.get("hits"), 3, "{out:?}");
+}
