@@ -38,7 +38,9 @@ struct Image {
     /// How messages name it: the main executable by its path, libraries by
     /// their file name.
     label: String,
-    syms: Vec<Sym>,
+    data: Vec<u8>,
+    /// Read from `data` on first use (most points resolve in the executable).
+    syms: std::cell::OnceCell<Vec<Sym>>,
     /// Executable PT_LOAD ranges (link-time addresses).
     exec: Vec<(u64, u64)>,
 }
@@ -79,7 +81,7 @@ impl Images {
             ));
         }
         let cache = LdCache::read();
-        let mut images = vec![image(&exe, &data, &main, true)];
+        let mut images = vec![image(&exe, data, &main, true)];
         let mut seen: Vec<PathBuf> = vec![canonical(&exe)];
         let mut queue: VecDeque<Elf> = VecDeque::new();
         let mut add = |path: PathBuf, queue: &mut VecDeque<Elf>| {
@@ -94,7 +96,7 @@ impl Images {
                 return;
             };
             seen.push(c);
-            images.push(image(&path, &data, &elf, false));
+            images.push(image(&path, data, &elf, false));
             queue.push_back(elf);
         };
         // The user's own LD_PRELOAD libraries come before DT_NEEDED ones.
@@ -205,7 +207,7 @@ impl Images {
                 for img in self.matching(module) {
                     // Like ptap_rt::symbols::lookup: `name` or `name@VERSION`.
                     let Some(s) = img
-                        .syms
+                        .syms()
                         .iter()
                         .find(|s| s.name == *name || s.name.split('@').next() == Some(name))
                     else {
@@ -225,7 +227,7 @@ impl Images {
                 let mut found: Vec<String> = Vec::new();
                 for img in self.matching(module) {
                     let mut addrs: Vec<u64> = img
-                        .syms
+                        .syms()
                         .iter()
                         .filter(|s| s.size > 0 && glob(pattern.as_bytes(), s.name.as_bytes()))
                         .map(|s| s.addr)
@@ -245,7 +247,7 @@ impl Images {
                 let main = self.main();
                 if main.exec.iter().any(|&(s, e)| *a >= s && *a < e) {
                     let f = main
-                        .syms
+                        .syms()
                         .iter()
                         .filter(|s| s.addr <= *a && *a < s.addr + s.size.max(1))
                         .map(|s| format!("{}+{:#x}", s.name, a - s.addr))
@@ -260,6 +262,12 @@ impl Images {
                 }
             }
         }
+    }
+}
+
+impl Image {
+    fn syms(&self) -> &[Sym] {
+        self.syms.get_or_init(|| function_symbols(&self.data))
     }
 }
 
@@ -361,9 +369,9 @@ fn split_path(list: &str, obj: &Path) -> Vec<String> {
         .collect()
 }
 
-fn image(path: &Path, data: &[u8], elf: &Elf, is_main: bool) -> Image {
+fn image(path: &Path, data: Vec<u8>, elf: &Elf, is_main: bool) -> Image {
     let label = if is_main {
-        path.to_string_lossy().into_owned()
+        canonical(path).to_string_lossy().into_owned()
     } else {
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -372,7 +380,8 @@ fn image(path: &Path, data: &[u8], elf: &Elf, is_main: bool) -> Image {
     Image {
         path: path.to_path_buf(),
         label,
-        syms: function_symbols(data),
+        data,
+        syms: std::cell::OnceCell::new(),
         exec: elf.exec.clone(),
     }
 }
@@ -407,6 +416,17 @@ fn function_symbols(data: &[u8]) -> Vec<Sym> {
     out
 }
 
+/// An ELF64 x86-64 file? (Only the header is read: ld.so skips the
+/// 32-bit libraries a search path may hold.)
+fn is_x86_64_elf(p: &Path) -> bool {
+    use std::io::Read;
+    let mut h = [0u8; 20];
+    let ok = std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut h))
+        .is_ok();
+    ok && h.starts_with(b"\x7fELF") && h[4] == 2 && u16::from_le_bytes([h[18], h[19]]) == 62
+}
+
 /// Where ld.so finds `need` for the object at `from`.
 fn find_library(
     need: &str,
@@ -418,10 +438,7 @@ fn find_library(
     if need.contains('/') {
         return Some(PathBuf::from(need));
     }
-    let usable = |p: PathBuf| -> Option<PathBuf> {
-        let data = std::fs::read(&p).ok()?;
-        Elf::parse(&p, &data).ok().map(|_| p)
-    };
+    let usable = |p: PathBuf| -> Option<PathBuf> { is_x86_64_elf(&p).then_some(p) };
     let in_dirs = |dirs: &[String]| {
         dirs.iter()
             .filter(|d| !d.is_empty())
