@@ -67,7 +67,13 @@ pub fn enabled() -> bool {
 /// register may be live, so the whole XSAVE state is saved (~150 ns more).
 /// `PTAP_OPT_XSAVE=1` forces XSAVE everywhere.
 fn vector_save(at_entry: bool) -> VectorSave {
-    let force = std::env::var("PTAP_OPT_XSAVE").is_ok_and(|s| s == "1");
+    static FORCE: AtomicU32 = AtomicU32::new(2); // 2 = not read yet
+    let mut force = FORCE.load(Ordering::Relaxed);
+    if force == 2 {
+        force = std::env::var("PTAP_OPT_XSAVE").is_ok_and(|s| s == "1") as u32;
+        FORCE.store(force, Ordering::Relaxed);
+    }
+    let force = force == 1;
     let avx = std::arch::is_x86_feature_detected!("avx");
     if at_entry && !force {
         return if avx {
@@ -490,12 +496,107 @@ pub trait CodeMem {
     fn alloc(&mut self, near: u64, len: usize) -> Option<u64>;
     /// Write code (any of our text or slot memory).
     fn poke(&mut self, at: u64, bytes: &[u8]) -> bool;
+    /// Write many pieces at once (a batch).
+    fn poke_many(&mut self, w: &[(u64, Vec<u8>)]);
     /// Is the site at `addr` published, armed with an int3 and routed
     /// through its region slot? Then Some(its single-instruction slot or 0).
     fn armed(&self, addr: u64) -> Option<u64>;
 }
 
 const TRAMP_CAP: usize = 1024;
+/// Per vector-save mode: a trampoline's bytes before its relocated region
+/// and where the probe address appears in them (as regs->ip and as the
+/// handler's data). Everything else in that part is the same for every
+/// site: copying it is much cheaper than encoding ~100 instructions. State:
+/// None = not built yet; checked against a full build at its second use.
+struct Template {
+    bytes: Vec<u8>,
+    at: Vec<usize>,
+    checked: bool,
+}
+
+static TEMPLATES: Mutex<[Option<Template>; 4]> = Mutex::new([None, None, None, None]);
+static NO_TEMPLATES: AtomicBool = AtomicBool::new(false);
+
+/// The trampoline for `addr`, allocated near it: (its address, bytes,
+/// offset of the relocated region, that region's relocation).
+#[allow(clippy::too_many_arguments)]
+fn build_trampoline(
+    m: &mut dyn CodeMem,
+    addr: u64,
+    orig: &[u8],
+    region: &Region,
+    h: Handler,
+    vs: VectorSave,
+    mode: usize,
+    tail_len: usize,
+) -> Result<(u64, Vec<u8>, u64, ptap_arch::xol::Relocated), String> {
+    let full = |at: u64| {
+        trampoline::optprobe_trampoline(at, orig, region, h, vs)
+            .map_err(|e| format!("cannot build the trampoline: {e}"))
+    };
+    let mut g = match TEMPLATES.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let use_template = !NO_TEMPLATES.load(Ordering::Relaxed);
+    if g[mode].is_none() || !use_template {
+        // Build one for real, near the site, and derive the template from it.
+        let probe = full(addr.wrapping_add(0x10000))?;
+        let prefix = probe.len().saturating_sub(tail_len);
+        let key = addr.to_le_bytes();
+        let at: Vec<usize> = (0..prefix.saturating_sub(7))
+            .filter(|&i| probe[i..i + 8] == key)
+            .collect();
+        if at.len() == 2 && use_template {
+            g[mode] = Some(Template {
+                bytes: probe[..prefix].to_vec(),
+                at,
+                checked: false,
+            });
+        } else {
+            NO_TEMPLATES.store(true, Ordering::Relaxed);
+        }
+    }
+    let prefix = match &g[mode] {
+        Some(t) if !NO_TEMPLATES.load(Ordering::Relaxed) => t.bytes.len(),
+        _ => full(addr.wrapping_add(0x10000))?
+            .len()
+            .saturating_sub(tail_len),
+    };
+    let size = prefix + tail_len + 16;
+    if size > TRAMP_CAP {
+        return Err("the trampoline is too large".into());
+    }
+    let tramp = m
+        .alloc(addr, size)
+        .ok_or("no room for a trampoline near the address")?;
+    let tail = aopt::relocate_region(orig, region, tramp + prefix as u64, 8 * 16)
+        .map_err(|e| format!("the replaced instructions do not relocate: {e}"))?;
+    let bytes = match &mut g[mode] {
+        Some(t) if !NO_TEMPLATES.load(Ordering::Relaxed) => {
+            let mut b = t.bytes.clone();
+            for &i in &t.at {
+                b[i..i + 8].copy_from_slice(&addr.to_le_bytes());
+            }
+            b.extend_from_slice(&tail.bytes);
+            if !t.checked {
+                // Once per mode: the copy must equal a full build.
+                if full(tramp)? != b {
+                    NO_TEMPLATES.store(true, Ordering::Relaxed);
+                    return Err("trampoline template mismatch (templates now off)".into());
+                }
+                t.checked = true;
+            }
+            b
+        }
+        _ => full(tramp)?,
+    };
+    if bytes.len() > size || bytes.get(prefix..) != Some(&tail.bytes[..]) {
+        return Err("cannot locate the relocated instructions in the trampoline".into());
+    }
+    Ok((tramp, bytes, prefix as u64, tail))
+}
 const REGION_SLOT_CAP: usize = 128;
 
 /// Build (or reuse) the trampoline and region slot for a probe at `addr` in
@@ -536,43 +637,17 @@ pub fn prepare(addr: u64, func: u64, code: &[u8], m: &mut dyn CodeMem) -> Result
         data: addr,
     };
     let vs = vector_save(addr == func);
-    // Size it at a nearby address first, then build it where it goes.
-    let size = trampoline::optprobe_trampoline(addr + 0x10000, &orig, &region, h, vs)
-        .map_err(|e| format!("cannot build the trampoline: {e}"))?
-        .len()
-        + 16;
-    if size > TRAMP_CAP {
-        return Err("the trampoline is too large".into());
-    }
-    let tramp = m
-        .alloc(addr, size)
-        .ok_or("no room for a trampoline near the address")?;
-    let bytes = trampoline::optprobe_trampoline(tramp, &orig, &region, h, vs)
-        .map_err(|e| format!("cannot build the trampoline: {e}"))?;
-    if bytes.len() > size {
-        return Err("the trampoline is too large".into());
-    }
-    // Where the relocated tail starts: its length does not depend on where
-    // it is encoded (rel32 everywhere); rebuild it there and compare.
-    let probe_len = aopt::relocate_region(&orig, &region, tramp + 512, 8 * 16)
-        .map_err(|e| format!("the replaced instructions do not relocate: {e}"))?
-        .bytes
-        .len();
-    let mut tail_at = None;
-    if let Some(cut0) = bytes.len().checked_sub(probe_len) {
-        for cut in [cut0, cut0.wrapping_sub(4), cut0 + 4] {
-            let Ok(t) = aopt::relocate_region(&orig, &region, tramp + cut as u64, 8 * 16) else {
-                continue;
-            };
-            if cut + t.bytes.len() == bytes.len() && bytes.get(cut..) == Some(&t.bytes[..]) {
-                tail_at = Some((cut as u64, t));
-                break;
-            }
-        }
-    }
-    let Some((cut, tail)) = tail_at else {
-        return Err("cannot locate the relocated instructions in the trampoline".into());
+    // Its size: the register save/call/restore part (the same for every
+    // trampoline of a vector-save mode; measured once) plus the relocated
+    // region (as long as in the region slot: same capacity, rel32 forms).
+    let mode = match vs {
+        VectorSave::None => 0,
+        VectorSave::Xmm => 1,
+        VectorSave::Ymm => 2,
+        VectorSave::Xsave { .. } => 3,
     };
+    let (tramp, bytes, cut, tail) =
+        build_trampoline(m, addr, &orig, &region, h, vs, mode, rel.bytes.len())?;
     if !m.poke(tramp, &bytes) {
         return Err("cannot write the trampoline".into());
     }
@@ -597,7 +672,7 @@ pub fn prepare(addr: u64, func: u64, code: &[u8], m: &mut dyn CodeMem) -> Result
 
 /// Ranges a barrier asks threads about: [lo, hi) pairs, and a "some thread
 /// is inside" flag per pair.
-const BAR_CAP: usize = 4096;
+const BAR_CAP: usize = 1 << 15;
 static BAR_LO: [AtomicU64; BAR_CAP] = [const { AtomicU64::new(0) }; BAR_CAP];
 static BAR_HI: [AtomicU64; BAR_CAP] = [const { AtomicU64::new(0) }; BAR_CAP];
 static BAR_HIT: [AtomicBool; BAR_CAP] = [const { AtomicBool::new(false) }; BAR_CAP];
@@ -821,7 +896,11 @@ pub fn optimize_pending(m: &mut dyn CodeMem) {
     }
     // Sites still wanting it: (addr, region end, old single slot).
     let mut todo: Vec<(u64, u64, u64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for a in pending {
+        if !seen.insert(a) {
+            continue;
+        }
         let Some(old_slot) = m.armed(a) else { continue };
         let Some(len) = with_state(|s| {
             s.sites
@@ -831,9 +910,7 @@ pub fn optimize_pending(m: &mut dyn CodeMem) {
         }) else {
             continue;
         };
-        if !todo.iter().any(|t| t.0 == a) {
-            todo.push((a, a + len, old_slot));
-        }
+        todo.push((a, a + len, old_slot));
     }
     if todo.is_empty() {
         return;
@@ -900,24 +977,27 @@ pub fn optimize_pending(m: &mut dyn CodeMem) {
         let Ok(j) = trampoline::jmp_rel32(a, tramp) else {
             continue;
         };
-        if m.poke(a + 1, &j[1..]) {
-            tails.push((a, j[0]));
-        }
+        tails.push((a, j));
     }
     if tails.is_empty() {
         return;
     }
+    let w: Vec<(u64, Vec<u8>)> = tails
+        .iter()
+        .map(|(a, j)| (a + 1, j[1..].to_vec()))
+        .collect();
+    m.poke_many(&w);
     sys::membarrier_sync_core();
-    for &(a, head) in &tails {
-        if m.poke(a, &[head]) {
-            with_state(|s| {
-                if let Some(o) = s.sites.get_mut(&a) {
-                    o.optimized = true;
-                }
-                s.refused.remove(&a);
-            });
+    let w: Vec<(u64, Vec<u8>)> = tails.iter().map(|(a, j)| (*a, vec![j[0]])).collect();
+    m.poke_many(&w);
+    with_state(|s| {
+        for (a, _) in &tails {
+            if let Some(o) = s.sites.get_mut(a) {
+                o.optimized = true;
+            }
+            s.refused.remove(a);
         }
-    }
+    });
     sys::membarrier_sync_core();
 }
 

@@ -206,6 +206,13 @@ struct Arena {
     base: u64,
     size: u64,
     used: u64,
+    /// A writable alias of the same memory (memfd mapped twice), so that
+    /// slots and trampolines are written with a plain copy instead of a
+    /// /proc/self/mem write per piece; 0 if there is none.
+    rw: u64,
+    /// The process that may allocate from it (a forked child shares the
+    /// memfd pages with its parent: it must not write them).
+    pid: i32,
 }
 
 struct Registry {
@@ -217,6 +224,8 @@ struct Registry {
     disarmed: std::collections::HashSet<u64>,
     mem_fd: i32,
     mem_pid: i32,
+    /// int3s of a batch (register_kprobes), written together at its end.
+    deferred_int3: Vec<u64>,
 }
 
 // SAFETY: the raw pointers are only touched with the registry lock held.
@@ -237,6 +246,7 @@ fn with_reg<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
         disarmed: std::collections::HashSet::new(),
         mem_fd: -1,
         mem_pid: 0,
+        deferred_int3: Vec::new(),
     });
     f(r)
 }
@@ -245,6 +255,21 @@ fn with_reg<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
 /// (works on r-x pages), mprotect as a fallback.
 fn poke(reg: &mut Registry, addr: u64, bytes: &[u8]) -> Result<(), i32> {
     let pid = sys::getpid();
+    // Fresh code in one of this process's arenas: through its writable alias
+    // (registration publishes it, with a membarrier, only afterwards).
+    if let Some(a) = reg.arenas.iter().find(|a| {
+        a.rw != 0 && a.pid == pid && addr >= a.base && addr + bytes.len() as u64 <= a.base + a.size
+    }) {
+        // SAFETY: the alias maps the same memfd pages read-write.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                (a.rw + (addr - a.base)) as *mut u8,
+                bytes.len(),
+            )
+        };
+        return Ok(());
+    }
     if reg.mem_fd < 0 || reg.mem_pid != pid {
         // After fork an inherited fd still names the parent's memory: reopen.
         if reg.mem_fd >= 0 {
@@ -312,14 +337,47 @@ fn new_arena_near(addr: u64) -> Option<Arena> {
     }
     cands.retain(|&c| c.abs_diff(addr) < NEAR);
     cands.sort_by_key(|&c| c.abs_diff(addr));
+    // SAFETY: memfd_create(name, MFD_CLOEXEC) and ftruncate on it.
+    let fd = unsafe {
+        let fd = sys::syscall3(319, c"ptap-code".as_ptr() as usize, 1, 0) as i32;
+        if fd >= 0 && sys::syscall3(77, fd as usize, ARENA_SIZE as usize, 0) != 0 {
+            libc::close(fd);
+            -1
+        } else {
+            fd
+        }
+    };
+    let close = |fd: i32| {
+        if fd >= 0 {
+            // SAFETY: our own fd; the mappings keep the memory.
+            unsafe { libc::close(fd) };
+        }
+    };
     for c in cands {
-        // SAFETY: MAP_FIXED_NOREPLACE never clobbers an existing mapping.
-        let p = unsafe { sys::mmap(c as usize, ARENA_SIZE as usize, 5, 0x22 | 0x10_0000, -1, 0) };
+        // MAP_SHARED of the memfd (or MAP_PRIVATE|MAP_ANONYMOUS without one),
+        // MAP_FIXED_NOREPLACE: never clobbers an existing mapping.
+        let flags = if fd >= 0 { 0x01 } else { 0x22 } | 0x10_0000;
+        // SAFETY: as above.
+        let p = unsafe { sys::mmap(c as usize, ARENA_SIZE as usize, 5, flags, fd, 0) };
         if p >= 0 && (p as u64).abs_diff(addr) < NEAR {
+            let rw = if fd >= 0 {
+                // SAFETY: a second, writable view of the same memfd.
+                let q = unsafe { sys::mmap(0, ARENA_SIZE as usize, 3, 0x01, fd, 0) };
+                if q >= 0 {
+                    q as u64
+                } else {
+                    0
+                }
+            } else {
+                0
+            };
+            close(fd);
             return Some(Arena {
                 base: p as u64,
                 size: ARENA_SIZE,
                 used: 0,
+                rw,
+                pid: sys::getpid(),
             });
         }
         if p >= 0 {
@@ -327,6 +385,7 @@ fn new_arena_near(addr: u64) -> Option<Arena> {
             unsafe { libc::munmap(p as *mut libc::c_void, ARENA_SIZE as usize) };
         }
     }
+    close(fd);
     None
 }
 
@@ -340,8 +399,10 @@ fn alloc_code(reg: &mut Registry, addr: u64, len: usize) -> Option<u64> {
     if len > ARENA_SIZE {
         return None;
     }
+    let pid = sys::getpid();
     let fits = |a: &Arena| {
-        a.used + len <= a.size
+        a.pid == pid
+            && a.used + len <= a.size
             && a.base.abs_diff(addr) < NEAR
             && (a.base + a.size).abs_diff(addr) < NEAR
     };
@@ -370,6 +431,9 @@ impl crate::optprobe::CodeMem for Registry {
     }
     fn poke(&mut self, at: u64, bytes: &[u8]) -> bool {
         poke(self, at, bytes).is_ok()
+    }
+    fn poke_many(&mut self, w: &[(u64, Vec<u8>)]) {
+        poke_many(self, w)
     }
     fn armed(&self, addr: u64) -> Option<u64> {
         let s = *self.sites.get(&addr)?;
@@ -767,7 +831,9 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             return Err(ENOMEM);
         }
         reg.sites.insert(addr, site);
-        if let Err(e) = poke(reg, addr, &[0xcc]) {
+        if crate::optprobe::in_batch() {
+            reg.deferred_int3.push(addr);
+        } else if let Err(e) = poke(reg, addr, &[0xcc]) {
             publish(addr, core::ptr::null_mut());
             reg.sites.remove(&addr);
             return Err(e);
@@ -830,6 +896,7 @@ fn unregister_entry(kp: *mut Kprobe) -> bool {
             // the table then sees the original byte (see trap.rs).
             let b = [o.orig[0]];
             crate::optprobe::forget(addr);
+            reg.deferred_int3.retain(|&a| a != addr);
             if !reg.disarmed.remove(&addr) {
                 crate::optprobe::unoptimize(addr, reg);
                 let _ = poke(reg, addr, &b);
@@ -1041,9 +1108,80 @@ fn optimizable(probes: &[Entry]) -> bool {
     })
 }
 
-/// Write the jumps of the sites queued for optimization.
+/// Arm the int3s a batch deferred, then write the jumps of the sites queued
+/// for optimization.
 fn flush_optimizer() {
-    with_reg(|reg| crate::optprobe::optimize_pending(reg));
+    with_reg(|reg| {
+        if !reg.deferred_int3.is_empty() {
+            let w: Vec<(u64, Vec<u8>)> = core::mem::take(&mut reg.deferred_int3)
+                .into_iter()
+                .map(|a| (a, vec![0xcc]))
+                .collect();
+            poke_many(reg, &w);
+            sys::membarrier_sync_core();
+        }
+        crate::optprobe::optimize_pending(reg)
+    });
+}
+
+/// Write many small pieces of code (registration time): each run of r-x
+/// text pages is made writable once (mprotect), written with plain copies
+/// and made r-x again, instead of one /proc/self/mem write per piece. Pieces
+/// in other mappings (not plain r-x, or mprotect refused) go through `poke`.
+fn poke_many(reg: &mut Registry, w: &[(u64, Vec<u8>)]) {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let rx: Vec<(u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (a, b) = it.next()?.split_once('-')?;
+            (it.next()? == "r-xp").then_some(())?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..w.len()).collect();
+    order.sort_by_key(|&i| w[i].0);
+    let mut i = 0;
+    while i < order.len() {
+        let (a, ref b) = w[order[i]];
+        let Some(&(ms, me)) = rx.iter().find(|&&(s, e)| a >= s && a + b.len() as u64 <= e) else {
+            let _ = poke(reg, a, b);
+            i += 1;
+            continue;
+        };
+        // The pieces inside this mapping, and the pages they touch.
+        let mut j = i;
+        while j < order.len() {
+            let (a2, ref b2) = w[order[j]];
+            if a2 < ms || a2 + b2.len() as u64 > me {
+                break;
+            }
+            j += 1;
+        }
+        let lo = a & !0xfff;
+        let (la, ref lb) = w[order[j - 1]];
+        let hi = (la + lb.len() as u64 + 0xfff) & !0xfff;
+        // SAFETY: our own r-x text pages, made r-w-x for the copies and then
+        // r-x again (the mapping was r-x, checked above).
+        let ok = unsafe { sys::mprotect(lo as usize, (hi - lo) as usize, 7) } == 0;
+        for &k in &order[i..j] {
+            let (a2, ref b2) = w[k];
+            if ok {
+                // SAFETY: inside the pages just made writable.
+                unsafe { core::ptr::copy_nonoverlapping(b2.as_ptr(), a2 as *mut u8, b2.len()) };
+            } else {
+                let _ = poke(reg, a2, b2);
+            }
+        }
+        if ok {
+            // SAFETY: as above.
+            unsafe { sys::mprotect(lo as usize, (hi - lo) as usize, 5) };
+        }
+        i = j;
+    }
 }
 
 pub fn default_maxactive() -> usize {
