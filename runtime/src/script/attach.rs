@@ -322,8 +322,10 @@ pub fn attach(
     attach_as(module, globals, session, Role::Target).map(|(a, _)| a)
 }
 
-/// [`attach`] for a process of the given role. Ok also returns the
-/// non-optional points that were skipped (only in [`Role::Other`]). Failed
+/// [`attach`] for a process of the given role. Ok also returns what was
+/// left out: in [`Role::Other`] the non-optional points that did not
+/// register there; in [`Role::Target`] the sites of wildcards that the
+/// probe layer refused (a wildcard with no site armed is an error). Failed
 /// registrations are never explained on stderr by the probe layer
 /// (`KPROBE_FLAG_QUIET`): the caller reports them; an optional point (`?`)
 /// that does not register is silently left out.
@@ -419,6 +421,11 @@ pub fn attach_as(
                     return Err(fail(e));
                 }
             };
+            // A wildcard's sites are independent: one the probe layer
+            // refuses (an instruction it cannot displace, ...) is left out
+            // and listed; only a wildcard with no site armed is an error.
+            let is_pattern = matches!(pt.target, TargetSpec::Pattern { .. });
+            let (nsites, mut armed, mut first_refusal) = (list.len(), 0usize, None);
             for site in list {
                 let func = func_name(&site, &pt.target);
                 let (addr, name, off) = match site {
@@ -474,23 +481,39 @@ pub fn attach_as(
                         r
                     }
                 };
+                if r == 0 {
+                    armed += 1;
+                }
                 if r != 0 && !pt.optional {
                     let why = probes::LAST_ERROR
                         .lock()
                         .map(|s| s.clone())
                         .unwrap_or_default();
-                    let e = fail(if why.is_empty() {
+                    let why = if why.is_empty() {
                         format!("error {}", -r)
                     } else {
                         why
-                    });
+                    };
                     if role == Role::Other {
+                        skipped.push(fail(why));
+                        continue;
+                    }
+                    if is_pattern {
+                        let e = fail(format!("{}: {why}", String::from_utf8_lossy(&func)));
+                        first_refusal.get_or_insert_with(|| e.reason.clone());
                         skipped.push(e);
                         continue;
                     }
                     a.detach_partial();
-                    return Err(e);
+                    return Err(fail(why));
                 }
+            }
+            if is_pattern && role == Role::Target && armed == 0 && nsites > 0 && !pt.optional {
+                a.detach_partial();
+                return Err(fail(format!(
+                    "none of the {nsites} matching functions could be probed (first: {})",
+                    first_refusal.unwrap_or_default()
+                )));
             }
         }
     }
@@ -563,7 +586,7 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
                 ""
             }
         );
-        if !skipped.is_empty() {
+        if !skipped.is_empty() && role == Role::Other {
             msg.push_str(&format!(
                 "ptap: pid {pid}: {} point(s) not armed here (an exec'ed process, not the target):\n",
                 skipped.len()
@@ -571,6 +594,17 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
             for e in &skipped {
                 msg.push_str(&format!("ptap:   {}: {}\n", e.point, e.reason));
             }
+        }
+        crate::output::diag(msg.as_bytes());
+    }
+    if role == Role::Target && !skipped.is_empty() {
+        // Never silent: wildcard sites the probe layer refused.
+        let mut msg = String::new();
+        for e in &skipped {
+            msg.push_str(&format!(
+                "WARNING: {}: left out {} (the other matches are armed)\n",
+                e.point, e.reason
+            ));
         }
         crate::output::diag(msg.as_bytes());
     }
