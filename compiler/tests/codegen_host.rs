@@ -104,3 +104,21 @@ fn program_from_an_object_file_renders_like_the_compiler() {
     });
     assert_eq!(out, "ab  |   -3|0xff\nx 1\n");
 }
+
+#[test]
+fn end_of_session_summary_lists_causes() {
+    use ptap_compiler::codegen::host::summary_text;
+    assert_eq!(summary_text(0, 0, 0, 0, 0), "");
+    assert_eq!(
+        summary_text(1, 0, 0, 0, 0),
+        "WARNING: Number of errors: 1, skipped probes: 0\n"
+    );
+    assert_eq!(
+        summary_text(2, 3, 4, 2, 5),
+        "WARNING: Number of errors: 2, skipped probes: 7\n\
+         WARNING: Skipped due to nmissed (kretprobe without a free instance): 3\n\
+         WARNING: Skipped due to reentrancy: 4\n\
+         WARNING: Errors due to full maps: 2\n\
+         WARNING: Output records lost (full output buffer): 5\n"
+    );
+}
