@@ -311,13 +311,7 @@ pub(crate) fn detach(s: &Session, drain: &mut dyn FnMut()) {
     }
     // Processes that died without cleaning up stay in the table: only wait
     // for live ones.
-    let live = || {
-        s.pids()
-            .into_iter()
-            // SAFETY: signal 0 only checks existence.
-            .filter(|&p| unsafe { libc::kill(p, 0) } == 0)
-            .count()
-    };
+    let live = || live_pids(s);
     let t0 = Instant::now();
     while live() > 0 && t0.elapsed() < Duration::from_secs(3) {
         drain();
@@ -327,6 +321,16 @@ pub(crate) fn detach(s: &Session, drain: &mut dyn FnMut()) {
     if n > 0 {
         eprintln!("ptap: {n} process(es) did not detach in time");
     }
+}
+
+/// Processes of the session that are still alive (the table keeps those
+/// that died without cleaning up; zombies count as alive until reaped).
+pub(crate) fn live_pids(s: &Session) -> usize {
+    s.pids()
+        .into_iter()
+        // SAFETY: signal 0 only checks existence.
+        .filter(|&p| unsafe { libc::kill(p, 0) } == 0)
+        .count()
 }
 
 pub(crate) fn report_losses(s: &Session) {

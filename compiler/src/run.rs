@@ -222,6 +222,21 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             still_running = true;
         }
     }
+    // The -c command exited, but processes it started (a daemon, `cmd &`)
+    // may still run with probes: take them out too, so that nothing stays
+    // probed once ptap is gone.
+    let mut descendants = 0;
+    if matches!(stop, Stop::TargetExited(_)) {
+        descendants = load::live_pids(&s);
+        if descendants > 0 {
+            if opts.verbose > 0 {
+                eprintln!("ptap: {descendants} process(es) of the session still run: detaching");
+            }
+            load::detach(&s, &mut || {
+                sink.drain(&s, prog);
+            });
+        }
+    }
     sink.drain(&s, prog);
     if stop == Stop::ArmFailed {
         // The session never started: no end probes, no globals.
@@ -245,9 +260,11 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     if errors > 0 {
         eprintln!("WARNING: Number of errors: {errors}");
     }
-    if still_running {
+    if still_running || descendants > 0 {
         if let (Some(child), Some(snap)) = (target.as_ref(), snapshot) {
-            eprintln!("ptap: detached from pid {}; it keeps running", child.id());
+            if still_running {
+                eprintln!("ptap: detached from pid {}; it keeps running", child.id());
+            }
             // The target (and what it execs) may still need the preloaded files.
             snap.keep();
         }

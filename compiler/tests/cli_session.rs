@@ -499,3 +499,43 @@ fn no_follow_probes_only_the_first_process() {
     assert_eq!(read(&out), "0\n", "{o:?}");
     assert_eq!(o.stdout, "sum=9 counter=3\nsum=4 counter=1\n");
 }
+
+#[test]
+fn ptap_exits_with_the_command_and_detaches_what_it_left_running() {
+    let pristine = pristine_code_bytes();
+    let d = scratch("leftover");
+    let flag = d.join("flag");
+    let bg_out = d.join("bg.txt");
+    let out = d.join("o");
+    // sh starts wait_file in the background and exits at once.
+    let cmd = format!(
+        "sh -c '{} {} 30 0 > {} 2>&1 & echo started'",
+        target("wait_file"),
+        flag.display(),
+        bg_out.display()
+    );
+    let mut c = ptap();
+    c.arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg("global n probe kprobe(work)? { n++ } probe end { print(n > 0) }")
+        .arg("-c")
+        .arg(&cmd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let t = Instant::now();
+    let mut child = c.spawn().unwrap();
+    let st = child.wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(read(&out), "1\n");
+    std::fs::write(&flag, b"").unwrap();
+    let t = Instant::now();
+    while !read(&bg_out).contains("done") && t.elapsed() < SECS {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bg = read(&bg_out);
+    assert!(bg.contains(&format!("after={pristine}\n")), "{bg}");
+    assert!(bg.contains("done calls>=10: 1"), "{bg}");
+    support::remove_snapshot(child.id());
+}
