@@ -219,6 +219,10 @@ impl Images {
                             s.size, img.label
                         ));
                     }
+                    if *offset > 0 {
+                        img.check_boundary(s, s.addr + offset)
+                            .map_err(|why| format!("{why}: {name}+{offset:#x} in {}", img.label))?;
+                    }
                     return Ok(Some(format!("{name} in {}", img.label)));
                 }
                 Err(self.nothing(module))
@@ -246,12 +250,22 @@ impl Images {
             TargetSpec::Address(a) => {
                 let main = self.main();
                 if main.exec.iter().any(|&(s, e)| *a >= s && *a < e) {
-                    let f = main
+                    let func = main
                         .syms()
                         .iter()
-                        .filter(|s| s.addr <= *a && *a < s.addr + s.size.max(1))
+                        .find(|s| s.addr <= *a && *a < s.addr + s.size.max(1));
+                    if let Some(s) = func {
+                        main.check_boundary(s, *a).map_err(|why| {
+                            format!(
+                                "{why}: {a:#x} is {}+{:#x} in {}",
+                                s.name,
+                                a - s.addr,
+                                main.label
+                            )
+                        })?;
+                    }
+                    let f = func
                         .map(|s| format!("{}+{:#x}", s.name, a - s.addr))
-                        .next()
                         .unwrap_or_else(|| format!("{a:#x}"));
                     Ok(Some(format!("{f} in {}", main.label)))
                 } else {
@@ -268,6 +282,35 @@ impl Images {
 impl Image {
     fn syms(&self) -> &[Sym] {
         self.syms.get_or_init(|| function_symbols(&self.data))
+    }
+
+    /// Is `addr` (link-time) an instruction boundary of function `f`,
+    /// decoding from its start in the file? Ok when the bytes cannot be
+    /// found (the runtime checks again in memory).
+    fn check_boundary(&self, f: &Sym, addr: u64) -> Result<(), String> {
+        use object::ObjectSection;
+        let Ok(file) = object::File::parse(&*self.data) else {
+            return Ok(());
+        };
+        let code = file.sections().find_map(|sec| {
+            let (start, len) = (sec.address(), sec.size());
+            if f.addr < start || f.addr >= start + len {
+                return None;
+            }
+            let data = sec.data().ok()?;
+            let from = usize::try_from(f.addr - start).ok()?;
+            let end = from.saturating_add(usize::try_from(f.size.max(1)).ok()?);
+            data.get(from..end.min(data.len()))
+        });
+        let Some(code) = code else { return Ok(()) };
+        match ptap_arch::decode::check_boundary(code, f.addr, addr) {
+            Ok(_) => Ok(()),
+            Err(ptap_arch::ArchError::NotBoundary) => {
+                Err("is not on an instruction boundary".to_string())
+            }
+            // Undecodable bytes, ...: the runtime decides (and explains).
+            Err(_) => Ok(()),
+        }
     }
 }
 

@@ -134,6 +134,10 @@ fn a_point_that_resolves_to_nothing_is_an_error_and_the_target_never_runs() {
             "kprobe(work+4096) is beyond the end of `work`",
         ),
         (
+            "probe kprobe(work+1) { }",
+            "kprobe(work+1) is not on an instruction boundary: work+0x1 in",
+        ),
+        (
             "probe kprobe(0x10) { }",
             "kprobe(0x10) resolved to nothing: 0x10 is not in the executable code",
         ),
@@ -162,20 +166,20 @@ fn optional_points_that_resolve_to_nothing_are_silent() {
 
 #[test]
 fn a_refused_point_stops_the_target_before_main() {
-    // work+1 resolves (inside work) but is not an instruction boundary:
-    // only the runtime can tell. The target must not run main with some
-    // probes missing.
+    // pat_trap resolves, but starts with an int3 the probe layer will not
+    // displace: only the runtime can tell. The target must not run main
+    // with some probes missing.
     let d = scratch("refused");
     let out = d.join("o");
     let o = ptap_e(
-        "probe kprobe(work+1) { } probe end { print(\"end\") }",
-        &format!("{} 3", target("hot")),
+        "probe kprobe(pat_one) { } probe kprobe(pat_trap) { } probe end { print(\"end\") }",
+        &format!("{} 3", target("patterns")),
         &out,
         &[],
     );
     assert_eq!(o.code, Some(1), "{o:?}");
     assert!(
-        o.stderr.contains("cannot register probe kprobe(work+1)"),
+        o.stderr.contains("cannot register probe kprobe(pat_trap)"),
         "{o:?}"
     );
     assert!(o.stderr.contains("stops before main"), "{o:?}");
