@@ -109,6 +109,7 @@ impl Images {
             .map(|v| v.split([':', ';']).map(str::to_string).collect())
             .unwrap_or_default();
         let exe_rpath = main.rpath.clone();
+        let interp = main.interp.clone();
         let mut pending = VecDeque::from([main]);
         pending.extend(queue.drain(..));
         while let Some(elf) = pending.pop_front() {
@@ -119,8 +120,8 @@ impl Images {
                 }
             }
         }
-        if let Some(interp) = &images_interp(&exe) {
-            add(interp.clone(), &mut pending);
+        if let Some(interp) = interp {
+            add(PathBuf::from(interp), &mut pending);
         }
         Ok(Images { images })
     }
@@ -334,14 +335,6 @@ fn interpreter_of_script(exe: &Path) -> Result<Option<PathBuf>, String> {
         return Ok(None);
     };
     Ok(Some(PathBuf::from(interp)))
-}
-
-fn images_interp(exe: &Path) -> Option<PathBuf> {
-    let exe = interpreter_of_script(exe)
-        .ok()?
-        .unwrap_or_else(|| exe.to_path_buf());
-    let data = std::fs::read(&exe).ok()?;
-    Elf::parse(&exe, &data).ok()?.interp.map(PathBuf::from)
 }
 
 /// What the loader needs from one ELF file.

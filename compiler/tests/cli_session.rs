@@ -549,3 +549,50 @@ fn ptap_exits_with_the_command_and_detaches_what_it_left_running() {
     assert!(bg.contains("done calls>=10: 1"), "{bg}");
     support::remove_snapshot(child.id());
 }
+
+#[test]
+fn points_in_a_private_library_found_through_runpath_origin() {
+    let d = scratch("runpath");
+    let src = support::root().join("tests/targets");
+    let lib = d.join("libpriv.so");
+    support::build(
+        "cc",
+        &src.join("priv_lib.c"),
+        &lib,
+        &["-O2", "-g", "-shared", "-fPIC"],
+        &[],
+    );
+    let exe = d.join("priv_main");
+    let st = Command::new("cc")
+        .args(["-O2", "-g"])
+        .arg(src.join("priv_main.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(&d)
+        .args(["-lpriv", "-Wl,--enable-new-dtags,-rpath,$ORIGIN"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = d.join("o");
+    let cmd = format!("{} 4", exe.display());
+    let o = ptap_e(
+        "global n probe kprobe(libpriv:priv_fn) { n++ } probe kretprobe(priv_fn) { n += ret } probe end { print(n) }",
+        &cmd,
+        &out,
+        &[],
+    );
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(o.stdout, "sum=60\n");
+    assert_eq!(read(&out), "64\n", "{o:?}");
+    // And the library is named in what was searched.
+    let o = ptap_e("probe kprobe(nope) { }", &cmd, &out, &[]);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.contains(&format!(
+            "searched {}, libpriv.so, libc.so.6, ld-linux-x86-64.so.2",
+            std::fs::canonicalize(&exe).unwrap().display()
+        )),
+        "{o:?}"
+    );
+}
