@@ -229,6 +229,7 @@ pub fn shutdown() {
         // SAFETY: cleanup_module is `void cleanup_module(void)`.
         unsafe { core::mem::transmute::<usize, extern "C" fn()>(c)() };
     }
+    crate::script::attach::report_missed();
     probes::unregister_all();
     if let Some(s) = output::session() {
         s.remove_pid(sys::getpid());

@@ -608,9 +608,59 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
         }
         crate::output::diag(msg.as_bytes());
     }
-    // Registered for the life of the process.
-    std::mem::forget(a);
+    // Registered for the life of the process (probes::unregister_all takes
+    // them out); kept here for their miss counts.
+    if let Ok(mut live) = LIVE.lock() {
+        live.push(a);
+    } else {
+        std::mem::forget(a);
+    }
     Ok(n)
+}
+
+/// Modules attached by [`attach_file_as`] in this process (never freed).
+static LIVE: std::sync::Mutex<Vec<Attached>> = std::sync::Mutex::new(Vec::new());
+
+/// Hits this process did not trace: (hits skipped because a handler was
+/// already running on the thread — reentrancy —, kretprobe returns not
+/// traced because all `maxactive` instances were in use).
+pub fn missed() -> (u64, u64) {
+    let Ok(live) = LIVE.lock() else {
+        return (0, 0);
+    };
+    let (mut nested, mut maxactive) = (0u64, 0u64);
+    for a in live.iter() {
+        for &k in &a.kprobes {
+            // SAFETY: leaked registration records; the counter is read
+            // once, racing only with other readers-modifiers of a report.
+            nested += unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*k).kp.nmissed)) };
+        }
+        for &r in &a.kretprobes {
+            // SAFETY: as above.
+            unsafe {
+                nested += core::ptr::read_volatile(core::ptr::addr_of!((*r).rp.kp.nmissed));
+                maxactive +=
+                    core::ptr::read_volatile(core::ptr::addr_of!((*r).rp.nmissed)).max(0) as u64;
+            }
+        }
+    }
+    (nested, maxactive)
+}
+
+/// At shutdown: say what this process did not trace (never silent).
+pub fn report_missed() {
+    let (nested, maxactive) = missed();
+    if nested + maxactive == 0 {
+        return;
+    }
+    crate::output::diag(
+        format!(
+            "WARNING: pid {}: {} probe hit(s) skipped: {nested} while a handler was running on the thread (reentrancy), {maxactive} kretprobe return(s) not traced (maxactive)\n",
+            crate::sys::getpid(),
+            nested + maxactive
+        )
+        .as_bytes(),
+    );
 }
 
 /// Environment variable naming the process's role: ptap sets
