@@ -334,6 +334,12 @@ pub(crate) fn live_pids(s: &Session) -> usize {
 }
 
 pub(crate) fn report_losses(s: &Session) {
+    report_session(s, true);
+}
+
+/// What went wrong with the session itself: the runtime never attached,
+/// unfinished records, handler faults, and (`dropped`) lost records.
+pub(crate) fn report_session(s: &Session, dropped_too: bool) {
     let c = s.control();
     if c.attaches.load(Ordering::Acquire) == 0 {
         eprintln!(
@@ -341,7 +347,7 @@ pub(crate) fn report_losses(s: &Session) {
         );
     }
     let dropped = s.dropped();
-    if dropped > 0 {
+    if dropped_too && dropped > 0 {
         eprintln!("ptap: {dropped} output records lost (output ring full)");
     }
     let pending = s.pending_bytes();

@@ -249,17 +249,12 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     let _ = sink.out.write_all(unread.as_bytes());
     let _ = sink.out.flush();
     if target.is_some() {
-        load::report_losses(&s);
-    } else if s.dropped() > 0 {
-        eprintln!(
-            "ptap: {} output records lost (output ring full)",
-            s.dropped()
-        );
+        load::report_session(&s, false);
     }
+    // Errors, skipped hits by cause, full maps and lost output records
+    // (every process added its misses when it unregistered).
+    eprint!("{}", host::summary(&g, &s));
     let errors = host::errors(&g);
-    if errors > 0 {
-        eprintln!("WARNING: Number of errors: {errors}");
-    }
     if still_running || descendants > 0 {
         if let (Some(child), Some(snap)) = (target.as_ref(), snapshot) {
             if still_running {

@@ -469,10 +469,7 @@ fn lost_output_records_are_counted_never_silent() {
     let lost: usize = o
         .stderr
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("ptap: ")?
-                .strip_suffix(" output records lost (output ring full)")
-        })
+        .find_map(|l| l.strip_prefix("WARNING: Output records lost (full output buffer): "))
         .unwrap_or_else(|| panic!("no loss report: {o:?}"))
         .parse()
         .unwrap();

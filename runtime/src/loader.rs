@@ -246,6 +246,7 @@ extern "C" fn fork_prepare() {
 
 extern "C" fn fork_child() {
     threads::after_fork(FORK_PARENT_TID.load(Ordering::Acquire));
+    crate::script::attach::rebase_missed();
     if NO_FOLLOW.load(Ordering::Acquire) {
         // Only the first process is probed: this child takes every probe
         // out of its (copy-on-write) code and never joins the session.

@@ -623,16 +623,20 @@ static LIVE: std::sync::Mutex<Vec<Attached>> = std::sync::Mutex::new(Vec::new())
 
 /// Hits this process did not trace: (hits skipped because a handler was
 /// already running on the thread — reentrancy —, kretprobe returns not
-/// traced because all `maxactive` instances were in use).
+/// traced because all `maxactive` instances were in use), since this
+/// process started (a forked child starts from its parent's counts, see
+/// [`rebase_missed`]).
 pub fn missed() -> (u64, u64) {
-    let Ok(live) = LIVE.lock() else {
+    // try_lock: a forked child may inherit the lock held by a thread that
+    // does not exist in it.
+    let Ok(live) = LIVE.try_lock() else {
         return (0, 0);
     };
     let (mut nested, mut maxactive) = (0u64, 0u64);
     for a in live.iter() {
         for &k in &a.kprobes {
-            // SAFETY: leaked registration records; the counter is read
-            // once, racing only with other readers-modifiers of a report.
+            // SAFETY: leaked registration records; a racy read is fine
+            // for a report.
             nested += unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*k).kp.nmissed)) };
         }
         for &r in &a.kretprobes {
@@ -644,23 +648,64 @@ pub fn missed() -> (u64, u64) {
             }
         }
     }
-    (nested, maxactive)
+    let (bn, bm) = (
+        BASE_NESTED.load(Ordering::Relaxed),
+        BASE_MAXACTIVE.load(Ordering::Relaxed),
+    );
+    (nested.saturating_sub(bn), maxactive.saturating_sub(bm))
 }
 
-/// At shutdown: say what this process did not trace (never silent).
+static BASE_NESTED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static BASE_MAXACTIVE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// In a forked child: the counts so far are the parent's to report.
+pub fn rebase_missed() {
+    let (n, m) = missed();
+    BASE_NESTED.fetch_add(n, Ordering::Relaxed);
+    BASE_MAXACTIVE.fetch_add(m, Ordering::Relaxed);
+}
+
+/// The session's globals area, if this process is in a ptap session.
+fn session_globals() -> Option<Globals> {
+    let s = crate::output::session()?;
+    // SAFETY: the globals area follows the ring in the session mapping
+    // (ptap sized it); checked by magic.
+    let g = unsafe {
+        Globals::from_raw(
+            s.base()
+                .add(super::globals::offset_in_session(s.ring_size())),
+        )
+    };
+    g.valid().then_some(g)
+}
+
+/// At shutdown (once per process): add what this process did not trace
+/// to the session's counts, which ptap prints in its end-of-run summary
+/// (`WARNING: Number of errors: N, skipped probes: M` and the causes).
+/// With `PTAP_VERBOSE`, also say it per process.
 pub fn report_missed() {
     let (nested, maxactive) = missed();
     if nested + maxactive == 0 {
         return;
     }
-    crate::output::diag(
-        format!(
-            "WARNING: pid {}: {} probe hit(s) skipped: {nested} while a handler was running on the thread (reentrancy), {maxactive} kretprobe return(s) not traced (maxactive)\n",
-            crate::sys::getpid(),
-            nested + maxactive
-        )
-        .as_bytes(),
-    );
+    match session_globals() {
+        Some(g) => g.add_missed(maxactive, nested),
+        None => _ = crate::output::diag(
+            format!(
+                "WARNING: {nested} probe hit(s) skipped while a handler was running (reentrancy), {maxactive} kretprobe return(s) not traced (maxactive)\n"
+            )
+            .as_bytes(),
+        ),
+    }
+    if probes::VERBOSE.load(Ordering::Relaxed) {
+        crate::output::diag(
+            format!(
+                "ptap: pid {}: {nested} hit(s) skipped (reentrancy), {maxactive} kretprobe return(s) not traced (maxactive)\n",
+                crate::sys::getpid()
+            )
+            .as_bytes(),
+        );
+    }
 }
 
 /// Environment variable naming the process's role: ptap sets
@@ -676,17 +721,7 @@ pub const EXIT_ARM_FAILED: u32 = 2;
 /// The target could not arm its probes: count it as a runtime error and
 /// tell ptap (which then ends the session without running the end probes).
 pub fn report_failed_start() {
-    let Some(s) = crate::output::session() else {
-        return;
-    };
-    // SAFETY: the globals area follows the ring in the session mapping.
-    let g = unsafe {
-        Globals::from_raw(
-            s.base()
-                .add(super::globals::offset_in_session(s.ring_size())),
-        )
-    };
-    if g.valid() {
+    if let Some(g) = session_globals() {
         g.header().errors.fetch_add(1, Ordering::AcqRel);
         g.header().exit.store(EXIT_ARM_FAILED, Ordering::Release);
     }
