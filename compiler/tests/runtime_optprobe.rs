@@ -155,7 +155,7 @@ fn verbose_load_says_how_each_probe_is_placed() {
     let out = v(&[("PT_POST", "1")]);
     assert!(
         out.stderr
-            .contains("trap path: not optimized: a post_handler or a jprobe forces the trap path"),
+            .contains("trap path: not optimized: a post_handler forces the trap path"),
         "{out:?}"
     );
     assert_eq!(out.get("posts"), 3, "{out:?}");
@@ -196,4 +196,38 @@ fn a_thread_stopped_inside_the_region_keeps_the_probe_on_the_trap_path() {
     assert!(out.stdout.contains("reader a=1 b=1\n"), "{out:?}");
     assert!(out.stdout.contains("main read=3\n"), "{out:?}");
     assert_eq!(out.get("hits"), 3, "{out:?}");
+}
+
+#[test]
+fn jprobes_run_on_the_jump_path_with_the_mirror_principle() {
+    let mut c = ptap();
+    c.arg("load")
+        .arg("-v")
+        .arg(module("jargs"))
+        .arg("-c")
+        .arg(target("args"));
+    let out = run_cmd(c, std::time::Duration::from_secs(30));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stderr.matches("jump-optimized").count(), 2, "{out:?}");
+    assert!(
+        out.stdout.contains("jsum6 a=1 b=2 c=3 d=4 e=5 f=6\n"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("jsum7 a=10 f=60 g=70\n"),
+        "the stack argument: {out:?}"
+    );
+    assert!(
+        out.stdout.contains("sum6=21 sum7=280"),
+        "registers and stack restored: {out:?}"
+    );
+    // An entry that returns instead of calling jprobe_return(): as on the
+    // trap path, that call is skipped with the entry's value.
+    let out = load("jbad", &format!("{} 3", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("sum=3000 counter=3"), "{out:?}");
+    assert!(
+        out.stdout.contains("entries=3 hits=3 bump_missed=0"),
+        "{out:?}"
+    );
 }

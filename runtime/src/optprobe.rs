@@ -90,7 +90,9 @@ fn vector_save(at_entry: bool) -> VectorSave {
 
 // ------------------------------------------------------------ per-thread state
 
-// A 16-byte initial-exec TLS block: [ThreadState pointer, its tid]. Not
+// A 32-byte initial-exec TLS block: [ThreadState pointer, its tid, frame of a
+// running jump-path jprobe entry (see ptap_rt_jp_call), the value a buggy
+// entry returned]. Not
 // `thread_local!` (global-dynamic TLS may call malloc on first touch in a
 // dlopen'ed object, and malloc may be probed); initial-exec TLS is part of
 // the thread's static block, zeroed when a thread starts.
@@ -100,11 +102,180 @@ core::arch::global_asm!(
     ".globl ptap_rt_tls_thread",
     ".hidden ptap_rt_tls_thread",
     ".type ptap_rt_tls_thread,@object",
-    ".size ptap_rt_tls_thread,16",
+    ".size ptap_rt_tls_thread,32",
     "ptap_rt_tls_thread:",
-    ".zero 16",
+    ".zero 32",
     ".popsection",
 );
+
+// Jump-path jprobe: run the entry with the probed function's registers
+// (integer and callee-saved from the frame, xmm0-7 from the trampoline's
+// vector save area) on a copy of its top 192 stack bytes, whose return slot
+// points at ptap_rt_jp_resume. jprobe_return() (trap.rs) jumps to
+// ptap_rt_jp_resume when this thread's TLS holds a frame; so does a plain
+// return of a buggy entry. The entry's register and stack changes are
+// discarded (mirror principle): the trampoline restores its frame.
+//   rdi = &pt_regs, rsi = entry, rdx = vector area or 0, rcx = 1 xmm (16-byte
+//   stride), 2 ymm (32-byte stride), 3 XSAVE (legacy xmm at +160)
+core::arch::global_asm!(
+    ".text",
+    ".globl ptap_rt_jp_call",
+    ".hidden ptap_rt_jp_call",
+    ".type ptap_rt_jp_call,@function",
+    "ptap_rt_jp_call:",
+    "push rbp",
+    "mov rbp, rsp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "sub rsp, 8",
+    "mov r12, qword ptr [rip + ptap_rt_tls_thread@GOTTPOFF]",
+    "add r12, qword ptr fs:[0]",
+    "mov rax, qword ptr [r12 + 16]",
+    "mov qword ptr [rbp - 48], rax",
+    "mov qword ptr [r12 + 16], rbp",
+    "mov r13, rdi",
+    "mov r14, rsi",
+    "test rdx, rdx",
+    "jz 3f",
+    "cmp rcx, 2",
+    "je 4f",
+    "cmp rcx, 3",
+    "je 5f",
+    "movups xmm0, [rdx]",
+    "movups xmm1, [rdx + 16]",
+    "movups xmm2, [rdx + 32]",
+    "movups xmm3, [rdx + 48]",
+    "movups xmm4, [rdx + 64]",
+    "movups xmm5, [rdx + 80]",
+    "movups xmm6, [rdx + 96]",
+    "movups xmm7, [rdx + 112]",
+    "jmp 3f",
+    "4:",
+    "vmovdqu ymm0, [rdx]",
+    "vmovdqu ymm1, [rdx + 32]",
+    "vmovdqu ymm2, [rdx + 64]",
+    "vmovdqu ymm3, [rdx + 96]",
+    "vmovdqu ymm4, [rdx + 128]",
+    "vmovdqu ymm5, [rdx + 160]",
+    "vmovdqu ymm6, [rdx + 192]",
+    "vmovdqu ymm7, [rdx + 224]",
+    "jmp 3f",
+    "5:",
+    "movups xmm0, [rdx + 160]",
+    "movups xmm1, [rdx + 176]",
+    "movups xmm2, [rdx + 192]",
+    "movups xmm3, [rdx + 208]",
+    "movups xmm4, [rdx + 224]",
+    "movups xmm5, [rdx + 240]",
+    "movups xmm6, [rdx + 256]",
+    "movups xmm7, [rdx + 272]",
+    "3:",
+    "sub rsp, 208",
+    "and rsp, -16",
+    "sub rsp, 8",
+    "mov rsi, qword ptr [r13 + {sp}]",
+    "mov rdi, rsp",
+    "mov ecx, 24",
+    "cld",
+    "rep movsq",
+    "lea rax, [rip + ptap_rt_jp_resume]",
+    "mov qword ptr [rsp], rax",
+    "mov r11, r14",
+    "mov rdi, qword ptr [r13 + {di}]",
+    "mov rsi, qword ptr [r13 + {si}]",
+    "mov rdx, qword ptr [r13 + {dx}]",
+    "mov rcx, qword ptr [r13 + {cx}]",
+    "mov r8, qword ptr [r13 + {r8}]",
+    "mov r9, qword ptr [r13 + {r9}]",
+    "mov rax, qword ptr [r13 + {ax}]",
+    "mov rbx, qword ptr [r13 + {bx}]",
+    "mov rbp, qword ptr [r13 + {bp}]",
+    "mov r10, qword ptr [r13 + {r10}]",
+    "mov r12, qword ptr [r13 + {r12}]",
+    "mov r14, qword ptr [r13 + {r14}]",
+    "mov r15, qword ptr [r13 + {r15}]",
+    "mov r13, qword ptr [r13 + {r13}]",
+    "jmp r11",
+    // The entry returned without jprobe_return(): its value in rax.
+    "ptap_rt_jp_resume:",
+    "mov rdx, rax",
+    "mov ecx, 1",
+    "jmp 6f",
+    ".globl ptap_rt_jp_resume_ok",
+    ".hidden ptap_rt_jp_resume_ok",
+    "ptap_rt_jp_resume_ok:",
+    "xor edx, edx",
+    "xor ecx, ecx",
+    "6:",
+    "mov rax, qword ptr [rip + ptap_rt_tls_thread@GOTTPOFF]",
+    "add rax, qword ptr fs:[0]",
+    "mov rbp, qword ptr [rax + 16]",
+    "mov qword ptr [rax + 24], rdx",
+    "mov rsi, qword ptr [rbp - 48]",
+    "mov qword ptr [rax + 16], rsi",
+    "lea rsp, [rbp - 40]",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "mov rax, rcx",
+    "ret",
+    ".size ptap_rt_jp_call, .-ptap_rt_jp_call",
+    sp = const offset::SP,
+    di = const offset::DI,
+    si = const offset::SI,
+    dx = const offset::DX,
+    cx = const offset::CX,
+    r8 = const offset::R8,
+    r9 = const offset::R9,
+    ax = const offset::AX,
+    bx = const offset::BX,
+    bp = const offset::BP,
+    r10 = const offset::R10,
+    r12 = const offset::R12,
+    r13 = const offset::R13,
+    r14 = const offset::R14,
+    r15 = const offset::R15,
+);
+
+extern "C" {
+    /// 0 after jprobe_return(); 1 if the entry returned (its value in TLS[3]).
+    fn ptap_rt_jp_call(regs: *mut PtRegs, entry: u64, vec: u64, mode: u64) -> u64;
+}
+
+/// Vector-save mode of function-entry trampolines: 0 none, 1 xmm, 2 ymm,
+/// 3 XSAVE (| size << 8). Set when the first one is built; jprobes read it
+/// to find the saved xmm arguments.
+static ENTRY_VMODE: AtomicU64 = AtomicU64::new(0);
+
+fn vmode_code(vs: VectorSave) -> u64 {
+    match vs {
+        VectorSave::None => 0,
+        VectorSave::Xmm => 1,
+        VectorSave::Ymm => 2,
+        VectorSave::Xsave { size } => 3 | (size as u64) << 8,
+    }
+}
+
+/// Where the trampoline saved the vector registers, for a frame at `regs`
+/// (layout of `ptap_arch::trampoline::call_handler`: rsp = &regs, aligned
+/// down, area below).
+fn vector_area(regs: u64, code: u64) -> (u64, u64) {
+    match code & 0xff {
+        1 => ((regs & !15) - 256, 1),
+        2 => ((regs & !31) - 512, 2),
+        3 => {
+            let size = ((code >> 8) + 63) & !63;
+            ((regs & !63) - size, 3)
+        }
+        _ => (0, 0),
+    }
+}
 
 #[inline(always)]
 fn tls() -> *mut [u64; 2] {
@@ -210,6 +381,7 @@ pub unsafe extern "C" fn opt_hit(regs: *mut PtRegs, addr: u64) {
             trap::reap_below(ts, regs.sp, true);
         }
         let mut divert = false;
+        let mut jp: *mut Jprobe = core::ptr::null_mut();
         for e in &site.probes {
             if kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED != 0 {
                 continue;
@@ -222,7 +394,28 @@ pub unsafe extern "C" fn opt_hit(regs: *mut PtRegs, addr: u64) {
                     }
                 }
                 EntryKind::R(rec) => trap::kret_entry(ts, rec, regs),
-                EntryKind::J(_) => {} // jprobe sites are never optimized
+                EntryKind::J(j) => {
+                    if jp.is_null() {
+                        jp = j;
+                    }
+                }
+            }
+        }
+        if !divert && !jp.is_null() {
+            // All pre_handlers first, then the entry (as on the trap path).
+            let (vec, mode) = vector_area(
+                regs as *mut PtRegs as u64,
+                ENTRY_VMODE.load(Ordering::Relaxed),
+            );
+            if ptap_rt_jp_call(regs, (*jp).entry as u64, vec, mode) == 1 {
+                // As on the trap path: the entry returned in place of the
+                // function, whose call is skipped with the entry's value.
+                output::diag(b"ptap: a jprobe entry returned without calling jprobe_return(); that call of the probed function was skipped\n");
+                let t = tls() as *mut u64;
+                regs.ax = *t.add(3);
+                regs.ip = core::ptr::read(regs.sp as *const u64);
+                regs.sp += 8;
+                divert = true;
             }
         }
         if divert {
@@ -637,6 +830,9 @@ pub fn prepare(addr: u64, func: u64, code: &[u8], m: &mut dyn CodeMem) -> Result
         data: addr,
     };
     let vs = vector_save(addr == func);
+    if addr == func {
+        ENTRY_VMODE.store(vmode_code(vs), Ordering::Relaxed);
+    }
     // Its size: the register save/call/restore part (the same for every
     // trampoline of a vector-save mode; measured once) plus the relocated
     // region (as long as in the region slot: same capacity, rel32 forms).

@@ -784,10 +784,7 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             }
             if !crate::optprobe::enabled() {
             } else if !optimizable(&[entry]) {
-                crate::optprobe::refuse(
-                    addr,
-                    "a post_handler or a jprobe forces the trap path".into(),
-                );
+                crate::optprobe::refuse(addr, "a post_handler forces the trap path".into());
             } else if threads::current_is_active() {
                 crate::optprobe::refuse(addr, "registered from inside a probe handler".into());
             } else {
@@ -1099,12 +1096,12 @@ pub unsafe extern "C" fn unregister_jprobe(jp: *mut Jprobe) {
     }
 }
 
-/// Can a site with these probes be jump-optimized? (No post_handler — it
-/// needs the trap after the displaced instruction — and no jprobe.)
+/// Can a site with these probes be jump-optimized? (No post_handler: it
+/// needs the trap after the displaced instruction.)
 fn optimizable(probes: &[Entry]) -> bool {
     probes.iter().all(|e| {
         // SAFETY: registered (or being registered) probes.
-        !matches!(e.kind, EntryKind::J(_)) && unsafe { (*e.kp).post_handler.is_none() }
+        unsafe { (*e.kp).post_handler.is_none() }
     })
 }
 

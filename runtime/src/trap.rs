@@ -108,7 +108,23 @@ core::arch::global_asm!(
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn jprobe_return() {
-    core::arch::naked_asm!("int3", "ud2");
+    // A jump-path jprobe entry (optprobe.rs, ptap_rt_jp_call) is running on
+    // this thread when its TLS holds a frame: resume there, no trap.
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + ptap_rt_tls_thread@GOTTPOFF]",
+        "mov rax, qword ptr fs:[rax + 16]",
+        "test rax, rax",
+        "jnz ptap_rt_jp_resume_ok",
+        ".globl ptap_rt_jprobe_return_int3",
+        ".hidden ptap_rt_jprobe_return_int3",
+        "ptap_rt_jprobe_return_int3:",
+        "int3",
+        "ud2"
+    );
+}
+
+extern "C" {
+    fn ptap_rt_jprobe_return_int3();
 }
 
 extern "C" {
@@ -837,7 +853,7 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
                 on_kret_trampoline(ts, uc);
                 return;
             }
-            if addr == jprobe_return as *const () as u64 {
+            if addr == ptap_rt_jprobe_return_int3 as *const () as u64 {
                 on_jprobe_return(ts, uc, info);
                 return;
             }
