@@ -4,7 +4,7 @@
 use core::ffi::c_char;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::session::{REC_FORMAT, REC_TEXT};
+use crate::session::{Part, REC_FORMAT, REC_TEXT};
 use crate::{output, sys};
 
 /// Copy `len` bytes of this process's memory at `src` to `dst` without ever
@@ -77,15 +77,18 @@ pub unsafe extern "C" fn ptap_probe_read_str(dst: *mut u8, src: u64, max: usize)
 }
 
 /// Write `len` bytes as one text record to ptap's output. Returns 0, or -1
-/// if the ring was full (the record is counted as lost).
+/// if the ring was full or `buf` was not readable (the record is counted as
+/// lost). Never faults: the bytes are copied with `process_vm_readv`.
 ///
 /// # Safety
-/// `buf` must be valid for `len` bytes.
+/// None beyond the C ABI: an unreadable `buf` is reported, not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn ptap_write(buf: *const u8, len: usize) -> i32 {
-    // SAFETY: caller contract.
-    let b = unsafe { core::slice::from_raw_parts(buf, len) };
-    if output::record(REC_TEXT, &[b]) {
+    let p = [Part::Untrusted {
+        addr: buf as u64,
+        len,
+    }];
+    if output::record_parts(REC_TEXT, &p) {
         0
     } else {
         -1
@@ -93,18 +96,24 @@ pub unsafe extern "C" fn ptap_write(buf: *const u8, len: usize) -> i32 {
 }
 
 /// Emit a binary record for ptap to format: `u32 fmt_id, u32 n, u64 args[n]`
-/// (little endian). Returns 0, or -1 if the ring was full.
+/// (little endian). Returns 0, or -1 if the ring was full or `args` was not
+/// readable (never faults).
 ///
 /// # Safety
-/// `args` must point to `n` u64s.
+/// None beyond the C ABI: an unreadable `args` is reported, not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn ptap_emit(fmt_id: u32, args: *const u64, n: u32) -> i32 {
     let mut hb = [0u8; 8];
     hb[..4].copy_from_slice(&fmt_id.to_le_bytes());
     hb[4..].copy_from_slice(&n.to_le_bytes());
-    // SAFETY: caller contract.
-    let a = unsafe { core::slice::from_raw_parts(args as *const u8, n as usize * 8) };
-    if output::record(REC_FORMAT, &[&hb, a]) {
+    let p = [
+        Part::Bytes(&hb),
+        Part::Untrusted {
+            addr: args as u64,
+            len: n as usize * 8,
+        },
+    ];
+    if output::record_parts(REC_FORMAT, &p) {
         0
     } else {
         -1

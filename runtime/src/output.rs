@@ -5,7 +5,7 @@ use core::ffi::c_char;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use crate::fmt::{self, ArgReader, Buf};
-use crate::session::{Session, REC_DIAG, REC_TEXT};
+use crate::session::{Part, Session, REC_DIAG, REC_TEXT};
 use crate::sys;
 
 static SESSION: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
@@ -30,6 +30,28 @@ pub fn record(kind: u16, parts: &[&[u8]]) -> bool {
             let fd = if kind == REC_TEXT { 1 } else { 2 };
             for p in parts {
                 sys::write_all(fd, p);
+            }
+            true
+        }
+    }
+}
+
+/// Write one record whose parts may be caller memory (never faults: an
+/// unreadable part loses the record). Hit-path safe.
+pub fn record_parts(kind: u16, parts: &[Part<'_>]) -> bool {
+    match session() {
+        Some(s) => s.write_parts(kind, parts),
+        None => {
+            let fd = if kind == REC_TEXT { 1 } else { 2 };
+            for p in parts {
+                match *p {
+                    Part::Bytes(b) => sys::write_all(fd, b),
+                    // write(2) reads the memory itself: EFAULT, never a fault.
+                    Part::Untrusted { addr, len } => {
+                        // SAFETY: the kernel validates the buffer.
+                        unsafe { sys::syscall3(sys::SYS_WRITE, fd as usize, addr as usize, len) };
+                    }
+                }
             }
             true
         }

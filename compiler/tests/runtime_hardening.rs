@@ -1,0 +1,18 @@
+//! Hardening of the in-target runtime: hit-path helpers given bad input,
+//! output ring robustness, signal/errno hygiene.
+mod support;
+use support::*;
+
+#[test]
+fn ptap_write_and_emit_with_unreadable_memory_fail_without_stopping_output() {
+    let out = load("badwrite", &format!("{} 5", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("sum"), 25, "{out:?}");
+    assert_eq!(out.get("hits"), 5, "{out:?}");
+    assert_eq!(out.get("wfail"), 5, "{out:?}");
+    assert_eq!(out.get("efail"), 5, "{out:?}");
+    for i in 1..=5 {
+        assert!(out.stdout.contains(&format!("alive {i}\n")), "{out:?}");
+    }
+    assert!(!out.stderr.contains("faulted"), "no handler fault: {out:?}");
+}
