@@ -231,3 +231,19 @@ fn jprobes_run_on_the_jump_path_with_the_mirror_principle() {
         "{out:?}"
     );
 }
+
+#[test]
+fn jprobe_entries_see_and_keep_float_arguments_on_both_paths() {
+    for env in [&[][..], &[NO_OPT][..]] {
+        let out = load(
+            "tests/targets/opt_float_mod.c",
+            &target("opt_float"),
+            env,
+            30,
+        );
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(out.stdout.contains("s=10.25\n"), "{env:?}: {out:?}");
+        assert_eq!(out.get("seen_x100"), 825, "{out:?}");
+        assert_eq!(out.get("nb"), 3, "{out:?}");
+    }
+}

@@ -92,7 +92,7 @@ fn vector_save(at_entry: bool) -> VectorSave {
 
 // A 32-byte initial-exec TLS block: [ThreadState pointer, its tid, frame of a
 // running jump-path jprobe entry (see ptap_rt_jp_call), the value a buggy
-// entry returned]. Not
+// entry returned], then 128 bytes: xmm0-7 of a trap-path jprobe hit. Not
 // `thread_local!` (global-dynamic TLS may call malloc on first touch in a
 // dlopen'ed object, and malloc may be probed); initial-exec TLS is part of
 // the thread's static block, zeroed when a thread starts.
@@ -102,9 +102,9 @@ core::arch::global_asm!(
     ".globl ptap_rt_tls_thread",
     ".hidden ptap_rt_tls_thread",
     ".type ptap_rt_tls_thread,@object",
-    ".size ptap_rt_tls_thread,32",
+    ".size ptap_rt_tls_thread,160",
     "ptap_rt_tls_thread:",
-    ".zero 32",
+    ".zero 160",
     ".popsection",
 );
 
@@ -275,6 +275,11 @@ fn vector_area(regs: u64, code: u64) -> (u64, u64) {
         }
         _ => (0, 0),
     }
+}
+
+/// This thread's save area for xmm0-7 across a trap-path jprobe entry.
+pub fn jp_xmm_area() -> *mut u8 {
+    (tls() as u64 + 32) as *mut u8
 }
 
 #[inline(always)]

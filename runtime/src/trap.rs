@@ -602,6 +602,16 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
                 (*ts).jp_stack.as_mut_ptr(),
                 JPROBE_STACK,
             );
+            // xmm0-7 (float arguments) too: the entry may use them, and the
+            // FPU state at jprobe_return's trap is the entry's.
+            let fp = (*uc).uc_mcontext.fpregs;
+            if !fp.is_null() {
+                core::ptr::copy_nonoverlapping(
+                    core::ptr::addr_of!((*fp)._xmm) as *const u8,
+                    crate::optprobe::jp_xmm_area(),
+                    128,
+                );
+            }
             let mut r2 = regs;
             r2.ip = (*jp).entry as u64;
             regs_to(uc, &r2);
@@ -812,6 +822,14 @@ unsafe fn on_jprobe_return(ts: *mut ThreadState, uc: *mut Uc, info: *mut libc::s
         (*ts).jp_site = 0;
         let regs = (*ts).jp_regs;
         core::ptr::copy_nonoverlapping((*ts).jp_stack.as_ptr(), regs.sp as *mut u8, JPROBE_STACK);
+        let fp = (*uc).uc_mcontext.fpregs;
+        if !fp.is_null() {
+            core::ptr::copy_nonoverlapping(
+                crate::optprobe::jp_xmm_area() as *const u8,
+                core::ptr::addr_of_mut!((*fp)._xmm) as *mut u8,
+                128,
+            );
+        }
         let posts = site.needs_post();
         run_displaced(ts, site, regs, uc, posts);
     }
