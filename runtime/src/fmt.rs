@@ -208,7 +208,10 @@ pub unsafe fn format(out: &mut Buf, fmt: *const u8, args: &mut ArgReader) {
             i += 1;
         } else {
             while at(i).is_ascii_digit() {
-                spec.width = spec.width * 10 + (at(i) - b'0') as usize;
+                spec.width = spec
+                    .width
+                    .saturating_mul(10)
+                    .saturating_add((at(i) - b'0') as usize);
                 i += 1;
             }
         }
@@ -221,7 +224,7 @@ pub unsafe fn format(out: &mut Buf, fmt: *const u8, args: &mut ArgReader) {
                 i += 1;
             } else {
                 while at(i).is_ascii_digit() {
-                    p = p * 10 + (at(i) - b'0') as usize;
+                    p = p.saturating_mul(10).saturating_add((at(i) - b'0') as usize);
                     i += 1;
                 }
             }
@@ -364,6 +367,9 @@ mod tests {
         assert_eq!(f("%f", &[]), "<%f?>");
         // Absurd widths and precisions are clamped, never overflow a buffer.
         assert_eq!(f("%.100d", &[5]).len(), 40);
+        // 20+ digits used to overflow usize (a panic in debug builds).
+        assert_eq!(f("%.99999999999999999999999d", &[5]).len(), 40);
+        assert_eq!(f("%99999999999999999999999d", &[5]).len(), 256);
         assert_eq!(
             f("%9999d", &[5]).len(),
             256,

@@ -26,7 +26,7 @@ pub(super) unsafe extern "C" fn str_concat(dst: *mut u8, a: *const u8, b: *const
     // moved first when it aliases dst's tail region.
     unsafe {
         let la = c_len(a, cap);
-        let lb = c_len(b, cap).min(cap - 1 - la);
+        let lb = c_len(b, cap).min((cap - 1).saturating_sub(la));
         core::ptr::copy(b, dst.add(la), lb);
         core::ptr::copy(a, dst, la);
         *dst.add(la + lb) = 0;

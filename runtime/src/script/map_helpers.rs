@@ -211,12 +211,20 @@ pub(crate) unsafe extern "C" fn map_stat(ctx: *mut ProbeCtx, off: i64, keys: Key
         unsafe { (*ctx).error = ERR_EMPTY_AGG };
         return 0;
     }
+    stat_value(op, count, sum, min, max)
+}
+
+/// The statistic `op` of an entry: never panics, whatever the op or the
+/// (shared, concurrently updated) counters hold.
+fn stat_value(op: i64, count: i64, sum: i64, min: i64, max: i64) -> i64 {
     match op {
         0 => count,
         1 => sum,
         2 => min,
         3 => max,
-        _ => sum / count,
+        // A zero or corrupt count never divides by zero or overflows (i64::MIN / -1).
+        4 => sum.checked_div(count).unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -349,5 +357,19 @@ pub(crate) unsafe extern "C" fn map_value(
             0
         }
         _ => m.long(i).load(Ordering::Relaxed) as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stat_value;
+
+    #[test]
+    fn stat_value_never_panics() {
+        assert_eq!(stat_value(4, 4, 10, 0, 0), 2);
+        assert_eq!(stat_value(4, 0, 10, 0, 0), 0);
+        assert_eq!(stat_value(-1, 0, 10, 0, 0), 0);
+        assert_eq!(stat_value(4, -1, i64::MIN, 0, 0), 0);
+        assert_eq!(stat_value(i64::MAX, 3, 1, 2, 3), 0);
     }
 }
