@@ -16,3 +16,23 @@ fn ptap_write_and_emit_with_unreadable_memory_fail_without_stopping_output() {
     }
     assert!(!out.stderr.contains("faulted"), "no handler fault: {out:?}");
 }
+
+#[path = "support/sys.rs"]
+mod support_sys;
+
+#[test]
+fn an_async_signal_raised_inside_a_syscall_handler_waits_until_the_handlers_are_done() {
+    let out = support_sys::sys_load(
+        "tests/targets/sys_mod_sigint.c",
+        &format!("{} 5", target("sigjump_sys")),
+        &[],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("jumps"), 1, "{out:?}");
+    assert!(out.stdout.contains("handler finished\n"), "{out:?}");
+    // The first call was abandoned by the jump (after its entry handler);
+    // the 5 later ones are all seen at entry and return.
+    assert_eq!(out.get("hits"), 6, "{out:?}");
+    assert_eq!(out.get("rets"), 5, "{out:?}");
+}

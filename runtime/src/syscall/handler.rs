@@ -325,6 +325,17 @@ unsafe fn run_handlers(
     regs: &mut PtRegs,
     data: &mut CallData,
 ) {
+    // Asynchronous signals wait until the handlers are done: a target
+    // handler that longjmps (SIGALRM + siglongjmp) must never abandon this
+    // frame between here and the state restore below (selector at ALLOW,
+    // in_handler set, `active` raised forever). Synchronous signals (the
+    // fault guard's, kprobes' SIGTRAP) and SIGSYS stay deliverable. The
+    // exact previous mask is restored afterwards; a signal that arrived
+    // meanwhile is delivered then, before the call is made.
+    let mut old_mask = 0u64;
+    // SAFETY: blocking signals in this thread only; old_mask is a local.
+    let masked =
+        unsafe { sys::rt_sigprocmask(0, Some(&async_signals()), Some(&mut old_mask)) } == 0;
     table::enter(s);
     s.in_handler.store(1, Ordering::Relaxed);
     s.selector.store(table::ALLOW, Ordering::Relaxed);
@@ -360,6 +371,19 @@ unsafe fn run_handlers(
         .store(super::resting_selector(), Ordering::Relaxed);
     s.in_handler.store(0, Ordering::Relaxed);
     table::leave(s);
+    if masked {
+        // SAFETY: restoring this thread's own previous mask (SIG_SETMASK).
+        unsafe { sys::rt_sigprocmask(2, Some(&old_mask), None) };
+    }
+}
+
+/// Every signal but the synchronous ones (SIGILL, SIGTRAP, SIGBUS, SIGFPE,
+/// SIGSEGV), SIGSYS, and the unblockable SIGKILL/SIGSTOP.
+fn async_signals() -> u64 {
+    let keep = [4, 5, 7, 8, 9, 11, 19, SIGSYS]
+        .iter()
+        .fold(0u64, |m, &sig| m | sys::sigbit(sig));
+    !keep
 }
 
 fn call_guarded(

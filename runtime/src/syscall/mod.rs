@@ -316,7 +316,11 @@ pub unsafe fn unregister(p: *mut SyscallProbe) {
     if remaining == 0 {
         turn_off();
     }
-    table::synchronize();
+    if !table::synchronize() {
+        crate::output::diag(
+            b"ptap: unregister_syscall_probe: a thread stayed inside syscall probe handlers for 3 s; gave up waiting\n",
+        );
+    }
 }
 
 /// A probe owned by the runtime, made by [`register_fns`].

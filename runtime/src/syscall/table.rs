@@ -119,21 +119,42 @@ pub fn current() -> Option<&'static Slot> {
 
 pub fn claim(tid: i32) -> Option<&'static Slot> {
     let h = hash(tid);
-    for k in 0..MAX_THREADS {
-        let s = slot((h + k) % MAX_THREADS)?;
-        let cur = s.tid.load(Ordering::Acquire);
-        if cur == tid {
-            return Some(s);
+    loop {
+        // First look for our own slot along the whole chain (up to the first
+        // never-used slot), remembering the first released one: taking a
+        // released slot before reaching our own further down would give
+        // this thread two slots.
+        let mut free: Option<(&'static Slot, i32)> = None;
+        let mut mine = None;
+        for k in 0..MAX_THREADS {
+            let s = slot((h + k) % MAX_THREADS)?;
+            let cur = s.tid.load(Ordering::Acquire);
+            if cur == tid {
+                mine = Some(s);
+                break;
+            }
+            if cur == -1 && free.is_none() {
+                free = Some((s, -1));
+            }
+            if cur == 0 {
+                if free.is_none() {
+                    free = Some((s, 0));
+                }
+                break;
+            }
         }
-        // A released slot (-1) keeps probing chains intact; it can be reused.
-        if (cur == 0 || cur == -1)
-            && s.tid
-                .compare_exchange(cur, tid, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+        if mine.is_some() {
+            return mine;
+        }
+        let Some((s, cur)) = free else { break };
+        if s.tid
+            .compare_exchange(cur, tid, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
         {
             reset(s);
             return Some(s);
         }
+        // Another thread took that slot meanwhile: look again.
     }
     // Full: reclaim the slot of a thread that is gone.
     for k in 0..MAX_THREADS {
@@ -216,13 +237,26 @@ pub fn leave(s: &Slot) {
     s.active.store(a.saturating_sub(1), Ordering::Release);
 }
 
+/// How long [`synchronize`] waits for all threads together.
+pub const GRACE_LIMIT_US: u64 = 3_000_000;
+
 /// Grace period: wait until every other thread that was running syscall
-/// probe handlers when this was called has left them.
-pub fn synchronize() {
+/// probe handlers when this was called has left them. Bounded by
+/// [`GRACE_LIMIT_US`] in total (a handler that blocks forever, or a thread
+/// stopped by a debugger, must not hang unregister/detach): returns false
+/// when it gave up on some thread (that thread may still be inside a handler).
+pub fn synchronize() -> bool {
+    synchronize_within(GRACE_LIMIT_US)
+}
+
+/// [`synchronize`] with an explicit limit in microseconds.
+pub fn synchronize_within(limit_us: u64) -> bool {
     core::sync::atomic::fence(Ordering::SeqCst);
     let me = sys::gettid();
+    let mut waited_us = 0u64;
+    let mut complete = true;
     for i in 0..MAX_THREADS {
-        let Some(s) = slot(i) else { return };
+        let Some(s) = slot(i) else { break };
         let tid = s.tid.load(Ordering::Acquire);
         let active = s.active.load(Ordering::Acquire);
         let gen = s.gen.load(Ordering::Acquire);
@@ -244,8 +278,67 @@ pub fn synchronize() {
             if spins < 64 {
                 core::hint::spin_loop();
             } else {
+                if waited_us >= limit_us {
+                    complete = false;
+                    break;
+                }
                 sys::sleep_us(50);
+                waited_us += 50;
             }
         }
+    }
+    complete
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two fake thread ids (never real: above PID_MAX_LIMIT) with the same hash.
+    fn colliding() -> (i32, i32) {
+        let a = 0x2000_0000;
+        let b = (a + 1..).find(|&b| hash(b) == hash(a)).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn claim_finds_its_own_slot_past_a_released_one() {
+        assert!(init());
+        let (x, t) = colliding();
+        let sx = claim(x).unwrap();
+        let st = claim(t).unwrap();
+        assert!(!core::ptr::eq(sx, st));
+        release(sx);
+        let again = claim(t).unwrap();
+        assert!(
+            core::ptr::eq(again, st),
+            "the thread keeps its one slot (not the released one before it)"
+        );
+        assert!(core::ptr::eq(find(t).unwrap(), st));
+        release(st);
+    }
+
+    #[test]
+    fn synchronize_gives_up_after_its_limit() {
+        assert!(init());
+        // A "thread" stuck in handlers forever: this test process's own
+        // main thread id is alive, so use a live tid other than ours.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            let s = current().unwrap();
+            enter(s);
+            tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+            leave(s);
+            release(s);
+        });
+        rx.recv().unwrap();
+        let t0 = std::time::Instant::now();
+        assert!(!synchronize_within(20_000));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+        done_tx.send(()).unwrap();
+        h.join().unwrap();
+        assert!(synchronize_within(20_000));
     }
 }
