@@ -153,6 +153,8 @@ fn take_role() -> crate::script::attach::Role {
     }
 }
 
+// Not inlined: dump_stack() from init_module() names this frame (a test checks it).
+#[inline(never)]
 fn load_module(path: &str, role: crate::script::attach::Role) {
     // A compiled script's probe module (ELF relocatable object written by
     // ptap's compiler): loaded by the runtime itself, no dlopen, no linker.
