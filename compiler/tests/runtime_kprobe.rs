@@ -73,7 +73,14 @@ fn pre_handler_sees_the_threads_registers() {
 
 #[test]
 fn boosted_probe_takes_exactly_one_trap_per_hit() {
-    let out = load("count", &format!("{} 1000", target("hot")), &[], 30);
+    // The trap path (jump-optimized probes take no trap at all: see
+    // runtime_optprobe.rs, jump_optimized_kprobe_takes_no_trap).
+    let out = load(
+        "count",
+        &format!("{} 1000", target("hot")),
+        &[("PTAP_NO_OPTIMIZE", "1")],
+        30,
+    );
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(out.get("hits"), 1000);
     assert_eq!(out.get("posts"), 0);
@@ -204,7 +211,14 @@ fn exact_hit_counts_from_8_threads() {
 
 #[test]
 fn registration_error_codes() {
-    let out = load("errors", &format!("{} 2", target("hot")), &[], 30);
+    // The trap path: the module reads the int3 byte at the probed address.
+    // The jump path: registration_error_codes_on_the_jump_path.
+    let out = load(
+        "errors",
+        &format!("{} 2", target("hot")),
+        &[("PTAP_NO_OPTIMIZE", "1")],
+        30,
+    );
     assert_eq!(out.code, Some(0), "{out:?}");
     for (k, v) in [
         ("unknown", -2),
@@ -312,7 +326,7 @@ fn disable_kprobe_stops_the_handlers() {
     let out = load(
         "count",
         &format!("{} 10", target("hot")),
-        &[("PT_DISABLE", "4")],
+        &[("PT_DISABLE", "4"), ("PTAP_NO_OPTIMIZE", "1")],
         30,
     );
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -323,6 +337,54 @@ fn disable_kprobe_stops_the_handlers() {
         "the probe was disarmed: no more traps: {out:?}"
     );
     assert_eq!(out.get("sum"), 100);
+}
+
+#[test]
+fn disable_kprobe_stops_the_handlers_on_the_jump_path() {
+    let out = load(
+        "count",
+        &format!("{} 10", target("hot")),
+        &[("PT_DISABLE", "4")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("hits"), 4, "{out:?}");
+    assert_eq!(out.get("traps"), 0, "jump-optimized: never a trap: {out:?}");
+    assert_eq!(out.get("sum"), 100);
+}
+
+#[test]
+fn registration_error_codes_on_the_jump_path() {
+    let out = load("errors", &format!("{} 2", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // Same codes as on the trap path; the first byte of a live optimized
+    // probe is a jmp (0xe9), not an int3.
+    for (k, v) in [
+        ("unknown", -2),
+        ("not_boundary", -84),
+        ("runtime", -22),
+        ("data", -22),
+        ("ok", 0),
+        ("again", -17),
+        ("qualified", 0),
+        ("qualified_path_lib", 0),
+        ("unknown_lib", -2),
+        ("both_addr_and_symbol", -22),
+        ("byte_before_is_int3", 0),
+        ("byte_during_is_int3", 0),
+        ("second_on_same_addr", 0),
+        ("ok_again", 0),
+        ("lookup_local", 1),
+        ("lookup_missing", 0),
+        ("addr_matches", 1),
+        ("disable", 0),
+        ("enable", 0),
+        ("disable_unregistered", -22),
+        ("disarmed", 1),
+    ] {
+        assert_eq!(out.value(k), Some(v), "{k}: {out:?}");
+    }
+    assert!(out.stdout.contains("cleanup\n"), "{out:?}");
 }
 
 #[test]
