@@ -36,3 +36,20 @@ fn an_async_signal_raised_inside_a_syscall_handler_waits_until_the_handlers_are_
     assert_eq!(out.get("hits"), 6, "{out:?}");
     assert_eq!(out.get("rets"), 5, "{out:?}");
 }
+
+#[test]
+fn late_arming_does_not_interrupt_calls_that_would_see_eintr() {
+    let out = support_sys::sys_load(
+        "tests/targets/sys_mod_none.c",
+        &target("late_sleep"),
+        &[],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "registered=0 nanosleep_rc=0 nanosleep_errno=0 poll_rc=0 poll_errno=0 seen=2"
+        ),
+        "{out:?}"
+    );
+}

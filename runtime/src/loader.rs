@@ -281,8 +281,15 @@ fn spawn_control_thread() {
                     shutdown();
                     return;
                 }
+                // Threads whose syscall-probe arming waits for them to
+                // leave a call that a signal would turn into EINTR.
+                let wait_ms = if crate::syscall::retry_deferred_arming() {
+                    10
+                } else {
+                    1000
+                };
                 // SAFETY: futex word in the shared mapping (shared futex).
-                unsafe { sys::futex_wait(w, 0, 1000) };
+                unsafe { sys::futex_wait(w, 0, wait_ms) };
             }
         });
     if r.is_err() {

@@ -68,7 +68,7 @@ pub mod handler;
 pub mod table;
 
 use core::ffi::{c_int, c_uint, c_ulong, c_void};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
 pub use ptap_arch::regs::PtRegs;
 
@@ -460,13 +460,103 @@ fn find_exempt() -> bool {
 /// si_value of the SIGSYS that asks a thread to arm itself.
 pub(crate) const ARM_MAGIC: u64 = 0x7074_6170_5f61_726d; // "ptap_arm"
 
+/// Threads whose arming request is deferred (they were blocked in a call
+/// that an interrupting handler would turn into EINTR): retried by the
+/// runtime's control thread ([`retry_deferred_arming`]). 0 = free.
+static DEFERRED: [AtomicI32; 64] = [const { AtomicI32::new(0) }; 64];
+
+/// System calls that return EINTR after *any* signal handler ran, even
+/// with SA_RESTART (signal(7)): an arming request must not interrupt them.
+fn eintr_visible(nr: i64, args: &[u64]) -> bool {
+    match nr {
+        // poll, select, nanosleep, pause, semop, msgsnd, msgrcv,
+        // rt_sigtimedwait, rt_sigsuspend, io_getevents, semtimedop,
+        // clock_nanosleep, epoll_wait, pselect6, ppoll, epoll_pwait,
+        // epoll_pwait2, io_pgetevents
+        7 | 23 | 35 | 34 | 65 | 69 | 70 | 128 | 130 | 208 | 220 | 230 | 232 | 270 | 271 | 281
+        | 441 | 333 => true,
+        // futex: a wait with a timeout (ERESTART_RESTARTBLOCK).
+        202 => args.get(3).is_some_and(|&t| t != 0),
+        _ => false,
+    }
+}
+
+/// Is thread `tid` of this process blocked in a call that an arming signal
+/// would interrupt with EINTR (see [`eintr_visible`])? Reads
+/// /proc/self/task/TID/{stat,syscall}; not for the hit path.
+fn blocked_in_eintr_call(tid: i32) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .iter()
+        .rposition(|&b| b == b')')
+        .and_then(|c| stat.get(c + 2).copied());
+    if !matches!(state, Some(b'S') | Some(b'D')) {
+        return false;
+    }
+    let Ok(sc) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return false;
+    };
+    let mut w = sc.split_whitespace();
+    let Some(nr) = w.next().and_then(|n| n.parse::<i64>().ok()) else {
+        return false; // "running" or "-1 ..." (not in a call)
+    };
+    let args: Vec<u64> = w
+        .take(6)
+        .filter_map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        .collect();
+    eintr_visible(nr, &args)
+}
+
+/// Send thread `tid` the SIGSYS that asks it to arm itself. True if sent.
+fn ask_to_arm(pid: i32, tid: i32) -> bool {
+    // siginfo: signo, errno, code = SI_QUEUE, pid, uid, value.
+    let mut info = [0u64; 16];
+    info[0] = handler::SIGSYS as u64; // si_signo, si_errno = 0
+    info[1] = (-1i32) as u32 as u64; // si_code = SI_QUEUE
+                                     // SAFETY: getuid takes no arguments.
+    let uid = unsafe { sys::syscall3(102, 0, 0, 0) } as u64;
+    info[2] = pid as u32 as u64 | (uid << 32);
+    info[3] = ARM_MAGIC;
+    // SAFETY: rt_tgsigqueueinfo to a thread of this process.
+    let r = unsafe {
+        sys::syscall6(
+            297,
+            pid as usize,
+            tid as usize,
+            handler::SIGSYS as usize,
+            info.as_ptr() as usize,
+            0,
+            0,
+        )
+    };
+    r == 0
+}
+
+fn is_armed(tid: i32) -> bool {
+    table::find(tid).is_some_and(|s| s.armed.load(Ordering::Acquire) != 0)
+}
+
 /// Arm every thread of the process that is not armed yet (probes
 /// registered after start-up, or a runtime attached to a running process):
 /// each gets a SIGSYS carrying [`ARM_MAGIC`] and arms itself in the handler.
 /// The runtime's control thread ("ptap-ctl") is skipped. Waits up to 100 ms
 /// for the threads to answer (a thread that blocks SIGSYS arms when it
-/// unblocks it). A thread sleeping in a call that is never restarted after
-/// a handler (nanosleep, epoll_wait, ...) sees EINTR once.
+/// unblocks it).
+///
+/// EINTR: a thread blocked in a call that restarts after a SA_RESTART
+/// handler (read, write, wait4, futex without timeout, ...) is asked at
+/// once: the call restarts and the target sees nothing. A thread blocked in
+/// a call that a handler would end with EINTR whatever SA_RESTART says
+/// (nanosleep, poll, epoll_wait, futex with a timeout, ... see
+/// [`eintr_visible`]) is not signalled there: it is asked as soon as it is
+/// seen outside such a call (polled every millisecond for the first 100 ms,
+/// then every 10 ms by the control thread, for up to 64 such threads).
+/// What remains: such a thread's system calls between its wake-up and
+/// its arming are not seen; without a ptap session (no control thread)
+/// or past 64 deferred threads, a thread still blocked after 100 ms is
+/// signalled anyway and may see EINTR once.
 /// Not for the hit path (reads /proc/self/task).
 pub fn arm_all_threads() {
     if SHUT.load(Ordering::Acquire) || !HANDLER_INSTALLED.load(Ordering::Acquire) {
@@ -479,50 +569,88 @@ pub fn arm_all_threads() {
         return;
     };
     let mut asked: Vec<i32> = Vec::new();
+    let mut deferred: Vec<i32> = Vec::new();
     for e in dir.flatten() {
         let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
             continue;
         };
-        if tid == me || table::find(tid).is_some_and(|s| s.armed.load(Ordering::Acquire) != 0) {
+        if tid == me || is_armed(tid) {
             continue;
         }
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
         if comm.trim_end() == "ptap-ctl" {
             continue;
         }
-        // siginfo: signo, errno, code = SI_QUEUE, pid, uid, value.
-        let mut info = [0u64; 16];
-        info[0] = handler::SIGSYS as u64; // si_signo, si_errno = 0
-        info[1] = (-1i32) as u32 as u64; // si_code = SI_QUEUE
-                                         // SAFETY: getuid takes no arguments.
-        let uid = unsafe { sys::syscall3(102, 0, 0, 0) } as u64;
-        info[2] = pid as u32 as u64 | (uid << 32);
-        info[3] = ARM_MAGIC;
-        // SAFETY: rt_tgsigqueueinfo to a thread of this process.
-        let r = unsafe {
-            sys::syscall6(
-                297,
-                pid as usize,
-                tid as usize,
-                handler::SIGSYS as usize,
-                info.as_ptr() as usize,
-                0,
-                0,
-            )
-        };
-        if r == 0 {
+        if blocked_in_eintr_call(tid) {
+            deferred.push(tid);
+        } else if ask_to_arm(pid, tid) {
             asked.push(tid);
         }
     }
     for _ in 0..100 {
-        if asked.iter().all(|&t| {
-            table::find(t).is_some_and(|s| s.armed.load(Ordering::Acquire) != 0)
-                || !sys::thread_alive(t)
-        }) {
+        deferred.retain(|&t| {
+            if !sys::thread_alive(t) || is_armed(t) {
+                return false;
+            }
+            if blocked_in_eintr_call(t) {
+                return true;
+            }
+            if ask_to_arm(pid, t) {
+                asked.push(t);
+            }
+            false
+        });
+        if deferred.is_empty() && asked.iter().all(|&t| is_armed(t) || !sys::thread_alive(t)) {
             break;
         }
         sys::sleep_us(1000);
     }
+    let have_control_thread = crate::output::session().is_some();
+    for t in deferred {
+        let parked = have_control_thread
+            && DEFERRED.iter().any(|d| {
+                d.compare_exchange(0, t, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            });
+        if !parked {
+            ask_to_arm(pid, t);
+        }
+    }
+    if DEFERRED.iter().any(|d| d.load(Ordering::Relaxed) != 0) {
+        if let Some(s) = crate::output::session() {
+            // Wake the control thread (a spurious wake-up elsewhere is harmless).
+            // SAFETY: the session's detach futex word.
+            unsafe { sys::futex_wake(s.control().detach.as_ptr() as *const u32) };
+        }
+    }
+}
+
+/// Control thread: ask the deferred threads (see [`arm_all_threads`]) that
+/// are no longer blocked in an EINTR-visible call to arm themselves.
+/// Returns true while some remain deferred (call again soon).
+pub fn retry_deferred_arming() -> bool {
+    if DEFERRED.iter().all(|d| d.load(Ordering::Relaxed) == 0) {
+        return false;
+    }
+    let _quiet = Untraced::new();
+    let pid = sys::getpid();
+    let shut = SHUT.load(Ordering::Acquire);
+    let mut left = false;
+    for d in &DEFERRED {
+        let t = d.load(Ordering::Acquire);
+        if t == 0 {
+            continue;
+        }
+        if shut || !sys::thread_alive(t) || is_armed(t) {
+            d.store(0, Ordering::Release);
+        } else if blocked_in_eintr_call(t) {
+            left = true;
+        } else {
+            ask_to_arm(pid, t);
+            d.store(0, Ordering::Release);
+        }
+    }
+    left
 }
 
 /// Install the SIGSYS handler (once) with the target's own mask semantics:
