@@ -85,15 +85,6 @@ impl Part<'_> {
     }
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = [0i64; 2];
-    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC (1) always exists.
-    unsafe { crate::sys::syscall3(228, 1, ts.as_mut_ptr() as usize, 0) };
-    (ts[0] as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts[1] as u64)
-}
-
 /// State letter of thread `tid` from /proc/TID/stat (None: no such thread).
 /// Consumer side only (allocates).
 fn thread_state(tid: i32) -> Option<u8> {
@@ -420,7 +411,7 @@ impl Session {
     /// (running, not stopped) for longer than `timeout_ns`?
     fn stalled_writer_gone(&self, pos: u64, tid: i32, timeout_ns: u64) -> bool {
         let c = self.control();
-        let now = monotonic_ns();
+        let now = crate::sys::monotonic_ns();
         if c.stall_pos.load(Ordering::Relaxed) != pos || c.stall_since.load(Ordering::Relaxed) == 0
         {
             c.stall_pos.store(pos, Ordering::Relaxed);

@@ -96,6 +96,61 @@ pub fn thread_alive(tid: i32) -> bool {
     tgkill(getpid(), tid, 0) != -3 // ESRCH
 }
 
+/// Has thread `tid` (of any process) exited: no /proc/TID, or a zombie/dead
+/// task? Raw syscalls and a stack buffer only (hit-path safe, but costs an
+/// open/read/close: call it only after spinning on a lock for long).
+pub fn task_dead(tid: i32) -> bool {
+    if tid <= 0 {
+        return true;
+    }
+    let mut path = [0u8; 32];
+    let prefix = b"/proc/";
+    path[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let (mut v, mut n) = (tid as u32, 0);
+    while v > 0 {
+        digits[n] = b'0' + (v % 10) as u8;
+        v /= 10;
+        n += 1;
+    }
+    let mut at = prefix.len();
+    for k in (0..n).rev() {
+        path[at] = digits[k];
+        at += 1;
+    }
+    path[at..at + 5].copy_from_slice(b"/stat");
+    // path[at + 5] stays 0 (NUL).
+    // SAFETY: NUL-terminated path on our stack; O_RDONLY|O_CLOEXEC.
+    let fd = unsafe { syscall3(SYS_OPEN, path.as_ptr() as usize, 0o2_000_000, 0) };
+    if fd < 0 {
+        return fd == -2 || fd == -3; // ENOENT / ESRCH: gone
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: reading into our stack buffer.
+    let r = unsafe { syscall3(SYS_READ, fd as usize, buf.as_mut_ptr() as usize, buf.len()) };
+    // SAFETY: closing the fd we opened.
+    unsafe { syscall3(SYS_CLOSE, fd as usize, 0, 0) };
+    if r <= 0 {
+        return false;
+    }
+    let b = &buf[..r as usize];
+    // "pid (comm) S ...": the state follows the last ')'.
+    match b.iter().rposition(|&c| c == b')') {
+        Some(c) => matches!(b.get(c + 2), Some(b'Z') | Some(b'X') | Some(b'x')),
+        None => false,
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (raw syscall).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = [0i64; 2];
+    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC (1) always exists.
+    unsafe { syscall3(228, 1, ts.as_mut_ptr() as usize, 0) };
+    (ts[0] as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts[1] as u64)
+}
+
 pub fn sched_yield() {
     // SAFETY: no arguments.
     unsafe {
@@ -273,5 +328,27 @@ pub fn membarrier_register() {
     // SAFETY: plain integer arguments.
     unsafe {
         syscall3(SYS_MEMBARRIER, 64, 0, 0); // REGISTER_PRIVATE_EXPEDITED_SYNC_CORE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn task_dead_tells_live_from_gone_threads() {
+        assert!(!super::task_dead(super::gettid()));
+        assert!(!super::task_dead(1));
+        let h = std::thread::spawn(super::gettid);
+        let t = h.join().unwrap();
+        // A joined thread is gone (it may still be finishing its exit in
+        // the kernel for a moment after the join returns).
+        let t0 = std::time::Instant::now();
+        while !super::task_dead(t) {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(2),
+                "thread {t} never seen dead"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(super::task_dead(0x3fff_fff0));
     }
 }

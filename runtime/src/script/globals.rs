@@ -13,10 +13,12 @@
 //!
 //! Long scalars are read and written with aligned 8-byte loads/stores and
 //! updated with atomic read-modify-write (`x++` from many threads counts
-//! exactly). Strings use a sequence lock: a writer makes the word odd,
-//! copies, makes it even; a reader retries while it changes. Both spin a
-//! bounded number of times, so a writer killed mid-copy cannot hang anyone
-//! (the reader then gets the possibly torn bytes).
+//! exactly). Strings use a sequence lock: a writer makes the word odd
+//! (with its tid in it), copies, makes it even; a reader retries while it
+//! changes, a bounded number of times (then it gets the possibly torn
+//! bytes: readers never wait). A writer waits for another writer; it takes
+//! over only from a dead one (/proc/TID gone or a zombie) and drops its
+//! store after `WRITE_WAIT_NS` of a live writer (preempted, stopped).
 
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
@@ -25,6 +27,25 @@ use crate::session::Session;
 pub const MAGIC: u64 = 0x5054_4150_474C_4231; // "PTAPGLB1"
 pub const HEADER_SIZE: usize = 64;
 const SPIN_LIMIT: u32 = 1 << 16;
+/// How long a string store waits for a live writer of the same global.
+pub const WRITE_WAIT_NS: u64 = 200_000_000;
+
+// String sequence word: even = idle, a counter (< 2^33) bumped by 2 per
+// store; odd = a writer is copying: bit 0 set, bits 1..31 its tid, bits
+// 32..63 the idle counter it started from (>> 1), so that a writer taking
+// over from a dead one can finish the counter.
+fn seq_writing(idle: u64, tid: i32) -> u64 {
+    1 | (u64::from(tid as u32 & 0x7fff_ffff) << 1) | (((idle >> 1) & 0xffff_ffff) << 32)
+}
+fn seq_owner(w: u64) -> i32 {
+    ((w >> 1) & 0x7fff_ffff) as i32
+}
+fn seq_base(w: u64) -> u64 {
+    (w >> 32) << 1
+}
+fn seq_next(idle: u64) -> u64 {
+    (((idle >> 1) + 1) & 0xffff_ffff) << 1
+}
 
 #[repr(C)]
 pub struct Header {
@@ -186,33 +207,64 @@ impl Globals {
         unsafe { c_len(dst, cap) }
     }
 
-    /// Store a NUL-terminated string into string global `off`.
+    /// Store a NUL-terminated string into string global `off`. A writer
+    /// that finds another one copying waits for it; it takes the slot over
+    /// only if that writer has died (its tid is in the odd sequence word),
+    /// and gives up (the store is dropped) after [`WRITE_WAIT_NS`] of a
+    /// live writer not finishing.
     ///
     /// # Safety
     /// As [`Globals::load_str`]; `src` NUL-terminated or valid for `cap` bytes.
     pub unsafe fn store_str(&self, off: u64, cap: usize, src: *const u8) {
         let seq = self.seq(off);
-        let mut tries = 0;
-        let s = loop {
+        let me = crate::sys::gettid();
+        let mut tries = 0u32;
+        let mut since = 0u64;
+        let base = loop {
             let s = seq.load(Ordering::Relaxed);
-            if s & 1 == 0
+            if s & 1 == 0 {
+                if seq
+                    .compare_exchange_weak(
+                        s,
+                        seq_writing(s, me),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    break s;
+                }
+                continue;
+            }
+            tries = tries.saturating_add(1);
+            if tries < SPIN_LIMIT {
+                core::hint::spin_loop();
+                continue;
+            }
+            let owner = seq_owner(s);
+            if (owner == me || crate::sys::task_dead(owner))
                 && seq
-                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(
+                        s,
+                        seq_writing(seq_base(s), me),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
             {
-                break s;
+                break seq_base(s);
             }
-            tries += 1;
-            if tries > SPIN_LIMIT {
-                // A writer died holding the lock: take it over.
-                seq.store(s | 1, Ordering::Relaxed);
-                break s | 1;
+            let now = crate::sys::monotonic_ns();
+            if since == 0 {
+                since = now;
+            } else if now.saturating_sub(since) > WRITE_WAIT_NS {
+                return;
             }
-            core::hint::spin_loop();
+            crate::sys::sched_yield();
         };
         // SAFETY: caller contract.
         unsafe { copy_str(self.base.add(off as usize + 8), src, cap) };
-        seq.store((s | 1) + 1, Ordering::Release);
+        seq.store(seq_next(base), Ordering::Release);
     }
 
     /// Empty a statistics slot (min/max start at the extremes).
@@ -289,5 +341,65 @@ mod tests {
         unsafe { g.store_str(offs[1], 129, c"hello".as_ptr() as *const u8) };
         assert_eq!(g.read_str(offs[1], 129), "hello");
         assert_eq!(g.long(offs[2]).load(Ordering::Relaxed), 0);
+    }
+
+    /// A thread that stays alive until told to go, and its tid.
+    fn live_thread() -> (
+        i32,
+        std::sync::mpsc::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            tx.send(crate::sys::gettid()).unwrap();
+            let _ = go_rx.recv();
+        });
+        (rx.recv().unwrap(), go_tx, h)
+    }
+
+    #[test]
+    fn a_string_writer_never_steals_from_a_live_writer_and_takes_over_from_a_dead_one() {
+        let (offs, size) = layout(&[Slot::Str], 16);
+        let mut mem = vec![0u64; size as usize / 8];
+        // SAFETY: mem outlives g.
+        let g = unsafe { Globals::from_raw(mem.as_mut_ptr() as *mut u8) };
+        g.init(size, 1);
+        // SAFETY: string slot of capacity 17.
+        unsafe { g.store_str(offs[0], 17, c"before".as_ptr() as *const u8) };
+        let idle = g.seq(offs[0]).load(Ordering::Relaxed);
+        // A live writer is in the middle of a store (preempted).
+        let (tid, go, h) = live_thread();
+        g.seq(offs[0])
+            .store(seq_writing(idle, tid), Ordering::Relaxed);
+        let t0 = std::time::Instant::now();
+        // SAFETY: as above.
+        unsafe { g.store_str(offs[0], 17, c"stolen".as_ptr() as *const u8) };
+        assert!(t0.elapsed() >= std::time::Duration::from_nanos(WRITE_WAIT_NS));
+        assert_eq!(
+            g.seq(offs[0]).load(Ordering::Relaxed),
+            seq_writing(idle, tid),
+            "the live writer keeps its lock"
+        );
+        // It dies without finishing: the next writer takes over.
+        go.send(()).unwrap();
+        h.join().unwrap();
+        // SAFETY: as above.
+        unsafe { g.store_str(offs[0], 17, c"after".as_ptr() as *const u8) };
+        let now = g.seq(offs[0]).load(Ordering::Relaxed);
+        assert_eq!(now, seq_next(idle));
+        assert_eq!(g.read_str(offs[0], 17), "after");
+    }
+
+    #[test]
+    fn seq_words_round_trip() {
+        for idle in [0u64, 2, 1 << 20, ((1u64 << 32) - 1) << 1] {
+            let w = seq_writing(idle, 4_194_303);
+            assert_eq!(w & 1, 1);
+            assert_eq!(seq_owner(w), 4_194_303);
+            assert_eq!(seq_base(w), idle);
+            assert_ne!(seq_next(idle), idle);
+            assert_eq!(seq_next(idle) & 1, 0);
+        }
     }
 }

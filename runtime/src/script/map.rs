@@ -19,9 +19,11 @@
 //! DEAD on delete, and DEAD -> BUSY when an insert reuses it. Lookups and
 //! updates of existing keys are lock-free: they skip DEAD entries, wait
 //! (bounded) on BUSY ones and stop at EMPTY. Inserting a *new* key takes
-//! the array's small insert lock (a word in the array's header; held for
-//! one probe sequence, never across a call out, and stolen after a bounded
-//! spin if its holder died), so one key never gets two entries and deleted
+//! the array's small insert lock (a word in the array's header holding the
+//! owner's tid; held for one probe sequence, never across a call out; taken
+//! over only when its holder has died (/proc/TID gone or a zombie); a live
+//! holder is waited for at most `LOCK_WAIT_NS`, then the insert fails with
+//! an error instead), so one key never gets two entries and deleted
 //! entries are reused: `delete start[tid()]` loops run forever in a
 //! fixed-size array. `used` counts live entries; an insert beyond the
 //! capacity is an error ("Array overflow"), never a silent drop. Values
@@ -31,6 +33,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::globals::{c_len, copy_str, Globals};
+use crate::sys;
 
 pub const EMPTY: u64 = 0;
 pub const BUSY: u64 = 1;
@@ -39,6 +42,8 @@ pub const DEAD: u64 = 3;
 
 pub const HEADER_SIZE: u64 = 128;
 const SPIN_LIMIT: u32 = 1 << 20;
+/// How long an insert waits for a live holder of the insert lock.
+pub const LOCK_WAIT_NS: u64 = 200_000_000;
 /// Most keys in one array.
 pub const MAX_KEYS: usize = 8;
 
@@ -64,7 +69,7 @@ pub struct Header {
     pub value: AtomicU64,
     /// String capacity (MAXSTRINGLEN + 1).
     pub cap: AtomicU64,
-    /// Insert lock: 0 free, 1 held.
+    /// Insert lock: 0 free, else the holder's tid.
     pub lock: AtomicU64,
     /// Histogram bytes after a statistics value.
     pub hist_bytes: AtomicU64,
@@ -128,6 +133,8 @@ pub struct Map {
 pub enum MapError {
     /// The array holds `capacity` entries already.
     Full(u64),
+    /// The insert lock stayed held by a live thread for [`LOCK_WAIT_NS`].
+    Busy,
 }
 
 /// A key as helpers receive it: one i64 per key (a long, or a string pointer).
@@ -348,28 +355,54 @@ impl Map {
         if let Some(i) = unsafe { self.find(keys) } {
             return Ok(i);
         }
-        self.lock();
+        if !self.lock() {
+            return Err(MapError::Busy);
+        }
         // SAFETY: caller contract.
         let r = unsafe { self.insert_locked(keys) };
         self.unlock();
         r
     }
 
-    fn lock(&self) {
+    /// Take the insert lock: the word holds the owner's tid (0 = free).
+    /// A holder that has died (a killed process) is taken over; a live one
+    /// is waited for (spinning, then yielding) for at most
+    /// [`LOCK_WAIT_NS`], after which false is returned and the insert
+    /// fails rather than corrupting the holder's insert.
+    fn lock(&self) -> bool {
         let l = &self.header().lock;
+        let me = sys::gettid() as u32 as u64;
         let mut n = 0u32;
-        while l
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            n += 1;
-            if n > SPIN_LIMIT {
-                // The holder died (a killed process): take the lock over.
-                l.store(1, Ordering::Relaxed);
-                core::sync::atomic::fence(Ordering::Acquire);
-                return;
+        let mut since = 0u64;
+        loop {
+            let cur = l.load(Ordering::Relaxed);
+            if cur == 0 {
+                if l.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return true;
+                }
+                continue;
             }
-            core::hint::spin_loop();
+            n = n.saturating_add(1);
+            if n < SPIN_LIMIT {
+                core::hint::spin_loop();
+                continue;
+            }
+            // A holder with our own tid is a dead thread whose tid was reused.
+            if (cur == me || sys::task_dead(cur as u32 as i32))
+                && l.compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return true;
+            }
+            let now = sys::monotonic_ns();
+            if since == 0 {
+                since = now;
+            } else if now.saturating_sub(since) > LOCK_WAIT_NS {
+                return false;
+            }
+            sys::sched_yield();
         }
     }
 
@@ -518,6 +551,43 @@ mod tests {
         let m = unsafe { Map::at(&g, 64) };
         m.init(shape);
         (mem, g, m)
+    }
+
+    #[test]
+    fn the_insert_lock_is_never_stolen_from_a_live_holder() {
+        let shape = Shape {
+            keys: vec![Kind::Long],
+            value: Kind::Long,
+            capacity: 4,
+            cap: 16,
+            hist_bytes: 0,
+        };
+        let (_mem, _g, m) = mk(&shape);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            tx.send(crate::sys::gettid()).unwrap();
+            let _ = go_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        // A live thread holds the insert lock (preempted mid-insert).
+        m.header().lock.store(tid as u64, Ordering::Relaxed);
+        let k = [7i64];
+        // SAFETY: one long key.
+        unsafe {
+            assert_eq!(m.find_or_insert(k.as_ptr()), Err(MapError::Busy));
+            assert_eq!(m.find(k.as_ptr()), None);
+        }
+        assert_eq!(m.header().lock.load(Ordering::Relaxed), tid as u64);
+        // The holder dies: the lock is taken over.
+        go_tx.send(()).unwrap();
+        h.join().unwrap();
+        // SAFETY: as above.
+        unsafe {
+            let i = m.find_or_insert(k.as_ptr()).unwrap();
+            assert_eq!(m.find(k.as_ptr()), Some(i));
+        }
+        assert_eq!(m.header().lock.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 
 use core::sync::atomic::Ordering;
 
-use super::ctx::{ProbeCtx, ERR_EMPTY_AGG, ERR_OVERFLOW};
-use super::globals::{c_len, stats, Globals};
+use super::ctx::{ProbeCtx, ERRMSG_MAX, ERR_EMPTY_AGG, ERR_OVERFLOW, ERR_USER};
+use super::globals::{c_len, copy_str, stats, Globals};
 use super::map::{Keys, Kind, Map, MapError};
 
 /// The array at `off`, or None without a globals area.
@@ -25,7 +25,22 @@ fn map(ctx: *mut ProbeCtx, off: i64) -> Option<(Globals, Map)> {
 }
 
 fn full(ctx: *mut ProbeCtx, e: MapError) {
-    let MapError::Full(n) = e;
+    let n = match e {
+        MapError::Full(n) => n,
+        MapError::Busy => {
+            // SAFETY: the handler's live ctx; a static NUL-terminated message.
+            unsafe {
+                copy_str(
+                    (*ctx).errmsg.as_mut_ptr(),
+                    c"array insert lock held by a running thread for too long".as_ptr()
+                        as *const u8,
+                    ERRMSG_MAX,
+                );
+                (*ctx).error = ERR_USER;
+            }
+            return;
+        }
+    };
     // SAFETY: the handler's live ctx.
     unsafe {
         (*ctx).error = ERR_OVERFLOW;
