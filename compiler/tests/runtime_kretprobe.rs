@@ -209,9 +209,13 @@ fn backtrace_in_a_probe_shows_real_return_addresses() {
     assert!(out.stdout.contains("outer returned 16"), "{out:?}");
 }
 
-#[test]
-fn jprobe_mirror_principle_and_restored_stack() {
-    let out = load("jargs", &target("args"), &[], 30);
+fn jprobe_mirror(trap_path: bool) {
+    let env: &[(&str, &str)] = if trap_path {
+        &[("PTAP_NO_OPTIMIZE", "1")]
+    } else {
+        &[]
+    };
+    let out = load("jargs", &target("args"), env, 30);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("register=0,0"), "{out:?}");
     assert!(
@@ -226,6 +230,57 @@ fn jprobe_mirror_principle_and_restored_stack() {
         out.stdout.contains("sum6=21 sum7=280"),
         "registers and stack restored: {out:?}"
     );
+}
+
+#[test]
+fn jprobe_mirror_principle_and_restored_stack() {
+    jprobe_mirror(false);
+}
+
+#[test]
+fn jprobe_mirror_principle_and_restored_stack_trap_path() {
+    jprobe_mirror(true);
+}
+
+/// GCC calls `sum7` (a local leaf) with a stack that is not 16-byte aligned;
+/// the jprobe entry must still get the ABI's alignment (release builds of
+/// printk use movaps: the trap path died with SIGSEGV there).
+fn jprobe_entry_alignment(trap_path: bool, plain_return: bool) {
+    let mut env = vec![("PT_RETURN", if plain_return { "1" } else { "0" })];
+    if trap_path {
+        env.push(("PTAP_NO_OPTIMIZE", "1"));
+    }
+    let out = load("jalign", &target("args"), &env, 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("register=0,0"), "{out:?}");
+    assert!(out.stdout.contains("jsum6 aligned=1 a=1 f=6\n"), "{out:?}");
+    assert!(
+        out.stdout.contains("jsum7 aligned=1 a=10 f=60 g=70\n"),
+        "{out:?}"
+    );
+    if plain_return && trap_path {
+        // The realigned copy's return slot leads back to the runtime:
+        // the probed call still runs.
+        assert!(out.stdout.contains("sum6=21 sum7=280"), "{out:?}");
+    } else if !plain_return {
+        assert!(out.stdout.contains("sum6=21 sum7=280"), "{out:?}");
+    }
+}
+
+#[test]
+fn jprobe_entry_gets_an_aligned_stack_trap_path() {
+    jprobe_entry_alignment(true, false);
+}
+
+#[test]
+fn jprobe_entry_gets_an_aligned_stack_jump_path() {
+    jprobe_entry_alignment(false, false);
+}
+
+#[test]
+fn jprobe_entry_returning_without_jprobe_return_on_a_misaligned_call() {
+    jprobe_entry_alignment(true, true);
+    jprobe_entry_alignment(false, true);
 }
 
 #[test]

@@ -127,6 +127,43 @@ extern "C" {
     fn ptap_rt_jprobe_return_int3();
 }
 
+// Trap-path jprobe entry with a stack that is not 16-byte aligned at the
+// call (rsp % 16 == 0 at the probed function's first instruction: GCC omits
+// the alignment when it calls a local function it knows does not need it).
+// The entry, compiled separately, expects the ABI's alignment (movaps on its
+// frame faulted). Entered from the SIGTRAP handler's sigreturn with the
+// probed function's registers and rsp, r11 = the entry: copy the top 192
+// stack bytes 8 bytes lower plus the copy's size (push [rsp+192] reads
+// the next older qword at a constant offset), so that the entry sees its
+// stack arguments at the usual offsets with rsp % 16 == 8; the copy's return
+// slot points at jprobe_return's int3, so an entry that returns without
+// jprobe_return() still comes back to the runtime. The stub itself runs in
+// thread context after the signal frame is gone, so it may use the stack
+// below the probed function's rsp (free at a function's entry).
+// Clobbers r11 and flags only (neither carries an argument).
+core::arch::global_asm!(
+    ".pushsection .text.ptap_rt_jp_realign,\"ax\",@progbits",
+    ".globl ptap_rt_jp_realign",
+    ".hidden ptap_rt_jp_realign",
+    ".type ptap_rt_jp_realign,@function",
+    "ptap_rt_jp_realign:",
+    "sub rsp, 8",
+    ".rept 24",
+    "push qword ptr [rsp + 192]",
+    ".endr",
+    "push r11",
+    "lea r11, [rip + ptap_rt_jprobe_return_int3]",
+    "mov qword ptr [rsp + 8], r11",
+    "pop r11",
+    "jmp r11",
+    ".size ptap_rt_jp_realign, .-ptap_rt_jp_realign",
+    ".popsection",
+);
+
+extern "C" {
+    fn ptap_rt_jp_realign();
+}
+
 extern "C" {
     fn ptap_rt_guarded_call(
         f: usize,
@@ -613,7 +650,15 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
                 );
             }
             let mut r2 = regs;
-            r2.ip = (*jp).entry as u64;
+            if regs.sp % 16 == 8 {
+                // The ABI's alignment at a function's entry: run the entry
+                // on the probed function's own stack.
+                r2.ip = (*jp).entry as u64;
+            } else {
+                // Not aligned: run it on an aligned copy (see the stub).
+                r2.ip = ptap_rt_jp_realign as *const () as u64;
+                r2.r11 = (*jp).entry as u64;
+            }
             regs_to(uc, &r2);
             return; // in_handler and active stay set until jprobe_return
         }
