@@ -717,9 +717,18 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
         Ok(x) => x,
         Err(e) => return -e,
     };
-    if let EntryKind::J(_) = kind {
+    // A jprobe's entry mirrors the function's arguments, a kretprobe
+    // hijacks the return address at [sp]: both only make sense at the
+    // function's first instruction (Linux: kprobe_on_func_entry). A
+    // kretprobe after `push rbp` would overwrite the saved rbp.
+    let what = match kind {
+        EntryKind::J(_) => Some("jprobe"),
+        EntryKind::R(_) => Some("kretprobe"),
+        EntryKind::K => None,
+    };
+    if let Some(what) = what {
         if func != 0 && addr != func {
-            set_last_error(format!("jprobe at {addr:#x} is not a function entry"));
+            set_last_error(format!("{what} at {addr:#x} is not a function entry"));
             return -EINVAL;
         }
     }
