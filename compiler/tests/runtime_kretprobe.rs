@@ -360,3 +360,22 @@ fn a_jprobe_entry_that_forgets_jprobe_return_is_survived() {
         "{out:?}"
     );
 }
+
+#[test]
+fn kretprobe_only_at_a_function_entry_and_duplicates_leave_the_live_probe_alone() {
+    for trap_path in [false, true] {
+        let env: &[(&str, &str)] = if trap_path {
+            &[("PTAP_NO_OPTIMIZE", "1")]
+        } else {
+            &[]
+        };
+        let out = load("kretentry", &format!("{} 3", target("hot")), env, 30);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert_eq!(out.get("inside"), -22, "work+5 is not an entry: {out:?}");
+        assert_eq!(out.get("entry"), 0, "{out:?}");
+        assert_eq!(out.get("again"), -17, "{out:?}");
+        assert_eq!(out.get("nmissed_kept"), 1, "{out:?}");
+        assert_eq!(out.get("rets"), 3, "the live probe still works: {out:?}");
+        assert_eq!(out.get("sum"), 9, "{out:?}");
+    }
+}

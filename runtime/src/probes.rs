@@ -1204,6 +1204,24 @@ pub unsafe extern "C" fn register_kretprobe(rp: *mut Kretprobe) -> i32 {
     if rp.is_null() {
         return -EINVAL;
     }
+    // A live struct: refuse before touching it (its nmissed) or allocating.
+    // (register_entry checks again under the registry lock.)
+    // SAFETY: caller contract; kp is the first field.
+    let kp0 = unsafe { core::ptr::addr_of_mut!((*rp).kp) };
+    if with_reg(|r| r.by_kp.contains_key(&(kp0 as usize))) {
+        set_last_error("this struct is already registered".into());
+        // SAFETY: caller contract (a registered struct).
+        if unsafe { kprobe_flags(kp0) } & KPROBE_FLAG_QUIET == 0 {
+            crate::output::diag(
+                format!(
+                    "ptap: register_kretprobe({}): this struct is already registered (-17)\n",
+                    describe(kp0)
+                )
+                .as_bytes(),
+            );
+        }
+        return -EEXIST;
+    }
     crate::optprobe::ensure_ret_stub();
     // SAFETY: caller contract.
     let (maxactive, data_size) = unsafe { ((*rp).maxactive, (*rp).data_size) };
