@@ -53,3 +53,18 @@ fn late_arming_does_not_interrupt_calls_that_would_see_eintr() {
         "{out:?}"
     );
 }
+
+#[test]
+#[ignore = "needs probes::REG in loader::fork_locks (probes.rs is another owner's): children still hang in probes::unregister_all at exit"]
+fn children_forked_during_registrations_exit_normally() {
+    // The runtime's locks are held across fork by the atfork handlers and
+    // given back in the child: none stays held by a thread the child lacks.
+    let out = load(
+        "tests/targets/sys_mod_none.c",
+        &target("fork_reg"),
+        &[],
+        240,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("children_ok=40 hung=0"), "{out:?}");
+}

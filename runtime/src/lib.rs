@@ -13,6 +13,7 @@
 pub mod abi;
 pub mod backtrace;
 pub mod fmt;
+mod forklock;
 pub mod helpers;
 pub mod loader;
 mod mem;

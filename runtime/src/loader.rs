@@ -125,7 +125,7 @@ extern "C" fn ptap_rt_ctor() {
     sys::membarrier_register();
     // SAFETY: registering plain C callbacks.
     unsafe {
-        libc::pthread_atfork(Some(fork_prepare), None, Some(fork_child));
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
         libc::atexit(at_exit);
     }
     if let Some(m) = module {
@@ -242,11 +242,33 @@ extern "C" fn at_exit() {
     shutdown();
 }
 
+static FORK_STATE: crate::forklock::MutexSlot<Option<crate::optprobe::OptState>> =
+    crate::forklock::MutexSlot::new(&crate::optprobe::STATE);
+static FORK_LAST_ERROR: crate::forklock::MutexSlot<String> =
+    crate::forklock::MutexSlot::new(&probes::LAST_ERROR);
+
+/// The runtime's mutexes, outermost first (the order they nest in).
+fn fork_locks() -> [&'static dyn crate::forklock::ForkLock; 5] {
+    [
+        crate::syscall::fork_lock(),
+        &FORK_STATE,
+        crate::symcache::fork_lock(),
+        crate::script::attach::fork_lock(),
+        &FORK_LAST_ERROR,
+    ]
+}
+
 extern "C" fn fork_prepare() {
     FORK_PARENT_TID.store(sys::gettid(), Ordering::Release);
+    crate::forklock::prepare(&fork_locks());
+}
+
+extern "C" fn fork_parent() {
+    crate::forklock::parent(&fork_locks(), sys::gettid());
 }
 
 extern "C" fn fork_child() {
+    crate::forklock::child(&fork_locks());
     threads::after_fork(FORK_PARENT_TID.load(Ordering::Acquire));
     crate::script::attach::rebase_missed();
     if NO_FOLLOW.load(Ordering::Acquire) {

@@ -20,6 +20,14 @@ struct Cache {
 
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
+static FORK_CACHE: crate::forklock::MutexSlot<Option<Cache>> =
+    crate::forklock::MutexSlot::new(&CACHE);
+
+/// [`CACHE`] for the fork handlers (`crate::forklock`).
+pub(crate) fn fork_lock() -> &'static dyn crate::forklock::ForkLock {
+    &FORK_CACHE
+}
+
 fn build(idx: &Index) -> Cache {
     let mut map: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
     for (oi, o) in idx.objs.iter().enumerate() {

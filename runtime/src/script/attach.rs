@@ -621,6 +621,14 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
 /// Modules attached by [`attach_file_as`] in this process (never freed).
 static LIVE: std::sync::Mutex<Vec<Attached>> = std::sync::Mutex::new(Vec::new());
 
+static FORK_LIVE: crate::forklock::MutexSlot<Vec<Attached>> =
+    crate::forklock::MutexSlot::new(&LIVE);
+
+/// [`LIVE`] for the fork handlers (`crate::forklock`).
+pub(crate) fn fork_lock() -> &'static dyn crate::forklock::ForkLock {
+    &FORK_LIVE
+}
+
 /// Hits this process did not trace: (hits skipped because a handler was
 /// already running on the thread — reentrancy —, kretprobe returns not
 /// traced because all `maxactive` instances were in use), since this

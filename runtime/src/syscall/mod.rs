@@ -127,6 +127,13 @@ static RET_ANY: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
 
 /// Registration lock (register/unregister only, never the hit path).
 static REG_LOCK: AtomicBool = AtomicBool::new(false);
+
+static FORK_REG_LOCK: crate::forklock::FlagSlot = crate::forklock::FlagSlot::new(&REG_LOCK);
+
+/// The registry lock for the fork handlers (`crate::forklock`).
+pub(crate) fn fork_lock() -> &'static dyn crate::forklock::ForkLock {
+    &FORK_REG_LOCK
+}
 /// The runtime's constructor has finished: arming is allowed.
 static READY: AtomicBool = AtomicBool::new(false);
 /// Probes exist and the runtime has not shut down: armed threads trap.
