@@ -880,6 +880,11 @@ unsafe fn on_jprobe_return(ts: *mut ThreadState, uc: *mut Uc, info: *mut libc::s
     }
 }
 
+/// How far below a guarded call's saved rsp a fault still counts as the
+/// guarded handler's own (its frames plus anything it calls; larger than a
+/// default 8 MiB thread stack would be a different stack).
+const GUARD_STACK_SPAN: u64 = 8 << 20;
+
 /// The SIGTRAP handler.
 ///
 /// # Safety
@@ -966,8 +971,14 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
     // SAFETY: ts is ours when Some; uc is the kernel's.
     unsafe {
         if let Some(ts) = ts {
-            // 1. A probe handler faulted: abort it.
-            if code > 0 && (*ts).guard.active != 0 {
+            // 1. A probe handler faulted: abort it. Only when the fault is
+            //    in the guarded call's context: below its saved rsp, on
+            //    the same stack. A guard left active by a handler that was
+            //    abandoned (a target handler that siglongjmp'ed out of it)
+            //    must not "recover" an unrelated fault to a stale stack.
+            let sp = greg(uc, libc::REG_RSP);
+            let gsp = (*ts).guard.saved_rsp;
+            if code > 0 && (*ts).guard.active != 0 && sp < gsp && gsp - sp < GUARD_STACK_SPAN {
                 let g = &mut (*ts).guard;
                 g.active = 0;
                 g.faulted = 1;

@@ -1,0 +1,62 @@
+//! Probe handlers and target signal handlers that siglongjmp (jump and trap
+//! paths): an asynchronous signal raised inside a probe handler is delivered
+//! only after the runtime's hit path is done with the thread's state.
+mod support;
+use support::*;
+
+fn signal_raised_in_a_handler(trap_path: bool) {
+    let env: &[(&str, &str)] = if trap_path {
+        &[("PTAP_NO_OPTIMIZE", "1")]
+    } else {
+        &[]
+    };
+    let out = load("sigprobe", &format!("{} 20", target("sigprobe")), env, 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("register=0,0"), "{out:?}");
+    assert_eq!(out.get("jumps"), 20, "{out:?}");
+    assert_eq!(
+        out.get("hits"),
+        20,
+        "every work() hit ran its handler: {out:?}"
+    );
+    assert_eq!(
+        out.get("after_hits"),
+        20,
+        "no stuck 'in handler' state: {out:?}"
+    );
+    assert_eq!(out.get("missed"), 0, "{out:?}");
+    assert_eq!(
+        out.get("segv_caught"),
+        1,
+        "the target's own SIGSEGV reaches its handler: {out:?}"
+    );
+}
+
+#[test]
+fn siglongjmp_from_a_signal_raised_in_a_handler_jump_path() {
+    signal_raised_in_a_handler(false);
+}
+
+#[test]
+fn siglongjmp_from_a_signal_raised_in_a_handler_trap_path() {
+    signal_raised_in_a_handler(true);
+}
+
+#[test]
+fn a_stale_fault_guard_does_not_capture_a_later_target_fault() {
+    for trap_path in [false, true] {
+        let env: &[(&str, &str)] = if trap_path {
+            &[("PTAP_NO_OPTIMIZE", "1")]
+        } else {
+            &[]
+        };
+        let out = load("guardstale", &format!("{} 3", target("sigprobe")), env, 30);
+        assert!(out.stdout.contains("register=0 jumped=1"), "{out:?}");
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert_eq!(out.get("segv_caught"), 1, "{out:?}");
+        assert!(
+            !out.stderr.contains("faulted"),
+            "the target's fault is not a probe handler's: {out:?}"
+        );
+    }
+}
