@@ -68,3 +68,38 @@ fn children_forked_during_registrations_exit_normally() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("children_ok=40 hung=0"), "{out:?}");
 }
+
+#[test]
+fn pthread_exit_inside_a_kretprobed_function_releases_its_instance_and_runs_cleanups() {
+    // maxactive 4 and 8 exiting threads: instances left behind by the
+    // exited threads would leave none for the main thread's 10 calls.
+    for opt in ["0", "1"] {
+        let out = load(
+            "kret",
+            &format!("{} 8", target("kret_exit")),
+            &[
+                ("PT_SYM", "f"),
+                ("PT_MAXACTIVE", "4"),
+                ("PTAP_NO_OPTIMIZE", opt),
+            ],
+            60,
+        );
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert_eq!(out.get("cleanups"), 8, "every cleanup handler ran: {out:?}");
+        assert_eq!(out.get("sum"), 70, "{out:?}");
+        assert_eq!(out.get("returns"), 10, "the main thread's returns: {out:?}");
+    }
+}
+
+#[test]
+fn instances_of_threads_that_exit_with_raw_sys_exit_are_swept_back() {
+    let out = load(
+        "kret",
+        &format!("{} 8 raw", target("kret_exit")),
+        &[("PT_SYM", "f"), ("PT_MAXACTIVE", "4")],
+        60,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("sum"), 70, "{out:?}");
+    assert_eq!(out.get("returns"), 10, "the main thread's returns: {out:?}");
+}

@@ -303,6 +303,9 @@ fn spawn_control_thread() {
                     shutdown();
                     return;
                 }
+                // Kretprobe instances of threads that died inside
+                // kretprobed functions go back to their probes.
+                threads::sweep_dead();
                 // Threads whose syscall-probe arming waits for them to
                 // leave a call that a signal would turn into EINTR.
                 let wait_ms = if crate::syscall::retry_deferred_arming() {

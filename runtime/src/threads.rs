@@ -125,25 +125,39 @@ pub fn current() -> Option<*mut ThreadState> {
     }
     let tid = sys::gettid();
     let h = hash(tid);
-    for k in 0..MAX_THREADS {
-        let s = slot((h + k) % MAX_THREADS);
-        // SAFETY: s is inside the table.
-        let cur = unsafe { (*s).tid.load(Ordering::Acquire) };
-        if cur == tid {
-            return Some(s);
-        }
-        if cur == 0 {
-            // SAFETY: as above.
-            if unsafe {
-                (*s).tid
-                    .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Acquire)
-            }
-            .is_ok()
-            {
-                reset(s);
+    'again: for _ in 0..8 {
+        // Our own slot anywhere along the chain (up to its first never-used
+        // slot) wins over a swept one (TOMB) met before it.
+        let mut free: Option<(*mut ThreadState, i32)> = None;
+        for k in 0..MAX_THREADS {
+            let s = slot((h + k) % MAX_THREADS);
+            // SAFETY: s is inside the table.
+            let cur = unsafe { (*s).tid.load(Ordering::Acquire) };
+            if cur == tid {
                 return Some(s);
             }
+            if cur == TOMB && free.is_none() {
+                free = Some((s, TOMB));
+            }
+            if cur == 0 {
+                if free.is_none() {
+                    free = Some((s, 0));
+                }
+                break;
+            }
         }
+        let Some((s, cur)) = free else { break };
+        // SAFETY: as above.
+        if unsafe {
+            (*s).tid
+                .compare_exchange(cur, tid, Ordering::AcqRel, Ordering::Acquire)
+        }
+        .is_ok()
+        {
+            reset(s);
+            return Some(s);
+        }
+        continue 'again;
     }
     // Full: reclaim a slot whose thread is gone.
     for k in 0..MAX_THREADS {
@@ -165,6 +179,53 @@ pub fn current() -> Option<*mut ThreadState> {
         }
     }
     None
+}
+
+/// A slot whose dead thread was swept ([`sweep_dead`]): free for reuse,
+/// but not the end of a probe chain.
+const TOMB: i32 = -1;
+/// A slot being swept.
+const SWEEPING: i32 = -2;
+
+/// Give back the kretprobe instances of threads that exited while inside
+/// kretprobed functions (raw `SYS_exit`, a cancellation, a thread killed
+/// inside one): their slots become reusable. Called periodically by the
+/// runtime's control thread (not the hit path). Returns the number of
+/// threads swept.
+pub fn sweep_dead() -> usize {
+    if table().is_null() {
+        return 0;
+    }
+    let mut n = 0;
+    for i in 0..MAX_THREADS {
+        let s = slot(i);
+        // SAFETY: inside the table; kret_head is read racily (volatile) and
+        // acted upon only after the slot was taken over by CAS.
+        let (tid, kret) = unsafe {
+            (
+                (*s).tid.load(Ordering::Acquire),
+                core::ptr::read_volatile(core::ptr::addr_of!((*s).kret_head)),
+            )
+        };
+        if tid <= 0 || kret == 0 || sys::thread_alive(tid) {
+            continue;
+        }
+        // SAFETY: as above.
+        if unsafe {
+            (*s).tid
+                .compare_exchange(tid, SWEEPING, Ordering::AcqRel, Ordering::Acquire)
+        }
+        .is_err()
+        {
+            continue;
+        }
+        release_instances(s);
+        reset(s);
+        // SAFETY: as above.
+        unsafe { (*s).tid.store(TOMB, Ordering::Release) };
+        n += 1;
+    }
+    n
 }
 
 /// Enter runtime activity (hit path). Pairs with [`leave`].

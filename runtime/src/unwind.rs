@@ -14,9 +14,15 @@ use crate::{threads, trap};
 
 /// Put back the real return addresses of every live kretprobe instance of
 /// this thread (their return handlers will not run).
+///
+/// Runs inside the runtime's hit-path activity (`threads::enter`), so an
+/// `unregister_kretprobe` on another thread waits (grace period) until
+/// this has finished with the records it reads.
 pub fn restore_hijacked() {
     let Some(ts) = threads::current() else { return };
-    // SAFETY: this thread's own list; instances are never freed.
+    threads::enter(ts);
+    // SAFETY: this thread's own list; instances are never freed; the
+    // records (`rec`) are kept while we are active (grace periods).
     unsafe {
         while (*ts).kret_head != 0 {
             let h = (*ts).kret_head as *mut InstHdr;
@@ -32,6 +38,7 @@ pub fn restore_hijacked() {
             probes::release(h);
         }
     }
+    threads::leave(ts);
 }
 
 fn real(name: &core::ffi::CStr, cache: &AtomicUsize) -> usize {
@@ -59,6 +66,7 @@ fn real(name: &core::ffi::CStr, cache: &AtomicUsize) -> usize {
 }
 
 static RAISE: AtomicUsize = AtomicUsize::new(0);
+static PTHREAD_EXIT: AtomicUsize = AtomicUsize::new(0);
 static FORCED: AtomicUsize = AtomicUsize::new(0);
 static RETHROW: AtomicUsize = AtomicUsize::new(0);
 
@@ -110,4 +118,34 @@ pub unsafe extern "C" fn _Unwind_ForcedUnwind(
             unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_void) -> c_int,
         >(f)(exc, stop, arg)
     }
+}
+
+/// `pthread_exit` is interposed: since glibc 2.34 its forced unwind calls
+/// libgcc_s's `_Unwind_ForcedUnwind` through `__libc_dlsym`, which bypasses
+/// the interposer above, so the unwinder would meet the kretprobe return
+/// stub (no CFI: it stops there, and the thread's instances stay taken).
+/// The thread's hijacked return addresses are restored (and its
+/// instances released) before the real `pthread_exit` runs.
+/// `pthread_cancel` acted upon inside libc is not covered (see the README).
+///
+/// # Safety
+/// As `pthread_exit(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_exit(retval: *mut c_void) -> ! {
+    restore_hijacked();
+    let mut f = PTHREAD_EXIT.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: dlsym with RTLD_NEXT (pthread_exit is not a hit path).
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_exit".as_ptr()) } as usize;
+        PTHREAD_EXIT.store(f, Ordering::Release);
+    }
+    if f == 0 {
+        // No libc pthread_exit (cannot happen with glibc): end the thread.
+        loop {
+            // SAFETY: SYS_exit ends only the calling thread.
+            unsafe { crate::sys::syscall3(crate::sys::SYS_EXIT, 0, 0, 0) };
+        }
+    }
+    // SAFETY: the real pthread_exit (never returns).
+    unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void) -> !>(f)(retval) }
 }
