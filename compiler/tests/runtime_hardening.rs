@@ -103,3 +103,27 @@ fn instances_of_threads_that_exit_with_raw_sys_exit_are_swept_back() {
     assert_eq!(out.get("sum"), 70, "{out:?}");
     assert_eq!(out.get("returns"), 10, "the main thread's returns: {out:?}");
 }
+
+#[test]
+fn ubacktrace_goes_past_a_kretprobed_frame_with_real_return_addresses() {
+    for opt in ["0", "1"] {
+        let mut c = ptap();
+        c.env("PTAP_NO_OPTIMIZE", opt).arg("-e").arg(
+            "probe kretprobe(outer) { }\n\
+             probe kprobe(work) { print(ubacktrace()); print_ubacktrace() }",
+        );
+        c.arg("-c").arg(target("nested"));
+        let out = run_cmd(c, std::time::Duration::from_secs(60));
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let first = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("0x"))
+            .unwrap_or_else(|| panic!("no ubacktrace line: {out:?}"));
+        let n = first.split(' ').count();
+        // work, outer, main, and libc's start code: the CFI walk goes on
+        // past outer's hijacked return address.
+        assert!(n >= 4, "only {n} frames: {out:?}");
+        assert!(out.stdout.contains("main"), "{out:?}");
+    }
+}

@@ -71,7 +71,7 @@ fn after_call(idx: &symbols::Index, v: u64) -> bool {
 }
 
 /// The real return address behind a hijacked one read from `slot`.
-fn unhijack(ts: Option<*mut ThreadState>, slot: u64) -> Option<u64> {
+pub(crate) fn unhijack(ts: Option<*mut ThreadState>, slot: u64) -> Option<u64> {
     let mut cur = ts.map_or(0, |t| {
         // SAFETY: this thread's slot.
         unsafe { (*t).kret_head }

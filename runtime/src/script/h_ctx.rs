@@ -192,8 +192,9 @@ pub(super) unsafe extern "C" fn print_ubacktrace(ctx: *mut ProbeCtx) {
 }
 
 /// `ubacktrace()`: the return addresses of the probed context, hex,
-/// separated by spaces (CFI unwinding; stops where the CFI ends or at a
-/// kretprobe's return trampoline), truncated to the buffer.
+/// separated by spaces (CFI unwinding; stops where the CFI ends; a
+/// kretprobe's hijacked return address is replaced by the real one, as in
+/// `dump_stack`), truncated to the buffer.
 ///
 /// # Safety
 /// `ctx` live; `dst` valid for `cap` bytes.
@@ -216,9 +217,23 @@ pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap
         let mut f = Frame::from_ptregs(unsafe { &*regs });
         crate::output::push_hex(&mut b, f.ip());
         let tramp = crate::trap::trampoline_addr();
+        let ts = crate::threads::current();
         for i in 0..24 {
             match step(idx, &f, i == 0) {
-                Ok(n) if n.ip() != tramp && n.ip() != 0 => {
+                Ok(mut n) if n.ip() == tramp => {
+                    // A kretprobe's hijacked return: the thread's instance
+                    // for that stack slot holds the real address.
+                    match crate::backtrace::unhijack(ts, n.ra_slot) {
+                        Some(real) => {
+                            n.regs[16] = real;
+                            b.push(b' ');
+                            crate::output::push_hex(&mut b, n.ip());
+                            f = n;
+                        }
+                        None => break,
+                    }
+                }
+                Ok(n) if n.ip() != 0 => {
                     b.push(b' ');
                     crate::output::push_hex(&mut b, n.ip());
                     f = n;
