@@ -127,3 +127,17 @@ fn ubacktrace_goes_past_a_kretprobed_frame_with_real_return_addresses() {
         assert!(out.stdout.contains("main"), "{out:?}");
     }
 }
+
+#[test]
+fn syscall_probe_handlers_calling_libc_leave_the_targets_errno_alone() {
+    let out = support_sys::sys_load(
+        "tests/targets/sys_mod_errno.c",
+        &target("errno_keep"),
+        &[],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("hits"), 4, "{out:?}");
+    assert_eq!(out.get("errno_a"), 0, "{out:?}");
+    assert_eq!(out.get("errno_b"), 42, "{out:?}");
+}

@@ -119,6 +119,7 @@ extern "C" fn ptap_rt_ctor() {
         probes::VERBOSE.store(true, Ordering::Relaxed);
     }
     signals::prime();
+    sys::init_errno();
     crate::helpers::init_execname();
     trap::install();
     signals::ACTIVE.store(true, Ordering::Release);

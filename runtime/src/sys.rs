@@ -151,6 +151,60 @@ pub fn monotonic_ns() -> u64 {
         .wrapping_add(ts[1] as u64)
 }
 
+/// Offset of libc's `errno` from the thread pointer (`%fs:0`), the same in
+/// every thread (libc's errno is initial-exec TLS). 0 = unknown.
+static ERRNO_OFF: core::sync::atomic::AtomicI64 = core::sync::atomic::AtomicI64::new(0);
+
+fn thread_pointer() -> u64 {
+    let tp: u64;
+    // SAFETY: on x86-64 glibc, %fs:0 holds the thread control block's own
+    // address (the thread pointer); reading it has no side effect.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    tp
+}
+
+/// Learn where errno lives relative to the thread pointer (once, at init,
+/// outside any hit path: calls libc's `__errno_location`).
+pub fn init_errno() {
+    // SAFETY: __errno_location has no preconditions.
+    let e = unsafe { libc::__errno_location() } as u64;
+    let tp = thread_pointer();
+    if e != 0 && tp != 0 {
+        ERRNO_OFF.store(
+            e.wrapping_sub(tp) as i64,
+            core::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// The calling thread's errno, without calling libc (hit-path safe).
+fn errno_ptr() -> Option<*mut i32> {
+    let off = ERRNO_OFF.load(core::sync::atomic::Ordering::Relaxed);
+    if off == 0 {
+        return None;
+    }
+    let tp = thread_pointer();
+    (tp != 0).then(|| tp.wrapping_add(off as u64) as *mut i32)
+}
+
+/// Save the interrupted context's errno before running handlers that may
+/// call libc (which may set it). Pairs with [`errno_restore`].
+pub fn errno_save() -> Option<i32> {
+    // SAFETY: errno_ptr is this thread's errno (thread pointer + libc's
+    // fixed TLS offset, learnt from __errno_location at init).
+    errno_ptr().map(|p| unsafe { core::ptr::read_volatile(p) })
+}
+
+/// Put back what [`errno_save`] read.
+pub fn errno_restore(saved: Option<i32>) {
+    if let (Some(v), Some(p)) = (saved, errno_ptr()) {
+        // SAFETY: as in errno_save.
+        unsafe { core::ptr::write_volatile(p, v) };
+    }
+}
+
 pub fn sched_yield() {
     // SAFETY: no arguments.
     unsafe {
@@ -333,6 +387,23 @@ pub fn membarrier_register() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn errno_is_found_from_the_thread_pointer_in_every_thread() {
+        super::init_errno();
+        std::thread::spawn(|| {
+            // SAFETY: this thread's errno.
+            unsafe { *libc::__errno_location() = 1234 };
+            assert_eq!(super::errno_save(), Some(1234));
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = 5 };
+            super::errno_restore(Some(1234));
+            // SAFETY: as above.
+            assert_eq!(unsafe { *libc::__errno_location() }, 1234);
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn task_dead_tells_live_from_gone_threads() {
         assert!(!super::task_dead(super::gettid()));

@@ -336,6 +336,8 @@ unsafe fn run_handlers(
     // SAFETY: blocking signals in this thread only; old_mask is a local.
     let masked =
         unsafe { sys::rt_sigprocmask(0, Some(&async_signals()), Some(&mut old_mask)) } == 0;
+    // Handlers may call libc, which may set errno: the target must see its own.
+    let errno = sys::errno_save();
     table::enter(s);
     s.in_handler.store(1, Ordering::Relaxed);
     s.selector.store(table::ALLOW, Ordering::Relaxed);
@@ -371,6 +373,7 @@ unsafe fn run_handlers(
         .store(super::resting_selector(), Ordering::Relaxed);
     s.in_handler.store(0, Ordering::Relaxed);
     table::leave(s);
+    sys::errno_restore(errno);
     if masked {
         // SAFETY: restoring this thread's own previous mask (SIG_SETMASK).
         unsafe { sys::rt_sigprocmask(2, Some(&old_mask), None) };
