@@ -6,7 +6,8 @@
 //! set, and recurse until the stack overflows. Defined here with hidden
 //! visibility, every call from the runtime binds to these at link time and
 //! the target's own memcpy stays libc's. `rep movsb`/`stosb` are fast on
-//! CPUs with ERMS; DF is clear on function entry and in signal handlers.
+//! CPUs with ERMS; DF is clear on function entry and in signal handlers,
+//! and nothing here ever sets it (memmove's backward copy is a loop).
 
 core::arch::global_asm!(
     ".text",
@@ -30,11 +31,30 @@ core::arch::global_asm!(
     "lea r8, [rsi + rdx]",
     "cmp rdi, r8",
     "jae 2f",
-    "lea rsi, [rsi + rdx - 1]",
-    "lea rdi, [rdi + rdx - 1]",
-    "std",
-    "rep movsb",
-    "cld",
+    // Overlapping with dst above src: copy backwards, 8 bytes then 1 at a
+    // time, without `std` (a fault inside a `std; rep movsb` would leave
+    // DF=1 in the context the fault recovery resumes).
+    "add rsi, rdx",
+    "add rdi, rdx",
+    "5:",
+    "cmp rcx, 8",
+    "jb 6f",
+    "sub rsi, 8",
+    "sub rdi, 8",
+    "mov r8, qword ptr [rsi]",
+    "mov qword ptr [rdi], r8",
+    "sub rcx, 8",
+    "jmp 5b",
+    "6:",
+    "test rcx, rcx",
+    "jz 7f",
+    "dec rsi",
+    "dec rdi",
+    "mov r8b, byte ptr [rsi]",
+    "mov byte ptr [rdi], r8b",
+    "dec rcx",
+    "jmp 6b",
+    "7:",
     "ret",
     "2:",
     "rep movsb",
@@ -102,5 +122,19 @@ mod tests {
         }
         assert_eq!(&w[..16], &(4..20).collect::<Vec<u8>>()[..]);
         assert_eq!(&w[20..23], &[7, 7, 7]);
+    }
+
+    #[test]
+    fn backward_moves_of_every_length_and_overlap() {
+        for n in 0..40usize {
+            for shift in 1..12usize {
+                let mut v: Vec<u8> = (0..64).collect();
+                // SAFETY: dst = src + shift, both ranges inside v (n + shift < 64).
+                unsafe { memmove(v.as_mut_ptr().add(shift), v.as_ptr(), n) };
+                let want: Vec<u8> = (0..n as u8).collect();
+                assert_eq!(&v[shift..shift + n], &want[..], "n={n} shift={shift}");
+                assert_eq!(&v[..shift], &(0..shift as u8).collect::<Vec<u8>>()[..]);
+            }
+        }
     }
 }
