@@ -71,7 +71,10 @@ fn after_call(idx: &symbols::Index, v: u64) -> bool {
 }
 
 /// The real return address behind a hijacked one read from `slot`.
-pub(crate) fn unhijack(ts: Option<*mut ThreadState>, slot: u64) -> Option<u64> {
+///
+/// # Safety
+/// `ts`, if given, is the calling thread's own slot (from `threads::current`).
+pub(crate) unsafe fn unhijack(ts: Option<*mut ThreadState>, slot: u64) -> Option<u64> {
     let mut cur = ts.map_or(0, |t| {
         // SAFETY: this thread's slot.
         unsafe { (*t).kret_head }
@@ -92,7 +95,10 @@ pub(crate) fn unhijack(ts: Option<*mut ThreadState>, slot: u64) -> Option<u64> {
 /// Print a backtrace of the context `regs` (a probed thread): unwound
 /// precisely with the .eh_frame CFI, continued by a stack scan ("?"
 /// entries) if the CFI runs out before the outermost frame.
-pub fn dump_regs(ts: Option<*mut ThreadState>, regs: &crate::abi::PtRegs, skip_first: bool) {
+///
+/// # Safety
+/// `ts`, if given, is the calling thread's own slot (from `threads::current`).
+pub unsafe fn dump_regs(ts: Option<*mut ThreadState>, regs: &crate::abi::PtRegs, skip_first: bool) {
     use crate::unwind_dwarf::{step, Frame, Stop};
     let Some(idx) = symbols::current() else {
         output::text(b"Call Trace: (no symbols)\n");
@@ -121,7 +127,8 @@ pub fn dump_regs(ts: Option<*mut ThreadState>, regs: &crate::abi::PtRegs, skip_f
         match step(idx, &f, i == 0) {
             Ok(mut n) => {
                 if n.ip() == tramp {
-                    match unhijack(ts, n.ra_slot) {
+                    // SAFETY: ts is this thread's slot (contract).
+                    match unsafe { unhijack(ts, n.ra_slot) } {
                         Some(real) => n.regs[16] = real,
                         None => {
                             lost = true;
@@ -141,13 +148,17 @@ pub fn dump_regs(ts: Option<*mut ThreadState>, regs: &crate::abi::PtRegs, skip_f
     }
     output::text(b.as_bytes());
     if lost {
-        scan(ts, idx, f.regs[7], true);
+        // SAFETY: forwarded contract.
+        unsafe { scan(ts, idx, f.regs[7], true) };
     }
 }
 
 /// Print a backtrace starting at (ip, sp) to the output ring, by stack scan
 /// only (no registers to unwind from: dump_stack outside a handler).
-pub fn dump(ts: Option<*mut ThreadState>, ip: u64, sp: u64) {
+///
+/// # Safety
+/// `ts`, if given, is the calling thread's own slot (from `threads::current`).
+pub unsafe fn dump(ts: Option<*mut ThreadState>, ip: u64, sp: u64) {
     let Some(idx) = symbols::current() else {
         output::text(b"Call Trace: (no symbols)\n");
         return;
@@ -163,13 +174,17 @@ pub fn dump(ts: Option<*mut ThreadState>, ip: u64, sp: u64) {
     symbols::symbolize(ip, &mut b);
     b.push(b'\n');
     output::text(b.as_bytes());
-    scan(ts, idx, sp, false);
+    // SAFETY: forwarded contract.
+    unsafe { scan(ts, idx, sp, false) };
 }
 
 /// The kernel's "unreliable" trace: every stack word from `sp` up that
 /// points just after a call instruction, marked with "?". With
 /// `continuation`, the lines continue a trace already printed.
-fn scan(ts: Option<*mut ThreadState>, idx: &symbols::Index, sp: u64, continuation: bool) {
+///
+/// # Safety
+/// As [`dump`].
+unsafe fn scan(ts: Option<*mut ThreadState>, idx: &symbols::Index, sp: u64, continuation: bool) {
     let mut data = [0u8; 2048];
     let mut b = Buf {
         data: &mut data,
@@ -186,7 +201,8 @@ fn scan(ts: Option<*mut ThreadState>, idx: &symbols::Index, sp: u64, continuatio
         let mut v = w;
         if v == tramp {
             // A hijacked return address: the instance for this stack slot has the real one.
-            v = unhijack(ts, sp + 8 * i as u64).unwrap_or(tramp);
+            // SAFETY: ts is this thread's slot (contract).
+            v = unsafe { unhijack(ts, sp + 8 * i as u64) }.unwrap_or(tramp);
         }
         if v == tramp || !after_call(idx, v) {
             continue;

@@ -57,7 +57,8 @@ pub extern "C" fn dump_stack() {
         if r != 0 {
             // SAFETY: as above.
             let regs = unsafe { &*(r as *const abi::PtRegs) };
-            backtrace::dump_regs(ts, regs, false);
+            // SAFETY: ts is this thread's own slot.
+            unsafe { backtrace::dump_regs(ts, regs, false) };
             return;
         }
     }
@@ -93,7 +94,8 @@ pub extern "C" fn dump_stack() {
         r15,
         ..Default::default()
     };
-    backtrace::dump_regs(ts, &regs, true);
+    // SAFETY: ts is this thread's own slot.
+    unsafe { backtrace::dump_regs(ts, &regs, true) };
 }
 
 /// Number of probe hits and runtime traps so far (for tests and ptap -v).

@@ -108,7 +108,8 @@ extern "C" fn ptap_rt_ctor() {
         return; // preloaded without ptap and without a module: stay inert
     }
     if let Some(s) = sess {
-        output::set_session(s.base());
+        // SAFETY: map_session validated the mapping, which is never unmapped.
+        unsafe { output::set_session(s.base()) };
         s.add_pid(sys::getpid());
     }
     if !threads::init() {

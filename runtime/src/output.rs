@@ -12,7 +12,12 @@ static SESSION: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 /// Handler faults when no session exists.
 static LOCAL_FAULTS: AtomicU64 = AtomicU64::new(0);
 
-pub fn set_session(base: *mut u8) {
+/// Make `base` the session every later record goes to.
+///
+/// # Safety
+/// `base` is a validated session mapping that stays mapped for the life of
+/// the process ([`session`] hands it out as a [`Session`]).
+pub unsafe fn set_session(base: *mut u8) {
     SESSION.store(base, Ordering::Release);
 }
 

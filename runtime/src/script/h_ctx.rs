@@ -187,8 +187,8 @@ pub(super) unsafe extern "C" fn print_ubacktrace(ctx: *mut ProbeCtx) {
     if regs.is_null() {
         return;
     }
-    // SAFETY: live registers of the probed thread.
-    crate::backtrace::dump_regs(crate::threads::current(), unsafe { &*regs }, false);
+    // SAFETY: live registers of the probed thread; its own thread slot.
+    unsafe { crate::backtrace::dump_regs(crate::threads::current(), &*regs, false) };
 }
 
 /// `ubacktrace()`: the return addresses of the probed context, hex,
@@ -223,7 +223,8 @@ pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap
                 Ok(mut n) if n.ip() == tramp => {
                     // A kretprobe's hijacked return: the thread's instance
                     // for that stack slot holds the real address.
-                    match crate::backtrace::unhijack(ts, n.ra_slot) {
+                    // SAFETY: ts is this thread's own slot.
+                    match unsafe { crate::backtrace::unhijack(ts, n.ra_slot) } {
                         Some(real) => {
                             n.regs[16] = real;
                             b.push(b' ');

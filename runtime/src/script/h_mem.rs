@@ -29,8 +29,12 @@ pub(super) fn read_self(addr: u64, dst: &mut [u8]) -> usize {
     usize::try_from(r).unwrap_or(0)
 }
 
-pub(super) fn fault(ctx: *mut ProbeCtx, addr: i64) {
-    // SAFETY: the handler's live ctx.
+/// Record a faulting read/write of `addr` in the handler's context.
+///
+/// # Safety
+/// `ctx` is the running handler's live context.
+pub(super) unsafe fn fault(ctx: *mut ProbeCtx, addr: i64) {
+    // SAFETY: caller contract.
     unsafe {
         (*ctx).error = ERR_FAULT;
         (*ctx).error_arg = addr as u64;
@@ -48,7 +52,8 @@ pub(super) unsafe extern "C" fn user_read(ctx: *mut ProbeCtx, addr: i64, size: i
         _ => 8,
     };
     if read_self(addr as u64, &mut b[..n]) != n {
-        fault(ctx, addr);
+        // SAFETY: the helper's live ctx (helper contract).
+        unsafe { fault(ctx, addr) };
         return 0;
     }
     match n {
@@ -86,7 +91,8 @@ pub(super) unsafe extern "C" fn user_string(
         let got = read_self(a, &mut out[n..n + chunk]);
         if got == 0 {
             out[n] = 0;
-            fault(ctx, a as i64);
+            // SAFETY: the helper's live ctx (helper contract).
+            unsafe { fault(ctx, a as i64) };
             return;
         }
         if let Some(z) = out[n..n + got].iter().position(|&c| c == 0) {
@@ -125,7 +131,8 @@ pub(super) unsafe extern "C" fn user_write(ctx: *mut ProbeCtx, addr: i64, size: 
         )
     };
     if r != n as isize {
-        fault(ctx, addr);
+        // SAFETY: the helper's live ctx (helper contract).
+        unsafe { fault(ctx, addr) };
     }
 }
 

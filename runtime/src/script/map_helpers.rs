@@ -11,8 +11,12 @@ use super::globals::{c_len, copy_str, stats, Globals};
 use super::map::{Keys, Kind, Map, MapError};
 
 /// The array at `off`, or None without a globals area.
-fn map(ctx: *mut ProbeCtx, off: i64) -> Option<(Globals, Map)> {
-    // SAFETY: the handler's live ctx.
+///
+/// # Safety
+/// `ctx` is the running handler's live context; `off` an array's offset in
+/// its globals area (the module's layout).
+unsafe fn map(ctx: *mut ProbeCtx, off: i64) -> Option<(Globals, Map)> {
+    // SAFETY: caller contract.
     let c = unsafe { &*ctx };
     if c.globals.is_null() {
         return None;
@@ -24,7 +28,11 @@ fn map(ctx: *mut ProbeCtx, off: i64) -> Option<(Globals, Map)> {
     Some((g, m))
 }
 
-fn full(ctx: *mut ProbeCtx, e: MapError) {
+/// Record a failed insert in the handler's context.
+///
+/// # Safety
+/// `ctx` is the running handler's live context.
+unsafe fn full(ctx: *mut ProbeCtx, e: MapError) {
     let n = match e {
         MapError::Full(n) => n,
         MapError::Busy => {
@@ -46,7 +54,9 @@ fn full(ctx: *mut ProbeCtx, e: MapError) {
         (*ctx).error = ERR_OVERFLOW;
         (*ctx).error_arg = n;
     }
-    if let Some((g, _)) = map(ctx, 0) {
+    // SAFETY: caller contract; offset 0 is the globals header, only used
+    // for its counters.
+    if let Some((g, _)) = unsafe { map(ctx, 0) } {
         g.header().map_full.fetch_add(1, Ordering::Relaxed);
     }
 }
