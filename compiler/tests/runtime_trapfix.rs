@@ -60,3 +60,21 @@ fn a_stale_fault_guard_does_not_capture_a_later_target_fault() {
         );
     }
 }
+
+#[test]
+fn after_a_bounded_grace_period_gives_up_the_users_struct_is_not_touched() {
+    let out = load("slowgrace", &format!("{} 3", target("hot")), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("register=0"), "{out:?}");
+    assert_eq!(out.get("unregistered"), 1, "{out:?}");
+    assert_eq!(
+        out.get("violations"),
+        0,
+        "the runtime read the struct after unregister returned: {out:?}"
+    );
+    assert_eq!(out.get("posts"), 0, "{out:?}");
+    assert!(
+        out.stderr.contains("stayed inside a probe handler"),
+        "{out:?}"
+    );
+}

@@ -414,6 +414,9 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
         }
         if (*ts).in_handler != 0 {
             for e in &site.probes {
+                if e.is_dead() {
+                    continue;
+                }
                 match e.kind {
                     EntryKind::R(rec) => kretprobe_missed((*rec).rp),
                     _ => kprobe_missed(e.kp),
@@ -429,7 +432,7 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
         let mut divert = false;
         let mut jp: *mut Jprobe = core::ptr::null_mut();
         for e in &site.probes {
-            if kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED != 0 {
+            if e.is_dead() || kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED != 0 {
                 continue;
             }
             match e.kind {

@@ -39,6 +39,20 @@ pub enum EntryKind {
 pub struct Entry {
     pub kp: *mut Kprobe,
     pub kind: EntryKind,
+    /// Runtime-owned (never freed), set by unregister before its grace
+    /// period. A thread still inside a hit path when the bounded grace
+    /// period gives up (see [`retire`]) checks it before every access to
+    /// the user's struct (`kp`, its handlers, flags, nmissed): after
+    /// unregister returns, the struct may be gone.
+    pub dead: &'static AtomicBool,
+}
+
+impl Entry {
+    /// Has this probe been unregistered? (Then `kp` must not be touched.)
+    #[inline(always)]
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
 }
 
 pub struct Site {
@@ -65,10 +79,12 @@ pub struct Site {
 impl Site {
     pub fn needs_post(&self) -> bool {
         self.probes.iter().any(|e| {
-            // SAFETY: probes of a published site are live (grace periods).
-            unsafe {
-                (*e.kp).post_handler.is_some() && kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED == 0
-            }
+            // SAFETY: a probe that is not dead is registered (its struct is
+            // the user's until unregister returns).
+            !e.is_dead()
+                && unsafe {
+                    (*e.kp).post_handler.is_some() && kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED == 0
+                }
         })
     }
 }
@@ -739,7 +755,11 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
         if in_arena(reg, addr) {
             return Err(EINVAL);
         }
-        let entry = Entry { kp, kind };
+        let entry = Entry {
+            kp,
+            kind,
+            dead: Box::leak(Box::new(AtomicBool::new(false))),
+        };
         if let Some(&old) = reg.sites.get(&addr) {
             // SAFETY: registry sites are live.
             let o = unsafe { &*old };
@@ -870,6 +890,17 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
 /// Free an unpublished site after a grace period. When called from inside
 /// a handler (this thread is itself using a site, maybe this one), the site
 /// is leaked instead: the grace period cannot include ourselves.
+///
+/// The grace period is bounded (3 s, `threads::synchronize`) rather than
+/// unbounded as in the kernel: an abandoned hit path (a jprobe entry that
+/// never calls jprobe_return, a single-step window left by a longjmp) would
+/// otherwise hang unregister, and with it exit and detach. What makes the
+/// bound safe for the user's struct: the removed entry's runtime-owned
+/// `dead` flag is set before the wait, and a thread that outlives it checks
+/// that flag before each access to the struct (pre/post/fault handlers,
+/// flags, nmissed); the site itself is then leaked, never freed. Remaining
+/// window: a thread stalled for the whole bound between that check and the
+/// handler call.
 fn retire(old: *mut Site) {
     // The jump-optimized hit path marks itself active without a fence; this
     // membarrier orders its store for the scan below (see optprobe::enter).
@@ -896,6 +927,11 @@ fn unregister_entry(kp: *mut Kprobe) -> bool {
         let old = reg.sites.remove(&addr)?;
         // SAFETY: registry sites are live.
         let o = unsafe { &*old };
+        // Dead before the grace period: a thread that outlives it (bounded,
+        // see retire) no longer touches this struct after its next check.
+        for e in o.probes.iter().filter(|e| e.kp == kp) {
+            e.dead.store(true, Ordering::Release);
+        }
         let probes: Vec<Entry> = o.probes.iter().copied().filter(|e| e.kp != kp).collect();
         if probes.is_empty() {
             // Restore the byte first, then unpublish: a thread that misses

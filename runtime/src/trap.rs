@@ -367,6 +367,9 @@ unsafe fn handler_faulted(ts: *mut ThreadState, kp: *mut Kprobe, regs: &mut PtRe
 
 unsafe fn call_posts(ts: *mut ThreadState, site: &Site, regs: &mut PtRegs) {
     for e in &site.probes {
+        if e.is_dead() {
+            continue;
+        }
         // SAFETY: live probe.
         unsafe {
             if kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED != 0 {
@@ -589,6 +592,9 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
         if (*ts).in_handler != 0 {
             // The seed's reentrancy rule: no handler runs, count a miss.
             for e in &site.probes {
+                if e.is_dead() {
+                    continue;
+                }
                 match e.kind {
                     EntryKind::R(rec) => kretprobe_missed((*rec).rp),
                     _ => kprobe_missed(e.kp),
@@ -605,7 +611,7 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
         let mut jp: *mut Jprobe = core::ptr::null_mut();
         let mut skip = false;
         for e in &site.probes {
-            if kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED != 0 {
+            if e.is_dead() || kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED != 0 {
                 continue;
             }
             match e.kind {
@@ -1103,6 +1109,9 @@ unsafe fn displaced_fault_handlers(
     trapno: u64,
 ) -> bool {
     for e in &site.probes {
+        if e.is_dead() {
+            continue;
+        }
         // SAFETY: live probe.
         unsafe {
             if let Some(fh) = (*e.kp).fault_handler {
