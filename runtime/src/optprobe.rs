@@ -485,9 +485,12 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
 /// SIGTRAP with TRAP_TRACE: is it the single-step after a trampoline's
 /// `popfq` that a redirecting pre_handler asked for? If so, load the
 /// frame's registers (ip and sp included) into the context.
-#[allow(clippy::not_unsafe_ptr_arg_deref)] // uc is always the kernel-provided context
-pub fn divert_trap(uc: *mut libc::ucontext_t) -> bool {
-    // SAFETY: uc is the kernel's context.
+///
+/// # Safety
+/// `uc` must be the valid, writable `ucontext_t` the kernel passed to the
+/// SIGTRAP handler this is called from.
+pub unsafe fn divert_trap(uc: *mut libc::ucontext_t) -> bool {
+    // SAFETY: uc is the kernel's context (contract).
     let (rip, rsp) = unsafe {
         let g = &(*uc).uc_mcontext.gregs;
         (

@@ -901,7 +901,8 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
     // SAFETY: kernel-provided pointers.
     let code = unsafe { (*info).si_code };
     // A redirecting pre_handler on a jump-optimized probe (see optprobe.rs).
-    if code == TRAP_TRACE && crate::optprobe::divert_trap(uc) {
+    // SAFETY: uc is the kernel's context for this SIGTRAP.
+    if code == TRAP_TRACE && unsafe { crate::optprobe::divert_trap(uc) } {
         return;
     }
     let rip = greg(uc, libc::REG_RIP);
@@ -1138,11 +1139,15 @@ pub static USER_ACT: [[AtomicU64; 3]; 65] =
     [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; 65];
 
 /// Die of `sig` as if we were not there: default disposition, re-raise.
-#[allow(clippy::not_unsafe_ptr_arg_deref)] // uc is always the kernel-provided context
-pub fn die(sig: i32, uc: *mut Uc) {
+///
+/// # Safety
+/// `uc` must be the valid, writable `ucontext_t` the kernel passed to the
+/// signal handler this is called from (its signal mask is edited).
+pub unsafe fn die(sig: i32, uc: *mut Uc) {
     let dfl = sys::KSigaction::default();
     // SAFETY: resetting a disposition and unblocking sig in the context we
-    // return to; the pending signal then kills the process.
+    // return to (uc valid by contract); the pending signal then kills the
+    // process.
     unsafe {
         sys::rt_sigaction(sig, Some(&dfl), None);
         let m = core::ptr::addr_of_mut!((*uc).uc_sigmask) as *mut u64;
@@ -1188,11 +1193,13 @@ pub unsafe fn chain(sig: c_int, info: *mut libc::siginfo_t, uc: *mut Uc, orig: O
                 b.extend(b"\n");
                 output::diag(b.as_bytes());
             }
-            die(sig, uc);
+            // SAFETY: uc is the kernel's context (chain's contract).
+            unsafe { die(sig, uc) };
         }
         1 => {
             if sig != SIGTRAP {
-                die(sig, uc);
+                // SAFETY: as above.
+                unsafe { die(sig, uc) };
             }
         }
         h => {
