@@ -16,6 +16,36 @@ use crate::trap::{managed, managed_mask, USER_ACT};
 /// Set by the runtime constructor once its handlers are installed.
 pub static ACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// Set once the target has (or had) a handler function for a signal the
+/// runtime does not manage. Only then can an asynchronous handler interrupt
+/// a jump-path probe handler (and siglongjmp out of it), so only then does
+/// the jump path pay for blocking signals around its handlers (two
+/// rt_sigprocmask calls, ~300 ns; see optprobe.rs `block_async`). Handlers
+/// installed with the raw rt_sigaction system call (Go) are not seen.
+pub static ASYNC_HANDLERS: AtomicBool = AtomicBool::new(false);
+
+/// Note a handler being installed for `sig` (0 = SIG_DFL, 1 = SIG_IGN).
+fn note_handler(sig: c_int, handler: usize) {
+    if handler > 1 && !managed(sig) {
+        ASYNC_HANDLERS.store(true, Ordering::Release);
+    }
+}
+
+/// Handlers installed before the runtime started (by other constructors,
+/// or inherited dispositions are only SIG_DFL/SIG_IGN across exec).
+fn scan_existing_handlers() {
+    for sig in 1..=64 {
+        if managed(sig) || sig == 9 || sig == 19 {
+            continue;
+        }
+        let mut old = sys::KSigaction::default();
+        // SAFETY: query only (no new action).
+        if unsafe { sys::rt_sigaction(sig, None, Some(&mut old)) } == 0 {
+            note_handler(sig, old.handler);
+        }
+    }
+}
+
 fn next(name: &core::ffi::CStr, cache: &AtomicUsize) -> usize {
     let c = cache.load(Ordering::Acquire);
     if c != 0 {
@@ -83,6 +113,10 @@ pub unsafe extern "C" fn sigaction(
         }
         return 0;
     }
+    if !act.is_null() {
+        // SAFETY: act points to a sigaction (checked non-NULL).
+        note_handler(sig, unsafe { (*act).sa_sigaction });
+    }
     let real = next(c"sigaction", &REAL_SIGACTION);
     if real == 0 {
         set_errno(libc::ENOSYS);
@@ -101,6 +135,7 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: usize) -> usize {
         user_set(sig, handler, sys::SA_RESTART, 0);
         return h;
     }
+    note_handler(sig, handler);
     let real = next(c"signal", &REAL_SIGNAL);
     if real == 0 {
         return usize::MAX; // SIG_ERR
@@ -162,6 +197,7 @@ pub unsafe extern "C" fn pthread_sigmask(
 
 /// Resolve the forwarding targets early (dlsym must not run in signal context).
 pub fn prime() {
+    scan_existing_handlers();
     next(c"sigaction", &REAL_SIGACTION);
     next(c"signal", &REAL_SIGNAL);
     next(c"sigprocmask", &REAL_SIGPROCMASK);
