@@ -79,6 +79,8 @@ core::arch::global_asm!(
     ".globl ptap_rt_guard_recover",
     ".hidden ptap_rt_guard_recover",
     "ptap_rt_guard_recover:",
+    // A fault inside a backward copy (std) must not leak DF=1 into Rust code.
+    "cld",
     "add rsp, 8",
     "pop r15",
     "pop r14",
@@ -213,7 +215,11 @@ pub unsafe fn guarded(
         let outer_regs = (*ts).cur_regs;
         (*ts).cur_regs = a1;
         (*g).faulted = 0;
+        // A handler that calls libc may change errno: the interrupted code
+        // must find it as it left it.
+        let errno = sys::errno_save();
         let r = ptap_rt_guarded_call(f, a0, a1, a2, g);
+        sys::errno_restore(errno);
         (*ts).cur_regs = outer_regs;
         let faulted = (*g).faulted != 0;
         // Restore an outer guard (a handler running inside a handler's fault path).
