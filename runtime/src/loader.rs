@@ -250,10 +250,12 @@ static FORK_LAST_ERROR: crate::forklock::MutexSlot<String> =
     crate::forklock::MutexSlot::new(&probes::LAST_ERROR);
 
 /// The runtime's mutexes, outermost first (the order they nest in).
-fn fork_locks() -> [&'static dyn crate::forklock::ForkLock; 5] {
+fn fork_locks() -> [&'static dyn crate::forklock::ForkLock; 7] {
     [
+        crate::probes::fork_lock(),
         crate::syscall::fork_lock(),
         &FORK_STATE,
+        crate::optprobe::templates_fork_lock(),
         crate::symcache::fork_lock(),
         crate::script::attach::fork_lock(),
         &FORK_LAST_ERROR,

@@ -769,6 +769,13 @@ struct Template {
 }
 
 static TEMPLATES: Mutex<[Option<Template>; 4]> = Mutex::new([None, None, None, None]);
+static FORK_TEMPLATES: crate::forklock::MutexSlot<[Option<Template>; 4]> =
+    crate::forklock::MutexSlot::new(&TEMPLATES);
+
+/// The trampoline-template cache lock, for the fork handlers (after STATE).
+pub(crate) fn templates_fork_lock() -> &'static dyn crate::forklock::ForkLock {
+    &FORK_TEMPLATES
+}
 static NO_TEMPLATES: AtomicBool = AtomicBool::new(false);
 
 /// The trampoline for `addr`, allocated near it: (its address, bytes,

@@ -248,6 +248,14 @@ struct Registry {
 unsafe impl Send for Registry {}
 
 static REG: Mutex<Option<Registry>> = Mutex::new(None);
+static FORK_REG: crate::forklock::MutexSlot<Option<Registry>> =
+    crate::forklock::MutexSlot::new(&REG);
+
+/// The registry lock, for the fork handlers (taken first: every other
+/// runtime lock nests inside it).
+pub(crate) fn fork_lock() -> &'static dyn crate::forklock::ForkLock {
+    &FORK_REG
+}
 
 fn with_reg<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
     let mut g = match REG.lock() {
