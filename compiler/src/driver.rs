@@ -99,12 +99,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     }
 
     // The -c command: its executable gives `$name` their debug info.
-    let argv = match opts
-        .cmd
-        .as_deref()
-        .map(crate::load::split_command)
-        .transpose()
-    {
+    let argv = match command_argv(opts.cmd.as_deref()) {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };
@@ -216,12 +211,7 @@ pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
             ))
         }
     };
-    let argv = match opts
-        .cmd
-        .as_deref()
-        .map(crate::load::split_command)
-        .transpose()
-    {
+    let argv = match command_argv(opts.cmd.as_deref()) {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };
@@ -235,4 +225,9 @@ pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
             no_follow: opts.no_follow,
         },
     )
+}
+
+/// The -c command split into words, if there is one.
+fn command_argv(cmd: Option<&str>) -> Result<Option<Vec<String>>, String> {
+    cmd.map(crate::load::split_command).transpose()
 }
