@@ -33,6 +33,8 @@ pub enum Builtin {
     Substr,
     Isinstr,
     Strtol,
+    /// `matched(n)`: subexpression `n` of this hit's last successful `=~`.
+    Matched,
     Sprint,
     /// `print` and `println`: values separated by one space, then a newline.
     Print,
@@ -233,6 +235,13 @@ pub const BUILTINS: &[BuiltinInfo] = &[
         Builtin::Strtol,
         Params::Fixed(&[S, L]),
         Type::Long,
+        Needs::Anywhere,
+    ),
+    b(
+        "matched",
+        Builtin::Matched,
+        Params::Fixed(&[L]),
+        Type::String,
         Needs::Anywhere,
     ),
     b(

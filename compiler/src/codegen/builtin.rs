@@ -80,6 +80,13 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 self.call_helper(Helper::Substr, &[dst, v[0], v[1], v[2], cap]);
                 Ok(dst)
             }
+            B::Matched => {
+                let n = self.translate_expr(&args[0])?;
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::Matched, &[c, dst, n, cap]);
+                self.check_helper(span);
+                Ok(dst)
+            }
             B::Print => self.translate_print(args, span),
             B::Sprint => {
                 let f = value_format(args, "")?;

@@ -88,7 +88,8 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         let s = self.translate_expr(subject)?;
         let len = self.iconst(prog.len() as i64);
         let p = self.data_bytes(prog)?;
-        let m = self.call_long(Helper::Regex, &[s, p, len]);
+        let c = self.ctx;
+        let m = self.call_long(Helper::Regex, &[c, s, p, len]);
         Ok(if negate {
             self.b.ins().bxor_imm_s(m, 1)
         } else {

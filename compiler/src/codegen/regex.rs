@@ -6,7 +6,8 @@
 //! there why no regex crate runs in the target).
 
 use ptap_rt::script::regex::{
-    MAX_INSTR, OP_ANY, OP_BOL, OP_CHAR, OP_CLASS, OP_EOL, OP_JMP, OP_MATCH, OP_SPLIT,
+    MAX_GROUPS, MAX_INSTR, OP_ANY, OP_BOL, OP_CHAR, OP_CLASS, OP_EOL, OP_JMP, OP_MATCH, OP_SAVE,
+    OP_SPLIT,
 };
 
 #[derive(Debug, Clone)]
@@ -19,11 +20,15 @@ enum Node {
     Cat(Vec<Node>),
     Alt(Vec<Node>),
     Repeat(Box<Node>, u32, Option<u32>),
+    /// A parenthesized subexpression: its number when it captures (1..=MAX_GROUPS).
+    Group(Box<Node>, Option<u32>),
 }
 
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
+    /// Parenthesized subexpressions seen so far.
+    groups: u32,
 }
 
 impl Parser<'_> {
@@ -111,12 +116,15 @@ impl Parser<'_> {
             b'^' => Node::Bol,
             b'$' => Node::Eol,
             b'(' => {
+                self.groups += 1;
+                let k = self.groups;
                 let inner = self.alt()?;
                 if self.peek() != Some(b')') {
                     return Err("`(` without a closing `)`".into());
                 }
                 self.i += 1;
-                inner
+                let k = (k as usize <= MAX_GROUPS).then_some(k);
+                Node::Group(Box::new(inner), k)
             }
             b'[' => Node::Class(self.class()?),
             b'*' | b'+' | b'?' | b'{' => {
@@ -233,6 +241,12 @@ impl Emit {
                 self.op(OP_CLASS, k);
             }
             Node::Cat(items) => items.iter().try_for_each(|i| self.node(i))?,
+            Node::Group(inner, None) => self.node(inner)?,
+            Node::Group(inner, Some(k)) => {
+                self.op(OP_SAVE, 2 * *k as usize);
+                self.node(inner)?;
+                self.op(OP_SAVE, 2 * *k as usize + 1);
+            }
             Node::Alt(alts) => {
                 // split L1, next; L1: a; jmp end; next: split L2, ... last alternative.
                 let mut jumps = Vec::new();
@@ -289,6 +303,7 @@ pub(crate) fn compile(pattern: &str) -> Result<Vec<u8>, String> {
     let mut p = Parser {
         s: pattern.as_bytes(),
         i: 0,
+        groups: 0,
     };
     let tree = p.alt()?;
     if p.i != p.s.len() {
@@ -298,7 +313,10 @@ pub(crate) fn compile(pattern: &str) -> Result<Vec<u8>, String> {
         code: Vec::new(),
         classes: Vec::new(),
     };
+    // Slots 0 and 1: the whole match.
+    e.op(OP_SAVE, 0);
     e.node(&tree)?;
+    e.op(OP_SAVE, 1);
     e.op(OP_MATCH, 0);
     if e.code.len() > MAX_INSTR {
         return Err(format!(
@@ -308,6 +326,7 @@ pub(crate) fn compile(pattern: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     out.extend((e.code.len() as u32).to_le_bytes());
     out.extend((e.classes.len() as u32).to_le_bytes());
+    out.extend(p.groups.min(MAX_GROUPS as u32).to_le_bytes());
     e.code.iter().for_each(|w| out.extend(w.to_le_bytes()));
     e.classes.iter().for_each(|c| out.extend(c));
     Ok(out)
@@ -316,7 +335,7 @@ pub(crate) fn compile(pattern: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::compile;
-    use ptap_rt::script::regex::is_match;
+    use ptap_rt::script::regex::{captures, groups, is_match, UNSET};
 
     fn m(p: &str, s: &str) -> bool {
         is_match(&compile(p).unwrap(), s.as_bytes())
@@ -342,6 +361,45 @@ mod tests {
         assert!(m("a\\.b", "a.b") && !m("a\\.b", "axb"));
         assert!(m("(a|b|c)+d", "zzbcad") && !m("(a|b|c)+d", "zzd"));
         assert!(m("^/nonexistent/", "/nonexistent/a"));
+    }
+
+    /// The captured texts of `p` in `s` (None: no match), "-" for unset groups.
+    fn caps(p: &str, s: &str) -> Option<Vec<String>> {
+        let prog = compile(p).unwrap();
+        let c = captures(&prog, s.as_bytes())?;
+        Some(
+            (0..=groups(&prog))
+                .map(|k| match (c[2 * k], c[2 * k + 1]) {
+                    (a, b) if a == UNSET || b == UNSET => "-".to_string(),
+                    (a, b) => s[a as usize..b as usize].to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn captures_follow_leftmost_greedy_rules() {
+        let v = |x: &[&str]| Some(x.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            caps("([a-z]+)([0-9]+)", "abc123def"),
+            v(&["abc123", "abc", "123"])
+        );
+        assert_eq!(caps("b(x)?c", "abcd"), v(&["bc", "-"]));
+        assert_eq!(caps("(a|ab)(c|bcd)", "abcd"), v(&["abcd", "a", "bcd"]));
+        assert_eq!(caps("(a)*", "aaa"), v(&["aaa", "a"]));
+        assert_eq!(caps("x*", "abc"), v(&[""]));
+        assert_eq!(caps("c$", "abc"), v(&["c"]));
+        assert_eq!(caps("^(b)", "abc"), None);
+        assert_eq!(caps("[0-9]+", "ab12c345"), v(&["12"]));
+        assert_eq!(caps("((a)(b))", "zab"), v(&["ab", "ab", "a", "b"]));
+        // Captures agree with is_match on the matching tests' cases.
+        for (p, s) in [("a.c", "ac"), ("^ba(sh|r)$", "bar"), ("", "")] {
+            assert_eq!(caps(p, s).is_some(), m(p, s), "{p} {s}");
+        }
+        // Beyond MAX_GROUPS groups still group but do not capture.
+        let many = "(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)";
+        assert_eq!(groups(&compile(many).unwrap()), 9);
+        assert_eq!(caps(many, "abcdefghij").unwrap()[9], "i");
     }
 
     #[test]

@@ -50,6 +50,17 @@ pub const ABI_SYSCALL: u32 = 1;
 /// Size of the `errmsg` buffer.
 pub const ERRMSG_MAX: usize = 256;
 
+/// Bytes of the last `=~` match kept for `matched(n)` (longer matches are
+/// kept truncated: their subexpressions are cut at this length).
+pub const MATCH_TEXT_MAX: usize = 256;
+/// `match_state`: no successful `=~` in this hit (or the last one failed).
+pub const MATCH_NONE: u32 = 0;
+/// `match_state`: the last `=~` matched; `match_*` hold its captures.
+pub const MATCH_OK: u32 = 1;
+/// `match_state`: the last `=~` matched, but its pattern is too large for
+/// capture tracking ([`crate::script::regex::MAX_CAP_INSTR`]).
+pub const MATCH_UNTRACKED: u32 = 2;
+
 #[repr(C)]
 pub struct ProbeCtx {
     /// The probed thread's registers (NULL in begin/end/timer probes).
@@ -89,6 +100,17 @@ pub struct ProbeCtx {
     pub dropped: u64,
     /// NUL-terminated message of `error(msg)`.
     pub errmsg: [u8; ERRMSG_MAX],
+    /// `MATCH_*`: what the last `=~` of this hit left for `matched(n)`.
+    pub match_state: u32,
+    /// Capturing subexpressions of the last matched pattern.
+    pub match_groups: u32,
+    /// Capture slots (`2n`, `2n + 1`) as offsets into `match_text`
+    /// ([`crate::script::regex::UNSET`]: the group did not take part).
+    pub match_caps: [u32; crate::script::regex::NSLOTS],
+    /// Bytes of `match_text` in use.
+    pub match_len: u32,
+    /// The text of the whole match (truncated to MATCH_TEXT_MAX).
+    pub match_text: [u8; MATCH_TEXT_MAX],
 }
 
 /// One system call a point watches (for `syscall_name()`).
@@ -123,6 +145,11 @@ impl ProbeCtx {
             error_arg: 0,
             dropped: 0,
             errmsg: [0; ERRMSG_MAX],
+            match_state: MATCH_NONE,
+            match_groups: 0,
+            match_caps: [crate::script::regex::UNSET; crate::script::regex::NSLOTS],
+            match_len: 0,
+            match_text: [0; MATCH_TEXT_MAX],
         }
     }
 

@@ -1,9 +1,11 @@
 //! String helpers of the helper table (`ptap_h_str_*`, substr, sprintf, ...):
 //! NUL-terminated buffers of `cap` bytes, truncation at `cap - 1`.
 
-use super::ctx::ProbeCtx;
+use super::ctx::{
+    ProbeCtx, ERRMSG_MAX, ERR_USER, MATCH_NONE, MATCH_OK, MATCH_TEXT_MAX, MATCH_UNTRACKED,
+};
 use super::globals::{c_len, copy_str};
-use super::helpers::{cap_of, BIG};
+use super::helpers::{cap_of, put, BIG};
 use super::record::MAX_ARGS;
 
 /// # Safety
@@ -169,19 +171,117 @@ pub(super) unsafe extern "C" fn sprintf(
 }
 
 /// `s =~ re`: `prog` is the pattern compiled by ptap (`len` bytes, see
-/// `super::regex`); 1 when it matches anywhere in `s`.
+/// `super::regex`); 1 when it matches anywhere in `s`. Leaves the match's
+/// captures in `ctx` for `matched(n)` (a failed match clears them).
 ///
 /// # Safety
-/// `s` NUL-terminated; `prog` valid for `len` bytes.
-pub(super) unsafe extern "C" fn regex_match(s: *const u8, prog: *const u8, len: i64) -> i64 {
+/// `ctx` live; `s` NUL-terminated; `prog` valid for `len` bytes.
+pub(super) unsafe extern "C" fn regex_match(
+    ctx: *mut ProbeCtx,
+    s: *const u8,
+    prog: *const u8,
+    len: i64,
+) -> i64 {
+    use super::regex::{can_capture, captures, groups, is_match, NSLOTS, UNSET};
     // SAFETY: caller contract.
-    let (s, prog) = unsafe {
+    let (ctx, s, prog) = unsafe {
         (
+            &mut *ctx,
             core::slice::from_raw_parts(s, c_len(s, BIG)),
             core::slice::from_raw_parts(prog, usize::try_from(len).unwrap_or(0)),
         )
     };
-    i64::from(super::regex::is_match(prog, s))
+    ctx.match_state = MATCH_NONE;
+    if !can_capture(prog) || s.len() >= UNSET as usize {
+        let m = is_match(prog, s);
+        if m {
+            ctx.match_state = MATCH_UNTRACKED;
+        }
+        return i64::from(m);
+    }
+    let Some(caps) = captures(prog, s) else {
+        return 0;
+    };
+    let (start, end) = (caps[0] as usize, (caps[1] as usize).min(s.len()));
+    let text = s.get(start..end).unwrap_or(&[]);
+    let n = text.len().min(MATCH_TEXT_MAX);
+    ctx.match_text[..n].copy_from_slice(&text[..n]);
+    ctx.match_len = n as u32;
+    for k in 0..NSLOTS {
+        ctx.match_caps[k] = match caps[k] {
+            UNSET => UNSET,
+            at => at.saturating_sub(caps[0]),
+        };
+    }
+    ctx.match_groups = groups(prog) as u32;
+    ctx.match_state = MATCH_OK;
+    1
+}
+
+/// `matched(n)`: the text of subexpression `n` (0: the whole match) of the
+/// last successful `=~` of this hit, or an error.
+///
+/// # Safety
+/// `ctx` live; `dst` holds `cap` bytes.
+pub(super) unsafe extern "C" fn matched(ctx: *mut ProbeCtx, dst: *mut u8, n: i64, cap: i64) {
+    // SAFETY: caller contract.
+    let ctx = unsafe { &mut *ctx };
+    let fail = |ctx: &mut ProbeCtx, what: &[u8], tail: &[u8]| {
+        let mut w = crate::fmt::Buf {
+            data: &mut ctx.errmsg[..ERRMSG_MAX - 1],
+            len: 0,
+        };
+        w.extend(what);
+        if n < 0 {
+            w.push(b'-');
+        }
+        let mut digits = [0u8; 20];
+        let (mut v, mut i) = (n.unsigned_abs(), digits.len());
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        w.extend(&digits[i..]);
+        w.extend(tail);
+        let at = w.len;
+        ctx.errmsg[at] = 0;
+        ctx.error = ERR_USER;
+    };
+    match ctx.match_state {
+        MATCH_OK => {}
+        MATCH_UNTRACKED => {
+            return fail(
+                ctx,
+                b"Cannot get subexpression ",
+                b": the last matched pattern is too large for subexpression tracking",
+            )
+        }
+        _ => {
+            return fail(
+                ctx,
+                b"Attempted to get subexpression ",
+                b" from failed match",
+            )
+        }
+    }
+    if n < 0 || n > i64::from(ctx.match_groups) {
+        return fail(ctx, b"Attempted to get nonexistent subexpression ", b"");
+    }
+    let k = 2 * n as usize;
+    let (a, b) = (ctx.match_caps[k], ctx.match_caps[k + 1]);
+    let len = ctx.match_len as usize;
+    let text = if a == super::regex::UNSET || b == super::regex::UNSET {
+        &[][..]
+    } else {
+        let (a, b) = ((a as usize).min(len), (b as usize).min(len));
+        ctx.match_text.get(a..b.max(a)).unwrap_or(&[])
+    };
+    // SAFETY: caller contract.
+    unsafe { put(dst, cap, text) };
 }
 
 #[cfg(test)]

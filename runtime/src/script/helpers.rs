@@ -93,6 +93,7 @@ pub enum Helper {
     HistPrint,
     ZeroBytes,
     Regex,
+    Matched,
     MapHistPrint,
 }
 
@@ -228,7 +229,8 @@ pub static HELPERS: &[HelperDef] = &[
         hist_print
     ),
     h!(ZeroBytes, "ptap_h_zero_bytes", [C, L, L], false, zero_bytes),
-    h!(Regex, "ptap_h_regex", [A, A, L], true, regex_match),
+    h!(Regex, "ptap_h_regex", [C, A, A, L], true, regex_match),
+    h!(Matched, "ptap_h_matched", [C, A, L, L], false, matched),
     h!(
         MapHistPrint,
         "ptap_h_map_hist_print",
