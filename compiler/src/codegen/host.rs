@@ -245,6 +245,27 @@ pub fn errors(g: &Globals) -> u64 {
     g.header().errors.load(Ordering::Relaxed)
 }
 
+/// Skipped handler runs counted in the globals header (all processes):
+/// nmissed (kretprobes without a free instance) + reentrancy. The targets'
+/// runtimes add their counts with [`Globals::add_missed`] when they detach
+/// or exit, so a process still attached is not counted yet.
+pub fn skipped(g: &Globals) -> u64 {
+    let h = g.header();
+    h.nmissed
+        .load(Ordering::Acquire)
+        .saturating_add(h.reentrancy.load(Ordering::Acquire))
+}
+
+/// MAXSKIPPED: more handler runs were skipped than the script allows
+/// (`-D MAXSKIPPED=N`, default 100, as SystemTap); the driver then stops the
+/// session with [`TOO_MANY_SKIPPED`].
+pub fn too_many_skipped(g: &Globals, meta: &Meta) -> bool {
+    skipped(g) > meta.limits.maxskipped
+}
+
+/// What the driver prints (stderr) when [`too_many_skipped`] stops a session.
+pub const TOO_MANY_SKIPPED: &str = "ERROR: Skipped too many probes, check MAXSKIPPED";
+
 /// The end-of-session summary (empty when nothing was lost), as the driver
 /// prints it on stderr after the end probes:
 ///
@@ -368,5 +389,36 @@ impl Program {
     /// Render one REC_FORMAT payload of this program.
     pub fn render(&self, payload: &[u8]) -> crate::output::Rendered {
         crate::output::render_record(&self.module.meta, &self.formats, payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ptap_rt::script::meta::MetaLimits;
+
+    #[test]
+    fn maxskipped_counts_nmissed_and_reentrancy() {
+        let mut mem = vec![0u64; globals::HEADER_SIZE / 8];
+        // SAFETY: mem is 8-aligned, HEADER_SIZE bytes, and outlives g.
+        let g = unsafe { Globals::from_raw(mem.as_mut_ptr() as *mut u8) };
+        g.init(globals::HEADER_SIZE as u64, 0);
+        let meta = Meta {
+            limits: MetaLimits {
+                maxskipped: 3,
+                ..MetaLimits::default()
+            },
+            ..Meta::default()
+        };
+        assert_eq!(skipped(&g), 0);
+        assert!(!too_many_skipped(&g, &meta));
+        g.add_missed(1, 2); // 3 skipped: exactly the limit is still allowed
+        assert_eq!(skipped(&g), 3);
+        assert!(!too_many_skipped(&g, &meta));
+        g.add_missed(0, 1);
+        assert!(too_many_skipped(&g, &meta));
+        // The metadata carries the limit through encode/decode.
+        let back = Meta::decode(&meta.encode()).unwrap();
+        assert_eq!(back.limits.maxskipped, 3);
     }
 }

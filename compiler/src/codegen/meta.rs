@@ -268,6 +268,7 @@ pub(crate) fn build(
             maxerrors: l.maxerrors,
             maxmapentries: l.maxmapentries,
             kretactive: l.kretactive.unwrap_or(0),
+            maxskipped: l.maxskipped,
         },
         globals_size: layout.size,
         globals,

@@ -31,6 +31,9 @@ pub struct MetaLimits {
     pub maxmapentries: u64,
     /// Default kretprobe maxactive; 0: the runtime's default.
     pub kretactive: u64,
+    /// MAXSKIPPED: skipped handler runs (nmissed + reentrancy) tolerated
+    /// before the session is aborted.
+    pub maxskipped: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +165,7 @@ impl Meta {
             l.maxerrors.to_string(),
             l.maxmapentries.to_string(),
             l.kretactive.to_string(),
+            l.maxskipped.to_string(),
         ]);
         line(&["globals_size".into(), self.globals_size.to_string()]);
         for g in &self.globals {
@@ -252,6 +256,7 @@ impl Meta {
                         maxerrors: num(4)?,
                         maxmapentries: num(5)?,
                         kretactive: num(6)?,
+                        maxskipped: num(7)?,
                     }
                 }
                 "globals_size" => m.globals_size = num(1)?,
@@ -501,6 +506,7 @@ mod tests {
                 maxerrors: 0,
                 maxmapentries: 2048,
                 kretactive: 0,
+                maxskipped: 100,
             },
             globals_size: 80,
             globals: vec![
