@@ -90,6 +90,8 @@ enum Stop {
     ExitCalled,
     Timeout,
     TooManyErrors,
+    /// More probe hits skipped than MAXSKIPPED allows.
+    TooManySkipped,
     /// The target could not arm its probes and stopped before main.
     ArmFailed,
 }
@@ -264,7 +266,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             snap.keep();
         }
     }
-    Ok(if errors > 0 {
+    Ok(if errors > 0 || stop == Stop::TooManySkipped {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -315,6 +317,12 @@ fn session_loop(
         }
         if too_many_errors(g, prog) {
             return Ok(Stop::TooManyErrors);
+        }
+        // Skips reach the session when a process unregisters, so this
+        // sees those of processes that already detached or exited.
+        if host::too_many_skipped(g, prog.meta()) {
+            eprintln!("{}", host::TOO_MANY_SKIPPED);
+            return Ok(Stop::TooManySkipped);
         }
         if let Some(child) = target.as_deref_mut() {
             if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
