@@ -221,7 +221,18 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             load::detach(&s, &mut || {
                 sink.drain(&s, prog);
             });
-            still_running = true;
+            // It may have been on its way out (the skips of an exiting
+            // process reach the session at its exit): give it a moment.
+            let t = Instant::now();
+            still_running = loop {
+                if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                    break false;
+                }
+                if t.elapsed() > Duration::from_millis(200) {
+                    break true;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
         }
     }
     // The -c command exited, but processes it started (a daemon, `cmd &`)
