@@ -147,7 +147,13 @@ impl std::fmt::Debug for Output {
 }
 
 /// Run a command with a timeout (the test fails if it expires).
-pub fn run_cmd(mut cmd: Command, timeout: Duration) -> Output {
+pub fn run_cmd(cmd: Command, timeout: Duration) -> Output {
+    run_cmd_with(cmd, timeout, |_| {})
+}
+
+/// [`run_cmd`], calling `started(pid)` once the command runs (to signal it,
+/// for example) while its output is being collected.
+pub fn run_cmd_with(mut cmd: Command, timeout: Duration, started: impl FnOnce(u32)) -> Output {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
     cmd.stdout(Stdio::piped())
@@ -166,6 +172,7 @@ pub fn run_cmd(mut cmd: Command, timeout: Duration) -> Output {
         let _ = se.read_to_string(&mut s);
         s
     });
+    started(child.id());
     let t0 = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {

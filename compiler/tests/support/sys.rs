@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::support::{build, out_dir, ptap, root, run_cmd, Output};
 
@@ -52,50 +52,12 @@ pub fn sys_load(module: &str, cmd: &str, env: &[(&str, &str)], secs: u64) -> Out
 /// Run ptap load, send it SIGINT (Ctrl-C: detach) after `after`, and
 /// collect its output.
 pub fn sys_load_interrupt(module: &str, cmd: &str, after: Duration, secs: u64) -> Output {
-    use std::io::Read;
-    use std::os::unix::process::ExitStatusExt;
-    let mut c = load_cmd(module, cmd, &[]);
-    c.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null());
-    let mut child = c.spawn().expect("spawn ptap");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t1 = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    std::thread::sleep(after);
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t0.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "timed out\n--- stdout\n{}--- stderr\n{}",
-                t1.join().unwrap(),
-                t2.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        code: status.code(),
-        signal: status.signal(),
-        stdout: t1.join().unwrap(),
-        stderr: t2.join().unwrap(),
-    }
+    let c = load_cmd(module, cmd, &[]);
+    crate::support::run_cmd_with(c, Duration::from_secs(secs), |pid| {
+        std::thread::sleep(after);
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    })
 }
 
 /// Lines of the test module reporting an open: (nr, pid, comm, path, ret).
