@@ -38,6 +38,26 @@ pub const PT_REGS_SIZE: usize = core::mem::size_of::<PtRegs>();
 const _: () = assert!(PT_REGS_SIZE == 21 * 8);
 
 /// Byte offsets of the fields, for trampolines and hand-written stubs.
+/// The 15 general-purpose registers other than rsp, each with its offset
+/// in [`PtRegs`]: what code that saves or loads a pt_regs frame walks.
+pub const GPRS: [(Register, usize); 15] = [
+    (Register::RAX, offset::AX),
+    (Register::RBX, offset::BX),
+    (Register::RCX, offset::CX),
+    (Register::RDX, offset::DX),
+    (Register::RSI, offset::SI),
+    (Register::RDI, offset::DI),
+    (Register::RBP, offset::BP),
+    (Register::R8, offset::R8),
+    (Register::R9, offset::R9),
+    (Register::R10, offset::R10),
+    (Register::R11, offset::R11),
+    (Register::R12, offset::R12),
+    (Register::R13, offset::R13),
+    (Register::R14, offset::R14),
+    (Register::R15, offset::R15),
+];
+
 pub mod offset {
     use super::PtRegs;
     use core::mem::offset_of;

@@ -29,24 +29,6 @@ pub struct Sandbox {
     pub base: u64,
 }
 
-const GPRS: [(Register, usize); 15] = [
-    (Register::RAX, offset::AX),
-    (Register::RBX, offset::BX),
-    (Register::RCX, offset::CX),
-    (Register::RDX, offset::DX),
-    (Register::RSI, offset::SI),
-    (Register::RDI, offset::DI),
-    (Register::RBP, offset::BP),
-    (Register::R8, offset::R8),
-    (Register::R9, offset::R9),
-    (Register::R10, offset::R10),
-    (Register::R11, offset::R11),
-    (Register::R12, offset::R12),
-    (Register::R13, offset::R13),
-    (Register::R14, offset::R14),
-    (Register::R15, offset::R15),
-];
-
 fn rip(addr: u64) -> MemoryOperand {
     MemoryOperand::with_base_displ(Register::RIP, addr as i64)
 }
@@ -100,14 +82,14 @@ impl Sandbox {
             )
             .unwrap(),
         );
-        for (r, off) in GPRS {
+        for (r, off) in crate::regs::GPRS {
             e.push(Instruction::with2(Code::Mov_r64_rm64, r, rip(ctx + off as u64)).unwrap());
         }
         e.push(Instruction::with1(Code::Jmp_rm64, rip(ctx + ENTRY)).unwrap());
         sb.write(ctx + ENTER, &encode(&e, ctx + ENTER));
         // exit: record ip (the landing's return address), registers, rsp, flags; go home.
         let mut x = vec![Instruction::with1(Code::Pop_rm64, rip(ctx + offset::IP as u64)).unwrap()];
-        for (r, off) in GPRS {
+        for (r, off) in crate::regs::GPRS {
             x.push(Instruction::with2(Code::Mov_rm64_r64, rip(ctx + off as u64), r).unwrap());
         }
         x.push(

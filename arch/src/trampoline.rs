@@ -68,24 +68,6 @@ pub fn xsave_size() -> Option<u32> {
     Some(d.ebx)
 }
 
-const GPRS: [(Register, usize); 15] = [
-    (Register::RAX, offset::AX),
-    (Register::RBX, offset::BX),
-    (Register::RCX, offset::CX),
-    (Register::RDX, offset::DX),
-    (Register::RSI, offset::SI),
-    (Register::RDI, offset::DI),
-    (Register::RBP, offset::BP),
-    (Register::R8, offset::R8),
-    (Register::R9, offset::R9),
-    (Register::R10, offset::R10),
-    (Register::R11, offset::R11),
-    (Register::R12, offset::R12),
-    (Register::R13, offset::R13),
-    (Register::R14, offset::R14),
-    (Register::R15, offset::R15),
-];
-
 fn err(_: iced_x86::IcedError) -> ArchError {
     ArchError::CannotRelocate("iced-x86 could not encode the trampoline")
 }
@@ -139,7 +121,7 @@ impl Asm {
 
     /// Save registers into a PtRegs at rsp (already reserved), `sp_value` = rsp + sp_off.
     fn save_regs(&mut self, sp_off: i64, ip: u64) -> Result<(), ArchError> {
-        for (r, off) in GPRS {
+        for (r, off) in crate::regs::GPRS {
             self.store(off, r)?;
         }
         self.plain(Code::Pushfq); // writes below the frame: free stack
@@ -266,7 +248,7 @@ impl Asm {
         self.load(Register::RAX, offset::FLAGS)?;
         self.op(Instruction::with1(Code::Push_r64, Register::RAX))?; // below the frame
         self.plain(Code::Popfq);
-        for (r, off) in GPRS {
+        for (r, off) in crate::regs::GPRS {
             self.load(r, off)?;
         }
         Ok(())
