@@ -1045,24 +1045,13 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
                 regs.sp = regs.sp.wrapping_sub(delta as u64);
                 if let Some(ts) = ts {
                     threads::enter(ts);
-                    if (*ts).in_handler == 0 {
-                        if let Some(site) = probes::lookup(at) {
-                            (*ts).in_handler = 1;
-                            let handled = displaced_fault_handlers(
-                                ts,
-                                site,
-                                &mut regs,
-                                greg(uc, libc::REG_TRAPNO),
-                            );
-                            (*ts).in_handler = 0;
-                            if handled {
-                                regs_to(uc, &regs);
-                                threads::leave(ts);
-                                return;
-                            }
-                        }
-                    }
+                    let handled = probes::lookup(at)
+                        .is_some_and(|site| outermost_fault_handlers(ts, site, &mut regs, uc));
                     threads::leave(ts);
+                    if handled {
+                        regs_to(uc, &regs);
+                        return;
+                    }
                 }
                 regs_to(uc, &regs);
                 chain(sig, info, uc, Some(orig));
@@ -1076,27 +1065,17 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
                 regs.ip = orig;
                 if let Some(ts) = ts {
                     threads::enter(ts);
-                    if let Some(site) = probes::lookup(orig) {
+                    let handled = probes::lookup(orig).is_some_and(|site| {
                         if !xol::fault_fixup(&site.prep, base, &mut regs) {
                             regs.ip = orig;
                         }
-                        if (*ts).in_handler == 0 {
-                            (*ts).in_handler = 1;
-                            let handled = displaced_fault_handlers(
-                                ts,
-                                site,
-                                &mut regs,
-                                greg(uc, libc::REG_TRAPNO),
-                            );
-                            (*ts).in_handler = 0;
-                            if handled {
-                                regs_to(uc, &regs);
-                                threads::leave(ts);
-                                return;
-                            }
-                        }
-                    }
+                        outermost_fault_handlers(ts, site, &mut regs, uc)
+                    });
                     threads::leave(ts);
+                    if handled {
+                        regs_to(uc, &regs);
+                        return;
+                    }
                 }
                 regs_to(uc, &regs);
                 chain(sig, info, uc, Some(orig));
@@ -1109,6 +1088,30 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
 
 /// Call the fault_handlers of a site whose displaced instruction faulted.
 /// Returns true if one of them handled it (returned non-zero).
+/// Run `site`'s fault handlers for a fault of its displaced instruction,
+/// unless this thread is already inside a handler (the seed's reentrancy
+/// rule). True if a handler dealt with the fault.
+///
+/// # Safety
+/// `ts` is this thread's slot (entered); `uc` is the kernel's context.
+unsafe fn outermost_fault_handlers(
+    ts: *mut ThreadState,
+    site: &Site,
+    regs: &mut PtRegs,
+    uc: *mut Uc,
+) -> bool {
+    // SAFETY: ts is this thread's slot (caller contract).
+    unsafe {
+        if (*ts).in_handler != 0 {
+            return false;
+        }
+        (*ts).in_handler = 1;
+        let handled = displaced_fault_handlers(ts, site, regs, greg(uc, libc::REG_TRAPNO));
+        (*ts).in_handler = 0;
+        handled
+    }
+}
+
 unsafe fn displaced_fault_handlers(
     ts: *mut ThreadState,
     site: &Site,
