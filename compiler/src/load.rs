@@ -265,8 +265,20 @@ impl RuntimeSnapshot {
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("ptap-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::create_dir_all(&base).ok()?;
+        // A new directory, never one left by an earlier run: a detached
+        // target keeps its snapshot, pids get reused, and a file there may
+        // be a hard link shared with another live snapshot, so writing into
+        // it could truncate a library some process is loading right now.
+        let pid = std::process::id();
+        let dir = (0..1000).find_map(|n| {
+            let d = base.join(format!("ptap-{pid}-{n}"));
+            match std::fs::create_dir(&d) {
+                Ok(()) => Some(Some(d)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+                Err(_) => Some(None),
+            }
+        })??;
         let path = dir.join("libptap_rt.so");
         if std::fs::hard_link(src, &path).is_err() && std::fs::copy(src, &path).is_err() {
             let _ = std::fs::remove_dir_all(&dir);

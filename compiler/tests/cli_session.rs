@@ -280,10 +280,18 @@ fn start_waiting(name: &str, prog: &str, extra: &[&str]) -> Background {
 }
 
 impl Background {
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(SECS)
-            .expect("the target printed nothing")
+    fn line(&mut self) -> String {
+        match self.lines.recv_timeout(SECS) {
+            Ok(l) => l,
+            Err(e) => {
+                let st = self.ptap.try_wait();
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "the target printed nothing ({e}); ptap: {st:?}; its stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                )
+            }
+        }
     }
 
     /// Wait for ptap to exit; its status and stderr.
@@ -307,8 +315,9 @@ impl Background {
 }
 
 /// work()'s first bytes in a run without ptap.
-fn pristine_code_bytes() -> String {
-    let d = scratch("pristine");
+fn pristine_code_bytes(test: &str) -> String {
+    // One directory per test: tests run in parallel, and scratch() empties it.
+    let d = scratch(&format!("pristine-{test}"));
     let flag = d.join("flag");
     std::fs::write(&flag, b"").unwrap();
     let mut c = Command::new(target("wait_file"));
@@ -354,7 +363,7 @@ fn target_goes_on(bg: &mut Background, stderr: &str, pristine: &str) {
 
 #[test]
 fn ctrl_c_runs_end_probes_unregisters_and_lets_the_target_go_on() {
-    let pristine = pristine_code_bytes();
+    let pristine = pristine_code_bytes("sigint");
     let mut bg = start_waiting(
         "sigint",
         "global n probe kprobe(work) { n++ } probe end { printf(\"end n>0=%d\\n\", n > 0) }",
@@ -374,7 +383,7 @@ fn ctrl_c_runs_end_probes_unregisters_and_lets_the_target_go_on() {
 
 #[test]
 fn exit_from_a_handler_detaches_like_ctrl_c() {
-    let pristine = pristine_code_bytes();
+    let pristine = pristine_code_bytes("exit");
     let mut bg = start_waiting(
         "exit",
         "global n probe kprobe(work) { n++; if (n == 100) exit() } probe end { printf(\"end n>=100=%d\\n\", n >= 100) }",
@@ -389,7 +398,7 @@ fn exit_from_a_handler_detaches_like_ctrl_c() {
 
 #[test]
 fn t_secs_stops_after_the_time_and_detaches() {
-    let pristine = pristine_code_bytes();
+    let pristine = pristine_code_bytes("timeout");
     let t = Instant::now();
     let mut bg = start_waiting(
         "timeout",
@@ -503,7 +512,7 @@ fn no_follow_probes_only_the_first_process() {
 
 #[test]
 fn ptap_exits_with_the_command_and_detaches_what_it_left_running() {
-    let pristine = pristine_code_bytes();
+    let pristine = pristine_code_bytes("leftover");
     let d = scratch("leftover");
     let flag = d.join("flag");
     let bg_out = d.join("bg.txt");

@@ -221,5 +221,15 @@ pub fn remove_snapshot(ptap_pid: u32) {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let _ = std::fs::remove_dir_all(base.join(format!("ptap-{ptap_pid}")));
+    let prefix = format!("ptap-{ptap_pid}-");
+    for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name
+            .strip_prefix(&prefix)
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
