@@ -240,6 +240,14 @@ struct Background {
 fn start_waiting(name: &str, prog: &str, extra: &[&str]) -> Background {
     let d = scratch(name);
     let flag = d.join("flag");
+    let cmd = format!("{} {} 30 5", target("wait_file"), flag.display());
+    start_bg(&d, &cmd, prog, extra)
+}
+
+/// `ptap [extra] -o DIR/out -e PROG -c CMD` in the background; DIR/flag is
+/// the flag file of a wait_file target.
+fn start_bg(d: &Path, cmd: &str, prog: &str, extra: &[&str]) -> Background {
+    let flag = d.join("flag");
     let out = d.join("out");
     let mut c = ptap();
     c.args(extra)
@@ -248,7 +256,7 @@ fn start_waiting(name: &str, prog: &str, extra: &[&str]) -> Background {
         .arg("-e")
         .arg(prog)
         .arg("-c")
-        .arg(format!("{} {} 30 5", target("wait_file"), flag.display()))
+        .arg(cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -601,4 +609,37 @@ fn points_in_a_private_library_found_through_runpath_origin() {
         )),
         "{o:?}"
     );
+}
+
+#[test]
+fn maxskipped_stops_the_session_while_the_target_still_runs() {
+    // fib(10) in a loop for up to 60 s: each round loses returns to
+    // maxactive(2). The skips must reach ptap while the target runs (not
+    // only at its exit), so ptap stops long before the target would end.
+    let d = scratch("maxskipped");
+    let cmd = format!("{} 10 60", target("fib"));
+    let mut bg = start_bg(
+        &d,
+        &cmd,
+        "global n probe kretprobe(fib).maxactive(2) { n++ } probe end { printf(\"end n>0=%d\\n\", n > 0) }",
+        &[],
+    );
+    let (code, stderr) = bg.wait_ptap();
+    let pid = target_pid(&stderr);
+    // SAFETY: signal 0 only checks that the process exists; then SIGKILL
+    // of the target this test started through ptap.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    support::remove_snapshot(bg.ptap.id());
+    assert!(
+        alive,
+        "the target was not running when ptap stopped:\n{stderr}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ERROR: Skipped too many probes, check MAXSKIPPED"),
+        "{stderr}"
+    );
+    assert_eq!(read(&bg.out), "end n>0=1\n", "{stderr}");
 }

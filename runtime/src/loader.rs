@@ -310,6 +310,8 @@ fn spawn_control_thread() {
                 // Kretprobe instances of threads that died inside
                 // kretprobed functions go back to their probes.
                 threads::sweep_dead();
+                // Skipped hits reach ptap while the process runs (MAXSKIPPED).
+                crate::script::attach::publish_missed();
                 // Threads whose syscall-probe arming waits for them to
                 // leave a call that a signal would turn into EINTR.
                 let wait_ms = if crate::syscall::retry_deferred_arming() {

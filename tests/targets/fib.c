@@ -1,6 +1,9 @@
-/* fib N: recursive Fibonacci (fib(20) makes 21891 calls). */
+/* fib N [SECS]: recursive Fibonacci (fib(20) makes 21891 calls). With
+ * SECS, computes fib(N) over and over for SECS seconds (a long-running
+ * target that keeps hitting its probes). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 long calls;
 
@@ -22,6 +25,11 @@ int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 20;
 	long r = fib(n);
+	if (argc > 2) {
+		time_t end = time(NULL) + atol(argv[2]);
+		while (time(NULL) < end)
+			r = fib(n);
+	}
 	printf("fib(%ld)=%ld calls=%ld\n", n, r, calls);
 	return 0;
 }

@@ -247,8 +247,8 @@ pub fn errors(g: &Globals) -> u64 {
 
 /// Skipped handler runs counted in the globals header (all processes):
 /// nmissed (kretprobes without a free instance) + reentrancy. The targets'
-/// runtimes add their counts with [`Globals::add_missed`] when they detach
-/// or exit, so a process still attached is not counted yet.
+/// runtimes add their counts with [`Globals::add_missed`] about once a
+/// second while they run, and the rest when they detach or exit.
 pub fn skipped(g: &Globals) -> u64 {
     let h = g.header();
     h.nmissed
@@ -281,7 +281,7 @@ pub const TOO_MANY_SKIPPED: &str = "ERROR: Skipped too many probes, check MAXSKI
 /// only for the causes that occurred. `skipped probes` = nmissed +
 /// reentrancy (handler runs that never happened); full maps are errors
 /// (each also counted in N). The skip counts are those the targets'
-/// runtimes added with [`Globals::add_missed`] when they unregistered.
+/// runtimes added with [`Globals::add_missed`].
 pub fn summary(g: &Globals, session: &Session) -> String {
     let h = g.header();
     let errors = h.errors.load(Ordering::Acquire);

@@ -671,6 +671,32 @@ pub fn rebase_missed() {
     let (n, m) = missed();
     BASE_NESTED.fetch_add(n, Ordering::Relaxed);
     BASE_MAXACTIVE.fetch_add(m, Ordering::Relaxed);
+    // Nothing of the child's own is in the session yet.
+    PUBLISHED_NESTED.store(0, Ordering::Relaxed);
+    PUBLISHED_MAXACTIVE.store(0, Ordering::Relaxed);
+}
+
+/// How much of [`missed`] this process has added to the session's counts.
+static PUBLISHED_NESTED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static PUBLISHED_MAXACTIVE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Add what this process skipped since the last call to the session's
+/// counts, so that ptap sees skips while the process runs (MAXSKIPPED stops
+/// a session within about a second, not only when a process exits). Called
+/// by the runtime's control thread and once more at shutdown; the counts
+/// only grow, so `fetch_max` makes concurrent callers add each skip once.
+/// Returns the process's totals (reentrancy, maxactive).
+pub fn publish_missed() -> (u64, u64) {
+    let (nested, maxactive) = missed();
+    let Some(g) = session_globals() else {
+        return (nested, maxactive);
+    };
+    let dn = nested.saturating_sub(PUBLISHED_NESTED.fetch_max(nested, Ordering::AcqRel));
+    let dm = maxactive.saturating_sub(PUBLISHED_MAXACTIVE.fetch_max(maxactive, Ordering::AcqRel));
+    if dn + dm > 0 {
+        g.add_missed(dm, dn);
+    }
+    (nested, maxactive)
 }
 
 /// The session's globals area, if this process is in a ptap session.
@@ -692,12 +718,12 @@ fn session_globals() -> Option<Globals> {
 /// (`WARNING: Number of errors: N, skipped probes: M` and the causes).
 /// With `PTAP_VERBOSE`, also say it per process.
 pub fn report_missed() {
-    let (nested, maxactive) = missed();
+    let (nested, maxactive) = publish_missed();
     if nested + maxactive == 0 {
         return;
     }
     match session_globals() {
-        Some(g) => g.add_missed(maxactive, nested),
+        Some(_) => {}
         None => _ = crate::output::diag(
             format!(
                 "WARNING: {nested} probe hit(s) skipped while a handler was running (reentrancy), {maxactive} kretprobe return(s) not traced (maxactive)\n"

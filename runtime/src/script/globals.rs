@@ -60,7 +60,8 @@ pub struct Header {
     pub errors: AtomicU64,
     /// Handler runs skipped because a kretprobe had no free instance
     /// (maxactive exhausted): the kretprobes' `nmissed`, summed by each
-    /// target runtime when it detaches or exits ([`Globals::add_missed`]).
+    /// target runtime while it runs and when it detaches or exits
+    /// ([`Globals::add_missed`]).
     pub nmissed: AtomicU64,
     /// Handler runs skipped because a probe hit inside a handler (the
     /// kprobes' `nmissed`), summed the same way.
@@ -159,8 +160,9 @@ impl Globals {
 
     /// Add a process's skipped-handler counts (its probes' `nmissed`) to
     /// the session's: `nmissed` from kretprobes (no free instance),
-    /// `reentrancy` from kprobes (hit inside a handler). Called once per
-    /// process, when it unregisters its probes.
+    /// `reentrancy` from kprobes (hit inside a handler). Called with the
+    /// increments since the last call: by each runtime's control thread
+    /// about once a second, and when the process unregisters its probes.
     pub fn add_missed(&self, nmissed: u64, reentrancy: u64) {
         let h = self.header();
         h.nmissed.fetch_add(nmissed, Ordering::Relaxed);
