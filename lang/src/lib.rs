@@ -18,6 +18,7 @@ pub mod sources;
 pub mod span;
 pub mod stdlib;
 pub mod syscalls;
+pub mod walk;
 
 pub use checked::CheckedScript;
 pub use diag::{Diagnostic, ToDiagnostic};

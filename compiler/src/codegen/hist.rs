@@ -12,9 +12,8 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, Value};
 use cranelift_module::Module;
-use ptap_lang::checked::{
-    AggTarget, CheckedScript, DeleteTarget, Expr, ExprKind, HistKind, LValue, Stmt, StmtKind,
-};
+use ptap_lang::checked::{AggTarget, CheckedScript, Expr, ExprKind, HistKind};
+use ptap_lang::walk::{walk_expr, walk_stmt};
 use ptap_lang::Span;
 use ptap_rt::script::helpers::Helper;
 
@@ -72,102 +71,6 @@ pub(crate) fn collect(script: &CheckedScript) -> Result<Hists, CodegenError> {
 /// Bytes of a statistics slot with these histograms.
 pub(crate) fn slot_size(h: &[(HistKind, u64)]) -> u64 {
     h.last().map_or(32, |&(k, o)| o + 8 * buckets(k))
-}
-
-pub(crate) fn walk_stmt(s: &Stmt, f: &mut impl FnMut(&Expr)) {
-    match &s.kind {
-        StmtKind::Expr(e) => walk_expr(e, f),
-        StmtKind::Block(ss) => ss.iter().for_each(|s| walk_stmt(s, f)),
-        StmtKind::If { cond, then, els } => {
-            walk_expr(cond, f);
-            walk_stmt(then, f);
-            if let Some(e) = els {
-                walk_stmt(e, f);
-            }
-        }
-        StmtKind::While { cond, body } => {
-            walk_expr(cond, f);
-            walk_stmt(body, f);
-        }
-        StmtKind::For {
-            init,
-            cond,
-            step,
-            body,
-        } => {
-            [init, cond, step]
-                .into_iter()
-                .flatten()
-                .for_each(|e| walk_expr(e, f));
-            walk_stmt(body, f);
-        }
-        StmtKind::Foreach(fe) => {
-            if let Some(l) = &fe.limit {
-                walk_expr(l, f);
-            }
-            walk_stmt(&fe.body, f);
-        }
-        StmtKind::Return(Some(e)) => walk_expr(e, f),
-        StmtKind::Delete(DeleteTarget::Element { keys, .. }) => {
-            keys.iter().for_each(|e| walk_expr(e, f))
-        }
-        StmtKind::Try { body, catch, .. } => body.iter().chain(catch).for_each(|s| walk_stmt(s, f)),
-        StmtKind::Aggregate { target, value } => {
-            walk_target(target, f);
-            walk_expr(value, f);
-        }
-        StmtKind::Return(None)
-        | StmtKind::Break
-        | StmtKind::Continue
-        | StmtKind::Next
-        | StmtKind::Delete(_) => {}
-    }
-}
-
-fn walk_target(t: &AggTarget, f: &mut impl FnMut(&Expr)) {
-    if let AggTarget::Element { keys, .. } = t {
-        keys.iter().for_each(|e| walk_expr(e, f));
-    }
-}
-
-fn walk_lvalue(t: &LValue, f: &mut impl FnMut(&Expr)) {
-    if let LValue::Element { keys, .. } = t {
-        keys.iter().for_each(|e| walk_expr(e, f));
-    }
-}
-
-pub(crate) fn walk_expr(e: &Expr, f: &mut impl FnMut(&Expr)) {
-    f(e);
-    match &e.kind {
-        ExprKind::Unary { operand, .. } => walk_expr(operand, f),
-        ExprKind::Binary { lhs, rhs, .. } => {
-            walk_expr(lhs, f);
-            walk_expr(rhs, f);
-        }
-        ExprKind::Regex { subject, .. } => walk_expr(subject, f),
-        ExprKind::Ternary { cond, then, els } => {
-            [cond, then, els].into_iter().for_each(|e| walk_expr(e, f))
-        }
-        ExprKind::Assign { target, value, .. } => {
-            walk_lvalue(target, f);
-            walk_expr(value, f);
-        }
-        ExprKind::IncDec { target, .. } => walk_lvalue(target, f),
-        ExprKind::Element { keys, .. } | ExprKind::In { keys, .. } => {
-            keys.iter().for_each(|e| walk_expr(e, f))
-        }
-        ExprKind::Call { args, .. }
-        | ExprKind::Builtin { args, .. }
-        | ExprKind::Format { args, .. } => args.iter().for_each(|e| walk_expr(e, f)),
-        ExprKind::Stat { target, .. } | ExprKind::Hist { target, .. } => walk_target(target, f),
-        ExprKind::Long(_)
-        | ExprKind::Str(_)
-        | ExprKind::Local(_)
-        | ExprKind::Global(_)
-        | ExprKind::Context(_)
-        | ExprKind::TargetVar(_)
-        | ExprKind::Entry(_) => {}
-    }
 }
 
 impl<M: Module> FunctionTranslator<'_, '_, '_, M> {

@@ -9,8 +9,8 @@ use ptap_lang::checked::{CheckedScript, ExprKind, LValue, PointKind, Probe, Targ
 use ptap_lang::Span;
 
 use super::dwarf::{Debug, VarLoc};
-use super::hist::{walk_expr, walk_stmt};
 use super::CodegenError;
+use ptap_lang::walk::{walk_expr, walk_stmt};
 
 /// Per probe: (variables of its body, variables of its `@entry` expressions).
 pub(crate) type ProbeVars = Vec<(HashMap<String, VarLoc>, HashMap<String, VarLoc>)>;

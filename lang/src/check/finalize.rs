@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use super::infer::Ty;
 use super::{CheckError, Checker, Need, Shape};
 use crate::checked::{
-    AggTarget, DeleteTarget, Expr, ExprKind, Function, Global, GlobalShape, LValue, Local, Probe,
-    ScalarType, Stmt, StmtKind, Type, ValueType,
+    Expr, Function, Global, GlobalShape, Local, Probe, ScalarType, Stmt, Type, ValueType,
 };
 use crate::span::Span;
+use crate::walk::{walk_expr_mut, walk_stmt_mut};
 
 type Parts = (Vec<Global>, Vec<Function>, Vec<Probe>);
 
@@ -258,7 +258,7 @@ impl Checker<'_> {
     }
 
     fn fix_expr(&mut self, e: &mut Expr) {
-        walk_expr(e, &mut |x: &mut Expr| {
+        walk_expr_mut(e, &mut |x: &mut Expr| {
             if let Some(s) = x.slot.take() {
                 x.ty = self.infer.resolve(Ty::V(s)).unwrap_or(Type::Long);
             }
@@ -266,113 +266,10 @@ impl Checker<'_> {
     }
 
     fn fix_stmt(&mut self, s: &mut Stmt) {
-        walk_stmt(s, &mut |x: &mut Expr| {
+        walk_stmt_mut(s, &mut |x: &mut Expr| {
             if let Some(slot) = x.slot.take() {
                 x.ty = self.infer.resolve(Ty::V(slot)).unwrap_or(Type::Long);
             }
         });
-    }
-}
-
-/// Calls `f` on every expression under `s` (children first).
-pub fn walk_stmt(s: &mut Stmt, f: &mut impl FnMut(&mut Expr)) {
-    match &mut s.kind {
-        StmtKind::Expr(e) => walk_expr(e, f),
-        StmtKind::Block(b) => b.iter_mut().for_each(|s| walk_stmt(s, f)),
-        StmtKind::If { cond, then, els } => {
-            walk_expr(cond, f);
-            walk_stmt(then, f);
-            if let Some(e) = els {
-                walk_stmt(e, f);
-            }
-        }
-        StmtKind::While { cond, body } => {
-            walk_expr(cond, f);
-            walk_stmt(body, f);
-        }
-        StmtKind::For {
-            init,
-            cond,
-            step,
-            body,
-        } => {
-            for e in [init, cond, step].into_iter().flatten() {
-                walk_expr(e, f);
-            }
-            walk_stmt(body, f);
-        }
-        StmtKind::Foreach(fe) => {
-            if let Some(l) = &mut fe.limit {
-                walk_expr(l, f);
-            }
-            walk_stmt(&mut fe.body, f);
-        }
-        StmtKind::Break | StmtKind::Continue | StmtKind::Next => {}
-        StmtKind::Return(e) => {
-            if let Some(e) = e {
-                walk_expr(e, f);
-            }
-        }
-        StmtKind::Delete(t) => match t {
-            DeleteTarget::Element { keys, .. } => keys.iter_mut().for_each(|k| walk_expr(k, f)),
-            DeleteTarget::Global(_) | DeleteTarget::Local(_) => {}
-        },
-        StmtKind::Try { body, catch, .. } => {
-            body.iter_mut().for_each(|s| walk_stmt(s, f));
-            catch.iter_mut().for_each(|s| walk_stmt(s, f));
-        }
-        StmtKind::Aggregate { target, value } => {
-            walk_agg(target, f);
-            walk_expr(value, f);
-        }
-    }
-}
-
-fn walk_agg(t: &mut AggTarget, f: &mut impl FnMut(&mut Expr)) {
-    if let AggTarget::Element { keys, .. } = t {
-        keys.iter_mut().for_each(|k| walk_expr(k, f));
-    }
-}
-
-/// Calls `f` on `e` and every expression under it (children first).
-pub fn walk_expr(e: &mut Expr, f: &mut impl FnMut(&mut Expr)) {
-    match &mut e.kind {
-        ExprKind::Long(_)
-        | ExprKind::Str(_)
-        | ExprKind::Local(_)
-        | ExprKind::Global(_)
-        | ExprKind::Context(_)
-        | ExprKind::TargetVar(_)
-        | ExprKind::Entry(_) => {}
-        ExprKind::Element { keys, .. } | ExprKind::In { keys, .. } => {
-            keys.iter_mut().for_each(|k| walk_expr(k, f))
-        }
-        ExprKind::Unary { operand, .. } => walk_expr(operand, f),
-        ExprKind::Binary { lhs, rhs, .. } => {
-            walk_expr(lhs, f);
-            walk_expr(rhs, f);
-        }
-        ExprKind::Regex { subject, .. } => walk_expr(subject, f),
-        ExprKind::Ternary { cond, then, els } => {
-            walk_expr(cond, f);
-            walk_expr(then, f);
-            walk_expr(els, f);
-        }
-        ExprKind::Assign { target, value, .. } => {
-            walk_lvalue(target, f);
-            walk_expr(value, f);
-        }
-        ExprKind::IncDec { target, .. } => walk_lvalue(target, f),
-        ExprKind::Call { args, .. }
-        | ExprKind::Builtin { args, .. }
-        | ExprKind::Format { args, .. } => args.iter_mut().for_each(|a| walk_expr(a, f)),
-        ExprKind::Stat { target, .. } | ExprKind::Hist { target, .. } => walk_agg(target, f),
-    }
-    f(e);
-}
-
-fn walk_lvalue(t: &mut LValue, f: &mut impl FnMut(&mut Expr)) {
-    if let LValue::Element { keys, .. } = t {
-        keys.iter_mut().for_each(|k| walk_expr(k, f));
     }
 }
