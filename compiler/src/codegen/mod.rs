@@ -283,21 +283,8 @@ pub fn compile_for<M: Module>(
     for (i, p) in script.probes.iter().enumerate() {
         if let Some(id) = entry_handlers[i] {
             ctx.func.signature = handler_sig.clone();
-            {
-                let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
-                let entry = b.create_block();
-                b.append_block_params_for_function_params(entry);
-                b.switch_to_block(entry);
-                let c = b.block_params(entry)[0];
-                let mut t = FunctionTranslator::new(
-                    b,
-                    module,
-                    &mut shared,
-                    c,
-                    Kind::Handler { args: arg_sel(p) },
-                );
-                t.tvars = probe_vars[i].1.clone();
-                t.declare_locals(&p.locals);
+            let tvars = probe_vars[i].1.clone();
+            handler(&mut ctx, &mut fbc, module, &mut shared, p, tvars, |t, c| {
                 for (k, e) in p.entry_exprs.iter().enumerate() {
                     if e.ty != Type::Long {
                         return Err(CodegenError::unsupported("`@entry` of a string", e.span));
@@ -308,25 +295,13 @@ pub fn compile_for<M: Module>(
                             .load(I64, func::flags(), c, ptap_rt::script::ctx::offset::ENTRY);
                     t.b.ins().store(func::flags(), v, base, (8 * k) as i32);
                 }
-                t.finish(true);
-            }
+                Ok(())
+            })?;
             define(module, &mut ctx, id, meta::entry_symbol(i), &mut ir)?;
         }
         ctx.func.signature = handler_sig.clone();
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
-            let entry = b.create_block();
-            b.append_block_params_for_function_params(entry);
-            b.switch_to_block(entry);
-            let c = b.block_params(entry)[0];
-            let mut t = FunctionTranslator::new(
-                b,
-                module,
-                &mut shared,
-                c,
-                Kind::Handler { args: arg_sel(p) },
-            );
-            t.tvars = probe_vars[i].0.clone();
+        let tvars = probe_vars[i].0.clone();
+        handler(&mut ctx, &mut fbc, module, &mut shared, p, tvars, |t, _| {
             t.in_ptap = p.points.iter().all(|q| {
                 matches!(
                     q.kind,
@@ -335,10 +310,8 @@ pub fn compile_for<M: Module>(
                         | ptap_lang::checked::PointKind::Timer { .. }
                 )
             });
-            t.declare_locals(&p.locals);
-            t.translate_block(&p.body)?;
-            t.finish(true);
-        }
+            t.translate_block(&p.body)
+        })?;
         define(
             module,
             &mut ctx,
@@ -356,6 +329,34 @@ pub fn compile_for<M: Module>(
         entry_handlers,
         ir,
     })
+}
+
+/// Builds one handler (`fn(ctx)`) of probe `p` in `ctx.func`: the entry
+/// block, a translator with the probe's target variables and locals; `body`
+/// translates the rest (it gets the context pointer).
+fn handler<'s, M: Module>(
+    ctx: &mut Context,
+    fbc: &mut FunctionBuilderContext,
+    module: &mut M,
+    shared: &mut Shared<'s>,
+    p: &Probe,
+    tvars: HashMap<String, dwarf::VarLoc>,
+    body: impl FnOnce(
+        &mut FunctionTranslator<'_, '_, 's, M>,
+        cranelift_codegen::ir::Value,
+    ) -> Result<(), CodegenError>,
+) -> Result<(), CodegenError> {
+    let mut b = FunctionBuilder::new(&mut ctx.func, fbc);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let c = b.block_params(entry)[0];
+    let mut t = FunctionTranslator::new(b, module, shared, c, Kind::Handler { args: arg_sel(p) });
+    t.tvars = tvars;
+    t.declare_locals(&p.locals);
+    body(&mut t, c)?;
+    t.finish(true);
+    Ok(())
 }
 
 fn define<M: Module>(
