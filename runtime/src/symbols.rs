@@ -177,8 +177,14 @@ pub fn build() -> &'static Index {
     for (i, r) in raws.into_iter().enumerate() {
         let is_main = i == 0;
         let path = if is_main {
+            // The name, for `lib:sym` and messages. A file replaced since
+            // the process started (a rebuild renamed over it) reads as
+            // "PATH (deleted)".
             std::fs::read_link("/proc/self/exe")
-                .map(|p| p.to_string_lossy().into_owned())
+                .map(|p| {
+                    let p = p.to_string_lossy();
+                    p.strip_suffix(" (deleted)").unwrap_or(&p).to_owned()
+                })
                 .unwrap_or_default()
         } else {
             r.name.clone()
@@ -187,7 +193,9 @@ pub fn build() -> &'static Index {
             continue;
         }
         let is_runtime = r.exec.iter().any(|&(s, e)| anchor >= s && anchor < e);
-        let syms = load_syms(&path, r.bias);
+        // The symbols of the file that is mapped: /proc/self/exe opens it
+        // even when the path now names another file (or none).
+        let syms = load_syms(if is_main { "/proc/self/exe" } else { &path }, r.bias);
         objs.push(Obj {
             path,
             bias: r.bias,

@@ -345,6 +345,7 @@ int main(int argc, char **argv)
 		unsigned long start = traps_now(), last = start;
 		double t0 = now_ns(), still = t0;
 		printf("armed=%d armed_threads=%d\n", start > 0, armed_threads());
+		fflush(stdout); /* the test detaches once it sees this line */
 		while (now_ns() - t0 < 20e9) {
 			for (int i = 0; i < 1000; i++)
 				syscall(SYS_getpid);

@@ -32,15 +32,35 @@ fn mtime(p: &Path) -> Option<std::time::SystemTime> {
 /// Compile `src` to `out` with `compiler args...` unless `out` is newer than
 /// every path in `deps`. Writes to a temporary name then renames, so tests
 /// running in parallel never see a half-written file.
+///
+/// One build at a time, in this process (a mutex) and across processes (an
+/// flock on `out_dir()/.lock`), with the freshness check inside the lock:
+/// two tests that both found the file missing would otherwise both compile
+/// it, and the second rename would replace a binary the first test's target
+/// is already running (its /proc/self/exe then reads "... (deleted)").
 pub fn build(compiler: &str, src: &Path, out: &Path, args: &[&str], deps: &[&Path]) -> PathBuf {
-    let newest_dep = std::iter::once(src)
-        .chain(deps.iter().copied())
-        .filter_map(mtime)
-        .max();
-    if let (Some(o), Some(d)) = (mtime(out), newest_dep) {
-        if o >= d {
-            return out.to_path_buf();
-        }
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let fresh = || {
+        let newest_dep = std::iter::once(src)
+            .chain(deps.iter().copied())
+            .filter_map(mtime)
+            .max();
+        matches!((mtime(out), newest_dep), (Some(o), Some(d)) if o >= d)
+    };
+    if fresh() {
+        return out.to_path_buf();
+    }
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out_dir().join(".lock"))
+        .expect("cannot open the build lock");
+    // SAFETY: flock on a file descriptor we own; released when `lock` closes.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    if fresh() {
+        return out.to_path_buf();
     }
     let tmp = out.with_extension(
         format!(
@@ -148,31 +168,44 @@ impl std::fmt::Debug for Output {
 
 /// Run a command with a timeout (the test fails if it expires).
 pub fn run_cmd(cmd: Command, timeout: Duration) -> Output {
-    run_cmd_with(cmd, timeout, |_| {})
+    run_cmd_with(cmd, timeout, |_, _| {})
 }
 
-/// [`run_cmd`], calling `started(pid)` once the command runs (to signal it,
-/// for example) while its output is being collected.
-pub fn run_cmd_with(mut cmd: Command, timeout: Duration, started: impl FnOnce(u32)) -> Output {
+/// [`run_cmd`], calling `started(pid, stdout)` once the command runs (to
+/// signal it, for example) while its output is being collected;
+/// `stdout()` is what the command has written to stdout so far.
+pub fn run_cmd_with(
+    mut cmd: Command,
+    timeout: Duration,
+    started: impl FnOnce(u32, &dyn Fn() -> String),
+) -> Output {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
+    use std::sync::{Arc, Mutex};
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null());
     let mut child = cmd.spawn().expect("spawn");
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
+    let sofar = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = sofar.clone();
     let t1 = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = so.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
     });
     let t2 = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = se.read_to_string(&mut s);
         s
     });
-    started(child.id());
+    let stdout_now = || String::from_utf8_lossy(&sofar.lock().unwrap()).into_owned();
+    started(child.id(), &stdout_now);
     let t0 = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -181,16 +214,20 @@ pub fn run_cmd_with(mut cmd: Command, timeout: Duration, started: impl FnOnce(u3
         if t0.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            let out = t1.join().unwrap();
+            t1.join().unwrap();
             let err = t2.join().unwrap();
-            panic!("timed out after {timeout:?}\n--- stdout\n{out}--- stderr\n{err}");
+            panic!(
+                "timed out after {timeout:?}\n--- stdout\n{}--- stderr\n{err}",
+                stdout_now()
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    t1.join().unwrap();
     Output {
         code: status.code(),
         signal: status.signal(),
-        stdout: t1.join().unwrap(),
+        stdout: stdout_now(),
         stderr: t2.join().unwrap(),
     }
 }

@@ -49,12 +49,17 @@ pub fn sys_load(module: &str, cmd: &str, env: &[(&str, &str)], secs: u64) -> Out
     run_cmd(load_cmd(module, cmd, env), Duration::from_secs(secs))
 }
 
-/// Run ptap load, send it SIGINT (Ctrl-C: detach) after `after`, and
-/// collect its output.
-pub fn sys_load_interrupt(module: &str, cmd: &str, after: Duration, secs: u64) -> Output {
+/// Run ptap load, send it SIGINT (Ctrl-C: detach) once the command's stdout
+/// shows `ready` (the target flushes it when it is where the test wants
+/// it), and collect its output.
+pub fn sys_load_interrupt(module: &str, cmd: &str, ready: &str, secs: u64) -> Output {
     let c = load_cmd(module, cmd, &[]);
-    crate::support::run_cmd_with(c, Duration::from_secs(secs), |pid| {
-        std::thread::sleep(after);
+    let limit = Duration::from_secs(secs);
+    crate::support::run_cmd_with(c, limit, |pid, stdout| {
+        let t0 = std::time::Instant::now();
+        while !stdout().contains(ready) && t0.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(pid as i32, libc::SIGINT) };
     })
