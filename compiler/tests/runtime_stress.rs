@@ -119,21 +119,45 @@ fn no_loss_report_when_nothing_is_lost() {
 }
 
 /// Wait (up to 60 s) until the count module's init_module has printed its
-/// `register=` line to `log`, then a little longer so that the target runs
-/// past its start (calls work(), forks) before the test interrupts ptap.
-fn wait_until_registered(log: &std::path::Path) {
+/// `register=0 pid=N` line to `log` and then until `ready(N)` holds for the
+/// target (its threads exist, it has forked, ...), so that the test
+/// interrupts ptap while the target is at work, however loaded the machine.
+fn wait_until_registered(log: &std::path::Path, ready: impl Fn(i32) -> bool) {
     let t0 = std::time::Instant::now();
-    while !std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .contains("register=")
-    {
+    let pid = loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(pid) = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("pid="))
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            break pid;
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "the module never registered"
         );
         std::thread::sleep(Duration::from_millis(10));
+    };
+    while !ready(pid) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the target never got going"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+/// Threads of process `pid`.
+fn threads_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// Has process `pid` a child?
+fn has_child(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .is_ok_and(|c| !c.trim().is_empty())
 }
 
 #[test]
@@ -152,7 +176,8 @@ fn ctrl_c_detaches_and_the_target_goes_on() {
         .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     let ptap_pid = child.id();
-    wait_until_registered(&log);
+    // spin's worker thread calls work() as soon as it exists.
+    wait_until_registered(&log, |pid| threads_of(pid) >= 2);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let t0 = std::time::Instant::now();
@@ -262,7 +287,7 @@ fn ctrl_c_detaches_forked_children_too() {
         .stderr(std::fs::File::create(&errlog).unwrap());
     let mut child = c.spawn().unwrap();
     let ptap_pid = child.id();
-    wait_until_registered(&log);
+    wait_until_registered(&log, has_child);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let t0 = std::time::Instant::now();

@@ -941,8 +941,14 @@ static BAR_HI: [AtomicU64; BAR_CAP] = [const { AtomicU64::new(0) }; BAR_CAP];
 static BAR_HIT: [AtomicBool; BAR_CAP] = [const { AtomicBool::new(false) }; BAR_CAP];
 static BAR_N: AtomicUsize = AtomicUsize::new(0);
 static BAR_ACKS: AtomicUsize = AtomicUsize::new(0);
-/// si_value of barrier signals (with si_code SI_QUEUE and our pid).
-pub const BARRIER_MAGIC: u64 = 0x7074_6170_6261_7272;
+/// si_value of barrier signals (with si_code SI_QUEUE and our pid): this
+/// tag in the high half, the barrier's round in the low half.
+pub const BARRIER_MAGIC: u64 = 0x7074_6170_0000_0000;
+/// The current barrier's round: an answer to an earlier round that timed
+/// out (a thread that got its CPU back late) must not count as an answer to
+/// this one, or the barrier would end with one of this round's signals still
+/// pending and restore SIG_DFL under it (the process would die of it).
+static BAR_ROUND: AtomicU64 = AtomicU64::new(0);
 const SI_QUEUE: i32 = -1;
 
 /// The barrier's signal handler: record where this thread was interrupted.
@@ -958,7 +964,8 @@ unsafe extern "C" fn barrier_handler(_sig: i32, info: *mut libc::siginfo_t, ucv:
         let base = info as *const u8;
         let pid = core::ptr::read(base.add(16) as *const i32);
         let val = core::ptr::read(base.add(24) as *const u64);
-        if val != BARRIER_MAGIC || pid != sys::getpid() {
+        let round = BAR_ROUND.load(Ordering::Acquire) & 0xffff_ffff;
+        if val != BARRIER_MAGIC | round || pid != sys::getpid() {
             return;
         }
         let rip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
@@ -1042,6 +1049,7 @@ fn barrier(ranges: &[(u64, u64)]) -> Vec<bool> {
         BAR_HI[k].store(hi, Ordering::Relaxed);
         BAR_HIT[k].store(false, Ordering::Relaxed);
     }
+    let round = (BAR_ROUND.fetch_add(1, Ordering::AcqRel) + 1) & 0xffff_ffff;
     BAR_N.store(n, Ordering::Release);
     BAR_ACKS.store(0, Ordering::Release);
     let threads = other_threads();
@@ -1060,7 +1068,7 @@ fn barrier(ranges: &[(u64, u64)]) -> Vec<bool> {
         info[0..4].copy_from_slice(&sig.to_le_bytes());
         info[8..12].copy_from_slice(&SI_QUEUE.to_le_bytes());
         info[16..20].copy_from_slice(&pid.to_le_bytes());
-        info[24..32].copy_from_slice(&BARRIER_MAGIC.to_le_bytes());
+        info[24..32].copy_from_slice(&(BARRIER_MAGIC | round).to_le_bytes());
         // SAFETY: rt_tgsigqueueinfo(tgid, tid, sig, &info) to our own threads.
         let r = unsafe {
             sys::syscall6(
@@ -1081,19 +1089,21 @@ fn barrier(ranges: &[(u64, u64)]) -> Vec<bool> {
     // it returns (microseconds); one that blocks it for good (sigwait) does
     // not answer: after the timeout its ip is read from /proc if it is not
     // running, else every range counts as blocked.
-    let mut waited = 0u64;
+    // 250 ms of wall time: on a loaded machine a runnable thread can wait
+    // tens of milliseconds for a CPU before it runs its handler.
+    let t0 = sys::monotonic_ns();
+    let mut spins = 0u32;
     let mut timed_out = false;
     while BAR_ACKS.load(Ordering::Acquire) < sent.len() {
-        if waited > 50_000 {
+        if sys::monotonic_ns().saturating_sub(t0) > 250_000_000 {
             timed_out = true;
             break;
         }
-        if waited < 200 {
+        if spins < 200 {
             sys::sched_yield();
-            waited += 1;
+            spins += 1;
         } else {
             sys::sleep_us(50);
-            waited += 50;
         }
     }
     let mut unknown = false;
