@@ -345,6 +345,14 @@ pub(crate) fn live_pids(s: &Session) -> usize {
         .count()
 }
 
+/// Is a process of process group `pgid` (the -c command's: it was started
+/// in a group of its own) still there? A child the command forked just
+/// before it exited may not have joined the session's pid table yet.
+pub(crate) fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 to a process group only checks existence.
+    pgid > 0 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
 pub(crate) fn report_losses(s: &Session) {
     report_session(s, true);
 }

@@ -241,7 +241,11 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     let mut descendants = 0;
     if matches!(stop, Stop::TargetExited(_)) {
         descendants = load::live_pids(&s);
-        if descendants > 0 {
+        let group = target
+            .as_ref()
+            .is_some_and(|c| load::group_alive(c.id() as i32));
+        if descendants > 0 || group {
+            descendants = descendants.max(1);
             if opts.verbose > 0 {
                 eprintln!("ptap: {descendants} process(es) of the session still run: detaching");
             }

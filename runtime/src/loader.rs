@@ -108,6 +108,12 @@ extern "C" fn ptap_rt_ctor() {
         return; // preloaded without ptap and without a module: stay inert
     }
     if let Some(s) = sess {
+        if s.control().detach.load(Ordering::Acquire) != 0 {
+            // ptap has detached the session (it ended, or the -c command
+            // exited while this process of it was on its way here): a
+            // process that starts now is not traced.
+            return;
+        }
         // SAFETY: map_session validated the mapping, which is never unmapped.
         unsafe { output::set_session(s.base()) };
         s.add_pid(sys::getpid());
