@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use support::{ptap, run_cmd, target};
 
-const SECS: Duration = Duration::from_secs(30);
+const SECS: Duration = Duration::from_secs(60);
 
 fn scratch(name: &str) -> PathBuf {
     let d = support::out_dir()

@@ -59,7 +59,7 @@ fn parse(path: &Path) -> Result<Vec<Case>, String> {
                 file: file.clone(),
                 line,
                 name: v,
-                timeout: 30,
+                timeout: 120,
                 ..Case::default()
             });
             continue;
