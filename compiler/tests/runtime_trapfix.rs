@@ -78,3 +78,46 @@ fn after_a_bounded_grace_period_gives_up_the_users_struct_is_not_touched() {
         "{out:?}"
     );
 }
+
+/// The target's own view of its signal handlers is the same with and
+/// without ptap (the runtime runs them through a wrapper that defers them
+/// during jump-path hits): signal()'s return value, sigaction queries
+/// (handler, SA_SIGINFO, SA_RESTART, mask), the siginfo of a sigqueue,
+/// SA_RESETHAND, SIG_IGN; and with a 100 us interval timer interrupting
+/// the probed loop, every call is counted once.
+#[test]
+fn the_targets_signal_handlers_behave_as_without_ptap() {
+    let n = 200_000;
+    let cmd = format!("{} {n}", target("sigwrap"));
+    let native = {
+        let mut c = std::process::Command::new(target("sigwrap"));
+        c.arg(n.to_string());
+        run_cmd(c, std::time::Duration::from_secs(60))
+    };
+    assert_eq!(native.code, Some(0), "{native:?}");
+    assert!(
+        native.stdout.contains("usr2 value=42 queued=1"),
+        "{native:?}"
+    );
+    for trap_path in [false, true] {
+        let env: &[(&str, &str)] = if trap_path {
+            &[("PTAP_NO_OPTIMIZE", "1")]
+        } else {
+            &[]
+        };
+        let out = load("count", &cmd, env, 120);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let target_lines: String = out
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with("register=") && !l.starts_with("hits="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            target_lines, native.stdout,
+            "trap path {trap_path}: {out:?}"
+        );
+        assert_eq!(out.get("hits"), n, "trap path {trap_path}: {out:?}");
+        assert_eq!(out.get("nmissed"), 0, "{out:?}");
+    }
+}

@@ -318,6 +318,59 @@ pub fn thread() -> Option<*mut ThreadState> {
     }
 }
 
+/// This thread's slot if it is inside a jump-path hit (its signals must wait
+/// for the end of the hit: see `signals::wrapper`). Only the TLS-cached slot
+/// is looked at: a thread inside a hit has cached it. Async-signal-safe.
+#[inline]
+pub fn in_jump_hit() -> Option<*mut ThreadState> {
+    let t = tls();
+    // SAFETY: as in [`thread`].
+    unsafe {
+        let p = (*t)[0] as *mut ThreadState;
+        (!p.is_null()
+            && (*p).tid.load(Ordering::Relaxed) as u32 as u64 == (*t)[1]
+            && core::ptr::read_volatile(core::ptr::addr_of!((*p).defer)) > 0)
+            .then_some(p)
+    }
+}
+
+/// A jump-path hit starts: from here until [`deliver_deferred`], a signal
+/// for a target handler is re-queued and blocked instead of run (a handler
+/// that siglongjmps must not abandon the hit path with `in_handler`,
+/// `active` or the fault guard set). No system call.
+#[inline(always)]
+fn defer_signals(ts: *mut ThreadState) {
+    // SAFETY: this thread's slot; only this thread (and its own signal
+    // handlers, which the fences order against) touches these fields.
+    unsafe {
+        let d = core::ptr::read_volatile(core::ptr::addr_of!((*ts).defer));
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ts).defer), d + 1);
+    }
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+}
+
+/// The hit is over: unblock what arrived meanwhile (delivered as this
+/// system call returns, to the target's handlers). Costs a system call only
+/// when a signal did arrive.
+#[inline(always)]
+fn deliver_deferred(ts: *mut ThreadState) {
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    // SAFETY: as in defer_signals.
+    unsafe {
+        let d = core::ptr::read_volatile(core::ptr::addr_of!((*ts).defer)).saturating_sub(1);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ts).defer), d);
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if d == 0 {
+            let m = core::ptr::read_volatile(core::ptr::addr_of!((*ts).deferred));
+            if m != 0 {
+                core::ptr::write_volatile(core::ptr::addr_of_mut!((*ts).deferred), 0);
+                core::sync::atomic::compiler_fence(Ordering::SeqCst);
+                sys::rt_sigprocmask(1, Some(&m), None); // SIG_UNBLOCK
+            }
+        }
+    }
+}
+
 /// `threads::enter` without the fence: the writers that wait for hit paths
 /// (`retire`, `optimize_pending`) issue membarrier() before they scan the
 /// thread table, which orders this plain store for them (the asymmetric
@@ -362,9 +415,11 @@ const ASYNC_SIGNALS: u64 =
 /// jump-path hit (the trap path runs in a signal handler that already blocks
 /// them): a target handler that siglongjmps (SIGALRM + siglongjmp) must not
 /// abandon the hit path with `in_handler`, `active` or the fault guard set.
-/// Returns the previous mask, to be given back to [`unblock_async`]. Two raw
-/// rt_sigprocmask calls per hit: ~300 ns here (a counting kprobe went from
-/// ~22 to ~320 ns per call), still ~6x below a trap.
+/// Only for handlers the runtime could not wrap (`signals::wrapper` defers
+/// the others at no cost): ones installed before the runtime started that
+/// it failed to re-install. Returns the previous mask, to be given back to
+/// [`unblock_async`]. Two raw rt_sigprocmask calls per hit: ~300 ns here (a
+/// counting kprobe went from ~22 to ~320 ns per call).
 #[inline(always)]
 fn block_async() -> Option<u64> {
     // Without a target handler for an asynchronous signal nothing can
@@ -396,8 +451,10 @@ fn unblock_async(old: Option<u64>) {
 pub unsafe extern "C" fn opt_hit(regs: *mut PtRegs, addr: u64) {
     let Some(ts) = thread() else { return };
     let mask = block_async();
+    defer_signals(ts);
     // SAFETY: as documented on opt_hit_inner.
     unsafe { opt_hit_inner(ts, regs, addr) };
+    deliver_deferred(ts);
     unblock_async(mask);
 }
 
@@ -537,8 +594,9 @@ pub unsafe extern "C" fn ret_hit(regs: *mut PtRegs, _data: u64) {
         trap::die_now(trap::SIGSEGV);
         return;
     };
-    // Async signals wait for the end of the handler (see block_async).
+    // Async signals wait for the end of the handler (see defer_signals).
     let mask = block_async();
+    defer_signals(ts);
     enter(ts);
     // SAFETY: ts is ours. in_handler is raised while the instance list is
     // edited: a signal handler that runs a kretprobed function meanwhile
@@ -554,6 +612,7 @@ pub unsafe extern "C" fn ret_hit(regs: *mut PtRegs, _data: u64) {
         }
     }
     leave(ts);
+    deliver_deferred(ts);
     unblock_async(mask);
 }
 

@@ -8,7 +8,7 @@
 //! they forward transparently.
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::sys;
 use crate::trap::{managed, managed_mask, USER_ACT};
@@ -16,32 +16,158 @@ use crate::trap::{managed, managed_mask, USER_ACT};
 /// Set by the runtime constructor once its handlers are installed.
 pub static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-/// Set once the target has (or had) a handler function for a signal the
-/// runtime does not manage. Only then can an asynchronous handler interrupt
-/// a jump-path probe handler (and siglongjmp out of it), so only then does
-/// the jump path pay for blocking signals around its handlers (two
-/// rt_sigprocmask calls, ~300 ns; see optprobe.rs `block_async`). Handlers
-/// installed with the raw rt_sigaction system call (Go) are not seen.
+/// Set when the target has a handler function for an asynchronous signal
+/// that the runtime could not wrap (see [`wrapper`]): only then can such a
+/// handler interrupt a jump-path probe handler (and siglongjmp out of it),
+/// so only then does the jump path pay for blocking signals around its
+/// handlers (two rt_sigprocmask calls, ~300 ns; see optprobe.rs
+/// `block_async`). Handlers installed with the raw rt_sigaction system call
+/// (Go) are not seen at all.
 pub static ASYNC_HANDLERS: AtomicBool = AtomicBool::new(false);
 
-/// Note a handler being installed for `sig` (0 = SIG_DFL, 1 = SIG_IGN).
-fn note_handler(sig: c_int, handler: usize) {
-    if handler > 1 && !managed(sig) {
-        ASYNC_HANDLERS.store(true, Ordering::Release);
+/// The target's own actions for the asynchronous signals whose handler the
+/// runtime wrapped: (handler, sa_flags, mask of signals 1..64); handler 0
+/// when not wrapped.
+static WRAPPED: [[AtomicU64; 3]; 65] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; 65];
+
+fn wrapped_get(sig: c_int) -> (usize, u64, u64) {
+    let a = &WRAPPED[sig as usize];
+    (
+        a[0].load(Ordering::Acquire) as usize,
+        a[1].load(Ordering::Acquire),
+        a[2].load(Ordering::Acquire),
+    )
+}
+
+fn wrapped_set(sig: c_int, h: usize, flags: u64, mask: u64) {
+    let a = &WRAPPED[sig as usize];
+    a[1].store(flags, Ordering::Release);
+    a[2].store(mask, Ordering::Release);
+    a[0].store(h as u64, Ordering::Release);
+}
+
+/// Signals whose handlers run through [`wrapper`]: every catchable one the
+/// runtime does not manage itself (the synchronous ones and SIGSYS are
+/// managed), except glibc's internal 32 and 33 (its sigaction refuses them).
+fn wrappable(sig: c_int) -> bool {
+    (1..=64).contains(&sig) && !managed(sig) && !matches!(sig, 9 | 19 | 32 | 33)
+}
+
+const SA_RESETHAND: u64 = 0x8000_0000;
+
+/// Every handler the target installs for an asynchronous signal runs
+/// through this one. During a jump-path hit (`optprobe::in_jump_hit`), the
+/// signal is re-queued to this thread with its own siginfo and blocked in
+/// the interrupted context, and the hit path unblocks it when it is done:
+/// the target's handler then runs as if the signal had arrived a moment
+/// later, and a handler that siglongjmps can no longer abandon the hit path
+/// with its state set. Otherwise the target's handler is called at once,
+/// with the arguments its flags ask for. Async-signal-safe: atomics and raw
+/// system calls only.
+unsafe extern "C" fn wrapper(sig: c_int, info: *mut libc::siginfo_t, uc: *mut core::ffi::c_void) {
+    if !(1..=64).contains(&sig) {
+        return;
+    }
+    if let Some(ts) = crate::optprobe::in_jump_hit() {
+        // SAFETY: ts is this thread's slot; uc is the kernel's ucontext.
+        if unsafe { defer(ts, sig, info, uc) } {
+            return;
+        }
+    }
+    let (h, flags, _) = wrapped_get(sig);
+    if h <= 1 {
+        return; // reset meanwhile (SIG_DFL/SIG_IGN set while in flight)
+    }
+    if flags & SA_RESETHAND != 0 {
+        // One-shot: what the kernel would have done on delivery.
+        WRAPPED[sig as usize][0].store(0, Ordering::Release);
+        let dfl = sys::KSigaction::default();
+        // SAFETY: setting SIG_DFL.
+        unsafe { sys::rt_sigaction(sig, Some(&dfl), None) };
+    }
+    // SAFETY: the target installed h for sig with these flags.
+    unsafe {
+        if flags & sys::SA_SIGINFO != 0 {
+            let f: unsafe extern "C" fn(c_int, *mut libc::siginfo_t, *mut core::ffi::c_void) =
+                core::mem::transmute(h);
+            f(sig, info, uc);
+        } else {
+            let f: unsafe extern "C" fn(c_int) = core::mem::transmute(h);
+            f(sig);
+        }
     }
 }
 
-/// Handlers installed before the runtime started (by other constructors,
-/// or inherited dispositions are only SIG_DFL/SIG_IGN across exec).
-fn scan_existing_handlers() {
+/// Put `sig` back on this thread's queue, blocked until the hit ends.
+/// False if it could not be queued (the caller then runs the handler now).
+///
+/// # Safety
+/// `ts` is this thread's slot; `uc` the ucontext of the running handler.
+unsafe fn defer(
+    ts: *mut crate::threads::ThreadState,
+    sig: c_int,
+    info: *mut libc::siginfo_t,
+    uc: *mut core::ffi::c_void,
+) -> bool {
+    let bit = sys::sigbit(sig);
+    // SAFETY: contract; the first word of uc_sigmask holds signals 1..64.
+    unsafe {
+        let ucmask =
+            core::ptr::addr_of_mut!((*(uc as *mut libc::ucontext_t)).uc_sigmask) as *mut u64;
+        // Blocked here first (SA_NODEFER would otherwise deliver the
+        // re-queued signal at once, back into this handler), and in the
+        // context the kernel restores when this handler returns.
+        sys::rt_sigprocmask(0, Some(&bit), None);
+        let r = sys::syscall6(
+            297, // rt_tgsigqueueinfo: to ourselves, any siginfo is allowed
+            sys::getpid() as usize,
+            sys::gettid() as usize,
+            sig as usize,
+            info as usize,
+            0,
+            0,
+        );
+        if r != 0 {
+            return false;
+        }
+        *ucmask |= bit;
+        let d = core::ptr::read_volatile(core::ptr::addr_of!((*ts).deferred));
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ts).deferred), d | bit);
+    }
+    true
+}
+
+/// The kernel action that runs `sig`'s handler through [`wrapper`], keeping
+/// the target's flags (SA_RESTART, SA_ONSTACK, SA_NOCLDSTOP, ...) and mask.
+fn wrapper_flags(flags: u64) -> u64 {
+    (flags | sys::SA_SIGINFO) & !SA_RESETHAND
+}
+
+/// Handlers installed before the runtime started (by other constructors;
+/// across exec only SIG_DFL/SIG_IGN survive): wrapped in place, or, if that
+/// fails, the jump path falls back to blocking signals.
+fn wrap_existing_handlers() {
     for sig in 1..=64 {
-        if managed(sig) || sig == 9 || sig == 19 {
+        if !wrappable(sig) {
             continue;
         }
         let mut old = sys::KSigaction::default();
         // SAFETY: query only (no new action).
-        if unsafe { sys::rt_sigaction(sig, None, Some(&mut old)) } == 0 {
-            note_handler(sig, old.handler);
+        if unsafe { sys::rt_sigaction(sig, None, Some(&mut old)) } != 0 || old.handler <= 1 {
+            continue;
+        }
+        wrapped_set(sig, old.handler, old.flags, old.mask);
+        let k = sys::KSigaction {
+            handler: wrapper as *const () as usize,
+            flags: wrapper_flags(old.flags),
+            restorer: old.restorer,
+            mask: old.mask,
+        };
+        // SAFETY: the same action with our handler (and its own restorer).
+        if unsafe { sys::rt_sigaction(sig, Some(&k), None) } != 0 {
+            WRAPPED[sig as usize][0].store(0, Ordering::Release);
+            ASYNC_HANDLERS.store(true, Ordering::Release);
         }
     }
 }
@@ -113,17 +239,50 @@ pub unsafe extern "C" fn sigaction(
         }
         return 0;
     }
-    if !act.is_null() {
-        // SAFETY: act points to a sigaction (checked non-NULL).
-        note_handler(sig, unsafe { (*act).sa_sigaction });
-    }
     let real = next(c"sigaction", &REAL_SIGACTION);
     if real == 0 {
         set_errno(libc::ENOSYS);
         return -1;
     }
     // SAFETY: the next definition of sigaction.
-    unsafe { core::mem::transmute::<usize, SigactionFn>(real)(sig, act, old) }
+    let real = unsafe { core::mem::transmute::<usize, SigactionFn>(real) };
+    if !ACTIVE.load(Ordering::Acquire) || !wrappable(sig) {
+        // SAFETY: forwarding the caller's pointers.
+        return unsafe { real(sig, act, old) };
+    }
+    // An asynchronous signal: a handler function runs through `wrapper`;
+    // the caller sees its own action, never the wrapper.
+    let prev = wrapped_get(sig);
+    // SAFETY: caller-provided pointers (NULL or valid); `k` is a local copy.
+    unsafe {
+        let r = if act.is_null() || (*act).sa_sigaction <= 1 {
+            real(sig, act, old)
+        } else {
+            let mut k: libc::sigaction = *act;
+            let m = *(core::ptr::addr_of!((*act).sa_mask) as *const u64);
+            let flags = (*act).sa_flags as u32 as u64;
+            wrapped_set(sig, (*act).sa_sigaction, flags, m);
+            k.sa_sigaction = wrapper as *const () as usize;
+            k.sa_flags = wrapper_flags(flags) as u32 as c_int;
+            let r = real(sig, &k, old);
+            if r != 0 {
+                wrapped_set(sig, prev.0, prev.1, prev.2);
+            }
+            r
+        };
+        if r != 0 {
+            return r;
+        }
+        if !act.is_null() && (*act).sa_sigaction <= 1 {
+            WRAPPED[sig as usize][0].store(0, Ordering::Release);
+        }
+        if !old.is_null() && (*old).sa_sigaction == wrapper as *const () as usize {
+            (*old).sa_sigaction = prev.0;
+            (*old).sa_flags = prev.1 as u32 as c_int;
+            *(core::ptr::addr_of_mut!((*old).sa_mask) as *mut u64) = prev.2;
+        }
+        0
+    }
 }
 
 /// # Safety
@@ -135,7 +294,22 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: usize) -> usize {
         user_set(sig, handler, sys::SA_RESTART, 0);
         return h;
     }
-    note_handler(sig, handler);
+    if ACTIVE.load(Ordering::Acquire) && wrappable(sig) {
+        // BSD semantics, as glibc's signal(): SA_RESTART, the signal
+        // blocked while its handler runs; through sigaction (the wrapper).
+        // SAFETY: zeroed sigaction is valid; sigaction above with locals.
+        unsafe {
+            let mut act: libc::sigaction = core::mem::zeroed();
+            act.sa_sigaction = handler;
+            act.sa_flags = libc::SA_RESTART;
+            *(core::ptr::addr_of_mut!(act.sa_mask) as *mut u64) = sys::sigbit(sig);
+            let mut old: libc::sigaction = core::mem::zeroed();
+            if sigaction(sig, &act, &mut old) != 0 {
+                return usize::MAX; // SIG_ERR
+            }
+            return old.sa_sigaction;
+        }
+    }
     let real = next(c"signal", &REAL_SIGNAL);
     if real == 0 {
         return usize::MAX; // SIG_ERR
@@ -197,7 +371,7 @@ pub unsafe extern "C" fn pthread_sigmask(
 
 /// Resolve the forwarding targets early (dlsym must not run in signal context).
 pub fn prime() {
-    scan_existing_handlers();
+    wrap_existing_handlers();
     next(c"sigaction", &REAL_SIGACTION);
     next(c"signal", &REAL_SIGNAL);
     next(c"sigprocmask", &REAL_SIGPROCMASK);

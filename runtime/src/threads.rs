@@ -53,6 +53,12 @@ pub struct ThreadState {
     pub kret_head: usize,
     /// The pt_regs of the probed context while a handler runs (dump_stack).
     pub cur_regs: usize,
+    /// Depth of jump-path hits in progress: a target signal handler must
+    /// not run meanwhile (see `signals::wrapper`).
+    pub defer: u32,
+    /// Signals that arrived during a jump-path hit, re-queued and blocked
+    /// until it ends (bit `sig - 1`).
+    pub deferred: u64,
 }
 
 static mut TABLE: *mut ThreadState = core::ptr::null_mut();
@@ -114,6 +120,8 @@ fn reset(ts: *mut ThreadState) {
         (*ts).jp_site = 0;
         (*ts).kret_head = 0;
         (*ts).cur_regs = 0;
+        (*ts).defer = 0;
+        (*ts).deferred = 0;
     }
 }
 
@@ -307,7 +315,8 @@ pub fn synchronize() -> bool {
             continue;
         }
         let mut spins = 0u64;
-        let mut waited_us = 0u64;
+        // Wall time: on a loaded machine a 50 us sleep lasts much longer.
+        let t0 = sys::monotonic_ns();
         loop {
             // SAFETY: inside the table.
             let (t2, a2, g2) = unsafe {
@@ -328,8 +337,7 @@ pub fn synchronize() -> bool {
                 core::hint::spin_loop();
             } else {
                 sys::sleep_us(50);
-                waited_us += 50;
-                if waited_us > GRACE_LIMIT_US {
+                if sys::monotonic_ns().saturating_sub(t0) > GRACE_LIMIT_US * 1000 {
                     complete = false;
                     break;
                 }

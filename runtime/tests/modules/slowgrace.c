@@ -1,6 +1,7 @@
 /* unregister_kprobe gives up its grace period after 3 s (a handler that
  * blocks longer): from then on, the runtime must not touch the user's
- * struct. The first pre_handler hit on work() sleeps 9 s (the 3 s bound counts 50 us sleeps, longer in wall time); another thread
+ * struct. The first pre_handler hit on work() sleeps 9 s (the bound is 3 s of
+ * wall time); another thread
  * unregisters meanwhile and, once unregister has returned, reuses the
  * struct (as freed memory would be) with handlers that count violations. */
 #include <ptap/kprobes.h>
@@ -8,7 +9,7 @@
 #include <time.h>
 
 static struct kprobe kp;
-static volatile int violations, posts, unregistered;
+static volatile int violations, posts, unregistered, in_pre;
 
 static void nap(long ms)
 {
@@ -32,6 +33,7 @@ static int pre(struct kprobe *p, struct pt_regs *regs)
 	static int first = 1;
 	if (first) {
 		first = 0;
+		in_pre = 1;
 		nap(9000);
 	}
 	return 0;
@@ -44,7 +46,9 @@ static void post(struct kprobe *p, struct pt_regs *regs, unsigned long flags)
 
 static void *remover(void *arg)
 {
-	nap(300);
+	while (!in_pre) /* the handler is inside its nap (however slow the machine) */
+		nap(10);
+	nap(100);
 	unregister_kprobe(&kp);
 	unregistered = 1;
 	kp.pre_handler = poison_pre;
