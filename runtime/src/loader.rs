@@ -130,6 +130,7 @@ extern "C" fn ptap_rt_ctor() {
     crate::helpers::init_execname();
     trap::install();
     signals::ACTIVE.store(true, Ordering::Release);
+    signals::rescan();
     sys::membarrier_register();
     // SAFETY: registering plain C callbacks.
     unsafe {
@@ -279,6 +280,7 @@ extern "C" fn fork_parent() {
 
 extern "C" fn fork_child() {
     crate::forklock::child(&fork_locks());
+    signals::after_fork();
     threads::after_fork(FORK_PARENT_TID.load(Ordering::Acquire));
     crate::script::attach::rebase_missed();
     if NO_FOLLOW.load(Ordering::Acquire) {

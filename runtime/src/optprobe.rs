@@ -318,18 +318,20 @@ pub fn thread() -> Option<*mut ThreadState> {
     }
 }
 
-/// This thread's slot if it is inside a jump-path hit (its signals must wait
-/// for the end of the hit: see `signals::wrapper`). Only the TLS-cached slot
-/// is looked at: a thread inside a hit has cached it. Async-signal-safe.
+/// This thread's slot, if it has used the jump path (its `defer` count says
+/// whether a hit is in progress: see `signals::wrapper`). Only the
+/// TLS-cached slot is looked at, checked against the real thread id (a raw
+/// CLONE_VM thread without TLS of its own would read its parent's cache).
+/// Async-signal-safe; one gettid.
 #[inline]
-pub fn in_jump_hit() -> Option<*mut ThreadState> {
+pub fn jump_hit_slot() -> Option<*mut ThreadState> {
     let t = tls();
     // SAFETY: as in [`thread`].
     unsafe {
         let p = (*t)[0] as *mut ThreadState;
         (!p.is_null()
             && (*p).tid.load(Ordering::Relaxed) as u32 as u64 == (*t)[1]
-            && core::ptr::read_volatile(core::ptr::addr_of!((*p).defer)) > 0)
+            && (*t)[1] == sys::gettid() as u32 as u64)
             .then_some(p)
     }
 }

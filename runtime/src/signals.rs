@@ -8,7 +8,7 @@
 //! they forward transparently.
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::sys;
 use crate::trap::{managed, managed_mask, USER_ACT};
@@ -57,50 +57,95 @@ fn wrappable(sig: c_int) -> bool {
 const SA_RESETHAND: u64 = 0x8000_0000;
 
 /// Every handler the target installs for an asynchronous signal runs
-/// through this one. During a jump-path hit (`optprobe::in_jump_hit`), the
+/// through this one. During a jump-path hit (`optprobe::jump_hit_slot`), the
 /// signal is re-queued to this thread with its own siginfo and blocked in
 /// the interrupted context, and the hit path unblocks it when it is done:
 /// the target's handler then runs as if the signal had arrived a moment
 /// later, and a handler that siglongjmps can no longer abandon the hit path
-/// with its state set. Otherwise the target's handler is called at once,
-/// with the arguments its flags ask for. Async-signal-safe: atomics and raw
-/// system calls only.
+/// with its state set. Otherwise the target's handler is called at once.
+/// Async-signal-safe: atomics and raw system calls only.
+///
+/// Known difference: a re-queued real-time signal goes behind instances of
+/// it that were already pending for the thread (their order changes).
 unsafe extern "C" fn wrapper(sig: c_int, info: *mut libc::siginfo_t, uc: *mut core::ffi::c_void) {
     if !(1..=64).contains(&sig) {
         return;
     }
-    if let Some(ts) = crate::optprobe::in_jump_hit() {
+    if let Some(ts) = crate::optprobe::jump_hit_slot() {
         // SAFETY: ts is this thread's slot; uc is the kernel's ucontext.
-        if unsafe { defer(ts, sig, info, uc) } {
-            return;
+        unsafe {
+            // SIGABRT is never deferred: abort() (a runtime panic ends there
+            // too) must reach the target's handler and then die.
+            let in_hit = core::ptr::read_volatile(core::ptr::addr_of!((*ts).defer)) > 0;
+            if in_hit && sig != libc::SIGABRT && defer(ts, sig, info, uc) {
+                return;
+            }
+            if !in_hit {
+                // Bits a hit noted but did not get to unblock (a handler
+                // ran in the window at its end and siglongjmp'ed): this
+                // context unblocks them when the handler returns, and no
+                // later hit will unblock what the target blocks by then.
+                let d = core::ptr::read_volatile(core::ptr::addr_of!((*ts).deferred));
+                if d != 0 {
+                    core::ptr::write_volatile(core::ptr::addr_of_mut!((*ts).deferred), 0);
+                    *ucmask(uc) &= !d;
+                }
+            }
         }
     }
-    let (h, flags, _) = wrapped_get(sig);
+    let h = WRAPPED[sig as usize][0].load(Ordering::Acquire) as usize;
     if h <= 1 {
         return; // reset meanwhile (SIG_DFL/SIG_IGN set while in flight)
     }
-    if flags & SA_RESETHAND != 0 {
-        // One-shot: what the kernel would have done on delivery.
-        WRAPPED[sig as usize][0].store(0, Ordering::Release);
-        let dfl = sys::KSigaction::default();
-        // SAFETY: setting SIG_DFL.
-        unsafe { sys::rt_sigaction(sig, Some(&dfl), None) };
+    if WRAPPED[sig as usize][1].load(Ordering::Acquire) & SA_RESETHAND != 0 {
+        reset_one_shot(sig, h);
     }
-    // SAFETY: the target installed h for sig with these flags.
+    // Always the three arguments, as the kernel passes them (rsi, rdx) to
+    // every handler: a one-argument handler ignores them (SysV ABI), and
+    // one that reads the ucontext anyway still finds it.
+    // SAFETY: the target installed h for sig.
     unsafe {
-        if flags & sys::SA_SIGINFO != 0 {
-            let f: unsafe extern "C" fn(c_int, *mut libc::siginfo_t, *mut core::ffi::c_void) =
-                core::mem::transmute(h);
-            f(sig, info, uc);
-        } else {
-            let f: unsafe extern "C" fn(c_int) = core::mem::transmute(h);
-            f(sig);
+        let f: unsafe extern "C" fn(c_int, *mut libc::siginfo_t, *mut core::ffi::c_void) =
+            core::mem::transmute(h);
+        f(sig, info, uc);
+    }
+}
+
+/// The first word (signals 1..64) of a handler context's saved mask.
+///
+/// # Safety
+/// `uc` is the ucontext the kernel passed to a running handler.
+unsafe fn ucmask(uc: *mut core::ffi::c_void) -> *mut u64 {
+    // SAFETY: contract.
+    unsafe { core::ptr::addr_of_mut!((*(uc as *mut libc::ucontext_t)).uc_sigmask) as *mut u64 }
+}
+
+/// SA_RESETHAND, done by the wrapper (the kernel would have done it on
+/// delivery): the handler becomes SIG_DFL, flags and mask stay; only if the
+/// action is still the one-shot handler `h` (another thread may have
+/// installed a new one meanwhile).
+fn reset_one_shot(sig: c_int, h: usize) {
+    let _g = ActionLock::take();
+    if WRAPPED[sig as usize][0].load(Ordering::Acquire) as usize != h {
+        return;
+    }
+    let mut cur = sys::KSigaction::default();
+    // SAFETY: query, then the same action with SIG_DFL as its handler.
+    unsafe {
+        if sys::rt_sigaction(sig, None, Some(&mut cur)) != 0
+            || cur.handler != wrapper as *const () as usize
+        {
+            return;
         }
+        WRAPPED[sig as usize][0].store(0, Ordering::Release);
+        cur.handler = 0;
+        sys::rt_sigaction(sig, Some(&cur), None);
     }
 }
 
 /// Put `sig` back on this thread's queue, blocked until the hit ends.
-/// False if it could not be queued (the caller then runs the handler now).
+/// False if it could not be queued (the caller then runs the handler now,
+/// with the mask as it was).
 ///
 /// # Safety
 /// `ts` is this thread's slot; `uc` the ucontext of the running handler.
@@ -111,14 +156,13 @@ unsafe fn defer(
     uc: *mut core::ffi::c_void,
 ) -> bool {
     let bit = sys::sigbit(sig);
-    // SAFETY: contract; the first word of uc_sigmask holds signals 1..64.
+    // SAFETY: contract.
     unsafe {
-        let ucmask =
-            core::ptr::addr_of_mut!((*(uc as *mut libc::ucontext_t)).uc_sigmask) as *mut u64;
         // Blocked here first (SA_NODEFER would otherwise deliver the
         // re-queued signal at once, back into this handler), and in the
         // context the kernel restores when this handler returns.
-        sys::rt_sigprocmask(0, Some(&bit), None);
+        let mut before = 0u64;
+        sys::rt_sigprocmask(0, Some(&bit), Some(&mut before));
         let r = sys::syscall6(
             297, // rt_tgsigqueueinfo: to ourselves, any siginfo is allowed
             sys::getpid() as usize,
@@ -129,9 +173,10 @@ unsafe fn defer(
             0,
         );
         if r != 0 {
+            sys::rt_sigprocmask(2, Some(&before), None);
             return false;
         }
-        *ucmask |= bit;
+        *ucmask(uc) |= bit;
         let d = core::ptr::read_volatile(core::ptr::addr_of!((*ts).deferred));
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*ts).deferred), d | bit);
     }
@@ -144,6 +189,50 @@ fn wrapper_flags(flags: u64) -> u64 {
     (flags | sys::SA_SIGINFO) & !SA_RESETHAND
 }
 
+/// Serializes changes of wrapped actions (the table and the kernel's action
+/// must change together) between threads, with every signal blocked while
+/// held so that a handler on the same thread cannot spin on it.
+struct ActionLock(u64);
+
+static ACTION_LOCK: AtomicBool = AtomicBool::new(false);
+
+impl ActionLock {
+    fn take() -> ActionLock {
+        // Not the managed signals: an int3 (a probe on libc's sigaction)
+        // with SIGTRAP blocked would kill the process.
+        let all = !managed_mask();
+        let mut old = 0u64;
+        // SAFETY: blocks this thread's signals (restored by drop).
+        unsafe { sys::rt_sigprocmask(0, Some(&all), Some(&mut old)) };
+        while ACTION_LOCK
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            sys::sched_yield();
+        }
+        ActionLock(old)
+    }
+}
+
+impl Drop for ActionLock {
+    fn drop(&mut self) {
+        ACTION_LOCK.store(false, Ordering::Release);
+        // SAFETY: the mask this thread had before take().
+        unsafe { sys::rt_sigprocmask(2, Some(&self.0), None) };
+    }
+}
+
+/// The process whose handler table this is: a vfork/CLONE_VM child shares
+/// the memory but not the kernel's actions, so it must not edit the table.
+static OWNER: AtomicI32 = AtomicI32::new(0);
+
+/// After fork: the child owns its (copied) table.
+pub fn after_fork() {
+    OWNER.store(sys::getpid(), Ordering::Release);
+    // Only the forking thread exists here, and it was not inside sigaction.
+    ACTION_LOCK.store(false, Ordering::Release);
+}
+
 /// Handlers installed before the runtime started (by other constructors;
 /// across exec only SIG_DFL/SIG_IGN survive): wrapped in place, or, if that
 /// fails, the jump path falls back to blocking signals.
@@ -154,7 +243,10 @@ fn wrap_existing_handlers() {
         }
         let mut old = sys::KSigaction::default();
         // SAFETY: query only (no new action).
-        if unsafe { sys::rt_sigaction(sig, None, Some(&mut old)) } != 0 || old.handler <= 1 {
+        if unsafe { sys::rt_sigaction(sig, None, Some(&mut old)) } != 0
+            || old.handler <= 1
+            || old.handler == wrapper as *const () as usize
+        {
             continue;
         }
         wrapped_set(sig, old.handler, old.flags, old.mask);
@@ -246,16 +338,23 @@ pub unsafe extern "C" fn sigaction(
     }
     // SAFETY: the next definition of sigaction.
     let real = unsafe { core::mem::transmute::<usize, SigactionFn>(real) };
-    if !ACTIVE.load(Ordering::Acquire) || !wrappable(sig) {
+    if !ACTIVE.load(Ordering::Acquire)
+        || !wrappable(sig)
+        || OWNER.load(Ordering::Acquire) != sys::getpid()
+    {
         // SAFETY: forwarding the caller's pointers.
         return unsafe { real(sig, act, old) };
     }
     // An asynchronous signal: a handler function runs through `wrapper`;
     // the caller sees its own action, never the wrapper.
+    let _g = ActionLock::take();
     let prev = wrapped_get(sig);
     // SAFETY: caller-provided pointers (NULL or valid); `k` is a local copy.
+    // `act` may be `old` (the same struct): it is read before the call.
     unsafe {
-        let r = if act.is_null() || (*act).sa_sigaction <= 1 {
+        let setting = !act.is_null();
+        let handler_fn = setting && (*act).sa_sigaction > 1;
+        let r = if !handler_fn {
             real(sig, act, old)
         } else {
             let mut k: libc::sigaction = *act;
@@ -273,13 +372,16 @@ pub unsafe extern "C" fn sigaction(
         if r != 0 {
             return r;
         }
-        if !act.is_null() && (*act).sa_sigaction <= 1 {
+        if setting && !handler_fn {
             WRAPPED[sig as usize][0].store(0, Ordering::Release);
         }
         if !old.is_null() && (*old).sa_sigaction == wrapper as *const () as usize {
+            // The kernel's old action (its flags, SA_RESTORER included, and
+            // mask as the kernel keeps them) with the target's handler and
+            // the two flags the wrapper changes.
+            let own = (sys::SA_SIGINFO | SA_RESETHAND) as u32 as c_int;
             (*old).sa_sigaction = prev.0;
-            (*old).sa_flags = prev.1 as u32 as c_int;
-            *(core::ptr::addr_of_mut!((*old).sa_mask) as *mut u64) = prev.2;
+            (*old).sa_flags = ((*old).sa_flags & !own) | (prev.1 as u32 as c_int & own);
         }
         0
     }
@@ -293,6 +395,10 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: usize) -> usize {
         let (h, _, _) = user_get(sig);
         user_set(sig, handler, sys::SA_RESTART, 0);
         return h;
+    }
+    if handler == usize::MAX {
+        set_errno(libc::EINVAL);
+        return usize::MAX; // SIG_ERR
     }
     if ACTIVE.load(Ordering::Acquire) && wrappable(sig) {
         // BSD semantics, as glibc's signal(): SA_RESTART, the signal
@@ -369,8 +475,16 @@ pub unsafe extern "C" fn pthread_sigmask(
     unsafe { masked_call(&REAL_PTHREAD_SIGMASK, c"pthread_sigmask", how, set, old) }
 }
 
+/// Once the interposers are active: wrap what another thread installed
+/// between [`prime`]'s scan and then (nothing is missed in between).
+pub fn rescan() {
+    let _g = ActionLock::take();
+    wrap_existing_handlers();
+}
+
 /// Resolve the forwarding targets early (dlsym must not run in signal context).
 pub fn prime() {
+    OWNER.store(sys::getpid(), Ordering::Release);
     wrap_existing_handlers();
     next(c"sigaction", &REAL_SIGACTION);
     next(c"signal", &REAL_SIGNAL);

@@ -62,11 +62,12 @@ int main(int argc, char **argv)
 	sigaction(SIGUSR1, NULL, &old);
 	printf("resethand usr1=%ld now=%s\n", usr1, old.sa_handler == SIG_DFL ? "SIG_DFL" : "other");
 
-	/* SIG_IGN through sigaction reads back as SIG_IGN. */
+	/* SIG_IGN through sigaction reads back as SIG_IGN; the new and the old
+	 * action in one struct (act == oldact). */
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_IGN;
-	sigaction(SIGUSR2, &sa, &old);
-	printf("replaced=%s\n", old.sa_sigaction == on_usr2 ? "on_usr2" : "other");
+	sigaction(SIGUSR2, &sa, &sa);
+	printf("replaced=%s\n", sa.sa_sigaction == on_usr2 ? "on_usr2" : "other");
 	sigaction(SIGUSR2, NULL, &old);
 	printf("ignored=%d\n", old.sa_handler == SIG_IGN);
 
