@@ -15,6 +15,11 @@
 //! terminal's Ctrl-C reaches only ptap). At the end ptap reports lost
 //! records, and exits with the target's status (128+signal if it was killed).
 //!
+//! With `-x PID` ptap attaches to a running process instead: the runtime is
+//! loaded into it with ptrace + dlopen (`inject.rs`, [`attach_to`]); the
+//! parameters go through a file beside the runtime snapshot, and at the
+//! end (Ctrl-C, or its exit) the process goes on without probes.
+//!
 //! Known limits: the LD_PRELOAD is inherited by everything the target execs
 //! (each such process loads the module too); a target that reads the
 //! terminal is stopped by SIGTTIN (it is not in the foreground group).
@@ -176,12 +181,15 @@ pub fn run(opts: &LoadOpts) -> ExitCode {
 fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let module = std::fs::canonicalize(&opts.module)
         .map_err(|e| format!("{}: {e}", opts.module.display()))?;
-    let Some(cmd) = &opts.cmd else {
+    if opts.cmd.is_none() && opts.pid.is_none() {
         return Err(
-            "-c CMD is required (attaching to a running process is not implemented yet)".into(),
+            "give the command to run with -c CMD, or the process to attach to with -x PID".into(),
         );
-    };
-    let argv = split_command(cmd)?;
+    }
+    let argv = opts.cmd.as_deref().map(split_command).transpose()?;
+    if let Some(pid) = opts.pid {
+        crate::inject::check_pid(pid)?;
+    }
     let installed = runtime_path()?;
     // Preload a private snapshot: a rebuild of the runtime (cargo replaces the
     // file) while the target runs must not break its exec'ed children.
@@ -201,21 +209,35 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let mut sink = Sink { out };
 
     install_interrupt_handlers();
-    let env = [(session::ENV_MODULE, module.as_os_str())];
-    let mut child = spawn(&argv, &runtime, &owned, &env, opts.verbose)?;
-    if opts.verbose > 0 {
-        eprintln!(
-            "ptap: running {argv:?} with {} (a snapshot of {}) and module {}",
-            runtime.display(),
-            installed.display(),
-            module.display()
-        );
-    }
-    let pid = child.id() as i32;
+    let mut target = match (&argv, opts.pid) {
+        (_, Some(pid)) => {
+            let snap = snapshot
+                .as_ref()
+                .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
+            // The module may print while it loads: drain meanwhile.
+            let a = attach_to(pid, snap, &owned, &module, &[], opts.verbose)?;
+            Target::Attached(a)
+        }
+        (Some(argv), None) => {
+            let env = [(session::ENV_MODULE, module.as_os_str())];
+            let child = spawn(argv, &runtime, &owned, &env, opts.verbose)?;
+            if opts.verbose > 0 {
+                eprintln!(
+                    "ptap: running {argv:?} with {} (a snapshot of {}) and module {}",
+                    runtime.display(),
+                    installed.display(),
+                    module.display()
+                );
+            }
+            Target::Child(child)
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    let pid = target.id();
 
     let status = loop {
         let n = sink.drain(&s);
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(st) = target.try_wait()? {
             break Some(st);
         }
         if interrupted() {
@@ -233,12 +255,18 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let _ = sink.out.flush();
     report_losses(&s);
     match status {
-        Some(st) => {
+        Some(Some(st)) if target.is_child() => {
             if let Some(code) = st.code() {
                 Ok(ExitCode::from(code as u8))
             } else {
                 Ok(ExitCode::from(128 + st.signal().unwrap_or(0) as u8))
             }
+        }
+        Some(_) => {
+            // An attached process is not ptap's child: its status is not
+            // ptap's to report.
+            eprintln!("ptap: pid {pid} exited");
+            Ok(ExitCode::SUCCESS)
         }
         None => {
             eprintln!("ptap: detached from pid {pid}; it keeps running");
@@ -437,4 +465,156 @@ pub(crate) fn split_command(cmd: &str) -> Result<Vec<String>, String> {
         return Err("the command is empty".into());
     }
     Ok(argv)
+}
+
+/// The probed process: started by ptap (-c) or attached to (-x).
+pub(crate) enum Target {
+    Child(std::process::Child),
+    Attached(Attached),
+}
+
+/// A process ptap attached to (`-x PID`). It is not ptap's child: its
+/// exit is seen through a pidfd (or /proc when pidfds are missing), and its
+/// exit status only when it is still a zombie at that moment.
+pub(crate) struct Attached {
+    pub pid: i32,
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Attached {
+    pub(crate) fn new(pid: i32) -> Attached {
+        // SAFETY: pidfd_open returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = (fd >= 0).then(|| {
+            use std::os::fd::FromRawFd;
+            // SAFETY: a fresh fd we own.
+            unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+        });
+        Attached { pid, pidfd }
+    }
+
+    /// Some(status if known) once the process has exited.
+    fn exited(&self) -> Option<Option<std::process::ExitStatus>> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok();
+        let zombie_code = stat.as_deref().and_then(|s| {
+            let rest = s.rsplit_once(") ")?.1;
+            let mut f = rest.split(' ');
+            let state = f.next()?;
+            if state != "Z" && state != "X" {
+                return None;
+            }
+            // Field 52 (exit_code): the 50th after the state field.
+            f.nth(48)?.trim().parse::<i32>().ok()
+        });
+        let gone = match &self.pidfd {
+            Some(fd) => {
+                use std::os::fd::AsRawFd;
+                let mut p = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd, no wait.
+                (unsafe { libc::poll(&mut p, 1, 0) }) > 0
+            }
+            None => stat.is_none() || zombie_code.is_some(),
+        };
+        gone.then(|| zombie_code.map(std::process::ExitStatus::from_raw))
+    }
+}
+
+impl Target {
+    pub(crate) fn id(&self) -> i32 {
+        match self {
+            Target::Child(c) => c.id() as i32,
+            Target::Attached(a) => a.pid,
+        }
+    }
+
+    /// Some(status, when known) once the process has exited.
+    pub(crate) fn try_wait(&mut self) -> Result<Option<Option<std::process::ExitStatus>>, String> {
+        match self {
+            Target::Child(c) => Ok(c.try_wait().map_err(|e| e.to_string())?.map(Some)),
+            Target::Attached(a) => Ok(a.exited()),
+        }
+    }
+
+    pub(crate) fn is_child(&self) -> bool {
+        matches!(self, Target::Child(_))
+    }
+}
+
+/// Load the runtime snapshot `snap` into the running process `pid`
+/// (`-x PID`): it joins session `owned` and loads `module` (plus the
+/// extra `params`, runtime environment names). Returns when the
+/// runtime's constructor has run: the probes are armed.
+pub(crate) fn attach_to(
+    pid: i32,
+    snap: &RuntimeSnapshot,
+    owned: &OwnedSession,
+    module: &Path,
+    params: &[(&str, &str)],
+    verbose: u8,
+) -> Result<Attached, String> {
+    let t0 = Instant::now();
+    crate::inject::check_pid(pid)?;
+    let maps = crate::inject::mappings(pid)?;
+    if let Some(m) = maps.iter().find(|m| m.path.contains("libptap_rt.so")) {
+        return Err(format!(
+            "pid {pid} already has a ptap runtime loaded ({}): a process can be probed by one ptap session in its life (attaching again is not supported yet)",
+            m.path
+        ));
+    }
+    let fns = crate::inject::find_dlopen(pid, &maps)?;
+    let mut text = format!(
+        "{}=/proc/{}/fd/{}\n{}={}\n",
+        session::ENV_PATH,
+        std::process::id(),
+        owned.fd,
+        session::ENV_MODULE,
+        module.display()
+    );
+    if verbose > 0 {
+        text.push_str("PTAP_VERBOSE=1\n");
+    }
+    for (k, v) in params {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let file = snap
+        .path
+        .with_file_name(ptap_rt::loader::attach_params_name(pid));
+    std::fs::write(&file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(&file);
+    let attached = Attached::new(pid);
+    let (times, ret) = crate::inject::inject(pid, &snap.path, &fns, "ptap_rt_attach", verbose)?;
+    if ret != 0 {
+        return Err(format!(
+            "the runtime loaded into pid {pid} did not start (ptap_rt_attach returned {ret})"
+        ));
+    }
+    if verbose > 0 {
+        eprintln!(
+            "ptap: attached to pid {pid} in {:.2?}: dlopen from {} on one thread; that thread was stopped {:.2?} (injected call, with the runtime's start-up and probe arming: {:.2?}; {} retries for a safe spot); the others ran on",
+            t0.elapsed(),
+            fns.from,
+            times.paused,
+            times.call,
+            times.retries
+        );
+    }
+    let c = owned.session.control();
+    if c.attaches.load(Ordering::Acquire) == 0 {
+        return Err(format!(
+            "the runtime was loaded into pid {pid} but did not join the session (it could not open /proc/{}/fd/{}?)",
+            std::process::id(),
+            owned.fd
+        ));
+    }
+    Ok(attached)
 }
