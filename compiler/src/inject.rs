@@ -177,22 +177,32 @@ pub struct DlFns {
     pub from: String,
 }
 
-/// Address of dynamic symbol `name` of the mapped file `path` (lowest
-/// mapped address `low`), in the target.
-fn symbol_in(pid: i32, path: &str, low: u64, names: &[&str]) -> Option<Vec<Option<u64>>> {
-    let data = std::fs::read(target_file(pid, path)).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+/// Offsets of the dynamic symbols `names` of an ELF file from where its
+/// lowest segment is mapped (add the lowest mapped address of the file).
+pub fn symbol_offsets(data: &[u8], names: &[&str]) -> Option<Vec<Option<u64>>> {
+    let file = object::File::parse(data).ok()?;
     let first = file.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
-    let bias = low.wrapping_sub(first);
     let found = names
         .iter()
         .map(|n| {
             file.dynamic_symbols()
                 .find(|s| !s.is_undefined() && s.address() != 0 && s.name() == Ok(n))
-                .map(|s| s.address().wrapping_add(bias))
+                .map(|s| s.address().wrapping_sub(first))
         })
         .collect();
     Some(found)
+}
+
+/// Address of the dynamic symbols `names` of the mapped file `path`
+/// (lowest mapped address `low`), in the target.
+fn symbol_in(pid: i32, path: &str, low: u64, names: &[&str]) -> Option<Vec<Option<u64>>> {
+    let data = std::fs::read(target_file(pid, path)).ok()?;
+    let offs = symbol_offsets(&data, names)?;
+    Some(
+        offs.into_iter()
+            .map(|o| o.map(|o| low.wrapping_add(o)))
+            .collect(),
+    )
 }
 
 fn file_name(path: &str) -> &str {
@@ -567,6 +577,12 @@ pub fn inject(
     init: &str,
     verbose: u8,
 ) -> Result<(InjectTimes, i32), String> {
+    // Before stopping anything: where `init` is in the library.
+    let data = std::fs::read(lib).map_err(|e| format!("cannot read {}: {e}", lib.display()))?;
+    let init_off = symbol_offsets(&data, &[init])
+        .and_then(|v| v[0])
+        .ok_or_else(|| format!("{} does not export {init}", lib.display()))?;
+    drop(data);
     let mut times = InjectTimes::default();
     let maps = mappings(pid)?;
     let tid = pick_thread(pid);
@@ -607,13 +623,10 @@ pub fn inject(
     if handle != 0 {
         // The library's init function, in its fresh mapping.
         let lib_str = lib.to_string_lossy();
-        let addr = mappings(pid)
-            .ok()
-            .and_then(|m| {
-                let low = mapped_files(&m).into_iter().find(|(p, _)| *p == lib_str)?.1;
-                symbol_in(pid, &lib_str, low, &[init])
-            })
-            .and_then(|v| v[0]);
+        let addr = mappings(pid).ok().and_then(|m| {
+            let low = mapped_files(&m).into_iter().find(|(p, _)| *p == lib_str)?.1;
+            Some(low + init_off)
+        });
         match addr {
             Some(a) => {
                 let tc = Instant::now();

@@ -163,7 +163,11 @@ pub struct LoadOpts {
     pub verbose: u8,
 }
 
+/// When ptap started (for -v: time to armed probes with -x).
+pub static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
+    START.get_or_init(std::time::Instant::now);
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Load(opts)) => load::run(opts),

@@ -35,6 +35,8 @@ pub struct RunOpts<'a> {
     pub verbose: u8,
     /// `--no-follow`: probe only the -c process.
     pub no_follow: bool,
+    /// `-x PID`: attach to this running process instead of starting one.
+    pub pid: Option<i32>,
 }
 
 /// The -c command's executable, found like `execvp` would (for `$name`
@@ -85,7 +87,9 @@ impl Sink {
 /// Why the session loop ended.
 #[derive(Debug, PartialEq)]
 enum Stop {
-    TargetExited(std::process::ExitStatus),
+    /// The target exited (its status, when known: an attached process
+    /// is not ptap's child).
+    TargetExited(Option<std::process::ExitStatus>),
     Interrupted,
     ExitCalled,
     Timeout,
@@ -111,28 +115,39 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             )
         })
     });
-    if in_target && opts.argv.is_none() {
+    if in_target && opts.argv.is_none() && opts.pid.is_none() {
         return Err(
-            "this script probes a process: give the command to run with -c CMD (attaching to a running process with -x PID is not implemented yet)"
+            "this script probes a process: give the command to run with -c CMD, or the process to attach to with -x PID"
                 .into(),
         );
+    }
+    if let Some(pid) = opts.pid {
+        crate::inject::check_pid(pid)?;
     }
 
     // Resolve the probe points against the executable and its libraries
     // before anything runs: a point that resolves to nothing is an error.
-    if let (Some(argv), true) = (&opts.argv, points::has_function_points(meta)) {
+    if points::has_function_points(meta) && (opts.argv.is_some() || opts.pid.is_some()) {
         let t = Instant::now();
-        let exe = resolve_exe(&argv[0])
-            .ok_or_else(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
-        let images = points::Images::load(&exe)?;
+        let (images, what) = match (opts.pid, &opts.argv) {
+            (Some(pid), _) => (
+                points::Images::from_pid(pid)?,
+                format!("the objects mapped in pid {pid}"),
+            ),
+            (None, Some(argv)) => {
+                let exe = resolve_exe(&argv[0])
+                    .ok_or_else(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
+                (points::Images::load(&exe)?, exe.display().to_string())
+            }
+            (None, None) => unreachable!("checked above"),
+        };
         let r = images.resolve(meta)?;
         if opts.verbose > 0 {
             for n in &r.notes {
                 eprintln!("ptap: {n}");
             }
             eprintln!(
-                "ptap: resolved the probe points against {} in {:.2?}",
-                exe.display(),
+                "ptap: resolved the probe points against {what} in {:.2?}",
                 t.elapsed()
             );
         }
@@ -159,9 +174,38 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     sink.drain(&s, prog);
 
     // The target, with a private copy of the runtime and of the module.
-    let mut target = None;
+    let mut target: Option<load::Target> = None;
     let mut snapshot = None;
-    if let Some(argv) = &opts.argv {
+    if let (Some(pid), false) = (opts.pid, in_target) {
+        // Nothing to load into it: target() is PID, and its exit ends the session.
+        host::set_target(&g, pid);
+        target = Some(load::Target::Attached(load::Attached::new(pid)));
+    } else if let (Some(pid), true) = (
+        opts.pid,
+        !host::exit_requested(&g) && !too_many_errors(&g, prog),
+    ) {
+        let installed = load::runtime_path()?;
+        let snap = RuntimeSnapshot::new(&installed)
+            .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
+        let object = snap.path.with_file_name("script.o");
+        std::fs::write(&object, &prog.object)
+            .map_err(|e| format!("cannot write {}: {e}", object.display()))?;
+        let mut params = vec![(attach::ENV_TARGET, "1")];
+        if opts.no_follow {
+            params.push((ptap_rt::loader::ENV_NO_FOLLOW, "1"));
+        }
+        host::set_target(&g, pid);
+        let a = load::attach_to(pid, &snap, &owned, &object, &params, opts.verbose)?;
+        if opts.verbose > 0 {
+            eprintln!(
+                "ptap: attached to pid {pid} with {}: probes armed {:.2?} after ptap started",
+                object.display(),
+                crate::START.get().map_or(t0.elapsed(), |s| s.elapsed())
+            );
+        }
+        target = Some(load::Target::Attached(a));
+        snapshot = Some(snap);
+    } else if let Some(argv) = &opts.argv {
         if !host::exit_requested(&g) && !too_many_errors(&g, prog) {
             let installed = load::runtime_path()?;
             let snap = RuntimeSnapshot::new(&installed)
@@ -187,7 +231,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
                     t0.elapsed()
                 );
             }
-            target = Some(child);
+            target = Some(load::Target::Child(child));
             snapshot = Some(snap);
         }
     }
@@ -197,7 +241,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         match (&stop, target.as_ref()) {
             (Stop::TargetExited(st), Some(child)) => {
                 use std::os::unix::process::ExitStatusExt;
-                match (st.code(), st.signal()) {
+                match (st.and_then(|s| s.code()), st.and_then(|s| s.signal())) {
                     (Some(c), _) => eprintln!(
                         "ptap: the target (pid {}) exited with status {c}",
                         child.id()
@@ -206,7 +250,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
                         "ptap: the target (pid {}) was killed by signal {sig}",
                         child.id()
                     ),
-                    _ => {}
+                    _ => eprintln!("ptap: the target (pid {}) exited", child.id()),
                 }
             }
             _ => eprintln!("ptap: stopping: {stop:?}"),
@@ -215,9 +259,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     }
     let mut still_running = false;
     if let Some(child) = target.as_mut() {
-        if !matches!(stop, Stop::TargetExited(_))
-            && child.try_wait().map_err(|e| e.to_string())?.is_none()
-        {
+        if !matches!(stop, Stop::TargetExited(_)) && child.try_wait()?.is_none() {
             load::detach(&s, &mut || {
                 sink.drain(&s, prog);
             });
@@ -225,7 +267,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             // process reach the session at its exit): give it a moment.
             let t = Instant::now();
             still_running = loop {
-                if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                if child.try_wait()?.is_some() {
                     break false;
                 }
                 if t.elapsed() > Duration::from_millis(200) {
@@ -294,7 +336,7 @@ fn session_loop(
     s: &Session,
     g: &Globals,
     sink: &mut Sink,
-    mut target: Option<&mut std::process::Child>,
+    mut target: Option<&mut load::Target>,
     opts: &RunOpts,
 ) -> Result<Stop, String> {
     let start = Instant::now();
@@ -312,7 +354,7 @@ fn session_loop(
         let n = sink.drain(s, prog);
         if arm_failed(g) {
             // Let the target's own report arrive before stopping.
-            if let Some(child) = target.as_deref_mut() {
+            if let Some(child) = target.as_deref_mut().filter(|t| t.is_child()) {
                 let t = Instant::now();
                 while child.try_wait().ok().flatten().is_none()
                     && t.elapsed() < Duration::from_secs(2)
@@ -336,7 +378,7 @@ fn session_loop(
             return Ok(Stop::TooManySkipped);
         }
         if let Some(child) = target.as_deref_mut() {
-            if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            if let Some(st) = child.try_wait()? {
                 return Ok(Stop::TargetExited(st));
             }
         }
