@@ -166,6 +166,15 @@ pub fn check_pid(pid: i32) -> Result<(), String> {
             ));
         }
     }
+    // Reading the maps needs the same permission as ptrace's read access.
+    if let Err(e) = std::fs::File::open(format!("/proc/{pid}/maps")) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            return Err(format!(
+                "not permitted to trace pid {pid} ({e}): {}",
+                eperm_hint(pid)
+            ));
+        }
+    }
     Ok(())
 }
 
