@@ -1,0 +1,385 @@
+//! `ptap -x PID`: attaching to a process the test started itself (not
+//! ptap): probes fire, Ctrl-C detaches and the process goes on with its
+//! code as it was; its exit ends the session; threads that already ran are
+//! probed; a system call the injected thread was blocked in is restarted;
+//! bad pids are clear errors. Readiness comes from the scripts themselves
+//! (a line printed once enough hits were counted), never from sleeps.
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{ptap, run_cmd, target};
+
+const SECS: Duration = Duration::from_secs(60);
+
+fn scratch(name: &str) -> PathBuf {
+    let d = support::out_dir()
+        .join("attach")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A child process whose stdout lines arrive on a channel and whose
+/// stderr is collected.
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    fn spawn(mut c: Command) -> Proc {
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        let so = child.stdout.take().unwrap();
+        let se = child.stderr.take().unwrap();
+        let stdin = child.stdin.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(so).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(se).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            stderr,
+            stdin,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn line(&mut self) -> String {
+        match self.lines.recv_timeout(SECS) {
+            Ok(l) => l,
+            Err(e) => {
+                let st = self.child.try_wait();
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "no line ({e}); status {st:?}; stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                )
+            }
+        }
+    }
+
+    /// The rest of stdout, once the process has exited.
+    fn rest(&mut self) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(SECS) {
+            v.push(l);
+        }
+        v
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if t0.elapsed() > SECS {
+                let _ = self.child.kill();
+                panic!(
+                    "pid {} did not exit; stderr:\n{}",
+                    self.pid(),
+                    self.stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn interrupt(&self) {
+        // SAFETY: signalling a child of ours.
+        unsafe { libc::kill(self.pid(), libc::SIGINT) };
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The target, started by the test: `NAME FLAG 60 7 [extra]`.
+fn start_target(name: &str, flag: &std::path::Path, extra: &[&str]) -> Proc {
+    let mut c = Command::new(target(name));
+    c.arg(flag).arg("60").arg("7").args(extra);
+    Proc::spawn(c)
+}
+
+fn start_ptap(pid: i32, prog: &str, extra: &[&str]) -> Proc {
+    let mut c = ptap();
+    c.arg("-x")
+        .arg(pid.to_string())
+        .args(extra)
+        .arg("-e")
+        .arg(prog);
+    Proc::spawn(c)
+}
+
+/// After ptap detached: the target still runs; once FLAG exists it prints
+/// its code bytes as they were before the attach, and exits with 7.
+fn target_goes_on(t: &mut Proc, flag: &std::path::Path, before: &str, last: &str) {
+    assert!(t.alive(), "the target died: {}", t.stderr());
+    std::fs::write(flag, b"").unwrap();
+    let after = t.line();
+    assert_eq!(
+        after.trim_start_matches("after="),
+        before.trim_start_matches("before="),
+        "probes left in the code"
+    );
+    let done = t.line();
+    assert!(done.starts_with(last), "{done}");
+    let st = t.wait();
+    assert_eq!(st.code(), Some(7), "{st:?}: {}", t.stderr());
+}
+
+#[test]
+fn attach_counts_hits_then_ctrl_c_detaches_and_the_target_goes_on() {
+    let d = scratch("counts");
+    let flag = d.join("flag");
+    let mut t = start_target("wait_file", &flag, &[]);
+    let before = t.line();
+    assert!(before.starts_with("before="), "{before}");
+    let prog = r#"global n, r, said
+        probe kprobe(work) { n++ }
+        probe kretprobe(work) { r++ }
+        probe timer.ms(10) { if (n >= 20 && r >= 20 && !said) { said = 1; printf("ready\n") } }
+        probe end { printf("hits>=20: %d rets>=20: %d target=%d\n", n >= 20, r >= 20, target()) }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    assert_eq!(p.line(), "ready", "{}", p.stderr());
+    p.interrupt();
+    let st = p.wait();
+    let out = p.rest();
+    assert_eq!(st.code(), Some(0), "{out:?}\n{}", p.stderr());
+    assert_eq!(
+        out,
+        vec![format!("hits>=20: 1 rets>=20: 1 target={}", t.pid())],
+        "{}",
+        p.stderr()
+    );
+    assert!(
+        p.stderr().contains(&format!(
+            "ptap: detached from pid {}; it keeps running",
+            t.pid()
+        )),
+        "{}",
+        p.stderr()
+    );
+    target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
+    support::remove_snapshot(p.child.id());
+}
+
+#[test]
+fn the_target_exiting_ends_the_session() {
+    let d = scratch("exit");
+    let flag = d.join("flag");
+    let mut t = start_target("wait_file", &flag, &[]);
+    let before = t.line();
+    let prog = r#"global n, said
+        probe kprobe(work) { n++ }
+        probe timer.ms(10) { if (n >= 20 && !said) { said = 1; printf("ready\n") } }
+        probe end { printf("end hits>=20: %d\n", n >= 20) }"#;
+    let mut p = start_ptap(t.pid(), prog, &["-v"]);
+    assert_eq!(p.line(), "ready", "{}", p.stderr());
+    std::fs::write(&flag, b"").unwrap();
+    let after = t.line();
+    // The target exits with the probes in: its code is patched here.
+    assert!(after.starts_with("after="), "{after}");
+    assert!(t.line().starts_with("done calls>=10: 1"));
+    assert_eq!(t.wait().code(), Some(7));
+    let st = p.wait();
+    assert_eq!(st.code(), Some(0), "{}", p.stderr());
+    assert_eq!(p.rest(), vec!["end hits>=20: 1".to_string()]);
+    assert!(
+        p.stderr()
+            .contains(&format!("ptap: the target (pid {}) exited", t.pid())),
+        "{}",
+        p.stderr()
+    );
+    assert!(!p.stderr().contains("keeps running"), "{}", p.stderr());
+    let _ = before;
+}
+
+#[test]
+fn threads_that_already_run_are_probed() {
+    let d = scratch("threads");
+    let flag = d.join("flag");
+    let mut t = start_target("wait_threads", &flag, &["4"]);
+    let before = t.line();
+    let prog = r#"global n, said
+        probe kprobe(work) { n[tid()]++ }
+        probe timer.ms(10) {
+            k = 0
+            foreach (x in n) if (n[x] >= 20) k++
+            if (k == 4 && !said) { said = 1; printf("ready\n") }
+        }
+        probe end { k = 0; foreach (x in n) k++; printf("threads=%d\n", k) }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    assert_eq!(p.line(), "ready", "{}", p.stderr());
+    p.interrupt();
+    assert_eq!(p.wait().code(), Some(0), "{}", p.stderr());
+    assert_eq!(p.rest(), vec!["threads=4".to_string()], "{}", p.stderr());
+    target_goes_on(&mut t, &flag, &before, "threads ran: 4");
+    support::remove_snapshot(p.child.id());
+}
+
+#[test]
+fn syscall_probes_arm_threads_that_already_run() {
+    let d = scratch("sys");
+    let flag = d.join("flag");
+    let mut t = start_target("wait_threads", &flag, &["4"]);
+    let before = t.line();
+    // Each thread calls access() in its loop.
+    let prog = r#"global n, said
+        probe kprobe(sys_access) { n[tid()]++ }
+        probe timer.ms(10) {
+            k = 0
+            foreach (x in n) if (n[x] >= 20) k++
+            if (k == 4 && !said) { said = 1; printf("ready\n") }
+        }
+        probe end { k = 0; foreach (x in n) k++; printf("threads=%d\n", k) }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    assert_eq!(p.line(), "ready", "{}", p.stderr());
+    p.interrupt();
+    assert_eq!(p.wait().code(), Some(0), "{}", p.stderr());
+    assert_eq!(p.rest(), vec!["threads=4".to_string()], "{}", p.stderr());
+    target_goes_on(&mut t, &flag, &before, "threads ran: 4");
+    support::remove_snapshot(p.child.id());
+}
+
+#[test]
+fn a_blocking_read_the_thread_was_in_is_restarted() {
+    // `head -c 6` blocked in read(2) on an empty pipe: the injected call
+    // interrupts it; after the detach the read must go on (not fail with
+    // EINTR) and return what the test writes.
+    let mut c = Command::new("head");
+    c.arg("-c").arg("6");
+    let mut t = Proc::spawn(c);
+    let prog = r#"global said
+        probe kprobe(read) { }
+        probe timer.ms(10) { if (!said) { said = 1; printf("ready\n") } }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    // Timers run once the probes are armed (the session loop starts then).
+    assert_eq!(p.line(), "ready", "{}", p.stderr());
+    p.interrupt();
+    assert_eq!(p.wait().code(), Some(0), "{}", p.stderr());
+    assert!(t.alive(), "head died: {}", t.stderr());
+    let mut stdin = t.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    drop(stdin);
+    assert_eq!(t.line(), "hello");
+    let st = t.wait();
+    assert_eq!(st.code(), Some(0), "{}", t.stderr());
+    assert_eq!(t.stderr(), "");
+    support::remove_snapshot(p.child.id());
+}
+
+#[test]
+fn ptap_load_attaches_a_c_module() {
+    let d = scratch("load");
+    let flag = d.join("flag");
+    let m = support::module("count");
+    // The module reads its settings from the target's environment.
+    let mut c = Command::new(target("wait_file"));
+    c.arg(&flag).arg("60").arg("7").env("PT_PRINT", "1");
+    let mut t = Proc::spawn(c);
+    let before = t.line();
+    let mut l = ptap();
+    l.arg("load").arg(&m).arg("-x").arg(t.pid().to_string());
+    let mut p = Proc::spawn(l);
+    let first = p.line();
+    assert_eq!(first, format!("register=0 pid={}", t.pid()));
+    // Then one line per hit.
+    let hit = p.line();
+    assert!(hit.starts_with("pre ip=0 di="), "{hit}");
+    p.interrupt();
+    let st = p.wait();
+    assert_eq!(st.code(), Some(130), "{}", p.stderr());
+    let rest = p.rest();
+    let hits = rest
+        .iter()
+        .find_map(|l| l.strip_prefix("hits="))
+        .unwrap_or_else(|| panic!("{rest:?}"));
+    let n: u64 = hits.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(n >= 1, "{rest:?}");
+    target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
+    support::remove_snapshot(p.child.id());
+}
+
+#[test]
+fn bad_pids_are_clear_errors() {
+    // A pid that existed and was reaped: free (pids are not reused at once).
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let mut c = ptap();
+    c.arg("-x")
+        .arg(pid.to_string())
+        .arg("-e")
+        .arg("probe kprobe(work) { }");
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.contains(&format!("-x {pid}: no such process")),
+        "{o:?}"
+    );
+
+    let mut c = ptap();
+    c.args(["-x", "1", "-c", "true", "-e", "probe kprobe(work) { }"]);
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(o.stderr.contains("cannot be used with"), "{o:?}");
+
+    // A point the running process does not have: nothing is injected.
+    let flag = scratch("badpoint").join("flag");
+    let mut t = start_target("wait_file", &flag, &[]);
+    let _ = t.line();
+    let mut c = ptap();
+    c.arg("-x")
+        .arg(t.pid().to_string())
+        .arg("-e")
+        .arg("probe kprobe(no_such_function) { }");
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("resolved to nothing"), "{o:?}");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", t.pid())).unwrap();
+    assert!(!maps.contains("libptap_rt"), "runtime loaded anyway");
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(t.wait().code(), Some(7));
+}
