@@ -166,6 +166,11 @@ pub fn check_pid(pid: i32) -> Result<(), String> {
             ));
         }
     }
+    if std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.is_empty()) {
+        return Err(format!(
+            "-x {pid}: the process has no user-space memory (a kernel thread?)"
+        ));
+    }
     // Reading the maps needs the same permission as ptrace's read access.
     if let Err(e) = std::fs::File::open(format!("/proc/{pid}/maps")) {
         if e.kind() == std::io::ErrorKind::PermissionDenied {

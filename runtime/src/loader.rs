@@ -2,6 +2,12 @@
 //! installs the signal handlers, dlopen()s the probe module and calls its
 //! init_module() before main; cleanup_module() runs at exit, or when ptap
 //! asks every runtime to detach (Ctrl-C) through the session's futex word.
+//!
+//! `ptap -x PID` injects the runtime into a running process instead: the
+//! constructor then finds an attach file beside this library (see
+//! [`attach_params_name`]) and does nothing; ptap calls the exported
+//! [`ptap_rt_attach`] on a thread of the process once its `dlopen` has
+//! returned, and that runs the same start-up with the file's parameters.
 
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
