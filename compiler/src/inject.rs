@@ -557,6 +557,23 @@ fn safe_spot(regs: &libc::user_regs_struct, maps: &[Mapping]) -> bool {
     })
 }
 
+/// Is a SIGSEGV of thread `tid` neither blocked nor ignored (so that the
+/// kernel leaves its disposition alone when the injected call returns to
+/// address 0)?
+fn segv_deliverable(pid: i32, tid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+        return false;
+    };
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    let bit = 1u64 << (libc::SIGSEGV - 1);
+    matches!((mask("SigBlk:"), mask("SigIgn:")), (Some(b), Some(i)) if (b | i) & bit == 0)
+}
+
 /// The thread to use: the main thread unless it has exited (then the
 /// first live one).
 fn pick_thread(pid: i32) -> i32 {
@@ -606,9 +623,11 @@ pub fn inject(
     let mut paused_at = Instant::now();
     let mut paused_before = Duration::ZERO;
     // Look for a safe spot: let the thread run a little and stop it again.
+    let mut segv_ok = false;
     for _ in 0..50 {
         let regs = ptrace::getregs(t.tid).map_err(|e| format!("PTRACE_GETREGS: {e}"))?;
-        if safe_spot(&regs, &maps) {
+        segv_ok = segv_deliverable(pid, tid);
+        if segv_ok && safe_spot(&regs, &maps) {
             break;
         }
         times.retries += 1;
@@ -617,6 +636,14 @@ pub fn inject(
         std::thread::sleep(Duration::from_micros(300));
         t.stop()?;
         paused_at = Instant::now();
+    }
+    if !segv_ok {
+        // The return to address 0 must raise a SIGSEGV ptap can take
+        // away: the kernel would reset a blocked or ignored SIGSEGV's
+        // handler to the default before ptap sees it.
+        return Err(format!(
+            "thread {tid} of pid {pid} keeps SIGSEGV blocked or ignored (in a SIGSEGV handler?): ptap cannot call into it safely; try again"
+        ));
     }
     times.to_stop = t0.elapsed();
     if verbose > 1 {

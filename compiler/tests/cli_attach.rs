@@ -383,3 +383,52 @@ fn bad_pids_are_clear_errors() {
     std::fs::write(&flag, b"").unwrap();
     assert_eq!(t.wait().code(), Some(7));
 }
+
+#[test]
+fn a_failed_dlopen_leaves_the_target_as_it_was() {
+    // A "runtime" that exports ptap_rt_attach but needs a library that is
+    // not there: dlopen fails inside the target; ptap reports dlerror() and
+    // puts the thread back; the target finishes normally.
+    let d = scratch("dlfail");
+    let lib = d.join("libptapgone.so");
+    let src = d.join("fake.c");
+    std::fs::write(&src, "int ptap_rt_attach(void) { return 0; }\nint gone(void);\nint use(void) { return gone(); }\n").unwrap();
+    let gone_src = d.join("gone.c");
+    std::fs::write(&gone_src, "int gone(void) { return 1; }\n").unwrap();
+    let st = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&gone_src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let fake = d.join("fake.so");
+    let st = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&fake)
+        .arg(&src)
+        .arg("-L")
+        .arg(&d)
+        .arg("-lptapgone")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_file(&lib).unwrap();
+
+    let flag = d.join("flag");
+    let mut t = start_target("wait_file", &flag, &[]);
+    let before = t.line();
+    let mut c = ptap();
+    c.env("PTAP_RUNTIME", &fake)
+        .arg("-x")
+        .arg(t.pid().to_string())
+        .arg("-e")
+        .arg("probe kprobe(work) { }");
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.contains("failed in pid") && o.stderr.contains("libptapgone.so"),
+        "{o:?}"
+    );
+    target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
+}
