@@ -385,9 +385,8 @@ impl Traced {
                     self.live = false;
                     return Err("the process exited".into());
                 }
-                other => {
+                _ => {
                     ptrace::cont(self.tid, None).map_err(|e| format!("PTRACE_CONT: {e}"))?;
-                    let _ = other;
                 }
             }
         }

@@ -303,7 +303,8 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     let unread = host::unread_globals(meta, &g);
     let _ = sink.out.write_all(unread.as_bytes());
     let _ = sink.out.flush();
-    if target.is_some() {
+    // (Not for `-x` without probes in the process: nothing was loaded there.)
+    if target.is_some() && snapshot.is_some() {
         load::report_session(&s, false);
     }
     // Errors, skipped hits by cause, full maps and lost output records

@@ -432,3 +432,24 @@ fn a_failed_dlopen_leaves_the_target_as_it_was() {
     );
     target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
 }
+
+#[test]
+fn without_probes_in_the_process_nothing_is_loaded_there() {
+    // Only ptap-side probes: target() is PID and nothing is injected.
+    let flag = scratch("noload").join("flag");
+    let mut t = start_target("wait_file", &flag, &[]);
+    let _ = t.line();
+    let mut c = ptap();
+    c.arg("-x")
+        .arg(t.pid().to_string())
+        .arg("-e")
+        .arg(r#"probe timer.ms(10) { printf("target=%d\n", target()); exit() }"#);
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(o.stdout, format!("target={}\n", t.pid()));
+    assert_eq!(o.stderr, "", "{o:?}");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", t.pid())).unwrap();
+    assert!(!maps.contains("libptap_rt"), "runtime loaded");
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(t.wait().code(), Some(7));
+}
