@@ -295,8 +295,12 @@ pub struct InjectTimes {
 const NT_X86_XSTATE: libc::c_int = 0x202;
 const EFLAGS_TF: u64 = 1 << 8;
 const EFLAGS_DF: u64 = 1 << 10;
-const RTLD_NOW: u64 = 2;
-const RTLD_GLOBAL: u64 = 0x100;
+/// dlopen modes: the first copy of the runtime in a process is global (a C
+/// module links against it); a second copy (a later session) is local and
+/// binds its own symbols first, or its calls to its exported functions
+/// would reach the inert copy of the earlier session.
+pub const DLOPEN_FIRST: u64 = 2 | 0x100; // RTLD_NOW | RTLD_GLOBAL
+pub const DLOPEN_SECOND: u64 = 2 | 0x8; // RTLD_NOW | RTLD_DEEPBIND (local)
 /// Memory calls glibc's malloc makes while it holds an arena lock.
 const MALLOC_SYSCALLS: [i64; 6] = [
     libc::SYS_mmap,
@@ -603,6 +607,7 @@ fn pick_thread(pid: i32) -> i32 {
 pub fn inject(
     pid: i32,
     lib: &Path,
+    mode: u64,
     fns: &DlFns,
     init: &str,
     verbose: u8,
@@ -656,7 +661,7 @@ pub fn inject(
     path.push(0);
     let tc = Instant::now();
     // u64::MAX stands for "the address of the data".
-    let handle = t.call(fns.dlopen, &[u64::MAX, RTLD_NOW | RTLD_GLOBAL], &path)?;
+    let handle = t.call(fns.dlopen, &[u64::MAX, mode], &path)?;
     times.call = tc.elapsed();
     let mut err = None;
     let mut ret = 0;

@@ -215,7 +215,15 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
                 .as_ref()
                 .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
             // The module may print while it loads: drain meanwhile.
-            let a = attach_to(pid, snap, &owned, &module, &[], opts.verbose)?;
+            let a = attach_to(
+                pid,
+                snap,
+                &owned,
+                &module,
+                &[],
+                Err("a C module cannot use a second copy of the runtime (its register_kprobe and printk would bind to the earlier one)"),
+                opts.verbose,
+            )?;
             Target::Attached(a)
         }
         (Some(argv), None) => {
@@ -321,6 +329,14 @@ impl RuntimeSnapshot {
 
     pub(crate) fn keep(mut self) {
         self.keep = true;
+    }
+
+    /// Make the snapshot a file of its own (a copy, not a hard link).
+    pub(crate) fn private_copy(&self) -> Result<(), String> {
+        let tmp = self.path.with_extension("so.copy");
+        std::fs::copy(&self.path, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| format!("cannot copy the runtime into {}: {e}", self.dir.display()))
     }
 }
 
@@ -467,6 +483,17 @@ pub(crate) fn split_command(cmd: &str) -> Result<Vec<String>, String> {
     Ok(argv)
 }
 
+/// Does a ptap runtime's control thread run in `pid` (an active session)?
+fn session_running(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == "ptap-ctl")
+        })
+}
+
 /// The probed process: started by ptap (-c) or attached to (-x).
 pub(crate) enum Target {
     Child(std::process::Child),
@@ -548,22 +575,47 @@ impl Target {
 /// (`-x PID`): it joins session `owned` and loads `module` (plus the
 /// extra `params`, runtime environment names). Returns when the
 /// runtime's constructor has run: the probes are armed.
+///
+/// `second_ok`: whether this session may load a second copy of the
+/// runtime into a process that has the (inert) runtime of an earlier
+/// session; Err says why not.
 pub(crate) fn attach_to(
     pid: i32,
     snap: &RuntimeSnapshot,
     owned: &OwnedSession,
     module: &Path,
     params: &[(&str, &str)],
+    second_ok: Result<(), &str>,
     verbose: u8,
 ) -> Result<Attached, String> {
     let t0 = Instant::now();
     crate::inject::check_pid(pid)?;
     let maps = crate::inject::mappings(pid)?;
+    let mut mode = crate::inject::DLOPEN_FIRST;
     if let Some(m) = maps.iter().find(|m| m.path.contains("libptap_rt.so")) {
-        return Err(format!(
-            "pid {pid} already has a ptap runtime loaded ({}): a process can be probed by one ptap session in its life (attaching again is not supported yet)",
-            m.path
-        ));
+        mode = crate::inject::DLOPEN_SECOND;
+        // A runtime of an earlier session (`-x`, or `-c` then detached).
+        if session_running(pid) {
+            return Err(format!(
+                "pid {pid} is being probed by another ptap session right now (its runtime's ptap-ctl thread runs): stop that one first"
+            ));
+        }
+        if let Err(why) = second_ok {
+            return Err(format!(
+                "pid {pid} already has a ptap runtime from an earlier session ({}): {why}",
+                m.path
+            ));
+        }
+        // That one stays inert; this session loads a second copy, which
+        // must be a file of its own (dlopen would return the loaded one
+        // for another link to the same file).
+        snap.private_copy()?;
+        if verbose > 0 {
+            eprintln!(
+                "ptap: pid {pid} keeps the inert runtime of an earlier session ({}); loading a second copy",
+                m.path
+            );
+        }
     }
     let fns = crate::inject::find_dlopen(pid, &maps)?;
     let mut text = format!(
@@ -592,7 +644,8 @@ pub(crate) fn attach_to(
     }
     let _remove = Remove(&file);
     let attached = Attached::new(pid);
-    let (times, ret) = crate::inject::inject(pid, &snap.path, &fns, "ptap_rt_attach", verbose)?;
+    let (times, ret) =
+        crate::inject::inject(pid, &snap.path, mode, &fns, "ptap_rt_attach", verbose)?;
     if ret != 0 {
         return Err(format!(
             "the runtime loaded into pid {pid} did not start (ptap_rt_attach returned {ret})"

@@ -195,7 +195,25 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             params.push((ptap_rt::loader::ENV_NO_FOLLOW, "1"));
         }
         host::set_target(&g, pid);
-        let a = load::attach_to(pid, &snap, &owned, &object, &params, opts.verbose)?;
+        let has_syscall_points = meta
+            .probes
+            .iter()
+            .flat_map(|p| &p.points)
+            .any(|q| matches!(q.target, ptap_rt::script::meta::TargetSpec::Syscall { .. }));
+        let second_ok = if has_syscall_points {
+            Err("system call probes cannot be armed by a second copy of the runtime")
+        } else {
+            Ok(())
+        };
+        let a = load::attach_to(
+            pid,
+            &snap,
+            &owned,
+            &object,
+            &params,
+            second_ok,
+            opts.verbose,
+        )?;
         if opts.verbose > 0 {
             eprintln!(
                 "ptap: attached to pid {pid} with {}: probes armed {:.2?} after ptap started",

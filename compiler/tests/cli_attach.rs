@@ -453,3 +453,62 @@ fn without_probes_in_the_process_nothing_is_loaded_there() {
     std::fs::write(&flag, b"").unwrap();
     assert_eq!(t.wait().code(), Some(7));
 }
+
+#[test]
+fn a_process_can_be_attached_to_again_after_a_detach() {
+    let d = scratch("again");
+    let flag = d.join("flag");
+    let mut t = start_target("wait_file", &flag, &[]);
+    let before = t.line();
+    let prog = r#"global n, r, said
+        probe kprobe(work) { n++ }
+        probe kretprobe(work) { r++ }
+        probe timer.ms(10) { if (n >= 20 && r >= 20 && !said) { said = 1; printf("ready\n") } }
+        probe end { printf("hits>=20: %d rets>=20: %d\n", n >= 20, r >= 20) }"#;
+    for round in 0..3 {
+        let mut p = start_ptap(t.pid(), prog, &["-v"]);
+        assert_eq!(p.line(), "ready", "round {round}: {}", p.stderr());
+        if round == 0 {
+            // While a session runs, a second one is refused.
+            let mut c = ptap();
+            c.arg("-x")
+                .arg(t.pid().to_string())
+                .arg("-e")
+                .arg("probe kprobe(work) { }");
+            let o = run_cmd(c, SECS);
+            assert_eq!(o.code, Some(1), "{o:?}");
+            assert!(
+                o.stderr.contains("is being probed by another ptap session"),
+                "{o:?}"
+            );
+        }
+        p.interrupt();
+        assert_eq!(p.wait().code(), Some(0), "{}", p.stderr());
+        assert_eq!(
+            p.rest(),
+            vec!["hits>=20: 1 rets>=20: 1".to_string()],
+            "round {round}: {}",
+            p.stderr()
+        );
+        assert_eq!(
+            p.stderr().contains("loading a second copy"),
+            round > 0,
+            "{}",
+            p.stderr()
+        );
+        support::remove_snapshot(p.child.id());
+    }
+    // A C module cannot use a second copy of the runtime: refused.
+    let mut c = ptap();
+    c.arg("load")
+        .arg(support::module("count"))
+        .arg("-x")
+        .arg(t.pid().to_string());
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.contains("a C module cannot use a second copy"),
+        "{o:?}"
+    );
+    target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
+}
