@@ -3,18 +3,19 @@
 //! ptap traces one thread of the target with ptrace (PTRACE_SEIZE +
 //! PTRACE_INTERRUPT: the other threads keep running), saves its registers
 //! (general purpose and the whole XSAVE area), and makes it call
-//! `dlopen(path, RTLD_NOW | RTLD_GLOBAL)` in the target: the path is written
-//! below the thread's red zone, the call starts with the stack aligned as
-//! the ABI wants, `orig_rax = -1` so that a system call the thread was
-//! stopped in is not restarted into the injected call, and the return
-//! address is 0: when dlopen returns, the thread faults at address 0 and
-//! ptap, which sees the SIGSEGV before the target does, takes it away,
-//! puts every register back exactly (a system call that was interrupted
-//! is then restarted by the kernel, as after any ptrace stop) and detaches.
-//! The runtime's constructor runs inside that dlopen, on that thread: it
+//! `dlopen(path, mode)` in the target, then the library's init function
+//! (`ptap_rt_attach`): the path is written below the thread's red zone,
+//! each call starts with the stack aligned as the ABI wants,
+//! `orig_rax = -1` so that a system call the thread was stopped in is not
+//! restarted into the injected call, and the return address is 0: when
+//! the function returns, the thread faults at address 0 and ptap, which
+//! sees the SIGSEGV before the target does, takes it away. Then every
+//! register goes back exactly (a system call that was interrupted is then
+//! restarted by the kernel, as after any ptrace stop) and ptap detaches.
+//! The runtime's start-up runs inside the init call, on that thread: it
 //! maps the session and registers the probes while the other threads run
 //! (live patching). Its parameters come from a file ptap writes beside the
-//! runtime snapshot (see `ptap_rt::loader::attach_params_path`).
+//! runtime snapshot (see `ptap_rt::loader::attach_params_name`).
 //!
 //! `dlopen` is found in the target's own libc (glibc >= 2.34 exports it),
 //! or libdl.so.2, or glibc's private `__libc_dlopen_mode` (older glibc).
