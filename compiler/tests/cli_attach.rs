@@ -512,3 +512,30 @@ fn a_process_can_be_attached_to_again_after_a_detach() {
     );
     target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
 }
+
+#[test]
+fn a_statically_linked_process_is_a_clear_error() {
+    let src = support::root().join("tests/targets/wait_file.c");
+    let bin = support::build(
+        "cc",
+        &src,
+        &support::out_dir().join("wait_file_static"),
+        &["-O2", "-static"],
+        &[],
+    );
+    let d = scratch("static");
+    let flag = d.join("flag");
+    let mut c = Command::new(&bin);
+    c.arg(&flag).arg("60").arg("7");
+    let mut t = Proc::spawn(c);
+    let before = t.line();
+    let mut c = ptap();
+    c.arg("-x")
+        .arg(t.pid().to_string())
+        .arg("-e")
+        .arg("probe kprobe(work) { }");
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("statically linked"), "{o:?}");
+    target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
+}
