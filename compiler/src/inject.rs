@@ -287,6 +287,8 @@ pub struct InjectTimes {
     pub to_stop: Duration,
     /// The injected call (dlopen, the runtime's constructor: probes armed).
     pub call: Duration,
+    /// The part of `call` spent in the library's init function.
+    pub init: Duration,
     /// How long the chosen thread was kept from its own work (stop to detach).
     pub paused: Duration,
     /// Times the thread was let go and stopped again to find a safe spot.
@@ -677,7 +679,8 @@ pub fn inject(
             Some(a) => {
                 let tc = Instant::now();
                 ret = t.call(a, &[], &[])? as u32 as i32;
-                times.call += tc.elapsed();
+                times.init = tc.elapsed();
+                times.call += times.init;
             }
             None => {
                 err = Some(format!(

@@ -653,11 +653,13 @@ pub(crate) fn attach_to(
     }
     if verbose > 0 {
         eprintln!(
-            "ptap: attached to pid {pid} in {:.2?}: dlopen from {} on one thread; that thread was stopped {:.2?} (injected call, with the runtime's start-up and probe arming: {:.2?}; {} retries for a safe spot); the others ran on",
+            "ptap: attached to pid {pid} in {:.2?}: dlopen from {} on one thread; that thread was stopped {:.2?} (injected calls {:.2?}: dlopen {:.2?}, then the runtime's start-up and probe arming {:.2?}; {} retries for a safe spot); the others ran on",
             t0.elapsed(),
             fns.from,
             times.paused,
             times.call,
+            times.call.saturating_sub(times.init),
+            times.init,
             times.retries
         );
     }
