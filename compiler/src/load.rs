@@ -646,21 +646,44 @@ pub(crate) fn attach_to(
     let attached = Attached::new(pid);
     let (times, ret) =
         crate::inject::inject(pid, &snap.path, mode, &fns, "ptap_rt_attach", verbose)?;
-    if ret != 0 {
+    if ret <= 0 {
         return Err(format!(
             "the runtime loaded into pid {pid} did not start (ptap_rt_attach returned {ret})"
         ));
     }
+    // The runtime starts on a thread of its own (`ret`), which ends once
+    // the probes are armed.
+    let t_arm = Instant::now();
+    let task = format!("/proc/{pid}/task/{ret}/stat");
+    let running = || {
+        std::fs::read_to_string(&task).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .and_then(|(_, r)| r.chars().next())
+                .is_some_and(|st| st != 'Z' && st != 'X')
+        })
+    };
+    let mut warned = false;
+    while running() {
+        if !warned && t_arm.elapsed() > Duration::from_secs(10) {
+            warned = true;
+            eprintln!("ptap: pid {pid} is still arming its probes after 10 s...");
+        }
+        if interrupted() && t_arm.elapsed() > Duration::from_secs(1) {
+            // Ctrl-C: the session loop detaches whatever is registered.
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
     if verbose > 0 {
         eprintln!(
-            "ptap: attached to pid {pid} in {:.2?}: dlopen from {} on one thread; that thread was stopped {:.2?} (injected calls {:.2?}: dlopen {:.2?}, then the runtime's start-up and probe arming {:.2?}; {} retries for a safe spot); the others ran on",
+            "ptap: attached to pid {pid} in {:.2?}: dlopen from {} on one thread, that thread was stopped {:.2?} (injected calls: dlopen {:.2?}, start {:.2?}; {} retries for a safe spot); the runtime's start-up and probe arming then took {:.2?} on a thread of its own; the process's threads ran on",
             t0.elapsed(),
             fns.from,
             times.paused,
-            times.call,
             times.call.saturating_sub(times.init),
             times.init,
-            times.retries
+            times.retries,
+            t_arm.elapsed()
         );
     }
     let c = owned.session.control();

@@ -323,11 +323,18 @@ fn ptap_load_attaches_a_c_module() {
     let mut l = ptap();
     l.arg("load").arg(&m).arg("-x").arg(t.pid().to_string());
     let mut p = Proc::spawn(l);
-    let first = p.line();
-    assert_eq!(first, format!("register=0 pid={}", t.pid()));
-    // Then one line per hit.
-    let hit = p.line();
-    assert!(hit.starts_with("pre ip=0 di="), "{hit}");
+    // init_module's line, and one line per hit (the process's thread runs
+    // while init_module registers: either may come first).
+    let (mut registered, mut hit) = (false, false);
+    while !(registered && hit) {
+        let l = p.line();
+        if l == format!("register=0 pid={}", t.pid()) {
+            registered = true;
+        } else {
+            assert!(l.starts_with("pre ip=0 di="), "{l}");
+            hit = true;
+        }
+    }
     p.interrupt();
     let st = p.wait();
     assert_eq!(st.code(), Some(130), "{}", p.stderr());

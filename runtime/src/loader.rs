@@ -176,22 +176,36 @@ static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// `ptap -x PID`: ptap calls this on a thread of the running process (by
 /// ptrace), after it has dlopen'ed this library. Reads the attach file and
-/// starts the runtime like the constructor does under LD_PRELOAD. Returns
-/// 0 when started, -1 without an attach file, -2 when already started.
+/// starts the runtime like the constructor does under LD_PRELOAD, on a
+/// thread of its own (`ptap-attach`, which ends when the probes are armed):
+/// the interrupted thread goes back to its work at once, and no signal
+/// handler of the runtime runs on it meanwhile. Returns the thread id of
+/// `ptap-attach` (> 0; ptap waits for it to end), -1 without an attach
+/// file, -2 when already started, -4 when the thread cannot be started.
 #[no_mangle]
 pub extern "C" fn ptap_rt_attach() -> c_int {
-    let params = read_params();
-    if !params.injected() {
-        return -1;
-    }
-    if STARTED.load(Ordering::Acquire) {
-        return -2;
-    }
     // No unwinding into the target's frames (ptap's injected call).
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start(params))) {
-        Ok(()) => 0,
-        Err(_) => -3,
-    }
+    std::panic::catch_unwind(|| {
+        let params = read_params();
+        if !params.injected() {
+            return -1;
+        }
+        if STARTED.load(Ordering::Acquire) {
+            return -2;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = std::thread::Builder::new()
+            .name("ptap-attach".into())
+            .spawn(move || {
+                let _ = tx.send(sys::gettid());
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start(params)));
+            });
+        match r {
+            Ok(_) => rx.recv().unwrap_or(-4),
+            Err(_) => -4,
+        }
+    })
+    .unwrap_or(-3)
 }
 
 fn start(params: Params) {
