@@ -12,9 +12,9 @@
 //! sees the SIGSEGV before the target does, takes it away. Then every
 //! register goes back exactly (a system call that was interrupted is then
 //! restarted by the kernel, as after any ptrace stop) and ptap detaches.
-//! The runtime's start-up runs inside the init call, on that thread: it
-//! maps the session and registers the probes while the other threads run
-//! (live patching). Its parameters come from a file ptap writes beside the
+//! The init call only starts a thread of the runtime's own, which maps the
+//! session and registers the probes while the process's threads run (live
+//! patching): the interrupted thread is stopped about a millisecond. Its parameters come from a file ptap writes beside the
 //! runtime snapshot (see `ptap_rt::loader::attach_params_name`).
 //!
 //! `dlopen` is found in the target's own libc (glibc >= 2.34 exports it),
