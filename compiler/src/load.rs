@@ -78,19 +78,31 @@ pub struct OwnedSession {
     pub fd: i32,
     pub session: Session,
     len: usize,
+    /// `-x`: the session is a file of its own in /dev/shm, owned by the
+    /// target's user (the target may not open `/proc/<ptap>/fd/N` when
+    /// ptap runs as root and the target does not); removed once the
+    /// target has mapped it.
+    path: Option<PathBuf>,
 }
 
 impl OwnedSession {
-    pub fn create(ring_size: usize) -> Result<OwnedSession, String> {
-        OwnedSession::create_sized(ring_size, Session::total_size(ring_size))
-    }
-
     /// A session of `len` bytes (at least the control block and the ring;
-    /// compiled scripts put their globals area after the ring).
-    pub fn create_sized(ring_size: usize, len: usize) -> Result<OwnedSession, String> {
-        // SAFETY: plain syscalls; the fd is deliberately inheritable (no CLOEXEC).
+    /// compiled scripts put their globals area after the ring), in a memfd;
+    /// with `attach = Some(pid)` (`-x`), in a file the process `pid` can
+    /// open (/dev/shm, its owner), or a memfd when /dev/shm cannot be used.
+    pub fn create_for(
+        ring_size: usize,
+        len: usize,
+        attach: Option<i32>,
+    ) -> Result<OwnedSession, String> {
+        let named = attach.and_then(shm_file_for);
+        // SAFETY: plain syscalls; the memfd is deliberately inheritable (no
+        // CLOEXEC: the -c command maps it through PTAP_SESSION_FD).
         unsafe {
-            let fd = libc::memfd_create(c"ptap-session".as_ptr(), 0);
+            let fd = match &named {
+                Some((_, fd)) => *fd,
+                None => libc::memfd_create(c"ptap-session".as_ptr(), 0),
+            };
             if fd < 0 {
                 return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
             }
@@ -110,13 +122,73 @@ impl OwnedSession {
             }
             let session = Session::from_raw(p as *mut u8);
             session.init(ring_size);
-            Ok(OwnedSession { fd, session, len })
+            Ok(OwnedSession {
+                fd,
+                session,
+                len,
+                path: named.map(|(p, _)| p),
+            })
+        }
+    }
+
+    /// Where a process opens the session.
+    pub fn path_for_target(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => format!("/proc/{}/fd/{}", std::process::id(), self.fd),
+        }
+    }
+
+    /// Remove the session's file (`-x`, once the target mapped it).
+    pub fn unlink(&self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
 
+/// A new file in /dev/shm for the session of `-x pid`, mode 0600, owned by
+/// the process's user and group when ptap may give it away (root).
+fn shm_file_for(pid: i32) -> Option<(PathBuf, i32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // The effective ids (second field of Uid: / Gid:).
+    let id = |key: &str| -> Option<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let (uid, gid) = (id("Uid:")?, id("Gid:")?);
+    let me = std::process::id();
+    (0..100).find_map(|n| {
+        let path = PathBuf::from(format!("/dev/shm/ptap-session-{me}-{n}"));
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: open/fchown of a new file of ours.
+        unsafe {
+            let fd = libc::open(
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o600,
+            );
+            if fd < 0 {
+                return None;
+            }
+            if libc::geteuid() == 0 && libc::fchown(fd, uid, gid) != 0 {
+                libc::close(fd);
+                libc::unlink(c.as_ptr());
+                return None;
+            }
+            Some((path, fd))
+        }
+    })
+}
+
 impl Drop for OwnedSession {
     fn drop(&mut self) {
+        self.unlink();
         // SAFETY: unmapping/closing what create() made.
         unsafe {
             libc::munmap(self.session.base() as *mut libc::c_void, self.len);
@@ -193,12 +265,12 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let installed = runtime_path()?;
     // Preload a private snapshot: a rebuild of the runtime (cargo replaces the
     // file) while the target runs must not break its exec'ed children.
-    let snapshot = RuntimeSnapshot::new(&installed);
+    let snapshot = RuntimeSnapshot::new_for(&installed, opts.pid.is_some());
     let runtime = snapshot
         .as_ref()
         .map_or(installed.clone(), |s| s.path.clone());
     let ring = ring_size_from_env()?;
-    let owned = OwnedSession::create(ring)?;
+    let owned = OwnedSession::create_for(ring, Session::total_size(ring), opts.pid)?;
     let s = owned.session;
     let out: Box<dyn Write> = match &opts.output {
         Some(p) => Box::new(std::io::BufWriter::new(
@@ -298,7 +370,15 @@ pub(crate) struct RuntimeSnapshot {
 
 impl RuntimeSnapshot {
     pub(crate) fn new(src: &Path) -> Option<RuntimeSnapshot> {
+        RuntimeSnapshot::new_for(src, false)
+    }
+
+    /// `attach` (`-x`): in the temporary directory (not `XDG_RUNTIME_DIR`,
+    /// private to ptap's user) and readable by everyone, since the process
+    /// may run as another user.
+    pub(crate) fn new_for(src: &Path, attach: bool) -> Option<RuntimeSnapshot> {
         let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|_| !attach)
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&base).ok()?;
@@ -315,6 +395,10 @@ impl RuntimeSnapshot {
                 Err(_) => Some(None),
             }
         })??;
+        if attach {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+        }
         let path = dir.join("libptap_rt.so");
         if std::fs::hard_link(src, &path).is_err() && std::fs::copy(src, &path).is_err() {
             let _ = std::fs::remove_dir_all(&dir);
@@ -483,6 +567,15 @@ pub(crate) fn split_command(cmd: &str) -> Result<Vec<String>, String> {
     Ok(argv)
 }
 
+/// Write `data` to `path`, readable by everyone (`-x`: the process may run
+/// as another user).
+pub(crate) fn write_readable(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, data)
+        .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 /// Does a ptap runtime's control thread run in `pid` (an active session)?
 fn session_running(pid: i32) -> bool {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -619,10 +712,9 @@ pub(crate) fn attach_to(
     }
     let fns = crate::inject::find_dlopen(pid, &maps)?;
     let mut text = format!(
-        "{}=/proc/{}/fd/{}\n{}={}\n",
+        "{}={}\n{}={}\n",
         session::ENV_PATH,
-        std::process::id(),
-        owned.fd,
+        owned.path_for_target(),
         session::ENV_MODULE,
         module.display()
     );
@@ -635,7 +727,7 @@ pub(crate) fn attach_to(
     let file = snap
         .path
         .with_file_name(ptap_rt::loader::attach_params_name(pid));
-    std::fs::write(&file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    write_readable(&file, text.as_bytes())?;
     struct Remove<'a>(&'a Path);
     impl Drop for Remove<'_> {
         fn drop(&mut self) {
@@ -643,6 +735,14 @@ pub(crate) fn attach_to(
         }
     }
     let _remove = Remove(&file);
+    // The target maps the session during the attach; its file goes then.
+    struct Unlink<'a>(&'a OwnedSession);
+    impl Drop for Unlink<'_> {
+        fn drop(&mut self) {
+            self.0.unlink();
+        }
+    }
+    let _unlink = Unlink(owned);
     let attached = Attached::new(pid);
     let (times, ret) =
         crate::inject::inject(pid, &snap.path, mode, &fns, "ptap_rt_attach", verbose)?;
@@ -689,9 +789,8 @@ pub(crate) fn attach_to(
     let c = owned.session.control();
     if c.attaches.load(Ordering::Acquire) == 0 {
         return Err(format!(
-            "the runtime was loaded into pid {pid} but did not join the session (it could not open /proc/{}/fd/{}?)",
-            std::process::id(),
-            owned.fd
+            "the runtime was loaded into pid {pid} but did not join the session (it could not open {}?)",
+            owned.path_for_target()
         ));
     }
     Ok(attached)

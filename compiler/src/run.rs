@@ -154,7 +154,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     }
 
     let ring = load::ring_size_from_env()?;
-    let owned = OwnedSession::create_sized(ring, host::session_size(ring, meta))?;
+    let owned = OwnedSession::create_for(ring, host::session_size(ring, meta), opts.pid)?;
     let s = owned.session;
     // SAFETY: the mapping is session_size(ring, meta) bytes.
     let g = unsafe { host::globals_of(&s) };
@@ -185,11 +185,10 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         !host::exit_requested(&g) && !too_many_errors(&g, prog),
     ) {
         let installed = load::runtime_path()?;
-        let snap = RuntimeSnapshot::new(&installed)
+        let snap = RuntimeSnapshot::new_for(&installed, true)
             .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
         let object = snap.path.with_file_name("script.o");
-        std::fs::write(&object, &prog.object)
-            .map_err(|e| format!("cannot write {}: {e}", object.display()))?;
+        load::write_readable(&object, &prog.object)?;
         let mut params = vec![(attach::ENV_TARGET, "1")];
         if opts.no_follow {
             params.push((ptap_rt::loader::ENV_NO_FOLLOW, "1"));

@@ -546,3 +546,61 @@ fn a_statically_linked_process_is_a_clear_error() {
     assert!(o.stderr.contains("statically linked"), "{o:?}");
     target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
 }
+
+#[test]
+fn a_process_of_another_user_can_be_attached_to_by_root() {
+    // ptap runs as root here; the process runs as nobody: it can open
+    // neither /proc/<ptap>/fd/N nor a private XDG_RUNTIME_DIR.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let d = scratch("otheruser");
+    let flag = d.join("flag");
+    let xdg = d.join("xdg");
+    std::fs::create_dir_all(&xdg).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(target("wait_file"))
+        .arg(&flag)
+        .arg("60")
+        .arg("7");
+    let mut t = Proc::spawn(c);
+    let before = t.line();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", t.pid())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{status}"
+    );
+    let prog = r#"global n, said
+        probe kprobe(work) { n++ }
+        probe timer.ms(10) { if (n >= 20 && !said) { said = 1; printf("ready\n") } }
+        probe end { printf("hits>=20: %d\n", n >= 20) }"#;
+    let mut c = ptap();
+    c.env("XDG_RUNTIME_DIR", &xdg)
+        .arg("-x")
+        .arg(t.pid().to_string())
+        .arg("-e")
+        .arg(prog);
+    let mut p = Proc::spawn(c);
+    assert_eq!(p.line(), "ready", "{}", p.stderr());
+    p.interrupt();
+    assert_eq!(p.wait().code(), Some(0), "{}", p.stderr());
+    assert_eq!(p.rest(), vec!["hits>=20: 1".to_string()]);
+    let leftover = std::fs::read_dir("/dev/shm").unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("ptap-session-{}-", p.child.id()))
+    });
+    assert!(!leftover, "the session file was left in /dev/shm");
+    target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
+    support::remove_snapshot(p.child.id());
+}
