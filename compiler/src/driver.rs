@@ -105,7 +105,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     };
     // With -x, the running process's executable.
     let exe = match opts.pid {
-        Some(pid) => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
+        Some(pid) => std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid))).ok(),
         None => argv.as_ref().and_then(|a| crate::run::resolve_exe(&a[0])),
     };
     let codegen_failed = |e: ptap_compiler::CodegenError| {

@@ -52,7 +52,7 @@ pub struct Mapping {
 
 /// The file-backed mappings of `pid`, in address order.
 pub fn mappings(pid: i32) -> Result<Vec<Mapping>, String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+    let text = std::fs::read_to_string(format!("{}/maps", proc_of(pid)))
         .map_err(|e| format!("cannot read /proc/{pid}/maps: {e}"))?;
     let mut out = Vec::new();
     for line in text.lines() {
@@ -102,7 +102,7 @@ pub fn mapped_files(maps: &[Mapping]) -> Vec<(String, u64)> {
 /// A path of the target's file as ptap can open it: through
 /// /proc/PID/root (the target may live in another mount namespace).
 pub fn target_file(pid: i32, path: &str) -> PathBuf {
-    let via_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
+    let via_root = PathBuf::from(format!("{}/root{path}", proc_of(pid)));
     if via_root.exists() {
         via_root
     } else {
@@ -147,12 +147,19 @@ pub fn check_pid(pid: i32) -> Result<(), String> {
     if pid == std::process::id() as i32 {
         return Err("-x: ptap cannot attach to itself".into());
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|_| format!("-x {pid}: no such process"))?;
-    if let Some(state) = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next()) {
-        if state == 'Z' || state == 'X' {
-            return Err(format!("-x {pid}: the process has exited (zombie)"));
+    // The main thread may have ended (pthread_exit) while others run.
+    match pick_thread(pid) {
+        None => return Err(format!("-x {pid}: the process has exited (zombie)")),
+        Some(t) if t != pid => {
+            // Its /proc/self (maps, mem, exe) is gone, and the runtime
+            // reads it to find symbols and patch code.
+            return Err(format!(
+                "-x {pid}: the main thread of the process has exited (pthread_exit) while thread {t} runs: not supported (the runtime needs the process's /proc/self)"
+            ));
         }
+        Some(_) => {}
     }
     // A thread id that is not a process: /proc/TID exists but Tgid differs.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -167,13 +174,13 @@ pub fn check_pid(pid: i32) -> Result<(), String> {
             ));
         }
     }
-    if std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.is_empty()) {
+    if std::fs::read_to_string(format!("{}/maps", proc_of(pid))).is_ok_and(|m| m.is_empty()) {
         return Err(format!(
             "-x {pid}: the process has no user-space memory (a kernel thread?)"
         ));
     }
     // Reading the maps needs the same permission as ptrace's read access.
-    if let Err(e) = std::fs::File::open(format!("/proc/{pid}/maps")) {
+    if let Err(e) = std::fs::File::open(format!("{}/maps", proc_of(pid))) {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
             return Err(format!(
                 "not permitted to trace pid {pid} ({e}): {}",
@@ -228,7 +235,7 @@ fn file_name(path: &str) -> &str {
 /// private `__libc_dlopen_mode` (older glibc; same arguments).
 pub fn find_dlopen(pid: i32, maps: &[Mapping]) -> Result<DlFns, String> {
     let files = mapped_files(maps);
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+    let exe = std::fs::read_link(format!("{}/exe", proc_of(pid)))
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| format!("pid {pid}"));
     let libc = files
@@ -580,28 +587,32 @@ fn segv_deliverable(pid: i32, tid: i32) -> bool {
     matches!((mask("SigBlk:"), mask("SigIgn:")), (Some(b), Some(i)) if (b | i) & bit == 0)
 }
 
+/// The /proc directory of process `pid` as seen by a live thread of it
+/// (`/proc/PID`, or `/proc/TID` when the main thread has exited with
+/// pthread_exit while others run: its maps and exe are gone).
+pub fn proc_of(pid: i32) -> String {
+    format!("/proc/{}", pick_thread(pid).unwrap_or(pid))
+}
+
 /// The thread to use: the main thread unless it has exited (then the
-/// first live one).
-fn pick_thread(pid: i32) -> i32 {
-    let state = |tid: &str| {
+/// first live one); None when no thread lives.
+fn pick_thread(pid: i32) -> Option<i32> {
+    let live = |tid: &str| {
         std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
             .ok()
             .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
+            .is_some_and(|st| st != 'Z' && st != 'X')
     };
-    if !matches!(state(&pid.to_string()), Some('Z') | Some('X') | None) {
-        return pid;
+    if live(&pid.to_string()) {
+        return Some(pid);
     }
     std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()
-        .and_then(|d| {
-            d.flatten().find_map(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                (!matches!(state(&n), Some('Z') | Some('X') | None))
-                    .then(|| n.parse::<i32>().ok())
-                    .flatten()
-            })
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            live(&n).then(|| n.parse::<i32>().ok()).flatten()
         })
-        .unwrap_or(pid)
 }
 
 /// Make `pid` dlopen `lib`, then call its exported `int init(void)`.
@@ -623,7 +634,7 @@ pub fn inject(
     drop(data);
     let mut times = InjectTimes::default();
     let maps = mappings(pid)?;
-    let tid = pick_thread(pid);
+    let tid = pick_thread(pid).ok_or_else(|| format!("pid {pid} has exited"))?;
     let t0 = Instant::now();
     let mut t = Traced::seize(tid)?;
     t.stop()?;

@@ -133,7 +133,7 @@ impl Images {
     /// executable first, then the others in address order. ptap's own
     /// runtime (an earlier session's) is left out.
     pub fn from_pid(pid: i32) -> Result<Images, String> {
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
             .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
         let exe_str = exe.to_string_lossy().into_owned();
         let maps = crate::inject::mappings(pid)?;
