@@ -577,13 +577,16 @@ pub(crate) fn write_readable(path: &Path, data: &[u8]) -> Result<(), String> {
 }
 
 /// Does a ptap runtime's control thread run in `pid` (an active session)?
+/// (A thread that has not yet named itself still has its creator's name:
+/// `ptap-ctl` is started by `ptap-attach` under `-x`.)
 fn session_running(pid: i32) -> bool {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
         .flatten()
         .any(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == "ptap-ctl")
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| matches!(c.trim_end(), "ptap-ctl" | "ptap-attach"))
         })
 }
 
