@@ -32,6 +32,9 @@ struct Proc {
     child: Child,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// The stderr reader (joined once the process has exited, so that
+    /// `stderr()` has all of it).
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     stdin: Option<ChildStdin>,
 }
 
@@ -52,7 +55,7 @@ impl Proc {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for l in BufReader::new(se).lines().map_while(Result::ok) {
                 let mut s = sink.lock().unwrap();
                 s.push_str(&l);
@@ -63,6 +66,7 @@ impl Proc {
             child,
             lines: rx,
             stderr,
+            stderr_reader: Some(stderr_reader),
             stdin,
         }
     }
@@ -98,6 +102,9 @@ impl Proc {
         let t0 = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.stderr_reader.take() {
+                    let _ = r.join();
+                }
                 return st;
             }
             if t0.elapsed() > SECS {
