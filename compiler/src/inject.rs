@@ -20,13 +20,15 @@
 //! `dlopen` is found in the target's own libc (glibc >= 2.34 exports it),
 //! or libdl.so.2, or glibc's private `__libc_dlopen_mode` (older glibc).
 //!
-//! The thread is chosen to make a deadlock unlikely: ptap prefers to stop
-//! it outside libc and the dynamic loader, or blocked in a system call
-//! other than the memory calls malloc makes (a thread stopped inside
-//! malloc holds its arena lock, and dlopen allocates). Known limit: that is
-//! a heuristic; if the interrupted thread held a lock dlopen needs, the
-//! injected call waits for it forever (ptap says so after 5 seconds and
-//! keeps waiting: abandoning the call would crash the target).
+//! ptap only injects where the thread is outside libc and the dynamic
+//! loader, or blocked in a system call other than the memory calls malloc
+//! makes (a thread stopped inside malloc would enter it again from dlopen:
+//! a deadlock on its arena lock, or heap corruption when single-threaded);
+//! it lets the thread run a little and stops it again until it finds such
+//! a spot, or gives up with an error. Known limit: a lock of the program's
+//! own that dlopen needs is not detected: the injected call then waits
+//! for it forever (ptap says so after 5 seconds and keeps waiting:
+//! abandoning the call would crash the target).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -311,6 +313,8 @@ const EFLAGS_DF: u64 = 1 << 10;
 /// would reach the inert copy of the earlier session.
 pub const DLOPEN_FIRST: u64 = 2 | 0x100; // RTLD_NOW | RTLD_GLOBAL
 pub const DLOPEN_SECOND: u64 = 2 | 0x8; // RTLD_NOW | RTLD_DEEPBIND (local)
+/// How many times ptap stops the thread looking for a safe spot.
+const SAFE_SPOT_TRIES: u32 = 1000;
 /// Memory calls glibc's malloc makes while it holds an arena lock.
 const MALLOC_SYSCALLS: [i64; 6] = [
     libc::SYS_mmap,
@@ -641,17 +645,22 @@ pub fn inject(
     let mut paused_at = Instant::now();
     let mut paused_before = Duration::ZERO;
     // Look for a safe spot: let the thread run a little and stop it again.
-    let mut segv_ok = false;
-    for _ in 0..50 {
+    // Never inject at an unsafe spot: a thread stopped inside malloc (even
+    // without a lock: a single-threaded process takes none) would enter
+    // malloc again from dlopen and corrupt its heap. Up to SAFE_SPOT_TRIES
+    // short runs of the thread; then give up with an error.
+    let (mut segv_ok, mut safe) = (false, false);
+    for _ in 0..SAFE_SPOT_TRIES {
         let regs = ptrace::getregs(t.tid).map_err(|e| format!("PTRACE_GETREGS: {e}"))?;
         segv_ok = segv_deliverable(pid, tid);
-        if segv_ok && safe_spot(&regs, &maps) {
+        safe = safe_spot(&regs, &maps);
+        if segv_ok && safe {
             break;
         }
         times.retries += 1;
         paused_before += paused_at.elapsed();
         ptrace::cont(t.tid, None).map_err(|e| format!("PTRACE_CONT: {e}"))?;
-        std::thread::sleep(Duration::from_micros(300));
+        std::thread::sleep(Duration::from_micros(200));
         t.stop()?;
         paused_at = Instant::now();
     }
@@ -661,6 +670,11 @@ pub fn inject(
         // handler to the default before ptap sees it.
         return Err(format!(
             "thread {tid} of pid {pid} keeps SIGSEGV blocked or ignored (in a SIGSEGV handler?): ptap cannot call into it safely; try again"
+        ));
+    }
+    if !safe {
+        return Err(format!(
+            "thread {tid} of pid {pid} was inside libc or the dynamic loader each of the {SAFE_SPOT_TRIES} times ptap stopped it (calling dlopen there could re-enter malloc): try again"
         ));
     }
     times.to_stop = t0.elapsed();
