@@ -103,7 +103,11 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };
-    let exe = argv.as_ref().and_then(|a| crate::run::resolve_exe(&a[0]));
+    // With -x, the running process's executable.
+    let exe = match opts.pid {
+        Some(pid) => std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid))).ok(),
+        None => argv.as_ref().and_then(|a| crate::run::resolve_exe(&a[0])),
+    };
     let codegen_failed = |e: ptap_compiler::CodegenError| {
         diagnostics(&ptap_lang::diag::render(
             &checked.sources,
@@ -153,6 +157,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
             timeout: opts.timeout,
             verbose: opts.verbose,
             no_follow: opts.no_follow,
+            pid: opts.pid,
         },
     )
 }
@@ -223,6 +228,7 @@ pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
             timeout: opts.timeout,
             verbose: opts.verbose,
             no_follow: opts.no_follow,
+            pid: opts.pid,
         },
     )
 }

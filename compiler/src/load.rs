@@ -15,6 +15,11 @@
 //! terminal's Ctrl-C reaches only ptap). At the end ptap reports lost
 //! records, and exits with the target's status (128+signal if it was killed).
 //!
+//! With `-x PID` ptap attaches to a running process instead: the runtime is
+//! loaded into it with ptrace + dlopen (`inject.rs`, [`attach_to`]); the
+//! parameters go through a file beside the runtime snapshot, and at the
+//! end (Ctrl-C, or its exit) the process goes on without probes.
+//!
 //! Known limits: the LD_PRELOAD is inherited by everything the target execs
 //! (each such process loads the module too); a target that reads the
 //! terminal is stopped by SIGTTIN (it is not in the foreground group).
@@ -73,19 +78,31 @@ pub struct OwnedSession {
     pub fd: i32,
     pub session: Session,
     len: usize,
+    /// `-x`: the session is a file of its own in /dev/shm, owned by the
+    /// target's user (the target may not open `/proc/<ptap>/fd/N` when
+    /// ptap runs as root and the target does not); removed once the
+    /// target has mapped it.
+    path: Option<PathBuf>,
 }
 
 impl OwnedSession {
-    pub fn create(ring_size: usize) -> Result<OwnedSession, String> {
-        OwnedSession::create_sized(ring_size, Session::total_size(ring_size))
-    }
-
     /// A session of `len` bytes (at least the control block and the ring;
-    /// compiled scripts put their globals area after the ring).
-    pub fn create_sized(ring_size: usize, len: usize) -> Result<OwnedSession, String> {
-        // SAFETY: plain syscalls; the fd is deliberately inheritable (no CLOEXEC).
+    /// compiled scripts put their globals area after the ring), in a memfd;
+    /// with `attach = Some(pid)` (`-x`), in a file the process `pid` can
+    /// open (/dev/shm, its owner), or a memfd when /dev/shm cannot be used.
+    pub fn create_for(
+        ring_size: usize,
+        len: usize,
+        attach: Option<i32>,
+    ) -> Result<OwnedSession, String> {
+        let named = attach.and_then(shm_file_for);
+        // SAFETY: plain syscalls; the memfd is deliberately inheritable (no
+        // CLOEXEC: the -c command maps it through PTAP_SESSION_FD).
         unsafe {
-            let fd = libc::memfd_create(c"ptap-session".as_ptr(), 0);
+            let fd = match &named {
+                Some((_, fd)) => *fd,
+                None => libc::memfd_create(c"ptap-session".as_ptr(), 0),
+            };
             if fd < 0 {
                 return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
             }
@@ -105,13 +122,73 @@ impl OwnedSession {
             }
             let session = Session::from_raw(p as *mut u8);
             session.init(ring_size);
-            Ok(OwnedSession { fd, session, len })
+            Ok(OwnedSession {
+                fd,
+                session,
+                len,
+                path: named.map(|(p, _)| p),
+            })
+        }
+    }
+
+    /// Where a process opens the session.
+    pub fn path_for_target(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => format!("/proc/{}/fd/{}", std::process::id(), self.fd),
+        }
+    }
+
+    /// Remove the session's file (`-x`, once the target mapped it).
+    pub fn unlink(&self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
 
+/// A new file in /dev/shm for the session of `-x pid`, mode 0600, owned by
+/// the process's user and group when ptap may give it away (root).
+fn shm_file_for(pid: i32) -> Option<(PathBuf, i32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // The effective ids (second field of Uid: / Gid:).
+    let id = |key: &str| -> Option<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let (uid, gid) = (id("Uid:")?, id("Gid:")?);
+    let me = std::process::id();
+    (0..100).find_map(|n| {
+        let path = PathBuf::from(format!("/dev/shm/ptap-session-{me}-{n}"));
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: open/fchown of a new file of ours.
+        unsafe {
+            let fd = libc::open(
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o600,
+            );
+            if fd < 0 {
+                return None;
+            }
+            if libc::geteuid() == 0 && libc::fchown(fd, uid, gid) != 0 {
+                libc::close(fd);
+                libc::unlink(c.as_ptr());
+                return None;
+            }
+            Some((path, fd))
+        }
+    })
+}
+
 impl Drop for OwnedSession {
     fn drop(&mut self) {
+        self.unlink();
         // SAFETY: unmapping/closing what create() made.
         unsafe {
             libc::munmap(self.session.base() as *mut libc::c_void, self.len);
@@ -176,21 +253,24 @@ pub fn run(opts: &LoadOpts) -> ExitCode {
 fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let module = std::fs::canonicalize(&opts.module)
         .map_err(|e| format!("{}: {e}", opts.module.display()))?;
-    let Some(cmd) = &opts.cmd else {
+    if opts.cmd.is_none() && opts.pid.is_none() {
         return Err(
-            "-c CMD is required (attaching to a running process is not implemented yet)".into(),
+            "give the command to run with -c CMD, or the process to attach to with -x PID".into(),
         );
-    };
-    let argv = split_command(cmd)?;
+    }
+    let argv = opts.cmd.as_deref().map(split_command).transpose()?;
+    if let Some(pid) = opts.pid {
+        crate::inject::check_pid(pid)?;
+    }
     let installed = runtime_path()?;
     // Preload a private snapshot: a rebuild of the runtime (cargo replaces the
     // file) while the target runs must not break its exec'ed children.
-    let snapshot = RuntimeSnapshot::new(&installed);
+    let snapshot = RuntimeSnapshot::new_for(&installed, opts.pid.is_some());
     let runtime = snapshot
         .as_ref()
         .map_or(installed.clone(), |s| s.path.clone());
     let ring = ring_size_from_env()?;
-    let owned = OwnedSession::create(ring)?;
+    let owned = OwnedSession::create_for(ring, Session::total_size(ring), opts.pid)?;
     let s = owned.session;
     let out: Box<dyn Write> = match &opts.output {
         Some(p) => Box::new(std::io::BufWriter::new(
@@ -201,21 +281,43 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let mut sink = Sink { out };
 
     install_interrupt_handlers();
-    let env = [(session::ENV_MODULE, module.as_os_str())];
-    let mut child = spawn(&argv, &runtime, &owned, &env, opts.verbose)?;
-    if opts.verbose > 0 {
-        eprintln!(
-            "ptap: running {argv:?} with {} (a snapshot of {}) and module {}",
-            runtime.display(),
-            installed.display(),
-            module.display()
-        );
-    }
-    let pid = child.id() as i32;
+    let mut target = match (&argv, opts.pid) {
+        (_, Some(pid)) => {
+            let snap = snapshot
+                .as_ref()
+                .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
+            // The module may print while it loads: drain meanwhile.
+            let a = attach_to(
+                pid,
+                snap,
+                &owned,
+                &module,
+                &[],
+                Err("a C module cannot use a second copy of the runtime (its register_kprobe and printk would bind to the earlier one)"),
+                opts.verbose,
+            )?;
+            Target::Attached(a)
+        }
+        (Some(argv), None) => {
+            let env = [(session::ENV_MODULE, module.as_os_str())];
+            let child = spawn(argv, &runtime, &owned, &env, opts.verbose)?;
+            if opts.verbose > 0 {
+                eprintln!(
+                    "ptap: running {argv:?} with {} (a snapshot of {}) and module {}",
+                    runtime.display(),
+                    installed.display(),
+                    module.display()
+                );
+            }
+            Target::Child(child)
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    let pid = target.id();
 
     let status = loop {
         let n = sink.drain(&s);
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(st) = target.try_wait()? {
             break Some(st);
         }
         if interrupted() {
@@ -233,12 +335,18 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let _ = sink.out.flush();
     report_losses(&s);
     match status {
-        Some(st) => {
+        Some(Some(st)) if target.is_child() => {
             if let Some(code) = st.code() {
                 Ok(ExitCode::from(code as u8))
             } else {
                 Ok(ExitCode::from(128 + st.signal().unwrap_or(0) as u8))
             }
+        }
+        Some(_) => {
+            // An attached process is not ptap's child: its status is not
+            // ptap's to report.
+            eprintln!("ptap: pid {pid} exited");
+            Ok(ExitCode::SUCCESS)
         }
         None => {
             eprintln!("ptap: detached from pid {pid}; it keeps running");
@@ -262,7 +370,15 @@ pub(crate) struct RuntimeSnapshot {
 
 impl RuntimeSnapshot {
     pub(crate) fn new(src: &Path) -> Option<RuntimeSnapshot> {
+        RuntimeSnapshot::new_for(src, false)
+    }
+
+    /// `attach` (`-x`): in the temporary directory (not `XDG_RUNTIME_DIR`,
+    /// private to ptap's user) and readable by everyone, since the process
+    /// may run as another user.
+    pub(crate) fn new_for(src: &Path, attach: bool) -> Option<RuntimeSnapshot> {
         let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|_| !attach)
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&base).ok()?;
@@ -279,6 +395,10 @@ impl RuntimeSnapshot {
                 Err(_) => Some(None),
             }
         })??;
+        if attach {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+        }
         let path = dir.join("libptap_rt.so");
         if std::fs::hard_link(src, &path).is_err() && std::fs::copy(src, &path).is_err() {
             let _ = std::fs::remove_dir_all(&dir);
@@ -293,6 +413,14 @@ impl RuntimeSnapshot {
 
     pub(crate) fn keep(mut self) {
         self.keep = true;
+    }
+
+    /// Make the snapshot a file of its own (a copy, not a hard link).
+    pub(crate) fn private_copy(&self) -> Result<(), String> {
+        let tmp = self.path.with_extension("so.copy");
+        std::fs::copy(&self.path, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| format!("cannot copy the runtime into {}: {e}", self.dir.display()))
     }
 }
 
@@ -445,4 +573,236 @@ pub(crate) fn split_command(cmd: &str) -> Result<Vec<String>, String> {
         return Err("the command is empty".into());
     }
     Ok(argv)
+}
+
+/// Write `data` to `path`, readable by everyone (`-x`: the process may run
+/// as another user).
+pub(crate) fn write_readable(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, data)
+        .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Does a ptap runtime's control thread run in `pid` (an active session)?
+/// (A thread that has not yet named itself still has its creator's name:
+/// `ptap-ctl` is started by `ptap-attach` under `-x`.)
+fn session_running(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| matches!(c.trim_end(), "ptap-ctl" | "ptap-attach"))
+        })
+}
+
+/// The probed process: started by ptap (-c) or attached to (-x).
+pub(crate) enum Target {
+    Child(std::process::Child),
+    Attached(Attached),
+}
+
+/// A process ptap attached to (`-x PID`). It is not ptap's child: its
+/// exit is seen through a pidfd (or /proc when pidfds are missing), and its
+/// exit status only when it is still a zombie at that moment.
+pub(crate) struct Attached {
+    pub pid: i32,
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Attached {
+    pub(crate) fn new(pid: i32) -> Attached {
+        // SAFETY: pidfd_open returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = (fd >= 0).then(|| {
+            use std::os::fd::FromRawFd;
+            // SAFETY: a fresh fd we own.
+            unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+        });
+        Attached { pid, pidfd }
+    }
+
+    /// Some(status if known) once the process has exited.
+    fn exited(&self) -> Option<Option<std::process::ExitStatus>> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok();
+        let zombie_code = stat.as_deref().and_then(|s| {
+            let rest = s.rsplit_once(") ")?.1;
+            let mut f = rest.split(' ');
+            let state = f.next()?;
+            if state != "Z" && state != "X" {
+                return None;
+            }
+            // Field 52 (exit_code): the 50th after the state field.
+            f.nth(48)?.trim().parse::<i32>().ok()
+        });
+        let gone = match &self.pidfd {
+            Some(fd) => {
+                use std::os::fd::AsRawFd;
+                let mut p = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd, no wait.
+                (unsafe { libc::poll(&mut p, 1, 0) }) > 0
+            }
+            None => stat.is_none() || zombie_code.is_some(),
+        };
+        gone.then(|| zombie_code.map(std::process::ExitStatus::from_raw))
+    }
+}
+
+impl Target {
+    pub(crate) fn id(&self) -> i32 {
+        match self {
+            Target::Child(c) => c.id() as i32,
+            Target::Attached(a) => a.pid,
+        }
+    }
+
+    /// Some(status, when known) once the process has exited.
+    pub(crate) fn try_wait(&mut self) -> Result<Option<Option<std::process::ExitStatus>>, String> {
+        match self {
+            Target::Child(c) => Ok(c.try_wait().map_err(|e| e.to_string())?.map(Some)),
+            Target::Attached(a) => Ok(a.exited()),
+        }
+    }
+
+    pub(crate) fn is_child(&self) -> bool {
+        matches!(self, Target::Child(_))
+    }
+}
+
+/// Load the runtime snapshot `snap` into the running process `pid`
+/// (`-x PID`): it joins session `owned` and loads `module` (plus the
+/// extra `params`, runtime environment names). Returns when the
+/// runtime's constructor has run: the probes are armed.
+///
+/// `second_ok`: whether this session may load a second copy of the
+/// runtime into a process that has the (inert) runtime of an earlier
+/// session; Err says why not.
+pub(crate) fn attach_to(
+    pid: i32,
+    snap: &RuntimeSnapshot,
+    owned: &OwnedSession,
+    module: &Path,
+    params: &[(&str, &str)],
+    second_ok: Result<(), &str>,
+    verbose: u8,
+) -> Result<Attached, String> {
+    let t0 = Instant::now();
+    crate::inject::check_pid(pid)?;
+    let maps = crate::inject::mappings(pid)?;
+    let mut mode = crate::inject::DLOPEN_FIRST;
+    if let Some(m) = maps.iter().find(|m| m.path.contains("libptap_rt.so")) {
+        mode = crate::inject::DLOPEN_SECOND;
+        // A runtime of an earlier session (`-x`, or `-c` then detached).
+        if session_running(pid) {
+            return Err(format!(
+                "pid {pid} is being probed by another ptap session right now (its runtime's ptap-ctl thread runs): stop that one first"
+            ));
+        }
+        if let Err(why) = second_ok {
+            return Err(format!(
+                "pid {pid} already has a ptap runtime from an earlier session ({}): {why}",
+                m.path
+            ));
+        }
+        // That one stays inert; this session loads a second copy, which
+        // must be a file of its own (dlopen would return the loaded one
+        // for another link to the same file).
+        snap.private_copy()?;
+        if verbose > 0 {
+            eprintln!(
+                "ptap: pid {pid} keeps the inert runtime of an earlier session ({}); loading a second copy",
+                m.path
+            );
+        }
+    }
+    let fns = crate::inject::find_dlopen(pid, &maps)?;
+    let mut text = format!(
+        "{}={}\n{}={}\n",
+        session::ENV_PATH,
+        owned.path_for_target(),
+        session::ENV_MODULE,
+        module.display()
+    );
+    if verbose > 0 {
+        text.push_str("PTAP_VERBOSE=1\n");
+    }
+    for (k, v) in params {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let file = snap
+        .path
+        .with_file_name(ptap_rt::loader::attach_params_name(pid));
+    write_readable(&file, text.as_bytes())?;
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(&file);
+    // The target maps the session during the attach; its file goes then.
+    struct Unlink<'a>(&'a OwnedSession);
+    impl Drop for Unlink<'_> {
+        fn drop(&mut self) {
+            self.0.unlink();
+        }
+    }
+    let _unlink = Unlink(owned);
+    let attached = Attached::new(pid);
+    let (times, ret) =
+        crate::inject::inject(pid, &snap.path, mode, &fns, "ptap_rt_attach", verbose)?;
+    if ret <= 0 {
+        return Err(format!(
+            "the runtime loaded into pid {pid} did not start (ptap_rt_attach returned {ret})"
+        ));
+    }
+    // The runtime starts on a thread of its own (`ret`), which ends once
+    // the probes are armed.
+    let t_arm = Instant::now();
+    let task = format!("/proc/{pid}/task/{ret}/stat");
+    let running = || {
+        std::fs::read_to_string(&task).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .and_then(|(_, r)| r.chars().next())
+                .is_some_and(|st| st != 'Z' && st != 'X')
+        })
+    };
+    let mut warned = false;
+    while running() {
+        if !warned && t_arm.elapsed() > Duration::from_secs(10) {
+            warned = true;
+            eprintln!("ptap: pid {pid} is still arming its probes after 10 s...");
+        }
+        if interrupted() && t_arm.elapsed() > Duration::from_secs(1) {
+            // Ctrl-C: the session loop detaches whatever is registered.
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    if verbose > 0 {
+        eprintln!(
+            "ptap: attached to pid {pid} in {:.2?}: dlopen from {} on one thread, that thread was stopped {:.2?} (injected calls: dlopen {:.2?}, start {:.2?}; {} retries for a safe spot); the runtime's start-up and probe arming then took {:.2?} on a thread of its own; the process's threads ran on",
+            t0.elapsed(),
+            fns.from,
+            times.paused,
+            times.call.saturating_sub(times.init),
+            times.init,
+            times.retries,
+            t_arm.elapsed()
+        );
+    }
+    let c = owned.session.control();
+    if c.attaches.load(Ordering::Acquire) == 0 {
+        return Err(format!(
+            "the runtime was loaded into pid {pid} but did not join the session (it could not open {}?)",
+            owned.path_for_target()
+        ));
+    }
+    Ok(attached)
 }

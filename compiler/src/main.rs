@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod driver;
+mod inject;
 mod load;
 mod points;
 mod run;
@@ -21,6 +22,7 @@ Examples:
   ptap -p4 -m counts -e 'global n probe kprobe(work) { n++ }'   write counts.o
   ptap run counts.o -c 'tests/targets/hot 10'            run it without compiling
   ptap load examples/modules/kprobe_example.so -c 'tests/targets/hot 10'
+  ptap -x 1234 -e 'global n probe kprobe(work) { n++ }'  attach to running pid 1234 (Ctrl-C detaches)
 ";
 
 #[derive(Parser, Debug)]
@@ -57,6 +59,11 @@ pub struct RunModuleOpts {
     #[arg(short = 'c', value_name = "CMD")]
     pub cmd: Option<String>,
 
+    /// Attach to the running process PID instead of starting one (the runtime
+    /// is loaded into it with ptrace + dlopen; see docs/usage.md).
+    #[arg(short = 'x', value_name = "PID", conflicts_with = "cmd")]
+    pub pid: Option<i32>,
+
     /// Write output to FILE instead of stdout.
     #[arg(short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
@@ -89,6 +96,11 @@ pub struct ScriptOpts {
     /// Run CMD (split like a shell would, without a shell) and probe it.
     #[arg(short = 'c', value_name = "CMD")]
     pub cmd: Option<String>,
+
+    /// Attach to the running process PID instead of starting one (the runtime
+    /// is loaded into it with ptrace + dlopen; see docs/usage.md).
+    #[arg(short = 'x', value_name = "PID", conflicts_with = "cmd")]
+    pub pid: Option<i32>,
 
     /// Set a limit or macro: MAXACTION, MAXSTRINGLEN, MAXMAPENTRIES, MAXERRORS, ...
     #[arg(short = 'D', value_name = "NAME=VAL")]
@@ -137,6 +149,11 @@ pub struct LoadOpts {
     #[arg(short = 'c', value_name = "CMD")]
     pub cmd: Option<String>,
 
+    /// Attach to the running process PID instead of starting one (the runtime
+    /// is loaded into it with ptrace + dlopen; see docs/usage.md).
+    #[arg(short = 'x', value_name = "PID", conflicts_with = "cmd")]
+    pub pid: Option<i32>,
+
     /// Write output to FILE instead of stdout.
     #[arg(short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
@@ -146,7 +163,11 @@ pub struct LoadOpts {
     pub verbose: u8,
 }
 
+/// When ptap started (for -v: time to armed probes with -x).
+pub static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
+    START.get_or_init(std::time::Instant::now);
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Load(opts)) => load::run(opts),

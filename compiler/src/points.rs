@@ -13,6 +13,9 @@
 //! Syscall points need no resolution (their names were checked at compile
 //! time); begin / end / timer points run in ptap.
 //!
+//! With `-x PID` the points are resolved against the objects mapped in
+//! the running process (/proc/PID/maps) instead.
+//!
 //! Known limits: libraries the target loads later with dlopen are not
 //! searched (and the runtime does not probe them either); `$ORIGIN` is the
 //! only dynamic string token expanded in run paths.
@@ -122,6 +125,35 @@ impl Images {
         }
         if let Some(interp) = interp {
             add(PathBuf::from(interp), &mut pending);
+        }
+        Ok(Images { images })
+    }
+
+    /// The objects mapped in the running process `pid` (`ptap -x`), the
+    /// executable first, then the others in address order. ptap's own
+    /// runtime (an earlier session's) is left out.
+    pub fn from_pid(pid: i32) -> Result<Images, String> {
+        let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
+            .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
+        let exe_str = exe.to_string_lossy().into_owned();
+        let maps = crate::inject::mappings(pid)?;
+        let mut files = crate::inject::mapped_files(&maps);
+        files.retain(|(p, _)| !p.ends_with("libptap_rt.so") && *p != exe_str);
+        let mut images = Vec::new();
+        let data = std::fs::read(crate::inject::target_file(pid, &exe_str))
+            .map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+        let main = Elf::parse(&exe, &data)?;
+        images.push(image(&exe, data, &main, true));
+        for (path, _) in files {
+            let Ok(data) = std::fs::read(crate::inject::target_file(pid, &path)) else {
+                continue;
+            };
+            let p = PathBuf::from(&path);
+            // Mapped files that are not ELF objects (locale archives, ...).
+            let Ok(elf) = Elf::parse(&p, &data) else {
+                continue;
+            };
+            images.push(image(&p, data, &elf, false));
         }
         Ok(Images { images })
     }

@@ -35,6 +35,8 @@ pub struct RunOpts<'a> {
     pub verbose: u8,
     /// `--no-follow`: probe only the -c process.
     pub no_follow: bool,
+    /// `-x PID`: attach to this running process instead of starting one.
+    pub pid: Option<i32>,
 }
 
 /// The -c command's executable, found like `execvp` would (for `$name`
@@ -85,7 +87,9 @@ impl Sink {
 /// Why the session loop ended.
 #[derive(Debug, PartialEq)]
 enum Stop {
-    TargetExited(std::process::ExitStatus),
+    /// The target exited (its status, when known: an attached process
+    /// is not ptap's child).
+    TargetExited(Option<std::process::ExitStatus>),
     Interrupted,
     ExitCalled,
     Timeout,
@@ -111,35 +115,46 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             )
         })
     });
-    if in_target && opts.argv.is_none() {
+    if in_target && opts.argv.is_none() && opts.pid.is_none() {
         return Err(
-            "this script probes a process: give the command to run with -c CMD (attaching to a running process with -x PID is not implemented yet)"
+            "this script probes a process: give the command to run with -c CMD, or the process to attach to with -x PID"
                 .into(),
         );
+    }
+    if let Some(pid) = opts.pid {
+        crate::inject::check_pid(pid)?;
     }
 
     // Resolve the probe points against the executable and its libraries
     // before anything runs: a point that resolves to nothing is an error.
-    if let (Some(argv), true) = (&opts.argv, points::has_function_points(meta)) {
+    if points::has_function_points(meta) && (opts.argv.is_some() || opts.pid.is_some()) {
         let t = Instant::now();
-        let exe = resolve_exe(&argv[0])
-            .ok_or_else(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
-        let images = points::Images::load(&exe)?;
+        let (images, what) = match (opts.pid, &opts.argv) {
+            (Some(pid), _) => (
+                points::Images::from_pid(pid)?,
+                format!("the objects mapped in pid {pid}"),
+            ),
+            (None, Some(argv)) => {
+                let exe = resolve_exe(&argv[0])
+                    .ok_or_else(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
+                (points::Images::load(&exe)?, exe.display().to_string())
+            }
+            (None, None) => unreachable!("checked above"),
+        };
         let r = images.resolve(meta)?;
         if opts.verbose > 0 {
             for n in &r.notes {
                 eprintln!("ptap: {n}");
             }
             eprintln!(
-                "ptap: resolved the probe points against {} in {:.2?}",
-                exe.display(),
+                "ptap: resolved the probe points against {what} in {:.2?}",
                 t.elapsed()
             );
         }
     }
 
     let ring = load::ring_size_from_env()?;
-    let owned = OwnedSession::create_sized(ring, host::session_size(ring, meta))?;
+    let owned = OwnedSession::create_for(ring, host::session_size(ring, meta), opts.pid)?;
     let s = owned.session;
     // SAFETY: the mapping is session_size(ring, meta) bytes.
     let g = unsafe { host::globals_of(&s) };
@@ -159,9 +174,55 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     sink.drain(&s, prog);
 
     // The target, with a private copy of the runtime and of the module.
-    let mut target = None;
+    let mut target: Option<load::Target> = None;
     let mut snapshot = None;
-    if let Some(argv) = &opts.argv {
+    if let (Some(pid), false) = (opts.pid, in_target) {
+        // Nothing to load into it: target() is PID, and its exit ends the session.
+        host::set_target(&g, pid);
+        target = Some(load::Target::Attached(load::Attached::new(pid)));
+    } else if let (Some(pid), true) = (
+        opts.pid,
+        !host::exit_requested(&g) && !too_many_errors(&g, prog),
+    ) {
+        let installed = load::runtime_path()?;
+        let snap = RuntimeSnapshot::new_for(&installed, true)
+            .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
+        let object = snap.path.with_file_name("script.o");
+        load::write_readable(&object, &prog.object)?;
+        let mut params = vec![(attach::ENV_TARGET, "1")];
+        if opts.no_follow {
+            params.push((ptap_rt::loader::ENV_NO_FOLLOW, "1"));
+        }
+        host::set_target(&g, pid);
+        let has_syscall_points = meta
+            .probes
+            .iter()
+            .flat_map(|p| &p.points)
+            .any(|q| matches!(q.target, ptap_rt::script::meta::TargetSpec::Syscall { .. }));
+        let second_ok = if has_syscall_points {
+            Err("system call probes cannot be armed by a second copy of the runtime")
+        } else {
+            Ok(())
+        };
+        let a = load::attach_to(
+            pid,
+            &snap,
+            &owned,
+            &object,
+            &params,
+            second_ok,
+            opts.verbose,
+        )?;
+        if opts.verbose > 0 {
+            eprintln!(
+                "ptap: attached to pid {pid} with {}: probes armed {:.2?} after ptap started",
+                object.display(),
+                crate::START.get().map_or(t0.elapsed(), |s| s.elapsed())
+            );
+        }
+        target = Some(load::Target::Attached(a));
+        snapshot = Some(snap);
+    } else if let Some(argv) = &opts.argv {
         if !host::exit_requested(&g) && !too_many_errors(&g, prog) {
             let installed = load::runtime_path()?;
             let snap = RuntimeSnapshot::new(&installed)
@@ -187,7 +248,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
                     t0.elapsed()
                 );
             }
-            target = Some(child);
+            target = Some(load::Target::Child(child));
             snapshot = Some(snap);
         }
     }
@@ -197,7 +258,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         match (&stop, target.as_ref()) {
             (Stop::TargetExited(st), Some(child)) => {
                 use std::os::unix::process::ExitStatusExt;
-                match (st.code(), st.signal()) {
+                match (st.and_then(|s| s.code()), st.and_then(|s| s.signal())) {
                     (Some(c), _) => eprintln!(
                         "ptap: the target (pid {}) exited with status {c}",
                         child.id()
@@ -206,7 +267,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
                         "ptap: the target (pid {}) was killed by signal {sig}",
                         child.id()
                     ),
-                    _ => {}
+                    _ => eprintln!("ptap: the target (pid {}) exited", child.id()),
                 }
             }
             _ => eprintln!("ptap: stopping: {stop:?}"),
@@ -215,9 +276,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     }
     let mut still_running = false;
     if let Some(child) = target.as_mut() {
-        if !matches!(stop, Stop::TargetExited(_))
-            && child.try_wait().map_err(|e| e.to_string())?.is_none()
-        {
+        if !matches!(stop, Stop::TargetExited(_)) && child.try_wait()?.is_none() {
             load::detach(&s, &mut || {
                 sink.drain(&s, prog);
             });
@@ -225,7 +284,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             // process reach the session at its exit): give it a moment.
             let t = Instant::now();
             still_running = loop {
-                if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                if child.try_wait()?.is_some() {
                     break false;
                 }
                 if t.elapsed() > Duration::from_millis(200) {
@@ -265,7 +324,8 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     let unread = host::unread_globals(meta, &g);
     let _ = sink.out.write_all(unread.as_bytes());
     let _ = sink.out.flush();
-    if target.is_some() {
+    // (Not for `-x` without probes in the process: nothing was loaded there.)
+    if target.is_some() && snapshot.is_some() {
         load::report_session(&s, false);
     }
     // Errors, skipped hits by cause, full maps and lost output records
@@ -298,7 +358,7 @@ fn session_loop(
     s: &Session,
     g: &Globals,
     sink: &mut Sink,
-    mut target: Option<&mut std::process::Child>,
+    mut target: Option<&mut load::Target>,
     opts: &RunOpts,
 ) -> Result<Stop, String> {
     let start = Instant::now();
@@ -316,7 +376,7 @@ fn session_loop(
         let n = sink.drain(s, prog);
         if arm_failed(g) {
             // Let the target's own report arrive before stopping.
-            if let Some(child) = target.as_deref_mut() {
+            if let Some(child) = target.as_deref_mut().filter(|t| t.is_child()) {
                 let t = Instant::now();
                 while child.try_wait().ok().flatten().is_none()
                     && t.elapsed() < Duration::from_secs(2)
@@ -340,7 +400,7 @@ fn session_loop(
             return Ok(Stop::TooManySkipped);
         }
         if let Some(child) = target.as_deref_mut() {
-            if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            if let Some(st) = child.try_wait()? {
                 return Ok(Stop::TargetExited(st));
             }
         }

@@ -2,6 +2,12 @@
 //! installs the signal handlers, dlopen()s the probe module and calls its
 //! init_module() before main; cleanup_module() runs at exit, or when ptap
 //! asks every runtime to detach (Ctrl-C) through the session's futex word.
+//!
+//! `ptap -x PID` injects the runtime into a running process instead: the
+//! constructor then finds an attach file beside this library (see
+//! [`attach_params_name`]) and does nothing; ptap calls the exported
+//! [`ptap_rt_attach`] on a thread of the process once its `dlopen` has
+//! returned, and that runs the same start-up with the file's parameters.
 
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -44,7 +50,7 @@ fn diag(s: &str) {
     output::diag(s.as_bytes());
 }
 
-fn map_session() -> Option<Session> {
+fn map_session(params: &Params) -> Option<Session> {
     let try_fd = |fd: i32| -> Option<Session> {
         // SAFETY: fstat/mmap of an fd named by ptap; validated by magic below.
         unsafe {
@@ -72,14 +78,14 @@ fn map_session() -> Option<Session> {
             }
         }
     };
-    if let Some(s) = std::env::var(session::ENV_FD)
-        .ok()
+    if let Some(s) = params
+        .get(session::ENV_FD)
         .and_then(|v| v.parse::<i32>().ok())
         .and_then(try_fd)
     {
         return Some(s);
     }
-    let path = std::env::var(session::ENV_PATH).ok()?;
+    let path = params.get(session::ENV_PATH)?;
     let c = CString::new(path).ok()?;
     // SAFETY: open of a path named by ptap.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
@@ -92,20 +98,139 @@ fn map_session() -> Option<Session> {
     s
 }
 
+/// The runtime's parameters: the environment (LD_PRELOAD by `ptap -c`), or
+/// the attach file (`ptap -x`, see [`attach_params_path`]).
+struct Params {
+    /// KEY=VALUE lines of the attach file; None: use the environment.
+    file: Option<Vec<(String, String)>>,
+}
+
+impl Params {
+    fn get(&self, key: &str) -> Option<String> {
+        match &self.file {
+            Some(kv) => kv.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()),
+            None => std::env::var(key).ok(),
+        }
+    }
+
+    fn injected(&self) -> bool {
+        self.file.is_some()
+    }
+}
+
+/// Name of the attach file, in the directory of the runtime's own file:
+/// `ptap -x PID` writes `attach-PID` beside the runtime snapshot it makes
+/// the process dlopen (an injected library gets no environment), and
+/// removes it once the dlopen has returned.
+pub fn attach_params_name(pid: i32) -> String {
+    format!("attach-{pid}")
+}
+
+/// Where this copy of the runtime looks for its attach file.
+fn attach_params_path() -> Option<std::path::PathBuf> {
+    // SAFETY: dladdr on one of our code addresses; dli_fname is a C string
+    // owned by the dynamic loader.
+    let me = unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(ptap_rt_ctor as *const libc::c_void, &mut info) == 0
+            || info.dli_fname.is_null()
+        {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(info.dli_fname)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let dir = std::path::Path::new(&me).parent()?;
+    Some(dir.join(attach_params_name(sys::getpid())))
+}
+
+fn read_params() -> Params {
+    let file = attach_params_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        });
+    Params { file }
+}
+
 extern "C" fn ptap_rt_ctor() {
     if !in_shared_object() {
         return;
     }
-    let module = std::env::var(session::ENV_MODULE).ok();
-    let role = take_role();
-    let no_follow = std::env::var_os(ENV_NO_FOLLOW).is_some_and(|v| v == "1");
+    let params = read_params();
+    if params.injected() {
+        // `ptap -x`: the constructor runs inside the injected dlopen, before
+        // the loader has made this library global (a C module could not
+        // link against it) and with the loader's lock held; ptap calls
+        // ptap_rt_attach() once dlopen has returned.
+        return;
+    }
+    start(params);
+}
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// `ptap -x PID`: ptap calls this on a thread of the running process (by
+/// ptrace), after it has dlopen'ed this library. Reads the attach file and
+/// starts the runtime like the constructor does under LD_PRELOAD, on a
+/// thread of its own (`ptap-attach`, which ends when the probes are armed):
+/// the interrupted thread goes back to its work at once, and no signal
+/// handler of the runtime runs on it meanwhile. Returns the thread id of
+/// `ptap-attach` (> 0; ptap waits for it to end), -1 without an attach
+/// file, -2 when already started, -4 when the thread cannot be started.
+#[no_mangle]
+pub extern "C" fn ptap_rt_attach() -> c_int {
+    // No unwinding into the target's frames (ptap's injected call).
+    std::panic::catch_unwind(|| {
+        let params = read_params();
+        if !params.injected() {
+            return -1;
+        }
+        if STARTED.load(Ordering::Acquire) {
+            return -2;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = std::thread::Builder::new()
+            .name("ptap-attach".into())
+            .spawn(move || {
+                let _ = tx.send(sys::gettid());
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start(params)));
+            });
+        match r {
+            Ok(_) => rx.recv().unwrap_or(-4),
+            Err(_) => -4,
+        }
+    })
+    .unwrap_or(-3)
+}
+
+fn start(params: Params) {
+    if STARTED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let injected = params.injected();
+    let module = params.get(session::ENV_MODULE);
+    // Injected into a running process: it is the target (and has no
+    // environment of ours to hand down).
+    let role = if injected {
+        crate::script::attach::Role::Target
+    } else {
+        take_role()
+    };
+    let no_follow = params.get(ENV_NO_FOLLOW).is_some_and(|v| v == "1");
     if no_follow && role == crate::script::attach::Role::Other {
         return; // `ptap --no-follow`: only the -c process is probed
     }
     NO_FOLLOW.store(no_follow, Ordering::Release);
-    let sess = map_session();
-    if sess.is_none() && module.is_none() {
-        return; // preloaded without ptap and without a module: stay inert
+    let sess = map_session(&params);
+    if sess.is_none() && (module.is_none() || injected) {
+        // Preloaded without ptap and without a module: stay inert. Injected
+        // without a reachable session: ptap sees that nobody attached.
+        return;
     }
     if let Some(s) = sess {
         if s.control().detach.load(Ordering::Acquire) != 0 {
@@ -122,7 +247,7 @@ extern "C" fn ptap_rt_ctor() {
         diag("ptap: cannot allocate the thread table; runtime disabled\n");
         return;
     }
-    if std::env::var_os("PTAP_VERBOSE").is_some() {
+    if params.get("PTAP_VERBOSE").is_some() {
         probes::VERBOSE.store(true, Ordering::Relaxed);
     }
     signals::prime();
@@ -138,12 +263,21 @@ extern "C" fn ptap_rt_ctor() {
         libc::atexit(at_exit);
     }
     if let Some(m) = module {
-        load_module(&m, role);
+        if !load_module(&m, role, injected) {
+            // Injected: the process runs on, with nothing registered.
+            shutdown();
+            return;
+        }
     }
     if sess.is_some() {
         spawn_control_thread();
     }
     crate::syscall::runtime_ready(); // syscall probes: arm this thread now that start-up is done
+    if injected {
+        // The process's other threads already run: syscall probes arm
+        // them now (no-op without syscall probes).
+        crate::syscall::arm_all_threads();
+    }
 }
 
 /// The role of this process in the session (see `attach::ENV_TARGET`);
@@ -163,13 +297,24 @@ fn take_role() -> crate::script::attach::Role {
 }
 
 // Not inlined: dump_stack() from init_module() names this frame (a test checks it).
+// False: an injected runtime (`injected`) could not arm its probes.
 #[inline(never)]
-fn load_module(path: &str, role: crate::script::attach::Role) {
+fn load_module(path: &str, role: crate::script::attach::Role, injected: bool) -> bool {
     // A compiled script's probe module (ELF relocatable object written by
     // ptap's compiler): loaded by the runtime itself, no dlopen, no linker.
     if path.ends_with(".o") {
         use crate::script::attach::{self, Role};
         if let Err(e) = attach::attach_file_as(path, role) {
+            if injected {
+                // `ptap -x`: the process was running before us and must
+                // go on: report, register nothing, never exit it.
+                diag(&format!(
+                    "ptap: {e}\nptap: not every probe could be armed in pid {}: nothing is probed\n",
+                    sys::getpid()
+                ));
+                attach::report_failed_start();
+                return false;
+            }
             if role == Role::Target {
                 // ptap resolved the points before starting us, so this is a
                 // refusal (an address the probe layer cannot patch, ...).
@@ -186,9 +331,11 @@ fn load_module(path: &str, role: crate::script::attach::Role) {
             }
             diag(&format!("ptap: {e}\n"));
         }
-        return;
+        return true;
     }
-    let Ok(c) = CString::new(path) else { return };
+    let Ok(c) = CString::new(path) else {
+        return true;
+    };
     // SAFETY: dlopen of the module named by ptap; its undefined symbols
     // (register_kprobe, printk, ...) resolve against this preloaded library.
     let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
@@ -204,7 +351,7 @@ fn load_module(path: &str, role: crate::script::attach::Role) {
                 .into_owned()
         };
         diag(&format!("ptap: cannot load module {path}: {msg}\n"));
-        return;
+        return true;
     }
     // SAFETY: symbol lookups in the module.
     let (init, cleanup) = unsafe {
@@ -215,7 +362,7 @@ fn load_module(path: &str, role: crate::script::attach::Role) {
     };
     if init.is_null() {
         diag(&format!("ptap: module {path} has no init_module()\n"));
-        return;
+        return true;
     }
     // SAFETY: init_module is `int init_module(void)`.
     let r = unsafe { core::mem::transmute::<*mut libc::c_void, extern "C" fn() -> c_int>(init)() };
@@ -224,9 +371,10 @@ fn load_module(path: &str, role: crate::script::attach::Role) {
             "ptap: init_module() of {path} returned {r}; the module is not loaded\n"
         ));
         probes::unregister_all();
-        return;
+        return true;
     }
     MODULE_CLEANUP.store(cleanup as usize, Ordering::Release);
+    true
 }
 
 /// cleanup_module + unregister everything, once per process.
