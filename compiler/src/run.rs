@@ -300,9 +300,10 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     let mut descendants = 0;
     if matches!(stop, Stop::TargetExited(_)) {
         descendants = load::live_pids(&s);
-        let group = target
-            .as_ref()
-            .is_some_and(|c| load::group_alive(c.id() as i32));
+        // The -c command's own process group (a process ptap started);
+        // an attached process's group is not ours to look at.
+        let group =
+            matches!(&target, Some(load::Target::Child(c)) if load::group_alive(c.id() as i32));
         if descendants > 0 || group {
             descendants = descendants.max(1);
             if opts.verbose > 0 {

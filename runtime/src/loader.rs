@@ -250,12 +250,18 @@ fn start(params: Params) {
     if params.get("PTAP_VERBOSE").is_some() {
         probes::VERBOSE.store(true, Ordering::Relaxed);
     }
-    signals::prime();
+    if injected {
+        signals::prime_injected();
+    } else {
+        signals::prime();
+    }
     sys::init_errno();
     crate::helpers::init_execname();
     trap::install();
     signals::ACTIVE.store(true, Ordering::Release);
-    signals::rescan();
+    if !injected {
+        signals::rescan();
+    }
     sys::membarrier_register();
     // SAFETY: registering plain C callbacks.
     unsafe {

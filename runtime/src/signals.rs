@@ -475,6 +475,17 @@ pub unsafe extern "C" fn pthread_sigmask(
     unsafe { masked_call(&REAL_PTHREAD_SIGMASK, c"pthread_sigmask", how, set, old) }
 }
 
+/// Injected into a running process (`ptap -x`), the runtime comes after
+/// libc: its interposers are not called, so the target's handlers cannot be
+/// wrapped (a query would show the wrapper, a later sigaction would bypass
+/// it). The jump path blocks asynchronous signals around its handlers
+/// instead, whatever the target installs later.
+pub fn prime_injected() {
+    OWNER.store(sys::getpid(), Ordering::Release);
+    ASYNC_HANDLERS.store(true, Ordering::Release);
+    resolve_next();
+}
+
 /// Once the interposers are active: wrap what another thread installed
 /// between [`prime`]'s scan and then (nothing is missed in between).
 pub fn rescan() {
@@ -486,6 +497,10 @@ pub fn rescan() {
 pub fn prime() {
     OWNER.store(sys::getpid(), Ordering::Release);
     wrap_existing_handlers();
+    resolve_next();
+}
+
+fn resolve_next() {
     next(c"sigaction", &REAL_SIGACTION);
     next(c"signal", &REAL_SIGNAL);
     next(c"sigprocmask", &REAL_SIGPROCMASK);
