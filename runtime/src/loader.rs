@@ -122,6 +122,9 @@ extern "C" fn ptap_rt_ctor() {
     signals::prime();
     sys::init_errno();
     crate::helpers::init_execname();
+    // Before any handler is installed: the runtime's system calls and signal
+    // returns go through libc's text (the syscall probes' exempt range).
+    crate::syscall::sites::discover();
     trap::install();
     signals::ACTIVE.store(true, Ordering::Release);
     sys::membarrier_register();
@@ -250,9 +253,10 @@ static FORK_LAST_ERROR: crate::forklock::MutexSlot<String> =
     crate::forklock::MutexSlot::new(&probes::LAST_ERROR);
 
 /// The runtime's mutexes, outermost first (the order they nest in).
-fn fork_locks() -> [&'static dyn crate::forklock::ForkLock; 7] {
+fn fork_locks() -> [&'static dyn crate::forklock::ForkLock; 8] {
     [
         crate::probes::fork_lock(),
+        crate::syscall::sites::fork_lock(),
         crate::syscall::fork_lock(),
         &FORK_STATE,
         crate::optprobe::templates_fork_lock(),

@@ -449,6 +449,12 @@ fn alloc_code(reg: &mut Registry, addr: u64, len: usize) -> Option<u64> {
     Some(s)
 }
 
+/// Run `f` with the registry's code memory (arenas near an address, writes
+/// to text), the registry's lock held. Not for the hit path.
+pub(crate) fn with_code_mem<R>(f: impl FnOnce(&mut dyn crate::optprobe::CodeMem) -> R) -> R {
+    with_reg(|r| f(r))
+}
+
 impl crate::optprobe::CodeMem for Registry {
     fn alloc(&mut self, near: u64, len: usize) -> Option<u64> {
         alloc_code(self, near, len)
@@ -550,8 +556,13 @@ fn clean_code(reg: &Registry, addr: u64, len: usize) -> Vec<u8> {
             }
         }
     }
-    // Jumps of optimized sites (the registry's lock is held: none changes).
-    for (a, orig) in crate::optprobe::originals_in(addr, len as u64) {
+    // Jumps of optimized sites (the registry's lock is held: none changes),
+    // and syscall sites moved out of libc (syscall::sites).
+    let moved = crate::syscall::sites::originals_in(addr, len as u64);
+    for (a, orig) in crate::optprobe::originals_in(addr, len as u64)
+        .into_iter()
+        .chain(moved)
+    {
         let off = (a - addr) as usize;
         let n = orig.len().min(len - off);
         v[off..off + n].copy_from_slice(&orig[..n]);

@@ -65,6 +65,7 @@
 
 pub mod clone;
 pub mod handler;
+pub mod sites;
 pub mod table;
 
 use core::ffi::{c_int, c_uint, c_ulong, c_void};
@@ -293,10 +294,18 @@ pub unsafe fn register(p: *mut SyscallProbe) -> i32 {
         let in_handler =
             table::find(sys::gettid()).is_some_and(|s| s.in_handler.load(Ordering::Relaxed) != 0);
         if !in_handler {
+            sync_sites();
             arm_all_threads();
         }
     }
     0
+}
+
+/// Move libc's syscall sites in or out of libc to match the registered
+/// probes (see [`sites`]). Not for the hit path, nor signal context.
+fn sync_sites() {
+    let active = ON.load(Ordering::Acquire) && !SHUT.load(Ordering::Acquire);
+    sites::sync(active);
 }
 
 /// Unregister a syscall probe. Once this returns no handler of `p` runs
@@ -322,6 +331,11 @@ pub unsafe fn unregister(p: *mut SyscallProbe) {
     }
     if remaining == 0 {
         turn_off();
+    }
+    let in_handler =
+        table::find(sys::gettid()).is_some_and(|s| s.in_handler.load(Ordering::Relaxed) != 0);
+    if !in_handler {
+        sync_sites();
     }
     if !table::synchronize() {
         crate::output::diag(
@@ -420,6 +434,14 @@ pub fn probe_of(id: ProbeId) -> *const SyscallProbe {
 fn find_exempt() -> bool {
     if EXEMPT_LEN.load(Ordering::Acquire) != 0 {
         return true;
+    }
+    if sites::discover() {
+        if let Some((start, len)) = sites::exempt() {
+            EXEMPT_START.store(start, Ordering::Release);
+            // The kernel tests the address *after* the syscall instruction.
+            EXEMPT_LEN.store(len + 2, Ordering::Release);
+            return true;
+        }
     }
     let me = handler::on_sigsys as *const () as u64;
     let mut found = (0u64, 0u64);
@@ -798,6 +820,7 @@ pub fn runtime_ready() {
     }
     if arm_current() == 0 {
         turn_on();
+        sync_sites();
     } else {
         crate::output::diag(
             b"ptap: syscall probes: Syscall User Dispatch is not available; syscall probes are inactive\n",
@@ -814,6 +837,8 @@ pub fn shutdown() {
     SHUT.store(true, Ordering::Release);
     ON.store(false, Ordering::Release);
     table::set_all_selectors(table::BLOCK);
+    // libc's bytes are put back (its calls never trapped: nothing else to do).
+    sites::sync(false);
 }
 
 /// The calling thread turns its dispatch off (after shutdown). Hit path.
