@@ -321,10 +321,12 @@ unsafe fn run_handlers(
     // fault guard's, kprobes' SIGTRAP) and SIGSYS stay deliverable. The
     // exact previous mask is restored afterwards; a signal that arrived
     // meanwhile is delivered then, before the call is made.
+    // Without a target handler for an asynchronous signal nothing can
+    // interrupt the handlers and jump out: the two calls are skipped.
     let mut old_mask = 0u64;
-    // SAFETY: blocking signals in this thread only; old_mask is a local.
-    let masked =
-        unsafe { sys::rt_sigprocmask(0, Some(&async_signals()), Some(&mut old_mask)) } == 0;
+    let masked = crate::signals::ASYNC_HANDLERS.load(Ordering::Relaxed)
+        // SAFETY: blocking signals in this thread only; old_mask is a local.
+        && unsafe { sys::rt_sigprocmask(0, Some(&async_signals()), Some(&mut old_mask)) } == 0;
     // Handlers may call libc, which may set errno: the target must see its own.
     let errno = sys::errno_save();
     table::enter(s);
@@ -605,7 +607,87 @@ fn sigaction(a: [u64; 6]) -> i64 {
         };
         copy = c;
         copy.mask &= !managed_mask();
+        if copy.handler > 1 {
+            // A handler that may interrupt probe handlers (see run_handlers).
+            crate::signals::ASYNC_HANDLERS.store(true, Ordering::Release);
+        }
         b[1] = &copy as *const sys::KSigaction as u64;
     }
     raw(NR_RT_SIGACTION, &b)
+}
+
+/// Calls made through the direct path ([`direct_hit`]) with handlers run.
+pub static DIRECT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The direct path of a moved libc site (see `super::sites`): called by the
+/// site's trampoline, without a trap, with the registers at its `syscall`
+/// (`regs.ax` = the number, the arguments in the syscall ABI). Runs the
+/// entry handlers, makes the call through the gadget (in libc, the exempt
+/// range: signals, EINTR and SA_RESTART behave as for any libc call, since
+/// this is ordinary thread context with the target's own mask), runs the
+/// return handlers, and leaves the result in `regs.ax` with `rcx`/`r11` as
+/// `syscall` leaves them. A thread that would not trap there (not armed,
+/// selector at ALLOW: the runtime's own work, handlers running) just makes
+/// the call. Only numbers the SIGSYS handler performs plainly come here
+/// (never clone, fork, exit, rt_sigreturn or the mask calls: see
+/// `sites::SPECIAL`).
+///
+/// Hit path: no allocation, no lock, no libc.
+///
+/// # Safety
+/// Called only by the trampolines of `super::sites`, with their frame.
+pub unsafe extern "C" fn direct_hit(regs: *mut PtRegs, resume: u64) {
+    // SAFETY: the trampoline's frame.
+    let regs = unsafe { &mut *regs };
+    let nr = regs.ax as usize;
+    let args = [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9];
+    let (w_entry, w_ret) = super::watched(nr);
+    let slot = if (w_entry || w_ret) && !super::SHUT.load(Ordering::Acquire) {
+        table::find(sys::gettid()).filter(|s| {
+            s.armed.load(Ordering::Acquire) != 0
+                && s.selector.load(Ordering::Acquire) == table::BLOCK
+                && s.in_handler.load(Ordering::Relaxed) == 0
+        })
+    } else {
+        None
+    };
+    let r = match slot {
+        None => raw(nr, &args),
+        Some(s) => {
+            let ts = crate::optprobe::thread();
+            let active = (!in_kprobe_handler(ts)).then_some(s);
+            DIRECT.fetch_add(1, Ordering::Relaxed);
+            regs.orig_ax = nr as u64;
+            regs.ax = (-ENOSYS) as u64;
+            regs.ip = resume.wrapping_sub(2);
+            let mut data = CallData::new();
+            let mut a = args;
+            if w_entry {
+                match active {
+                    Some(s) => {
+                        // SAFETY: s is this thread's slot.
+                        unsafe { run_handlers(s, ts, nr, false, regs, &mut data) };
+                        a = [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9];
+                    }
+                    None => missed(nr, false),
+                }
+            }
+            let mut r = raw(nr, &a);
+            if w_ret {
+                match active {
+                    Some(s) => {
+                        regs.ax = r as u64;
+                        // SAFETY: s is this thread's slot.
+                        unsafe { run_handlers(s, ts, nr, true, regs, &mut data) };
+                        r = regs.ax as i64;
+                    }
+                    None => missed(nr, true),
+                }
+            }
+            r
+        }
+    };
+    regs.ax = r as u64;
+    regs.cx = resume;
+    regs.r11 = regs.flags;
 }

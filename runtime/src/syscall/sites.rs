@@ -49,6 +49,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use ptap_arch::syssites::{self, SysSite};
+use ptap_arch::trampoline;
 
 use crate::sys;
 
@@ -73,6 +74,21 @@ static DISCOVERED: AtomicBool = AtomicBool::new(false);
 /// Patched sites and int3 sites right now (for tests and `-v`).
 pub static PATCHED: AtomicUsize = AtomicUsize::new(0);
 pub static INT3: AtomicUsize = AtomicUsize::new(0);
+
+/// Probed numbers at patchable sites take the direct path (no trap) unless
+/// `PTAP_SYSCALL_DIRECT=0` (then their moved `syscall` traps, for
+/// measurements).
+fn direct_enabled() -> bool {
+    static V: AtomicUsize = AtomicUsize::new(2);
+    match V.load(Ordering::Relaxed) {
+        2 => {
+            let on = !std::env::var("PTAP_SYSCALL_DIRECT").is_ok_and(|v| v == "0");
+            V.store(on as usize, Ordering::Relaxed);
+            on
+        }
+        v => v == 1,
+    }
+}
 
 /// Is `PTAP_SYSCALL_LIBC=0` set (the old design: every call of an armed
 /// thread traps)?
@@ -463,11 +479,38 @@ fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
                 return None;
             }
             site.orig.copy_from_slice(&prefix[..5]);
-            let size = prefix.len() + 2 + 5;
-            let code = m.alloc(at, size)?;
-            let mut b = prefix;
-            b.extend_from_slice(&[0x0f, 0x05, 0xe9]);
-            b.extend_from_slice(&jmp(code + size as u64, ret)?);
+            let nr = site.s.nr? as usize;
+            let (code, b) = if SPECIAL.contains(&nr) || !direct_enabled() {
+                // Trap kind: the prefix, the syscall (outside libc: it traps),
+                // back after the original syscall.
+                let size = prefix.len() + 2 + 5;
+                let code = m.alloc(at, size)?;
+                let mut b = prefix;
+                b.extend_from_slice(&[0x0f, 0x05, 0xe9]);
+                b.extend_from_slice(&jmp(code + size as u64, ret)?);
+                (code, b)
+            } else {
+                // Direct kind: the handlers and the call without a trap.
+                let h = trampoline::Handler {
+                    func: super::handler::direct_hit as *const () as u64,
+                    data: ret,
+                };
+                // Any vector register may be live across a `syscall` (the
+                // kernel keeps them all): the whole state is saved.
+                let vs = match trampoline::xsave_size() {
+                    Some(size) => trampoline::VectorSave::Xsave { size },
+                    None => trampoline::VectorSave::Xmm,
+                };
+                let size = trampoline::syscall_trampoline(at, &prefix, ret, h, vs)
+                    .ok()?
+                    .len();
+                let code = m.alloc(at, size)?;
+                let b = trampoline::syscall_trampoline(code, &prefix, ret, h, vs).ok()?;
+                if b.len() != size {
+                    return None;
+                }
+                (code, b)
+            };
             // The jump written at the mov must reach the trampoline too.
             jmp(at + 5, code)?;
             if !m.poke(code, &b) || !add_hook(at, code, code) {
