@@ -915,6 +915,30 @@ pub extern "C" fn ptap_syscall_armed_threads() -> c_int {
     armed_threads() as c_int
 }
 
+/// libc sites moved out of libc now, and direct-path calls so far (see
+/// [`sites`]).
+/// # Safety
+/// NULL or valid pointers.
+#[no_mangle]
+pub unsafe extern "C" fn ptap_syscall_sites(
+    patched: *mut c_ulong,
+    int3: *mut c_ulong,
+    direct: *mut c_ulong,
+) {
+    // SAFETY: caller-provided out pointers (NULL allowed).
+    unsafe {
+        if !patched.is_null() {
+            *patched = sites::PATCHED.load(Ordering::Relaxed) as c_ulong;
+        }
+        if !int3.is_null() {
+            *int3 = sites::INT3.load(Ordering::Relaxed) as c_ulong;
+        }
+        if !direct.is_null() {
+            *direct = handler::DIRECT.load(Ordering::Relaxed);
+        }
+    }
+}
+
 /// Traps taken and handler invocations so far in this process.
 /// # Safety
 /// NULL or valid pointers.
