@@ -278,6 +278,9 @@ extern "C" fn fork_parent() {
 extern "C" fn fork_child() {
     crate::forklock::child(&fork_locks());
     threads::after_fork(FORK_PARENT_TID.load(Ordering::Acquire));
+    // A child that syscall probes do not follow (PTAP_SYSCALL_FOLLOW=0)
+    // gets libc's bytes back.
+    crate::syscall::after_fork_child();
     crate::script::attach::rebase_missed();
     if NO_FOLLOW.load(Ordering::Acquire) {
         // Only the first process is probed: this child takes every probe

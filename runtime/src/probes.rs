@@ -465,6 +465,9 @@ impl crate::optprobe::CodeMem for Registry {
     fn poke_many(&mut self, w: &[(u64, Vec<u8>)]) {
         poke_many(self, w)
     }
+    fn clean(&self, addr: u64, len: usize) -> Vec<u8> {
+        clean_code(self, addr, len)
+    }
     fn armed(&self, addr: u64) -> Option<u64> {
         let s = *self.sites.get(&addr)?;
         if self.disarmed.contains(&addr) {

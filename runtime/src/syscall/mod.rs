@@ -435,7 +435,9 @@ fn find_exempt() -> bool {
     if EXEMPT_LEN.load(Ordering::Acquire) != 0 {
         return true;
     }
-    if sites::discover() {
+    // Only when the runtime's start-up found libc before installing its
+    // signal handlers (their restorer must lie in the exempt range).
+    {
         if let Some((start, len)) = sites::exempt() {
             EXEMPT_START.store(start, Ordering::Release);
             // The kernel tests the address *after* the syscall instruction.
@@ -825,6 +827,14 @@ pub fn runtime_ready() {
         crate::output::diag(
             b"ptap: syscall probes: Syscall User Dispatch is not available; syscall probes are inactive\n",
         );
+    }
+}
+
+/// Hook (fork child, after the runtime's locks are usable again): a child
+/// that is never armed (PTAP_SYSCALL_FOLLOW=0) puts libc's sites back.
+pub fn after_fork_child() {
+    if SHUT.load(Ordering::Acquire) {
+        sites::sync(false);
     }
 }
 

@@ -330,9 +330,10 @@ fn sync_locked(g: &mut Option<State>, m: &mut dyn crate::optprobe::CodeMem, acti
         if !active {
             return;
         }
-        // SAFETY: libc's r-x text; nothing of ours is patched in it yet.
-        let text = unsafe { core::slice::from_raw_parts(start as *const u8, len as usize) };
-        let (found, _) = syssites::find(text, start);
+        // libc's text with kprobes' int3s and jumps put back (nothing of
+        // ours is patched in it yet), so that the sweep stays in sync.
+        let text = m.clean(start, len as usize);
+        let (found, _) = syssites::find(&text, start);
         *g = Some(State {
             sites: found
                 .into_iter()
@@ -466,7 +467,8 @@ fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
     let (start, len) = exempt()?;
     // SAFETY: libc's text (our own patches are never inside a prefix: a
     // site is built before it is patched, and prefixes do not overlap movs
-    // of other sites: each ends at its own syscall).
+    // of other sites: each ends at its own syscall; kprobes inside are
+    // refused below).
     let text = unsafe { core::slice::from_raw_parts(start as *const u8, len as usize) };
     let ret = site.s.syscall + 2;
     match site.s.patch {
@@ -540,7 +542,10 @@ fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
     }
 }
 
-/// Original bytes under our patches in [a, a+len) (for kprobes reading code).
+/// Original bytes under our patches in [a, a+len) (for kprobes reading code,
+/// the kprobe registry's lock held). Whoever holds our lock holds that one
+/// too ([`sync`]): a failed try_lock is [`sync`]'s own first sweep, when
+/// nothing of ours is patched yet.
 pub fn originals_in(a: u64, len: u64) -> Vec<(u64, Vec<u8>)> {
     let g = match STATE.try_lock() {
         Ok(g) => g,
