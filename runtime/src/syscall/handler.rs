@@ -154,7 +154,12 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
             )
         };
         if value == super::ARM_MAGIC && pid == sys::getpid() {
-            super::arm_current();
+            if super::SHUT.load(Ordering::Acquire) {
+                // After shutdown the same request turns the dispatch off.
+                super::disarm_self(table::find(sys::gettid()));
+            } else {
+                super::arm_current();
+            }
             return;
         }
     }

@@ -847,8 +847,32 @@ pub fn shutdown() {
     SHUT.store(true, Ordering::Release);
     ON.store(false, Ordering::Release);
     table::set_all_selectors(table::BLOCK);
-    // libc's bytes are put back (its calls never trapped: nothing else to do).
+    // libc's bytes are put back.
     sites::sync(false);
+    if sites::exempt().is_some() {
+        disarm_all_threads();
+    }
+}
+
+/// After shutdown, with libc as the exempt range, a thread that only calls
+/// libc would never take the last trap that turns its dispatch off (and
+/// would pay the kernel's slow syscall path, ~30-50 ns per call, for ever):
+/// each armed thread is asked, by the SIGSYS arming request (which now
+/// disarms), unless it is blocked in a call a handler would end with EINTR
+/// (see [`eintr_visible`]): that one turns it off at its next call from
+/// outside libc, as before. The calling thread turns its own off. No wait.
+fn disarm_all_threads() {
+    let me = sys::gettid();
+    let pid = sys::getpid();
+    let mut tids = [0i32; 256];
+    let n = table::armed_tids(&mut tids);
+    for &t in &tids[..n] {
+        if t == me {
+            disarm_self(table::find(me));
+        } else if sys::thread_alive(t) && !blocked_in_eintr_call(t) {
+            ask_to_arm(pid, t);
+        }
+    }
 }
 
 /// The calling thread turns its dispatch off (after shutdown). Hit path.
