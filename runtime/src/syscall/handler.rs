@@ -647,8 +647,16 @@ pub unsafe extern "C" fn direct_hit(regs: *mut PtRegs, resume: u64) {
     let nr = regs.ax as usize;
     let args = [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9];
     let (w_entry, w_ret) = super::watched(nr);
+    // The thread's id from the runtime's TLS-cached thread state (no
+    // gettid system call once cached).
+    let ts = crate::optprobe::thread();
     let slot = if (w_entry || w_ret) && !super::SHUT.load(Ordering::Acquire) {
-        table::find(sys::gettid()).filter(|s| {
+        let tid = match ts {
+            // SAFETY: this thread's slot in the runtime's thread table.
+            Some(t) => unsafe { (*t).tid.load(Ordering::Relaxed) },
+            None => sys::gettid(),
+        };
+        table::find(tid).filter(|s| {
             s.armed.load(Ordering::Acquire) != 0
                 && s.selector.load(Ordering::Acquire) == table::BLOCK
                 && s.in_handler.load(Ordering::Relaxed) == 0
@@ -659,7 +667,6 @@ pub unsafe extern "C" fn direct_hit(regs: *mut PtRegs, resume: u64) {
     let r = match slot {
         None => raw(nr, &args),
         Some(s) => {
-            let ts = crate::optprobe::thread();
             let active = (!in_kprobe_handler(ts)).then_some(s);
             DIRECT.fetch_add(1, Ordering::Relaxed);
             regs.orig_ax = nr as u64;
