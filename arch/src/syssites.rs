@@ -320,9 +320,16 @@ mod tests {
         );
         // SAFETY: the mapping is readable r-x text of this process.
         let text = unsafe { core::slice::from_raw_parts(a as *const u8, (b - a) as usize) };
+        let t = std::time::Instant::now();
         let (s, n) = find(text, a);
+        let took = t.elapsed();
         assert!(n > 10_000, "decoded {n} instructions");
         let patchable = s.iter().filter(|x| x.patch.is_some()).count();
+        let known = s.iter().filter(|x| x.nr.is_some()).count();
+        eprintln!(
+            "libc: {n} instructions, {} syscall sites, {patchable} patchable, {known} with a proved number, swept in {took:?}",
+            s.len()
+        );
         assert!(
             s.len() > 100 && patchable * 2 > s.len(),
             "{patchable} of {}",

@@ -21,13 +21,20 @@
 //!   (a later registration flips them back). When the runtime shuts down
 //!   (ptap's detach, or the target's exit) each armed thread turns the
 //!   dispatch off at its next system call: one last trap, then none.
-//! * Cost: every system call of an armed thread traps, probed or not (the
-//!   dispatch has no per-number filter). seccomp RET_TRAP would filter by
-//!   number, but its filters can never be removed and survive execve, so a
-//!   child exec'ed without the runtime would be killed by SIGSYS.
-//! * The runtime's own raw system calls (`crate::sys`, in the exempt
-//!   range) never trap. Probe handlers run with the thread's selector at
-//!   ALLOW, so their system calls (libc included) are not seen either.
+//! * Only probed calls pay ([`sites`]): the exempt range is libc's text, so
+//!   libc's calls do not trap; libc sites of probed numbers (and of the
+//!   calls the handler must always see: clone, fork, exit, masks) are moved
+//!   out of libc — probed ones take a direct path without a trap. Calls from
+//!   outside libc (the executable's inline `syscall`, other libraries) trap
+//!   as before. `PTAP_SYSCALL_LIBC=0` restores the first design (exempt
+//!   range = the runtime's text: every call of an armed thread traps).
+//!   seccomp RET_TRAP would filter by number, but its filters can never be
+//!   removed and survive execve, so a child exec'ed without the runtime
+//!   would be killed by SIGSYS.
+//! * The runtime's own raw system calls (`crate::sys`, through a `syscall;
+//!   ret` gadget in the exempt range) never trap. Probe handlers run with
+//!   the thread's selector at ALLOW, so their system calls are not seen
+//!   either.
 //! * Arming waits for the runtime's constructor to finish
 //!   ([`runtime_ready`]): probes registered from `init_module()` start
 //!   firing when the target's `main` is about to run, and the runtime's own
