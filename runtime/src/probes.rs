@@ -633,6 +633,16 @@ fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
         ));
         return Err(EINVAL);
     }
+    let g = sys::gadget();
+    if addr >= g && addr < g + 3 {
+        // The `syscall; ret` every raw system call of the runtime goes
+        // through (see syscall/sites.rs): an int3 there would trap inside
+        // the runtime's own hit path.
+        set_last_error(format!(
+            "{addr:#x} is the runtime's own system call gadget and cannot be probed"
+        ));
+        return Err(EINVAL);
+    }
     Ok((addr, func, size, seg_end))
 }
 
