@@ -477,9 +477,16 @@ fn only_probed_libc_calls_pay_and_probed_libc_calls_do_not_trap() {
     // libc's getppid site is moved out of libc: the direct path, no trap.
     assert!(has("libc_getppid traps=0 direct=1000"), "{out:?}");
     assert!(has("patched=1 pristine=0"), "{out:?}");
-    // Both paths ran the handlers for every call.
+    // syscall(): an int3 site; an unprobed number runs natively from libc,
+    // a probed one is sent to a stub outside libc, where it traps.
+    assert!(has("syscall_getpid traps=0 direct=0"), "{out:?}");
     assert!(
-        has("getppid entries=2000 returns=2000 nmissed=0"),
+        has("syscall_getppid traps=100 direct=0 int3_sites=1"),
+        "{out:?}"
+    );
+    // Every path ran the handlers for every call.
+    assert!(
+        has("getppid entries=2100 returns=2100 nmissed=0"),
         "{out:?}"
     );
 }

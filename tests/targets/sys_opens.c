@@ -413,10 +413,20 @@ int main(int argc, char **argv)
 		for (int i = 0; i < 1000; i++)
 			inline_sys3(SYS_getppid, 0, 0, 0);
 		unsigned long t4 = traps_now(), d4 = sites_now(2);
+		/* syscall(): the number is in a register, an int3 site: an
+		 * unprobed number runs from libc (no SIGSYS), a probed one traps. */
+		for (int i = 0; i < 100; i++)
+			syscall(SYS_getpid);
+		unsigned long t5 = traps_now(), d5 = sites_now(2);
+		for (int i = 0; i < 100; i++)
+			syscall(SYS_getppid);
+		unsigned long t6 = traps_now(), d6 = sites_now(2);
 		printf("libc_getpid traps=%lu direct=%lu\n", t1 - t0, d1 - d0);
 		printf("inline_getpid traps=%lu direct=%lu\n", t2 - t1, d2 - d1);
 		printf("libc_getppid traps=%lu direct=%lu\n", t3 - t2, d3 - d2);
 		printf("inline_getppid traps=%lu direct=%lu\n", t4 - t3, d4 - d3);
+		printf("syscall_getpid traps=%lu direct=%lu\n", t5 - t4, d5 - d4);
+		printf("syscall_getppid traps=%lu direct=%lu int3_sites=%d\n", t6 - t5, d6 - d5, sites_now(1) > 0);
 		printf("patched=%d pristine=%d\n", sites_now(0) > 0, libc_pristine());
 		/* readv from libc (a patched site: the direct path) and inline,
 		 * with data, then blocked and interrupted by SIGALRM without and
