@@ -348,7 +348,14 @@ fn sync_locked(g: &mut Option<State>, m: &mut dyn crate::optprobe::CodeMem, acti
         });
     }
     let Some(st) = g.as_mut() else { return };
+    let gadget = sys::gadget();
     let want = |s: &SysSite| -> bool {
+        // The runtime's own gadget never gets an int3 (every raw system call
+        // of the runtime goes through it); its `mov` may be patched: the
+        // gadget's bytes stay.
+        if s.patch.is_none() && s.syscall == gadget {
+            return false;
+        }
         active
             && match s.nr {
                 Some(NR_RT_SIGRETURN) => false,
