@@ -136,10 +136,13 @@ extern "C" fn ptap_rt_ctor() {
     if let Some(m) = module {
         load_module(&m, role);
     }
+    // Syscall probes: arm this thread now that start-up is done, and move
+    // libc's sites while this is the only thread (the control thread,
+    // started next, is not traced: it is made under `Untraced`).
+    crate::syscall::runtime_ready();
     if sess.is_some() {
         spawn_control_thread();
     }
-    crate::syscall::runtime_ready(); // syscall probes: arm this thread now that start-up is done
 }
 
 /// The role of this process in the session (see `attach::ENV_TARGET`);

@@ -501,23 +501,7 @@ fn perform(
         NR_RT_SIGSUSPEND => Some(with_mask(nr, a, 0, 1, &mut m)),
         NR_PPOLL => Some(with_mask(nr, a, 3, 4, &mut m)),
         NR_EPOLL_PWAIT | NR_EPOLL_PWAIT2 => Some(with_mask(nr, a, 4, 5, &mut m)),
-        NR_PSELECT6 => {
-            // Outlives the call (a[5] may point to it).
-            let mut d: [u64; 2];
-            if a[5] != 0 {
-                // The target's {const sigset_t *, size_t} argument.
-                let Some(v) = read_user::<[u64; 2]>(a[5]) else {
-                    return Some(-EFAULT);
-                };
-                d = v;
-                d[0] = match strip(d[0], d[1], &mut m) {
-                    Ok(p) => p,
-                    Err(e) => return Some(e),
-                };
-                a[5] = d.as_ptr() as u64;
-            }
-            Some(raw(nr, &a))
-        }
+        NR_PSELECT6 => Some(pselect6(a, &mut m)),
         NR_SIGALTSTACK => {
             let r = raw(nr, &a);
             if r == 0 && a[0] != 0 {
@@ -547,6 +531,51 @@ fn perform(
             Some(raw(nr, &a))
         }
         _ => Some(raw(nr, &a)),
+    }
+}
+
+/// pselect6 with the managed signals removed from its mask.
+fn pselect6(mut a: [u64; 6], m: &mut u64) -> i64 {
+    // Outlives the call (a[5] may point to it).
+    let mut d: [u64; 2];
+    if a[5] != 0 {
+        // The target's {const sigset_t *, size_t} argument.
+        let Some(v) = read_user::<[u64; 2]>(a[5]) else {
+            return -EFAULT;
+        };
+        d = v;
+        d[0] = match strip(d[0], d[1], m) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        a[5] = d.as_ptr() as u64;
+    }
+    raw(NR_PSELECT6, &a)
+}
+
+/// A call made by the direct path (thread context, no signal frame): the
+/// calls that take signal masks lose the runtime's managed signals, as in
+/// [`perform`] (whatever the thread: an unarmed thread, or one at ALLOW, must
+/// not block SIGTRAP/SIGSYS either: an int3 or a trap with them blocked
+/// kills the process); the others are made as they are.
+fn perform_direct(nr: usize, mut a: [u64; 6]) -> i64 {
+    let mut m = 0u64;
+    match nr {
+        NR_RT_SIGACTION => sigaction(a),
+        NR_RT_SIGPROCMASK => {
+            if a[0] != 1 {
+                a[1] = match strip(a[1], a[3], &mut m) {
+                    Ok(p) => p,
+                    Err(e) => return e,
+                };
+            }
+            raw(nr, &a)
+        }
+        NR_RT_SIGSUSPEND => with_mask(nr, a, 0, 1, &mut m),
+        NR_PPOLL => with_mask(nr, a, 3, 4, &mut m),
+        NR_EPOLL_PWAIT | NR_EPOLL_PWAIT2 => with_mask(nr, a, 4, 5, &mut m),
+        NR_PSELECT6 => pselect6(a, &mut m),
+        _ => raw(nr, &a),
     }
 }
 
@@ -633,9 +662,9 @@ pub static DIRECT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64
 /// return handlers, and leaves the result in `regs.ax` with `rcx`/`r11` as
 /// `syscall` leaves them. A thread that would not trap there (not armed,
 /// selector at ALLOW: the runtime's own work, handlers running) just makes
-/// the call. Only numbers the SIGSYS handler performs plainly come here
-/// (never clone, fork, exit, rt_sigreturn or the mask calls: see
-/// `sites::SPECIAL`).
+/// the call. The calls that take signal masks lose the runtime's managed
+/// signals ([`perform_direct`]). Never clone, clone3, fork, vfork, exit or
+/// rt_sigreturn (see `sites::TRAP_KIND`).
 ///
 /// Hit path: no allocation, no lock, no libc.
 ///
@@ -665,7 +694,7 @@ pub unsafe extern "C" fn direct_hit(regs: *mut PtRegs, resume: u64) {
         None
     };
     let r = match slot {
-        None => raw(nr, &args),
+        None => perform_direct(nr, args),
         Some(s) => {
             let active = (!in_kprobe_handler(ts)).then_some(s);
             DIRECT.fetch_add(1, Ordering::Relaxed);
@@ -684,7 +713,7 @@ pub unsafe extern "C" fn direct_hit(regs: *mut PtRegs, resume: u64) {
                     None => missed(nr, false),
                 }
             }
-            let mut r = raw(nr, &a);
+            let mut r = perform_direct(nr, a);
             if w_ret {
                 match active {
                     Some(s) => {

@@ -59,6 +59,14 @@ use crate::sys;
 /// (rt_sigaction, rt_sigprocmask, rt_sigsuspend, pselect6, ppoll,
 /// epoll_pwait, epoll_pwait2).
 pub const SPECIAL: [usize; 12] = [13, 14, 56, 57, 58, 60, 130, 270, 271, 281, 435, 441];
+/// Of these, the ones only the SIGSYS handler can make (children are armed
+/// there, the thread's slot is freed there): their moved sites trap. The
+/// mask calls take the direct path, which removes the managed signals from
+/// their masks for every thread (armed or not: an unarmed thread, such as
+/// a new thread of libc's pthread_create before it restores its mask, must
+/// not block SIGTRAP either, or an int3 of ours would kill the process).
+pub const TRAP_KIND: [usize; 5] = [56, 57, 58, 60, 435];
+
 /// rt_sigreturn: libc's `__restore_rt` is also the restorer of the runtime's
 /// own handlers (SIGSYS included): its sites are never moved (a probe of
 /// rt_sigreturn sees the calls made outside libc only).
@@ -197,12 +205,13 @@ const HOOK_CAP: usize = 4096;
 static HOOK_KEY: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
 static HOOK_TRAP: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
 static HOOK_NATIVE: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
+static HOOK_DIRECT: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
 
 fn hslot(addr: u64) -> usize {
     (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % HOOK_CAP
 }
 
-fn add_hook(key: u64, trap: u64, native: u64) -> bool {
+fn add_hook(key: u64, trap: u64, native: u64, direct: u64) -> bool {
     let h = hslot(key);
     for k in 0..HOOK_CAP {
         let i = (h + k) % HOOK_CAP;
@@ -213,6 +222,7 @@ fn add_hook(key: u64, trap: u64, native: u64) -> bool {
         if cur == 0 {
             HOOK_TRAP[i].store(trap, Ordering::Relaxed);
             HOOK_NATIVE[i].store(native, Ordering::Relaxed);
+            HOOK_DIRECT[i].store(direct, Ordering::Relaxed);
             HOOK_KEY[i].store(key, Ordering::Release);
             return true;
         }
@@ -220,7 +230,7 @@ fn add_hook(key: u64, trap: u64, native: u64) -> bool {
     false
 }
 
-fn find_hook(key: u64) -> Option<(u64, u64)> {
+fn find_hook(key: u64) -> Option<(u64, u64, u64)> {
     let h = hslot(key);
     for k in 0..HOOK_CAP {
         let i = (h + k) % HOOK_CAP;
@@ -229,6 +239,7 @@ fn find_hook(key: u64) -> Option<(u64, u64)> {
             return Some((
                 HOOK_TRAP[i].load(Ordering::Relaxed),
                 HOOK_NATIVE[i].load(Ordering::Relaxed),
+                HOOK_DIRECT[i].load(Ordering::Relaxed),
             ));
         }
         if cur == 0 {
@@ -259,16 +270,25 @@ pub unsafe fn on_int3(uc: *mut libc::ucontext_t) -> bool {
     if addr < start || addr >= start + len {
         return false;
     }
-    let Some((trap, native)) = find_hook(addr) else {
+    let Some((trap, native, direct)) = find_hook(addr) else {
         return false;
     };
     if crate::probes::lookup(addr).is_some() {
         return false; // a kprobe owns this int3 now
     }
     // rt_sigreturn must run at the unchanged rsp: never through the native
-    // stub's call (the trap stub's SIGSYS makes it from the gadget).
-    let to = if trap == native || rax == NR_RT_SIGRETURN as u64 || intercepted(rax) {
+    // stub's call (the trap stub's SIGSYS makes it from the gadget); clone,
+    // fork, exit only through the SIGSYS handler; other numbers that must be
+    // seen (probed, or the mask calls, stripped for every thread) through
+    // the direct stub; the rest natively.
+    let to = if trap == native || rax == NR_RT_SIGRETURN as u64 {
         trap
+    } else if intercepted(rax) {
+        if direct != 0 && !TRAP_KIND.contains(&(rax as usize)) {
+            direct
+        } else {
+            trap
+        }
     } else {
         native
     };
@@ -489,7 +509,7 @@ fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
             }
             site.orig.copy_from_slice(&prefix[..5]);
             let nr = site.s.nr? as usize;
-            let (code, b) = if SPECIAL.contains(&nr) || !direct_enabled() {
+            let (code, b) = if TRAP_KIND.contains(&nr) || !direct_enabled() {
                 // Trap kind: the prefix, the syscall (outside libc: it traps),
                 // back after the original syscall.
                 let size = prefix.len() + 2 + 5;
@@ -522,7 +542,7 @@ fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
             };
             // The jump written at the mov must reach the trampoline too.
             jmp(at + 5, code)?;
-            if !m.poke(code, &b) || !add_hook(at, code, code) {
+            if !m.poke(code, &b) || !add_hook(at, code, code, code) {
                 return None;
             }
             Some(code)
@@ -530,7 +550,33 @@ fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
         None => {
             // Trap stub: syscall; jmp ret.   Native stub: lea rsp,[rsp-128];
             // call [rip+q]; lea rsp,[rsp+128]; jmp ret; q: .quad gadget.
-            let code = m.alloc(site.s.syscall, 64)?;
+            // Direct stub (at code + 64): the handlers and the call without a
+            // second trap; rax already holds the number.
+            let h = trampoline::Handler {
+                func: super::handler::direct_hit as *const () as u64,
+                data: ret,
+            };
+            let vs = match trampoline::xsave_size() {
+                Some(size) => trampoline::VectorSave::Xsave { size },
+                None => trampoline::VectorSave::Xmm,
+            };
+            let dlen = if direct_enabled() {
+                trampoline::syscall_trampoline(site.s.syscall, &[], ret, h, vs)
+                    .ok()?
+                    .len()
+            } else {
+                0
+            };
+            let code = m.alloc(site.s.syscall, 64 + dlen)?;
+            let direct = if dlen > 0 {
+                let d = trampoline::syscall_trampoline(code + 64, &[], ret, h, vs).ok()?;
+                if d.len() != dlen || !m.poke(code + 64, &d) {
+                    return None;
+                }
+                code + 64
+            } else {
+                0
+            };
             let mut b = vec![0x0f, 0x05, 0xe9];
             b.extend_from_slice(&jmp(code + 7, ret)?);
             let native = code + b.len() as u64;
@@ -541,7 +587,8 @@ fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
             b.extend_from_slice(&[0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0, 0xe9]);
             b.extend_from_slice(&jmp(native + 24, ret)?);
             b.extend_from_slice(&sys::gadget().to_le_bytes());
-            if b.len() > 64 || !m.poke(code, &b) || !add_hook(site.s.syscall, code, native) {
+            if b.len() > 64 || !m.poke(code, &b) || !add_hook(site.s.syscall, code, native, direct)
+            {
                 return None;
             }
             Some(code)
