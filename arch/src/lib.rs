@@ -7,6 +7,7 @@
 //! - [`emulate`]: relative branches and calls, emulated on a `PtRegs`;
 //! - [`optprobe`]: the Linux optprobe safety rules, region relocation;
 //! - [`trampoline`]: the optprobe trampoline and the kretprobe return trampoline.
+//! - [`syssites`]: the `syscall` sites of a library's text (syscall probes).
 //!
 //! Allocation happens only at registration time. The hit-path functions —
 //! [`emulate::emulate`], [`xol::after_step`], [`xol::fault_fixup`] — neither allocate,
@@ -37,6 +38,7 @@ pub mod emulate;
 mod error;
 pub mod optprobe;
 pub mod regs;
+pub mod syssites;
 pub mod trampoline;
 pub mod xol;
 

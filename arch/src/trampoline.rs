@@ -373,6 +373,43 @@ pub fn return_trampoline(at: u64, h: Handler, v: VectorSave) -> Result<Vec<u8>, 
     a.encode(at)
 }
 
+/// A moved system call site's trampoline, to live at `at` (see the runtime's
+/// syscall/sites.rs): `prefix` (the `mov eax, N` and the plain instructions up to the
+/// `syscall`, copied byte for byte) runs first, so the registers then hold the number
+/// and the arguments; the handler gets them in a PtRegs (`ip` = `resume - 2`, the
+/// `syscall`'s address), makes the call itself and leaves its result in `regs.ax`
+/// (and what `syscall` leaves in `rcx`/`r11`); the stub then jumps to `resume` (the
+/// instruction after the `syscall`):
+///
+/// ```text
+/// (prefix)
+/// lea -(128+176)(%rsp),%rsp
+/// (save GPRs, flags, …; call handler; restore flags and GPRs)
+/// lea (128+176)(%rsp),%rsp
+/// jmp resume
+/// ```
+pub fn syscall_trampoline(
+    at: u64,
+    prefix: &[u8],
+    resume: u64,
+    h: Handler,
+    v: VectorSave,
+) -> Result<Vec<u8>, ArchError> {
+    let skip = RED_ZONE + FRAME;
+    let mut a = Asm(Vec::with_capacity(64));
+    a.lea_rsp(-skip)?;
+    a.save_regs(skip, resume.wrapping_sub(2))?;
+    a.call_handler(h, v)?;
+    a.restore_regs()?;
+    a.lea_rsp(skip)?;
+    let body_at = at.wrapping_add(prefix.len() as u64);
+    let mut out = prefix.to_vec();
+    out.extend_from_slice(&a.encode(body_at)?);
+    let j = jmp_rel32(at.wrapping_add(out.len() as u64), resume)?;
+    out.extend_from_slice(&j);
+    Ok(out)
+}
+
 /// The 5 bytes written over a region's start: `jmp rel32` from `site` to `trampoline`.
 pub fn jmp_rel32(site: u64, trampoline: u64) -> Result<[u8; 5], ArchError> {
     let d = trampoline.wrapping_sub(site.wrapping_add(5)) as i64;

@@ -1,10 +1,12 @@
 /* syscall_loop N: times N getppid calls, then N getpid calls, each through
- * an inline `syscall` instruction (no libc wrapper, no vDSO), and prints
- * ns per call of each. Under bench/syscall/run, getppid is the probed call
- * and getpid the unprobed one. */
+ * an inline `syscall` instruction (no libc wrapper, no vDSO), then the same
+ * through libc's getppid() and getpid() wrappers, and prints ns per call of
+ * each. Under bench/syscall/run, getppid is the probed call and getpid the
+ * unprobed one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline long sys0(long nr)
 {
@@ -30,6 +32,13 @@ int main(int argc, char **argv)
 	for (long i = 0; i < n; i++)
 		s += sys0(39); /* getpid */
 	double c = now();
-	printf("getppid_ns=%.1f getpid_ns=%.1f check=%ld\n", (b - a) / n, (c - b) / n, s & 1);
+	for (long i = 0; i < n; i++)
+		s += getppid();
+	double d = now();
+	for (long i = 0; i < n; i++)
+		s += getpid();
+	double e = now();
+	printf("getppid_ns=%.1f getpid_ns=%.1f libc_getppid_ns=%.1f libc_getpid_ns=%.1f check=%ld\n", (b - a) / n,
+	       (c - b) / n, (d - c) / n, (e - d) / n, s & 1);
 	return 0;
 }

@@ -249,6 +249,10 @@ fn after_detach_no_call_traps_and_the_target_goes_on() {
         !out.stdout.contains("/nonexistent/afterdetach"),
         "no handler after detach: {out:?}"
     );
+    assert!(
+        out.stdout.contains("pristine_before=0 pristine_after=1"),
+        "libc's openat sites were moved while probed, and put back byte for byte: {out:?}"
+    );
 }
 
 #[test]
@@ -451,4 +455,99 @@ fn bad_pointers_to_calls_the_runtime_reads_give_efault_as_without_probes() {
     let out = sys_load(MODULE, &sys_opens("efault"), &[], 30);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains(want), "{out:?}");
+}
+
+const FAST_MODULE: &str = "tests/targets/sys_fast_mod.c";
+
+#[test]
+fn only_probed_libc_calls_pay_and_probed_libc_calls_do_not_trap() {
+    let out = sys_load(FAST_MODULE, &sys_opens("fast"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let has = |l: &str| out.stdout.lines().any(|x| x == l);
+    // libc is the exempt range: an unprobed libc call never traps.
+    assert!(has("libc_getpid traps=0 direct=0"), "{out:?}");
+    // The executable's inline calls still trap, probed or not (coverage).
+    assert!(has("inline_getpid traps=1000 direct=0"), "{out:?}");
+    assert!(has("inline_getppid traps=1000 direct=0"), "{out:?}");
+    // libc's getppid site is moved out of libc: the direct path, no trap.
+    assert!(has("libc_getppid traps=0 direct=1000"), "{out:?}");
+    assert!(has("patched=1 pristine=0"), "{out:?}");
+    // syscall(): an int3 site; an unprobed number runs natively from libc,
+    // a probed one is sent to the site's direct stub (no SIGSYS either).
+    assert!(has("syscall_getpid traps=0 direct=0"), "{out:?}");
+    assert!(
+        has("syscall_getppid traps=0 direct=100 int3_sites=1"),
+        "{out:?}"
+    );
+    // Every path ran the handlers for every call.
+    assert!(
+        has("getppid entries=2100 returns=2100 nmissed=0"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_probed_blocking_call_on_the_direct_path_keeps_eintr_and_sa_restart() {
+    let native = run_cmd(
+        {
+            let mut c = std::process::Command::new(compile("sys_opens"));
+            c.arg("fast");
+            c
+        },
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(native.code, Some(0), "{native:?}");
+    let out = sys_load(FAST_MODULE, &sys_opens("fast"), &[], 30);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let pick = |o: &Output| -> Vec<String> {
+        o.stdout
+            .lines()
+            .filter(|l| {
+                l.starts_with("norestart ")
+                    || l.starts_with("restart ")
+                    || l.starts_with("libc_readv ")
+                    || l.starts_with("inline_readv ")
+            })
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        pick(&native),
+        [
+            "libc_readv r=1 c=a",
+            "inline_readv r=1 c=b",
+            "norestart r=-1 errno=4 handled=1",
+            "restart r=1 errno=0 handled=2 c=x"
+        ],
+        "{native:?}"
+    );
+    assert_eq!(pick(&out), pick(&native), "{out:?}");
+    // Entry and return of each readv, from the patched libc site (direct
+    // path) and from the inline instruction (trap), with the raw results:
+    // the interrupted one returns -EINTR; the restarted one is one call.
+    let fd = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pipe_fd="))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    let entry = format!("readv entry nr=19 fd={fd} iovcnt=1");
+    let rv: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("readv "))
+        .collect();
+    assert_eq!(
+        rv,
+        [
+            entry.as_str(),
+            "readv ret=1",
+            entry.as_str(),
+            "readv ret=1",
+            entry.as_str(),
+            "readv ret=-4",
+            entry.as_str(),
+            "readv ret=1",
+        ],
+        "{out:?}"
+    );
 }

@@ -257,6 +257,9 @@ fn start(params: Params) {
     }
     sys::init_errno();
     crate::helpers::init_execname();
+    // Before any handler is installed: the runtime's system calls and signal
+    // returns go through libc's text (the syscall probes' exempt range).
+    crate::syscall::sites::discover();
     trap::install();
     signals::ACTIVE.store(true, Ordering::Release);
     if !injected {
@@ -275,10 +278,13 @@ fn start(params: Params) {
             return;
         }
     }
+    // Syscall probes: arm this thread now that start-up is done, and move
+    // libc's sites while this is the only thread (the control thread,
+    // started next, is not traced: it is made under `Untraced`).
+    crate::syscall::runtime_ready();
     if sess.is_some() {
         spawn_control_thread();
     }
-    crate::syscall::runtime_ready(); // syscall probes: arm this thread now that start-up is done
     if injected {
         // The process's other threads already run: syscall probes arm
         // them now (no-op without syscall probes).
@@ -411,9 +417,10 @@ static FORK_LAST_ERROR: crate::forklock::MutexSlot<String> =
     crate::forklock::MutexSlot::new(&probes::LAST_ERROR);
 
 /// The runtime's mutexes, outermost first (the order they nest in).
-fn fork_locks() -> [&'static dyn crate::forklock::ForkLock; 7] {
+fn fork_locks() -> [&'static dyn crate::forklock::ForkLock; 8] {
     [
         crate::probes::fork_lock(),
+        crate::syscall::sites::fork_lock(),
         crate::syscall::fork_lock(),
         &FORK_STATE,
         crate::optprobe::templates_fork_lock(),
@@ -436,6 +443,9 @@ extern "C" fn fork_child() {
     crate::forklock::child(&fork_locks());
     signals::after_fork();
     threads::after_fork(FORK_PARENT_TID.load(Ordering::Acquire));
+    // A child that syscall probes do not follow (PTAP_SYSCALL_FOLLOW=0)
+    // gets libc's bytes back.
+    crate::syscall::after_fork_child();
     crate::script::attach::rebase_missed();
     if NO_FOLLOW.load(Ordering::Acquire) {
         // Only the first process is probed: this child takes every probe

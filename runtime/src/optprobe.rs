@@ -815,6 +815,12 @@ pub trait CodeMem {
     /// Is the site at `addr` published, armed with an int3 and routed
     /// through its region slot? Then Some(its single-instruction slot or 0).
     fn armed(&self, addr: u64) -> Option<u64>;
+    /// A copy of the code at [addr, addr+len) with the bytes of the
+    /// runtime's own probes put back (the caller checked it is mapped).
+    fn clean(&self, addr: u64, len: usize) -> Vec<u8> {
+        // SAFETY: the caller checked [addr, addr+len) is mapped code.
+        unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec()
+    }
 }
 
 const TRAMP_CAP: usize = 1024;

@@ -449,6 +449,12 @@ fn alloc_code(reg: &mut Registry, addr: u64, len: usize) -> Option<u64> {
     Some(s)
 }
 
+/// Run `f` with the registry's code memory (arenas near an address, writes
+/// to text), the registry's lock held. Not for the hit path.
+pub(crate) fn with_code_mem<R>(f: impl FnOnce(&mut dyn crate::optprobe::CodeMem) -> R) -> R {
+    with_reg(|r| f(r))
+}
+
 impl crate::optprobe::CodeMem for Registry {
     fn alloc(&mut self, near: u64, len: usize) -> Option<u64> {
         alloc_code(self, near, len)
@@ -458,6 +464,9 @@ impl crate::optprobe::CodeMem for Registry {
     }
     fn poke_many(&mut self, w: &[(u64, Vec<u8>)]) {
         poke_many(self, w)
+    }
+    fn clean(&self, addr: u64, len: usize) -> Vec<u8> {
+        clean_code(self, addr, len)
     }
     fn armed(&self, addr: u64) -> Option<u64> {
         let s = *self.sites.get(&addr)?;
@@ -550,8 +559,13 @@ fn clean_code(reg: &Registry, addr: u64, len: usize) -> Vec<u8> {
             }
         }
     }
-    // Jumps of optimized sites (the registry's lock is held: none changes).
-    for (a, orig) in crate::optprobe::originals_in(addr, len as u64) {
+    // Jumps of optimized sites (the registry's lock is held: none changes),
+    // and syscall sites moved out of libc (syscall::sites).
+    let moved = crate::syscall::sites::originals_in(addr, len as u64);
+    for (a, orig) in crate::optprobe::originals_in(addr, len as u64)
+        .into_iter()
+        .chain(moved)
+    {
         let off = (a - addr) as usize;
         let n = orig.len().min(len - off);
         v[off..off + n].copy_from_slice(&orig[..n]);
@@ -616,6 +630,16 @@ fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
         set_last_error(format!(
             "offset {:#x} is beyond the end of the function",
             addr - func
+        ));
+        return Err(EINVAL);
+    }
+    let g = sys::gadget();
+    if addr >= g && addr < g + 3 {
+        // The `syscall; ret` every raw system call of the runtime goes
+        // through (see syscall/sites.rs): an int3 there would trap inside
+        // the runtime's own hit path.
+        set_last_error(format!(
+            "{addr:#x} is the runtime's own system call gadget and cannot be probed"
         ));
         return Err(EINVAL);
     }

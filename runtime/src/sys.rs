@@ -40,17 +40,71 @@ pub unsafe fn syscall6(
     a6: usize,
 ) -> isize {
     let ret: isize;
+    let g = gadget();
     // SAFETY: the caller guarantees the arguments are valid for this syscall;
-    // the kernel clobbers only rcx and r11 besides rax.
+    // the gadget is `syscall; ret`, which clobbers only rcx and r11 besides
+    // rax (the call uses the stack below rsp: no `nostack`, so no red zone).
     unsafe {
-        asm!("syscall",
+        asm!("call {g}",
+            g = in(reg) g,
             inlateout("rax") n as isize => ret,
             in("rdi") a1, in("rsi") a2, in("rdx") a3,
             in("r10") a4, in("r8") a5, in("r9") a6,
-            lateout("rcx") _, lateout("r11") _,
-            options(nostack));
+            lateout("rcx") _, lateout("r11") _);
     }
     ret
+}
+
+core::arch::global_asm!(
+    ".text",
+    ".globl ptap_rt_syscall_gadget",
+    ".hidden ptap_rt_syscall_gadget",
+    ".type ptap_rt_syscall_gadget,@function",
+    "ptap_rt_syscall_gadget:",
+    "syscall",
+    "ret",
+    ".size ptap_rt_syscall_gadget, .-ptap_rt_syscall_gadget",
+);
+
+extern "C" {
+    fn ptap_rt_syscall_gadget();
+}
+
+/// Where the runtime's raw system calls are made: a `syscall; ret` inside
+/// the Syscall User Dispatch exempt range. libc's (see
+/// `syscall::sites`), or the runtime's own one (0 here) when the exempt
+/// range is the runtime's text.
+static GADGET: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The restorer of the runtime's signal handlers (0 = its own stub).
+static RESTORER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The `syscall` of the gadget the runtime's system calls go through.
+#[inline(always)]
+pub fn gadget() -> u64 {
+    let g = GADGET.load(core::sync::atomic::Ordering::Relaxed);
+    if g != 0 {
+        g
+    } else {
+        ptap_rt_syscall_gadget as *const () as u64
+    }
+}
+
+/// Make the runtime's system calls through the `syscall; ret` at `addr`.
+pub fn set_gadget(addr: u64) {
+    GADGET.store(addr, core::sync::atomic::Ordering::Release);
+}
+
+/// Return from the runtime's signal handlers through the `mov rax, 15;
+/// syscall` at `addr` (handlers installed from now on).
+pub fn set_restorer(addr: u64) {
+    RESTORER.store(addr, core::sync::atomic::Ordering::Release);
+}
+
+fn restorer() -> usize {
+    match RESTORER.load(core::sync::atomic::Ordering::Acquire) {
+        0 => ptap_rt_sigreturn as *const () as usize,
+        r => r as usize,
+    }
 }
 
 /// # Safety
@@ -311,7 +365,7 @@ pub unsafe fn rt_sigaction(
             a = *x;
             if a.handler > 1 && a.flags & SA_RESTORER == 0 {
                 a.flags |= SA_RESTORER;
-                a.restorer = ptap_rt_sigreturn as *const () as usize;
+                a.restorer = restorer();
             }
             &a as *const KSigaction as usize
         }

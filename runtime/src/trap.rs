@@ -911,6 +911,11 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
     if code == TRAP_TRACE && unsafe { crate::optprobe::divert_trap(uc) } {
         return;
     }
+    // An int3 of a libc syscall site being moved out of libc (syscall probes).
+    // SAFETY: uc is the kernel's context for this SIGTRAP.
+    if code == SI_KERNEL && unsafe { crate::syscall::sites::on_int3(uc) } {
+        return;
+    }
     let rip = greg(uc, libc::REG_RIP);
     let Some(ts) = threads::current() else {
         // No thread slot: cannot run handlers; execute the instruction as if

@@ -11,9 +11,10 @@
  *   quiet       sleeps 1.5 s, then opens /nonexistent/quiet
  *   signals     a blocking read interrupted by SIGALRM, without then with
  *               SA_RESTART; the handler opens /nonexistent/inhandler
- *   detach      calls getpid until the runtime's trap counter stops (ptap
- *               detached), then checks that no call traps any more and that
- *               a thread asleep in read() across the detach disarms too
+ *   detach      calls getpid (inline `syscall`: libc's calls never trap)
+ *               until the runtime's trap counter stops (ptap detached), then
+ *               checks that no call traps any more and that a thread asleep
+ *               in read() across the detach disarms too
  *   spin N      N getppid + N getpid calls, ns per call of each
  *   spawn       posix_spawn, system() and vfork+exec of this program ("leaf"),
  *               then a raw clone(CLONE_VM) thread on its own stack
@@ -35,6 +36,10 @@
  *               at a time
  *   efault      bad pointers to the calls whose arguments the runtime reads
  *   churn N     N rounds of: make 4 threads that each open, join them
+ *   fast        (with sys_fast_mod) counts the traps and direct-path calls of
+ *               libc and inline getpid/getppid, checks libc's text is
+ *               patched, then readv from libc and inline, and a blocked readv
+ *               interrupted by SIGALRM without and with SA_RESTART
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -53,6 +58,7 @@
 #include <spawn.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static long inline_openat(const char *path)
@@ -241,18 +247,74 @@ static double now_ns(void)
 static int det_a[2], det_b[2];
 static volatile int det_done;
 
-/* Sleeps in read() across the detach, then makes calls: its first call after
- * the detach must be its last trap. */
+/* getpid by an inline `syscall` of this executable: outside libc, it traps
+ * whenever the thread is armed (libc's own getpid never does). */
+static long inline_getpid(void)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "0"((long)SYS_getpid) : "rcx", "r11", "memory");
+	return r;
+}
+
+/* Sleeps in read() across the detach, then makes libc calls: the detach
+ * turns its dispatch off (armed_after=0). */
 static void *detach_thread(void *arg)
 {
 	char c;
 	(void)arg;
 	read(det_a[0], &c, 1);
+	/* libc calls only: they never trap, so the dispatch must have been
+	 * turned off for this thread by the detach itself. */
 	for (int i = 0; i < 10; i++)
-		syscall(SYS_getpid);
+		getpid();
 	det_done = 1;
 	read(det_b[0], &c, 1);
 	return NULL;
+}
+
+/* Is libc's text in memory byte for byte its file (no site moved out)? */
+static int libc_pristine(void)
+{
+	FILE *m = fopen("/proc/self/maps", "r");
+	char line[512], path[400];
+	unsigned long lo, hi, off;
+	int res = -1;
+	while (m && fgets(line, sizeof line, m)) {
+		char perms[8];
+		if (sscanf(line, "%lx-%lx %7s %lx %*s %*s %399s", &lo, &hi, perms, &off, path) != 5)
+			continue;
+		if (strcmp(perms, "r-xp") || !strstr(path, "/libc.so.6"))
+			continue;
+		int fd = open(path, O_RDONLY);
+		char *buf = malloc(hi - lo);
+		res = fd >= 0 && buf && pread(fd, buf, hi - lo, off) == (ssize_t)(hi - lo) &&
+		      !memcmp(buf, (void *)lo, hi - lo);
+		free(buf);
+		close(fd);
+		break;
+	}
+	if (m)
+		fclose(m);
+	return res;
+}
+
+static unsigned long sites_now(int which)
+{
+	static void (*f)(unsigned long *, unsigned long *, unsigned long *);
+	if (!f)
+		f = (void (*)(unsigned long *, unsigned long *, unsigned long *))dlsym(RTLD_DEFAULT,
+											"ptap_syscall_sites");
+	unsigned long v[3] = { 0, 0, 0 };
+	if (f)
+		f(&v[0], &v[1], &v[2]);
+	return v[which];
+}
+
+static long inline_sys3(long nr, long a, long b, long c)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "0"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+	return r;
 }
 
 static int armed_threads(void)
@@ -335,6 +397,60 @@ int main(int argc, char **argv)
 		errno = 0;
 		r = read(pfd[0], &c, 1);
 		printf("restart r=%ld errno=%d handled=%d c=%c\n", r, errno, handled, r == 1 ? c : '?');
+	} else if (!strcmp(mode, "fast")) {
+		/* Which calls trap: counted exactly (sys_fast_mod probes getppid
+		 * and readv; getpid is not probed). */
+		unsigned long t0 = traps_now(), d0 = sites_now(2);
+		for (int i = 0; i < 1000; i++)
+			getpid();
+		unsigned long t1 = traps_now(), d1 = sites_now(2);
+		for (int i = 0; i < 1000; i++)
+			inline_getpid();
+		unsigned long t2 = traps_now(), d2 = sites_now(2);
+		for (int i = 0; i < 1000; i++)
+			getppid();
+		unsigned long t3 = traps_now(), d3 = sites_now(2);
+		for (int i = 0; i < 1000; i++)
+			inline_sys3(SYS_getppid, 0, 0, 0);
+		unsigned long t4 = traps_now(), d4 = sites_now(2);
+		/* syscall(): the number is in a register, an int3 site: an
+		 * unprobed number runs from libc, a probed one takes the site's
+		 * direct stub (no SIGSYS in either case). */
+		for (int i = 0; i < 100; i++)
+			syscall(SYS_getpid);
+		unsigned long t5 = traps_now(), d5 = sites_now(2);
+		for (int i = 0; i < 100; i++)
+			syscall(SYS_getppid);
+		unsigned long t6 = traps_now(), d6 = sites_now(2);
+		printf("libc_getpid traps=%lu direct=%lu\n", t1 - t0, d1 - d0);
+		printf("inline_getpid traps=%lu direct=%lu\n", t2 - t1, d2 - d1);
+		printf("libc_getppid traps=%lu direct=%lu\n", t3 - t2, d3 - d2);
+		printf("inline_getppid traps=%lu direct=%lu\n", t4 - t3, d4 - d3);
+		printf("syscall_getpid traps=%lu direct=%lu\n", t5 - t4, d5 - d4);
+		printf("syscall_getppid traps=%lu direct=%lu int3_sites=%d\n", t6 - t5, d6 - d5, sites_now(1) > 0);
+		printf("patched=%d pristine=%d\n", sites_now(0) > 0, libc_pristine());
+		/* readv from libc (a patched site: the direct path) and inline,
+		 * with data, then blocked and interrupted by SIGALRM without and
+		 * with SA_RESTART. */
+		char c = '?';
+		struct iovec iov = { &c, 1 };
+		pipe(pfd);
+		printf("pipe_fd=%d\n", pfd[0]);
+		write(pfd[1], "a", 1);
+		long r = readv(pfd[0], &iov, 1);
+		printf("libc_readv r=%ld c=%c\n", r, c);
+		write(pfd[1], "b", 1);
+		r = inline_sys3(SYS_readv, pfd[0], (long)&iov, 1);
+		printf("inline_readv r=%ld c=%c\n", r, c);
+		arm_alarm(0);
+		errno = 0;
+		r = readv(pfd[0], &iov, 1);
+		printf("norestart r=%ld errno=%d handled=%d\n", r, errno, handled);
+		write_in_handler = 1;
+		arm_alarm(SA_RESTART);
+		errno = 0;
+		r = readv(pfd[0], &iov, 1);
+		printf("restart r=%ld errno=%d handled=%d c=%c\n", r, errno, handled, r == 1 ? c : '?');
 	} else if (!strcmp(mode, "detach")) {
 		pthread_t th;
 		pipe(det_a);
@@ -342,13 +458,14 @@ int main(int argc, char **argv)
 		pthread_create(&th, NULL, detach_thread, NULL);
 		usleep(100000);
 		open("/nonexistent/beforedetach", O_RDONLY);
+		int pristine_before = libc_pristine();
 		unsigned long start = traps_now(), last = start;
 		double t0 = now_ns(), still = t0;
 		printf("armed=%d armed_threads=%d\n", start > 0, armed_threads());
 		fflush(stdout); /* the test detaches once it sees this line */
 		while (now_ns() - t0 < 20e9) {
 			for (int i = 0; i < 1000; i++)
-				syscall(SYS_getpid);
+				inline_getpid();
 			unsigned long t = traps_now();
 			if (t != last) {
 				last = t;
@@ -359,7 +476,7 @@ int main(int argc, char **argv)
 		}
 		unsigned long before = traps_now();
 		for (int i = 0; i < 100000; i++)
-			syscall(SYS_getpid);
+			inline_getpid();
 		open("/nonexistent/afterdetach", O_RDONLY);
 		unsigned long after = traps_now() - before;
 		write(det_a[1], "x", 1);
@@ -367,6 +484,7 @@ int main(int argc, char **argv)
 			usleep(1000);
 		printf("detached=%d traps_during_run=%d traps_after=%lu armed_after=%d\n", now_ns() - t0 < 20e9,
 		       last > start, after, armed_threads());
+		printf("pristine_before=%d pristine_after=%d\n", pristine_before, libc_pristine());
 	} else if (!strcmp(mode, "spawn")) {
 		char *args[] = { argv[0], "leaf", NULL };
 		pid_t p;

@@ -81,6 +81,10 @@ void *syscall_probe_data(void);
 void ptap_syscall_stats(unsigned long *traps, unsigned long *hits);
 /* Threads of this process whose dispatch is on. */
 int ptap_syscall_armed_threads(void);
+/* libc sites moved out of libc right now (a jump over their `mov`, or an
+ * int3 on their `syscall`), and calls that ran handlers through the direct
+ * path (no trap) so far (NULL ok). See docs/syscalls.md. */
+void ptap_syscall_sites(unsigned long *patched, unsigned long *int3, unsigned long *direct);
 
 /* The path argument of an open-family call. */
 static inline const char *syscall_open_path(const struct pt_regs *regs)

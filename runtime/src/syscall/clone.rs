@@ -284,8 +284,13 @@ pub fn clone(
         thread: flags & CLONE_THREAD != 0,
         done: AtomicU32::new(0),
     };
+    // The asm's `syscall` is in the runtime's text, which may be outside the
+    // exempt range: the selector is at ALLOW for that call (the new thread
+    // does not inherit the dispatch: it arms itself in child_start).
+    let allow = super::Untraced::new();
     // SAFETY: the asm performs the call; the child never returns here.
     let r = unsafe { ptap_sud_clone(&mut call) };
+    drop(allow);
     if r > 0 {
         // Wait until the child has copied the snapshot (it lives in this frame).
         while call.done.load(Ordering::Acquire) == 0 {

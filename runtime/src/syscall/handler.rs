@@ -58,19 +58,6 @@ type Uc = libc::ucontext_t;
 
 core::arch::global_asm!(
     ".text",
-    // rt_sigreturn re-run from the exempt range, at the target's rsp.
-    ".globl ptap_sud_sigreturn",
-    ".hidden ptap_sud_sigreturn",
-    ".type ptap_sud_sigreturn,@function",
-    "ptap_sud_sigreturn:",
-    "mov eax, 15",
-    "syscall",
-    "ud2",
-    ".size ptap_sud_sigreturn, .-ptap_sud_sigreturn",
-);
-
-core::arch::global_asm!(
-    ".text",
     // i64 ptap_sud_int80(u64 nr, const u64 args[6]): a 32-bit (int 0x80)
     // call made for the target, from the exempt range.
     ".globl ptap_sud_int80",
@@ -94,7 +81,6 @@ core::arch::global_asm!(
 );
 
 extern "C" {
-    fn ptap_sud_sigreturn();
     fn ptap_sud_int80(nr: u64, args: *const [u64; 6]) -> i64;
 }
 
@@ -168,7 +154,12 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
             )
         };
         if value == super::ARM_MAGIC && pid == sys::getpid() {
-            super::arm_current();
+            if super::SHUT.load(Ordering::Acquire) {
+                // After shutdown the same request turns the dispatch off.
+                super::disarm_self(table::find(sys::gettid()));
+            } else {
+                super::arm_current();
+            }
             return;
         }
     }
@@ -186,6 +177,9 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
         use libc::*;
         let a = [REG_RBX, REG_RCX, REG_RDX, REG_RSI, REG_RDI, REG_RBP]
             .map(|r| greg(uc, r) & 0xffff_ffff);
+        // The runtime's text may be outside the exempt range: the thread's
+        // selector is at ALLOW for this one call.
+        let _allow = super::Untraced::new();
         // SAFETY: the target's own 32-bit call and arguments.
         let r = unsafe { ptap_sud_int80(nr as u64, &a) };
         set_greg(uc, REG_RAX, r as u64);
@@ -332,10 +326,12 @@ unsafe fn run_handlers(
     // fault guard's, kprobes' SIGTRAP) and SIGSYS stay deliverable. The
     // exact previous mask is restored afterwards; a signal that arrived
     // meanwhile is delivered then, before the call is made.
+    // Without a target handler for an asynchronous signal nothing can
+    // interrupt the handlers and jump out: the two calls are skipped.
     let mut old_mask = 0u64;
-    // SAFETY: blocking signals in this thread only; old_mask is a local.
-    let masked =
-        unsafe { sys::rt_sigprocmask(0, Some(&async_signals()), Some(&mut old_mask)) } == 0;
+    let masked = crate::signals::ASYNC_HANDLERS.load(Ordering::Relaxed)
+        // SAFETY: blocking signals in this thread only; old_mask is a local.
+        && unsafe { sys::rt_sigprocmask(0, Some(&async_signals()), Some(&mut old_mask)) } == 0;
     // Handlers may call libc, which may set errno: the target must see its own.
     let errno = sys::errno_save();
     table::enter(s);
@@ -478,8 +474,10 @@ fn perform(
     let mut m = 0u64;
     match nr {
         NR_RT_SIGRETURN => {
+            // The gadget's `syscall` lies in the exempt range: made there
+            // with rsp untouched (its `ret` never runs).
             set_greg(uc, libc::REG_RAX, NR_RT_SIGRETURN as u64);
-            set_greg(uc, libc::REG_RIP, ptap_sud_sigreturn as *const () as u64);
+            set_greg(uc, libc::REG_RIP, sys::gadget());
             None
         }
         NR_RT_SIGACTION => Some(sigaction(a)),
@@ -503,23 +501,7 @@ fn perform(
         NR_RT_SIGSUSPEND => Some(with_mask(nr, a, 0, 1, &mut m)),
         NR_PPOLL => Some(with_mask(nr, a, 3, 4, &mut m)),
         NR_EPOLL_PWAIT | NR_EPOLL_PWAIT2 => Some(with_mask(nr, a, 4, 5, &mut m)),
-        NR_PSELECT6 => {
-            // Outlives the call (a[5] may point to it).
-            let mut d: [u64; 2];
-            if a[5] != 0 {
-                // The target's {const sigset_t *, size_t} argument.
-                let Some(v) = read_user::<[u64; 2]>(a[5]) else {
-                    return Some(-EFAULT);
-                };
-                d = v;
-                d[0] = match strip(d[0], d[1], &mut m) {
-                    Ok(p) => p,
-                    Err(e) => return Some(e),
-                };
-                a[5] = d.as_ptr() as u64;
-            }
-            Some(raw(nr, &a))
-        }
+        NR_PSELECT6 => Some(pselect6(a, &mut m)),
         NR_SIGALTSTACK => {
             let r = raw(nr, &a);
             if r == 0 && a[0] != 0 {
@@ -549,6 +531,51 @@ fn perform(
             Some(raw(nr, &a))
         }
         _ => Some(raw(nr, &a)),
+    }
+}
+
+/// pselect6 with the managed signals removed from its mask.
+fn pselect6(mut a: [u64; 6], m: &mut u64) -> i64 {
+    // Outlives the call (a[5] may point to it).
+    let mut d: [u64; 2];
+    if a[5] != 0 {
+        // The target's {const sigset_t *, size_t} argument.
+        let Some(v) = read_user::<[u64; 2]>(a[5]) else {
+            return -EFAULT;
+        };
+        d = v;
+        d[0] = match strip(d[0], d[1], m) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        a[5] = d.as_ptr() as u64;
+    }
+    raw(NR_PSELECT6, &a)
+}
+
+/// A call made by the direct path (thread context, no signal frame): the
+/// calls that take signal masks lose the runtime's managed signals, as in
+/// [`perform`] (whatever the thread: an unarmed thread, or one at ALLOW, must
+/// not block SIGTRAP/SIGSYS either: an int3 or a trap with them blocked
+/// kills the process); the others are made as they are.
+fn perform_direct(nr: usize, mut a: [u64; 6]) -> i64 {
+    let mut m = 0u64;
+    match nr {
+        NR_RT_SIGACTION => sigaction(a),
+        NR_RT_SIGPROCMASK => {
+            if a[0] != 1 {
+                a[1] = match strip(a[1], a[3], &mut m) {
+                    Ok(p) => p,
+                    Err(e) => return e,
+                };
+            }
+            raw(nr, &a)
+        }
+        NR_RT_SIGSUSPEND => with_mask(nr, a, 0, 1, &mut m),
+        NR_PPOLL => with_mask(nr, a, 3, 4, &mut m),
+        NR_EPOLL_PWAIT | NR_EPOLL_PWAIT2 => with_mask(nr, a, 4, 5, &mut m),
+        NR_PSELECT6 => pselect6(a, &mut m),
+        _ => raw(nr, &a),
     }
 }
 
@@ -614,7 +641,99 @@ fn sigaction(a: [u64; 6]) -> i64 {
         };
         copy = c;
         copy.mask &= !managed_mask();
+        // A handler that may interrupt probe handlers (see run_handlers).
+        // Not glibc's own SIGCANCEL / SIGSETXID (32, 33), which libc installs
+        // through this call at its first pthread_create: they do not jump
+        // out of what they interrupt (async cancellation aside), and noting
+        // them would cost every probe hit two rt_sigprocmask calls
+        // (measured: libc getppid probed 446 -> 1,115 ns).
+        if copy.handler > 1 && sig != 32 && sig != 33 {
+            crate::signals::ASYNC_HANDLERS.store(true, Ordering::Release);
+        }
         b[1] = &copy as *const sys::KSigaction as u64;
     }
     raw(NR_RT_SIGACTION, &b)
+}
+
+/// Calls made through the direct path ([`direct_hit`]) with handlers run.
+pub static DIRECT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The direct path of a moved libc site (see `super::sites`): called by the
+/// site's trampoline, without a trap, with the registers at its `syscall`
+/// (`regs.ax` = the number, the arguments in the syscall ABI). Runs the
+/// entry handlers, makes the call through the gadget (in libc, the exempt
+/// range: signals, EINTR and SA_RESTART behave as for any libc call, since
+/// this is ordinary thread context with the target's own mask), runs the
+/// return handlers, and leaves the result in `regs.ax` with `rcx`/`r11` as
+/// `syscall` leaves them. A thread that would not trap there (not armed,
+/// selector at ALLOW: the runtime's own work, handlers running) just makes
+/// the call. The calls that take signal masks lose the runtime's managed
+/// signals ([`perform_direct`]). Never clone, clone3, fork, vfork, exit or
+/// rt_sigreturn (see `sites::TRAP_KIND`).
+///
+/// Hit path: no allocation, no lock, no libc.
+///
+/// # Safety
+/// Called only by the trampolines of `super::sites`, with their frame.
+pub unsafe extern "C" fn direct_hit(regs: *mut PtRegs, resume: u64) {
+    // SAFETY: the trampoline's frame.
+    let regs = unsafe { &mut *regs };
+    let nr = regs.ax as usize;
+    let args = [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9];
+    let (w_entry, w_ret) = super::watched(nr);
+    // The thread's id from the runtime's TLS-cached thread state (no
+    // gettid system call once cached).
+    let ts = crate::optprobe::thread();
+    let slot = if (w_entry || w_ret) && !super::SHUT.load(Ordering::Acquire) {
+        let tid = match ts {
+            // SAFETY: this thread's slot in the runtime's thread table.
+            Some(t) => unsafe { (*t).tid.load(Ordering::Relaxed) },
+            None => sys::gettid(),
+        };
+        table::find(tid).filter(|s| {
+            s.armed.load(Ordering::Acquire) != 0
+                && s.selector.load(Ordering::Acquire) == table::BLOCK
+                && s.in_handler.load(Ordering::Relaxed) == 0
+        })
+    } else {
+        None
+    };
+    let r = match slot {
+        None => perform_direct(nr, args),
+        Some(s) => {
+            let active = (!in_kprobe_handler(ts)).then_some(s);
+            DIRECT.fetch_add(1, Ordering::Relaxed);
+            regs.orig_ax = nr as u64;
+            regs.ax = (-ENOSYS) as u64;
+            regs.ip = resume.wrapping_sub(2);
+            let mut data = CallData::new();
+            let mut a = args;
+            if w_entry {
+                match active {
+                    Some(s) => {
+                        // SAFETY: s is this thread's slot.
+                        unsafe { run_handlers(s, ts, nr, false, regs, &mut data) };
+                        a = [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9];
+                    }
+                    None => missed(nr, false),
+                }
+            }
+            let mut r = perform_direct(nr, a);
+            if w_ret {
+                match active {
+                    Some(s) => {
+                        regs.ax = r as u64;
+                        // SAFETY: s is this thread's slot.
+                        unsafe { run_handlers(s, ts, nr, true, regs, &mut data) };
+                        r = regs.ax as i64;
+                    }
+                    None => missed(nr, true),
+                }
+            }
+            r
+        }
+    };
+    regs.ax = r as u64;
+    regs.cx = resume;
+    regs.r11 = regs.flags;
 }

@@ -21,13 +21,20 @@
 //!   (a later registration flips them back). When the runtime shuts down
 //!   (ptap's detach, or the target's exit) each armed thread turns the
 //!   dispatch off at its next system call: one last trap, then none.
-//! * Cost: every system call of an armed thread traps, probed or not (the
-//!   dispatch has no per-number filter). seccomp RET_TRAP would filter by
-//!   number, but its filters can never be removed and survive execve, so a
-//!   child exec'ed without the runtime would be killed by SIGSYS.
-//! * The runtime's own raw system calls (`crate::sys`, in the exempt
-//!   range) never trap. Probe handlers run with the thread's selector at
-//!   ALLOW, so their system calls (libc included) are not seen either.
+//! * Only probed calls pay ([`sites`]): the exempt range is libc's text, so
+//!   libc's calls do not trap; libc sites of probed numbers (and of the
+//!   calls the handler must always see: clone, fork, exit, masks) are moved
+//!   out of libc — probed ones take a direct path without a trap. Calls from
+//!   outside libc (the executable's inline `syscall`, other libraries) trap
+//!   as before. `PTAP_SYSCALL_LIBC=0` restores the first design (exempt
+//!   range = the runtime's text: every call of an armed thread traps).
+//!   seccomp RET_TRAP would filter by number, but its filters can never be
+//!   removed and survive execve, so a child exec'ed without the runtime
+//!   would be killed by SIGSYS.
+//! * The runtime's own raw system calls (`crate::sys`, through a `syscall;
+//!   ret` gadget in the exempt range) never trap. Probe handlers run with
+//!   the thread's selector at ALLOW, so their system calls are not seen
+//!   either.
 //! * Arming waits for the runtime's constructor to finish
 //!   ([`runtime_ready`]): probes registered from `init_module()` start
 //!   firing when the target's `main` is about to run, and the runtime's own
@@ -65,6 +72,7 @@
 
 pub mod clone;
 pub mod handler;
+pub mod sites;
 pub mod table;
 
 use core::ffi::{c_int, c_uint, c_ulong, c_void};
@@ -293,10 +301,18 @@ pub unsafe fn register(p: *mut SyscallProbe) -> i32 {
         let in_handler =
             table::find(sys::gettid()).is_some_and(|s| s.in_handler.load(Ordering::Relaxed) != 0);
         if !in_handler {
+            sync_sites();
             arm_all_threads();
         }
     }
     0
+}
+
+/// Move libc's syscall sites in or out of libc to match the registered
+/// probes (see [`sites`]). Not for the hit path, nor signal context.
+fn sync_sites() {
+    let active = ON.load(Ordering::Acquire) && !SHUT.load(Ordering::Acquire);
+    sites::sync(active);
 }
 
 /// Unregister a syscall probe. Once this returns no handler of `p` runs
@@ -322,6 +338,11 @@ pub unsafe fn unregister(p: *mut SyscallProbe) {
     }
     if remaining == 0 {
         turn_off();
+    }
+    let in_handler =
+        table::find(sys::gettid()).is_some_and(|s| s.in_handler.load(Ordering::Relaxed) != 0);
+    if !in_handler {
+        sync_sites();
     }
     if !table::synchronize() {
         crate::output::diag(
@@ -420,6 +441,16 @@ pub fn probe_of(id: ProbeId) -> *const SyscallProbe {
 fn find_exempt() -> bool {
     if EXEMPT_LEN.load(Ordering::Acquire) != 0 {
         return true;
+    }
+    // Only when the runtime's start-up found libc before installing its
+    // signal handlers (their restorer must lie in the exempt range).
+    {
+        if let Some((start, len)) = sites::exempt() {
+            EXEMPT_START.store(start, Ordering::Release);
+            // The kernel tests the address *after* the syscall instruction.
+            EXEMPT_LEN.store(len + 2, Ordering::Release);
+            return true;
+        }
     }
     let me = handler::on_sigsys as *const () as u64;
     let mut found = (0u64, 0u64);
@@ -798,10 +829,19 @@ pub fn runtime_ready() {
     }
     if arm_current() == 0 {
         turn_on();
+        sync_sites();
     } else {
         crate::output::diag(
             b"ptap: syscall probes: Syscall User Dispatch is not available; syscall probes are inactive\n",
         );
+    }
+}
+
+/// Hook (fork child, after the runtime's locks are usable again): a child
+/// that is never armed (PTAP_SYSCALL_FOLLOW=0) puts libc's sites back.
+pub fn after_fork_child() {
+    if SHUT.load(Ordering::Acquire) {
+        sites::sync(false);
     }
 }
 
@@ -814,6 +854,32 @@ pub fn shutdown() {
     SHUT.store(true, Ordering::Release);
     ON.store(false, Ordering::Release);
     table::set_all_selectors(table::BLOCK);
+    // libc's bytes are put back.
+    sites::sync(false);
+    if sites::exempt().is_some() {
+        disarm_all_threads();
+    }
+}
+
+/// After shutdown, with libc as the exempt range, a thread that only calls
+/// libc would never take the last trap that turns its dispatch off (and
+/// would pay the kernel's slow syscall path, ~30-50 ns per call, for ever):
+/// each armed thread is asked, by the SIGSYS arming request (which now
+/// disarms), unless it is blocked in a call a handler would end with EINTR
+/// (see [`eintr_visible`]): that one turns it off at its next call from
+/// outside libc, as before. The calling thread turns its own off. No wait.
+fn disarm_all_threads() {
+    let me = sys::gettid();
+    let pid = sys::getpid();
+    let mut tids = [0i32; 256];
+    let n = table::armed_tids(&mut tids);
+    for &t in &tids[..n] {
+        if t == me {
+            disarm_self(table::find(me));
+        } else if sys::thread_alive(t) && !blocked_in_eintr_call(t) {
+            ask_to_arm(pid, t);
+        }
+    }
 }
 
 /// The calling thread turns its dispatch off (after shutdown). Hit path.
@@ -888,6 +954,30 @@ pub extern "C" fn syscall_probe_data() -> *mut c_void {
 #[no_mangle]
 pub extern "C" fn ptap_syscall_armed_threads() -> c_int {
     armed_threads() as c_int
+}
+
+/// libc sites moved out of libc now, and direct-path calls so far (see
+/// [`sites`]).
+/// # Safety
+/// NULL or valid pointers.
+#[no_mangle]
+pub unsafe extern "C" fn ptap_syscall_sites(
+    patched: *mut c_ulong,
+    int3: *mut c_ulong,
+    direct: *mut c_ulong,
+) {
+    // SAFETY: caller-provided out pointers (NULL allowed).
+    unsafe {
+        if !patched.is_null() {
+            *patched = sites::PATCHED.load(Ordering::Relaxed) as c_ulong;
+        }
+        if !int3.is_null() {
+            *int3 = sites::INT3.load(Ordering::Relaxed) as c_ulong;
+        }
+        if !direct.is_null() {
+            *direct = handler::DIRECT.load(Ordering::Relaxed);
+        }
+    }
 }
 
 /// Traps taken and handler invocations so far in this process.

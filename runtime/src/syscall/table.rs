@@ -207,6 +207,20 @@ pub fn set_all_selectors(v: u8) {
     }
 }
 
+/// Thread ids of the slots whose dispatch is on (up to `out.len()`).
+pub fn armed_tids(out: &mut [i32]) -> usize {
+    let mut n = 0;
+    for i in 0..MAX_THREADS {
+        let Some(s) = slot(i) else { break };
+        let tid = s.tid.load(Ordering::Acquire);
+        if n < out.len() && tid > 0 && s.armed.load(Ordering::Acquire) != 0 {
+            out[n] = tid;
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Slots of live threads with the dispatch on.
 pub fn armed_count() -> usize {
     let mut n = 0;
