@@ -71,6 +71,7 @@ fn map_session(params: &Params) -> Option<Session> {
             }
             let s = Session::from_raw(p as *mut u8);
             if s.valid() && session::Session::total_size(s.ring_size()) <= st.st_size as usize {
+                output::SESSION_LEN.store(st.st_size as usize, Ordering::Release);
                 Some(s)
             } else {
                 libc::munmap(p, st.st_size as usize);

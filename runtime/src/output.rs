@@ -9,6 +9,11 @@ use crate::session::{Part, Session, REC_DIAG, REC_TEXT};
 use crate::sys;
 
 static SESSION: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Bytes of the session mapping (0 until mapped). A `ptap load` session
+/// (C modules) has no globals area after its ring: readers of that area
+/// check this first.
+pub static SESSION_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 /// Handler faults when no session exists.
 static LOCAL_FAULTS: AtomicU64 = AtomicU64::new(0);
 

@@ -688,6 +688,11 @@ static PUBLISHED_MAXACTIVE: core::sync::atomic::AtomicU64 = core::sync::atomic::
 /// Returns the process's totals (reentrancy, maxactive).
 pub fn publish_missed() -> (u64, u64) {
     let (nested, maxactive) = missed();
+    if nested == PUBLISHED_NESTED.load(Ordering::Acquire)
+        && maxactive == PUBLISHED_MAXACTIVE.load(Ordering::Acquire)
+    {
+        return (nested, maxactive); // nothing new
+    }
     let Some(g) = session_globals() else {
         return (nested, maxactive);
     };
@@ -702,6 +707,11 @@ pub fn publish_missed() -> (u64, u64) {
 /// The session's globals area, if this process is in a ptap session.
 fn session_globals() -> Option<Globals> {
     let s = crate::output::session()?;
+    // A `ptap load` session has no globals area: never read past the ring.
+    let at = super::globals::offset_in_session(s.ring_size());
+    if crate::output::SESSION_LEN.load(Ordering::Acquire) < at + super::globals::HEADER_SIZE {
+        return None;
+    }
     // SAFETY: the globals area follows the ring in the session mapping
     // (ptap sized it); checked by magic.
     let g = unsafe {
