@@ -243,21 +243,24 @@ fn the_target_exiting_ends_the_session() {
     let _ = before;
 }
 
-#[test]
-fn threads_that_already_run_are_probed() {
-    let d = scratch("threads");
+/// Four threads of `wait_threads` already run when ptap attaches: `point`
+/// (which each of them hits in its loop) must be seen on all four.
+fn four_running_threads_hit(name: &str, point: &str) {
+    let d = scratch(name);
     let flag = d.join("flag");
     let mut t = start_target("wait_threads", &flag, &["4"]);
     let before = t.line();
-    let prog = r#"global n, said
-        probe kprobe(work) { n[tid()]++ }
-        probe timer.ms(10) {
+    let prog = format!(
+        r#"global n, said
+        probe {point} {{ n[tid()]++ }}
+        probe timer.ms(10) {{
             k = 0
             foreach (x in n) if (n[x] >= 20) k++
-            if (k == 4 && !said) { said = 1; printf("ready\n") }
-        }
-        probe end { k = 0; foreach (x in n) k++; printf("threads=%d\n", k) }"#;
-    let mut p = start_ptap(t.pid(), prog, &[]);
+            if (k == 4 && !said) {{ said = 1; printf("ready\n") }}
+        }}
+        probe end {{ k = 0; foreach (x in n) k++; printf("threads=%d\n", k) }}"#
+    );
+    let mut p = start_ptap(t.pid(), &prog, &[]);
     assert_eq!(p.line(), "ready", "{}", p.stderr());
     p.interrupt();
     assert_eq!(p.wait().code(), Some(0), "{}", p.stderr());
@@ -267,27 +270,14 @@ fn threads_that_already_run_are_probed() {
 }
 
 #[test]
+fn threads_that_already_run_are_probed() {
+    four_running_threads_hit("threads", "kprobe(work)");
+}
+
+#[test]
 fn syscall_probes_arm_threads_that_already_run() {
-    let d = scratch("sys");
-    let flag = d.join("flag");
-    let mut t = start_target("wait_threads", &flag, &["4"]);
-    let before = t.line();
     // Each thread calls access() in its loop.
-    let prog = r#"global n, said
-        probe kprobe(sys_access) { n[tid()]++ }
-        probe timer.ms(10) {
-            k = 0
-            foreach (x in n) if (n[x] >= 20) k++
-            if (k == 4 && !said) { said = 1; printf("ready\n") }
-        }
-        probe end { k = 0; foreach (x in n) k++; printf("threads=%d\n", k) }"#;
-    let mut p = start_ptap(t.pid(), prog, &[]);
-    assert_eq!(p.line(), "ready", "{}", p.stderr());
-    p.interrupt();
-    assert_eq!(p.wait().code(), Some(0), "{}", p.stderr());
-    assert_eq!(p.rest(), vec!["threads=4".to_string()], "{}", p.stderr());
-    target_goes_on(&mut t, &flag, &before, "threads ran: 4");
-    support::remove_snapshot(p.child.id());
+    four_running_threads_hit("sys", "kprobe(sys_access)");
 }
 
 #[test]

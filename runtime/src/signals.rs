@@ -31,8 +31,12 @@ pub static ASYNC_HANDLERS: AtomicBool = AtomicBool::new(false);
 static WRAPPED: [[AtomicU64; 3]; 65] =
     [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; 65];
 
-fn wrapped_get(sig: c_int) -> (usize, u64, u64) {
-    let a = &WRAPPED[sig as usize];
+/// A table of actions (handler, flags, mask) per signal: [`WRAPPED`], or
+/// the runtime-managed signals' `USER_ACT`.
+type Actions = [[AtomicU64; 3]; 65];
+
+fn act_get(t: &Actions, sig: c_int) -> (usize, u64, u64) {
+    let a = &t[sig as usize];
     (
         a[0].load(Ordering::Acquire) as usize,
         a[1].load(Ordering::Acquire),
@@ -40,11 +44,20 @@ fn wrapped_get(sig: c_int) -> (usize, u64, u64) {
     )
 }
 
-fn wrapped_set(sig: c_int, h: usize, flags: u64, mask: u64) {
-    let a = &WRAPPED[sig as usize];
+/// The handler is stored last: a reader that sees it sees its flags and mask.
+fn act_set(t: &Actions, sig: c_int, h: usize, flags: u64, mask: u64) {
+    let a = &t[sig as usize];
     a[1].store(flags, Ordering::Release);
     a[2].store(mask, Ordering::Release);
     a[0].store(h as u64, Ordering::Release);
+}
+
+fn wrapped_get(sig: c_int) -> (usize, u64, u64) {
+    act_get(&WRAPPED, sig)
+}
+
+fn wrapped_set(sig: c_int, h: usize, flags: u64, mask: u64) {
+    act_set(&WRAPPED, sig, h, flags, mask)
 }
 
 /// Signals whose handlers run through [`wrapper`]: every catchable one the
@@ -286,19 +299,11 @@ type SignalFn = unsafe extern "C" fn(c_int, usize) -> usize;
 type MaskFn = unsafe extern "C" fn(c_int, *const libc::sigset_t, *mut libc::sigset_t) -> c_int;
 
 fn user_get(sig: c_int) -> (usize, u64, u64) {
-    let a = &USER_ACT[sig as usize];
-    (
-        a[0].load(Ordering::Acquire) as usize,
-        a[1].load(Ordering::Acquire),
-        a[2].load(Ordering::Acquire),
-    )
+    act_get(&USER_ACT, sig)
 }
 
 fn user_set(sig: c_int, h: usize, flags: u64, mask: u64) {
-    let a = &USER_ACT[sig as usize];
-    a[1].store(flags, Ordering::Release);
-    a[2].store(mask, Ordering::Release);
-    a[0].store(h as u64, Ordering::Release);
+    act_set(&USER_ACT, sig, h, flags, mask)
 }
 
 fn set_errno(e: c_int) {
