@@ -105,13 +105,21 @@ pub fn module(name: &str) -> PathBuf {
             .join("runtime/tests/modules")
             .join(format!("{name}.c"))
     };
+    build_module(&src, &["ptap/kprobes.h"])
+}
+
+/// Compile the C probe module `src` to target/ptap-tests/mod_STEM.so
+/// against runtime/include, rebuilt when `headers` (under runtime/include)
+/// change.
+pub fn build_module(src: &Path, headers: &[&str]) -> PathBuf {
     let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
     let out = out_dir().join(format!("mod_{stem}.so"));
     let inc = root().join("runtime/include");
-    let header = inc.join("ptap/kprobes.h");
+    let deps: Vec<PathBuf> = headers.iter().map(|h| inc.join(h)).collect();
+    let deps: Vec<&Path> = deps.iter().map(PathBuf::as_path).collect();
     build(
         "cc",
-        &src,
+        src,
         &out,
         &[
             "-O2",
@@ -122,7 +130,7 @@ pub fn module(name: &str) -> PathBuf {
             "-I",
             inc.to_str().unwrap(),
         ],
-        &[&header],
+        &deps,
     )
 }
 

@@ -7,31 +7,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{build, out_dir, ptap, root, run_cmd, Output};
+use crate::support::{ptap, root, run_cmd, Output};
 
 /// Compile a C module that uses ptap/syscalls.h (path relative to the repo root).
 pub fn sys_module(rel: &str) -> PathBuf {
-    let src = root().join(rel);
-    let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
-    let out = out_dir().join(format!("mod_{stem}.so"));
-    let inc = root().join("runtime/include");
-    let k = inc.join("ptap/kprobes.h");
-    let s = inc.join("ptap/syscalls.h");
-    build(
-        "cc",
-        &src,
-        &out,
-        &[
-            "-O2",
-            "-g",
-            "-shared",
-            "-fPIC",
-            "-pthread",
-            "-I",
-            inc.to_str().unwrap(),
-        ],
-        &[&k, &s],
-    )
+    crate::support::build_module(&root().join(rel), &["ptap/kprobes.h", "ptap/syscalls.h"])
 }
 
 fn load_cmd(module: &str, cmd: &str, env: &[(&str, &str)]) -> Command {

@@ -27,7 +27,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use super::handler::{NR_CLONE, NR_CLONE3, NR_FORK};
+use super::handler::{raw, NR_CLONE, NR_CLONE3, NR_FORK};
 use super::{table, PtRegs};
 use crate::sys;
 
@@ -178,21 +178,6 @@ extern "C" fn child_start(call: *mut CloneCall, newsp: u64, out: *mut Out) {
         }
         c.done.store(1, Ordering::Release);
         sys::futex_wake(c.done.as_ptr() as *const u32);
-    }
-}
-
-fn raw(nr: usize, a: &[u64; 6]) -> i64 {
-    // SAFETY: the target's own call and arguments.
-    unsafe {
-        sys::syscall6(
-            nr,
-            a[0] as usize,
-            a[1] as usize,
-            a[2] as usize,
-            a[3] as usize,
-            a[4] as usize,
-            a[5] as usize,
-        ) as i64
     }
 }
 

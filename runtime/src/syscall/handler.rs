@@ -113,7 +113,7 @@ fn args_of(uc: *mut Uc) -> [u64; 6] {
 }
 
 #[inline]
-fn raw(nr: usize, a: &[u64; 6]) -> i64 {
+pub(super) fn raw(nr: usize, a: &[u64; 6]) -> i64 {
     // SAFETY: performing the target's own system call with its own arguments
     // (the kernel validates them as it would have).
     unsafe {

@@ -267,7 +267,8 @@ pub fn synchronize() -> bool {
 pub fn synchronize_within(limit_us: u64) -> bool {
     core::sync::atomic::fence(Ordering::SeqCst);
     let me = sys::gettid();
-    let mut waited_us = 0u64;
+    // Wall time (a 50 us sleep lasts much longer on a loaded machine).
+    let t0 = sys::monotonic_ns();
     let mut complete = true;
     for i in 0..MAX_THREADS {
         let Some(s) = slot(i) else { break };
@@ -292,12 +293,11 @@ pub fn synchronize_within(limit_us: u64) -> bool {
             if spins < 64 {
                 core::hint::spin_loop();
             } else {
-                if waited_us >= limit_us {
+                if sys::monotonic_ns().saturating_sub(t0) >= limit_us * 1000 {
                     complete = false;
                     break;
                 }
                 sys::sleep_us(50);
-                waited_us += 50;
             }
         }
     }
