@@ -16,13 +16,15 @@ mod run;
 
 const EXAMPLES: &str = "\
 Examples:
-  ptap -p1 -e 'probe kprobe(work) { print(arg1) }'       print the parse tree
-  ptap -p2 examples/opens.pt                             print the elaborated script
   ptap -e 'probe kretprobe(sys_open) < if ret<0 print(ret) >' -c 'cat /nonexistent'
+  ptap examples/opensnoop.pt -c 'ls /etc'                 a tool from examples/
+  ptap -p2 examples/malloc_sizes.pt                      print the elaborated script
+  ptap -p1 -e 'probe kprobe(work) { print(arg1) }'       print the parse tree
   ptap -p4 -m counts -e 'global n probe kprobe(work) { n++ }'   write counts.o
   ptap run counts.o -c 'tests/targets/hot 10'            run it without compiling
   ptap load examples/modules/kprobe_example.so -c 'tests/targets/hot 10'
   ptap -x 1234 -e 'global n probe kprobe(work) { n++ }'  attach to running pid 1234 (Ctrl-C detaches)
+  ptap completions bash > ~/.local/share/bash-completion/completions/ptap
 ";
 
 #[derive(Parser, Debug)]
@@ -47,6 +49,14 @@ pub enum Command {
     Load(LoadOpts),
     /// Run a probe module written by `ptap -p4 -m NAME` without compiling again.
     Run(RunModuleOpts),
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell
+    /// (for example `ptap completions bash > /etc/bash_completion.d/ptap`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print ptap's manual page in roff (for example `ptap man > ptap.1; man ./ptap.1`).
+    Man,
 }
 
 /// Options for `ptap run`.
@@ -172,6 +182,24 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Load(opts)) => load::run(opts),
         Some(Command::Run(opts)) => driver::run_module(opts),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "ptap", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            let mut out = std::io::stdout().lock();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ptap: cannot write the manual page: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         None => driver::run(&cli.script),
     }
 }

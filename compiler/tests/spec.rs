@@ -14,11 +14,17 @@ struct Case {
     line: usize,
     name: String,
     prog: String,
+    /// `SCRIPT path [args]`: run a script file (relative to the repository)
+    /// instead of `-e PROG`.
+    script: Option<Vec<String>>,
     args: Vec<String>,
     cmd: Option<String>,
     env: Vec<(String, String)>,
     expect: Option<String>,
     expect_target: Option<String>,
+    /// Regular expressions the output must match (multi-line mode: `^`/`$`
+    /// are line ends).
+    matches: Vec<String>,
     stderr: Vec<String>,
     exit: i32,
     timeout: u64,
@@ -73,6 +79,17 @@ fn parse(path: &Path) -> Result<Vec<Case>, String> {
             "PROG" => c.prog = v,
             "ARGS" => c.args = shlex::split(&v).ok_or(format!("{file}:{line}: bad ARGS"))?,
             "CMD" => c.cmd = Some(v),
+            "SCRIPT" => {
+                let words = shlex::split(&v).unwrap_or_default();
+                if words.is_empty() {
+                    return Err(format!("{file}:{line}: SCRIPT wants a path"));
+                }
+                c.script = Some(words)
+            }
+            "MATCH" => {
+                regex::Regex::new(&v).map_err(|e| format!("{file}:{line}: bad MATCH: {e}"))?;
+                c.matches.push(v)
+            }
             "ENV" => {
                 let (a, b) = v
                     .split_once('=')
@@ -126,11 +143,16 @@ fn run_case(c: &Case, scratch: &Path) -> Result<(), String> {
     ));
     let _ = std::fs::remove_file(&out_file);
     let mut cmd = support::ptap();
-    cmd.arg("-o")
-        .arg(&out_file)
-        .args(&c.args)
-        .arg("-e")
-        .arg(&c.prog);
+    cmd.arg("-o").arg(&out_file).args(&c.args);
+    match &c.script {
+        Some(words) => {
+            cmd.arg(support::root().join(&words[0]));
+            cmd.args(&words[1..]);
+        }
+        None => {
+            cmd.arg("-e").arg(&c.prog);
+        }
+    }
     if let Some(line) = &c.cmd {
         cmd.arg("-c").arg(command_line(line));
     }
@@ -146,6 +168,15 @@ fn run_case(c: &Case, scratch: &Path) -> Result<(), String> {
     if let Some(e) = &c.expect {
         if &got != e {
             problems.push(format!("output differs\n--- expected\n{e}--- got\n{got}"));
+        }
+    }
+    for m in &c.matches {
+        let re = regex::RegexBuilder::new(m)
+            .multi_line(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        if !re.is_match(&got) {
+            problems.push(format!("output does not match /{m}/\n--- got\n{got}"));
         }
     }
     if let Some(e) = &c.expect_target {

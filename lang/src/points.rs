@@ -337,7 +337,13 @@ pub fn parse_target(raw: &str, span: Span) -> Result<Target, PointError> {
         if path.is_empty() {
             return Err(bad("the path is empty"));
         }
-        (Some(Module::Path(path.to_string())), rest)
+        // A quoted name without a `/` is a library name, as unquoted
+        // (`"libstdc++.so.6":__cxa_throw`: `++` cannot stand unquoted).
+        if path.contains('/') {
+            (Some(Module::Path(path.to_string())), rest)
+        } else {
+            (Some(Module::Name(path.to_string())), rest)
+        }
     } else if let Some((m, rest)) = text.split_once(':') {
         let ok = !m.is_empty()
             && m.chars()
