@@ -217,33 +217,34 @@ fn spec_files() -> Vec<PathBuf> {
     v
 }
 
-#[test]
-fn spec_files_pass() {
+/// One test per case, named `FILE:LINE: NAME`, run in parallel by
+/// libtest-mimic (`--test-threads`, default: the available parallelism).
+/// `cargo test --test spec -- lang_arrays` runs the cases of one file.
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
     let scratch = support::out_dir().join("spec");
-    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::create_dir_all(&scratch).expect("create the scratch directory");
     let mut cases = Vec::new();
     for f in spec_files() {
-        cases.extend(parse(&f).unwrap_or_else(|e| panic!("{e}")));
-    }
-    assert!(!cases.is_empty(), "no spec cases found");
-    // Two workers: the machines have two cores.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failures = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(c) = cases.get(i) else { break };
-                let r = std::panic::catch_unwind(|| run_case(c, &scratch)).unwrap_or_else(|_| {
-                    Err(format!("{}:{}: {}: panicked", c.file, c.line, c.name))
-                });
-                if let Err(e) = r {
-                    failures.lock().unwrap().push(e);
-                }
-            });
+        match parse(&f) {
+            Ok(c) => cases.extend(c),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(101);
+            }
         }
-    });
-    let failures = failures.into_inner().unwrap();
-    eprintln!("{} spec cases, {} failed", cases.len(), failures.len());
-    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+    }
+    if cases.is_empty() {
+        eprintln!("no spec cases found");
+        std::process::exit(101);
+    }
+    let trials = cases
+        .into_iter()
+        .map(|c| {
+            let name = format!("{}:{}: {}", c.file, c.line, c.name);
+            let scratch = scratch.clone();
+            libtest_mimic::Trial::test(name, move || run_case(&c, &scratch).map_err(Into::into))
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
 }

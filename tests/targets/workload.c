@@ -5,7 +5,7 @@
  * - malloc: 8 blocks of 24 bytes, 4 of 1000, 2 of 70000; the 2 of 1000 made by
  *   leaky() are never freed;
  * - slow(): sleeps 30 ms; fast(): returns at once (each called 3 times);
- * - a mutex held 20 ms by one thread while another waits for it. */
+ * - a mutex held 50 ms by main while a second thread waits for it. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -43,9 +43,12 @@ __attribute__((noinline)) void leaky(void)
 	sink = keep[1];
 }
 
+static volatile int holder_started;
+
 static void *holder(void *arg)
 {
 	(void)arg;
+	holder_started = 1;
 	pthread_mutex_lock(&lock);
 	sleep_ms(20);
 	pthread_mutex_unlock(&lock);
@@ -98,7 +101,9 @@ int main(void)
 	pthread_t t;
 	pthread_mutex_lock(&lock);
 	pthread_create(&t, NULL, holder, NULL);
-	sleep_ms(20);
+	while (!holder_started)
+		sleep_ms(1);
+	sleep_ms(50);
 	pthread_mutex_unlock(&lock);
 	pthread_join(t, NULL);
 	pthread_mutex_lock(&lock);
