@@ -51,6 +51,16 @@ fn input(opts: &ScriptOpts) -> Result<Input, String> {
 }
 
 pub fn run(opts: &ScriptOpts) -> ExitCode {
+    if let (Some(_), Some(p)) = (&opts.serve, opts.pass) {
+        return fail(&format!(
+            "--serve serves a running session's globals; it cannot be combined with -p{p}"
+        ));
+    }
+    if let Some(addr) = &opts.serve {
+        if let Err(e) = crate::serve::check_addr(addr) {
+            return fail(&e);
+        }
+    }
     let input = match input(opts) {
         Ok(i) => i,
         Err(msg) => return fail(&msg),
@@ -149,6 +159,10 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
             t.elapsed()
         );
     }
+    let serve = opts.serve.as_ref().map(|addr| crate::serve::ServeSpec {
+        addr: addr.clone(),
+        plan: ptap_compiler::metrics::Plan::new(&checked, prog.meta(), &input.name),
+    });
     run_program(
         &prog,
         &crate::run::RunOpts {
@@ -158,6 +172,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
             verbose: opts.verbose,
             no_follow: opts.no_follow,
             pid: opts.pid,
+            serve: serve.as_ref(),
         },
     )
 }
@@ -229,6 +244,7 @@ pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
             verbose: opts.verbose,
             no_follow: opts.no_follow,
             pid: opts.pid,
+            serve: None,
         },
     )
 }

@@ -4,6 +4,7 @@
 //! handlers write ([`output`]). The `ptap` binary's driver uses these.
 
 pub mod codegen;
+pub mod metrics;
 pub mod output;
 
 pub use codegen::jit::Jit;

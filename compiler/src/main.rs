@@ -13,6 +13,7 @@ mod inject;
 mod load;
 mod points;
 mod run;
+mod serve;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -127,6 +128,11 @@ pub struct ScriptOpts {
     /// Write output to FILE instead of stdout.
     #[arg(short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+
+    /// Serve the script's globals to Prometheus at http://ADDR/metrics while
+    /// the session runs (ADDR is HOST:PORT, e.g. 127.0.0.1:9464; see docs/fleet.md).
+    #[arg(long = "serve", value_name = "ADDR")]
+    pub serve: Option<String>,
 
     /// Module name for -p4.
     #[arg(short = 'm', value_name = "NAME")]

@@ -37,6 +37,8 @@ pub struct RunOpts<'a> {
     pub no_follow: bool,
     /// `-x PID`: attach to this running process instead of starting one.
     pub pid: Option<i32>,
+    /// `--serve ADDR`: the globals for Prometheus while the session runs.
+    pub serve: Option<&'a crate::serve::ServeSpec>,
 }
 
 /// The -c command's executable, found like `execvp` would (for `$name`
@@ -159,6 +161,20 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     // SAFETY: the mapping is session_size(ring, meta) bytes.
     let g = unsafe { host::globals_of(&s) };
     host::init_globals(&g, meta, 0);
+    // Declared after the session: dropped (stopped) before it is unmapped.
+    let _server = match opts.serve {
+        Some(spec) => {
+            let target = match (&opts.argv, opts.pid) {
+                (_, Some(pid)) => format!("pid {pid}"),
+                (Some(argv), None) => argv.join(" "),
+                (None, None) => "none".to_string(),
+            };
+            let server = crate::serve::start(spec, meta, g, target)?;
+            eprintln!("ptap: serving metrics at http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
 
     let out: Box<dyn Write> = match opts.output {
         Some(p) => Box::new(std::io::BufWriter::new(

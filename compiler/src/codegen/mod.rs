@@ -41,7 +41,7 @@ mod expr;
 mod format;
 mod func;
 mod helpers;
-mod hist;
+pub(crate) mod hist;
 pub mod host;
 pub mod jit;
 pub mod meta;
