@@ -173,6 +173,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
             no_follow: opts.no_follow,
             pid: opts.pid,
             serve: serve.as_ref(),
+            json: opts.format == crate::OutputFormat::Json,
         },
     )
 }
@@ -245,6 +246,7 @@ pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
             no_follow: opts.no_follow,
             pid: opts.pid,
             serve: None,
+            json: opts.format == crate::OutputFormat::Json,
         },
     )
 }

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod driver;
 mod inject;
+mod json;
 mod load;
 mod points;
 mod run;
@@ -87,6 +88,15 @@ pub struct RunModuleOpts {
     #[arg(long = "no-follow")]
     pub no_follow: bool,
 
+    /// Output format: `text` (the default) or `json` (see docs/output.md).
+    #[arg(
+        short = 'f',
+        long = "format",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub format: OutputFormat,
+
     /// Verbose: time the run and explain probe placement.
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -129,6 +139,16 @@ pub struct ScriptOpts {
     #[arg(short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
 
+    /// Output format: `text` (the default) or `json` (one JSON object per
+    /// line for every record, error and summary; see docs/output.md).
+    #[arg(
+        short = 'f',
+        long = "format",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub format: OutputFormat,
+
     /// Serve the script's globals to Prometheus at http://ADDR/metrics while
     /// the session runs (ADDR is HOST:PORT, e.g. 127.0.0.1:9464; see docs/fleet.md).
     #[arg(long = "serve", value_name = "ADDR")]
@@ -153,6 +173,14 @@ pub struct ScriptOpts {
     /// after `--` (negative numbers need not).
     #[arg(value_name = "SCRIPT_AND_ARGS", allow_negative_numbers = true)]
     pub rest: Vec<String>,
+}
+
+/// How a session prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Options for `ptap load`.

@@ -333,7 +333,7 @@ impl Snapshot {
 }
 
 /// Key `k` of entry `i` as label text.
-fn key_text(m: &Map, i: usize, k: usize) -> String {
+pub fn key_text(m: &Map, i: usize, k: usize) -> String {
     if m.is_str_key(k) {
         let p = m.key_str(i, k);
         // SAFETY: a NUL-terminated key of at most cap bytes inside the entry.

@@ -154,38 +154,71 @@ pub fn render_record(meta: &Meta, formats: &[Format], payload: &[u8]) -> Rendere
             &text(5),
         )),
         FMT_WARN => Rendered::Warning(format!("WARNING: {}\n", text(0))),
-        FMT_HIST => {
-            let n = usize::try_from(long(3)).unwrap_or(0).min(1 << 16);
-            let mut counts = vec![0i64; n];
-            for pair in text(4).split(',').filter(|p| !p.is_empty()) {
-                let parsed = pair
-                    .split_once(':')
-                    .and_then(|(i, c)| Some((i.parse::<usize>().ok()?, c.parse::<i64>().ok()?)));
-                match parsed {
-                    Some((i, c)) if i < n => counts[i] = c,
-                    _ => {
-                        return Rendered::Warning(
-                            "WARNING: malformed histogram record dropped\n".into(),
-                        )
-                    }
-                }
-            }
-            let kind = if long(0) == 0 {
-                HistShape::Log
-            } else {
-                HistShape::Linear {
-                    lo: long(1),
-                    step: long(2),
-                }
-            };
-            Rendered::Out(format_histogram(kind, &counts))
-        }
+        FMT_HIST => match decode_hist(&vals) {
+            Some((kind, counts)) => Rendered::Out(format_histogram(kind, &counts)),
+            None => Rendered::Warning("WARNING: malformed histogram record dropped\n".into()),
+        },
         _ => match formats.get(id as usize) {
             Some(f) => Rendered::Out(format_record(f, &vals)),
             None => Rendered::Warning(format!(
                 "WARNING: output record with unknown format {id} dropped\n"
             )),
         },
+    }
+}
+
+/// The shape and bucket counts of a FMT_HIST record's values:
+/// (0 = log | 1 = linear, lo, step, number of buckets, "i:count,..." text).
+pub fn decode_hist(vals: &[Value]) -> Option<(HistShape, Vec<i64>)> {
+    let long = |i: usize| match vals.get(i) {
+        Some(Value::Long(v)) => *v,
+        _ => 0,
+    };
+    let n = usize::try_from(long(3)).unwrap_or(0).min(1 << 16);
+    let mut counts = vec![0i64; n];
+    let text = match vals.get(4) {
+        Some(Value::Str(s)) => s.as_str(),
+        _ => "",
+    };
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        let (i, c) = pair.split_once(':')?;
+        let (i, c) = (i.parse::<usize>().ok()?, c.parse::<i64>().ok()?);
+        *counts.get_mut(i)? = c;
+    }
+    let kind = if long(0) == 0 {
+        HistShape::Log
+    } else {
+        HistShape::Linear {
+            lo: long(1),
+            step: long(2),
+        }
+    };
+    Some((kind, counts))
+}
+
+/// The value range of bucket `i` of `n` buckets of a histogram: (min, max),
+/// `None` for an open end (the underflow and overflow of a linear one).
+pub fn bucket_range(kind: HistShape, i: usize, n: usize) -> (Option<i64>, Option<i64>) {
+    match kind {
+        HistShape::Log => {
+            let b = i as i64 - LOG_BUCKET0 as i64;
+            let pow = |e: i64| 1i64.checked_shl(e as u32).unwrap_or(i64::MAX);
+            match b {
+                0 => (Some(0), Some(0)),
+                b if b > 0 => (Some(pow(b - 1)), Some(pow(b).wrapping_sub(1))),
+                b => (Some(-(pow(-b).wrapping_sub(1))), Some(-pow(-b - 1))),
+            }
+        }
+        HistShape::Linear { lo, step } => {
+            let at = |k: i64| lo.saturating_add(step.saturating_mul(k));
+            if i == 0 {
+                (None, Some(lo.saturating_sub(1)))
+            } else if i + 1 == n {
+                (Some(at(i as i64 - 1)), None)
+            } else {
+                (Some(at(i as i64 - 1)), Some(at(i as i64).saturating_sub(1)))
+            }
+        }
     }
 }
 

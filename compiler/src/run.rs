@@ -39,6 +39,8 @@ pub struct RunOpts<'a> {
     pub pid: Option<i32>,
     /// `--serve ADDR`: the globals for Prometheus while the session runs.
     pub serve: Option<&'a crate::serve::ServeSpec>,
+    /// `-f json`: every record, error and the summary as JSON lines.
+    pub json: bool,
 }
 
 /// The -c command's executable, found like `execvp` would (for `$name`
@@ -56,11 +58,23 @@ pub fn resolve_exe(argv0: &str) -> Option<PathBuf> {
 /// Where rendered output goes.
 struct Sink {
     out: Box<dyn Write>,
+    /// `-f json`: everything goes to `out` as JSON lines.
+    json: bool,
 }
 
 impl Sink {
     fn drain(&mut self, s: &Session, prog: &Program) -> usize {
         let out = &mut self.out;
+        if self.json {
+            return s.drain(|kind, payload| {
+                let line = match kind {
+                    REC_FORMAT => crate::json::record(prog, payload),
+                    REC_TEXT => crate::json::text(false, payload),
+                    _ => crate::json::text(true, payload),
+                };
+                let _ = out.write_all(line.as_bytes());
+            });
+        }
         s.drain(|kind, payload| match kind {
             REC_FORMAT => match prog.render(payload) {
                 Rendered::Out(t) => {
@@ -182,7 +196,10 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         )),
         None => Box::new(std::io::stdout()),
     };
-    let mut sink = Sink { out };
+    let mut sink = Sink {
+        out,
+        json: opts.json,
+    };
     load::install_interrupt_handlers();
 
     let t0 = Instant::now();
@@ -338,7 +355,11 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     }
     prog.run(Which::End, &s, &g);
     sink.drain(&s, prog);
-    let unread = host::unread_globals(meta, &g);
+    let unread = if opts.json {
+        crate::json::unread_globals(meta, &g)
+    } else {
+        host::unread_globals(meta, &g)
+    };
     let _ = sink.out.write_all(unread.as_bytes());
     let _ = sink.out.flush();
     // (Not for `-x` without probes in the process: nothing was loaded there.)
@@ -347,7 +368,14 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     }
     // Errors, skipped hits by cause, full maps and lost output records
     // (every process added its misses when it unregistered).
-    eprint!("{}", host::summary(&g, &s));
+    if opts.json {
+        let _ = sink
+            .out
+            .write_all(crate::json::summary(&g, s.dropped()).as_bytes());
+        let _ = sink.out.flush();
+    } else {
+        eprint!("{}", host::summary(&g, &s));
+    }
     let errors = host::errors(&g);
     if still_running || descendants > 0 {
         if let (Some(child), Some(snap)) = (target.as_ref(), snapshot) {
