@@ -149,6 +149,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
             t.elapsed()
         );
     }
+    crate::systemwide::filter::remember(&checked);
     run_program(
         &prog,
         &crate::run::RunOpts {

@@ -13,6 +13,7 @@ mod inject;
 mod load;
 mod points;
 mod run;
+mod systemwide;
 
 const EXAMPLES: &str = "\
 Examples:

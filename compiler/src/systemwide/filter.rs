@@ -1,0 +1,193 @@
+//! What system-wide mode learns from the checked script before it is
+//! compiled away: the condition a handler starts with (pushed into the
+//! kernel as a tracepoint filter).
+//!
+//! The filter is an optimisation only: the handler still tests its own
+//! condition, so a filter must let through at least every event the
+//! condition accepts. Only conditions on `ret` and `argN` against integer
+//! constants are pushed; anything else (or a module run with `ptap run`,
+//! which has no script) installs no filter.
+
+use std::sync::OnceLock;
+
+use ptap_lang::ast::{BinOp, UnOp};
+use ptap_lang::checked::{CheckedScript, ContextValue, Expr, ExprKind, Stmt, StmtKind};
+
+use super::tracefs::Tracepoint;
+
+/// A condition on tracepoint fields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    /// `operand OP constant`.
+    Cmp(ContextValue, BinOp, i64),
+    And(Box<Cond>, Box<Cond>),
+    Or(Box<Cond>, Box<Cond>),
+    Not(Box<Cond>),
+}
+
+/// Per probe (in script order, as the module's probes).
+#[derive(Debug, Clone, Default)]
+pub struct ProbeFacts {
+    /// Point texts, to check that the module matches the script.
+    pub points: Vec<String>,
+    pub cond: Option<Cond>,
+}
+
+static FACTS: OnceLock<Vec<ProbeFacts>> = OnceLock::new();
+
+/// Called by the driver with the checked script, before it runs.
+pub fn remember(script: &CheckedScript) {
+    let _ = FACTS.set(facts(script));
+}
+
+/// Facts of probe `i` whose point texts are `points` (None: unknown, as
+/// for `ptap run NAME.o`).
+pub fn of(i: usize, points: &[String]) -> Option<&'static ProbeFacts> {
+    FACTS.get()?.get(i).filter(|f| f.points == points)
+}
+
+pub fn facts(script: &CheckedScript) -> Vec<ProbeFacts> {
+    script
+        .probes
+        .iter()
+        .map(|p| ProbeFacts {
+            points: p.points.iter().map(|q| q.text.clone()).collect(),
+            cond: leading_cond(&p.body),
+        })
+        .collect()
+}
+
+/// The condition every run of the body needs: a body that is one `if`
+/// without `else` (`if ret<0 print(ret)`), or that starts with
+/// `if (C) next`.
+fn leading_cond(body: &[Stmt]) -> Option<Cond> {
+    let body = flatten(body);
+    let first = body.first()?;
+    let StmtKind::If {
+        cond,
+        then,
+        els: None,
+    } = &first.kind
+    else {
+        return None;
+    };
+    let is_next = matches!(flatten(std::slice::from_ref(then.as_ref())), [s] if matches!(s.kind, StmtKind::Next));
+    if is_next {
+        return Some(Cond::Not(Box::new(cond_of(cond)?)));
+    }
+    if body.len() == 1 {
+        return cond_of(cond);
+    }
+    None
+}
+
+/// A body whose only statement is a block: the block's statements.
+fn flatten(body: &[Stmt]) -> &[Stmt] {
+    match body {
+        [Stmt {
+            kind: StmtKind::Block(b),
+            ..
+        }] => flatten(b),
+        b => b,
+    }
+}
+
+fn constant(e: &Expr) -> Option<i64> {
+    match &e.kind {
+        ExprKind::Long(v) => Some(*v),
+        ExprKind::Unary {
+            op: UnOp::Neg,
+            operand,
+        } => constant(operand)?.checked_neg(),
+        ExprKind::Unary {
+            op: UnOp::Plus,
+            operand,
+        } => constant(operand),
+        _ => None,
+    }
+}
+
+fn operand(e: &Expr) -> Option<ContextValue> {
+    match &e.kind {
+        ExprKind::Context(c) => Some(*c),
+        _ => None,
+    }
+}
+
+fn flip(op: BinOp) -> BinOp {
+    match op {
+        BinOp::Lt => BinOp::Gt,
+        BinOp::Gt => BinOp::Lt,
+        BinOp::Le => BinOp::Ge,
+        BinOp::Ge => BinOp::Le,
+        o => o,
+    }
+}
+
+fn cond_of(e: &Expr) -> Option<Cond> {
+    match &e.kind {
+        ExprKind::Binary { op, lhs, rhs } => match op {
+            BinOp::And => Some(Cond::And(Box::new(cond_of(lhs)?), Box::new(cond_of(rhs)?))),
+            BinOp::Or => Some(Cond::Or(Box::new(cond_of(lhs)?), Box::new(cond_of(rhs)?))),
+            BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge | BinOp::Eq | BinOp::Ne => {
+                if let (Some(o), Some(c)) = (operand(lhs), constant(rhs)) {
+                    Some(Cond::Cmp(o, *op, c))
+                } else if let (Some(c), Some(o)) = (constant(lhs), operand(rhs)) {
+                    Some(Cond::Cmp(o, flip(*op), c))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        },
+        ExprKind::Unary {
+            op: UnOp::Not,
+            operand,
+        } => Some(Cond::Not(Box::new(cond_of(operand)?))),
+        _ => None,
+    }
+}
+
+impl Cond {
+    /// The filter text for tracepoint `tp` whose record has the syscall's
+    /// arguments (`sys_enter`) or its `ret` (`sys_exit`). None: not
+    /// expressible there (then no filter, or a weaker one for `&&`).
+    pub fn render(&self, tp: &Tracepoint) -> Option<String> {
+        self.render_as(tp, false)
+    }
+
+    /// `exact`: the text must accept exactly what the condition accepts
+    /// (under a `!`); else it may accept more.
+    fn render_as(&self, tp: &Tracepoint, exact: bool) -> Option<String> {
+        match self {
+            Cond::Cmp(o, op, c) => {
+                let field = match o {
+                    ContextValue::Ret => tp.field("ret")?,
+                    ContextValue::Arg(n) if tp.name.starts_with("sys_enter_") => {
+                        tp.fields.get(usize::from(*n).checked_sub(1)?)?
+                    }
+                    ContextValue::Arg(_) => return None,
+                };
+                // The script compares 64-bit signed values: the kernel must
+                // compare the same way.
+                let ordered = !matches!(op, BinOp::Eq | BinOp::Ne);
+                if field.size != 8 || (ordered && !field.signed) {
+                    return None;
+                }
+                Some(format!("{} {} {c}", field.name, op.text()))
+            }
+            Cond::And(a, b) => match (a.render_as(tp, exact), b.render_as(tp, exact)) {
+                (Some(a), Some(b)) => Some(format!("({a}) && ({b})")),
+                // Letting more through is safe: the handler tests again.
+                (Some(x), None) | (None, Some(x)) if !exact => Some(x),
+                _ => None,
+            },
+            Cond::Or(a, b) => Some(format!(
+                "({}) || ({})",
+                a.render_as(tp, exact)?,
+                b.render_as(tp, exact)?
+            )),
+            Cond::Not(a) => Some(format!("!({})", a.render_as(tp, true)?)),
+        }
+    }
+}
