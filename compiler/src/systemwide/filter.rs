@@ -23,6 +23,11 @@ pub enum Cond {
     And(Box<Cond>, Box<Cond>),
     Or(Box<Cond>, Box<Cond>),
     Not(Box<Cond>),
+    /// Something the kernel cannot test (`pid() > 0`); `pure`: evaluating
+    /// it has no effect (no assignment, output, call, or possible error).
+    Other {
+        pure: bool,
+    },
 }
 
 /// Per probe (in script order, as the module's probes).
@@ -124,27 +129,70 @@ fn flip(op: BinOp) -> BinOp {
     }
 }
 
+/// Evaluating `e` has no effect and cannot fail.
+fn pure(e: &Expr) -> bool {
+    use ptap_lang::builtins::Builtin as B;
+    let mut ok = true;
+    ptap_lang::walk::walk_expr(e, &mut |x: &Expr| {
+        ok &= match &x.kind {
+            ExprKind::Long(_)
+            | ExprKind::Str(_)
+            | ExprKind::Local(_)
+            | ExprKind::Global(_)
+            | ExprKind::Context(_)
+            | ExprKind::Ternary { .. }
+            | ExprKind::Unary { .. } => true,
+            ExprKind::Binary { op, .. } => !matches!(op, BinOp::Div | BinOp::Mod),
+            ExprKind::Builtin { func, .. } => matches!(
+                func,
+                B::Pid
+                    | B::Tid
+                    | B::Ppid
+                    | B::Uid
+                    | B::Execname
+                    | B::Cpu
+                    | B::Target
+                    | B::Probefunc
+                    | B::Pp
+                    | B::Nsecs
+                    | B::GettimeofdayUs
+                    | B::SyscallName
+                    | B::Strlen
+                    | B::Isinstr
+            ),
+            _ => false,
+        };
+    });
+    ok
+}
+
 fn cond_of(e: &Expr) -> Option<Cond> {
+    let c = cond_in(e);
+    (!matches!(c, Cond::Other { .. })).then_some(c)
+}
+
+fn cond_in(e: &Expr) -> Cond {
+    let other = || Cond::Other { pure: pure(e) };
     match &e.kind {
         ExprKind::Binary { op, lhs, rhs } => match op {
-            BinOp::And => Some(Cond::And(Box::new(cond_of(lhs)?), Box::new(cond_of(rhs)?))),
-            BinOp::Or => Some(Cond::Or(Box::new(cond_of(lhs)?), Box::new(cond_of(rhs)?))),
+            BinOp::And => Cond::And(Box::new(cond_in(lhs)), Box::new(cond_in(rhs))),
+            BinOp::Or => Cond::Or(Box::new(cond_in(lhs)), Box::new(cond_in(rhs))),
             BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge | BinOp::Eq | BinOp::Ne => {
                 if let (Some(o), Some(c)) = (operand(lhs), constant(rhs)) {
-                    Some(Cond::Cmp(o, *op, c))
+                    Cond::Cmp(o, *op, c)
                 } else if let (Some(c), Some(o)) = (constant(lhs), operand(rhs)) {
-                    Some(Cond::Cmp(o, flip(*op), c))
+                    Cond::Cmp(o, flip(*op), c)
                 } else {
-                    None
+                    other()
                 }
             }
-            _ => None,
+            _ => other(),
         },
         ExprKind::Unary {
             op: UnOp::Not,
             operand,
-        } => Some(Cond::Not(Box::new(cond_of(operand)?))),
-        _ => None,
+        } => Cond::Not(Box::new(cond_in(operand))),
+        _ => other(),
     }
 }
 
@@ -178,8 +226,10 @@ impl Cond {
             }
             Cond::And(a, b) => match (a.render_as(tp, exact), b.render_as(tp, exact)) {
                 (Some(a), Some(b)) => Some(format!("({a}) && ({b})")),
-                // Letting more through is safe: the handler tests again.
-                (Some(x), None) | (None, Some(x)) if !exact => Some(x),
+                // Letting more through is safe (the handler tests again),
+                // skipping effects is not: `b` alone only after a pure `a`.
+                (Some(x), None) if !exact => Some(x),
+                (None, Some(x)) if !exact && a.is_pure() => Some(x),
                 _ => None,
             },
             Cond::Or(a, b) => Some(format!(
@@ -188,6 +238,16 @@ impl Cond {
                 b.render_as(tp, exact)?
             )),
             Cond::Not(a) => Some(format!("!({})", a.render_as(tp, true)?)),
+            Cond::Other { .. } => None,
+        }
+    }
+
+    fn is_pure(&self) -> bool {
+        match self {
+            Cond::Cmp(..) => true,
+            Cond::And(a, b) | Cond::Or(a, b) => a.is_pure() && b.is_pure(),
+            Cond::Not(a) => a.is_pure(),
+            Cond::Other { pure } => *pure,
         }
     }
 }

@@ -143,6 +143,11 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         );
         eprintln!("Pass 5: ran for {:.2?}", t0.elapsed());
     }
+    // The kernel reports losses in the ring (PERF_RECORD_LOST) only when
+    // space is free again: losses at the very end show only in the
+    // per-event counts.
+    let counted: Option<u64> = evs.iter().map(|e| e.lost()).sum();
+    let lost = counted.map_or(runner.lost, |c| c.max(runner.lost));
     drop(rings);
     drop(evs);
 
@@ -152,10 +157,9 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     let _ = std::io::Write::write_all(&mut sink.out, unread.as_bytes());
     let _ = std::io::Write::flush(&mut sink.out);
     eprint!("{}", host::summary(&g, &s));
-    if runner.lost > 0 {
+    if lost > 0 {
         eprintln!(
-            "WARNING: Kernel records lost (full perf ring of {pages} pages per CPU; raise PTAP_PERF_PAGES): {}",
-            runner.lost
+            "WARNING: Kernel records lost (full perf ring of {pages} pages per CPU; raise PTAP_PERF_PAGES): {lost}"
         );
     }
     if runner.failed_reads() > 0 {

@@ -21,11 +21,25 @@ pub struct Event {
     fd: OwnedFd,
     /// The kernel's id of this event (`PERF_SAMPLE_IDENTIFIER` in samples).
     pub id: u64,
+    lost_readable: bool,
 }
 
 impl Event {
-    /// `perf_event_open(attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)`.
+    /// `perf_event_open(attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)`, with
+    /// the count of lost samples readable (`PERF_FORMAT_LOST`, Linux 6.0)
+    /// when the kernel has it.
     pub fn open(attr: &mut perf_event_attr, pid: i32, cpu: i32) -> Result<Event, std::io::Error> {
+        attr.read_format = (sys::bindings::PERF_FORMAT_ID | sys::bindings::PERF_FORMAT_LOST) as u64;
+        match Event::open_as(attr, pid, cpu) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                attr.read_format = sys::bindings::PERF_FORMAT_ID as u64;
+                Event::open_as(attr, pid, cpu)
+            }
+            r => r,
+        }
+    }
+
+    fn open_as(attr: &mut perf_event_attr, pid: i32, cpu: i32) -> Result<Event, std::io::Error> {
         attr.size = std::mem::size_of::<perf_event_attr>() as u32;
         // SAFETY: attr is a valid, sized perf_event_attr; the uprobe path
         // it may point to (config1) outlives the call.
@@ -42,7 +56,25 @@ impl Event {
         if unsafe { sys::ioctls::ID(fd.as_raw_fd(), &mut id) } < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Event { fd, id })
+        let lost_readable = attr.read_format & sys::bindings::PERF_FORMAT_LOST as u64 != 0;
+        Ok(Event {
+            fd,
+            id,
+            lost_readable,
+        })
+    }
+
+    /// Samples of this event the kernel could not write (ring full), when
+    /// the kernel counts them per event.
+    pub fn lost(&self) -> Option<u64> {
+        if !self.lost_readable {
+            return None;
+        }
+        // value, id, lost
+        let mut v = [0u64; 3];
+        // SAFETY: reading into our own 24-byte buffer.
+        let n = unsafe { libc::read(self.fd(), v.as_mut_ptr() as *mut libc::c_void, 24) };
+        (n == 24).then_some(v[2])
     }
 
     pub fn fd(&self) -> i32 {
