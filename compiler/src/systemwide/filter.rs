@@ -251,3 +251,123 @@ impl Cond {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::systemwide::tracefs::Field;
+
+    fn checked(src: &str) -> CheckedScript {
+        let mut sources = ptap_lang::sources::Sources::new();
+        let file = sources.add("t", src);
+        let script = ptap_lang::parse(&sources, file).expect("parses");
+        let opts = ptap_lang::options::Options {
+            guru: false,
+            args: Vec::new(),
+            defines: Vec::new(),
+        };
+        ptap_lang::check(sources, script, &opts).expect("checks")
+    }
+
+    fn field(name: &str, offset: usize, signed: bool) -> Field {
+        Field {
+            name: name.into(),
+            offset,
+            size: 8,
+            signed,
+        }
+    }
+
+    fn exit_tp() -> Tracepoint {
+        Tracepoint {
+            name: "sys_exit_openat".into(),
+            id: 1,
+            fields: vec![field("ret", 16, true)],
+        }
+    }
+
+    fn enter_tp() -> Tracepoint {
+        Tracepoint {
+            name: "sys_enter_openat".into(),
+            id: 2,
+            fields: vec![field("dfd", 16, false), field("filename", 24, false)],
+        }
+    }
+
+    /// The filter of the script's first probe on `tp`.
+    fn filter(src: &str, tp: &Tracepoint) -> Option<String> {
+        facts(&checked(src))[0].cond.as_ref()?.render(tp)
+    }
+
+    #[test]
+    fn a_leading_if_on_ret_is_pushed() {
+        let f = |s| filter(s, &exit_tp());
+        assert_eq!(
+            f("probe kretprobe(sys_openat) < if ret<0 print(ret) >").as_deref(),
+            Some("ret < 0")
+        );
+        assert_eq!(
+            f("probe kretprobe(sys_openat) { if (-2 == ret || ret > 100) print(ret) }").as_deref(),
+            Some("(ret == -2) || (ret > 100)")
+        );
+        assert_eq!(
+            f("probe kretprobe(sys_openat) { if (ret >= 0) next; print(ret) }").as_deref(),
+            Some("!(ret >= 0)")
+        );
+    }
+
+    #[test]
+    fn what_the_handler_does_unconditionally_keeps_every_event() {
+        let f = |s| filter(s, &exit_tp());
+        // Something after the if runs for every event.
+        assert_eq!(
+            f("global n probe kretprobe(sys_openat) { if (ret < 0) print(ret); n++ }"),
+            None
+        );
+        assert_eq!(
+            f("probe kretprobe(sys_openat) { if (ret < 0) print(ret) else print(1) }"),
+            None
+        );
+        // An effect before the pushed part must still happen.
+        assert_eq!(
+            f("global n probe kretprobe(sys_openat) { if (n++ > 0 && ret < 0) print(ret) }"),
+            None
+        );
+        // `x && pure` filters on x; `pure && x` too.
+        assert_eq!(
+            f("probe kretprobe(sys_openat) { if (pid() > 1 && ret < 0) print(ret) }").as_deref(),
+            Some("ret < 0")
+        );
+        // A part the kernel cannot test under `!` or `||`: nothing.
+        assert_eq!(
+            f("probe kretprobe(sys_openat) { if (!(ret < 0 && pid() > 1)) print(ret) }"),
+            None
+        );
+        assert_eq!(
+            f("probe kretprobe(sys_openat) { if (ret < 0 || pid() > 1) print(ret) }"),
+            None
+        );
+    }
+
+    #[test]
+    fn argument_fields_compare_as_the_script_does() {
+        let f = |s| filter(s, &enter_tp());
+        // Equality is the same signed or unsigned; an order is not.
+        assert_eq!(
+            f("probe kprobe(sys_openat) { if (arg1 == -100) print(1) }").as_deref(),
+            Some("dfd == -100")
+        );
+        assert_eq!(
+            f("probe kprobe(sys_openat) { if (arg1 < 0) print(1) }"),
+            None
+        );
+        // `ret` is not in a sys_enter record.
+        assert_eq!(
+            filter(
+                "probe kretprobe(sys_openat) < if ret<0 print(ret) >",
+                &enter_tp()
+            ),
+            None
+        );
+    }
+}
