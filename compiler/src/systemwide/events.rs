@@ -228,6 +228,22 @@ fn wants(meta: &Meta, module: &ptap_rt::script::load::LoadedModule) -> Result<Ve
     Ok(out)
 }
 
+/// One descriptor per CPU and point: a wildcard over a library needs
+/// thousands, so the soft limit goes up to the hard one.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 /// The one-line error for a perf_event_open that was refused.
 pub fn open_error(what: &str, e: &std::io::Error) -> String {
     match e.raw_os_error() {
@@ -248,6 +264,7 @@ pub fn arm(
 ) -> Result<Armed, String> {
     let cpus = online_cpus();
     let wants = wants(meta, module)?;
+    raise_fd_limit();
     if wants.is_empty() {
         return Err("nothing to probe: every point is optional and none resolved".into());
     }
