@@ -134,7 +134,9 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         ev.disable();
     }
     // What the kernel wrote before the events stopped.
-    drain_rings(&mut rings, &mut runner);
+    drain_rings(&mut rings, &mut runner, &mut || {
+        sink.drain(&s, prog);
+    });
     sink.drain(&s, prog);
     if opts.verbose > 0 {
         eprintln!(
@@ -175,10 +177,18 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     })
 }
 
+const FLUSH_EVERY: usize = 1024;
+
 /// Read every ring, then handle the records of all CPUs in time order
 /// (a thread's exec on one CPU comes before its next system call on
 /// another). Returns the number of records.
-fn drain_rings(rings: &mut [perf::Ring], runner: &mut sample::Runner) -> usize {
+/// `flush` renders the output so far, every [`FLUSH_EVERY`] records (the
+/// output ring is smaller than a round of full perf rings can fill).
+fn drain_rings(
+    rings: &mut [perf::Ring],
+    runner: &mut sample::Runner,
+    flush: &mut dyn FnMut(),
+) -> usize {
     let mut arena: Vec<u8> = Vec::new();
     let mut index: Vec<(u64, usize, usize)> = Vec::new();
     let mut scratch = Vec::new();
@@ -189,8 +199,11 @@ fn drain_rings(rings: &mut [perf::Ring], runner: &mut sample::Runner) -> usize {
         });
     }
     index.sort_by_key(|e| e.0);
-    for &(_, at, len) in &index {
+    for (i, &(_, at, len)) in index.iter().enumerate() {
         runner.record(&arena[at..at + len]);
+        if i % FLUSH_EVERY == FLUSH_EVERY - 1 {
+            flush();
+        }
     }
     index.len()
 }
@@ -216,7 +229,9 @@ fn session_loop(
         })
         .collect();
     loop {
-        let n = drain_rings(rings, runner);
+        let n = drain_rings(rings, runner, &mut || {
+            sink.drain(s, prog);
+        });
         sink.drain(s, prog);
         if host::exit_requested(g) {
             return Ok("exit() called");
