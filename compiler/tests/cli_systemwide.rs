@@ -246,10 +246,17 @@ fn uprobe_on_a_process_started_outside_ptap() {
     let mut target = Loop::start("sw_loop_up");
     let path = target.path.display().to_string();
     let script = format!(
-        r#"global n, s, a, f
-probe kprobe("{path}":work) {{ a += arg1; f = probefunc() }}
-probe kretprobe("{path}":work) {{ n++; s += ret; if (n == 100) exit() }}
-probe end {{ printf("n=%d s=%d a=%d f=%s\n", n, s, a, f) }}"#
+        r#"global n, s, a, f, m, h, bad
+probe kprobe("{path}":work) {{
+  a += arg1; f = probefunc(); m[arg1 % 3]++
+  try {{ x = user_string(arg1) }} catch {{ bad++ }}
+}}
+probe kretprobe("{path}":work) {{ n++; s += ret; h <<< ret; if (n == 100) exit() }}
+probe end {{
+  printf("n=%d s=%d a=%d f=%s\n", n, s, a, f)
+  foreach (k+ in m) printf("m[%d]=%d\n", k, m[k])
+  printf("max=%d count=%d bad=%d\n", @max(h), @count(h), bad)
+}}"#
     );
     let mut s = Session::start(&["-v", "-T", "120", "-e", &script], &[]);
     s.wait_err("armed");
@@ -260,6 +267,17 @@ probe end {{ printf("n=%d s=%d a=%d f=%s\n", n, s, a, f) }}"#
     assert!(
         out.contains("n=100 s=10000 a=4950 f=work"),
         "out:\n{out}\nerr:\n{err}"
+    );
+    // Arrays, foreach, aggregates and end probes as in-process.
+    assert!(
+        out.contains("m[0]=34\nm[1]=33\nm[2]=33\nmax=199 count=100 bad=100\n"),
+        "out:\n{out}"
+    );
+    // Reads of the sampled process that failed (work's argument is no
+    // pointer) are counted, caught or not.
+    assert!(
+        err.contains("Reads of sampled processes that failed (the process had exited or the address was unmapped): 100"),
+        "{err}"
     );
     // Nothing stays behind: no uprobe on the file, and the process goes on.
     let events = std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap_or_default();
