@@ -130,4 +130,11 @@ mod tests {
         assert_eq!((v[1].offset, v[1].size, v[1].signed), (24, 8, false));
         assert!(v[2].signed);
     }
+
+    #[test]
+    fn a_kernel_without_syscall_tracepoints_is_a_clear_error() {
+        let e = syscall_tracepoint(Path::new("/nonexistent"), "sys_exit_openat").unwrap_err();
+        assert!(e.contains("no system call tracepoints"), "{e}");
+        assert!(e.contains("-c CMD or -x PID"), "{e}");
+    }
 }

@@ -29,15 +29,20 @@ pub struct Pmu {
 }
 
 pub fn pmu() -> Result<Pmu, String> {
-    let ty = std::fs::read_to_string(format!("{PMU}/type")).map_err(|_| {
-        format!("this kernel has no uprobe PMU ({PMU} is missing: CONFIG_UPROBE_EVENTS is off): probe functions of one process with -c CMD or -x PID")
+    pmu_at(Path::new(PMU))
+}
+
+fn pmu_at(dir: &Path) -> Result<Pmu, String> {
+    let d = dir.display();
+    let ty = std::fs::read_to_string(dir.join("type")).map_err(|_| {
+        format!("this kernel has no uprobe PMU ({d} is missing: CONFIG_UPROBE_EVENTS is off): probe functions of one process with -c CMD or -x PID")
     })?;
     let ty = ty
         .trim()
         .parse()
-        .map_err(|_| format!("{PMU}/type: not a number"))?;
+        .map_err(|_| format!("{d}/type: not a number"))?;
     // "config:0"
-    let bit = std::fs::read_to_string(format!("{PMU}/format/retprobe"))
+    let bit = std::fs::read_to_string(dir.join("format/retprobe"))
         .ok()
         .and_then(|s| s.trim().strip_prefix("config:")?.parse().ok())
         .unwrap_or(0);
@@ -151,4 +156,38 @@ fn file_offset(file: &object::File, vaddr: u64) -> Option<u64> {
         let (foff, fsize) = seg.file_range();
         (vaddr >= start && vaddr < start + size.min(fsize)).then(|| vaddr - start + foff)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_without_the_uprobe_pmu_is_a_clear_error() {
+        let e = pmu_at(Path::new("/nonexistent/uprobe")).err().unwrap();
+        assert!(e.contains("no uprobe PMU"), "{e}");
+        assert!(e.contains("-c CMD or -x PID"), "{e}");
+    }
+
+    #[test]
+    fn functions_resolve_to_file_offsets() {
+        // /bin/sh's libc: a real library found by name, as ld.so would.
+        let t = TargetSpec::Symbol {
+            module: Some(ModuleSpec::Name("libc".into())),
+            name: "malloc".into(),
+            offset: 0,
+        };
+        let s = sites("kprobe(libc:malloc)", &t).unwrap();
+        assert_eq!(s.len(), 1);
+        assert!(s[0].path.to_string_lossy().contains("libc.so"));
+        assert!(s[0].offset > 0);
+        let none = TargetSpec::Symbol {
+            module: None,
+            name: "work".into(),
+            offset: 0,
+        };
+        assert!(sites("kprobe(work)", &none)
+            .unwrap_err()
+            .contains("names no file"));
+    }
 }
