@@ -163,6 +163,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
         addr: addr.clone(),
         plan: ptap_compiler::metrics::Plan::new(&checked, prog.meta(), &input.name),
     });
+    crate::systemwide::filter::remember(&checked);
     run_program(
         &prog,
         &crate::run::RunOpts {

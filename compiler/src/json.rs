@@ -51,6 +51,11 @@ pub fn record(prog: &Program, payload: &[u8]) -> String {
     }
 }
 
+/// A warning line of ptap's own (system-wide losses).
+pub fn warning(msg: &str) -> String {
+    line(json!({"type": "warning", "msg": msg.trim_end()}))
+}
+
 /// Text the target wrote directly (C modules' printk) or a runtime diagnostic.
 pub fn text(diagnostic: bool, bytes: &[u8]) -> String {
     let t = String::from_utf8_lossy(bytes);

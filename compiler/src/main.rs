@@ -15,6 +15,7 @@ mod load;
 mod points;
 mod run;
 mod serve;
+mod systemwide;
 
 const EXAMPLES: &str = "\
 Examples:

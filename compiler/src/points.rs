@@ -29,10 +29,10 @@ use ptap_rt::script::attach::{glob, module_matches};
 use ptap_rt::script::meta::{Meta, ModuleSpec, PointKind, TargetSpec};
 
 /// One function symbol of an object (link-time address).
-struct Sym {
-    name: String,
-    addr: u64,
-    size: u64,
+pub(crate) struct Sym {
+    pub(crate) name: String,
+    pub(crate) addr: u64,
+    pub(crate) size: u64,
 }
 
 /// An object the loader maps into the target.
@@ -455,7 +455,7 @@ fn image(path: &Path, data: Vec<u8>, elf: &Elf, is_main: bool) -> Image {
 }
 
 /// Function (and IFUNC) symbols, as the runtime's `symbols::load_syms` takes them.
-fn function_symbols(data: &[u8]) -> Vec<Sym> {
+pub(crate) fn function_symbols(data: &[u8]) -> Vec<Sym> {
     let Ok(file) = object::File::parse(data) else {
         return Vec::new();
     };
@@ -482,6 +482,23 @@ fn function_symbols(data: &[u8]) -> Vec<Sym> {
         });
     }
     out
+}
+
+/// The file a bare library name (`libc`, `libm.so.6`) stands for in a
+/// system program, as ld.so finds it: among the libraries /bin/sh loads,
+/// then among the x86-64 entries of /etc/ld.so.cache (system-wide probes,
+/// which have no executable to start from).
+pub(crate) fn system_library(name: &str) -> Option<PathBuf> {
+    let spec = Some(ModuleSpec::Name(name.to_string()));
+    if let Ok(imgs) = Images::load(Path::new("/bin/sh")) {
+        if let Some(i) = imgs.matching(&spec).next() {
+            return Some(i.path.clone());
+        }
+    }
+    LdCache::read()
+        .paths()
+        .into_iter()
+        .find(|p| module_matches(&p.to_string_lossy(), &spec) && is_x86_64_elf(p))
 }
 
 /// An ELF64 x86-64 file? (Only the header is read: ld.so skips the
@@ -573,6 +590,19 @@ impl LdCache {
         let rest = self.data.get(off..)?;
         let end = rest.iter().position(|&b| b == 0)?;
         std::str::from_utf8(&rest[..end]).ok()
+    }
+
+    /// Every path the cache lists.
+    fn paths(&self) -> Vec<PathBuf> {
+        let Some(n) = self.u32_at(Self::MAGIC.len()) else {
+            return Vec::new();
+        };
+        (0..n as usize)
+            .filter_map(|i| {
+                let value = self.u32_at(Self::HEADER + i * Self::ENTRY + 8)? as usize;
+                self.str_at(value).map(PathBuf::from)
+            })
+            .collect()
     }
 
     /// Every path the cache lists for `soname` (the caller checks the ELF class).

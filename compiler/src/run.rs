@@ -56,14 +56,14 @@ pub fn resolve_exe(argv0: &str) -> Option<PathBuf> {
 }
 
 /// Where rendered output goes.
-struct Sink {
-    out: Box<dyn Write>,
+pub(crate) struct Sink {
+    pub(crate) out: Box<dyn Write>,
     /// `-f json`: everything goes to `out` as JSON lines.
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl Sink {
-    fn drain(&mut self, s: &Session, prog: &Program) -> usize {
+    pub(crate) fn drain(&mut self, s: &Session, prog: &Program) -> usize {
         let out = &mut self.out;
         if self.json {
             return s.drain(|kind, payload| {
@@ -132,10 +132,8 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         })
     });
     if in_target && opts.argv.is_none() && opts.pid.is_none() {
-        return Err(
-            "this script probes a process: give the command to run with -c CMD, or the process to attach to with -x PID"
-                .into(),
-        );
+        // Neither -c nor -x: every process, through the kernel's perf events.
+        return crate::systemwide::run(prog, opts);
     }
     if let Some(pid) = opts.pid {
         crate::inject::check_pid(pid)?;

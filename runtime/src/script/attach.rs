@@ -387,6 +387,10 @@ pub fn attach_as(
                 } else {
                     let nrs: Vec<i32> = calls.iter().map(|c| c.1 as i32).collect();
                     let func = match &pt.target {
+                        // The point's name is already `sys_NAME` (or an alias).
+                        TargetSpec::Syscall { name, .. } if name.starts_with("sys_") => {
+                            name.clone().into_bytes()
+                        }
                         TargetSpec::Syscall { name, .. } => format!("sys_{name}").into_bytes(),
                         _ => Vec::new(),
                     };

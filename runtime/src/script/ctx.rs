@@ -111,6 +111,31 @@ pub struct ProbeCtx {
     pub match_len: u32,
     /// The text of the whole match (truncated to MATCH_TEXT_MAX).
     pub match_text: [u8; MATCH_TEXT_MAX],
+    /// System-wide mode: the kernel sample this handler runs over (in ptap),
+    /// or NULL when the handler runs in the probed thread itself.
+    pub sample: *const Sample,
+}
+
+/// A sample of another process: ptap runs handlers over perf samples
+/// (system-wide mode), so the context helpers answer from here instead of
+/// from the calling thread, and memory reads go to `pid`.
+#[repr(C)]
+pub struct Sample {
+    pub pid: i32,
+    pub tid: i32,
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC time of the event, ns.
+    pub time_ns: u64,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC when the session started, ns.
+    pub realtime_offset_ns: i64,
+    /// The thread's command name (NUL-terminated unless 16 bytes long).
+    pub comm: [u8; 16],
+    /// `ppid()` / `uid()` of `pid` (ptap reads /proc), or -1.
+    pub ppid: i64,
+    pub uid: i64,
+    /// Reads of the sampled process's memory that failed (it exited, or
+    /// the address was not mapped): counted for the end summary.
+    pub failed_reads: core::sync::atomic::AtomicU64,
 }
 
 /// One system call a point watches (for `syscall_name()`).
@@ -150,6 +175,7 @@ impl ProbeCtx {
             match_caps: [crate::script::regex::UNSET; crate::script::regex::NSLOTS],
             match_len: 0,
             match_text: [0; MATCH_TEXT_MAX],
+            sample: core::ptr::null(),
         }
     }
 

@@ -3,17 +3,38 @@
 
 use core::sync::atomic::Ordering;
 
-use super::ctx::ProbeCtx;
+use super::ctx::{ProbeCtx, Sample, ERR_CONTEXT};
 use super::globals::copy_str;
 use super::helpers::{cap_of, globals_of, put};
 use crate::sys;
 
-pub(super) extern "C" fn pid(_: *mut ProbeCtx) -> i64 {
-    i64::from(sys::getpid())
+/// The sample a handler runs over in system-wide mode (None in a target).
+///
+/// # Safety
+/// `ctx` live; its `sample` NULL or live for the handler's run.
+pub(super) unsafe fn sample<'a>(ctx: *mut ProbeCtx) -> Option<&'a Sample> {
+    // SAFETY: caller contract.
+    unsafe { ctx.as_ref().and_then(|c| c.sample.as_ref()) }
 }
 
-pub(super) extern "C" fn tid(_: *mut ProbeCtx) -> i64 {
-    i64::from(sys::gettid())
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn pid(ctx: *mut ProbeCtx) -> i64 {
+    // SAFETY: caller contract.
+    match unsafe { sample(ctx) } {
+        Some(s) => i64::from(s.pid),
+        None => i64::from(sys::getpid()),
+    }
+}
+
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn tid(ctx: *mut ProbeCtx) -> i64 {
+    // SAFETY: caller contract.
+    match unsafe { sample(ctx) } {
+        Some(s) => i64::from(s.tid),
+        None => i64::from(sys::gettid()),
+    }
 }
 
 pub(super) const SYS_GETUID: usize = 102;
@@ -28,15 +49,33 @@ pub(super) fn raw0(n: usize) -> i64 {
     unsafe { sys::syscall3(n, 0, 0, 0) as i64 }
 }
 
-pub(super) extern "C" fn ppid(_: *mut ProbeCtx) -> i64 {
-    raw0(SYS_GETPPID)
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn ppid(ctx: *mut ProbeCtx) -> i64 {
+    // SAFETY: caller contract.
+    match unsafe { sample(ctx) } {
+        Some(s) => s.ppid,
+        None => raw0(SYS_GETPPID),
+    }
 }
 
-pub(super) extern "C" fn uid(_: *mut ProbeCtx) -> i64 {
-    raw0(SYS_GETUID)
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn uid(ctx: *mut ProbeCtx) -> i64 {
+    // SAFETY: caller contract.
+    match unsafe { sample(ctx) } {
+        Some(s) => s.uid,
+        None => raw0(SYS_GETUID),
+    }
 }
 
-pub(super) extern "C" fn cpu(_: *mut ProbeCtx) -> i64 {
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn cpu(ctx: *mut ProbeCtx) -> i64 {
+    // SAFETY: caller contract.
+    if let Some(s) = unsafe { sample(ctx) } {
+        return i64::from(s.cpu);
+    }
     let mut c: u32 = 0;
     // SAFETY: getcpu writes one u32; node and cache may be NULL.
     let r = unsafe { sys::syscall3(SYS_GETCPU, &mut c as *mut u32 as usize, 0, 0) };
@@ -63,13 +102,26 @@ pub(super) fn clock(id: usize) -> (i64, i64) {
     (ts[0], ts[1])
 }
 
-/// Monotonic nanoseconds (for measuring latencies).
-pub(super) extern "C" fn nsecs(_: *mut ProbeCtx) -> i64 {
+/// Monotonic nanoseconds (for measuring latencies); a sample's own time.
+///
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn nsecs(ctx: *mut ProbeCtx) -> i64 {
+    // SAFETY: caller contract.
+    if let Some(s) = unsafe { sample(ctx) } {
+        return s.time_ns as i64;
+    }
     let (s, ns) = clock(1); // CLOCK_MONOTONIC
     s.wrapping_mul(1_000_000_000).wrapping_add(ns)
 }
 
-pub(super) extern "C" fn gettimeofday_us(_: *mut ProbeCtx) -> i64 {
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn gettimeofday_us(ctx: *mut ProbeCtx) -> i64 {
+    // SAFETY: caller contract.
+    if let Some(s) = unsafe { sample(ctx) } {
+        return (s.time_ns as i64).wrapping_add(s.realtime_offset_ns) / 1000;
+    }
     let (s, ns) = clock(0); // CLOCK_REALTIME
     s.wrapping_mul(1_000_000).wrapping_add(ns / 1000)
 }
@@ -78,8 +130,15 @@ pub(super) extern "C" fn gettimeofday_us(_: *mut ProbeCtx) -> i64 {
 ///
 /// # Safety
 /// `dst` valid for `cap` bytes.
-pub(super) unsafe extern "C" fn execname(_: *mut ProbeCtx, dst: *mut u8, cap: i64) {
+pub(super) unsafe extern "C" fn execname(ctx: *mut ProbeCtx, dst: *mut u8, cap: i64) {
     let mut name = [0u8; 17];
+    // SAFETY: caller contract.
+    if let Some(s) = unsafe { sample(ctx) } {
+        name[..16].copy_from_slice(&s.comm);
+        // SAFETY: name is NUL-terminated (17th byte); dst per contract.
+        unsafe { copy_str(dst, name.as_ptr(), cap_of(cap)) };
+        return;
+    }
     // SAFETY: PR_GET_NAME writes at most 16 bytes.
     unsafe { sys::syscall3(SYS_PRCTL, PR_GET_NAME, name.as_mut_ptr() as usize, 0) };
     // SAFETY: name is NUL-terminated (17th byte); dst per contract.
@@ -156,7 +215,11 @@ pub(super) unsafe extern "C" fn syscall_name(ctx: *mut ProbeCtx, dst: *mut u8, c
 ///
 /// # Safety
 /// `dst` valid for `cap` bytes.
-pub(super) unsafe extern "C" fn usymname(_: *mut ProbeCtx, addr: i64, dst: *mut u8, cap: i64) {
+pub(super) unsafe extern "C" fn usymname(ctx: *mut ProbeCtx, addr: i64, dst: *mut u8, cap: i64) {
+    // SAFETY: caller contract.
+    if unsafe { no_symbols_here(ctx) } {
+        return;
+    }
     let found =
         crate::symbols::current().and_then(|idx| crate::symbols::containing(idx, addr as u64));
     match found {
@@ -184,7 +247,8 @@ pub(super) unsafe extern "C" fn usymname(_: *mut ProbeCtx, addr: i64, dst: *mut 
 pub(super) unsafe extern "C" fn print_ubacktrace(ctx: *mut ProbeCtx) {
     // SAFETY: caller contract.
     let regs = unsafe { (*ctx).regs };
-    if regs.is_null() {
+    // SAFETY: caller contract.
+    if regs.is_null() || unsafe { no_symbols_here(ctx) } {
         return;
     }
     // SAFETY: live registers of the probed thread; its own thread slot.
@@ -202,6 +266,12 @@ pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap
     use crate::unwind_dwarf::{step, Frame};
     let cap = cap_of(cap);
     if cap == 0 {
+        return;
+    }
+    // SAFETY: caller contract.
+    if unsafe { no_symbols_here(ctx) } {
+        // SAFETY: cap > 0 (contract: dst valid for cap bytes).
+        unsafe { *dst = 0 };
         return;
     }
     // SAFETY: dst valid for cap bytes (contract).
@@ -245,4 +315,20 @@ pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap
     }
     let n = b.len;
     out[n] = 0;
+}
+
+/// Symbols and unwinding read this process's own memory: over a sample of
+/// another process (system-wide mode) they are unavailable (an
+/// ERR_CONTEXT error), never answered from ptap's own address space.
+///
+/// # Safety
+/// `ctx` live.
+unsafe fn no_symbols_here(ctx: *mut ProbeCtx) -> bool {
+    // SAFETY: caller contract.
+    if unsafe { sample(ctx) }.is_none() {
+        return false;
+    }
+    // SAFETY: caller contract.
+    unsafe { (*ctx).error = ERR_CONTEXT };
+    true
 }

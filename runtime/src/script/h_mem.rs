@@ -8,17 +8,43 @@ use crate::sys;
 pub(super) const SYS_PROCESS_VM_READV: usize = 310;
 pub(super) const SYS_PROCESS_VM_WRITEV: usize = 311;
 
-/// Fault-safe copy of target memory of this process: process_vm_readv on
-/// ourselves returns EFAULT (or a short count) for an unmapped address
-/// instead of raising SIGSEGV, so no signal handling is needed.
-pub(super) fn read_self(addr: u64, dst: &mut [u8]) -> usize {
+/// The process whose memory a handler reads: the probed one (this
+/// process), or the sampled one in system-wide mode.
+///
+/// # Safety
+/// `ctx` live.
+unsafe fn mem_pid(ctx: *mut ProbeCtx) -> i32 {
+    // SAFETY: caller contract.
+    match unsafe { super::h_ctx::sample(ctx) } {
+        Some(s) => s.pid,
+        None => sys::getpid(),
+    }
+}
+
+/// A failed read of a sampled process (system-wide mode) is counted.
+///
+/// # Safety
+/// `ctx` live.
+unsafe fn count_failed_read(ctx: *mut ProbeCtx) {
+    // SAFETY: caller contract.
+    if let Some(s) = unsafe { super::h_ctx::sample(ctx) } {
+        s.failed_reads
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Fault-safe copy of target memory: process_vm_readv (on ourselves, or on
+/// the sampled process) returns EFAULT (or a short count) for an unmapped
+/// address instead of raising SIGSEGV, so no signal handling is needed; a
+/// process that is gone reads nothing (ESRCH).
+fn read_pid(pid: i32, addr: u64, dst: &mut [u8]) -> usize {
     let local = [dst.as_mut_ptr() as usize, dst.len()];
     let remote = [addr as usize, dst.len()];
     // SAFETY: iovecs describe our own buffer and a remote range the kernel checks.
     let r = unsafe {
         sys::syscall6(
             SYS_PROCESS_VM_READV,
-            sys::getpid() as usize,
+            pid as usize,
             local.as_ptr() as usize,
             1,
             remote.as_ptr() as usize,
@@ -51,9 +77,14 @@ pub(super) unsafe extern "C" fn user_read(ctx: *mut ProbeCtx, addr: i64, size: i
         1 | 2 | 4 | 8 => size as usize,
         _ => 8,
     };
-    if read_self(addr as u64, &mut b[..n]) != n {
+    // SAFETY: the helper's live ctx (helper contract).
+    let pid = unsafe { mem_pid(ctx) };
+    if read_pid(pid, addr as u64, &mut b[..n]) != n {
         // SAFETY: the helper's live ctx (helper contract).
-        unsafe { fault(ctx, addr) };
+        unsafe {
+            count_failed_read(ctx);
+            fault(ctx, addr);
+        }
         return 0;
     }
     match n {
@@ -83,16 +114,21 @@ pub(super) unsafe extern "C" fn user_string(
     let limit = usize::try_from(maxlen).unwrap_or(0).min(cap - 1);
     // SAFETY: dst valid for cap bytes (contract).
     let out = unsafe { core::slice::from_raw_parts_mut(dst, cap) };
+    // SAFETY: the helper's live ctx (helper contract).
+    let pid = unsafe { mem_pid(ctx) };
     let mut n = 0;
     while n < limit {
         // Read up to the end of the current page: a string may end just before an unmapped page.
         let a = (addr as u64).wrapping_add(n as u64);
         let chunk = ((4096 - (a & 4095)) as usize).min(limit - n);
-        let got = read_self(a, &mut out[n..n + chunk]);
+        let got = read_pid(pid, a, &mut out[n..n + chunk]);
         if got == 0 {
             out[n] = 0;
             // SAFETY: the helper's live ctx (helper contract).
-            unsafe { fault(ctx, a as i64) };
+            unsafe {
+                count_failed_read(ctx);
+                fault(ctx, a as i64)
+            };
             return;
         }
         if let Some(z) = out[n..n + got].iter().position(|&c| c == 0) {
@@ -118,11 +154,13 @@ pub(super) unsafe extern "C" fn user_write(ctx: *mut ProbeCtx, addr: i64, size: 
     let b = v.to_le_bytes();
     let local = [b.as_ptr() as usize, n];
     let remote = [addr as usize, n];
+    // SAFETY: the helper's live ctx (helper contract).
+    let pid = unsafe { mem_pid(ctx) };
     // SAFETY: iovecs describe our own buffer and a remote range the kernel checks.
     let r = unsafe {
         sys::syscall6(
             SYS_PROCESS_VM_WRITEV,
-            sys::getpid() as usize,
+            pid as usize,
             local.as_ptr() as usize,
             1,
             remote.as_ptr() as usize,

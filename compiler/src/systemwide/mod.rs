@@ -1,0 +1,297 @@
+//! System-wide mode: a script run with neither -c nor -x probes every
+//! process on the machine through the kernel's perf events (system call
+//! tracepoints, the uprobe PMU). The compiled module runs in ptap over each
+//! sample, against the same session globals and output ring that
+//! begin/end/timer probes use, so aggregates, arrays and end probes work
+//! as they do in-process.
+//!
+//! - `events.rs`: points -> perf events (one per CPU), filters, rings
+//! - `perf.rs`: one event's descriptor and ring buffer
+//! - `tracefs.rs`: tracepoint ids and record layouts
+//! - `uprobe.rs`: function points on files
+//! - `filter.rs`: the condition a handler starts with, as a kernel filter
+//! - `sample.rs`: a record -> a `ProbeCtx` -> the handler
+//! - this file: the session and its loop
+
+mod events;
+pub mod filter;
+mod perf;
+mod sample;
+mod tracefs;
+mod uprobe;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ptap_compiler::codegen::host::{self, Program, Which};
+
+use crate::load::{self, OwnedSession};
+use crate::run::{RunOpts, Sink};
+
+/// Ring size per CPU, in pages (`PTAP_PERF_PAGES`, a power of two).
+const DEFAULT_PAGES: usize = 64;
+
+fn pages_from_env() -> Result<usize, String> {
+    match std::env::var("PTAP_PERF_PAGES") {
+        Ok(v) => {
+            let n: usize = v
+                .parse()
+                .map_err(|_| format!("PTAP_PERF_PAGES={v} is not a number"))?;
+            if !n.is_power_of_two() || !(1..=1 << 16).contains(&n) {
+                return Err(format!(
+                    "PTAP_PERF_PAGES={v} must be a power of two between 1 and 65536"
+                ));
+            }
+            Ok(n)
+        }
+        Err(_) => Ok(DEFAULT_PAGES),
+    }
+}
+
+/// The one-line error for a user who may not open system-wide events.
+pub fn privilege_error() -> String {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!(
+        "system-wide probes (no -c, no -x) need root or CAP_PERFMON (kernel.perf_event_paranoid is {paranoid}, which keeps other users' processes from you): run ptap as root, or give it CAP_PERFMON and read access to /sys/kernel/tracing; or probe a process of your own with -c CMD or -x PID"
+    )
+}
+
+/// Root, or CAP_PERFMON (38) / CAP_SYS_ADMIN (21) in the effective set.
+fn privileged() -> bool {
+    // SAFETY: plain geteuid.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    eff & (1 << 38 | 1 << 21) != 0
+}
+
+/// Does the module call `name` (a helper import)?
+fn imports(prog: &Program, name: &str) -> bool {
+    let n = name.as_bytes();
+    prog.object
+        .windows(n.len() + 1)
+        .any(|w| &w[..n.len()] == n && w[n.len()] == 0)
+}
+
+/// Run `prog` system-wide until Ctrl-C, -T or `exit()`.
+pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
+    let meta = prog.meta();
+    if !privileged() {
+        return Err(privilege_error());
+    }
+    let pages = pages_from_env()?;
+    let ring = load::ring_size_from_env()?;
+    let owned = OwnedSession::create_for(ring, host::session_size(ring, meta), None)?;
+    let s = owned.session;
+    // SAFETY: the mapping is session_size(ring, meta) bytes.
+    let g = unsafe { host::globals_of(&s) };
+    host::init_globals(&g, meta, 0);
+    // Declared after the session: dropped (stopped) before it is unmapped.
+    let _server = match opts.serve {
+        Some(spec) => {
+            let server = crate::serve::start(spec, meta, g, "system-wide".into())?;
+            eprintln!("ptap: serving metrics at http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
+
+    let out: Box<dyn std::io::Write> = match opts.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut sink = Sink {
+        out,
+        json: opts.json,
+    };
+    load::install_interrupt_handlers();
+
+    let t0 = Instant::now();
+    let armed = events::arm(meta, &prog.module, pages, opts.verbose)?;
+    if opts.verbose > 0 {
+        for n in &armed.notes {
+            eprintln!("ptap: {n}");
+        }
+        eprintln!(
+            "ptap: system-wide: {} perf event(s) on {} CPU(s), rings of {pages} pages: armed {:.2?} after ptap started",
+            armed.events.len(),
+            armed.rings.len(),
+            crate::START.get().map_or(t0.elapsed(), |s| s.elapsed())
+        );
+    }
+    prog.run(Which::Begin, &s, &g);
+    sink.drain(&s, prog);
+
+    let events::Armed {
+        events: evs,
+        mut rings,
+        points,
+        by_id,
+        ..
+    } = armed;
+    let wants_ids = imports(prog, "ptap_h_ppid") || imports(prog, "ptap_h_uid");
+    let mut runner = sample::Runner::new(points, by_id, &g, &s, meta, wants_ids);
+    let stop = session_loop(prog, &mut sink, &mut rings, &mut runner, opts)?;
+    for ev in &evs {
+        ev.disable();
+    }
+    // What the kernel wrote before the events stopped.
+    drain_rings(&mut rings, &mut runner, &mut || {
+        sink.drain(&s, prog);
+    });
+    sink.drain(&s, prog);
+    if opts.verbose > 0 {
+        eprintln!(
+            "ptap: stopping: {stop}; {} sample(s) handled",
+            runner.samples
+        );
+        eprintln!("Pass 5: ran for {:.2?}", t0.elapsed());
+    }
+    // The kernel reports losses in the ring (PERF_RECORD_LOST) only when
+    // space is free again: losses at the very end show only in the
+    // per-event counts.
+    let counted: Option<u64> = evs.iter().map(|e| e.lost()).sum();
+    let lost = counted.map_or(runner.lost, |c| c.max(runner.lost));
+    drop(rings);
+    drop(evs);
+
+    prog.run(Which::End, &s, &g);
+    sink.drain(&s, prog);
+    let mut warnings = Vec::new();
+    if lost > 0 {
+        warnings.push(format!(
+            "WARNING: Kernel records lost (full perf ring of {pages} pages per CPU; raise PTAP_PERF_PAGES): {lost}"
+        ));
+    }
+    if runner.failed_reads() > 0 {
+        warnings.push(format!(
+            "WARNING: Reads of sampled processes that failed (the process had exited or the address was unmapped): {}",
+            runner.failed_reads()
+        ));
+    }
+    if opts.json {
+        let mut text = crate::json::unread_globals(meta, &g);
+        for w in &warnings {
+            text.push_str(&crate::json::warning(w));
+        }
+        text.push_str(&crate::json::summary(&g, s.dropped()));
+        let _ = std::io::Write::write_all(&mut sink.out, text.as_bytes());
+        let _ = std::io::Write::flush(&mut sink.out);
+    } else {
+        let unread = host::unread_globals(meta, &g);
+        let _ = std::io::Write::write_all(&mut sink.out, unread.as_bytes());
+        let _ = std::io::Write::flush(&mut sink.out);
+        eprint!("{}", host::summary(&g, &s));
+        for w in &warnings {
+            eprintln!("{w}");
+        }
+    }
+    Ok(if host::errors(&g) > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+const FLUSH_EVERY: usize = 1024;
+
+/// Read every ring, then handle the records of all CPUs in time order
+/// (a thread's exec on one CPU comes before its next system call on
+/// another). Returns the number of records.
+/// `flush` renders the output so far, every [`FLUSH_EVERY`] records (the
+/// output ring is smaller than a round of full perf rings can fill).
+fn drain_rings(
+    rings: &mut [perf::Ring],
+    runner: &mut sample::Runner,
+    flush: &mut dyn FnMut(),
+) -> usize {
+    let mut arena: Vec<u8> = Vec::new();
+    let mut index: Vec<(u64, usize, usize)> = Vec::new();
+    let mut scratch = Vec::new();
+    for r in rings.iter_mut() {
+        r.drain(&mut scratch, |rec| {
+            index.push((sample::time(rec), arena.len(), rec.len()));
+            arena.extend_from_slice(rec);
+        });
+    }
+    index.sort_by_key(|e| e.0);
+    for (i, &(_, at, len)) in index.iter().enumerate() {
+        runner.record(&arena[at..at + len]);
+        if i % FLUSH_EVERY == FLUSH_EVERY - 1 {
+            flush();
+        }
+    }
+    index.len()
+}
+
+/// Why the loop stopped (for -v).
+fn session_loop(
+    prog: &Program,
+    sink: &mut Sink,
+    rings: &mut [perf::Ring],
+    runner: &mut sample::Runner,
+    opts: &RunOpts,
+) -> Result<&'static str, String> {
+    let (s, g) = (runner.session, runner.globals);
+    let start = Instant::now();
+    let deadline = opts
+        .timeout
+        .map(|t| start + Duration::from_secs_f64(t.max(0.0)));
+    let mut timers: Vec<(usize, usize, Duration, Instant)> = host::timers(prog.meta())
+        .into_iter()
+        .map(|(p, q, ns)| {
+            let period = Duration::from_nanos(ns.max(1));
+            (p, q, period, start + period)
+        })
+        .collect();
+    loop {
+        let n = drain_rings(rings, runner, &mut || {
+            sink.drain(s, prog);
+        });
+        sink.drain(s, prog);
+        if host::exit_requested(g) {
+            return Ok("exit() called");
+        }
+        if host::errors(g) > prog.meta().limits.maxerrors {
+            return Ok("too many errors");
+        }
+        if load::interrupted() {
+            return Ok("interrupted");
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Ok("timeout");
+        }
+        for (p, q, period, due) in timers.iter_mut() {
+            if now >= *due {
+                prog.run(Which::Timer(*p, *q), s, g);
+                while *due <= now {
+                    *due += *period;
+                }
+            }
+        }
+        if n == 0 {
+            let _ = std::io::Write::flush(&mut sink.out);
+            // Idle: sleep until the next timer, at most 5 ms (the rings
+            // wake nobody: ptap polls them, which costs nothing per event).
+            let mut wait = Duration::from_millis(5);
+            if let Some(t) = timers.iter().map(|t| t.3).min() {
+                wait = wait.min(t.saturating_duration_since(Instant::now()));
+            }
+            if let Some(d) = deadline {
+                wait = wait.min(d.saturating_duration_since(Instant::now()));
+            }
+            std::thread::sleep(wait);
+        }
+    }
+}
