@@ -241,6 +241,56 @@ impl Drop for Loop {
     }
 }
 
+/// (link-time address, file offset) of function `name` in the ELF file.
+fn symbol(path: &std::path::Path, name: &str) -> (u64, u64) {
+    use object::{Object, ObjectSegment, ObjectSymbol};
+    let data = std::fs::read(path).unwrap();
+    let f = object::File::parse(&*data).unwrap();
+    let addr = f
+        .symbols()
+        .find(|s| s.name() == Ok(name))
+        .map(|s| s.address())
+        .unwrap();
+    let off = f
+        .segments()
+        .find_map(|seg| {
+            let (start, (foff, fsize)) = (seg.address(), seg.file_range());
+            (addr >= start && addr < start + fsize).then(|| addr - start + foff)
+        })
+        .unwrap();
+    (addr, off)
+}
+
+fn first_byte_in_file(path: &std::path::Path, name: &str) -> u8 {
+    let (_, off) = symbol(path, name);
+    std::fs::read(path).unwrap()[off as usize]
+}
+
+/// The first byte of `name` as the running process sees it (/proc/PID/mem).
+fn first_byte_in_process(l: &Loop, name: &str) -> u8 {
+    use std::os::unix::fs::FileExt;
+    let (_, off) = symbol(&l.path, name);
+    let pid = l.child.id();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let path = l.path.to_string_lossy();
+    let addr = maps
+        .lines()
+        .filter(|m| m.ends_with(&*path))
+        .find_map(|m| {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            let (lo, hi) = f[0].split_once('-')?;
+            let lo = u64::from_str_radix(lo, 16).ok()?;
+            let hi = u64::from_str_radix(hi, 16).ok()?;
+            let moff = u64::from_str_radix(f[2], 16).ok()?;
+            (off >= moff && off < moff + (hi - lo)).then(|| lo + off - moff)
+        })
+        .unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut b = [0u8; 1];
+    mem.read_exact_at(&mut b, addr).unwrap();
+    b[0]
+}
+
 #[test]
 fn uprobe_on_a_process_started_outside_ptap() {
     let mut target = Loop::start("sw_loop_up");
@@ -260,6 +310,9 @@ probe end {{
     );
     let mut s = Session::start(&["-v", "-T", "120", "-e", &script], &[]);
     s.wait_err("armed");
+    // The kernel's breakpoint is in the running process's copy of `work`.
+    let original = first_byte_in_file(&target.path, "work");
+    assert_eq!(first_byte_in_process(&target, "work"), 0xcc);
     assert_eq!(target.ask("w 100"), "done 10000");
     let (code, out, err) = s.finish();
     assert_eq!(code, 0, "stderr:\n{err}");
@@ -282,6 +335,8 @@ probe end {{
     // Nothing stays behind: no uprobe on the file, and the process goes on.
     let events = std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap_or_default();
     assert!(!events.contains(&path), "{events}");
+    assert_eq!(first_byte_in_process(&target, "work"), original);
+    assert_ne!(original, 0xcc);
     assert_eq!(target.ask("w 1"), "done 10001");
 }
 
