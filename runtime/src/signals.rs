@@ -13,6 +13,9 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering
 use crate::sys;
 use crate::trap::{managed, managed_mask, USER_ACT};
 
+mod masks;
+pub(crate) mod onstack;
+
 /// Set by the runtime constructor once its handlers are installed.
 pub static ACTIVE: AtomicBool = AtomicBool::new(false);
 
@@ -267,7 +270,7 @@ fn wrap_existing_handlers() {
             handler: wrapper as *const () as usize,
             flags: wrapper_flags(old.flags),
             restorer: old.restorer,
-            mask: old.mask,
+            mask: old.mask & !managed_mask(),
         };
         // SAFETY: the same action with our handler (and its own restorer).
         if unsafe { sys::rt_sigaction(sig, Some(&k), None) } != 0 {
@@ -368,6 +371,10 @@ pub unsafe extern "C" fn sigaction(
             wrapped_set(sig, (*act).sa_sigaction, flags, m);
             k.sa_sigaction = wrapper as *const () as usize;
             k.sa_flags = wrapper_flags(flags) as u32 as c_int;
+            // The managed signals stay deliverable while the handler runs
+            // (a probe hit in it with SIGTRAP blocked would kill the
+            // process); the target's own mask is what queries report.
+            *(core::ptr::addr_of_mut!(k.sa_mask) as *mut u64) = m & !managed_mask();
             let r = real(sig, &k, old);
             if r != 0 {
                 wrapped_set(sig, prev.0, prev.1, prev.2);
@@ -387,6 +394,8 @@ pub unsafe extern "C" fn sigaction(
             let own = (sys::SA_SIGINFO | SA_RESETHAND) as u32 as c_int;
             (*old).sa_sigaction = prev.0;
             (*old).sa_flags = ((*old).sa_flags & !own) | (prev.1 as u32 as c_int & own);
+            let km = core::ptr::addr_of_mut!((*old).sa_mask) as *mut u64;
+            *km = (*km & !managed_mask()) | (prev.2 & managed_mask());
         }
         0
     }
@@ -488,7 +497,31 @@ pub unsafe extern "C" fn pthread_sigmask(
 pub fn prime_injected() {
     OWNER.store(sys::getpid(), Ordering::Release);
     ASYNC_HANDLERS.store(true, Ordering::Release);
+    unmask_existing_handlers();
     resolve_next();
+}
+
+/// The target's handlers installed before an injection keep their actions,
+/// but their masks lose the managed signals (a probe hit inside one with
+/// SIGTRAP blocked would kill the process). A later query shows the
+/// narrower mask.
+fn unmask_existing_handlers() {
+    for sig in 1..=64 {
+        if !wrappable(sig) {
+            continue;
+        }
+        let mut old = sys::KSigaction::default();
+        // SAFETY: query, then the same action with a narrower mask.
+        unsafe {
+            if sys::rt_sigaction(sig, None, Some(&mut old)) == 0
+                && old.handler > 1
+                && old.mask & managed_mask() != 0
+            {
+                old.mask &= !managed_mask();
+                sys::rt_sigaction(sig, Some(&old), None);
+            }
+        }
+    }
 }
 
 /// Once the interposers are active: wrap what another thread installed
@@ -506,6 +539,7 @@ pub fn prime() {
 }
 
 fn resolve_next() {
+    masks::resolve();
     next(c"sigaction", &REAL_SIGACTION);
     next(c"signal", &REAL_SIGNAL);
     next(c"sigprocmask", &REAL_SIGPROCMASK);

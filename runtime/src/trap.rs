@@ -1222,23 +1222,24 @@ pub unsafe fn chain(sig: c_int, info: *mut libc::siginfo_t, uc: *mut Uc, orig: O
             if flags & sys::SA_NODEFER == 0 {
                 m |= sys::sigbit(sig);
             }
-            m &= !managed_mask() | sys::sigbit(sig);
+            // The managed signals stay deliverable while the target's
+            // handler runs (a probe hit in it with SIGTRAP blocked would be
+            // fatal), SIGTRAP even in the target's own SIGTRAP handler: it
+            // behaves as if installed with SA_NODEFER. The other managed
+            // signals keep their own block (a fault in the target's fault
+            // handler is fatal, as without ptap).
+            let own = if sig == SIGTRAP { 0 } else { sys::sigbit(sig) };
+            m &= !managed_mask() | own;
             // SAFETY: setting our own mask for the duration of the target's handler.
             unsafe { sys::rt_sigprocmask(2, Some(&m), None) };
             if flags & sys::SA_RESETHAND != 0 {
                 a[0].store(0, Ordering::Release);
             }
-            // SAFETY: the target installed this handler for this signal.
+            // SAFETY: the target installed this handler for this signal;
+            // on its alternate stack if it asked for one (SA_ONSTACK).
             unsafe {
-                if flags & sys::SA_SIGINFO != 0 {
-                    let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
-                        core::mem::transmute(h);
-                    f(sig, info, uc as *mut c_void);
-                } else {
-                    let f: extern "C" fn(c_int) = core::mem::transmute(h);
-                    f(sig);
-                }
-            }
+                crate::signals::onstack::call_handler(h, flags, sig, info, uc as *mut c_void)
+            };
         }
     }
 }

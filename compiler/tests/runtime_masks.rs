@@ -1,0 +1,36 @@
+//! Signal masks never make a probe hit fatal: a storm of handlers with a
+//! full sa_mask, the target's own SIGTRAP handler without SA_NODEFER,
+//! handlers run inside sigsuspend/ppoll/pselect with every other signal
+//! blocked, and full sigprocmask/pthread_sigmask blocks, all calling a
+//! probed function on the trap path (its first instruction is a call).
+mod support;
+use support::*;
+
+fn masked(trap_path: bool) {
+    let env: &[(&str, &str)] = if trap_path {
+        &[("PTAP_NO_OPTIMIZE", "1")]
+    } else {
+        &[]
+    };
+    let n = 300;
+    let out = load("count", &format!("{} {n}", target("masked")), env, 120);
+    assert_eq!(out.code, Some(0), "the target survived: {out:?}");
+    assert!(out.stdout.contains("register=0"), "{out:?}");
+    let calls = out.get("calls");
+    assert_eq!(out.get("trap"), n, "{out:?}");
+    assert_eq!(out.get("usr2"), n, "{out:?}");
+    assert!(out.get("usr1") >= 4 * n, "{out:?}");
+    assert_eq!(calls, out.get("usr1") + 2 * n + 2 * n, "{out:?}");
+    assert_eq!(out.get("hits"), calls, "every call counted: {out:?}");
+    assert_eq!(out.get("nmissed"), 0, "{out:?}");
+}
+
+#[test]
+fn full_masks_never_block_the_trap_path() {
+    masked(true);
+}
+
+#[test]
+fn full_masks_with_the_jump_path_allowed() {
+    masked(false);
+}

@@ -1,0 +1,99 @@
+//! Running a target's handler for a runtime-managed signal on the stack it
+//! asked for. The runtime's SIGTRAP handler runs on the interrupted stack
+//! (probe handlers need more room than a typical alternate stack), so when
+//! it passes a signal on to a handler the target installed with SA_ONSTACK,
+//! it switches to the thread's alternate stack itself, as the kernel would
+//! have done.
+
+use core::ffi::{c_int, c_void};
+
+use crate::sys;
+
+core::arch::global_asm!(
+    ".text",
+    // void ptap_rt_call_on_stack(fn, a0, a1, a2, stack_top)
+    ".globl ptap_rt_call_on_stack",
+    ".hidden ptap_rt_call_on_stack",
+    ".type ptap_rt_call_on_stack,@function",
+    "ptap_rt_call_on_stack:",
+    ".cfi_startproc",
+    "push rbp",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_offset rbp, -16",
+    "mov rbp, rsp",
+    ".cfi_def_cfa_register rbp",
+    "mov rsp, r8",
+    "and rsp, -16",
+    "mov rax, rdi",
+    "mov rdi, rsi",
+    "mov rsi, rdx",
+    "mov rdx, rcx",
+    "call rax",
+    "mov rsp, rbp",
+    ".cfi_def_cfa_register rsp",
+    "pop rbp",
+    ".cfi_adjust_cfa_offset -8",
+    "ret",
+    ".cfi_endproc",
+    ".size ptap_rt_call_on_stack, .-ptap_rt_call_on_stack",
+);
+
+extern "C" {
+    fn ptap_rt_call_on_stack(f: usize, a0: usize, a1: usize, a2: usize, top: u64);
+}
+
+const SS_ONSTACK: i32 = 1;
+const SS_DISABLE: i32 = 2;
+
+/// The top of this thread's alternate signal stack when one is enabled and
+/// the thread is not already running on it (then the kernel would stay on
+/// the current stack too).
+fn alt_top() -> Option<u64> {
+    #[repr(C)]
+    struct StackT {
+        sp: u64,
+        flags: i32,
+        size: u64,
+    }
+    let mut cur = StackT {
+        sp: 0,
+        flags: 0,
+        size: 0,
+    };
+    // SAFETY: sigaltstack(NULL, &cur) only writes `cur`.
+    let r = unsafe { sys::syscall3(131, 0, &mut cur as *mut StackT as usize, 0) };
+    if r != 0 || cur.flags & (SS_ONSTACK | SS_DISABLE) != 0 || cur.size == 0 {
+        return None;
+    }
+    Some(cur.sp.wrapping_add(cur.size) & !15)
+}
+
+/// Call the target's handler `h` for `sig` (with the three arguments the
+/// kernel passes: a one-argument handler ignores the others), on the
+/// alternate stack when `flags` has SA_ONSTACK and one is available.
+///
+/// # Safety
+/// `h` is a handler the target installed for `sig`; `info` and `uc` are
+/// the kernel's arguments of the running signal handler.
+pub unsafe fn call_handler(
+    h: usize,
+    flags: u64,
+    sig: c_int,
+    info: *mut libc::siginfo_t,
+    uc: *mut c_void,
+) {
+    if flags & sys::SA_ONSTACK != 0 {
+        if let Some(top) = alt_top() {
+            // SAFETY: a fresh frame at the top of the thread's own
+            // alternate stack, which is not in use (not SS_ONSTACK).
+            unsafe { ptap_rt_call_on_stack(h, sig as usize, info as usize, uc as usize, top) };
+            return;
+        }
+    }
+    // SAFETY: the target installed h for sig (contract).
+    unsafe {
+        let f: unsafe extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
+            core::mem::transmute(h);
+        f(sig, info, uc);
+    }
+}
