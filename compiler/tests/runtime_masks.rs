@@ -2,7 +2,8 @@
 //! full sa_mask, the target's own SIGTRAP handler without SA_NODEFER,
 //! handlers run inside sigsuspend/ppoll/pselect with every other signal
 //! blocked, and full sigprocmask/pthread_sigmask blocks, all calling a
-//! probed function on the trap path (its first instruction is a call).
+//! probed function on the trap path (its first instruction is a call); and
+//! the target's handlers run on the stack they asked for.
 mod support;
 use support::*;
 
@@ -33,4 +34,35 @@ fn full_masks_never_block_the_trap_path() {
 #[test]
 fn full_masks_with_the_jump_path_allowed() {
     masked(false);
+}
+
+/// The target's handlers run on the stack they asked for (SA_ONSTACK or
+/// not), for its own SIGTRAP (raise, int3), SIGSEGV (a stack overflow, a
+/// plain fault) and SIGUSR1, while an unrelated function is probed: the
+/// same lines as without ptap.
+#[test]
+fn handlers_run_on_the_stack_they_asked_for() {
+    let native = run_cmd(
+        std::process::Command::new(target("sigstack")),
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(native.code, Some(0), "{native:?}");
+    assert_eq!(native.stdout.matches("onstack=1").count(), 4, "{native:?}");
+    for trap_path in [false, true] {
+        let env: &[(&str, &str)] = if trap_path {
+            &[("PTAP_NO_OPTIMIZE", "1")]
+        } else {
+            &[]
+        };
+        let out = load("count", &target("sigstack"), env, 30);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let lines: String = out
+            .stdout
+            .lines()
+            .filter(|l| l.contains("onstack="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(lines, native.stdout, "trap path {trap_path}: {out:?}");
+        assert_eq!(out.get("hits"), 6, "{out:?}");
+    }
 }

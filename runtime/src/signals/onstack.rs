@@ -3,7 +3,9 @@
 //! (probe handlers need more room than a typical alternate stack), so when
 //! it passes a signal on to a handler the target installed with SA_ONSTACK,
 //! it switches to the thread's alternate stack itself, as the kernel would
-//! have done.
+//! have done. The fault handlers run on the alternate stack (a stack
+//! overflow must still be caught); a target handler without SA_ONSTACK is
+//! then called back on the interrupted stack.
 
 use core::ffi::{c_int, c_void};
 
@@ -45,16 +47,16 @@ extern "C" {
 const SS_ONSTACK: i32 = 1;
 const SS_DISABLE: i32 = 2;
 
-/// The top of this thread's alternate signal stack when one is enabled and
-/// the thread is not already running on it (then the kernel would stay on
-/// the current stack too).
-fn alt_top() -> Option<u64> {
-    #[repr(C)]
-    struct StackT {
-        sp: u64,
-        flags: i32,
-        size: u64,
-    }
+#[repr(C)]
+struct StackT {
+    sp: u64,
+    flags: i32,
+    size: u64,
+}
+
+/// This thread's alternate signal stack (flags say whether it is enabled
+/// and whether the thread runs on it now).
+fn altstack() -> Option<StackT> {
     let mut cur = StackT {
         sp: 0,
         flags: 0,
@@ -62,10 +64,30 @@ fn alt_top() -> Option<u64> {
     };
     // SAFETY: sigaltstack(NULL, &cur) only writes `cur`.
     let r = unsafe { sys::syscall3(131, 0, &mut cur as *mut StackT as usize, 0) };
-    if r != 0 || cur.flags & (SS_ONSTACK | SS_DISABLE) != 0 || cur.size == 0 {
+    (r == 0).then_some(cur)
+}
+
+/// Where the kernel would have put the target's handler frame, when that
+/// is not the current stack: the top of the alternate stack for an
+/// SA_ONSTACK handler (unless already on it); for another handler, below
+/// the interrupted context's red zone when the runtime's handler runs on
+/// the alternate stack (fault handlers) but the interrupted code did not.
+fn frame_top(flags: u64, uc: *mut c_void) -> Option<u64> {
+    let alt = altstack()?;
+    if alt.flags & SS_DISABLE != 0 || alt.size == 0 {
         return None;
     }
-    Some(cur.sp.wrapping_add(cur.size) & !15)
+    if flags & sys::SA_ONSTACK != 0 {
+        return (alt.flags & SS_ONSTACK == 0).then(|| alt.sp.wrapping_add(alt.size) & !15);
+    }
+    if alt.flags & SS_ONSTACK == 0 || uc.is_null() {
+        return None;
+    }
+    // SAFETY: uc is the kernel's ucontext of the running handler.
+    let sp = unsafe { (*(uc as *mut libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RSP as usize] }
+        as u64;
+    let on_alt = sp >= alt.sp && sp - alt.sp < alt.size;
+    (!on_alt).then(|| sp.wrapping_sub(256) & !15)
 }
 
 /// Call the target's handler `h` for `sig` (with the three arguments the
@@ -82,13 +104,12 @@ pub unsafe fn call_handler(
     info: *mut libc::siginfo_t,
     uc: *mut c_void,
 ) {
-    if flags & sys::SA_ONSTACK != 0 {
-        if let Some(top) = alt_top() {
-            // SAFETY: a fresh frame at the top of the thread's own
-            // alternate stack, which is not in use (not SS_ONSTACK).
-            unsafe { ptap_rt_call_on_stack(h, sig as usize, info as usize, uc as usize, top) };
-            return;
-        }
+    if let Some(top) = frame_top(flags, uc) {
+        // SAFETY: a fresh frame at the top of the thread's unused alternate
+        // stack, or below the interrupted context's red zone on its own
+        // stack, where the kernel would have put the handler's frame.
+        unsafe { ptap_rt_call_on_stack(h, sig as usize, info as usize, uc as usize, top) };
+        return;
     }
     // SAFETY: the target installed h for sig (contract).
     unsafe {
