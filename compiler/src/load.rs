@@ -296,6 +296,17 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
                 Err("a C module cannot use a second copy of the runtime (its register_kprobe and printk would bind to the earlier one)"),
                 opts.verbose,
             )?;
+            // The module failed in the process (its init_module() faulted,
+            // overran its time or returned an error; reported by the
+            // runtime): nothing stays probed there, and it runs on.
+            if s.control().module_errors.load(Ordering::Acquire) > 0
+                && s.control().attached.load(Ordering::Acquire) == 0
+            {
+                sink.drain(&s);
+                let _ = sink.out.flush();
+                eprintln!("ptap: pid {pid} keeps running, unprobed");
+                return Ok(ExitCode::from(1));
+            }
             Target::Attached(a)
         }
         (Some(argv), None) => {
@@ -334,9 +345,15 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     sink.drain(&s);
     let _ = sink.out.flush();
     report_losses(&s);
+    // A module's init_module() or cleanup_module() that failed in a process
+    // makes the session's status 1 (unless the target's own is an error).
+    let module_failed = s.control().module_errors.load(Ordering::Acquire) > 0;
     match status {
         Some(Some(st)) if target.is_child() => {
             if let Some(code) = st.code() {
+                if code == 0 && module_failed {
+                    return Ok(ExitCode::from(1));
+                }
                 Ok(ExitCode::from(code as u8))
             } else {
                 Ok(ExitCode::from(128 + st.signal().unwrap_or(0) as u8))
@@ -346,7 +363,7 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
             // An attached process is not ptap's child: its status is not
             // ptap's to report.
             eprintln!("ptap: pid {pid} exited");
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitCode::from(u8::from(module_failed)))
         }
         None => {
             eprintln!("ptap: detached from pid {pid}; it keeps running");
@@ -354,7 +371,7 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
             if let Some(s) = snapshot {
                 s.keep();
             }
-            Ok(ExitCode::from(130))
+            Ok(ExitCode::from(if module_failed { 1 } else { 130 }))
         }
     }
 }
@@ -731,6 +748,9 @@ pub(crate) fn attach_to(
     );
     if verbose > 0 {
         text.push_str("PTAP_VERBOSE=1\n");
+    }
+    if let Ok(v) = std::env::var("PTAP_INIT_TIMEOUT") {
+        text.push_str(&format!("PTAP_INIT_TIMEOUT={}\n", v.trim()));
     }
     for (k, v) in params {
         text.push_str(&format!("{k}={v}\n"));

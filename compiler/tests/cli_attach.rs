@@ -604,3 +604,49 @@ fn a_process_of_another_user_can_be_attached_to_by_root() {
     target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
     support::remove_snapshot(p.child.id());
 }
+
+/// `ptap load -x` of a module whose init_module() faults or never returns
+/// (abandoned after PTAP_INIT_TIMEOUT), or whose cleanup_module() faults:
+/// the fault is reported, what the module registered is taken out, ptap
+/// exits with status 1, and the process runs on with its code as it was.
+#[test]
+fn a_faulting_or_hanging_module_leaves_the_attached_process_running() {
+    let cases = [
+        ("PT_INIT", "fault", "init_module() of"),
+        ("PT_INIT", "hang", "did not return within 2 s"),
+        ("PT_CLEANUP", "fault", "cleanup_module() of"),
+    ];
+    for (var, val, what) in cases {
+        let d = scratch(&format!("badmod-{var}-{val}"));
+        let flag = d.join("flag");
+        let mut c = Command::new(target("wait_file"));
+        c.arg(&flag).arg("60").arg("7").env(var, val);
+        let mut t = Proc::spawn(c);
+        let before = t.line();
+        let mut l = ptap();
+        l.arg("load")
+            .arg(support::module("badinit"))
+            .arg("-x")
+            .arg(t.pid().to_string())
+            .env("PTAP_INIT_TIMEOUT", "2");
+        let mut p = Proc::spawn(l);
+        assert_eq!(p.line(), "register=0", "{}", p.stderr());
+        let init = var == "PT_INIT";
+        if !init {
+            p.interrupt();
+        }
+        let st = p.wait();
+        let rest = p.rest();
+        let err = p.stderr();
+        assert_eq!(st.code(), Some(1), "{var}={val}: {rest:?}\n{err}");
+        assert!(err.contains(what), "{var}={val}: {err}");
+        if init {
+            assert!(err.contains("keeps running, unprobed"), "{err}");
+            assert!(rest.is_empty(), "cleanup_module() ran: {rest:?}");
+        } else {
+            assert_eq!(rest, vec!["cleanup hits>0=1"], "{err}");
+        }
+        target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
+        support::remove_snapshot(p.child.id());
+    }
+}
