@@ -556,11 +556,16 @@ pub(crate) fn spawn(
             preload = format!("{preload}:{old}");
         }
     }
+    // The command gets the session at a high descriptor number, out of its
+    // way (its first open() returns 3, as without ptap); inheritable, so
+    // that what it execs finds the session too.
+    let fd = owned.fd;
+    let high = ptap_rt::loader::fds::high_floor().max(fd);
     let mut command = Command::new(&argv[0]);
     command
         .args(&argv[1..])
         .env("LD_PRELOAD", &preload)
-        .env(session::ENV_FD, owned.fd.to_string())
+        .env(session::ENV_FD, high.to_string())
         .env(
             session::ENV_PATH,
             format!("/proc/{}/fd/{}", std::process::id(), owned.fd),
@@ -573,8 +578,14 @@ pub(crate) fn spawn(
     }
     // SAFETY: setpgid is async-signal-safe; runs in the child before exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::setpgid(0, 0);
+            if high != fd {
+                if libc::dup2(fd, high) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
             Ok(())
         });
     }

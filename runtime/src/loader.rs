@@ -16,6 +16,7 @@ use std::ffi::CString;
 use crate::session::{self, Session};
 use crate::{output, probes, signals, sys, threads, trap};
 
+pub mod fds;
 pub(crate) mod modcall;
 
 static MODULE_CLEANUP: AtomicUsize = AtomicUsize::new(0);
