@@ -650,3 +650,30 @@ fn a_faulting_or_hanging_module_leaves_the_attached_process_running() {
         support::remove_snapshot(p.child.id());
     }
 }
+
+/// A server that blocked every signal before starting its workers (and
+/// sigwaits in a thread of its own): ptap takes SIGTRAP and the other
+/// signals the runtime handles out of those threads' masks before the
+/// probes go in, so that a trap-path hit there does not kill the process.
+#[test]
+fn threads_that_block_every_signal_survive_trap_path_probes() {
+    let d = scratch("masked-threads");
+    let flag = d.join("flag");
+    let mut t = start_target("masked_threads", &flag, &[]);
+    assert_eq!(t.line(), "ready");
+    let prog = r#"global n
+        probe kprobe(work) { n++ }
+        probe timer.ms(10) { if (n >= 200) exit() }
+        probe end { printf("hits>=200: %d\n", n >= 200) }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    let st = p.wait();
+    let out = p.rest();
+    assert_eq!(st.code(), Some(0), "{out:?}\n{}", p.stderr());
+    assert_eq!(out, vec!["hits>=200: 1"], "{}", p.stderr());
+    assert!(t.alive(), "the target died: {}", t.stderr());
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(t.line(), "done calls>=1000: 1");
+    let st = t.wait();
+    assert_eq!(st.code(), Some(7), "{st:?}: {}", t.stderr());
+    support::remove_snapshot(p.child.id());
+}
