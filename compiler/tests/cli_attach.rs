@@ -677,3 +677,30 @@ fn threads_that_block_every_signal_survive_trap_path_probes() {
     assert_eq!(st.code(), Some(7), "{st:?}: {}", t.stderr());
     support::remove_snapshot(p.child.id());
 }
+
+/// After the attach, the process's own calls that set masks
+/// (pthread_sigmask, sigprocmask) go through the runtime, which keeps
+/// SIGTRAP & co. out of them: the workers block every signal again and
+/// keep calling a trap-path function.
+#[test]
+fn masks_set_after_the_attach_never_block_the_trap_path() {
+    let d = scratch("masked-late");
+    let flag = d.join("flag");
+    let mut t = start_target("masked_threads", &flag, &["late"]);
+    assert_eq!(t.line(), "ready");
+    let prog = r#"global n, said
+        probe kprobe(work) { n++ }
+        probe timer.ms(10) { if (n >= 200 && !said) { said = 1; printf("ready\n") } }
+        probe end { printf("late calls counted: %d\n", n >= 2200) }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    assert_eq!(p.line(), "ready", "{}", p.stderr());
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(t.line(), "done calls>=1000: 1");
+    let st = t.wait();
+    assert_eq!(st.code(), Some(7), "{st:?}: {}", t.stderr());
+    let st = p.wait();
+    let out = p.rest();
+    assert_eq!(st.code(), Some(0), "{out:?}\n{}", p.stderr());
+    assert_eq!(out, vec!["late calls counted: 1"], "{}", p.stderr());
+    support::remove_snapshot(p.child.id());
+}

@@ -1,7 +1,9 @@
-/* masked_threads FLAG SECS CODE: the common server pattern: main blocks
+/* masked_threads FLAG SECS CODE [late]: the common server pattern: main blocks
  * every signal before it starts its workers (they inherit the mask), and
  * sigwait()s in a thread of its own; main then unblocks them again. Two workers call work() (whose first
- * instruction is a call: a trap-path site) until FLAG exists. Prints
+ * instruction is a call: a trap-path site) until FLAG exists; with "late",
+ * each worker then blocks every signal again (pthread_sigmask and
+ * sigprocmask, as after an attach) and calls work() 1000 times. Prints
  * "ready" once the workers run, "done calls>=1000: 1" at the end, and exits
  * with CODE (3 after SECS seconds without FLAG). */
 #define _GNU_SOURCE
@@ -9,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +36,7 @@ __asm__(".text\n"
 static const char *flag;
 static volatile int stop;
 static time_t deadline;
+static int late;
 
 static void *worker(void *arg)
 {
@@ -41,6 +45,15 @@ static void *worker(void *arg)
 		for (int i = 0; i < 10; i++)
 			work(i);
 		nanosleep(&ts, NULL);
+	}
+	if (late) {
+		/* After an attach: block everything again, through libc. */
+		sigset_t all;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, NULL);
+		sigprocmask(SIG_BLOCK, &all, NULL);
+		for (int i = 0; i < 1000; i++)
+			work(i);
 	}
 	return arg;
 }
@@ -59,6 +72,7 @@ int main(int argc, char **argv)
 {
 	if (argc < 4)
 		return 2;
+	late = argc > 4 && !strcmp(argv[4], "late");
 	flag = argv[1];
 	deadline = time(NULL) + atoi(argv[2]);
 	sigset_t all;

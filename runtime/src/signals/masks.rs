@@ -11,11 +11,11 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use super::{next, ACTIVE};
 use crate::trap::managed_mask;
 
-static REAL_SIGSUSPEND: AtomicUsize = AtomicUsize::new(0);
-static REAL_PPOLL: AtomicUsize = AtomicUsize::new(0);
-static REAL_PSELECT: AtomicUsize = AtomicUsize::new(0);
-static REAL_EPOLL_PWAIT: AtomicUsize = AtomicUsize::new(0);
-static REAL_EPOLL_PWAIT2: AtomicUsize = AtomicUsize::new(0);
+pub(super) static REAL_SIGSUSPEND: AtomicUsize = AtomicUsize::new(0);
+pub(super) static REAL_PPOLL: AtomicUsize = AtomicUsize::new(0);
+pub(super) static REAL_PSELECT: AtomicUsize = AtomicUsize::new(0);
+pub(super) static REAL_EPOLL_PWAIT: AtomicUsize = AtomicUsize::new(0);
+pub(super) static REAL_EPOLL_PWAIT2: AtomicUsize = AtomicUsize::new(0);
 
 /// Resolve the forwarding targets early (dlsym must not run in signal context).
 pub(super) fn resolve() {
@@ -59,6 +59,13 @@ fn real(name: &core::ffi::CStr, cache: &AtomicUsize) -> Option<usize> {
 /// Same contract as sigsuspend(2).
 #[no_mangle]
 pub unsafe extern "C" fn sigsuspend(set: *const libc::sigset_t) -> c_int {
+    // SAFETY: forwarding.
+    unsafe { sigsuspend_impl(set) }
+}
+
+/// # Safety
+/// Same contract as the exported `sigsuspend`.
+pub(super) unsafe extern "C" fn sigsuspend_impl(set: *const libc::sigset_t) -> c_int {
     let Some(f) = real(c"sigsuspend", &REAL_SIGSUSPEND) else {
         return -1;
     };
@@ -75,6 +82,18 @@ pub unsafe extern "C" fn sigsuspend(set: *const libc::sigset_t) -> c_int {
 /// Same contract as ppoll(2).
 #[no_mangle]
 pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    tmo: *const libc::timespec,
+    set: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: forwarding.
+    unsafe { ppoll_impl(fds, n, tmo, set) }
+}
+
+/// # Safety
+/// Same contract as the exported `ppoll`.
+pub(super) unsafe extern "C" fn ppoll_impl(
     fds: *mut libc::pollfd,
     n: libc::nfds_t,
     tmo: *const libc::timespec,
@@ -101,6 +120,20 @@ pub unsafe extern "C" fn ppoll(
 /// Same contract as pselect(2).
 #[no_mangle]
 pub unsafe extern "C" fn pselect(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    tmo: *const libc::timespec,
+    set: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: forwarding.
+    unsafe { pselect_impl(n, r, w, e, tmo, set) }
+}
+
+/// # Safety
+/// Same contract as the exported `pselect`.
+pub(super) unsafe extern "C" fn pselect_impl(
     n: c_int,
     r: *mut libc::fd_set,
     w: *mut libc::fd_set,
@@ -137,6 +170,19 @@ pub unsafe extern "C" fn epoll_pwait(
     tmo: c_int,
     set: *const libc::sigset_t,
 ) -> c_int {
+    // SAFETY: forwarding.
+    unsafe { epoll_pwait_impl(ep, ev, max, tmo, set) }
+}
+
+/// # Safety
+/// Same contract as the exported `epoll_pwait`.
+pub(super) unsafe extern "C" fn epoll_pwait_impl(
+    ep: c_int,
+    ev: *mut c_void,
+    max: c_int,
+    tmo: c_int,
+    set: *const libc::sigset_t,
+) -> c_int {
     let Some(f) = real(c"epoll_pwait", &REAL_EPOLL_PWAIT) else {
         return -1;
     };
@@ -159,6 +205,19 @@ pub unsafe extern "C" fn epoll_pwait(
 /// Same contract as epoll_pwait2(2).
 #[no_mangle]
 pub unsafe extern "C" fn epoll_pwait2(
+    ep: c_int,
+    ev: *mut c_void,
+    max: c_int,
+    tmo: *const libc::timespec,
+    set: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: forwarding.
+    unsafe { epoll_pwait2_impl(ep, ev, max, tmo, set) }
+}
+
+/// # Safety
+/// Same contract as the exported `epoll_pwait2`.
+pub(super) unsafe extern "C" fn epoll_pwait2_impl(
     ep: c_int,
     ev: *mut c_void,
     max: c_int,
