@@ -66,3 +66,24 @@ fn handlers_run_on_the_stack_they_asked_for() {
         assert_eq!(out.get("hits"), 6, "{out:?}");
     }
 }
+
+/// A program started with every signal blocked (its parent's mask, set
+/// with the raw system call, survives exec): the runtime unblocks SIGTRAP
+/// and the other signals it handles before main, and every trap-path hit
+/// is counted instead of killing the program.
+#[test]
+fn a_program_started_with_every_signal_blocked() {
+    let cmd = format!("{} {} 50", target("blockexec"), target("masked"));
+    let mut c = ptap();
+    c.env("PTAP_NO_OPTIMIZE", "1")
+        .arg("-e")
+        .arg(r#"global n; probe kprobe(work)? { n++ } probe end { printf("n=%d\n", n) }"#)
+        .arg("-c")
+        .arg(&cmd);
+    let out = run_cmd(c, std::time::Duration::from_secs(60));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("trap"), 50, "{out:?}");
+    let calls = out.get("calls");
+    assert!(calls >= 200, "{out:?}");
+    assert_eq!(out.get("n"), calls, "{out:?}");
+}

@@ -267,6 +267,12 @@ fn start(params: Params) {
     // returns go through libc's text (the syscall probes' exempt range).
     crate::syscall::sites::discover();
     trap::install();
+    // A program starts with the mask its parent had at exec (a blocked
+    // SIGTRAP would make the first trap-path hit fatal): the managed
+    // signals are unblocked (an injection's threads: by ptap).
+    let managed = trap::managed_mask();
+    // SAFETY: unblocking signals of this thread.
+    unsafe { sys::rt_sigprocmask(1, Some(&managed), None) };
     signals::ACTIVE.store(true, Ordering::Release);
     if !injected {
         signals::rescan();
