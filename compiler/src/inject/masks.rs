@@ -47,6 +47,13 @@ pub fn unblock_managed(pid: i32, verbose: u8) -> (usize, Vec<i32>) {
         if blocked(pid, tid).is_none_or(|m| m & managed_mask() == 0) {
             continue;
         }
+        if in_sigtimedwait(pid, tid) {
+            // Interrupted, sigwaitinfo/sigtimedwait would return EINTR to
+            // the program, and the kernel puts the mask back when the call
+            // ends anyway: left as it is (reported).
+            failed.push(tid);
+            continue;
+        }
         match unblock_one(tid) {
             Ok(true) => changed += 1,
             Ok(false) => {}
@@ -59,6 +66,12 @@ pub fn unblock_managed(pid: i32, verbose: u8) -> (usize, Vec<i32>) {
         }
     }
     (changed, failed)
+}
+
+/// Is thread `tid` waiting in rt_sigtimedwait (sigwait & co.)?
+fn in_sigtimedwait(pid: i32, tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
+        .is_ok_and(|s| s.split_whitespace().next() == Some("128"))
 }
 
 fn unblock_one(tid: i32) -> Result<bool, String> {

@@ -140,6 +140,7 @@ fn skip(name: &[u8], base: u64) -> bool {
         libc::dladdr(hook_injected as *const c_void, &mut me) != 0 && me.dli_fbase as u64 == base
     };
     mine || file.starts_with(b"libc.so")
+        || file.starts_with(b"libptap_rt")
         || file.starts_with(b"ld-linux")
         || file.starts_with(b"linux-vdso")
 }
