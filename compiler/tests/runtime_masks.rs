@@ -6,6 +6,8 @@
 //! the target's handlers run on the stack they asked for.
 mod support;
 use support::*;
+#[path = "support/sys.rs"]
+mod support_sys;
 
 fn masked(trap_path: bool) {
     let env: &[(&str, &str)] = if trap_path {
@@ -86,4 +88,19 @@ fn a_program_started_with_every_signal_blocked() {
     let calls = out.get("calls");
     assert!(calls >= 200, "{out:?}");
     assert_eq!(out.get("n"), calls, "{out:?}");
+}
+
+/// The program's own SIGSYS handler (without SA_NODEFER) makes a system
+/// call from outside libc while system call probes trap every such call
+/// with SIGSYS: SIGSYS is not blocked in the handler, the call is made.
+#[test]
+fn the_programs_own_sigsys_handler_can_make_system_calls_under_syscall_probes() {
+    let out = support_sys::sys_load(
+        "tests/targets/sys_mod.c",
+        &format!("{} 5", target("sigsys_own")),
+        &[],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("sigsys=5 ppid_ok=1"), "{out:?}");
 }

@@ -1256,11 +1256,17 @@ pub unsafe fn chain(sig: c_int, info: *mut libc::siginfo_t, uc: *mut Uc, orig: O
             }
             // The managed signals stay deliverable while the target's
             // handler runs (a probe hit in it with SIGTRAP blocked would be
-            // fatal), SIGTRAP even in the target's own SIGTRAP handler: it
-            // behaves as if installed with SA_NODEFER. The other managed
-            // signals keep their own block (a fault in the target's fault
-            // handler is fatal, as without ptap).
-            let own = if sig == SIGTRAP { 0 } else { sys::sigbit(sig) };
+            // fatal, a trapped system call with SIGSYS blocked too), even
+            // in the target's own SIGTRAP or SIGSYS handler: it behaves as
+            // if installed with SA_NODEFER. The fault signals keep their
+            // own block (a fault in the target's fault handler is fatal,
+            // as without ptap).
+            let syscall_trap = crate::syscall::handler::SIGSYS;
+            let own = if sig == SIGTRAP || sig == syscall_trap {
+                0
+            } else {
+                sys::sigbit(sig)
+            };
             m &= !managed_mask() | own;
             // SAFETY: setting our own mask for the duration of the target's handler.
             unsafe { sys::rt_sigprocmask(2, Some(&m), None) };
