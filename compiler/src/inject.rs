@@ -30,6 +30,8 @@
 //! for it forever (ptap says so after 5 seconds and keeps waiting:
 //! abandoning the call would crash the target).
 
+mod masks;
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -637,6 +639,16 @@ pub fn inject(
         .ok_or_else(|| format!("{} does not export {init}", lib.display()))?;
     drop(data);
     let mut times = InjectTimes::default();
+    // No thread may keep SIGTRAP & co. blocked once probes go in.
+    let (changed, failed) = masks::unblock_managed(pid, verbose);
+    if verbose > 0 && changed > 0 {
+        eprintln!("ptap: {changed} thread(s) of pid {pid} blocked SIGTRAP or another signal the runtime handles: unblocked");
+    }
+    if !failed.is_empty() {
+        eprintln!(
+            "ptap: warning: thread(s) {failed:?} of pid {pid} keep SIGTRAP or another signal the runtime handles blocked: a trap-path probe hit there would kill the process"
+        );
+    }
     let maps = mappings(pid)?;
     let tid = pick_thread(pid).ok_or_else(|| format!("pid {pid} has exited"))?;
     let t0 = Instant::now();

@@ -296,6 +296,17 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
                 Err("a C module cannot use a second copy of the runtime (its register_kprobe and printk would bind to the earlier one)"),
                 opts.verbose,
             )?;
+            // The module failed in the process (its init_module() faulted,
+            // overran its time or returned an error; reported by the
+            // runtime): nothing stays probed there, and it runs on.
+            if s.control().module_errors.load(Ordering::Acquire) > 0
+                && s.control().attached.load(Ordering::Acquire) == 0
+            {
+                sink.drain(&s);
+                let _ = sink.out.flush();
+                eprintln!("ptap: pid {pid} keeps running, unprobed");
+                return Ok(ExitCode::from(1));
+            }
             Target::Attached(a)
         }
         (Some(argv), None) => {
@@ -334,9 +345,15 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     sink.drain(&s);
     let _ = sink.out.flush();
     report_losses(&s);
+    // A module's init_module() or cleanup_module() that failed in a process
+    // makes the session's status 1 (unless the target's own is an error).
+    let module_failed = s.control().module_errors.load(Ordering::Acquire) > 0;
     match status {
         Some(Some(st)) if target.is_child() => {
             if let Some(code) = st.code() {
+                if code == 0 && module_failed {
+                    return Ok(ExitCode::from(1));
+                }
                 Ok(ExitCode::from(code as u8))
             } else {
                 Ok(ExitCode::from(128 + st.signal().unwrap_or(0) as u8))
@@ -346,7 +363,7 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
             // An attached process is not ptap's child: its status is not
             // ptap's to report.
             eprintln!("ptap: pid {pid} exited");
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitCode::from(u8::from(module_failed)))
         }
         None => {
             eprintln!("ptap: detached from pid {pid}; it keeps running");
@@ -354,7 +371,7 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
             if let Some(s) = snapshot {
                 s.keep();
             }
-            Ok(ExitCode::from(130))
+            Ok(ExitCode::from(if module_failed { 1 } else { 130 }))
         }
     }
 }
@@ -539,11 +556,16 @@ pub(crate) fn spawn(
             preload = format!("{preload}:{old}");
         }
     }
+    // The command gets the session at a high descriptor number, out of its
+    // way (its first open() returns 3, as without ptap); inheritable, so
+    // that what it execs finds the session too.
+    let fd = owned.fd;
+    let high = ptap_rt::loader::fds::high_floor().max(fd);
     let mut command = Command::new(&argv[0]);
     command
         .args(&argv[1..])
         .env("LD_PRELOAD", &preload)
-        .env(session::ENV_FD, owned.fd.to_string())
+        .env(session::ENV_FD, high.to_string())
         .env(
             session::ENV_PATH,
             format!("/proc/{}/fd/{}", std::process::id(), owned.fd),
@@ -556,8 +578,14 @@ pub(crate) fn spawn(
     }
     // SAFETY: setpgid is async-signal-safe; runs in the child before exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::setpgid(0, 0);
+            if high != fd {
+                if libc::dup2(fd, high) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
             Ok(())
         });
     }
@@ -731,6 +759,9 @@ pub(crate) fn attach_to(
     );
     if verbose > 0 {
         text.push_str("PTAP_VERBOSE=1\n");
+    }
+    if let Ok(v) = std::env::var("PTAP_INIT_TIMEOUT") {
+        text.push_str(&format!("PTAP_INIT_TIMEOUT={}\n", v.trim()));
     }
     for (k, v) in params {
         text.push_str(&format!("{k}={v}\n"));

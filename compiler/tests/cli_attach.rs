@@ -604,3 +604,103 @@ fn a_process_of_another_user_can_be_attached_to_by_root() {
     target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
     support::remove_snapshot(p.child.id());
 }
+
+/// `ptap load -x` of a module whose init_module() faults or never returns
+/// (abandoned after PTAP_INIT_TIMEOUT), or whose cleanup_module() faults:
+/// the fault is reported, what the module registered is taken out, ptap
+/// exits with status 1, and the process runs on with its code as it was.
+#[test]
+fn a_faulting_or_hanging_module_leaves_the_attached_process_running() {
+    let cases = [
+        ("PT_INIT", "fault", "init_module() of"),
+        ("PT_INIT", "hang", "did not return within 2 s"),
+        ("PT_CLEANUP", "fault", "cleanup_module() of"),
+    ];
+    for (var, val, what) in cases {
+        let d = scratch(&format!("badmod-{var}-{val}"));
+        let flag = d.join("flag");
+        let mut c = Command::new(target("wait_file"));
+        c.arg(&flag).arg("60").arg("7").env(var, val);
+        let mut t = Proc::spawn(c);
+        let before = t.line();
+        let mut l = ptap();
+        l.arg("load")
+            .arg(support::module("badinit"))
+            .arg("-x")
+            .arg(t.pid().to_string())
+            .env("PTAP_INIT_TIMEOUT", "2");
+        let mut p = Proc::spawn(l);
+        assert_eq!(p.line(), "register=0", "{}", p.stderr());
+        let init = var == "PT_INIT";
+        if !init {
+            p.interrupt();
+        }
+        let st = p.wait();
+        let rest = p.rest();
+        let err = p.stderr();
+        assert_eq!(st.code(), Some(1), "{var}={val}: {rest:?}\n{err}");
+        assert!(err.contains(what), "{var}={val}: {err}");
+        if init {
+            assert!(err.contains("keeps running, unprobed"), "{err}");
+            assert!(rest.is_empty(), "cleanup_module() ran: {rest:?}");
+        } else {
+            assert_eq!(rest, vec!["cleanup hits>0=1"], "{err}");
+        }
+        target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
+        support::remove_snapshot(p.child.id());
+    }
+}
+
+/// A server that blocked every signal before starting its workers (and
+/// sigwaits in a thread of its own): ptap takes SIGTRAP and the other
+/// signals the runtime handles out of those threads' masks before the
+/// probes go in, so that a trap-path hit there does not kill the process.
+#[test]
+fn threads_that_block_every_signal_survive_trap_path_probes() {
+    let d = scratch("masked-threads");
+    let flag = d.join("flag");
+    let mut t = start_target("masked_threads", &flag, &[]);
+    assert_eq!(t.line(), "ready");
+    let prog = r#"global n
+        probe kprobe(work) { n++ }
+        probe timer.ms(10) { if (n >= 200) exit() }
+        probe end { printf("hits>=200: %d\n", n >= 200) }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    let st = p.wait();
+    let out = p.rest();
+    assert_eq!(st.code(), Some(0), "{out:?}\n{}", p.stderr());
+    assert_eq!(out, vec!["hits>=200: 1"], "{}", p.stderr());
+    assert!(t.alive(), "the target died: {}", t.stderr());
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(t.line(), "done calls>=1000: 1");
+    let st = t.wait();
+    assert_eq!(st.code(), Some(7), "{st:?}: {}", t.stderr());
+    support::remove_snapshot(p.child.id());
+}
+
+/// After the attach, the process's own calls that set masks
+/// (pthread_sigmask, sigprocmask) go through the runtime, which keeps
+/// SIGTRAP & co. out of them: the workers block every signal again and
+/// keep calling a trap-path function.
+#[test]
+fn masks_set_after_the_attach_never_block_the_trap_path() {
+    let d = scratch("masked-late");
+    let flag = d.join("flag");
+    let mut t = start_target("masked_threads", &flag, &["late"]);
+    assert_eq!(t.line(), "ready");
+    let prog = r#"global n, said
+        probe kprobe(work) { n++ }
+        probe timer.ms(10) { if (n >= 200 && !said) { said = 1; printf("ready\n") } }
+        probe end { printf("late calls counted: %d\n", n >= 2200) }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    assert_eq!(p.line(), "ready", "{}", p.stderr());
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(t.line(), "done calls>=1000: 1");
+    let st = t.wait();
+    assert_eq!(st.code(), Some(7), "{st:?}: {}", t.stderr());
+    let st = p.wait();
+    let out = p.rest();
+    assert_eq!(st.code(), Some(0), "{out:?}\n{}", p.stderr());
+    assert_eq!(out, vec!["late calls counted: 1"], "{}", p.stderr());
+    support::remove_snapshot(p.child.id());
+}

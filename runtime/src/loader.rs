@@ -16,7 +16,12 @@ use std::ffi::CString;
 use crate::session::{self, Session};
 use crate::{output, probes, signals, sys, threads, trap};
 
+pub mod fds;
+pub(crate) mod modcall;
+
 static MODULE_CLEANUP: AtomicUsize = AtomicUsize::new(0);
+/// The C module's path (for reports about its init and cleanup).
+static MODULE_PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 static SHUT: AtomicBool = AtomicBool::new(false);
 static FORK_PARENT_TID: AtomicI32 = AtomicI32::new(0);
 /// `ptap --no-follow`: forked children drop every probe, exec'ed
@@ -262,6 +267,12 @@ fn start(params: Params) {
     // returns go through libc's text (the syscall probes' exempt range).
     crate::syscall::sites::discover();
     trap::install();
+    // A program starts with the mask its parent had at exec (a blocked
+    // SIGTRAP would make the first trap-path hit fatal): the managed
+    // signals are unblocked (an injection's threads: by ptap).
+    let managed = trap::managed_mask();
+    // SAFETY: unblocking signals of this thread.
+    unsafe { sys::rt_sigprocmask(1, Some(&managed), None) };
     signals::ACTIVE.store(true, Ordering::Release);
     if !injected {
         signals::rescan();
@@ -273,7 +284,8 @@ fn start(params: Params) {
         libc::atexit(at_exit);
     }
     if let Some(m) = module {
-        if !load_module(&m, role, injected) {
+        let limit = modcall::init_timeout(params.get("PTAP_INIT_TIMEOUT"));
+        if !load_module(&m, role, injected, limit) {
             // Injected: the process runs on, with nothing registered.
             shutdown();
             return;
@@ -312,7 +324,12 @@ fn take_role() -> crate::script::attach::Role {
 // Not inlined: dump_stack() from init_module() names this frame (a test checks it).
 // False: an injected runtime (`injected`) could not arm its probes.
 #[inline(never)]
-fn load_module(path: &str, role: crate::script::attach::Role, injected: bool) -> bool {
+fn load_module(
+    path: &str,
+    role: crate::script::attach::Role,
+    injected: bool,
+    init_limit: u64,
+) -> bool {
     // A compiled script's probe module (ELF relocatable object written by
     // ptap's compiler): loaded by the runtime itself, no dlopen, no linker.
     if path.ends_with(".o") {
@@ -377,17 +394,44 @@ fn load_module(path: &str, role: crate::script::attach::Role, injected: bool) ->
         diag(&format!("ptap: module {path} has no init_module()\n"));
         return true;
     }
-    // SAFETY: init_module is `int init_module(void)`.
-    let r = unsafe { core::mem::transmute::<*mut libc::c_void, extern "C" fn() -> c_int>(init)() };
-    if r != 0 {
-        diag(&format!(
-            "ptap: init_module() of {path} returned {r}; the module is not loaded\n"
-        ));
-        probes::unregister_all();
-        return true;
+    let _ = MODULE_PATH.set(path.to_string());
+    // init_module is `int init_module(void)`: under the fault guard, with
+    // a time limit. On failure the caller shuts the runtime down: what the
+    // module registered is unregistered, and the process runs on unprobed.
+    let why = match modcall::call(init as usize, Some(init_limit)) {
+        modcall::Outcome::Returned(0) => {
+            MODULE_CLEANUP.store(cleanup as usize, Ordering::Release);
+            return true;
+        }
+        modcall::Outcome::Returned(r) => {
+            // A process the target execs (a shell, a helper) may lack what
+            // the module probes: only the target's own refusal is an error.
+            if role == crate::script::attach::Role::Target {
+                module_error();
+            }
+            format!("returned {r}")
+        }
+        modcall::Outcome::Faulted(f) => {
+            module_error();
+            format!("faulted ({f}) and was aborted")
+        }
+        modcall::Outcome::TimedOut(s) => {
+            module_error();
+            format!("did not return within {s} s (PTAP_INIT_TIMEOUT) and was abandoned")
+        }
+    };
+    diag(&format!(
+        "ptap: init_module() of {path} {why}; the module is unloaded: nothing is probed in pid {}\n",
+        sys::getpid()
+    ));
+    false
+}
+
+/// Tell ptap that the C module failed in this process.
+fn module_error() {
+    if let Some(s) = output::session() {
+        s.control().module_errors.fetch_add(1, Ordering::AcqRel);
     }
-    MODULE_CLEANUP.store(cleanup as usize, Ordering::Release);
-    true
 }
 
 /// cleanup_module + unregister everything, once per process.
@@ -398,8 +442,15 @@ pub fn shutdown() {
     crate::syscall::shutdown(); // syscall probes: no thread traps from here on
     let c = MODULE_CLEANUP.swap(0, Ordering::AcqRel);
     if c != 0 {
-        // SAFETY: cleanup_module is `void cleanup_module(void)`.
-        unsafe { core::mem::transmute::<usize, extern "C" fn()>(c)() };
+        // cleanup_module is `void cleanup_module(void)`, under the guard.
+        if let modcall::Outcome::Faulted(f) = modcall::call(c, None) {
+            module_error();
+            diag(&format!(
+                "ptap: cleanup_module() of {} faulted ({f}) and was aborted; the module's probes are removed in pid {}\n",
+                MODULE_PATH.get().map_or("the module", |p| p.as_str()),
+                sys::getpid()
+            ));
+        }
     }
     crate::script::attach::report_missed();
     probes::unregister_all();

@@ -239,7 +239,7 @@ struct Registry {
     /// Sites whose probes are all disabled: original byte in place.
     disarmed: std::collections::HashSet<u64>,
     mem_fd: i32,
-    mem_pid: i32,
+    mem_id: crate::loader::fds::Ident,
     /// int3s of a batch (register_kprobes), written together at its end.
     deferred_int3: Vec<u64>,
 }
@@ -269,7 +269,7 @@ fn with_reg<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
         rets: HashMap::new(),
         disarmed: std::collections::HashSet::new(),
         mem_fd: -1,
-        mem_pid: 0,
+        mem_id: Default::default(),
         deferred_int3: Vec::new(),
     });
     f(r)
@@ -294,17 +294,10 @@ fn poke(reg: &mut Registry, addr: u64, bytes: &[u8]) -> Result<(), i32> {
         };
         return Ok(());
     }
-    if reg.mem_fd < 0 || reg.mem_pid != pid {
-        // After fork an inherited fd still names the parent's memory: reopen.
-        if reg.mem_fd >= 0 {
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(reg.mem_fd) };
-        }
-        // SAFETY: valid C string.
-        reg.mem_fd =
-            unsafe { libc::open(c"/proc/self/mem".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-        reg.mem_pid = pid;
-    }
+    // A high descriptor, checked before use: reopened after fork (an
+    // inherited one names the parent's memory) or when the target closed
+    // it (never written to if the target reused its number).
+    reg.mem_fd = crate::loader::fds::proc_self_mem(reg.mem_fd, &mut reg.mem_id);
     if reg.mem_fd >= 0 {
         // SAFETY: the caller decided to patch these bytes.
         let r = unsafe { sys::pwrite(reg.mem_fd, bytes, addr) };

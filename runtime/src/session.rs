@@ -125,6 +125,9 @@ pub struct Control {
     /// and since when (CLOCK_MONOTONIC ns, 0 = not waiting).
     pub stall_pos: AtomicU64,
     pub stall_since: AtomicU64,
+    /// A C module's init_module() or cleanup_module() failed (faulted,
+    /// overran its time, or init returned an error) in a process.
+    pub module_errors: AtomicU32,
 }
 
 const _: () = assert!(core::mem::size_of::<Control>() <= CONTROL_SIZE);

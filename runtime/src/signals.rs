@@ -13,8 +13,18 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering
 use crate::sys;
 use crate::trap::{managed, managed_mask, USER_ACT};
 
+mod got;
+mod masks;
+pub(crate) mod onstack;
+
 /// Set by the runtime constructor once its handlers are installed.
 pub static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Injected into a running process (`ptap -x`): the interposers are
+/// reached through redirected GOT entries only (see `got`), so handlers are
+/// not wrapped (a call that bypasses the redirection would see the
+/// wrapper); masks still lose the managed signals.
+static INJECTED: AtomicBool = AtomicBool::new(false);
 
 /// Set when the target has a handler function for an asynchronous signal
 /// that the runtime could not wrap (see [`wrapper`]): only then can such a
@@ -267,7 +277,7 @@ fn wrap_existing_handlers() {
             handler: wrapper as *const () as usize,
             flags: wrapper_flags(old.flags),
             restorer: old.restorer,
-            mask: old.mask,
+            mask: old.mask & !managed_mask(),
         };
         // SAFETY: the same action with our handler (and its own restorer).
         if unsafe { sys::rt_sigaction(sig, Some(&k), None) } != 0 {
@@ -319,6 +329,21 @@ pub unsafe extern "C" fn sigaction(
     act: *const libc::sigaction,
     old: *mut libc::sigaction,
 ) -> c_int {
+    // SAFETY: forwarding.
+    unsafe { sigaction_impl(sig, act, old) }
+}
+
+/// The interposed sigaction, at an address of its own (a reference to the
+/// exported symbol from inside the runtime binds to the first definition
+/// in the process, which is libc's when the runtime was injected).
+///
+/// # Safety
+/// Same contract as sigaction(2).
+unsafe extern "C" fn sigaction_impl(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
     if ACTIVE.load(Ordering::Acquire) && managed(sig) {
         let (h, f, m) = user_get(sig);
         // SAFETY: caller-provided pointers (NULL or valid).
@@ -343,8 +368,19 @@ pub unsafe extern "C" fn sigaction(
     }
     // SAFETY: the next definition of sigaction.
     let real = unsafe { core::mem::transmute::<usize, SigactionFn>(real) };
+    if ACTIVE.load(Ordering::Acquire) && INJECTED.load(Ordering::Acquire) && !act.is_null() {
+        // Injected: the action as given, without the managed signals in
+        // its mask (a query then shows the narrower mask).
+        // SAFETY: `act` points to a sigaction; forwarding a local copy.
+        unsafe {
+            let mut k: libc::sigaction = *act;
+            *(core::ptr::addr_of_mut!(k.sa_mask) as *mut u64) &= !managed_mask();
+            return real(sig, &k, old);
+        }
+    }
     if !ACTIVE.load(Ordering::Acquire)
         || !wrappable(sig)
+        || INJECTED.load(Ordering::Acquire)
         || OWNER.load(Ordering::Acquire) != sys::getpid()
     {
         // SAFETY: forwarding the caller's pointers.
@@ -368,6 +404,10 @@ pub unsafe extern "C" fn sigaction(
             wrapped_set(sig, (*act).sa_sigaction, flags, m);
             k.sa_sigaction = wrapper as *const () as usize;
             k.sa_flags = wrapper_flags(flags) as u32 as c_int;
+            // The managed signals stay deliverable while the handler runs
+            // (a probe hit in it with SIGTRAP blocked would kill the
+            // process); the target's own mask is what queries report.
+            *(core::ptr::addr_of_mut!(k.sa_mask) as *mut u64) = m & !managed_mask();
             let r = real(sig, &k, old);
             if r != 0 {
                 wrapped_set(sig, prev.0, prev.1, prev.2);
@@ -387,6 +427,8 @@ pub unsafe extern "C" fn sigaction(
             let own = (sys::SA_SIGINFO | SA_RESETHAND) as u32 as c_int;
             (*old).sa_sigaction = prev.0;
             (*old).sa_flags = ((*old).sa_flags & !own) | (prev.1 as u32 as c_int & own);
+            let km = core::ptr::addr_of_mut!((*old).sa_mask) as *mut u64;
+            *km = (*km & !managed_mask()) | (prev.2 & managed_mask());
         }
         0
     }
@@ -396,6 +438,13 @@ pub unsafe extern "C" fn sigaction(
 /// Same contract as signal(3).
 #[no_mangle]
 pub unsafe extern "C" fn signal(sig: c_int, handler: usize) -> usize {
+    // SAFETY: forwarding.
+    unsafe { signal_impl(sig, handler) }
+}
+
+/// # Safety
+/// Same contract as signal(3).
+unsafe extern "C" fn signal_impl(sig: c_int, handler: usize) -> usize {
     if ACTIVE.load(Ordering::Acquire) && managed(sig) {
         let (h, _, _) = user_get(sig);
         user_set(sig, handler, sys::SA_RESTART, 0);
@@ -405,7 +454,7 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: usize) -> usize {
         set_errno(libc::EINVAL);
         return usize::MAX; // SIG_ERR
     }
-    if ACTIVE.load(Ordering::Acquire) && wrappable(sig) {
+    if ACTIVE.load(Ordering::Acquire) && wrappable(sig) && !INJECTED.load(Ordering::Acquire) {
         // BSD semantics, as glibc's signal(): SA_RESTART, the signal
         // blocked while its handler runs; through sigaction (the wrapper).
         // SAFETY: zeroed sigaction is valid; sigaction above with locals.
@@ -415,7 +464,7 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: usize) -> usize {
             act.sa_flags = libc::SA_RESTART;
             *(core::ptr::addr_of_mut!(act.sa_mask) as *mut u64) = sys::sigbit(sig);
             let mut old: libc::sigaction = core::mem::zeroed();
-            if sigaction(sig, &act, &mut old) != 0 {
+            if sigaction_impl(sig, &act, &mut old) != 0 {
                 return usize::MAX; // SIG_ERR
             }
             return old.sa_sigaction;
@@ -469,6 +518,28 @@ pub unsafe extern "C" fn sigprocmask(
 }
 
 /// # Safety
+/// Same contract as sigprocmask(2).
+unsafe extern "C" fn sigprocmask_impl(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    // SAFETY: forwarding.
+    unsafe { masked_call(&REAL_SIGPROCMASK, c"sigprocmask", how, set, old) }
+}
+
+/// # Safety
+/// Same contract as pthread_sigmask(3).
+unsafe extern "C" fn pthread_sigmask_impl(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    // SAFETY: forwarding.
+    unsafe { masked_call(&REAL_PTHREAD_SIGMASK, c"pthread_sigmask", how, set, old) }
+}
+
+/// # Safety
 /// Same contract as pthread_sigmask(3).
 #[no_mangle]
 pub unsafe extern "C" fn pthread_sigmask(
@@ -488,7 +559,41 @@ pub unsafe extern "C" fn pthread_sigmask(
 pub fn prime_injected() {
     OWNER.store(sys::getpid(), Ordering::Release);
     ASYNC_HANDLERS.store(true, Ordering::Release);
+    INJECTED.store(true, Ordering::Release);
+    unmask_existing_handlers();
     resolve_next();
+    let n = got::hook_injected();
+    if crate::probes::VERBOSE.load(Ordering::Relaxed) {
+        crate::output::diag(
+            format!(
+                "ptap: {n} call(s) of signal mask and action functions redirected to the runtime\n"
+            )
+            .as_bytes(),
+        );
+    }
+}
+
+/// The target's handlers installed before an injection keep their actions,
+/// but their masks lose the managed signals (a probe hit inside one with
+/// SIGTRAP blocked would kill the process). A later query shows the
+/// narrower mask.
+fn unmask_existing_handlers() {
+    for sig in 1..=64 {
+        if !wrappable(sig) {
+            continue;
+        }
+        let mut old = sys::KSigaction::default();
+        // SAFETY: query, then the same action with a narrower mask.
+        unsafe {
+            if sys::rt_sigaction(sig, None, Some(&mut old)) == 0
+                && old.handler > 1
+                && old.mask & managed_mask() != 0
+            {
+                old.mask &= !managed_mask();
+                sys::rt_sigaction(sig, Some(&old), None);
+            }
+        }
+    }
 }
 
 /// Once the interposers are active: wrap what another thread installed
@@ -506,6 +611,7 @@ pub fn prime() {
 }
 
 fn resolve_next() {
+    masks::resolve();
     next(c"sigaction", &REAL_SIGACTION);
     next(c"signal", &REAL_SIGNAL);
     next(c"sigprocmask", &REAL_SIGPROCMASK);

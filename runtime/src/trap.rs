@@ -234,6 +234,33 @@ pub unsafe fn guarded(
     }
 }
 
+/// Abandon the guarded call running on this thread, from a signal handler
+/// that interrupted it: `uc` resumes at the guard's recovery point, as
+/// after a fault (the guarded call returns None). Not while a probe
+/// handler runs on top of it (false: ask again later).
+///
+/// # Safety
+/// `ts` is this thread's slot; `uc` the kernel's context of the running
+/// signal handler.
+pub(crate) unsafe fn abandon_guarded(ts: *mut ThreadState, uc: *mut Uc) -> bool {
+    // SAFETY: contract.
+    unsafe {
+        if (*ts).guard.active == 0 || (*ts).in_handler != 0 {
+            return false;
+        }
+        let g = &mut (*ts).guard;
+        g.active = 0;
+        g.faulted = 1;
+        g.fault_trapno = u64::MAX;
+        g.fault_ip = greg(uc, libc::REG_RIP);
+        g.fault_addr = 0;
+        set_greg(uc, libc::REG_RSP, g.saved_rsp);
+        set_greg(uc, libc::REG_RIP, ptap_rt_guard_recover as *const () as u64);
+        set_greg(uc, libc::REG_RAX, 0);
+    }
+    true
+}
+
 // ------------------------------------------------------------ ucontext <-> regs
 
 type Uc = libc::ucontext_t;
@@ -984,6 +1011,11 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
     let uc = ucv as *mut Uc;
     // SAFETY: kernel-provided pointers.
     let code = unsafe { (*info).si_code };
+    // A module's init_module() that overran its time (see loader).
+    // SAFETY: kernel-provided pointers.
+    if code == -1 && unsafe { crate::loader::modcall::abandon_request(info, uc) } {
+        return;
+    }
     let rip = greg(uc, libc::REG_RIP);
     let ts = threads::current();
     // SAFETY: ts is ours when Some; uc is the kernel's.
@@ -1222,23 +1254,30 @@ pub unsafe fn chain(sig: c_int, info: *mut libc::siginfo_t, uc: *mut Uc, orig: O
             if flags & sys::SA_NODEFER == 0 {
                 m |= sys::sigbit(sig);
             }
-            m &= !managed_mask() | sys::sigbit(sig);
+            // The managed signals stay deliverable while the target's
+            // handler runs (a probe hit in it with SIGTRAP blocked would be
+            // fatal, a trapped system call with SIGSYS blocked too), even
+            // in the target's own SIGTRAP or SIGSYS handler: it behaves as
+            // if installed with SA_NODEFER. The fault signals keep their
+            // own block (a fault in the target's fault handler is fatal,
+            // as without ptap).
+            let syscall_trap = crate::syscall::handler::SIGSYS;
+            let own = if sig == SIGTRAP || sig == syscall_trap {
+                0
+            } else {
+                sys::sigbit(sig)
+            };
+            m &= !managed_mask() | own;
             // SAFETY: setting our own mask for the duration of the target's handler.
             unsafe { sys::rt_sigprocmask(2, Some(&m), None) };
             if flags & sys::SA_RESETHAND != 0 {
                 a[0].store(0, Ordering::Release);
             }
-            // SAFETY: the target installed this handler for this signal.
+            // SAFETY: the target installed this handler for this signal;
+            // on its alternate stack if it asked for one (SA_ONSTACK).
             unsafe {
-                if flags & sys::SA_SIGINFO != 0 {
-                    let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
-                        core::mem::transmute(h);
-                    f(sig, info, uc as *mut c_void);
-                } else {
-                    let f: extern "C" fn(c_int) = core::mem::transmute(h);
-                    f(sig);
-                }
-            }
+                crate::signals::onstack::call_handler(h, flags, sig, info, uc as *mut c_void)
+            };
         }
     }
 }

@@ -1,0 +1,151 @@
+//! A C module's init_module() and cleanup_module() run under the same fault
+//! guard as probe handlers: a fault aborts the call (the module is then
+//! taken out: everything it registered is unregistered) instead of killing
+//! the process. init_module() also has a time limit (`PTAP_INIT_TIMEOUT`
+//! seconds, default 10): a watchdog thread then abandons the call (a
+//! queued SIGSEGV whose handler resumes the thread at the guard's recovery
+//! point, as after a fault), and the process runs on unprobed.
+
+use core::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use crate::{output, sys, threads, trap};
+
+/// si_value of the SIGSEGV (si_code SI_QUEUE, our pid) that abandons the
+/// guarded init_module() of thread [`INIT_TID`].
+const ABANDON_MAGIC: u64 = 0x7074_6170_696e_6974;
+/// The thread running a timed init_module() (0: none).
+static INIT_TID: AtomicI32 = AtomicI32::new(0);
+
+/// How a module function call ended.
+pub enum Outcome {
+    Returned(i32),
+    /// Aborted by a fault: the guard's description of it.
+    Faulted(String),
+    /// Abandoned after the time limit.
+    TimedOut(u64),
+}
+
+/// The time limit of init_module() from `PTAP_INIT_TIMEOUT` (seconds).
+pub fn init_timeout(v: Option<String>) -> u64 {
+    v.and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(10)
+}
+
+/// Call the module function `f` (`int f(void)` or `void f(void)`) under
+/// the fault guard, abandoned after `limit_s` seconds when given.
+pub fn call(f: usize, limit_s: Option<u64>) -> Outcome {
+    let Some(ts) = threads::current() else {
+        // No thread slot (table full): unguarded, as before.
+        // SAFETY: f is the module's function of that signature.
+        let r = unsafe { core::mem::transmute::<usize, extern "C" fn() -> i32>(f)() };
+        return Outcome::Returned(r);
+    };
+    let tid = sys::gettid();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = limit_s.map(|secs| {
+        INIT_TID.store(tid, Ordering::Release);
+        let _untraced = crate::syscall::Untraced::new();
+        std::thread::Builder::new()
+            .name("ptap-init-wd".into())
+            .spawn(move || {
+                if done_rx.recv_timeout(Duration::from_secs(secs)).is_ok() {
+                    return false;
+                }
+                // Ask until the call is abandoned (not while a probe
+                // handler runs on top of it) or returns.
+                loop {
+                    send_abandon(tid);
+                    match done_rx.recv_timeout(Duration::from_millis(100)) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                        _ => return true,
+                    }
+                }
+            })
+    });
+    // SAFETY: ts is this thread's slot; f takes no argument (the guard's
+    // three are ignored by a function of no parameters).
+    let r = unsafe { trap::guarded(ts, f, 0, 0, 0) };
+    INIT_TID.store(0, Ordering::Release);
+    let _ = done_tx.send(());
+    let timed_out = match watchdog {
+        Some(Ok(h)) => h.join().unwrap_or(false),
+        _ => false,
+    };
+    match r {
+        Some(v) => Outcome::Returned(v as i32),
+        None if timed_out => Outcome::TimedOut(limit_s.unwrap_or(0)),
+        None => {
+            // SAFETY: this thread's slot; the guard kept the fault's details.
+            let (trapno, ip, addr) = unsafe {
+                let g = &(*ts).guard;
+                (g.fault_trapno, g.fault_ip, g.fault_addr)
+            };
+            let mut data = [0u8; 256];
+            let mut b = crate::fmt::Buf {
+                data: &mut data,
+                len: 0,
+            };
+            b.extend(b"trap ");
+            output::push_dec(&mut b, trapno);
+            b.extend(b", address ");
+            output::push_hex(&mut b, addr);
+            b.extend(b", ip ");
+            crate::symbols::symbolize(ip, &mut b);
+            Outcome::Faulted(String::from_utf8_lossy(b.as_bytes()).into_owned())
+        }
+    }
+}
+
+fn send_abandon(tid: i32) {
+    let pid = sys::getpid();
+    let mut info = [0u8; 128];
+    info[0..4].copy_from_slice(&trap::SIGSEGV.to_le_bytes());
+    info[8..12].copy_from_slice(&(-1i32).to_le_bytes()); // SI_QUEUE
+    info[16..20].copy_from_slice(&pid.to_le_bytes());
+    info[24..32].copy_from_slice(&ABANDON_MAGIC.to_le_bytes());
+    // SAFETY: rt_tgsigqueueinfo(tgid, tid, sig, &info) to our own thread.
+    unsafe {
+        sys::syscall6(
+            297,
+            pid as usize,
+            tid as usize,
+            trap::SIGSEGV as usize,
+            info.as_ptr() as usize,
+            0,
+            0,
+        )
+    };
+}
+
+/// From the SIGSEGV handler, for a queued SIGSEGV: is it the watchdog's
+/// request? Then the guarded init_module() of this thread is abandoned
+/// (or, while a probe handler runs on top of it, left for the next
+/// request). True when the signal was the watchdog's.
+///
+/// # Safety
+/// Kernel-provided arguments of the running SIGSEGV handler.
+pub(crate) unsafe fn abandon_request(
+    info: *mut libc::siginfo_t,
+    uc: *mut libc::ucontext_t,
+) -> bool {
+    // SAFETY: for SI_QUEUE the sender's pid is at +16 and the value at +24.
+    let (pid, val) = unsafe {
+        let base = info as *const u8;
+        (
+            core::ptr::read(base.add(16) as *const i32),
+            core::ptr::read(base.add(24) as *const u64),
+        )
+    };
+    if val != ABANDON_MAGIC || pid != sys::getpid() {
+        return false;
+    }
+    if INIT_TID.load(Ordering::Acquire) == sys::gettid() {
+        if let Some(ts) = threads::current() {
+            // SAFETY: this thread's slot; uc is the kernel's context.
+            unsafe { trap::abandon_guarded(ts, uc) };
+        }
+    }
+    true
+}
