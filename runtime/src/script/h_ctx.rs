@@ -158,10 +158,10 @@ pub(super) unsafe extern "C" fn syscall_name(ctx: *mut ProbeCtx, dst: *mut u8, c
 /// `dst` valid for `cap` bytes.
 pub(super) unsafe extern "C" fn usymname(_: *mut ProbeCtx, addr: i64, dst: *mut u8, cap: i64) {
     let found =
-        crate::symbols::current().and_then(|idx| crate::symbols::containing(idx, addr as u64));
+        crate::symbols::current().and_then(|idx| crate::symbols::containing_at(idx, addr as u64));
     match found {
         // SAFETY: caller contract.
-        Some((_, s)) => unsafe { put(dst, cap, s.name.as_bytes()) },
+        Some((o, i)) => unsafe { put(dst, cap, o.display_name(i).as_bytes()) },
         None => {
             let mut tmp = [0u8; 18];
             let mut b = crate::fmt::Buf {
