@@ -1,6 +1,7 @@
 //! Demangled names in what the target prints: backtraces and usymname()
 //! (the spec file tests/spec/names.spec covers point resolution).
 mod support;
+use std::path::Path;
 use std::time::Duration;
 use support::*;
 
@@ -41,4 +42,61 @@ fn rust_backtrace_and_usymname_show_demangled_names() {
         "{out:?}"
     );
     assert!(out.stdout.contains("] rs_names::main+0x"), "{out:?}");
+}
+
+#[test]
+fn debug_info_found_by_build_id() {
+    // A stripped copy of the target whose debug info is only under
+    // PTAP_DEBUG_ROOT/.build-id/xx/yyyy.debug (as /usr/lib/debug is laid out
+    // by Debian's -dbgsym packages).
+    let split = compile("rettypes.debuglink");
+    let dir = out_dir().join("buildid");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("rettypes");
+    let st = std::process::Command::new("objcopy")
+        .arg("--remove-section=.gnu_debuglink")
+        .arg(&split)
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let notes = std::process::Command::new("readelf")
+        .arg("-n")
+        .arg(&bin)
+        .output()
+        .unwrap();
+    let notes = String::from_utf8_lossy(&notes.stdout);
+    let id = notes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .expect("no build id")
+        .trim()
+        .to_string();
+    let under = dir.join("root/.build-id").join(&id[..2]);
+    std::fs::create_dir_all(&under).unwrap();
+    std::fs::copy(
+        split.with_extension("debuglink.debug"),
+        under.join(format!("{}.debug", &id[2..])),
+    )
+    .unwrap();
+    let run = |root: &Path| {
+        let mut c = ptap();
+        c.env("PTAP_DEBUG_ROOT", root)
+            .arg("-e")
+            .arg("probe kretprobe(neg) { print($return) }")
+            .arg("-c")
+            .arg(format!("{} 2", bin.display()));
+        run_cmd(c, Duration::from_secs(120))
+    };
+    let out = run(&dir.join("root"));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("-1\n-2\n"), "{out:?}");
+    let out = run(&dir.join("elsewhere"));
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("no debug information for function `neg`"),
+        "{out:?}"
+    );
 }

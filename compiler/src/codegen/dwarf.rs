@@ -72,6 +72,23 @@ impl Debug {
         let data =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+        if file.section_by_name(".debug_info").is_none() {
+            if let Some(sep) = separate_debug_file(path, &file) {
+                return Debug::load_file(&sep);
+            }
+        }
+        Debug::from_object(&file)
+    }
+
+    /// A separate debug file (no further redirection).
+    fn load_file(path: &Path) -> Result<Debug, String> {
+        let data =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+        Debug::from_object(&file)
+    }
+
+    fn from_object(file: &object::File<'_>) -> Result<Debug, String> {
         let endian = if file.is_little_endian() {
             RunTimeEndian::Little
         } else {
@@ -124,7 +141,7 @@ impl Debug {
                     let reg = self.entry_reg(&u, e, *pc, is_param.then_some(index))?;
                     return Ok(VarLoc { reg, size, signed });
                 }
-                if e.tag() != dw::DW_TAG_subprogram || self.name(&u, e)?.as_deref() != Some(func) {
+                if e.tag() != dw::DW_TAG_subprogram || !self.is_function(&u, e, func)? {
                     continue;
                 }
                 let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
@@ -142,6 +159,84 @@ impl Debug {
         } else {
             format!("no debug information for function `{func}` (compile the target with -g)")
         })
+    }
+
+    /// The return type of function `func` (as a point names it: its name,
+    /// symbol or demangled name): Ok(None) for `void`. Every definition
+    /// that matches (overloads, copies) must agree.
+    pub(crate) fn return_type(&self, func: &str) -> Result<Option<(u8, bool)>, String> {
+        let mut units = self.dwarf.units();
+        let mut found: Option<Option<(u8, bool)>> = None;
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut cursor = unit.entries();
+            while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
+                if e.tag() != dw::DW_TAG_subprogram
+                    || e.attr_value(dw::DW_AT_low_pc).map_err(err)?.is_none()
+                    || !self.is_function(&u, e, func)?
+                {
+                    continue;
+                }
+                let t = match self.type_of(&u, e)? {
+                    None => None,
+                    Some(_) => Some(
+                        self.scalar_type(&u, e)
+                            .map_err(|why| format!("the return value of `{func}`: {why}"))?,
+                    ),
+                };
+                if found.is_some_and(|f| f != t) {
+                    return Err(format!(
+                        "the functions named `{func}` return different types"
+                    ));
+                }
+                found = Some(t);
+            }
+        }
+        found.ok_or_else(|| {
+            format!("no debug information for function `{func}` (compile the target with -g)")
+        })
+    }
+
+    /// Is this subprogram the function a point names? Its DWARF name, or
+    /// its linkage (symbol) name, mangled or demangled (`ptap_rt::names`,
+    /// as the points are resolved).
+    fn is_function(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        func: &str,
+    ) -> Result<bool, String> {
+        let linkage = self.linkage_name(u, e)?;
+        let Some(l) = linkage else {
+            return Ok(self.name(u, e)?.as_deref() == Some(func));
+        };
+        let d = ptap_rt::names::demangle(&l);
+        Ok(ptap_rt::names::match_name(func, &l, d.as_deref()).is_some())
+    }
+
+    /// A subprogram's linkage name, directly or through its abstract
+    /// origin / specification.
+    fn linkage_name(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+    ) -> Result<Option<String>, String> {
+        for at in [dw::DW_AT_linkage_name, dw::DW_AT_MIPS_linkage_name] {
+            if let Some(n) = e.attr_value(at).map_err(err)? {
+                let s = u.attr_string(n).map_err(err)?;
+                return Ok(Some(
+                    String::from_utf8_lossy(&s.to_slice().map_err(err)?).into_owned(),
+                ));
+            }
+        }
+        for at in [dw::DW_AT_abstract_origin, dw::DW_AT_specification] {
+            if let Some(AttributeValue::UnitRef(off)) = e.attr_value(at).map_err(err)? {
+                let origin = u.entry(off).map_err(err)?;
+                return self.linkage_name(u, &origin);
+            }
+        }
+        Ok(None)
     }
 
     /// A DIE's name, directly or through its abstract origin / specification.
@@ -264,12 +359,52 @@ impl Debug {
         if let Some(AttributeValue::UnitRef(o)) = e.attr_value(dw::DW_AT_type).map_err(err)? {
             return Ok(Some(o));
         }
-        if let Some(AttributeValue::UnitRef(o)) =
-            e.attr_value(dw::DW_AT_abstract_origin).map_err(err)?
-        {
-            let origin = u.entry(o).map_err(err)?;
-            return self.type_of(u, &origin);
+        for at in [dw::DW_AT_abstract_origin, dw::DW_AT_specification] {
+            if let Some(AttributeValue::UnitRef(o)) = e.attr_value(at).map_err(err)? {
+                let origin = u.entry(o).map_err(err)?;
+                return self.type_of(u, &origin);
+            }
         }
         Ok(None)
     }
+}
+
+/// The separate debug file of an object without `.debug_info`, where GDB
+/// looks for it: `/usr/lib/debug/.build-id/xx/yyyy.debug` (its GNU build
+/// id), then its `.gnu_debuglink` name next to it, in `.debug/` beside it,
+/// and under `/usr/lib/debug` + its directory (the link's CRC is checked).
+pub(crate) fn separate_debug_file(
+    path: &Path,
+    file: &object::File<'_>,
+) -> Option<std::path::PathBuf> {
+    let root = std::env::var_os("PTAP_DEBUG_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/lib/debug".into());
+    if let Ok(Some(id)) = file.build_id() {
+        if id.len() >= 2 {
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            let p = root
+                .join(".build-id")
+                .join(&hex[..2])
+                .join(format!("{}.debug", &hex[2..]));
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let (name, crc) = file.gnu_debuglink().ok()??;
+    let name = Path::new(std::str::from_utf8(name).ok()?);
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = real.parent()?;
+    let candidates = [
+        dir.join(name),
+        dir.join(".debug").join(name),
+        root.join(dir.strip_prefix("/").unwrap_or(dir)).join(name),
+    ];
+    candidates.into_iter().find(|c| {
+        c.is_file()
+            && std::fs::read(c)
+                .map(|d| crc32fast::hash(&d) == crc)
+                .unwrap_or(false)
+    })
 }

@@ -54,6 +54,65 @@ fn entry_function(kind: &PointKind, at_entry: bool) -> Option<&str> {
     }
 }
 
+/// The function a kretprobe point returns from.
+fn returning_function(kind: &PointKind) -> Option<&str> {
+    match kind {
+        PointKind::Kretprobe {
+            target:
+                Target::Symbol {
+                    module: None,
+                    name,
+                    offset: 0,
+                },
+            ..
+        } => Some(name),
+        _ => None,
+    }
+}
+
+/// `$return` (and `ret` typed by DWARF): the return register with the
+/// size and signedness of the function's return type, the same at every
+/// point of the probe.
+fn return_loc(d: &Debug, p: &Probe) -> Result<VarLoc, String> {
+    let mut loc: Option<VarLoc> = None;
+    for pt in &p.points {
+        let Some(func) = returning_function(&pt.kind) else {
+            return Err(format!(
+                "only available in a kretprobe of a named function, not in {}",
+                pt.text
+            ));
+        };
+        let Some((size, signed)) = d.return_type(func)? else {
+            return Err(format!("`{func}` returns void"));
+        };
+        let l = VarLoc {
+            reg: ptap_arch::regs::offset::AX,
+            size,
+            signed,
+        };
+        if loc.is_some_and(|x| x != l) {
+            return Err("the probe's functions return different types".into());
+        }
+        loc = Some(l);
+    }
+    loc.ok_or_else(|| "the probe has no point".to_string())
+}
+
+/// Does the probe's body read `ret`?
+fn uses_ret(p: &Probe) -> bool {
+    let mut found = false;
+    let mut f = |e: &ptap_lang::checked::Expr| {
+        if matches!(
+            e.kind,
+            ExprKind::Context(ptap_lang::checked::ContextValue::Ret)
+        ) {
+            found = true;
+        }
+    };
+    p.body.iter().for_each(|s| walk_stmt(s, &mut f));
+    found
+}
+
 fn resolve(
     debug: &mut Option<Result<Debug, String>>,
     exe: Option<&Path>,
@@ -63,7 +122,7 @@ fn resolve(
 ) -> Result<HashMap<String, VarLoc>, CodegenError> {
     let mut out = HashMap::new();
     for (name, span) in vars {
-        let fail = |why: String| CodegenError::Unsupported {
+        let fail = |why: String| CodegenError::TargetVar {
             what: format!("`${name}`: {why}"),
             span: *span,
         };
@@ -77,6 +136,11 @@ fn resolve(
             Ok(d) => d,
             Err(e) => return Err(fail(e.clone())),
         };
+        if name == "return" && !at_entry {
+            let l = return_loc(d, p).map_err(fail)?;
+            out.insert(name.clone(), l);
+            continue;
+        }
         let mut loc: Option<VarLoc> = None;
         for pt in &p.points {
             let Some(func) = entry_function(&pt.kind, at_entry) else {
@@ -110,7 +174,18 @@ pub(crate) fn resolve_all(
     for p in &script.probes {
         let body = used(|mut f| p.body.iter().for_each(|s| walk_stmt(s, &mut f)));
         let entry = used(|mut f| p.entry_exprs.iter().for_each(|e| walk_expr(e, &mut f)));
-        let b = resolve(&mut debug, exe, p, &body, false)?;
+        let mut b = resolve(&mut debug, exe, p, &body, false)?;
+        // `ret` of a kretprobe takes the function's DWARF return type when
+        // the target has debug information for it (else the raw register).
+        if !b.contains_key("return") && uses_ret(p) {
+            if let Some(exe) = exe {
+                if let Ok(d) = debug.get_or_insert_with(|| Debug::load(exe)) {
+                    if let Ok(l) = return_loc(d, p) {
+                        b.insert("return".to_string(), l);
+                    }
+                }
+            }
+        }
         let e = resolve(&mut debug, exe, p, &entry, true)?;
         all.push((b, e));
     }
