@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod driver;
 mod inject;
+mod listing;
 mod load;
 mod points;
 mod run;
@@ -118,6 +119,15 @@ pub struct ScriptOpts {
     #[arg(short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
 
+    /// List the functions POINT selects (`kprobe(f*)`, `"ns::*"`, `sys_*`) in
+    /// the program of -c CMD, -x PID, or the path given as the first argument.
+    #[arg(short = 'l', value_name = "POINT", conflicts_with = "list_vars")]
+    pub list: Option<String>,
+
+    /// As -l, with each function's variables and their types (from its debug information).
+    #[arg(short = 'L', value_name = "POINT")]
+    pub list_vars: Option<String>,
+
     /// Module name for -p4.
     #[arg(short = 'm', value_name = "NAME")]
     pub module: Option<String>,
@@ -172,6 +182,9 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Load(opts)) => load::run(opts),
         Some(Command::Run(opts)) => driver::run_module(opts),
+        None if cli.script.list.is_some() || cli.script.list_vars.is_some() => {
+            listing::run(&cli.script)
+        }
         None => driver::run(&cli.script),
     }
 }

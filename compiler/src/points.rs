@@ -379,6 +379,95 @@ impl Images {
     }
 }
 
+/// One function a listing (`ptap -l`) shows.
+pub struct Listed {
+    /// How messages name its object.
+    pub label: String,
+    pub path: PathBuf,
+    pub is_main: bool,
+    /// The symbol.
+    pub symbol: String,
+    /// The name to write in a point (demangled for C++ and Rust).
+    pub name: String,
+    /// The demangled name with its parameters (C++), else `name`.
+    pub full: String,
+    /// Link-time address.
+    pub addr: u64,
+}
+
+impl Images {
+    /// The functions `query` (a name, or a wildcard when `pattern`)
+    /// selects in the objects `module` names, as [`Images::resolve`]
+    /// selects them.
+    pub fn list(
+        &self,
+        module: &Option<ModuleSpec>,
+        query: &str,
+        pattern: bool,
+    ) -> Result<Vec<Listed>, String> {
+        let listed = |img: &Image, s: &Sym| {
+            let d = names::demangle(&s.name);
+            let name = d
+                .clone()
+                .unwrap_or_else(|| s.name.split('@').next().unwrap_or(&s.name).to_string());
+            Listed {
+                label: img.label.clone(),
+                path: img.path.clone(),
+                is_main: std::ptr::eq(img, self.main()),
+                symbol: s.name.clone(),
+                full: names::demangle_full(&s.name).unwrap_or_else(|| name.clone()),
+                name,
+                addr: s.addr,
+            }
+        };
+        let mut out: Vec<Listed> = Vec::new();
+        if pattern {
+            for img in self.matching(module) {
+                let mut seen: Vec<u64> = Vec::new();
+                for s in img.syms() {
+                    if s.size > 0 && !seen.contains(&s.addr) && pattern_selects(query, &s.name) {
+                        seen.push(s.addr);
+                        out.push(listed(img, s));
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        for img in self.matching(module) {
+            if let Some(s) = img
+                .syms()
+                .iter()
+                .find(|s| s.name == query || s.name.split('@').next() == Some(query))
+            {
+                return Ok(vec![listed(img, s)]);
+            }
+        }
+        for img in self.matching(module) {
+            let syms = img.syms();
+            let hits = names::select_demangled(
+                query,
+                syms.iter().enumerate().map(|(i, s)| (i, s.name.as_str())),
+            );
+            if hits.is_empty() {
+                continue;
+            }
+            if let Some(why) = names::ambiguity(query, &hits) {
+                return Err(format!("{why} (in {})", img.label));
+            }
+            let mut seen: Vec<u64> = Vec::new();
+            for h in hits {
+                let s = &syms[h.index];
+                if !seen.contains(&s.addr) {
+                    seen.push(s.addr);
+                    out.push(listed(img, s));
+                }
+            }
+            return Ok(out);
+        }
+        Ok(out)
+    }
+}
+
 impl Image {
     fn syms(&self) -> &[Sym] {
         self.syms.get_or_init(|| function_symbols(&self.data))

@@ -100,3 +100,98 @@ fn debug_info_found_by_build_id() {
         "{out:?}"
     );
 }
+
+fn listing(args: &[&str]) -> Output {
+    let mut c = ptap();
+    c.args(args);
+    run_cmd(c, Duration::from_secs(120))
+}
+
+#[test]
+fn list_points_of_a_program() {
+    let bin = target("rettypes");
+    // The executable named like a library: only its functions.
+    let out = listing(&["-l", "kprobe(rettypes:n*)", &bin]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "kprobe(name_of)\nkprobe(neg)\nkprobe(nothing)\n"
+    );
+    // -c CMD: the same program, found like execvp finds it.
+    let out = listing(&["-l", "kretprobe(ne?)", "-c", &format!("{bin} 3")]);
+    assert_eq!(out.stdout, "kretprobe(neg)\n", "{out:?}");
+    // A library, qualified by its name.
+    let out = listing(&["-l", "libc:mallo?", &bin]);
+    assert_eq!(out.stdout, "kprobe(libc.so.6:malloc)\n", "{out:?}");
+}
+
+#[test]
+fn list_points_with_variables_and_types() {
+    let bin = target("rettypes");
+    let out = listing(&["-L", "kretprobe(rettypes:n*)", &bin]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "kretprobe(name_of) $x:int $return:const char*\n\
+         kretprobe(neg) $x:int $return:int\n\
+         kretprobe(nothing) $x:int\n"
+    );
+    let out = listing(&["-L", "kprobe(where)", &bin]);
+    assert_eq!(out.stdout, "kprobe(where) $x:int\n", "{out:?}");
+    // C++: each overload with its parameters; -v adds the signature and symbol.
+    let cxx = target("cxx_names");
+    let out = listing(&["-L", "\"ns::Class::*\"", &cxx]);
+    assert_eq!(
+        out.stdout,
+        "kprobe(\"ns::Class::method\") $this:struct Class* const $x:int\n\
+         kprobe(\"ns::Class::method\") $this:struct Class* const $x:long int $y:int\n",
+        "{out:?}"
+    );
+    let out = listing(&["-v", "-l", "tmax", &cxx]);
+    assert!(
+        out.stdout
+            .contains("kprobe(\"tmax<int>\")  # tmax<int>(int, int) [_Z4tmaxIiET_S0_S0_] at 0x"),
+        "{out:?}"
+    );
+    // Rust, with and without debug info.
+    let out = listing(&["-L", "rs1::compute", &target("rs_names")]);
+    assert_eq!(
+        out.stdout, "kprobe(\"rs_names::rs1::compute\") $x:u64\n",
+        "{out:?}"
+    );
+    let out = listing(&["-L", "rs1::compute", &target("rs_names.nodebug")]);
+    assert_eq!(
+        out.stdout, "kprobe(\"rs_names::rs1::compute\")\n",
+        "{out:?}"
+    );
+}
+
+#[test]
+fn list_system_call_points() {
+    let out = listing(&["-l", "sys_openat*"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "kprobe(sys_openat)\nkprobe(sys_openat2)\n");
+    let out = listing(&["-L", "kretprobe(sys_open)"]);
+    assert_eq!(
+        out.stdout,
+        "kretprobe(sys_open) # calls open(2) openat(257) openat2(437) creat(85)\n"
+    );
+}
+
+#[test]
+fn listing_errors() {
+    let bin = target("cxx_names");
+    let out = listing(&["-l", "kprobe(compute)", &bin]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.starts_with(
+        "ptap: kprobe(compute) is ambiguous: 2 functions end with `::compute` (ns::compute, other::compute)"
+    ), "{out:?}");
+    let out = listing(&["-l", "kprobe(no_such_fn)", &bin]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(out.stderr, "ptap: kprobe(no_such_fn) matches no function\n");
+    let out = listing(&["-l", "kprobe(main)"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out
+        .stderr
+        .contains("what program? give -c CMD, -x PID or its path"));
+}

@@ -29,8 +29,19 @@ pub(crate) struct VarLoc {
 }
 
 /// The DWARF of one executable.
-pub(crate) struct Debug {
+pub struct Debug {
     dwarf: gimli::Dwarf<R>,
+}
+
+/// A function's variables and return type, for listings.
+#[derive(Debug, Default)]
+pub struct FuncInfo {
+    /// (name, type) of each parameter, in order.
+    pub params: Vec<(String, String)>,
+    /// (name, type) of each local variable.
+    pub locals: Vec<(String, String)>,
+    /// The return type; None for `void`.
+    pub ret: Option<String>,
 }
 
 /// DWARF x86-64 register numbers 0..=16 as `PtRegs` offsets.
@@ -68,7 +79,7 @@ fn err(e: gimli::Error) -> String {
 }
 
 impl Debug {
-    pub(crate) fn load(path: &Path) -> Result<Debug, String> {
+    pub fn load(path: &Path) -> Result<Debug, String> {
         let data =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -196,6 +207,128 @@ impl Debug {
         found.ok_or_else(|| {
             format!("no debug information for function `{func}` (compile the target with -g)")
         })
+    }
+
+    /// What `ptap -L` shows of a function: its parameters, its local
+    /// variables (nested blocks included) and its return type, by name
+    /// and C type. `symbol` (a mangled name) picks one overload.
+    pub fn function_info(
+        &self,
+        func: &str,
+        symbol: Option<&str>,
+        addr: Option<u64>,
+    ) -> Result<FuncInfo, String> {
+        let mut units = self.dwarf.units();
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut cursor = unit.entries();
+            let mut depth = 0isize;
+            let mut inside: Option<isize> = None;
+            // Depth of an inlined call being skipped (its variables are
+            // the callee's).
+            let mut inlined: Option<isize> = None;
+            let mut info = FuncInfo::default();
+            while let Some((delta, e)) = cursor.next_dfs().map_err(err)? {
+                depth += delta;
+                if let Some(d) = inside {
+                    if depth <= d {
+                        return Ok(info);
+                    }
+                    if inlined.is_some_and(|k| depth <= k) {
+                        inlined = None;
+                    }
+                    if inlined.is_some() {
+                        continue;
+                    }
+                    if e.tag() == dw::DW_TAG_inlined_subroutine {
+                        inlined = Some(depth);
+                        continue;
+                    }
+                    let is_param = e.tag() == dw::DW_TAG_formal_parameter && depth == d + 1;
+                    if !(is_param || e.tag() == dw::DW_TAG_variable) {
+                        continue;
+                    }
+                    let Some(name) = self.name(&u, e)? else {
+                        continue;
+                    };
+                    let ty = self.type_name(&u, self.type_of(&u, e)?, 0);
+                    if is_param {
+                        info.params.push((name, ty));
+                    } else if !info.locals.iter().any(|(n, _)| *n == name) {
+                        info.locals.push((name, ty));
+                    }
+                    continue;
+                }
+                if e.tag() != dw::DW_TAG_subprogram {
+                    continue;
+                }
+                let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
+                    continue;
+                };
+                let low = u.attr_address(low).map_err(err)?;
+                // By address when known (a symbol may be an alias of the
+                // function DWARF names: `write` of `__libc_write`).
+                let matches = match (addr, symbol) {
+                    (Some(a), _) => low == Some(a),
+                    (None, Some(sym)) if sym.starts_with("_Z") || sym.starts_with("_R") => {
+                        self.linkage_name(&u, e)?.as_deref() == Some(sym)
+                    }
+                    _ => self.is_function(&u, e, func)?,
+                };
+                if !matches {
+                    continue;
+                }
+                info.ret = self.type_of(&u, e)?.map(|t| self.type_name(&u, Some(t), 0));
+                inside = Some(depth);
+            }
+            if inside.is_some() {
+                return Ok(info);
+            }
+        }
+        Err(format!("no debug information for function `{func}`"))
+    }
+
+    /// A type as C writes it (`struct pt *`, `const char *`, `int[4]`).
+    fn type_name(&self, u: &gimli::UnitRef<'_, R>, off: Option<UnitOffset>, depth: u32) -> String {
+        let Some(off) = off else {
+            return "void".into();
+        };
+        if depth > 16 {
+            return "?".into();
+        }
+        let Ok(t) = u.entry(off) else {
+            return "?".into();
+        };
+        let name = || self.name(u, &t).ok().flatten();
+        let inner = || self.type_of(u, &t).ok().flatten();
+        match t.tag() {
+            dw::DW_TAG_base_type | dw::DW_TAG_typedef => name().unwrap_or_else(|| "?".into()),
+            dw::DW_TAG_structure_type => format!("struct {}", name().unwrap_or_default()),
+            dw::DW_TAG_class_type => format!("class {}", name().unwrap_or_default()),
+            dw::DW_TAG_union_type => format!("union {}", name().unwrap_or_default()),
+            dw::DW_TAG_enumeration_type => format!("enum {}", name().unwrap_or_default()),
+            dw::DW_TAG_pointer_type => format!("{}*", self.type_name(u, inner(), depth + 1)),
+            dw::DW_TAG_reference_type => format!("{}&", self.type_name(u, inner(), depth + 1)),
+            dw::DW_TAG_rvalue_reference_type => {
+                format!("{}&&", self.type_name(u, inner(), depth + 1))
+            }
+            dw::DW_TAG_const_type => {
+                let t = self.type_name(u, inner(), depth + 1);
+                if t.ends_with('*') || t.ends_with('&') {
+                    format!("{t} const")
+                } else {
+                    format!("const {t}")
+                }
+            }
+            dw::DW_TAG_volatile_type => {
+                format!("volatile {}", self.type_name(u, inner(), depth + 1))
+            }
+            dw::DW_TAG_restrict_type => self.type_name(u, inner(), depth + 1),
+            dw::DW_TAG_array_type => format!("{}[]", self.type_name(u, inner(), depth + 1)),
+            dw::DW_TAG_subroutine_type => "function".into(),
+            _ => name().unwrap_or_else(|| "?".into()),
+        }
     }
 
     /// Is this subprogram the function a point names? Its DWARF name, or

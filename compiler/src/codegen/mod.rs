@@ -36,7 +36,7 @@
 mod agg;
 mod array;
 mod builtin;
-mod dwarf;
+pub mod dwarf;
 mod expr;
 mod format;
 mod func;
