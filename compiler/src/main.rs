@@ -178,6 +178,7 @@ pub static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock:
 
 fn main() -> ExitCode {
     START.get_or_init(std::time::Instant::now);
+    ptap_compiler::codegen::tvars::set_library_finder(points::library_file);
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Load(opts)) => load::run(opts),

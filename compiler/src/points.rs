@@ -379,6 +379,19 @@ impl Images {
     }
 }
 
+/// The file of the library `module` names among the objects `exe` loads
+/// (for the debug information of `$name` in `kprobe(lib:f)`).
+pub fn library_file(exe: &Path, module: &ptap_lang::checked::Module) -> Option<PathBuf> {
+    let spec = match module {
+        ptap_lang::checked::Module::Name(n) => ModuleSpec::Name(n.clone()),
+        ptap_lang::checked::Module::Path(p) => ModuleSpec::Path(p.clone()),
+    };
+    let images = Images::load(exe).ok()?;
+    let spec = Some(spec);
+    let found = images.matching(&spec).next().map(|i| i.path.clone());
+    found
+}
+
 /// One function a listing (`ptap -l`) shows.
 pub struct Listed {
     /// How messages name its object.

@@ -195,3 +195,36 @@ fn listing_errors() {
         .stderr
         .contains("what program? give -c CMD, -x PID or its path"));
 }
+
+/// The debug file Debian's libc6-dbg installs for this machine's libc, if any.
+fn libc_debug_file() -> Option<std::path::PathBuf> {
+    let notes = std::process::Command::new("readelf")
+        .args(["-n", "/lib/x86_64-linux-gnu/libc.so.6"])
+        .output()
+        .ok()?;
+    let notes = String::from_utf8_lossy(&notes.stdout).into_owned();
+    let id = notes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))?
+        .trim()
+        .to_string();
+    let p = Path::new("/usr/lib/debug/.build-id")
+        .join(&id[..2])
+        .join(format!("{}.debug", &id[2..]));
+    p.is_file().then_some(p)
+}
+
+#[test]
+fn libc_variables_from_the_debian_debug_package() {
+    if libc_debug_file().is_none() {
+        eprintln!("skipped: no libc6-dbg debug file for this libc (apt-get install libc6-dbg)");
+        return;
+    }
+    // Debian's echo (coreutils) writes "hello\n" with one write(2).
+    let out = script(
+        r#"probe kprobe(libc:write) { printf("write(%d, %d)\n", $fd, $nbytes) } probe kretprobe(libc:write) { printf("-> %d\n", $return) }"#,
+        "/bin/echo hello",
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("write(1, 6)\n-> 6\n"), "{out:?}");
+}

@@ -31,6 +31,10 @@ pub(crate) struct VarLoc {
 /// The DWARF of one executable.
 pub struct Debug {
     dwarf: gimli::Dwarf<R>,
+    /// Function symbols of the object (name without version -> link-time
+    /// address): a symbol may be an alias of the function DWARF names
+    /// (glibc's `write` is `__libc_write`), found by address.
+    syms: std::collections::HashMap<String, u64>,
 }
 
 /// A function's variables and return type, for listings.
@@ -83,12 +87,17 @@ impl Debug {
         let data =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+        let syms = function_symbols(&file);
         if file.section_by_name(".debug_info").is_none() {
             if let Some(sep) = separate_debug_file(path, &file) {
-                return Debug::load_file(&sep);
+                let mut d = Debug::load_file(&sep)?;
+                d.syms = syms;
+                return Ok(d);
             }
         }
-        Debug::from_object(&file)
+        let mut d = Debug::from_object(&file)?;
+        d.syms = syms;
+        Ok(d)
     }
 
     /// A separate debug file (no further redirection).
@@ -113,7 +122,10 @@ impl Debug {
             Ok(EndianRcSlice::new(Rc::from(&*bytes), endian))
         };
         let dwarf = gimli::Dwarf::load(load).map_err(err)?;
-        Ok(Debug { dwarf })
+        Ok(Debug {
+            dwarf,
+            syms: Default::default(),
+        })
     }
 
     /// `$var` at the entry of function `func`.
@@ -152,7 +164,7 @@ impl Debug {
                     let reg = self.entry_reg(&u, e, *pc, is_param.then_some(index))?;
                     return Ok(VarLoc { reg, size, signed });
                 }
-                if e.tag() != dw::DW_TAG_subprogram || !self.is_function(&u, e, func)? {
+                if e.tag() != dw::DW_TAG_subprogram {
                     continue;
                 }
                 let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
@@ -161,6 +173,9 @@ impl Debug {
                 let Some(pc) = u.attr_address(low).map_err(err)? else {
                     continue;
                 };
+                if !self.is_function_at(&u, e, func, pc)? {
+                    continue;
+                }
                 found_func = true;
                 inside = Some((depth, pc, 0));
             }
@@ -183,10 +198,16 @@ impl Debug {
             let u = unit.unit_ref(&self.dwarf);
             let mut cursor = unit.entries();
             while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
-                if e.tag() != dw::DW_TAG_subprogram
-                    || e.attr_value(dw::DW_AT_low_pc).map_err(err)?.is_none()
-                    || !self.is_function(&u, e, func)?
-                {
+                if e.tag() != dw::DW_TAG_subprogram {
+                    continue;
+                }
+                let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
+                    continue;
+                };
+                let Some(pc) = u.attr_address(low).map_err(err)? else {
+                    continue;
+                };
+                if !self.is_function_at(&u, e, func, pc)? {
                     continue;
                 }
                 let t = match self.type_of(&u, e)? {
@@ -329,6 +350,21 @@ impl Debug {
             dw::DW_TAG_subroutine_type => "function".into(),
             _ => name().unwrap_or_else(|| "?".into()),
         }
+    }
+
+    /// [`Debug::is_function`], or the subprogram at the address of the
+    /// symbol `func` (an alias).
+    fn is_function_at(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        func: &str,
+        pc: u64,
+    ) -> Result<bool, String> {
+        if self.syms.get(func) == Some(&pc) {
+            return Ok(true);
+        }
+        self.is_function(u, e, func)
     }
 
     /// Is this subprogram the function a point names? Its DWARF name, or
@@ -500,6 +536,22 @@ impl Debug {
         }
         Ok(None)
     }
+}
+
+/// Function symbols of an object: name (without `@VERSION`) -> address.
+fn function_symbols(file: &object::File<'_>) -> std::collections::HashMap<String, u64> {
+    use object::ObjectSymbol;
+    let mut out = std::collections::HashMap::new();
+    for s in file.symbols().chain(file.dynamic_symbols()) {
+        if s.is_undefined() || s.address() == 0 || s.kind() != object::SymbolKind::Text {
+            continue;
+        }
+        if let Ok(name) = s.name() {
+            let base = name.split('@').next().unwrap_or(name);
+            out.entry(base.to_string()).or_insert(s.address());
+        }
+    }
+    out
 }
 
 /// The separate debug file of an object without `.debug_info`, where GDB

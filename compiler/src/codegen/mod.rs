@@ -47,7 +47,7 @@ pub mod jit;
 pub mod meta;
 mod regex;
 mod stmt;
-mod tvars;
+pub mod tvars;
 
 use std::collections::HashMap;
 
