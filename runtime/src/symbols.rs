@@ -275,6 +275,27 @@ pub struct Found {
     pub size: u64,
 }
 
+/// The implementation the IFUNC `name` of object `o` resolved to, looked
+/// up in that object (registration time: `dlopen(RTLD_NOLOAD)` + `dlsym`).
+fn ifunc_target(o: &Obj, name: &str) -> Option<u64> {
+    if o.is_main {
+        return resolve_ifunc(name);
+    }
+    let path = CString::new(o.path.as_str()).ok()?;
+    let c = CString::new(name).ok()?;
+    // SAFETY: dlopen of an object already loaded (RTLD_NOLOAD: no
+    // constructor runs) with valid C strings; the handle is closed again.
+    unsafe {
+        let h = libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+        if h.is_null() {
+            return None;
+        }
+        let p = libc::dlsym(h, c.as_ptr());
+        libc::dlclose(h);
+        (!p.is_null()).then_some(p as u64)
+    }
+}
+
 fn resolve_ifunc(name: &str) -> Option<u64> {
     let c = CString::new(name).ok()?;
     // SAFETY: dlsym with RTLD_DEFAULT and a valid C string.
@@ -443,10 +464,21 @@ pub fn select_pattern(idx: &Index, module: &dyn Fn(&Obj) -> bool, pattern: &str)
                 None
             };
             if crate::names::match_pattern(pattern, &s.name, d.as_deref()) {
+                // An IFUNC selects its implementation, as an explicit name
+                // does (the resolver only runs at relocation).
+                let base = s.name.split('@').next().unwrap_or(&s.name);
+                let addr = if s.ifunc {
+                    match ifunc_target(o, base) {
+                        Some(a) => a,
+                        None => continue,
+                    }
+                } else {
+                    s.addr
+                };
                 out.push(Selected {
-                    addr: s.addr,
+                    addr,
                     name: s.name.clone(),
-                    display: d.unwrap_or_else(|| s.name.clone()),
+                    display: d.unwrap_or_else(|| base.to_string()),
                 });
             }
         }
