@@ -16,6 +16,8 @@
 //!   `rs1::compute`; the caller refuses it when several scopes have one).
 //!   A trailing template argument list may be left out (`ns::max` finds
 //!   `ns::max<int>`). Overloads share a demangled name: all are selected.
+//!   A C function GCC only left as a whole-function copy
+//!   (`scale.constprop.0`) answers to its own name (`scale`).
 //! - **Wildcards** ([`match_pattern`]): `*` and `?` against the symbol,
 //!   its demangled name or one of its trailing scopes (`Parser::*` selects
 //!   `Parser::parse` and `app::Parser::parse`; `comp*` selects
@@ -48,6 +50,22 @@ pub enum Fragment {
     Part,
     /// `.cold[.N]`: entered by a jump, never called.
     Cold,
+}
+
+/// The name of an unmangled whole-function copy (`scale` of
+/// `scale.constprop.0`); None for other symbols.
+fn entry_clone_base(sym: &str) -> Option<&str> {
+    let (name, suffix) = split_suffix(sym);
+    let suffix = suffix?;
+    let clone = suffix
+        .split('.')
+        .next()
+        .is_some_and(|w| matches!(w, "isra" | "constprop" | "lto_priv" | "llvm" | "localalias"));
+    (clone
+        && fragment(sym) == Fragment::Entry
+        && !name.starts_with("_Z")
+        && !name.starts_with("_R"))
+    .then_some(name)
 }
 
 /// The symbol without its version (`@GLIBC_2.2.5`).
@@ -313,7 +331,12 @@ pub fn select_demangled<'a>(query: &str, syms: impl Iterator<Item = (usize, &'a 
         if !may_match(query, sym) {
             continue;
         }
-        let Some(d) = demangle(sym) else { continue };
+        // A whole-function copy of a C function (`scale.constprop.0`,
+        // `f.isra.0`) answers to the function's name, as its DWARF does:
+        // GCC may leave no symbol of the original.
+        let Some(d) = demangle(sym).or_else(|| entry_clone_base(sym).map(str::to_string)) else {
+            continue;
+        };
         let Some(kind) = match_name(query, sym, Some(&d)) else {
             continue;
         };
@@ -478,6 +501,19 @@ mod tests {
         assert!(may_match("rs1::compute", m));
         assert!(!may_match("Parser::*", m));
         assert!(may_match("operator<<", "_ZlsRSoRK1X"));
+    }
+
+    #[test]
+    fn c_clones_answer_to_their_function_name() {
+        let hits = select_demangled(
+            "scale",
+            [(0, "scale.constprop.0"), (1, "scale.cold")].into_iter(),
+        );
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].index, 0);
+        assert_eq!(hits[0].demangled, "scale");
+        assert_eq!(entry_clone_base("f.part.0"), None);
+        assert_eq!(entry_clone_base("_GLOBAL__sub_I_main.cpp"), None);
     }
 
     #[test]
