@@ -311,6 +311,10 @@ fn is_demangled_char(c: char) -> bool {
 }
 
 fn is_symbol(s: &str) -> bool {
+    // A `:` only as part of a `::` scope.
+    if s.replace("::", "").contains(':') {
+        return false;
+    }
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '.')
         && chars.all(|c| {
@@ -515,6 +519,7 @@ mod tests {
             })
         );
         assert_eq!(t("\"ns::Class::method\""), t("ns::Class::method"));
+        assert!(t("a:b:c").is_err());
         assert!(matches!(
             t("\"Parser::*\""),
             Ok(Target::Pattern { module: None, .. })
