@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 mod driver;
 mod inject;
 mod json;
+mod listing;
 mod load;
 mod points;
 mod run;
@@ -154,6 +155,14 @@ pub struct ScriptOpts {
     /// the session runs (ADDR is HOST:PORT, e.g. 127.0.0.1:9464; see docs/fleet.md).
     #[arg(long = "serve", value_name = "ADDR")]
     pub serve: Option<String>,
+    /// List the functions POINT selects (`kprobe(f*)`, `"ns::*"`, `sys_*`) in
+    /// the program of -c CMD, -x PID, or the path given as the first argument.
+    #[arg(short = 'l', value_name = "POINT", conflicts_with = "list_vars")]
+    pub list: Option<String>,
+
+    /// As -l, with each function's variables and their types (from its debug information).
+    #[arg(short = 'L', value_name = "POINT")]
+    pub list_vars: Option<String>,
 
     /// Module name for -p4.
     #[arg(short = 'm', value_name = "NAME")]
@@ -213,6 +222,7 @@ pub static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock:
 
 fn main() -> ExitCode {
     START.get_or_init(std::time::Instant::now);
+    ptap_compiler::codegen::tvars::set_library_finder(points::library_file);
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Load(opts)) => load::run(opts),
@@ -234,6 +244,9 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        None if cli.script.list.is_some() || cli.script.list_vars.is_some() => {
+            listing::run(&cli.script)
         }
         None => driver::run(&cli.script),
     }

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::{Object, ObjectSymbol};
-use ptap_rt::script::attach::{glob, module_matches};
+use ptap_rt::names;
+use ptap_rt::script::attach::module_matches;
 use ptap_rt::script::meta::{Meta, ModuleSpec, PointKind, TargetSpec};
 
 /// One function symbol of an object (link-time address).
@@ -193,7 +194,12 @@ impl Images {
             ) {
                 continue;
             }
-            match self.resolve_one(&pt.target) {
+            let entry_kind = match pt.kind {
+                PointKind::Kretprobe(_) => Some("kretprobe"),
+                PointKind::Jprobe => Some("jprobe"),
+                _ => None,
+            };
+            match self.resolve_one(&pt.target, entry_kind) {
                 Ok(Some(note)) => notes.push(format!("{} -> {note}", pt.text)),
                 Ok(None) => {}
                 Err(_) if pt.optional => {
@@ -229,7 +235,16 @@ impl Images {
     }
 
     /// Ok(Some(note)): resolved; Ok(None): nothing to resolve.
-    fn resolve_one(&self, target: &TargetSpec) -> Result<Option<String>, String> {
+    /// `entry_kind`: "kretprobe" or "jprobe" (needs a function entry).
+    fn resolve_one(
+        &self,
+        target: &TargetSpec,
+        entry_kind: Option<&str>,
+    ) -> Result<Option<String>, String> {
+        let refuse = |sym: &str| match entry_kind {
+            Some(k) => names::entry_refusal(sym, k).map_or(Ok(()), Err),
+            None => Ok(()),
+        };
         match target {
             TargetSpec::None | TargetSpec::Syscall { .. } => Ok(None),
             TargetSpec::Symbol {
@@ -256,7 +271,56 @@ impl Images {
                         img.check_boundary(s, s.addr + offset)
                             .map_err(|why| format!("{why}: {name}+{offset:#x} in {}", img.label))?;
                     }
+                    refuse(&s.name)?;
                     return Ok(Some(format!("{name} in {}", img.label)));
+                }
+                // Not a symbol: the functions whose demangled name it is
+                // (ptap_rt::names, as the runtime selects them).
+                for img in self.matching(module) {
+                    let syms = img.syms();
+                    let hits = names::select_demangled(
+                        name,
+                        syms.iter().enumerate().map(|(i, s)| (i, s.name.as_str())),
+                    );
+                    if hits.is_empty() {
+                        continue;
+                    }
+                    if let Some(why) = names::ambiguity(name, &hits) {
+                        return Err(format!("{why} (in {})", img.label));
+                    }
+                    let mut listed: Vec<(u64, String)> = hits
+                        .iter()
+                        .map(|h| {
+                            let s = &syms[h.index];
+                            let full = names::demangle_full(&s.name).unwrap_or(h.demangled.clone());
+                            (s.addr, format!("{full} [{}] at {:#x}", s.name, s.addr))
+                        })
+                        .collect();
+                    listed.sort();
+                    listed.dedup_by_key(|l| l.0);
+                    if *offset > 0 {
+                        for h in &hits {
+                            let s = &syms[h.index];
+                            if s.size > 0 && *offset >= s.size {
+                                return Err(format!(
+                                    "is beyond the end of `{}` ({} bytes) in {}",
+                                    h.demangled, s.size, img.label
+                                ));
+                            }
+                            img.check_boundary(s, s.addr + offset).map_err(|why| {
+                                format!("{why}: {}+{offset:#x} in {}", h.demangled, img.label)
+                            })?;
+                        }
+                    }
+                    let n = listed.len();
+                    let what: Vec<String> = listed.into_iter().map(|l| l.1).collect();
+                    return Ok(Some(format!(
+                        "{} function{} in {}: {}",
+                        n,
+                        if n == 1 { "" } else { "s" },
+                        img.label,
+                        what.join(", ")
+                    )));
                 }
                 Err(self.nothing(module))
             }
@@ -266,7 +330,7 @@ impl Images {
                     let mut addrs: Vec<u64> = img
                         .syms()
                         .iter()
-                        .filter(|s| s.size > 0 && glob(pattern.as_bytes(), s.name.as_bytes()))
+                        .filter(|s| s.size > 0 && pattern_selects(pattern, &s.name))
                         .map(|s| s.addr)
                         .collect();
                     addrs.sort_unstable();
@@ -287,6 +351,9 @@ impl Images {
                         .syms()
                         .iter()
                         .find(|s| s.addr <= *a && *a < s.addr + s.size.max(1));
+                    if let Some(s) = func.filter(|s| s.addr == *a) {
+                        refuse(&s.name)?;
+                    }
                     if let Some(s) = func {
                         main.check_boundary(s, *a).map_err(|why| {
                             format!(
@@ -309,6 +376,108 @@ impl Images {
                 }
             }
         }
+    }
+}
+
+/// The file of the library `module` names among the objects `exe` loads
+/// (for the debug information of `$name` in `kprobe(lib:f)`).
+pub fn library_file(exe: &Path, module: &ptap_lang::checked::Module) -> Option<PathBuf> {
+    let spec = match module {
+        ptap_lang::checked::Module::Name(n) => ModuleSpec::Name(n.clone()),
+        ptap_lang::checked::Module::Path(p) => ModuleSpec::Path(p.clone()),
+    };
+    let images = Images::load(exe).ok()?;
+    let spec = Some(spec);
+    let found = images.matching(&spec).next().map(|i| i.path.clone());
+    found
+}
+
+/// One function a listing (`ptap -l`) shows.
+pub struct Listed {
+    /// How messages name its object.
+    pub label: String,
+    pub path: PathBuf,
+    pub is_main: bool,
+    /// The symbol.
+    pub symbol: String,
+    /// The name to write in a point (demangled for C++ and Rust).
+    pub name: String,
+    /// The demangled name with its parameters (C++), else `name`.
+    pub full: String,
+    /// Link-time address.
+    pub addr: u64,
+}
+
+impl Images {
+    /// The functions `query` (a name, or a wildcard when `pattern`)
+    /// selects in the objects `module` names, as [`Images::resolve`]
+    /// selects them.
+    pub fn list(
+        &self,
+        module: &Option<ModuleSpec>,
+        query: &str,
+        pattern: bool,
+    ) -> Result<Vec<Listed>, String> {
+        let listed = |img: &Image, s: &Sym| {
+            let d = names::demangle(&s.name);
+            let name = d
+                .clone()
+                .unwrap_or_else(|| s.name.split('@').next().unwrap_or(&s.name).to_string());
+            Listed {
+                label: img.label.clone(),
+                path: img.path.clone(),
+                is_main: std::ptr::eq(img, self.main()),
+                symbol: s.name.clone(),
+                full: names::demangle_full(&s.name).unwrap_or_else(|| name.clone()),
+                name,
+                addr: s.addr,
+            }
+        };
+        let mut out: Vec<Listed> = Vec::new();
+        if pattern {
+            for img in self.matching(module) {
+                let mut seen: Vec<u64> = Vec::new();
+                for s in img.syms() {
+                    if s.size > 0 && !seen.contains(&s.addr) && pattern_selects(query, &s.name) {
+                        seen.push(s.addr);
+                        out.push(listed(img, s));
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        for img in self.matching(module) {
+            if let Some(s) = img
+                .syms()
+                .iter()
+                .find(|s| s.name == query || s.name.split('@').next() == Some(query))
+            {
+                return Ok(vec![listed(img, s)]);
+            }
+        }
+        for img in self.matching(module) {
+            let syms = img.syms();
+            let hits = names::select_demangled(
+                query,
+                syms.iter().enumerate().map(|(i, s)| (i, s.name.as_str())),
+            );
+            if hits.is_empty() {
+                continue;
+            }
+            if let Some(why) = names::ambiguity(query, &hits) {
+                return Err(format!("{why} (in {})", img.label));
+            }
+            let mut seen: Vec<u64> = Vec::new();
+            for h in hits {
+                let s = &syms[h.index];
+                if !seen.contains(&s.addr) {
+                    seen.push(s.addr);
+                    out.push(listed(img, s));
+                }
+            }
+            return Ok(out);
+        }
+        Ok(out)
     }
 }
 
@@ -345,6 +514,17 @@ impl Image {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// Does the wildcard select this symbol (its name or its demangled name;
+/// function entries only)? As `ptap_rt::symbols::select_pattern`.
+fn pattern_selects(pattern: &str, sym: &str) -> bool {
+    let d = if names::may_match(pattern, sym) {
+        names::demangle(sym)
+    } else {
+        None
+    };
+    names::match_pattern(pattern, sym, d.as_deref())
 }
 
 fn canonical(p: &Path) -> PathBuf {

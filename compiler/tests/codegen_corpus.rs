@@ -46,7 +46,10 @@ fn every_valid_script_compiles_or_names_what_is_missing() {
             (
                 Err(CodegenError::Unsupported { what, .. }),
                 Err(CodegenError::Unsupported { .. }),
-            ) => unsupported.push(format!("{name}: {what}")),
+            )
+            | (Err(CodegenError::TargetVar { what, .. }), Err(CodegenError::TargetVar { .. })) => {
+                unsupported.push(format!("{name}: {what}"))
+            }
             _ => panic!(
                 "{name}: object {:?} / jit {:?}",
                 obj.as_ref().err(),

@@ -301,17 +301,42 @@ fn parse_number(s: &str) -> Option<u64> {
     }
 }
 
+/// Characters of a demangled C++ or Rust name besides those of a C symbol
+/// (`ns::Class::method`, `Vec<T>::push`, `Class::~Class`, `operator<<`).
+fn is_demangled_char(c: char) -> bool {
+    matches!(
+        c,
+        ':' | '<' | '>' | ',' | '~' | '&' | '=' | '!' | '|' | '^' | '%' | '/'
+    )
+}
+
 fn is_symbol(s: &str) -> bool {
+    // A `:` only as part of a `::` scope.
+    if s.replace("::", "").contains(':') {
+        return false;
+    }
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '.')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '$' | '@'))
+        && chars.all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '$' | '@') || is_demangled_char(c)
+        })
 }
 
 fn is_pattern(s: &str) -> bool {
     s.contains(['*', '?', '['])
         && s.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '*' | '?' | '[' | ']' | '-')
+            c.is_ascii_alphanumeric()
+                || matches!(c, '_' | '.' | '*' | '?' | '[' | ']' | '-')
+                || is_demangled_char(c)
         })
+}
+
+/// The `module:` separator: the first `:` that is not part of a `::` (a
+/// C++ or Rust scope, as in `ns::f` or `libstdc++:std::terminate`).
+fn module_colon(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    (0..b.len())
+        .find(|&i| b[i] == b':' && b.get(i + 1) != Some(&b':') && (i == 0 || b[i - 1] != b':'))
 }
 
 /// Parses the text of `kprobe(...)`.
@@ -324,6 +349,17 @@ pub fn parse_target(raw: &str, span: Span) -> Result<Target, PointError> {
     };
     if text.is_empty() {
         return Err(bad("the target is empty"));
+    }
+    // The whole target quoted, as in SystemTap (`kprobe("ns::Class::*")`).
+    if let Some(inner) = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .filter(|t| !t.contains('"'))
+    {
+        let inner: String = inner.chars().filter(|c| !c.is_whitespace()).collect();
+        if !inner.is_empty() && !inner.starts_with('/') {
+            return parse_target(&inner, span);
+        }
     }
     // The module part.
     let (module, rest) = if let Some(q) = text.strip_prefix('"') {
@@ -344,7 +380,7 @@ pub fn parse_target(raw: &str, span: Span) -> Result<Target, PointError> {
         } else {
             (Some(Module::Name(path.to_string())), rest)
         }
-    } else if let Some((m, rest)) = text.split_once(':') {
+    } else if let Some((m, rest)) = module_colon(&text).map(|i| (&text[..i], &text[i + 1..])) {
         let ok = !m.is_empty()
             && m.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '+'));
@@ -472,5 +508,27 @@ mod tests {
         assert!(t("1234").is_err());
         assert!(t("a+b").is_err());
         assert!(t("lib:").is_err());
+        assert_eq!(
+            t("ns::Class::method"),
+            Ok(Target::Symbol {
+                module: None,
+                name: "ns::Class::method".into(),
+                offset: 0
+            })
+        );
+        assert_eq!(
+            t("libstdc++:std::terminate"),
+            Ok(Target::Symbol {
+                module: Some(Module::Name("libstdc++".into())),
+                name: "std::terminate".into(),
+                offset: 0
+            })
+        );
+        assert_eq!(t("\"ns::Class::method\""), t("ns::Class::method"));
+        assert!(t("a:b:c").is_err());
+        assert!(matches!(
+            t("\"Parser::*\""),
+            Ok(Target::Pattern { module: None, .. })
+        ));
     }
 }

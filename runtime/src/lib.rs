@@ -17,6 +17,7 @@ mod forklock;
 pub mod helpers;
 pub mod loader;
 mod mem;
+pub mod names;
 pub mod optprobe;
 pub mod output;
 pub mod probes;

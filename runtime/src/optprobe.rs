@@ -491,7 +491,7 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
         }
         (*ts).in_handler = 1;
         if site.has_ret {
-            trap::reap_below(ts, regs.sp, true);
+            trap::reap_at_entry(ts, regs.sp);
         }
         let mut divert = false;
         let mut jp: *mut Jprobe = core::ptr::null_mut();

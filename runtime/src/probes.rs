@@ -566,6 +566,9 @@ fn clean_code(reg: &Registry, addr: u64, len: usize) -> Vec<u8> {
     v
 }
 
+/// Marks a function size taken from CFI bounds (see `resolve`).
+const CFI_BOUNDS: u64 = 1 << 63;
+
 /// Resolve the probe address of `kp` and validate it. Returns (addr, func
 /// start or 0, func size, end of the executable segment).
 fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
@@ -619,7 +622,20 @@ fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
             }
         }
     }
-    if func != 0 && size > 0 && addr >= func + size {
+    if func == 0 || size == 0 {
+        // No sized symbol (a stripped library's local function, an IFUNC
+        // implementation): the bounds of its CFI, for the boundary check.
+        // Not for jump optimization: hand-written assembly such as glibc's
+        // string functions has several entry points, and a sibling entry
+        // outside this FDE may jump into the bytes a jump would replace
+        // (measured: a jump-optimized memcpy implementation missed most
+        // of its calls). `resolve` marks such bounds with the high bit.
+        if let Some((s, e)) = crate::unwind_dwarf::fde_bounds(obj, addr) {
+            func = s;
+            size = (e - s) | CFI_BOUNDS;
+        }
+    }
+    if func != 0 && size > 0 && addr >= func + (size & !CFI_BOUNDS) {
         set_last_error(format!(
             "offset {:#x} is beyond the end of the function",
             addr - func
@@ -830,6 +846,8 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
         }
         // Fresh site.
         let mut region_slot = 0;
+        let cfi_only = size & CFI_BOUNDS != 0;
+        let size = size & !CFI_BOUNDS;
         if func != 0 && size > 0 {
             let code = clean_code(reg, func, size as usize);
             if let Err(e) = ptap_arch::decode::check_boundary(&code, func, addr) {
@@ -837,6 +855,11 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
                 return Err(arch_errno(e));
             }
             if !crate::optprobe::enabled() {
+            } else if cfi_only {
+                crate::optprobe::refuse(
+                    addr,
+                    "function bounds known from its CFI only (no sized symbol): another entry point may jump into the replaced bytes".into(),
+                );
             } else if !optimizable(&[entry]) {
                 crate::optprobe::refuse(addr, "a post_handler forces the trap path".into());
             } else if threads::current_is_active() {

@@ -32,6 +32,32 @@ pub struct Obj {
     pub is_main: bool,
     /// Address of the in-memory .eh_frame_hdr (PT_GNU_EH_FRAME), 0 if none.
     pub eh_frame_hdr: u64,
+    /// Demangled names of `syms` (None: not mangled), filled at
+    /// registration time by [`Obj::demangle_all`] for the objects that
+    /// hold probes (demangling a whole C++ library costs tens of
+    /// milliseconds); read lock-free by the hit path.
+    pub demangled: std::sync::OnceLock<Box<[Option<Box<str>>]>>,
+}
+
+impl Obj {
+    /// The name to show for symbol `i`: demangled if known, else its own.
+    /// Hit-path safe (no allocation, no lock).
+    pub fn display_name(&self, i: usize) -> &str {
+        if let Some(Some(d)) = self.demangled.get().and_then(|t| t.get(i)) {
+            return d;
+        }
+        &self.syms[i].name
+    }
+
+    /// Demangle every symbol of the object once (registration time).
+    pub fn demangle_all(&self) {
+        self.demangled.get_or_init(|| {
+            self.syms
+                .iter()
+                .map(|s| crate::names::demangle(&s.name).map(String::into_boxed_str))
+                .collect()
+        });
+    }
 }
 
 pub struct Index {
@@ -205,6 +231,7 @@ pub fn build() -> &'static Index {
             is_runtime,
             is_main,
             eh_frame_hdr: r.eh_frame_hdr,
+            demangled: std::sync::OnceLock::new(),
         });
     }
     let idx = Box::leak(Box::new(Index { objs }));
@@ -246,6 +273,27 @@ pub struct Found {
     /// Start and size of the containing function (for boundary checks).
     pub func: u64,
     pub size: u64,
+}
+
+/// The implementation the IFUNC `name` of object `o` resolved to, looked
+/// up in that object (registration time: `dlopen(RTLD_NOLOAD)` + `dlsym`).
+fn ifunc_target(o: &Obj, name: &str) -> Option<u64> {
+    if o.is_main {
+        return resolve_ifunc(name);
+    }
+    let path = CString::new(o.path.as_str()).ok()?;
+    let c = CString::new(name).ok()?;
+    // SAFETY: dlopen of an object already loaded (RTLD_NOLOAD: no
+    // constructor runs) with valid C strings; the handle is closed again.
+    unsafe {
+        let h = libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+        if h.is_null() {
+            return None;
+        }
+        let p = libc::dlsym(h, c.as_ptr());
+        libc::dlclose(h);
+        (!p.is_null()).then_some(p as u64)
+    }
 }
 
 fn resolve_ifunc(name: &str) -> Option<u64> {
@@ -326,6 +374,11 @@ pub fn object_of(idx: &Index, addr: u64) -> Option<&Obj> {
 
 /// The function symbol containing `addr`.
 pub fn containing(idx: &Index, addr: u64) -> Option<(&Obj, &Sym)> {
+    containing_at(idx, addr).map(|(o, i)| (o, &o.syms[i]))
+}
+
+/// [`containing`], with the index of the symbol in its object.
+pub fn containing_at(idx: &Index, addr: u64) -> Option<(&Obj, usize)> {
     let o = object_of(idx, addr)?;
     let i = o.syms.partition_point(|s| s.addr <= addr);
     let mut k = i;
@@ -333,7 +386,7 @@ pub fn containing(idx: &Index, addr: u64) -> Option<(&Obj, &Sym)> {
         k -= 1;
         let s = &o.syms[k];
         if addr < s.addr + s.size.max(1) {
-            return Some((o, s));
+            return Some((o, k));
         }
         if s.size != 0 && addr >= s.addr + s.size && k + 1 < i {
             break;
@@ -341,9 +394,98 @@ pub fn containing(idx: &Index, addr: u64) -> Option<(&Obj, &Sym)> {
     }
     // No sized symbol contains it: nearest preceding symbol (sizes may be 0).
     if i > 0 {
-        return Some((o, &o.syms[i - 1]));
+        return Some((o, i - 1));
     }
     None
+}
+
+/// One function selected by a demangled name or a wildcard.
+pub struct Selected {
+    pub addr: u64,
+    /// The symbol.
+    pub name: String,
+    /// The name to show (demangled when the symbol is mangled).
+    pub display: String,
+}
+
+/// The functions the exact name `name` selects by demangled names (see
+/// `crate::names`), in the first object (in load order, the runtime's own
+/// left out unless `module` is given) that has any: every overload.
+/// Err: several scopes end with `::name`. Ok(empty): none.
+pub fn select_demangled(
+    idx: &Index,
+    module: &dyn Fn(&Obj) -> bool,
+    explicit_module: bool,
+    name: &str,
+) -> Result<Vec<Selected>, String> {
+    for o in idx
+        .objs
+        .iter()
+        .filter(|o| (explicit_module || !o.is_runtime) && module(o))
+    {
+        let hits = crate::names::select_demangled(
+            name,
+            o.syms.iter().enumerate().map(|(i, s)| (i, s.name.as_str())),
+        );
+        if hits.is_empty() {
+            continue;
+        }
+        if let Some(why) = crate::names::ambiguity(name, &hits) {
+            return Err(why);
+        }
+        let mut out: Vec<Selected> = hits
+            .into_iter()
+            .map(|h| Selected {
+                addr: o.syms[h.index].addr,
+                name: o.syms[h.index].name.clone(),
+                display: h.demangled,
+            })
+            .collect();
+        out.sort_by_key(|s| s.addr);
+        out.dedup_by_key(|s| s.addr);
+        return Ok(out);
+    }
+    Ok(Vec::new())
+}
+
+/// The sized function symbols of the objects `module` accepts (the
+/// runtime's own left out) that the wildcard `pattern` selects: symbol or
+/// demangled name, function entries only (`crate::names`).
+pub fn select_pattern(idx: &Index, module: &dyn Fn(&Obj) -> bool, pattern: &str) -> Vec<Selected> {
+    let mut out: Vec<Selected> = Vec::new();
+    for o in idx.objs.iter().filter(|o| !o.is_runtime && module(o)) {
+        for s in &o.syms {
+            if s.size == 0 {
+                continue;
+            }
+            let d = if crate::names::may_match(pattern, &s.name) {
+                crate::names::demangle(&s.name)
+            } else {
+                None
+            };
+            if crate::names::match_pattern(pattern, &s.name, d.as_deref()) {
+                // An IFUNC selects its implementation, as an explicit name
+                // does (the resolver only runs at relocation).
+                let base = s.name.split('@').next().unwrap_or(&s.name);
+                let addr = if s.ifunc {
+                    match ifunc_target(o, base) {
+                        Some(a) => a,
+                        None => continue,
+                    }
+                } else {
+                    s.addr
+                };
+                out.push(Selected {
+                    addr,
+                    name: s.name.clone(),
+                    display: d.unwrap_or_else(|| base.to_string()),
+                });
+            }
+        }
+    }
+    out.sort_by_key(|s| s.addr);
+    out.dedup_by_key(|s| s.addr);
+    out
 }
 
 /// Format `addr` as `func+0xoff [lib]` into `out` without allocating
@@ -361,10 +503,10 @@ pub fn symbolize(addr: u64, out: &mut crate::fmt::Buf) {
         }
     };
     if let Some(idx) = current() {
-        if let Some((o, s)) = containing(idx, addr) {
-            out.extend(s.name.as_bytes());
+        if let Some((o, i)) = containing_at(idx, addr) {
+            out.extend(o.display_name(i).as_bytes());
             out.push(b'+');
-            hex(out, addr - s.addr);
+            hex(out, addr - o.syms[i].addr);
             if !o.is_main {
                 out.extend(b" [");
                 out.extend(o.path.rsplit('/').next().unwrap_or("").as_bytes());

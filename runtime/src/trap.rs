@@ -455,6 +455,23 @@ fn altstack() -> Option<(u64, u64)> {
     Some((old.sp, old.sp + old.size))
 }
 
+/// At the entry of a kretprobed function (`sp` points at its return
+/// address): reclaim the instances of frames the thread left without
+/// returning (longjmp, unwinding), those at or below `sp`. One at `sp`
+/// itself is live when the slot still holds the trampoline: the function
+/// was entered by a tail call (`jmp`) from a kretprobed function, whose
+/// hijacked return address it inherits. Its own instance then goes on top,
+/// and both return in order (as Linux kretprobes chain them).
+///
+/// # Safety
+/// `ts` is this thread's slot; `sp` the stack pointer at a function entry.
+pub(crate) unsafe fn reap_at_entry(ts: *mut ThreadState, sp: u64) {
+    // SAFETY: `sp` points at the entered function's return address slot.
+    let tail_call = unsafe { core::ptr::read(sp as *const u64) } == trampoline_addr();
+    // SAFETY: forwarded contract.
+    unsafe { reap_below(ts, sp, !tail_call) };
+}
+
 pub(crate) unsafe fn reap_below(ts: *mut ThreadState, sp: u64, inclusive: bool) {
     // SAFETY: this thread's list; instances are never freed.
     unsafe {
@@ -639,7 +656,7 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
         }
         (*ts).in_handler = 1;
         if site.has_ret {
-            reap_below(ts, regs.sp, true);
+            reap_at_entry(ts, regs.sp);
         }
         let mut jp: *mut Jprobe = core::ptr::null_mut();
         let mut skip = false;

@@ -393,6 +393,27 @@ fn execute(
     None
 }
 
+/// The code range `[start, end)` of the FDE covering `pc`: the bounds of a
+/// function that has no sized symbol (a stripped library's local
+/// functions, IFUNC implementations), for the probe layer's boundary and
+/// jump-optimization checks. Read with this module's in-memory CFI reader
+/// (already in the target for unwinding) rather than a DWARF crate.
+pub fn fde_bounds(obj: &Obj, pc: u64) -> Option<(u64, u64)> {
+    let fde = find_fde(obj, pc)?;
+    let mut r = reader_for(obj, fde)?;
+    let len = r.u32()?;
+    if len == 0 || len == 0xffff_ffff {
+        return None;
+    }
+    let cie_field = r.pos;
+    let cie_off = u64::from(r.u32()?);
+    let cie = parse_cie(obj, cie_field.checked_sub(cie_off)?)?;
+    let pc_begin = r.encoded(cie.fde_enc, 0)?;
+    let pc_range = r.encoded(cie.fde_enc & 0x0f, 0)?;
+    let end = pc_begin.checked_add(pc_range)?;
+    (pc >= pc_begin && pc < end).then_some((pc_begin, end))
+}
+
 /// The unwind row at `pc` (None: no usable CFI).
 fn row_at(obj: &Obj, pc: u64) -> Option<(Row, usize)> {
     let fde = find_fde(obj, pc)?;

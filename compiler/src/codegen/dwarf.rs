@@ -29,8 +29,23 @@ pub(crate) struct VarLoc {
 }
 
 /// The DWARF of one executable.
-pub(crate) struct Debug {
+pub struct Debug {
     dwarf: gimli::Dwarf<R>,
+    /// Function symbols of the object (name without version -> link-time
+    /// address): a symbol may be an alias of the function DWARF names
+    /// (glibc's `write` is `__libc_write`), found by address.
+    syms: std::collections::HashMap<String, u64>,
+}
+
+/// A function's variables and return type, for listings.
+#[derive(Debug, Default)]
+pub struct FuncInfo {
+    /// (name, type) of each parameter, in order.
+    pub params: Vec<(String, String)>,
+    /// (name, type) of each local variable.
+    pub locals: Vec<(String, String)>,
+    /// The return type; None for `void`.
+    pub ret: Option<String>,
 }
 
 /// DWARF x86-64 register numbers 0..=16 as `PtRegs` offsets.
@@ -68,10 +83,32 @@ fn err(e: gimli::Error) -> String {
 }
 
 impl Debug {
-    pub(crate) fn load(path: &Path) -> Result<Debug, String> {
+    pub fn load(path: &Path) -> Result<Debug, String> {
         let data =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+        let syms = function_symbols(&file);
+        if file.section_by_name(".debug_info").is_none() {
+            if let Some(sep) = separate_debug_file(path, &file) {
+                let mut d = Debug::load_file(&sep)?;
+                d.syms = syms;
+                return Ok(d);
+            }
+        }
+        let mut d = Debug::from_object(&file)?;
+        d.syms = syms;
+        Ok(d)
+    }
+
+    /// A separate debug file (no further redirection).
+    fn load_file(path: &Path) -> Result<Debug, String> {
+        let data =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+        Debug::from_object(&file)
+    }
+
+    fn from_object(file: &object::File<'_>) -> Result<Debug, String> {
         let endian = if file.is_little_endian() {
             RunTimeEndian::Little
         } else {
@@ -85,7 +122,10 @@ impl Debug {
             Ok(EndianRcSlice::new(Rc::from(&*bytes), endian))
         };
         let dwarf = gimli::Dwarf::load(load).map_err(err)?;
-        Ok(Debug { dwarf })
+        Ok(Debug {
+            dwarf,
+            syms: Default::default(),
+        })
     }
 
     /// `$var` at the entry of function `func`.
@@ -124,7 +164,7 @@ impl Debug {
                     let reg = self.entry_reg(&u, e, *pc, is_param.then_some(index))?;
                     return Ok(VarLoc { reg, size, signed });
                 }
-                if e.tag() != dw::DW_TAG_subprogram || self.name(&u, e)?.as_deref() != Some(func) {
+                if e.tag() != dw::DW_TAG_subprogram {
                     continue;
                 }
                 let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
@@ -133,6 +173,9 @@ impl Debug {
                 let Some(pc) = u.attr_address(low).map_err(err)? else {
                     continue;
                 };
+                if !self.is_function_at(&u, e, func, pc)? {
+                    continue;
+                }
                 found_func = true;
                 inside = Some((depth, pc, 0));
             }
@@ -142,6 +185,227 @@ impl Debug {
         } else {
             format!("no debug information for function `{func}` (compile the target with -g)")
         })
+    }
+
+    /// The return type of function `func` (as a point names it: its name,
+    /// symbol or demangled name): Ok(None) for `void`. Every definition
+    /// that matches (overloads, copies) must agree.
+    pub(crate) fn return_type(&self, func: &str) -> Result<Option<(u8, bool)>, String> {
+        let mut units = self.dwarf.units();
+        let mut found: Option<Option<(u8, bool)>> = None;
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut cursor = unit.entries();
+            while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
+                if e.tag() != dw::DW_TAG_subprogram {
+                    continue;
+                }
+                let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
+                    continue;
+                };
+                let Some(pc) = u.attr_address(low).map_err(err)? else {
+                    continue;
+                };
+                if !self.is_function_at(&u, e, func, pc)? {
+                    continue;
+                }
+                let t = match self.type_of(&u, e)? {
+                    None => None,
+                    Some(_) => Some(
+                        self.scalar_type(&u, e)
+                            .map_err(|why| format!("the return value of `{func}`: {why}"))?,
+                    ),
+                };
+                if found.is_some_and(|f| f != t) {
+                    return Err(format!(
+                        "the functions named `{func}` return different types"
+                    ));
+                }
+                found = Some(t);
+            }
+        }
+        found.ok_or_else(|| {
+            format!("no debug information for function `{func}` (compile the target with -g)")
+        })
+    }
+
+    /// What `ptap -L` shows of a function: its parameters, its local
+    /// variables (nested blocks included) and its return type, by name
+    /// and C type. `symbol` (a mangled name) picks one overload.
+    pub fn function_info(
+        &self,
+        func: &str,
+        symbol: Option<&str>,
+        addr: Option<u64>,
+    ) -> Result<FuncInfo, String> {
+        let mut units = self.dwarf.units();
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut cursor = unit.entries();
+            let mut depth = 0isize;
+            let mut inside: Option<isize> = None;
+            // Depth of an inlined call being skipped (its variables are
+            // the callee's).
+            let mut inlined: Option<isize> = None;
+            let mut info = FuncInfo::default();
+            while let Some((delta, e)) = cursor.next_dfs().map_err(err)? {
+                depth += delta;
+                if let Some(d) = inside {
+                    if depth <= d {
+                        return Ok(info);
+                    }
+                    if inlined.is_some_and(|k| depth <= k) {
+                        inlined = None;
+                    }
+                    if inlined.is_some() {
+                        continue;
+                    }
+                    if e.tag() == dw::DW_TAG_inlined_subroutine {
+                        inlined = Some(depth);
+                        continue;
+                    }
+                    let is_param = e.tag() == dw::DW_TAG_formal_parameter && depth == d + 1;
+                    if !(is_param || e.tag() == dw::DW_TAG_variable) {
+                        continue;
+                    }
+                    let Some(name) = self.name(&u, e)? else {
+                        continue;
+                    };
+                    let ty = self.type_name(&u, self.type_of(&u, e)?, 0);
+                    if is_param {
+                        info.params.push((name, ty));
+                    } else if !info.locals.iter().any(|(n, _)| *n == name) {
+                        info.locals.push((name, ty));
+                    }
+                    continue;
+                }
+                if e.tag() != dw::DW_TAG_subprogram {
+                    continue;
+                }
+                let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
+                    continue;
+                };
+                let low = u.attr_address(low).map_err(err)?;
+                // By address when known (a symbol may be an alias of the
+                // function DWARF names: `write` of `__libc_write`).
+                let matches = match (addr, symbol) {
+                    (Some(a), _) => low == Some(a),
+                    (None, Some(sym)) if sym.starts_with("_Z") || sym.starts_with("_R") => {
+                        self.linkage_name(&u, e)?.as_deref() == Some(sym)
+                    }
+                    _ => self.is_function(&u, e, func)?,
+                };
+                if !matches {
+                    continue;
+                }
+                info.ret = self.type_of(&u, e)?.map(|t| self.type_name(&u, Some(t), 0));
+                inside = Some(depth);
+            }
+            if inside.is_some() {
+                return Ok(info);
+            }
+        }
+        Err(format!("no debug information for function `{func}`"))
+    }
+
+    /// A type as C writes it (`struct pt *`, `const char *`, `int[4]`).
+    fn type_name(&self, u: &gimli::UnitRef<'_, R>, off: Option<UnitOffset>, depth: u32) -> String {
+        let Some(off) = off else {
+            return "void".into();
+        };
+        if depth > 16 {
+            return "?".into();
+        }
+        let Ok(t) = u.entry(off) else {
+            return "?".into();
+        };
+        let name = || self.name(u, &t).ok().flatten();
+        let inner = || self.type_of(u, &t).ok().flatten();
+        match t.tag() {
+            dw::DW_TAG_base_type | dw::DW_TAG_typedef => name().unwrap_or_else(|| "?".into()),
+            dw::DW_TAG_structure_type => format!("struct {}", name().unwrap_or_default()),
+            dw::DW_TAG_class_type => format!("class {}", name().unwrap_or_default()),
+            dw::DW_TAG_union_type => format!("union {}", name().unwrap_or_default()),
+            dw::DW_TAG_enumeration_type => format!("enum {}", name().unwrap_or_default()),
+            dw::DW_TAG_pointer_type => format!("{}*", self.type_name(u, inner(), depth + 1)),
+            dw::DW_TAG_reference_type => format!("{}&", self.type_name(u, inner(), depth + 1)),
+            dw::DW_TAG_rvalue_reference_type => {
+                format!("{}&&", self.type_name(u, inner(), depth + 1))
+            }
+            dw::DW_TAG_const_type => {
+                let t = self.type_name(u, inner(), depth + 1);
+                if t.ends_with('*') || t.ends_with('&') {
+                    format!("{t} const")
+                } else {
+                    format!("const {t}")
+                }
+            }
+            dw::DW_TAG_volatile_type => {
+                format!("volatile {}", self.type_name(u, inner(), depth + 1))
+            }
+            dw::DW_TAG_restrict_type => self.type_name(u, inner(), depth + 1),
+            dw::DW_TAG_array_type => format!("{}[]", self.type_name(u, inner(), depth + 1)),
+            dw::DW_TAG_subroutine_type => "function".into(),
+            _ => name().unwrap_or_else(|| "?".into()),
+        }
+    }
+
+    /// [`Debug::is_function`], or the subprogram at the address of the
+    /// symbol `func` (an alias).
+    fn is_function_at(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        func: &str,
+        pc: u64,
+    ) -> Result<bool, String> {
+        if self.syms.get(func) == Some(&pc) {
+            return Ok(true);
+        }
+        self.is_function(u, e, func)
+    }
+
+    /// Is this subprogram the function a point names? Its DWARF name, or
+    /// its linkage (symbol) name, mangled or demangled (`ptap_rt::names`,
+    /// as the points are resolved).
+    fn is_function(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        func: &str,
+    ) -> Result<bool, String> {
+        let linkage = self.linkage_name(u, e)?;
+        let Some(l) = linkage else {
+            return Ok(self.name(u, e)?.as_deref() == Some(func));
+        };
+        let d = ptap_rt::names::demangle(&l);
+        Ok(ptap_rt::names::match_name(func, &l, d.as_deref()).is_some())
+    }
+
+    /// A subprogram's linkage name, directly or through its abstract
+    /// origin / specification.
+    fn linkage_name(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+    ) -> Result<Option<String>, String> {
+        for at in [dw::DW_AT_linkage_name, dw::DW_AT_MIPS_linkage_name] {
+            if let Some(n) = e.attr_value(at).map_err(err)? {
+                let s = u.attr_string(n).map_err(err)?;
+                return Ok(Some(
+                    String::from_utf8_lossy(&s.to_slice().map_err(err)?).into_owned(),
+                ));
+            }
+        }
+        for at in [dw::DW_AT_abstract_origin, dw::DW_AT_specification] {
+            if let Some(AttributeValue::UnitRef(off)) = e.attr_value(at).map_err(err)? {
+                let origin = u.entry(off).map_err(err)?;
+                return self.linkage_name(u, &origin);
+            }
+        }
+        Ok(None)
     }
 
     /// A DIE's name, directly or through its abstract origin / specification.
@@ -264,12 +528,68 @@ impl Debug {
         if let Some(AttributeValue::UnitRef(o)) = e.attr_value(dw::DW_AT_type).map_err(err)? {
             return Ok(Some(o));
         }
-        if let Some(AttributeValue::UnitRef(o)) =
-            e.attr_value(dw::DW_AT_abstract_origin).map_err(err)?
-        {
-            let origin = u.entry(o).map_err(err)?;
-            return self.type_of(u, &origin);
+        for at in [dw::DW_AT_abstract_origin, dw::DW_AT_specification] {
+            if let Some(AttributeValue::UnitRef(o)) = e.attr_value(at).map_err(err)? {
+                let origin = u.entry(o).map_err(err)?;
+                return self.type_of(u, &origin);
+            }
         }
         Ok(None)
     }
+}
+
+/// Function symbols of an object: name (without `@VERSION`) -> address.
+fn function_symbols(file: &object::File<'_>) -> std::collections::HashMap<String, u64> {
+    use object::ObjectSymbol;
+    let mut out = std::collections::HashMap::new();
+    for s in file.symbols().chain(file.dynamic_symbols()) {
+        if s.is_undefined() || s.address() == 0 || s.kind() != object::SymbolKind::Text {
+            continue;
+        }
+        if let Ok(name) = s.name() {
+            let base = name.split('@').next().unwrap_or(name);
+            out.entry(base.to_string()).or_insert(s.address());
+        }
+    }
+    out
+}
+
+/// The separate debug file of an object without `.debug_info`, where GDB
+/// looks for it: `/usr/lib/debug/.build-id/xx/yyyy.debug` (its GNU build
+/// id), then its `.gnu_debuglink` name next to it, in `.debug/` beside it,
+/// and under `/usr/lib/debug` + its directory (the link's CRC is checked).
+pub(crate) fn separate_debug_file(
+    path: &Path,
+    file: &object::File<'_>,
+) -> Option<std::path::PathBuf> {
+    let root = std::env::var_os("PTAP_DEBUG_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/lib/debug".into());
+    if let Ok(Some(id)) = file.build_id() {
+        if id.len() >= 2 {
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            let p = root
+                .join(".build-id")
+                .join(&hex[..2])
+                .join(format!("{}.debug", &hex[2..]));
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let (name, crc) = file.gnu_debuglink().ok()??;
+    let name = Path::new(std::str::from_utf8(name).ok()?);
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = real.parent()?;
+    let candidates = [
+        dir.join(name),
+        dir.join(".debug").join(name),
+        root.join(dir.strip_prefix("/").unwrap_or(dir)).join(name),
+    ];
+    candidates.into_iter().find(|c| {
+        c.is_file()
+            && std::fs::read(c)
+                .map(|d| crc32fast::hash(&d) == crc)
+                .unwrap_or(false)
+    })
 }

@@ -192,7 +192,14 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
 
     pub(crate) fn translate_context(&mut self, cv: ContextValue) -> Value {
         match cv {
-            ContextValue::Ret => self.reg(regoff::AX),
+            // Typed by the function's DWARF return type when known
+            // (`$return`, see tvars.rs), else the raw register.
+            ContextValue::Ret => match self.tvars.get("return").copied() {
+                Some(_) => self
+                    .translate_target_var("return", Span::default())
+                    .unwrap_or_else(|_| self.reg(regoff::AX)),
+                None => self.reg(regoff::AX),
+            },
             ContextValue::Arg(n) => self.translate_arg(n),
         }
     }

@@ -36,7 +36,7 @@
 mod agg;
 mod array;
 mod builtin;
-mod dwarf;
+pub mod dwarf;
 mod expr;
 mod format;
 mod func;
@@ -47,7 +47,7 @@ pub mod jit;
 pub mod meta;
 mod regex;
 mod stmt;
-mod tvars;
+pub mod tvars;
 
 use std::collections::HashMap;
 
@@ -72,6 +72,8 @@ use func::{ArgSel, FunctionTranslator, Kind, Shared};
 pub enum CodegenError {
     /// A construct the compiler does not lower yet.
     Unsupported { what: String, span: Span },
+    /// A `$name` the target's debug information gives no value for here.
+    TargetVar { what: String, span: Span },
     /// Cranelift refused the module (a bug in the translator).
     Module(String),
     /// The host ISA is not supported.
@@ -102,6 +104,11 @@ impl ToDiagnostic for CodegenError {
                     "not supported by the compiler yet",
                 )])
             }
+            CodegenError::TargetVar { what, span } => diag::error(format!("cannot compile {what}"))
+                .with_labels(vec![diag::primary(
+                    *span,
+                    "no value for this variable here",
+                )]),
             CodegenError::Module(m) => diag::error(format!("internal compiler error: {m}")),
             CodegenError::Isa(m) => {
                 diag::error(format!("cannot generate code for this machine: {m}"))

@@ -3,9 +3,9 @@
 //! probe's points; all points must agree on where it is.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use ptap_lang::checked::{CheckedScript, ExprKind, LValue, PointKind, Probe, Target};
+use ptap_lang::checked::{CheckedScript, ExprKind, LValue, Module, PointKind, Probe, Target};
 use ptap_lang::Span;
 
 use super::dwarf::{Debug, VarLoc};
@@ -37,8 +37,53 @@ fn used(exprs: impl FnOnce(&mut dyn FnMut(&ptap_lang::checked::Expr))) -> Vec<(S
     out
 }
 
+/// Finds the file of a library a point names (`libc` in `libc:write`)
+/// among the objects `exe` loads. Set by the ptap driver, which knows how
+/// the dynamic loader finds libraries (`points.rs`).
+pub type LibraryFinder = fn(exe: &Path, module: &Module) -> Option<PathBuf>;
+
+static LIBRARY_FINDER: std::sync::OnceLock<LibraryFinder> = std::sync::OnceLock::new();
+
+/// Let `$name` and `$return` of library functions find their library.
+pub fn set_library_finder(f: LibraryFinder) {
+    let _ = LIBRARY_FINDER.set(f);
+}
+
+/// The DWARF of each object a probe's points are in, read once.
+struct Debugs<'a> {
+    exe: Option<&'a Path>,
+    loaded: HashMap<PathBuf, Result<Debug, String>>,
+}
+
+impl Debugs<'_> {
+    /// The debug information of the object holding a point's function.
+    fn of(&mut self, module: Option<&Module>) -> Result<&Debug, String> {
+        let Some(exe) = self.exe else {
+            return Err(
+                "target variables need the target executable (-c CMD) with debug information"
+                    .into(),
+            );
+        };
+        let path = match module {
+            None => exe.to_path_buf(),
+            Some(m) => LIBRARY_FINDER
+                .get()
+                .and_then(|f| f(exe, m))
+                .ok_or_else(|| {
+                    let (Module::Name(n) | Module::Path(n)) = m;
+                    format!("no library `{n}` among the objects {} loads", exe.display())
+                })?,
+        };
+        self.loaded
+            .entry(path.clone())
+            .or_insert_with(|| Debug::load(&path))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
 /// The function whose entry a point probes, for target variables.
-fn entry_function(kind: &PointKind, at_entry: bool) -> Option<&str> {
+fn entry_function(kind: &PointKind, at_entry: bool) -> Option<(Option<&Module>, &str)> {
     let t = match kind {
         PointKind::Kprobe { target } | PointKind::Jprobe { target } if !at_entry => target,
         PointKind::Kretprobe { target, .. } if at_entry => target,
@@ -46,46 +91,102 @@ fn entry_function(kind: &PointKind, at_entry: bool) -> Option<&str> {
     };
     match t {
         Target::Symbol {
-            module: None,
+            module,
             name,
             offset: 0,
-        } => Some(name),
+        } => Some((module.as_ref(), name)),
         _ => None,
     }
 }
 
+/// The function a kretprobe point returns from.
+fn returning_function(kind: &PointKind) -> Option<(Option<&Module>, &str)> {
+    match kind {
+        PointKind::Kretprobe {
+            target:
+                Target::Symbol {
+                    module,
+                    name,
+                    offset: 0,
+                },
+            ..
+        } => Some((module.as_ref(), name)),
+        _ => None,
+    }
+}
+
+/// `$return` (and `ret` typed by DWARF): the return register with the
+/// size and signedness of the function's return type, the same at every
+/// point of the probe.
+fn return_loc(debugs: &mut Debugs<'_>, p: &Probe) -> Result<VarLoc, String> {
+    let mut loc: Option<VarLoc> = None;
+    for pt in &p.points {
+        let Some((module, func)) = returning_function(&pt.kind) else {
+            return Err(format!(
+                "only available in a kretprobe of a named function, not in {}",
+                pt.text
+            ));
+        };
+        let Some((size, signed)) = debugs.of(module)?.return_type(func)? else {
+            return Err(format!("`{func}` returns void"));
+        };
+        let l = VarLoc {
+            reg: ptap_arch::regs::offset::AX,
+            size,
+            signed,
+        };
+        if loc.is_some_and(|x| x != l) {
+            return Err("the probe's functions return different types".into());
+        }
+        loc = Some(l);
+    }
+    loc.ok_or_else(|| "the probe has no point".to_string())
+}
+
+/// Does the probe's body read `ret`?
+fn uses_ret(p: &Probe) -> bool {
+    let mut found = false;
+    let mut f = |e: &ptap_lang::checked::Expr| {
+        if matches!(
+            e.kind,
+            ExprKind::Context(ptap_lang::checked::ContextValue::Ret)
+        ) {
+            found = true;
+        }
+    };
+    p.body.iter().for_each(|s| walk_stmt(s, &mut f));
+    found
+}
+
 fn resolve(
-    debug: &mut Option<Result<Debug, String>>,
-    exe: Option<&Path>,
+    debugs: &mut Debugs<'_>,
     p: &Probe,
     vars: &[(String, Span)],
     at_entry: bool,
 ) -> Result<HashMap<String, VarLoc>, CodegenError> {
     let mut out = HashMap::new();
     for (name, span) in vars {
-        let fail = |why: String| CodegenError::Unsupported {
+        let fail = |why: String| CodegenError::TargetVar {
             what: format!("`${name}`: {why}"),
             span: *span,
         };
-        let Some(exe) = exe else {
-            return Err(fail(
-                "target variables need the target executable (-c CMD) with debug information"
-                    .into(),
-            ));
-        };
-        let d = match debug.get_or_insert_with(|| Debug::load(exe)) {
-            Ok(d) => d,
-            Err(e) => return Err(fail(e.clone())),
-        };
+        if name == "return" && !at_entry {
+            let l = return_loc(debugs, p).map_err(fail)?;
+            out.insert(name.clone(), l);
+            continue;
+        }
         let mut loc: Option<VarLoc> = None;
         for pt in &p.points {
-            let Some(func) = entry_function(&pt.kind, at_entry) else {
+            let Some((module, func)) = entry_function(&pt.kind, at_entry) else {
                 return Err(fail(format!(
-                    "only available at the entry of a function of the main executable, not in {}",
+                    "only available at the entry of a named function, not in {}",
                     pt.text
                 )));
             };
-            let l = d.entry_var(func, name).map_err(&fail)?;
+            let l = debugs
+                .of(module)
+                .and_then(|d| d.entry_var(func, name))
+                .map_err(&fail)?;
             if loc.is_some_and(|x| x != l) {
                 return Err(fail(
                     "the probe's points keep it in different places".into(),
@@ -100,18 +201,29 @@ fn resolve(
     Ok(out)
 }
 
-/// Resolve every `$name` of every probe against `exe`'s DWARF.
+/// Resolve every `$name` of every probe against the DWARF of the objects
+/// of `exe` (the executable, or the library a point names).
 pub(crate) fn resolve_all(
     script: &CheckedScript,
     exe: Option<&Path>,
 ) -> Result<ProbeVars, CodegenError> {
-    let mut debug = None;
+    let mut debugs = Debugs {
+        exe,
+        loaded: HashMap::new(),
+    };
     let mut all = Vec::new();
     for p in &script.probes {
         let body = used(|mut f| p.body.iter().for_each(|s| walk_stmt(s, &mut f)));
         let entry = used(|mut f| p.entry_exprs.iter().for_each(|e| walk_expr(e, &mut f)));
-        let b = resolve(&mut debug, exe, p, &body, false)?;
-        let e = resolve(&mut debug, exe, p, &entry, true)?;
+        let mut b = resolve(&mut debugs, p, &body, false)?;
+        // `ret` of a kretprobe takes the function's DWARF return type when
+        // the target has debug information for it (else the raw register).
+        if !b.contains_key("return") && uses_ret(p) && exe.is_some() {
+            if let Ok(l) = return_loc(&mut debugs, p) {
+                b.insert("return".to_string(), l);
+            }
+        }
+        let e = resolve(&mut debugs, p, &entry, true)?;
         all.push((b, e));
     }
     Ok(all)

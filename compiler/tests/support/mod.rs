@@ -82,17 +82,81 @@ pub fn build(compiler: &str, src: &Path, out: &Path, args: &[&str], deps: &[&Pat
     out.to_path_buf()
 }
 
-/// Compile tests/targets/NAME.c (or NAME.cpp with g++) with -O2 -g, returning the binary.
+/// Compile tests/targets/NAME.c (or NAME.cpp with g++, NAME.rs with rustc
+/// in release mode) with -O2 -g, returning the binary. `NAME.VARIANT`
+/// builds a variant: `.O0` (no optimisation), `.nodebug` (no debug info),
+/// `.debuglink` (the debug info moved to NAME.debuglink.debug with
+/// `objcopy --only-keep-debug`, the binary stripped and linked to it with
+/// `.gnu_debuglink`).
 pub fn compile(name: &str) -> PathBuf {
+    let (stem, variant) = name.split_once('.').unwrap_or((name, ""));
+    assert!(
+        matches!(variant, "" | "O0" | "nodebug" | "debuglink"),
+        "unknown build variant `{variant}` of tests/targets/{stem}"
+    );
     let dir = root().join("tests").join("targets");
-    let c = dir.join(format!("{name}.c"));
     let out = out_dir().join(name);
-    if c.exists() {
-        return build("cc", &c, &out, &["-O2", "-g", "-pthread"], &[]);
+    let opt = if variant == "O0" { "-O0" } else { "-O2" };
+    let mut args: Vec<&str> = vec![opt, "-pthread"];
+    if variant != "nodebug" {
+        args.push("-g");
     }
-    let cpp = dir.join(format!("{name}.cpp"));
-    assert!(cpp.exists(), "no tests/targets/{name}.c or .cpp");
-    build("g++", &cpp, &out, &["-O2", "-g", "-pthread"], &[])
+    let c = dir.join(format!("{stem}.c"));
+    let cpp = dir.join(format!("{stem}.cpp"));
+    let rs = dir.join(format!("{stem}.rs"));
+    let bin = if c.exists() {
+        build("cc", &c, &out, &args, &[])
+    } else if cpp.exists() {
+        build("g++", &cpp, &out, &args, &[])
+    } else {
+        assert!(rs.exists(), "no tests/targets/{stem}.c, .cpp or .rs");
+        let level = if variant == "O0" {
+            "opt-level=0"
+        } else {
+            "opt-level=3"
+        };
+        let mut args = vec!["-C", level, "--edition", "2021"];
+        if variant != "nodebug" {
+            args.push("-g");
+        }
+        build("rustc", &rs, &out, &args, &[])
+    };
+    if variant == "debuglink" {
+        split_debug_info(&bin);
+    }
+    bin
+}
+
+/// Move the debug info of `bin` to `bin.debug` and link it back with
+/// `.gnu_debuglink` (idempotent: a binary already linked is left alone).
+fn split_debug_info(bin: &Path) {
+    let debug = bin.with_extension(format!(
+        "{}.debug",
+        bin.extension()
+            .map(|e| e.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let linked = Command::new("objdump")
+        .arg("-h")
+        .arg(bin)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(".gnu_debuglink"))
+        .unwrap_or(false);
+    if linked {
+        return;
+    }
+    let run = |args: &[&std::ffi::OsStr]| {
+        let st = Command::new("objcopy").args(args).status().unwrap();
+        assert!(st.success(), "objcopy {args:?} failed");
+    };
+    run(&[
+        "--only-keep-debug".as_ref(),
+        bin.as_os_str(),
+        debug.as_os_str(),
+    ]);
+    run(&["--strip-debug".as_ref(), bin.as_os_str()]);
+    let link = format!("--add-gnu-debuglink={}", debug.display());
+    run(&[link.as_ref(), bin.as_os_str()]);
 }
 
 /// Compile a C probe module (runtime/tests/modules/NAME.c, or a path) to a .so.

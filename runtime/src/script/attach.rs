@@ -173,28 +173,8 @@ unsafe extern "C" fn syscall_hit(p: *mut SyscallProbe, regs: *mut PtRegs) -> c_i
     0
 }
 
-/// `*` and `?` glob match (hand-written: a dozen lines, no crate needed).
-/// ptap uses it too, to resolve patterns before the target starts.
-pub fn glob(p: &[u8], s: &[u8]) -> bool {
-    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
+/// The wildcard matcher (shared with ptap).
+pub use crate::names::glob;
 
 /// Does a `lib:` qualifier name the object at `path`? (`libc` matches
 /// libc.so.6.) ptap uses it too.
@@ -212,19 +192,31 @@ pub fn module_matches(path: &str, m: &Option<ModuleSpec>) -> bool {
     }
 }
 
-/// Where a point is: a symbol name (+offset) or an absolute address.
+/// Where a point is: a symbol name (+offset), an absolute address, or
+/// the address of a function selected by its demangled name or a wildcard
+/// (with the name to show).
 enum Site {
     Name(CString, u32),
     Addr(u64),
+    Func(u64, String),
 }
 
 /// The name `probefunc()` gives for a site.
 fn func_name(site: &Site, target: &TargetSpec) -> Vec<u8> {
     match (site, target) {
-        (Site::Name(..), TargetSpec::Symbol { name, .. }) => name.as_bytes().to_vec(),
-        (Site::Addr(a), _) => symbols::containing(symbols::get_or_build(), *a)
-            .map(|(_, s)| s.name.as_bytes().to_vec())
-            .unwrap_or_default(),
+        (Site::Name(..), TargetSpec::Symbol { name, .. }) => crate::names::demangle(name)
+            .unwrap_or_else(|| name.clone())
+            .into_bytes(),
+        (Site::Func(_, name), _) => name.as_bytes().to_vec(),
+        (Site::Addr(a), _) => {
+            let idx = symbols::get_or_build();
+            symbols::containing_at(idx, *a)
+                .map(|(o, i)| {
+                    o.demangle_all();
+                    o.display_name(i).as_bytes().to_vec()
+                })
+                .unwrap_or_default()
+        }
         _ => Vec::new(),
     }
 }
@@ -249,7 +241,13 @@ fn syscall_table(target: &TargetSpec) -> (Box<[SyscallName]>, Names) {
     (table, names)
 }
 
-fn sites(target: &TargetSpec) -> Result<Vec<Site>, String> {
+/// The sites of a point. `entry_kind`: "kretprobe" or "jprobe" for
+/// points that need a function entry (not a `.cold` fragment).
+fn sites(target: &TargetSpec, entry_kind: Option<&str>) -> Result<Vec<Site>, String> {
+    let refuse = |sym: &str| match entry_kind {
+        Some(k) => crate::names::entry_refusal(sym, k).map_or(Ok(()), Err),
+        None => Ok(()),
+    };
     match target {
         TargetSpec::Symbol {
             module,
@@ -261,8 +259,29 @@ fn sites(target: &TargetSpec) -> Result<Vec<Site>, String> {
                 Some(ModuleSpec::Name(m) | ModuleSpec::Path(m)) => format!("{m}:{name}"),
             };
             let off = u32::try_from(*offset).map_err(|_| "offset too large".to_string())?;
-            let c = CString::new(full).map_err(|_| "symbol name with a NUL byte".to_string())?;
-            Ok(vec![Site::Name(c, off)])
+            let c = CString::new(full.clone())
+                .map_err(|_| "symbol name with a NUL byte".to_string())?;
+            // The symbol itself (the probe layer looks it up again), else
+            // the functions whose demangled name it is (crate::names).
+            if let Some(f) = crate::symcache::lookup(&full) {
+                refuse(name)?;
+                demangle_object_of(f.addr);
+                return Ok(vec![Site::Name(c, off)]);
+            }
+            let idx = symbols::get_or_build();
+            let accept = |o: &symbols::Obj| module_matches(&o.path, module);
+            let sel = symbols::select_demangled(idx, &accept, module.is_some(), name)?;
+            if sel.is_empty() {
+                // Not found: the probe layer says so.
+                return Ok(vec![Site::Name(c, off)]);
+            }
+            Ok(sel
+                .into_iter()
+                .map(|s| {
+                    demangle_object_of(s.addr);
+                    Site::Func(s.addr + u64::from(off), s.display)
+                })
+                .collect())
         }
         TargetSpec::Address(a) => {
             let idx = symbols::get_or_build();
@@ -271,31 +290,44 @@ fn sites(target: &TargetSpec) -> Result<Vec<Site>, String> {
                 .iter()
                 .find(|o| o.is_main)
                 .ok_or("no main executable found")?;
-            Ok(vec![Site::Addr(main.bias + a)])
+            let at = main.bias + a;
+            if let Some((o, i)) = symbols::containing_at(idx, at) {
+                if o.syms[i].addr == at {
+                    refuse(&o.syms[i].name)?;
+                }
+            }
+            demangle_object_of(at);
+            Ok(vec![Site::Addr(at)])
         }
         TargetSpec::Pattern { module, pattern } => {
             let idx = symbols::get_or_build();
-            let mut out: Vec<u64> = Vec::new();
-            for o in idx
-                .objs
-                .iter()
-                .filter(|o| !o.is_runtime && module_matches(&o.path, module))
-            {
-                for s in &o.syms {
-                    if s.size > 0 && glob(pattern.as_bytes(), s.name.as_bytes()) {
-                        out.push(s.addr);
-                    }
-                }
-            }
-            out.sort_unstable();
-            out.dedup();
-            if out.is_empty() {
+            let accept = |o: &symbols::Obj| module_matches(&o.path, module);
+            let sel = symbols::select_pattern(idx, &accept, pattern);
+            if sel.is_empty() {
                 return Err(format!("no function matches `{pattern}`"));
             }
-            Ok(out.into_iter().map(Site::Addr).collect())
+            Ok(sel
+                .into_iter()
+                .map(|s| {
+                    demangle_object_of(s.addr);
+                    Site::Func(s.addr, s.display)
+                })
+                .collect())
         }
         TargetSpec::Syscall { .. } => Err("system-call points register as syscall probes".into()),
         TargetSpec::None => Err("not a probe of the target".into()),
+    }
+}
+
+/// Demangle the names of the object holding a probe site, so that
+/// backtraces and `usymname()` through it show demangled names (done once
+/// per object, at registration; never on the hit path).
+fn demangle_object_of(addr: u64) {
+    let idx = symbols::get_or_build();
+    if let Some(o) = symbols::object_of(idx, addr) {
+        if !o.is_runtime {
+            o.demangle_all();
+        }
     }
 }
 
@@ -413,7 +445,12 @@ pub fn attach_as(
                 }
                 continue;
             }
-            let list = match sites(&pt.target) {
+            let entry_kind = match pt.kind {
+                PointKind::Kretprobe(_) => Some("kretprobe"),
+                PointKind::Jprobe => Some("jprobe"),
+                _ => None,
+            };
+            let list = match sites(&pt.target, entry_kind) {
                 Ok(l) => l,
                 Err(_) if pt.optional => continue,
                 Err(e) if role == Role::Other => {
@@ -434,7 +471,7 @@ pub fn attach_as(
                 let func = func_name(&site, &pt.target);
                 let (addr, name, off) = match site {
                     Site::Name(c, o) => (core::ptr::null_mut(), Some(c), o),
-                    Site::Addr(x) => (x as *mut u8, None, 0),
+                    Site::Addr(x) | Site::Func(x, _) => (x as *mut u8, None, 0),
                 };
                 // SAFETY: Kprobe/Kretprobe are plain C structs; all-zero is their empty value.
                 let mut kp: Kprobe = unsafe { core::mem::zeroed() };
@@ -794,20 +831,5 @@ pub unsafe extern "C" fn ptap_script_attach(path: *const core::ffi::c_char) -> c
             crate::output::diag(format!("ptap: {e}\n").as_bytes());
             -probes::EINVAL
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob;
-
-    #[test]
-    fn globbing() {
-        assert!(glob(b"str*", b"strlen"));
-        assert!(glob(b"*", b""));
-        assert!(glob(b"ma?loc", b"malloc"));
-        assert!(glob(b"*cpy*", b"__memcpy_avx"));
-        assert!(!glob(b"str*", b"memcpy"));
-        assert!(!glob(b"a?c", b"ac"));
     }
 }

@@ -221,10 +221,10 @@ pub(super) unsafe extern "C" fn usymname(ctx: *mut ProbeCtx, addr: i64, dst: *mu
         return;
     }
     let found =
-        crate::symbols::current().and_then(|idx| crate::symbols::containing(idx, addr as u64));
+        crate::symbols::current().and_then(|idx| crate::symbols::containing_at(idx, addr as u64));
     match found {
         // SAFETY: caller contract.
-        Some((_, s)) => unsafe { put(dst, cap, s.name.as_bytes()) },
+        Some((o, i)) => unsafe { put(dst, cap, o.display_name(i).as_bytes()) },
         None => {
             let mut tmp = [0u8; 18];
             let mut b = crate::fmt::Buf {

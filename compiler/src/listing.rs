@@ -1,0 +1,214 @@
+//! `ptap -l POINT` and `ptap -L POINT`: list the probe points a point
+//! selects in a program (`-c CMD`, `-x PID`, or a path), as `stap -l` /
+//! `stap -L` do. `-L` adds each function's variables and their C types
+//! from its debug information (`$p:struct pt* $scale:int`), and
+//! `$return:TYPE` for kretprobes. Functions are selected exactly as the
+//! points of a script are (`points::Images::list`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ptap_compiler::codegen::dwarf::Debug;
+use ptap_lang::checked::{Module, Target};
+use ptap_rt::script::meta::ModuleSpec;
+
+use crate::points::Images;
+use crate::ScriptOpts;
+
+pub fn run(opts: &ScriptOpts) -> ExitCode {
+    match list(opts) {
+        Ok(lines) => {
+            let mut text = lines.join("\n");
+            text.push('\n');
+            let written = match &opts.output {
+                Some(path) => std::fs::write(path, text)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display())),
+                None => std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
+                    .map_err(|e| format!("cannot write the listing: {e}")),
+            };
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ptap: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("ptap: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `kprobe(T)`, `jprobe(T)`, `kretprobe(T)` or a bare `T` (a kprobe).
+fn split_point(text: &str) -> Result<(&str, &str), String> {
+    let text = text.trim();
+    for kind in ["kprobe", "jprobe", "kretprobe"] {
+        if let Some(rest) = text.strip_prefix(kind) {
+            let rest = rest.trim_start();
+            return match rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+                Some(t) => Ok((kind, t)),
+                None => Err(format!("bad point `{text}`: write {kind}(TARGET)")),
+            };
+        }
+    }
+    Ok(("kprobe", text))
+}
+
+fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
+    let (point, vars) = match (&opts.list, &opts.list_vars) {
+        (Some(p), None) => (p.as_str(), false),
+        (None, Some(p)) => (p.as_str(), true),
+        _ => return Err("give one of -l POINT and -L POINT".into()),
+    };
+    let (kind, raw) = split_point(point)?;
+    let target = ptap_lang::points::parse_target(raw, ptap_lang::Span::default())
+        .map_err(|e| e.to_diagnostic_message())?;
+    // System calls need no program.
+    match &target {
+        Target::Syscall { name, calls } => return Ok(vec![syscall_line(kind, name, calls, vars)]),
+        Target::Pattern {
+            module: None,
+            pattern,
+        } if pattern.starts_with("sys_") => return Ok(syscall_pattern(kind, pattern, vars)),
+        _ => {}
+    }
+    let images = match (opts.pid, &opts.cmd, opts.rest.first()) {
+        (Some(pid), _, _) => Images::from_pid(pid)?,
+        (None, Some(cmd), _) => {
+            let argv = shlex::split(cmd).ok_or_else(|| format!("cannot split -c `{cmd}`"))?;
+            let argv0 = argv.first().ok_or("-c needs a command")?;
+            let exe = crate::run::resolve_exe(argv0)
+                .ok_or_else(|| format!("cannot find `{argv0}` (searched PATH)"))?;
+            Images::load(&exe)?
+        }
+        (None, None, Some(path)) => Images::load(Path::new(path))?,
+        (None, None, None) => {
+            return Err(
+                "what program? give -c CMD, -x PID or its path (ptap -l 'kprobe(f*)' /bin/ls)"
+                    .into(),
+            )
+        }
+    };
+    let (module, query, pattern) = match &target {
+        Target::Symbol {
+            module,
+            name,
+            offset: 0,
+        } => (module, name.as_str(), false),
+        Target::Pattern { module, pattern } => (module, pattern.as_str(), true),
+        _ => {
+            return Err(format!(
+                "`{raw}`: -l lists functions: give a name or a wildcard"
+            ))
+        }
+    };
+    let module = module.as_ref().map(|m| match m {
+        Module::Name(n) => ModuleSpec::Name(n.clone()),
+        Module::Path(p) => ModuleSpec::Path(p.clone()),
+    });
+    let mut found = images
+        .list(&module, query, pattern)
+        .map_err(|why| format!("{kind}({raw}) {why}"))?;
+    // Sorted by name within each object (the executable first).
+    found.sort_by(|a, b| (!a.is_main, &a.label, &a.name).cmp(&(!b.is_main, &b.label, &b.name)));
+    if found.is_empty() {
+        return Err(format!("{kind}({raw}) matches no function"));
+    }
+    let mut debug: HashMap<PathBuf, Option<Debug>> = HashMap::new();
+    let mut lines: Vec<String> = Vec::new();
+    for f in found {
+        let written = if f.name.contains([':', '<', '>', ',', '~', ' ']) {
+            format!("\"{}\"", f.name)
+        } else {
+            f.name.clone()
+        };
+        let mut line = if f.is_main {
+            format!("{kind}({written})")
+        } else {
+            format!("{kind}({}:{written})", f.label)
+        };
+        if vars {
+            let d = debug
+                .entry(f.path.clone())
+                .or_insert_with(|| Debug::load(&f.path).ok());
+            if let Some(info) = d
+                .as_ref()
+                .and_then(|d| d.function_info(&f.name, Some(&f.symbol), Some(f.addr)).ok())
+            {
+                // A type the listing cannot spell (`?`) is left out.
+                for (n, t) in info.params.iter().chain(&info.locals) {
+                    if t != "?" {
+                        line.push_str(&format!(" ${n}:{t}"));
+                    }
+                }
+                if kind == "kretprobe" {
+                    if let Some(r) = info.ret.as_ref().filter(|r| *r != "?") {
+                        line.push_str(&format!(" $return:{r}"));
+                    }
+                }
+            }
+        }
+        if opts.verbose > 0 {
+            line.push_str(&format!(
+                "  # {} [{}] at {:#x} in {}",
+                f.full, f.symbol, f.addr, f.label
+            ));
+        }
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    Ok(lines)
+}
+
+fn syscall_line(kind: &str, name: &str, calls: &[(String, u32)], vars: bool) -> String {
+    let mut line = format!("{kind}({name})");
+    if vars {
+        let list: Vec<String> = calls.iter().map(|(c, nr)| format!("{c}({nr})")).collect();
+        line.push_str(&format!(" # calls {}", list.join(" ")));
+    }
+    line
+}
+
+fn syscall_pattern(kind: &str, pattern: &str, vars: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in ptap_lang::stdlib::aliases() {
+        if ptap_rt::names::glob(pattern.as_bytes(), a.name.as_bytes()) {
+            if let Ok(Target::Syscall { name, calls }) =
+                ptap_lang::points::parse_target(&a.name, ptap_lang::Span::default())
+            {
+                out.push(syscall_line(kind, &name, &calls, vars));
+            }
+        }
+    }
+    for (n, nr) in ptap_lang::syscalls::SYSCALLS {
+        let name = format!("sys_{n}");
+        if ptap_rt::names::glob(pattern.as_bytes(), name.as_bytes())
+            && !out
+                .iter()
+                .any(|l| l.starts_with(&format!("{kind}({name})")))
+        {
+            out.push(syscall_line(kind, &name, &[(n.to_string(), *nr)], vars));
+        }
+    }
+    out
+}
+
+trait Message {
+    fn to_diagnostic_message(&self) -> String;
+}
+
+impl<T: ptap_lang::ToDiagnostic> Message for T {
+    fn to_diagnostic_message(&self) -> String {
+        let d = self.to_diagnostic();
+        let labels: Vec<String> = d.labels.iter().map(|l| l.message.clone()).collect();
+        if labels.is_empty() {
+            d.message
+        } else {
+            format!("{} ({})", d.message, labels.join("; "))
+        }
+    }
+}
