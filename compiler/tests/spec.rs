@@ -182,6 +182,13 @@ fn spec_files() -> Vec<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "spec"))
         .collect();
+    // PTAP_SPEC=WORD runs only the files whose name contains WORD.
+    if let Ok(only) = std::env::var("PTAP_SPEC") {
+        v.retain(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(&only))
+        });
+    }
     v.sort();
     v
 }

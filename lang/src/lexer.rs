@@ -581,6 +581,8 @@ fn mark_one_liners(toks: &mut [Spanned]) {
                 Tok::LParen => depth += 1,
                 Tok::RParen => depth = depth.saturating_sub(1),
                 Tok::LBrace | Tok::Lt if depth == 0 => break,
+                // `process.function("f")`: a point component, not a definition.
+                Tok::Function if toks[j - 1].1 == Tok::Dot => {}
                 ref t if is_top_keyword(t) => break,
                 _ => {}
             }

@@ -12,6 +12,7 @@ pub mod lexer;
 pub mod options;
 pub mod parser;
 pub mod points;
+pub mod points_stap;
 pub mod print;
 pub mod printf;
 pub mod sources;

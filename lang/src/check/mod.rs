@@ -70,6 +70,9 @@ struct FuncInfo {
 /// A checked probe with what finalize needs.
 struct ProbeData {
     probe: Probe,
+    /// N of `begin(N)`/`end(N)`: begin and end probes run in order of N,
+    /// then in script order.
+    priority: i64,
     calls: Vec<(usize, Span)>,
     points: Vec<(ProbePoint, Caps)>,
     local_slots: Vec<u32>,
@@ -223,7 +226,14 @@ impl Checker<'_> {
             entry_exprs: std::mem::take(&mut scope.entry_exprs),
             span: p.span,
         };
+        let priority = p
+            .points
+            .iter()
+            .find(|s| matches!(s.components[0].name.name.as_str(), "begin" | "end"))
+            .and_then(crate::points_stap::priority)
+            .unwrap_or(0);
         self.probes.push(ProbeData {
+            priority,
             probe,
             calls: scope.calls,
             points,
