@@ -96,6 +96,16 @@ pub struct ProbeDef {
     pub body: Block,
     pub one_liner: bool,
     pub span: Span,
+    /// `probe NAME = POINTS { prologue }` (`epilogue: false`) or
+    /// `probe NAME += POINTS { epilogue }`: a probe alias, not a probe.
+    pub alias: Option<AliasHead>,
+}
+
+/// The name part of a probe alias definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasHead {
+    pub name: PointSpec,
+    pub epilogue: bool,
 }
 
 /// A probe point as written: `kretprobe(T).maxactive(N)?`.

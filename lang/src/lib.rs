@@ -3,6 +3,7 @@
 //! Passes: [`parse`] (lexer + LALR(1) parser, -p1) and [`check`] (name
 //! resolution, type inference, probe contexts, formats, -p2). [`frontend`]
 //! runs both. The result, a [`CheckedScript`], is what the compiler lowers.
+pub mod alias;
 pub mod ast;
 pub mod builtins;
 pub mod check;

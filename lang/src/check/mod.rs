@@ -146,7 +146,9 @@ pub fn check(
         not_stats: Vec::new(),
     };
     let mut probe_defs = Vec::new();
-    for item in script.items {
+    let (items, alias_errors) = crate::alias::expand(script.items);
+    c.errors.extend(alias_errors);
+    for item in items {
         match item {
             ast::Item::Global(g) => c.declare_global(g),
             ast::Item::Function(f) => c.declare_function(f, false),
