@@ -19,6 +19,7 @@ pub mod printf;
 pub mod sources;
 pub mod span;
 pub mod stdlib;
+pub mod syscall_vars;
 pub mod syscalls;
 pub mod walk;
 

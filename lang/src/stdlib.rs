@@ -24,6 +24,10 @@ pub const FILES: &[(&str, &str)] = &[
         "stdlib-scripts/report.pt",
         include_str!("../../stdlib-scripts/report.pt"),
     ),
+    (
+        "stdlib-scripts/stap_syscalls.pt",
+        include_str!("../../stdlib-scripts/stap_syscalls.pt"),
+    ),
 ];
 
 /// Which stdlib file defines function `name`: a cheap textual scan for

@@ -146,8 +146,10 @@ pub fn check(
         not_stats: Vec::new(),
     };
     let mut probe_defs = Vec::new();
-    let (items, alias_errors) = crate::alias::expand(script.items);
+    let (mut items, alias_errors) = crate::alias::expand(script.items);
     c.errors.extend(alias_errors);
+    let tapset_errors = crate::syscall_vars::add(&mut items, c.sources);
+    c.errors.extend(tapset_errors);
     for item in items {
         match item {
             ast::Item::Global(g) => c.declare_global(g),
