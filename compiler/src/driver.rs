@@ -64,7 +64,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     let file = sources.add(input.name.as_str(), input.text.as_str());
 
     let t = Instant::now();
-    let script = match ptap_lang::parse(&sources, file) {
+    let script = match ptap_lang::parse_with(&sources, file, &lang_opts) {
         Ok(s) => s,
         Err(d) => return diagnostics(&ptap_lang::diag::render(&sources, &d)),
     };

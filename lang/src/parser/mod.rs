@@ -235,6 +235,10 @@ impl crate::diag::ToDiagnostic for ParseError {
                     K::NumberTooLarge(s) => {
                         (format!("number `{s}` does not fit in 64 bits"), "too large")
                     }
+                    K::EmbeddedC => (
+                        "embedded C (`%{ ... %}`) is not supported: ptap compiles scripts itself and runs no C compiler".to_string(),
+                        "embedded C starts here",
+                    ),
                     K::BadArgNumber(s) => (
                         format!("bad script argument reference `{s}`"),
                         "arguments are numbered from 1",
