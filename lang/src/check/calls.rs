@@ -218,19 +218,19 @@ impl Checker<'_> {
             }
             return mk(ExprKind::Long(0), Ty::K(ret), span);
         };
-        let specs: Vec<_> = format.specs().copied().collect();
-        if specs.len() != rest.len() {
+        let kinds = format.arg_kinds();
+        if kinds.len() != rest.len() {
             self.err(CheckError::FormatArgCount {
                 span,
-                expected: specs.len(),
+                expected: kinds.len(),
                 found: rest.len(),
             });
         }
         let mut checked = Vec::new();
         for (i, a) in rest.iter().enumerate() {
-            let x = match specs.get(i) {
-                Some(s) if s.conv.wants_string() => self.expect(scope, a, Type::String),
-                Some(_) => self.expect(scope, a, Type::Long),
+            let x = match kinds.get(i) {
+                Some(true) => self.expect(scope, a, Type::String),
+                Some(false) => self.expect(scope, a, Type::Long),
                 None => self.value(scope, a),
             };
             checked.push(x);
