@@ -85,6 +85,12 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
         Ok(c) => c,
         Err(f) => return diagnostics(&f.render()),
     };
+    if !checked.warnings.is_empty() {
+        eprint!(
+            "{}",
+            ptap_lang::diag::render(&checked.sources, &checked.warnings)
+        );
+    }
     if opts.verbose > 0 {
         eprintln!(
             "Pass 2: analyzed: {} probe(s), {} function(s), {} global(s) in {:.2?}",

@@ -172,7 +172,7 @@ const TABLE: &[Entry] = &[
 
 /// Every per-call variable name of the table (a read of one that the call
 /// does not provide is an error, never an empty local).
-fn all_arg_names() -> HashSet<&'static str> {
+pub(crate) fn all_arg_names() -> HashSet<&'static str> {
     TABLE
         .iter()
         .flat_map(|(_, vars, _, _)| vars.iter().map(|(v, _)| *v))
@@ -257,7 +257,7 @@ fn names_in_expr(e: &Expr, read: &mut HashSet<String>, set: &mut HashSet<String>
     }
 }
 
-fn names_in_stmt(s: &Stmt, read: &mut HashSet<String>, set: &mut HashSet<String>) {
+pub(crate) fn names_in_stmt(s: &Stmt, read: &mut HashSet<String>, set: &mut HashSet<String>) {
     let mut e = |x: &Expr| names_in_expr(x, read, set);
     match &s.kind {
         StmtKind::Expr(x) | StmtKind::Delete(x) => e(x),
