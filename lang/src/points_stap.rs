@@ -92,6 +92,24 @@ pub fn resolve(spec: &PointSpec, text: &str) -> Option<Result<PointKind, PointEr
                         .map(|&(n, nr)| (n.to_string(), nr))
                         .collect(),
                 }
+            } else if call.contains(['*', '?']) {
+                // `syscall.open*`: every call whose name matches.
+                let calls: Vec<(String, u32)> = syscalls::SYSCALLS
+                    .iter()
+                    .filter(|(n, _)| crate::preprocess::glob(call.as_bytes(), n.as_bytes()))
+                    .map(|&(n, nr)| (n.to_string(), nr))
+                    .collect();
+                if calls.is_empty() {
+                    return Some(Err(PointError::UnknownSyscall {
+                        name: format!("syscall.{call}"),
+                        span: c[1].name.span,
+                        suggestion: None,
+                    }));
+                }
+                Target::Syscall {
+                    name: format!("sys_{call}"),
+                    calls,
+                }
             } else {
                 match syscalls::number(call) {
                     Some(nr) => Target::Syscall {

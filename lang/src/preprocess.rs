@@ -240,7 +240,7 @@ fn version_key(v: &str) -> Vec<i64> {
 }
 
 /// Shell-style glob match (`*`, `?`), as SystemTap compares strings.
-fn glob(p: &[u8], s: &[u8]) -> bool {
+pub(crate) fn glob(p: &[u8], s: &[u8]) -> bool {
     match (p.first(), s.first()) {
         (None, None) => true,
         (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),

@@ -196,9 +196,15 @@ fn calls_of(p: &ProbeDef) -> Option<(Vec<&'static str>, bool, bool)> {
         } else {
             entry = true;
         }
-        if c[1].name.name == "*" {
+        if c[1].name.name.contains(['*', '?']) {
             every = true;
-            calls.extend(syscalls::SYSCALLS.iter().map(|(n, _)| *n));
+            let pat = c[1].name.name.as_bytes();
+            calls.extend(
+                syscalls::SYSCALLS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .filter(|n| crate::preprocess::glob(pat, n.as_bytes())),
+            );
         } else {
             let n = syscalls::SYSCALLS
                 .iter()
@@ -380,12 +386,21 @@ pub fn add(items: &mut [Item], sources: &mut Sources) -> Vec<Diagnostic> {
                     |e| Some(e.2.to_string()),
                     Some("sprintf(\"%#x, %#x, %#x, %#x, %#x, %#x\", arg1, arg2, arg3, arg4, arg5, arg6)"),
                 ),
-                a if !ret && arg_names.contains(a) => per_call(
-                    &calls,
-                    false,
-                    |e| e.1.iter().find(|(n, _)| *n == a).map(|(_, x)| x.to_string()),
-                    None,
-                ),
+                a if !ret && arg_names.contains(a) => {
+                    // In a wildcard probe (`syscall.open*`) a call without
+                    // this argument reads it as "" or 0, as SystemTap's
+                    // expansion for that call does (with its warning).
+                    let string = TABLE.iter().flat_map(|e| e.1.iter()).any(|(n, x)| {
+                        *n == a && (x.contains("user_string") || x.contains("_str("))
+                    });
+                    let zero = if string { "\"\"" } else { "0" };
+                    per_call(
+                        &calls,
+                        every,
+                        |e| e.1.iter().find(|(n, _)| *n == a).map(|(_, x)| x.to_string()),
+                        every.then_some(zero),
+                    )
+                }
                 "retstr" | "argstr" => {
                     let want = if ret {
                         "syscall.NAME"
