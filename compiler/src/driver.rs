@@ -74,7 +74,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     let file = sources.add(input.name.as_str(), input.text.as_str());
 
     let t = Instant::now();
-    let script = match ptap_lang::parse(&sources, file) {
+    let script = match ptap_lang::parse_with(&sources, file, &lang_opts) {
         Ok(s) => s,
         Err(d) => return diagnostics(&ptap_lang::diag::render(&sources, &d)),
     };
@@ -95,6 +95,12 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
         Ok(c) => c,
         Err(f) => return diagnostics(&f.render()),
     };
+    if !checked.warnings.is_empty() {
+        eprint!(
+            "{}",
+            ptap_lang::diag::render(&checked.sources, &checked.warnings)
+        );
+    }
     if opts.verbose > 0 {
         eprintln!(
             "Pass 2: analyzed: {} probe(s), {} function(s), {} global(s) in {:.2?}",

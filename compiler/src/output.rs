@@ -2,108 +2,64 @@
 //! payloads (format id + values) become text with the script's parsed
 //! formats; runtime-error records become `ERROR: ...` lines.
 
-use ptap_lang::printf::{Conv, Format, Piece, Spec};
+use ptap_lang::printf::Format;
 use ptap_rt::script::ctx;
 use ptap_rt::script::meta::Meta;
 pub use ptap_rt::script::record::Value;
 use ptap_rt::script::record::{self, FMT_ERROR, FMT_HIST, FMT_WARN};
 
-/// printf-style formatting of `args` with `f` (a pure function). Missing
-/// arguments format as 0 / ""; a long given to `%s` prints as a number and a
-/// string given to a numeric conversion as 0 (the checker prevents both).
+/// printf-style formatting of `args` with `f` (a pure function), by the
+/// same formatter `sprintf` uses in the handlers (`ptap_rt::fmt::format`),
+/// so that printf and sprintf cannot differ. Missing arguments format as
+/// 0 / ""; a long given to `%s` prints as a number and a string given to a
+/// numeric conversion as 0 (the checker prevents both).
 pub fn format_record(f: &Format, args: &[Value]) -> String {
-    let mut out = String::new();
-    let mut it = args.iter();
-    for p in &f.pieces {
-        match p {
-            Piece::Text(t) => out.push_str(t),
-            Piece::Spec(s) => format_one(&mut out, s, it.next()),
+    let kinds = f.arg_kinds();
+    // Strings live here, NUL-terminated, while the formatter reads them.
+    let mut strings: Vec<std::ffi::CString> = Vec::new();
+    let mut cap = 64;
+    for (i, want_string) in kinds.iter().enumerate() {
+        let text = match (args.get(i), want_string) {
+            (Some(Value::Str(t)), true) => t.clone(),
+            (Some(Value::Long(n)), true) => n.to_string(),
+            (_, true) => String::new(),
+            _ => continue,
+        };
+        cap += text.len();
+        let bytes: Vec<u8> = text.into_bytes().into_iter().filter(|&b| b != 0).collect();
+        strings.push(std::ffi::CString::new(bytes).unwrap_or_default());
+    }
+    let mut words: Vec<u64> = Vec::with_capacity(kinds.len());
+    let mut next_string = strings.iter();
+    for (i, want_string) in kinds.iter().enumerate() {
+        if *want_string {
+            words.push(next_string.next().map_or(0, |c| c.as_ptr() as u64));
+        } else {
+            words.push(match args.get(i) {
+                Some(Value::Long(n)) => *n as u64,
+                _ => 0,
+            });
         }
     }
-    out
-}
-
-fn format_one(out: &mut String, s: &Spec, v: Option<&Value>) {
-    let long = match v {
-        Some(Value::Long(v)) => *v,
-        _ => 0,
+    let source = std::ffi::CString::new(f.to_runtime()).unwrap_or_default();
+    cap += source.as_bytes().len();
+    // Each conversion pads to at most 512 (width) or 4096 (precision) bytes.
+    cap += kinds.len().max(1) * (4096 + 64);
+    let mut data = vec![0u8; cap];
+    let mut buf = ptap_rt::fmt::Buf {
+        data: &mut data,
+        len: 0,
     };
-    let mut sign = String::new();
-    let mut prefix = "";
-    let mut digits;
-    let zero_ok = !s.flags.left && s.precision.is_none();
-    match s.conv {
-        Conv::Str => {
-            let text = match v {
-                Some(Value::Str(t)) => t.clone(),
-                Some(Value::Long(n)) => n.to_string(),
-                None => String::new(),
-            };
-            let text: String = match s.precision {
-                Some(p) => text.chars().take(p as usize).collect(),
-                None => text,
-            };
-            return pad(out, s, "", &text, false);
-        }
-        Conv::Char => {
-            let c = char::from(long as u8);
-            return pad(out, s, "", &c.to_string(), false);
-        }
-        Conv::Signed => {
-            if long < 0 {
-                sign.push('-');
-            }
-            digits = long.unsigned_abs().to_string();
-        }
-        Conv::Unsigned => digits = (long as u64).to_string(),
-        Conv::Hex { upper } => {
-            digits = if upper {
-                format!("{:X}", long as u64)
-            } else {
-                format!("{:x}", long as u64)
-            };
-            if s.flags.alt && long != 0 {
-                prefix = if upper { "0X" } else { "0x" };
-            }
-        }
-        Conv::Octal => {
-            digits = format!("{:o}", long as u64);
-            if s.flags.alt && !digits.starts_with('0') {
-                prefix = "0";
-            }
-        }
-        Conv::Pointer => {
-            digits = format!("{:x}", long as u64);
-            prefix = "0x";
-        }
+    static NO_MORE: [u64; 64] = [0; 64];
+    // SAFETY: `words` holds one word per argument the format reads (stars
+    // included), string words point to live NUL-terminated CStrings, and
+    // any read beyond them (impossible for a checked format) gets zeros.
+    unsafe {
+        let mut rd = ptap_rt::fmt::ArgReader::new(words.as_ptr(), words.len(), NO_MORE.as_ptr());
+        ptap_rt::fmt::format(&mut buf, source.as_ptr() as *const u8, &mut rd);
     }
-    if let Some(p) = s.precision {
-        while digits.len() < p as usize {
-            digits.insert(0, '0');
-        }
-    }
-    sign.push_str(prefix);
-    pad(out, s, &sign, &digits, zero_ok && s.flags.zero)
-}
-
-/// Pad `head` + `body` to the spec's width: left-justified, zero-filled
-/// between head and body, or right-justified with spaces.
-fn pad(out: &mut String, s: &Spec, head: &str, body: &str, zeros: bool) {
-    let len = head.chars().count() + body.chars().count();
-    let fill = (s.width.unwrap_or(0) as usize).saturating_sub(len);
-    if s.flags.left {
-        out.push_str(head);
-        out.push_str(body);
-        out.extend(std::iter::repeat_n(' ', fill));
-    } else if zeros {
-        out.push_str(head);
-        out.extend(std::iter::repeat_n('0', fill));
-        out.push_str(body);
-    } else {
-        out.extend(std::iter::repeat_n(' ', fill));
-        out.push_str(head);
-        out.push_str(body);
-    }
+    let len = buf.len;
+    String::from_utf8_lossy(&data[..len]).into_owned()
 }
 
 pub use ctx::error_text;
@@ -432,6 +388,91 @@ value |-------------------------------------------------- count
             format_histogram(HistShape::Linear { lo: 0, step: 10 }, &c),
             want
         );
+    }
+
+    /// C's snprintf of one long or string argument.
+    fn c_printf(fmt: &str, arg: &Value) -> String {
+        let cfmt = std::ffi::CString::new(fmt).unwrap();
+        let mut buf = vec![0u8; 8192];
+        // SAFETY: a valid buffer and format; the argument matches the one
+        // conversion of the format (a long for numbers, a C string for %s).
+        let n = unsafe {
+            match arg {
+                Value::Long(v) => libc::snprintf(
+                    buf.as_mut_ptr() as *mut libc::c_char,
+                    buf.len(),
+                    cfmt.as_ptr(),
+                    *v as libc::c_long,
+                ),
+                Value::Str(t) => {
+                    let c = std::ffi::CString::new(t.as_str()).unwrap();
+                    libc::snprintf(
+                        buf.as_mut_ptr() as *mut libc::c_char,
+                        buf.len(),
+                        cfmt.as_ptr(),
+                        c.as_ptr(),
+                    )
+                }
+            }
+        };
+        String::from_utf8_lossy(&buf[..n as usize]).into_owned()
+    }
+
+    #[test]
+    fn every_conversion_matches_c_printf() {
+        use Value::{Long as L, Str as S};
+        let longs = [0i64, 1, -1, 42, -42, 255, 4096, i64::MAX, i64::MIN, 1 << 40];
+        let mut checked = 0;
+        for flags in ["", "-", "0", "+", " ", "#", "-+", "0+", "- ", "+ "] {
+            for width in ["", "1", "8", "25"] {
+                for prec in ["", ".0", ".3", ".30"] {
+                    for conv in ['d', 'i', 'u', 'x', 'X', 'o'] {
+                        if flags.contains('#') && !matches!(conv, 'x' | 'X' | 'o') {
+                            continue;
+                        }
+                        let ours = format!("%{flags}{width}{prec}{conv}");
+                        let theirs = format!("%{flags}{width}{prec}l{conv}");
+                        for v in longs {
+                            assert_eq!(
+                                f(&ours, &[L(v)]),
+                                c_printf(&theirs, &L(v)),
+                                "{ours} of {v}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                    for t in ["", "a", "hello, world"] {
+                        let ours =
+                            format!("%{}{width}{prec}s", flags.replace(['0', '+', ' ', '#'], ""));
+                        assert_eq!(
+                            f(&ours, &[S(t.into())]),
+                            c_printf(&ours, &S(t.into())),
+                            "{ours} of {t:?}"
+                        );
+                        checked += 1;
+                    }
+                }
+                let ours = format!("%{}{width}c", flags.replace(['0', '+', ' ', '#'], ""));
+                assert_eq!(f(&ours, &[L(65)]), c_printf(&ours, &L(65)), "{ours}");
+            }
+        }
+        // %p: C's (glibc's) 0x form for non-null pointers.
+        for v in [1i64, 4096, 0x7fff_1234_5678] {
+            for (ours, theirs) in [("%p", "%p"), ("%20p", "%20p"), ("%-20p|", "%-20p|")] {
+                // SAFETY in c_printf: a pointer-sized argument.
+                assert_eq!(f(ours, &[L(v)]), c_printf(theirs, &L(v)), "{ours} of {v}");
+            }
+        }
+        // `*` widths and precisions.
+        assert_eq!(
+            f(
+                "%*d|%-*s|%.*s",
+                &[L(5), L(42), L(4), S("ab".into()), L(2), S("xyz".into())]
+            ),
+            "   42|ab  |xy"
+        );
+        assert_eq!(f("%*d", &[L(-5), L(42)]), "42   ");
+        assert!(checked > 9000, "{checked}");
     }
 
     #[test]

@@ -212,12 +212,6 @@ fn spec_files() -> Vec<PathBuf> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "spec"))
-        // PTAP_SPEC=STEM runs one file (while working on it).
-        .filter(|p| {
-            std::env::var("PTAP_SPEC").map_or(true, |only| {
-                p.file_stem().is_some_and(|s| s.to_string_lossy() == only)
-            })
-        })
         .collect();
     v.sort();
     v

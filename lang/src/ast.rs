@@ -1,10 +1,59 @@
 //! The parse tree. Every node carries its [`Span`]. Expressions and statements
 //! also carry their nesting depth, which the parser caps (see
 //! [`MAX_DEPTH`]) so that no later recursive pass can overflow the stack.
+//!
+//! A node's `depth` packs two counts (see [`Depth`]): its real nesting level
+//! (an operand inside an operator, a call argument, a statement inside a
+//! block), capped at [`MAX_DEPTH`], and its height, capped at [`MAX_HEIGHT`].
+//! One more link of a flat chain (the left operand of `a + b + c`, the
+//! `else if` of an if-chain, the last arm of `a ? b : c ? d : e`) adds to
+//! the height only, so long flat chains are not "nesting".
 use crate::span::Span;
 
 /// Deepest expression/statement nesting the parser accepts.
 pub const MAX_DEPTH: u32 = 200;
+/// Tallest tree the parser accepts (flat chains; every recursive pass must
+/// fit this many frames of each kind in the main thread's stack).
+pub const MAX_HEIGHT: u32 = 1200;
+
+/// The packed `depth` of a node: `(level << 16) | height`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depth {
+    pub level: u32,
+    pub height: u32,
+}
+
+impl Depth {
+    pub const LEAF: Depth = Depth {
+        level: 1,
+        height: 1,
+    };
+    pub fn unpack(d: u32) -> Depth {
+        Depth {
+            level: d >> 16,
+            height: d & 0xffff,
+        }
+    }
+    pub fn pack(self) -> u32 {
+        (self.level.min(0xffff) << 16) | self.height.min(0xffff)
+    }
+    /// The depth of a node whose nested children and chain children have
+    /// the given packed depths.
+    fn of(nested: impl IntoIterator<Item = u32>, chain: impl IntoIterator<Item = u32>) -> Depth {
+        let mut d = Depth::LEAF;
+        for n in nested {
+            let n = Depth::unpack(n);
+            d.level = d.level.max(n.level + 1);
+            d.height = d.height.max(n.height + 1);
+        }
+        for c in chain {
+            let c = Depth::unpack(c);
+            d.level = d.level.max(c.level);
+            d.height = d.height.max(c.height + 1);
+        }
+        d
+    }
+}
 
 /// One parsed file.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +96,16 @@ pub struct ProbeDef {
     pub body: Block,
     pub one_liner: bool,
     pub span: Span,
+    /// `probe NAME = POINTS { prologue }` (`epilogue: false`) or
+    /// `probe NAME += POINTS { epilogue }`: a probe alias, not a probe.
+    pub alias: Option<AliasHead>,
+}
+
+/// The name part of a probe alias definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasHead {
+    pub name: PointSpec,
+    pub epilogue: bool,
 }
 
 /// A probe point as written: `kretprobe(T).maxactive(N)?`.
@@ -323,50 +382,82 @@ pub enum ExprKind {
 }
 
 impl ExprKind {
-    /// The deepest child's depth.
-    pub fn child_depth(&self) -> u32 {
-        let list = |v: &[Expr]| v.iter().map(|e| e.depth).max().unwrap_or(0);
-        match self {
+    /// This node's depth (see [`Depth`]).
+    pub fn depth(&self) -> Depth {
+        let list = |v: &[Expr]| v.iter().map(|e| e.depth).collect::<Vec<_>>();
+        let (nested, chain): (Vec<u32>, Vec<u32>) = match self {
             ExprKind::Num(_)
             | ExprKind::Str(_)
             | ExprKind::Name(_)
             | ExprKind::TargetVar(_)
-            | ExprKind::ScriptArg { .. } => 0,
-            ExprKind::Index { keys, .. } | ExprKind::In { keys, .. } => list(keys),
-            ExprKind::Call { args, .. } | ExprKind::AtCall { args, .. } => list(args),
-            ExprKind::Unary { operand, .. } => operand.depth,
-            ExprKind::Binary { lhs, rhs, .. } => lhs.depth.max(rhs.depth),
-            ExprKind::Ternary { cond, then, els } => cond.depth.max(then.depth).max(els.depth),
-            ExprKind::Assign { target, value, .. } => target.depth.max(value.depth),
-            ExprKind::IncDec { target, .. } => target.depth,
-        }
+            | ExprKind::ScriptArg { .. } => (vec![], vec![]),
+            ExprKind::Index { keys, .. } | ExprKind::In { keys, .. } => (list(keys), vec![]),
+            ExprKind::Call { args, .. } | ExprKind::AtCall { args, .. } => (list(args), vec![]),
+            ExprKind::Unary { operand, .. } => (vec![operand.depth], vec![]),
+            ExprKind::Binary { lhs, rhs, .. } => (vec![rhs.depth], vec![lhs.depth]),
+            ExprKind::Ternary { cond, then, els } => {
+                (vec![cond.depth, then.depth], vec![els.depth])
+            }
+            ExprKind::Assign { target, value, .. } => (vec![target.depth, value.depth], vec![]),
+            ExprKind::IncDec { target, .. } => (vec![target.depth], vec![]),
+        };
+        Depth::of(nested, chain)
     }
 }
 
 impl StmtKind {
-    /// The deepest child's depth (statements and expressions).
-    pub fn child_depth(&self) -> u32 {
-        let e = |e: &Option<Expr>| e.as_ref().map_or(0, |e| e.depth);
-        let block = |b: &Block| b.stmts.iter().map(|s| s.depth).max().unwrap_or(0);
-        match self {
-            StmtKind::Expr(x) | StmtKind::Delete(x) => x.depth,
-            StmtKind::Block(b) => block(b),
-            StmtKind::If { cond, then, els } => cond
-                .depth
-                .max(then.depth)
-                .max(els.as_ref().map_or(0, |s| s.depth)),
-            StmtKind::While { cond, body } => cond.depth.max(body.depth),
+    /// This node's depth (statements and expressions, see [`Depth`]).
+    pub fn depth(&self) -> Depth {
+        let e = |e: &Option<Expr>| e.as_ref().map(|e| e.depth);
+        let block = |b: &Block| b.stmts.iter().map(|s| s.depth).collect::<Vec<_>>();
+        let (nested, chain): (Vec<u32>, Vec<u32>) = match self {
+            StmtKind::Expr(x) | StmtKind::Delete(x) => (vec![x.depth], vec![]),
+            StmtKind::Block(b) => (block(b), vec![]),
+            StmtKind::If { cond, then, els } => match els {
+                Some(s) if matches!(s.kind, StmtKind::If { .. }) => {
+                    (vec![cond.depth, then.depth], vec![s.depth])
+                }
+                _ => (
+                    [
+                        Some(cond.depth),
+                        Some(then.depth),
+                        els.as_ref().map(|s| s.depth),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                    vec![],
+                ),
+            },
+            StmtKind::While { cond, body } => (vec![cond.depth, body.depth], vec![]),
             StmtKind::For {
                 init,
                 cond,
                 step,
                 body,
-            } => e(init).max(e(cond)).max(e(step)).max(body.depth),
-            StmtKind::Foreach(f) => e(&f.limit).max(f.body.depth),
-            StmtKind::Break | StmtKind::Continue | StmtKind::Next => 0,
-            StmtKind::Return(x) => e(x),
-            StmtKind::Try { body, catch, .. } => block(body).max(block(catch)),
-            StmtKind::Aggregate { target, value } => target.depth.max(value.depth),
-        }
+            } => (
+                [e(init), e(cond), e(step), Some(body.depth)]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                vec![],
+            ),
+            StmtKind::Foreach(f) => (
+                [e(&f.limit), Some(f.body.depth)]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                vec![],
+            ),
+            StmtKind::Break | StmtKind::Continue | StmtKind::Next => (vec![], vec![]),
+            StmtKind::Return(x) => (e(x).into_iter().collect(), vec![]),
+            StmtKind::Try { body, catch, .. } => {
+                let mut v = block(body);
+                v.extend(block(catch));
+                (v, vec![])
+            }
+            StmtKind::Aggregate { target, value } => (vec![target.depth, value.depth], vec![]),
+        };
+        Depth::of(nested, chain)
     }
 }

@@ -86,6 +86,9 @@ pub struct CheckedScript {
     pub probes: Vec<Probe>,
     pub limits: Limits,
     pub guru: bool,
+    /// Warnings of pass 2 (rendered against `sources`), e.g. SystemTap's
+    /// "never-assigned local variable".
+    pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,9 @@ use crate::span::{FileId, Span};
 enum Raw {
     #[token("/*")]
     UnterminatedComment,
+    /// `%{`: SystemTap's embedded C (refused; skipped up to `%}`).
+    #[token("%{")]
+    EmbeddedC,
     #[regex(r"[A-Za-z_][A-Za-z0-9_]*")]
     Ident,
     #[regex(r"\$[A-Za-z_][A-Za-z0-9_]*")]
@@ -327,6 +330,8 @@ pub enum LexErrorKind {
     BadNumber(String),
     NumberTooLarge(String),
     BadArgNumber(String),
+    /// `%{ ... %}`: embedded C (SystemTap's guru-mode C code).
+    EmbeddedC,
 }
 
 /// A lexical error with its place.
@@ -370,6 +375,22 @@ pub fn lex(src: &str, file: FileId) -> (Vec<Spanned>, Vec<LexError>) {
                 continue;
             }
         };
+        if raw == Raw::EmbeddedC {
+            // Skip the C code; a function body `%{ ... %}` becomes `{ }` so
+            // that only this error is reported.
+            let end = src[range.end..].find("%}").map(|i| range.end + i + 2);
+            let stop = end.unwrap_or(src.len());
+            errs.push(LexError {
+                kind: LexErrorKind::EmbeddedC,
+                span: Span::new(file, range.start, range.end),
+            });
+            if matches!(toks.last(), Some((_, Tok::RParen, _))) {
+                toks.push((range.start, Tok::LBrace, range.end));
+                toks.push((stop.saturating_sub(2).max(range.end), Tok::RBrace, stop));
+            }
+            lexer.bump(stop - range.end);
+            continue;
+        }
         match convert(raw, text) {
             Ok(tok) => toks.push((range.start, tok, range.end)),
             Err(kind) => {
@@ -381,6 +402,7 @@ pub fn lex(src: &str, file: FileId) -> (Vec<Spanned>, Vec<LexError>) {
             }
         }
     }
+    drop_private(&mut toks);
     mark_one_liners(&mut toks);
     mark_bare_returns(&mut toks);
     (toks, errs)
@@ -389,6 +411,7 @@ pub fn lex(src: &str, file: FileId) -> (Vec<Spanned>, Vec<LexError>) {
 fn convert(raw: Raw, text: &str) -> Result<Tok, LexErrorKind> {
     Ok(match raw {
         Raw::UnterminatedComment => return Err(LexErrorKind::UnterminatedComment),
+        Raw::EmbeddedC => return Err(LexErrorKind::EmbeddedC),
         Raw::UnterminatedStr => return Err(LexErrorKind::UnterminatedString),
         Raw::Ident => keyword(text).unwrap_or_else(|| Tok::Ident(text.to_string())),
         Raw::TargetVar => Tok::TargetVar(text[1..].to_string()),
@@ -488,6 +511,9 @@ fn number(text: &str) -> Result<u64, LexErrorKind> {
         (h, 16)
     } else if let Some(b) = text.strip_prefix("0b").or(text.strip_prefix("0B")) {
         (b, 2)
+    } else if text.len() > 1 && text.starts_with('0') {
+        // C and SystemTap read a leading 0 as octal: 010 is 8.
+        (&text[1..], 8)
     } else {
         (text, 10)
     };
@@ -561,6 +587,22 @@ fn unescape(body: &str) -> Result<String, LexErrorKind> {
     Ok(out)
 }
 
+/// SystemTap's `private global x` / `private function f`: a script is one
+/// file, so `private` changes nothing and is dropped.
+fn drop_private(toks: &mut Vec<Spanned>) {
+    let mut i = 0;
+    while i + 1 < toks.len() {
+        if matches!(&toks[i].1, Tok::Ident(n) if n == "private")
+            && matches!(toks[i + 1].1, Tok::Global | Tok::Function)
+            && (i == 0 || !matches!(toks[i - 1].1, Tok::Dot))
+        {
+            toks.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 fn is_top_keyword(t: &Tok) -> bool {
     matches!(t, Tok::Probe | Tok::Global | Tok::Function)
 }
@@ -581,6 +623,8 @@ fn mark_one_liners(toks: &mut [Spanned]) {
                 Tok::LParen => depth += 1,
                 Tok::RParen => depth = depth.saturating_sub(1),
                 Tok::LBrace | Tok::Lt if depth == 0 => break,
+                // `process.function("f")`: a point component, not a definition.
+                Tok::Function if toks[j - 1].1 == Tok::Dot => {}
                 ref t if is_top_keyword(t) => break,
                 _ => {}
             }
@@ -678,6 +722,11 @@ mod tests {
             vec![Tok::Number(16), Tok::Number(5), Tok::Number(42)]
         );
         assert_eq!(kinds(r#""a\n\x41\101""#), vec![Tok::Str("a\nAA".into())]);
+        assert_eq!(
+            kinds("010 0 0777"),
+            vec![Tok::Number(8), Tok::Number(0), Tok::Number(511)]
+        );
+        assert_eq!(lex("08", FileId(0)).1.len(), 1);
         let (_, e) = lex("99999999999999999999 \"abc", FileId(0));
         assert_eq!(e.len(), 2);
     }

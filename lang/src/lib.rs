@@ -3,6 +3,7 @@
 //! Passes: [`parse`] (lexer + LALR(1) parser, -p1) and [`check`] (name
 //! resolution, type inference, probe contexts, formats, -p2). [`frontend`]
 //! runs both. The result, a [`CheckedScript`], is what the compiler lowers.
+pub mod alias;
 pub mod ast;
 pub mod builtins;
 pub mod check;
@@ -12,11 +13,14 @@ pub mod lexer;
 pub mod options;
 pub mod parser;
 pub mod points;
+pub mod points_stap;
+pub mod preprocess;
 pub mod print;
 pub mod printf;
 pub mod sources;
 pub mod span;
 pub mod stdlib;
+pub mod syscall_vars;
 pub mod syscalls;
 pub mod walk;
 
@@ -40,9 +44,21 @@ impl Failure {
     }
 }
 
-/// Pass 1: parses one file of `sources`.
+/// Pass 1: parses one file of `sources` (conditionals `%( %? %: %)`
+/// evaluated with default options: no script arguments, no guru mode).
 pub fn parse(sources: &Sources, file: FileId) -> Result<ast::Script, Vec<Diagnostic>> {
-    parser::parse_file(sources.text(file), file)
+    parse_with(sources, file, &Options::default())
+}
+
+/// Pass 1 with the session's options (script arguments for `$#`, `-g` for
+/// `guru_mode` in conditionals).
+pub fn parse_with(
+    sources: &Sources,
+    file: FileId,
+    opts: &Options,
+) -> Result<ast::Script, Vec<Diagnostic>> {
+    let text = preprocess::apply(sources.text(file), file, opts)?;
+    parser::parse_file(&text, file)
         .map_err(|errs| errs.iter().map(ToDiagnostic::to_diagnostic).collect())
 }
 
@@ -63,7 +79,7 @@ pub fn check(
 pub fn frontend(name: &str, text: &str, opts: &Options) -> Result<CheckedScript, Failure> {
     let mut sources = Sources::new();
     let file = sources.add(name, text);
-    let script = match parse(&sources, file) {
+    let script = match parse_with(&sources, file, opts) {
         Ok(s) => s,
         Err(diagnostics) => {
             return Err(Failure {

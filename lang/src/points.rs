@@ -42,6 +42,12 @@ pub enum PointError {
         kind: &'static str,
         span: Span,
     },
+    /// A point ptap does not offer (kernel points, ...), with what to use.
+    Refused {
+        span: Span,
+        msg: String,
+        help: String,
+    },
 }
 
 const POINT_NAMES: &[&str] = &["begin", "end", "timer", "kprobe", "jprobe", "kretprobe"];
@@ -91,6 +97,9 @@ impl ToDiagnostic for PointError {
                     None => d,
                 }
             }
+            PointError::Refused { span, msg, help } => diag::error(msg.clone())
+                .with_labels(vec![diag::primary(*span, "not supported")])
+                .with_notes(vec![help.clone()]),
             PointError::NotAFunctionEntry { kind, span } => diag::error(format!(
                 "`{kind}` needs a function entry, not an offset inside a function"
             ))
@@ -176,8 +185,8 @@ pub fn resolve(spec: &PointSpec, text: &str) -> Result<ProbePoint, PointError> {
     };
     let kind = match first.name.name.as_str() {
         "begin" | "end" => {
-            if c.len() != 1 || first.arg.is_some() {
-                return Err(malformed("`begin` or `end` alone"));
+            if c.len() != 1 || crate::points_stap::priority(spec).is_none() {
+                return Err(malformed("`begin`, `end`, `begin(N)` or `end(N)`"));
             }
             if first.name.name == "begin" {
                 PointKind::Begin
@@ -202,6 +211,13 @@ pub fn resolve(spec: &PointSpec, text: &str) -> Result<ProbePoint, PointError> {
                 "a period N >= 1, as in `timer.ms(100)`",
             )?;
             PointKind::Timer { unit, n }
+        }
+        "kprobe" if first.arg.is_none() && c.len() > 1 => {
+            return Err(PointError::Refused {
+                span: first.name.span,
+                msg: "`kprobe.function(...)` / `kprobe.statement(...)` are kernel probes; ptap probes user-space processes only".to_string(),
+                help: "help: ptap's `kprobe(NAME)` probes a function of the target; `syscall.NAME` a system call".to_string(),
+            })
         }
         kind @ ("kprobe" | "jprobe" | "kretprobe") => {
             let Some((arg, arg_span)) = &first.arg else {
@@ -241,13 +257,22 @@ pub fn resolve(spec: &PointSpec, text: &str) -> Result<ProbePoint, PointError> {
                 _ => PointKind::Kretprobe { target, maxactive },
             }
         }
-        other => {
-            return Err(PointError::UnknownPoint {
-                name: other.to_string(),
-                span: first.name.span,
-                suggestion: diag::suggest(other, POINT_NAMES.iter().copied()),
-            })
-        }
+        other => match crate::points_stap::resolve(spec, text) {
+            Some(kind) => kind?,
+            None => {
+                return Err(PointError::UnknownPoint {
+                    name: other.to_string(),
+                    span: first.name.span,
+                    suggestion: diag::suggest(
+                        other,
+                        POINT_NAMES
+                            .iter()
+                            .chain(crate::points_stap::NAMES)
+                            .copied(),
+                    ),
+                })
+            }
+        },
     };
     Ok(ProbePoint {
         text: canonical(text),

@@ -1,8 +1,13 @@
 //! printf formats, parsed and checked at compile time.
 //!
 //! Conversions: `%d %i %u %x %X %o %c %p` (long), `%s` (string), `%%`.
-//! Flags `-`, `0`, `#`; a width; a precision `.N`; length modifiers `l`,
-//! `ll`, `h`, `hh` are accepted and ignored (all integers are 64-bit).
+//! Flags `-`, `0`, `#`, `+`, space; a width (`*`: from a long argument); a
+//! precision `.N` (`.*` likewise); length modifiers `l`, `ll`, `h`, `hh` are
+//! accepted and ignored (all integers are 64-bit).
+//!
+//! Both `printf` (formatted by ptap) and `sprintf` (formatted in the
+//! handler) format with the runtime's `ptap_rt::fmt::format`, given
+//! [`Format::to_source`].
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conv {
@@ -50,6 +55,14 @@ pub struct Flags {
     pub zero: bool,
     /// `#`: alternate form (0x prefix, leading 0).
     pub alt: bool,
+    /// `+`: a sign on positive numbers too.
+    pub plus: bool,
+    /// ` `: a blank before positive numbers.
+    pub space: bool,
+    /// `*` width: taken from the argument before the value.
+    pub star_width: bool,
+    /// `.*` precision: taken from the argument before the value.
+    pub star_prec: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +93,34 @@ impl Format {
         })
     }
 
+    /// The kind of every argument the format consumes, in order: `true` for
+    /// a string (`%s`), `false` for a long (other conversions, `*`).
+    pub fn arg_kinds(&self) -> Vec<bool> {
+        let mut v = Vec::new();
+        for s in self.specs() {
+            if s.flags.star_width {
+                v.push(false);
+            }
+            if s.flags.star_prec {
+                v.push(false);
+            }
+            v.push(s.conv.wants_string());
+        }
+        v
+    }
+
     /// The format written back in printf syntax (for -p2).
     pub fn to_source(&self) -> String {
+        self.write(false)
+    }
+
+    /// The format as the runtime's formatter reads it: 64-bit length
+    /// modifiers on numeric conversions, `%p` as ptap's `%P`.
+    pub fn to_runtime(&self) -> String {
+        self.write(true)
+    }
+
+    fn write(&self, runtime: bool) -> String {
         let mut out = String::new();
         for p in &self.pieces {
             match p {
@@ -97,13 +136,32 @@ impl Format {
                     if s.flags.alt {
                         out.push('#');
                     }
-                    if let Some(w) = s.width {
+                    if s.flags.plus {
+                        out.push('+');
+                    }
+                    if s.flags.space {
+                        out.push(' ');
+                    }
+                    if s.flags.star_width {
+                        out.push('*');
+                    } else if let Some(w) = s.width {
                         out.push_str(&w.to_string());
                     }
-                    if let Some(p) = s.precision {
+                    if s.flags.star_prec {
+                        out.push_str(".*");
+                    } else if let Some(p) = s.precision {
                         out.push_str(&format!(".{p}"));
                     }
-                    out.push(s.conv.letter());
+                    match s.conv {
+                        Conv::Pointer if runtime => out.push('P'),
+                        Conv::Str | Conv::Char => out.push(s.conv.letter()),
+                        c => {
+                            if runtime {
+                                out.push('l');
+                            }
+                            out.push(c.letter());
+                        }
+                    }
                 }
             }
         }
@@ -119,8 +177,6 @@ pub enum FormatError {
     UnknownConversion(char),
     /// `#` with a conversion where it means nothing.
     AltFlag(char),
-    /// `%*d`
-    StarWidth,
     WidthTooLarge,
 }
 
@@ -132,7 +188,6 @@ impl std::fmt::Display for FormatError {
             }
             FormatError::UnknownConversion(c) => write!(f, "`%{c}` is not a known conversion"),
             FormatError::AltFlag(c) => write!(f, "the `#` flag has no meaning with `%{c}`"),
-            FormatError::StarWidth => write!(f, "`*` widths are not supported"),
             FormatError::WidthTooLarge => {
                 write!(f, "width or precision is too large (at most 1024)")
             }
@@ -161,17 +216,28 @@ pub fn parse(fmt: &str) -> Result<Format, FormatError> {
                 '-' => flags.left = true,
                 '0' => flags.zero = true,
                 '#' => flags.alt = true,
+                '+' => flags.plus = true,
+                ' ' => flags.space = true,
                 _ => break,
             }
             chars.next();
         }
-        if chars.peek() == Some(&'*') {
-            return Err(FormatError::StarWidth);
-        }
-        let width = number(&mut chars)?;
+        let width = if chars.peek() == Some(&'*') {
+            chars.next();
+            flags.star_width = true;
+            None
+        } else {
+            number(&mut chars)?
+        };
         let precision = if chars.peek() == Some(&'.') {
             chars.next();
-            Some(number(&mut chars)?.unwrap_or(0))
+            if chars.peek() == Some(&'*') {
+                chars.next();
+                flags.star_prec = true;
+                None
+            } else {
+                Some(number(&mut chars)?.unwrap_or(0))
+            }
         } else {
             None
         };
@@ -241,6 +307,17 @@ mod tests {
         assert_eq!(parse("%q"), Err(FormatError::UnknownConversion('q')));
         assert_eq!(parse("abc %"), Err(FormatError::Incomplete));
         assert_eq!(parse("%#d"), Err(FormatError::AltFlag('d')));
-        assert_eq!(parse("%*d"), Err(FormatError::StarWidth));
+        assert!(parse("%*d").is_ok());
+    }
+
+    #[test]
+    fn stars_and_sign_flags() {
+        let f = parse("%+d % d %-*s %.*x %p").unwrap();
+        assert_eq!(
+            f.arg_kinds(),
+            vec![false, false, false, true, false, false, false]
+        );
+        assert_eq!(f.to_source(), "%+d % d %-*s %.*x %p");
+        assert_eq!(f.to_runtime(), "%+ld % ld %-*s %.*lx %P");
     }
 }

@@ -24,6 +24,14 @@ pub const FILES: &[(&str, &str)] = &[
         "stdlib-scripts/report.pt",
         include_str!("../../stdlib-scripts/report.pt"),
     ),
+    (
+        "stdlib-scripts/stap_syscalls.pt",
+        include_str!("../../stdlib-scripts/stap_syscalls.pt"),
+    ),
+    (
+        "stdlib-scripts/stap_tapset.pt",
+        include_str!("../../stdlib-scripts/stap_tapset.pt"),
+    ),
 ];
 
 /// Which stdlib file defines function `name`: a cheap textual scan for

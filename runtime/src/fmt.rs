@@ -1,4 +1,7 @@
-//! A minimal printf-style formatter for `printk` (C varargs, SysV x86-64).
+//! A minimal printf-style formatter for `printk` (C varargs, SysV x86-64),
+//! and the one formatter of scripts' `printf` and `sprintf`: handlers call
+//! it for `sprintf` in the target, ptap calls it for `printf` records, with
+//! the format as `ptap_lang::printf::Format::to_source` writes it.
 //!
 //! Hand-written on purpose: libc's vsnprintf may be the probed function and
 //! may take locks; `core::fmt` cannot read C varargs. Integer-class
@@ -133,6 +136,11 @@ fn digits(mut v: u64, base: u64, upper: bool, buf: &mut [u8; 24]) -> usize {
 }
 
 fn number(out: &mut Buf, spec: &Spec, neg: bool, v: u64, base: u64, upper: bool, prefix: &[u8]) {
+    // The number buffer holds 48 digits.
+    let spec = &Spec {
+        prec: spec.prec.map(|p| p.min(40)),
+        ..*spec
+    };
     let mut tmp = [0u8; 24];
     let start = digits(v, base, upper, &mut tmp);
     let mut body = [0u8; 48];
@@ -149,6 +157,12 @@ fn number(out: &mut Buf, spec: &Spec, neg: bool, v: u64, base: u64, upper: bool,
             blen += 1;
         }
     }
+    // `%#o`: a leading 0, unless the digits already start with one.
+    let prefix = if prefix == b"0" && blen > 0 && body[0] == b'0' {
+        b""
+    } else {
+        prefix
+    };
     let sign: &[u8] = if neg {
         b"-"
     } else if spec.plus {
@@ -228,7 +242,7 @@ pub unsafe fn format(out: &mut Buf, fmt: *const u8, args: &mut ArgReader) {
                     i += 1;
                 }
             }
-            spec.prec = Some(p.min(40)); // the number buffer holds 48 digits
+            spec.prec = Some(p.min(4096));
         }
         spec.width = spec.width.min(512);
         // length: 0 = int, 1 = long/long long/size_t, -1 = short, -2 = char
@@ -262,10 +276,17 @@ pub unsafe fn format(out: &mut Buf, fmt: *const u8, args: &mut ArgReader) {
                 _ => v as u32 as u64,
             }
         };
+        // `+` and ` ` apply to signed conversions only (as in C).
+        let signed = spec;
+        let spec = Spec {
+            plus: false,
+            space: false,
+            ..spec
+        };
         match conv {
             b'd' | b'i' => {
                 let v = sext(args.next_arg());
-                number(out, &spec, v < 0, v.unsigned_abs(), 10, false, b"");
+                number(out, &signed, v < 0, v.unsigned_abs(), 10, false, b"");
             }
             b'u' => number(out, &spec, false, zext(args.next_arg()), 10, false, b""),
             b'x' | b'X' => {
@@ -297,6 +318,12 @@ pub unsafe fn format(out: &mut Buf, fmt: *const u8, args: &mut ArgReader) {
                 // Kernel style: plain hex, no "0x" (so "0x%p" reads as in the seed).
                 let v = args.next_arg();
                 number(out, &spec, false, v, 16, false, b"")
+            }
+            b'P' => {
+                // A script's `%p` (ptap's own spelling, not C's): 0x and
+                // the hex digits, for printf and sprintf alike.
+                let v = args.next_arg();
+                number(out, &spec, false, v, 16, false, b"0x")
             }
             b'c' => {
                 let b = [args.next_arg() as u8];

@@ -79,7 +79,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         args: &[Expr],
         span: Span,
     ) -> R<Value> {
-        let text = self.data_string(&format.to_source())?;
+        let text = self.data_string(&format.to_runtime())?;
         let (arr, _) = self.translate_values(args, span)?;
         let (dst, n, cap) = (self.str_buf(), self.iconst(args.len() as i64), self.cap());
         self.call_helper(Helper::Sprintf, &[dst, text, arr, n, cap]);

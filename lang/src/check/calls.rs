@@ -46,6 +46,10 @@ impl Checker<'_> {
         if n == "printf" || n == "sprintf" {
             return self.format_call(scope, n, args, span);
         }
+        if matches!(n, "printd" | "printdln" | "sprintd" | "sprintln") && self.function(n).is_none()
+        {
+            return self.delimited(scope, name, args, span);
+        }
         if let Some(b) = builtins::lookup(n) {
             return self.builtin(scope, b, args, span);
         }
@@ -153,6 +157,97 @@ impl Checker<'_> {
         )
     }
 
+    /// SystemTap's `printd(DELIM, v...)`, `printdln`, `sprintd` and
+    /// `sprintln(v...)`: the values (each as `sprint` writes it) joined by
+    /// DELIM (nothing for `sprintln`), then a newline for the `ln` forms;
+    /// rewritten into `sprint`, `.` and `printf("%s", ...)`.
+    fn delimited(
+        &mut self,
+        scope: &mut Scope,
+        name: &Ident,
+        args: &[ast::Expr],
+        span: Span,
+    ) -> Expr {
+        let n = name.name.as_str();
+        let with_delim = n != "sprintln";
+        let (delim, values) = if with_delim {
+            match args.split_first() {
+                Some((d, rest)) if !rest.is_empty() => (Some(d), rest),
+                _ => {
+                    self.err(CheckError::WrongArgCount {
+                        span,
+                        name: n.to_string(),
+                        expected: "a delimiter and at least 1 value".into(),
+                        found: args.len(),
+                        decl: None,
+                    });
+                    return mk(ExprKind::Long(0), Ty::K(Type::Void), span);
+                }
+            }
+        } else {
+            (None, args)
+        };
+        let node = |kind: ast::ExprKind, sp: Span| ast::Expr {
+            kind,
+            span: sp,
+            depth: 0,
+        };
+        let ident = |s: &str| Ident {
+            name: s.to_string(),
+            span: name.span,
+        };
+        let mut joined: Option<ast::Expr> = None;
+        for v in values {
+            let piece = node(
+                ast::ExprKind::Call {
+                    name: ident("sprint"),
+                    args: vec![v.clone()],
+                },
+                v.span,
+            );
+            joined = Some(match joined {
+                None => piece,
+                Some(acc) => {
+                    let acc = match delim {
+                        Some(d) => node(
+                            ast::ExprKind::Binary {
+                                op: ast::BinOp::Concat,
+                                lhs: Box::new(acc),
+                                rhs: Box::new(d.clone()),
+                            },
+                            span,
+                        ),
+                        None => acc,
+                    };
+                    node(
+                        ast::ExprKind::Binary {
+                            op: ast::BinOp::Concat,
+                            lhs: Box::new(acc),
+                            rhs: Box::new(piece),
+                        },
+                        span,
+                    )
+                }
+            });
+        }
+        let mut text = joined.unwrap_or_else(|| node(ast::ExprKind::Str(String::new()), span));
+        if n.ends_with("ln") {
+            text = node(
+                ast::ExprKind::Binary {
+                    op: ast::BinOp::Concat,
+                    lhs: Box::new(text),
+                    rhs: Box::new(node(ast::ExprKind::Str("\n".into()), span)),
+                },
+                span,
+            );
+        }
+        if n.starts_with('s') {
+            return self.expr(scope, &text);
+        }
+        let fmt = node(ast::ExprKind::Str("%s".into()), span);
+        self.format_call(scope, "printf", &[fmt, text], span)
+    }
+
     pub(super) fn register_name(&mut self, a: &ast::Expr) {
         match &a.kind {
             A::Str(r) if builtins::REGISTERS.contains(&r.as_str()) => {}
@@ -218,19 +313,19 @@ impl Checker<'_> {
             }
             return mk(ExprKind::Long(0), Ty::K(ret), span);
         };
-        let specs: Vec<_> = format.specs().copied().collect();
-        if specs.len() != rest.len() {
+        let kinds = format.arg_kinds();
+        if kinds.len() != rest.len() {
             self.err(CheckError::FormatArgCount {
                 span,
-                expected: specs.len(),
+                expected: kinds.len(),
                 found: rest.len(),
             });
         }
         let mut checked = Vec::new();
         for (i, a) in rest.iter().enumerate() {
-            let x = match specs.get(i) {
-                Some(s) if s.conv.wants_string() => self.expect(scope, a, Type::String),
-                Some(_) => self.expect(scope, a, Type::Long),
+            let x = match kinds.get(i) {
+                Some(true) => self.expect(scope, a, Type::String),
+                Some(false) => self.expect(scope, a, Type::Long),
                 None => self.value(scope, a),
             };
             checked.push(x);

@@ -45,7 +45,9 @@ impl Checker<'_> {
             functions.push(f);
         }
         let mut probes = Vec::new();
-        for mut pd in std::mem::take(&mut self.probes) {
+        let mut taken = std::mem::take(&mut self.probes);
+        taken.sort_by_key(|pd| pd.priority);
+        for mut pd in taken {
             self.fix_locals(&mut pd.probe.locals, &pd.local_slots);
             for s in &mut pd.probe.body {
                 self.fix_stmt(s);

@@ -70,6 +70,9 @@ struct FuncInfo {
 /// A checked probe with what finalize needs.
 struct ProbeData {
     probe: Probe,
+    /// N of `begin(N)`/`end(N)`: begin and end probes run in order of N,
+    /// then in script order.
+    priority: i64,
     calls: Vec<(usize, Span)>,
     points: Vec<(ProbePoint, Caps)>,
     local_slots: Vec<u32>,
@@ -109,6 +112,7 @@ pub(crate) struct Checker<'a> {
     func_names: HashMap<String, usize>,
     stdlib_asts: HashMap<usize, ast::Script>,
     probes: Vec<ProbeData>,
+    warnings: Vec<Diagnostic>,
     /// Deferred "must not be statistics" checks: (slot, span, name).
     not_stats: Vec<(u32, Span, String)>,
 }
@@ -141,9 +145,14 @@ pub fn check(
         stdlib_asts: HashMap::new(),
         probes: Vec::new(),
         not_stats: Vec::new(),
+        warnings: Vec::new(),
     };
     let mut probe_defs = Vec::new();
-    for item in script.items {
+    let (mut items, alias_errors) = crate::alias::expand(script.items);
+    c.errors.extend(alias_errors);
+    let tapset_errors = crate::syscall_vars::add(&mut items, c.sources);
+    c.errors.extend(tapset_errors);
+    for item in items {
         match item {
             ast::Item::Global(g) => c.declare_global(g),
             ast::Item::Function(f) => c.declare_function(f, false),
@@ -159,6 +168,7 @@ pub fn check(
     c.check_pending_functions();
     let parts = c.finish();
     let errors = std::mem::take(&mut c.errors);
+    let warnings = std::mem::take(&mut c.warnings);
     drop(c);
     match parts {
         Some((globals, functions, probes)) if errors.is_empty() => Ok(CheckedScript {
@@ -168,6 +178,7 @@ pub fn check(
             probes,
             limits,
             guru: opts.guru,
+            warnings,
         }),
         _ => Err((sources, errors)),
     }
@@ -216,6 +227,7 @@ impl Checker<'_> {
         });
         let body = self.check_block(&mut scope, &p.body);
         let (locals, local_slots) = self.locals_of(&scope);
+        self.never_assigned(&p.body, &locals, &[], &p.points);
         let probe = Probe {
             points: points.iter().map(|(pt, _)| pt.clone()).collect(),
             locals,
@@ -223,7 +235,14 @@ impl Checker<'_> {
             entry_exprs: std::mem::take(&mut scope.entry_exprs),
             span: p.span,
         };
+        let priority = p
+            .points
+            .iter()
+            .find(|s| matches!(s.components[0].name.name.as_str(), "begin" | "end"))
+            .and_then(crate::points_stap::priority)
+            .unwrap_or(0);
         self.probes.push(ProbeData {
+            priority,
             probe,
             calls: scope.calls,
             points,
@@ -254,6 +273,10 @@ impl Checker<'_> {
         }
         let body = self.check_block(&mut scope, &def.body);
         let (locals, local_slots) = self.locals_of(&scope);
+        if !self.funcs[id].from_stdlib {
+            let params: Vec<String> = def.params.iter().map(|p| p.name.name.clone()).collect();
+            self.never_assigned(&def.body, &locals, &params, &[]);
+        }
         let f = &mut self.funcs[id];
         f.local_slots = local_slots;
         f.checked = Some(Function {
@@ -269,6 +292,58 @@ impl Checker<'_> {
     }
 
     /// Locals with placeholder types (finalize writes the inferred ones).
+    /// SystemTap's "never-assigned local variable": a local read but never
+    /// given a value is a warning (it reads as 0 or ""), or an error in a
+    /// `syscall.*` probe when its name is close to a tapset variable.
+    fn never_assigned(
+        &mut self,
+        body: &ast::Block,
+        locals: &[crate::checked::Local],
+        params: &[String],
+        points: &[ast::PointSpec],
+    ) {
+        let mut read = std::collections::HashSet::new();
+        let mut set = std::collections::HashSet::new();
+        for s in &body.stmts {
+            crate::syscall_vars::names_in_stmt(s, &mut read, &mut set);
+        }
+        let syscall = !points.is_empty()
+            && points
+                .iter()
+                .all(|p| p.components[0].name.name == "syscall");
+        let mut tapset: Vec<&str> = vec!["name", "argstr", "retstr"];
+        if syscall {
+            tapset.extend(crate::syscall_vars::all_arg_names());
+        }
+        for l in locals {
+            if !read.contains(&l.name) || set.contains(&l.name) || params.contains(&l.name) {
+                continue;
+            }
+            let similar = if syscall {
+                crate::diag::suggest(&l.name, tapset.iter().copied())
+            } else {
+                None
+            };
+            match similar {
+                Some(s) => self.errors.push(
+                    crate::diag::error(format!(
+                        "local variable `{}` is never assigned; did you mean the syscall tapset variable `{s}`?",
+                        l.name
+                    ))
+                    .with_labels(vec![crate::diag::primary(l.span, "never assigned")]),
+                ),
+                None => self.warnings.push(
+                    Diagnostic::warning()
+                        .with_message(format!(
+                            "never-assigned local variable `{}` (it reads as 0 or \"\")",
+                            l.name
+                        ))
+                        .with_labels(vec![crate::diag::primary(l.span, "never assigned")]),
+                ),
+            }
+        }
+    }
+
     fn locals_of(&mut self, scope: &Scope) -> (Vec<crate::checked::Local>, Vec<u32>) {
         let locals = scope
             .locals

@@ -50,38 +50,47 @@ pub fn type_name(st: &mut State, name: String, span: Span) -> (TypeName, Span) {
     }
 }
 
-fn too_deep(st: &mut State, span: Span) {
+/// Whether `d` is within the caps; reports the first node beyond them.
+fn within(st: &mut State, span: Span, d: Depth) -> bool {
+    if d.level <= MAX_DEPTH && d.height <= MAX_HEIGHT {
+        return true;
+    }
     if !st.too_deep_reported {
         st.too_deep_reported = true;
-        st.errors.push(ParseError::TooDeep { span });
+        st.errors.push(if d.level > MAX_DEPTH {
+            ParseError::TooDeep { span }
+        } else {
+            ParseError::TooLong { span }
+        });
     }
+    false
 }
 
 pub fn leaf(kind: ExprKind, span: Span) -> Expr {
     Expr {
         kind,
         span,
-        depth: 1,
+        depth: Depth::LEAF.pack(),
     }
 }
 
 pub fn expr(st: &mut State, kind: ExprKind, span: Span) -> Expr {
-    let depth = kind.child_depth() + 1;
-    if depth > MAX_DEPTH {
-        too_deep(st, span);
+    let d = kind.depth();
+    let depth = d.pack();
+    if !within(st, span, d) {
         return leaf(ExprKind::Num(0), span);
     }
     Expr { kind, span, depth }
 }
 
 pub fn stmt(st: &mut State, kind: StmtKind, span: Span) -> Stmt {
-    let depth = kind.child_depth() + 1;
-    if depth > MAX_DEPTH {
-        too_deep(st, span);
+    let d = kind.depth();
+    let depth = d.pack();
+    if !within(st, span, d) {
         return Stmt {
             kind: StmtKind::Break,
             span,
-            depth: 1,
+            depth: Depth::LEAF.pack(),
         };
     }
     Stmt { kind, span, depth }
@@ -211,6 +220,6 @@ pub fn recovered(st: &mut State, e: ErrorRecovery<usize, Tok, Infallible>, span:
     Stmt {
         kind: StmtKind::Break,
         span,
-        depth: 1,
+        depth: Depth::LEAF.pack(),
     }
 }

@@ -34,6 +34,11 @@ pub enum ParseError {
     TooDeep {
         span: Span,
     },
+    /// A flat chain (`a + b + ...`, `else if`, `?:`) longer than
+    /// `MAX_DEPTH * LEVEL` links.
+    TooLong {
+        span: Span,
+    },
     /// A type annotation other than `long` or `string`.
     BadTypeName {
         name: String,
@@ -48,6 +53,7 @@ impl ParseError {
             ParseError::Unexpected { span, .. }
             | ParseError::UnexpectedEnd { span, .. }
             | ParseError::TooDeep { span }
+            | ParseError::TooLong { span }
             | ParseError::BadTypeName { span, .. } => *span,
         }
     }
@@ -229,6 +235,10 @@ impl crate::diag::ToDiagnostic for ParseError {
                     K::NumberTooLarge(s) => {
                         (format!("number `{s}` does not fit in 64 bits"), "too large")
                     }
+                    K::EmbeddedC => (
+                        "embedded C (`%{ ... %}`) is not supported: ptap compiles scripts itself and runs no C compiler".to_string(),
+                        "embedded C starts here",
+                    ),
                     K::BadArgNumber(s) => (
                         format!("bad script argument reference `{s}`"),
                         "arguments are numbered from 1",
@@ -284,6 +294,20 @@ impl crate::diag::ToDiagnostic for ParseError {
                 },
                 "too deep",
             )]),
+            ParseError::TooLong { span } => error(format!(
+                "expression too long (a chain of more than {} operators)",
+                crate::ast::MAX_HEIGHT
+            ))
+            .with_labels(vec![primary(
+                Span {
+                    end: span.start + 1,
+                    ..*span
+                },
+                "too long",
+            )])
+            .with_notes(vec![
+                "help: split it, e.g. into partial results in temporary variables".to_string(),
+            ]),
             ParseError::BadTypeName { name, span } => error(format!("unknown type `{name}`"))
                 .with_labels(vec![primary(*span, "types are `long` and `string`")]),
         }
@@ -331,5 +355,34 @@ function double(x) { return 2 * x }");
         let src = format!("probe begin {{ x = {}1 }}", "!".repeat(5000));
         let e = parse_file(&src, FileId(0)).unwrap_err();
         assert!(matches!(e[0], ParseError::TooDeep { .. }));
+        let src = format!(
+            "probe begin {{ x = {}1{} }}",
+            "!(".repeat(201),
+            ")".repeat(201)
+        );
+        let e = parse_file(&src, FileId(0)).unwrap_err();
+        assert!(matches!(e[0], ParseError::TooDeep { .. }), "{e:?}");
+        let src = format!(
+            "probe begin {{ x = {}1{} }}",
+            "!(".repeat(197),
+            ")".repeat(197)
+        );
+        ok(&src);
+    }
+
+    #[test]
+    fn flat_chains_are_not_nesting() {
+        let terms = |n: usize, op: &str| vec!["1"; n].join(op);
+        ok(&format!("probe begin {{ x = {} }}", terms(1150, "+")));
+        ok(&format!("probe begin {{ x = {} }}", terms(1150, " || ")));
+        ok(&format!("probe begin {{ x = {} }}", terms(500, " . ")));
+        let elifs = "if (x) y = 1 else ".repeat(1100);
+        ok(&format!("probe begin {{ {elifs} y = 2 }}"));
+        let e = parse_file(
+            &format!("probe begin {{ x = {} }}", terms(1300, "+")),
+            FileId(0),
+        )
+        .unwrap_err();
+        assert!(matches!(e[0], ParseError::TooLong { .. }), "{e:?}");
     }
 }

@@ -38,7 +38,15 @@ pub fn script(s: &Script, _sources: &Sources) -> String {
             }
             Item::Probe(p) => {
                 let points: Vec<String> = p.points.iter().map(point).collect();
-                let _ = write!(out, "probe {}", points.join(", "));
+                match &p.alias {
+                    Some(a) => {
+                        let op = if a.epilogue { "+=" } else { "=" };
+                        let _ = write!(out, "probe {} {op} {}", point(&a.name), points.join(", "));
+                    }
+                    None => {
+                        let _ = write!(out, "probe {}", points.join(", "));
+                    }
+                }
                 if p.one_liner {
                     out.push_str(" /* one-liner */");
                 }

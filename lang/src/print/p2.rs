@@ -104,6 +104,9 @@ fn target(t: &Target) -> String {
             format!("functions matching {pattern}{}", module(m))
         }
         Target::Address(a) => format!("address {a:#x}"),
+        Target::Syscall { name, calls } if name == "sys_*" => {
+            format!("every system call ({} numbers)", calls.len())
+        }
         Target::Syscall { name, calls } => {
             let c: Vec<String> = calls.iter().map(|(n, nr)| format!("{n}({nr})")).collect();
             format!("{name} = syscalls {}", c.join(" "))

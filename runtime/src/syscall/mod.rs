@@ -355,14 +355,14 @@ pub unsafe fn unregister(p: *mut SyscallProbe) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeId(usize);
 
-const MAX_OWNED_NRS: usize = 16;
+const MAX_OWNED_NRS: usize = MAX_NR;
 
 struct Owned {
     probe: SyscallProbe,
     nrs: [c_int; MAX_OWNED_NRS],
 }
 
-/// Register handlers for a list of system call numbers (at most 16); the
+/// Register handlers for a list of system call numbers (each at most once); the
 /// runtime owns the probe struct (`data` is passed in `probe->data`).
 /// Returns the probe's id or a negative errno (see [`register`]).
 /// Not for the hit path (allocates).

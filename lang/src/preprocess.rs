@@ -1,0 +1,498 @@
+//! SystemTap's conditional preprocessing: `%( CONDITION %? THEN %: ELSE %)`
+//! (the `%: ELSE` part is optional; conditionals nest).
+//!
+//! The text of the branches not taken, and the markers and conditions, are
+//! replaced by blanks (newlines kept), so every byte offset, line and column
+//! of the result is the original one and diagnostics point at what the user
+//! wrote.
+//!
+//! Conditions: `||`, `&&`, `!`, parentheses, and comparisons
+//! (`== != < <= > >=`) of
+//! - `$#`, `@#`: the number of script arguments;
+//! - `arch` (`"x86_64"`), `runtime` (`"dyninst"`: user space, no kernel),
+//!   `guru_mode` (0 or 1), `systemtap_privilege` (`"stapusr"`);
+//! - `kernel_v`, `kernel_vr` (the running kernel's version, without and with
+//!   its release suffix) and `systemtap_v` (`"5.0"`, the language level ptap
+//!   follows), compared as versions;
+//! - numbers and strings. `==`/`!=` with a string are glob matches, as in
+//!   SystemTap.
+//!
+//! `CONFIG_*` (kernel configuration) is an error: there is no kernel side.
+use crate::diag::{self, Diagnostic};
+use crate::options::Options;
+use crate::span::{FileId, Span};
+
+/// The language level ptap follows for `systemtap_v`.
+pub const SYSTEMTAP_V: &str = "5.0";
+
+struct Pp<'a> {
+    src: &'a [u8],
+    out: Vec<u8>,
+    file: FileId,
+    opts: &'a Options,
+    errors: Vec<Diagnostic>,
+}
+
+/// Whether `text` needs preprocessing at all (a cheap check).
+pub fn needed(text: &str) -> bool {
+    text.contains("%(")
+}
+
+/// Applies the conditionals. Err: the diagnostics (spans in `text`).
+pub fn apply(text: &str, file: FileId, opts: &Options) -> Result<String, Vec<Diagnostic>> {
+    if !needed(text) {
+        return Ok(text.to_string());
+    }
+    let mut pp = Pp {
+        src: text.as_bytes(),
+        out: text.as_bytes().to_vec(),
+        file,
+        opts,
+        errors: Vec::new(),
+    };
+    let mut pos = 0;
+    loop {
+        let (end, term) = pp.block(pos, true, 0);
+        match term {
+            None => break,
+            Some(t) => {
+                pp.err(
+                    end,
+                    end + 2,
+                    format!("`{t}` outside a `%( ... %)` conditional"),
+                );
+                pos = end + 2;
+            }
+        }
+    }
+    if !pp.errors.is_empty() {
+        return Err(pp.errors);
+    }
+    // Only whole bytes were replaced by ASCII blanks: still UTF-8.
+    String::from_utf8(pp.out).map_err(|_| {
+        vec![diag::error(
+            "internal error: preprocessing broke UTF-8".to_string(),
+        )]
+    })
+}
+
+impl Pp<'_> {
+    fn err(&mut self, start: usize, end: usize, msg: String) {
+        self.errors
+            .push(diag::error(msg).with_labels(vec![diag::primary(
+                Span::new(self.file, start, end.min(self.src.len())),
+                "here",
+            )]));
+    }
+
+    fn blank(&mut self, start: usize, end: usize) {
+        for b in &mut self.out[start..end.min(self.src.len())] {
+            if *b != b'\n' {
+                *b = b' ';
+            }
+        }
+    }
+
+    /// Skips a string or comment starting at `i`; returns the index after it
+    /// (or `i` when there is none).
+    fn skip_lexical(&self, i: usize) -> usize {
+        let s = self.src;
+        match s[i] {
+            b'"' => {
+                let mut j = i + 1;
+                while j < s.len() && s[j] != b'"' && s[j] != b'\n' {
+                    if s[j] == b'\\' {
+                        j += 1;
+                    }
+                    j += 1;
+                }
+                (j + 1).min(s.len())
+            }
+            b'#' => s[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(s.len(), |p| i + p),
+            b'/' if s.get(i + 1) == Some(&b'/') => s[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(s.len(), |p| i + p),
+            b'/' if s.get(i + 1) == Some(&b'*') => s[i + 2..]
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(s.len(), |p| i + 2 + p + 2),
+            _ => i,
+        }
+    }
+
+    /// Scans from `pos` to the end of a block: returns the position of the
+    /// terminator (`%?`, `%:`, `%)`) or the end, and which. Text is kept when
+    /// `keep`, else blanked.
+    fn block(&mut self, mut pos: usize, keep: bool, depth: usize) -> (usize, Option<&'static str>) {
+        let mut start = pos;
+        let s = self.src;
+        while pos < s.len() {
+            let after = self.skip_lexical(pos);
+            if after != pos {
+                pos = after;
+                continue;
+            }
+            if s[pos] == b'%' && pos + 1 < s.len() {
+                let term = match s[pos + 1] {
+                    b'?' => Some("%?"),
+                    b':' => Some("%:"),
+                    b')' => Some("%)"),
+                    _ => None,
+                };
+                if let Some(t) = term {
+                    if !keep {
+                        self.blank(start, pos);
+                    }
+                    return (pos, Some(t));
+                }
+                if s[pos + 1] == b'(' {
+                    if !keep {
+                        self.blank(start, pos);
+                    }
+                    pos = self.conditional(pos, keep, depth + 1);
+                    start = pos;
+                    continue;
+                }
+            }
+            pos += 1;
+        }
+        if !keep {
+            self.blank(start, pos);
+        }
+        (pos, None)
+    }
+
+    /// `%( COND %? THEN [%: ELSE] %)` at `pos`; returns the index after `%)`.
+    fn conditional(&mut self, pos: usize, keep: bool, depth: usize) -> usize {
+        if depth > 64 {
+            self.err(
+                pos,
+                pos + 2,
+                "conditionals nested too deep (more than 64)".to_string(),
+            );
+            return self.src.len();
+        }
+        let s = self.src;
+        let cond_start = pos + 2;
+        let Some(q) = s[cond_start..].windows(2).position(|w| w == b"%?") else {
+            self.err(pos, pos + 2, "`%(` without its `%?`".to_string());
+            return s.len();
+        };
+        let q = cond_start + q;
+        let cond_text = String::from_utf8_lossy(&s[cond_start..q]).into_owned();
+        let value = if keep {
+            match eval(&cond_text, self.opts) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.err(cond_start, q, format!("bad preprocessor condition: {e}"));
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        self.blank(pos, q + 2);
+        let (end, term) = self.block(q + 2, keep && value, depth);
+        let end = match term {
+            Some("%:") => {
+                self.blank(end, end + 2);
+                let (end2, term2) = self.block(end + 2, keep && !value, depth);
+                if term2 != Some("%)") {
+                    self.err(pos, pos + 2, "`%(` without its `%)`".to_string());
+                    return s.len();
+                }
+                end2
+            }
+            Some("%)") => end,
+            _ => {
+                self.err(pos, pos + 2, "`%(` without its `%)`".to_string());
+                return s.len();
+            }
+        };
+        self.blank(end, end + 2);
+        end + 2
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Num(i64),
+    Str(String),
+    /// A version (kernel_v, systemtap_v).
+    Ver(String),
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "0.0.0".to_string())
+}
+
+fn version_key(v: &str) -> Vec<i64> {
+    v.split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
+/// Shell-style glob match (`*`, `?`), as SystemTap compares strings.
+pub(crate) fn glob(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+struct Cond<'a> {
+    toks: Vec<String>,
+    i: usize,
+    opts: &'a Options,
+}
+
+fn tokenize(text: &str) -> Result<Vec<String>, String> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'"' {
+            let mut j = i + 1;
+            let mut v = String::new();
+            while j < b.len() && b[j] != b'"' {
+                if b[j] == b'\\' && j + 1 < b.len() {
+                    j += 1;
+                }
+                v.push(b[j] as char);
+                j += 1;
+            }
+            if j >= b.len() {
+                return Err("unterminated string".to_string());
+            }
+            out.push(format!("\"{v}"));
+            i = j + 1;
+        } else if (c == b'$' || c == b'@') && b.get(i + 1) == Some(&b'#') {
+            out.push("$#".to_string());
+            i += 2;
+        } else if c.is_ascii_alphanumeric() || c == b'_' {
+            let j = i + b[i..]
+                .iter()
+                .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                .unwrap_or(b.len() - i);
+            out.push(text[i..j].to_string());
+            i = j;
+        } else {
+            let two = text.get(i..i + 2).unwrap_or("");
+            if ["==", "!=", "<=", ">=", "&&", "||"].contains(&two) {
+                out.push(two.to_string());
+                i += 2;
+            } else if b"<>()!-".contains(&c) {
+                out.push((c as char).to_string());
+                i += 1;
+            } else {
+                return Err(format!("unexpected `{}`", c as char));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Evaluates a condition.
+fn eval(text: &str, opts: &Options) -> Result<bool, String> {
+    let mut c = Cond {
+        toks: tokenize(text)?,
+        i: 0,
+        opts,
+    };
+    if c.toks.is_empty() {
+        return Err("the condition is empty".to_string());
+    }
+    let v = c.or()?;
+    if c.i != c.toks.len() {
+        return Err(format!(
+            "unexpected `{}`",
+            c.toks[c.i].trim_start_matches('"')
+        ));
+    }
+    Ok(v)
+}
+
+impl Cond<'_> {
+    fn peek(&self) -> Option<&str> {
+        self.toks.get(self.i).map(String::as_str)
+    }
+    fn or(&mut self) -> Result<bool, String> {
+        let mut v = self.and()?;
+        while self.peek() == Some("||") {
+            self.i += 1;
+            let r = self.and()?;
+            v = v || r;
+        }
+        Ok(v)
+    }
+    fn and(&mut self) -> Result<bool, String> {
+        let mut v = self.not()?;
+        while self.peek() == Some("&&") {
+            self.i += 1;
+            let r = self.not()?;
+            v = v && r;
+        }
+        Ok(v)
+    }
+    fn not(&mut self) -> Result<bool, String> {
+        match self.peek() {
+            Some("!") => {
+                self.i += 1;
+                Ok(!self.not()?)
+            }
+            Some("(") => {
+                self.i += 1;
+                let v = self.or()?;
+                if self.peek() != Some(")") {
+                    return Err("`)` missing".to_string());
+                }
+                self.i += 1;
+                Ok(v)
+            }
+            _ => self.cmp(),
+        }
+    }
+    fn operand(&mut self) -> Result<Val, String> {
+        let Some(t) = self.toks.get(self.i).cloned() else {
+            return Err("a value is missing".to_string());
+        };
+        self.i += 1;
+        if t == "-" {
+            return match self.operand()? {
+                Val::Num(n) => Ok(Val::Num(-n)),
+                _ => Err("`-` before a non-number".to_string()),
+            };
+        }
+        if let Some(s) = t.strip_prefix('"') {
+            return Ok(Val::Str(s.to_string()));
+        }
+        if t.chars().all(|c| c.is_ascii_digit()) {
+            return t
+                .parse()
+                .map(Val::Num)
+                .map_err(|_| format!("bad number `{t}`"));
+        }
+        Ok(match t.as_str() {
+            "$#" => Val::Num(self.opts.args.len() as i64),
+            "arch" => Val::Str("x86_64".to_string()),
+            "runtime" => Val::Str("dyninst".to_string()),
+            "guru_mode" => Val::Num(i64::from(self.opts.guru)),
+            "systemtap_privilege" => Val::Str("stapusr".to_string()),
+            "systemtap_v" => Val::Ver(SYSTEMTAP_V.to_string()),
+            "kernel_vr" => Val::Ver(kernel_release()),
+            "kernel_v" => {
+                let r = kernel_release();
+                let v: String = r
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect();
+                Val::Ver(v.trim_end_matches('.').to_string())
+            }
+            c if c.starts_with("CONFIG_") => {
+                return Err(format!(
+                    "`{c}` is a kernel configuration option; ptap has no kernel side"
+                ))
+            }
+            other => return Err(format!("unknown name `{other}`")),
+        })
+    }
+    fn cmp(&mut self) -> Result<bool, String> {
+        let l = self.operand()?;
+        let op = match self.peek() {
+            Some(op @ ("==" | "!=" | "<" | "<=" | ">" | ">=")) => op.to_string(),
+            _ => {
+                return match l {
+                    Val::Num(n) => Ok(n != 0),
+                    _ => Err("a comparison is missing".to_string()),
+                }
+            }
+        };
+        self.i += 1;
+        let r = self.operand()?;
+        let ord = match (&l, &r) {
+            (Val::Num(a), Val::Num(b)) => a.cmp(b),
+            (Val::Ver(a), Val::Str(b) | Val::Ver(b)) | (Val::Str(b), Val::Ver(a)) => {
+                let o = version_key(a).cmp(&version_key(b));
+                if matches!(l, Val::Str(_)) {
+                    o.reverse()
+                } else {
+                    o
+                }
+            }
+            (Val::Str(a), Val::Str(b)) => {
+                if op == "==" || op == "!=" {
+                    let m = glob(b.as_bytes(), a.as_bytes());
+                    return Ok(if op == "==" { m } else { !m });
+                }
+                a.cmp(b)
+            }
+            _ => return Err("cannot compare a number with a string".to_string()),
+        };
+        use std::cmp::Ordering::*;
+        Ok(match op.as_str() {
+            "==" => ord == Equal,
+            "!=" => ord != Equal,
+            "<" => ord == Less,
+            "<=" => ord != Greater,
+            ">" => ord == Greater,
+            _ => ord != Less,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(src: &str, args: &[&str]) -> String {
+        let opts = Options {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Options::default()
+        };
+        apply(src, FileId(0), &opts).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn branches_are_blanked_in_place() {
+        let src = "a %( $# == 1 %? b %: c %) d";
+        let out = run(src, &["x"]);
+        assert_eq!(out.len(), src.len());
+        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["a", "b", "d"]);
+        let out = run(src, &[]);
+        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn nesting_strings_and_newlines() {
+        let src = "%( arch == \"x86_*\" %?\n%( $# > 0 %? \"%)\" %: no %)\n%)";
+        let out = run(src, &[]);
+        assert_eq!(out.matches('\n').count(), 2);
+        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["no"]);
+    }
+
+    #[test]
+    fn versions_and_errors() {
+        assert!(eval("systemtap_v >= \"2.0\"", &Options::default()).unwrap());
+        assert!(!eval("systemtap_v < \"1.8\"", &Options::default()).unwrap());
+        assert!(eval(
+            "kernel_v >= \"2.6.9\" && !(guru_mode == 1)",
+            &Options::default()
+        )
+        .unwrap());
+        assert!(eval("CONFIG_SMP == \"y\"", &Options::default()).is_err());
+        assert!(apply("%( 1 %? x", FileId(0), &Options::default()).is_err());
+    }
+}
