@@ -804,7 +804,9 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             probes.push(entry);
             // A post_handler or a jprobe forces the trap path: take the jump
             // out (int3 back, tail restored) before that snapshot is visible.
-            let keep_opt = o.region_slot != 0 && optimizable(&probes);
+            let keep_opt = o.region_slot != 0
+                && optimizable(&probes)
+                && crate::optprobe::handlers_fit(addr, handlers_known(&probes));
             if !keep_opt {
                 crate::optprobe::unoptimize(addr, reg);
                 crate::optprobe::forget(addr);
@@ -849,7 +851,8 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             } else if threads::current_is_active() {
                 crate::optprobe::refuse(addr, "registered from inside a probe handler".into());
             } else {
-                match crate::optprobe::prepare(addr, func, &code, reg) {
+                let known = handlers_known(core::slice::from_ref(&entry));
+                match crate::optprobe::prepare(addr, func, &code, known, reg) {
                     Ok(rs) => region_slot = rs,
                     Err(why) => crate::optprobe::refuse(addr, why),
                 }
@@ -1175,6 +1178,22 @@ pub unsafe extern "C" fn unregister_jprobe(jp: *mut Jprobe) {
 
 /// Can a site with these probes be jump-optimized? (No post_handler: it
 /// needs the trap after the displaced instruction.)
+/// Are all these probes' handlers compiled-script code (whose use of vector
+/// state ptap knows: see `optprobe::vector_save`)? kretprobes and jprobes
+/// sit at function entries, where it does not matter.
+fn handlers_known(probes: &[Entry]) -> bool {
+    probes.iter().all(|e| match e.kind {
+        // SAFETY: registered (or being registered) probes.
+        EntryKind::K => unsafe {
+            (*e.kp).fault_handler.is_none()
+                && (*e.kp)
+                    .pre_handler
+                    .is_none_or(|f| f as usize == crate::script::attach::kprobe_pre_addr())
+        },
+        _ => true,
+    })
+}
+
 fn optimizable(probes: &[Entry]) -> bool {
     probes.iter().all(|e| {
         // SAFETY: registered (or being registered) probes.

@@ -127,6 +127,12 @@ unsafe fn fire(env: &Env, regs: *mut PtRegs, entry: *mut i64, h: Handler) {
     unsafe { super::run_handler(h, &mut ctx) };
 }
 
+/// Address of the pre_handler every script kprobe uses (the runtime tells
+/// compiled-script probes from C ones by it).
+pub fn kprobe_pre_addr() -> usize {
+    kprobe_pre as unsafe extern "C" fn(_, _) -> _ as usize
+}
+
 unsafe extern "C" fn kprobe_pre(kp: *mut Kprobe, regs: *mut PtRegs) -> c_int {
     // SAFETY: kp is the first field of a ScriptKprobe registered by attach.
     let env = unsafe { &(*(kp as *mut ScriptKprobe)).env };
