@@ -674,6 +674,7 @@ static BASE_MAXACTIVE: core::sync::atomic::AtomicU64 = core::sync::atomic::Atomi
 
 /// In a forked child: the counts so far are the parent's to report.
 pub fn rebase_missed() {
+    crate::unwind::rebase();
     let (n, m) = missed();
     BASE_NESTED.fetch_add(n, Ordering::Relaxed);
     BASE_MAXACTIVE.fetch_add(m, Ordering::Relaxed);
@@ -694,6 +695,9 @@ static PUBLISHED_MAXACTIVE: core::sync::atomic::AtomicU64 = core::sync::atomic::
 /// Returns the process's totals (reentrancy, maxactive).
 pub fn publish_missed() -> (u64, u64) {
     let (nested, maxactive) = missed();
+    if let Some(g) = session_globals() {
+        crate::unwind::publish(&g);
+    }
     if nested == PUBLISHED_NESTED.load(Ordering::Acquire)
         && maxactive == PUBLISHED_MAXACTIVE.load(Ordering::Acquire)
     {
