@@ -119,8 +119,20 @@ pub struct RetRec {
     /// Free instances: a lock-free stack (Treiber) of instance indexes,
     /// `tag << 32 | (1 + index)` (0 in the low half: empty). The tag grows
     /// with every change, so a pop that raced with a pop and a push of the
-    /// same instance fails its compare-exchange (no ABA).
-    pub free: AtomicU64,
+    /// same instance fails its compare-exchange (no ABA). On a cache line
+    /// of its own: the fields above are read on every hit by every thread.
+    pub free: FreeHead,
+}
+
+/// [`RetRec::free`], alone on its cache line.
+#[repr(align(64))]
+pub struct FreeHead(pub AtomicU64);
+
+impl core::ops::Deref for FreeHead {
+    type Target = AtomicU64;
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
 }
 
 impl RetRec {
@@ -1379,7 +1391,7 @@ pub unsafe extern "C" fn register_kretprobe(rp: *mut Kretprobe) -> i32 {
         mem: base as *mut u8,
         n,
         stride,
-        free: AtomicU64::new(0),
+        free: FreeHead(AtomicU64::new(0)),
     }));
     for i in 0..n {
         let h = rec.inst(i);
