@@ -98,6 +98,13 @@ impl VectorSave {
     }
 }
 
+/// LAHF/SAHF in 64-bit mode (CPUID.80000001H:ECX bit 0; absent only on the very
+/// first x86-64 CPUs).
+fn lahf_sahf() -> bool {
+    use core::arch::x86_64::__cpuid;
+    __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & 1 != 0
+}
+
 /// Did the OS enable AVX state (XCR0 bits 1 and 2)? Then `vzeroupper` is valid.
 pub fn avx_enabled() -> bool {
     xcr0() & 6 == 6
@@ -360,10 +367,76 @@ impl Asm {
     }
 
     /// Restore flags and every general-purpose register from the PtRegs at rsp.
+    ///
+    /// `popfq` is slow (microcoded; the most expensive instruction of an empty hit on
+    /// some CPUs). When the flags to restore differ from user mode's normal state only
+    /// in the six arithmetic flags (the usual case: TF, DF, AC clear, IF set), they are
+    /// set without it: OF by an `add` that overflows exactly when OF was set, then SF,
+    /// ZF, AF, PF and CF by `sahf`. Anything else (a handler's redirect sets TF) takes
+    /// `popfq`.
     fn restore_regs(&mut self) -> Result<(), ArchError> {
+        const ARITH: i32 = 0x8d5; // CF PF AF ZF SF OF
+        const NORMAL: i32 = 0x202; // IF and the always-one bit 1
         self.load(Register::RAX, offset::FLAGS)?;
-        self.op(Instruction::with1(Code::Push_r64, Register::RAX))?; // below the frame
-        self.plain(Code::Popfq);
+        if lahf_sahf() {
+            let slow = 0x7fff_0000_0000_0001u64;
+            let done = 0x7fff_0000_0000_0002u64;
+            self.op(Instruction::with2(
+                Code::Mov_r32_rm32,
+                Register::ECX,
+                Register::EAX,
+            ))?;
+            self.op(Instruction::with2(
+                Code::And_rm32_imm32,
+                Register::ECX,
+                !ARITH,
+            ))?;
+            self.op(Instruction::with2(
+                Code::Cmp_rm32_imm32,
+                Register::ECX,
+                NORMAL,
+            ))?;
+            self.op(Instruction::with_branch(Code::Jne_rel32_64, slow))?;
+            // ecx = OF (bit 11) as 0 or 1; 0x7f + 1 overflows a signed byte
+            self.op(Instruction::with2(
+                Code::Mov_r32_rm32,
+                Register::ECX,
+                Register::EAX,
+            ))?;
+            self.op(Instruction::with2(
+                Code::Shr_rm32_imm8,
+                Register::ECX,
+                11u32,
+            ))?;
+            self.op(Instruction::with2(Code::And_rm32_imm8, Register::ECX, 1))?;
+            self.op(Instruction::with2(
+                Code::Add_rm8_imm8,
+                Register::CL,
+                0x7fu32,
+            ))?;
+            self.op(Instruction::with2(
+                Code::Mov_r8_rm8,
+                Register::AH,
+                Register::AL,
+            ))?;
+            self.plain(Code::Sahf);
+            self.op(Instruction::with_branch(Code::Jmp_rel32_64, done))?;
+            let mut push = Instruction::with1(Code::Push_r64, Register::RAX).map_err(err)?;
+            push.set_ip(slow);
+            self.0.push(push); // below the frame
+            self.plain(Code::Popfq);
+            let mut next = Instruction::with2(
+                Code::Mov_r64_rm64,
+                Register::RAX,
+                m(Register::RSP, offset::AX as i64),
+            )
+            .map_err(err)?;
+            next.set_ip(done);
+            self.0.push(next);
+        } else {
+            self.op(Instruction::with1(Code::Push_r64, Register::RAX))?; // below the frame
+            self.plain(Code::Popfq);
+        }
         for (r, off) in crate::regs::GPRS {
             self.load(r, off)?;
         }

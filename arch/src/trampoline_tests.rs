@@ -668,3 +668,31 @@ fn xsave_keeps_zmm_state_too() {
     assert_eq!(hits, 1);
     assert_eq!(probed, plain);
 }
+
+/// Flags come back through `sahf` + an overflowing `add` when only arithmetic flags
+/// differ from user mode's normal state (every one of the six, OF included), and
+/// through `popfq` otherwise (here DF, which a handler may set).
+#[test]
+fn flags_restore_fast_and_slow_paths() {
+    for f in [
+        0x202 | flags::OF,
+        0x202 | flags::CF | flags::ZF | flags::SF,
+        0x202 | 0x8d5,
+        0x202,
+        0x202 | flags::DF | flags::CF,
+    ] {
+        let run = run_optprobe(
+            VectorSave::None,
+            false,
+            Rec {
+                set_flags: Some(f),
+                ..Rec::default()
+            },
+        );
+        assert_eq!(
+            run.probed.flags & (0x8d5 | flags::DF),
+            f & (0x8d5 | flags::DF),
+            "{f:#x}"
+        );
+    }
+}

@@ -6,11 +6,13 @@
 #include <stdlib.h>
 #include <time.h>
 
-__attribute__((noinline)) long rec(long d) {
+__attribute__((noinline, noipa)) long rec(long d) {
     __asm__ volatile("" ::: "memory");
     if (d == 0)
         return 0;
-    return rec(d - 1) + 1;
+    long r = rec(d - 1);
+    __asm__ volatile("" : "+r"(r)); /* a real call per level: no loop, no tail call */
+    return r + 1;
 }
 
 int main(int argc, char **argv) {

@@ -100,20 +100,23 @@ pub struct ProbeCtx {
     pub error_arg: u64,
     /// Records this hit could not write (ring full or no session).
     pub dropped: u64,
-    /// NUL-terminated message of `error(msg)`. Uninitialised until something
-    /// sets `error` to `ERR_USER` (every writer writes the message first): a
-    /// hit does not pay for clearing buffers it almost never uses.
-    pub errmsg: [MaybeUninit<u8>; ERRMSG_MAX],
     /// `MATCH_*`: what the last `=~` of this hit left for `matched(n)`.
     pub match_state: u32,
     /// Capturing subexpressions of the last matched pattern.
     pub match_groups: u32,
+    /// Bytes of `match_text` in use (written before `MATCH_OK`).
+    pub match_len: u32,
+    // The buffers last, after every scalar: the compiler may merge the
+    // zeroing of adjacent scalars with (uninitialised) bytes between them
+    // into one large memset, which is what `new` must not pay for.
+    /// NUL-terminated message of `error(msg)`. Uninitialised until something
+    /// sets `error` to `ERR_USER` (every writer writes the message first): a
+    /// hit does not pay for clearing buffers it almost never uses.
+    pub errmsg: [MaybeUninit<u8>; ERRMSG_MAX],
     /// Capture slots (`2n`, `2n + 1`) as offsets into `match_text`
     /// ([`crate::script::regex::UNSET`]: the group did not take part).
     /// Written (all of them) before `match_state` becomes `MATCH_OK`.
     pub match_caps: [MaybeUninit<u32>; crate::script::regex::NSLOTS],
-    /// Bytes of `match_text` in use (written before `MATCH_OK`).
-    pub match_len: u32,
     /// The text of the whole match (truncated to MATCH_TEXT_MAX); its first
     /// `match_len` bytes are written before `MATCH_OK`.
     pub match_text: [MaybeUninit<u8>; MATCH_TEXT_MAX],
