@@ -8,12 +8,13 @@
 //! and to `flags` take effect; see each builder for `ip` and `sp`.
 //!
 //! Vector state: the SysV ABI lets the handler clobber every xmm/ymm/zmm register, and a
-//! probe may sit where they are live (float arguments at function entry). [`VectorSave`]
-//! says what the stub preserves. `Xsave` is always correct; `Xmm` (xmm0–15, no AVX upper
-//! halves, no x87) is enough only if handlers and everything they call never execute an
-//! AVX instruction (libc's memcpy does); `None` only for handlers known to use no vector
-//! register at all. (The trap path needs none of this: the kernel saves the whole
-//! extended state in the signal frame.)
+//! probe may sit where they are live (float arguments at function entry, anything in the
+//! middle of a function). [`VectorSave`] says what the stub preserves. `Xsave` is always
+//! correct; `Wide` (the first n registers at full width, MXCSR, then `vzeroupper`) is
+//! enough when everything the handler runs is known (see docs/optprobes.md); `Xmm` only
+//! if nothing the handler runs executes an AVX instruction; `None` only for handlers
+//! that use no vector register at all. (The trap path needs none of this: the kernel
+//! saves the whole extended state in the signal frame.)
 
 use iced_x86::{
     BlockEncoder, BlockEncoderOptions, Code, Instruction, InstructionBlock, MemoryOperand, Register,
@@ -47,12 +48,86 @@ pub enum VectorSave {
     None,
     /// xmm0–xmm15 (256 bytes, movups).
     Xmm,
-    /// ymm0–ymm15 (512 bytes, vmovdqu; needs AVX): enough for handlers that may use AVX
-    /// or AVX2 but never AVX-512 (zmm upper halves, zmm16–31, mask registers).
+    /// ymm0–ymm15 (512 bytes, vmovdqu; needs AVX), and nothing else: the handler then
+    /// runs with dirty upper halves, so its first legacy-SSE instruction pays the
+    /// AVX→SSE transition penalty on some CPUs. Kept to measure that penalty.
     Ymm,
+    /// The first `n` vector registers at their full width (ymm with `vmovdqu`, or zmm
+    /// with `vmovdqu64` when `zmm`: needs AVX-512F), MXCSR when `mxcsr`, then
+    /// `vzeroupper` before the call (no transition penalty in the handler); restored
+    /// after it. Enough when nothing the handler runs touches other vector state (see
+    /// docs/optprobes.md for the argument). Needs AVX.
+    Wide { n: u8, zmm: bool, mxcsr: bool },
     /// Everything enabled in XCR0, with `xsave64`/`xrstor64` into a buffer of `size`
-    /// bytes (CPUID.(EAX=0DH,ECX=0):EBX; see [`xsave_size`]).
+    /// bytes (CPUID.(EAX=0DH,ECX=0):EBX; see [`xsave_size`]); `vzeroupper` follows the
+    /// save where AVX is enabled.
     Xsave { size: u32 },
+}
+
+impl VectorSave {
+    /// (alignment mask for `and rsp`, bytes reserved below the aligned rsp) of the save
+    /// area; the registers are saved from the aligned rsp upwards.
+    pub fn area(self) -> (i32, i32) {
+        match self {
+            VectorSave::None => (-16, 0),
+            VectorSave::Xmm => (-16, 256),
+            VectorSave::Ymm => (-32, 512),
+            VectorSave::Wide { n, zmm, .. } => {
+                let w = if zmm { 64 } else { 32 };
+                // one more slot for MXCSR keeps the alignment
+                (-w, w * (n.min(16) as i32 + 1))
+            }
+            VectorSave::Xsave { size } => (-64, ((size + 63) & !63) as i32),
+        }
+    }
+
+    /// Bytes between two saved registers (0: no per-register layout, XSAVE).
+    pub fn stride(self) -> u64 {
+        match self {
+            VectorSave::Xmm => 16,
+            VectorSave::Ymm => 32,
+            VectorSave::Wide { zmm, .. } => {
+                if zmm {
+                    64
+                } else {
+                    32
+                }
+            }
+            VectorSave::None | VectorSave::Xsave { .. } => 0,
+        }
+    }
+}
+
+/// LAHF/SAHF in 64-bit mode (CPUID.80000001H:ECX bit 0; absent only on the very
+/// first x86-64 CPUs).
+fn lahf_sahf() -> bool {
+    use core::arch::x86_64::__cpuid;
+    __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & 1 != 0
+}
+
+/// Did the OS enable AVX state (XCR0 bits 1 and 2)? Then `vzeroupper` is valid.
+pub fn avx_enabled() -> bool {
+    xcr0() & 6 == 6
+}
+
+/// Did the OS enable the AVX-512 state (XCR0 bits 5–7, besides AVX)?
+pub fn avx512_enabled() -> bool {
+    xcr0() & 0xe6 == 0xe6
+}
+
+/// XCR0, or 0 without OSXSAVE.
+pub fn xcr0() -> u64 {
+    use core::arch::x86_64::__cpuid_count;
+    let leaf1 = __cpuid_count(1, 0);
+    if leaf1.ecx & (1 << 27) == 0 {
+        return 0;
+    }
+    let (lo, hi): (u32, u32);
+    // SAFETY: xgetbv with ecx = 0 is valid when OSXSAVE is set (checked above).
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (hi as u64) << 32 | lo as u64
 }
 
 /// Size of the XSAVE area for the features the OS enabled (CPUID leaf 0xD, EBX), or
@@ -147,12 +222,7 @@ impl Asm {
             Register::RBX,
             Register::RSP,
         ))?;
-        let (align, area) = match v {
-            VectorSave::None => (-16, 0i32),
-            VectorSave::Xmm => (-16, 256),
-            VectorSave::Ymm => (-32, 512),
-            VectorSave::Xsave { size } => (-64, ((size + 63) & !63) as i32),
-        };
+        let (align, area) = v.area();
         self.op(Instruction::with2(
             Code::And_rm64_imm8,
             Register::RSP,
@@ -165,21 +235,48 @@ impl Asm {
                 area,
             ))?;
         }
+        let stride = v.stride() as i64;
         match v {
             VectorSave::None => {}
             VectorSave::Xmm => {
                 for k in 0..16 {
-                    let x = xmm(k);
-                    let mem = m(Register::RSP, 16 * k as i64);
-                    self.op(Instruction::with2(Code::Movups_xmmm128_xmm, mem, x))?;
+                    let mem = m(Register::RSP, stride * k as i64);
+                    self.op(Instruction::with2(Code::Movups_xmmm128_xmm, mem, xmm(k)))?;
                 }
             }
             VectorSave::Ymm => {
                 for k in 0..16 {
-                    let mem = m(Register::RSP, 32 * k as i64);
-                    let y = ymm(k);
-                    self.op(Instruction::with2(Code::VEX_Vmovdqu_ymmm256_ymm, mem, y))?;
+                    let mem = m(Register::RSP, stride * k as i64);
+                    self.op(Instruction::with2(
+                        Code::VEX_Vmovdqu_ymmm256_ymm,
+                        mem,
+                        ymm(k),
+                    ))?;
                 }
+            }
+            VectorSave::Wide { n, zmm, mxcsr } => {
+                let n = n.min(16) as usize;
+                for k in 0..n {
+                    let mem = m(Register::RSP, stride * k as i64);
+                    if zmm {
+                        self.op(Instruction::with2(
+                            Code::EVEX_Vmovdqu64_zmmm512_k1z_zmm,
+                            mem,
+                            zmmr(k),
+                        ))?;
+                    } else {
+                        self.op(Instruction::with2(
+                            Code::VEX_Vmovdqu_ymmm256_ymm,
+                            mem,
+                            ymm(k),
+                        ))?;
+                    }
+                }
+                if mxcsr {
+                    let mem = m(Register::RSP, stride * n as i64);
+                    self.op(Instruction::with1(Code::Stmxcsr_m32, mem))?;
+                }
+                self.plain(Code::VEX_Vzeroupper);
             }
             VectorSave::Xsave { .. } => {
                 // The XSAVE header (bytes 512..576) must be zero for XRSTOR's checks:
@@ -189,6 +286,9 @@ impl Asm {
                 }
                 self.xsave_mask()?;
                 self.op(Instruction::with1(Code::Xsave64_mem, m(Register::RSP, 0)))?;
+                if avx_enabled() {
+                    self.plain(Code::VEX_Vzeroupper);
+                }
             }
         }
         self.plain(Code::Cld);
@@ -204,18 +304,41 @@ impl Asm {
             VectorSave::None => {}
             VectorSave::Xmm => {
                 for k in 0..16 {
-                    let mem = m(Register::RSP, 16 * k as i64);
+                    let mem = m(Register::RSP, stride * k as i64);
                     self.op(Instruction::with2(Code::Movups_xmm_xmmm128, xmm(k), mem))?;
                 }
             }
             VectorSave::Ymm => {
                 for k in 0..16 {
-                    let mem = m(Register::RSP, 32 * k as i64);
+                    let mem = m(Register::RSP, stride * k as i64);
                     self.op(Instruction::with2(
                         Code::VEX_Vmovdqu_ymm_ymmm256,
                         ymm(k),
                         mem,
                     ))?;
+                }
+            }
+            VectorSave::Wide { n, zmm, mxcsr } => {
+                let n = n.min(16) as usize;
+                if mxcsr {
+                    let mem = m(Register::RSP, stride * n as i64);
+                    self.op(Instruction::with1(Code::Ldmxcsr_m32, mem))?;
+                }
+                for k in 0..n {
+                    let mem = m(Register::RSP, stride * k as i64);
+                    if zmm {
+                        self.op(Instruction::with2(
+                            Code::EVEX_Vmovdqu64_zmm_k1z_zmmm512,
+                            zmmr(k),
+                            mem,
+                        ))?;
+                    } else {
+                        self.op(Instruction::with2(
+                            Code::VEX_Vmovdqu_ymm_ymmm256,
+                            ymm(k),
+                            mem,
+                        ))?;
+                    }
                 }
             }
             VectorSave::Xsave { .. } => {
@@ -244,10 +367,76 @@ impl Asm {
     }
 
     /// Restore flags and every general-purpose register from the PtRegs at rsp.
+    ///
+    /// `popfq` is slow (microcoded; the most expensive instruction of an empty hit on
+    /// some CPUs). When the flags to restore differ from user mode's normal state only
+    /// in the six arithmetic flags (the usual case: TF, DF, AC clear, IF set), they are
+    /// set without it: OF by an `add` that overflows exactly when OF was set, then SF,
+    /// ZF, AF, PF and CF by `sahf`. Anything else (a handler's redirect sets TF) takes
+    /// `popfq`.
     fn restore_regs(&mut self) -> Result<(), ArchError> {
+        const ARITH: i32 = 0x8d5; // CF PF AF ZF SF OF
+        const NORMAL: i32 = 0x202; // IF and the always-one bit 1
         self.load(Register::RAX, offset::FLAGS)?;
-        self.op(Instruction::with1(Code::Push_r64, Register::RAX))?; // below the frame
-        self.plain(Code::Popfq);
+        if lahf_sahf() {
+            let slow = 0x7fff_0000_0000_0001u64;
+            let done = 0x7fff_0000_0000_0002u64;
+            self.op(Instruction::with2(
+                Code::Mov_r32_rm32,
+                Register::ECX,
+                Register::EAX,
+            ))?;
+            self.op(Instruction::with2(
+                Code::And_rm32_imm32,
+                Register::ECX,
+                !ARITH,
+            ))?;
+            self.op(Instruction::with2(
+                Code::Cmp_rm32_imm32,
+                Register::ECX,
+                NORMAL,
+            ))?;
+            self.op(Instruction::with_branch(Code::Jne_rel32_64, slow))?;
+            // ecx = OF (bit 11) as 0 or 1; 0x7f + 1 overflows a signed byte
+            self.op(Instruction::with2(
+                Code::Mov_r32_rm32,
+                Register::ECX,
+                Register::EAX,
+            ))?;
+            self.op(Instruction::with2(
+                Code::Shr_rm32_imm8,
+                Register::ECX,
+                11u32,
+            ))?;
+            self.op(Instruction::with2(Code::And_rm32_imm8, Register::ECX, 1))?;
+            self.op(Instruction::with2(
+                Code::Add_rm8_imm8,
+                Register::CL,
+                0x7fu32,
+            ))?;
+            self.op(Instruction::with2(
+                Code::Mov_r8_rm8,
+                Register::AH,
+                Register::AL,
+            ))?;
+            self.plain(Code::Sahf);
+            self.op(Instruction::with_branch(Code::Jmp_rel32_64, done))?;
+            let mut push = Instruction::with1(Code::Push_r64, Register::RAX).map_err(err)?;
+            push.set_ip(slow);
+            self.0.push(push); // below the frame
+            self.plain(Code::Popfq);
+            let mut next = Instruction::with2(
+                Code::Mov_r64_rm64,
+                Register::RAX,
+                m(Register::RSP, offset::AX as i64),
+            )
+            .map_err(err)?;
+            next.set_ip(done);
+            self.0.push(next);
+        } else {
+            self.op(Instruction::with1(Code::Push_r64, Register::RAX))?; // below the frame
+            self.plain(Code::Popfq);
+        }
         for (r, off) in crate::regs::GPRS {
             self.load(r, off)?;
         }
@@ -285,6 +474,28 @@ fn ymm(k: usize) -> Register {
         Register::YMM15,
     ];
     Y[k & 15]
+}
+
+fn zmmr(k: usize) -> Register {
+    const Z: [Register; 16] = [
+        Register::ZMM0,
+        Register::ZMM1,
+        Register::ZMM2,
+        Register::ZMM3,
+        Register::ZMM4,
+        Register::ZMM5,
+        Register::ZMM6,
+        Register::ZMM7,
+        Register::ZMM8,
+        Register::ZMM9,
+        Register::ZMM10,
+        Register::ZMM11,
+        Register::ZMM12,
+        Register::ZMM13,
+        Register::ZMM14,
+        Register::ZMM15,
+    ];
+    Z[k & 15]
 }
 
 fn xmm(k: usize) -> Register {

@@ -173,15 +173,38 @@ fn cxx_exception_through_kretprobed_frames() {
     assert_eq!(out.get("returns"), 100, "{out:?}");
     assert_eq!(out.get("entries"), 200);
     assert_eq!(
-        out.get("nmissed"),
-        50,
-        "the unwound thrower frames: {out:?}"
+        (out.get("nmissed"), out.get("nmissed2")),
+        (0, 0),
+        "unwinding is not a miss: {out:?}"
     );
     assert_eq!(
-        out.get("nmissed2"),
-        50,
-        "the unwound middle frames: {out:?}"
+        out.get("unwound"),
+        100,
+        "the unwound thrower and middle frames: {out:?}"
     );
+}
+
+/// 100,000 exceptions through kretprobed frames: thrower (returns and
+/// throws) and catcher, which catches them itself, so its frame survives
+/// every exception and each of its returns is traced.
+#[test]
+fn hundred_thousand_exceptions_through_kretprobes() {
+    let out = load(
+        "kret",
+        &format!("{} 100000", target("cxx_unwind")),
+        &[("PT_SYM", "_Z7throweri"), ("PT_SYM2", "_Z7catcheri")],
+        300,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("caught=50000 sum=2500000000 neg=50000"),
+        "{out:?}"
+    );
+    // thrower: 200,000 calls, 100,000 return; catcher: 100,000 calls, all return.
+    assert_eq!(out.get("entries"), 300_000, "{out:?}");
+    assert_eq!(out.get("returns"), 200_000, "{out:?}");
+    assert_eq!((out.get("nmissed"), out.get("nmissed2")), (0, 0), "{out:?}");
+    assert_eq!(out.get("unwound"), 100_000, "{out:?}");
 }
 
 #[test]

@@ -60,31 +60,49 @@ pub fn enabled() -> bool {
     !off
 }
 
-/// Vector state the trampolines save around handlers. At a function entry
-/// (and at a return) only argument/return registers can be live, and the
-/// SysV ABI passes them in xmm0-7/ymm0-7: saving ymm0-15 is enough for
-/// everything but __m512 arguments. Anywhere else in a function any vector
-/// register may be live, so the whole XSAVE state is saved (~150 ns more).
+/// Vector state the trampolines save around handlers (the argument for each
+/// choice is in docs/optprobes.md):
+/// - at a function entry (and at a return) only argument/return registers
+///   can be live (SysV: xmm/ymm/zmm0-7, and everything else is clobbered by
+///   a call anyway): their full width is saved, then `vzeroupper`, whatever
+///   the handler is;
+/// - anywhere else any vector register may be live. For handlers whose code
+///   ptap knows (compiled scripts: Cranelift with fixed SSE-only ISA flags,
+///   and the runtime, which calls no libc routine on the hit path), 16
+///   registers at full width, MXCSR, `vzeroupper`; for other handlers (C
+///   modules may call anything, e.g. an AVX-512 memcpy using ymm16-31) the
+///   whole XSAVE state.
+///
 /// `PTAP_OPT_XSAVE=1` forces XSAVE everywhere.
-fn vector_save(at_entry: bool) -> VectorSave {
+fn vector_save(at_entry: bool, known_handlers: bool) -> VectorSave {
     static FORCE: AtomicU32 = AtomicU32::new(2); // 2 = not read yet
     let mut force = FORCE.load(Ordering::Relaxed);
     if force == 2 {
         force = std::env::var("PTAP_OPT_XSAVE").is_ok_and(|s| s == "1") as u32;
         FORCE.store(force, Ordering::Relaxed);
     }
-    let force = force == 1;
-    let avx = std::arch::is_x86_feature_detected!("avx");
-    if at_entry && !force {
-        return if avx {
-            VectorSave::Ymm
-        } else {
-            VectorSave::Xmm
-        };
-    }
-    match trampoline::xsave_size() {
+    let xsave = || match trampoline::xsave_size() {
         Some(size) => VectorSave::Xsave { size },
         None => VectorSave::Xmm,
+    };
+    if force == 1 {
+        return xsave();
+    }
+    let avx = trampoline::avx_enabled();
+    let zmm = trampoline::avx512_enabled();
+    match (at_entry, avx) {
+        (true, true) => VectorSave::Wide {
+            n: 8,
+            zmm,
+            mxcsr: false,
+        },
+        (true, false) => VectorSave::Xmm,
+        (false, true) if known_handlers => VectorSave::Wide {
+            n: 16,
+            zmm,
+            mxcsr: true,
+        },
+        _ => xsave(),
     }
 }
 
@@ -116,7 +134,9 @@ core::arch::global_asm!(
 // return of a buggy entry. The entry's register and stack changes are
 // discarded (mirror principle): the trampoline restores its frame.
 //   rdi = &pt_regs, rsi = entry, rdx = vector area or 0, rcx = 1 xmm (16-byte
-//   stride), 2 ymm (32-byte stride), 3 XSAVE (legacy xmm at +160)
+//   stride), 2 ymm (32-byte stride), 3 XSAVE (legacy xmm at +160), 4 zmm
+//   (64-byte stride). After a ymm or zmm load the entry ran with dirty upper
+//   halves: `vzeroupper` on the way back (the runtime's code is legacy SSE).
 core::arch::global_asm!(
     ".text",
     ".globl ptap_rt_jp_call",
@@ -130,7 +150,8 @@ core::arch::global_asm!(
     "push r13",
     "push r14",
     "push r15",
-    "sub rsp, 8",
+    "sub rsp, 24",
+    "mov qword ptr [rbp - 56], rcx",
     "mov r12, qword ptr [rip + ptap_rt_tls_thread@GOTTPOFF]",
     "add r12, qword ptr fs:[0]",
     "mov rax, qword ptr [r12 + 16]",
@@ -144,6 +165,8 @@ core::arch::global_asm!(
     "je 4f",
     "cmp rcx, 3",
     "je 5f",
+    "cmp rcx, 4",
+    "je 7f",
     "movups xmm0, [rdx]",
     "movups xmm1, [rdx + 16]",
     "movups xmm2, [rdx + 32]",
@@ -162,6 +185,16 @@ core::arch::global_asm!(
     "vmovdqu ymm5, [rdx + 160]",
     "vmovdqu ymm6, [rdx + 192]",
     "vmovdqu ymm7, [rdx + 224]",
+    "jmp 3f",
+    "7:",
+    "vmovdqu64 zmm0, [rdx]",
+    "vmovdqu64 zmm1, [rdx + 64]",
+    "vmovdqu64 zmm2, [rdx + 128]",
+    "vmovdqu64 zmm3, [rdx + 192]",
+    "vmovdqu64 zmm4, [rdx + 256]",
+    "vmovdqu64 zmm5, [rdx + 320]",
+    "vmovdqu64 zmm6, [rdx + 384]",
+    "vmovdqu64 zmm7, [rdx + 448]",
     "jmp 3f",
     "5:",
     "movups xmm0, [rdx + 160]",
@@ -214,6 +247,14 @@ core::arch::global_asm!(
     "add rax, qword ptr fs:[0]",
     "mov rbp, qword ptr [rax + 16]",
     "mov qword ptr [rax + 24], rdx",
+    "mov rsi, qword ptr [rbp - 56]",
+    "cmp rsi, 2",
+    "je 8f",
+    "cmp rsi, 4",
+    "jne 9f",
+    "8:",
+    "vzeroupper",
+    "9:",
     "mov rsi, qword ptr [rbp - 48]",
     "mov qword ptr [rax + 16], rsi",
     "lea rsp, [rbp - 40]",
@@ -249,32 +290,34 @@ extern "C" {
 }
 
 /// Vector-save mode of function-entry trampolines: 0 none, 1 xmm, 2 ymm,
-/// 3 XSAVE (| size << 8). Set when the first one is built; jprobes read it
-/// to find the saved xmm arguments.
+/// 3 XSAVE, 4 zmm, | area bytes << 8 | alignment << 40 (see
+/// `VectorSave::area`). Set when the first one is built; jprobes read it to
+/// find the saved argument registers.
 static ENTRY_VMODE: AtomicU64 = AtomicU64::new(0);
 
 fn vmode_code(vs: VectorSave) -> u64 {
-    match vs {
+    let kind = match vs {
         VectorSave::None => 0,
         VectorSave::Xmm => 1,
-        VectorSave::Ymm => 2,
-        VectorSave::Xsave { size } => 3 | (size as u64) << 8,
-    }
+        VectorSave::Ymm | VectorSave::Wide { zmm: false, .. } => 2,
+        VectorSave::Xsave { .. } => 3,
+        VectorSave::Wide { zmm: true, .. } => 4,
+    };
+    let (align, area) = vs.area();
+    kind | (area as u64) << 8 | ((-align) as u64) << 40
 }
 
 /// Where the trampoline saved the vector registers, for a frame at `regs`
 /// (layout of `ptap_arch::trampoline::call_handler`: rsp = &regs, aligned
-/// down, area below).
+/// down, area below): (address, kind) for `ptap_rt_jp_call`.
 fn vector_area(regs: u64, code: u64) -> (u64, u64) {
-    match code & 0xff {
-        1 => ((regs & !15) - 256, 1),
-        2 => ((regs & !31) - 512, 2),
-        3 => {
-            let size = ((code >> 8) + 63) & !63;
-            ((regs & !63) - size, 3)
-        }
-        _ => (0, 0),
+    let kind = code & 0xff;
+    let area = (code >> 8) & 0xffff_ffff;
+    let align = (code >> 40).max(16);
+    if kind == 0 {
+        return (0, 0);
     }
+    ((regs & !(align - 1)) - area, kind)
 }
 
 /// This thread's save area for xmm0-7 across a trap-path jprobe entry.
@@ -647,7 +690,7 @@ pub fn ensure_ret_stub() {
         func: ret_hit as *const () as u64,
         data: 0,
     };
-    let Ok(code) = trampoline::return_trampoline(at, h, vector_save(true)) else {
+    let Ok(code) = trampoline::return_trampoline(at, h, vector_save(true, true)) else {
         return;
     };
     if code.len() > LEN {
@@ -753,6 +796,20 @@ pub struct Opt {
     pub region_slot: u64,
     /// The jump is in place.
     pub optimized: bool,
+    /// The trampoline saves only what compiled-script handlers can change
+    /// (see [`vector_save`]): a C handler on this site needs the trap path.
+    pub known_only: bool,
+}
+
+/// Why a C handler added to a site whose trampoline saves only what
+/// compiled-script handlers can change stays on the trap path.
+pub const UNKNOWN_HANDLER: &str =
+    "a C handler in the middle of a function needs the trap path here: this site's trampoline saves only what compiled-script handlers change";
+
+/// May a probe whose handlers are (`known`) or are not compiled-script code
+/// join the jump-optimized site at `addr`?
+pub fn handlers_fit(addr: u64, known: bool) -> bool {
+    known || with_state(|s| s.sites.get(&addr).is_none_or(|o| !o.known_only))
 }
 
 pub struct OptState {
@@ -835,8 +892,8 @@ struct Template {
     checked: bool,
 }
 
-static TEMPLATES: Mutex<[Option<Template>; 4]> = Mutex::new([None, None, None, None]);
-static FORK_TEMPLATES: crate::forklock::MutexSlot<[Option<Template>; 4]> =
+static TEMPLATES: Mutex<[Option<Template>; 6]> = Mutex::new([None, None, None, None, None, None]);
+static FORK_TEMPLATES: crate::forklock::MutexSlot<[Option<Template>; 6]> =
     crate::forklock::MutexSlot::new(&TEMPLATES);
 
 /// The trampoline-template cache lock, for the fork handlers (after STATE).
@@ -928,15 +985,26 @@ const REGION_SLOT_CAP: usize = 128;
 
 /// Build (or reuse) the trampoline and region slot for a probe at `addr` in
 /// the function [func, func+size) whose bytes (with our probes removed) are
-/// `code`. Err = the reason it stays on the trap path. Registration time.
-pub fn prepare(addr: u64, func: u64, code: &[u8], m: &mut dyn CodeMem) -> Result<u64, String> {
-    if let Some(rs) = with_state(|s| {
+/// `code`. `known_handlers`: every handler of the site is compiled-script
+/// code (see [`vector_save`]). Err = the reason it stays on the trap path.
+/// Registration time.
+pub fn prepare(
+    addr: u64,
+    func: u64,
+    code: &[u8],
+    known_handlers: bool,
+    m: &mut dyn CodeMem,
+) -> Result<u64, String> {
+    if let Some((rs, known_only)) = with_state(|s| {
         s.sites.get(&addr).and_then(|o| {
             let off = (addr - func) as usize;
             let cur = code.get(off..off + o.orig.len())?;
-            (cur == o.orig.as_slice()).then_some(o.region_slot)
+            (cur == o.orig.as_slice()).then_some((o.region_slot, o.known_only))
         })
     }) {
+        if known_only && !known_handlers {
+            return Err(UNKNOWN_HANDLER.into());
+        }
         return Ok(rs);
     }
     let info = decode::decode_function(code, func)
@@ -963,7 +1031,7 @@ pub fn prepare(addr: u64, func: u64, code: &[u8], m: &mut dyn CodeMem) -> Result
         func: opt_hit as *const () as u64,
         data: addr,
     };
-    let vs = vector_save(addr == func);
+    let vs = vector_save(addr == func, known_handlers);
     if addr == func {
         ENTRY_VMODE.store(vmode_code(vs), Ordering::Relaxed);
     }
@@ -975,6 +1043,8 @@ pub fn prepare(addr: u64, func: u64, code: &[u8], m: &mut dyn CodeMem) -> Result
         VectorSave::Xmm => 1,
         VectorSave::Ymm => 2,
         VectorSave::Xsave { .. } => 3,
+        VectorSave::Wide { n: 8, .. } => 4,
+        VectorSave::Wide { .. } => 5,
     };
     let (tramp, bytes, cut, tail) =
         build_trampoline(m, addr, &orig, &region, h, vs, mode, rel.bytes.len())?;
@@ -992,6 +1062,7 @@ pub fn prepare(addr: u64, func: u64, code: &[u8], m: &mut dyn CodeMem) -> Result
                 tramp,
                 region_slot: slot,
                 optimized: false,
+                known_only: addr != func && matches!(vs, VectorSave::Wide { .. }),
             },
         )
     });

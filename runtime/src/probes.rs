@@ -92,13 +92,20 @@ impl Site {
 /// Instance header; the public `kretprobe_instance` follows at +INST_HDR.
 #[repr(C)]
 pub struct InstHdr {
+    /// 0 free, [`INST_HOOKED`] taken and its frame's return address points
+    /// at the trampoline, [`INST_UNHOOKED`] taken but the real return
+    /// address is back in place (an exception is unwinding: see unwind.rs).
     pub in_use: AtomicU32,
-    pub _pad: u32,
+    /// While free: 1 + index of the next free instance of the same kretprobe
+    /// (0: none). See [`RetRec::alloc`].
+    pub free_next: AtomicU32,
     pub next: usize,
     pub sp: u64,
     pub rec: *const RetRec,
 }
 pub const INST_HDR: usize = 32;
+pub const INST_HOOKED: u32 = 1;
+pub const INST_UNHOOKED: u32 = 2;
 const _: () = assert!(core::mem::size_of::<InstHdr>() == INST_HDR);
 
 /// Runtime side of a kretprobe. Never freed: instances may still be on some
@@ -109,6 +116,23 @@ pub struct RetRec {
     pub mem: *mut u8,
     pub n: usize,
     pub stride: usize,
+    /// Free instances: a lock-free stack (Treiber) of instance indexes,
+    /// `tag << 32 | (1 + index)` (0 in the low half: empty). The tag grows
+    /// with every change, so a pop that raced with a pop and a push of the
+    /// same instance fails its compare-exchange (no ABA). On a cache line
+    /// of its own: the fields above are read on every hit by every thread.
+    pub free: FreeHead,
+}
+
+/// [`RetRec::free`], alone on its cache line.
+#[repr(align(64))]
+pub struct FreeHead(pub AtomicU64);
+
+impl core::ops::Deref for FreeHead {
+    type Target = AtomicU64;
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
 }
 
 impl RetRec {
@@ -116,21 +140,50 @@ impl RetRec {
         // SAFETY: i < n, mem holds n strides.
         unsafe { self.mem.add(i * self.stride) as *mut InstHdr }
     }
-    /// Take a free instance (lock-free scan). Hit path.
+    /// Take a free instance: O(1) whatever number is in use (a scan would
+    /// cost O(recursion depth) per call). Hit path; lock-free.
     pub fn alloc(&self) -> Option<*mut InstHdr> {
-        for i in 0..self.n {
-            let h = self.inst(i);
-            // SAFETY: h is inside mem.
-            if unsafe {
-                (*h).in_use
-                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        let mut head = self.free.load(Ordering::Acquire);
+        loop {
+            let top = (head & 0xffff_ffff) as usize;
+            if top == 0 {
+                return None;
             }
-            .is_ok()
+            let h = self.inst(top - 1);
+            // SAFETY: h is inside mem. A stale `free_next` (another thread
+            // took h meanwhile) is harmless: the tag then differs and the
+            // exchange fails.
+            let next = unsafe { (*h).free_next.load(Ordering::Relaxed) } as u64;
+            let new = ((head >> 32) + 1) << 32 | next;
+            match self
+                .free
+                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
             {
-                return Some(h);
+                Ok(_) => {
+                    // SAFETY: h is ours now.
+                    unsafe { (*h).in_use.store(1, Ordering::Relaxed) };
+                    return Some(h);
+                }
+                Err(cur) => head = cur,
             }
         }
-        None
+    }
+    /// Give an instance back (see [`release`]).
+    fn push_free(&self, h: *mut InstHdr) {
+        let idx = (h as usize - self.mem as usize) / self.stride + 1;
+        let mut head = self.free.load(Ordering::Acquire);
+        loop {
+            // SAFETY: h is inside mem and owned by the caller until pushed.
+            unsafe { (*h).free_next.store(head as u32, Ordering::Relaxed) };
+            let new = ((head >> 32) + 1) << 32 | idx as u64;
+            match self
+                .free
+                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(cur) => head = cur,
+            }
+        }
     }
 }
 
@@ -142,8 +195,14 @@ pub fn public(h: *mut InstHdr) -> *mut KretprobeInstance {
 /// # Safety
 /// `h` must be an instance header in use.
 pub unsafe fn release(h: *mut InstHdr) {
-    // SAFETY: caller contract.
-    unsafe { (*h).in_use.store(0, Ordering::Release) };
+    // SAFETY: caller contract; records are never freed. Only the release
+    // that clears `in_use` pushes (a second release would link the free
+    // list into a cycle).
+    unsafe {
+        if (*h).in_use.swap(0, Ordering::AcqRel) != 0 {
+            (*(*h).rec).push_free(h);
+        }
+    }
 }
 
 // ---------------------------------------------------------------- site table
@@ -813,7 +872,9 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             probes.push(entry);
             // A post_handler or a jprobe forces the trap path: take the jump
             // out (int3 back, tail restored) before that snapshot is visible.
-            let keep_opt = o.region_slot != 0 && optimizable(&probes);
+            let keep_opt = o.region_slot != 0
+                && optimizable(&probes)
+                && crate::optprobe::handlers_fit(addr, handlers_known(&probes));
             if !keep_opt {
                 crate::optprobe::unoptimize(addr, reg);
                 crate::optprobe::forget(addr);
@@ -865,7 +926,8 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             } else if threads::current_is_active() {
                 crate::optprobe::refuse(addr, "registered from inside a probe handler".into());
             } else {
-                match crate::optprobe::prepare(addr, func, &code, reg) {
+                let known = handlers_known(core::slice::from_ref(&entry));
+                match crate::optprobe::prepare(addr, func, &code, known, reg) {
                     Ok(rs) => region_slot = rs,
                     Err(why) => crate::optprobe::refuse(addr, why),
                 }
@@ -1191,6 +1253,22 @@ pub unsafe extern "C" fn unregister_jprobe(jp: *mut Jprobe) {
 
 /// Can a site with these probes be jump-optimized? (No post_handler: it
 /// needs the trap after the displaced instruction.)
+/// Are all these probes' handlers compiled-script code (whose use of vector
+/// state ptap knows: see `optprobe::vector_save`)? kretprobes and jprobes
+/// sit at function entries, where it does not matter.
+fn handlers_known(probes: &[Entry]) -> bool {
+    probes.iter().all(|e| match e.kind {
+        // SAFETY: registered (or being registered) probes.
+        EntryKind::K => unsafe {
+            (*e.kp).fault_handler.is_none()
+                && (*e.kp)
+                    .pre_handler
+                    .is_none_or(|f| f as usize == crate::script::attach::kprobe_pre_addr())
+        },
+        _ => true,
+    })
+}
+
 fn optimizable(probes: &[Entry]) -> bool {
     probes.iter().all(|e| {
         // SAFETY: registered (or being registered) probes.
@@ -1329,15 +1407,20 @@ pub unsafe extern "C" fn register_kretprobe(rp: *mut Kretprobe) -> i32 {
         mem: base as *mut u8,
         n,
         stride,
+        free: FreeHead(AtomicU64::new(0)),
     }));
     for i in 0..n {
         let h = rec.inst(i);
-        // SAFETY: h is inside the zeroed block.
+        // SAFETY: h is inside the zeroed block; nothing uses rec yet.
         unsafe {
             (*h).rec = rec;
             (*public(h)).rp = rp;
+            // free list 0, 1, ..., n-1 (index 0 on top)
+            (*h).free_next
+                .store(if i + 1 < n { i as u32 + 2 } else { 0 }, Ordering::Relaxed);
         }
     }
+    rec.free.store(if n > 0 { 1 } else { 0 }, Ordering::Release);
     // SAFETY: caller contract.
     unsafe { (*rp).nmissed = 0 };
     // SAFETY: kp is the first field.

@@ -29,7 +29,10 @@ pub struct Guard {
     pub fault_ip: u64,
 }
 
-#[repr(C)]
+/// One thread's slot. Cache-line aligned: a slot's last fields (`defer`,
+/// written on every jump-path hit) must not share a line with the next
+/// slot's `active` (written by another thread on its hits).
+#[repr(C, align(64))]
 pub struct ThreadState {
     pub tid: AtomicI32,
     /// Depth of runtime activity on this thread (hit in progress, single-step

@@ -435,7 +435,7 @@ fn write_u64(addr: u64, v: u64) -> bool {
 /// Reap kretprobe instances whose frames are gone: entries deeper than (or
 /// at) `sp` when a new call starts at `sp` (longjmp left them behind).
 /// This thread's signal alternate stack, if one is set: [lo, hi).
-fn altstack() -> Option<(u64, u64)> {
+pub(crate) fn altstack() -> Option<(u64, u64)> {
     #[repr(C)]
     struct StackT {
         sp: u64,
@@ -507,6 +507,7 @@ pub(crate) unsafe fn reap_below(ts: *mut ThreadState, sp: u64, inclusive: bool) 
                 break;
             }
             (*ts).kret_head = (*h).next;
+            crate::unwind::count_unwound(1);
             probes::release(h);
         }
     }

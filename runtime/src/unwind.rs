@@ -1,44 +1,202 @@
-//! C++ exceptions through kretprobed frames.
+//! C++ exceptions (and other unwinds) through kretprobed frames.
 //!
 //! The unwinder reads return addresses from the stack; it must never see
 //! the kretprobe trampoline. We interpose the unwinder's entry points that
-//! start a (phase 1 + 2) unwind, restore every hijacked return address of
-//! the current thread, count those instances as missed, and forward.
+//! start a (phase 1 + 2) unwind and put back the real return address of
+//! every hijacked frame of the current thread, keeping the instances
+//! ("unhooked"). Where the exception is caught (`__cxa_begin_catch`, called
+//! by the catching frame with its own stack pointer restored), instances of
+//! frames below that stack pointer were unwound: they are reclaimed and
+//! counted as returns by unwinding (not as misses); the frames above it are
+//! alive and get their hijacked return addresses back, so their returns are
+//! traced. An unwind that ends elsewhere (a forced unwind, a foreign
+//! runtime's catch) leaves unhooked instances that are reclaimed, and
+//! counted the same way, once the stack passes them (see `trap::reap_below`).
 
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::abi::kretprobe_missed;
-use crate::probes::{self, InstHdr};
-use crate::{threads, trap};
+use crate::probes::{self, InstHdr, INST_HOOKED, INST_UNHOOKED};
+use crate::threads::{self, ThreadState};
+use crate::trap;
 
-/// Put back the real return addresses of every live kretprobe instance of
-/// this thread (their return handlers will not run).
+/// kretprobed frames of this process left by unwinding (exceptions,
+/// longjmp): instances reclaimed without a return handler.
+pub static UNWOUND: AtomicU64 = AtomicU64::new(0);
+/// How much of [`UNWOUND`] this process added to the session's count.
+static PUBLISHED: AtomicU64 = AtomicU64::new(0);
+
+/// `ptap_kretprobe_unwound()` (runtime/include/ptap/kprobes.h): this
+/// process's [`UNWOUND`].
+#[no_mangle]
+pub extern "C" fn ptap_kretprobe_unwound() -> core::ffi::c_ulong {
+    UNWOUND.load(Ordering::Relaxed) as core::ffi::c_ulong
+}
+
+/// Count frames left by unwinding (hit path safe: one relaxed add).
+pub fn count_unwound(n: u64) {
+    UNWOUND.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Add this process's new unwound count to the session's (globals header).
+pub fn publish(g: &crate::script::globals::Globals) {
+    let n = UNWOUND.load(Ordering::Acquire);
+    let d = n.saturating_sub(PUBLISHED.fetch_max(n, Ordering::AcqRel));
+    if d > 0 {
+        g.header().unwound.fetch_add(d, Ordering::Relaxed);
+    }
+}
+
+/// In a forked child: the parent's count is the parent's to report.
+pub fn rebase() {
+    PUBLISHED.store(UNWOUND.load(Ordering::Acquire), Ordering::Release);
+}
+
+/// An unwind starts on this thread: put back the real return address of
+/// every hijacked frame. With `reclaim` (forced unwinds: pthread_exit,
+/// thread cancellation; the thread ends) the instances are reclaimed now and
+/// counted as unwound; otherwise they stay on the list, unhooked, until the
+/// catch ([`after_catch`]) or the stack ([`trap::reap_below`]) settles them.
 ///
 /// Runs inside the runtime's hit-path activity (`threads::enter`), so an
 /// `unregister_kretprobe` on another thread waits (grace period) until
 /// this has finished with the records it reads.
-pub fn restore_hijacked() {
+pub fn restore_hijacked(reclaim: bool) {
     let Some(ts) = threads::current() else { return };
     threads::enter(ts);
     // SAFETY: this thread's own list; instances are never freed; the
     // records (`rec`) are kept while we are active (grace periods).
     unsafe {
-        while (*ts).kret_head != 0 {
-            let h = (*ts).kret_head as *mut InstHdr;
-            (*ts).kret_head = (*h).next;
-            let slot = (*h).sp as *mut u64;
-            if core::ptr::read(slot) == trap::trampoline_addr() {
-                core::ptr::write(slot, (*probes::public(h)).ret_addr as u64);
+        (*ts).in_handler += 1;
+        let mut link: *mut usize = core::ptr::addr_of_mut!((*ts).kret_head);
+        while *link != 0 {
+            let h = *link as *mut InstHdr;
+            unhook(h);
+            if reclaim {
+                *link = (*h).next;
+                count_unwound(1);
+                probes::release(h);
+            } else {
+                link = core::ptr::addr_of_mut!((*h).next);
             }
-            let rec = &*(*h).rec;
-            if rec.alive.load(Ordering::Acquire) {
-                kretprobe_missed(rec.rp);
-            }
-            probes::release(h);
         }
+        (*ts).in_handler -= 1;
     }
     threads::leave(ts);
+}
+
+/// Put the real return address back in `h`'s frame.
+///
+/// # Safety
+/// `h` is an instance of this thread's list.
+unsafe fn unhook(h: *mut InstHdr) {
+    // SAFETY: caller contract; the slot is in this thread's stack (the
+    // frame is live or was live: the stack memory stays mapped).
+    unsafe {
+        if (*h).in_use.load(Ordering::Relaxed) != INST_HOOKED {
+            return;
+        }
+        let slot = (*h).sp as *mut u64;
+        if core::ptr::read(slot) == trap::trampoline_addr() {
+            core::ptr::write(slot, (*probes::public(h)).ret_addr as u64);
+        }
+        (*h).in_use.store(INST_UNHOOKED, Ordering::Relaxed);
+    }
+}
+
+/// An exception was caught by the frame whose stack pointer is `sp`: frames
+/// below it were unwound (reclaim and count their instances); unhooked
+/// frames above it are alive (hijack their return addresses again).
+///
+/// # Safety
+/// Called on this thread, by [`__cxa_begin_catch`], with the catching
+/// frame's stack pointer.
+#[no_mangle]
+pub unsafe extern "C" fn ptap_rt_after_catch(sp: u64) {
+    let Some(ts) = threads::current() else { return };
+    // SAFETY: ts is ours.
+    if unsafe { (*ts).kret_head } == 0 {
+        return;
+    }
+    threads::enter(ts);
+    // SAFETY: this thread's own list (see restore_hijacked).
+    unsafe { settle(ts, sp) };
+    threads::leave(ts);
+}
+
+/// # Safety
+/// `ts` is this thread's slot, inside `threads::enter`.
+unsafe fn settle(ts: *mut ThreadState, sp: u64) {
+    let alt = trap::altstack();
+    let on_alt = |p: u64| alt.is_some_and(|(lo, hi)| p >= lo && p < hi);
+    let here = on_alt(sp);
+    // SAFETY: caller contract; instances are never freed.
+    unsafe {
+        (*ts).in_handler += 1;
+        let tramp = trap::trampoline_addr();
+        let mut link: *mut usize = core::ptr::addr_of_mut!((*ts).kret_head);
+        while *link != 0 {
+            let h = *link as *mut InstHdr;
+            let state = (*h).in_use.load(Ordering::Relaxed);
+            let slot = (*h).sp;
+            let same_stack = on_alt(slot) == here;
+            let dead = same_stack && slot < sp;
+            if state == INST_UNHOOKED && !dead {
+                let ret = (*probes::public(h)).ret_addr as u64;
+                if core::ptr::read(slot as *const u64) == ret {
+                    core::ptr::write(slot as *mut u64, tramp);
+                    (*h).in_use.store(INST_HOOKED, Ordering::Relaxed);
+                    link = core::ptr::addr_of_mut!((*h).next);
+                    continue;
+                }
+            } else if !dead {
+                link = core::ptr::addr_of_mut!((*h).next);
+                continue;
+            }
+            // Unwound (or its frame no longer holds the return address).
+            *link = (*h).next;
+            count_unwound(1);
+            probes::release(h);
+        }
+        (*ts).in_handler -= 1;
+    }
+}
+
+/// `__cxa_begin_catch(exc)` is interposed: the catching frame calls it
+/// right after the unwinder restored that frame's registers, so rsp + 8 at
+/// our entry is the catching frame's stack pointer. The real one gets `exc`
+/// unchanged (tail jump). Naked: the stack pointer must be the caller's.
+///
+/// # Safety
+/// Called by C++ code as `__cxa_begin_catch`.
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn __cxa_begin_catch(_exc: *mut c_void) -> *mut c_void {
+    core::arch::naked_asm!(
+        "push rdi",
+        "lea rdi, [rsp + 16]",
+        "call {after}",
+        "call {real}",
+        "mov r11, rax",
+        "pop rdi",
+        "jmp r11",
+        after = sym ptap_rt_after_catch,
+        real = sym real_begin_catch,
+    )
+}
+
+static BEGIN_CATCH: AtomicUsize = AtomicUsize::new(0);
+
+/// The next `__cxa_begin_catch` (libstdc++'s). Not on a hit path.
+extern "C" fn real_begin_catch() -> usize {
+    let f = real(c"__cxa_begin_catch", &BEGIN_CATCH);
+    if f == 0 {
+        // Cannot happen: a catch clause is only compiled against a C++
+        // runtime that defines it. Nothing sensible to return to.
+        crate::output::diag(b"ptap: no __cxa_begin_catch to forward to; aborting\n");
+        trap::die_now(trap::SIGSEGV);
+    }
+    f
 }
 
 fn real(name: &core::ffi::CStr, cache: &AtomicUsize) -> usize {
@@ -76,7 +234,7 @@ const URC_FATAL_PHASE1_ERROR: c_int = 3;
 /// Called by the C++ runtime with an exception object.
 #[no_mangle]
 pub unsafe extern "C" fn _Unwind_RaiseException(exc: *mut c_void) -> c_int {
-    restore_hijacked();
+    restore_hijacked(false);
     let f = real(c"_Unwind_RaiseException", &RAISE);
     if f == 0 {
         return URC_FATAL_PHASE1_ERROR;
@@ -89,7 +247,7 @@ pub unsafe extern "C" fn _Unwind_RaiseException(exc: *mut c_void) -> c_int {
 /// Called by the C++ runtime with an exception object.
 #[no_mangle]
 pub unsafe extern "C" fn _Unwind_Resume_or_Rethrow(exc: *mut c_void) -> c_int {
-    restore_hijacked();
+    restore_hijacked(false);
     let f = real(c"_Unwind_Resume_or_Rethrow", &RETHROW);
     if f == 0 {
         return URC_FATAL_PHASE1_ERROR;
@@ -106,7 +264,7 @@ pub unsafe extern "C" fn _Unwind_ForcedUnwind(
     stop: *mut c_void,
     arg: *mut c_void,
 ) -> c_int {
-    restore_hijacked();
+    restore_hijacked(true);
     let f = real(c"_Unwind_ForcedUnwind", &FORCED);
     if f == 0 {
         return URC_FATAL_PHASE1_ERROR;
@@ -132,7 +290,7 @@ pub unsafe extern "C" fn _Unwind_ForcedUnwind(
 /// As `pthread_exit(3)`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_exit(retval: *mut c_void) -> ! {
-    restore_hijacked();
+    restore_hijacked(true);
     let mut f = PTHREAD_EXIT.load(Ordering::Acquire);
     if f == 0 {
         // SAFETY: dlsym with RTLD_NEXT (pthread_exit is not a hit path).

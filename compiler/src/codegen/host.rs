@@ -289,7 +289,22 @@ pub fn summary(g: &Globals, session: &Session) -> String {
     let reentrancy = h.reentrancy.load(Ordering::Acquire);
     let map_full = h.map_full.load(Ordering::Acquire);
     let dropped = session.dropped();
-    summary_text(errors, nmissed, reentrancy, map_full, dropped)
+    let mut out = summary_text(errors, nmissed, reentrancy, map_full, dropped);
+    out.push_str(&unwound_line(h.unwound.load(Ordering::Acquire)));
+    out
+}
+
+/// The summary line for kretprobed frames left by unwinding (C++
+/// exceptions, longjmp): not a skip (nothing was lost that could have been
+/// traced: the function did not return), so not counted in MAXSKIPPED.
+/// Empty when there were none.
+pub fn unwound_line(n: u64) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    format!(
+        "ptap: kretprobe returns by unwinding (exception or longjmp; no return handler ran): {n}\n"
+    )
 }
 
 /// [`summary`] from the counts (a pure function).

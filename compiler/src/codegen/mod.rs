@@ -138,8 +138,23 @@ pub struct CompiledModule {
     pub ir: Vec<(String, String)>,
 }
 
-/// The host ISA with ptap's settings (optimized, not PIC: the loader
-/// applies absolute relocations; frame pointers kept for backtraces).
+/// x86-64 ISA extensions handlers are compiled for, fixed (not detected from
+/// the host): x86-64-v2, that is up to SSE4.2 and POPCNT, and none of AVX,
+/// AVX2, FMA, BMI, LZCNT or AVX-512. Handlers thus run on any x86-64 CPU of
+/// the last fifteen years, a module built on one machine runs on another, and
+/// compiled code only ever writes the low 128 bits of xmm0-15 and MXCSR: the
+/// jump-path trampolines rely on that (docs/optprobes.md).
+pub const ISA_FLAGS: &[&str] = &[
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+];
+
+/// The x86-64 ISA with ptap's settings (optimized, not PIC: the loader
+/// applies absolute relocations; frame pointers kept for backtraces) and
+/// the fixed extensions of [`ISA_FLAGS`].
 pub fn host_isa() -> Result<OwnedTargetIsa, CodegenError> {
     let mut fb = settings::builder();
     let set = |fb: &mut settings::Builder, k: &str, v: &str| {
@@ -149,7 +164,12 @@ pub fn host_isa() -> Result<OwnedTargetIsa, CodegenError> {
     set(&mut fb, "opt_level", "speed")?;
     set(&mut fb, "is_pic", "false")?;
     set(&mut fb, "preserve_frame_pointers", "true")?;
-    let ib = cranelift_native::builder().map_err(|e| CodegenError::Isa(e.to_string()))?;
+    let mut ib = cranelift_codegen::isa::lookup_by_name("x86_64-unknown-linux-gnu")
+        .map_err(|e| CodegenError::Isa(e.to_string()))?;
+    for f in ISA_FLAGS {
+        ib.enable(f)
+            .map_err(|e| CodegenError::Isa(format!("{f}: {e}")))?;
+    }
     ib.finish(settings::Flags::new(fb))
         .map_err(|e| CodegenError::Isa(e.to_string()))
 }

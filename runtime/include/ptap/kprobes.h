@@ -91,6 +91,10 @@ void jprobe_return(void);
 
 int register_kretprobe(struct kretprobe *rp);
 void unregister_kretprobe(struct kretprobe *rp);
+/* kretprobed frames of this process left by unwinding (C++ exceptions,
+ * thread cancellation, longjmp): their instances were reclaimed and no
+ * return handler ran. Not counted in nmissed. (ptap extension) */
+unsigned long ptap_kretprobe_unwound(void);
 
 /* Address of a symbol anywhere in the process ("func" or "lib:func"), 0 if unknown. */
 unsigned long kallsyms_lookup_name(const char *name);

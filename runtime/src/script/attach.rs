@@ -127,6 +127,12 @@ unsafe fn fire(env: &Env, regs: *mut PtRegs, entry: *mut i64, h: Handler) {
     unsafe { super::run_handler(h, &mut ctx) };
 }
 
+/// Address of the pre_handler every script kprobe uses (the runtime tells
+/// compiled-script probes from C ones by it).
+pub fn kprobe_pre_addr() -> usize {
+    kprobe_pre as unsafe extern "C" fn(_, _) -> _ as usize
+}
+
 unsafe extern "C" fn kprobe_pre(kp: *mut Kprobe, regs: *mut PtRegs) -> c_int {
     // SAFETY: kp is the first field of a ScriptKprobe registered by attach.
     let env = unsafe { &(*(kp as *mut ScriptKprobe)).env };
@@ -709,6 +715,7 @@ static BASE_MAXACTIVE: core::sync::atomic::AtomicU64 = core::sync::atomic::Atomi
 
 /// In a forked child: the counts so far are the parent's to report.
 pub fn rebase_missed() {
+    crate::unwind::rebase();
     let (n, m) = missed();
     BASE_NESTED.fetch_add(n, Ordering::Relaxed);
     BASE_MAXACTIVE.fetch_add(m, Ordering::Relaxed);
@@ -729,6 +736,9 @@ static PUBLISHED_MAXACTIVE: core::sync::atomic::AtomicU64 = core::sync::atomic::
 /// Returns the process's totals (reentrancy, maxactive).
 pub fn publish_missed() -> (u64, u64) {
     let (nested, maxactive) = missed();
+    if let Some(g) = session_globals() {
+        crate::unwind::publish(&g);
+    }
     if nested == PUBLISHED_NESTED.load(Ordering::Acquire)
         && maxactive == PUBLISHED_MAXACTIVE.load(Ordering::Acquire)
     {

@@ -5,6 +5,8 @@
 //! fields at the offsets of [`offset`] (the compiler uses the same constants,
 //! so the layout has one source of truth).
 
+use core::mem::MaybeUninit;
+
 use crate::abi::PtRegs;
 
 /// No error.
@@ -98,22 +100,29 @@ pub struct ProbeCtx {
     pub error_arg: u64,
     /// Records this hit could not write (ring full or no session).
     pub dropped: u64,
-    /// NUL-terminated message of `error(msg)`.
-    pub errmsg: [u8; ERRMSG_MAX],
     /// `MATCH_*`: what the last `=~` of this hit left for `matched(n)`.
     pub match_state: u32,
     /// Capturing subexpressions of the last matched pattern.
     pub match_groups: u32,
-    /// Capture slots (`2n`, `2n + 1`) as offsets into `match_text`
-    /// ([`crate::script::regex::UNSET`]: the group did not take part).
-    pub match_caps: [u32; crate::script::regex::NSLOTS],
-    /// Bytes of `match_text` in use.
+    /// Bytes of `match_text` in use (written before `MATCH_OK`).
     pub match_len: u32,
-    /// The text of the whole match (truncated to MATCH_TEXT_MAX).
-    pub match_text: [u8; MATCH_TEXT_MAX],
     /// System-wide mode: the kernel sample this handler runs over (in ptap),
     /// or NULL when the handler runs in the probed thread itself.
     pub sample: *const Sample,
+    // The buffers last, after every scalar: the compiler may merge the
+    // zeroing of adjacent scalars with (uninitialised) bytes between them
+    // into one large memset, which is what `new` must not pay for.
+    /// NUL-terminated message of `error(msg)`. Uninitialised until something
+    /// sets `error` to `ERR_USER` (every writer writes the message first): a
+    /// hit does not pay for clearing buffers it almost never uses.
+    pub errmsg: [MaybeUninit<u8>; ERRMSG_MAX],
+    /// Capture slots (`2n`, `2n + 1`) as offsets into `match_text`
+    /// ([`crate::script::regex::UNSET`]: the group did not take part).
+    /// Written (all of them) before `match_state` becomes `MATCH_OK`.
+    pub match_caps: [MaybeUninit<u32>; crate::script::regex::NSLOTS],
+    /// The text of the whole match (truncated to MATCH_TEXT_MAX); its first
+    /// `match_len` bytes are written before `MATCH_OK`.
+    pub match_text: [MaybeUninit<u8>; MATCH_TEXT_MAX],
 }
 
 /// A sample of another process: ptap runs handlers over perf samples
@@ -147,7 +156,10 @@ pub struct SyscallName {
 }
 
 impl ProbeCtx {
-    /// A context with no error and a fresh action budget.
+    /// A context with no error and a fresh action budget. Writes the scalar
+    /// fields only (~150 bytes); the message and match buffers (~1 KiB) stay
+    /// uninitialised until used.
+    #[inline(always)]
     pub fn new(regs: *mut PtRegs, globals: *mut u8, session: *mut u8, maxaction: i64) -> ProbeCtx {
         ProbeCtx {
             regs,
@@ -169,24 +181,86 @@ impl ProbeCtx {
             nsyscalls: 0,
             error_arg: 0,
             dropped: 0,
-            errmsg: [0; ERRMSG_MAX],
+            errmsg: [MaybeUninit::uninit(); ERRMSG_MAX],
             match_state: MATCH_NONE,
             match_groups: 0,
-            match_caps: [crate::script::regex::UNSET; crate::script::regex::NSLOTS],
+            match_caps: [MaybeUninit::uninit(); crate::script::regex::NSLOTS],
             match_len: 0,
-            match_text: [0; MATCH_TEXT_MAX],
+            match_text: [MaybeUninit::uninit(); MATCH_TEXT_MAX],
             sample: core::ptr::null(),
         }
     }
 
-    /// The `error(msg)` text.
+    /// The `error(msg)` text (empty unless `error` is `ERR_USER`).
     pub fn errmsg(&self) -> &[u8] {
-        let n = self
-            .errmsg
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(ERRMSG_MAX);
-        &self.errmsg[..n]
+        if self.error != ERR_USER {
+            return &[];
+        }
+        // Every writer of `errmsg` wrote a NUL-terminated message (or a full
+        // buffer) before setting ERR_USER: the bytes up to the first NUL
+        // are initialised.
+        let mut n = 0;
+        // SAFETY: see above; reads stop at the first NUL.
+        while n < ERRMSG_MAX && unsafe { self.errmsg[n].assume_init() } != 0 {
+            n += 1;
+        }
+        // SAFETY: the first n bytes are initialised (above).
+        unsafe { core::slice::from_raw_parts(self.errmsg.as_ptr() as *const u8, n) }
+    }
+
+    /// Where to write an `error(msg)` message (NUL-terminated, at most
+    /// ERRMSG_MAX bytes); the caller sets `error = ERR_USER` afterwards.
+    pub fn errmsg_ptr(&mut self) -> *mut u8 {
+        self.errmsg.as_mut_ptr() as *mut u8
+    }
+
+    /// The message buffer as bytes, cleared first (for writers that format
+    /// into a slice; an error path, so the 256-byte clear does not matter).
+    pub fn errmsg_buf(&mut self) -> &mut [u8; ERRMSG_MAX] {
+        let p = self.errmsg.as_mut_ptr() as *mut u8;
+        // SAFETY: p is this buffer of ERRMSG_MAX bytes, zeroed before the
+        // reference is made.
+        unsafe {
+            core::ptr::write_bytes(p, 0, ERRMSG_MAX);
+            &mut *(p as *mut [u8; ERRMSG_MAX])
+        }
+    }
+
+    /// Capture slot `k` of the last match (only when `match_state` is
+    /// `MATCH_OK`, which is set after every slot was written).
+    pub fn match_cap(&self, k: usize) -> u32 {
+        if self.match_state != MATCH_OK {
+            return crate::script::regex::UNSET;
+        }
+        // SAFETY: MATCH_OK: every slot is written (see the field).
+        unsafe { self.match_caps[k].assume_init() }
+    }
+
+    /// The text of the last match (empty unless `match_state` is `MATCH_OK`).
+    pub fn match_text(&self) -> &[u8] {
+        if self.match_state != MATCH_OK {
+            return &[];
+        }
+        let n = (self.match_len as usize).min(MATCH_TEXT_MAX);
+        // SAFETY: MATCH_OK: the first match_len bytes are written.
+        unsafe { core::slice::from_raw_parts(self.match_text.as_ptr() as *const u8, n) }
+    }
+
+    /// Record a successful match: its text (truncated) and capture slots.
+    pub fn set_match(&mut self, text: &[u8], caps: &[u32], groups: u32) {
+        let n = text.len().min(MATCH_TEXT_MAX);
+        for (d, &b) in self.match_text.iter_mut().zip(&text[..n]) {
+            *d = MaybeUninit::new(b);
+        }
+        self.match_len = n as u32;
+        for (d, &c) in self.match_caps.iter_mut().zip(caps) {
+            *d = MaybeUninit::new(c);
+        }
+        for d in self.match_caps.iter_mut().skip(caps.len()) {
+            *d = MaybeUninit::new(crate::script::regex::UNSET);
+        }
+        self.match_groups = groups;
+        self.match_state = MATCH_OK;
     }
 }
 

@@ -68,8 +68,10 @@ pub struct Header {
     pub reentrancy: AtomicU64,
     /// Inserts refused because an array was full (each also an error).
     pub map_full: AtomicU64,
-    /// Reserved (keeps the header at 64 bytes).
-    pub spare: AtomicU64,
+    /// kretprobed frames left by unwinding (C++ exceptions, forced unwinds,
+    /// longjmp): their instances were reclaimed and no return handler ran.
+    /// Not a skip: reported on its own summary line.
+    pub unwound: AtomicU64,
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);

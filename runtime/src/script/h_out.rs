@@ -60,7 +60,7 @@ pub(super) unsafe extern "C" fn warn(ctx: *mut ProbeCtx, msg: *const u8) {
 pub(super) unsafe extern "C" fn error(ctx: *mut ProbeCtx, msg: *const u8) {
     // SAFETY: caller contract.
     unsafe {
-        copy_str((*ctx).errmsg.as_mut_ptr(), msg, ERRMSG_MAX);
+        copy_str((*ctx).errmsg_ptr(), msg, ERRMSG_MAX);
         (*ctx).error = ERR_USER;
     }
 }

@@ -1,9 +1,7 @@
 //! String helpers of the helper table (`ptap_h_str_*`, substr, sprintf, ...):
 //! NUL-terminated buffers of `cap` bytes, truncation at `cap - 1`.
 
-use super::ctx::{
-    ProbeCtx, ERRMSG_MAX, ERR_USER, MATCH_NONE, MATCH_OK, MATCH_TEXT_MAX, MATCH_UNTRACKED,
-};
+use super::ctx::{ProbeCtx, ERRMSG_MAX, ERR_USER, MATCH_NONE, MATCH_OK, MATCH_UNTRACKED};
 use super::globals::{c_len, copy_str};
 use super::helpers::{cap_of, put, BIG};
 use super::record::MAX_ARGS;
@@ -204,17 +202,14 @@ pub(super) unsafe extern "C" fn regex_match(
     };
     let (start, end) = (caps[0] as usize, (caps[1] as usize).min(s.len()));
     let text = s.get(start..end).unwrap_or(&[]);
-    let n = text.len().min(MATCH_TEXT_MAX);
-    ctx.match_text[..n].copy_from_slice(&text[..n]);
-    ctx.match_len = n as u32;
+    let mut rel = [UNSET; NSLOTS];
     for k in 0..NSLOTS {
-        ctx.match_caps[k] = match caps[k] {
+        rel[k] = match caps[k] {
             UNSET => UNSET,
             at => at.saturating_sub(caps[0]),
         };
     }
-    ctx.match_groups = groups(prog) as u32;
-    ctx.match_state = MATCH_OK;
+    ctx.set_match(text, &rel, groups(prog) as u32);
     1
 }
 
@@ -228,7 +223,7 @@ pub(super) unsafe extern "C" fn matched(ctx: *mut ProbeCtx, dst: *mut u8, n: i64
     let ctx = unsafe { &mut *ctx };
     let fail = |ctx: &mut ProbeCtx, what: &[u8], tail: &[u8]| {
         let mut w = crate::fmt::Buf {
-            data: &mut ctx.errmsg[..ERRMSG_MAX - 1],
+            data: &mut ctx.errmsg_buf()[..ERRMSG_MAX - 1],
             len: 0,
         };
         w.extend(what);
@@ -247,8 +242,7 @@ pub(super) unsafe extern "C" fn matched(ctx: *mut ProbeCtx, dst: *mut u8, n: i64
         }
         w.extend(&digits[i..]);
         w.extend(tail);
-        let at = w.len;
-        ctx.errmsg[at] = 0;
+        // the buffer was cleared: the message is NUL-terminated
         ctx.error = ERR_USER;
     };
     match ctx.match_state {
@@ -272,13 +266,14 @@ pub(super) unsafe extern "C" fn matched(ctx: *mut ProbeCtx, dst: *mut u8, n: i64
         return fail(ctx, b"Attempted to get nonexistent subexpression ", b"");
     }
     let k = 2 * n as usize;
-    let (a, b) = (ctx.match_caps[k], ctx.match_caps[k + 1]);
-    let len = ctx.match_len as usize;
+    let (a, b) = (ctx.match_cap(k), ctx.match_cap(k + 1));
+    let all = ctx.match_text();
+    let len = all.len();
     let text = if a == super::regex::UNSET || b == super::regex::UNSET {
         &[][..]
     } else {
         let (a, b) = ((a as usize).min(len), (b as usize).min(len));
-        ctx.match_text.get(a..b.max(a)).unwrap_or(&[])
+        all.get(a..b.max(a)).unwrap_or(&[])
     };
     // SAFETY: caller contract.
     unsafe { put(dst, cap, text) };

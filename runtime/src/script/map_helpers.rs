@@ -39,7 +39,7 @@ unsafe fn full(ctx: *mut ProbeCtx, e: MapError) {
             // SAFETY: the handler's live ctx; a static NUL-terminated message.
             unsafe {
                 copy_str(
-                    (*ctx).errmsg.as_mut_ptr(),
+                    (*ctx).errmsg_ptr(),
                     c"array insert lock held by a running thread for too long".as_ptr()
                         as *const u8,
                     ERRMSG_MAX,

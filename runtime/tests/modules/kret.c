@@ -51,5 +51,6 @@ void cleanup_module(void)
 	unregister_kretprobe(&rp);
 	if (rp2.kp.symbol_name)
 		unregister_kretprobe(&rp2);
-	printk("returns=%ld entries=%ld nmissed=%d nmissed2=%d\n", returns, entries, rp.nmissed, rp2.nmissed);
+	printk("returns=%ld entries=%ld nmissed=%d nmissed2=%d unwound=%lu\n", returns, entries, rp.nmissed,
+	       rp2.nmissed, ptap_kretprobe_unwound());
 }
