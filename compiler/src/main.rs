@@ -12,6 +12,7 @@ mod driver;
 mod inject;
 mod load;
 mod points;
+mod repl;
 mod run;
 
 const EXAMPLES: &str = "\
@@ -23,6 +24,7 @@ Examples:
   ptap run counts.o -c 'tests/targets/hot 10'            run it without compiling
   ptap load examples/modules/kprobe_example.so -c 'tests/targets/hot 10'
   ptap -x 1234 -e 'global n probe kprobe(work) { n++ }'  attach to running pid 1234 (Ctrl-C detaches)
+  ptap -i -c 'tests/targets/spin 1 60000'                 the REPL: add and delete probes while it runs
 ";
 
 #[derive(Parser, Debug)]
@@ -87,6 +89,10 @@ pub struct ScriptOpts {
     /// Script text to run (instead of a script file).
     #[arg(short = 'e', value_name = "TEXT")]
     pub expr: Option<String>,
+
+    /// Interactive: the REPL (also plain `ptap` with a terminal and no script).
+    #[arg(short = 'i')]
+    pub interactive: bool,
 
     /// Stop after pass N: 1 = parse (print the tree), 2 = elaborate (print types),
     /// 3 = print Cranelift IR, 4 = write the probe module.
@@ -172,6 +178,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Load(opts)) => load::run(opts),
         Some(Command::Run(opts)) => driver::run_module(opts),
+        None if repl::wanted(&cli.script) => repl::run(&cli.script),
         None => driver::run(&cli.script),
     }
 }

@@ -68,8 +68,9 @@ pub struct Header {
     pub reentrancy: AtomicU64,
     /// Inserts refused because an array was full (each also an error).
     pub map_full: AtomicU64,
-    /// Reserved (keeps the header at 64 bytes).
-    pub spare: AtomicU64,
+    /// A REPL session: offset of its module table in this area
+    /// (`super::control`), 0 = none.
+    pub repl: AtomicU64,
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);
