@@ -14,6 +14,8 @@ struct Case {
     line: usize,
     name: String,
     prog: String,
+    /// A REPL session (`ptap -i`, this text on stdin) instead of PROG.
+    stdin: Option<String>,
     args: Vec<String>,
     cmd: Option<String>,
     env: Vec<(String, String)>,
@@ -41,6 +43,7 @@ fn parse(path: &Path) -> Result<Vec<Case>, String> {
                 || last.1 == "EXPECT"
                 || last.1 == "EXPECT_TARGET"
                 || last.1 == "PROG"
+                || last.1 == "STDIN"
             {
                 last.2.push('\n');
             }
@@ -71,6 +74,7 @@ fn parse(path: &Path) -> Result<Vec<Case>, String> {
         let v = v.strip_prefix('\n').map(str::to_string).unwrap_or(v);
         match k.as_str() {
             "PROG" => c.prog = v,
+            "STDIN" => c.stdin = Some(with_newline(v)),
             "ARGS" => c.args = shlex::split(&v).ok_or(format!("{file}:{line}: bad ARGS"))?,
             "CMD" => c.cmd = Some(v),
             "ENV" => {
@@ -126,18 +130,33 @@ fn run_case(c: &Case, scratch: &Path) -> Result<(), String> {
     ));
     let _ = std::fs::remove_file(&out_file);
     let mut cmd = support::ptap();
-    cmd.arg("-o")
-        .arg(&out_file)
-        .args(&c.args)
-        .arg("-e")
-        .arg(&c.prog);
+    cmd.arg("-o").arg(&out_file).args(&c.args);
+    match &c.stdin {
+        Some(_) => cmd.arg("-i"),
+        None => cmd.arg("-e").arg(&c.prog),
+    };
     if let Some(line) = &c.cmd {
         cmd.arg("-c").arg(command_line(line));
     }
     for (k, v) in &c.env {
         cmd.env(k, v);
     }
-    let out = support::run_cmd(cmd, Duration::from_secs(c.timeout));
+    let out = match &c.stdin {
+        Some(text) => {
+            // `:run @NAME ...` lines name tests/targets programs too.
+            let text: String = text
+                .lines()
+                .map(|l| match l.strip_prefix(":run ") {
+                    Some(rest) => format!(":run {}\n", command_line(rest)),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            let input = out_file.with_extension("in");
+            std::fs::write(&input, text).expect("the session file");
+            support::run_cmd_input(cmd, Duration::from_secs(c.timeout), &input)
+        }
+        None => support::run_cmd(cmd, Duration::from_secs(c.timeout)),
+    };
     let got = std::fs::read_to_string(&out_file).unwrap_or_default();
     let mut problems = Vec::new();
     if out.code != Some(c.exit) {

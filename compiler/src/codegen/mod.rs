@@ -199,18 +199,21 @@ pub fn compile_for<M: Module>(
     module: &mut M,
     exe: Option<&std::path::Path>,
 ) -> Result<CompiledModule, CodegenError> {
-    compile_in(script, module, exe, None)
+    compile_in(script, module, exe, None, None)
 }
 
-/// [`compile_for`] continuing a REPL session ([`SessionBase`]).
+/// [`compile_for`] continuing a REPL session ([`SessionBase`]). `full`:
+/// the session's whole script, of which `script` keeps only the probes of
+/// this module (the globals' histograms, hence their shapes, come from it).
 pub fn compile_in<M: Module>(
     script: &CheckedScript,
     module: &mut M,
     exe: Option<&std::path::Path>,
     base: Option<&SessionBase>,
+    full: Option<&CheckedScript>,
 ) -> Result<CompiledModule, CodegenError> {
     let probe_vars = tvars::resolve_all(script, exe)?;
-    let hists = hist::collect(script)?;
+    let hists = hist::collect(full.unwrap_or(script))?;
     let layout = meta::layout(script, &hists, base)?;
     let helpers = helpers::HelperIds::declare(module)?;
     let cap = script.limits.maxstringlen as i64 + 1;
@@ -421,14 +424,15 @@ pub fn emit_object_for(
     script: &CheckedScript,
     exe: Option<&std::path::Path>,
 ) -> Result<Vec<u8>, CodegenError> {
-    emit_object_in(script, exe, None)
+    emit_object_in(script, exe, None, None)
 }
 
-/// [`emit_object_for`] continuing a REPL session ([`SessionBase`]).
+/// [`emit_object_for`] continuing a REPL session ([`compile_in`]).
 pub fn emit_object_in(
     script: &CheckedScript,
     exe: Option<&std::path::Path>,
     base: Option<&SessionBase>,
+    full: Option<&CheckedScript>,
 ) -> Result<Vec<u8>, CodegenError> {
     use cranelift_object::object::write::StandardSegment;
     use cranelift_object::object::SectionKind;
@@ -440,7 +444,7 @@ pub fn emit_object_in(
         cranelift_module::default_libcall_names(),
     )?;
     let mut module = ObjectModule::new(builder);
-    let compiled = compile_in(script, &mut module, exe, base)?;
+    let compiled = compile_in(script, &mut module, exe, base, full)?;
     let mut product = module.finish();
     let obj = &mut product.object;
     let seg = obj.segment_name(StandardSegment::Data).to_vec();

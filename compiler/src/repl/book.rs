@@ -25,6 +25,10 @@ pub struct Entry {
     pub text: String,
     /// The module holding its probes (None: declarations only).
     pub module: Option<u32>,
+    /// Kept for checking only (an evaluated expression, a deleted probe):
+    /// the types and shapes it gave the globals stay the session's; never
+    /// compiled again, never saved.
+    pub ghost: bool,
 }
 
 /// What a typed chunk became.
@@ -40,6 +44,8 @@ pub enum Compiled {
 /// A compiled entry.
 pub struct Unit {
     pub text: String,
+    /// What was checked (an expression wrapped in `probe begin`).
+    pub source: String,
     /// A bare expression or statement (run once, never saved).
     pub eval: bool,
     /// The probe module (its metadata lists every format of the session).
@@ -220,9 +226,11 @@ impl Book {
             return Err(f.render());
         };
         // This entry's probes only: the others are in their own modules.
+        let full = checked.clone();
         checked.probes.retain(|p| p.span.file == file);
-        let object = ptap_compiler::codegen::emit_object_in(&checked, exe, Some(&self.base))
-            .map_err(|e| ptap_lang::diag::render(&checked.sources, &[e.to_diagnostic()]))?;
+        let object =
+            ptap_compiler::codegen::emit_object_in(&checked, exe, Some(&self.base), Some(&full))
+                .map_err(|e| ptap_lang::diag::render(&checked.sources, &[e.to_diagnostic()]))?;
         let meta = ptap_rt::script::load::read_meta(&object)
             .map_err(|e| format!("error: internal: {e}\n"))?;
         if meta.globals_size > self.area_size {
@@ -240,6 +248,7 @@ impl Book {
             .collect();
         Ok(Compiled::Unit(Box::new(Unit {
             text: typed.to_string(),
+            source: source.to_string(),
             eval,
             object,
             meta,
@@ -283,13 +292,32 @@ impl Book {
         first
     }
 
-    /// Remove module `id`'s probes from its entry (its declarations stay).
+    /// Remove module `id`'s probes from its entry (its declarations stay;
+    /// the probes stay as a ghost, for the types they gave).
     pub fn drop_probes(&mut self, id: u32) {
+        let mut ghosts = Vec::new();
         for e in self.entries.iter_mut().filter(|e| e.module == Some(id)) {
+            ghosts.push(Entry {
+                name: e.name.clone(),
+                text: items_of(&e.text, Keep::Probes, &[]),
+                module: None,
+                ghost: true,
+            });
             e.text = declarations_of(&e.text);
             e.module = None;
         }
+        self.entries.extend(ghosts);
         self.entries.retain(|e| !e.text.trim().is_empty());
+    }
+
+    /// Keep an evaluated expression's check text (see [`Entry::ghost`]).
+    pub fn add_ghost(&mut self, name: &str, source: &str) {
+        self.entries.push(Entry {
+            name: name.to_string(),
+            text: source.to_string(),
+            module: None,
+            ghost: true,
+        });
     }
 
     /// The session as a script: every entry's text, in order; the probes
@@ -317,12 +345,17 @@ impl Book {
 
     fn script_without(&self, off: &impl Fn(u32) -> bool, untyped: &[String]) -> String {
         let mut out = String::new();
-        for e in &self.entries {
+        for e in self.entries.iter().filter(|e| !e.ghost) {
             let probes = !matches!(e.module, Some(id) if off(id));
             let text = if probes && untyped.is_empty() {
                 e.text.clone()
             } else {
-                items_of(&e.text, probes, untyped)
+                let keep = if probes {
+                    Keep::All
+                } else {
+                    Keep::Declarations
+                };
+                items_of(&e.text, keep, untyped)
             };
             let t = text.trim_end();
             if t.is_empty() {
@@ -353,7 +386,7 @@ impl Book {
     /// Names of the session's functions (completion).
     pub fn function_names(&self) -> Vec<String> {
         let mut v = Vec::new();
-        for e in &self.entries {
+        for e in self.entries.iter().filter(|e| !e.ghost) {
             let mut s = Sources::new();
             let f = s.add("", e.text.as_str());
             if let Ok(script) = ptap_lang::parse(&s, f) {
@@ -382,12 +415,20 @@ fn has_probes(text: &str) -> bool {
 
 /// The global and function declarations of `text` (its probes removed).
 fn declarations_of(text: &str) -> String {
-    items_of(text, false, &[])
+    items_of(text, Keep::Declarations, &[])
 }
 
-/// The items of `text`, each on its own line: probes only if `probes`,
-/// globals but those named in `skip`.
-fn items_of(text: &str, probes: bool, skip: &[String]) -> String {
+/// Which items [`items_of`] keeps.
+#[derive(PartialEq, Clone, Copy)]
+enum Keep {
+    All,
+    Declarations,
+    Probes,
+}
+
+/// The items of `text` that `keep` says, each on its own line; globals
+/// but those named in `skip`.
+fn items_of(text: &str, keep: Keep, skip: &[String]) -> String {
     let mut s = Sources::new();
     let f = s.add("", text);
     let Ok(script) = ptap_lang::parse(&s, f) else {
@@ -396,10 +437,11 @@ fn items_of(text: &str, probes: bool, skip: &[String]) -> String {
     let mut out = String::new();
     for it in &script.items {
         let (kw, span) = match it {
+            _ if keep == Keep::Probes && !matches!(it, Item::Probe(_)) => continue,
             Item::Global(g) if skip.contains(&g.name.name) => continue,
             Item::Global(g) => ("global ", g.span),
             Item::Function(fd) => ("", fd.span),
-            Item::Probe(p) if probes => ("", p.span),
+            Item::Probe(p) if keep != Keep::Declarations => ("", p.span),
             Item::Probe(_) => continue,
         };
         out.push_str(kw);

@@ -208,6 +208,7 @@ impl Repl {
             .lock()
             .map_err(|_| "the session is broken")?
             .set_on(id, on)?;
+        self.refresh_report();
         self.say(&format!(
             "probe {id} {}\n",
             if on { "enabled" } else { "disabled" }

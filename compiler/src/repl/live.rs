@@ -71,6 +71,8 @@ pub struct Live {
     err: String,
     /// exit() was called by a handler.
     pub exit_seen: bool,
+    /// The session has ended (end probes ran): its exit status.
+    pub finished: Option<i32>,
     /// The session's globals (flags of the declarations typed, not of the
     /// expressions evaluated), for the report at the end.
     pub globals_meta: Meta,
@@ -121,6 +123,7 @@ impl Live {
             err: String::new(),
             exit_seen: false,
             globals_meta: Meta::default(),
+            finished: None,
         })
     }
 

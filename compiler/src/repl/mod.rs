@@ -222,6 +222,9 @@ fn pump_loop(
 /// but never read and the summary. Returns the exit status.
 fn finish(live: &Arc<Mutex<Live>>, printer: &Arc<Mutex<Printer>>) -> i32 {
     let Ok(mut l) = live.lock() else { return 1 };
+    if let Some(code) = l.finished {
+        return code; // ended already (exit(), Ctrl-C)
+    }
     let mut still = None;
     if let Some(t) = l.target.as_mut() {
         if matches!(t.try_wait(), Ok(None)) {
@@ -244,14 +247,15 @@ fn finish(live: &Arc<Mutex<Live>>, printer: &Arc<Mutex<Printer>>) -> i32 {
         // The detached target may still need the runtime's files.
         l.keep_snapshot();
     }
-    let errors = l.errors();
+    let code = i32::from(l.errors() > 0);
+    l.finished = Some(code);
     let (o, e) = l.take_output();
     drop(l);
     if let Ok(mut p) = printer.lock() {
         p.out(&o);
         p.err(&e);
     }
-    i32::from(errors > 0)
+    code
 }
 
 impl Repl {
@@ -362,6 +366,7 @@ impl Repl {
                     name,
                     text: text.to_string(),
                     module: None,
+                    ghost: false,
                 });
                 self.update_words();
                 return true;
@@ -392,12 +397,9 @@ impl Repl {
             if let Err(e) = l.eval(&unit.object, base) {
                 l.say(&format!("ptap: {e}\n"));
             }
+            drop(l);
+            self.book.add_ghost(&name, &unit.source);
             return true;
-        }
-        if !unit.eval {
-            let mut m = unit.meta.clone();
-            m.probes.clear();
-            l.globals_meta = m;
         }
         if !unit.has_probes() {
             drop(l);
@@ -405,6 +407,7 @@ impl Repl {
                 name,
                 text: unit.text.clone(),
                 module: None,
+                ghost: false,
             });
             self.update_words();
             return true;
@@ -426,6 +429,7 @@ impl Repl {
             name,
             text: unit.text.clone(),
             module: Some(id),
+            ghost: false,
         });
         self.update_words();
         if let Some(r) = rows.iter().find(|r| r.id == id) {
@@ -452,6 +456,25 @@ impl Repl {
             w.globals = self.book.global_names();
             w.functions = self.book.function_names();
         }
+        self.refresh_report();
+    }
+
+    /// The globals the end of the session prints are those the session,
+    /// run as a script (`:save`), would print: written and never read there.
+    fn refresh_report(&self) {
+        let Ok(mut l) = self.live.lock() else { return };
+        let off: Vec<u32> = l.modules.iter().filter(|m| !m.on).map(|m| m.id).collect();
+        let text = self.book.script(|id| off.contains(&id));
+        let flags = ptap_lang::frontend("<session>", &text, &self.book.opts)
+            .map(|c| c.globals)
+            .unwrap_or_default();
+        let mut m = self.book.known.clone();
+        for g in m.globals.iter_mut() {
+            let f = flags.iter().find(|f| f.name == g.name);
+            g.written = f.is_some_and(|f| f.written);
+            g.read = f.is_some_and(|f| f.read);
+        }
+        l.globals_meta = m;
     }
 
     /// Start CMD with the runtime preloaded: it applies the session's
@@ -481,9 +504,8 @@ impl Repl {
         let pid = child.id() as i32;
         ptap_compiler::codegen::host::set_target(&l.g, pid);
         l.target = Some(crate::load::Target::Child(child));
+        l.say(&format!("ptap: started {cmd} (pid {pid})\n"));
         l.wait_joined(pid);
-        drop(l);
-        self.say(&format!("ptap: started {cmd} (pid {pid})\n"));
         Ok(())
     }
 
@@ -516,9 +538,8 @@ impl Repl {
             self.verbose,
         )?;
         l.target = Some(crate::load::Target::Attached(a));
+        l.say(&format!("ptap: attached to pid {pid}\n"));
         l.wait_joined(pid);
-        drop(l);
-        self.say(&format!("ptap: attached to pid {pid}\n"));
         Ok(())
     }
 

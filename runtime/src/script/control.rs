@@ -140,6 +140,8 @@ static LOCAL: Mutex<Local> = Mutex::new(Local {
     role: Role::Target,
 });
 
+static WARM: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 static FORK_LOCAL: crate::forklock::MutexSlot<Local> = crate::forklock::MutexSlot::new(&LOCAL);
 
 /// [`LOCAL`] for the fork handlers (`crate::forklock`).
@@ -167,12 +169,24 @@ pub fn start(role: Role) {
     if let Ok(mut l) = LOCAL.lock() {
         l.role = role;
     }
-    poll();
+    apply_table();
 }
 
 /// Apply the table if it changed, then acknowledge. Called by the
 /// control thread each time it wakes. Never panics.
 pub fn poll() {
+    if table().is_none() {
+        return;
+    }
+    if !WARM.swap(true, Ordering::AcqRel) {
+        // A REPL session: build the symbol index now, on the control
+        // thread, rather than when the first probe is typed.
+        let _ = crate::symbols::get_or_build();
+    }
+    apply_table();
+}
+
+fn apply_table() {
     let Some((t, g)) = table() else { return };
     let Ok(mut l) = LOCAL.lock() else { return };
     let gen = t.gen.load(Ordering::Acquire);
@@ -221,8 +235,19 @@ fn apply(t: &Table, g: &Globals, l: &mut Local) {
         if id == 0 || state != ON || l.loaded[i].is_some() {
             continue;
         }
+        let t0 = std::time::Instant::now();
         match load_one(&dir, id, slot, g, l.role) {
             Ok(a) => {
+                if crate::probes::VERBOSE.load(Ordering::Relaxed) {
+                    crate::output::diag(
+                        format!(
+                            "ptap: pid {}: module {id} armed in {:.2?}\n",
+                            crate::sys::getpid(),
+                            t0.elapsed()
+                        )
+                        .as_bytes(),
+                    );
+                }
                 let (j, tr, sy) = a.placements();
                 slot.jump.fetch_add(j, Ordering::Relaxed);
                 slot.trap.fetch_add(tr, Ordering::Relaxed);
