@@ -276,3 +276,45 @@ fn a_session_typed_in_a_terminal() {
     assert_eq!(report_names(&out.stdout), ["r", "m"], "{}", out.stdout);
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// `ptap -i -x PID`: probes typed into a process that was already running.
+#[test]
+fn a_session_attached_to_a_running_process() {
+    let scratch = support::out_dir().join(format!("repl-x-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut target = Command::new(support::target("spin"))
+        .args(["1", "3000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let input = scratch.join("session.txt");
+    std::fs::write(
+        &input,
+        "global n\nprobe kprobe(work) { n++ }\n:wait\nn > 0\n:globals\n",
+    )
+    .unwrap();
+    let mut c = support::ptap();
+    c.arg("-i").arg("-x").arg(target.id().to_string());
+    let out = support::run_cmd_input(c, Duration::from_secs(120), &input);
+    let _ = target.kill();
+    let _ = target.wait();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("probe 1: kprobe(work) armed in pid"),
+        "{}",
+        out.stderr
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"1"),
+        "n > 0 after the target ran:\n{}",
+        out.stdout
+    );
+    assert!(
+        lines.get(1).is_some_and(|l| l.starts_with("n=")),
+        "{}",
+        out.stdout
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}

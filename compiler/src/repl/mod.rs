@@ -519,8 +519,9 @@ impl Repl {
         let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
             .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
         self.set_images(images, exe);
-        // The runtime starts with an empty module; the table brings the rest.
-        let empty = ptap_lang::frontend("<empty>", "", &self.book.opts)
+        // The runtime starts with a module that probes nothing in the
+        // process (an end probe is ptap's); the table brings the rest.
+        let empty = ptap_lang::frontend("<empty>", "probe end {}", &self.book.opts)
             .map_err(|f| f.render())
             .and_then(|c| ptap_compiler::emit_object(&c).map_err(|e| e.to_string()))?;
         let mut l = self.live.lock().map_err(|_| "the session is broken")?;
