@@ -304,3 +304,32 @@ pub fn forget_all() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_found_only_inside_the_mapping_and_with_its_magic() {
+        let size = super::super::globals::HEADER_SIZE + TABLE_SIZE;
+        let mut mem = vec![0u64; size / 8];
+        // SAFETY: mem is 8-aligned and outlives g.
+        let g = unsafe { Globals::from_raw(mem.as_mut_ptr() as *mut u8) };
+        g.init(size as u64, 0);
+        assert!(Table::of(&g, size).is_none(), "no table announced");
+        // SAFETY: the area holds the table at HEADER_SIZE.
+        let t = unsafe { Table::init(&g, super::super::globals::HEADER_SIZE, "/tmp/x") };
+        assert_eq!(t.dir().as_deref(), Some("/tmp/x"));
+        assert!(Table::of(&g, size).is_some());
+        assert!(Table::of(&g, size - 1).is_none(), "past the mapping");
+        g.header().repl.store(72, Ordering::Relaxed);
+        assert!(Table::of(&g, size).is_none(), "misaligned");
+        g.header().repl.store(u64::MAX - 63, Ordering::Relaxed);
+        assert!(Table::of(&g, size).is_none(), "overflowing offset");
+        g.header()
+            .repl
+            .store(super::super::globals::HEADER_SIZE as u64, Ordering::Relaxed);
+        t.magic.store(0, Ordering::Relaxed);
+        assert!(Table::of(&g, size).is_none(), "no magic");
+    }
+}
