@@ -141,6 +141,7 @@ pub fn summary(g: &Globals, dropped: u64) -> String {
     let nmissed = h.nmissed.load(Ordering::Acquire);
     let reentrancy = h.reentrancy.load(Ordering::Acquire);
     let map_full = h.map_full.load(Ordering::Acquire);
+    let unwound = h.unwound.load(Ordering::Acquire);
     line(json!({
         "type": "summary",
         "errors": errors,
@@ -149,5 +150,6 @@ pub fn summary(g: &Globals, dropped: u64) -> String {
         "reentrancy": reentrancy,
         "map_full": map_full,
         "output_lost": dropped,
+        "unwound": unwound,
     }))
 }

@@ -550,6 +550,19 @@ pub(crate) fn spawn(
     env: &[(&str, &std::ffi::OsStr)],
     verbose: u8,
 ) -> Result<std::process::Child, String> {
+    spawn_with(argv, runtime, owned, env, verbose, false)
+}
+
+/// [`spawn`]; `null_stdin`: the command reads /dev/null (the REPL keeps
+/// the terminal, or the session text on stdin, for itself).
+pub(crate) fn spawn_with(
+    argv: &[String],
+    runtime: &Path,
+    owned: &OwnedSession,
+    env: &[(&str, &std::ffi::OsStr)],
+    verbose: u8,
+    null_stdin: bool,
+) -> Result<std::process::Child, String> {
     let mut preload = runtime.to_string_lossy().into_owned();
     if let Ok(old) = std::env::var("LD_PRELOAD") {
         if !old.is_empty() {
@@ -575,6 +588,9 @@ pub(crate) fn spawn(
     }
     if verbose > 0 {
         command.env("PTAP_VERBOSE", verbose.to_string());
+    }
+    if null_stdin {
+        command.stdin(std::process::Stdio::null());
     }
     // SAFETY: setpgid is async-signal-safe; runs in the child before exec.
     unsafe {

@@ -14,6 +14,7 @@ mod json;
 mod listing;
 mod load;
 mod points;
+mod repl;
 mod run;
 mod serve;
 mod systemwide;
@@ -29,6 +30,7 @@ Examples:
   ptap load examples/modules/kprobe_example.so -c 'tests/targets/hot 10'
   ptap -x 1234 -e 'global n probe kprobe(work) { n++ }'  attach to running pid 1234 (Ctrl-C detaches)
   ptap completions bash > ~/.local/share/bash-completion/completions/ptap
+  ptap -i -c 'tests/targets/spin 1 60000'                 the REPL: add and delete probes while it runs
 ";
 
 #[derive(Parser, Debug)]
@@ -110,6 +112,10 @@ pub struct ScriptOpts {
     /// Script text to run (instead of a script file).
     #[arg(short = 'e', value_name = "TEXT")]
     pub expr: Option<String>,
+
+    /// Interactive: the REPL (also plain `ptap` with a terminal and no script).
+    #[arg(short = 'i')]
+    pub interactive: bool,
 
     /// Stop after pass N: 1 = parse (print the tree), 2 = elaborate (print types),
     /// 3 = print Cranelift IR, 4 = write the probe module.
@@ -248,6 +254,7 @@ fn main() -> ExitCode {
         None if cli.script.list.is_some() || cli.script.list_vars.is_some() => {
             listing::run(&cli.script)
         }
+        None if repl::wanted(&cli.script) => repl::run(&cli.script),
         None => driver::run(&cli.script),
     }
 }

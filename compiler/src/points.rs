@@ -481,6 +481,22 @@ impl Images {
     }
 }
 
+impl Images {
+    /// Every object's label (the executable's path, libraries' file names)
+    /// and its function names (the REPL completes probe points with them).
+    pub fn function_names(&self) -> Vec<(String, Vec<String>)> {
+        self.images
+            .iter()
+            .map(|i| {
+                let mut v: Vec<String> = i.syms().iter().map(|s| s.name.clone()).collect();
+                v.sort();
+                v.dedup();
+                (i.label.clone(), v)
+            })
+            .collect()
+    }
+}
+
 impl Image {
     fn syms(&self) -> &[Sym] {
         self.syms.get_or_init(|| function_symbols(&self.data))

@@ -17,6 +17,8 @@ struct Case {
     /// `SCRIPT path [args]`: run a script file (relative to the repository)
     /// instead of `-e PROG`.
     script: Option<Vec<String>>,
+    /// A REPL session (`ptap -i`, this text on stdin) instead of PROG.
+    stdin: Option<String>,
     args: Vec<String>,
     cmd: Option<String>,
     env: Vec<(String, String)>,
@@ -47,6 +49,7 @@ fn parse(path: &Path) -> Result<Vec<Case>, String> {
                 || last.1 == "EXPECT"
                 || last.1 == "EXPECT_TARGET"
                 || last.1 == "PROG"
+                || last.1 == "STDIN"
             {
                 last.2.push('\n');
             }
@@ -77,6 +80,7 @@ fn parse(path: &Path) -> Result<Vec<Case>, String> {
         let v = v.strip_prefix('\n').map(str::to_string).unwrap_or(v);
         match k.as_str() {
             "PROG" => c.prog = v,
+            "STDIN" => c.stdin = Some(with_newline(v)),
             "ARGS" => c.args = shlex::split(&v).ok_or(format!("{file}:{line}: bad ARGS"))?,
             "CMD" => c.cmd = Some(v),
             "SCRIPT" => {
@@ -144,12 +148,15 @@ fn run_case(c: &Case, scratch: &Path) -> Result<(), String> {
     let _ = std::fs::remove_file(&out_file);
     let mut cmd = support::ptap();
     cmd.arg("-o").arg(&out_file).args(&c.args);
-    match &c.script {
-        Some(words) => {
+    match (&c.stdin, &c.script) {
+        (Some(_), _) => {
+            cmd.arg("-i");
+        }
+        (None, Some(words)) => {
             cmd.arg(support::root().join(&words[0]));
             cmd.args(&words[1..]);
         }
-        None => {
+        (None, None) => {
             cmd.arg("-e").arg(&c.prog);
         }
     }
@@ -159,7 +166,22 @@ fn run_case(c: &Case, scratch: &Path) -> Result<(), String> {
     for (k, v) in &c.env {
         cmd.env(k, v);
     }
-    let out = support::run_cmd(cmd, Duration::from_secs(c.timeout));
+    let out = match &c.stdin {
+        Some(text) => {
+            // `:run @NAME ...` lines name tests/targets programs too.
+            let text: String = text
+                .lines()
+                .map(|l| match l.strip_prefix(":run ") {
+                    Some(rest) => format!(":run {}\n", command_line(rest)),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            let input = out_file.with_extension("in");
+            std::fs::write(&input, text).expect("the session file");
+            support::run_cmd_input(cmd, Duration::from_secs(c.timeout), &input)
+        }
+        None => support::run_cmd(cmd, Duration::from_secs(c.timeout)),
+    };
     let got = std::fs::read_to_string(&out_file).unwrap_or_default();
     let mut problems = Vec::new();
     if out.code != Some(c.exit) {

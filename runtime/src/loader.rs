@@ -291,6 +291,8 @@ fn start(params: Params) {
             return;
         }
     }
+    // A REPL session's modules (none otherwise).
+    crate::script::control::start(role);
     // Syscall probes: arm this thread now that start-up is done, and move
     // libc's sites while this is the only thread (the control thread,
     // started next, is not traced: it is made under `Untraced`).
@@ -453,6 +455,7 @@ pub fn shutdown() {
         }
     }
     crate::script::attach::report_missed();
+    crate::script::control::forget_all();
     probes::unregister_all();
     if let Some(s) = output::session() {
         s.remove_pid(sys::getpid());
@@ -469,7 +472,7 @@ static FORK_LAST_ERROR: crate::forklock::MutexSlot<String> =
     crate::forklock::MutexSlot::new(&probes::LAST_ERROR);
 
 /// The runtime's mutexes, outermost first (the order they nest in).
-fn fork_locks() -> [&'static dyn crate::forklock::ForkLock; 8] {
+fn fork_locks() -> [&'static dyn crate::forklock::ForkLock; 9] {
     [
         crate::probes::fork_lock(),
         crate::syscall::sites::fork_lock(),
@@ -478,6 +481,7 @@ fn fork_locks() -> [&'static dyn crate::forklock::ForkLock; 8] {
         crate::optprobe::templates_fork_lock(),
         crate::symcache::fork_lock(),
         crate::script::attach::fork_lock(),
+        crate::script::control::fork_lock(),
         &FORK_LAST_ERROR,
     ]
 }
@@ -536,6 +540,8 @@ fn spawn_control_thread() {
                 threads::sweep_dead();
                 // Skipped hits reach ptap while the process runs (MAXSKIPPED).
                 crate::script::attach::publish_missed();
+                // A REPL session's module set changed (ptap woke us).
+                crate::script::control::poll();
                 // Threads whose syscall-probe arming waits for them to
                 // leave a call that a signal would turn into EINTR.
                 let wait_ms = if crate::syscall::retry_deferred_arming() {

@@ -31,8 +31,16 @@ pub unsafe fn globals_of(s: &Session) -> Globals {
 /// Initialise a zeroed globals area: header, then each initial value.
 pub fn init_globals(g: &Globals, meta: &Meta, target_pid: i32) {
     g.init(meta.globals_size, target_pid);
-    let cap = meta.limits.maxstringlen as usize + 1;
     for gl in &meta.globals {
+        init_global(g, meta, gl);
+    }
+}
+
+/// Initialise one global of `meta` in a zeroed area (its initial value,
+/// empty statistics, an empty array).
+pub fn init_global(g: &Globals, meta: &Meta, gl: &ptap_rt::script::meta::MetaGlobal) {
+    let cap = meta.limits.maxstringlen as usize + 1;
+    {
         if gl.kind == GlobalKind::Stats {
             g.reset_stats(gl.offset);
         }

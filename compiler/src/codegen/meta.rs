@@ -36,9 +36,12 @@ fn map_kind(t: ValueType) -> MapKind {
 }
 
 /// `hists`: the histograms of each global ([`super::hist::collect`]).
+/// With `base` (a REPL session), the globals it has keep their offsets and
+/// new ones go after its end.
 pub(crate) fn layout(
     script: &CheckedScript,
     hists: &super::hist::Hists,
+    base: Option<&super::SessionBase>,
 ) -> Result<Layout, CodegenError> {
     let mut kinds = Vec::new();
     let mut arrays = Vec::new();
@@ -91,13 +94,59 @@ pub(crate) fn layout(
         slots.push(slot);
         arrays.push(arr);
     }
-    let (offsets, size) = globals::layout(&slots, script.limits.maxstringlen);
+    let (offsets, size) = match base {
+        None => globals::layout(&slots, script.limits.maxstringlen),
+        Some(b) => continue_layout(script, &slots, &kinds, b)?,
+    };
     Ok(Layout {
         offsets,
         kinds,
         arrays,
         size,
     })
+}
+
+/// Offsets of `slots` in a session that already has `base`'s globals:
+/// those keep their place (their shape must not change), new ones follow.
+fn continue_layout(
+    script: &CheckedScript,
+    slots: &[Slot],
+    kinds: &[GlobalKind],
+    base: &super::SessionBase,
+) -> Result<(Vec<u64>, u64), CodegenError> {
+    let mut end = base.globals_end;
+    let mut offsets = Vec::with_capacity(slots.len());
+    for (i, g) in script.globals.iter().enumerate() {
+        let size = globals::slot_size(slots[i], script.limits.maxstringlen);
+        match base.globals.iter().find(|b| b.name == g.name) {
+            Some(b) if b.size == size && b.kind == kinds[i] => offsets.push(b.offset),
+            Some(b) => {
+                return Err(CodegenError::unsupported(
+                    &format!(
+                        "a new shape for global `{}` (it holds {} of {} bytes in this session; a global keeps the type and size it was first given)",
+                        g.name,
+                        kind_name(b.kind),
+                        b.size
+                    ),
+                    g.span,
+                ))
+            }
+            None => {
+                offsets.push(end);
+                end += size;
+            }
+        }
+    }
+    Ok((offsets, end))
+}
+
+fn kind_name(k: GlobalKind) -> &'static str {
+    match k {
+        GlobalKind::Long => "a number",
+        GlobalKind::Str => "a string",
+        GlobalKind::Stats => "statistics",
+        GlobalKind::Array => "an array",
+    }
 }
 
 /// Formats (printf and synthesized print formats), deduplicated, by id.
@@ -117,17 +166,20 @@ impl Formats {
 }
 
 /// Source locations of runtime errors, by id.
+/// (A REPL module numbers its locations after the session's: `base`.)
 #[derive(Default)]
 pub(crate) struct Locations {
     pub spans: Vec<Span>,
-    map: HashMap<Span, u32>,
+    pub(crate) map: HashMap<Span, u32>,
+    pub base: u32,
 }
 
 impl Locations {
     pub(crate) fn id(&mut self, span: Span) -> u32 {
+        let base = self.base;
         *self.map.entry(span).or_insert_with(|| {
             self.spans.push(span);
-            (self.spans.len() - 1) as u32
+            base + (self.spans.len() - 1) as u32
         })
     }
 }
@@ -243,10 +295,15 @@ pub(crate) fn build(
                 .collect(),
         })
         .collect();
-    let locations = locations
-        .spans
-        .iter()
-        .map(|&s| {
+    // Ids below the base are the session's earlier modules' (placeholders).
+    let placeholders = (0..locations.base).map(|_| MetaLoc {
+        file: String::new(),
+        line: 0,
+        col: 0,
+        token: String::new(),
+    });
+    let locations = placeholders
+        .chain(locations.spans.iter().map(|&s| {
             let (line, col) = script.sources.line_col(s);
             let mut token: String = script.sources.slice(s).chars().take(40).collect();
             if let Some(nl) = token.find('\n') {
@@ -258,7 +315,7 @@ pub(crate) fn build(
                 col: col as u32,
                 token,
             }
-        })
+        }))
         .collect();
     Meta {
         limits: MetaLimits {

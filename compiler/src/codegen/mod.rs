@@ -188,6 +188,28 @@ fn arg_sel(p: &Probe) -> ArgSel {
     }
 }
 
+/// A REPL session's state that a new module continues from: its globals
+/// keep their offsets (new ones go after `globals_end`), its formats keep
+/// their ids (new ones are appended; the module's metadata lists them all),
+/// and location ids start at `locations` (the module's metadata holds
+/// empty placeholders below).
+#[derive(Debug, Clone, Default)]
+pub struct SessionBase {
+    pub globals: Vec<BaseGlobal>,
+    pub globals_end: u64,
+    pub formats: Vec<Format>,
+    pub locations: u32,
+}
+
+/// A global of a [`SessionBase`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseGlobal {
+    pub name: String,
+    pub offset: u64,
+    pub size: u64,
+    pub kind: ptap_rt::script::meta::GlobalKind,
+}
+
 /// Lower `script` into `module`: declares and defines every function and
 /// returns the metadata. The caller finishes the module (object or JIT).
 pub fn compile<M: Module>(
@@ -204,9 +226,22 @@ pub fn compile_for<M: Module>(
     module: &mut M,
     exe: Option<&std::path::Path>,
 ) -> Result<CompiledModule, CodegenError> {
+    compile_in(script, module, exe, None, None)
+}
+
+/// [`compile_for`] continuing a REPL session ([`SessionBase`]). `full`:
+/// the session's whole script, of which `script` keeps only the probes of
+/// this module (the globals' histograms, hence their shapes, come from it).
+pub fn compile_in<M: Module>(
+    script: &CheckedScript,
+    module: &mut M,
+    exe: Option<&std::path::Path>,
+    base: Option<&SessionBase>,
+    full: Option<&CheckedScript>,
+) -> Result<CompiledModule, CodegenError> {
     let probe_vars = tvars::resolve_all(script, exe)?;
-    let hists = hist::collect(script)?;
-    let layout = meta::layout(script, &hists)?;
+    let hists = hist::collect(full.unwrap_or(script))?;
+    let layout = meta::layout(script, &hists, base)?;
     let helpers = helpers::HelperIds::declare(module)?;
     let cap = script.limits.maxstringlen as i64 + 1;
 
@@ -248,8 +283,13 @@ pub fn compile_for<M: Module>(
         helpers,
         functions,
         layout,
-        formats: meta::Formats::default(),
-        locations: meta::Locations::default(),
+        formats: meta::Formats {
+            list: base.map(|b| b.formats.clone()).unwrap_or_default(),
+        },
+        locations: meta::Locations {
+            base: base.map_or(0, |b| b.locations),
+            ..meta::Locations::default()
+        },
         strings: HashMap::new(),
         cap,
         hists,
@@ -411,6 +451,16 @@ pub fn emit_object_for(
     script: &CheckedScript,
     exe: Option<&std::path::Path>,
 ) -> Result<Vec<u8>, CodegenError> {
+    emit_object_in(script, exe, None, None)
+}
+
+/// [`emit_object_for`] continuing a REPL session ([`compile_in`]).
+pub fn emit_object_in(
+    script: &CheckedScript,
+    exe: Option<&std::path::Path>,
+    base: Option<&SessionBase>,
+    full: Option<&CheckedScript>,
+) -> Result<Vec<u8>, CodegenError> {
     use cranelift_object::object::write::StandardSegment;
     use cranelift_object::object::SectionKind;
     use cranelift_object::{ObjectBuilder, ObjectModule};
@@ -421,7 +471,7 @@ pub fn emit_object_for(
         cranelift_module::default_libcall_names(),
     )?;
     let mut module = ObjectModule::new(builder);
-    let compiled = compile_for(script, &mut module, exe)?;
+    let compiled = compile_in(script, &mut module, exe, base, full)?;
     let mut product = module.finish();
     let obj = &mut product.object;
     let seg = obj.segment_name(StandardSegment::Data).to_vec();

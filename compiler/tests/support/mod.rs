@@ -247,8 +247,24 @@ pub fn run_cmd(cmd: Command, timeout: Duration) -> Output {
 /// signal it, for example) while its output is being collected;
 /// `stdout()` is what the command has written to stdout so far.
 pub fn run_cmd_with(
+    cmd: Command,
+    timeout: Duration,
+    started: impl FnOnce(u32, &dyn Fn() -> String),
+) -> Output {
+    run_cmd_io(cmd, timeout, Stdio::null(), started)
+}
+
+/// [`run_cmd`] with stdin read from `input` (a file).
+#[allow(dead_code)]
+pub fn run_cmd_input(cmd: Command, timeout: Duration, input: &Path) -> Output {
+    let f = std::fs::File::open(input).expect("the input file");
+    run_cmd_io(cmd, timeout, Stdio::from(f), |_, _| {})
+}
+
+fn run_cmd_io(
     mut cmd: Command,
     timeout: Duration,
+    stdin: Stdio,
     started: impl FnOnce(u32, &dyn Fn() -> String),
 ) -> Output {
     use std::io::Read;
@@ -256,7 +272,7 @@ pub fn run_cmd_with(
     use std::sync::{Arc, Mutex};
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .stdin(Stdio::null());
+        .stdin(stdin);
     let mut child = cmd.spawn().expect("spawn");
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();

@@ -48,6 +48,26 @@ struct Env {
     session: *mut u8,
     maxaction: i64,
     maxerrors: u64,
+    /// A REPL module's hit counter in the session (NULL: not counted).
+    hits: *const core::sync::atomic::AtomicU64,
+}
+
+/// How a REPL module is attached (`super::control`): its hit counter in
+/// the session and the session-wide number of its first probe (error
+/// records name probes by that number).
+#[derive(Clone, Copy)]
+pub struct Extra {
+    pub hits: *const core::sync::atomic::AtomicU64,
+    pub probe_base: u32,
+}
+
+impl Default for Extra {
+    fn default() -> Extra {
+        Extra {
+            hits: core::ptr::null(),
+            probe_base: 0,
+        }
+    }
 }
 
 #[repr(C)]
@@ -89,6 +109,51 @@ impl Attached {
         self.detach_partial();
         std::mem::forget(self.module);
     }
+
+    /// Unregister every probe, then free the module's code once no thread
+    /// can be inside it (a grace period after the unregistration; if the
+    /// grace period times out, or this thread runs a handler, the code is
+    /// leaked instead). The registration records stay allocated (a few
+    /// hundred bytes per probe): a thread may still return through a
+    /// kretprobe trampoline that refers to them. Returns whether the code
+    /// was freed.
+    pub fn unload(mut self) -> bool {
+        self.detach_partial();
+        // The unregistrations waited for running handlers already; this
+        // second (cheap) grace period is what makes freeing the code safe
+        // whatever the probe kind.
+        if crate::threads::synchronize() && !crate::threads::current_is_active() {
+            drop(self.module);
+            true
+        } else {
+            std::mem::forget(self.module);
+            false
+        }
+    }
+
+    /// (sites on the jump path, sites on the trap path, system-call probes).
+    pub fn placements(&self) -> (u32, u32, u32) {
+        let (mut jump, mut trap) = (0, 0);
+        let addrs = self
+            .kprobes
+            .iter()
+            // SAFETY: registered records; addr was set by the registration.
+            .map(|&k| unsafe { (*k).kp.addr } as u64)
+            // SAFETY: as above.
+            .chain(
+                self.kretprobes
+                    .iter()
+                    .map(|&r| unsafe { (*r).rp.kp.addr } as u64),
+            );
+        for a in addrs {
+            if crate::optprobe::is_optimized(a) {
+                jump += 1;
+            } else {
+                trap += 1;
+            }
+        }
+        (jump, trap, self.syscalls.len() as u32)
+    }
 }
 
 /// Registration failed: which point and why.
@@ -105,6 +170,10 @@ impl std::fmt::Display for AttachError {
 }
 
 unsafe fn fire(env: &Env, regs: *mut PtRegs, entry: *mut i64, h: Handler) {
+    if !env.hits.is_null() {
+        // SAFETY: a counter in the session mapping, which is never unmapped.
+        unsafe { (*env.hits).fetch_add(1, Ordering::Relaxed) };
+    }
     if !env.globals.is_null() {
         // SAFETY: the session's globals area (validated by attach).
         let g = unsafe { Globals::from_raw(env.globals) };
@@ -373,6 +442,17 @@ pub fn attach_as(
     session: *mut u8,
     role: Role,
 ) -> Result<(Attached, Vec<AttachError>), AttachError> {
+    attach_in(module, globals, session, role, Extra::default())
+}
+
+/// [`attach_as`] for a REPL module ([`Extra`]).
+pub fn attach_in(
+    module: LoadedModule,
+    globals: *mut u8,
+    session: *mut u8,
+    role: Role,
+    extra: Extra,
+) -> Result<(Attached, Vec<AttachError>), AttachError> {
     let mut skipped: Vec<AttachError> = Vec::new();
     let mut a = Attached {
         module,
@@ -398,7 +478,7 @@ pub fn attach_as(
                 Env {
                     handler,
                     entry,
-                    probe: pi as u32,
+                    probe: extra.probe_base + pi as u32,
                     point: qi as u32,
                     abi: if matches!(pt.target, TargetSpec::Syscall { .. }) {
                         ABI_SYSCALL
@@ -413,6 +493,7 @@ pub fn attach_as(
                     session,
                     maxaction,
                     maxerrors: meta.limits.maxerrors,
+                    hits: extra.hits,
                 }
             };
             let fail = |reason: String| AttachError {
@@ -756,7 +837,7 @@ pub fn publish_missed() -> (u64, u64) {
 }
 
 /// The session's globals area, if this process is in a ptap session.
-fn session_globals() -> Option<Globals> {
+pub(crate) fn session_globals() -> Option<Globals> {
     let s = crate::output::session()?;
     // A `ptap load` session has no globals area: never read past the ring.
     let at = super::globals::offset_in_session(s.ring_size());

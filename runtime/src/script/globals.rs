@@ -25,7 +25,7 @@ use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use crate::session::Session;
 
 pub const MAGIC: u64 = 0x5054_4150_474C_4231; // "PTAPGLB1"
-pub const HEADER_SIZE: usize = 64;
+pub const HEADER_SIZE: usize = 128;
 const SPIN_LIMIT: u32 = 1 << 16;
 /// How long a string store waits for a live writer of the same global.
 pub const WRITE_WAIT_NS: u64 = 200_000_000;
@@ -72,6 +72,9 @@ pub struct Header {
     /// longjmp): their instances were reclaimed and no return handler ran.
     /// Not a skip: reported on its own summary line.
     pub unwound: AtomicU64,
+    /// A REPL session: offset of its module table in this area
+    /// (`super::control`), 0 = none.
+    pub repl: AtomicU64,
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);

@@ -4,6 +4,7 @@
 //! module metadata ([`meta`]).
 
 pub mod attach;
+pub mod control;
 pub mod ctx;
 pub mod globals;
 mod h_ctx;
