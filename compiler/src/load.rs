@@ -101,13 +101,27 @@ impl OwnedSession {
         unsafe {
             let fd = match &named {
                 Some((_, fd)) => *fd,
-                None => libc::memfd_create(c"ptap-session".as_ptr(), 0),
+                None => libc::memfd_create(c"ptap-session".as_ptr(), libc::MFD_ALLOW_SEALING),
             };
             if fd < 0 {
                 return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
             }
             if libc::ftruncate(fd, len as libc::off_t) != 0 {
                 return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
+            }
+            // Every process of the session holds this fd: sealed, none can
+            // shrink the file under ptap's mapping (SIGBUS in ptap).
+            if named.is_none()
+                && libc::fcntl(
+                    fd,
+                    libc::F_ADD_SEALS,
+                    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+                ) != 0
+            {
+                return Err(format!(
+                    "cannot seal the session memfd: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             let p = libc::mmap(
                 core::ptr::null_mut(),
@@ -120,8 +134,7 @@ impl OwnedSession {
             if p == libc::MAP_FAILED {
                 return Err(format!("mmap: {}", std::io::Error::last_os_error()));
             }
-            let session = Session::from_raw(p as *mut u8);
-            session.init(ring_size);
+            let session = Session::create(p as *mut u8, ring_size);
             Ok(OwnedSession {
                 fd,
                 session,
@@ -189,6 +202,7 @@ fn shm_file_for(pid: i32) -> Option<(PathBuf, i32)> {
 impl Drop for OwnedSession {
     fn drop(&mut self) {
         self.unlink();
+        self.session.forget();
         // SAFETY: unmapping/closing what create() made.
         unsafe {
             libc::munmap(self.session.base() as *mut libc::c_void, self.len);
@@ -505,6 +519,12 @@ pub(crate) fn report_session(s: &Session, dropped_too: bool) {
     let faults = c.handler_faults.load(Ordering::Relaxed);
     if faults > 0 {
         eprintln!("ptap: {faults} probe handler fault(s); those handlers were aborted");
+    }
+    if dropped_too && s.malformed() > 0 {
+        eprintln!(
+            "ptap: {} malformed output records skipped (the session memory was overwritten)",
+            s.malformed()
+        );
     }
 }
 

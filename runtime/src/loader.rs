@@ -69,9 +69,15 @@ fn map_session(params: &Params) -> Option<Session> {
             if p == libc::MAP_FAILED {
                 return None;
             }
-            let s = Session::from_raw(p as *mut u8);
-            if s.valid() && session::Session::total_size(s.ring_size()) <= st.st_size as usize {
+            // The header is read once and checked; the ring size is kept
+            // in this process from then on (the mapping is shared).
+            if let Some(s) = Session::adopt(p as *mut u8, st.st_size as usize) {
                 output::SESSION_LEN.store(st.st_size as usize, Ordering::Release);
+                let at = crate::script::globals::offset_in_session(s.ring_size());
+                crate::script::globals::Globals::record_size(
+                    s.base().add(at),
+                    (st.st_size as usize).saturating_sub(at),
+                );
                 Some(s)
             } else {
                 libc::munmap(p, st.st_size as usize);

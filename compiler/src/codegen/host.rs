@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use ptap_rt::script::ctx::{Handler, ProbeCtx};
 use ptap_rt::script::globals::{self, Globals};
-use ptap_rt::script::map::{Kind as MapKind, Map, Shape};
+use ptap_rt::script::map::{Kind as MapKind, Map};
 use ptap_rt::script::meta::{GlobalKind, InitValue, Meta, PointKind};
 use ptap_rt::session::Session;
 
@@ -32,20 +32,13 @@ pub unsafe fn globals_of(s: &Session) -> Globals {
 pub fn init_globals(g: &Globals, meta: &Meta, target_pid: i32) {
     g.init(meta.globals_size, target_pid);
     let cap = meta.limits.maxstringlen as usize + 1;
+    for (off, shape) in meta.array_shapes() {
+        // SAFETY: the compiler laid this array out at `off` with this shape.
+        unsafe { Map::at(g, off) }.init(&shape);
+    }
     for gl in &meta.globals {
         if gl.kind == GlobalKind::Stats {
             g.reset_stats(gl.offset);
-        }
-        if let Some(a) = &gl.array {
-            let shape = Shape {
-                keys: a.keys.clone(),
-                value: a.value,
-                capacity: a.capacity,
-                cap: cap as u64,
-                hist_bytes: a.hist_bytes,
-            };
-            // SAFETY: the compiler laid this array out at gl.offset with this shape.
-            unsafe { Map::at(g, gl.offset) }.init(&shape);
         }
         match (&gl.init, gl.kind) {
             (Some(InitValue::Long(v)), GlobalKind::Long) => {
@@ -150,7 +143,7 @@ pub fn unread_globals(meta: &Meta, g: &Globals) -> String {
                 let (min, max, avg) = if count == 0 {
                     (0, 0, 0)
                 } else {
-                    (min, max, sum / count)
+                    (min, max, sum.checked_div(count).unwrap_or(0))
                 };
                 out.push_str(&format!(
                     "{} @count={count} @min={min} @max={max} @sum={sum} @avg={avg}\n",
@@ -220,7 +213,7 @@ impl MapValue {
                 let (mi, ma, avg) = if *c == 0 {
                     (0, 0, 0)
                 } else {
-                    (*mi, *ma, s / c)
+                    (*mi, *ma, s.checked_div(*c).unwrap_or(0))
                 };
                 format!("@count={c} @min={mi} @max={ma} @sum={s} @avg={avg}")
             }
@@ -289,7 +282,16 @@ pub fn summary(g: &Globals, session: &Session) -> String {
     let reentrancy = h.reentrancy.load(Ordering::Acquire);
     let map_full = h.map_full.load(Ordering::Acquire);
     let dropped = session.dropped();
-    summary_text(errors, nmissed, reentrancy, map_full, dropped)
+    let mut out = summary_text(errors, nmissed, reentrancy, map_full, dropped);
+    let bad = session
+        .malformed()
+        .saturating_add(crate::output::malformed_records());
+    if bad > 0 {
+        out.push_str(&format!(
+            "WARNING: Malformed output records skipped (the session memory was overwritten): {bad}\n"
+        ));
+    }
+    out
 }
 
 /// [`summary`] from the counts (a pure function).
