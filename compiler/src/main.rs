@@ -8,10 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod checks;
 mod driver;
 mod inject;
 mod load;
 mod points;
+mod private;
 mod run;
 
 const EXAMPLES: &str = "\

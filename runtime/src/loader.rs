@@ -370,6 +370,7 @@ fn load_module(path: &str, role: crate::script::attach::Role, injected: bool) ->
                 .into_owned()
         };
         diag(&format!("ptap: cannot load module {path}: {msg}\n"));
+        output::count_module_error();
         return true;
     }
     // SAFETY: symbol lookups in the module.
@@ -381,6 +382,7 @@ fn load_module(path: &str, role: crate::script::attach::Role, injected: bool) ->
     };
     if init.is_null() {
         diag(&format!("ptap: module {path} has no init_module()\n"));
+        output::count_module_error();
         return true;
     }
     // SAFETY: init_module is `int init_module(void)`.
@@ -389,6 +391,7 @@ fn load_module(path: &str, role: crate::script::attach::Role, injected: bool) ->
         diag(&format!(
             "ptap: init_module() of {path} returned {r}; the module is not loaded\n"
         ));
+        output::count_module_error();
         probes::unregister_all();
         return true;
     }

@@ -125,6 +125,9 @@ pub struct Control {
     /// and since when (CLOCK_MONOTONIC ns, 0 = not waiting).
     pub stall_pos: AtomicU64,
     pub stall_since: AtomicU64,
+    /// C modules that did not load (dlopen failed, no init_module, or it
+    /// returned an error): ptap then exits 1.
+    pub module_errors: AtomicU32,
 }
 
 const _: () = assert!(core::mem::size_of::<Control>() <= CONTROL_SIZE);
