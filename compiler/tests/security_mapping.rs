@@ -68,3 +68,39 @@ fn a_forged_ring_size_is_not_used() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("end ok"), "{out:?}");
 }
+
+#[path = "codegen_support/mod.rs"]
+mod codegen_support;
+
+/// Statistics and arrays in the shared area forged by a process of the
+/// session: the handlers that ptap runs (end probes) and the end report
+/// never trap or read outside the area.
+#[test]
+fn forged_statistics_and_array_headers_are_survived() {
+    use std::sync::atomic::Ordering;
+    let e = codegen_support::env(
+        r#"global s, a[8], r
+        probe begin { s <<< 1; a[1] = 5; a[2] = 6 }
+        probe end { r = @avg(s); printf("avg=%d n=%d\n", @avg(s), a[1] + a[2]) }"#,
+    );
+    assert_eq!(e.run(0).1.error, 0);
+    let meta = &e.jit.compiled.meta;
+    let off = |name: &str| meta.globals.iter().find(|g| g.name == name).unwrap().offset;
+    // count -1, sum i64::MIN: a plain sdiv would trap.
+    e.globals.long(off("s")).store(-1, Ordering::SeqCst);
+    e.globals
+        .long(off("s") + 8)
+        .store(i64::MIN, Ordering::SeqCst);
+    // The array's header claims a huge table.
+    e.globals
+        .long(off("a") + 8)
+        .store(1 << 40, Ordering::SeqCst);
+    let (_, ctx) = e.run(1);
+    assert_eq!(ctx.error, 0);
+    assert_eq!(e.output(), format!("avg={} n=0\n", i64::MIN));
+    let report = ptap_compiler::codegen::host::unread_globals(meta, &e.globals);
+    assert!(
+        !report.contains("a["),
+        "a forged array reads as empty: {report}"
+    );
+}
