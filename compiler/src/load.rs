@@ -358,10 +358,12 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
         eprintln!("{l}");
     }
     report_losses(&s);
-    // The module did not load, or its handlers faulted: the session failed.
+    // The module loaded in no process, or its handlers faulted: the
+    // session failed.
     let c = s.control();
-    let failed =
-        c.module_errors.load(Ordering::Relaxed) > 0 || c.handler_faults.load(Ordering::Relaxed) > 0;
+    let failed = (c.module_errors.load(Ordering::Relaxed) > 0
+        && c.module_loads.load(Ordering::Relaxed) == 0)
+        || c.handler_faults.load(Ordering::Relaxed) > 0;
     match status {
         Some(_) if failed => Ok(ExitCode::from(1)),
         Some(Some(st)) if target.is_child() => {

@@ -395,6 +395,7 @@ fn load_module(path: &str, role: crate::script::attach::Role, injected: bool) ->
         probes::unregister_all();
         return true;
     }
+    output::count_module_load();
     MODULE_CLEANUP.store(cleanup as usize, Ordering::Release);
     true
 }

@@ -83,6 +83,13 @@ pub fn count_module_error() {
     }
 }
 
+/// The C module loaded in this process.
+pub fn count_module_load() {
+    if let Some(s) = session() {
+        s.control().module_loads.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub fn count_handler_fault() {
     match session() {
         Some(s) => s.control().handler_faults.fetch_add(1, Ordering::Relaxed),

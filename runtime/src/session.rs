@@ -125,9 +125,12 @@ pub struct Control {
     /// and since when (CLOCK_MONOTONIC ns, 0 = not waiting).
     pub stall_pos: AtomicU64,
     pub stall_since: AtomicU64,
-    /// C modules that did not load (dlopen failed, no init_module, or it
-    /// returned an error): ptap then exits 1.
+    /// Processes where the C module did not load (dlopen failed, no
+    /// init_module, or it returned an error), and where it did: when it
+    /// loaded nowhere, ptap exits 1 (in a followed tree, a process without
+    /// the probed function failing is normal).
     pub module_errors: AtomicU32,
+    pub module_loads: AtomicU32,
 }
 
 const _: () = assert!(core::mem::size_of::<Control>() <= CONTROL_SIZE);
