@@ -125,6 +125,10 @@ fn eperm_hint(pid: i32) -> String {
         })
         .filter(|v| v != "0");
     if let Some(t) = tracer {
+        let comm = std::fs::read_to_string(format!("/proc/{t}/comm")).unwrap_or_default();
+        if comm.trim_end() == "ptap" {
+            return format!("another ptap session (pid {t}) is attaching to pid {pid}");
+        }
         return format!("it is already traced by pid {t} (a debugger or strace?)");
     }
     let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
@@ -720,10 +724,21 @@ pub fn inject(
                 times.call += times.init;
             }
             None => {
-                err = Some(format!(
-                    "{init} not found in {} as mapped in pid {pid}",
-                    lib.display()
-                ))
+                // dlopen returned a runtime that was already there: another
+                // session loaded one since ptap looked.
+                let other = mappings(pid).ok().is_some_and(|m| {
+                    mapped_files(&m)
+                        .iter()
+                        .any(|(p, _)| p.contains("libptap_rt.so") && *p != lib_str)
+                });
+                err = Some(if other {
+                    format!("another ptap session is attaching to pid {pid}")
+                } else {
+                    format!(
+                        "{init} not found in {} as mapped in pid {pid}",
+                        lib.display()
+                    )
+                })
             }
         }
     } else {

@@ -3,7 +3,8 @@
 //! ptap owns the session: it creates the shared memory (a memfd holding the
 //! control block and the output ring, layout in `ptap_rt::session`), starts
 //! CMD (split like a shell would, no shell) with the runtime preloaded
-//! (`LD_PRELOAD=<dir of ptap>/libptap_rt.so`, or `$PTAP_RUNTIME`), and tells
+//! (`LD_PRELOAD=<private dir>/libptap_rt.so`: the runtime embedded in ptap,
+//! or `$PTAP_RUNTIME`, see [`RuntimeSnapshot`]), and tells
 //! the runtime where the session and the module are through the environment
 //! (`PTAP_SESSION_FD`, `PTAP_SESSION`, `PTAP_MODULE`). The runtime runs the
 //! module's init_module() before main and cleanup_module() at exit.
@@ -41,36 +42,38 @@ extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// The runtime shared object: `$PTAP_RUNTIME`, or libptap_rt.so beside the
-/// ptap executable (or in its deps/ folder, for test builds).
-pub fn runtime_path() -> Result<PathBuf, String> {
+/// The runtime shared object, built with ptap and embedded in its binary
+/// (see compiler/build.rs).
+static EMBEDDED_RUNTIME: &[u8] = include_bytes!(env!("PTAP_EMBEDDED_RT"));
+
+/// Where the runtime a session preloads comes from.
+pub enum RuntimeSource {
+    /// `$PTAP_RUNTIME`.
+    File(PathBuf),
+    /// The copy embedded in ptap.
+    Embedded,
+}
+
+impl std::fmt::Display for RuntimeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeSource::File(p) => write!(f, "{}", p.display()),
+            RuntimeSource::Embedded => write!(f, "the runtime embedded in ptap"),
+        }
+    }
+}
+
+/// The runtime: `$PTAP_RUNTIME` when set, else the one embedded in ptap.
+pub fn runtime_path() -> Result<RuntimeSource, String> {
     if let Some(p) = std::env::var_os("PTAP_RUNTIME") {
         let p = PathBuf::from(p);
         return if p.is_file() {
-            Ok(p)
+            Ok(RuntimeSource::File(p))
         } else {
             Err(format!("PTAP_RUNTIME={} does not exist", p.display()))
         };
     }
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the ptap executable: {e}"))?;
-    let dir = exe.parent().unwrap_or(Path::new("."));
-    // Prefer the newest: cargo refreshes deps/ when ptap's tests build the
-    // runtime as a dependency, and the uplifted copy may then be stale.
-    let newest = [
-        dir.join("libptap_rt.so"),
-        dir.join("deps").join("libptap_rt.so"),
-    ]
-    .into_iter()
-    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-    .max();
-    if let Some((_, p)) = newest {
-        return Ok(p);
-    }
-    Err(format!(
-        "the runtime libptap_rt.so is not beside {} (build it with `cargo build -p ptap-runtime`, or set PTAP_RUNTIME)",
-        exe.display()
-    ))
+    Ok(RuntimeSource::Embedded)
 }
 
 /// A session mapping owned by ptap.
@@ -101,13 +104,27 @@ impl OwnedSession {
         unsafe {
             let fd = match &named {
                 Some((_, fd)) => *fd,
-                None => libc::memfd_create(c"ptap-session".as_ptr(), 0),
+                None => libc::memfd_create(c"ptap-session".as_ptr(), libc::MFD_ALLOW_SEALING),
             };
             if fd < 0 {
                 return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
             }
             if libc::ftruncate(fd, len as libc::off_t) != 0 {
                 return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
+            }
+            // Every process of the session holds this fd: sealed, none can
+            // shrink the file under ptap's mapping (SIGBUS in ptap).
+            if named.is_none()
+                && libc::fcntl(
+                    fd,
+                    libc::F_ADD_SEALS,
+                    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+                ) != 0
+            {
+                return Err(format!(
+                    "cannot seal the session memfd: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             let p = libc::mmap(
                 core::ptr::null_mut(),
@@ -120,8 +137,7 @@ impl OwnedSession {
             if p == libc::MAP_FAILED {
                 return Err(format!("mmap: {}", std::io::Error::last_os_error()));
             }
-            let session = Session::from_raw(p as *mut u8);
-            session.init(ring_size);
+            let session = Session::create(p as *mut u8, ring_size);
             Ok(OwnedSession {
                 fd,
                 session,
@@ -189,6 +205,7 @@ fn shm_file_for(pid: i32) -> Option<(PathBuf, i32)> {
 impl Drop for OwnedSession {
     fn drop(&mut self) {
         self.unlink();
+        self.session.forget();
         // SAFETY: unmapping/closing what create() made.
         unsafe {
             libc::munmap(self.session.base() as *mut libc::c_void, self.len);
@@ -216,19 +233,23 @@ pub(crate) fn ring_size_from_env() -> Result<usize, String> {
 
 struct Sink {
     out: Box<dyn Write>,
+    /// Identical runtime messages are shown a few times, then counted.
+    diags: crate::checks::DiagFilter,
 }
 
 impl Sink {
     fn drain(&mut self, s: &Session) -> usize {
         let out = &mut self.out;
+        let diags = &mut self.diags;
         s.drain(|kind, payload| match kind {
             REC_TEXT => {
                 let _ = out.write_all(payload);
             }
-            REC_DIAG => {
+            REC_DIAG if diags.pass(payload) => {
                 let _ = out.flush();
                 let _ = std::io::stderr().write_all(payload);
             }
+            REC_DIAG => {}
             REC_FORMAT => {
                 let _ = writeln!(out, "<binary record of {} bytes>", payload.len());
             }
@@ -253,6 +274,7 @@ pub fn run(opts: &LoadOpts) -> ExitCode {
 fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let module = std::fs::canonicalize(&opts.module)
         .map_err(|e| format!("{}: {e}", opts.module.display()))?;
+    crate::checks::check_module(&module)?;
     if opts.cmd.is_none() && opts.pid.is_none() {
         return Err(
             "give the command to run with -c CMD, or the process to attach to with -x PID".into(),
@@ -265,10 +287,8 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let installed = runtime_path()?;
     // Preload a private snapshot: a rebuild of the runtime (cargo replaces the
     // file) while the target runs must not break its exec'ed children.
-    let snapshot = RuntimeSnapshot::new_for(&installed, opts.pid.is_some());
-    let runtime = snapshot
-        .as_ref()
-        .map_or(installed.clone(), |s| s.path.clone());
+    let snapshot = RuntimeSnapshot::new_for(&installed, opts.pid.is_some())?;
+    let runtime = snapshot.path.clone();
     let ring = ring_size_from_env()?;
     let owned = OwnedSession::create_for(ring, Session::total_size(ring), opts.pid)?;
     let s = owned.session;
@@ -278,14 +298,15 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
         )),
         None => Box::new(std::io::stdout()),
     };
-    let mut sink = Sink { out };
+    let mut sink = Sink {
+        out,
+        diags: Default::default(),
+    };
 
     install_interrupt_handlers();
     let mut target = match (&argv, opts.pid) {
         (_, Some(pid)) => {
-            let snap = snapshot
-                .as_ref()
-                .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
+            let snap = &snapshot;
             // The module may print while it loads: drain meanwhile.
             let a = attach_to(
                 pid,
@@ -316,7 +337,7 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
                 eprintln!(
                     "ptap: running {argv:?} with {} (a snapshot of {}) and module {}",
                     runtime.display(),
-                    installed.display(),
+                    installed,
                     module.display()
                 );
             }
@@ -344,11 +365,20 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     };
     sink.drain(&s);
     let _ = sink.out.flush();
+    for l in sink.diags.summary() {
+        eprintln!("{l}");
+    }
     report_losses(&s);
-    // A module's init_module() or cleanup_module() that failed in a process
-    // makes the session's status 1 (unless the target's own is an error).
-    let module_failed = s.control().module_errors.load(Ordering::Acquire) > 0;
+    // The module loaded in no process (its init_module() failed, faulted
+    // or hung everywhere), or its handlers faulted: the session failed
+    // (unless the target's own status is an error).
+    let c = s.control();
+    let failed = (c.module_errors.load(Ordering::Relaxed) > 0
+        && c.module_loads.load(Ordering::Relaxed) == 0)
+        || c.handler_faults.load(Ordering::Relaxed) > 0;
+    let module_failed = failed;
     match status {
+        Some(_) if failed => Ok(ExitCode::from(1)),
         Some(Some(st)) if target.is_child() => {
             if let Some(code) = st.code() {
                 if code == 0 && module_failed {
@@ -367,85 +397,51 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
         }
         None => {
             eprintln!("ptap: detached from pid {pid}; it keeps running");
-            // The target (and what it execs) may still need the preloaded file.
-            if let Some(s) = snapshot {
-                s.keep();
-            }
             Ok(ExitCode::from(if module_failed { 1 } else { 130 }))
         }
     }
 }
 
 /// A private copy (hard link when possible) of the runtime for one run,
-/// removed when ptap ends unless [`RuntimeSnapshot::keep`] is called.
+/// in a private directory ([`crate::private`]) that also holds the
+/// session's other files; removed when ptap ends.
 pub(crate) struct RuntimeSnapshot {
     /// The preloaded copy.
     pub(crate) path: PathBuf,
-    dir: PathBuf,
-    keep: bool,
+    pub(crate) dir: crate::private::PrivateDir,
 }
 
 impl RuntimeSnapshot {
-    pub(crate) fn new(src: &Path) -> Option<RuntimeSnapshot> {
+    pub(crate) fn new(src: &RuntimeSource) -> Result<RuntimeSnapshot, String> {
         RuntimeSnapshot::new_for(src, false)
     }
 
-    /// `attach` (`-x`): in the temporary directory (not `XDG_RUNTIME_DIR`,
-    /// private to ptap's user) and readable by everyone, since the process
-    /// may run as another user.
-    pub(crate) fn new_for(src: &Path, attach: bool) -> Option<RuntimeSnapshot> {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .filter(|_| !attach)
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).ok()?;
-        // A new directory, never one left by an earlier run: a detached
-        // target keeps its snapshot, pids get reused, and a file there may
-        // be a hard link shared with another live snapshot, so writing into
-        // it could truncate a library some process is loading right now.
-        let pid = std::process::id();
-        let dir = (0..1000).find_map(|n| {
-            let d = base.join(format!("ptap-{pid}-{n}"));
-            match std::fs::create_dir(&d) {
-                Ok(()) => Some(Some(d)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
-                Err(_) => Some(None),
-            }
-        })??;
-        if attach {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
-        }
-        let path = dir.join("libptap_rt.so");
-        if std::fs::hard_link(src, &path).is_err() && std::fs::copy(src, &path).is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
-            return None;
-        }
-        Some(RuntimeSnapshot {
-            dir,
-            path,
-            keep: false,
-        })
-    }
-
-    pub(crate) fn keep(mut self) {
-        self.keep = true;
+    /// `attach` (`-x`): readable by everyone, since the process may run as
+    /// another user (see [`crate::private::PrivateDir::new`]).
+    pub(crate) fn new_for(src: &RuntimeSource, attach: bool) -> Result<RuntimeSnapshot, String> {
+        let dir = crate::private::PrivateDir::new(attach)?;
+        // A file in the private directory rather than a memfd: exec'd
+        // children of a followed -c tree find it by path even when they
+        // closed inherited fds (a memfd's /proc/PID/fd/N path needs that
+        // fd), and the process of another user under -x can open it.
+        let path = match src {
+            RuntimeSource::File(p) => dir.copy_in("libptap_rt.so", p)?,
+            RuntimeSource::Embedded => dir.write("libptap_rt.so", EMBEDDED_RUNTIME)?,
+        };
+        Ok(RuntimeSnapshot { path, dir })
     }
 
     /// Make the snapshot a file of its own (a copy, not a hard link).
     pub(crate) fn private_copy(&self) -> Result<(), String> {
-        let tmp = self.path.with_extension("so.copy");
-        std::fs::copy(&self.path, &tmp)
-            .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| format!("cannot copy the runtime into {}: {e}", self.dir.display()))
-    }
-}
-
-impl Drop for RuntimeSnapshot {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let data = std::fs::read(&self.path)
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let tmp = self.dir.write("libptap_rt.so.copy", &data)?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| {
+            format!(
+                "cannot copy the runtime into {}: {e}",
+                self.dir.path.display()
+            )
+        })
     }
 }
 
@@ -507,9 +503,15 @@ pub(crate) fn report_losses(s: &Session) {
 pub(crate) fn report_session(s: &Session, dropped_too: bool) {
     let c = s.control();
     if c.attaches.load(Ordering::Acquire) == 0 {
-        eprintln!(
-            "ptap: the runtime never attached to the target (statically linked, setuid, or LD_PRELOAD ignored?): nothing was probed"
-        );
+        if interrupted() {
+            eprintln!(
+                "ptap: interrupted before the runtime attached to the target: nothing was probed"
+            );
+        } else {
+            eprintln!(
+                "ptap: the runtime never attached to the target (statically linked, setuid, or LD_PRELOAD ignored?): nothing was probed"
+            );
+        }
     }
     let dropped = s.dropped();
     if dropped_too && dropped > 0 {
@@ -522,6 +524,12 @@ pub(crate) fn report_session(s: &Session, dropped_too: bool) {
     let faults = c.handler_faults.load(Ordering::Relaxed);
     if faults > 0 {
         eprintln!("ptap: {faults} probe handler fault(s); those handlers were aborted");
+    }
+    if dropped_too && s.malformed() > 0 {
+        eprintln!(
+            "ptap: {} malformed output records skipped (the session memory was overwritten)",
+            s.malformed()
+        );
     }
 }
 
@@ -617,15 +625,6 @@ pub(crate) fn split_command(cmd: &str) -> Result<Vec<String>, String> {
         return Err("the command is empty".into());
     }
     Ok(argv)
-}
-
-/// Write `data` to `path`, readable by everyone (`-x`: the process may run
-/// as another user).
-pub(crate) fn write_readable(path: &Path, data: &[u8]) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, data)
-        .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Does a ptap runtime's control thread run in `pid` (an active session)?
@@ -783,9 +782,8 @@ pub(crate) fn attach_to(
         text.push_str(&format!("{k}={v}\n"));
     }
     let file = snap
-        .path
-        .with_file_name(ptap_rt::loader::attach_params_name(pid));
-    write_readable(&file, text.as_bytes())?;
+        .dir
+        .write(&ptap_rt::loader::attach_params_name(pid), text.as_bytes())?;
     struct Remove<'a>(&'a Path);
     impl Drop for Remove<'_> {
         fn drop(&mut self) {

@@ -8,12 +8,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod checks;
 mod driver;
 mod inject;
 mod json;
 mod listing;
 mod load;
 mod points;
+mod private;
 mod repl;
 mod run;
 mod serve;

@@ -86,10 +86,25 @@ pub enum Rendered {
     Warning(String),
 }
 
+/// Records this process could not decode (any process of a session can
+/// write the ring): the first one is reported as it comes, the others are
+/// only counted; the end summary gives the total ([`malformed_records`]).
+static MALFORMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Output records dropped as malformed so far (see [`render_record`]).
+pub fn malformed_records() -> u64 {
+    MALFORMED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn malformed(text: String) -> Rendered {
+    let n = MALFORMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Rendered::Warning(if n == 0 { text } else { String::new() })
+}
+
 /// Render one REC_FORMAT payload of the module described by `meta` / `formats`.
 pub fn render_record(meta: &Meta, formats: &[Format], payload: &[u8]) -> Rendered {
     let Some((id, vals)) = record::decode(payload) else {
-        return Rendered::Warning("WARNING: malformed output record dropped\n".into());
+        return malformed("WARNING: malformed output record dropped\n".into());
     };
     let long = |i: usize| match vals.get(i) {
         Some(Value::Long(v)) => *v,
@@ -112,11 +127,11 @@ pub fn render_record(meta: &Meta, formats: &[Format], payload: &[u8]) -> Rendere
         FMT_WARN => Rendered::Warning(format!("WARNING: {}\n", text(0))),
         FMT_HIST => match decode_hist(&vals) {
             Some((kind, counts)) => Rendered::Out(format_histogram(kind, &counts)),
-            None => Rendered::Warning("WARNING: malformed histogram record dropped\n".into()),
+            None => malformed("WARNING: malformed histogram record dropped\n".into()),
         },
         _ => match formats.get(id as usize) {
             Some(f) => Rendered::Out(format_record(f, &vals)),
-            None => Rendered::Warning(format!(
+            None => malformed(format!(
                 "WARNING: output record with unknown format {id} dropped\n"
             )),
         },
@@ -253,13 +268,12 @@ pub fn format_histogram(shape: HistShape, counts: &[i64]) -> String {
     let scale = if valmax <= HIST_WIDTH {
         1
     } else {
-        (valmax + HIST_WIDTH - 1) / HIST_WIDTH
+        valmax / HIST_WIDTH + i64::from(valmax % HIST_WIDTH != 0)
     };
     let cnt_space = needed_space(valmax);
     let mut val_space = match shape {
-        HistShape::Linear { lo, step } => {
-            (needed_space(lo) + under).max(needed_space(lo + step * (nb as i64 - 2)) + over)
-        }
+        HistShape::Linear { lo, step } => (needed_space(lo) + under)
+            .max(needed_space(lo.saturating_add(step.saturating_mul(nb as i64 - 2))) + over),
         HistShape::Log => {
             needed_space(log_bucket_value(low)).max(needed_space(log_bucket_value(high)))
         }
@@ -287,8 +301,12 @@ pub fn format_histogram(shape: HistShape, counts: &[i64]) -> String {
         }
         let (val, prefix) = match shape {
             HistShape::Linear { lo, .. } if i == 0 => (lo, "<"),
-            HistShape::Linear { lo, step } if i == nb - 1 => (lo + (i as i64 - 2) * step, ">"),
-            HistShape::Linear { lo, step } => (lo + (i as i64 - 1) * step, ""),
+            HistShape::Linear { lo, step } if i == nb - 1 => {
+                (lo.saturating_add((i as i64 - 2).saturating_mul(step)), ">")
+            }
+            HistShape::Linear { lo, step } => {
+                (lo.saturating_add((i as i64 - 1).saturating_mul(step)), "")
+            }
             HistShape::Log => (log_bucket_value(i), ""),
         };
         let pad = (val_space - needed_space(val) - prefix.len() as i64).max(0);

@@ -322,6 +322,15 @@ impl Images {
                         what.join(", ")
                     )));
                 }
+                // Not a function: say so when it is a data symbol.
+                for img in self.matching(module) {
+                    if has_data_symbol(&img.data, name) {
+                        return Err(format!(
+                            "`{name}` in {} is a data object, not a function",
+                            img.label
+                        ));
+                    }
+                }
                 Err(self.nothing(module))
             }
             TargetSpec::Pattern { module, pattern } => {
@@ -695,6 +704,20 @@ pub(crate) fn system_library(name: &str) -> Option<PathBuf> {
         .paths()
         .into_iter()
         .find(|p| module_matches(&p.to_string_lossy(), &spec) && is_x86_64_elf(p))
+}
+
+/// Does `data` (an ELF file) define a data symbol (object, TLS, common)
+/// `name` or `name@VERSION`? (The error path only.)
+fn has_data_symbol(data: &[u8], name: &str) -> bool {
+    let Ok(file) = object::File::parse(data) else {
+        return false;
+    };
+    file.symbols().chain(file.dynamic_symbols()).any(|s| {
+        !s.is_undefined()
+            && matches!(s.kind(), object::SymbolKind::Data | object::SymbolKind::Tls)
+            && s.name()
+                .is_ok_and(|n| n == name || n.split('@').next() == Some(name))
+    })
 }
 
 /// An ELF64 x86-64 file? (Only the header is read: ld.so skips the

@@ -60,11 +60,14 @@ pub(crate) struct Sink {
     pub(crate) out: Box<dyn Write>,
     /// `-f json`: everything goes to `out` as JSON lines.
     pub(crate) json: bool,
+    /// Identical runtime messages are shown a few times, then counted.
+    pub(crate) diags: crate::checks::DiagFilter,
 }
 
 impl Sink {
     pub(crate) fn drain(&mut self, s: &Session, prog: &Program) -> usize {
         let out = &mut self.out;
+        let diags = &mut self.diags;
         if self.json {
             return s.drain(|kind, payload| {
                 let line = match kind {
@@ -88,10 +91,11 @@ impl Sink {
             REC_TEXT => {
                 let _ = out.write_all(payload);
             }
-            REC_DIAG => {
+            REC_DIAG if diags.pass(payload) => {
                 let _ = out.flush();
                 let _ = std::io::stderr().write_all(payload);
             }
+            REC_DIAG => {}
             k => {
                 let _ = out.flush();
                 eprintln!("ptap: unknown record kind {k}");
@@ -197,6 +201,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     let mut sink = Sink {
         out,
         json: opts.json,
+        diags: Default::default(),
     };
     load::install_interrupt_handlers();
 
@@ -216,10 +221,8 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         !host::exit_requested(&g) && !too_many_errors(&g, prog),
     ) {
         let installed = load::runtime_path()?;
-        let snap = RuntimeSnapshot::new_for(&installed, true)
-            .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
-        let object = snap.path.with_file_name("script.o");
-        load::write_readable(&object, &prog.object)?;
+        let snap = RuntimeSnapshot::new_for(&installed, true)?;
+        let object = snap.dir.write("script.o", &prog.object)?;
         let mut params = vec![(attach::ENV_TARGET, "1")];
         if opts.no_follow {
             params.push((ptap_rt::loader::ENV_NO_FOLLOW, "1"));
@@ -256,11 +259,8 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     } else if let Some(argv) = &opts.argv {
         if !host::exit_requested(&g) && !too_many_errors(&g, prog) {
             let installed = load::runtime_path()?;
-            let snap = RuntimeSnapshot::new(&installed)
-                .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
-            let object = snap.path.with_file_name("script.o");
-            std::fs::write(&object, &prog.object)
-                .map_err(|e| format!("cannot write {}: {e}", object.display()))?;
+            let snap = RuntimeSnapshot::new(&installed)?;
+            let object = snap.dir.write("script.o", &prog.object)?;
             let mut env = vec![
                 (ptap_rt::session::ENV_MODULE, object.as_os_str()),
                 (attach::ENV_TARGET, std::ffi::OsStr::new("1")),
@@ -328,9 +328,8 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     // The -c command exited, but processes it started (a daemon, `cmd &`)
     // may still run with probes: take them out too, so that nothing stays
     // probed once ptap is gone.
-    let mut descendants = 0;
     if matches!(stop, Stop::TargetExited(_)) {
-        descendants = load::live_pids(&s);
+        let mut descendants = load::live_pids(&s);
         // The -c command's own process group (a process ptap started);
         // an attached process's group is not ours to look at.
         let group =
@@ -374,16 +373,21 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     } else {
         eprint!("{}", host::summary(&g, &s));
     }
-    let errors = host::errors(&g);
-    if still_running || descendants > 0 {
-        if let (Some(child), Some(snap)) = (target.as_ref(), snapshot) {
-            if still_running {
-                eprintln!("ptap: detached from pid {}; it keeps running", child.id());
-            }
-            // The target (and what it execs) may still need the preloaded files.
-            snap.keep();
-        }
+    // Handlers aborted by a fault (a corrupted module) are errors too.
+    let faults = s
+        .control()
+        .handler_faults
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let errors = host::errors(&g).saturating_add(faults);
+    for l in sink.diags.summary() {
+        eprintln!("{l}");
     }
+    if let (true, Some(child), Some(_)) = (still_running, target.as_ref(), &snapshot) {
+        eprintln!("ptap: detached from pid {}; it keeps running", child.id());
+    }
+    // The session's files go now, also after a detach: every process has
+    // mapped what it loaded (ptap's private directory, see `private`).
+    drop(snapshot);
     Ok(if errors > 0 || stop == Stop::TooManySkipped {
         ExitCode::from(1)
     } else {

@@ -91,8 +91,7 @@ fn run_opts(script: &str, cmd: &[&str], guru: bool) -> Run {
         (fd, p as *mut u8)
     };
     // SAFETY: the mapping is len bytes and outlives this function's use.
-    let s = unsafe { Session::from_raw(base) };
-    s.init(ring);
+    let s = unsafe { Session::create(base, ring) };
     // SAFETY: the mapping has room for the globals (session_size).
     let g = unsafe { host::globals_of(&s) };
     host::init_globals(&g, prog.meta(), 0);

@@ -284,8 +284,7 @@ fn init_failure_is_reported_and_the_target_still_runs() {
         &[("PT_SYM", "does_not_exist")],
         30,
     );
-    // The target ran to its end (status 0); the module's failure makes
-    // ptap's status 1.
+    // The target ran (its output is there); the session failed: status 1.
     assert_eq!(out.code, Some(1), "{out:?}");
     assert_eq!(out.get("register"), -2);
     assert!(out.stderr.contains("init_module() of"), "{out:?}");

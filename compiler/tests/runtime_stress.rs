@@ -250,13 +250,16 @@ fn runtime_files_are_found_and_missing_module_is_an_error() {
 
 #[test]
 fn exit_status_of_the_target_is_ptaps() {
+    // (A module that loads: one that loads nowhere makes ptap exit 1.)
+    let out = load("count", "sh -c 'exit 7'", &[("PT_SYM", "malloc")], 30);
+    assert_eq!(out.code, Some(7), "{out:?}");
     let out = load(
         "count",
         "sh -c 'exit 7'",
         &[("PT_SYM", "does_not_exist")],
         30,
     );
-    assert_eq!(out.code, Some(7), "{out:?}");
+    assert_eq!(out.code, Some(1), "{out:?}");
 }
 
 #[test]

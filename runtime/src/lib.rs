@@ -30,6 +30,7 @@ pub mod sys;
 pub mod syscall;
 pub mod threads;
 pub mod trap;
+pub mod trusted;
 pub mod unwind;
 pub mod unwind_dwarf;
 

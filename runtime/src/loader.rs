@@ -74,9 +74,15 @@ fn map_session(params: &Params) -> Option<Session> {
             if p == libc::MAP_FAILED {
                 return None;
             }
-            let s = Session::from_raw(p as *mut u8);
-            if s.valid() && session::Session::total_size(s.ring_size()) <= st.st_size as usize {
+            // The header is read once and checked; the ring size is kept
+            // in this process from then on (the mapping is shared).
+            if let Some(s) = Session::adopt(p as *mut u8, st.st_size as usize) {
                 output::SESSION_LEN.store(st.st_size as usize, Ordering::Release);
+                let at = crate::script::globals::offset_in_session(s.ring_size());
+                crate::script::globals::Globals::record_size(
+                    s.base().add(at),
+                    (st.st_size as usize).saturating_sub(at),
+                );
                 Some(s)
             } else {
                 libc::munmap(p, st.st_size as usize);
@@ -383,6 +389,7 @@ fn load_module(
                 .into_owned()
         };
         diag(&format!("ptap: cannot load module {path}: {msg}\n"));
+        output::count_module_error();
         return true;
     }
     // SAFETY: symbol lookups in the module.
@@ -394,6 +401,7 @@ fn load_module(
     };
     if init.is_null() {
         diag(&format!("ptap: module {path} has no init_module()\n"));
+        output::count_module_error();
         return true;
     }
     let _ = MODULE_PATH.set(path.to_string());
@@ -402,15 +410,15 @@ fn load_module(
     // module registered is unregistered, and the process runs on unprobed.
     let why = match modcall::call(init as usize, Some(init_limit)) {
         modcall::Outcome::Returned(0) => {
+            output::count_module_load();
             MODULE_CLEANUP.store(cleanup as usize, Ordering::Release);
             return true;
         }
         modcall::Outcome::Returned(r) => {
             // A process the target execs (a shell, a helper) may lack what
-            // the module probes: only the target's own refusal is an error.
-            if role == crate::script::attach::Role::Target {
-                module_error();
-            }
+            // the module probes: ptap fails the session only when the
+            // module loaded in no process.
+            module_error();
             format!("returned {r}")
         }
         modcall::Outcome::Faulted(f) => {
@@ -431,9 +439,7 @@ fn load_module(
 
 /// Tell ptap that the C module failed in this process.
 fn module_error() {
-    if let Some(s) = output::session() {
-        s.control().module_errors.fetch_add(1, Ordering::AcqRel);
-    }
+    output::count_module_error();
 }
 
 /// cleanup_module + unregister everything, once per process.
@@ -447,6 +453,9 @@ pub fn shutdown() {
         // cleanup_module is `void cleanup_module(void)`, under the guard.
         if let modcall::Outcome::Faulted(f) = modcall::call(c, None) {
             module_error();
+            // The module did load here: its fault fails the session as a
+            // handler fault does.
+            output::count_handler_fault();
             diag(&format!(
                 "ptap: cleanup_module() of {} faulted ({f}) and was aborted; the module's probes are removed in pid {}\n",
                 MODULE_PATH.get().map_or("the module", |p| p.as_str()),

@@ -76,6 +76,20 @@ pub fn diag(b: &[u8]) -> bool {
     record(REC_DIAG, &[b])
 }
 
+/// A C module did not load in this process (ptap exits 1).
+pub fn count_module_error() {
+    if let Some(s) = session() {
+        s.control().module_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The C module loaded in this process.
+pub fn count_module_load() {
+    if let Some(s) = session() {
+        s.control().module_loads.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub fn count_handler_fault() {
     match session() {
         Some(s) => s.control().handler_faults.fetch_add(1, Ordering::Relaxed),

@@ -125,17 +125,28 @@ pub struct Control {
     /// and since when (CLOCK_MONOTONIC ns, 0 = not waiting).
     pub stall_pos: AtomicU64,
     pub stall_since: AtomicU64,
-    /// A C module's init_module() or cleanup_module() failed (faulted,
-    /// overran its time, or init returned an error) in a process.
+    /// Processes where the C module did not load (dlopen failed, no
+    /// init_module, or init_module() returned an error, faulted or overran
+    /// its time; also a faulting cleanup_module()), and where it did: when
+    /// it loaded nowhere, ptap exits 1 (in a followed tree, a process
+    /// without the probed function failing is normal).
     pub module_errors: AtomicU32,
+    pub module_loads: AtomicU32,
 }
 
 const _: () = assert!(core::mem::size_of::<Control>() <= CONTROL_SIZE);
 
 /// A mapped session (in ptap or in a target).
+///
+/// The ring size is kept here, in this process's memory (recorded in
+/// [`crate::trusted::SESSIONS`] by whoever created or validated the
+/// mapping), never re-read from the mapping: any process of the session
+/// can write the control block. A session of unknown size (ring 0) is
+/// inert: writes are dropped, nothing is drained.
 #[derive(Clone, Copy)]
 pub struct Session {
     base: *mut u8,
+    ring: usize,
 }
 
 // SAFETY: the shared memory is accessed only through atomics (control block,
@@ -144,37 +155,91 @@ unsafe impl Send for Session {}
 // SAFETY: see above.
 unsafe impl Sync for Session {}
 
+/// Ring sizes a session may have.
+pub const MIN_RING: usize = 64;
+pub const MAX_RING: usize = 1 << 30;
+
+fn ring_ok(n: usize) -> bool {
+    n.is_power_of_two() && (MIN_RING..=MAX_RING).contains(&n)
+}
+
 impl Session {
     pub fn total_size(ring_size: usize) -> usize {
         CONTROL_SIZE + ring_size
     }
 
-    /// Wrap an existing mapping.
+    /// The session at `base`, with the ring size recorded when it was
+    /// created ([`Session::create`]) or validated ([`Session::adopt`]) in
+    /// this process; inert if none was.
     ///
     /// # Safety
-    /// `base` must point to a mapping of at least `total_size(ring_size)`
-    /// bytes, that stays mapped for the life of the returned value.
+    /// `base` must point to a mapping of at least `CONTROL_SIZE` bytes (and
+    /// of `total_size(ring)` once recorded), that stays mapped for the life
+    /// of the returned value.
     pub unsafe fn from_raw(base: *mut u8) -> Session {
-        Session { base }
+        Session {
+            base,
+            ring: crate::trusted::SESSIONS.get(base as usize),
+        }
+    }
+
+    /// Initialise a fresh (zeroed) mapping with a ring of `ring_size` bytes
+    /// and record its size in this process.
+    ///
+    /// # Safety
+    /// `base` must point to a writable mapping of at least
+    /// `total_size(ring_size)` bytes that stays mapped until [`Session::forget`].
+    pub unsafe fn create(base: *mut u8, ring_size: usize) -> Session {
+        assert!(ring_ok(ring_size), "bad ring size {ring_size}");
+        crate::trusted::SESSIONS.set(base as usize, ring_size);
+        // SAFETY: caller contract.
+        let s = unsafe { Session::from_raw(base) };
+        let c = s.control();
+        c.ring_size.store(ring_size as u32, Ordering::Relaxed);
+        c.version.store(VERSION, Ordering::Relaxed);
+        c.magic.store(MAGIC, Ordering::Release);
+        s
+    }
+
+    /// A session mapping of `len` bytes made by another process: its
+    /// header is read once and checked (magic, version, a ring size that
+    /// fits in `len`), and the ring size is recorded in this process.
+    ///
+    /// # Safety
+    /// `base` must point to a mapping of `len` bytes that stays mapped
+    /// until [`Session::forget`] (or for the life of the process).
+    pub unsafe fn adopt(base: *mut u8, len: usize) -> Option<Session> {
+        if len < CONTROL_SIZE {
+            return None;
+        }
+        // SAFETY: len >= CONTROL_SIZE; Control is atomics only.
+        let c = unsafe { &*(base as *const Control) };
+        let ring = c.ring_size.load(Ordering::Relaxed) as usize;
+        let ok = c.magic.load(Ordering::Acquire) == MAGIC
+            && c.version.load(Ordering::Relaxed) == VERSION
+            && ring_ok(ring)
+            && Session::total_size(ring) <= len;
+        if !ok || !crate::trusted::SESSIONS.set(base as usize, ring) {
+            return None;
+        }
+        Some(Session { base, ring })
+    }
+
+    /// Stop using this mapping (about to be unmapped).
+    pub fn forget(&self) {
+        crate::trusted::SESSIONS.remove(self.base as usize);
     }
 
     pub fn base(&self) -> *mut u8 {
         self.base
     }
 
-    /// Initialise a fresh (zeroed) mapping.
-    pub fn init(&self, ring_size: usize) {
-        assert!(ring_size.is_power_of_two() && ring_size >= 64);
-        let c = self.control();
-        c.ring_size.store(ring_size as u32, Ordering::Relaxed);
-        c.version.store(VERSION, Ordering::Relaxed);
-        c.magic.store(MAGIC, Ordering::Release);
-    }
-
-    /// Is this a valid session of our version?
+    /// Is this a valid session of our version (and of a known size)?
     pub fn valid(&self) -> bool {
         let c = self.control();
-        c.magic.load(Ordering::Acquire) == MAGIC && c.version.load(Ordering::Relaxed) == VERSION
+        self.ring != 0
+            && c.magic.load(Ordering::Acquire) == MAGIC
+            && c.version.load(Ordering::Relaxed) == VERSION
     }
 
     pub fn control(&self) -> &Control {
@@ -183,8 +248,14 @@ impl Session {
         unsafe { &*(self.base as *const Control) }
     }
 
+    /// The ring's size in bytes (this process's record, not the mapping's).
     pub fn ring_size(&self) -> usize {
-        self.control().ring_size.load(Ordering::Relaxed) as usize
+        self.ring
+    }
+
+    /// Malformed ring records this process skipped (drain).
+    pub fn malformed(&self) -> u64 {
+        crate::trusted::SESSIONS.counted(self.base as usize)
     }
 
     fn ring(&self) -> *mut u8 {
@@ -193,18 +264,26 @@ impl Session {
     }
 
     fn header_at(&self, pos: u64) -> &AtomicU64 {
-        let off = (pos as usize) & (self.ring_size() - 1);
+        let off = (pos as usize) & (self.ring - 1);
         // SAFETY: off is 8-aligned (records are 8-aligned, size a power of two)
-        // and inside the ring.
-        unsafe { &*(self.ring().add(off) as *const AtomicU64) }
+        // and inside the ring; callers check ring != 0.
+        unsafe { &*(self.ring().add(off & !7) as *const AtomicU64) }
+    }
+
+    /// `len <= ring` bytes from ring position `pos`: (offset, bytes before the wrap).
+    fn span(&self, pos: u64, len: usize) -> (usize, usize) {
+        debug_assert!(len <= self.ring);
+        let off = (pos as usize) & (self.ring - 1);
+        (off, len.min(self.ring - off))
     }
 
     fn copy_in(&self, pos: u64, data: &[u8]) {
-        let size = self.ring_size();
-        let off = (pos as usize) & (size - 1);
-        let first = data.len().min(size - off);
-        // SAFETY: both ranges lie inside the ring; the producer owns
-        // [pos, pos+len) after a successful reservation.
+        if data.len() > self.ring {
+            return;
+        }
+        let (off, first) = self.span(pos, data.len());
+        // SAFETY: both ranges lie inside the ring (len <= ring); the producer
+        // owns [pos, pos+len) after a successful reservation.
         unsafe {
             core::ptr::copy_nonoverlapping(data.as_ptr(), self.ring().add(off), first);
             core::ptr::copy_nonoverlapping(
@@ -216,11 +295,12 @@ impl Session {
     }
 
     fn copy_out(&self, pos: u64, out: &mut [u8]) {
-        let size = self.ring_size();
-        let off = (pos as usize) & (size - 1);
-        let first = out.len().min(size - off);
+        if out.len() > self.ring {
+            return;
+        }
         let n = out.len();
-        // SAFETY: both ranges lie inside the ring; the record was published.
+        let (off, first) = self.span(pos, n);
+        // SAFETY: both ranges lie inside the ring (n <= ring).
         unsafe {
             core::ptr::copy_nonoverlapping(self.ring().add(off), out.as_mut_ptr(), first);
             core::ptr::copy_nonoverlapping(self.ring(), out.as_mut_ptr().add(first), n - first);
@@ -228,10 +308,10 @@ impl Session {
     }
 
     fn zero(&self, pos: u64, len: usize) {
-        let size = self.ring_size();
-        let off = (pos as usize) & (size - 1);
-        let first = len.min(size - off);
-        // SAFETY: ranges inside the ring, owned by the consumer until tail moves.
+        let len = len.min(self.ring);
+        let (off, first) = self.span(pos, len);
+        // SAFETY: ranges inside the ring (len <= ring), owned by the consumer
+        // until tail moves.
         unsafe {
             core::ptr::write_bytes(self.ring().add(off), 0, first);
             core::ptr::write_bytes(self.ring(), 0, len - first);
@@ -334,9 +414,10 @@ impl Session {
     /// at `pos` without ever faulting (process_vm_readv). False if any
     /// byte was unreadable.
     fn copy_in_untrusted(&self, pos: u64, addr: u64, len: usize) -> bool {
-        let size = self.ring_size();
-        let off = (pos as usize) & (size - 1);
-        let first = len.min(size - off);
+        if len > self.ring {
+            return false;
+        }
+        let (off, first) = self.span(pos, len);
         // SAFETY: both destination ranges lie inside the ring, owned by this
         // producer after its reservation; the source is validated by the kernel.
         unsafe {
@@ -359,15 +440,37 @@ impl Session {
     }
 
     /// [`Session::drain`] with an explicit stall timeout (tests).
+    ///
+    /// Everything read from the mapping is checked before use: head and
+    /// tail may be anything, a header may claim any length. A record that
+    /// cannot be a producer's (longer than the ring or than what was
+    /// reserved, head more than a ring ahead of tail) is counted in
+    /// [`Session::malformed`] and the ring is skipped up to head (nothing
+    /// after a broken record can be trusted to start where it claims).
+    /// At most a bounded number of steps per call, so a process that keeps
+    /// changing the ring cannot hold the consumer here.
     pub fn drain_with(&self, timeout_ns: u64, mut f: impl FnMut(u16, &[u8])) -> usize {
+        if self.ring == 0 {
+            return 0;
+        }
         let c = self.control();
         let mut n = 0;
         let mut buf = Vec::new();
+        let mut steps = self.ring / 8 + 64;
         loop {
+            if steps == 0 {
+                break;
+            }
+            steps -= 1;
             let t = c.tail.load(Ordering::Relaxed);
             let h = c.head.load(Ordering::Acquire);
             if t == h {
                 break;
+            }
+            let used = h.wrapping_sub(t);
+            if used > self.ring as u64 || !t.is_multiple_of(8) {
+                self.skip_malformed(h);
+                continue;
             }
             let hdr_ref = self.header_at(t);
             let hdr = hdr_ref.load(Ordering::Acquire);
@@ -376,10 +479,17 @@ impl Session {
             }
             let len = (hdr & 0xffff_ffff) as usize;
             let need = (8 + ((len + 7) & !7)) as u64;
-            if need > h.wrapping_sub(t) {
-                break; // not a header we understand: wait (never read past head)
+            // Reservations are contiguous: head passed t only by the CAS
+            // that reserved this record, so a real one fits before head.
+            if need > used || hdr & (PUBLISHED | BUSY) == PUBLISHED | BUSY {
+                self.skip_malformed(h);
+                continue;
             }
             if hdr & PUBLISHED == 0 {
+                if hdr & BUSY == 0 {
+                    self.skip_malformed(h);
+                    continue;
+                }
                 let tid = ((hdr >> 32) & TID_MASK) as i32;
                 if !self.stalled_writer_gone(t, tid, timeout_ns) {
                     break; // being written
@@ -410,6 +520,24 @@ impl Session {
         n
     }
 
+    /// The ring holds something no producer wrote: count it and go on
+    /// from `head` (records between are lost; later ones are read). The
+    /// ring is not zeroed: a producer may be writing its record meanwhile.
+    fn skip_malformed(&self, head: u64) {
+        crate::trusted::SESSIONS.count(self.base as usize, 1);
+        let c = self.control();
+        // Producers start at head: align it so their headers stay aligned.
+        let h = (head.wrapping_add(7)) & !7;
+        if h != head {
+            let _ = c
+                .head
+                .compare_exchange(head, h, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        c.tail
+            .store(c.head.load(Ordering::Acquire), Ordering::Release);
+        c.stall_since.store(0, Ordering::Relaxed);
+    }
+
     /// The record at `pos` is busy: has its writer `tid` died, or stalled
     /// (running, not stopped) for longer than `timeout_ns`?
     fn stalled_writer_gone(&self, pos: u64, tid: i32, timeout_ns: u64) -> bool {
@@ -435,7 +563,10 @@ impl Session {
     pub fn pending_bytes(&self) -> u64 {
         let c = self.control();
         let t = c.tail.load(Ordering::Acquire);
-        c.head.load(Ordering::Acquire).wrapping_sub(t)
+        c.head
+            .load(Ordering::Acquire)
+            .wrapping_sub(t)
+            .min(self.ring as u64)
     }
 
     pub fn dropped(&self) -> u64 {
@@ -493,8 +624,7 @@ mod tests {
     fn mk(size: usize) -> (Vec<u64>, Session) {
         let mut mem = vec![0u64; Session::total_size(size) / 8];
         // SAFETY: mem outlives the session in each test.
-        let s = unsafe { Session::from_raw(mem.as_mut_ptr() as *mut u8) };
-        s.init(size);
+        let s = unsafe { Session::create(mem.as_mut_ptr() as *mut u8, size) };
         (mem, s)
     }
 

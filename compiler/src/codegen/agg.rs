@@ -92,7 +92,15 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             StatOp::Max => self.b.ins().load(I64, flags(), p, field(stats::MAX)),
             StatOp::Avg => {
                 let sum = self.b.ins().load(I64, flags(), p, field(stats::SUM));
-                self.b.ins().sdiv(sum, count)
+                // The slot is shared memory any process of the session can
+                // write: a count of -1 with sum i64::MIN must not trap
+                // (sdiv overflow); it wraps like the other arithmetic.
+                let m1 = self.b.ins().icmp_imm_s(IntCC::Equal, count, -1);
+                let one = self.iconst(1);
+                let d = self.b.ins().select(m1, one, count);
+                let q = self.b.ins().sdiv(sum, d);
+                let neg = self.b.ins().ineg(sum);
+                self.b.ins().select(m1, neg, q)
             }
         })
     }

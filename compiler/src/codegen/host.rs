@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use ptap_rt::script::ctx::{Handler, ProbeCtx};
 use ptap_rt::script::globals::{self, Globals};
-use ptap_rt::script::map::{Kind as MapKind, Map, Shape};
+use ptap_rt::script::map::{Kind as MapKind, Map};
 use ptap_rt::script::meta::{GlobalKind, InitValue, Meta, PointKind};
 use ptap_rt::session::Session;
 
@@ -44,16 +44,10 @@ pub fn init_global(g: &Globals, meta: &Meta, gl: &ptap_rt::script::meta::MetaGlo
         if gl.kind == GlobalKind::Stats {
             g.reset_stats(gl.offset);
         }
-        if let Some(a) = &gl.array {
-            let shape = Shape {
-                keys: a.keys.clone(),
-                value: a.value,
-                capacity: a.capacity,
-                cap: cap as u64,
-                hist_bytes: a.hist_bytes,
-            };
-            // SAFETY: the compiler laid this array out at gl.offset with this shape.
-            unsafe { Map::at(g, gl.offset) }.init(&shape);
+        if let Some((off, shape)) = meta.array_shapes().into_iter().find(|a| a.0 == gl.offset) {
+            // SAFETY: the compiler laid this array out at `off` with this
+            // shape (init also records the shape as this process's trusted one).
+            unsafe { Map::at(g, off) }.init(&shape);
         }
         match (&gl.init, gl.kind) {
             (Some(InitValue::Long(v)), GlobalKind::Long) => {
@@ -158,7 +152,7 @@ pub fn unread_globals(meta: &Meta, g: &Globals) -> String {
                 let (min, max, avg) = if count == 0 {
                     (0, 0, 0)
                 } else {
-                    (min, max, sum / count)
+                    (min, max, sum.checked_div(count).unwrap_or(0))
                 };
                 out.push_str(&format!(
                     "{} @count={count} @min={min} @max={max} @sum={sum} @avg={avg}\n",
@@ -228,7 +222,7 @@ impl MapValue {
                 let (mi, ma, avg) = if *c == 0 {
                     (0, 0, 0)
                 } else {
-                    (*mi, *ma, s / c)
+                    (*mi, *ma, s.checked_div(*c).unwrap_or(0))
                 };
                 format!("@count={c} @min={mi} @max={ma} @sum={s} @avg={avg}")
             }
@@ -298,6 +292,14 @@ pub fn summary(g: &Globals, session: &Session) -> String {
     let map_full = h.map_full.load(Ordering::Acquire);
     let dropped = session.dropped();
     let mut out = summary_text(errors, nmissed, reentrancy, map_full, dropped);
+    let bad = session
+        .malformed()
+        .saturating_add(crate::output::malformed_records());
+    if bad > 0 {
+        out.push_str(&format!(
+            "WARNING: Malformed output records skipped (the session memory was overwritten): {bad}\n"
+        ));
+    }
     out.push_str(&unwound_line(h.unwound.load(Ordering::Acquire)));
     out
 }

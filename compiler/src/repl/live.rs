@@ -94,8 +94,7 @@ impl Live {
         let g = unsafe { host::globals_of(&owned.session) };
         g.init(area, 0);
         let installed = load::runtime_path()?;
-        let snap = RuntimeSnapshot::new_for(&installed, true)
-            .ok_or("cannot make a private copy of the runtime in the temporary directory")?;
+        let snap = RuntimeSnapshot::new_for(&installed, true)?;
         let dir = snap
             .path
             .parent()
@@ -140,11 +139,14 @@ impl Live {
         self.snap.as_ref()
     }
 
-    /// A detached target may still need the snapshot: leave it on disk.
-    pub fn keep_snapshot(&mut self) {
-        if let Some(s) = self.snap.take() {
-            s.keep();
-        }
+    /// Write a module into the session's private directory (readable by
+    /// the target: see docs/security.md).
+    pub fn write_module(&self, name: &str, object: &[u8]) -> Result<PathBuf, String> {
+        let snap = self
+            .snap
+            .as_ref()
+            .ok_or("the session has no private directory")?;
+        snap.dir.write(name, object)
     }
 
     /// Wait (bounded) until `pid` has joined the session and applied the
@@ -275,10 +277,10 @@ impl Live {
         let ptap = ptap_rt::script::load::load(object).map_err(|e| e.to_string())?;
         let id = self.next_id;
         self.next_id += 1;
-        let path = self.runtime().with_file_name(format!("repl-{id}.o"));
         let mut slot = None;
+        let mut path = PathBuf::new();
         if in_target {
-            load::write_readable(&path, object)?;
+            path = self.write_module(&format!("repl-{id}.o"), object)?;
             let t = self.table();
             let free = t
                 .slots

@@ -244,8 +244,6 @@ fn finish(live: &Arc<Mutex<Live>>, printer: &Arc<Mutex<Printer>>) -> i32 {
         l.say(&format!(
             "ptap: detached from pid {pid}; it keeps running\n"
         ));
-        // The detached target may still need the runtime's files.
-        l.keep_snapshot();
     }
     let code = i32::from(l.errors() > 0);
     l.finished = Some(code);
@@ -525,8 +523,7 @@ impl Repl {
             .map_err(|f| f.render())
             .and_then(|c| ptap_compiler::emit_object(&c).map_err(|e| e.to_string()))?;
         let mut l = self.live.lock().map_err(|_| "the session is broken")?;
-        let path = l.runtime().with_file_name("repl-0.o");
-        crate::load::write_readable(&path, &empty)?;
+        let path = l.write_module("repl-0.o", &empty)?;
         ptap_compiler::codegen::host::set_target(&l.g, pid);
         let snap = l.snapshot().ok_or("the session has no runtime snapshot")?;
         let a = crate::load::attach_to(

@@ -113,6 +113,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     let mut sink = Sink {
         out,
         json: opts.json,
+        diags: Default::default(),
     };
     load::install_interrupt_handlers();
 

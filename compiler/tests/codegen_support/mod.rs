@@ -19,6 +19,17 @@ pub struct Env {
     pub jit: Jit,
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        // The memory goes away: its sizes are no longer this process's record.
+        self.session.forget();
+        for (off, _) in self.jit.compiled.meta.array_shapes() {
+            ptap_rt::script::map::Map::forget_shape(&self.globals, off);
+        }
+        self.globals.forget();
+    }
+}
+
 pub fn compile(src: &str) -> Result<Jit, String> {
     compile_with(src, &[])
 }
@@ -50,8 +61,7 @@ pub fn env_with(src: &str, defines: &[&str]) -> Env {
     let mut mem = vec![0u64; total.div_ceil(8)];
     let base = mem.as_mut_ptr() as *mut u8;
     // SAFETY: mem lives as long as Env.
-    let session = unsafe { Session::from_raw(base) };
-    session.init(RING);
+    let session = unsafe { Session::create(base, RING) };
     // SAFETY: the globals area lies inside mem.
     let globals = unsafe { Globals::from_raw(base.add(globals::offset_in_session(RING))) };
     ptap_compiler::codegen::host::init_globals(&globals, &jit.compiled.meta, 4242);

@@ -461,6 +461,13 @@ pub fn attach_in(
         syscalls: Vec::new(),
     };
     let meta = a.module.meta.clone();
+    if !globals.is_null() {
+        // The arrays' headers are shared memory: this process checks them
+        // against its module's shapes from now on.
+        for (off, shape) in meta.array_shapes() {
+            super::map::Map::record_shape_at(globals as usize + off as usize, &shape);
+        }
+    }
     let maxaction = i64::try_from(meta.limits.maxaction).unwrap_or(i64::MAX);
     for (pi, p) in meta.probes.iter().enumerate() {
         let (Some(handler), entry) = (a.module.handler(pi), a.module.entry_handler(pi)) else {

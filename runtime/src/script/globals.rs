@@ -150,6 +150,24 @@ impl Globals {
         self.base
     }
 
+    /// Record that the area at `base` has `size` bytes (in this process's
+    /// memory: the header's `size` is writable by every process of the
+    /// session). [`Globals::init`] does it for the area's creator.
+    pub fn record_size(base: *mut u8, size: usize) {
+        crate::trusted::GLOBALS.set(base as usize, size);
+    }
+
+    /// Bytes of the area as recorded in this process (0: unknown; arrays
+    /// of an unknown area are treated as empty and full).
+    pub fn size(&self) -> usize {
+        crate::trusted::GLOBALS.get(self.base as usize)
+    }
+
+    /// Stop using this area (about to be unmapped).
+    pub fn forget(&self) {
+        crate::trusted::GLOBALS.remove(self.base as usize);
+    }
+
     pub fn header(&self) -> &Header {
         // SAFETY: from_raw contract; Header is atomics only.
         unsafe { &*(self.base as *const Header) }
@@ -157,6 +175,7 @@ impl Globals {
 
     /// Initialise a zeroed area of `size` bytes.
     pub fn init(&self, size: u64, target_pid: i32) {
+        Globals::record_size(self.base, size as usize);
         let h = self.header();
         h.size.store(size, Ordering::Relaxed);
         h.target_pid.store(target_pid, Ordering::Relaxed);

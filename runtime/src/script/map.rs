@@ -123,10 +123,33 @@ impl Shape {
 }
 
 /// A view of one array.
+///
+/// The array's header lives in shared memory that every process of the
+/// session can write: [`Map::at`] reads it once, checks it (a shape the
+/// compiler could have made, lying inside the globals area as recorded in
+/// this process) and keeps the checked copy here. Entry addresses are
+/// computed from that copy only, so no header content can send a read or
+/// write outside the array. An array whose header fails the check has no
+/// slots: lookups find nothing and inserts fail as full.
 #[derive(Clone, Copy)]
 pub struct Map {
     base: *mut u8,
+    /// 0: the header was not valid (nothing is read or written).
+    nslots: usize,
+    entry_size: usize,
+    /// Key kinds, 1 bit each (1 = string).
+    strkeys: u64,
+    nkeys: usize,
+    value: Kind,
+    cap: usize,
+    hist_bytes: usize,
+    capacity: u64,
 }
+
+/// Longest string capacity an array may have (MAXSTRINGLEN + 1).
+const MAX_CAP: u64 = 1 << 20;
+/// Most entries an array may have.
+const MAX_CAPACITY: u64 = 1 << 32;
 
 /// Why an operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,23 +164,144 @@ pub enum MapError {
 pub type Keys = *const i64;
 
 impl Map {
+    /// The array at `off` of `g`, its header checked against the area's
+    /// size recorded in this process ([`Globals::size`]).
+    ///
     /// # Safety
-    /// `g` must hold an array of the right shape at `off` (laid out by the
-    /// compiler, initialised by [`Map::init`]).
+    /// `off` must be 8-aligned and inside `g`'s mapping (the compiler's
+    /// layout); the area must be mapped as long as the view is used.
     pub unsafe fn at(g: &Globals, off: u64) -> Map {
         // SAFETY: caller contract.
-        Map {
-            base: unsafe { g.base().add(off as usize) },
+        let base = unsafe { g.base().add(off as usize) };
+        let mut m = Map {
+            base,
+            nslots: 0,
+            entry_size: 0,
+            strkeys: 0,
+            nkeys: 0,
+            value: Kind::Long,
+            cap: 1,
+            hist_bytes: 0,
+            capacity: 0,
+        };
+        let avail = (g.size() as u64).saturating_sub(off);
+        if avail < HEADER_SIZE || !off.is_multiple_of(8) {
+            return m;
         }
+        let h = m.header();
+        let ld = |a: &AtomicU64| a.load(Ordering::Acquire);
+        let (capacity, nslots, entry_size) = (ld(&h.capacity), ld(&h.nslots), ld(&h.entry_size));
+        let (keys, value, cap, hist) = (ld(&h.keys), ld(&h.value), ld(&h.cap), ld(&h.hist_bytes));
+        let words = [capacity, nslots, entry_size, keys, value, cap, hist];
+        let want = crate::trusted::ARRAYS.get(base as usize);
+        // SAFETY: a non-zero entry is a leaked [u64; 7] (record_shape), never freed.
+        if want != 0 && unsafe { *(want as *const [u64; 7]) } != words {
+            return m;
+        }
+        let nkeys = (keys >> 56) as usize;
+        let value = match value {
+            0 => Kind::Long,
+            1 => Kind::Str,
+            2 => Kind::Stats,
+            _ => return m,
+        };
+        if nkeys > MAX_KEYS
+            || (keys & ((1 << 56) - 1)) >> nkeys != 0
+            || !(1..=MAX_CAP).contains(&cap)
+            || !hist.is_multiple_of(8)
+            || hist > MAX_CAP * 8
+            || capacity > MAX_CAPACITY
+        {
+            return m;
+        }
+        let shape = Shape {
+            keys: Vec::new(),
+            value,
+            capacity,
+            cap,
+            hist_bytes: hist,
+        };
+        let strsz = round8(cap);
+        let key_bytes: u64 = (0..nkeys)
+            .map(|i| if keys & (1 << i) != 0 { strsz } else { 8 })
+            .sum();
+        // Shape::entry_size with these keys (the Vec-free form).
+        let want_entry = shape.entry_size() + key_bytes;
+        let fits = nslots
+            .checked_mul(entry_size)
+            .and_then(|b| b.checked_add(HEADER_SIZE))
+            .is_some_and(|b| b <= avail);
+        if nslots != shape.nslots() || entry_size != want_entry || !fits {
+            return m;
+        }
+        m.nslots = nslots as usize;
+        m.entry_size = entry_size as usize;
+        m.strkeys = keys & ((1 << MAX_KEYS) - 1);
+        m.nkeys = nkeys;
+        m.value = value;
+        m.cap = cap as usize;
+        m.hist_bytes = hist as usize;
+        m.capacity = capacity;
+        m
+    }
+
+    /// Record in this process the header the array at `off` of `g` must
+    /// have (its module's shape): [`Map::at`] then accepts only that
+    /// header, so no other process of the session can change the layout
+    /// that compiled code and helpers assume. Not for the hit path
+    /// (allocates).
+    pub fn record_shape(g: &Globals, off: u64, shape: &Shape) {
+        Map::record_shape_at(g.base() as usize + off as usize, shape);
+    }
+
+    /// [`Map::record_shape`] by the array's address.
+    pub fn record_shape_at(key: usize, shape: &Shape) {
+        let mut keys = (shape.keys.len() as u64) << 56;
+        for (i, k) in shape.keys.iter().enumerate() {
+            if *k == Kind::Str {
+                keys |= 1 << i;
+            }
+        }
+        let words: [u64; 7] = [
+            shape.capacity,
+            shape.nslots(),
+            shape.entry_size(),
+            keys,
+            shape.value as u64,
+            shape.cap,
+            round8(shape.hist_bytes),
+        ];
+        let cur = crate::trusted::ARRAYS.get(key);
+        // SAFETY: as in `at`.
+        if cur != 0 && unsafe { *(cur as *const [u64; 7]) } == words {
+            return;
+        }
+        // Leaked: a reader may still hold the old pointer (a few words per array).
+        let p = Box::leak(Box::new(words)) as *const [u64; 7] as usize;
+        crate::trusted::ARRAYS.set(key, p);
+    }
+
+    /// Forget the recorded header of the array at `off` of `g`.
+    pub fn forget_shape(g: &Globals, off: u64) {
+        crate::trusted::ARRAYS.remove(g.base() as usize + off as usize);
+    }
+
+    /// Did the header pass the checks of [`Map::at`]?
+    pub fn valid(&self) -> bool {
+        self.nslots != 0
     }
 
     fn header(&self) -> &Header {
-        // SAFETY: `at` contract; Header is atomics only.
+        // SAFETY: `at` contract (checked: HEADER_SIZE bytes at base, or
+        // `init` by the array's creator); Header is atomics only.
         unsafe { &*(self.base as *const Header) }
     }
 
-    /// Write the header of a zeroed array.
+    /// Write the header of a zeroed array (its creator, with the compiler's
+    /// shape), and record it ([`Map::record_shape`]). Views made before
+    /// this see no array: make a new one.
     pub fn init(&self, shape: &Shape) {
+        Map::record_shape_at(self.base as usize, shape);
         let h = self.header();
         let mut bits = (shape.keys.len() as u64) << 56;
         for (i, k) in shape.keys.iter().enumerate() {
@@ -176,37 +320,36 @@ impl Map {
     }
 
     fn nkeys(&self) -> usize {
-        ((self.header().keys.load(Ordering::Relaxed) >> 56) as usize).min(MAX_KEYS)
+        self.nkeys
     }
 
     fn key_is_str(&self, i: usize) -> bool {
-        self.header().keys.load(Ordering::Relaxed) & (1 << i) != 0
+        i < MAX_KEYS && self.strkeys & (1 << i) != 0
     }
 
     pub fn cap(&self) -> usize {
-        self.header().cap.load(Ordering::Relaxed) as usize
+        self.cap
     }
 
     pub fn value_kind(&self) -> Kind {
-        match self.header().value.load(Ordering::Relaxed) {
-            1 => Kind::Str,
-            2 => Kind::Stats,
-            _ => Kind::Long,
-        }
+        self.value
     }
 
     pub fn nslots(&self) -> usize {
-        self.header().nslots.load(Ordering::Relaxed) as usize
+        self.nslots
     }
 
     pub fn capacity(&self) -> u64 {
-        self.header().capacity.load(Ordering::Relaxed)
+        self.capacity
     }
 
     fn entry(&self, i: usize) -> *mut u8 {
-        let size = self.header().entry_size.load(Ordering::Relaxed) as usize;
-        // SAFETY: i < nslots (callers mask with nslots - 1).
-        unsafe { self.base.add(HEADER_SIZE as usize + i * size) }
+        // Callers mask i with nslots - 1; the clamp keeps any other index
+        // inside the array too.
+        let i = i & self.nslots.wrapping_sub(1);
+        // SAFETY: i < nslots; the array's nslots * entry_size bytes lie in
+        // the globals area (checked by `at`).
+        unsafe { self.base.add(HEADER_SIZE as usize + i * self.entry_size) }
     }
 
     pub fn state(&self, i: usize) -> &AtomicU64 {
@@ -215,12 +358,12 @@ impl Map {
     }
 
     fn key_ptr(&self, i: usize, k: usize) -> *mut u8 {
-        let strsz = round8(self.cap() as u64) as usize;
+        let strsz = round8(self.cap as u64) as usize;
         let mut off = 16;
-        for j in 0..k {
+        for j in 0..k.min(self.nkeys) {
             off += if self.key_is_str(j) { strsz } else { 8 };
         }
-        // SAFETY: inside entry i.
+        // SAFETY: inside entry i (its size was checked against the keys).
         unsafe { self.entry(i).add(off) }
     }
 
@@ -231,14 +374,15 @@ impl Map {
 
     /// Key `k` of entry `i` as a long (strings: 0).
     pub fn key_long(&self, i: usize, k: usize) -> i64 {
-        if self.key_is_str(k) {
+        if self.key_is_str(k) || k >= self.nkeys {
             return 0;
         }
         // SAFETY: an 8-byte key slot.
         unsafe { (self.key_ptr(i, k) as *const i64).read() }
     }
 
-    /// Key `k` of entry `i` as a NUL-terminated string pointer.
+    /// Key `k` of entry `i` as a NUL-terminated string pointer (its slot
+    /// holds `cap()` bytes; read it with a bound, it is shared memory).
     pub fn key_str(&self, i: usize, k: usize) -> *const u8 {
         self.key_ptr(i, k)
     }
@@ -331,6 +475,9 @@ impl Map {
     /// `keys` holds one value per key; string keys NUL-terminated.
     pub unsafe fn find(&self, keys: Keys) -> Option<usize> {
         let n = self.nslots();
+        if n == 0 {
+            return None;
+        }
         // SAFETY: caller contract.
         let h = unsafe { self.hash(keys) };
         let mut i = h as usize & (n - 1);
@@ -354,6 +501,9 @@ impl Map {
         // SAFETY: caller contract.
         if let Some(i) = unsafe { self.find(keys) } {
             return Ok(i);
+        }
+        if !self.valid() {
+            return Err(MapError::Full(0));
         }
         if !self.lock() {
             return Err(MapError::Busy);
@@ -482,8 +632,7 @@ impl Map {
                     w.add(1).write(0);
                     w.add(2).write(i64::MAX);
                     w.add(3).write(i64::MIN);
-                    let extra = self.header().hist_bytes.load(Ordering::Relaxed) as usize;
-                    core::ptr::write_bytes(vp.add(32), 0, extra);
+                    core::ptr::write_bytes(vp.add(32), 0, self.hist_bytes);
                 }
             }
             (self.entry(i).add(8) as *mut u64).write(h);
@@ -509,6 +658,9 @@ impl Map {
 
     /// `delete a`: every entry back to EMPTY (not atomic with concurrent inserts).
     pub fn clear(&self) {
+        if !self.valid() {
+            return;
+        }
         for i in 0..self.nslots() {
             self.state(i).store(EMPTY, Ordering::Release);
         }
@@ -548,8 +700,10 @@ mod tests {
         let g = unsafe { Globals::from_raw(mem.as_mut_ptr() as *mut u8) };
         g.init(size, 0);
         // SAFETY: the array lives at 64.
+        unsafe { Map::at(&g, 64) }.init(shape);
+        // SAFETY: as above, now initialised.
         let m = unsafe { Map::at(&g, 64) };
-        m.init(shape);
+        assert!(m.valid());
         (mem, g, m)
     }
 

@@ -141,6 +141,27 @@ pub struct MetaLoc {
 }
 
 impl Meta {
+    /// Every array global: (offset in the globals area, shape).
+    pub fn array_shapes(&self) -> Vec<(u64, super::map::Shape)> {
+        let cap = self.limits.maxstringlen + 1;
+        self.globals
+            .iter()
+            .filter_map(|gl| {
+                let a = gl.array.as_ref()?;
+                Some((
+                    gl.offset,
+                    super::map::Shape {
+                        keys: a.keys.clone(),
+                        value: a.value,
+                        capacity: a.capacity,
+                        cap,
+                        hist_bytes: a.hist_bytes,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// The location text `file:line:col` of location `id`.
     pub fn location(&self, id: u32) -> Option<String> {
         self.locations

@@ -107,8 +107,7 @@ mod tests {
     fn roundtrip() {
         let mut mem = vec![0u64; Session::total_size(4096) / 8];
         // SAFETY: mem outlives the session.
-        let s = unsafe { Session::from_raw(mem.as_mut_ptr() as *mut u8) };
-        s.init(4096);
+        let s = unsafe { Session::create(mem.as_mut_ptr() as *mut u8, 4096) };
         assert!(write(
             &s,
             7,
