@@ -41,14 +41,6 @@ impl Checker<'_> {
             A::Num(n) => mk(ExprKind::Long(*n), Ty::K(Type::Long), span),
             A::Str(s) => mk(ExprKind::Str(s.clone()), Ty::K(Type::String), span),
             A::Name(id) => self.name(scope, id),
-            // SystemTap's `$return` is ptap's `ret` (both only in return probes).
-            A::TargetVar(id) if id.name == "return" => self.name(
-                scope,
-                &ast::Ident {
-                    name: "ret".to_string(),
-                    span: id.span,
-                },
-            ),
             A::Index { array, keys } => self.index(scope, array, keys, span),
             A::Call { name, args } => self.call(scope, name, args, span),
             A::AtCall { name, args } => self.at_call(scope, name, args, span),

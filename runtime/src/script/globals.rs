@@ -354,8 +354,9 @@ mod tests {
     #[test]
     fn layout_and_strings() {
         let (offs, size) = layout(&[Slot::Long, Slot::Str, Slot::Long], 128);
-        assert_eq!(offs, vec![64, 72, 72 + 8 + 136]);
-        assert_eq!(size, 72 + 8 + 136 + 8);
+        let h = HEADER_SIZE as u64;
+        assert_eq!(offs, vec![h, h + 8, h + 8 + 8 + 136]);
+        assert_eq!(size, h + 8 + 8 + 136 + 8);
         let mut mem = vec![0u64; size as usize / 8];
         // SAFETY: mem outlives g.
         let g = unsafe { Globals::from_raw(mem.as_mut_ptr() as *mut u8) };
