@@ -427,6 +427,28 @@ pub fn parse_target(raw: &str, span: Span) -> Result<Target, PointError> {
             _ => Err(bad("an address is written in hex, as in `0x401136`")),
         };
     }
+    // `sys_*`, `sys_open*`: every system call whose name matches (as
+    // SystemTap's `syscall.*`); a user function is qualified with its module.
+    if let (None, Some(call)) = (&module, rest.strip_prefix("sys_")) {
+        if is_pattern(call) {
+            let calls: Vec<(String, u32)> = syscalls::SYSCALLS
+                .iter()
+                .filter(|(n, _)| crate::preprocess::glob(call.as_bytes(), n.as_bytes()))
+                .map(|&(n, nr)| (n.to_string(), nr))
+                .collect();
+            if calls.is_empty() {
+                return Err(PointError::UnknownSyscall {
+                    name: rest.to_string(),
+                    span,
+                    suggestion: None,
+                });
+            }
+            return Ok(Target::Syscall {
+                name: rest.to_string(),
+                calls,
+            });
+        }
+    }
     if is_pattern(rest) {
         return Ok(Target::Pattern {
             module,

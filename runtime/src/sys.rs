@@ -274,6 +274,23 @@ pub fn sleep_us(us: u64) {
     }
 }
 
+/// fstat through the runtime's own system call path (libc's `fstat` may be
+/// probed: `kprobe(sys_newfstatat)` must not see the runtime's calls).
+pub fn fstat(fd: i32) -> Option<libc::stat> {
+    // SAFETY: `st` is a plain struct the kernel fills; zeroed is valid.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: fstat writes at most size_of::<stat>() bytes into `st`.
+    let r = unsafe {
+        syscall3(
+            libc::SYS_fstat as usize,
+            fd as usize,
+            &mut st as *mut _ as usize,
+            0,
+        )
+    };
+    (r == 0).then_some(st)
+}
+
 /// pwrite through an fd (used with /proc/self/mem to patch r-x text).
 /// # Safety
 /// Writing to /proc/self/mem changes this process's memory at `off`.

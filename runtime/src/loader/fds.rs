@@ -50,11 +50,7 @@ pub struct Ident {
 }
 
 fn ident_of(fd: i32) -> Option<(u64, u64)> {
-    // SAFETY: fstat writes `st`.
-    unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        (libc::fstat(fd, &mut st) == 0).then_some((st.st_dev, st.st_ino))
-    }
+    crate::sys::fstat(fd).map(|st| (st.st_dev, st.st_ino))
 }
 
 /// This process's `/proc/self/mem`, kept open at a high number: `fd` if it
