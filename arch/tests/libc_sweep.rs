@@ -119,7 +119,7 @@ fn every_libc_function_decodes_and_relocates() {
     assert!(slots + emulated >= insns * 99 / 100);
 }
 
-/// Registration-time cost, for issue 7's "10,000 probes armed in ≤ 100 ms": decode every
+/// Registration-time cost, for the goal "10,000 probes armed in ≤ 100 ms": decode every
 /// libc function and prepare a slot at each entry. Not a timed test
 /// (`cargo test --release -p ptap-arch --test libc_sweep -- --ignored --nocapture`).
 #[test]

@@ -1,4 +1,4 @@
-//! Faults and signals (issue 3, "fault_handler" and "target's own signal handlers").
+//! Faults and signals ("fault_handler" and "target's own signal handlers").
 mod support;
 use support::*;
 

@@ -1,4 +1,4 @@
-//! kprobes inside user-space targets (issue 3, "kprobe" and registration bullets).
+//! kprobes inside user-space targets ("kprobe" and registration bullets).
 mod support;
 use support::*;
 

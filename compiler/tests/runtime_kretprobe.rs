@@ -1,4 +1,4 @@
-//! kretprobes and jprobes (issue 3).
+//! kretprobes and jprobes .
 mod support;
 use support::*;
 

@@ -1,4 +1,4 @@
-//! Jump-optimized probes (issue 7): the jump path takes no trap, keeps the
+//! Jump-optimized probes : the jump path takes no trap, keeps the
 //! kprobe semantics, is reported by -v, and survives live patching while 8
 //! threads run through the probed code (both paths, exact counts).
 mod support;

@@ -1,4 +1,4 @@
-//! Threads, malloc, output ring, detach (issue 3, "hit path" and "Loading" bullets).
+//! Threads, malloc, output ring, detach ("hit path" and "Loading" bullets).
 mod support;
 use std::time::Duration;
 use support::*;

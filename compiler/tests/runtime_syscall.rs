@@ -1,4 +1,4 @@
-//! Syscall probes (issue 5): coverage, arguments and return values,
+//! Syscall probes : coverage, arguments and return values,
 //! children, signals, detach — through `ptap load` of C modules that use
 //! runtime/include/ptap/syscalls.h.
 mod support;

@@ -1,5 +1,5 @@
 /*
- * jprobe_example.c - the seed's jprobe example, ported to user space.
+ * jprobe_example.c - the jprobe example of the 2005 Kprobes document, ported to user space.
  * Prints the arguments of sum6() in tests/targets/args (mirror principle).
  */
 #include <ptap/kprobes.h>

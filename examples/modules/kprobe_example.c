@@ -1,5 +1,5 @@
 /*
- * kprobe_example.c - the seed's kprobe example, ported to user space.
+ * kprobe_example.c - the kprobe example of the 2005 Kprobes document, ported to user space.
  * Probes work() in tests/targets/hot; dumps registers and a stack.
  */
 #include <ptap/kprobes.h>

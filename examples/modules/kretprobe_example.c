@@ -1,5 +1,5 @@
 /*
- * kretprobe_example.c - the seed's kretprobe example, ported to user space.
+ * kretprobe_example.c - the kretprobe example of the 2005 Kprobes document, ported to user space.
  * Reports failing calls of libc's open() (try it on tests/targets/opens).
  */
 #include <ptap/kprobes.h>

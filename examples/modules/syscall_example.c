@@ -1,5 +1,5 @@
 /*
- * syscall_example.c - the seed's kretprobe example, at the system call level:
+ * syscall_example.c - the kretprobe example of the 2005 Kprobes document, at the system call level:
  * reports every failing call of the open family (open, openat, openat2,
  * creat) with its raw kernel return value (-errno), whoever makes it.
  *

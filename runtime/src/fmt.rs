@@ -315,7 +315,7 @@ pub unsafe fn format(out: &mut Buf, fmt: *const u8, args: &mut ArgReader) {
                 )
             }
             b'p' => {
-                // Kernel style: plain hex, no "0x" (so "0x%p" reads as in the seed).
+                // Kernel style: plain hex, no "0x" (so "0x%p" reads as in the 2005 Kprobes document's examples).
                 let v = args.next_arg();
                 number(out, &spec, false, v, 16, false, b"")
             }

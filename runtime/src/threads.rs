@@ -12,7 +12,7 @@ use ptap_arch::regs::PtRegs;
 use crate::sys;
 
 pub const MAX_THREADS: usize = 4096;
-/// Bytes of stack saved above sp for a jprobe (the seed's MAX_STACK_SIZE).
+/// Bytes of stack saved above sp for a jprobe (MAX_STACK_SIZE of the 2005 Kprobes document).
 pub const JPROBE_STACK: usize = 192;
 
 /// Fault-recovery context used by `ptap_rt_guarded_call` (layout used by asm).
@@ -40,7 +40,7 @@ pub struct ThreadState {
     pub active: AtomicU32,
     /// Incremented each time `active` drops back to 0.
     pub gen: AtomicU64,
-    /// The seed's reentrancy rule: a probe hit while this is set runs no handler.
+    /// The Kprobes reentrancy rule: a probe hit while this is set runs no handler.
     pub in_handler: u32,
     pub guard: Guard,
     /// Single-step pending: the site whose slot is being stepped.

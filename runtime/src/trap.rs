@@ -641,7 +641,7 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
     unsafe {
         recover_abandoned(ts, regs.sp);
         if (*ts).in_handler != 0 {
-            // The seed's reentrancy rule: no handler runs, count a miss.
+            // The Kprobes reentrancy rule: no handler runs, count a miss.
             for e in &site.probes {
                 if e.is_dead() {
                     continue;
@@ -1144,7 +1144,7 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
 /// Call the fault_handlers of a site whose displaced instruction faulted.
 /// Returns true if one of them handled it (returned non-zero).
 /// Run `site`'s fault handlers for a fault of its displaced instruction,
-/// unless this thread is already inside a handler (the seed's reentrancy
+/// unless this thread is already inside a handler (the Kprobes reentrancy
 /// rule). True if a handler dealt with the fault.
 ///
 /// # Safety

@@ -2,7 +2,7 @@
 //! @min @max @avg`. A statistics global is four i64 in the session
 //! (`ptap_rt::script::globals::stats`): count and sum are atomic adds, min
 //! and max compare-and-swap loops, so concurrent hits lose nothing.
-//! Aggregates in array elements and histograms are issue 6.
+//! Aggregates in array elements are in array.rs, histograms in hist.rs.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
@@ -21,7 +21,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     /// Address of the statistics global an aggregate targets.
     fn stats_addr(&mut self, target: &AggTarget, span: Span) -> R<Value> {
         let AggTarget::Global(id) = target else {
-            return unsupported("aggregates in array elements (issue 6)", span);
+            return unsupported("aggregates in array elements ", span);
         };
         if self.shared.layout.kinds[*id] != GlobalKind::Stats {
             return unsupported("`<<<` on a global that is not statistics", span);

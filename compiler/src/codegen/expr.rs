@@ -53,7 +53,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             ExprKind::Element { global, keys } => self.translate_element(*global, keys, e.span),
             ExprKind::In { global, keys } => self.translate_in(*global, keys, e.span),
             ExprKind::Stat { op, target } => self.translate_stat(*op, target, e.span),
-            ExprKind::Hist { .. } => unsupported("histograms (issue 6)", e.span),
+            ExprKind::Hist { .. } => unsupported("histograms here", e.span),
             ExprKind::Regex {
                 negate,
                 subject,
@@ -312,7 +312,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         match op {
             BinOp::And | BinOp::Or => return self.translate_logical(op, lhs, rhs),
             BinOp::Match | BinOp::NotMatch => {
-                return unsupported("regular expression matching (issue 6)", span)
+                return unsupported("regular expression matching here", span)
             }
             _ => {}
         }

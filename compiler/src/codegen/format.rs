@@ -98,7 +98,7 @@ pub(crate) fn value_format(args: &[Expr], end: &str) -> R<Format> {
         let conv = match a.ty {
             Type::Long => Conv::Signed,
             Type::String => Conv::Str,
-            _ => return unsupported("printing histograms (issue 6)", a.span),
+            _ => return unsupported("printing this histogram", a.span),
         };
         pieces.push(Piece::Spec(Spec {
             flags: Flags::default(),

@@ -337,7 +337,7 @@ unsafe fn run_handlers(
     table::enter(s);
     s.in_handler.store(1, Ordering::Relaxed);
     s.selector.store(table::ALLOW, Ordering::Relaxed);
-    // The seed's reentrancy rule across probe types: kprobes hit inside a
+    // The Kprobes reentrancy rule across probe types: kprobes hit inside a
     // syscall handler run no handler.
     let outer = match ts {
         // SAFETY: this thread's slot.
