@@ -15,10 +15,17 @@ use crate::trap::managed_mask;
 /// Every signal except the managed ones (a fault or trap in a runtime
 /// thread is still the runtime's) and glibc's internal 32 (cancellation)
 /// and 33 (setxid: every thread must take it, or the target's setuid()
-/// waits forever). SIGKILL and SIGSTOP cannot be blocked.
+/// waits forever), nor the real-time signals 40..=63 (the jump-path
+/// optimizer's barrier claims one of them that the target leaves at
+/// SIG_DFL and asks every thread, these too, where it is: blocked, each
+/// barrier would wait out its timeout). SIGKILL and SIGSTOP cannot be
+/// blocked.
 pub(crate) fn async_mask() -> u64 {
     let keep = [libc::SIGKILL, libc::SIGSTOP, 32, 33];
-    !keep.iter().fold(managed_mask(), |m, &s| m | sys::sigbit(s))
+    let barrier = (40..=63).fold(0u64, |m, s| m | sys::sigbit(s));
+    !keep
+        .iter()
+        .fold(managed_mask() | barrier, |m, &s| m | sys::sigbit(s))
 }
 
 /// While alive, the calling thread blocks [`async_mask`]: a thread spawned
@@ -66,6 +73,7 @@ mod tests {
         assert_eq!(m & async_mask(), async_mask());
         assert_eq!(m & managed_mask(), 0);
         assert_eq!(m & (sys::sigbit(32) | sys::sigbit(33)), 0);
+        assert_eq!(m & sys::sigbit(40), 0, "the barrier's signals stay open");
         assert_ne!(m & sys::sigbit(libc::SIGUSR1), 0);
     }
 }
