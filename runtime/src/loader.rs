@@ -206,6 +206,7 @@ pub extern "C" fn ptap_rt_attach() -> c_int {
             return -2;
         }
         let (tx, rx) = std::sync::mpsc::channel();
+        let _quiet = signals::quiet::Quiet::new(); // the target's signals are not for it
         let r = std::thread::Builder::new()
             .name("ptap-attach".into())
             .spawn(move || {
@@ -533,6 +534,7 @@ extern "C" fn fork_child() {
 
 fn spawn_control_thread() {
     let _untraced = crate::syscall::Untraced::new(); // syscall probes: do not arm the runtime's own thread
+    let _quiet = signals::quiet::Quiet::new(); // the target's signals are not for it
     let r = std::thread::Builder::new()
         .name("ptap-ctl".into())
         .stack_size(64 * 1024)

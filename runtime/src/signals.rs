@@ -16,6 +16,7 @@ use crate::trap::{managed, managed_mask, USER_ACT};
 mod got;
 mod masks;
 pub(crate) mod onstack;
+pub(crate) mod quiet;
 
 /// Set by the runtime constructor once its handlers are installed.
 pub static ACTIVE: AtomicBool = AtomicBool::new(false);

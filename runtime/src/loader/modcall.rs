@@ -47,6 +47,7 @@ pub fn call(f: usize, limit_s: Option<u64>) -> Outcome {
     let watchdog = limit_s.map(|secs| {
         INIT_TID.store(tid, Ordering::Release);
         let _untraced = crate::syscall::Untraced::new();
+        let _quiet = crate::signals::quiet::Quiet::new(); // the target's signals are not for it
         std::thread::Builder::new()
             .name("ptap-init-wd".into())
             .spawn(move || {
