@@ -68,6 +68,10 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
         .map_err(|e| e.to_diagnostic_message())?;
     // System calls need no program.
     match &target {
+        // `sys_open*`: one line per matching call (and alias).
+        Target::Syscall { name, .. } if name.contains(['*', '?', '[']) => {
+            return Ok(syscall_pattern(kind, name, vars))
+        }
         Target::Syscall { name, calls } => return Ok(vec![syscall_line(kind, name, calls, vars)]),
         Target::Pattern {
             module: None,
