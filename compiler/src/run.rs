@@ -65,6 +65,21 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
+    /// The session's output: `-o FILE` or stdout, text or `-f json`.
+    pub(crate) fn open(opts: &RunOpts) -> Result<Sink, String> {
+        let out: Box<dyn Write> = match opts.output {
+            Some(p) => Box::new(std::io::BufWriter::new(
+                std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            )),
+            None => Box::new(std::io::stdout()),
+        };
+        Ok(Sink {
+            out,
+            json: opts.json,
+            diags: Default::default(),
+        })
+    }
+
     pub(crate) fn drain(&mut self, s: &Session, prog: &Program) -> usize {
         let out = &mut self.out;
         let diags = &mut self.diags;
@@ -192,17 +207,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         None => None,
     };
 
-    let out: Box<dyn Write> = match opts.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        )),
-        None => Box::new(std::io::stdout()),
-    };
-    let mut sink = Sink {
-        out,
-        json: opts.json,
-        diags: Default::default(),
-    };
+    let mut sink = Sink::open(opts)?;
     load::install_interrupt_handlers();
 
     let t0 = Instant::now();

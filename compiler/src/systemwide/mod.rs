@@ -104,17 +104,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         None => None,
     };
 
-    let out: Box<dyn std::io::Write> = match opts.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        )),
-        None => Box::new(std::io::stdout()),
-    };
-    let mut sink = Sink {
-        out,
-        json: opts.json,
-        diags: Default::default(),
-    };
+    let mut sink = Sink::open(opts)?;
     load::install_interrupt_handlers();
 
     let t0 = Instant::now();
