@@ -413,17 +413,7 @@ fn session_loop(
     mut target: Option<&mut load::Target>,
     opts: &RunOpts,
 ) -> Result<Stop, String> {
-    let start = Instant::now();
-    let deadline = opts
-        .timeout
-        .map(|t| start + Duration::from_secs_f64(t.max(0.0)));
-    let mut timers: Vec<(usize, usize, Duration, Instant)> = host::timers(prog.meta())
-        .into_iter()
-        .map(|(p, q, ns)| {
-            let period = Duration::from_nanos(ns.max(1));
-            (p, q, period, start + period)
-        })
-        .collect();
+    let mut clock = Clock::new(prog, opts);
     loop {
         let n = sink.drain(s, prog);
         if arm_failed(g) {
@@ -460,10 +450,49 @@ fn session_loop(
             return Ok(Stop::Interrupted);
         }
         let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
+        if clock.timed_out(now) {
             return Ok(Stop::Timeout);
         }
-        for (p, q, period, due) in timers.iter_mut() {
+        clock.run_due(prog, s, g, now);
+        if n == 0 {
+            let _ = sink.out.flush();
+            clock.idle(Duration::from_millis(1));
+        }
+    }
+}
+
+/// `-T` and the timer probes of a session loop.
+pub(crate) struct Clock {
+    deadline: Option<Instant>,
+    /// (probe, point, period, next due time).
+    timers: Vec<(usize, usize, Duration, Instant)>,
+}
+
+impl Clock {
+    pub(crate) fn new(prog: &Program, opts: &RunOpts) -> Clock {
+        let start = Instant::now();
+        Clock {
+            deadline: opts
+                .timeout
+                .map(|t| start + Duration::from_secs_f64(t.max(0.0))),
+            timers: host::timers(prog.meta())
+                .into_iter()
+                .map(|(p, q, ns)| {
+                    let period = Duration::from_nanos(ns.max(1));
+                    (p, q, period, start + period)
+                })
+                .collect(),
+        }
+    }
+
+    /// `-T` has passed.
+    pub(crate) fn timed_out(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Run the timer probes that are due.
+    pub(crate) fn run_due(&mut self, prog: &Program, s: &Session, g: &Globals, now: Instant) {
+        for (p, q, period, due) in self.timers.iter_mut() {
             if now >= *due {
                 prog.run(Which::Timer(*p, *q), s, g);
                 // Skip missed periods rather than running them in a burst.
@@ -472,14 +501,18 @@ fn session_loop(
                 }
             }
         }
-        if n == 0 {
-            let _ = sink.out.flush();
-            let next_timer = timers.iter().map(|t| t.3).min();
-            let mut wait = Duration::from_millis(1);
-            if let Some(t) = next_timer {
-                wait = wait.min(t.saturating_duration_since(Instant::now()));
-            }
-            std::thread::sleep(wait);
-        }
+    }
+
+    /// Sleep at most `max`, and no later than the next timer or `-T`.
+    pub(crate) fn idle(&self, max: Duration) {
+        let now = Instant::now();
+        let wait = self
+            .timers
+            .iter()
+            .map(|t| t.3)
+            .chain(self.deadline)
+            .map(|t| t.saturating_duration_since(now))
+            .fold(max, Duration::min);
+        std::thread::sleep(wait);
     }
 }

@@ -234,17 +234,7 @@ fn session_loop(
     opts: &RunOpts,
 ) -> Result<&'static str, String> {
     let (s, g) = (runner.session, runner.globals);
-    let start = Instant::now();
-    let deadline = opts
-        .timeout
-        .map(|t| start + Duration::from_secs_f64(t.max(0.0)));
-    let mut timers: Vec<(usize, usize, Duration, Instant)> = host::timers(prog.meta())
-        .into_iter()
-        .map(|(p, q, ns)| {
-            let period = Duration::from_nanos(ns.max(1));
-            (p, q, period, start + period)
-        })
-        .collect();
+    let mut clock = crate::run::Clock::new(prog, opts);
     loop {
         let n = drain_rings(rings, runner, &mut || {
             sink.drain(s, prog);
@@ -260,29 +250,15 @@ fn session_loop(
             return Ok("interrupted");
         }
         let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
+        if clock.timed_out(now) {
             return Ok("timeout");
         }
-        for (p, q, period, due) in timers.iter_mut() {
-            if now >= *due {
-                prog.run(Which::Timer(*p, *q), s, g);
-                while *due <= now {
-                    *due += *period;
-                }
-            }
-        }
+        clock.run_due(prog, s, g, now);
         if n == 0 {
             let _ = std::io::Write::flush(&mut sink.out);
             // Idle: sleep until the next timer, at most 5 ms (the rings
             // wake nobody: ptap polls them, which costs nothing per event).
-            let mut wait = Duration::from_millis(5);
-            if let Some(t) = timers.iter().map(|t| t.3).min() {
-                wait = wait.min(t.saturating_duration_since(Instant::now()));
-            }
-            if let Some(d) = deadline {
-                wait = wait.min(d.saturating_duration_since(Instant::now()));
-            }
-            std::thread::sleep(wait);
+            clock.idle(Duration::from_millis(5));
         }
     }
 }
