@@ -215,7 +215,11 @@ pub fn classify(i: &Instruction, raw: &[u8]) -> Class {
                 Code::Jrcxz_rel8_64 => loop_of(LoopKind::Jrcxz, CountReg::Rcx),
                 Code::Jecxz_rel8_64 => loop_of(LoopKind::Jrcxz, CountReg::Ecx),
                 _ if i.is_jcc_short_or_near() => {
-                    if prefix66() || i.code().op_code().operand_size() == 16 {
+                    // The branch operand's kind says the operand size; iced's
+                    // `Code::op_code()` would say it too, but its first call
+                    // builds iced's whole op-code table (milliseconds, in every
+                    // process of a followed tree).
+                    if prefix66() || i.op0_kind() == OpKind::NearBranch16 {
                         return Refused(
                             "jcc with an operand-size prefix (vendor-specific meaning)",
                         );
@@ -495,6 +499,16 @@ mod tests {
         assert!(matches!(c(&[0x0f, 0x0b]), Class::Refused(_))); // ud2
         assert!(matches!(c(&[0xff, 0xd4]), Class::Refused(_))); // call *%rsp
         assert!(matches!(c(&[0x66, 0xe9, 0, 0, 0, 0]), Class::Refused(_))); // data16 jmp
+        assert!(matches!(c(&[0x66, 0x74, 0x05]), Class::Refused(_))); // data16 je .+5
+        let data16_je_rel32 = [0x66, 0x0f, 0x84, 0, 0, 0, 0];
+        assert!(matches!(c(&data16_je_rel32), Class::Refused(_)));
+        // The same jcc decoded with AMD's rules has a 16-bit branch operand.
+        let amd = |b: &[u8]| {
+            let mut d = Decoder::with_ip(64, b, 0x1000, DecoderOptions::AMD);
+            classify(&d.decode(), b)
+        };
+        assert!(matches!(amd(&[0x66, 0x74, 0x05]), Class::Refused(_)));
+        assert!(matches!(c(&[0x74, 0x05]), Class::Jcc { .. })); // je .+5
         assert!(matches!(c(&[0xff, 0x1c, 0x24]), Class::Refused(_))); // lcall *(%rsp)
         assert!(matches!(c(&[0xc7, 0xf8, 0, 0, 0, 0]), Class::Refused(_))); // xbegin
         assert!(matches!(c(&[0x0f, 0x34]), Class::Refused(_))); // sysenter

@@ -134,7 +134,18 @@ fn runtime_anchor() -> u64 {
 }
 
 fn load_syms(path: &str, bias: u64) -> Vec<Sym> {
-    let Ok(data) = std::fs::read(path) else {
+    // Mapped, not read: a process of a followed tree builds this index while
+    // it starts, and reading a whole library (libc is ~2 MB) into fresh
+    // anonymous memory costs a copy and a page fault per 4 KiB, while a
+    // mapping shares the page cache and touches only the symbol tables.
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    // SAFETY: a read-only private mapping of a loaded object's file, dropped
+    // before this function returns. A file truncated under it would fault
+    // (SIGBUS), but so would the process's own mapping of it: objects that are
+    // loaded are not rewritten in place (a rebuild renames over them).
+    let Ok(data) = (unsafe { memmap2::Mmap::map(&file) }) else {
         return Vec::new();
     };
     let Ok(file) = object::File::parse(&*data) else {
@@ -220,8 +231,18 @@ pub fn build() -> &'static Index {
         }
         let is_runtime = r.exec.iter().any(|&(s, e)| anchor >= s && anchor < e);
         // The symbols of the file that is mapped: /proc/self/exe opens it
-        // even when the path now names another file (or none).
-        let syms = load_syms(if is_main { "/proc/self/exe" } else { &path }, r.bias);
+        // even when the path now names another file (or none). The runtime's
+        // own library is not read: its functions cannot be probed
+        // (`probes::resolve` refuses them) and every lookup without an
+        // explicit module skips it, and its symbol table is the largest one
+        // in most processes, read again in every process of a followed tree.
+        // (In the tests the runtime is linked into the main executable, whose
+        // symbols are read as usual.)
+        let syms = if is_runtime && !is_main {
+            Vec::new()
+        } else {
+            load_syms(if is_main { "/proc/self/exe" } else { &path }, r.bias)
+        };
         objs.push(Obj {
             path,
             bias: r.bias,
