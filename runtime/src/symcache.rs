@@ -14,9 +14,19 @@ use crate::symbols::{self, Found, Index};
 struct Cache {
     /// Address of the index the map was built from.
     index: usize,
-    /// Base name (before `@`) -> (object, symbol) in index order.
-    map: HashMap<String, Vec<(u32, u32)>>,
+    /// Base name (before `@`) -> (object, symbol) in index order; None until
+    /// [`MAP_AFTER`] lookups were made against this index.
+    map: Option<HashMap<String, Vec<(u32, u32)>>>,
+    /// Lookups made against this index so far.
+    lookups: usize,
 }
+
+/// Building the map hashes every symbol of every object (milliseconds with a
+/// large library), which only pays off over many lookups: a process of a
+/// followed tree usually resolves a handful of names, so the first lookups
+/// scan the index (`symbols::lookup`, the same answer) and the map is built
+/// at the next one.
+const MAP_AFTER: usize = 16;
 
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
@@ -28,7 +38,7 @@ pub(crate) fn fork_lock() -> &'static dyn crate::forklock::ForkLock {
     &FORK_CACHE
 }
 
-fn build(idx: &Index) -> Cache {
+fn build(idx: &Index) -> HashMap<String, Vec<(u32, u32)>> {
     let mut map: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
     for (oi, o) in idx.objs.iter().enumerate() {
         if o.is_runtime {
@@ -41,10 +51,7 @@ fn build(idx: &Index) -> Cache {
                 .push((oi as u32, si as u32));
         }
     }
-    Cache {
-        index: idx as *const Index as usize,
-        map,
-    }
+    map
 }
 
 /// `symbols::lookup`, through the map when it can answer.
@@ -58,15 +65,29 @@ pub fn lookup(name: &str) -> Option<Found> {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if g.as_ref()
-            .is_none_or(|c| c.index != idx as *const Index as usize)
-        {
-            *g = Some(build(idx));
+        let here = idx as *const Index as usize;
+        if g.as_ref().is_none_or(|c| c.index != here) {
+            *g = Some(Cache {
+                index: here,
+                map: None,
+                lookups: 0,
+            });
         }
-        g.as_ref().and_then(|c| pick(idx, c.map.get(name)?))
+        match g.as_mut() {
+            Some(c) => {
+                c.lookups += 1;
+                if c.map.is_none() && c.lookups > MAP_AFTER {
+                    c.map = Some(build(idx));
+                }
+                c.map
+                    .as_ref()
+                    .map(|m| m.get(name).and_then(|cands| pick(idx, cands)))
+            }
+            None => None,
+        }
     };
     match hit {
-        Some(Some(f)) => Some(f),
+        Some(Some(Some(f))) => Some(f),
         // An ifunc, or not in this index: the full lookup (resolves ifuncs,
         // rebuilds the index once).
         _ => symbols::lookup(name),
@@ -100,4 +121,35 @@ fn pick(idx: &Index, cands: &[(u32, u32)]) -> Option<Option<Found>> {
         }
     }
     best.map(|b| Some(b.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Before and after the map is built, the answer is `symbols::lookup`'s.
+    #[test]
+    fn same_answer_as_the_scan_before_and_after_the_map() {
+        let names = [
+            "malloc",
+            "free",
+            "write",
+            "close",
+            "memcpy",
+            "strlen",
+            "no_such_function_anywhere",
+            "getpid",
+        ];
+        let key = |f: Option<Found>| f.map(|f| (f.addr, f.func, f.size));
+        for _ in 0..(MAP_AFTER / names.len() + 2) {
+            for n in names {
+                assert_eq!(key(lookup(n)), key(symbols::lookup(n)), "{n}");
+            }
+        }
+        let g = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            g.as_ref().is_some_and(|c| c.map.is_some()),
+            "the map is built after {MAP_AFTER} lookups"
+        );
+    }
 }
