@@ -209,18 +209,20 @@ pub fn find(text: &[u8], base: u64) -> (Vec<SysSite>, usize) {
 /// A `syscall; ret` in `text` right after a `mov eax, imm32` (a trivial wrapper
 /// such as getppid's: `b8 6e 00 00 00 0f 05 c3`), so that it is an instruction
 /// boundary: the address of its `syscall`.
+///
+/// Both searches run in every process of a followed tree as the runtime starts,
+/// over the whole of libc's text: `memchr::memmem` (SIMD) instead of a byte-wise
+/// window compare.
 pub fn find_gadget(text: &[u8], base: u64) -> Option<u64> {
-    text.windows(8)
-        .position(|w| w[0] == 0xb8 && w[5..8] == [0x0f, 0x05, 0xc3])
-        .map(|p| base + p as u64 + 5)
+    memchr::memmem::find_iter(text, &[0x0f, 0x05, 0xc3])
+        .find(|&p| p >= 5 && text[p - 5] == 0xb8)
+        .map(|p| base + p as u64)
 }
 
 /// glibc's signal restorer `mov rax, 15; syscall` (`__restore_rt`): its address.
 pub fn find_restorer(text: &[u8], base: u64) -> Option<u64> {
     const PAT: [u8; 9] = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
-    text.windows(PAT.len())
-        .position(|w| w == PAT)
-        .map(|p| base + p as u64)
+    memchr::memmem::find(text, &PAT).map(|p| base + p as u64)
 }
 
 #[cfg(test)]
