@@ -431,3 +431,9 @@ pub enum ExprKind {
         target: AggTarget,
     },
 }
+
+/// Is the target variable `$name` (without its `$`) a string? `$s$`,
+/// `$p->a$$` and `$$parms` (`name` `$parms`) are pretty-printed values.
+pub fn target_var_is_string(name: &str) -> bool {
+    name.starts_with('$') || name.ends_with('$')
+}

@@ -26,7 +26,11 @@ enum Raw {
     EmbeddedC,
     #[regex(r"[A-Za-z_][A-Za-z0-9_]*")]
     Ident,
-    #[regex(r"\$[A-Za-z_][A-Za-z0-9_]*")]
+    /// `$name`, with SystemTap's member and index suffixes (`$p->a->b`,
+    /// `$arr[3]`) and pretty-printing marks (`$s$`, `$s$$`); `$$parms`,
+    /// `$$locals`, `$$vars` (also with `$`/`$$`).
+    #[regex(r"\$[A-Za-z_][A-Za-z0-9_]*(->[A-Za-z_][A-Za-z0-9_]*|\[[0-9]+\])*(\$|\$\$)?")]
+    #[regex(r"\$\$(parms|locals|vars)(\$|\$\$)?")]
     TargetVar,
     #[regex(r"\$[0-9]+")]
     DollarArg,

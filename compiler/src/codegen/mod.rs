@@ -37,6 +37,7 @@ mod agg;
 mod array;
 mod builtin;
 pub mod dwarf;
+pub(crate) mod dwarf_access;
 mod expr;
 mod format;
 mod func;
@@ -47,6 +48,7 @@ pub mod jit;
 pub mod meta;
 mod regex;
 mod stmt;
+mod tvar_code;
 pub mod tvars;
 
 use std::collections::HashMap;
@@ -407,7 +409,7 @@ fn handler<'s, M: Module>(
     module: &mut M,
     shared: &mut Shared<'s>,
     p: &Probe,
-    tvars: HashMap<String, dwarf::VarLoc>,
+    tvars: HashMap<String, dwarf_access::TVar>,
     body: impl FnOnce(
         &mut FunctionTranslator<'_, '_, 's, M>,
         cranelift_codegen::ir::Value,

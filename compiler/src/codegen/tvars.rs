@@ -9,11 +9,12 @@ use ptap_lang::checked::{CheckedScript, ExprKind, LValue, Module, PointKind, Pro
 use ptap_lang::Span;
 
 use super::dwarf::{Debug, VarLoc};
+use super::dwarf_access::{Op, TVar};
 use super::CodegenError;
 use ptap_lang::walk::{walk_expr, walk_stmt};
 
 /// Per probe: (variables of its body, variables of its `@entry` expressions).
-pub(crate) type ProbeVars = Vec<(HashMap<String, VarLoc>, HashMap<String, VarLoc>)>;
+pub(crate) type ProbeVars = Vec<(HashMap<String, TVar>, HashMap<String, TVar>)>;
 
 fn used(exprs: impl FnOnce(&mut dyn FnMut(&ptap_lang::checked::Expr))) -> Vec<(String, Span)> {
     let mut out: Vec<(String, Span)> = Vec::new();
@@ -158,12 +159,24 @@ fn uses_ret(p: &Probe) -> bool {
     found
 }
 
+/// `$return`'s code: the return register, narrowed to its type.
+fn return_code(l: VarLoc) -> TVar {
+    let mut ops = vec![Op::Reg(l.reg)];
+    if l.size < 8 {
+        ops.push(Op::Narrow {
+            size: l.size,
+            signed: l.signed,
+        });
+    }
+    TVar::Long(ops)
+}
+
 fn resolve(
     debugs: &mut Debugs<'_>,
     p: &Probe,
     vars: &[(String, Span)],
     at_entry: bool,
-) -> Result<HashMap<String, VarLoc>, CodegenError> {
+) -> Result<HashMap<String, TVar>, CodegenError> {
     let mut out = HashMap::new();
     for (name, span) in vars {
         let fail = |why: String| CodegenError::TargetVar {
@@ -172,22 +185,27 @@ fn resolve(
         };
         if name == "return" && !at_entry {
             let l = return_loc(debugs, p).map_err(fail)?;
-            out.insert(name.clone(), l);
+            out.insert(name.clone(), return_code(l));
             continue;
         }
-        let mut loc: Option<VarLoc> = None;
+        let mut loc: Option<TVar> = None;
         for pt in &p.points {
             let Some((module, func)) = entry_function(&pt.kind, at_entry) else {
+                let hint = if matches!(pt.kind, PointKind::Kretprobe { .. }) {
+                    format!(" (write `@entry(${name})` for its value at the entry)")
+                } else {
+                    String::new()
+                };
                 return Err(fail(format!(
-                    "only available at the entry of a named function, not in {}",
+                    "only available at the entry of a named function, not in {}{hint}",
                     pt.text
                 )));
             };
             let l = debugs
                 .of(module)
-                .and_then(|d| d.entry_var(func, name))
+                .and_then(|d| d.entry_access(func, name))
                 .map_err(&fail)?;
-            if loc.is_some_and(|x| x != l) {
+            if loc.as_ref().is_some_and(|x| *x != l) {
                 return Err(fail(
                     "the probe's points keep it in different places".into(),
                 ));
@@ -220,7 +238,7 @@ pub(crate) fn resolve_all(
         // the target has debug information for it (else the raw register).
         if !b.contains_key("return") && uses_ret(p) && exe.is_some() {
             if let Ok(l) = return_loc(&mut debugs, p) {
-                b.insert("return".to_string(), l);
+                b.insert("return".to_string(), return_code(l));
             }
         }
         let e = resolve(&mut debugs, p, &entry, true)?;

@@ -46,11 +46,14 @@ impl Checker<'_> {
             A::AtCall { name, args } => self.at_call(scope, name, args, span),
             A::TargetVar(id) => {
                 self.need_target_var(scope, span, &id.name);
-                mk(
-                    ExprKind::TargetVar(id.name.clone()),
-                    Ty::K(Type::Long),
-                    span,
-                )
+                // `$s$`, `$p->name$$` and `$$parms` are strings (SystemTap's
+                // pretty printing); the others are numbers.
+                let ty = if crate::checked::target_var_is_string(&id.name) {
+                    Type::String
+                } else {
+                    Type::Long
+                };
+                mk(ExprKind::TargetVar(id.name.clone()), Ty::K(ty), span)
             }
             A::ScriptArg { n, as_string } => self.script_arg(*n, *as_string, span),
             A::Unary { op, operand } => {
@@ -322,6 +325,10 @@ impl Checker<'_> {
                     LValue::Element { global: g, keys },
                     Ty::V(self.globals[g].value),
                 ))
+            }
+            A::TargetVar(id) if id.name.contains(['$', '[']) || id.name.contains("->") => {
+                self.err(CheckError::NotAssignable { span: e.span });
+                None
             }
             A::TargetVar(id) => {
                 let ok = self.need_target_var(scope, e.span, &id.name);

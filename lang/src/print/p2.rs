@@ -380,7 +380,7 @@ impl Printer<'_> {
             }
             ExprKind::Context(ContextValue::Ret) => "ret:long".to_string(),
             ExprKind::Context(ContextValue::Arg(n)) => format!("arg{n}:long"),
-            ExprKind::TargetVar(n) => format!("${n}:long"),
+            ExprKind::TargetVar(n) => format!("${n}:{ty}"),
             ExprKind::Entry(i) => format!("@entry({}):{ty}", en.get(*i).map(e).unwrap_or_default()),
             ExprKind::Unary { op, operand } => format!("({}{})", op.text(), e(operand)),
             ExprKind::Binary { op, lhs, rhs } => format!("({} {} {})", e(lhs), op.text(), e(rhs)),
