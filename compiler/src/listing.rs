@@ -170,11 +170,71 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
 
 fn syscall_line(kind: &str, name: &str, calls: &[(String, u32)], vars: bool) -> String {
     let mut line = format!("{kind}({name})");
-    if vars {
+    // Arguments at entries; a kretprobe has `ret` (`@entry(argN)` for them).
+    if vars && kind == "kretprobe" {
         let list: Vec<String> = calls.iter().map(|(c, nr)| format!("{c}({nr})")).collect();
+        line.push_str(&format!(" ret:long # calls {}", list.join(" ")));
+    } else if vars {
+        // One call: its arguments after the point; several: per call.
+        let args = |c: &str| {
+            syscall_args(c)
+                .map(|a| {
+                    a.iter()
+                        .enumerate()
+                        .map(|(i, (n, t))| format!("{n}=arg{}:{t}", i + 1))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default()
+        };
+        if let [(c, _)] = calls {
+            let a = args(c);
+            if !a.is_empty() {
+                line.push(' ');
+                line.push_str(&a);
+            }
+        }
+        let list: Vec<String> = calls
+            .iter()
+            .map(|(c, nr)| match (calls.len(), args(c)) {
+                (1, _) => format!("{c}({nr})"),
+                (_, a) if a.is_empty() => format!("{c}({nr})"),
+                (_, a) => format!("{c}({nr}: {a})"),
+            })
+            .collect();
         line.push_str(&format!(" # calls {}", list.join(" ")));
     }
     line
+}
+
+/// The arguments of system call `call` as the kernel describes them
+/// (name, C type), from its `syscalls:sys_enter_CALL` tracepoint format;
+/// None where tracefs is not readable (not root, not mounted: a listing
+/// does not mount it).
+fn syscall_args(call: &str) -> Option<Vec<(String, String)>> {
+    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/syscalls/sys_enter_{call}/format")).ok()
+        })?;
+    let mut out = Vec::new();
+    for line in format.lines() {
+        let Some(decl) = line
+            .trim()
+            .strip_prefix("field:")
+            .and_then(|f| f.split(';').next())
+        else {
+            continue;
+        };
+        let Some((ty, name)) = decl.rsplit_once(' ') else {
+            continue;
+        };
+        if name.starts_with("common_") || name == "__syscall_nr" {
+            continue;
+        }
+        out.push((name.to_string(), ty.trim().replace(" *", "*")));
+    }
+    Some(out)
 }
 
 fn syscall_pattern(kind: &str, pattern: &str, vars: bool) -> Vec<String> {

@@ -174,8 +174,24 @@ fn list_system_call_points() {
     let out = listing(&["-L", "kretprobe(sys_open)"]);
     assert_eq!(
         out.stdout,
-        "kretprobe(sys_open) # calls open(2) openat(257) openat2(437) creat(85)\n"
+        "kretprobe(sys_open) ret:long # calls open(2) openat(257) openat2(437) creat(85)\n"
     );
+    // Arguments by name and C type, from the kernel's tracepoint formats
+    // when tracefs is readable.
+    let out = listing(&["-L", "sys_openat"]);
+    let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|r| {
+            std::path::Path::new(r)
+                .join("events/syscalls/sys_enter_openat")
+                .is_dir()
+        });
+    let expect = if tracefs {
+        "kprobe(sys_openat) dfd=arg1:int filename=arg2:const char* flags=arg3:int mode=arg4:umode_t # calls openat(257)\n"
+    } else {
+        "kprobe(sys_openat) # calls openat(257)\n"
+    };
+    assert_eq!(out.stdout, expect, "{out:?}");
 }
 
 #[test]
