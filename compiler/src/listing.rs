@@ -80,15 +80,30 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
         _ => {}
     }
     let images = match (opts.pid, &opts.cmd, opts.rest.first()) {
-        (Some(pid), _, _) => Images::from_pid(pid)?,
+        (Some(pid), _, _) => {
+            if let Target::Line { .. } = &target {
+                let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
+                    .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
+                return line_points(kind, raw, &target, &exe, vars, opts.verbose > 0);
+            }
+            Images::from_pid(pid)?
+        }
         (None, Some(cmd), _) => {
             let argv = shlex::split(cmd).ok_or_else(|| format!("cannot split -c `{cmd}`"))?;
             let argv0 = argv.first().ok_or("-c needs a command")?;
             let exe = crate::run::resolve_exe(argv0)
                 .ok_or_else(|| format!("cannot find `{argv0}` (searched PATH)"))?;
+            if let Target::Line { .. } = &target {
+                return line_points(kind, raw, &target, &exe, vars, opts.verbose > 0);
+            }
             Images::load(&exe)?
         }
-        (None, None, Some(path)) => Images::load(Path::new(path))?,
+        (None, None, Some(path)) => {
+            if let Target::Line { .. } = &target {
+                return line_points(kind, raw, &target, Path::new(path), vars, opts.verbose > 0);
+            }
+            Images::load(Path::new(path))?
+        }
         (None, None, None) => {
             return Err(
                 "what program? give -c CMD, -x PID or its path (ptap -l 'kprobe(f*)' /bin/ls)"
@@ -166,6 +181,54 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
         }
     }
     Ok(lines)
+}
+
+/// `-l 'kprobe("file.c:42")'`: one line per address of the line (its
+/// copies, inlined ones too), with `-L` the variables there.
+fn line_points(
+    kind: &str,
+    raw: &str,
+    target: &Target,
+    exe: &Path,
+    vars: bool,
+    verbose: bool,
+) -> Result<Vec<String>, String> {
+    let Target::Line {
+        func, file, line, ..
+    } = target
+    else {
+        return Ok(Vec::new());
+    };
+    let d = Debug::load(exe)?;
+    let addrs = d
+        .line_addresses(func.as_deref(), file, *line)
+        .map_err(|why| format!("{kind}({raw}): {why}"))?;
+    let written = if raw.starts_with('"') {
+        raw.to_string()
+    } else {
+        format!("\"{raw}\"")
+    };
+    let mut out = Vec::new();
+    for a in addrs {
+        let mut l = format!("{kind}({written})");
+        if vars {
+            for (n, t) in d.vars_at(a.addr).unwrap_or_default() {
+                if t != "?" {
+                    l.push_str(&format!(" ${n}:{t}"));
+                }
+            }
+        }
+        if verbose || a.inlined {
+            l.push_str(&format!(
+                "  # {:#x} in {}{}",
+                a.addr,
+                a.func,
+                if a.inlined { " (inlined)" } else { "" }
+            ));
+        }
+        out.push(l);
+    }
+    Ok(out)
 }
 
 fn syscall_line(kind: &str, name: &str, calls: &[(String, u32)], vars: bool) -> String {

@@ -31,6 +31,9 @@ pub struct Debug {
     /// address): a symbol may be an alias of the function DWARF names
     /// (glibc's `write` is `__libc_write`), found by address.
     syms: std::collections::HashMap<String, u64>,
+    /// `.eh_frame` of the object (bytes, section address, `.text`
+    /// address): the CFA that `DW_OP_call_frame_cfa` frame bases use.
+    pub(super) eh_frame: Option<(Vec<u8>, u64, u64)>,
 }
 
 /// A function's variables and return type, for listings.
@@ -84,15 +87,18 @@ impl Debug {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
         let syms = function_symbols(&file);
+        let eh_frame = eh_frame_of(&file);
         if file.section_by_name(".debug_info").is_none() {
             if let Some(sep) = separate_debug_file(path, &file) {
                 let mut d = Debug::load_file(&sep)?;
                 d.syms = syms;
+                d.eh_frame = eh_frame;
                 return Ok(d);
             }
         }
         let mut d = Debug::from_object(&file)?;
         d.syms = syms;
+        d.eh_frame = eh_frame;
         Ok(d)
     }
 
@@ -121,6 +127,7 @@ impl Debug {
         Ok(Debug {
             dwarf,
             syms: Default::default(),
+            eh_frame: None,
         })
     }
 
@@ -438,6 +445,13 @@ impl Debug {
         }
         Ok(None)
     }
+}
+
+/// `.eh_frame` bytes and address, and `.text`'s address.
+fn eh_frame_of(file: &object::File<'_>) -> Option<(Vec<u8>, u64, u64)> {
+    let eh = file.section_by_name(".eh_frame")?;
+    let text = file.section_by_name(".text").map_or(0, |t| t.address());
+    Some((eh.data().ok()?.to_vec(), eh.address(), text))
 }
 
 /// Function symbols of an object: name (without `@VERSION`) -> address.

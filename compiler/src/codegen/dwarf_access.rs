@@ -143,6 +143,15 @@ impl Place {
     }
 }
 
+/// Where variables are read: the address, whether it is a function's
+/// entry (parameters still in their argument registers), and the frame
+/// base there (register, offset) for `DW_OP_fbreg` locations.
+struct Scope {
+    pc: u64,
+    entry: bool,
+    frame: Option<Result<(usize, i64), String>>,
+}
+
 /// A variable of the probed function (a direct parameter or a local).
 struct VarDie {
     name: String,
@@ -187,8 +196,44 @@ impl Debug {
     /// The code of the `$`-expression `name` (without its leading `$`)
     /// at the entry of function `func`.
     pub(crate) fn entry_access(&self, func: &str, name: &str) -> Result<TVar, String> {
-        let path = parse_path(name)?;
         let (unit, pc, vars) = self.function_vars(func)?;
+        let scope = Scope {
+            pc,
+            entry: true,
+            frame: None,
+        };
+        self.access(&unit, &scope, &vars, func, name)
+    }
+
+    /// The code of `name` at the address `pc` (a source-line or `0xADDR`
+    /// point): the variables of the innermost function or inlined copy
+    /// there, in the lexical blocks that hold `pc`.
+    pub(crate) fn access_at(&self, pc: u64, name: &str) -> Result<TVar, String> {
+        let (unit, scope, vars, func) = self.scope_vars(pc)?;
+        self.access(&unit, &scope, &vars, &func, name)
+    }
+
+    /// (name, C type) of the variables in scope at `pc`, for `ptap -L`.
+    pub fn vars_at(&self, pc: u64) -> Result<Vec<(String, String)>, String> {
+        let (unit, _, vars, _) = self.scope_vars(pc)?;
+        let u = unit.unit_ref(&self.dwarf);
+        let mut out = Vec::new();
+        for v in &vars {
+            let e = u.entry(v.off).map_err(super::dwarf::err)?;
+            out.push((v.name.clone(), self.type_name(&u, self.type_of(&u, &e)?, 0)));
+        }
+        Ok(out)
+    }
+
+    fn access(
+        &self,
+        unit: &gimli::Unit<R>,
+        scope: &Scope,
+        vars: &[VarDie],
+        func: &str,
+        name: &str,
+    ) -> Result<TVar, String> {
+        let path = parse_path(name)?;
         let u = unit.unit_ref(&self.dwarf);
         if let Some(kind) = path.base.strip_prefix('$') {
             let chosen: Vec<&VarDie> = match kind {
@@ -201,7 +246,7 @@ impl Debug {
                 let sep = if i == 0 { "" } else { " " };
                 pieces.push(Piece::Text(format!("{sep}{}=", v.name)));
                 let ty = self.type_of(&u, &u.entry(v.off).map_err(super::dwarf::err)?)?;
-                match self.place(&u, v, pc) {
+                match self.place(&u, v, scope) {
                     Ok(place) if path.pretty == 0 => self.hex(&u, ty, &place, &mut pieces),
                     Ok(place) => self.pretty(&u, ty, &place, path.pretty, 0, &mut pieces),
                     Err(_) => pieces.push(Piece::Text("?".into())),
@@ -217,7 +262,7 @@ impl Debug {
         })?;
         let die = u.entry(var.off).map_err(super::dwarf::err)?;
         let mut ty = self.type_of(&u, &die)?;
-        let mut place = self.place(&u, var, pc)?;
+        let mut place = self.place(&u, var, scope)?;
         let mut shown = format!("${}", path.base);
         for step in &path.steps {
             (place, ty) = self.step(&u, place, ty, step, &shown)?;
@@ -329,11 +374,193 @@ impl Debug {
         ))
     }
 
-    /// Where a variable is at the function's entry `pc`.
-    fn place(&self, u: &U<'_>, v: &VarDie, pc: u64) -> Result<Place, String> {
+    /// The variables in scope at `pc`: (unit, scope, variables, the
+    /// function's name). The innermost function or inlined copy holding
+    /// `pc` gives its parameters; locals come from it and from its lexical
+    /// blocks that hold `pc`.
+    fn scope_vars(&self, pc: u64) -> Result<(gimli::Unit<R>, Scope, Vec<VarDie>, String), String> {
+        use super::dwarf::err;
+        let mut units = self.dwarf.units();
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            // The innermost function-like scope holding pc, and its subprogram.
+            let mut inner: Option<UnitOffset> = None;
+            let mut subprogram: Option<UnitOffset> = None;
+            // (depth, holds pc) of the enclosing scopes.
+            let mut stack: Vec<(isize, bool)> = Vec::new();
+            let mut depth = 0isize;
+            let mut cursor = unit.entries();
+            while let Some((delta, e)) = cursor.next_dfs().map_err(err)? {
+                depth += delta;
+                while stack.last().is_some_and(|&(d, _)| d >= depth) {
+                    stack.pop();
+                }
+                let tag = e.tag();
+                if !matches!(
+                    tag,
+                    dw::DW_TAG_subprogram
+                        | dw::DW_TAG_inlined_subroutine
+                        | dw::DW_TAG_lexical_block
+                ) {
+                    continue;
+                }
+                let outer = stack.last().is_none_or(|&(_, h)| h);
+                let holds = outer && self.holds(&u, e, pc)?;
+                stack.push((depth, holds));
+                if holds && tag != dw::DW_TAG_lexical_block {
+                    inner = Some(e.offset());
+                    if tag == dw::DW_TAG_subprogram {
+                        subprogram = Some(e.offset());
+                    }
+                }
+            }
+            let (Some(f), Some(sp)) = (inner, subprogram) else {
+                continue;
+            };
+            let fe = u.entry(f).map_err(err)?;
+            let name = self.name(&u, &fe)?.unwrap_or_else(|| format!("{pc:#x}"));
+            let mut vars = Vec::new();
+            let mut nparam = 0;
+            let mut tree = u.entries_tree(Some(f)).map_err(err)?;
+            let root = tree.root().map_err(err)?;
+            self.collect_vars(&u, root, pc, true, &mut nparam, &mut vars)?;
+            let entry = f == sp && self.low_pc(&u, &fe)? == Some(pc);
+            let spe = u.entry(sp).map_err(err)?;
+            let frame = Some(self.frame_base(&u, &spe, pc));
+            return Ok((unit, Scope { pc, entry, frame }, vars, name));
+        }
+        Err(format!(
+            "no function holds the address {pc:#x} in the debug information (compile the target with -g)"
+        ))
+    }
+
+    /// Parameters (`top`: direct children) and variables of a scope and of
+    /// its lexical blocks holding `pc` (inner declarations first).
+    fn collect_vars(
+        &self,
+        u: &U<'_>,
+        node: gimli::EntriesTreeNode<'_, '_, '_, R>,
+        pc: u64,
+        top: bool,
+        nparam: &mut usize,
+        vars: &mut Vec<VarDie>,
+    ) -> Result<(), String> {
+        use super::dwarf::err;
+        let mut children = node.children();
+        let mut mine = Vec::new();
+        while let Some(child) = children.next().map_err(err)? {
+            let e = child.entry();
+            match e.tag() {
+                dw::DW_TAG_formal_parameter | dw::DW_TAG_variable => {
+                    let param = (top && e.tag() == dw::DW_TAG_formal_parameter).then(|| {
+                        *nparam += 1;
+                        *nparam - 1
+                    });
+                    if let Some(name) = self.name(u, e)? {
+                        mine.push(VarDie {
+                            name,
+                            param,
+                            off: e.offset(),
+                        });
+                    }
+                }
+                dw::DW_TAG_lexical_block if self.holds(u, e, pc)? => {
+                    self.collect_vars(u, child, pc, false, nparam, vars)?;
+                }
+                _ => {}
+            }
+        }
+        for v in mine {
+            if !vars.iter().any(|w| w.name == v.name) {
+                vars.push(v);
+            }
+        }
+        Ok(())
+    }
+
+    fn holds(
+        &self,
+        u: &U<'_>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        pc: u64,
+    ) -> Result<bool, String> {
+        use super::dwarf::err;
+        let mut it = u.die_ranges(e).map_err(err)?;
+        while let Some(r) = it.next().map_err(err)? {
+            if r.begin <= pc && pc < r.end {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn low_pc(
+        &self,
+        u: &U<'_>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+    ) -> Result<Option<u64>, String> {
+        use super::dwarf::err;
+        match e.attr_value(dw::DW_AT_low_pc).map_err(err)? {
+            Some(v) => u.attr_address(v).map_err(err),
+            None => Ok(None),
+        }
+    }
+
+    /// The frame base of a subprogram at `pc` as (register, offset):
+    /// `DW_OP_call_frame_cfa` (GCC) through the CFA rule of `.eh_frame`,
+    /// or a register (clang's `DW_OP_reg6`).
+    fn frame_base(
+        &self,
+        u: &U<'_>,
+        sp: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        pc: u64,
+    ) -> Result<(usize, i64), String> {
+        use super::dwarf::err;
+        let Some(AttributeValue::Exprloc(expr)) =
+            sp.attr_value(dw::DW_AT_frame_base).map_err(err)?
+        else {
+            return Err("the function has no frame base".into());
+        };
+        let mut ops = expr.operations(u.unit.encoding());
+        match ops.next().map_err(err)? {
+            Some(Operation::Register { register }) => DWARF_REGS
+                .get(register.0 as usize)
+                .map(|&r| (r, 0))
+                .ok_or_else(|| "an unsupported frame base register".into()),
+            Some(Operation::CallFrameCFA) => self.cfa(pc),
+            _ => Err("an unsupported frame base".into()),
+        }
+    }
+
+    /// The CFA at `pc` as (register, offset), from `.eh_frame`.
+    fn cfa(&self, pc: u64) -> Result<(usize, i64), String> {
+        use gimli::UnwindSection;
+        let Some((data, eh_addr, text)) = self.eh_frame.as_ref() else {
+            return Err("no .eh_frame to find the frame base".into());
+        };
+        let eh = gimli::EhFrame::new(data, gimli::LittleEndian);
+        let bases = gimli::BaseAddresses::default()
+            .set_eh_frame(*eh_addr)
+            .set_text(*text);
+        let mut ctx = Box::new(gimli::UnwindContext::new());
+        let row = eh
+            .unwind_info_for_address(&bases, &mut ctx, pc, gimli::EhFrame::cie_from_offset)
+            .map_err(|e| format!("no call frame information at {pc:#x} ({e})"))?;
+        match row.cfa() {
+            gimli::CfaRule::RegisterAndOffset { register, offset } => DWARF_REGS
+                .get(register.0 as usize)
+                .map(|&r| (r, *offset))
+                .ok_or_else(|| "an unsupported CFA register".into()),
+            _ => Err("the CFA is an expression here".into()),
+        }
+    }
+
+    /// Where a variable is at the scope's address.
+    fn place(&self, u: &U<'_>, v: &VarDie, scope: &Scope) -> Result<Place, String> {
         use super::dwarf::err;
         let e = u.entry(v.off).map_err(err)?;
-        let Some(expr) = self.location_at(u, &e, pc)? else {
+        let Some(expr) = self.location_at(u, &e, scope.pc)? else {
             return Err("its value is optimized out".into());
         };
         let mut ops = expr.operations(u.unit.encoding());
@@ -362,6 +589,14 @@ impl Debug {
             }
             (Some(Operation::SignedConstant { value }), Some(Operation::StackValue)) => {
                 Ok(Place::Value(vec![Op::Const(value)]))
+            }
+            // After the entry: on the frame (the function's frame base).
+            (Some(Operation::FrameOffset { offset }), None) if !scope.entry => {
+                match &scope.frame {
+                    Some(Ok((r, off))) => Ok(Place::Mem(vec![Op::Reg(*r)], off + offset)),
+                    Some(Err(why)) => Err(why.clone()),
+                    None => Err("the function has no frame base".into()),
+                }
             }
             // -O0: a parameter the prologue stores on the frame is still in
             // its SysV argument register at the entry.

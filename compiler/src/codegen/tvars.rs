@@ -190,6 +190,26 @@ fn resolve(
         }
         let mut loc: Option<TVar> = None;
         for pt in &p.points {
+            // A source line or `0xADDR` of the executable: the variables there.
+            if let (
+                PointKind::Kprobe {
+                    target: Target::Address(a),
+                },
+                false,
+            ) = (&pt.kind, at_entry)
+            {
+                let l = debugs
+                    .of(None)
+                    .and_then(|d| d.access_at(*a, name))
+                    .map_err(&fail)?;
+                if loc.as_ref().is_some_and(|x| *x != l) {
+                    return Err(fail(
+                        "the probe's points keep it in different places".into(),
+                    ));
+                }
+                loc = Some(l);
+                continue;
+            }
             let Some((module, func)) = entry_function(&pt.kind, at_entry) else {
                 let hint = if matches!(pt.kind, PointKind::Kretprobe { .. }) {
                     format!(" (write `@entry(${name})` for its value at the entry)")

@@ -104,6 +104,18 @@ fn target(t: &Target) -> String {
             format!("functions matching {pattern}{}", module(m))
         }
         Target::Address(a) => format!("address {a:#x}"),
+        Target::Line {
+            module: m,
+            func,
+            file,
+            line,
+        } => {
+            let f = func.as_ref().map(|f| format!("{f}@")).unwrap_or_default();
+            match line {
+                Some(l) => format!("line {f}{file}:{l}{}", module(m)),
+                None => format!("function {f}{file}{}", module(m)),
+            }
+        }
         Target::Syscall { name, calls } if name == "sys_*" => {
             format!("every system call ({} numbers)", calls.len())
         }
