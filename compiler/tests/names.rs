@@ -195,6 +195,36 @@ fn list_system_call_points() {
 }
 
 #[test]
+fn list_source_lines() {
+    // An inlined function: one point per copy, marked.
+    let bin = target("inlines");
+    let out = listing(&["-l", "square@inlines.c", &bin]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("kprobe(\"square@inlines.c\")  # 0x")
+                && l.ends_with(" in square (inlined)")),
+        "{out:?}"
+    );
+    // -L: the variables in scope at a line (-O0: on the frame).
+    let out = listing(&["-L", "kprobe(\"structs.c:40\")", &target("structs.O0")]);
+    assert_eq!(
+        out.stdout,
+        "kprobe(\"structs.c:40\") $i:int $argc:int $argv:char** $n:int $second:struct pt $first:struct pt $sum:long int\n",
+        "{out:?}"
+    );
+    let out = listing(&["-l", "structs.c:31", &target("structs")]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("no code at line 31 of `structs.c`"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn listing_errors() {
     let bin = target("cxx_names");
     let out = listing(&["-l", "kprobe(compute)", &bin]);
