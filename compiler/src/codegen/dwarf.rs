@@ -131,6 +131,11 @@ impl Debug {
         })
     }
 
+    /// Does the object have a function symbol `name`?
+    pub(crate) fn has_symbol(&self, name: &str) -> bool {
+        self.syms.contains_key(name)
+    }
+
     /// The return type of function `func` (as a point names it: its name,
     /// symbol or demangled name): Ok(None) for `void`. Every definition
     /// that matches (overloads, copies) must agree.

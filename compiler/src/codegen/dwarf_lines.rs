@@ -30,6 +30,9 @@ type U<'a> = gimli::UnitRef<'a, R>;
 /// Does a line-table / compile-unit path name the file `want` (a name,
 /// or the end of a path: `dir/file.c`)?
 fn same_file(path: &str, want: &str) -> bool {
+    if want.is_empty() {
+        return true;
+    }
     let want = want.trim_start_matches("./");
     path == want || path.ends_with(&format!("/{want}"))
 }
@@ -314,9 +317,9 @@ pub(crate) fn expand<'s>(
     exe: Option<&Path>,
 ) -> Result<Cow<'s, CheckedScript>, CodegenError> {
     let has_line = script.probes.iter().any(|p| {
-        p.points
-            .iter()
-            .any(|pt| matches!(target_of(&pt.kind), Some(Target::Line { .. })))
+        p.points.iter().any(|pt| {
+            matches!(target_of(&pt.kind), Some(Target::Line { .. })) || inlined_candidate(&pt.kind)
+        })
     });
     if !has_line {
         return Ok(Cow::Borrowed(script));
@@ -326,6 +329,34 @@ pub(crate) fn expand<'s>(
     for p in &mut out.probes {
         let mut points = Vec::new();
         for pt in &p.points {
+            // A function of the executable that only exists inlined (no
+            // symbol): its inlined copies, as `func@file.c` finds them.
+            if let (true, Some(exe), Some(Target::Symbol { name, .. })) =
+                (inlined_candidate(&pt.kind), exe, target_of(&pt.kind))
+            {
+                if debug.is_none() {
+                    debug = Debug::load(exe).ok();
+                }
+                let copies = match debug.as_ref() {
+                    Some(d) if !d.has_symbol(name) => {
+                        d.line_addresses(Some(name), "", None).unwrap_or_default()
+                    }
+                    _ => Vec::new(),
+                };
+                if copies.is_empty() || copies.iter().any(|a| !a.inlined) {
+                    points.push(pt.clone());
+                    continue;
+                }
+                for a in copies {
+                    if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+                        eprintln!("{} -> {:#x} in {} (inlined)", pt.text, a.addr, a.func);
+                    }
+                    let mut q = pt.clone();
+                    set_target(&mut q.kind, Target::Address(a.addr));
+                    points.push(q);
+                }
+                continue;
+            }
             let Some(Target::Line {
                 module,
                 func,
@@ -382,6 +413,21 @@ pub(crate) fn expand<'s>(
         p.points = points;
     }
     Ok(Cow::Owned(out))
+}
+
+/// `kprobe(name)` of the executable: maybe a function that was only
+/// inlined.
+fn inlined_candidate(k: &PointKind) -> bool {
+    matches!(
+        k,
+        PointKind::Kprobe {
+            target: Target::Symbol {
+                module: None,
+                offset: 0,
+                name,
+            }
+        } if !name.starts_with("sys_")
+    )
 }
 
 fn target_of(k: &PointKind) -> Option<&Target> {
