@@ -12,6 +12,9 @@ pub enum Builtin {
     Execname,
     Cpu,
     Target,
+    /// `@cast(ptr, "type"[, "module"])->a->b`: args `ptr`, then the type,
+    /// the module ("" for the executable) and the members as strings.
+    Cast,
     Probefunc,
     Pp,
     Nsecs,

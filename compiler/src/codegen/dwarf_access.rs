@@ -261,9 +261,87 @@ impl Debug {
             )
         })?;
         let die = u.entry(var.off).map_err(super::dwarf::err)?;
-        let mut ty = self.type_of(&u, &die)?;
-        let mut place = self.place(&u, var, scope)?;
-        let mut shown = format!("${}", path.base);
+        let ty = self.type_of(&u, &die)?;
+        let place = self.place(&u, var, scope)?;
+        self.walk(&u, place, ty, &path, format!("${}", path.base))
+    }
+
+    /// `@cast(ptr, "type")->a->b`: the steps from the object of type `ty`
+    /// at the address the handler computes (the ops start from it).
+    pub(crate) fn cast_access(&self, ty: &str, chain: &str) -> Result<TVar, String> {
+        let text = format!("x{chain}");
+        let path = parse_path(&text)?;
+        let (unit, off) = self.find_type(ty)?;
+        let u = unit.unit_ref(&self.dwarf);
+        self.walk(
+            &u,
+            Place::Mem(Vec::new(), 0),
+            Some(off),
+            &path,
+            format!("@cast(..., \"{ty}\")"),
+        )
+    }
+
+    /// A type by its C name: `struct pt`, `union u`, `class C`, `enum e`,
+    /// or a bare name (a typedef, struct or base type); a definition (not a
+    /// declaration) is preferred.
+    fn find_type(&self, name: &str) -> Result<(gimli::Unit<R>, UnitOffset), String> {
+        use super::dwarf::err;
+        let name = name.trim();
+        let (tags, bare): (&[gimli::DwTag], &str) = if let Some(n) = name.strip_prefix("struct ") {
+            (&[dw::DW_TAG_structure_type], n)
+        } else if let Some(n) = name.strip_prefix("union ") {
+            (&[dw::DW_TAG_union_type], n)
+        } else if let Some(n) = name.strip_prefix("class ") {
+            (&[dw::DW_TAG_class_type, dw::DW_TAG_structure_type], n)
+        } else if let Some(n) = name.strip_prefix("enum ") {
+            (&[dw::DW_TAG_enumeration_type], n)
+        } else {
+            (
+                &[
+                    dw::DW_TAG_typedef,
+                    dw::DW_TAG_structure_type,
+                    dw::DW_TAG_class_type,
+                    dw::DW_TAG_union_type,
+                    dw::DW_TAG_base_type,
+                ],
+                name,
+            )
+        };
+        let bare = bare.trim();
+        let mut units = self.dwarf.units();
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut found = None;
+            let mut cursor = unit.entries();
+            while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
+                if !tags.contains(&e.tag()) || self.name(&u, e)?.as_deref() != Some(bare) {
+                    continue;
+                }
+                if e.attr_value(dw::DW_AT_declaration).map_err(err)?.is_none() {
+                    found = Some(e.offset());
+                    break;
+                }
+            }
+            if let Some(off) = found {
+                return Ok((unit, off));
+            }
+        }
+        Err(format!("no type `{name}` in the debug information"))
+    }
+
+    /// The steps of a path from a variable (or cast object), then its
+    /// value, address or pretty-printed string.
+    fn walk(
+        &self,
+        u: &U<'_>,
+        mut place: Place,
+        mut ty: Option<UnitOffset>,
+        path: &Path<'_>,
+        mut shown: String,
+    ) -> Result<TVar, String> {
+        let u = *u;
         for step in &path.steps {
             (place, ty) = self.step(&u, place, ty, step, &shown)?;
             match step {

@@ -6,23 +6,40 @@
 use cranelift_codegen::ir::types::{I16, I32, I64, I8};
 use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_module::Module;
+use ptap_lang::checked::Expr;
 use ptap_lang::Span;
 use ptap_rt::script::helpers::Helper;
 use ptap_rt::script::record::MAX_ARGS;
 
 use super::dwarf_access::{NumFmt, Op, Piece, TVar};
+use super::expr::unsupported;
 use super::func::{FunctionTranslator, R};
 
 impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     pub(crate) fn translate_tvar(&mut self, t: &TVar, span: Span) -> R<Value> {
+        let zero = self.iconst(0);
+        self.translate_tvar_from(t, zero, span)
+    }
+
+    /// `start`: the value the ops start from (the pointer of `@cast`).
+    fn translate_tvar_from(&mut self, t: &TVar, start: Value, span: Span) -> R<Value> {
         match t {
-            TVar::Long(ops) => Ok(self.tvar_ops(ops, span)),
-            TVar::Str(pieces) => self.tvar_pretty(pieces, span),
+            TVar::Long(ops) => Ok(self.tvar_ops(ops, start, span)),
+            TVar::Str(pieces) => self.tvar_pretty(pieces, start, span),
         }
     }
 
-    fn tvar_ops(&mut self, ops: &[Op], span: Span) -> Value {
-        let mut v = self.iconst(0);
+    /// `@cast(ptr, "type"[, "module"])->a->b`.
+    pub(crate) fn translate_cast(&mut self, args: &[Expr], span: Span) -> R<Value> {
+        let Some(t) = self.tvars.get(&super::tvars::cast_key(args)).cloned() else {
+            return unsupported("`@cast` here (only in probe handlers)", span);
+        };
+        let base = self.translate_expr(&args[0])?;
+        self.translate_tvar_from(&t, base, span)
+    }
+
+    fn tvar_ops(&mut self, ops: &[Op], start: Value, span: Span) -> Value {
+        let mut v = start;
         for op in ops {
             v = match *op {
                 Op::Reg(r) => self.reg(r),
@@ -64,7 +81,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     /// Numbers and texts formatted by `sprintf` (at most MAX_ARGS values
     /// per call), quoted strings by `user_string_quoted`, the parts
     /// concatenated (two buffers besides the result, whatever the count).
-    fn tvar_pretty(&mut self, pieces: &[Piece], span: Span) -> R<Value> {
+    fn tvar_pretty(&mut self, pieces: &[Piece], start: Value, span: Span) -> R<Value> {
         let out = self.str_buf();
         let part = self.str_buf();
         let zero = self.iconst(0);
@@ -84,11 +101,11 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                         NumFmt::Unsigned => "%lu",
                         NumFmt::Hex => "0x%lx",
                     });
-                    vals.push(self.tvar_ops(ops, span));
+                    vals.push(self.tvar_ops(ops, start, span));
                 }
                 Piece::Str(ops) => {
                     self.tvar_flush(&mut fmt, &mut vals, out, part)?;
-                    let a = self.tvar_ops(ops, span);
+                    let a = self.tvar_ops(ops, start, span);
                     let c = self.ctx;
                     self.call_helper(Helper::UserStringQuoted, &[c, part, a, cap]);
                     self.call_helper(Helper::StrConcat, &[out, out, part, cap]);

@@ -38,6 +38,39 @@ fn used(exprs: impl FnOnce(&mut dyn FnMut(&ptap_lang::checked::Expr))) -> Vec<(S
     out
 }
 
+/// The key of a `@cast(ptr, "type", "module")->chain` in a probe's
+/// target variables (its arguments after the pointer are literals).
+pub(crate) fn cast_key(args: &[ptap_lang::checked::Expr]) -> String {
+    let lit = |i: usize| match args.get(i).map(|a| &a.kind) {
+        Some(ExprKind::Str(s)) => s.as_str(),
+        _ => "",
+    };
+    format!("@cast\0{}\0{}\0{}", lit(1), lit(2), lit(3))
+}
+
+/// `@cast`s a probe uses: (key, type, module, chain, span).
+fn casts(
+    exprs: impl FnOnce(&mut dyn FnMut(&ptap_lang::checked::Expr)),
+) -> Vec<(String, [String; 3], Span)> {
+    let mut out: Vec<(String, [String; 3], Span)> = Vec::new();
+    exprs(&mut |e| {
+        if let ExprKind::Builtin {
+            func: ptap_lang::builtins::Builtin::Cast,
+            args,
+        } = &e.kind
+        {
+            let key = cast_key(args);
+            if !out.iter().any(|(k, _, _)| *k == key) {
+                let parts: Vec<String> = key.split('\0').skip(1).map(str::to_string).collect();
+                if let [t, m, c] = parts.as_slice() {
+                    out.push((key, [t.clone(), m.clone(), c.clone()], e.span));
+                }
+            }
+        }
+    });
+    out
+}
+
 /// Finds the file of a library a point names (`libc` in `libc:write`)
 /// among the objects `exe` loads. Set by the ptap driver, which knows how
 /// the dynamic loader finds libraries (`points.rs`).
@@ -65,8 +98,16 @@ impl Debugs<'_> {
                     .into(),
             );
         };
+        let is_exe = |m: &Module| match m {
+            Module::Name(n) => exe.file_name().is_some_and(|f| f.to_string_lossy() == *n),
+            Module::Path(p) => {
+                let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+                real(Path::new(p)) == real(exe)
+            }
+        };
         let path = match module {
             None => exe.to_path_buf(),
+            Some(m) if is_exe(m) => exe.to_path_buf(),
             Some(m) => LIBRARY_FINDER
                 .get()
                 .and_then(|f| f(exe, m))
@@ -260,6 +301,25 @@ pub(crate) fn resolve_all(
             if let Ok(l) = return_loc(&mut debugs, p) {
                 b.insert("return".to_string(), return_code(l));
             }
+        }
+        for (key, [ty, module, chain], span) in
+            casts(|mut f| p.body.iter().for_each(|s| walk_stmt(s, &mut f)))
+        {
+            let m = (!module.is_empty()).then(|| {
+                if module.contains('/') {
+                    Module::Path(module.clone())
+                } else {
+                    Module::Name(module.clone())
+                }
+            });
+            let t = debugs
+                .of(m.as_ref())
+                .and_then(|d| d.cast_access(&ty, &chain))
+                .map_err(|why| CodegenError::TargetVar {
+                    what: format!("`@cast(..., \"{ty}\"){chain}`: {why}"),
+                    span,
+                })?;
+            b.insert(key, t);
         }
         let e = resolve(&mut debugs, p, &entry, true)?;
         all.push((b, e));

@@ -438,6 +438,25 @@ impl Printer<'_> {
             ExprKind::Call { func, args } => {
                 format!("{}({}):{ty}", self.s.functions[*func].name, list(args))
             }
+            ExprKind::Builtin {
+                func: builtins::Builtin::Cast,
+                args,
+            } if args.len() == 4 => {
+                let lit = |a: &Expr| match &a.kind {
+                    ExprKind::Str(s) => s.clone(),
+                    _ => String::new(),
+                };
+                let module = match lit(&args[2]) {
+                    m if m.is_empty() => String::new(),
+                    m => format!(", {}", quote(&m)),
+                };
+                format!(
+                    "@cast({}, {}{module}){}:{ty}",
+                    e(&args[0]),
+                    quote(&lit(&args[1])),
+                    lit(&args[3])
+                )
+            }
             ExprKind::Builtin { func, args } => {
                 format!("{}({}):{ty}", builtins::name(*func), list(args))
             }
