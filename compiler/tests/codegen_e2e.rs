@@ -385,7 +385,7 @@ fn target_variable_errors_name_the_problem() {
     );
     assert_eq!(
         check("probe kretprobe(work) { print($x) }"),
-        "cannot compile `$x`: only available at the entry of a named function, not in kretprobe(work)"
+        "cannot compile `$x`: only available at the entry of a named function, not in kretprobe(work) (write `@entry($x)` for its value at the entry)"
     );
     let c = ptap_lang::frontend(
         "t.pt",

@@ -15,6 +15,9 @@ pub enum Builtin {
     /// `@cast(ptr, "type"[, "module"])->a->b`: args `ptr`, then the type,
     /// the module ("" for the executable) and the members as strings.
     Cast,
+    /// `$arr[i]`: args: the index, then the path as a string, with `[?]`
+    /// where the index goes.
+    TargetIndex,
     Probefunc,
     Pp,
     Nsecs,

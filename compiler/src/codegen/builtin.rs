@@ -102,6 +102,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             }
             B::Ubacktrace => Ok(self.string_helper(Helper::Ubacktrace, &[])),
             B::Cast => self.translate_cast(args, span),
+            B::TargetIndex => self.translate_target_index(args, span),
         }
     }
 

@@ -25,6 +25,8 @@ pub(crate) enum Op {
     Load { off: i64, size: u8, signed: bool },
     /// `v = v + off` (the address of a member or element).
     Add(i64),
+    /// `v = v + index * stride`, the index computed by the script (`$a[i]`).
+    AddIndex(i64),
     /// `v` truncated to `size` bytes, sign- or zero-extended.
     Narrow { size: u8, signed: bool },
 }
@@ -82,6 +84,8 @@ struct Path<'a> {
 enum Step<'a> {
     Member(&'a str),
     Index(u64),
+    /// `[?]`: the index the script computes.
+    Dyn,
 }
 
 fn parse_path(name: &str) -> Result<Path<'_>, String> {
@@ -102,8 +106,12 @@ fn parse_path(name: &str) -> Result<Path<'_>, String> {
             rest = &r[end..];
         } else if let Some(r) = rest.strip_prefix('[') {
             let end = r.find(']').ok_or("an unclosed `[`")?;
-            let i = r[..end].parse().map_err(|_| "a bad index")?;
-            steps.push(Step::Index(i));
+            if &r[..end] == "?" {
+                steps.push(Step::Dyn);
+            } else {
+                let i = r[..end].parse().map_err(|_| "a bad index")?;
+                steps.push(Step::Index(i));
+            }
             rest = &r[end + 1..];
         } else {
             return Err(format!("cannot read `{rest}`"));
@@ -347,6 +355,7 @@ impl Debug {
             match step {
                 Step::Member(m) => shown = format!("{shown}->{m}"),
                 Step::Index(i) => shown = format!("{shown}[{i}]"),
+                Step::Dyn => shown = format!("{shown}[...]"),
             }
         }
         if path.pretty > 0 {
@@ -649,7 +658,12 @@ impl Debug {
             (Some(Operation::Register { register }), None) => reg(register)
                 .map(|r| Place::Value(vec![Op::Reg(r)]))
                 .ok_or_else(|| "it is in a register ptap cannot read".into()),
-            // The value the register had at the function's entry: here, the register.
+            // The value the register had at the function's entry: the
+            // register, at the entry only (elsewhere it may have changed).
+            (Some(Operation::EntryValue { .. }), _) if !scope.entry => Err(
+                "it is only known as a register's value at the function's entry (DW_OP_entry_value): probe the function's entry"
+                    .into(),
+            ),
             (Some(Operation::EntryValue { expression }), Some(Operation::StackValue)) => {
                 let mut inner = gimli::Expression(expression).operations(u.unit.encoding());
                 match inner.next().map_err(err)? {
@@ -787,7 +801,30 @@ impl Debug {
                     }
                 }
             }
-            (Step::Index(_), _) => Err(format!(
+            (Step::Dyn, Ty::Ptr { to }) => {
+                let stride = self
+                    .size_of(u, to)
+                    .ok_or_else(|| format!("`{shown}` points to a type of unknown size"))?;
+                let mut ops = place.value(8, false);
+                ops.push(Op::AddIndex(stride as i64));
+                Ok((Place::Mem(ops, 0), to))
+            }
+            (Step::Dyn, Ty::Array { elem, .. }) => {
+                let stride = self
+                    .size_of(u, elem)
+                    .ok_or_else(|| format!("`{shown}` has elements of unknown size"))?;
+                match place {
+                    Place::Mem(mut ops, off) => {
+                        ops.push(Op::Add(off));
+                        ops.push(Op::AddIndex(stride as i64));
+                        Ok((Place::Mem(ops, 0), elem))
+                    }
+                    Place::Value(_) => {
+                        Err(format!("`{shown}` is kept in registers: not supported"))
+                    }
+                }
+            }
+            (Step::Index(_) | Step::Dyn, _) => Err(format!(
                 "`{shown}` ({}) is not an array or a pointer",
                 self.type_name(u, ty, 0)
             )),

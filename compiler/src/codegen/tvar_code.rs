@@ -38,6 +38,21 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         self.translate_tvar_from(&t, base, span)
     }
 
+    /// `$arr[i]`: the path's code, with the index.
+    pub(crate) fn translate_target_index(&mut self, args: &[Expr], span: Span) -> R<Value> {
+        let path = match args.get(1).map(|a| &a.kind) {
+            Some(ptap_lang::checked::ExprKind::Str(s)) => s.clone(),
+            _ => return unsupported("this target variable", span),
+        };
+        let Some(t) = self.tvars.get(&path).cloned() else {
+            return unsupported(&format!("`${path}` here (only in probe handlers)"), span);
+        };
+        let index = self.translate_expr(&args[0])?;
+        self.translate_tvar_from(&t, index, span)
+    }
+
+    /// `start`: the first value (`@cast`'s pointer), and the index of
+    /// `AddIndex` (`$a[i]`, whose ops start from a register).
     fn tvar_ops(&mut self, ops: &[Op], start: Value, span: Span) -> Value {
         let mut v = start;
         for op in ops {
@@ -45,6 +60,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 Op::Reg(r) => self.reg(r),
                 Op::Const(c) => self.iconst(c),
                 Op::Add(off) => self.b.ins().iadd_imm_s(v, off),
+                Op::AddIndex(stride) => {
+                    let scaled = self.b.ins().imul_imm_s(start, stride);
+                    self.b.ins().iadd(v, scaled)
+                }
                 Op::Load { off, size, signed } => {
                     let a = self.b.ins().iadd_imm_s(v, off);
                     let (c, s) = (self.ctx, self.iconst(i64::from(size)));

@@ -20,6 +20,14 @@ fn used(exprs: impl FnOnce(&mut dyn FnMut(&ptap_lang::checked::Expr))) -> Vec<(S
     let mut out: Vec<(String, Span)> = Vec::new();
     exprs(&mut |e| {
         let name = match &e.kind {
+            // `$a[i]`: the path with `[?]` (args: the index, the path).
+            ExprKind::Builtin {
+                func: ptap_lang::builtins::Builtin::TargetIndex,
+                args,
+            } => match args.get(1).map(|a| &a.kind) {
+                Some(ExprKind::Str(p)) => p,
+                _ => return,
+            },
             ExprKind::TargetVar(n)
             | ExprKind::Assign {
                 target: LValue::TargetVar(n),

@@ -371,6 +371,35 @@ impl Checker<'_> {
         }
     }
 
+    /// `$arr[i]` with an index the script computes.
+    fn target_index(
+        &mut self,
+        scope: &mut Scope,
+        path: &str,
+        args: &[ast::Expr],
+        span: Span,
+    ) -> Expr {
+        let ok = self.need_target_var(scope, span, path);
+        let idx = self.expect(scope, &args[0], Type::Long);
+        let ty = if crate::checked::target_var_is_string(path) {
+            Type::String
+        } else {
+            Type::Long
+        };
+        if !ok {
+            return mk(ExprKind::Long(0), Ty::K(ty), span);
+        }
+        let p = mk(ExprKind::Str(path.to_string()), Ty::K(Type::String), span);
+        mk(
+            ExprKind::Builtin {
+                func: builtins::Builtin::TargetIndex,
+                args: vec![idx, p],
+            },
+            Ty::K(ty),
+            span,
+        )
+    }
+
     /// `@cast(ptr, "type"[, "module"])->a->b` (SystemTap): members of the
     /// object `ptr` points to, typed by the DWARF of the executable (or of
     /// the library named), read when the probe runs.
@@ -426,6 +455,9 @@ impl Checker<'_> {
     ) -> Expr {
         let n = name.name.as_str();
         let bad = mk(ExprKind::Long(0), Ty::K(Type::Long), span);
+        if let Some(path) = n.strip_prefix("tvar:") {
+            return self.target_index(scope, path, args, span);
+        }
         if let Some(chain) = n
             .strip_prefix("cast")
             .filter(|c| c.starts_with("->") || c.starts_with('$'))

@@ -439,6 +439,19 @@ impl Printer<'_> {
                 format!("{}({}):{ty}", self.s.functions[*func].name, list(args))
             }
             ExprKind::Builtin {
+                func: builtins::Builtin::TargetIndex,
+                args,
+            } if args.len() == 2 => {
+                let path = match &args[1].kind {
+                    ExprKind::Str(s) => s.clone(),
+                    _ => String::new(),
+                };
+                format!(
+                    "${}:{ty}",
+                    path.replacen("[?]", &format!("[{}]", e(&args[0])), 1)
+                )
+            }
+            ExprKind::Builtin {
                 func: builtins::Builtin::Cast,
                 args,
             } if args.len() == 4 => {
