@@ -128,9 +128,26 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
         Module::Name(n) => ModuleSpec::Name(n.clone()),
         Module::Path(p) => ModuleSpec::Path(p.clone()),
     });
-    let mut found = images
-        .list(&module, query, pattern)
-        .map_err(|why| format!("{kind}({raw}) {why}"))?;
+    let listed = images.list(&module, query, pattern);
+    // A function of the executable that was only inlined: its copies.
+    let none = listed.as_ref().map_or(true, |f| f.is_empty());
+    if let (true, Target::Symbol { module: None, .. }, "kprobe") = (none, &target, kind) {
+        if let Some(exe) = images.main_path() {
+            if let Ok(d) = Debug::load(&exe) {
+                let copies = d.line_addresses(Some(query), "", None).unwrap_or_default();
+                if !copies.is_empty() && copies.iter().all(|a| a.inlined) {
+                    let line = Target::Line {
+                        module: None,
+                        func: Some(query.to_string()),
+                        file: String::new(),
+                        line: None,
+                    };
+                    return line_points(kind, raw, &line, &exe, vars, opts.verbose > 0);
+                }
+            }
+        }
+    }
+    let mut found = listed.map_err(|why| format!("{kind}({raw}) {why}"))?;
     // Sorted by name within each object (the executable first).
     found.sort_by(|a, b| (!a.is_main, &a.label, &a.name).cmp(&(!b.is_main, &b.label, &b.name)));
     if found.is_empty() {
@@ -203,7 +220,7 @@ fn line_points(
     let addrs = d
         .line_addresses(func.as_deref(), file, *line)
         .map_err(|why| format!("{kind}({raw}): {why}"))?;
-    let written = if raw.starts_with('"') {
+    let written = if raw.starts_with('"') || !raw.contains([':', '@']) {
         raw.to_string()
     } else {
         format!("\"{raw}\"")

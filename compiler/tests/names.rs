@@ -209,6 +209,16 @@ fn list_source_lines() {
                 && l.ends_with(" in square (inlined)")),
         "{out:?}"
     );
+    // By its name, the same copies (the function has no symbol).
+    let out = listing(&["-L", "kprobe(square)", &bin]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.lines().count(), 2, "{out:?}");
+    assert!(
+        out.stdout
+            .lines()
+            .all(|l| l.starts_with("kprobe(square) $v:int $r:int  # 0x")),
+        "{out:?}"
+    );
     // -L: the variables in scope at a line (-O0: on the frame).
     let out = listing(&["-L", "kprobe(\"structs.c:40\")", &target("structs.O0")]);
     assert_eq!(
