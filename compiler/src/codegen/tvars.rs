@@ -261,7 +261,8 @@ fn resolve(
             }
             let Some((module, func)) = entry_function(&pt.kind, at_entry) else {
                 let hint = if matches!(pt.kind, PointKind::Kretprobe { .. }) {
-                    format!(" (write `@entry(${name})` for its value at the entry)")
+                    " (a pretty-printed value is not kept from the entry: print it in a kprobe)"
+                        .to_string()
                 } else {
                     String::new()
                 };

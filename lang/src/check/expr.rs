@@ -53,7 +53,29 @@ impl Checker<'_> {
                 } else {
                     Type::Long
                 };
-                mk(ExprKind::TargetVar(id.name.clone()), Ty::K(ty), span)
+                let x = mk(ExprKind::TargetVar(id.name.clone()), Ty::K(ty), span);
+                // As in SystemTap, `$name` in a kretprobe is its value at the
+                // function's entry (`@entry($name)`); `$return` is the result.
+                let returns = match &scope.kind {
+                    super::ScopeKind::Probe { points } => {
+                        !points.is_empty()
+                            && points.iter().all(|(p, c)| {
+                                matches!(p.kind, crate::checked::PointKind::Kretprobe { .. })
+                                    && c.ret
+                                    && !c.syscall
+                            })
+                    }
+                    super::ScopeKind::Function(_) => false,
+                };
+                if returns && ty == Type::Long && id.name != "return" && !scope.in_entry {
+                    scope.entry_exprs.push(x);
+                    return mk(
+                        ExprKind::Entry(scope.entry_exprs.len() - 1),
+                        Ty::K(Type::Long),
+                        span,
+                    );
+                }
+                x
             }
             A::ScriptArg { n, as_string } => self.script_arg(*n, *as_string, span),
             A::Unary { op, operand } => {
