@@ -213,6 +213,44 @@ impl Debug {
         self.access(&unit, &scope, &vars, func, name)
     }
 
+    /// `$return->member`, `$return[2]`, `$return$` in a kretprobe of
+    /// `func`: the path from the return value (`rax`) typed by the
+    /// function's DWARF return type.
+    pub(crate) fn return_access(&self, func: &str, name: &str) -> Result<TVar, String> {
+        use super::dwarf::err;
+        let path = parse_path(name)?;
+        let mut units = self.dwarf.units();
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut found = None;
+            let mut cursor = unit.entries();
+            while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
+                if e.tag() != dw::DW_TAG_subprogram {
+                    continue;
+                }
+                let Some(pc) = self.low_pc(&u, e)? else {
+                    continue;
+                };
+                if self.is_function_at(&u, e, func, pc)? {
+                    found = Some(self.type_of(&u, e)?);
+                    break;
+                }
+            }
+            let Some(ty) = found else {
+                continue;
+            };
+            if ty.is_none() {
+                return Err(format!("`{func}` returns void"));
+            }
+            let place = Place::Value(vec![Op::Reg(ptap_arch::regs::offset::AX)]);
+            return self.walk(&u, place, ty, &path, "$return".into());
+        }
+        Err(format!(
+            "no debug information for function `{func}` (compile the target with -g)"
+        ))
+    }
+
     /// The code of `name` at the address `pc` (a source-line or `0xADDR`
     /// point): the variables of the innermost function or inlined copy
     /// there, in the lexical blocks that hold `pc`.

@@ -237,6 +237,30 @@ fn resolve(
             out.insert(name.clone(), return_code(l));
             continue;
         }
+        // `$return->m`, `$return$`: the path from the typed return value.
+        if name.starts_with("return") && !at_entry {
+            let mut loc: Option<TVar> = None;
+            for pt in &p.points {
+                let Some((module, func)) = returning_function(&pt.kind) else {
+                    return Err(fail(format!(
+                        "only available in a kretprobe of a named function, not in {}",
+                        pt.text
+                    )));
+                };
+                let l = debugs
+                    .of(module)
+                    .and_then(|d| d.return_access(func, name))
+                    .map_err(&fail)?;
+                if loc.as_ref().is_some_and(|x| *x != l) {
+                    return Err(fail("the probe's functions return different types".into()));
+                }
+                loc = Some(l);
+            }
+            if let Some(l) = loc {
+                out.insert(name.clone(), l);
+            }
+            continue;
+        }
         let mut loc: Option<TVar> = None;
         for pt in &p.points {
             // A source line or `0xADDR` of the executable: the variables there.

@@ -67,7 +67,8 @@ impl Checker<'_> {
                     }
                     super::ScopeKind::Function(_) => false,
                 };
-                if returns && ty == Type::Long && id.name != "return" && !scope.in_entry {
+                let base = id.name.split(['-', '[', '$']).next().unwrap_or_default();
+                if returns && ty == Type::Long && base != "return" && !scope.in_entry {
                     scope.entry_exprs.push(x);
                     return mk(
                         ExprKind::Entry(scope.entry_exprs.len() - 1),
