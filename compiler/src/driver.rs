@@ -130,6 +130,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
             &[e.to_diagnostic()],
         ))
     };
+    ptap_compiler::codegen::dwarf_lines::set_verbose(opts.verbose > 0);
     let t = Instant::now();
     if opts.pass == Some(3) {
         return match ptap_compiler::codegen::ir_text_for(&checked, exe.as_deref()) {

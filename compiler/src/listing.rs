@@ -80,15 +80,30 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
         _ => {}
     }
     let images = match (opts.pid, &opts.cmd, opts.rest.first()) {
-        (Some(pid), _, _) => Images::from_pid(pid)?,
+        (Some(pid), _, _) => {
+            if let Target::Line { .. } = &target {
+                let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
+                    .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
+                return line_points(kind, raw, &target, &exe, vars, opts.verbose > 0);
+            }
+            Images::from_pid(pid)?
+        }
         (None, Some(cmd), _) => {
             let argv = shlex::split(cmd).ok_or_else(|| format!("cannot split -c `{cmd}`"))?;
             let argv0 = argv.first().ok_or("-c needs a command")?;
             let exe = crate::run::resolve_exe(argv0)
                 .ok_or_else(|| format!("cannot find `{argv0}` (searched PATH)"))?;
+            if let Target::Line { .. } = &target {
+                return line_points(kind, raw, &target, &exe, vars, opts.verbose > 0);
+            }
             Images::load(&exe)?
         }
-        (None, None, Some(path)) => Images::load(Path::new(path))?,
+        (None, None, Some(path)) => {
+            if let Target::Line { .. } = &target {
+                return line_points(kind, raw, &target, Path::new(path), vars, opts.verbose > 0);
+            }
+            Images::load(Path::new(path))?
+        }
         (None, None, None) => {
             return Err(
                 "what program? give -c CMD, -x PID or its path (ptap -l 'kprobe(f*)' /bin/ls)"
@@ -113,9 +128,26 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
         Module::Name(n) => ModuleSpec::Name(n.clone()),
         Module::Path(p) => ModuleSpec::Path(p.clone()),
     });
-    let mut found = images
-        .list(&module, query, pattern)
-        .map_err(|why| format!("{kind}({raw}) {why}"))?;
+    let listed = images.list(&module, query, pattern);
+    // A function of the executable that was only inlined: its copies.
+    let none = listed.as_ref().map_or(true, |f| f.is_empty());
+    if let (true, Target::Symbol { module: None, .. }, "kprobe") = (none, &target, kind) {
+        if let Some(exe) = images.main_path() {
+            if let Ok(d) = Debug::load(&exe) {
+                let copies = d.line_addresses(Some(query), "", None).unwrap_or_default();
+                if !copies.is_empty() && copies.iter().all(|a| a.inlined) {
+                    let line = Target::Line {
+                        module: None,
+                        func: Some(query.to_string()),
+                        file: String::new(),
+                        line: None,
+                    };
+                    return line_points(kind, raw, &line, &exe, vars, opts.verbose > 0);
+                }
+            }
+        }
+    }
+    let mut found = listed.map_err(|why| format!("{kind}({raw}) {why}"))?;
     // Sorted by name within each object (the executable first).
     found.sort_by(|a, b| (!a.is_main, &a.label, &a.name).cmp(&(!b.is_main, &b.label, &b.name)));
     if found.is_empty() {
@@ -168,13 +200,121 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
     Ok(lines)
 }
 
+/// `-l 'kprobe("file.c:42")'`: one line per address of the line (its
+/// copies, inlined ones too), with `-L` the variables there.
+fn line_points(
+    kind: &str,
+    raw: &str,
+    target: &Target,
+    exe: &Path,
+    vars: bool,
+    verbose: bool,
+) -> Result<Vec<String>, String> {
+    let Target::Line {
+        func, file, line, ..
+    } = target
+    else {
+        return Ok(Vec::new());
+    };
+    let d = Debug::load(exe)?;
+    let addrs = d
+        .line_addresses(func.as_deref(), file, *line)
+        .map_err(|why| format!("{kind}({raw}): {why}"))?;
+    let written = if raw.starts_with('"') || !raw.contains([':', '@']) {
+        raw.to_string()
+    } else {
+        format!("\"{raw}\"")
+    };
+    let mut out = Vec::new();
+    for a in addrs {
+        let mut l = format!("{kind}({written})");
+        if vars {
+            for (n, t) in d.vars_at(a.addr).unwrap_or_default() {
+                if t != "?" {
+                    l.push_str(&format!(" ${n}:{t}"));
+                }
+            }
+        }
+        if verbose || a.inlined {
+            l.push_str(&format!(
+                "  # {:#x} in {}{}",
+                a.addr,
+                a.func,
+                if a.inlined { " (inlined)" } else { "" }
+            ));
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
 fn syscall_line(kind: &str, name: &str, calls: &[(String, u32)], vars: bool) -> String {
     let mut line = format!("{kind}({name})");
-    if vars {
+    // Arguments at entries; a kretprobe has `ret` (`@entry(argN)` for them).
+    if vars && kind == "kretprobe" {
         let list: Vec<String> = calls.iter().map(|(c, nr)| format!("{c}({nr})")).collect();
+        line.push_str(&format!(" ret:long # calls {}", list.join(" ")));
+    } else if vars {
+        // One call: its arguments after the point; several: per call.
+        let args = |c: &str| {
+            syscall_args(c)
+                .map(|a| {
+                    a.iter()
+                        .enumerate()
+                        .map(|(i, (n, t))| format!("{n}=arg{}:{t}", i + 1))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default()
+        };
+        if let [(c, _)] = calls {
+            let a = args(c);
+            if !a.is_empty() {
+                line.push(' ');
+                line.push_str(&a);
+            }
+        }
+        let list: Vec<String> = calls
+            .iter()
+            .map(|(c, nr)| match (calls.len(), args(c)) {
+                (1, _) => format!("{c}({nr})"),
+                (_, a) if a.is_empty() => format!("{c}({nr})"),
+                (_, a) => format!("{c}({nr}: {a})"),
+            })
+            .collect();
         line.push_str(&format!(" # calls {}", list.join(" ")));
     }
     line
+}
+
+/// The arguments of system call `call` as the kernel describes them
+/// (name, C type), from its `syscalls:sys_enter_CALL` tracepoint format;
+/// None where tracefs is not readable (not root, not mounted: a listing
+/// does not mount it).
+fn syscall_args(call: &str) -> Option<Vec<(String, String)>> {
+    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/syscalls/sys_enter_{call}/format")).ok()
+        })?;
+    let mut out = Vec::new();
+    for line in format.lines() {
+        let Some(decl) = line
+            .trim()
+            .strip_prefix("field:")
+            .and_then(|f| f.split(';').next())
+        else {
+            continue;
+        };
+        let Some((ty, name)) = decl.rsplit_once(' ') else {
+            continue;
+        };
+        if name.starts_with("common_") || name == "__syscall_nr" {
+            continue;
+        }
+        out.push((name.to_string(), ty.trim().replace(" *", "*")));
+    }
+    Some(out)
 }
 
 fn syscall_pattern(kind: &str, pattern: &str, vars: bool) -> Vec<String> {

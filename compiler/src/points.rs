@@ -172,6 +172,11 @@ impl Images {
         &self.images[0]
     }
 
+    /// The main executable's file (for its debug information).
+    pub fn main_path(&self) -> Option<PathBuf> {
+        self.images.first().map(|i| i.path.clone())
+    }
+
     fn matching<'a>(&'a self, module: &'a Option<ModuleSpec>) -> impl Iterator<Item = &'a Image> {
         self.images.iter().filter(move |i| match module {
             None => true,

@@ -174,7 +174,63 @@ fn list_system_call_points() {
     let out = listing(&["-L", "kretprobe(sys_open)"]);
     assert_eq!(
         out.stdout,
-        "kretprobe(sys_open) # calls open(2) openat(257) openat2(437) creat(85)\n"
+        "kretprobe(sys_open) ret:long # calls open(2) openat(257) openat2(437) creat(85)\n"
+    );
+    // Arguments by name and C type, from the kernel's tracepoint formats
+    // when tracefs is readable.
+    let out = listing(&["-L", "sys_openat"]);
+    let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|r| {
+            std::path::Path::new(r)
+                .join("events/syscalls/sys_enter_openat")
+                .is_dir()
+        });
+    let expect = if tracefs {
+        "kprobe(sys_openat) dfd=arg1:int filename=arg2:const char* flags=arg3:int mode=arg4:umode_t # calls openat(257)\n"
+    } else {
+        "kprobe(sys_openat) # calls openat(257)\n"
+    };
+    assert_eq!(out.stdout, expect, "{out:?}");
+}
+
+#[test]
+fn list_source_lines() {
+    // An inlined function: one point per copy, marked.
+    let bin = target("inlines");
+    let out = listing(&["-l", "square@inlines.c", &bin]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("kprobe(\"square@inlines.c\")  # 0x")
+                && l.ends_with(" in square (inlined)")),
+        "{out:?}"
+    );
+    // By its name, the same copies (the function has no symbol).
+    let out = listing(&["-L", "kprobe(square)", &bin]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.lines().count(), 2, "{out:?}");
+    assert!(
+        out.stdout
+            .lines()
+            .all(|l| l.starts_with("kprobe(square) $v:int $r:int  # 0x")),
+        "{out:?}"
+    );
+    // -L: the variables in scope at a line (-O0: on the frame).
+    let out = listing(&["-L", "kprobe(\"structs.c:40\")", &target("structs.O0")]);
+    assert_eq!(
+        out.stdout,
+        "kprobe(\"structs.c:40\") $i:int $argc:int $argv:char** $n:int $second:struct pt $first:struct pt $sum:long int\n",
+        "{out:?}"
+    );
+    let out = listing(&["-l", "structs.c:31", &target("structs")]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("no code at line 31 of `structs.c`"),
+        "{out:?}"
     );
 }
 

@@ -12,6 +12,12 @@ pub enum Builtin {
     Execname,
     Cpu,
     Target,
+    /// `@cast(ptr, "type"[, "module"])->a->b`: args `ptr`, then the type,
+    /// the module ("" for the executable) and the members as strings.
+    Cast,
+    /// `$arr[i]`: args: the index, then the path as a string, with `[?]`
+    /// where the index goes.
+    TargetIndex,
     Probefunc,
     Pp,
     Nsecs,

@@ -206,6 +206,15 @@ pub enum Target {
     },
     /// `0xADDR`: a link-time address of the main executable.
     Address(u64),
+    /// `file.c:42`, `func@file.c:42`, `func@file.c`: source lines of the
+    /// main executable, found in its DWARF line table by the compiler
+    /// (every address where code of the line starts, inlined copies too).
+    Line {
+        module: Option<Module>,
+        func: Option<String>,
+        file: String,
+        line: Option<u32>,
+    },
     /// `sys_NAME`: system call(s) (name, x86-64 number).
     Syscall {
         name: String,
@@ -430,4 +439,10 @@ pub enum ExprKind {
         kind: HistKind,
         target: AggTarget,
     },
+}
+
+/// Is the target variable `$name` (without its `$`) a string? `$s$`,
+/// `$p->a$$` and `$$parms` (`name` `$parms`) are pretty-printed values.
+pub fn target_var_is_string(name: &str) -> bool {
+    name.starts_with('$') || name.ends_with('$')
 }

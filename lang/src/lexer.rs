@@ -26,7 +26,11 @@ enum Raw {
     EmbeddedC,
     #[regex(r"[A-Za-z_][A-Za-z0-9_]*")]
     Ident,
-    #[regex(r"\$[A-Za-z_][A-Za-z0-9_]*")]
+    /// `$name`, with SystemTap's member and index suffixes (`$p->a->b`,
+    /// `$arr[3]`) and pretty-printing marks (`$s$`, `$s$$`); `$$parms`,
+    /// `$$locals`, `$$vars` (also with `$`/`$$`).
+    #[regex(r"\$[A-Za-z_][A-Za-z0-9_]*(->[A-Za-z_][A-Za-z0-9_]*|\[[0-9]+\])*(\$|\$\$)?")]
+    #[regex(r"\$\$(parms|locals|vars)(\$|\$\$)?")]
     TargetVar,
     #[regex(r"\$[0-9]+")]
     DollarArg,
@@ -34,6 +38,10 @@ enum Raw {
     AtArg,
     #[regex(r"@[A-Za-z_][A-Za-z0-9_]*")]
     AtName,
+    /// `->a->b[2]$` after `@cast(...)`.
+    #[regex(r"->[A-Za-z_][A-Za-z0-9_]*(->[A-Za-z_][A-Za-z0-9_]*|\[[0-9]+\])*(\$|\$\$)?")]
+    #[regex(r"\$\$?")]
+    Members,
     #[regex(r"[0-9][A-Za-z0-9_]*")]
     Number,
     #[regex(r#""([^"\\\n]|\\[^\n])*""#)]
@@ -173,6 +181,7 @@ pub enum Tok {
     AtArg(u32),
     /// `@name` (without the `@`): `@entry`, `@count`, ...
     AtName(String),
+    Members(String),
     Number(u64),
     Str(String),
     LParen,
@@ -234,6 +243,7 @@ impl Tok {
             Tok::DollarArg(n) => format!("`${n}`"),
             Tok::AtArg(n) => format!("`@{n}`"),
             Tok::AtName(s) => format!("`@{s}`"),
+            Tok::Members(s) => format!("`{s}`"),
             Tok::Number(n) => format!("number `{n}`"),
             Tok::Str(_) => "a string".to_string(),
             Tok::ReturnBare => "`return`".to_string(),
@@ -312,9 +322,8 @@ impl Tok {
             Inc => "++",
             Dec => "--",
             Aggregate => "<<<",
-            Ident(_) | TargetVar(_) | DollarArg(_) | AtArg(_) | AtName(_) | Number(_) | Str(_) => {
-                ""
-            }
+            Ident(_) | TargetVar(_) | DollarArg(_) | AtArg(_) | AtName(_) | Members(_)
+            | Number(_) | Str(_) => "",
         }
     }
 }
@@ -416,6 +425,7 @@ fn convert(raw: Raw, text: &str) -> Result<Tok, LexErrorKind> {
         Raw::Ident => keyword(text).unwrap_or_else(|| Tok::Ident(text.to_string())),
         Raw::TargetVar => Tok::TargetVar(text[1..].to_string()),
         Raw::AtName => Tok::AtName(text[1..].to_string()),
+        Raw::Members => Tok::Members(text.to_string()),
         Raw::DollarArg => Tok::DollarArg(arg_number(text)?),
         Raw::AtArg => Tok::AtArg(arg_number(text)?),
         Raw::Number => Tok::Number(number(text)?),

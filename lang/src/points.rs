@@ -138,6 +138,8 @@ impl Caps {
                 Target::Symbol { offset: 0, .. } | Target::Pattern { .. } => Some(ArgAbi::SysV),
                 Target::Symbol { .. } => None,
                 Target::Address(_) => entry.then_some(ArgAbi::SysV),
+                Target::Line { line: None, .. } => Some(ArgAbi::SysV),
+                Target::Line { .. } => None,
             };
             (args, matches!(t, Target::Syscall { .. }))
         };
@@ -237,19 +239,21 @@ pub fn resolve(spec: &PointSpec, text: &str) -> Result<ProbePoint, PointError> {
                 }
                 _ => return Err(malformed("nothing after the target")),
             };
-            if kind != "kprobe" {
-                if let Target::Symbol { offset, .. } = &target {
-                    if *offset != 0 {
-                        return Err(PointError::NotAFunctionEntry {
-                            kind: if kind == "jprobe" {
-                                "jprobe"
-                            } else {
-                                "kretprobe"
-                            },
-                            span: *arg_span,
-                        });
-                    }
-                }
+            // A line (`file.c:42`) is inside a function, as `sym+off`.
+            let inside = match &target {
+                Target::Symbol { offset, .. } => *offset != 0,
+                Target::Line { line, .. } => line.is_some(),
+                _ => false,
+            };
+            if kind != "kprobe" && inside {
+                return Err(PointError::NotAFunctionEntry {
+                    kind: if kind == "jprobe" {
+                        "jprobe"
+                    } else {
+                        "kretprobe"
+                    },
+                    span: *arg_span,
+                });
             }
             match kind {
                 "kprobe" => PointKind::Kprobe { target },
@@ -364,6 +368,62 @@ fn module_colon(s: &str) -> Option<usize> {
         .find(|&i| b[i] == b':' && b.get(i + 1) != Some(&b':') && (i == 0 || b[i - 1] != b':'))
 }
 
+/// File name endings of source files, for `file.c:42`.
+const SOURCE_EXTS: &[&str] = &[
+    "c", "h", "cc", "cpp", "cxx", "c++", "hh", "hpp", "hxx", "C", "rs", "s", "S", "go", "f", "f90",
+];
+
+/// `file.c:42`, `func@file.c:42`, `func@file.c` (SystemTap's
+/// `.statement("func@file.c:42")`): None for any other target.
+pub fn line_target(text: &str, span: Span) -> Result<Option<Target>, PointError> {
+    let bad = |why: &str| PointError::BadTarget {
+        text: text.to_string(),
+        span,
+        why: why.to_string(),
+    };
+    let (func, rest) = match text.split_once('@') {
+        Some((f, r)) => (Some(f), r),
+        None => (None, text),
+    };
+    let (file, line) = match rest.rsplit_once(':') {
+        Some((f, l)) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => (
+            f,
+            Some(
+                l.parse::<u32>()
+                    .map_err(|_| bad("the line number is too big"))?,
+            ),
+        ),
+        _ => (rest, None),
+    };
+    let is_source = file
+        .rsplit_once('.')
+        .is_some_and(|(stem, ext)| !stem.is_empty() && SOURCE_EXTS.contains(&ext));
+    if func.is_none() && !(is_source && line.is_some()) {
+        return Ok(None);
+    }
+    if file.is_empty() || file.contains(['"', ':', '*', '?', '[']) {
+        return Err(bad(
+            "write a source file as in `file.c:42` or `func@file.c:42`",
+        ));
+    }
+    if let Some(f) = func {
+        if f.is_empty() || f.contains(['*', '?', '[', ':', '"']) && !f.contains("::") {
+            return Err(bad(
+                "before `@` comes a function name, as in `func@file.c:42`",
+            ));
+        }
+    }
+    if line == Some(0) {
+        return Err(bad("lines are numbered from 1"));
+    }
+    Ok(Some(Target::Line {
+        module: None,
+        func: func.map(str::to_string),
+        file: file.to_string(),
+        line,
+    }))
+}
+
 /// Parses the text of `kprobe(...)`.
 pub fn parse_target(raw: &str, span: Span) -> Result<Target, PointError> {
     let text = canonical(raw);
@@ -385,6 +445,9 @@ pub fn parse_target(raw: &str, span: Span) -> Result<Target, PointError> {
         if !inner.is_empty() && !inner.starts_with('/') {
             return parse_target(&inner, span);
         }
+    }
+    if let Some(t) = line_target(&text, span)? {
+        return Ok(t);
     }
     // The module part.
     let (module, rest) = if let Some(q) = text.strip_prefix('"') {

@@ -198,6 +198,28 @@ fn process(spec: &PointSpec, text: &str) -> Result<PointKind, PointError> {
     };
     match second.name.name.as_str() {
         "function" => {}
+        // `.statement("func@file.c:42")`, `.statement("file.c:42")`.
+        "statement" if c.len() == 2 => {
+            let arg = quoted(&second.arg).unwrap_or_default();
+            let aspan = second.arg.as_ref().map_or(second.name.span, |(_, s)| *s);
+            return match crate::points::line_target(&arg, aspan)? {
+                Some(Target::Line {
+                    func, file, line, ..
+                }) => Ok(PointKind::Kprobe {
+                    target: Target::Line {
+                        module,
+                        func,
+                        file,
+                        line,
+                    },
+                }),
+                _ => Err(refuse(
+                    aspan,
+                    format!("`.statement(\"{arg}\")` is not a source line"),
+                    "help: write `.statement(\"func@file.c:42\")` or `.statement(\"file.c:42\")`",
+                )),
+            };
+        }
         "begin" | "end" | "thread" => {
             return Err(refuse(
                 second.name.span,
@@ -208,8 +230,8 @@ fn process(spec: &PointSpec, text: &str) -> Result<PointKind, PointError> {
         "statement" => {
             return Err(refuse(
                 second.name.span,
-                "`process.statement` (source-line probes) is not supported",
-                "help: probe an instruction with `kprobe(NAME+OFFSET)` or `kprobe(0xADDR)`",
+                "nothing may follow `process.statement(...)`",
+                "help: `.statement(\"func@file.c:42\")` is a kprobe at that line",
             ))
         }
         "mark" | "provider" => {
@@ -242,13 +264,20 @@ fn process(spec: &PointSpec, text: &str) -> Result<PointKind, PointError> {
         });
     };
     let fspan = second.arg.as_ref().map_or(second.name.span, |(_, s)| *s);
-    if func.contains('@') {
-        return Err(refuse(
-            fspan,
-            "`NAME@FILE` and `NAME@FILE:LINE` need debug-info source lines, which ptap does not use for probe points",
-            "help: give the bare function name",
-        ));
-    }
+    // `func@file.c`: the function defined in that file (a line after it
+    // is where SystemTap declares it: the function's entry is probed).
+    let in_file = match func.contains('@') {
+        true => match crate::points::line_target(&func, fspan)? {
+            Some(Target::Line { func, file, .. }) => Some(Target::Line {
+                module: module.clone(),
+                func,
+                file,
+                line: None,
+            }),
+            _ => None,
+        },
+        false => None,
+    };
     let ret = match c.get(2) {
         None => false,
         Some(x) if x.arg.is_none() && x.name.name == "call" && c.len() == 3 => false,
@@ -270,7 +299,9 @@ fn process(spec: &PointSpec, text: &str) -> Result<PointKind, PointError> {
     };
     // The function name is a ptap target without module (`sym`, `sym+off`
     // is not SystemTap's, patterns are); a module comes from `process(PATH)`.
-    let target = if func.contains(['*', '?', '[']) {
+    let target = if let Some(t) = in_file {
+        t
+    } else if func.contains(['*', '?', '[']) {
         Target::Pattern {
             module,
             pattern: func,

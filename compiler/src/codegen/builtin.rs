@@ -101,6 +101,8 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 Ok(self.iconst(0))
             }
             B::Ubacktrace => Ok(self.string_helper(Helper::Ubacktrace, &[])),
+            B::Cast => self.translate_cast(args, span),
+            B::TargetIndex => self.translate_target_index(args, span),
         }
     }
 

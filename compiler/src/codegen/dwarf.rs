@@ -1,22 +1,18 @@
-//! `$name`: a parameter or variable of the probed function, found in the
-//! target executable's DWARF (gimli) when the script is compiled. Only
-//! function entries (`kprobe(f)`, `jprobe(f)` of the main executable) are
-//! supported: there the location is a register (an expression or the
-//! location-list entry covering the entry address). A parameter the DWARF
-//! keeps on the frame (`-O0` code: `DW_OP_fbreg`, valid only after the
-//! prologue) is read at entry from its SysV argument register.
+//! The target's DWARF (gimli), read when the script is compiled: the
+//! functions a point names (by name, symbol or demangled name), their
+//! return types (`$return`), listings (`ptap -L`), and separate debug
+//! files. Target-variable expressions (`$p->x`, `$$parms`) are in
+//! `dwarf_access.rs`.
 
 use std::borrow::Cow;
 use std::path::Path;
 use std::rc::Rc;
 
-use gimli::{
-    constants as dw, AttributeValue, EndianRcSlice, Operation, Reader, RunTimeEndian, UnitOffset,
-};
+use gimli::{constants as dw, AttributeValue, EndianRcSlice, Reader, RunTimeEndian, UnitOffset};
 use object::{Object, ObjectSection};
 use ptap_arch::regs::offset as regoff;
 
-type R = EndianRcSlice<RunTimeEndian>;
+pub(super) type R = EndianRcSlice<RunTimeEndian>;
 
 /// Where a target variable is at the probed function's entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +26,14 @@ pub(crate) struct VarLoc {
 
 /// The DWARF of one executable.
 pub struct Debug {
-    dwarf: gimli::Dwarf<R>,
+    pub(super) dwarf: gimli::Dwarf<R>,
     /// Function symbols of the object (name without version -> link-time
     /// address): a symbol may be an alias of the function DWARF names
     /// (glibc's `write` is `__libc_write`), found by address.
     syms: std::collections::HashMap<String, u64>,
+    /// `.eh_frame` of the object (bytes, section address, `.text`
+    /// address): the CFA that `DW_OP_call_frame_cfa` frame bases use.
+    pub(super) eh_frame: Option<(Vec<u8>, u64, u64)>,
 }
 
 /// A function's variables and return type, for listings.
@@ -49,7 +48,7 @@ pub struct FuncInfo {
 }
 
 /// DWARF x86-64 register numbers 0..=16 as `PtRegs` offsets.
-const DWARF_REGS: [usize; 16] = [
+pub(super) const DWARF_REGS: [usize; 16] = [
     regoff::AX,
     regoff::DX,
     regoff::CX,
@@ -69,7 +68,7 @@ const DWARF_REGS: [usize; 16] = [
 ];
 
 /// SysV integer argument registers.
-const ARG_REGS: [usize; 6] = [
+pub(super) const ARG_REGS: [usize; 6] = [
     regoff::DI,
     regoff::SI,
     regoff::DX,
@@ -78,7 +77,7 @@ const ARG_REGS: [usize; 6] = [
     regoff::R9,
 ];
 
-fn err(e: gimli::Error) -> String {
+pub(super) fn err(e: gimli::Error) -> String {
     format!("bad DWARF: {e}")
 }
 
@@ -88,15 +87,18 @@ impl Debug {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
         let syms = function_symbols(&file);
+        let eh_frame = eh_frame_of(&file);
         if file.section_by_name(".debug_info").is_none() {
             if let Some(sep) = separate_debug_file(path, &file) {
                 let mut d = Debug::load_file(&sep)?;
                 d.syms = syms;
+                d.eh_frame = eh_frame;
                 return Ok(d);
             }
         }
         let mut d = Debug::from_object(&file)?;
         d.syms = syms;
+        d.eh_frame = eh_frame;
         Ok(d)
     }
 
@@ -125,66 +127,13 @@ impl Debug {
         Ok(Debug {
             dwarf,
             syms: Default::default(),
+            eh_frame: None,
         })
     }
 
-    /// `$var` at the entry of function `func`.
-    pub(crate) fn entry_var(&self, func: &str, var: &str) -> Result<VarLoc, String> {
-        let mut units = self.dwarf.units();
-        let mut found_func = false;
-        while let Some(h) = units.next().map_err(err)? {
-            let unit = self.dwarf.unit(h).map_err(err)?;
-            let u = unit.unit_ref(&self.dwarf);
-            let mut cursor = unit.entries();
-            let mut depth = 0isize;
-            // Inside the matching subprogram: (its depth, entry pc, parameter count so far).
-            let mut inside: Option<(isize, u64, usize)> = None;
-            while let Some((delta, e)) = cursor.next_dfs().map_err(err)? {
-                depth += delta;
-                if let Some((d, _, _)) = inside {
-                    if depth <= d {
-                        inside = None;
-                    }
-                }
-                if let Some((d, pc, nparam)) = inside.as_mut() {
-                    if depth != *d + 1 {
-                        continue;
-                    }
-                    let is_param = e.tag() == dw::DW_TAG_formal_parameter;
-                    let index = *nparam;
-                    if is_param {
-                        *nparam += 1;
-                    }
-                    if !(is_param || e.tag() == dw::DW_TAG_variable)
-                        || self.name(&u, e)?.as_deref() != Some(var)
-                    {
-                        continue;
-                    }
-                    let (size, signed) = self.scalar_type(&u, e)?;
-                    let reg = self.entry_reg(&u, e, *pc, is_param.then_some(index))?;
-                    return Ok(VarLoc { reg, size, signed });
-                }
-                if e.tag() != dw::DW_TAG_subprogram {
-                    continue;
-                }
-                let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
-                    continue;
-                };
-                let Some(pc) = u.attr_address(low).map_err(err)? else {
-                    continue;
-                };
-                if !self.is_function_at(&u, e, func, pc)? {
-                    continue;
-                }
-                found_func = true;
-                inside = Some((depth, pc, 0));
-            }
-        }
-        Err(if found_func {
-            format!("`{func}` has no parameter or variable `{var}` in the debug information")
-        } else {
-            format!("no debug information for function `{func}` (compile the target with -g)")
-        })
+    /// Does the object have a function symbol `name`?
+    pub(crate) fn has_symbol(&self, name: &str) -> bool {
+        self.syms.contains_key(name)
     }
 
     /// The return type of function `func` (as a point names it: its name,
@@ -311,7 +260,12 @@ impl Debug {
     }
 
     /// A type as C writes it (`struct pt *`, `const char *`, `int[4]`).
-    fn type_name(&self, u: &gimli::UnitRef<'_, R>, off: Option<UnitOffset>, depth: u32) -> String {
+    pub(super) fn type_name(
+        &self,
+        u: &gimli::UnitRef<'_, R>,
+        off: Option<UnitOffset>,
+        depth: u32,
+    ) -> String {
         let Some(off) = off else {
             return "void".into();
         };
@@ -354,7 +308,7 @@ impl Debug {
 
     /// [`Debug::is_function`], or the subprogram at the address of the
     /// symbol `func` (an alias).
-    fn is_function_at(
+    pub(super) fn is_function_at(
         &self,
         u: &gimli::UnitRef<'_, R>,
         e: &gimli::DebuggingInformationEntry<'_, '_, R>,
@@ -409,7 +363,7 @@ impl Debug {
     }
 
     /// A DIE's name, directly or through its abstract origin / specification.
-    fn name(
+    pub(super) fn name(
         &self,
         u: &gimli::UnitRef<'_, R>,
         e: &gimli::DebuggingInformationEntry<'_, '_, R>,
@@ -427,46 +381,6 @@ impl Debug {
             }
         }
         Ok(None)
-    }
-
-    /// The register holding the variable at `pc` (the function's entry).
-    fn entry_reg(
-        &self,
-        u: &gimli::UnitRef<'_, R>,
-        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
-        pc: u64,
-        param: Option<usize>,
-    ) -> Result<usize, String> {
-        let Some(loc) = e.attr_value(dw::DW_AT_location).map_err(err)? else {
-            return Err("its value is optimized out".into());
-        };
-        let expr = match loc {
-            AttributeValue::Exprloc(expr) => expr,
-            other => {
-                let mut list = u
-                    .attr_locations(other)
-                    .map_err(err)?
-                    .ok_or("an unsupported location form")?;
-                let mut at_entry = None;
-                while let Some(l) = list.next().map_err(err)? {
-                    if l.range.begin <= pc && pc < l.range.end {
-                        at_entry = Some(l.data);
-                        break;
-                    }
-                }
-                at_entry.ok_or("it has no location at the function's entry")?
-            }
-        };
-        let mut ops = expr.operations(u.unit.encoding());
-        match ops.next().map_err(err)? {
-            Some(Operation::Register { register }) if (register.0 as usize) < DWARF_REGS.len() => {
-                Ok(DWARF_REGS[register.0 as usize])
-            }
-            Some(Operation::FrameOffset { .. }) if param.is_some_and(|i| i < ARG_REGS.len()) => {
-                Ok(ARG_REGS[param.unwrap_or(0)])
-            }
-            _ => Err("its location at the function's entry is not a register".into()),
-        }
     }
 
     /// (size, signed) of a scalar variable's type.
@@ -520,7 +434,7 @@ impl Debug {
         Err("its type chain is too long".into())
     }
 
-    fn type_of(
+    pub(super) fn type_of(
         &self,
         u: &gimli::UnitRef<'_, R>,
         e: &gimli::DebuggingInformationEntry<'_, '_, R>,
@@ -536,6 +450,13 @@ impl Debug {
         }
         Ok(None)
     }
+}
+
+/// `.eh_frame` bytes and address, and `.text`'s address.
+fn eh_frame_of(file: &object::File<'_>) -> Option<(Vec<u8>, u64, u64)> {
+    let eh = file.section_by_name(".eh_frame")?;
+    let text = file.section_by_name(".text").map_or(0, |t| t.address());
+    Some((eh.data().ok()?.to_vec(), eh.address(), text))
 }
 
 /// Function symbols of an object: name (without `@VERSION`) -> address.

@@ -194,7 +194,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         match cv {
             // Typed by the function's DWARF return type when known
             // (`$return`, see tvars.rs), else the raw register.
-            ContextValue::Ret => match self.tvars.get("return").copied() {
+            ContextValue::Ret => match self.tvars.get("return") {
                 Some(_) => self
                     .translate_target_var("return", Span::default())
                     .unwrap_or_else(|_| self.reg(regoff::AX)),
@@ -239,24 +239,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
 
     /// `$name`: its register, sign- or zero-extended from its type's size.
     pub(crate) fn translate_target_var(&mut self, name: &str, span: Span) -> R<Value> {
-        let Some(loc) = self.tvars.get(name).copied() else {
+        let Some(t) = self.tvars.get(name).cloned() else {
             return unsupported(&format!("`${name}` here (only in probe handlers)"), span);
         };
-        let v = self.reg(loc.reg);
-        if loc.size == 8 {
-            return Ok(v);
-        }
-        let ty = match loc.size {
-            1 => cranelift_codegen::ir::types::I8,
-            2 => cranelift_codegen::ir::types::I16,
-            _ => I32,
-        };
-        let narrow = self.b.ins().ireduce(ty, v);
-        Ok(if loc.signed {
-            self.b.ins().sextend(I64, narrow)
-        } else {
-            self.b.ins().uextend(I64, narrow)
-        })
+        self.translate_tvar(&t, span)
     }
 
     /// `$name = v` (guru mode): the register the target resumes with.
@@ -274,11 +260,11 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 self.long_binop(bop, old, v, span)
             }
         };
-        let Some(loc) = self.tvars.get(name).copied() else {
-            return unsupported(&format!("`${name}` here (only in probe handlers)"), span);
+        let Some(reg) = self.tvars.get(name).and_then(|t| t.register()) else {
+            return unsupported(&format!("assigning `${name}` (not in a register)"), span);
         };
         let r = self.regs();
-        self.b.ins().store(flags(), new, r, loc.reg as i32);
+        self.b.ins().store(flags(), new, r, reg as i32);
         Ok(new)
     }
 

@@ -92,7 +92,7 @@ pub(crate) struct FunctionTranslator<'a, 'f, 's, M: Module> {
     /// ptap's main thread's, so bigger buffers are fine.
     pub in_ptap: bool,
     /// `$name` locations of the probe being translated.
-    pub tvars: HashMap<String, super::dwarf::VarLoc>,
+    pub tvars: HashMap<String, super::dwarf_access::TVar>,
     funcs: HashMap<FuncId, FuncRef>,
     /// Per (error code, error target): a block taking the location id (i32)
     /// that stores code + location in the ctx and jumps to the target.

@@ -207,6 +207,8 @@ fn target_spec(t: &Target) -> TargetSpec {
             pattern: pattern.clone(),
         },
         Target::Address(a) => TargetSpec::Address(*a),
+        // Replaced by address points before (`dwarf_lines::expand`).
+        Target::Line { .. } => TargetSpec::None,
         Target::Syscall { name, calls } => TargetSpec::Syscall {
             name: name.clone(),
             calls: calls.clone(),

@@ -37,6 +37,8 @@ mod agg;
 mod array;
 mod builtin;
 pub mod dwarf;
+pub mod dwarf_access;
+pub mod dwarf_lines;
 mod expr;
 mod format;
 mod func;
@@ -47,6 +49,7 @@ pub mod jit;
 pub mod meta;
 mod regex;
 mod stmt;
+mod tvar_code;
 pub mod tvars;
 
 use std::collections::HashMap;
@@ -74,6 +77,9 @@ pub enum CodegenError {
     Unsupported { what: String, span: Span },
     /// A `$name` the target's debug information gives no value for here.
     TargetVar { what: String, span: Span },
+    /// A point that resolves to no code (a source line without code, a
+    /// file missing from the debug information).
+    Point { what: String, span: Span },
     /// Cranelift refused the module (a bug in the translator).
     Module(String),
     /// The host ISA is not supported.
@@ -109,6 +115,9 @@ impl ToDiagnostic for CodegenError {
                     *span,
                     "no value for this variable here",
                 )]),
+            CodegenError::Point { what, span } => {
+                diag::error(what.clone()).with_labels(vec![diag::primary(*span, "in this point")])
+            }
             CodegenError::Module(m) => diag::error(format!("internal compiler error: {m}")),
             CodegenError::Isa(m) => {
                 diag::error(format!("cannot generate code for this machine: {m}"))
@@ -239,6 +248,9 @@ pub fn compile_in<M: Module>(
     base: Option<&SessionBase>,
     full: Option<&CheckedScript>,
 ) -> Result<CompiledModule, CodegenError> {
+    // Source-line points become address points.
+    let lines = dwarf_lines::expand(script, exe)?;
+    let script = &*lines;
     let probe_vars = tvars::resolve_all(script, exe)?;
     let hists = hist::collect(full.unwrap_or(script))?;
     let layout = meta::layout(script, &hists, base)?;
@@ -407,7 +419,7 @@ fn handler<'s, M: Module>(
     module: &mut M,
     shared: &mut Shared<'s>,
     p: &Probe,
-    tvars: HashMap<String, dwarf::VarLoc>,
+    tvars: HashMap<String, dwarf_access::TVar>,
     body: impl FnOnce(
         &mut FunctionTranslator<'_, '_, 's, M>,
         cranelift_codegen::ir::Value,

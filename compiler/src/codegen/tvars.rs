@@ -9,16 +9,25 @@ use ptap_lang::checked::{CheckedScript, ExprKind, LValue, Module, PointKind, Pro
 use ptap_lang::Span;
 
 use super::dwarf::{Debug, VarLoc};
+use super::dwarf_access::{Op, TVar};
 use super::CodegenError;
 use ptap_lang::walk::{walk_expr, walk_stmt};
 
 /// Per probe: (variables of its body, variables of its `@entry` expressions).
-pub(crate) type ProbeVars = Vec<(HashMap<String, VarLoc>, HashMap<String, VarLoc>)>;
+pub(crate) type ProbeVars = Vec<(HashMap<String, TVar>, HashMap<String, TVar>)>;
 
 fn used(exprs: impl FnOnce(&mut dyn FnMut(&ptap_lang::checked::Expr))) -> Vec<(String, Span)> {
     let mut out: Vec<(String, Span)> = Vec::new();
     exprs(&mut |e| {
         let name = match &e.kind {
+            // `$a[i]`: the path with `[?]` (args: the index, the path).
+            ExprKind::Builtin {
+                func: ptap_lang::builtins::Builtin::TargetIndex,
+                args,
+            } => match args.get(1).map(|a| &a.kind) {
+                Some(ExprKind::Str(p)) => p,
+                _ => return,
+            },
             ExprKind::TargetVar(n)
             | ExprKind::Assign {
                 target: LValue::TargetVar(n),
@@ -32,6 +41,39 @@ fn used(exprs: impl FnOnce(&mut dyn FnMut(&ptap_lang::checked::Expr))) -> Vec<(S
         };
         if !out.iter().any(|(m, _)| m == name) {
             out.push((name.clone(), e.span));
+        }
+    });
+    out
+}
+
+/// The key of a `@cast(ptr, "type", "module")->chain` in a probe's
+/// target variables (its arguments after the pointer are literals).
+pub(crate) fn cast_key(args: &[ptap_lang::checked::Expr]) -> String {
+    let lit = |i: usize| match args.get(i).map(|a| &a.kind) {
+        Some(ExprKind::Str(s)) => s.as_str(),
+        _ => "",
+    };
+    format!("@cast\0{}\0{}\0{}", lit(1), lit(2), lit(3))
+}
+
+/// `@cast`s a probe uses: (key, type, module, chain, span).
+fn casts(
+    exprs: impl FnOnce(&mut dyn FnMut(&ptap_lang::checked::Expr)),
+) -> Vec<(String, [String; 3], Span)> {
+    let mut out: Vec<(String, [String; 3], Span)> = Vec::new();
+    exprs(&mut |e| {
+        if let ExprKind::Builtin {
+            func: ptap_lang::builtins::Builtin::Cast,
+            args,
+        } = &e.kind
+        {
+            let key = cast_key(args);
+            if !out.iter().any(|(k, _, _)| *k == key) {
+                let parts: Vec<String> = key.split('\0').skip(1).map(str::to_string).collect();
+                if let [t, m, c] = parts.as_slice() {
+                    out.push((key, [t.clone(), m.clone(), c.clone()], e.span));
+                }
+            }
         }
     });
     out
@@ -64,8 +106,16 @@ impl Debugs<'_> {
                     .into(),
             );
         };
+        let is_exe = |m: &Module| match m {
+            Module::Name(n) => exe.file_name().is_some_and(|f| f.to_string_lossy() == *n),
+            Module::Path(p) => {
+                let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+                real(Path::new(p)) == real(exe)
+            }
+        };
         let path = match module {
             None => exe.to_path_buf(),
+            Some(m) if is_exe(m) => exe.to_path_buf(),
             Some(m) => LIBRARY_FINDER
                 .get()
                 .and_then(|f| f(exe, m))
@@ -158,12 +208,24 @@ fn uses_ret(p: &Probe) -> bool {
     found
 }
 
+/// `$return`'s code: the return register, narrowed to its type.
+fn return_code(l: VarLoc) -> TVar {
+    let mut ops = vec![Op::Reg(l.reg)];
+    if l.size < 8 {
+        ops.push(Op::Narrow {
+            size: l.size,
+            signed: l.signed,
+        });
+    }
+    TVar::Long(ops)
+}
+
 fn resolve(
     debugs: &mut Debugs<'_>,
     p: &Probe,
     vars: &[(String, Span)],
     at_entry: bool,
-) -> Result<HashMap<String, VarLoc>, CodegenError> {
+) -> Result<HashMap<String, TVar>, CodegenError> {
     let mut out = HashMap::new();
     for (name, span) in vars {
         let fail = |why: String| CodegenError::TargetVar {
@@ -172,22 +234,72 @@ fn resolve(
         };
         if name == "return" && !at_entry {
             let l = return_loc(debugs, p).map_err(fail)?;
-            out.insert(name.clone(), l);
+            out.insert(name.clone(), return_code(l));
             continue;
         }
-        let mut loc: Option<VarLoc> = None;
+        // `$return->m`, `$return$`: the path from the typed return value.
+        if name.starts_with("return") && !at_entry {
+            let mut loc: Option<TVar> = None;
+            for pt in &p.points {
+                let Some((module, func)) = returning_function(&pt.kind) else {
+                    return Err(fail(format!(
+                        "only available in a kretprobe of a named function, not in {}",
+                        pt.text
+                    )));
+                };
+                let l = debugs
+                    .of(module)
+                    .and_then(|d| d.return_access(func, name))
+                    .map_err(&fail)?;
+                if loc.as_ref().is_some_and(|x| *x != l) {
+                    return Err(fail("the probe's functions return different types".into()));
+                }
+                loc = Some(l);
+            }
+            if let Some(l) = loc {
+                out.insert(name.clone(), l);
+            }
+            continue;
+        }
+        let mut loc: Option<TVar> = None;
         for pt in &p.points {
+            // A source line or `0xADDR` of the executable: the variables there.
+            if let (
+                PointKind::Kprobe {
+                    target: Target::Address(a),
+                },
+                false,
+            ) = (&pt.kind, at_entry)
+            {
+                let l = debugs
+                    .of(None)
+                    .and_then(|d| d.access_at(*a, name))
+                    .map_err(&fail)?;
+                if loc.as_ref().is_some_and(|x| *x != l) {
+                    return Err(fail(
+                        "the probe's points keep it in different places".into(),
+                    ));
+                }
+                loc = Some(l);
+                continue;
+            }
             let Some((module, func)) = entry_function(&pt.kind, at_entry) else {
+                let hint = if matches!(pt.kind, PointKind::Kretprobe { .. }) {
+                    " (a pretty-printed value is not kept from the entry: print it in a kprobe)"
+                        .to_string()
+                } else {
+                    String::new()
+                };
                 return Err(fail(format!(
-                    "only available at the entry of a named function, not in {}",
+                    "only available at the entry of a named function, not in {}{hint}",
                     pt.text
                 )));
             };
             let l = debugs
                 .of(module)
-                .and_then(|d| d.entry_var(func, name))
+                .and_then(|d| d.entry_access(func, name))
                 .map_err(&fail)?;
-            if loc.is_some_and(|x| x != l) {
+            if loc.as_ref().is_some_and(|x| *x != l) {
                 return Err(fail(
                     "the probe's points keep it in different places".into(),
                 ));
@@ -220,8 +332,27 @@ pub(crate) fn resolve_all(
         // the target has debug information for it (else the raw register).
         if !b.contains_key("return") && uses_ret(p) && exe.is_some() {
             if let Ok(l) = return_loc(&mut debugs, p) {
-                b.insert("return".to_string(), l);
+                b.insert("return".to_string(), return_code(l));
             }
+        }
+        for (key, [ty, module, chain], span) in
+            casts(|mut f| p.body.iter().for_each(|s| walk_stmt(s, &mut f)))
+        {
+            let m = (!module.is_empty()).then(|| {
+                if module.contains('/') {
+                    Module::Path(module.clone())
+                } else {
+                    Module::Name(module.clone())
+                }
+            });
+            let t = debugs
+                .of(m.as_ref())
+                .and_then(|d| d.cast_access(&ty, &chain))
+                .map_err(|why| CodegenError::TargetVar {
+                    what: format!("`@cast(..., \"{ty}\"){chain}`: {why}"),
+                    span,
+                })?;
+            b.insert(key, t);
         }
         let e = resolve(&mut debugs, p, &entry, true)?;
         all.push((b, e));

@@ -371,6 +371,81 @@ impl Checker<'_> {
         }
     }
 
+    /// `$arr[i]` with an index the script computes.
+    fn target_index(
+        &mut self,
+        scope: &mut Scope,
+        path: &str,
+        args: &[ast::Expr],
+        span: Span,
+    ) -> Expr {
+        let ok = self.need_target_var(scope, span, path);
+        let idx = self.expect(scope, &args[0], Type::Long);
+        let ty = if crate::checked::target_var_is_string(path) {
+            Type::String
+        } else {
+            Type::Long
+        };
+        if !ok {
+            return mk(ExprKind::Long(0), Ty::K(ty), span);
+        }
+        let p = mk(ExprKind::Str(path.to_string()), Ty::K(Type::String), span);
+        mk(
+            ExprKind::Builtin {
+                func: builtins::Builtin::TargetIndex,
+                args: vec![idx, p],
+            },
+            Ty::K(ty),
+            span,
+        )
+    }
+
+    /// `@cast(ptr, "type"[, "module"])->a->b` (SystemTap): members of the
+    /// object `ptr` points to, typed by the DWARF of the executable (or of
+    /// the library named), read when the probe runs.
+    fn cast(&mut self, scope: &mut Scope, chain: &str, args: &[ast::Expr], span: Span) -> Expr {
+        let bad = mk(ExprKind::Long(0), Ty::K(Type::Long), span);
+        if !(2..=3).contains(&args.len()) {
+            self.err(CheckError::WrongArgCount {
+                span,
+                name: "@cast".into(),
+                expected: "2 or 3".into(),
+                found: args.len(),
+                decl: None,
+            });
+            return bad;
+        }
+        let ptr = self.expect(scope, &args[0], Type::Long);
+        let mut lits = Vec::new();
+        for a in &args[1..] {
+            match &a.kind {
+                ast::ExprKind::Str(s) => lits.push(s.clone()),
+                _ => {
+                    self.err(CheckError::CastNotLiteral { span: a.span });
+                    return bad;
+                }
+            }
+        }
+        if !self.need(scope, Need::Target, span, "@cast") {
+            return bad;
+        }
+        let ty = if chain.ends_with('$') {
+            Type::String
+        } else {
+            Type::Long
+        };
+        let s = |t: String| mk(ExprKind::Str(t), Ty::K(Type::String), span);
+        let module = lits.get(1).cloned().unwrap_or_default();
+        mk(
+            ExprKind::Builtin {
+                func: builtins::Builtin::Cast,
+                args: vec![ptr, s(lits[0].clone()), s(module), s(chain.to_string())],
+            },
+            Ty::K(ty),
+            span,
+        )
+    }
+
     pub(super) fn at_call(
         &mut self,
         scope: &mut Scope,
@@ -380,6 +455,15 @@ impl Checker<'_> {
     ) -> Expr {
         let n = name.name.as_str();
         let bad = mk(ExprKind::Long(0), Ty::K(Type::Long), span);
+        if let Some(path) = n.strip_prefix("tvar:") {
+            return self.target_index(scope, path, args, span);
+        }
+        if let Some(chain) = n
+            .strip_prefix("cast")
+            .filter(|c| c.starts_with("->") || c.starts_with('$'))
+        {
+            return self.cast(scope, chain, args, span);
+        }
         let want = match n {
             "entry" | "count" | "sum" | "min" | "max" | "avg" | "hist_log" => 1,
             "hist_linear" => 4,

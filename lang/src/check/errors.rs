@@ -132,6 +132,10 @@ pub enum CheckError {
     RegisterNotLiteral {
         span: Span,
     },
+    /// `@cast(p, TYPE, MODULE)` with a type or module that is no literal.
+    CastNotLiteral {
+        span: Span,
+    },
     MissingScriptArg {
         span: Span,
         n: u32,
@@ -400,6 +404,13 @@ impl ToDiagnostic for CheckError {
                     Some(s) => help(d, format!("did you mean `{s}`?")),
                     None => d,
                 }
+            }
+            CastNotLiteral { span } => {
+                diag::error("the type and module of `@cast` must be string literals")
+                    .with_labels(vec![primary(*span, "not a literal")])
+                    .with_notes(vec![
+                        "help: write `@cast(ptr, \"struct NAME\")->member`".into()
+                    ])
             }
             RegisterNotLiteral { span } => {
                 diag::error("the register name must be a string literal")

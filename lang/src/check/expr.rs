@@ -46,11 +46,37 @@ impl Checker<'_> {
             A::AtCall { name, args } => self.at_call(scope, name, args, span),
             A::TargetVar(id) => {
                 self.need_target_var(scope, span, &id.name);
-                mk(
-                    ExprKind::TargetVar(id.name.clone()),
-                    Ty::K(Type::Long),
-                    span,
-                )
+                // `$s$`, `$p->name$$` and `$$parms` are strings (SystemTap's
+                // pretty printing); the others are numbers.
+                let ty = if crate::checked::target_var_is_string(&id.name) {
+                    Type::String
+                } else {
+                    Type::Long
+                };
+                let x = mk(ExprKind::TargetVar(id.name.clone()), Ty::K(ty), span);
+                // As in SystemTap, `$name` in a kretprobe is its value at the
+                // function's entry (`@entry($name)`); `$return` is the result.
+                let returns = match &scope.kind {
+                    super::ScopeKind::Probe { points } => {
+                        !points.is_empty()
+                            && points.iter().all(|(p, c)| {
+                                matches!(p.kind, crate::checked::PointKind::Kretprobe { .. })
+                                    && c.ret
+                                    && !c.syscall
+                            })
+                    }
+                    super::ScopeKind::Function(_) => false,
+                };
+                let base = id.name.split(['-', '[', '$']).next().unwrap_or_default();
+                if returns && ty == Type::Long && base != "return" && !scope.in_entry {
+                    scope.entry_exprs.push(x);
+                    return mk(
+                        ExprKind::Entry(scope.entry_exprs.len() - 1),
+                        Ty::K(Type::Long),
+                        span,
+                    );
+                }
+                x
             }
             A::ScriptArg { n, as_string } => self.script_arg(*n, *as_string, span),
             A::Unary { op, operand } => {
@@ -322,6 +348,10 @@ impl Checker<'_> {
                     LValue::Element { global: g, keys },
                     Ty::V(self.globals[g].value),
                 ))
+            }
+            A::TargetVar(id) if id.name.contains(['$', '[']) || id.name.contains("->") => {
+                self.err(CheckError::NotAssignable { span: e.span });
+                None
             }
             A::TargetVar(id) => {
                 let ok = self.need_target_var(scope, e.span, &id.name);

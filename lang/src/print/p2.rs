@@ -104,6 +104,18 @@ fn target(t: &Target) -> String {
             format!("functions matching {pattern}{}", module(m))
         }
         Target::Address(a) => format!("address {a:#x}"),
+        Target::Line {
+            module: m,
+            func,
+            file,
+            line,
+        } => {
+            let f = func.as_ref().map(|f| format!("{f}@")).unwrap_or_default();
+            match line {
+                Some(l) => format!("line {f}{file}:{l}{}", module(m)),
+                None => format!("function {f}{file}{}", module(m)),
+            }
+        }
         Target::Syscall { name, calls } if name == "sys_*" => {
             format!("every system call ({} numbers)", calls.len())
         }
@@ -380,7 +392,7 @@ impl Printer<'_> {
             }
             ExprKind::Context(ContextValue::Ret) => "ret:long".to_string(),
             ExprKind::Context(ContextValue::Arg(n)) => format!("arg{n}:long"),
-            ExprKind::TargetVar(n) => format!("${n}:long"),
+            ExprKind::TargetVar(n) => format!("${n}:{ty}"),
             ExprKind::Entry(i) => format!("@entry({}):{ty}", en.get(*i).map(e).unwrap_or_default()),
             ExprKind::Unary { op, operand } => format!("({}{})", op.text(), e(operand)),
             ExprKind::Binary { op, lhs, rhs } => format!("({} {} {})", e(lhs), op.text(), e(rhs)),
@@ -425,6 +437,38 @@ impl Printer<'_> {
             }
             ExprKind::Call { func, args } => {
                 format!("{}({}):{ty}", self.s.functions[*func].name, list(args))
+            }
+            ExprKind::Builtin {
+                func: builtins::Builtin::TargetIndex,
+                args,
+            } if args.len() == 2 => {
+                let path = match &args[1].kind {
+                    ExprKind::Str(s) => s.clone(),
+                    _ => String::new(),
+                };
+                format!(
+                    "${}:{ty}",
+                    path.replacen("[?]", &format!("[{}]", e(&args[0])), 1)
+                )
+            }
+            ExprKind::Builtin {
+                func: builtins::Builtin::Cast,
+                args,
+            } if args.len() == 4 => {
+                let lit = |a: &Expr| match &a.kind {
+                    ExprKind::Str(s) => s.clone(),
+                    _ => String::new(),
+                };
+                let module = match lit(&args[2]) {
+                    m if m.is_empty() => String::new(),
+                    m => format!(", {}", quote(&m)),
+                };
+                format!(
+                    "@cast({}, {}{module}){}:{ty}",
+                    e(&args[0]),
+                    quote(&lit(&args[1])),
+                    lit(&args[3])
+                )
             }
             ExprKind::Builtin { func, args } => {
                 format!("{}({}):{ty}", builtins::name(*func), list(args))

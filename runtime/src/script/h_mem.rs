@@ -174,6 +174,100 @@ pub(super) unsafe extern "C" fn user_write(ctx: *mut ProbeCtx, addr: i64, size: 
     }
 }
 
+/// A C string of the target as SystemTap's pretty printing shows it
+/// (`$p$`, `$$parms$`): quoted, with `\n`, `\t`, `\"`, `\\` and octal
+/// escapes; `NULL` for address 0 and `<unknown>` when unreadable (never
+/// an error: one bad pointer inside a structure does not end the probe).
+/// A string longer than the buffer ends in `...`.
+///
+/// # Safety
+/// `ctx` live; `dst` valid for `cap` bytes.
+pub(super) unsafe extern "C" fn user_string_quoted(
+    ctx: *mut ProbeCtx,
+    dst: *mut u8,
+    addr: i64,
+    cap: i64,
+) {
+    let cap = cap_of(cap);
+    if cap == 0 {
+        return;
+    }
+    // SAFETY: dst valid for cap bytes (contract).
+    let out = unsafe { core::slice::from_raw_parts_mut(dst, cap) };
+    let put = |out: &mut [u8], s: &[u8]| {
+        let n = s.len().min(out.len() - 1);
+        out[..n].copy_from_slice(&s[..n]);
+        out[n] = 0;
+    };
+    if addr == 0 {
+        return put(out, b"NULL");
+    }
+    if cap < 16 {
+        return put(out, b"...");
+    }
+    // SAFETY: the helper's live ctx (helper contract).
+    let pid = unsafe { mem_pid(ctx) };
+    // Room for the quotes, `...` and the NUL.
+    let limit = cap.saturating_sub(6);
+    let mut n = 0;
+    out[n] = b'"';
+    n += 1;
+    let mut a = addr as u64;
+    let mut done = false;
+    while !done {
+        let mut chunk = [0u8; 64];
+        let want = (4096 - (a & 4095) as usize).min(chunk.len());
+        let got = read_pid(pid, a, &mut chunk[..want]);
+        if got == 0 {
+            if a == addr as u64 {
+                return put(out, b"<unknown>");
+            }
+            break;
+        }
+        for &c in &chunk[..got] {
+            if c == 0 {
+                done = true;
+                break;
+            }
+            let mut esc = [0u8; 4];
+            let e: &[u8] = match c {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\t' => b"\\t",
+                b'\r' => b"\\r",
+                0x20..=0x7e => {
+                    esc[0] = c;
+                    &esc[..1]
+                }
+                _ => {
+                    esc = [
+                        b'\\',
+                        b'0' + (c >> 6),
+                        b'0' + ((c >> 3) & 7),
+                        b'0' + (c & 7),
+                    ];
+                    &esc
+                }
+            };
+            if n + e.len() > limit {
+                out[n..n + 3].copy_from_slice(b"...");
+                n += 3;
+                done = true;
+                break;
+            }
+            out[n..n + e.len()].copy_from_slice(e);
+            n += e.len();
+        }
+        a = a.wrapping_add(got as u64);
+    }
+    if n < cap - 1 {
+        out[n] = b'"';
+        n += 1;
+    }
+    out[n.min(cap - 1)] = 0;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +318,34 @@ mod tests {
             assert_eq!(&d[..9], b"hi there\0");
             user_string(&mut ctx, d.as_mut_ptr(), c"hi there".as_ptr() as i64, 2, 16);
             assert_eq!(&d[..3], b"hi\0");
+            assert_eq!(ctx.error, 0);
+        }
+    }
+
+    #[test]
+    fn quoted_strings_never_fail() {
+        let mut ctx = ProbeCtx::new(
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            10,
+        );
+        let text = |d: &[u8]| {
+            let n = d.iter().position(|&c| c == 0).unwrap();
+            String::from_utf8_lossy(&d[..n]).into_owned()
+        };
+        let mut d = [0xffu8; 32];
+        // SAFETY: ctx live; d has 32 bytes; the strings are NUL-terminated.
+        unsafe {
+            user_string_quoted(&mut ctx, d.as_mut_ptr(), c"a\"b\n\x01".as_ptr() as i64, 32);
+            assert_eq!(text(&d), r#""a\"b\n\001""#);
+            user_string_quoted(&mut ctx, d.as_mut_ptr(), 0, 32);
+            assert_eq!(text(&d), "NULL");
+            user_string_quoted(&mut ctx, d.as_mut_ptr(), 8, 32);
+            assert_eq!(text(&d), "<unknown>");
+            let long = c"0123456789012345678901234567890123456789";
+            user_string_quoted(&mut ctx, d.as_mut_ptr(), long.as_ptr() as i64, 32);
+            assert_eq!(text(&d), "\"0123456789012345678901234...\"");
             assert_eq!(ctx.error, 0);
         }
     }

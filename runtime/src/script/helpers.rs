@@ -95,6 +95,7 @@ pub enum Helper {
     Regex,
     Matched,
     MapHistPrint,
+    UserStringQuoted,
 }
 
 pub struct HelperDef {
@@ -237,6 +238,13 @@ pub static HELPERS: &[HelperDef] = &[
         [C, L, A, L, L, L, L, L],
         false,
         map_hist_print
+    ),
+    h!(
+        UserStringQuoted,
+        "ptap_h_user_string_quoted",
+        [C, A, L, L],
+        false,
+        user_string_quoted
     ),
 ];
 

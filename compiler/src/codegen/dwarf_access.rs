@@ -1,0 +1,1198 @@
+//! SystemTap's target-variable expressions at a function's entry, from the
+//! DWARF types (gimli): `$p->a->b` (members through pointers, or of
+//! structs by value), `$arr[3]` (arrays and pointers), `$s$` / `$s$$`
+//! (pretty-printed as a string: one level of structs, or all of them),
+//! `$$parms`, `$$locals`, `$$vars` (each as `name=0x..`, or
+//! pretty-printed with a `$`/`$$` suffix).
+//!
+//! The result is a small program ([`Op`]) run by the handler: target
+//! memory is only read through the fault-safe `user_read` /
+//! `user_string` helpers, so a bad pointer is a runtime error (or
+//! `<unknown>` inside a pretty-printed value), never a fault in the target.
+
+use gimli::{constants as dw, AttributeValue, Operation, UnitOffset};
+
+use super::dwarf::{Debug, ARG_REGS, DWARF_REGS, R};
+
+/// One step of the handler's computation of a value `v`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// `v = regs[offset]` (a `PtRegs` offset).
+    Reg(usize),
+    /// `v = value` (a constant location: `DW_OP_lit`, `DW_OP_const*`).
+    Const(i64),
+    /// `v = *(v + off)`: `size` bytes read fault-safely, sign- or zero-extended.
+    Load { off: i64, size: u8, signed: bool },
+    /// `v = v + off` (the address of a member or element).
+    Add(i64),
+    /// `v = v + index * stride`, the index computed by the script (`$a[i]`).
+    AddIndex(i64),
+    /// `v` truncated to `size` bytes, sign- or zero-extended.
+    Narrow { size: u8, signed: bool },
+}
+
+/// How a number is shown in a pretty-printed value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NumFmt {
+    Signed,
+    Unsigned,
+    /// `0x` + hexadecimal (pointers, and every value of `$$parms`).
+    Hex,
+}
+
+/// A piece of a pretty-printed value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    Text(String),
+    Num(Vec<Op>, NumFmt),
+    /// The C string at the address the ops compute, quoted (`NULL` for 0,
+    /// `<unknown>` when unreadable).
+    Str(Vec<Op>),
+}
+
+/// What a `$`-expression compiles to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TVar {
+    Long(Vec<Op>),
+    Str(Vec<Piece>),
+}
+
+impl TVar {
+    /// The register of a plain `$name` kept in a register (assignable in
+    /// guru mode).
+    pub(crate) fn register(&self) -> Option<usize> {
+        match self {
+            TVar::Long(ops) => match ops.as_slice() {
+                [Op::Reg(r)] | [Op::Reg(r), Op::Narrow { .. }] => Some(*r),
+                _ => None,
+            },
+            TVar::Str(_) => None,
+        }
+    }
+}
+
+/// `$name->a[2]->b$`, split.
+#[derive(Debug)]
+struct Path<'a> {
+    base: &'a str,
+    steps: Vec<Step<'a>>,
+    /// 0: a number; 1: `$`; 2: `$$`.
+    pretty: u8,
+}
+
+#[derive(Debug)]
+enum Step<'a> {
+    Member(&'a str),
+    Index(u64),
+    /// `[?]`: the index the script computes.
+    Dyn,
+}
+
+fn parse_path(name: &str) -> Result<Path<'_>, String> {
+    let (body, pretty) = if let Some(b) = name.strip_suffix("$$") {
+        (b, 2)
+    } else if let Some(b) = name.strip_suffix('$') {
+        (b, 1)
+    } else {
+        (name, 0)
+    };
+    let end = body.find(['-', '[']).unwrap_or(body.len());
+    let (base, mut rest) = body.split_at(end);
+    let mut steps = Vec::new();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("->") {
+            let end = r.find(['-', '[']).unwrap_or(r.len());
+            steps.push(Step::Member(&r[..end]));
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').ok_or("an unclosed `[`")?;
+            if &r[..end] == "?" {
+                steps.push(Step::Dyn);
+            } else {
+                let i = r[..end].parse().map_err(|_| "a bad index")?;
+                steps.push(Step::Index(i));
+            }
+            rest = &r[end + 1..];
+        } else {
+            return Err(format!("cannot read `{rest}`"));
+        }
+    }
+    Ok(Path {
+        base,
+        steps,
+        pretty,
+    })
+}
+
+/// Where an object is while a path is walked: its value (computed by
+/// the ops), or memory at the ops' address plus an offset.
+#[derive(Debug, Clone)]
+enum Place {
+    Value(Vec<Op>),
+    Mem(Vec<Op>, i64),
+}
+
+impl Place {
+    /// The ops that compute the object's value, which is a pointer or a
+    /// scalar of `size` bytes.
+    fn value(&self, size: u8, signed: bool) -> Vec<Op> {
+        match self {
+            Place::Value(ops) => ops.clone(),
+            Place::Mem(ops, off) => {
+                let mut o = ops.clone();
+                o.push(Op::Load {
+                    off: *off,
+                    size,
+                    signed,
+                });
+                o
+            }
+        }
+    }
+}
+
+/// Where variables are read: the address, whether it is a function's
+/// entry (parameters still in their argument registers), and the frame
+/// base there (register, offset) for `DW_OP_fbreg` locations.
+struct Scope {
+    pc: u64,
+    entry: bool,
+    frame: Option<Result<(usize, i64), String>>,
+}
+
+/// A variable of the probed function (a direct parameter or a local).
+struct VarDie {
+    name: String,
+    /// Index among the parameters.
+    param: Option<usize>,
+    off: UnitOffset,
+}
+
+/// A type, with typedefs and qualifiers removed.
+enum Ty {
+    Void,
+    /// An integer, enum, bool or char of `size` bytes.
+    Int {
+        size: u8,
+        signed: bool,
+    },
+    Float,
+    /// A pointer to `to` (None: `void *`).
+    Ptr {
+        to: Option<UnitOffset>,
+    },
+    /// struct, class or union.
+    Struct {
+        off: UnitOffset,
+        size: u64,
+    },
+    Array {
+        elem: Option<UnitOffset>,
+        count: Option<u64>,
+    },
+    Other,
+}
+
+/// Elements shown of an array in a pretty-printed value.
+const MAX_ELEMS: u64 = 16;
+/// Members shown of a struct in a pretty-printed value.
+const MAX_MEMBERS: usize = 32;
+
+type U<'a> = gimli::UnitRef<'a, R>;
+
+impl Debug {
+    /// The code of the `$`-expression `name` (without its leading `$`)
+    /// at the entry of function `func`.
+    pub(crate) fn entry_access(&self, func: &str, name: &str) -> Result<TVar, String> {
+        let (unit, pc, vars) = self.function_vars(func)?;
+        let scope = Scope {
+            pc,
+            entry: true,
+            frame: None,
+        };
+        self.access(&unit, &scope, &vars, func, name)
+    }
+
+    /// `$return->member`, `$return[2]`, `$return$` in a kretprobe of
+    /// `func`: the path from the return value (`rax`) typed by the
+    /// function's DWARF return type.
+    pub(crate) fn return_access(&self, func: &str, name: &str) -> Result<TVar, String> {
+        use super::dwarf::err;
+        let path = parse_path(name)?;
+        let mut units = self.dwarf.units();
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut found = None;
+            let mut cursor = unit.entries();
+            while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
+                if e.tag() != dw::DW_TAG_subprogram {
+                    continue;
+                }
+                let Some(pc) = self.low_pc(&u, e)? else {
+                    continue;
+                };
+                if self.is_function_at(&u, e, func, pc)? {
+                    found = Some(self.type_of(&u, e)?);
+                    break;
+                }
+            }
+            let Some(ty) = found else {
+                continue;
+            };
+            if ty.is_none() {
+                return Err(format!("`{func}` returns void"));
+            }
+            let place = Place::Value(vec![Op::Reg(ptap_arch::regs::offset::AX)]);
+            return self.walk(&u, place, ty, &path, "$return".into());
+        }
+        Err(format!(
+            "no debug information for function `{func}` (compile the target with -g)"
+        ))
+    }
+
+    /// The code of `name` at the address `pc` (a source-line or `0xADDR`
+    /// point): the variables of the innermost function or inlined copy
+    /// there, in the lexical blocks that hold `pc`.
+    pub(crate) fn access_at(&self, pc: u64, name: &str) -> Result<TVar, String> {
+        let (unit, scope, vars, func) = self.scope_vars(pc)?;
+        self.access(&unit, &scope, &vars, &func, name)
+    }
+
+    /// (name, C type) of the variables in scope at `pc`, for `ptap -L`.
+    pub fn vars_at(&self, pc: u64) -> Result<Vec<(String, String)>, String> {
+        let (unit, _, vars, _) = self.scope_vars(pc)?;
+        let u = unit.unit_ref(&self.dwarf);
+        let mut out = Vec::new();
+        for v in &vars {
+            let e = u.entry(v.off).map_err(super::dwarf::err)?;
+            out.push((v.name.clone(), self.type_name(&u, self.type_of(&u, &e)?, 0)));
+        }
+        Ok(out)
+    }
+
+    fn access(
+        &self,
+        unit: &gimli::Unit<R>,
+        scope: &Scope,
+        vars: &[VarDie],
+        func: &str,
+        name: &str,
+    ) -> Result<TVar, String> {
+        let path = parse_path(name)?;
+        let u = unit.unit_ref(&self.dwarf);
+        if let Some(kind) = path.base.strip_prefix('$') {
+            let chosen: Vec<&VarDie> = match kind {
+                "parms" => vars.iter().filter(|v| v.param.is_some()).collect(),
+                "locals" => vars.iter().filter(|v| v.param.is_none()).collect(),
+                _ => vars.iter().collect(),
+            };
+            let mut pieces = Vec::new();
+            for (i, v) in chosen.iter().enumerate() {
+                let sep = if i == 0 { "" } else { " " };
+                pieces.push(Piece::Text(format!("{sep}{}=", v.name)));
+                let ty = self.type_of(&u, &u.entry(v.off).map_err(super::dwarf::err)?)?;
+                match self.place(&u, v, scope) {
+                    Ok(place) if path.pretty == 0 => self.hex(&u, ty, &place, &mut pieces),
+                    Ok(place) => self.pretty(&u, ty, &place, path.pretty, 0, &mut pieces),
+                    Err(_) => pieces.push(Piece::Text("?".into())),
+                }
+            }
+            return Ok(TVar::Str(merge(pieces)));
+        }
+        let var = vars.iter().find(|v| v.name == path.base).ok_or_else(|| {
+            format!(
+                "`{func}` has no parameter or variable `{}` in the debug information",
+                path.base
+            )
+        })?;
+        let die = u.entry(var.off).map_err(super::dwarf::err)?;
+        let ty = self.type_of(&u, &die)?;
+        let place = self.place(&u, var, scope)?;
+        self.walk(&u, place, ty, &path, format!("${}", path.base))
+    }
+
+    /// `@cast(ptr, "type")->a->b`: the steps from the object of type `ty`
+    /// at the address the handler computes (the ops start from it).
+    pub(crate) fn cast_access(&self, ty: &str, chain: &str) -> Result<TVar, String> {
+        let text = format!("x{chain}");
+        let path = parse_path(&text)?;
+        let (unit, off) = self.find_type(ty)?;
+        let u = unit.unit_ref(&self.dwarf);
+        self.walk(
+            &u,
+            Place::Mem(Vec::new(), 0),
+            Some(off),
+            &path,
+            format!("@cast(..., \"{ty}\")"),
+        )
+    }
+
+    /// A type by its C name: `struct pt`, `union u`, `class C`, `enum e`,
+    /// or a bare name (a typedef, struct or base type); a definition (not a
+    /// declaration) is preferred.
+    fn find_type(&self, name: &str) -> Result<(gimli::Unit<R>, UnitOffset), String> {
+        use super::dwarf::err;
+        let name = name.trim();
+        let (tags, bare): (&[gimli::DwTag], &str) = if let Some(n) = name.strip_prefix("struct ") {
+            (&[dw::DW_TAG_structure_type], n)
+        } else if let Some(n) = name.strip_prefix("union ") {
+            (&[dw::DW_TAG_union_type], n)
+        } else if let Some(n) = name.strip_prefix("class ") {
+            (&[dw::DW_TAG_class_type, dw::DW_TAG_structure_type], n)
+        } else if let Some(n) = name.strip_prefix("enum ") {
+            (&[dw::DW_TAG_enumeration_type], n)
+        } else {
+            (
+                &[
+                    dw::DW_TAG_typedef,
+                    dw::DW_TAG_structure_type,
+                    dw::DW_TAG_class_type,
+                    dw::DW_TAG_union_type,
+                    dw::DW_TAG_base_type,
+                ],
+                name,
+            )
+        };
+        let bare = bare.trim();
+        let mut units = self.dwarf.units();
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut found = None;
+            let mut cursor = unit.entries();
+            while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
+                if !tags.contains(&e.tag()) || self.name(&u, e)?.as_deref() != Some(bare) {
+                    continue;
+                }
+                if e.attr_value(dw::DW_AT_declaration).map_err(err)?.is_none() {
+                    found = Some(e.offset());
+                    break;
+                }
+            }
+            if let Some(off) = found {
+                return Ok((unit, off));
+            }
+        }
+        Err(format!("no type `{name}` in the debug information"))
+    }
+
+    /// The steps of a path from a variable (or cast object), then its
+    /// value, address or pretty-printed string.
+    fn walk(
+        &self,
+        u: &U<'_>,
+        mut place: Place,
+        mut ty: Option<UnitOffset>,
+        path: &Path<'_>,
+        mut shown: String,
+    ) -> Result<TVar, String> {
+        let u = *u;
+        for step in &path.steps {
+            (place, ty) = self.step(&u, place, ty, step, &shown)?;
+            match step {
+                Step::Member(m) => shown = format!("{shown}->{m}"),
+                Step::Index(i) => shown = format!("{shown}[{i}]"),
+                Step::Dyn => shown = format!("{shown}[...]"),
+            }
+        }
+        if path.pretty > 0 {
+            let mut pieces = Vec::new();
+            self.pretty(&u, ty, &place, path.pretty, 0, &mut pieces);
+            return Ok(TVar::Str(merge(pieces)));
+        }
+        match (self.ty(&u, ty), &place) {
+            (Ty::Int { size, signed }, Place::Value(ops)) => {
+                let mut o = ops.clone();
+                if size < 8 {
+                    o.push(Op::Narrow { size, signed });
+                }
+                Ok(TVar::Long(o))
+            }
+            (Ty::Int { size, signed }, p) => Ok(TVar::Long(p.value(size, signed))),
+            (Ty::Ptr { .. }, p) => Ok(TVar::Long(p.value(8, false))),
+            (Ty::Array { .. }, Place::Mem(ops, off)) => {
+                let mut o = ops.clone();
+                o.push(Op::Add(*off));
+                Ok(TVar::Long(o))
+            }
+            (Ty::Struct { .. }, _) => Err(format!(
+                "`{shown}` is a struct: use `{shown}->MEMBER`, or `{shown}$` to print it"
+            )),
+            (Ty::Float, _) => Err("floating-point values are not supported".into()),
+            (Ty::Void, _) => Err(format!("`{shown}` has no type")),
+            _ => Err(format!("`{shown}` is not a number or a pointer")),
+        }
+    }
+
+    /// The unit, entry address and variables of the function `func`.
+    fn function_vars(&self, func: &str) -> Result<(gimli::Unit<R>, u64, Vec<VarDie>), String> {
+        use super::dwarf::err;
+        let mut units = self.dwarf.units();
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut cursor = unit.entries();
+            let mut depth = 0isize;
+            // Inside the function: (its depth, entry pc).
+            let mut inside: Option<(isize, u64)> = None;
+            // Depth of an inlined call being skipped (its variables are the callee's).
+            let mut inlined: Option<isize> = None;
+            let mut vars = Vec::new();
+            let mut nparam = 0;
+            while let Some((delta, e)) = cursor.next_dfs().map_err(err)? {
+                depth += delta;
+                if let Some((d, pc)) = inside {
+                    if depth <= d {
+                        drop(cursor);
+                        return Ok((unit, pc, vars));
+                    }
+                    if inlined.is_some_and(|k| depth <= k) {
+                        inlined = None;
+                    }
+                    if inlined.is_some() {
+                        continue;
+                    }
+                    match e.tag() {
+                        dw::DW_TAG_inlined_subroutine | dw::DW_TAG_subprogram => {
+                            inlined = Some(depth);
+                        }
+                        dw::DW_TAG_formal_parameter | dw::DW_TAG_variable => {
+                            let param = (e.tag() == dw::DW_TAG_formal_parameter && depth == d + 1)
+                                .then(|| {
+                                    nparam += 1;
+                                    nparam - 1
+                                });
+                            if let Some(name) = self.name(&u, e)? {
+                                if !vars.iter().any(|v: &VarDie| v.name == name) {
+                                    vars.push(VarDie {
+                                        name,
+                                        param,
+                                        off: e.offset(),
+                                    });
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                if e.tag() != dw::DW_TAG_subprogram {
+                    continue;
+                }
+                let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
+                    continue;
+                };
+                let Some(pc) = u.attr_address(low).map_err(err)? else {
+                    continue;
+                };
+                if self.is_function_at(&u, e, func, pc)? {
+                    inside = Some((depth, pc));
+                }
+            }
+            if let Some((_, pc)) = inside {
+                return Ok((unit, pc, vars));
+            }
+        }
+        Err(format!(
+            "no debug information for function `{func}` (compile the target with -g)"
+        ))
+    }
+
+    /// The variables in scope at `pc`: (unit, scope, variables, the
+    /// function's name). The innermost function or inlined copy holding
+    /// `pc` gives its parameters; locals come from it and from its lexical
+    /// blocks that hold `pc`.
+    fn scope_vars(&self, pc: u64) -> Result<(gimli::Unit<R>, Scope, Vec<VarDie>, String), String> {
+        use super::dwarf::err;
+        let mut units = self.dwarf.units();
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            // The innermost function-like scope holding pc, and its subprogram.
+            let mut inner: Option<UnitOffset> = None;
+            let mut subprogram: Option<UnitOffset> = None;
+            // (depth, holds pc) of the enclosing scopes.
+            let mut stack: Vec<(isize, bool)> = Vec::new();
+            let mut depth = 0isize;
+            let mut cursor = unit.entries();
+            while let Some((delta, e)) = cursor.next_dfs().map_err(err)? {
+                depth += delta;
+                while stack.last().is_some_and(|&(d, _)| d >= depth) {
+                    stack.pop();
+                }
+                let tag = e.tag();
+                if !matches!(
+                    tag,
+                    dw::DW_TAG_subprogram
+                        | dw::DW_TAG_inlined_subroutine
+                        | dw::DW_TAG_lexical_block
+                ) {
+                    continue;
+                }
+                let outer = stack.last().is_none_or(|&(_, h)| h);
+                let holds = outer && self.holds(&u, e, pc)?;
+                stack.push((depth, holds));
+                if holds && tag != dw::DW_TAG_lexical_block {
+                    inner = Some(e.offset());
+                    if tag == dw::DW_TAG_subprogram {
+                        subprogram = Some(e.offset());
+                    }
+                }
+            }
+            let (Some(f), Some(sp)) = (inner, subprogram) else {
+                continue;
+            };
+            let fe = u.entry(f).map_err(err)?;
+            let name = self.name(&u, &fe)?.unwrap_or_else(|| format!("{pc:#x}"));
+            let mut vars = Vec::new();
+            let mut nparam = 0;
+            let mut tree = u.entries_tree(Some(f)).map_err(err)?;
+            let root = tree.root().map_err(err)?;
+            self.collect_vars(&u, root, pc, true, &mut nparam, &mut vars)?;
+            let entry = f == sp && self.low_pc(&u, &fe)? == Some(pc);
+            let spe = u.entry(sp).map_err(err)?;
+            let frame = Some(self.frame_base(&u, &spe, pc));
+            return Ok((unit, Scope { pc, entry, frame }, vars, name));
+        }
+        Err(format!(
+            "no function holds the address {pc:#x} in the debug information (compile the target with -g)"
+        ))
+    }
+
+    /// Parameters (`top`: direct children) and variables of a scope and of
+    /// its lexical blocks holding `pc` (inner declarations first).
+    fn collect_vars(
+        &self,
+        u: &U<'_>,
+        node: gimli::EntriesTreeNode<'_, '_, '_, R>,
+        pc: u64,
+        top: bool,
+        nparam: &mut usize,
+        vars: &mut Vec<VarDie>,
+    ) -> Result<(), String> {
+        use super::dwarf::err;
+        let mut children = node.children();
+        let mut mine = Vec::new();
+        while let Some(child) = children.next().map_err(err)? {
+            let e = child.entry();
+            match e.tag() {
+                dw::DW_TAG_formal_parameter | dw::DW_TAG_variable => {
+                    let param = (top && e.tag() == dw::DW_TAG_formal_parameter).then(|| {
+                        *nparam += 1;
+                        *nparam - 1
+                    });
+                    if let Some(name) = self.name(u, e)? {
+                        mine.push(VarDie {
+                            name,
+                            param,
+                            off: e.offset(),
+                        });
+                    }
+                }
+                dw::DW_TAG_lexical_block if self.holds(u, e, pc)? => {
+                    self.collect_vars(u, child, pc, false, nparam, vars)?;
+                }
+                _ => {}
+            }
+        }
+        for v in mine {
+            if !vars.iter().any(|w| w.name == v.name) {
+                vars.push(v);
+            }
+        }
+        Ok(())
+    }
+
+    fn holds(
+        &self,
+        u: &U<'_>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        pc: u64,
+    ) -> Result<bool, String> {
+        use super::dwarf::err;
+        let mut it = u.die_ranges(e).map_err(err)?;
+        while let Some(r) = it.next().map_err(err)? {
+            if r.begin <= pc && pc < r.end {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn low_pc(
+        &self,
+        u: &U<'_>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+    ) -> Result<Option<u64>, String> {
+        use super::dwarf::err;
+        match e.attr_value(dw::DW_AT_low_pc).map_err(err)? {
+            Some(v) => u.attr_address(v).map_err(err),
+            None => Ok(None),
+        }
+    }
+
+    /// The frame base of a subprogram at `pc` as (register, offset):
+    /// `DW_OP_call_frame_cfa` (GCC) through the CFA rule of `.eh_frame`,
+    /// or a register (clang's `DW_OP_reg6`).
+    fn frame_base(
+        &self,
+        u: &U<'_>,
+        sp: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        pc: u64,
+    ) -> Result<(usize, i64), String> {
+        use super::dwarf::err;
+        let Some(AttributeValue::Exprloc(expr)) =
+            sp.attr_value(dw::DW_AT_frame_base).map_err(err)?
+        else {
+            return Err("the function has no frame base".into());
+        };
+        let mut ops = expr.operations(u.unit.encoding());
+        match ops.next().map_err(err)? {
+            Some(Operation::Register { register }) => DWARF_REGS
+                .get(register.0 as usize)
+                .map(|&r| (r, 0))
+                .ok_or_else(|| "an unsupported frame base register".into()),
+            Some(Operation::CallFrameCFA) => self.cfa(pc),
+            _ => Err("an unsupported frame base".into()),
+        }
+    }
+
+    /// The CFA at `pc` as (register, offset), from `.eh_frame`.
+    fn cfa(&self, pc: u64) -> Result<(usize, i64), String> {
+        use gimli::UnwindSection;
+        let Some((data, eh_addr, text)) = self.eh_frame.as_ref() else {
+            return Err("no .eh_frame to find the frame base".into());
+        };
+        let eh = gimli::EhFrame::new(data, gimli::LittleEndian);
+        let bases = gimli::BaseAddresses::default()
+            .set_eh_frame(*eh_addr)
+            .set_text(*text);
+        let mut ctx = Box::new(gimli::UnwindContext::new());
+        let row = eh
+            .unwind_info_for_address(&bases, &mut ctx, pc, gimli::EhFrame::cie_from_offset)
+            .map_err(|e| format!("no call frame information at {pc:#x} ({e})"))?;
+        match row.cfa() {
+            gimli::CfaRule::RegisterAndOffset { register, offset } => DWARF_REGS
+                .get(register.0 as usize)
+                .map(|&r| (r, *offset))
+                .ok_or_else(|| "an unsupported CFA register".into()),
+            _ => Err("the CFA is an expression here".into()),
+        }
+    }
+
+    /// Where a variable is at the scope's address.
+    fn place(&self, u: &U<'_>, v: &VarDie, scope: &Scope) -> Result<Place, String> {
+        use super::dwarf::err;
+        let e = u.entry(v.off).map_err(err)?;
+        let Some(expr) = self.location_at(u, &e, scope.pc)? else {
+            return Err("its value is optimized out".into());
+        };
+        let mut ops = expr.operations(u.unit.encoding());
+        let first = ops.next().map_err(err)?;
+        let second = ops.next().map_err(err)?;
+        let reg = |r: gimli::Register| DWARF_REGS.get(r.0 as usize).copied();
+        match (first, second) {
+            (Some(Operation::Register { register }), None) => reg(register)
+                .map(|r| Place::Value(vec![Op::Reg(r)]))
+                .ok_or_else(|| "it is in a register ptap cannot read".into()),
+            // The value the register had at the function's entry: the
+            // register, at the entry only (elsewhere it may have changed).
+            (Some(Operation::EntryValue { .. }), _) if !scope.entry => Err(
+                "it is only known as a register's value at the function's entry (DW_OP_entry_value): probe the function's entry"
+                    .into(),
+            ),
+            (Some(Operation::EntryValue { expression }), Some(Operation::StackValue)) => {
+                let mut inner = gimli::Expression(expression).operations(u.unit.encoding());
+                match inner.next().map_err(err)? {
+                    Some(Operation::Register { register }) => reg(register)
+                        .map(|r| Place::Value(vec![Op::Reg(r)]))
+                        .ok_or_else(|| "it is in a register ptap cannot read".into()),
+                    _ => Err("an unsupported DW_OP_entry_value".into()),
+                }
+            }
+            (Some(Operation::RegisterOffset { register, offset, .. }), None) => reg(register)
+                .map(|r| Place::Mem(vec![Op::Reg(r)], offset))
+                .ok_or_else(|| "it is in a register ptap cannot read".into()),
+            (Some(Operation::UnsignedConstant { value }), Some(Operation::StackValue)) => {
+                Ok(Place::Value(vec![Op::Const(value as i64)]))
+            }
+            (Some(Operation::SignedConstant { value }), Some(Operation::StackValue)) => {
+                Ok(Place::Value(vec![Op::Const(value)]))
+            }
+            // After the entry: on the frame (the function's frame base).
+            (Some(Operation::FrameOffset { offset }), None) if !scope.entry => {
+                match &scope.frame {
+                    Some(Ok((r, off))) => Ok(Place::Mem(vec![Op::Reg(*r)], off + offset)),
+                    Some(Err(why)) => Err(why.clone()),
+                    None => Err("the function has no frame base".into()),
+                }
+            }
+            // -O0: a parameter the prologue stores on the frame is still in
+            // its SysV argument register at the entry.
+            (Some(Operation::FrameOffset { .. }), _) => match v.param {
+                Some(i) if i < ARG_REGS.len() => match self.ty(u, self.type_of(u, &e)?) {
+                    Ty::Int { .. } | Ty::Ptr { .. } => Ok(Place::Value(vec![Op::Reg(ARG_REGS[i])])),
+                    _ => Err("a parameter passed by value in several registers is not supported at the entry".into()),
+                },
+                _ => Err("a local variable has no value yet at the function's entry".into()),
+            },
+            (Some(Operation::Address { .. }), _) => {
+                Err("static variables are not supported".into())
+            }
+            _ => Err("its location at the function's entry is not supported (not a register or memory at a register)".into()),
+        }
+    }
+
+    /// The location expression of a DIE covering `pc`.
+    fn location_at(
+        &self,
+        u: &U<'_>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        pc: u64,
+    ) -> Result<Option<gimli::Expression<R>>, String> {
+        use super::dwarf::err;
+        let Some(loc) = e.attr_value(dw::DW_AT_location).map_err(err)? else {
+            return Ok(None);
+        };
+        Ok(match loc {
+            AttributeValue::Exprloc(expr) => Some(expr),
+            other => {
+                let Some(mut list) = u.attr_locations(other).map_err(err)? else {
+                    return Ok(None);
+                };
+                let mut found = None;
+                while let Some(l) = list.next().map_err(err)? {
+                    if l.range.begin <= pc && pc < l.range.end {
+                        found = Some(l.data);
+                        break;
+                    }
+                }
+                found
+            }
+        })
+    }
+
+    /// One `->member` or `[index]` step.
+    fn step(
+        &self,
+        u: &U<'_>,
+        place: Place,
+        ty: Option<UnitOffset>,
+        step: &Step<'_>,
+        shown: &str,
+    ) -> Result<(Place, Option<UnitOffset>), String> {
+        let t = self.ty(u, ty);
+        // The object a pointer points to.
+        let pointee = |place: &Place| Place::Mem(place.value(8, false), 0);
+        match (step, t) {
+            (Step::Member(m), Ty::Ptr { to }) => {
+                let Ty::Struct { off, .. } = self.ty(u, to) else {
+                    return Err(format!("`{shown}` does not point to a struct"));
+                };
+                let (moff, mty) = self.member(u, off, m)?.ok_or_else(|| {
+                    format!(
+                        "`{shown}` ({}) has no member `{m}`",
+                        self.type_name(u, ty, 0)
+                    )
+                })?;
+                Ok((shift(pointee(&place), moff), mty))
+            }
+            (Step::Member(m), Ty::Struct { off, .. }) => {
+                let (moff, mty) = self.member(u, off, m)?.ok_or_else(|| {
+                    format!(
+                        "`{shown}` ({}) has no member `{m}`",
+                        self.type_name(u, ty, 0)
+                    )
+                })?;
+                match place {
+                    Place::Mem(..) => Ok((shift(place, moff), mty)),
+                    Place::Value(_) => Err(format!(
+                        "`{shown}` is a struct kept in registers: not supported"
+                    )),
+                }
+            }
+            (Step::Member(m), _) => Err(format!(
+                "`{shown}` ({}) is not a struct or a pointer to one: no member `{m}`",
+                self.type_name(u, ty, 0)
+            )),
+            (Step::Index(i), Ty::Ptr { to }) => {
+                let stride = self
+                    .size_of(u, to)
+                    .ok_or_else(|| format!("`{shown}` points to a type of unknown size"))?;
+                Ok((shift(pointee(&place), (*i * stride) as i64), to))
+            }
+            (Step::Index(i), Ty::Array { elem, count }) => {
+                if count.is_some_and(|c| *i >= c) {
+                    return Err(format!(
+                        "index {i} is out of `{shown}`'s {} elements",
+                        count.unwrap_or(0)
+                    ));
+                }
+                let stride = self
+                    .size_of(u, elem)
+                    .ok_or_else(|| format!("`{shown}` has elements of unknown size"))?;
+                match place {
+                    Place::Mem(..) => Ok((shift(place, (*i * stride) as i64), elem)),
+                    Place::Value(_) => {
+                        Err(format!("`{shown}` is kept in registers: not supported"))
+                    }
+                }
+            }
+            (Step::Dyn, Ty::Ptr { to }) => {
+                let stride = self
+                    .size_of(u, to)
+                    .ok_or_else(|| format!("`{shown}` points to a type of unknown size"))?;
+                let mut ops = place.value(8, false);
+                ops.push(Op::AddIndex(stride as i64));
+                Ok((Place::Mem(ops, 0), to))
+            }
+            (Step::Dyn, Ty::Array { elem, .. }) => {
+                let stride = self
+                    .size_of(u, elem)
+                    .ok_or_else(|| format!("`{shown}` has elements of unknown size"))?;
+                match place {
+                    Place::Mem(mut ops, off) => {
+                        ops.push(Op::Add(off));
+                        ops.push(Op::AddIndex(stride as i64));
+                        Ok((Place::Mem(ops, 0), elem))
+                    }
+                    Place::Value(_) => {
+                        Err(format!("`{shown}` is kept in registers: not supported"))
+                    }
+                }
+            }
+            (Step::Index(_) | Step::Dyn, _) => Err(format!(
+                "`{shown}` ({}) is not an array or a pointer",
+                self.type_name(u, ty, 0)
+            )),
+        }
+    }
+
+    /// A member of a struct/union/class: (byte offset, type), looked up
+    /// through anonymous members and base classes.
+    fn member(
+        &self,
+        u: &U<'_>,
+        st: UnitOffset,
+        name: &str,
+    ) -> Result<Option<(i64, Option<UnitOffset>)>, String> {
+        for (mname, moff, mty, anon) in self.members(u, st)? {
+            if mname.as_deref() == Some(name) {
+                return Ok(Some((moff, mty)));
+            }
+            if anon {
+                if let Ty::Struct { off, .. } = self.ty(u, mty) {
+                    if let Some((o, t)) = self.member(u, off, name)? {
+                        return Ok(Some((moff + o, t)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// (name, offset, type, anonymous or base class) of each member.
+    #[allow(clippy::type_complexity)]
+    fn members(
+        &self,
+        u: &U<'_>,
+        st: UnitOffset,
+    ) -> Result<Vec<(Option<String>, i64, Option<UnitOffset>, bool)>, String> {
+        use super::dwarf::err;
+        let mut out = Vec::new();
+        let mut tree = u.entries_tree(Some(st)).map_err(err)?;
+        let root = tree.root().map_err(err)?;
+        let mut children = root.children();
+        while let Some(child) = children.next().map_err(err)? {
+            let e = child.entry();
+            let base = e.tag() == dw::DW_TAG_inheritance;
+            if e.tag() != dw::DW_TAG_member && !base {
+                continue;
+            }
+            // Static members have no offset in the object.
+            if e.attr_value(dw::DW_AT_external).map_err(err)?.is_some()
+                || e.attr_value(dw::DW_AT_declaration).map_err(err)?.is_some()
+            {
+                continue;
+            }
+            if e.attr_value(dw::DW_AT_bit_size).map_err(err)?.is_some() {
+                // Bit fields are left out (not addressable by bytes).
+                continue;
+            }
+            let off = match e.attr_value(dw::DW_AT_data_member_location).map_err(err)? {
+                None => 0,
+                Some(AttributeValue::Exprloc(expr)) => {
+                    let mut ops = expr.operations(u.unit.encoding());
+                    match ops.next().map_err(err)? {
+                        Some(Operation::PlusConstant { value }) => value as i64,
+                        _ => continue,
+                    }
+                }
+                Some(v) => match v.udata_value() {
+                    Some(n) => n as i64,
+                    None => continue,
+                },
+            };
+            let name = self.name(u, e)?;
+            let anon = base || name.is_none();
+            out.push((name, off, self.type_of(u, e)?, anon));
+        }
+        Ok(out)
+    }
+
+    /// A type without typedefs and qualifiers.
+    fn ty(&self, u: &U<'_>, mut off: Option<UnitOffset>) -> Ty {
+        for _ in 0..16 {
+            let Some(o) = off else {
+                return Ty::Void;
+            };
+            let Ok(t) = u.entry(o) else {
+                return Ty::Other;
+            };
+            let size = t
+                .attr_value(dw::DW_AT_byte_size)
+                .ok()
+                .flatten()
+                .and_then(|v| v.udata_value());
+            let inner = self.type_of(u, &t).ok().flatten();
+            match t.tag() {
+                dw::DW_TAG_typedef
+                | dw::DW_TAG_const_type
+                | dw::DW_TAG_volatile_type
+                | dw::DW_TAG_restrict_type
+                | dw::DW_TAG_atomic_type => off = inner,
+                dw::DW_TAG_pointer_type
+                | dw::DW_TAG_reference_type
+                | dw::DW_TAG_rvalue_reference_type => return Ty::Ptr { to: inner },
+                dw::DW_TAG_base_type => {
+                    let enc = t.attr_value(dw::DW_AT_encoding).ok().flatten();
+                    return match (enc, size) {
+                        (Some(AttributeValue::Encoding(dw::DW_ATE_float)), _) => Ty::Float,
+                        (Some(AttributeValue::Encoding(e)), Some(n @ (1 | 2 | 4 | 8))) => Ty::Int {
+                            size: n as u8,
+                            signed: matches!(e, dw::DW_ATE_signed | dw::DW_ATE_signed_char),
+                        },
+                        _ => Ty::Other,
+                    };
+                }
+                dw::DW_TAG_enumeration_type => {
+                    return match size {
+                        Some(n @ (1 | 2 | 4 | 8)) => Ty::Int {
+                            size: n as u8,
+                            signed: true,
+                        },
+                        _ => Ty::Other,
+                    }
+                }
+                dw::DW_TAG_structure_type | dw::DW_TAG_class_type | dw::DW_TAG_union_type => {
+                    return Ty::Struct {
+                        off: o,
+                        size: size.unwrap_or(0),
+                    }
+                }
+                dw::DW_TAG_array_type => {
+                    return Ty::Array {
+                        elem: inner,
+                        count: self.array_count(u, o),
+                    }
+                }
+                _ => return Ty::Other,
+            }
+        }
+        Ty::Other
+    }
+
+    /// The element count of a one-dimensional array type.
+    fn array_count(&self, u: &U<'_>, off: UnitOffset) -> Option<u64> {
+        let mut tree = u.entries_tree(Some(off)).ok()?;
+        let root = tree.root().ok()?;
+        let mut children = root.children();
+        while let Ok(Some(child)) = children.next() {
+            let e = child.entry();
+            if e.tag() != dw::DW_TAG_subrange_type {
+                continue;
+            }
+            if let Some(c) = e.attr_value(dw::DW_AT_count).ok().flatten() {
+                return c.udata_value();
+            }
+            if let Some(b) = e.attr_value(dw::DW_AT_upper_bound).ok().flatten() {
+                return b.udata_value().map(|n| n + 1);
+            }
+            return None;
+        }
+        None
+    }
+
+    fn size_of(&self, u: &U<'_>, off: Option<UnitOffset>) -> Option<u64> {
+        match self.ty(u, off) {
+            Ty::Int { size, .. } => Some(u64::from(size)),
+            Ty::Ptr { .. } => Some(8),
+            Ty::Struct { size, .. } => Some(size),
+            Ty::Array { elem, count } => Some(self.size_of(u, elem)? * count?),
+            Ty::Float => u
+                .entry(off?)
+                .ok()?
+                .attr_value(dw::DW_AT_byte_size)
+                .ok()
+                .flatten()?
+                .udata_value(),
+            _ => None,
+        }
+    }
+
+    /// `$$parms`' style: numbers and pointers in hexadecimal, a struct as
+    /// `{...}`.
+    fn hex(&self, u: &U<'_>, ty: Option<UnitOffset>, place: &Place, out: &mut Vec<Piece>) {
+        match self.ty(u, ty) {
+            Ty::Int { size, signed } => {
+                out.push(Piece::Num(place_scalar(place, size, signed), NumFmt::Hex))
+            }
+            Ty::Ptr { .. } => out.push(Piece::Num(place.value(8, false), NumFmt::Hex)),
+            Ty::Struct { .. } => out.push(Piece::Text("{...}".into())),
+            Ty::Array { .. } => out.push(Piece::Text("[...]".into())),
+            _ => out.push(Piece::Text("?".into())),
+        }
+    }
+
+    /// SystemTap's pretty printing: `{.a=1, .b=0x7f.., .name="x", .s={...}}`
+    /// (`$`: nested structs as `{...}`; `$$`: expanded), arrays as
+    /// `[1, 2, 3]`, char arrays and `char *` as quoted strings.
+    fn pretty(
+        &self,
+        u: &U<'_>,
+        ty: Option<UnitOffset>,
+        place: &Place,
+        level: u8,
+        depth: u32,
+        out: &mut Vec<Piece>,
+    ) {
+        let text = |out: &mut Vec<Piece>, s: &str| out.push(Piece::Text(s.to_string()));
+        match self.ty(u, ty) {
+            Ty::Int { size, signed } => out.push(Piece::Num(
+                place_scalar(place, size, signed),
+                if signed {
+                    NumFmt::Signed
+                } else {
+                    NumFmt::Unsigned
+                },
+            )),
+            Ty::Ptr { to } => {
+                let v = place.value(8, false);
+                match self.ty(u, to) {
+                    Ty::Int { size: 1, .. } => out.push(Piece::Str(v)),
+                    // `$p$` of a pointer to a struct shows the struct (as
+                    // SystemTap does), its pointer members as addresses.
+                    Ty::Struct { .. } if depth == 0 => {
+                        self.pretty(u, to, &Place::Mem(v, 0), level, depth, out)
+                    }
+                    _ => out.push(Piece::Num(v, NumFmt::Hex)),
+                }
+            }
+            Ty::Struct { off, .. } => {
+                let Place::Mem(ops, base) = place else {
+                    return text(out, "{...}");
+                };
+                if (depth > 0 && level < 2) || depth > 6 {
+                    return text(out, "{...}");
+                }
+                let Ok(members) = self.members(u, off) else {
+                    return text(out, "{?}");
+                };
+                text(out, "{");
+                for (i, (name, moff, mty, _)) in members.iter().enumerate() {
+                    if i == MAX_MEMBERS {
+                        text(out, ", ...");
+                        break;
+                    }
+                    let sep = if i == 0 { "" } else { ", " };
+                    match name {
+                        Some(n) => text(out, &format!("{sep}.{n}=")),
+                        None => text(out, sep),
+                    }
+                    let p = Place::Mem(ops.clone(), base + moff);
+                    self.pretty(u, *mty, &p, level, depth + 1, out);
+                }
+                text(out, "}");
+            }
+            Ty::Array { elem, count } => {
+                let Place::Mem(ops, base) = place else {
+                    return text(out, "[...]");
+                };
+                if matches!(self.ty(u, elem), Ty::Int { size: 1, .. }) {
+                    let mut o = ops.clone();
+                    o.push(Op::Add(*base));
+                    return out.push(Piece::Str(o));
+                }
+                let (Some(stride), Some(count)) = (self.size_of(u, elem), count) else {
+                    return text(out, "[...]");
+                };
+                text(out, "[");
+                for i in 0..count.min(MAX_ELEMS) {
+                    if i > 0 {
+                        text(out, ", ");
+                    }
+                    let p = Place::Mem(ops.clone(), base + (i * stride) as i64);
+                    self.pretty(u, elem, &p, level, depth + 1, out);
+                }
+                if count > MAX_ELEMS {
+                    text(out, ", ...");
+                }
+                text(out, "]");
+            }
+            _ => text(out, "?"),
+        }
+    }
+}
+
+/// A scalar's value ops (narrowed when it is in a register).
+fn place_scalar(place: &Place, size: u8, signed: bool) -> Vec<Op> {
+    match place {
+        Place::Value(ops) => {
+            let mut o = ops.clone();
+            if size < 8 {
+                o.push(Op::Narrow { size, signed });
+            }
+            o
+        }
+        p => p.value(size, signed),
+    }
+}
+
+fn shift(place: Place, by: i64) -> Place {
+    match place {
+        Place::Mem(ops, off) => Place::Mem(ops, off + by),
+        v => v,
+    }
+}
+
+/// Adjacent texts joined.
+fn merge(pieces: Vec<Piece>) -> Vec<Piece> {
+    let mut out: Vec<Piece> = Vec::new();
+    for p in pieces {
+        if let (Piece::Text(t), Some(Piece::Text(last))) = (&p, out.last_mut()) {
+            last.push_str(t);
+            continue;
+        }
+        out.push(p);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split() {
+        let p = parse_path("p->a[3]->b$$").unwrap();
+        assert_eq!(p.base, "p");
+        assert_eq!(p.pretty, 2);
+        assert!(matches!(
+            p.steps.as_slice(),
+            [Step::Member("a"), Step::Index(3), Step::Member("b")]
+        ));
+        let p = parse_path("$parms$").unwrap();
+        assert_eq!((p.base, p.pretty, p.steps.len()), ("$parms", 1, 0));
+    }
+}
