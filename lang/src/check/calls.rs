@@ -53,6 +53,12 @@ impl Checker<'_> {
         if let Some(b) = builtins::lookup(n) {
             return self.builtin(scope, b, args, span);
         }
+        // SystemTap's name for `register`.
+        if n == "u_register" && self.function(n).is_none() {
+            if let Some(b) = builtins::lookup("register") {
+                return self.builtin(scope, b, args, span);
+            }
+        }
         if let Some(f) = self.function(n) {
             let params = self.funcs[f].params.clone();
             if args.len() != params.len() {
