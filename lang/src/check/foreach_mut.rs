@@ -89,8 +89,13 @@ impl Walker {
                 self.stmt(body);
             }
             StmtKind::Foreach(f) => {
-                if let Some(l) = &f.limit {
-                    self.expr(l);
+                for x in f.limit.iter().chain(f.slice.iter().flatten()) {
+                    self.expr(x);
+                }
+                if f.deletes {
+                    // `delete a[*, k]`: one change of `a`.
+                    self.push(vec![Event::Modifies(f.array, s.span)]);
+                    return;
                 }
                 self.loops.push((f.array, s.span));
                 self.stmt(&f.body);

@@ -261,6 +261,7 @@ impl Printer<'_> {
                         let by = match by {
                             SortBy::Value => "value".to_string(),
                             SortBy::Key(i) => format!("key {}", i + 1),
+                            SortBy::Agg(op) => format!("{op:?}").to_lowercase(),
                         };
                         format!(
                             " sorted by {by} {}",
@@ -278,9 +279,19 @@ impl Printer<'_> {
                     .map(|x| format!(" limit {}", e(x)))
                     .unwrap_or_default();
                 let name = &self.s.globals[f.array].name;
+                let slice = if f.slice.is_empty() {
+                    String::new()
+                } else {
+                    let k: Vec<String> = f
+                        .slice
+                        .iter()
+                        .map(|x| x.as_ref().map_or("*".to_string(), e))
+                        .collect();
+                    format!("[{}]", k.join(", "))
+                };
                 let _ = writeln!(
                     out,
-                    "foreach ({value}[{}] in {name}{sort}{limit})",
+                    "foreach ({value}[{}] in {name}{slice}{sort}{limit})",
                     keys.join(", ")
                 );
                 return self.nested(out, &f.body, l, depth, en);
