@@ -180,6 +180,11 @@ unsafe fn fire(env: &Env, regs: *mut PtRegs, entry: *mut i64, h: Handler) {
         if g.header().errors.load(Ordering::Relaxed) > env.maxerrors {
             return;
         }
+        // After `exit()` no new handler runs (SystemTap's semantics: the
+        // session is stopping); handlers already running finish.
+        if g.header().exit.load(Ordering::Acquire) != 0 {
+            return;
+        }
     }
     let mut ctx = ProbeCtx::new(regs, env.globals, env.session, env.maxaction);
     ctx.probe = env.probe;
