@@ -42,6 +42,10 @@ pub enum Builtin {
     SetUserLong,
     SetUserInt,
     SetUserChar,
+    /// `abort()`: end the session without the end probes.
+    Abort,
+    /// `get_cycles()`: the time-stamp counter.
+    GetCycles,
 }
 
 /// Where a builtin may run.
@@ -195,6 +199,14 @@ pub const BUILTINS: &[BuiltinInfo] = &[
         Needs::Syscall,
     ),
     b("exit", Builtin::Exit, NONE, Type::Void, Needs::Anywhere),
+    b("abort", Builtin::Abort, NONE, Type::Void, Needs::Anywhere),
+    b(
+        "get_cycles",
+        Builtin::GetCycles,
+        NONE,
+        Type::Long,
+        Needs::Anywhere,
+    ),
     b(
         "error",
         Builtin::Error,

@@ -51,6 +51,11 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 self.call_helper(Helper::Exit, &[c]);
                 Ok(self.iconst(0))
             }
+            B::Abort => {
+                self.call_helper(Helper::Abort, &[c]);
+                Ok(self.iconst(0))
+            }
+            B::GetCycles => Ok(self.call_long(Helper::Cycles, &[c])),
             B::Error => {
                 let m = self.translate_expr(&args[0])?;
                 self.call_helper(Helper::Error, &[c, m]);

@@ -906,6 +906,10 @@ pub const ENV_TARGET: &str = "PTAP_TARGET";
 /// its probes and stopped before `main` (`exit()` stores 1).
 pub const EXIT_ARM_FAILED: u32 = 2;
 
+/// Value of the `exit` word after `abort()`: ptap ends the session at once,
+/// without the end probes.
+pub const EXIT_ABORT: u32 = 3;
+
 /// The target could not arm its probes: count it as a runtime error and
 /// tell ptap (which then ends the session without running the end probes).
 pub fn report_failed_start() {

@@ -95,6 +95,8 @@ pub enum Helper {
     Regex,
     Matched,
     MapHistPrint,
+    Abort,
+    Cycles,
 }
 
 pub struct HelperDef {
@@ -238,6 +240,8 @@ pub static HELPERS: &[HelperDef] = &[
         false,
         map_hist_print
     ),
+    h!(Abort, "ptap_h_abort", [C], false, abort),
+    h!(Cycles, "ptap_h_cycles", [C], true, cycles),
 ];
 
 impl Helper {
