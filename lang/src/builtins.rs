@@ -46,6 +46,9 @@ pub enum Builtin {
     Abort,
     /// `get_cycles()`: the time-stamp counter.
     GetCycles,
+    Gid,
+    Euid,
+    Egid,
 }
 
 /// Where a builtin may run.
@@ -103,6 +106,9 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("tid", Builtin::Tid, NONE, Type::Long, Needs::Anywhere),
     b("ppid", Builtin::Ppid, NONE, Type::Long, Needs::Anywhere),
     b("uid", Builtin::Uid, NONE, Type::Long, Needs::Anywhere),
+    b("gid", Builtin::Gid, NONE, Type::Long, Needs::Anywhere),
+    b("euid", Builtin::Euid, NONE, Type::Long, Needs::Anywhere),
+    b("egid", Builtin::Egid, NONE, Type::Long, Needs::Anywhere),
     b(
         "execname",
         Builtin::Execname,

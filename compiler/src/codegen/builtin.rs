@@ -56,6 +56,16 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 Ok(self.iconst(0))
             }
             B::GetCycles => Ok(self.call_long(Helper::Cycles, &[c])),
+            B::Gid | B::Euid | B::Egid => {
+                let which = self.iconst(match func {
+                    B::Gid => 0,
+                    B::Euid => 1,
+                    _ => 2,
+                });
+                let v = self.call_long(Helper::Ids, &[c, which]);
+                self.check_helper(span);
+                Ok(v)
+            }
             B::Error => {
                 let m = self.translate_expr(&args[0])?;
                 self.call_helper(Helper::Error, &[c, m]);

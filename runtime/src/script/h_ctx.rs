@@ -317,7 +317,7 @@ pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap
     out[n] = 0;
 }
 
-/// Symbols and unwinding read this process's own memory: over a sample of
+/// Symbols, unwinding and the ids read this process's own state: over a sample of
 /// another process (system-wide mode) they are unavailable (an
 /// ERR_CONTEXT error), never answered from ptap's own address space.
 ///
@@ -331,4 +331,20 @@ unsafe fn no_symbols_here(ctx: *mut ProbeCtx) -> bool {
     // SAFETY: caller contract.
     unsafe { (*ctx).error = ERR_CONTEXT };
     true
+}
+
+/// `gid()` (0), `euid()` (1), `egid()` (2) of the current process. Over a
+/// sample of another process (system-wide mode) they are unavailable (an
+/// ERR_CONTEXT error): the sample does not carry them.
+///
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn ids(ctx: *mut ProbeCtx, which: i64) -> i64 {
+    // SAFETY: caller contract.
+    if unsafe { no_symbols_here(ctx) } {
+        return 0;
+    }
+    // getgid, geteuid, getegid.
+    const NR: [usize; 3] = [104, 107, 108];
+    raw0(NR[(which as usize).min(2)])
 }

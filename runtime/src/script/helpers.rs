@@ -97,6 +97,7 @@ pub enum Helper {
     MapHistPrint,
     Abort,
     Cycles,
+    Ids,
 }
 
 pub struct HelperDef {
@@ -242,6 +243,7 @@ pub static HELPERS: &[HelperDef] = &[
     ),
     h!(Abort, "ptap_h_abort", [C], false, abort),
     h!(Cycles, "ptap_h_cycles", [C], true, cycles),
+    h!(Ids, "ptap_h_ids", [C, L], true, ids),
 ];
 
 impl Helper {
