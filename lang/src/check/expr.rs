@@ -180,6 +180,15 @@ impl Checker<'_> {
     }
 
     fn script_arg(&mut self, n: u32, as_string: bool, span: Span) -> Expr {
+        if n == 0 {
+            // `$#` (a long) and `@#` (a string): the number of arguments.
+            let count = self.opts.args.len();
+            return if as_string {
+                mk(ExprKind::Str(count.to_string()), Ty::K(Type::String), span)
+            } else {
+                mk(ExprKind::Long(count as i64), Ty::K(Type::Long), span)
+            };
+        }
         let Some(text) = self.opts.args.get(n as usize - 1) else {
             self.err(CheckError::MissingScriptArg {
                 span,

@@ -260,6 +260,10 @@ impl crate::diag::ToDiagnostic for ParseError {
                         format!("bad script argument reference `{s}`"),
                         "arguments are numbered from 1",
                     ),
+                    K::DollarDollar(s) => (
+                        format!("`{s}` (every variable of the probe point as text) is not supported; print the variables by name, e.g. printf(\"x=%d\\n\", $x)"),
+                        "not supported",
+                    ),
                 };
                 error(msg).with_labels(vec![primary(e.span, label)])
             }

@@ -266,6 +266,9 @@ pub fn expr(e: &Expr) -> String {
         ExprKind::Call { name, args } => format!("{}({})", name.name, list(args)),
         ExprKind::AtCall { name, args } => format!("@{}({})", name.name, list(args)),
         ExprKind::TargetVar(id) => format!("${}", id.name),
+        ExprKind::ScriptArg { n: 0, as_string } => {
+            format!("{}#", if *as_string { '@' } else { '$' })
+        }
         ExprKind::ScriptArg { n, as_string } => {
             format!("{}{n}", if *as_string { '@' } else { '$' })
         }
