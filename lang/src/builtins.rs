@@ -49,6 +49,9 @@ pub enum Builtin {
     Gid,
     Euid,
     Egid,
+    CmdlineStr,
+    CmdlineArg,
+    Pexecname,
 }
 
 /// Where a builtin may run.
@@ -109,6 +112,27 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("gid", Builtin::Gid, NONE, Type::Long, Needs::Anywhere),
     b("euid", Builtin::Euid, NONE, Type::Long, Needs::Anywhere),
     b("egid", Builtin::Egid, NONE, Type::Long, Needs::Anywhere),
+    b(
+        "cmdline_str",
+        Builtin::CmdlineStr,
+        NONE,
+        Type::String,
+        Needs::Anywhere,
+    ),
+    b(
+        "cmdline_arg",
+        Builtin::CmdlineArg,
+        Params::Fixed(&[L]),
+        Type::String,
+        Needs::Anywhere,
+    ),
+    b(
+        "pexecname",
+        Builtin::Pexecname,
+        NONE,
+        Type::String,
+        Needs::Anywhere,
+    ),
     b(
         "execname",
         Builtin::Execname,

@@ -56,6 +56,20 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 Ok(self.iconst(0))
             }
             B::GetCycles => Ok(self.call_long(Helper::Cycles, &[c])),
+            B::CmdlineStr | B::CmdlineArg | B::Pexecname => {
+                let (which, n) = match func {
+                    B::CmdlineStr => (self.iconst(0), self.iconst(0)),
+                    B::CmdlineArg => {
+                        let n = self.translate_expr(&args[0])?;
+                        (self.iconst(1), n)
+                    }
+                    _ => (self.iconst(2), self.iconst(0)),
+                };
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::ProcText, &[c, which, n, dst, cap]);
+                self.check_helper(span);
+                Ok(dst)
+            }
             B::Gid | B::Euid | B::Egid => {
                 let which = self.iconst(match func {
                     B::Gid => 0,

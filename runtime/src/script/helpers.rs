@@ -98,6 +98,7 @@ pub enum Helper {
     Abort,
     Cycles,
     Ids,
+    ProcText,
 }
 
 pub struct HelperDef {
@@ -244,6 +245,13 @@ pub static HELPERS: &[HelperDef] = &[
     h!(Abort, "ptap_h_abort", [C], false, abort),
     h!(Cycles, "ptap_h_cycles", [C], true, cycles),
     h!(Ids, "ptap_h_ids", [C, L], true, ids),
+    h!(
+        ProcText,
+        "ptap_h_proc_text",
+        [C, L, L, A, L],
+        false,
+        proc_text
+    ),
 ];
 
 impl Helper {
