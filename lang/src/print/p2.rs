@@ -146,7 +146,9 @@ pub fn describe_point(p: &ProbePoint) -> String {
         Some(ArgAbi::Syscall) => offers.push("arg1..6 (syscall)"),
         None => {}
     }
-    if caps.ret {
+    if caps.ret && caps.syscall {
+        offers.push("ret");
+    } else if caps.ret {
         offers.push("ret, @entry");
     }
     let offers = if offers.is_empty() {
