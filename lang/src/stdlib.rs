@@ -40,6 +40,10 @@ pub const FILES: &[(&str, &str)] = &[
         "stdlib-scripts/stap_tokenize.pt",
         include_str!("../../stdlib-scripts/stap_tokenize.pt"),
     ),
+    (
+        "stdlib-scripts/stap_conversions.pt",
+        include_str!("../../stdlib-scripts/stap_conversions.pt"),
+    ),
 ];
 
 /// Which stdlib file defines function `name`: a cheap textual scan for
