@@ -76,6 +76,9 @@ fn stats_json(c: i64, s: i64, mi: i64, ma: i64) -> Value {
 pub fn unread_globals(meta: &Meta, g: &Globals) -> String {
     let cap = meta.limits.maxstringlen as usize + 1;
     let mut out = String::new();
+    if ptap_compiler::codegen::host::aborted(g) {
+        return out;
+    }
     for gl in meta.globals.iter().filter(|gl| gl.written && !gl.read) {
         let value = match gl.kind {
             GlobalKind::Long => json!(g.long(gl.offset).load(Ordering::SeqCst)),

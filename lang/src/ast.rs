@@ -183,6 +183,10 @@ pub struct Foreach {
     pub array: Ident,
     /// `in arr-`: sort by value.
     pub array_sort: Option<(SortMark, Span)>,
+    /// `in arr[*, k]`: only the entries whose keys match (`*`: any).
+    pub slice: Option<Vec<Expr>>,
+    /// `in arr @sum-`: the aggregate a statistics array is sorted by.
+    pub array_agg: Option<Ident>,
     pub limit: Option<Expr>,
     pub body: Box<Stmt>,
 }
@@ -326,6 +330,8 @@ pub struct Expr {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExprKind {
     Num(i64),
+    /// `*` as an array key: any key (`delete a[*, k]`, `foreach (... in a[*, k])`).
+    Wildcard,
     Str(String),
     /// A plain name: local, global, or a context value (`ret`, `arg1`).
     Name(Ident),
@@ -387,6 +393,7 @@ impl ExprKind {
         let list = |v: &[Expr]| v.iter().map(|e| e.depth).collect::<Vec<_>>();
         let (nested, chain): (Vec<u32>, Vec<u32>) = match self {
             ExprKind::Num(_)
+            | ExprKind::Wildcard
             | ExprKind::Str(_)
             | ExprKind::Name(_)
             | ExprKind::TargetVar(_)

@@ -48,6 +48,16 @@ pub enum Builtin {
     SetUserLong,
     SetUserInt,
     SetUserChar,
+    /// `abort()`: end the session without the end probes.
+    Abort,
+    /// `get_cycles()`: the time-stamp counter.
+    GetCycles,
+    Gid,
+    Euid,
+    Egid,
+    CmdlineStr,
+    CmdlineArg,
+    Pexecname,
 }
 
 /// Where a builtin may run.
@@ -105,6 +115,30 @@ pub const BUILTINS: &[BuiltinInfo] = &[
     b("tid", Builtin::Tid, NONE, Type::Long, Needs::Anywhere),
     b("ppid", Builtin::Ppid, NONE, Type::Long, Needs::Anywhere),
     b("uid", Builtin::Uid, NONE, Type::Long, Needs::Anywhere),
+    b("gid", Builtin::Gid, NONE, Type::Long, Needs::Anywhere),
+    b("euid", Builtin::Euid, NONE, Type::Long, Needs::Anywhere),
+    b("egid", Builtin::Egid, NONE, Type::Long, Needs::Anywhere),
+    b(
+        "cmdline_str",
+        Builtin::CmdlineStr,
+        NONE,
+        Type::String,
+        Needs::Anywhere,
+    ),
+    b(
+        "cmdline_arg",
+        Builtin::CmdlineArg,
+        Params::Fixed(&[L]),
+        Type::String,
+        Needs::Anywhere,
+    ),
+    b(
+        "pexecname",
+        Builtin::Pexecname,
+        NONE,
+        Type::String,
+        Needs::Anywhere,
+    ),
     b(
         "execname",
         Builtin::Execname,
@@ -201,6 +235,14 @@ pub const BUILTINS: &[BuiltinInfo] = &[
         Needs::Syscall,
     ),
     b("exit", Builtin::Exit, NONE, Type::Void, Needs::Anywhere),
+    b("abort", Builtin::Abort, NONE, Type::Void, Needs::Anywhere),
+    b(
+        "get_cycles",
+        Builtin::GetCycles,
+        NONE,
+        Type::Long,
+        Needs::Anywhere,
+    ),
     b(
         "error",
         Builtin::Error,

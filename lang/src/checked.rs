@@ -250,6 +250,8 @@ pub enum SortBy {
     /// Key number (0-based).
     Key(usize),
     Value,
+    /// An aggregate of a statistics array's values (`in a @sum-`).
+    Agg(StatOp),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +267,11 @@ pub struct Foreach {
     pub value: Option<LocalId>,
     pub sort: Option<Sort>,
     pub limit: Option<Expr>,
+    /// `in a[*, k]`: per key, the value it must equal (`None`: any); empty
+    /// when the whole array is walked.
+    pub slice: Vec<Option<Expr>>,
+    /// The loop of `delete a[*, k]` (it deletes what it visits).
+    pub deletes: bool,
     pub body: Stmt,
 }
 

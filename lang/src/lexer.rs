@@ -34,6 +34,14 @@ enum Raw {
     TargetVar,
     #[regex(r"\$[0-9]+")]
     DollarArg,
+    /// `$#` / `@#`: the number of script arguments.
+    #[token("$#")]
+    DollarCount,
+    #[token("@#")]
+    AtCount,
+    /// `$$vars`, `$$parms`, `$$locals`, `$$return` (with an optional `$`).
+    #[regex(r"\$\$[A-Za-z_]+\$?")]
+    DollarDollar,
     #[regex(r"@[0-9]+")]
     AtArg,
     #[regex(r"@[A-Za-z_][A-Za-z0-9_]*")]
@@ -240,6 +248,8 @@ impl Tok {
         match self {
             Tok::Ident(s) => format!("identifier `{s}`"),
             Tok::TargetVar(s) => format!("`${s}`"),
+            Tok::DollarArg(0) => "`$#`".to_string(),
+            Tok::AtArg(0) => "`@#`".to_string(),
             Tok::DollarArg(n) => format!("`${n}`"),
             Tok::AtArg(n) => format!("`@{n}`"),
             Tok::AtName(s) => format!("`@{s}`"),
@@ -339,6 +349,8 @@ pub enum LexErrorKind {
     BadNumber(String),
     NumberTooLarge(String),
     BadArgNumber(String),
+    /// `$$parms` and the like.
+    DollarDollar(String),
     /// `%{ ... %}`: embedded C (SystemTap's guru-mode C code).
     EmbeddedC,
 }
@@ -403,6 +415,10 @@ pub fn lex(src: &str, file: FileId) -> (Vec<Spanned>, Vec<LexError>) {
         match convert(raw, text) {
             Ok(tok) => toks.push((range.start, tok, range.end)),
             Err(kind) => {
+                if matches!(kind, LexErrorKind::DollarDollar(_)) {
+                    // A value in its place: this error only.
+                    toks.push((range.start, Tok::Number(0), range.end));
+                }
                 let unterminated_comment = kind == LexErrorKind::UnterminatedComment;
                 errs.push(LexError { kind, span });
                 if unterminated_comment {
@@ -427,6 +443,10 @@ fn convert(raw: Raw, text: &str) -> Result<Tok, LexErrorKind> {
         Raw::AtName => Tok::AtName(text[1..].to_string()),
         Raw::Members => Tok::Members(text.to_string()),
         Raw::DollarArg => Tok::DollarArg(arg_number(text)?),
+        // Argument 0 is the count (`$0` itself is refused by arg_number).
+        Raw::DollarCount => Tok::DollarArg(0),
+        Raw::AtCount => Tok::AtArg(0),
+        Raw::DollarDollar => return Err(LexErrorKind::DollarDollar(text.to_string())),
         Raw::AtArg => Tok::AtArg(arg_number(text)?),
         Raw::Number => Tok::Number(number(text)?),
         Raw::Str => Tok::Str(unescape(&text[1..text.len() - 1])?),

@@ -57,8 +57,8 @@ pub fn parse_with(
     file: FileId,
     opts: &Options,
 ) -> Result<ast::Script, Vec<Diagnostic>> {
-    let text = preprocess::apply(sources.text(file), file, opts)?;
-    parser::parse_file(&text, file)
+    let (text, macros) = preprocess::apply(sources.text(file), file, opts)?;
+    parser::parse_file_with(&text, file, &macros)
         .map_err(|errs| errs.iter().map(ToDiagnostic::to_diagnostic).collect())
 }
 

@@ -33,7 +33,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             maxaction: 1000,
-            maxstringlen: 128,
+            maxstringlen: 512,
             maxmapentries: 2048,
             maxerrors: 0,
             maxskipped: 100,

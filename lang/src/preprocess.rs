@@ -18,6 +18,12 @@
 //!   SystemTap.
 //!
 //! `CONFIG_*` (kernel configuration) is an error: there is no kernel side.
+//!
+//! Macros: `@define NAME %( BODY %)` and `@define NAME(a, b) %( BODY %)`
+//! (the body refers to its parameters as `@a`, `@b`) are collected here and
+//! blanked; the parser expands each use, `@NAME` or `@NAME(x, y)`, from the
+//! body's tokens (`crate::parser::macros`), so diagnostics inside a macro
+//! point at its definition.
 use crate::diag::{self, Diagnostic};
 use crate::options::Options;
 use crate::span::{FileId, Span};
@@ -31,17 +37,37 @@ struct Pp<'a> {
     file: FileId,
     opts: &'a Options,
     errors: Vec<Diagnostic>,
+    macros: Vec<Macro>,
+}
+
+/// A `@define`d macro.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Macro {
+    pub name: String,
+    /// Where the name is written (for "defined twice").
+    pub name_span: Span,
+    /// `None`: no parameter list (`@NAME` alone).
+    pub params: Option<Vec<String>>,
+    /// The body, conditionals applied, as it stands in the file.
+    pub body: String,
+    /// Byte offset of the body in the file.
+    pub offset: usize,
 }
 
 /// Whether `text` needs preprocessing at all (a cheap check).
 pub fn needed(text: &str) -> bool {
-    text.contains("%(")
+    text.contains("%(") || text.contains("@define")
 }
 
-/// Applies the conditionals. Err: the diagnostics (spans in `text`).
-pub fn apply(text: &str, file: FileId, opts: &Options) -> Result<String, Vec<Diagnostic>> {
+/// Applies the conditionals and collects the macros. Err: the diagnostics
+/// (spans in `text`).
+pub fn apply(
+    text: &str,
+    file: FileId,
+    opts: &Options,
+) -> Result<(String, Vec<Macro>), Vec<Diagnostic>> {
     if !needed(text) {
-        return Ok(text.to_string());
+        return Ok((text.to_string(), Vec::new()));
     }
     let mut pp = Pp {
         src: text.as_bytes(),
@@ -49,6 +75,7 @@ pub fn apply(text: &str, file: FileId, opts: &Options) -> Result<String, Vec<Dia
         file,
         opts,
         errors: Vec::new(),
+        macros: Vec::new(),
     };
     let mut pos = 0;
     loop {
@@ -69,7 +96,8 @@ pub fn apply(text: &str, file: FileId, opts: &Options) -> Result<String, Vec<Dia
         return Err(pp.errors);
     }
     // Only whole bytes were replaced by ASCII blanks: still UTF-8.
-    String::from_utf8(pp.out).map_err(|_| {
+    let macros = std::mem::take(&mut pp.macros);
+    String::from_utf8(pp.out).map(|t| (t, macros)).map_err(|_| {
         vec![diag::error(
             "internal error: preprocessing broke UTF-8".to_string(),
         )]
@@ -136,6 +164,14 @@ impl Pp<'_> {
                 pos = after;
                 continue;
             }
+            if s[pos] == b'@' && s[pos..].starts_with(b"@define") && self.define_at(pos) {
+                if !keep {
+                    self.blank(start, pos);
+                }
+                pos = self.define(pos, keep, depth);
+                start = pos;
+                continue;
+            }
             if s[pos] == b'%' && pos + 1 < s.len() {
                 let term = match s[pos + 1] {
                     b'?' => Some("%?"),
@@ -164,6 +200,118 @@ impl Pp<'_> {
             self.blank(start, pos);
         }
         (pos, None)
+    }
+
+    /// `@define` at `pos` is a whole word (not `@defined`, not `x@define`).
+    fn define_at(&self, pos: usize) -> bool {
+        let s = self.src;
+        let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        !s.get(pos + 7).is_some_and(|&c| word(c)) && (pos == 0 || !word(s[pos - 1]))
+    }
+
+    fn skip_space(&self, mut i: usize) -> usize {
+        while i < self.src.len() && self.src[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    }
+
+    fn ident(&self, i: usize) -> Option<(String, usize)> {
+        let s = self.src;
+        let n = s[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+            .count();
+        let ok = n > 0 && !s[i].is_ascii_digit();
+        ok.then(|| (String::from_utf8_lossy(&s[i..i + n]).into_owned(), i + n))
+    }
+
+    /// `@define NAME[(PARAMS)] %( BODY %)` at `pos`: records the macro (when
+    /// `keep`) and blanks the definition; returns the index after it.
+    fn define(&mut self, pos: usize, keep: bool, depth: usize) -> usize {
+        let s = self.src;
+        let bad = |pp: &mut Self, at: usize, msg: &str| {
+            // The label ends on the definition's first line.
+            let line_end = s[pos..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(s.len(), |p| pos + p);
+            let label_end = at.clamp(pos + 7, line_end.max(pos + 7));
+            pp.err(
+                pos,
+                label_end,
+                format!("{msg}; write `@define NAME(a, b) %( BODY %)`"),
+            );
+            // Skip to the end of the line: the rest of the definition is noise.
+            pp.blank(pos, line_end);
+            line_end
+        };
+        let i = self.skip_space(pos + 7);
+        let Some((name, after_name)) = (i < s.len()).then(|| self.ident(i)).flatten() else {
+            return bad(self, i, "`@define` without a macro name");
+        };
+        let name_span = Span::new(self.file, i, after_name);
+        let mut i = self.skip_space(after_name);
+        let mut params = None;
+        if s.get(i) == Some(&b'(') {
+            let mut list = Vec::new();
+            i = self.skip_space(i + 1);
+            if s.get(i) == Some(&b')') {
+                i += 1;
+            } else {
+                loop {
+                    let Some((p, after)) = (i < s.len()).then(|| self.ident(i)).flatten() else {
+                        return bad(self, i, "a macro parameter must be a name");
+                    };
+                    list.push(p);
+                    i = self.skip_space(after);
+                    match s.get(i) {
+                        Some(b',') => i = self.skip_space(i + 1),
+                        Some(b')') => {
+                            i += 1;
+                            break;
+                        }
+                        _ => return bad(self, i, "expected `,` or `)` in the macro's parameters"),
+                    }
+                }
+            }
+            params = Some(list);
+            i = self.skip_space(i);
+        }
+        if !s[i..].starts_with(b"%(") {
+            return bad(
+                self,
+                i,
+                &format!("`@define {name}` must be followed by its body in `%( %)`"),
+            );
+        }
+        let body_start = i + 2;
+        let (end, term) = self.block(body_start, keep, depth + 1);
+        if term != Some("%)") {
+            self.err(
+                i,
+                i + 2,
+                format!("the body of `@define {name}` has no closing `%)`"),
+            );
+            self.blank(pos, end);
+            return end.max(body_start);
+        }
+        if keep {
+            if self.macros.iter().any(|m| m.name == name) {
+                let r = name_span.range();
+                self.err(r.start, r.end, format!("macro `@{name}` is defined twice"));
+            }
+            let body = String::from_utf8_lossy(&self.out[body_start..end]).into_owned();
+            self.macros.push(Macro {
+                name,
+                name_span,
+                params,
+                body,
+                offset: body_start,
+            });
+        }
+        self.blank(pos, end + 2);
+        end + 2
     }
 
     /// `%( COND %? THEN [%: ELSE] %)` at `pos`; returns the index after `%)`.
@@ -462,7 +610,9 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             ..Options::default()
         };
-        apply(src, FileId(0), &opts).unwrap_or_else(|e| panic!("{e:?}"))
+        apply(src, FileId(0), &opts)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .0
     }
 
     #[test]

@@ -32,6 +32,18 @@ pub const FILES: &[(&str, &str)] = &[
         "stdlib-scripts/stap_tapset.pt",
         include_str!("../../stdlib-scripts/stap_tapset.pt"),
     ),
+    (
+        "stdlib-scripts/stap_context.pt",
+        include_str!("../../stdlib-scripts/stap_context.pt"),
+    ),
+    (
+        "stdlib-scripts/stap_tokenize.pt",
+        include_str!("../../stdlib-scripts/stap_tokenize.pt"),
+    ),
+    (
+        "stdlib-scripts/stap_conversions.pt",
+        include_str!("../../stdlib-scripts/stap_conversions.pt"),
+    ),
 ];
 
 /// Which stdlib file defines function `name`: a cheap textual scan for

@@ -228,6 +228,7 @@ fn names_in_expr(e: &Expr, read: &mut HashSet<String>, set: &mut HashSet<String>
             read.insert(id.name.clone());
         }
         ExprKind::Num(_)
+        | ExprKind::Wildcard
         | ExprKind::Str(_)
         | ExprKind::TargetVar(_)
         | ExprKind::ScriptArg { .. } => {}
@@ -294,7 +295,7 @@ pub(crate) fn names_in_stmt(s: &Stmt, read: &mut HashSet<String>, set: &mut Hash
             for v in f.value.iter().chain(&f.keys) {
                 set.insert(v.name.name.clone());
             }
-            if let Some(l) = &f.limit {
+            for l in f.limit.iter().chain(f.slice.iter().flatten()) {
                 names_in_expr(l, read, set);
             }
             names_in_stmt(&f.body, read, set);

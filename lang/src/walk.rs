@@ -42,6 +42,9 @@ macro_rules! walkers {
                     if let Some(l) = &$($m)? fe.limit {
                         $expr(l, f);
                     }
+                    for x in (&$($m)? fe.slice).into_iter().flatten() {
+                        $expr(x, f);
+                    }
                     $stmt(&$($m)? fe.body, f);
                 }
                 StmtKind::Break | StmtKind::Continue | StmtKind::Next | StmtKind::Return(None) => {}

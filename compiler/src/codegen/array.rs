@@ -232,6 +232,16 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 let by = match s.by {
                     SortBy::Value => 1,
                     SortBy::Key(k) => 2 + k as i64,
+                    // The runtime's aggregate code (bits 9..11) on a value sort.
+                    SortBy::Agg(op) => {
+                        1 | (match op {
+                            StatOp::Count => 1,
+                            StatOp::Sum => 2,
+                            StatOp::Min => 3,
+                            StatOp::Max => 4,
+                            StatOp::Avg => 5,
+                        } << 9)
+                    }
                 };
                 by | if s.descending { 256 } else { 0 }
             }
@@ -240,8 +250,37 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             Some(e) => self.translate_expr(e)?,
             None => self.iconst(-1),
         };
+        // A slice (`in a[*, k]`): the keys to match, evaluated once (strings
+        // copied, so the body cannot change them); the limit then counts
+        // matching entries, so it is applied here rather than by the helper.
+        let mut filters = Vec::new();
+        for (k, x) in f.slice.iter().enumerate() {
+            let Some(x) = x else { continue };
+            let v = self.translate_expr(x)?;
+            let v = if x.ty == ptap_lang::checked::Type::String {
+                let (buf, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::StrCopy, &[buf, v, cap]);
+                buf
+            } else {
+                v
+            };
+            filters.push((k, v));
+        }
+        let counted: Option<(Variable, Value)> = if filters.is_empty() || f.limit.is_none() {
+            None
+        } else {
+            let var = self.b.declare_var(I64);
+            let z = self.iconst(0);
+            self.b.def_var(var, z);
+            Some((var, limit))
+        };
+        let helper_limit = if counted.is_some() {
+            self.iconst(-1)
+        } else {
+            limit
+        };
         let (c, n_cap, s) = (self.ctx, self.iconst(capacity as i64), self.iconst(sort));
-        let n = self.call_long(Helper::MapSorted, &[c, off, bufp, n_cap, s, limit]);
+        let n = self.call_long(Helper::MapSorted, &[c, off, bufp, n_cap, s, helper_limit]);
 
         let (header, body_b, step_b, exit) = (
             self.b.create_block(),
@@ -281,6 +320,34 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         // `continue` goes to the step, which needs the position: keep it in a variable.
         let posv: Variable = self.b.declare_var(I64);
         self.b.def_var(posv, pos);
+        // Entries outside the slice go straight to the step.
+        for &(k, want) in &filters {
+            let equal = match self.locals[f.keys[k]] {
+                LocalSlot::Long(var) => {
+                    let have = self.b.use_var(var);
+                    self.b.ins().icmp(IntCC::Equal, have, want)
+                }
+                LocalSlot::Str(have) => {
+                    let d = self.call_long(Helper::StrCmp, &[have, want]);
+                    self.b.ins().icmp_imm_s(IntCC::Equal, d, 0)
+                }
+            };
+            let next = self.b.create_block();
+            self.b.ins().brif(equal, next, &[], step_b, &[]);
+            self.b.switch_to_block(next);
+        }
+        if let Some((var, limit)) = counted {
+            let seen = self.b.use_var(var);
+            let done = self
+                .b
+                .ins()
+                .icmp(IntCC::SignedGreaterThanOrEqual, seen, limit);
+            let next = self.b.create_block();
+            self.b.ins().brif(done, exit, &[], next, &[]);
+            self.b.switch_to_block(next);
+            let seen = self.b.ins().iadd_imm_s(seen, 1);
+            self.b.def_var(var, seen);
+        }
         self.loops.push((step_b, exit));
         let r = self.translate_stmt(&f.body);
         self.loops.pop();

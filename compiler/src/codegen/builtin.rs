@@ -51,6 +51,35 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 self.call_helper(Helper::Exit, &[c]);
                 Ok(self.iconst(0))
             }
+            B::Abort => {
+                self.call_helper(Helper::Abort, &[c]);
+                Ok(self.iconst(0))
+            }
+            B::GetCycles => Ok(self.call_long(Helper::Cycles, &[c])),
+            B::CmdlineStr | B::CmdlineArg | B::Pexecname => {
+                let (which, n) = match func {
+                    B::CmdlineStr => (self.iconst(0), self.iconst(0)),
+                    B::CmdlineArg => {
+                        let n = self.translate_expr(&args[0])?;
+                        (self.iconst(1), n)
+                    }
+                    _ => (self.iconst(2), self.iconst(0)),
+                };
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::ProcText, &[c, which, n, dst, cap]);
+                self.check_helper(span);
+                Ok(dst)
+            }
+            B::Gid | B::Euid | B::Egid => {
+                let which = self.iconst(match func {
+                    B::Gid => 0,
+                    B::Euid => 1,
+                    _ => 2,
+                });
+                let v = self.call_long(Helper::Ids, &[c, which]);
+                self.check_helper(span);
+                Ok(v)
+            }
             B::Error => {
                 let m = self.translate_expr(&args[0])?;
                 self.call_helper(Helper::Error, &[c, m]);

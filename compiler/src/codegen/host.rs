@@ -104,6 +104,9 @@ pub fn run_probes(
     g: &Globals,
 ) -> usize {
     let mut failed = 0;
+    if which == Which::End && aborted(g) {
+        return 0;
+    }
     for (pi, p) in meta.probes.iter().enumerate() {
         for (qi, pt) in p.points.iter().enumerate() {
             let hit = match which {
@@ -137,6 +140,9 @@ pub fn run_probes(
 pub fn unread_globals(meta: &Meta, g: &Globals) -> String {
     let cap = meta.limits.maxstringlen as usize + 1;
     let mut out = String::new();
+    if aborted(g) {
+        return out;
+    }
     for gl in meta.globals.iter().filter(|gl| gl.written && !gl.read) {
         match gl.kind {
             GlobalKind::Long => out.push_str(&format!(
@@ -354,6 +360,11 @@ pub fn summary_text(
 /// `exit()` was called by some handler.
 pub fn exit_requested(g: &Globals) -> bool {
     g.header().exit.load(Ordering::Acquire) != 0
+}
+
+/// `abort()` was called: no end probes and no globals report.
+pub fn aborted(g: &Globals) -> bool {
+    g.header().exit.load(Ordering::Acquire) == ptap_rt::script::attach::EXIT_ABORT
 }
 
 /// A compiled script as ptap runs it: the probe module (for the target)

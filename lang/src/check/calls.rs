@@ -53,6 +53,16 @@ impl Checker<'_> {
         if let Some(b) = builtins::lookup(n) {
             return self.builtin(scope, b, args, span);
         }
+        // SystemTap's `is_return()`: known from the probe's points.
+        if n == "is_return" && self.function(n).is_none() {
+            return self.is_return(scope, args, span);
+        }
+        // SystemTap's name for `register`.
+        if n == "u_register" && self.function(n).is_none() {
+            if let Some(b) = builtins::lookup("register") {
+                return self.builtin(scope, b, args, span);
+            }
+        }
         if let Some(f) = self.function(n) {
             let params = self.funcs[f].params.clone();
             if args.len() != params.len() {
@@ -155,6 +165,43 @@ impl Checker<'_> {
             Ty::K(b.ret),
             span,
         )
+    }
+
+    /// `is_return()`: 1 in a probe whose points are all return probes, 0 in
+    /// one without return points; a probe mixing both, or a function, is an
+    /// error (the answer would depend on the point that fired).
+    fn is_return(&mut self, scope: &mut Scope, args: &[ast::Expr], span: Span) -> Expr {
+        if !args.is_empty() {
+            self.err(CheckError::WrongArgCount {
+                span,
+                name: "is_return".into(),
+                expected: "0".into(),
+                found: args.len(),
+                decl: None,
+            });
+        }
+        let value = match &scope.kind {
+            ScopeKind::Probe { points } => {
+                let rets = points.iter().filter(|(_, c)| c.ret).count();
+                if rets == points.len() {
+                    Some(1)
+                } else if rets == 0 {
+                    Some(0)
+                } else {
+                    None
+                }
+            }
+            ScopeKind::Function(_) => None,
+        };
+        let Some(v) = value else {
+            self.errors.push(
+                diag::error("`is_return()` is only known in a probe whose points are all entries or all returns")
+                    .with_labels(vec![diag::primary(span, "here")])
+                    .with_notes(vec!["help: write the entry and return probes separately, or pass the answer to a function as an argument".to_string()]),
+            );
+            return mk(ExprKind::Long(0), Ty::K(Type::Long), span);
+        };
+        mk(ExprKind::Long(v), Ty::K(Type::Long), span)
     }
 
     /// SystemTap's `printd(DELIM, v...)`, `printdln`, `sprintd` and

@@ -39,6 +39,13 @@ impl Checker<'_> {
         let span = e.span;
         match &e.kind {
             A::Num(n) => mk(ExprKind::Long(*n), Ty::K(Type::Long), span),
+            A::Wildcard => {
+                self.errors.push(
+                    crate::diag::error("`*` (any key) is only allowed in `delete a[*, k]` and `foreach (... in a[*, k])`")
+                        .with_labels(vec![crate::diag::primary(span, "not a value")]),
+                );
+                mk(ExprKind::Long(0), Ty::K(Type::Long), span)
+            }
             A::Str(s) => mk(ExprKind::Str(s.clone()), Ty::K(Type::String), span),
             A::Name(id) => self.name(scope, id),
             A::Index { array, keys } => self.index(scope, array, keys, span),
@@ -199,6 +206,15 @@ impl Checker<'_> {
     }
 
     fn script_arg(&mut self, n: u32, as_string: bool, span: Span) -> Expr {
+        if n == 0 {
+            // `$#` (a long) and `@#` (a string): the number of arguments.
+            let count = self.opts.args.len();
+            return if as_string {
+                mk(ExprKind::Str(count.to_string()), Ty::K(Type::String), span)
+            } else {
+                mk(ExprKind::Long(count as i64), Ty::K(Type::Long), span)
+            };
+        }
         let Some(text) = self.opts.args.get(n as usize - 1) else {
             self.err(CheckError::MissingScriptArg {
                 span,

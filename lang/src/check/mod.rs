@@ -21,6 +21,7 @@ mod context;
 pub mod errors;
 mod expr;
 mod finalize;
+mod foreach_mut;
 mod infer;
 mod resolve;
 mod stmt;
@@ -167,7 +168,10 @@ pub fn check(
     }
     c.check_pending_functions();
     let parts = c.finish();
-    let errors = std::mem::take(&mut c.errors);
+    let mut errors = std::mem::take(&mut c.errors);
+    if let (Some((globals, functions, probes)), true) = (&parts, errors.is_empty()) {
+        errors.extend(foreach_mut::check(globals, functions, probes));
+    }
     let warnings = std::mem::take(&mut c.warnings);
     drop(c);
     match parts {

@@ -2,7 +2,7 @@
 use super::infer::{ty_of, Ty};
 use super::{CheckError, Checker, Scope, ScopeKind, Shape};
 use crate::ast::{self, ExprKind as A, SortMark, StmtKind as S};
-use crate::checked::{DeleteTarget, Foreach, Sort, SortBy, Stmt, StmtKind, Type};
+use crate::checked::{DeleteTarget, Foreach, Sort, SortBy, StatOp, Stmt, StmtKind, Type};
 use crate::span::Span;
 
 impl Checker<'_> {
@@ -76,6 +76,7 @@ impl Checker<'_> {
                 StmtKind::Next
             }
             S::Return(e) => self.ret(scope, e.as_ref(), span),
+            S::Delete(e) if is_slice(e) => self.delete_slice(scope, e, span),
             S::Delete(e) => match self.delete(scope, e) {
                 Some(t) => StmtKind::Delete(t),
                 None => StmtKind::Block(vec![]),
@@ -176,6 +177,56 @@ impl Checker<'_> {
         }
     }
 
+    /// `delete a[*, k]`: a loop over the slice that deletes each entry.
+    fn delete_slice(&mut self, scope: &mut Scope, e: &ast::Expr, span: Span) -> StmtKind {
+        let A::Index { array, keys } = &e.kind else {
+            return StmtKind::Block(vec![]);
+        };
+        let node = |kind: A| ast::Expr {
+            kind,
+            span,
+            depth: 0,
+        };
+        let vars: Vec<ast::Ident> = (0..keys.len())
+            .map(|i| ast::Ident {
+                name: format!("__delete{}_k{i}", span.start),
+                span,
+            })
+            .collect();
+        let body = ast::Stmt {
+            kind: S::Delete(node(A::Index {
+                array: array.clone(),
+                keys: vars.iter().map(|v| node(A::Name(v.clone()))).collect(),
+            })),
+            span,
+            depth: 0,
+        };
+        let f = ast::Foreach {
+            value: None,
+            keys: vars
+                .into_iter()
+                .map(|name| ast::LoopVar { name, sort: None })
+                .collect(),
+            bracketed: true,
+            array: array.clone(),
+            array_sort: None,
+            slice: Some(keys.clone()),
+            array_agg: None,
+            limit: None,
+            body: Box::new(body),
+        };
+        scope.loops += 1;
+        let checked = self.foreach(scope, &f, span);
+        scope.loops -= 1;
+        match checked {
+            Some(mut f) => {
+                f.deletes = true;
+                StmtKind::Foreach(Box::new(f))
+            }
+            None => StmtKind::Block(vec![]),
+        }
+    }
+
     fn foreach(&mut self, scope: &mut Scope, f: &ast::Foreach, span: Span) -> Option<Foreach> {
         let Some(g) = self.global(&f.array.name) else {
             self.err(CheckError::LocalArray {
@@ -198,8 +249,39 @@ impl Checker<'_> {
                 marks.push((SortBy::Key(i), m, s));
             }
         }
+        let by_value = match &f.array_agg {
+            None => SortBy::Value,
+            Some(a) => {
+                let op = match a.name.as_str() {
+                    "count" => Some(StatOp::Count),
+                    "sum" => Some(StatOp::Sum),
+                    "min" => Some(StatOp::Min),
+                    "max" => Some(StatOp::Max),
+                    "avg" => Some(StatOp::Avg),
+                    _ => None,
+                };
+                match op {
+                    Some(op) => {
+                        let vs = self.globals[g].value;
+                        let r = self.infer.unify(Ty::V(vs), Ty::K(Type::Stats), a.span);
+                        self.report(r);
+                        SortBy::Agg(op)
+                    }
+                    None => {
+                        self.errors.push(
+                            crate::diag::error(format!(
+                                "`@{}` cannot sort a foreach; use `@count`, `@sum`, `@min`, `@max` or `@avg`",
+                                a.name
+                            ))
+                            .with_labels(vec![crate::diag::primary(a.span, "here")]),
+                        );
+                        SortBy::Value
+                    }
+                }
+            }
+        };
         if let Some((m, s)) = f.array_sort {
-            marks.push((SortBy::Value, m, s));
+            marks.push((by_value, m, s));
         }
         marks.sort_by_key(|m| m.2.start);
         for (by, m, s) in marks {
@@ -249,6 +331,40 @@ impl Checker<'_> {
             l
         });
         let limit = f.limit.as_ref().map(|e| self.expect(scope, e, Type::Long));
+        let mut slice = Vec::new();
+        if let Some(sl) = &f.slice {
+            if sl.len() != n && arity_ok {
+                let at = sl
+                    .first()
+                    .map_or(f.array.span, |k| k.span)
+                    .to(sl.last().map_or(f.array.span, |k| k.span));
+                self.errors.push(
+                    crate::diag::error(format!(
+                        "array `{}` has {n} key(s) but the slice gives {}",
+                        f.array.name,
+                        sl.len()
+                    ))
+                    .with_labels(vec![crate::diag::primary(
+                        at,
+                        "one key or `*` per key of the array",
+                    )]),
+                );
+            }
+            for (i, k) in sl.iter().enumerate() {
+                if matches!(k.kind, A::Wildcard) {
+                    slice.push(None);
+                    continue;
+                }
+                let x = self.value(scope, k);
+                if let Some(&ks) = self.globals[g].keys.get(i) {
+                    self.unify_report(ty_of(&x), Ty::V(ks), x.span);
+                }
+                slice.push(Some(x));
+            }
+            if slice.iter().all(Option::is_none) {
+                slice.clear();
+            }
+        }
         let body = *self.body(scope, &f.body);
         let _ = span;
         Some(Foreach {
@@ -257,7 +373,14 @@ impl Checker<'_> {
             value,
             sort: sort.map(|s| s.0),
             limit,
+            slice,
+            deletes: false,
             body,
         })
     }
+}
+
+/// `delete a[..., *, ...]`.
+fn is_slice(e: &ast::Expr) -> bool {
+    matches!(&e.kind, A::Index { keys, .. } if keys.iter().any(|k| matches!(k.kind, A::Wildcard)))
 }

@@ -23,6 +23,8 @@ pub type ForHead = (Option<Expr>, Option<Expr>, Option<Expr>);
 pub struct ForeachHead {
     pub vars: (Option<LoopVar>, Vec<LoopVar>, bool),
     pub array: Ident,
+    pub slice: Option<Vec<Expr>>,
+    pub agg: Option<Ident>,
     pub sort: Option<(SortMark, Span)>,
     pub limit: Option<Expr>,
 }
@@ -207,6 +209,8 @@ pub fn foreach(st: &mut State, h: ForeachHead, body: Stmt, span: Span) -> Stmt {
         bracketed,
         array: h.array,
         array_sort: h.sort,
+        slice: h.slice,
+        array_agg: h.agg,
         limit: h.limit,
         body: Box::new(body),
     };

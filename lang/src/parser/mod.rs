@@ -8,6 +8,7 @@ use crate::lexer::{self, LexError, Tok};
 use crate::span::{FileId, Span};
 
 mod actions;
+pub(crate) mod macros;
 
 lalrpop_util::lalrpop_mod!(
     #[allow(clippy::all, clippy::pedantic, unused_parens, dead_code)]
@@ -44,6 +45,11 @@ pub enum ParseError {
         name: String,
         span: Span,
     },
+    /// A bad `@define` macro use.
+    Macro {
+        msg: String,
+        span: Span,
+    },
 }
 
 impl ParseError {
@@ -54,7 +60,8 @@ impl ParseError {
             | ParseError::UnexpectedEnd { span, .. }
             | ParseError::TooDeep { span }
             | ParseError::TooLong { span }
-            | ParseError::BadTypeName { span, .. } => *span,
+            | ParseError::BadTypeName { span, .. }
+            | ParseError::Macro { span, .. } => *span,
         }
     }
 }
@@ -64,8 +71,18 @@ type LalrError = lalrpop_util::ParseError<usize, Tok, Infallible>;
 /// Parses one file. On failure returns every error found (the parser
 /// recovers at statement and top-level boundaries).
 pub fn parse_file(src: &str, file: FileId) -> Result<Script, Vec<ParseError>> {
+    parse_file_with(src, file, &[])
+}
+
+/// [`parse_file`] with the `@define` macros of the file expanded.
+pub fn parse_file_with(
+    src: &str,
+    file: FileId,
+    macros: &[crate::preprocess::Macro],
+) -> Result<Script, Vec<ParseError>> {
     let (tokens, lex_errors) = lexer::lex(src, file);
     let mut errors: Vec<ParseError> = lex_errors.into_iter().map(ParseError::Lex).collect();
+    let tokens = macros::expand(tokens, macros, file, &mut errors);
     let mut state = actions::State::default();
     let eof = src.len();
     let result = grammar::ScriptParser::new().parse(
@@ -243,6 +260,10 @@ impl crate::diag::ToDiagnostic for ParseError {
                         format!("bad script argument reference `{s}`"),
                         "arguments are numbered from 1",
                     ),
+                    K::DollarDollar(s) => (
+                        format!("`{s}` (every variable of the probe point as text) is not supported; print the variables by name, e.g. printf(\"x=%d\\n\", $x)"),
+                        "not supported",
+                    ),
                 };
                 error(msg).with_labels(vec![primary(e.span, label)])
             }
@@ -310,6 +331,9 @@ impl crate::diag::ToDiagnostic for ParseError {
             ]),
             ParseError::BadTypeName { name, span } => error(format!("unknown type `{name}`"))
                 .with_labels(vec![primary(*span, "types are `long` and `string`")]),
+            ParseError::Macro { msg, span } => {
+                error(msg.clone()).with_labels(vec![primary(*span, "here")])
+            }
         }
     }
 }

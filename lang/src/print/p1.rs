@@ -197,9 +197,19 @@ fn stmt(out: &mut String, s: &Stmt, depth: usize) {
                 .as_ref()
                 .map(|l| format!(" limit {}", expr(l)))
                 .unwrap_or_default();
+            let slice = f
+                .slice
+                .as_ref()
+                .map(|k| format!("[{}]", list(k)))
+                .unwrap_or_default();
+            let agg = f
+                .array_agg
+                .as_ref()
+                .map(|a| format!(" @{}", a.name))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "foreach ({value}{keys} in {}{}{limit})",
+                "foreach ({value}{keys} in {}{slice}{agg}{}{limit})",
                 f.array.name,
                 sort(&f.array_sort)
             );
@@ -249,12 +259,16 @@ fn list(es: &[Expr]) -> String {
 pub fn expr(e: &Expr) -> String {
     match &e.kind {
         ExprKind::Num(n) => n.to_string(),
+        ExprKind::Wildcard => "*".to_string(),
         ExprKind::Str(s) => quote(s),
         ExprKind::Name(id) => id.name.clone(),
         ExprKind::Index { array, keys } => format!("{}[{}]", array.name, list(keys)),
         ExprKind::Call { name, args } => format!("{}({})", name.name, list(args)),
         ExprKind::AtCall { name, args } => format!("@{}({})", name.name, list(args)),
         ExprKind::TargetVar(id) => format!("${}", id.name),
+        ExprKind::ScriptArg { n: 0, as_string } => {
+            format!("{}#", if *as_string { '@' } else { '$' })
+        }
         ExprKind::ScriptArg { n, as_string } => {
             format!("{}{n}", if *as_string { '@' } else { '$' })
         }

@@ -158,7 +158,9 @@ pub fn describe_point(p: &ProbePoint) -> String {
         Some(ArgAbi::Syscall) => offers.push("arg1..6 (syscall)"),
         None => {}
     }
-    if caps.ret {
+    if caps.ret && caps.syscall {
+        offers.push("ret");
+    } else if caps.ret {
         offers.push("ret, @entry");
     }
     let offers = if offers.is_empty() {
@@ -273,6 +275,7 @@ impl Printer<'_> {
                         let by = match by {
                             SortBy::Value => "value".to_string(),
                             SortBy::Key(i) => format!("key {}", i + 1),
+                            SortBy::Agg(op) => format!("{op:?}").to_lowercase(),
                         };
                         format!(
                             " sorted by {by} {}",
@@ -290,9 +293,19 @@ impl Printer<'_> {
                     .map(|x| format!(" limit {}", e(x)))
                     .unwrap_or_default();
                 let name = &self.s.globals[f.array].name;
+                let slice = if f.slice.is_empty() {
+                    String::new()
+                } else {
+                    let k: Vec<String> = f
+                        .slice
+                        .iter()
+                        .map(|x| x.as_ref().map_or("*".to_string(), e))
+                        .collect();
+                    format!("[{}]", k.join(", "))
+                };
                 let _ = writeln!(
                     out,
-                    "foreach ({value}[{}] in {name}{sort}{limit})",
+                    "foreach ({value}[{}] in {name}{slice}{sort}{limit})",
                     keys.join(", ")
                 );
                 return self.nested(out, &f.body, l, depth, en);

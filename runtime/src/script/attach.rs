@@ -180,6 +180,11 @@ unsafe fn fire(env: &Env, regs: *mut PtRegs, entry: *mut i64, h: Handler) {
         if g.header().errors.load(Ordering::Relaxed) > env.maxerrors {
             return;
         }
+        // After `exit()` no new handler runs (SystemTap's semantics: the
+        // session is stopping); handlers already running finish.
+        if g.header().exit.load(Ordering::Acquire) != 0 {
+            return;
+        }
     }
     let mut ctx = ProbeCtx::new(regs, env.globals, env.session, env.maxaction);
     ctx.probe = env.probe;
@@ -900,6 +905,10 @@ pub const ENV_TARGET: &str = "PTAP_TARGET";
 /// Value of the globals header's `exit` word when the target could not arm
 /// its probes and stopped before `main` (`exit()` stores 1).
 pub const EXIT_ARM_FAILED: u32 = 2;
+
+/// Value of the `exit` word after `abort()`: ptap ends the session at once,
+/// without the end probes.
+pub const EXIT_ABORT: u32 = 3;
 
 /// The target could not arm its probes: count it as a runtime error and
 /// tell ptap (which then ends the session without running the end probes).

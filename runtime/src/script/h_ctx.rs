@@ -317,7 +317,7 @@ pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap
     out[n] = 0;
 }
 
-/// Symbols and unwinding read this process's own memory: over a sample of
+/// Symbols, unwinding and the ids read this process's own state: over a sample of
 /// another process (system-wide mode) they are unavailable (an
 /// ERR_CONTEXT error), never answered from ptap's own address space.
 ///
@@ -331,4 +331,151 @@ unsafe fn no_symbols_here(ctx: *mut ProbeCtx) -> bool {
     // SAFETY: caller contract.
     unsafe { (*ctx).error = ERR_CONTEXT };
     true
+}
+
+/// `gid()` (0), `euid()` (1), `egid()` (2) of the current process. Over a
+/// sample of another process (system-wide mode) they are unavailable (an
+/// ERR_CONTEXT error): the sample does not carry them.
+///
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn ids(ctx: *mut ProbeCtx, which: i64) -> i64 {
+    // SAFETY: caller contract.
+    if unsafe { no_symbols_here(ctx) } {
+        return 0;
+    }
+    // getgid, geteuid, getegid.
+    const NR: [usize; 3] = [104, 107, 108];
+    raw0(NR[(which as usize).min(2)])
+}
+
+/// Reads `path` (NUL-terminated) into `buf` with raw system calls; the
+/// number of bytes read, or None.
+fn read_small_file(path: &[u8], buf: &mut [u8]) -> Option<usize> {
+    const SYS_READ: usize = 0;
+    const SYS_CLOSE: usize = 3;
+    const SYS_OPENAT: usize = 257;
+    const AT_FDCWD: isize = -100;
+    const O_RDONLY_CLOEXEC: usize = 0o2000000;
+    // SAFETY: path is NUL-terminated (callers build it so).
+    let fd = unsafe {
+        sys::syscall3(
+            SYS_OPENAT,
+            AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            O_RDONLY_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut n = 0;
+    while n < buf.len() {
+        // SAFETY: the rest of buf is writable.
+        let r = unsafe {
+            sys::syscall3(
+                SYS_READ,
+                fd as usize,
+                buf[n..].as_mut_ptr() as usize,
+                buf.len() - n,
+            )
+        };
+        if r <= 0 {
+            break;
+        }
+        n += r as usize;
+    }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { sys::syscall3(SYS_CLOSE, fd as usize, 0, 0) };
+    Some(n)
+}
+
+/// `cmdline_str()` (which 0: the arguments separated by spaces),
+/// `cmdline_arg(n)` (which 1: argument n, 0 the program; "" past the last)
+/// and `pexecname()` (which 2: the parent's command name), from /proc with
+/// raw system calls (at most 4 KiB of the command line). Over a sample of
+/// another process (system-wide mode), or when /proc cannot be read:
+/// ERR_CONTEXT.
+///
+/// # Safety
+/// `ctx` live; `dst` valid for `cap` bytes.
+pub(super) unsafe extern "C" fn proc_text(
+    ctx: *mut ProbeCtx,
+    which: i64,
+    n: i64,
+    dst: *mut u8,
+    cap: i64,
+) {
+    // SAFETY: caller contract.
+    unsafe { put(dst, cap, b"") };
+    // SAFETY: caller contract.
+    if unsafe { no_symbols_here(ctx) } {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let got = if which == 2 {
+        // "/proc/<ppid>/comm"
+        let mut path = [0u8; 40];
+        let mut len = 0;
+        for &b in b"/proc/" {
+            path[len] = b;
+            len += 1;
+        }
+        let mut digits = [0u8; 20];
+        let mut d = 0;
+        let mut v = raw0(SYS_GETPPID).max(0) as u64;
+        loop {
+            digits[d] = b'0' + (v % 10) as u8;
+            d += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        while d > 0 {
+            d -= 1;
+            path[len] = digits[d];
+            len += 1;
+        }
+        for &b in b"/comm\0" {
+            path[len] = b;
+            len += 1;
+        }
+        read_small_file(&path[..len], &mut buf)
+    } else {
+        read_small_file(b"/proc/self/cmdline\0", &mut buf)
+    };
+    let Some(len) = got else {
+        // SAFETY: caller contract.
+        unsafe { (*ctx).error = ERR_CONTEXT };
+        return;
+    };
+    let text = &mut buf[..len];
+    let text: &[u8] = match which {
+        2 => {
+            let t = text.strip_suffix(b"\n").unwrap_or(text);
+            t
+        }
+        1 => {
+            let data = text.strip_suffix(b"\0").unwrap_or(text);
+            match usize::try_from(n)
+                .ok()
+                .and_then(|i| data.split(|&c| c == 0).nth(i))
+            {
+                Some(a) => a,
+                None => &[],
+            }
+        }
+        _ => {
+            let end = text.len() - usize::from(text.last() == Some(&0));
+            for c in &mut text[..end] {
+                if *c == 0 {
+                    *c = b' ';
+                }
+            }
+            &text[..end]
+        }
+    };
+    // SAFETY: caller contract.
+    unsafe { put(dst, cap, text) };
 }

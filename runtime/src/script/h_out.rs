@@ -70,8 +70,34 @@ pub(super) unsafe extern "C" fn error(ctx: *mut ProbeCtx, msg: *const u8) {
 pub(super) unsafe extern "C" fn exit(ctx: *mut ProbeCtx) {
     // SAFETY: caller contract.
     if let Some(g) = globals_of(unsafe { &*ctx }) {
-        g.header().exit.store(1, Ordering::Release);
+        // A pending abort() (or a failed start) stays what it is.
+        let _ = g
+            .header()
+            .exit
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
     }
+}
+
+/// `abort()`: end the session now, without the end probes.
+///
+/// # Safety
+/// `ctx` live.
+pub(super) unsafe extern "C" fn abort(ctx: *mut ProbeCtx) {
+    // SAFETY: caller contract.
+    if let Some(g) = globals_of(unsafe { &*ctx }) {
+        g.header()
+            .exit
+            .store(super::attach::EXIT_ABORT, Ordering::Release);
+    }
+}
+
+/// `get_cycles()`: the processor's time-stamp counter.
+///
+/// # Safety
+/// Never dereferences `ctx`.
+pub(super) unsafe extern "C" fn cycles(_ctx: *mut ProbeCtx) -> i64 {
+    // SAFETY: RDTSC has no memory effects; every x86-64 CPU has it.
+    unsafe { core::arch::x86_64::_rdtsc() as i64 }
 }
 
 /// A fixed buffer `core::fmt` writes into (truncating; no allocation).

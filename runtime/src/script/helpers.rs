@@ -96,6 +96,10 @@ pub enum Helper {
     Matched,
     MapHistPrint,
     UserStringQuoted,
+    Abort,
+    Cycles,
+    Ids,
+    ProcText,
 }
 
 pub struct HelperDef {
@@ -245,6 +249,16 @@ pub static HELPERS: &[HelperDef] = &[
         [C, A, L, L],
         false,
         user_string_quoted
+    ),
+    h!(Abort, "ptap_h_abort", [C], false, abort),
+    h!(Cycles, "ptap_h_cycles", [C], true, cycles),
+    h!(Ids, "ptap_h_ids", [C, L], true, ids),
+    h!(
+        ProcText,
+        "ptap_h_proc_text",
+        [C, L, L, A, L],
+        false,
+        proc_text
     ),
 ];
 

@@ -256,7 +256,28 @@ fn stat_value(op: i64, count: i64, sum: i64, min: i64, max: i64) -> i64 {
 /// Entry `i` compared with entry `j`: by value (`by` < 0) or by key `by`
 /// (reversed when `desc`), then by every key in ascending order, so equal
 /// values come out in a deterministic order.
-fn compare(g: &Globals, m: &Map, by: i64, desc: bool, i: usize, j: usize) -> core::cmp::Ordering {
+/// The aggregate a statistics array is sorted by (`foreach (k in a @sum-)`):
+/// `agg` is 0 or 1 @count, 2 @sum, 3 @min, 4 @max, 5 @avg.
+fn stat_key(g: &Globals, off: u64, agg: i64) -> i64 {
+    let (count, sum, min, max) = g.read_stats(off);
+    match agg {
+        2 => sum,
+        3 => min,
+        4 => max,
+        5 => sum.checked_div(count).unwrap_or(0),
+        _ => count,
+    }
+}
+
+fn compare(
+    g: &Globals,
+    m: &Map,
+    by: i64,
+    agg: i64,
+    desc: bool,
+    i: usize,
+    j: usize,
+) -> core::cmp::Ordering {
     let cap = m.cap();
     let key = |e: usize, k: usize| -> (i64, &[u8]) {
         if m.is_str_key(k) {
@@ -274,7 +295,7 @@ fn compare(g: &Globals, m: &Map, by: i64, desc: bool, i: usize, j: usize) -> cor
                 .long(oi)
                 .load(Ordering::Relaxed)
                 .cmp(&g.long(oj).load(Ordering::Relaxed)),
-            Kind::Stats => g.read_stats(oi).0.cmp(&g.read_stats(oj).0),
+            Kind::Stats => stat_key(g, oi, agg).cmp(&stat_key(g, oj, agg)),
             Kind::Str => {
                 // SAFETY: string values are NUL-terminated after their sequence word.
                 let (a, b) = unsafe {
@@ -296,7 +317,8 @@ fn compare(g: &Globals, m: &Map, by: i64, desc: bool, i: usize, j: usize) -> cor
 
 /// foreach: the live entries' indices into `buf` (room for `n` u32),
 /// sorted when `sort` says so, at most `limit` (< 0: all). Returns how many.
-/// `sort`: 0 none; 1 the value; 2 + k key k; +256 descending.
+/// `sort`: 0 none; 1 the value; 2 + k key k; +256 descending; bits 9..11
+/// the aggregate of a statistics value (see [`stat_key`]).
 ///
 /// # Safety
 /// Helper contract; `buf` valid for `n` u32.
@@ -318,7 +340,8 @@ pub(crate) unsafe extern "C" fn map_sorted(
     if by != 0 {
         let desc = sort & 256 != 0;
         let key = if by == 1 { -1 } else { by - 2 };
-        let cmp = |a: u32, b: u32| compare(&g, &m, key, desc, a as usize, b as usize);
+        let agg = (sort >> 9) & 7;
+        let cmp = |a: u32, b: u32| compare(&g, &m, key, agg, desc, a as usize, b as usize);
         // Insertion sort: in place, no allocation, stable; arrays are small
         // (MAXMAPENTRIES, 2048 by default).
         for i in 1..len {
