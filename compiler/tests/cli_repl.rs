@@ -50,9 +50,6 @@ impl Tmux {
                 .find(|l| !l.trim().is_empty())
                 .is_some_and(|l| l.trim_end() == "ptap>")
         });
-        // Keys sent in the same instant the prompt is drawn are sometimes
-        // lost by the line editor: a person's pause.
-        std::thread::sleep(Duration::from_millis(200));
         self.type_text(text);
         self.key("Enter");
     }
@@ -208,7 +205,6 @@ fn a_session_typed_in_a_terminal() {
             .find(|l| !l.trim().is_empty())
             .is_some_and(|l| l.trim_end() == "ptap>")
     });
-    std::thread::sleep(Duration::from_millis(200));
     t.type_text("probe kprobe(wo");
     t.key("Tab");
     t.wait("the completed name", |s| {
@@ -316,5 +312,51 @@ fn a_session_attached_to_a_running_process() {
         "{}",
         out.stdout
     );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Lines typed ahead, without waiting for the prompt (while ptap starts and
+/// while it runs the previous line), all run, in order.
+#[test]
+fn keys_typed_ahead_are_kept() {
+    let scratch = support::out_dir().join(format!("repl-ahead-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let t = Tmux {
+        socket: format!("ptap-ahead-{}", std::process::id()),
+    };
+    let cmdline = format!(
+        "env XDG_STATE_HOME={state} {ptap} -i",
+        state = scratch.display(),
+        ptap = env!("CARGO_BIN_EXE_ptap"),
+    );
+    t.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "repl",
+        "-x",
+        "150",
+        "-y",
+        "60",
+        &cmdline,
+    ]);
+    t.run(&["set-option", "-t", "repl", "remain-on-exit", "on"]);
+    // All typed at once: the first before the prompt is drawn, each
+    // next one while ptap compiles and runs the one before.
+    for i in 1..=8 {
+        t.type_text(&format!("sprintf(\"ahead %d\", {i} * 111)"));
+        t.key("Enter");
+    }
+    t.type_text(":quit");
+    t.key("Enter");
+    let s = t.wait("the end of the session", |s| s.contains("Pane is dead"));
+    let results: Vec<&str> = s
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.starts_with("ahead "))
+        .collect();
+    let want: Vec<String> = (1..=8).map(|i| format!("ahead {}", i * 111)).collect();
+    assert_eq!(results, want, "every line typed ahead ran, in order:\n{s}");
     let _ = std::fs::remove_dir_all(&scratch);
 }

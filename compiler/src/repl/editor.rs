@@ -203,9 +203,52 @@ impl Validator for PtapHelper {
 
 impl Helper for PtapHelper {}
 
+/// The terminal without echo between two prompts, its own settings back
+/// when dropped. Keys typed ahead while ptap runs a line stay in the
+/// terminal's input queue (rustyline's `buffer-redux` feature keeps what it
+/// read past a line for the next one); without echo the kernel does not
+/// print them at the output's place, and the editor shows them at the
+/// prompt when it reads them.
+pub struct QuietBetweenPrompts {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl QuietBetweenPrompts {
+    /// Quiet from now on (keys typed while ptap starts its target too).
+    pub fn new() -> QuietBetweenPrompts {
+        let q = QuietBetweenPrompts {
+            saved: nix::sys::termios::tcgetattr(std::io::stdin()).ok(),
+        };
+        q.quiet();
+        q
+    }
+
+    /// Stop echoing (the line editor turns its raw mode on and off over this).
+    fn quiet(&self) {
+        use nix::sys::termios::{tcsetattr, LocalFlags, SetArg};
+        if let Some(t) = &self.saved {
+            let mut t = t.clone();
+            t.local_flags.remove(LocalFlags::ECHO);
+            let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &t);
+        }
+    }
+}
+
+impl Drop for QuietBetweenPrompts {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
 /// The terminal loop. Ctrl-C clears the line, Ctrl-D (on an empty line)
 /// or `:quit` ends the session.
-pub fn run(repl: &mut Repl) -> ExitCode {
+pub fn run(repl: &mut Repl, echo: QuietBetweenPrompts) -> ExitCode {
     let config = rustyline::Config::builder()
         .auto_add_history(false)
         .completion_type(rustyline::CompletionType::List)
@@ -235,7 +278,9 @@ pub fn run(repl: &mut Repl) -> ExitCode {
     }
     repl.say("ptap REPL: type :help for the commands, :quit or Ctrl-D to end\n");
     loop {
-        match rl.readline(PROMPT) {
+        let read = rl.readline(PROMPT);
+        echo.quiet();
+        match read {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = rl.add_history_entry(line.as_str());
@@ -262,6 +307,7 @@ pub fn run(repl: &mut Repl) -> ExitCode {
     if let Ok(mut pr) = repl.printer.lock() {
         pr.ext = None;
     }
+    drop(echo);
     repl.quit()
 }
 

@@ -157,6 +157,7 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
     };
     crate::load::install_interrupt_handlers();
     let terminal = std::io::stdin().is_terminal();
+    let echo = terminal.then(editor::QuietBetweenPrompts::new);
     if let Some(cmd) = &opts.cmd {
         repl.start_cmd(cmd)?;
     }
@@ -179,8 +180,8 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
             .spawn(move || pump_loop(&live, &printer, &stop, !terminal))
             .map_err(|e| format!("cannot start a thread: {e}"))?
     };
-    let code = if terminal {
-        editor::run(&mut repl)
+    let code = if let Some(echo) = echo {
+        editor::run(&mut repl, echo)
     } else {
         repl.plain_loop()
     };
