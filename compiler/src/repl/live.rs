@@ -76,6 +76,8 @@ pub struct Live {
     /// The session's globals (flags of the declarations typed, not of the
     /// expressions evaluated), for the report at the end.
     pub globals_meta: Meta,
+    /// `-f json`: records, globals and the summary as JSON lines.
+    pub json: bool,
 }
 
 impl Live {
@@ -123,6 +125,7 @@ impl Live {
             exit_seen: false,
             globals_meta: Meta::default(),
             finished: None,
+            json: false,
         })
     }
 
@@ -205,17 +208,9 @@ impl Live {
     /// Read the output ring.
     pub fn drain(&mut self) -> usize {
         let s = self.owned.session;
-        let (meta, formats) = (&self.render_meta, &self.formats);
+        let (meta, formats, json) = (&self.render_meta, &self.formats, self.json);
         let (out, err) = (&mut self.out, &mut self.err);
-        s.drain(|kind, payload| match kind {
-            REC_FORMAT => match render_record(meta, formats, payload) {
-                Rendered::Out(t) => out.push_str(&t),
-                Rendered::Error(t) | Rendered::Warning(t) => err.push_str(&t),
-            },
-            REC_TEXT => out.push_str(&String::from_utf8_lossy(payload)),
-            REC_DIAG => err.push_str(&String::from_utf8_lossy(payload)),
-            k => err.push_str(&format!("ptap: unknown record kind {k}\n")),
-        })
+        s.drain(|kind, payload| route(meta, formats, json, out, err, kind, payload))
     }
 
     /// Processes of the session that have not applied generation `gen`.
@@ -511,14 +506,10 @@ impl Live {
         {
             let meta = &self.render_meta;
             let formats = &self.formats;
+            let json = self.json;
             let mut drain = || {
-                s.drain(|kind, payload| match kind {
-                    REC_FORMAT => match render_record(meta, formats, payload) {
-                        Rendered::Out(t) => buf.0.push_str(&t),
-                        Rendered::Error(t) | Rendered::Warning(t) => buf.1.push_str(&t),
-                    },
-                    REC_TEXT => buf.0.push_str(&String::from_utf8_lossy(payload)),
-                    _ => buf.1.push_str(&String::from_utf8_lossy(payload)),
+                s.drain(|kind, payload| {
+                    route(meta, formats, json, &mut buf.0, &mut buf.1, kind, payload)
                 });
             };
             load::detach(&s, &mut drain);
@@ -548,7 +539,17 @@ impl Live {
             g.written = true;
             g.read = false;
         }
-        host::unread_globals(&m, &self.g)
+        self.unread_text(&m)
+    }
+
+    /// The globals `meta` says were written and never read, as text or
+    /// JSON lines.
+    pub fn unread_text(&self, meta: &Meta) -> String {
+        if self.json {
+            crate::json::unread_globals(meta, &self.g)
+        } else {
+            host::unread_globals(meta, &self.g)
+        }
     }
 
     /// Run every module's end probes (in order), then the summary.
@@ -560,12 +561,48 @@ impl Live {
         self.drain();
     }
 
+    /// The end-of-session summary: text (for stderr), or with `-f json`
+    /// the summary line (for stdout, always last).
     pub fn summary(&self) -> String {
-        host::summary(&self.g, &self.owned.session)
+        if self.json {
+            crate::json::summary(&self.g, self.owned.session.dropped())
+        } else {
+            host::summary(&self.g, &self.owned.session)
+        }
     }
 
     pub fn errors(&self) -> u64 {
         host::errors(&self.g)
+    }
+}
+
+/// One record of the ring: output to `out`, messages to `err`; with
+/// `-f json` everything as JSON lines to `out` (as a script's session).
+fn route(
+    meta: &Meta,
+    formats: &[Format],
+    json: bool,
+    out: &mut String,
+    err: &mut String,
+    kind: u16,
+    payload: &[u8],
+) {
+    if json {
+        out.push_str(&match kind {
+            REC_FORMAT => crate::json::record_with(|p| render_record(meta, formats, p), payload),
+            REC_TEXT => crate::json::text(false, payload),
+            _ => crate::json::text(true, payload),
+        });
+        return;
+    }
+    match kind {
+        REC_FORMAT => match render_record(meta, formats, payload) {
+            Rendered::Out(t) => out.push_str(&t),
+            Rendered::Error(t) | Rendered::Warning(t) => err.push_str(&t),
+        },
+        REC_TEXT => out.push_str(&String::from_utf8_lossy(payload)),
+        REC_DIAG => err.push_str(&String::from_utf8_lossy(payload)),
+        k => err.push_str(&format!("ptap: unknown record kind {k}\n")),
     }
 }
 

@@ -19,7 +19,7 @@ mod live;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use book::Book;
@@ -91,7 +91,15 @@ pub struct Repl {
     verbose: u8,
     no_follow: bool,
     timeout: Option<f64>,
+    /// `-f json`: tables of commands (`:list`, `:help`) go to stderr, so
+    /// that stdout holds only JSON lines.
+    json: bool,
+    /// `--serve`: what a scrape reads, updated as the session changes.
+    serve: Option<Arc<RwLock<crate::serve::View>>>,
 }
+
+/// The `script` label of a REPL session's metrics.
+const SCRIPT_LABEL: &str = "repl";
 
 fn fail(msg: &str) -> ExitCode {
     eprintln!("ptap: {msg}");
@@ -128,10 +136,15 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
             ))?,
         Err(_) => live::DEFAULT_GLOBALS_MB,
     };
+    if let Some(addr) = &opts.serve {
+        crate::serve::check_addr(addr)?;
+    }
     if let Some(pid) = opts.pid {
         crate::inject::check_pid(pid)?;
     }
-    let live = Live::new(mb, opts.pid)?;
+    let mut live = Live::new(mb, opts.pid)?;
+    let json = opts.format == crate::OutputFormat::Json;
+    live.json = json;
     let lang = ptap_lang::Options {
         guru: opts.guru,
         args: Vec::new(),
@@ -154,6 +167,30 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
         verbose: opts.verbose,
         no_follow: opts.no_follow,
         timeout: opts.timeout,
+        json,
+        serve: None,
+    };
+    // Declared after `repl`: stopped before the session is unmapped.
+    let _server = match &opts.serve {
+        Some(addr) => {
+            let view = Arc::new(RwLock::new(crate::serve::View {
+                plan: ptap_compiler::metrics::Plan {
+                    metrics: Vec::new(),
+                    script: SCRIPT_LABEL.into(),
+                },
+                meta: repl.book.known.clone(),
+                target: "none".into(),
+            }));
+            let g = repl.live.lock().map_err(|_| "the session is broken")?.g;
+            let server = crate::serve::start_shared(addr, view.clone(), g)?;
+            repl.say(&format!(
+                "ptap: serving metrics at http://{}/metrics\n",
+                server.addr
+            ));
+            repl.serve = Some(view);
+            Some(server)
+        }
+        None => None,
     };
     crate::load::install_interrupt_handlers();
     let terminal = std::io::stdin().is_terminal();
@@ -237,10 +274,14 @@ fn finish(live: &Arc<Mutex<Live>>, printer: &Arc<Mutex<Printer>>) -> i32 {
     }
     l.finish();
     let meta = l.globals_meta.clone();
-    let unread = ptap_compiler::codegen::host::unread_globals(&meta, &l.g);
+    let unread = l.unread_text(&meta);
     l.print(&unread);
     let summary = l.summary();
-    l.say(&summary);
+    if l.json {
+        l.print(&summary);
+    } else {
+        l.say(&summary);
+    }
     if let Some(pid) = still {
         l.say(&format!(
             "ptap: detached from pid {pid}; it keeps running\n"
@@ -398,6 +439,7 @@ impl Repl {
             }
             drop(l);
             self.book.add_ghost(&name, &unit.source);
+            self.refresh_metrics();
             return true;
         }
         if !unit.has_probes() {
@@ -474,6 +516,42 @@ impl Repl {
             g.read = f.is_some_and(|f| f.read);
         }
         l.globals_meta = m;
+        drop(l);
+        self.refresh_metrics();
+    }
+
+    /// `--serve`: the metrics of the session's globals as they are now
+    /// (counter or gauge from everything typed, the evaluated statements
+    /// included: `n = 0` typed once makes `n` a gauge).
+    fn refresh_metrics(&self) {
+        let Some(view) = &self.serve else { return };
+        let Some(checked) = self.book.checked() else {
+            return;
+        };
+        let plan = ptap_compiler::metrics::Plan::new(&checked, &self.book.known, SCRIPT_LABEL);
+        if let Ok(mut v) = view.write() {
+            v.plan = plan;
+            v.meta = self.book.known.clone();
+        }
+    }
+
+    /// `--serve`: the `target` label of `ptap_session_info`.
+    fn serve_target(&self, target: String) {
+        if let Some(view) = &self.serve {
+            if let Ok(mut v) = view.write() {
+                v.target = target;
+            }
+        }
+    }
+
+    /// A command's table (`:list`, `:help`): stdout, or stderr with `-f
+    /// json` (stdout then holds only JSON lines).
+    fn table(&self, s: &str) {
+        if self.json {
+            self.say(s);
+        } else {
+            self.print(s);
+        }
     }
 
     /// Start CMD with the runtime preloaded: it applies the session's
@@ -505,6 +583,8 @@ impl Repl {
         l.target = Some(crate::load::Target::Child(child));
         l.say(&format!("ptap: started {cmd} (pid {pid})\n"));
         l.wait_joined(pid);
+        drop(l);
+        self.serve_target(cmd.to_string());
         Ok(())
     }
 
@@ -539,6 +619,8 @@ impl Repl {
         l.target = Some(crate::load::Target::Attached(a));
         l.say(&format!("ptap: attached to pid {pid}\n"));
         l.wait_joined(pid);
+        drop(l);
+        self.serve_target(format!("pid {pid}"));
         Ok(())
     }
 
