@@ -360,3 +360,92 @@ fn keys_typed_ahead_are_kept() {
     assert_eq!(results, want, "every line typed ahead ran, in order:\n{s}");
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// `ptap -i` with no target: probes typed are armed system-wide (perf
+/// events) and counted in every process, listed with their hits, and
+/// deleted live; a function point that names no file waits for a process.
+#[test]
+fn a_system_wide_session() {
+    let scratch = support::out_dir().join(format!("repl-wide-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let hot = std::fs::canonicalize(support::target("hot")).unwrap();
+    let t = Tmux {
+        socket: format!("ptap-wide-{}", std::process::id()),
+    };
+    let cmdline = format!(
+        "env XDG_STATE_HOME={state} {ptap} -i",
+        state = scratch.display(),
+        ptap = env!("CARGO_BIN_EXE_ptap"),
+    );
+    t.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "repl",
+        "-x",
+        "150",
+        "-y",
+        "60",
+        &cmdline,
+    ]);
+    t.run(&["set-option", "-t", "repl", "remain-on-exit", "on"]);
+    t.line("global n");
+    t.line(&format!(
+        "probe kprobe(\"{}\":work) {{ n++ }}",
+        hot.display()
+    ));
+    t.wait_for("armed system-wide (every process)");
+    let run_hot = || {
+        let st = Command::new(&hot)
+            .arg("1000")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    run_hot();
+    // The samples reach ptap a little after the process ran: read until
+    // the count is complete (a hang guard bounds it).
+    let counts = |s: &str| s.lines().filter(|l| l.starts_with("count=")).count();
+    let mut seen = 0;
+    let t0 = Instant::now();
+    loop {
+        t.line("sprintf(\"count=%d\", n)");
+        seen += 1;
+        let s = t.wait("a count", |s| counts(s) >= seen);
+        if last_count(&s) == 1000 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the count never reached 1000:\n{s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.line(":list");
+    let s = t.wait("the probe's row", |s| {
+        s.lines()
+            .any(|l| l.contains("system-wide (") && l.trim_end().ends_with(" 1000"))
+    });
+    assert!(s.contains("kprobe(\""), "{s}");
+
+    // Deleted: another run counts nothing.
+    t.line(":delete 1");
+    t.wait_for("probe 1 deleted");
+    run_hot();
+    t.line("sprintf(\"after=%d\", n)");
+    let s = t.wait("the count after the delete", |s| {
+        s.lines().any(|l| l.starts_with("after="))
+    });
+    assert!(s.lines().any(|l| l.trim_end() == "after=1000"), "{s}");
+
+    // A function point without its file cannot be system-wide: it waits.
+    t.line("probe kprobe(work) { n++ }");
+    t.wait_for("names no file, so it is not armed system-wide");
+
+    t.line(":quit");
+    let s = t.wait("the end of the session", |s| s.contains("Pane is dead"));
+    assert!(s.lines().any(|l| l.trim_end() == "n=1000"), "{s}");
+    let _ = std::fs::remove_dir_all(&scratch);
+}

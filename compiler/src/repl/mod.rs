@@ -96,6 +96,39 @@ pub struct Repl {
     json: bool,
     /// `--serve`: what a scrape reads, updated as the session changes.
     serve: Option<Arc<RwLock<crate::serve::View>>>,
+    /// The session has had a target (-c, -x, :run, :attach): probes typed
+    /// from then on go to processes, not system-wide.
+    had_target: bool,
+}
+
+/// Can a module with these points be armed system-wide now? (no, why not):
+/// a function point must name its file, and perf events need privileges.
+fn wide_choice(meta: &ptap_rt::script::meta::Meta) -> (bool, Option<String>) {
+    use ptap_rt::script::meta::TargetSpec;
+    let no_file = meta.probes.iter().flat_map(|p| &p.points).find(|q| {
+        matches!(
+            q.target,
+            TargetSpec::Symbol { module: None, .. }
+                | TargetSpec::Pattern { module: None, .. }
+                | TargetSpec::Address(_)
+        )
+    });
+    if let Some(q) = no_file {
+        return (
+            false,
+            Some(format!(
+                "{} names no file, so it is not armed system-wide (name it: \"/path/prog\":name, libc:name)",
+                q.text
+            )),
+        );
+    }
+    if !crate::systemwide::privileged() {
+        return (
+            false,
+            Some("system-wide probes need root or CAP_PERFMON".to_string()),
+        );
+    }
+    (true, None)
 }
 
 /// The `script` label of a REPL session's metrics.
@@ -169,6 +202,7 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
         timeout: opts.timeout,
         json,
         serve: None,
+        had_target: false,
     };
     // Declared after `repl`: stopped before the session is unmapped.
     let _server = match &opts.serve {
@@ -454,7 +488,13 @@ impl Repl {
             return true;
         }
         let in_target = unit.in_target();
-        let id = match l.add_module(&unit.object, &unit.meta, base, in_target) {
+        // No target yet (`ptap -i` alone): system-wide, where it can be.
+        let (wide, not_wide) = if in_target && !self.had_target {
+            wide_choice(&unit.meta)
+        } else {
+            (false, None)
+        };
+        let id = match l.add_module(&unit.object, &unit.meta, base, in_target, wide) {
             Ok(id) => id,
             Err(e) => {
                 l.say(&format!("ptap: {e}\n"));
@@ -476,8 +516,11 @@ impl Repl {
         if let Some(r) = rows.iter().find(|r| r.id == id) {
             let wher = if !in_target {
                 "runs in ptap".to_string()
+            } else if wide {
+                format!("armed system-wide (every process): {}", r.placement)
             } else if pids.is_empty() {
-                "armed when a process joins (:run CMD, :attach PID)".to_string()
+                let why = not_wide.map(|w| format!("; {w}")).unwrap_or_default();
+                format!("armed when a process joins (:run CMD, :attach PID){why}")
             } else {
                 format!("armed in pid {pids:?}: {}", r.placement)
             };
@@ -576,6 +619,7 @@ impl Repl {
             env.push((ptap_rt::loader::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
             env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
         }
+        self.had_target = true;
         let runtime = l.runtime();
         let child = crate::load::spawn_with(&argv, &runtime, &l.owned, &env, self.verbose, true)?;
         let pid = child.id() as i32;
@@ -604,6 +648,7 @@ impl Repl {
             .map_err(|f| f.render())
             .and_then(|c| ptap_compiler::emit_object(&c).map_err(|e| e.to_string()))?;
         let mut l = self.live.lock().map_err(|_| "the session is broken")?;
+        self.had_target = true;
         let path = l.write_module("repl-0.o", &empty)?;
         ptap_compiler::codegen::host::set_target(&l.g, pid);
         let snap = l.snapshot().ok_or("the session has no runtime snapshot")?;
