@@ -213,7 +213,9 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
                     script: SCRIPT_LABEL.into(),
                 },
                 meta: repl.book.known.clone(),
-                target: "none".into(),
+                // Until -c / -x / :run / :attach give one, probes go to
+                // every process.
+                target: "system-wide".into(),
             }));
             let g = repl.live.lock().map_err(|_| "the session is broken")?.g;
             let server = crate::serve::start_shared(addr, view.clone(), g)?;
