@@ -158,6 +158,7 @@ fn serve_errors_are_one_clear_line() {
             ],
             "cannot be combined with -p2",
         ),
+        (&["-i", "--serve", "nowhere"], "not an address to listen on"),
     ];
     for (args, want) in cases {
         let out = support::ptap().args(*args).output().unwrap();
