@@ -270,10 +270,24 @@ pub fn run(repl: &mut Repl, echo: QuietBetweenPrompts) -> ExitCode {
         let _ = rl.load_history(h);
     }
     if let Ok(mut p) = rl.create_external_printer() {
-        if let Ok(mut pr) = repl.printer.lock() {
-            pr.ext = Some(Box::new(move |s: String| {
-                let _ = p.print(s);
-            }));
+        // rustyline's printer can block (its queue holds one message while
+        // no line is being edited): a thread of its own forwards to it, so
+        // that whoever prints never waits with the printer's lock held
+        // (the main thread would wait for that lock before editing again).
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let forward = std::thread::Builder::new()
+            .name("ptap-repl-print".into())
+            .spawn(move || {
+                for s in rx {
+                    let _ = p.print(s);
+                }
+            });
+        if forward.is_ok() {
+            if let Ok(mut pr) = repl.printer.lock() {
+                pr.ext = Some(Box::new(move |s: String| {
+                    let _ = tx.send(s);
+                }));
+            }
         }
     }
     repl.say("ptap REPL: type :help for the commands, :quit or Ctrl-D to end\n");
