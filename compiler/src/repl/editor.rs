@@ -223,12 +223,20 @@ impl QuietBetweenPrompts {
         q
     }
 
-    /// Stop echoing (the line editor turns its raw mode on and off over this).
+    /// Stop echoing, and keep keys as typed (no line discipline: a line
+    /// typed ahead is not held back by the kernel as an unfinished
+    /// canonical line); signals (Ctrl-C) stay on. The line editor turns
+    /// its raw mode on and off over this.
     fn quiet(&self) {
-        use nix::sys::termios::{tcsetattr, LocalFlags, SetArg};
+        use nix::sys::termios::{
+            tcsetattr, InputFlags, LocalFlags, SetArg, SpecialCharacterIndices,
+        };
         if let Some(t) = &self.saved {
             let mut t = t.clone();
-            t.local_flags.remove(LocalFlags::ECHO);
+            t.local_flags.remove(LocalFlags::ECHO | LocalFlags::ICANON);
+            t.input_flags.remove(InputFlags::ICRNL);
+            t.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
+            t.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
             let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &t);
         }
     }
@@ -270,10 +278,12 @@ pub fn run(repl: &mut Repl, echo: QuietBetweenPrompts) -> ExitCode {
         let _ = rl.load_history(h);
     }
     if let Ok(mut p) = rl.create_external_printer() {
-        // rustyline's printer can block (its queue holds one message while
-        // no line is being edited): a thread of its own forwards to it, so
-        // that whoever prints never waits with the printer's lock held
-        // (the main thread would wait for that lock before editing again).
+        // Used only while a line is edited (else output is written
+        // directly, in order with the prompt). rustyline's printer can
+        // still block (its queue holds one message, read while a line is
+        // edited): a thread of its own forwards to it, so that whoever
+        // prints never waits with the printer's lock held (the main thread
+        // would wait for that lock before editing again).
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let forward = std::thread::Builder::new()
             .name("ptap-repl-print".into())
@@ -291,8 +301,15 @@ pub fn run(repl: &mut Repl, echo: QuietBetweenPrompts) -> ExitCode {
         }
     }
     repl.say("ptap REPL: type :help for the commands, :quit or Ctrl-D to end\n");
+    let editing = repl
+        .printer
+        .lock()
+        .map(|p| p.editing.clone())
+        .unwrap_or_default();
     loop {
+        editing.store(true, std::sync::atomic::Ordering::SeqCst);
         let read = rl.readline(PROMPT);
+        editing.store(false, std::sync::atomic::Ordering::SeqCst);
         echo.quiet();
         match read {
             Ok(line) => {

@@ -33,9 +33,21 @@ use crate::ScriptOpts;
 pub struct Printer {
     file: Option<Box<dyn Write + Send>>,
     ext: Option<Box<dyn FnMut(String) + Send>>,
+    /// A line is being edited: print through `ext` (above it); else
+    /// directly, in order with the prompt.
+    editing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Printer {
+    /// The editor's printer, while a line is being edited.
+    fn ext(&mut self) -> Option<&mut Box<dyn FnMut(String) + Send>> {
+        if self.editing.load(std::sync::atomic::Ordering::SeqCst) {
+            self.ext.as_mut()
+        } else {
+            None
+        }
+    }
+
     fn out(&mut self, s: &str) {
         if s.is_empty() {
             return;
@@ -43,7 +55,7 @@ impl Printer {
         if let Some(f) = self.file.as_mut() {
             let _ = f.write_all(s.as_bytes());
             let _ = f.flush();
-        } else if let Some(e) = self.ext.as_mut() {
+        } else if let Some(e) = self.ext() {
             e(s.to_string());
         } else {
             let mut o = std::io::stdout().lock();
@@ -56,7 +68,7 @@ impl Printer {
         if s.is_empty() {
             return;
         }
-        if let Some(e) = self.ext.as_mut() {
+        if let Some(e) = self.ext() {
             e(s.to_string());
         } else {
             let _ = std::io::stderr().write_all(s.as_bytes());
@@ -193,7 +205,11 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
     let mut repl = Repl {
         live: Arc::new(Mutex::new(live)),
         book,
-        printer: Arc::new(Mutex::new(Printer { file, ext: None })),
+        printer: Arc::new(Mutex::new(Printer {
+            file,
+            ext: None,
+            editing: Arc::default(),
+        })),
         words: Arc::new(Mutex::new(Words::default())),
         images: None,
         exe: None,
