@@ -29,6 +29,12 @@ fn line(v: Value) -> String {
 
 /// A REC_FORMAT record of `prog` as a JSON line.
 pub fn record(prog: &Program, payload: &[u8]) -> String {
+    record_with(|p| prog.render(p), payload)
+}
+
+/// A REC_FORMAT record as a JSON line, its text from `render` (a REPL
+/// session renders with the formats of all its modules).
+pub fn record_with(render: impl FnOnce(&[u8]) -> Rendered, payload: &[u8]) -> String {
     if let Some((FMT_HIST, vals)) = record::decode(payload) {
         if let Some((kind, counts)) = output::decode_hist(&vals) {
             let n = counts.len();
@@ -44,7 +50,7 @@ pub fn record(prog: &Program, payload: &[u8]) -> String {
             return line(json!({"type": "hist", "data": buckets}));
         }
     }
-    match prog.render(payload) {
+    match render(payload) {
         Rendered::Out(t) => line(json!({"type": "printf", "data": t})),
         Rendered::Error(t) => line(json!({"type": "error", "msg": t.trim_end()})),
         Rendered::Warning(t) => line(json!({"type": "warning", "msg": t.trim_end()})),

@@ -158,12 +158,15 @@ impl Plan {
                 },
                 (k, _) => *k,
             };
+            // The script's global of that name (a REPL session's metadata
+            // lists its globals in the order they came, not the script's).
+            let si = script.globals.iter().position(|s| s.name == gl.name);
             let exposed = match value_kind {
-                GlobalKind::Long if !bad.get(i).copied().unwrap_or(true) => Exposed::Counter,
+                GlobalKind::Long if si.and_then(|s| bad.get(s)) == Some(&false) => Exposed::Counter,
                 GlobalKind::Long | GlobalKind::Array => Exposed::Gauge,
                 GlobalKind::Str => Exposed::Info,
                 GlobalKind::Stats => {
-                    Exposed::Histogram(hists.get(i).and_then(|h| h.first().copied()))
+                    Exposed::Histogram(si.and_then(|s| hists.get(s)?.first().copied()))
                 }
             };
             let help = match &exposed {

@@ -5,7 +5,7 @@
 //! globals (plain atomic loads, so the probes' hit path never waits for a
 //! scrape) and encodes it. The endpoint only reads: any other path is 404,
 //! any other method 405.
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use ptap_compiler::metrics::{Plan, Snapshot};
@@ -39,28 +39,47 @@ pub fn check_addr(addr: &str) -> Result<(), String> {
     }
 }
 
+/// What a scrape reads: the plan, the globals' layout and the target's
+/// description. A REPL session changes it as globals and targets come
+/// ([`start_shared`]); a script's stays as it started.
+pub struct View {
+    pub plan: Plan,
+    pub meta: Meta,
+    pub target: String,
+}
+
 /// Listen on `spec.addr` and serve snapshots of `g` (laid out by `meta`).
 pub fn start(spec: &ServeSpec, meta: &Meta, g: Globals, target: String) -> Result<Server, String> {
-    let http = tiny_http::Server::http(&spec.addr).map_err(|e| {
-        format!(
-            "--serve {}: cannot listen there: {e} (is the port in use? pick another one)",
-            spec.addr
-        )
+    let view = View {
+        plan: spec.plan.clone(),
+        meta: meta.clone(),
+        target,
+    };
+    start_shared(&spec.addr, Arc::new(RwLock::new(view)), g)
+}
+
+/// Listen on `addr` and serve snapshots of `g` as `view` says at the time
+/// of each scrape (the lock is ptap's own: no probe handler takes it).
+pub fn start_shared(addr: &str, view: Arc<RwLock<View>>, g: Globals) -> Result<Server, String> {
+    let http = tiny_http::Server::http(addr).map_err(|e| {
+        format!("--serve {addr}: cannot listen there: {e} (is the port in use? pick another one)")
     })?;
     let addr = http
         .server_addr()
         .to_ip()
-        .map_or(spec.addr.clone(), |a| a.to_string());
+        .map_or(addr.to_string(), |a| a.to_string());
     let http = Arc::new(http);
     let host = hostname();
-    let plan = spec.plan.clone();
-    let meta = meta.clone();
     let server = Arc::clone(&http);
     let thread = std::thread::Builder::new()
         .name("ptap-serve".into())
         .spawn(move || {
             for req in server.incoming_requests() {
-                let resp = answer(&req, &plan, &meta, &g, &host, &target);
+                let resp = match view.read() {
+                    Ok(v) => answer(&req, &v.plan, &v.meta, &g, &host, &v.target),
+                    Err(_) => tiny_http::Response::from_string("the session is broken\n")
+                        .with_status_code(tiny_http::StatusCode(500)),
+                };
                 let _ = req.respond(resp);
             }
         })

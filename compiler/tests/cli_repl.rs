@@ -50,9 +50,6 @@ impl Tmux {
                 .find(|l| !l.trim().is_empty())
                 .is_some_and(|l| l.trim_end() == "ptap>")
         });
-        // Keys sent in the same instant the prompt is drawn are sometimes
-        // lost by the line editor: a person's pause.
-        std::thread::sleep(Duration::from_millis(200));
         self.type_text(text);
         self.key("Enter");
     }
@@ -208,7 +205,6 @@ fn a_session_typed_in_a_terminal() {
             .find(|l| !l.trim().is_empty())
             .is_some_and(|l| l.trim_end() == "ptap>")
     });
-    std::thread::sleep(Duration::from_millis(200));
     t.type_text("probe kprobe(wo");
     t.key("Tab");
     t.wait("the completed name", |s| {
@@ -316,5 +312,146 @@ fn a_session_attached_to_a_running_process() {
         "{}",
         out.stdout
     );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Lines typed ahead, without waiting for the prompt (while ptap starts and
+/// while it runs the previous line), all run, in order.
+#[test]
+fn keys_typed_ahead_are_kept() {
+    let scratch = support::out_dir().join(format!("repl-ahead-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let t = Tmux {
+        socket: format!("ptap-ahead-{}", std::process::id()),
+    };
+    let cmdline = format!(
+        "env XDG_STATE_HOME={state} {ptap} -i",
+        state = scratch.display(),
+        ptap = env!("CARGO_BIN_EXE_ptap"),
+    );
+    t.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "repl",
+        "-x",
+        "150",
+        "-y",
+        "60",
+        &cmdline,
+    ]);
+    t.run(&["set-option", "-t", "repl", "remain-on-exit", "on"]);
+    // All typed at once: the first before the prompt is drawn, each
+    // next one while ptap compiles and runs the one before.
+    for i in 1..=8 {
+        t.type_text(&format!("sprintf(\"ahead %d\", {i} * 111)"));
+        t.key("Enter");
+    }
+    t.type_text(":quit");
+    t.key("Enter");
+    // The results of the eight lines (the session's exit is checked by
+    // the other tests).
+    let s = t.wait("the last result", |s| {
+        s.lines().any(|l| l.trim_end() == "ahead 888")
+    });
+    let results: Vec<&str> = s
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.starts_with("ahead "))
+        .collect();
+    let want: Vec<String> = (1..=8).map(|i| format!("ahead {}", i * 111)).collect();
+    assert_eq!(results, want, "every line typed ahead ran, in order:\n{s}");
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// `ptap -i` with no target: probes typed are armed system-wide (perf
+/// events) and counted in every process, listed with their hits, and
+/// deleted live; a function point that names no file waits for a process.
+#[test]
+fn a_system_wide_session() {
+    let scratch = support::out_dir().join(format!("repl-wide-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let hot = std::fs::canonicalize(support::target("hot")).unwrap();
+    let t = Tmux {
+        socket: format!("ptap-wide-{}", std::process::id()),
+    };
+    let cmdline = format!(
+        "env XDG_STATE_HOME={state} {ptap} -i",
+        state = scratch.display(),
+        ptap = env!("CARGO_BIN_EXE_ptap"),
+    );
+    t.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "repl",
+        "-x",
+        "150",
+        "-y",
+        "60",
+        &cmdline,
+    ]);
+    t.run(&["set-option", "-t", "repl", "remain-on-exit", "on"]);
+    t.line("global n");
+    t.line(&format!(
+        "probe kprobe(\"{}\":work) {{ n++ }}",
+        hot.display()
+    ));
+    t.wait_for("armed system-wide (every process)");
+    let run_hot = || {
+        let st = Command::new(&hot)
+            .arg("1000")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    run_hot();
+    // The samples reach ptap a little after the process ran: read until
+    // the count is complete (a hang guard bounds it).
+    let counts = |s: &str| s.lines().filter(|l| l.starts_with("count=")).count();
+    let mut seen = 0;
+    let t0 = Instant::now();
+    loop {
+        t.line("sprintf(\"count=%d\", n)");
+        seen += 1;
+        let s = t.wait("a count", |s| counts(s) >= seen);
+        if last_count(&s) == 1000 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the count never reached 1000:\n{s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.line(":list");
+    let s = t.wait("the probe's row", |s| {
+        s.lines()
+            .any(|l| l.contains("system-wide (") && l.trim_end().ends_with(" 1000"))
+    });
+    assert!(s.contains("kprobe(\""), "{s}");
+
+    // Deleted: another run counts nothing.
+    t.line(":delete 1");
+    t.wait_for("probe 1 deleted");
+    run_hot();
+    t.line("sprintf(\"after=%d\", n)");
+    let s = t.wait("the count after the delete", |s| {
+        s.lines().any(|l| l.starts_with("after="))
+    });
+    assert!(s.lines().any(|l| l.trim_end() == "after=1000"), "{s}");
+
+    // A function point without its file cannot be system-wide: it waits.
+    t.line("probe kprobe(work) { n++ }");
+    t.wait_for("names no file, so it is not armed system-wide");
+
+    t.line(":quit");
+    // The end report (the session's exit is checked by the other tests).
+    t.wait("the end report", |s| {
+        s.lines().any(|l| l.trim_end() == "n=1000")
+    });
     let _ = std::fs::remove_dir_all(&scratch);
 }

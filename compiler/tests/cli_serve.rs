@@ -158,6 +158,7 @@ fn serve_errors_are_one_clear_line() {
             ],
             "cannot be combined with -p2",
         ),
+        (&["-i", "--serve", "nowhere"], "not an address to listen on"),
     ];
     for (args, want) in cases {
         let out = support::ptap().args(*args).output().unwrap();
@@ -278,4 +279,127 @@ fn a_real_prometheus_scrapes_exact_counts_buckets_and_a_rate() {
 fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The value of the series `name` (labels included, as written) in `body`.
+fn series(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `ptap -i --serve ADDR -f json`: the REPL session's globals are served as
+/// they come (a counter typed while the target runs, a gauge set by a typed
+/// statement, an array declared after the first probe), and the output
+/// (-o) holds only JSON lines.
+#[test]
+fn the_repl_serves_its_globals_as_they_come() {
+    let dir = support::out_dir().join("serve-repl");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let stop = dir.join("stop");
+    let target = support::target("serve_work");
+    let mut child = support::ptap()
+        .args(["-i", "-f", "json", "--serve", "127.0.0.1:0", "-o"])
+        .arg(dir.join("out.json"))
+        .arg("-c")
+        .arg(format!("{target} {} 120", stop.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap_or(0) > 0 {
+        if let Some(rest) = line.trim().strip_prefix("ptap: serving metrics at http://") {
+            addr = Some(rest.trim_end_matches("/metrics").to_string());
+            break;
+        }
+        line.clear();
+    }
+    let addr = addr.unwrap_or_else(|| panic!("ptap did not say where it serves: {line}"));
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut type_in = |text: &str| {
+        input.write_all(text.as_bytes()).unwrap();
+        input.flush().unwrap();
+    };
+    let scrape = |want: &dyn Fn(&str) -> bool| {
+        eventually(60, || {
+            let (code, body) = http(&addr, "GET", "/metrics");
+            (code == 200 && want(&body)).then_some(body)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the metrics never had what was typed:\n{}",
+                http(&addr, "GET", "/metrics").1
+            )
+        })
+    };
+
+    let started = format!("target=\"{target} ");
+    let body = scrape(&|b| b.contains(&started));
+    assert!(body.contains("script=\"repl\""), "{body}");
+
+    type_in("global works, level, mode = \"repl\"\nprobe kprobe(work) { works++ }\n");
+    let body = scrape(&|b| series(b, "ptap_works_total").is_some_and(|v| v > 0.0));
+    assert!(body.contains("# TYPE ptap_works_total counter"), "{body}");
+    assert!(body.contains("ptap_mode_info{value=\"repl\"} 1"), "{body}");
+
+    // A statement typed at the prompt sets a gauge.
+    type_in("level = 42\n");
+    let body = scrape(&|b| series(b, "ptap_level") == Some(42.0));
+    assert!(body.contains("# TYPE ptap_level gauge"), "{body}");
+
+    // A global declared after the first probe, by key.
+    type_in("global late\nprobe kprobe(work) { late[7]++ }\n");
+    let body = scrape(&|b| series(b, "ptap_late_total{key1=\"7\"}").is_some_and(|v| v > 0.0));
+    assert_eq!(http(&addr, "GET", "/other").0, 404);
+    assert_eq!(http(&addr, "POST", "/metrics").0, 405);
+    if which("promtool") {
+        let f = dir.join("metrics.txt");
+        std::fs::write(&f, &body).unwrap();
+        let out = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(&f).unwrap())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "promtool check metrics: {text}");
+    }
+
+    // Detached: the target label follows.
+    type_in(":detach\n");
+    scrape(&|b| b.contains("target=\"none\""));
+
+    type_in("level\n:list\n:quit\n");
+    let status = child.wait().unwrap();
+    std::fs::write(&stop, "").unwrap();
+    let err = stderr.join().unwrap();
+    let out = std::fs::read_to_string(dir.join("out.json")).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with("{\"type\":")),
+        "the output holds JSON lines only:\n{out}"
+    );
+    assert!(
+        lines.contains(&"{\"type\":\"printf\",\"data\":\"42\\n\"}"),
+        "{out}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("{\"type\":\"summary\"")),
+        "{out}"
+    );
+    assert!(
+        err.contains("kprobe(work)"),
+        "the :list table is on stderr: {err}"
+    );
 }

@@ -324,9 +324,21 @@ impl Book {
     /// of modules `off` says are disabled are left out, and so are the
     /// globals nothing in it types (the script would not check).
     pub fn script(&self, off: impl Fn(u32) -> bool) -> String {
+        self.text_of(off, false)
+    }
+
+    /// Every entry checked together, the ghosts included (what the
+    /// session's modules were compiled against): None if that does not
+    /// check (it did when each entry was accepted).
+    pub fn checked(&self) -> Option<ptap_lang::checked::CheckedScript> {
+        let text = self.text_of(|_| false, true);
+        ptap_lang::frontend("<session>", &text, &self.opts).ok()
+    }
+
+    fn text_of(&self, off: impl Fn(u32) -> bool, ghosts: bool) -> String {
         let mut untyped: Vec<String> = Vec::new();
         loop {
-            let text = self.script_without(&off, &untyped);
+            let text = self.script_without(&off, &untyped, ghosts);
             let more: Vec<String> = match ptap_lang::frontend("<session>", &text, &self.opts) {
                 Ok(_) => return text,
                 Err(f) => f
@@ -343,9 +355,14 @@ impl Book {
         }
     }
 
-    fn script_without(&self, off: &impl Fn(u32) -> bool, untyped: &[String]) -> String {
+    fn script_without(
+        &self,
+        off: &impl Fn(u32) -> bool,
+        untyped: &[String],
+        ghosts: bool,
+    ) -> String {
         let mut out = String::new();
-        for e in self.entries.iter().filter(|e| !e.ghost) {
+        for e in self.entries.iter().filter(|e| ghosts || !e.ghost) {
             let probes = !matches!(e.module, Some(id) if off(id));
             let text = if probes && untyped.is_empty() {
                 e.text.clone()

@@ -119,7 +119,7 @@ impl Repl {
         let r = match name {
             "quit" => return Flow::Quit,
             "help" => {
-                self.print(&help_text());
+                self.table(&help_text());
                 Ok(())
             }
             "list" => {
@@ -168,7 +168,7 @@ impl Repl {
             Err(_) => return,
         };
         if rows.is_empty() {
-            self.print("no probes\n");
+            self.table("no probes\n");
             return;
         }
         let mut s = format!(
@@ -182,7 +182,7 @@ impl Repl {
                 r.id, r.points, r.placement, r.hits
             ));
         }
-        self.print(&s);
+        self.table(&s);
     }
 
     fn delete(&mut self, id: u32) -> Result<(), String> {
@@ -223,6 +223,7 @@ impl Repl {
         };
         l.detach();
         drop(l);
+        self.serve_target("none".into());
         self.say(&format!(
             "ptap: detached from pid {pid}; it keeps running without probes\n"
         ));

@@ -203,9 +203,60 @@ impl Validator for PtapHelper {
 
 impl Helper for PtapHelper {}
 
+/// The terminal without echo between two prompts, its own settings back
+/// when dropped. Keys typed ahead while ptap runs a line stay in the
+/// terminal's input queue (rustyline's `buffer-redux` feature keeps what it
+/// read past a line for the next one); without echo the kernel does not
+/// print them at the output's place, and the editor shows them at the
+/// prompt when it reads them.
+pub struct QuietBetweenPrompts {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl QuietBetweenPrompts {
+    /// Quiet from now on (keys typed while ptap starts its target too).
+    pub fn new() -> QuietBetweenPrompts {
+        let q = QuietBetweenPrompts {
+            saved: nix::sys::termios::tcgetattr(std::io::stdin()).ok(),
+        };
+        q.quiet();
+        q
+    }
+
+    /// Stop echoing, and keep keys as typed (no line discipline: a line
+    /// typed ahead is not held back by the kernel as an unfinished
+    /// canonical line); signals (Ctrl-C) stay on. The line editor turns
+    /// its raw mode on and off over this.
+    fn quiet(&self) {
+        use nix::sys::termios::{
+            tcsetattr, InputFlags, LocalFlags, SetArg, SpecialCharacterIndices,
+        };
+        if let Some(t) = &self.saved {
+            let mut t = t.clone();
+            t.local_flags.remove(LocalFlags::ECHO | LocalFlags::ICANON);
+            t.input_flags.remove(InputFlags::ICRNL);
+            t.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
+            t.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
+            let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &t);
+        }
+    }
+}
+
+impl Drop for QuietBetweenPrompts {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
 /// The terminal loop. Ctrl-C clears the line, Ctrl-D (on an empty line)
 /// or `:quit` ends the session.
-pub fn run(repl: &mut Repl) -> ExitCode {
+pub fn run(repl: &mut Repl, echo: QuietBetweenPrompts) -> ExitCode {
     let config = rustyline::Config::builder()
         .auto_add_history(false)
         .completion_type(rustyline::CompletionType::List)
@@ -227,15 +278,40 @@ pub fn run(repl: &mut Repl) -> ExitCode {
         let _ = rl.load_history(h);
     }
     if let Ok(mut p) = rl.create_external_printer() {
-        if let Ok(mut pr) = repl.printer.lock() {
-            pr.ext = Some(Box::new(move |s: String| {
-                let _ = p.print(s);
-            }));
+        // Used only while a line is edited (else output is written
+        // directly, in order with the prompt). rustyline's printer can
+        // still block (its queue holds one message, read while a line is
+        // edited): a thread of its own forwards to it, so that whoever
+        // prints never waits with the printer's lock held (the main thread
+        // would wait for that lock before editing again).
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let forward = std::thread::Builder::new()
+            .name("ptap-repl-print".into())
+            .spawn(move || {
+                for s in rx {
+                    let _ = p.print(s);
+                }
+            });
+        if forward.is_ok() {
+            if let Ok(mut pr) = repl.printer.lock() {
+                pr.ext = Some(Box::new(move |s: String| {
+                    let _ = tx.send(s);
+                }));
+            }
         }
     }
     repl.say("ptap REPL: type :help for the commands, :quit or Ctrl-D to end\n");
+    let editing = repl
+        .printer
+        .lock()
+        .map(|p| p.editing.clone())
+        .unwrap_or_default();
     loop {
-        match rl.readline(PROMPT) {
+        editing.store(true, std::sync::atomic::Ordering::SeqCst);
+        let read = rl.readline(PROMPT);
+        editing.store(false, std::sync::atomic::Ordering::SeqCst);
+        echo.quiet();
+        match read {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = rl.add_history_entry(line.as_str());
@@ -262,6 +338,7 @@ pub fn run(repl: &mut Repl) -> ExitCode {
     if let Ok(mut pr) = repl.printer.lock() {
         pr.ext = None;
     }
+    drop(echo);
     repl.quit()
 }
 

@@ -43,6 +43,8 @@ pub struct Module {
     pub path: PathBuf,
     /// Handler runs in ptap (begin/timer).
     pub ptap_hits: u64,
+    /// Armed system-wide (perf events) instead of in the target.
+    pub wide: Option<crate::systemwide::live::LiveModule>,
 }
 
 /// One row of `:list`.
@@ -76,6 +78,15 @@ pub struct Live {
     /// The session's globals (flags of the declarations typed, not of the
     /// expressions evaluated), for the report at the end.
     pub globals_meta: Meta,
+    /// `-f json`: records, globals and the summary as JSON lines.
+    pub json: bool,
+    /// The session's globals and mapping for system-wide modules' handlers
+    /// (made once, the first time: two small handles that live as long as
+    /// ptap, since the runners borrow them for good).
+    wide_refs: Option<(&'static Globals, &'static Session)>,
+    /// What system-wide modules lost, closed ones included: (kernel
+    /// records lost to full rings, failed reads of sampled processes).
+    wide_losses: (u64, u64),
 }
 
 impl Live {
@@ -123,6 +134,9 @@ impl Live {
             exit_seen: false,
             globals_meta: Meta::default(),
             finished: None,
+            json: false,
+            wide_refs: None,
+            wide_losses: (0, 0),
         })
     }
 
@@ -205,17 +219,9 @@ impl Live {
     /// Read the output ring.
     pub fn drain(&mut self) -> usize {
         let s = self.owned.session;
-        let (meta, formats) = (&self.render_meta, &self.formats);
+        let (meta, formats, json) = (&self.render_meta, &self.formats, self.json);
         let (out, err) = (&mut self.out, &mut self.err);
-        s.drain(|kind, payload| match kind {
-            REC_FORMAT => match render_record(meta, formats, payload) {
-                Rendered::Out(t) => out.push_str(&t),
-                Rendered::Error(t) | Rendered::Warning(t) => err.push_str(&t),
-            },
-            REC_TEXT => out.push_str(&String::from_utf8_lossy(payload)),
-            REC_DIAG => err.push_str(&String::from_utf8_lossy(payload)),
-            k => err.push_str(&format!("ptap: unknown record kind {k}\n")),
-        })
+        s.drain(|kind, payload| route(meta, formats, json, out, err, kind, payload))
     }
 
     /// Processes of the session that have not applied generation `gen`.
@@ -267,19 +273,33 @@ impl Live {
     /// Add module `object` (metadata `meta`): loaded into ptap, and into
     /// the target processes through the table when it has points there.
     /// Returns its id. On Err nothing of it stays.
+    /// `wide`: arm its target points system-wide (perf events) instead.
     pub fn add_module(
         &mut self,
         object: &[u8],
         meta: &Meta,
         probe_base: u32,
         in_target: bool,
+        wide: bool,
     ) -> Result<u32, String> {
         let ptap = ptap_rt::script::load::load(object).map_err(|e| e.to_string())?;
-        let id = self.next_id;
-        self.next_id += 1;
         let mut slot = None;
         let mut path = PathBuf::new();
-        if in_target {
+        let mut armed_wide = None;
+        if in_target && wide {
+            let (g, s) = *self.wide_refs.get_or_insert_with(|| {
+                (
+                    Box::leak(Box::new(self.g)) as &'static Globals,
+                    Box::leak(Box::new(self.owned.session)) as &'static Session,
+                )
+            });
+            armed_wide = Some(crate::systemwide::live::LiveModule::arm(
+                meta, &ptap, object, probe_base, g, s,
+            )?);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        if in_target && !wide {
             path = self.write_module(&format!("repl-{id}.o"), object)?;
             let t = self.table();
             let free = t
@@ -341,6 +361,7 @@ impl Live {
             probe_base,
             path,
             ptap_hits: 0,
+            wide: armed_wide,
         });
         Ok(id)
     }
@@ -372,6 +393,7 @@ impl Live {
             probe_base,
             path: PathBuf::new(),
             ptap_hits: 0,
+            wide: None,
         };
         run_probes(&m, &self.owned.session, &self.g, host::Which::Begin);
         self.drain();
@@ -392,9 +414,38 @@ impl Live {
             let _ = std::fs::remove_file(&self.modules[i].path);
         }
         self.timers.retain(|t| t.0 != id);
-        self.modules.remove(i);
+        let m = self.modules.remove(i);
+        if let Some(w) = m.wide {
+            self.close_wide(w);
+        }
         self.drain();
         Ok(())
+    }
+
+    /// Close system-wide module `w`: what its rings hold is handled first.
+    fn close_wide(&mut self, w: crate::systemwide::live::LiveModule) {
+        let s = self.owned.session;
+        let (meta, formats, json) = (&self.render_meta, &self.formats, self.json);
+        let (out, err) = (&mut self.out, &mut self.err);
+        let losses = w.close(&mut || {
+            s.drain(|kind, payload| route(meta, formats, json, out, err, kind, payload));
+        });
+        self.wide_losses.0 += losses.lost;
+        self.wide_losses.1 += losses.failed_reads;
+    }
+
+    /// Handle what the kernel wrote for the system-wide modules.
+    fn drain_wide(&mut self) {
+        let s = self.owned.session;
+        let (meta, formats, json) = (&self.render_meta, &self.formats, self.json);
+        let (out, err) = (&mut self.out, &mut self.err);
+        for m in self.modules.iter_mut() {
+            if let Some(w) = m.wide.as_mut() {
+                w.drain(&mut || {
+                    s.drain(|kind, payload| route(meta, formats, json, out, err, kind, payload));
+                });
+            }
+        }
     }
 
     /// Turn module `id` off (unloaded from the processes, kept by ptap)
@@ -409,6 +460,9 @@ impl Live {
             return Ok(());
         }
         self.modules[i].on = on;
+        if let Some(w) = &self.modules[i].wide {
+            w.set_on(on)?;
+        }
         if let Some(slot) = self.modules[i].slot {
             let s = &self.table().slots[slot];
             if on {
@@ -457,7 +511,14 @@ impl Live {
                         };
                         (s.hits.load(Ordering::Relaxed) + m.ptap_hits, placement)
                     }
-                    None => (m.ptap_hits, "in ptap".to_string()),
+                    None => match &m.wide {
+                        Some(w) if !m.on => (w.hits() + m.ptap_hits, "disabled".to_string()),
+                        Some(w) => (
+                            w.hits() + m.ptap_hits,
+                            format!("system-wide ({} events)", w.events()),
+                        ),
+                        None => (m.ptap_hits, "in ptap".to_string()),
+                    },
                 };
                 Row {
                     id: m.id,
@@ -472,6 +533,7 @@ impl Live {
 
     /// Read the ring, run due timers, notice the target's exit and exit().
     pub fn pump(&mut self) {
+        self.drain_wide();
         self.drain();
         let now = Instant::now();
         let mut due = Vec::new();
@@ -511,14 +573,10 @@ impl Live {
         {
             let meta = &self.render_meta;
             let formats = &self.formats;
+            let json = self.json;
             let mut drain = || {
-                s.drain(|kind, payload| match kind {
-                    REC_FORMAT => match render_record(meta, formats, payload) {
-                        Rendered::Out(t) => buf.0.push_str(&t),
-                        Rendered::Error(t) | Rendered::Warning(t) => buf.1.push_str(&t),
-                    },
-                    REC_TEXT => buf.0.push_str(&String::from_utf8_lossy(payload)),
-                    _ => buf.1.push_str(&String::from_utf8_lossy(payload)),
+                s.drain(|kind, payload| {
+                    route(meta, formats, json, &mut buf.0, &mut buf.1, kind, payload)
                 });
             };
             load::detach(&s, &mut drain);
@@ -548,11 +606,30 @@ impl Live {
             g.written = true;
             g.read = false;
         }
-        host::unread_globals(&m, &self.g)
+        self.unread_text(&m)
+    }
+
+    /// The globals `meta` says were written and never read, as text or
+    /// JSON lines.
+    pub fn unread_text(&self, meta: &Meta) -> String {
+        if self.json {
+            crate::json::unread_globals(meta, &self.g)
+        } else {
+            host::unread_globals(meta, &self.g)
+        }
     }
 
     /// Run every module's end probes (in order), then the summary.
     pub fn finish(&mut self) {
+        // System-wide events stop first; their last records are handled.
+        let wide: Vec<_> = self
+            .modules
+            .iter_mut()
+            .filter_map(|m| m.wide.take())
+            .collect();
+        for w in wide {
+            self.close_wide(w);
+        }
         let ids: Vec<u32> = self.modules.iter().map(|m| m.id).collect();
         for id in ids {
             self.run_in_ptap(id, host::Which::End);
@@ -560,12 +637,67 @@ impl Live {
         self.drain();
     }
 
+    /// The end-of-session summary: text (for stderr), or with `-f json`
+    /// the summary line (for stdout, always last).
     pub fn summary(&self) -> String {
-        host::summary(&self.g, &self.owned.session)
+        let (lost, failed) = self.wide_losses;
+        let mut warnings = Vec::new();
+        if lost > 0 {
+            warnings.push(format!(
+                "WARNING: Kernel records lost (full perf ring per CPU; raise PTAP_PERF_PAGES): {lost}"
+            ));
+        }
+        if failed > 0 {
+            warnings.push(format!(
+                "WARNING: Reads of sampled processes that failed (the process had exited or the address was unmapped): {failed}"
+            ));
+        }
+        if self.json {
+            let mut text: String = warnings.iter().map(|w| crate::json::warning(w)).collect();
+            text.push_str(&crate::json::summary(&self.g, self.owned.session.dropped()));
+            text
+        } else {
+            let mut text = host::summary(&self.g, &self.owned.session);
+            for w in warnings {
+                text.push_str(&w);
+                text.push('\n');
+            }
+            text
+        }
     }
 
     pub fn errors(&self) -> u64 {
         host::errors(&self.g)
+    }
+}
+
+/// One record of the ring: output to `out`, messages to `err`; with
+/// `-f json` everything as JSON lines to `out` (as a script's session).
+fn route(
+    meta: &Meta,
+    formats: &[Format],
+    json: bool,
+    out: &mut String,
+    err: &mut String,
+    kind: u16,
+    payload: &[u8],
+) {
+    if json {
+        out.push_str(&match kind {
+            REC_FORMAT => crate::json::record_with(|p| render_record(meta, formats, p), payload),
+            REC_TEXT => crate::json::text(false, payload),
+            _ => crate::json::text(true, payload),
+        });
+        return;
+    }
+    match kind {
+        REC_FORMAT => match render_record(meta, formats, payload) {
+            Rendered::Out(t) => out.push_str(&t),
+            Rendered::Error(t) | Rendered::Warning(t) => err.push_str(&t),
+        },
+        REC_TEXT => out.push_str(&String::from_utf8_lossy(payload)),
+        REC_DIAG => err.push_str(&String::from_utf8_lossy(payload)),
+        k => err.push_str(&format!("ptap: unknown record kind {k}\n")),
     }
 }
 

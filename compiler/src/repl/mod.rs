@@ -19,7 +19,7 @@ mod live;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use book::Book;
@@ -33,9 +33,21 @@ use crate::ScriptOpts;
 pub struct Printer {
     file: Option<Box<dyn Write + Send>>,
     ext: Option<Box<dyn FnMut(String) + Send>>,
+    /// A line is being edited: print through `ext` (above it); else
+    /// directly, in order with the prompt.
+    editing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Printer {
+    /// The editor's printer, while a line is being edited.
+    fn ext(&mut self) -> Option<&mut Box<dyn FnMut(String) + Send>> {
+        if self.editing.load(std::sync::atomic::Ordering::SeqCst) {
+            self.ext.as_mut()
+        } else {
+            None
+        }
+    }
+
     fn out(&mut self, s: &str) {
         if s.is_empty() {
             return;
@@ -43,7 +55,7 @@ impl Printer {
         if let Some(f) = self.file.as_mut() {
             let _ = f.write_all(s.as_bytes());
             let _ = f.flush();
-        } else if let Some(e) = self.ext.as_mut() {
+        } else if let Some(e) = self.ext() {
             e(s.to_string());
         } else {
             let mut o = std::io::stdout().lock();
@@ -56,7 +68,7 @@ impl Printer {
         if s.is_empty() {
             return;
         }
-        if let Some(e) = self.ext.as_mut() {
+        if let Some(e) = self.ext() {
             e(s.to_string());
         } else {
             let _ = std::io::stderr().write_all(s.as_bytes());
@@ -91,7 +103,48 @@ pub struct Repl {
     verbose: u8,
     no_follow: bool,
     timeout: Option<f64>,
+    /// `-f json`: tables of commands (`:list`, `:help`) go to stderr, so
+    /// that stdout holds only JSON lines.
+    json: bool,
+    /// `--serve`: what a scrape reads, updated as the session changes.
+    serve: Option<Arc<RwLock<crate::serve::View>>>,
+    /// The session has had a target (-c, -x, :run, :attach): probes typed
+    /// from then on go to processes, not system-wide.
+    had_target: bool,
 }
+
+/// Can a module with these points be armed system-wide now? (no, why not):
+/// a function point must name its file, and perf events need privileges.
+fn wide_choice(meta: &ptap_rt::script::meta::Meta) -> (bool, Option<String>) {
+    use ptap_rt::script::meta::TargetSpec;
+    let no_file = meta.probes.iter().flat_map(|p| &p.points).find(|q| {
+        matches!(
+            q.target,
+            TargetSpec::Symbol { module: None, .. }
+                | TargetSpec::Pattern { module: None, .. }
+                | TargetSpec::Address(_)
+        )
+    });
+    if let Some(q) = no_file {
+        return (
+            false,
+            Some(format!(
+                "{} names no file, so it is not armed system-wide (name it: \"/path/prog\":name, libc:name)",
+                q.text
+            )),
+        );
+    }
+    if !crate::systemwide::privileged() {
+        return (
+            false,
+            Some("system-wide probes need root or CAP_PERFMON".to_string()),
+        );
+    }
+    (true, None)
+}
+
+/// The `script` label of a REPL session's metrics.
+const SCRIPT_LABEL: &str = "repl";
 
 fn fail(msg: &str) -> ExitCode {
     eprintln!("ptap: {msg}");
@@ -128,10 +181,15 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
             ))?,
         Err(_) => live::DEFAULT_GLOBALS_MB,
     };
+    if let Some(addr) = &opts.serve {
+        crate::serve::check_addr(addr)?;
+    }
     if let Some(pid) = opts.pid {
         crate::inject::check_pid(pid)?;
     }
-    let live = Live::new(mb, opts.pid)?;
+    let mut live = Live::new(mb, opts.pid)?;
+    let json = opts.format == crate::OutputFormat::Json;
+    live.json = json;
     let lang = ptap_lang::Options {
         guru: opts.guru,
         args: Vec::new(),
@@ -147,16 +205,48 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
     let mut repl = Repl {
         live: Arc::new(Mutex::new(live)),
         book,
-        printer: Arc::new(Mutex::new(Printer { file, ext: None })),
+        printer: Arc::new(Mutex::new(Printer {
+            file,
+            ext: None,
+            editing: Arc::default(),
+        })),
         words: Arc::new(Mutex::new(Words::default())),
         images: None,
         exe: None,
         verbose: opts.verbose,
         no_follow: opts.no_follow,
         timeout: opts.timeout,
+        json,
+        serve: None,
+        had_target: false,
+    };
+    // Declared after `repl`: stopped before the session is unmapped.
+    let _server = match &opts.serve {
+        Some(addr) => {
+            let view = Arc::new(RwLock::new(crate::serve::View {
+                plan: ptap_compiler::metrics::Plan {
+                    metrics: Vec::new(),
+                    script: SCRIPT_LABEL.into(),
+                },
+                meta: repl.book.known.clone(),
+                // Until -c / -x / :run / :attach give one, probes go to
+                // every process.
+                target: "system-wide".into(),
+            }));
+            let g = repl.live.lock().map_err(|_| "the session is broken")?.g;
+            let server = crate::serve::start_shared(addr, view.clone(), g)?;
+            repl.say(&format!(
+                "ptap: serving metrics at http://{}/metrics\n",
+                server.addr
+            ));
+            repl.serve = Some(view);
+            Some(server)
+        }
+        None => None,
     };
     crate::load::install_interrupt_handlers();
     let terminal = std::io::stdin().is_terminal();
+    let echo = terminal.then(editor::QuietBetweenPrompts::new);
     if let Some(cmd) = &opts.cmd {
         repl.start_cmd(cmd)?;
     }
@@ -179,8 +269,8 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
             .spawn(move || pump_loop(&live, &printer, &stop, !terminal))
             .map_err(|e| format!("cannot start a thread: {e}"))?
     };
-    let code = if terminal {
-        editor::run(&mut repl)
+    let code = if let Some(echo) = echo {
+        editor::run(&mut repl, echo)
     } else {
         repl.plain_loop()
     };
@@ -236,10 +326,14 @@ fn finish(live: &Arc<Mutex<Live>>, printer: &Arc<Mutex<Printer>>) -> i32 {
     }
     l.finish();
     let meta = l.globals_meta.clone();
-    let unread = ptap_compiler::codegen::host::unread_globals(&meta, &l.g);
+    let unread = l.unread_text(&meta);
     l.print(&unread);
     let summary = l.summary();
-    l.say(&summary);
+    if l.json {
+        l.print(&summary);
+    } else {
+        l.say(&summary);
+    }
     if let Some(pid) = still {
         l.say(&format!(
             "ptap: detached from pid {pid}; it keeps running\n"
@@ -397,6 +491,7 @@ impl Repl {
             }
             drop(l);
             self.book.add_ghost(&name, &unit.source);
+            self.refresh_metrics();
             return true;
         }
         if !unit.has_probes() {
@@ -411,7 +506,13 @@ impl Repl {
             return true;
         }
         let in_target = unit.in_target();
-        let id = match l.add_module(&unit.object, &unit.meta, base, in_target) {
+        // No target yet (`ptap -i` alone): system-wide, where it can be.
+        let (wide, not_wide) = if in_target && !self.had_target {
+            wide_choice(&unit.meta)
+        } else {
+            (false, None)
+        };
+        let id = match l.add_module(&unit.object, &unit.meta, base, in_target, wide) {
             Ok(id) => id,
             Err(e) => {
                 l.say(&format!("ptap: {e}\n"));
@@ -433,8 +534,11 @@ impl Repl {
         if let Some(r) = rows.iter().find(|r| r.id == id) {
             let wher = if !in_target {
                 "runs in ptap".to_string()
+            } else if wide {
+                format!("armed system-wide (every process): {}", r.placement)
             } else if pids.is_empty() {
-                "armed when a process joins (:run CMD, :attach PID)".to_string()
+                let why = not_wide.map(|w| format!("; {w}")).unwrap_or_default();
+                format!("armed when a process joins (:run CMD, :attach PID){why}")
             } else {
                 format!("armed in pid {pids:?}: {}", r.placement)
             };
@@ -473,6 +577,42 @@ impl Repl {
             g.read = f.is_some_and(|f| f.read);
         }
         l.globals_meta = m;
+        drop(l);
+        self.refresh_metrics();
+    }
+
+    /// `--serve`: the metrics of the session's globals as they are now
+    /// (counter or gauge from everything typed, the evaluated statements
+    /// included: `n = 0` typed once makes `n` a gauge).
+    fn refresh_metrics(&self) {
+        let Some(view) = &self.serve else { return };
+        let Some(checked) = self.book.checked() else {
+            return;
+        };
+        let plan = ptap_compiler::metrics::Plan::new(&checked, &self.book.known, SCRIPT_LABEL);
+        if let Ok(mut v) = view.write() {
+            v.plan = plan;
+            v.meta = self.book.known.clone();
+        }
+    }
+
+    /// `--serve`: the `target` label of `ptap_session_info`.
+    fn serve_target(&self, target: String) {
+        if let Some(view) = &self.serve {
+            if let Ok(mut v) = view.write() {
+                v.target = target;
+            }
+        }
+    }
+
+    /// A command's table (`:list`, `:help`): stdout, or stderr with `-f
+    /// json` (stdout then holds only JSON lines).
+    fn table(&self, s: &str) {
+        if self.json {
+            self.say(s);
+        } else {
+            self.print(s);
+        }
     }
 
     /// Start CMD with the runtime preloaded: it applies the session's
@@ -497,6 +637,7 @@ impl Repl {
             env.push((ptap_rt::loader::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
             env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
         }
+        self.had_target = true;
         let runtime = l.runtime();
         let child = crate::load::spawn_with(&argv, &runtime, &l.owned, &env, self.verbose, true)?;
         let pid = child.id() as i32;
@@ -504,6 +645,8 @@ impl Repl {
         l.target = Some(crate::load::Target::Child(child));
         l.say(&format!("ptap: started {cmd} (pid {pid})\n"));
         l.wait_joined(pid);
+        drop(l);
+        self.serve_target(cmd.to_string());
         Ok(())
     }
 
@@ -523,6 +666,7 @@ impl Repl {
             .map_err(|f| f.render())
             .and_then(|c| ptap_compiler::emit_object(&c).map_err(|e| e.to_string()))?;
         let mut l = self.live.lock().map_err(|_| "the session is broken")?;
+        self.had_target = true;
         let path = l.write_module("repl-0.o", &empty)?;
         ptap_compiler::codegen::host::set_target(&l.g, pid);
         let snap = l.snapshot().ok_or("the session has no runtime snapshot")?;
@@ -538,6 +682,8 @@ impl Repl {
         l.target = Some(crate::load::Target::Attached(a));
         l.say(&format!("ptap: attached to pid {pid}\n"));
         l.wait_joined(pid);
+        drop(l);
+        self.serve_target(format!("pid {pid}"));
         Ok(())
     }
 

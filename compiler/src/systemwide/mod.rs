@@ -11,10 +11,12 @@
 //! - `uprobe.rs`: function points on files
 //! - `filter.rs`: the condition a handler starts with, as a kernel filter
 //! - `sample.rs`: a record -> a `ProbeCtx` -> the handler
+//! - `live.rs`: a module armed and removed while a session runs (the REPL)
 //! - this file: the session and its loop
 
 mod events;
 pub mod filter;
+pub mod live;
 mod perf;
 mod sample;
 mod tracefs;
@@ -31,7 +33,7 @@ use crate::run::{RunOpts, Sink};
 /// Ring size per CPU, in pages (`PTAP_PERF_PAGES`, a power of two).
 const DEFAULT_PAGES: usize = 64;
 
-fn pages_from_env() -> Result<usize, String> {
+pub(crate) fn pages_from_env() -> Result<usize, String> {
     match std::env::var("PTAP_PERF_PAGES") {
         Ok(v) => {
             let n: usize = v
@@ -59,7 +61,7 @@ pub fn privilege_error() -> String {
 }
 
 /// Root, or CAP_PERFMON (38) / CAP_SYS_ADMIN (21) in the effective set.
-fn privileged() -> bool {
+pub(crate) fn privileged() -> bool {
     // SAFETY: plain geteuid.
     if unsafe { libc::geteuid() } == 0 {
         return true;
@@ -201,7 +203,7 @@ const FLUSH_EVERY: usize = 1024;
 /// another). Returns the number of records.
 /// `flush` renders the output so far, every [`FLUSH_EVERY`] records (the
 /// output ring is smaller than a round of full perf rings can fill).
-fn drain_rings(
+pub(crate) fn drain_rings(
     rings: &mut [perf::Ring],
     runner: &mut sample::Runner,
     flush: &mut dyn FnMut(),

@@ -97,6 +97,26 @@ pub struct Attached {
 unsafe impl Send for Attached {}
 
 impl Attached {
+    /// (hits skipped by reentrancy, kretprobe returns not traced for
+    /// want of a free instance) of this module's probes.
+    pub fn missed(&self) -> (u64, u64) {
+        let (mut nested, mut maxactive) = (0u64, 0u64);
+        for &k in &self.kprobes {
+            // SAFETY: leaked registration records; a racy read is fine
+            // for a report.
+            nested += unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*k).kp.nmissed)) };
+        }
+        for &r in &self.kretprobes {
+            // SAFETY: as above.
+            unsafe {
+                nested += core::ptr::read_volatile(core::ptr::addr_of!((*r).rp.kp.nmissed));
+                maxactive +=
+                    core::ptr::read_volatile(core::ptr::addr_of!((*r).rp.nmissed)).max(0) as u64;
+            }
+        }
+        (nested, maxactive)
+    }
+
     /// Number of registered probes.
     pub fn count(&self) -> usize {
         self.kprobes.len() + self.kretprobes.len() + self.syscalls.len()
@@ -780,27 +800,32 @@ pub fn missed() -> (u64, u64) {
     let Ok(live) = LIVE.try_lock() else {
         return (0, 0);
     };
-    let (mut nested, mut maxactive) = (0u64, 0u64);
+    // A REPL session's modules: those loaded now, and those unloaded.
+    let (mut nested, mut maxactive) = super::control::missed();
+    nested += GONE_NESTED.load(Ordering::Relaxed);
+    maxactive += GONE_MAXACTIVE.load(Ordering::Relaxed);
     for a in live.iter() {
-        for &k in &a.kprobes {
-            // SAFETY: leaked registration records; a racy read is fine
-            // for a report.
-            nested += unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*k).kp.nmissed)) };
-        }
-        for &r in &a.kretprobes {
-            // SAFETY: as above.
-            unsafe {
-                nested += core::ptr::read_volatile(core::ptr::addr_of!((*r).rp.kp.nmissed));
-                maxactive +=
-                    core::ptr::read_volatile(core::ptr::addr_of!((*r).rp.nmissed)).max(0) as u64;
-            }
-        }
+        let (n, m) = a.missed();
+        nested += n;
+        maxactive += m;
     }
     let (bn, bm) = (
         BASE_NESTED.load(Ordering::Relaxed),
         BASE_MAXACTIVE.load(Ordering::Relaxed),
     );
     (nested.saturating_sub(bn), maxactive.saturating_sub(bm))
+}
+
+/// What unloaded modules (a REPL session's) had missed: kept in the
+/// process's counts ([`retire_missed`]).
+static GONE_NESTED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static GONE_MAXACTIVE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Module `a` goes (unloaded, detached): its misses stay counted.
+pub(crate) fn retire_missed(a: &Attached) {
+    let (n, m) = a.missed();
+    GONE_NESTED.fetch_add(n, Ordering::Relaxed);
+    GONE_MAXACTIVE.fetch_add(m, Ordering::Relaxed);
 }
 
 static BASE_NESTED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);

@@ -222,6 +222,7 @@ fn apply(t: &Table, g: &Globals, l: &mut Local) {
         let keep = matches!(&l.loaded[i], Some((have, _)) if *have == id && state == ON);
         if !keep {
             if let Some((_, a)) = l.loaded[i].take() {
+                attach::retire_missed(&a);
                 a.unload();
             }
         }
@@ -292,6 +293,19 @@ fn load_one(dir: &str, id: u32, slot: &Slot, g: &Globals, role: Role) -> Result<
     Ok(a)
 }
 
+/// What the modules loaded here missed (see [`attach::missed`]); (0, 0)
+/// while the table is being applied (the counts only grow: the next call
+/// has them).
+pub(crate) fn missed() -> (u64, u64) {
+    let Ok(l) = LOCAL.try_lock() else {
+        return (0, 0);
+    };
+    l.loaded.iter().flatten().fold((0, 0), |(n, m), (_, a)| {
+        let (an, am) = a.missed();
+        (n + an, m + am)
+    })
+}
+
 /// At shutdown (detach, exit): the modules' registrations go with
 /// `probes::unregister_all`; forget them here (their code stays mapped:
 /// a thread may be returning through one).
@@ -299,6 +313,7 @@ pub fn forget_all() {
     if let Ok(mut l) = LOCAL.try_lock() {
         for x in l.loaded.iter_mut() {
             if let Some((_, a)) = x.take() {
+                attach::retire_missed(&a);
                 a.detach();
             }
         }
