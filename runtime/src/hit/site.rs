@@ -210,11 +210,11 @@ pub fn lookup(addr: u64) -> Option<&'static Site> {
         let key = KEYS[i].load(Ordering::Acquire);
         if key == addr {
             let p = VALS[i].load(Ordering::Acquire);
-            // SAFETY: published sites live until a grace period after removal,
-            // and the caller is inside `threads::enter`.
             return if p.is_null() {
                 None
             } else {
+                // SAFETY: published sites live until a grace period after
+                // removal, and the caller is inside `threads::enter`.
                 Some(unsafe { &*p })
             };
         }

@@ -21,6 +21,7 @@ use crate::session::{self, Session};
 
 pub mod install;
 pub(crate) mod modcall;
+pub mod panic;
 pub(crate) mod quiet;
 
 static MODULE_CLEANUP: AtomicUsize = AtomicUsize::new(0);
@@ -177,6 +178,9 @@ extern "C" fn ptap_rt_ctor() {
     if !in_shared_object() {
         return;
     }
+    // A panic in the runtime aborts at once (no std panic machinery in a
+    // signal handler; see panic.rs).
+    panic::install_abort_hook();
     let params = read_params();
     if params.injected() {
         // `ptap -x`: the constructor runs inside the injected dlopen, before

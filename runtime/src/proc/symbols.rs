@@ -69,10 +69,10 @@ static INDEX: AtomicPtr<Index> = AtomicPtr::new(core::ptr::null_mut());
 /// The current index, if one was built.
 pub fn current() -> Option<&'static Index> {
     let p = INDEX.load(Ordering::Acquire);
-    // SAFETY: published indexes are leaked, never freed.
     if p.is_null() {
         None
     } else {
+        // SAFETY: published indexes are leaked, never freed.
         Some(unsafe { &*p })
     }
 }

@@ -140,10 +140,10 @@ impl Attached {
             .iter()
             // SAFETY: registered records; addr was set by the registration.
             .map(|&k| unsafe { (*k).kp.addr } as u64)
-            // SAFETY: as above.
             .chain(
                 self.kretprobes
                     .iter()
+                    // SAFETY: as above.
                     .map(|&r| unsafe { (*r).rp.kp.addr } as u64),
             );
         for a in addrs {

@@ -117,8 +117,8 @@ impl Table {
 
     fn dir(&self) -> Option<String> {
         let mut b = [0u8; DIR_LEN];
-        // SAFETY: DIR_LEN bytes inside the table; volatile: shared memory.
         for (i, x) in b.iter_mut().enumerate() {
+            // SAFETY: DIR_LEN bytes inside the table; volatile: shared memory.
             *x = unsafe { core::ptr::read_volatile(self.dir.as_ptr().add(i)) };
         }
         let n = b.iter().position(|&c| c == 0)?;

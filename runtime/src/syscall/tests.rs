@@ -39,11 +39,12 @@ fn registry_tracks_numbers_and_refuses_bad_probes() {
         register_fns(&[], Some(nop), None, core::ptr::null_mut()),
         Err(-EINVAL)
     );
-    // SAFETY: probe_of(b) is registered; a second registration is refused.
     assert_eq!(
+        // SAFETY: probe_of(b) is registered; a second registration is refused.
         unsafe { register(probe_of(b) as *mut SyscallProbe) },
         -EEXIST
     );
+    // SAFETY: NULL is refused.
     assert_eq!(unsafe { register(core::ptr::null_mut()) }, -EINVAL);
     unregister_id(a);
     assert_eq!(watched(257), (false, false));

@@ -283,8 +283,8 @@ pub fn clone(
         while call.done.load(Ordering::Acquire) == 0 {
             // SAFETY: futex word in this frame.
             unsafe { sys::futex_wait(call.done.as_ptr() as *const u32, 0, 100) };
-            // SAFETY: kill(pid, 0) probes existence only.
             if call.done.load(Ordering::Acquire) == 0
+                // SAFETY: kill(pid, 0) probes existence only.
                 && unsafe { sys::syscall3(62, r as usize, 0, 0) } == -3
             {
                 break; // the child died before copying
