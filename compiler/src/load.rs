@@ -581,7 +581,7 @@ pub(crate) fn spawn_with(
     // way (its first open() returns 3, as without ptap); inheritable, so
     // that what it execs finds the session too.
     let fd = owned.fd;
-    let high = ptap_rt::loader::fds::high_floor().max(fd);
+    let high = ptap_rt::base::fds::high_floor().max(fd);
     let mut command = Command::new(&argv[0]);
     command
         .args(&argv[1..])
@@ -781,9 +781,10 @@ pub(crate) fn attach_to(
     for (k, v) in params {
         text.push_str(&format!("{k}={v}\n"));
     }
-    let file = snap
-        .dir
-        .write(&ptap_rt::loader::attach_params_name(pid), text.as_bytes())?;
+    let file = snap.dir.write(
+        &ptap_rt::lifecycle::attach_params_name(pid),
+        text.as_bytes(),
+    )?;
     struct Remove<'a>(&'a Path);
     impl Drop for Remove<'_> {
         fn drop(&mut self) {

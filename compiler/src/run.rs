@@ -230,7 +230,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         let object = snap.dir.write("script.o", &prog.object)?;
         let mut params = vec![(attach::ENV_TARGET, "1")];
         if opts.no_follow {
-            params.push((ptap_rt::loader::ENV_NO_FOLLOW, "1"));
+            params.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, "1"));
         }
         host::set_target(&g, pid);
         let has_syscall_points = meta
@@ -271,7 +271,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
                 (attach::ENV_TARGET, std::ffi::OsStr::new("1")),
             ];
             if opts.no_follow {
-                env.push((ptap_rt::loader::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
+                env.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
                 env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
             }
             let child = load::spawn(argv, &snap.path, &owned, &env, opts.verbose)?;

@@ -40,10 +40,10 @@ fn big_altstack() {
 }
 
 fn init_runtime() {
-    assert!(ptap_rt::threads::init());
-    ptap_rt::signals::prime();
-    ptap_rt::trap::install();
-    ptap_rt::signals::ACTIVE.store(true, Ordering::Release);
+    assert!(ptap_rt::hit::threads::init());
+    ptap_rt::api::signals::prime();
+    ptap_rt::lifecycle::install::install();
+    ptap_rt::hit::wrap::ACTIVE.store(true, Ordering::Release);
 }
 
 const SCRIPT: &str = "global n, total\n\

@@ -13,10 +13,10 @@ const SCRIPT: &str = "global n, last, a1\n\
 
 #[test]
 fn syscall_entry_and_return_probes() {
-    assert!(ptap_rt::threads::init());
-    ptap_rt::signals::prime();
-    ptap_rt::trap::install();
-    ptap_rt::signals::ACTIVE.store(true, Ordering::Release);
+    assert!(ptap_rt::hit::threads::init());
+    ptap_rt::api::signals::prime();
+    ptap_rt::lifecycle::install::install();
+    ptap_rt::hit::wrap::ACTIVE.store(true, Ordering::Release);
     let checked = ptap_lang::frontend("t.pt", SCRIPT, &ptap_lang::Options::default())
         .unwrap_or_else(|f| panic!("{}", f.render()));
     let m = ptap_rt::script::load::load(&ptap_compiler::emit_object(&checked).unwrap()).unwrap();

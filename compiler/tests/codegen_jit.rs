@@ -476,7 +476,7 @@ fn probefunc_syscall_name_and_usymname() {
     // SAFETY: live env, regs and tables.
     assert_eq!(unsafe { e.jit.handler(0).unwrap()(&mut ctx) }, 0);
     // usymname reads the runtime's symbol index of this process.
-    ptap_rt::symbols::get_or_build();
+    ptap_rt::proc::symbols::get_or_build();
     let mut regs = PtRegs {
         di: libc::getpid as *const () as u64,
         ..PtRegs::default()

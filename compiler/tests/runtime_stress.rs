@@ -204,8 +204,8 @@ fn ctrl_c_detaches_and_the_target_goes_on() {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap();
-    // SAFETY: probing a pid with signal 0.
     assert_eq!(
+        // SAFETY: probing a pid with signal 0.
         unsafe { libc::kill(pid, 0) },
         0,
         "the target goes on after detach"
@@ -216,8 +216,8 @@ fn ctrl_c_detaches_and_the_target_goes_on() {
     while unsafe { libc::kill(pid, 0) } == 0 && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: as above.
     assert_ne!(
+        // SAFETY: as above.
         unsafe { libc::kill(pid, 0) },
         0,
         "the detached target finished"

@@ -13,7 +13,7 @@ pub type RetHandler = unsafe extern "C" fn(*mut KretprobeInstance, *mut PtRegs) 
 pub const KPROBE_FLAG_GONE: u32 = 1;
 pub const KPROBE_FLAG_DISABLED: u32 = 2;
 /// ptap extension: do not explain a failed registration on stderr (the
-/// caller reports it itself, e.g. from `probes::LAST_ERROR`).
+/// caller reports it itself, e.g. from `crate::kprobes::register::LAST_ERROR`).
 pub const KPROBE_FLAG_QUIET: u32 = 1 << 8;
 
 #[repr(C)]

@@ -192,10 +192,8 @@ fn array_report(gl: &ptap_rt::script::meta::MetaGlobal, g: &Globals) -> String {
                         // SAFETY: as above.
                         let n = unsafe { ptap_rt::script::globals::c_len(p, m.cap()) };
                         // SAFETY: n bytes are readable.
-                        format!(
-                            "\"{}\"",
-                            String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p, n) })
-                        )
+                        let bytes = unsafe { std::slice::from_raw_parts(p, n) };
+                        format!("\"{}\"", String::from_utf8_lossy(bytes))
                     } else {
                         m.key_long(i, k).to_string()
                     }

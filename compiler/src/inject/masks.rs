@@ -19,9 +19,9 @@ use nix::unistd::Pid;
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 
-/// The signals the runtime handles itself (runtime/src/trap.rs MANAGED).
+/// The signals the runtime handles itself (runtime/src/base/signo.rs MANAGED).
 fn managed_mask() -> u64 {
-    ptap_rt::trap::managed_mask()
+    ptap_rt::base::signo::managed_mask()
 }
 
 /// The blocked mask of thread `tid` of `pid` from /proc.

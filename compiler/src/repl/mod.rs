@@ -634,7 +634,7 @@ impl Repl {
             std::ffi::OsStr::new("1"),
         )];
         if self.no_follow {
-            env.push((ptap_rt::loader::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
+            env.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
             env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
         }
         self.had_target = true;

@@ -27,8 +27,9 @@ use super::globals::Globals;
 use super::load::LoadedModule;
 use super::meta::{ModuleSpec, PointKind, TargetSpec};
 use crate::abi::{Kprobe, Kretprobe, KretprobeInstance, PtRegs};
-use crate::syscall::{self, ProbeId, SyscallProbe};
-use crate::{probes, symbols};
+use crate::hit::sigsys::probes::SyscallProbe;
+use crate::proc::symbols;
+use crate::syscall::ProbeId;
 
 /// What a trampoline needs to call a handler.
 struct Env {
@@ -142,7 +143,7 @@ impl Attached {
         // The unregistrations waited for running handlers already; this
         // second (cheap) grace period is what makes freeing the code safe
         // whatever the probe kind.
-        if crate::threads::synchronize() && !crate::threads::current_is_active() {
+        if crate::hit::threads::synchronize() && !crate::hit::threads::current_is_active() {
             drop(self.module);
             true
         } else {
@@ -159,14 +160,14 @@ impl Attached {
             .iter()
             // SAFETY: registered records; addr was set by the registration.
             .map(|&k| unsafe { (*k).kp.addr } as u64)
-            // SAFETY: as above.
             .chain(
                 self.kretprobes
                     .iter()
+                    // SAFETY: as above.
                     .map(|&r| unsafe { (*r).rp.kp.addr } as u64),
             );
         for a in addrs {
-            if crate::optprobe::is_optimized(a) {
+            if crate::kprobes::optimize::is_optimized(a) {
                 jump += 1;
             } else {
                 trap += 1;
@@ -274,7 +275,7 @@ unsafe extern "C" fn syscall_hit(p: *mut SyscallProbe, regs: *mut PtRegs) -> c_i
 }
 
 /// The wildcard matcher (shared with ptap).
-pub use crate::names::glob;
+pub use crate::proc::names::glob;
 
 /// Does a `lib:` qualifier name the object at `path`? (`libc` matches
 /// libc.so.6.) ptap uses it too.
@@ -304,7 +305,7 @@ enum Site {
 /// The name `probefunc()` gives for a site.
 fn func_name(site: &Site, target: &TargetSpec) -> Vec<u8> {
     match (site, target) {
-        (Site::Name(..), TargetSpec::Symbol { name, .. }) => crate::names::demangle(name)
+        (Site::Name(..), TargetSpec::Symbol { name, .. }) => crate::proc::names::demangle(name)
             .unwrap_or_else(|| name.clone())
             .into_bytes(),
         (Site::Func(_, name), _) => name.as_bytes().to_vec(),
@@ -345,7 +346,7 @@ fn syscall_table(target: &TargetSpec) -> (Box<[SyscallName]>, Names) {
 /// points that need a function entry (not a `.cold` fragment).
 fn sites(target: &TargetSpec, entry_kind: Option<&str>) -> Result<Vec<Site>, String> {
     let refuse = |sym: &str| match entry_kind {
-        Some(k) => crate::names::entry_refusal(sym, k).map_or(Ok(()), Err),
+        Some(k) => crate::proc::names::entry_refusal(sym, k).map_or(Ok(()), Err),
         None => Ok(()),
     };
     match target {
@@ -362,8 +363,8 @@ fn sites(target: &TargetSpec, entry_kind: Option<&str>) -> Result<Vec<Site>, Str
             let c = CString::new(full.clone())
                 .map_err(|_| "symbol name with a NUL byte".to_string())?;
             // The symbol itself (the probe layer looks it up again), else
-            // the functions whose demangled name it is (crate::names).
-            if let Some(f) = crate::symcache::lookup(&full) {
+            // the functions whose demangled name it is (crate::proc::names).
+            if let Some(f) = crate::proc::symcache::lookup(&full) {
                 refuse(name)?;
                 demangle_object_of(f.addr);
                 return Ok(vec![Site::Name(c, off)]);
@@ -547,10 +548,16 @@ pub fn attach_in(
                     };
                     let data = Box::into_raw(Box::new(env(func))) as *mut core::ffi::c_void;
                     let (entry_h, ret_h) = match pt.kind {
-                        PointKind::Kretprobe(_) => (None, Some(syscall_hit as syscall::Handler)),
-                        _ => (Some(syscall_hit as syscall::Handler), None),
+                        PointKind::Kretprobe(_) => (
+                            None,
+                            Some(syscall_hit as crate::hit::sigsys::probes::Handler),
+                        ),
+                        _ => (
+                            Some(syscall_hit as crate::hit::sigsys::probes::Handler),
+                            None,
+                        ),
                     };
-                    syscall::register_fns(&nrs, entry_h, ret_h, data)
+                    crate::syscall::register_fns(&nrs, entry_h, ret_h, data)
                         .map_err(|e| format!("error {}", -e))
                 };
                 match r {
@@ -618,8 +625,9 @@ pub fn attach_in(
                             _name: name,
                         }));
                         // SAFETY: b stays alive (leaked until detach).
-                        let r =
-                            unsafe { probes::register_kretprobe(core::ptr::addr_of_mut!((*b).rp)) };
+                        let r = unsafe {
+                            crate::kprobes::register::register_ret(core::ptr::addr_of_mut!((*b).rp))
+                        };
                         if r == 0 {
                             a.kretprobes.push(b);
                         }
@@ -627,14 +635,16 @@ pub fn attach_in(
                     }
                     _ => {
                         kp.pre_handler = Some(kprobe_pre);
+                        crate::kprobes::register::set_known_pre_handler(kprobe_pre_addr());
                         let b = Box::into_raw(Box::new(ScriptKprobe {
                             kp,
                             env: env(func.clone()),
                             _name: name,
                         }));
                         // SAFETY: b stays alive (leaked until detach).
-                        let r =
-                            unsafe { probes::register_kprobe(core::ptr::addr_of_mut!((*b).kp)) };
+                        let r = unsafe {
+                            crate::kprobes::register::register_kp(core::ptr::addr_of_mut!((*b).kp))
+                        };
                         if r == 0 {
                             a.kprobes.push(b);
                         }
@@ -645,7 +655,7 @@ pub fn attach_in(
                     armed += 1;
                 }
                 if r != 0 && !pt.optional {
-                    let why = probes::LAST_ERROR
+                    let why = crate::kprobes::register::LAST_ERROR
                         .lock()
                         .map(|s| s.clone())
                         .unwrap_or_default();
@@ -684,14 +694,14 @@ impl Attached {
     fn detach_partial(&mut self) {
         for k in self.kprobes.drain(..) {
             // SAFETY: registered above.
-            unsafe { probes::unregister_kprobe(core::ptr::addr_of_mut!((*k).kp)) };
+            unsafe { crate::kprobes::register::unregister_kp(core::ptr::addr_of_mut!((*k).kp)) };
         }
         for r in self.kretprobes.drain(..) {
             // SAFETY: registered above.
-            unsafe { probes::unregister_kretprobe(core::ptr::addr_of_mut!((*r).rp)) };
+            unsafe { crate::kprobes::register::unregister_ret(core::ptr::addr_of_mut!((*r).rp)) };
         }
         for id in self.syscalls.drain(..) {
-            syscall::unregister_id(id);
+            crate::syscall::unregister_id(id);
         }
     }
 }
@@ -699,7 +709,7 @@ impl Attached {
 /// The target side of `PTAP_MODULE=NAME.o`: load the module, find the
 /// globals area in the session, register every probe. For the runtime's
 /// constructor (`loader.rs`); the registration is kept for the life of the
-/// process (`probes::unregister_all` removes it at exit or detach).
+/// process (`crate::kprobes::register::unregister_all` removes it at exit or detach).
 pub fn attach_file(path: &str) -> Result<usize, String> {
     attach_file_as(path, Role::Target)
 }
@@ -711,7 +721,7 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
     let t0 = std::time::Instant::now();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read module {path}: {e}"))?;
     let module = super::load::load(&bytes).map_err(|e| format!("module {path}: {e}"))?;
-    let (globals, session) = match crate::output::session() {
+    let (globals, session) = match crate::session::output::session() {
         Some(s) => {
             // SAFETY: the globals area follows the ring in the session mapping (ptap sized it).
             let g = unsafe {
@@ -735,8 +745,8 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
     };
     let (a, skipped) = attach_as(module, globals, session, role).map_err(|e| e.to_string())?;
     let n = a.count();
-    if probes::VERBOSE.load(Ordering::Relaxed) {
-        let pid = crate::sys::getpid();
+    if crate::kprobes::register::VERBOSE.load(Ordering::Relaxed) {
+        let pid = crate::base::sys::getpid();
         let mut msg = format!(
             "ptap: pid {pid}: {n} probe(s) armed in {:.2?}{}\n",
             t0.elapsed(),
@@ -755,7 +765,7 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
                 msg.push_str(&format!("ptap:   {}: {}\n", e.point, e.reason));
             }
         }
-        crate::output::diag(msg.as_bytes());
+        crate::session::output::diag(msg.as_bytes());
     }
     if role == Role::Target && !skipped.is_empty() {
         // Never silent: wildcard sites the probe layer refused.
@@ -766,9 +776,9 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
                 e.point, e.reason
             ));
         }
-        crate::output::diag(msg.as_bytes());
+        crate::session::output::diag(msg.as_bytes());
     }
-    // Registered for the life of the process (probes::unregister_all takes
+    // Registered for the life of the process (crate::kprobes::register::unregister_all takes
     // them out); kept here for their miss counts.
     if let Ok(mut live) = LIVE.lock() {
         live.push(a);
@@ -781,11 +791,11 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
 /// Modules attached by [`attach_file_as`] in this process (never freed).
 static LIVE: std::sync::Mutex<Vec<Attached>> = std::sync::Mutex::new(Vec::new());
 
-static FORK_LIVE: crate::forklock::MutexSlot<Vec<Attached>> =
-    crate::forklock::MutexSlot::new(&LIVE);
+static FORK_LIVE: crate::base::forklock::MutexSlot<Vec<Attached>> =
+    crate::base::forklock::MutexSlot::new(&LIVE);
 
-/// [`LIVE`] for the fork handlers (`crate::forklock`).
-pub(crate) fn fork_lock() -> &'static dyn crate::forklock::ForkLock {
+/// [`LIVE`] for the fork handlers (`crate::base::forklock`).
+pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_LIVE
 }
 
@@ -833,7 +843,7 @@ static BASE_MAXACTIVE: core::sync::atomic::AtomicU64 = core::sync::atomic::Atomi
 
 /// In a forked child: the counts so far are the parent's to report.
 pub fn rebase_missed() {
-    crate::unwind::rebase();
+    crate::hit::unwind::rebase();
     let (n, m) = missed();
     BASE_NESTED.fetch_add(n, Ordering::Relaxed);
     BASE_MAXACTIVE.fetch_add(m, Ordering::Relaxed);
@@ -855,7 +865,7 @@ static PUBLISHED_MAXACTIVE: core::sync::atomic::AtomicU64 = core::sync::atomic::
 pub fn publish_missed() -> (u64, u64) {
     let (nested, maxactive) = missed();
     if let Some(g) = session_globals() {
-        crate::unwind::publish(&g);
+        crate::hit::unwind::publish(&g.header().unwound);
     }
     if nested == PUBLISHED_NESTED.load(Ordering::Acquire)
         && maxactive == PUBLISHED_MAXACTIVE.load(Ordering::Acquire)
@@ -875,10 +885,12 @@ pub fn publish_missed() -> (u64, u64) {
 
 /// The session's globals area, if this process is in a ptap session.
 pub(crate) fn session_globals() -> Option<Globals> {
-    let s = crate::output::session()?;
+    let s = crate::session::output::session()?;
     // A `ptap load` session has no globals area: never read past the ring.
     let at = super::globals::offset_in_session(s.ring_size());
-    if crate::output::SESSION_LEN.load(Ordering::Acquire) < at + super::globals::HEADER_SIZE {
+    if crate::session::output::SESSION_LEN.load(Ordering::Acquire)
+        < at + super::globals::HEADER_SIZE
+    {
         return None;
     }
     // SAFETY: the globals area follows the ring in the session mapping
@@ -903,18 +915,18 @@ pub fn report_missed() {
     }
     match session_globals() {
         Some(_) => {}
-        None => _ = crate::output::diag(
+        None => _ = crate::session::output::diag(
             format!(
                 "WARNING: {nested} probe hit(s) skipped while a handler was running (reentrancy), {maxactive} kretprobe return(s) not traced (maxactive)\n"
             )
             .as_bytes(),
         ),
     }
-    if probes::VERBOSE.load(Ordering::Relaxed) {
-        crate::output::diag(
+    if crate::kprobes::register::VERBOSE.load(Ordering::Relaxed) {
+        crate::session::output::diag(
             format!(
                 "ptap: pid {}: {nested} hit(s) skipped (reentrancy), {maxactive} kretprobe return(s) not traced (maxactive)\n",
-                crate::sys::getpid()
+                crate::base::sys::getpid()
             )
             .as_bytes(),
         );
@@ -953,15 +965,15 @@ pub fn report_failed_start() {
 #[no_mangle]
 pub unsafe extern "C" fn ptap_script_attach(path: *const core::ffi::c_char) -> c_int {
     if path.is_null() {
-        return -probes::EINVAL;
+        return -crate::kprobes::register::EINVAL;
     }
     // SAFETY: caller contract.
     let p = unsafe { std::ffi::CStr::from_ptr(path) }.to_string_lossy();
     match attach_file(&p) {
         Ok(_) => 0,
         Err(e) => {
-            crate::output::diag(format!("ptap: {e}\n").as_bytes());
-            -probes::EINVAL
+            crate::session::output::diag(format!("ptap: {e}\n").as_bytes());
+            -crate::kprobes::register::EINVAL
         }
     }
 }

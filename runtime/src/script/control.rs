@@ -117,8 +117,8 @@ impl Table {
 
     fn dir(&self) -> Option<String> {
         let mut b = [0u8; DIR_LEN];
-        // SAFETY: DIR_LEN bytes inside the table; volatile: shared memory.
         for (i, x) in b.iter_mut().enumerate() {
+            // SAFETY: DIR_LEN bytes inside the table; volatile: shared memory.
             *x = unsafe { core::ptr::read_volatile(self.dir.as_ptr().add(i)) };
         }
         let n = b.iter().position(|&c| c == 0)?;
@@ -142,18 +142,19 @@ static LOCAL: Mutex<Local> = Mutex::new(Local {
 
 static WARM: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-static FORK_LOCAL: crate::forklock::MutexSlot<Local> = crate::forklock::MutexSlot::new(&LOCAL);
+static FORK_LOCAL: crate::base::forklock::MutexSlot<Local> =
+    crate::base::forklock::MutexSlot::new(&LOCAL);
 
-/// [`LOCAL`] for the fork handlers (`crate::forklock`).
-pub(crate) fn fork_lock() -> &'static dyn crate::forklock::ForkLock {
+/// [`LOCAL`] for the fork handlers (`crate::base::forklock`).
+pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_LOCAL
 }
 
 fn table() -> Option<(&'static Table, Globals)> {
     let g = attach::session_globals()?;
-    let s = crate::output::session()?;
+    let s = crate::session::output::session()?;
     let start = g.base() as usize - s.base() as usize;
-    let mapped = crate::output::SESSION_LEN
+    let mapped = crate::session::output::SESSION_LEN
         .load(Ordering::Acquire)
         .checked_sub(start)?;
     let t = Table::of(&g, mapped)?;
@@ -181,7 +182,7 @@ pub fn poll() {
     if !WARM.swap(true, Ordering::AcqRel) {
         // A REPL session: build the symbol index now, on the control
         // thread, rather than when the first probe is typed.
-        let _ = crate::symbols::get_or_build();
+        let _ = crate::proc::symbols::get_or_build();
     }
     apply_table();
 }
@@ -198,10 +199,10 @@ fn apply_table() {
 }
 
 fn ack(t: &Table, gen: u64) {
-    let Some(s) = crate::output::session() else {
+    let Some(s) = crate::session::output::session() else {
         return;
     };
-    let me = crate::sys::getpid();
+    let me = crate::base::sys::getpid();
     for (i, p) in s.control().pids.iter().enumerate() {
         if p.load(Ordering::Acquire) == me {
             t.acks[i].store(gen, Ordering::Release);
@@ -239,11 +240,11 @@ fn apply(t: &Table, g: &Globals, l: &mut Local) {
         let t0 = std::time::Instant::now();
         match load_one(&dir, id, slot, g, l.role) {
             Ok(a) => {
-                if crate::probes::VERBOSE.load(Ordering::Relaxed) {
-                    crate::output::diag(
+                if crate::kprobes::register::VERBOSE.load(Ordering::Relaxed) {
+                    crate::session::output::diag(
                         format!(
                             "ptap: pid {}: module {id} armed in {:.2?}\n",
-                            crate::sys::getpid(),
+                            crate::base::sys::getpid(),
                             t0.elapsed()
                         )
                         .as_bytes(),
@@ -258,8 +259,8 @@ fn apply(t: &Table, g: &Globals, l: &mut Local) {
             }
             Err(e) => {
                 slot.failed.fetch_add(1, Ordering::Release);
-                crate::output::diag(
-                    format!("ptap: pid {}: {e}\n", crate::sys::getpid()).as_bytes(),
+                crate::session::output::diag(
+                    format!("ptap: pid {}: {e}\n", crate::base::sys::getpid()).as_bytes(),
                 );
             }
         }
@@ -273,7 +274,7 @@ fn load_one(dir: &str, id: u32, slot: &Slot, g: &Globals, role: Role) -> Result<
     if module.meta.globals_size > g.header().size.load(Ordering::Acquire) {
         return Err(format!("{path}: its globals do not fit the session's area"));
     }
-    let session = crate::output::session().map_or(core::ptr::null_mut(), |s| s.base());
+    let session = crate::session::output::session().map_or(core::ptr::null_mut(), |s| s.base());
     let extra = Extra {
         hits: &slot.hits,
         probe_base: slot.probe_base.load(Ordering::Acquire),
@@ -288,7 +289,7 @@ fn load_one(dir: &str, id: u32, slot: &Slot, g: &Globals, role: Role) -> Result<
                 e.point, e.reason
             ));
         }
-        crate::output::diag(msg.as_bytes());
+        crate::session::output::diag(msg.as_bytes());
     }
     Ok(a)
 }
@@ -307,7 +308,7 @@ pub(crate) fn missed() -> (u64, u64) {
 }
 
 /// At shutdown (detach, exit): the modules' registrations go with
-/// `probes::unregister_all`; forget them here (their code stays mapped:
+/// `crate::kprobes::register::unregister_all`; forget them here (their code stays mapped:
 /// a thread may be returning through one).
 pub fn forget_all() {
     if let Ok(mut l) = LOCAL.try_lock() {

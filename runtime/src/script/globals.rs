@@ -154,18 +154,18 @@ impl Globals {
     /// memory: the header's `size` is writable by every process of the
     /// session). [`Globals::init`] does it for the area's creator.
     pub fn record_size(base: *mut u8, size: usize) {
-        crate::trusted::GLOBALS.set(base as usize, size);
+        crate::base::trusted::GLOBALS.set(base as usize, size);
     }
 
     /// Bytes of the area as recorded in this process (0: unknown; arrays
     /// of an unknown area are treated as empty and full).
     pub fn size(&self) -> usize {
-        crate::trusted::GLOBALS.get(self.base as usize)
+        crate::base::trusted::GLOBALS.get(self.base as usize)
     }
 
     /// Stop using this area (about to be unmapped).
     pub fn forget(&self) {
-        crate::trusted::GLOBALS.remove(self.base as usize);
+        crate::base::trusted::GLOBALS.remove(self.base as usize);
     }
 
     pub fn header(&self) -> &Header {
@@ -243,7 +243,7 @@ impl Globals {
     /// As [`Globals::load_str`]; `src` NUL-terminated or valid for `cap` bytes.
     pub unsafe fn store_str(&self, off: u64, cap: usize, src: *const u8) {
         let seq = self.seq(off);
-        let me = crate::sys::gettid();
+        let me = crate::base::sys::gettid();
         let mut tries = 0u32;
         let mut since = 0u64;
         let base = loop {
@@ -268,7 +268,7 @@ impl Globals {
                 continue;
             }
             let owner = seq_owner(s);
-            if (owner == me || crate::sys::task_dead(owner))
+            if (owner == me || crate::base::sys::task_dead(owner))
                 && seq
                     .compare_exchange(
                         s,
@@ -280,13 +280,13 @@ impl Globals {
             {
                 break seq_base(s);
             }
-            let now = crate::sys::monotonic_ns();
+            let now = crate::base::sys::monotonic_ns();
             if since == 0 {
                 since = now;
             } else if now.saturating_sub(since) > WRITE_WAIT_NS {
                 return;
             }
-            crate::sys::sched_yield();
+            crate::base::sys::sched_yield();
         };
         // SAFETY: caller contract.
         unsafe { copy_str(self.base.add(off as usize + 8), src, cap) };
@@ -379,7 +379,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let h = std::thread::spawn(move || {
-            tx.send(crate::sys::gettid()).unwrap();
+            tx.send(crate::base::sys::gettid()).unwrap();
             let _ = go_rx.recv();
         });
         (rx.recv().unwrap(), go_tx, h)

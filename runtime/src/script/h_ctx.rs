@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering;
 use super::ctx::{ProbeCtx, Sample, ERR_CONTEXT};
 use super::globals::copy_str;
 use super::helpers::{cap_of, globals_of, put};
-use crate::sys;
+use crate::base::sys;
 
 /// The sample a handler runs over in system-wide mode (None in a target).
 ///
@@ -220,8 +220,8 @@ pub(super) unsafe extern "C" fn usymname(ctx: *mut ProbeCtx, addr: i64, dst: *mu
     if unsafe { no_symbols_here(ctx) } {
         return;
     }
-    let found =
-        crate::symbols::current().and_then(|idx| crate::symbols::containing_at(idx, addr as u64));
+    let found = crate::proc::symbols::current()
+        .and_then(|idx| crate::proc::symbols::containing_at(idx, addr as u64));
     match found {
         // SAFETY: caller contract.
         Some((o, i)) => unsafe { put(dst, cap, o.display_name(i).as_bytes()) },
@@ -231,7 +231,7 @@ pub(super) unsafe extern "C" fn usymname(ctx: *mut ProbeCtx, addr: i64, dst: *mu
                 data: &mut tmp,
                 len: 0,
             };
-            crate::output::push_hex(&mut b, addr as u64);
+            crate::session::output::push_hex(&mut b, addr as u64);
             let n = b.len;
             // SAFETY: caller contract.
             unsafe { put(dst, cap, &tmp[..n]) };
@@ -252,7 +252,7 @@ pub(super) unsafe extern "C" fn print_ubacktrace(ctx: *mut ProbeCtx) {
         return;
     }
     // SAFETY: live registers of the probed thread; its own thread slot.
-    unsafe { crate::backtrace::dump_regs(crate::threads::current(), &*regs, false) };
+    unsafe { crate::hit::backtrace::dump_regs(crate::hit::threads::current(), &*regs, false) };
 }
 
 /// `ubacktrace()`: the return addresses of the probed context, hex,
@@ -263,7 +263,7 @@ pub(super) unsafe extern "C" fn print_ubacktrace(ctx: *mut ProbeCtx) {
 /// # Safety
 /// `ctx` live; `dst` valid for `cap` bytes.
 pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap: i64) {
-    use crate::unwind_dwarf::{step, Frame};
+    use crate::proc::eh_frame::{step, Frame};
     let cap = cap_of(cap);
     if cap == 0 {
         return;
@@ -282,23 +282,23 @@ pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap
     };
     // SAFETY: caller contract.
     let regs = unsafe { (*ctx).regs };
-    if let (false, Some(idx)) = (regs.is_null(), crate::symbols::current()) {
+    if let (false, Some(idx)) = (regs.is_null(), crate::proc::symbols::current()) {
         // SAFETY: live registers of the probed thread.
         let mut f = Frame::from_ptregs(unsafe { &*regs });
-        crate::output::push_hex(&mut b, f.ip());
-        let tramp = crate::trap::trampoline_addr();
-        let ts = crate::threads::current();
+        crate::session::output::push_hex(&mut b, f.ip());
+        let tramp = crate::hit::asm::trampoline_addr();
+        let ts = crate::hit::threads::current();
         for i in 0..24 {
             match step(idx, &f, i == 0) {
                 Ok(mut n) if n.ip() == tramp => {
                     // A kretprobe's hijacked return: the thread's instance
                     // for that stack slot holds the real address.
                     // SAFETY: ts is this thread's own slot.
-                    match unsafe { crate::backtrace::unhijack(ts, n.ra_slot) } {
+                    match unsafe { crate::hit::backtrace::unhijack(ts, n.ra_slot) } {
                         Some(real) => {
                             n.regs[16] = real;
                             b.push(b' ');
-                            crate::output::push_hex(&mut b, n.ip());
+                            crate::session::output::push_hex(&mut b, n.ip());
                             f = n;
                         }
                         None => break,
@@ -306,7 +306,7 @@ pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap
                 }
                 Ok(n) if n.ip() != 0 => {
                     b.push(b' ');
-                    crate::output::push_hex(&mut b, n.ip());
+                    crate::session::output::push_hex(&mut b, n.ip());
                     f = n;
                 }
                 _ => break,

@@ -3,7 +3,7 @@
 
 use super::ctx::{ProbeCtx, ERR_FAULT};
 use super::helpers::cap_of;
-use crate::sys;
+use crate::base::sys;
 
 pub(super) const SYS_PROCESS_VM_READV: usize = 310;
 pub(super) const SYS_PROCESS_VM_WRITEV: usize = 311;

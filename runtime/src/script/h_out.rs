@@ -175,9 +175,9 @@ pub(super) unsafe extern "C" fn hist_print(
     for i in 0..n.max(0) as u64 {
         let v = g.long(off as u64 + 8 * i).load(Ordering::Relaxed);
         if v != 0 {
-            crate::output::push_dec(&mut b, i);
+            crate::session::output::push_dec(&mut b, i);
             b.push(b':');
-            crate::output::push_dec(&mut b, v as u64);
+            crate::session::output::push_dec(&mut b, v as u64);
             b.push(b',');
         }
     }

@@ -33,7 +33,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::globals::{c_len, copy_str, Globals};
-use crate::sys;
+use crate::base::sys;
 
 pub const EMPTY: u64 = 0;
 pub const BUSY: u64 = 1;
@@ -193,7 +193,7 @@ impl Map {
         let (capacity, nslots, entry_size) = (ld(&h.capacity), ld(&h.nslots), ld(&h.entry_size));
         let (keys, value, cap, hist) = (ld(&h.keys), ld(&h.value), ld(&h.cap), ld(&h.hist_bytes));
         let words = [capacity, nslots, entry_size, keys, value, cap, hist];
-        let want = crate::trusted::ARRAYS.get(base as usize);
+        let want = crate::base::trusted::ARRAYS.get(base as usize);
         // SAFETY: a non-zero entry is a leaked [u64; 7] (record_shape), never freed.
         if want != 0 && unsafe { *(want as *const [u64; 7]) } != words {
             return m;
@@ -271,19 +271,19 @@ impl Map {
             shape.cap,
             round8(shape.hist_bytes),
         ];
-        let cur = crate::trusted::ARRAYS.get(key);
+        let cur = crate::base::trusted::ARRAYS.get(key);
         // SAFETY: as in `at`.
         if cur != 0 && unsafe { *(cur as *const [u64; 7]) } == words {
             return;
         }
         // Leaked: a reader may still hold the old pointer (a few words per array).
         let p = Box::leak(Box::new(words)) as *const [u64; 7] as usize;
-        crate::trusted::ARRAYS.set(key, p);
+        crate::base::trusted::ARRAYS.set(key, p);
     }
 
     /// Forget the recorded header of the array at `off` of `g`.
     pub fn forget_shape(g: &Globals, off: u64) {
-        crate::trusted::ARRAYS.remove(g.base() as usize + off as usize);
+        crate::base::trusted::ARRAYS.remove(g.base() as usize + off as usize);
     }
 
     /// Did the header pass the checks of [`Map::at`]?
@@ -720,7 +720,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let h = std::thread::spawn(move || {
-            tx.send(crate::sys::gettid()).unwrap();
+            tx.send(crate::base::sys::gettid()).unwrap();
             let _ = go_rx.recv();
         });
         let tid = rx.recv().unwrap();

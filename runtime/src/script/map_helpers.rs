@@ -77,7 +77,8 @@ pub(crate) unsafe extern "C" fn map_get(
     dst: *mut u8,
     cap: i64,
 ) -> i64 {
-    let Some((g, m)) = map(ctx, off) else {
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    let Some((g, m)) = (unsafe { map(ctx, off) }) else {
         return 0;
     };
     // SAFETY: helper contract.
@@ -105,7 +106,10 @@ pub(crate) unsafe extern "C" fn map_get(
 /// # Safety
 /// Helper contract.
 pub(crate) unsafe extern "C" fn map_set(ctx: *mut ProbeCtx, off: i64, keys: Keys, v: i64) {
-    let Some((g, m)) = map(ctx, off) else { return };
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    let Some((g, m)) = (unsafe { map(ctx, off) }) else {
+        return;
+    };
     // SAFETY: helper contract.
     match unsafe { m.find_or_insert(keys) } {
         Ok(i) if m.value_kind() == Kind::Str => {
@@ -113,7 +117,8 @@ pub(crate) unsafe extern "C" fn map_set(ctx: *mut ProbeCtx, off: i64, keys: Keys
             unsafe { g.store_str(value_off(&g, &m, i), m.cap(), v as *const u8) }
         }
         Ok(i) => m.long(i).store(v as u64, Ordering::Relaxed),
-        Err(e) => full(ctx, e),
+        // SAFETY: the caller's contract (the live context).
+        Err(e) => unsafe { full(ctx, e) },
     }
 }
 
@@ -122,14 +127,16 @@ pub(crate) unsafe extern "C" fn map_set(ctx: *mut ProbeCtx, off: i64, keys: Keys
 /// # Safety
 /// Helper contract.
 pub(crate) unsafe extern "C" fn map_add(ctx: *mut ProbeCtx, off: i64, keys: Keys, d: i64) -> i64 {
-    let Some((_, m)) = map(ctx, off) else {
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    let Some((_, m)) = (unsafe { map(ctx, off) }) else {
         return 0;
     };
     // SAFETY: helper contract.
     match unsafe { m.find_or_insert(keys) } {
         Ok(i) => (m.long(i).fetch_add(d as u64, Ordering::Relaxed) as i64).wrapping_add(d),
         Err(e) => {
-            full(ctx, e);
+            // SAFETY: the caller's contract (the live context).
+            unsafe { full(ctx, e) };
             0
         }
     }
@@ -141,7 +148,8 @@ pub(crate) unsafe extern "C" fn map_add(ctx: *mut ProbeCtx, off: i64, keys: Keys
 /// Helper contract.
 pub(crate) unsafe extern "C" fn map_in(ctx: *mut ProbeCtx, off: i64, keys: Keys) -> i64 {
     // SAFETY: helper contract.
-    map(ctx, off).map_or(0, |(_, m)| i64::from(unsafe { m.find(keys) }.is_some()))
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    unsafe { map(ctx, off) }.map_or(0, |(_, m)| i64::from(unsafe { m.find(keys) }.is_some()))
 }
 
 /// `delete a[k]`.
@@ -149,7 +157,8 @@ pub(crate) unsafe extern "C" fn map_in(ctx: *mut ProbeCtx, off: i64, keys: Keys)
 /// # Safety
 /// Helper contract.
 pub(crate) unsafe extern "C" fn map_delete(ctx: *mut ProbeCtx, off: i64, keys: Keys) {
-    if let Some((_, m)) = map(ctx, off) {
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    if let Some((_, m)) = unsafe { map(ctx, off) } {
         // SAFETY: helper contract.
         unsafe { m.delete(keys) };
     }
@@ -160,7 +169,8 @@ pub(crate) unsafe extern "C" fn map_delete(ctx: *mut ProbeCtx, off: i64, keys: K
 /// # Safety
 /// Helper contract.
 pub(crate) unsafe extern "C" fn map_clear(ctx: *mut ProbeCtx, off: i64) {
-    if let Some((_, m)) = map(ctx, off) {
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    if let Some((_, m)) = unsafe { map(ctx, off) } {
         m.clear();
     }
 }
@@ -171,7 +181,8 @@ pub(crate) unsafe extern "C" fn map_clear(ctx: *mut ProbeCtx, off: i64) {
 /// # Safety
 /// Helper contract.
 pub(crate) unsafe extern "C" fn map_agg(ctx: *mut ProbeCtx, off: i64, keys: Keys, v: i64) -> i64 {
-    let Some((g, m)) = map(ctx, off) else {
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    let Some((g, m)) = (unsafe { map(ctx, off) }) else {
         return -1;
     };
     // SAFETY: helper contract.
@@ -185,7 +196,8 @@ pub(crate) unsafe extern "C" fn map_agg(ctx: *mut ProbeCtx, off: i64, keys: Keys
             o as i64
         }
         Err(e) => {
-            full(ctx, e);
+            // SAFETY: the caller's contract (the live context).
+            unsafe { full(ctx, e) };
             -1
         }
     }
@@ -207,7 +219,10 @@ pub(crate) unsafe extern "C" fn map_hist_print(
     step: i64,
     n: i64,
 ) {
-    let Some((g, m)) = map(ctx, off) else { return };
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    let Some((g, m)) = (unsafe { map(ctx, off) }) else {
+        return;
+    };
     // SAFETY: helper contract.
     let (at, n) = match unsafe { m.find(keys) } {
         Some(i) => (value_off(&g, &m, i) as i64 + hoff, n),
@@ -223,7 +238,8 @@ pub(crate) unsafe extern "C" fn map_hist_print(
 /// # Safety
 /// Helper contract.
 pub(crate) unsafe extern "C" fn map_stat(ctx: *mut ProbeCtx, off: i64, keys: Keys, op: i64) -> i64 {
-    let Some((g, m)) = map(ctx, off) else {
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    let Some((g, m)) = (unsafe { map(ctx, off) }) else {
         return 0;
     };
     // SAFETY: helper contract.
@@ -330,7 +346,8 @@ pub(crate) unsafe extern "C" fn map_sorted(
     sort: i64,
     limit: i64,
 ) -> i64 {
-    let Some((g, m)) = map(ctx, off) else {
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    let Some((g, m)) = (unsafe { map(ctx, off) }) else {
         return 0;
     };
     // SAFETY: helper contract.
@@ -370,7 +387,8 @@ pub(crate) unsafe extern "C" fn map_key(
     dst: *mut u8,
     cap: i64,
 ) -> i64 {
-    let Some((_, m)) = map(ctx, off) else {
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    let Some((_, m)) = (unsafe { map(ctx, off) }) else {
         return 0;
     };
     let (i, k) = (i as usize, k as usize);
@@ -394,7 +412,8 @@ pub(crate) unsafe extern "C" fn map_value(
     dst: *mut u8,
     cap: i64,
 ) -> i64 {
-    let Some((g, m)) = map(ctx, off) else {
+    // SAFETY: the caller's contract (the live context, an array's offset).
+    let Some((g, m)) = (unsafe { map(ctx, off) }) else {
         return 0;
     };
     let i = i as usize;

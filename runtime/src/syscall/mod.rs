@@ -31,7 +31,7 @@
 //!   seccomp RET_TRAP would filter by number, but its filters can never be
 //!   removed and survive execve, so a child exec'ed without the runtime
 //!   would be killed by SIGSYS.
-//! * The runtime's own raw system calls (`crate::sys`, through a `syscall;
+//! * The runtime's own raw system calls (`crate::base::sys`, through a `syscall;
 //!   ret` gadget in the exempt range) never trap. Probe handlers run with
 //!   the thread's selector at ALLOW, so their system calls are not seen
 //!   either.
@@ -51,13 +51,13 @@
 //! //          changing ax changes what the target sees.
 //! unsafe extern "C" fn on_ret(p: *mut SyscallProbe, regs: *mut PtRegs) -> c_int { 0 }
 //! // Owned registration (the runtime keeps the numbers and the struct):
-//! let id = syscall::register_fns(&[2, 257, 437, 85], None, Some(on_ret), data)?; // Result<ProbeId, i32 (-errno)>
-//! syscall::unregister_id(id);
+//! let id = crate::syscall::register_fns(&[2, 257, 437, 85], None, Some(on_ret), data)?; // Result<ProbeId, i32 (-errno)>
+//! crate::syscall::unregister_id(id);
 //! // Inside a handler: per-call scratch shared by entry and return of one
 //! // call (CALL_DATA_SIZE = 64 bytes, zeroed when the call traps):
-//! let p: *mut u8 = syscall::call_data();
+//! let p: *mut u8 = crate::syscall::call_data();
 //! // Or with a caller-owned struct, exactly like the C API:
-//! // unsafe { syscall::register(p: *mut SyscallProbe) -> i32 }  /  syscall::unregister(p)
+//! // unsafe { crate::syscall::register(p: *mut SyscallProbe) -> i32 }  /  crate::syscall::unregister(p)
 //! ```
 //!
 //! Also: [`arm_all_threads`] (arm threads that already exist, e.g. after
@@ -70,137 +70,57 @@
 //! `syscall_probe_data()`, `ptap_syscall_stats()`,
 //! `ptap_syscall_armed_threads()`.
 
-pub mod clone;
-pub mod handler;
 pub mod sites;
-pub mod table;
 
-use core::ffi::{c_int, c_uint, c_ulong, c_void};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use core::ffi::{c_int, c_void};
+
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 pub use ptap_arch::regs::PtRegs;
 
-use crate::sys;
-
-/// `int (*)(struct syscall_probe *, struct pt_regs *)`.
-pub type Handler = unsafe extern "C" fn(*mut SyscallProbe, *mut PtRegs) -> c_int;
-
-/// `struct syscall_probe` of `ptap/syscalls.h`, field for field.
-#[repr(C)]
-pub struct SyscallProbe {
-    /// The system call numbers (x86-64) this probe watches.
-    pub nrs: *const c_int,
-    pub n: c_int,
-    pub entry: Option<Handler>,
-    pub ret: Option<Handler>,
-    /// Hits that ran no handler (reentrancy, thread table full).
-    pub nmissed: c_ulong,
-    /// SYSCALL_PROBE_DISABLED: registered but its handlers do not run.
-    pub flags: c_uint,
-    /// For the probe's owner.
-    pub data: *mut c_void,
-    pub private: [*mut c_void; 2],
-}
-
-pub const SYSCALL_PROBE_DISABLED: c_uint = 1;
-
-// The C layout of ptap/syscalls.h (x86-64).
-const _: () = assert!(core::mem::size_of::<SyscallProbe>() == 72);
-const _: () = assert!(core::mem::offset_of!(SyscallProbe, nmissed) == 32);
-const _: () = assert!(core::mem::offset_of!(SyscallProbe, data) == 48);
-
-/// Highest system call number + 1 that can be probed.
-pub const MAX_NR: usize = 512;
-const WORDS: usize = MAX_NR / 64;
-/// Probes registered at once.
-pub const MAX_PROBES: usize = 64;
-
-struct Reg {
-    probe: AtomicPtr<SyscallProbe>,
-    entry: [AtomicU64; WORDS],
-    ret: [AtomicU64; WORDS],
-}
-
-static REGS: [Reg; MAX_PROBES] = [const {
-    Reg {
-        probe: AtomicPtr::new(core::ptr::null_mut()),
-        entry: [const { AtomicU64::new(0) }; WORDS],
-        ret: [const { AtomicU64::new(0) }; WORDS],
-    }
-}; MAX_PROBES];
-
-/// Union of every registered probe's numbers (the hit path's first test).
-static ENTRY_ANY: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
-static RET_ANY: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+use crate::base::sys;
+use crate::hit::sigsys::probes::disarm_self;
+use crate::hit::sigsys::probes::resting_selector;
+use crate::hit::sigsys::probes::SyscallProbe;
+use crate::hit::sigsys::probes::Untraced;
+use crate::hit::sigsys::probes::ARM_MAGIC;
+use crate::hit::sigsys::probes::FOLLOW;
+use crate::hit::sigsys::probes::MAX_NR;
+use crate::hit::sigsys::probes::SHUT;
+use crate::hit::sigsys::probes::{
+    Handler, ENTRY_ANY, EXEMPT_LEN, EXEMPT_START, ON, REGS, RET_ANY, WORDS,
+};
+use crate::hit::sigsys::{self, table};
 
 /// Registration lock (register/unregister only, never the hit path).
 static REG_LOCK: AtomicBool = AtomicBool::new(false);
 
-static FORK_REG_LOCK: crate::forklock::FlagSlot = crate::forklock::FlagSlot::new(&REG_LOCK);
+static FORK_REG_LOCK: crate::base::forklock::FlagSlot =
+    crate::base::forklock::FlagSlot::new(&REG_LOCK);
 
-/// The registry lock for the fork handlers (`crate::forklock`).
-pub(crate) fn fork_lock() -> &'static dyn crate::forklock::ForkLock {
+/// The registry lock for the fork handlers (`crate::base::forklock`).
+pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_REG_LOCK
 }
+
 /// The runtime's constructor has finished: arming is allowed.
 static READY: AtomicBool = AtomicBool::new(false);
-/// Probes exist and the runtime has not shut down: armed threads trap.
-pub(crate) static ON: AtomicBool = AtomicBool::new(false);
-/// The runtime shut down (detach or exit): never arm again; each armed
-/// thread disarms itself at its next (last) trap.
-pub(crate) static SHUT: AtomicBool = AtomicBool::new(false);
+
 static HANDLER_INSTALLED: AtomicBool = AtomicBool::new(false);
-/// Follow children (the default). `PTAP_SYSCALL_FOLLOW=0` limits syscall
-/// probes to the first process: its forked children are not armed, and
-/// processes it execs (which inherit `PTAP_SYSCALL_FOLLOW=0:<first pid>`)
-/// never arm.
-pub(crate) static FOLLOW: AtomicBool = AtomicBool::new(true);
 
 /// Environment variable limiting syscall probes to the first process.
 pub const ENV_FOLLOW: &str = "PTAP_SYSCALL_FOLLOW";
 
-/// SIGSYS traps taken (every system call of an armed thread).
-pub static TRAPS: AtomicU64 = AtomicU64::new(0);
-/// Handler invocations (entry + ret).
-pub static HITS: AtomicU64 = AtomicU64::new(0);
-
-/// The runtime's executable segment: the dispatch's exempt range.
-static EXEMPT_START: AtomicU64 = AtomicU64::new(0);
-static EXEMPT_LEN: AtomicU64 = AtomicU64::new(0);
-
 const EINVAL: i32 = 22;
+
 const EEXIST: i32 = 17;
+
 const ENOSPC: i32 = 28;
+
 const ENOSYS: i32 = 38;
 
-#[inline]
-fn bit(words: &[AtomicU64; WORDS], nr: usize) -> bool {
-    nr < MAX_NR && words[nr / 64].load(Ordering::Acquire) & (1u64 << (nr % 64)) != 0
-}
-
-/// Is `nr` watched at entry / at return by any probe?
-#[inline]
-pub fn watched(nr: usize) -> (bool, bool) {
-    (bit(&ENTRY_ANY, nr), bit(&RET_ANY, nr))
-}
-
-/// Visit the live probes watching `nr` (entry or ret), in slot order.
-/// Hit path: atomics only.
-#[inline]
-pub(crate) fn for_each_probe(nr: usize, at_ret: bool, mut f: impl FnMut(usize, *mut SyscallProbe)) {
-    for (i, r) in REGS.iter().enumerate() {
-        let p = r.probe.load(Ordering::Acquire);
-        if p.is_null() {
-            continue;
-        }
-        let m = if at_ret { &r.ret } else { &r.entry };
-        if bit(m, nr) {
-            f(i, p);
-        }
-    }
-}
-
 struct Locked;
+
 impl Locked {
     fn take() -> Locked {
         while REG_LOCK
@@ -212,6 +132,7 @@ impl Locked {
         Locked
     }
 }
+
 impl Drop for Locked {
     fn drop(&mut self) {
         REG_LOCK.store(false, Ordering::Release);
@@ -312,7 +233,7 @@ pub unsafe fn register(p: *mut SyscallProbe) -> i32 {
 /// probes (see [`sites`]). Not for the hit path, nor signal context.
 fn sync_sites() {
     let active = ON.load(Ordering::Acquire) && !SHUT.load(Ordering::Acquire);
-    sites::sync(active);
+    crate::syscall::sites::sync(active);
 }
 
 /// Unregister a syscall probe. Once this returns no handler of `p` runs
@@ -345,7 +266,7 @@ pub unsafe fn unregister(p: *mut SyscallProbe) {
         sync_sites();
     }
     if !table::synchronize() {
-        crate::output::diag(
+        crate::session::output::diag(
             b"ptap: unregister_syscall_probe: a thread stayed inside syscall probe handlers for 3 s; gave up waiting\n",
         );
     }
@@ -401,11 +322,6 @@ pub fn register_fns(
     Ok(ProbeId(raw as usize))
 }
 
-/// Bytes of per-call scratch a handler gets from [`call_data`].
-pub const CALL_DATA_SIZE: usize = 64;
-/// Probes of one call that can have scratch (more get NULL).
-pub const CALL_DATA_PROBES: usize = 8;
-
 /// The running handler's per-call scratch: [`CALL_DATA_SIZE`] bytes, zeroed
 /// when the call traps, the same at entry and at return of one call for one
 /// probe (what a kretprobe's `ri->data` is for a function). NULL outside a
@@ -435,8 +351,6 @@ pub fn probe_of(id: ProbeId) -> *const SyscallProbe {
     unsafe { core::ptr::addr_of!((*(id.0 as *const Owned)).probe) }
 }
 
-// ------------------------------------------------------------ arming
-
 /// Find the runtime's executable PT_LOAD segment (the exempt range).
 fn find_exempt() -> bool {
     if EXEMPT_LEN.load(Ordering::Acquire) != 0 {
@@ -445,14 +359,14 @@ fn find_exempt() -> bool {
     // Only when the runtime's start-up found libc before installing its
     // signal handlers (their restorer must lie in the exempt range).
     {
-        if let Some((start, len)) = sites::exempt() {
+        if let Some((start, len)) = crate::syscall::sites::exempt() {
             EXEMPT_START.store(start, Ordering::Release);
             // The kernel tests the address *after* the syscall instruction.
             EXEMPT_LEN.store(len + 2, Ordering::Release);
             return true;
         }
     }
-    let me = handler::on_sigsys as *const () as u64;
+    let me = sigsys::on_sigsys as *const () as u64;
     let mut found = (0u64, 0u64);
     unsafe extern "C" fn cb(
         info: *mut libc::dl_phdr_info,
@@ -494,9 +408,6 @@ fn find_exempt() -> bool {
     EXEMPT_LEN.store(found.1 + 2, Ordering::Release);
     true
 }
-
-/// si_value of the SIGSYS that asks a thread to arm itself.
-pub(crate) const ARM_MAGIC: u64 = 0x7074_6170_5f61_726d; // "ptap_arm"
 
 /// Threads whose arming request is deferred (they were blocked in a call
 /// that an interrupting handler would turn into EINTR): retried by the
@@ -551,7 +462,7 @@ fn blocked_in_eintr_call(tid: i32) -> bool {
 fn ask_to_arm(pid: i32, tid: i32) -> bool {
     // siginfo: signo, errno, code = SI_QUEUE, pid, uid, value.
     let mut info = [0u64; 16];
-    info[0] = handler::SIGSYS as u64; // si_signo, si_errno = 0
+    info[0] = sigsys::SIGSYS as u64; // si_signo, si_errno = 0
     info[1] = (-1i32) as u32 as u64; // si_code = SI_QUEUE
                                      // SAFETY: getuid takes no arguments.
     let uid = unsafe { sys::syscall3(102, 0, 0, 0) } as u64;
@@ -563,7 +474,7 @@ fn ask_to_arm(pid: i32, tid: i32) -> bool {
             297,
             pid as usize,
             tid as usize,
-            handler::SIGSYS as usize,
+            sigsys::SIGSYS as usize,
             info.as_ptr() as usize,
             0,
             0,
@@ -643,7 +554,7 @@ pub fn arm_all_threads() {
         }
         sys::sleep_us(1000);
     }
-    let have_control_thread = crate::output::session().is_some();
+    let have_control_thread = crate::session::output::session().is_some();
     for t in deferred {
         let parked = have_control_thread
             && DEFERRED.iter().any(|d| {
@@ -655,7 +566,7 @@ pub fn arm_all_threads() {
         }
     }
     if DEFERRED.iter().any(|d| d.load(Ordering::Relaxed) != 0) {
-        if let Some(s) = crate::output::session() {
+        if let Some(s) = crate::session::output::session() {
             // Wake the control thread (a spurious wake-up elsewhere is harmless).
             // SAFETY: the session's detach futex word.
             unsafe { sys::futex_wake(s.control().detach.as_ptr() as *const u32) };
@@ -696,49 +607,12 @@ pub fn retry_deferred_arming() -> bool {
 /// handler performs runs with exactly the target's signal mask. (SA_RESTART
 /// does not touch trapped calls: their saved rax is the number, never an
 /// -ERESTART code.)
-fn install_handler() {
-    if HANDLER_INSTALLED.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let act = sys::KSigaction {
-        handler: handler::on_sigsys as *const () as usize,
-        // SA_RESTART: a call interrupted by an arming request restarts.
-        flags: sys::SA_SIGINFO | sys::SA_NODEFER | sys::SA_RESTART,
-        restorer: 0,
-        mask: 0,
-    };
-    // SAFETY: installing our handler; the target's own SIGSYS action was
-    // recorded by trap::install (SIGSYS is a managed signal) and is chained.
-    unsafe { sys::rt_sigaction(handler::SIGSYS, Some(&act), None) };
-    // Handlers the target installed before us must not block SIGSYS while
-    // they run (a trapped syscall with SIGSYS blocked kills the process).
-    for sig in 1..=64 {
-        if sig == 9 || sig == 19 || crate::trap::managed(sig) {
-            continue;
-        }
-        let mut old = sys::KSigaction::default();
-        // SAFETY: query, then rewrite the same action with a narrower mask.
-        unsafe {
-            if sys::rt_sigaction(sig, None, Some(&mut old)) == 0
-                && old.handler > 1
-                && old.mask & crate::trap::managed_mask() != 0
-            {
-                old.mask &= !crate::trap::managed_mask();
-                sys::rt_sigaction(sig, Some(&old), None);
-            }
-        }
-    }
-}
-
-/// Arm the calling thread (prctl) with its own selector. 0 or -errno.
+/// Arm the calling thread (prctl) with its own selector, finding the exempt
+/// range and installing the SIGSYS handler first. 0 or -errno.
 pub(crate) fn arm_current() -> i32 {
     let Some(s) = table::current() else {
         return -ENOSPC;
     };
-    arm_slot(s)
-}
-
-pub(crate) fn arm_slot(s: &table::Slot) -> i32 {
     if s.armed.load(Ordering::Acquire) != 0 || SHUT.load(Ordering::Acquire) {
         return 0;
     }
@@ -746,36 +620,41 @@ pub(crate) fn arm_slot(s: &table::Slot) -> i32 {
         return -ENOSYS;
     }
     install_handler();
-    // SIGSYS must never be blocked on an armed thread.
-    let unblock = sys::sigbit(handler::SIGSYS);
-    // SAFETY: unblocking one signal in this thread.
-    unsafe { sys::rt_sigprocmask(1, Some(&unblock), None) };
-    s.selector.store(
-        if ON.load(Ordering::Acquire) {
-            table::BLOCK
-        } else {
-            table::ALLOW
-        },
-        Ordering::Release,
-    );
-    // SAFETY: prctl(PR_SET_SYSCALL_USER_DISPATCH, ON, start, len, &selector):
-    // the selector lives in the never-freed table.
-    let r = unsafe {
-        sys::syscall6(
-            157,
-            59,
-            1,
-            EXEMPT_START.load(Ordering::Acquire) as usize,
-            EXEMPT_LEN.load(Ordering::Acquire) as usize,
-            s.selector.as_ptr() as usize,
-            0,
-        )
-    };
-    if r != 0 {
-        return -ENOSYS;
+    sigsys::probes::arm_slot(s)
+}
+
+fn install_handler() {
+    if HANDLER_INSTALLED.swap(true, Ordering::AcqRel) {
+        return;
     }
-    s.armed.store(1, Ordering::Release);
-    0
+    let act = sys::KSigaction {
+        handler: sigsys::on_sigsys as *const () as usize,
+        // SA_RESTART: a call interrupted by an arming request restarts.
+        flags: sys::SA_SIGINFO | sys::SA_NODEFER | sys::SA_RESTART,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: installing our handler; the target's own SIGSYS action was
+    // recorded by crate::lifecycle::install::install (SIGSYS is a managed signal) and is chained.
+    unsafe { sys::rt_sigaction(sigsys::SIGSYS, Some(&act), None) };
+    // Handlers the target installed before us must not block SIGSYS while
+    // they run (a trapped syscall with SIGSYS blocked kills the process).
+    for sig in 1..=64 {
+        if sig == 9 || sig == 19 || crate::base::signo::managed(sig) {
+            continue;
+        }
+        let mut old = sys::KSigaction::default();
+        // SAFETY: query, then rewrite the same action with a narrower mask.
+        unsafe {
+            if sys::rt_sigaction(sig, None, Some(&mut old)) == 0
+                && old.handler > 1
+                && old.mask & crate::base::signo::managed_mask() != 0
+            {
+                old.mask &= !crate::base::signo::managed_mask();
+                sys::rt_sigaction(sig, Some(&old), None);
+            }
+        }
+    }
 }
 
 fn turn_on() {
@@ -789,17 +668,6 @@ fn turn_on() {
 fn turn_off() {
     ON.store(false, Ordering::Release);
     table::set_all_selectors(resting_selector());
-}
-
-/// What an armed thread's selector holds outside handlers: BLOCK while
-/// probes are on, and after shutdown (so the thread's next call is its last
-/// trap, where it turns the dispatch off); ALLOW otherwise.
-pub(crate) fn resting_selector() -> u8 {
-    if ON.load(Ordering::Acquire) || SHUT.load(Ordering::Acquire) {
-        table::BLOCK
-    } else {
-        table::ALLOW
-    }
 }
 
 /// Armed threads of this process (the kernel's dispatch is on for them).
@@ -831,7 +699,7 @@ pub fn runtime_ready() {
         turn_on();
         sync_sites();
     } else {
-        crate::output::diag(
+        crate::session::output::diag(
             b"ptap: syscall probes: Syscall User Dispatch is not available; syscall probes are inactive\n",
         );
     }
@@ -841,7 +709,7 @@ pub fn runtime_ready() {
 /// that is never armed (PTAP_SYSCALL_FOLLOW=0) puts libc's sites back.
 pub fn after_fork_child() {
     if SHUT.load(Ordering::Acquire) {
-        sites::sync(false);
+        crate::syscall::sites::sync(false);
     }
 }
 
@@ -855,8 +723,8 @@ pub fn shutdown() {
     ON.store(false, Ordering::Release);
     table::set_all_selectors(table::BLOCK);
     // libc's bytes are put back.
-    sites::sync(false);
-    if sites::exempt().is_some() {
+    crate::syscall::sites::sync(false);
+    if crate::syscall::sites::exempt().is_some() {
         disarm_all_threads();
     }
 }
@@ -882,171 +750,5 @@ fn disarm_all_threads() {
     }
 }
 
-/// The calling thread turns its dispatch off (after shutdown). Hit path.
-pub(crate) fn disarm_self(slot: Option<&'static table::Slot>) {
-    // SAFETY: prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF) for
-    // the calling thread only.
-    unsafe { sys::syscall6(157, 59, 0, 0, 0, 0, 0) };
-    if let Some(s) = slot {
-        s.armed.store(0, Ordering::Release);
-        s.selector.store(table::ALLOW, Ordering::Release);
-    }
-}
-
-/// While alive, the calling thread's system calls are not trapped (runtime
-/// work on a target thread, e.g. starting the runtime's own threads, which
-/// then are not armed either).
-pub struct Untraced {
-    slot: Option<&'static table::Slot>,
-}
-
-impl Untraced {
-    pub fn new() -> Untraced {
-        let slot = table::find(sys::gettid()).filter(|s| s.armed.load(Ordering::Acquire) != 0);
-        if let Some(s) = slot {
-            s.selector.store(table::ALLOW, Ordering::Release);
-        }
-        Untraced { slot }
-    }
-}
-
-impl Default for Untraced {
-    fn default() -> Self {
-        Untraced::new()
-    }
-}
-
-impl Drop for Untraced {
-    fn drop(&mut self) {
-        if let Some(s) = self.slot {
-            s.selector.store(resting_selector(), Ordering::Release);
-        }
-    }
-}
-
-// ------------------------------------------------------------ C API
-
-/// # Safety
-/// See [`register`].
-#[no_mangle]
-pub unsafe extern "C" fn register_syscall_probe(p: *mut SyscallProbe) -> c_int {
-    // SAFETY: forwarded contract.
-    unsafe { register(p) }
-}
-
-/// # Safety
-/// See [`unregister`].
-#[no_mangle]
-pub unsafe extern "C" fn unregister_syscall_probe(p: *mut SyscallProbe) {
-    // SAFETY: forwarded contract.
-    unsafe { unregister(p) }
-}
-
-/// `void *syscall_probe_data(void)`: see [`call_data`].
-#[no_mangle]
-pub extern "C" fn syscall_probe_data() -> *mut c_void {
-    call_data() as *mut c_void
-}
-
-/// `int ptap_syscall_armed_threads(void)`: threads of this process whose
-/// dispatch is on (for tests: 0 once every thread took its last trap after
-/// a detach).
-#[no_mangle]
-pub extern "C" fn ptap_syscall_armed_threads() -> c_int {
-    armed_threads() as c_int
-}
-
-/// libc sites moved out of libc now, and direct-path calls so far (see
-/// [`sites`]).
-/// # Safety
-/// NULL or valid pointers.
-#[no_mangle]
-pub unsafe extern "C" fn ptap_syscall_sites(
-    patched: *mut c_ulong,
-    int3: *mut c_ulong,
-    direct: *mut c_ulong,
-) {
-    // SAFETY: caller-provided out pointers (NULL allowed).
-    unsafe {
-        if !patched.is_null() {
-            *patched = sites::PATCHED.load(Ordering::Relaxed) as c_ulong;
-        }
-        if !int3.is_null() {
-            *int3 = sites::INT3.load(Ordering::Relaxed) as c_ulong;
-        }
-        if !direct.is_null() {
-            *direct = handler::DIRECT.load(Ordering::Relaxed);
-        }
-    }
-}
-
-/// Traps taken and handler invocations so far in this process.
-/// # Safety
-/// NULL or valid pointers.
-#[no_mangle]
-pub unsafe extern "C" fn ptap_syscall_stats(traps: *mut c_ulong, hits: *mut c_ulong) {
-    // SAFETY: caller-provided out pointers (NULL allowed).
-    unsafe {
-        if !traps.is_null() {
-            *traps = TRAPS.load(Ordering::Relaxed);
-        }
-        if !hits.is_null() {
-            *hits = HITS.load(Ordering::Relaxed);
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    unsafe extern "C" fn nop(_: *mut SyscallProbe, _: *mut PtRegs) -> c_int {
-        0
-    }
-
-    // Registration only: the runtime's constructor never runs in the test
-    // harness (READY stays false), so nothing is armed here.
-    #[test]
-    fn registry_tracks_numbers_and_refuses_bad_probes() {
-        let a = register_fns(&[2, 257, 437, 85], None, Some(nop), core::ptr::null_mut()).unwrap();
-        let b = register_fns(&[110], Some(nop), None, core::ptr::null_mut()).unwrap();
-        assert_eq!(watched(257), (false, true));
-        assert_eq!(watched(85), (false, true));
-        assert_eq!(watched(110), (true, false));
-        assert_eq!(watched(0), (false, false));
-        let mut seen = 0;
-        for_each_probe(437, true, |_, p| {
-            assert_eq!(p as *const SyscallProbe, probe_of(a));
-            seen += 1;
-        });
-        assert_eq!(seen, 1);
-        assert_eq!(
-            register_fns(&[512], Some(nop), None, core::ptr::null_mut()),
-            Err(-EINVAL)
-        );
-        assert_eq!(
-            register_fns(&[-1], Some(nop), None, core::ptr::null_mut()),
-            Err(-EINVAL)
-        );
-        assert_eq!(
-            register_fns(&[1], None, None, core::ptr::null_mut()),
-            Err(-EINVAL)
-        );
-        assert_eq!(
-            register_fns(&[], Some(nop), None, core::ptr::null_mut()),
-            Err(-EINVAL)
-        );
-        // SAFETY: probe_of(b) is registered; a second registration is refused.
-        assert_eq!(
-            unsafe { register(probe_of(b) as *mut SyscallProbe) },
-            -EEXIST
-        );
-        assert_eq!(unsafe { register(core::ptr::null_mut()) }, -EINVAL);
-        unregister_id(a);
-        assert_eq!(watched(257), (false, false));
-        assert_eq!(watched(110), (true, false));
-        unregister_id(b);
-        assert_eq!(watched(110), (false, false));
-        assert!(!ON.load(Ordering::Acquire));
-    }
-}
+mod tests;

@@ -45,13 +45,21 @@
 //! pattern of glibc) would not be seen; a site covered by a kprobe of the user
 //! is left alone (its calls are not seen while the kprobe is there).
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use ptap_arch::syssites::{self, SysSite};
 use ptap_arch::trampoline;
 
-use crate::sys;
+use crate::base::sys;
+use crate::hit::sigsys::hooks::{add_hook, NR_RT_SIGRETURN};
+
+pub(crate) use crate::syscall::sigsys::hooks::exempt;
+use crate::syscall::sigsys::hooks::intercepted;
+use crate::syscall::sigsys::hooks::SPECIAL_BITS;
+use crate::syscall::sigsys::hooks::TEXT;
+use crate::syscall::sigsys::hooks::TEXT_LEN;
+use crate::syscall::sigsys::hooks::TRAP_KIND;
 
 /// Numbers the SIGSYS handler must always see while probes are on: clone,
 /// clone3, fork, vfork (children are armed there), exit (the thread's slot
@@ -59,28 +67,12 @@ use crate::sys;
 /// (rt_sigaction, rt_sigprocmask, rt_sigsuspend, pselect6, ppoll,
 /// epoll_pwait, epoll_pwait2).
 pub const SPECIAL: [usize; 12] = [13, 14, 56, 57, 58, 60, 130, 270, 271, 281, 435, 441];
-/// Of these, the ones only the SIGSYS handler can make (children are armed
-/// there, the thread's slot is freed there): their moved sites trap. The
-/// mask calls take the direct path, which removes the managed signals from
-/// their masks for every thread (armed or not: an unarmed thread, such as
-/// a new thread of libc's pthread_create before it restores its mask, must
-/// not block SIGTRAP either, or an int3 of ours would kill the process).
-pub const TRAP_KIND: [usize; 5] = [56, 57, 58, 60, 435];
 
-/// rt_sigreturn: libc's `__restore_rt` is also the restorer of the runtime's
-/// own handlers (SIGSYS included): its sites are never moved (a probe of
-/// rt_sigreturn sees the calls made outside libc only).
-const NR_RT_SIGRETURN: u32 = 15;
-
-static SPECIAL_BITS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
-
-/// libc's executable segment (0 = not found).
-static TEXT: AtomicU64 = AtomicU64::new(0);
-static TEXT_LEN: AtomicU64 = AtomicU64::new(0);
 static DISCOVERED: AtomicBool = AtomicBool::new(false);
 
 /// Patched sites and int3 sites right now (for tests and `-v`).
 pub static PATCHED: AtomicUsize = AtomicUsize::new(0);
+
 pub static INT3: AtomicUsize = AtomicUsize::new(0);
 
 /// Probed numbers at patchable sites take the direct path (no trap) unless
@@ -177,128 +169,6 @@ fn libc_text() -> Option<(u64, u64)> {
     (data.1 != 0).then_some(data)
 }
 
-/// libc's text as the exempt range (start, length), when in use.
-pub fn exempt() -> Option<(u64, u64)> {
-    let len = TEXT_LEN.load(Ordering::Acquire);
-    (len != 0).then(|| (TEXT.load(Ordering::Acquire), len))
-}
-
-/// Must a call of `nr` be seen by the SIGSYS handler? Hit path.
-#[inline]
-pub fn intercepted(nr: u64) -> bool {
-    if nr >= super::MAX_NR as u64 {
-        return false;
-    }
-    let n = nr as usize;
-    SPECIAL_BITS[n / 64].load(Ordering::Relaxed) & (1 << (n % 64)) != 0 || {
-        let (e, r) = super::watched(n);
-        e || r
-    }
-}
-
-// ------------------------------------------------------------ SIGTRAP hook
-
-/// int3 addresses we own → where the thread goes: (key, trap target, native
-/// target). Patchable sites: key = the mov, both targets = its trampoline.
-/// int3 sites: key = the syscall, the two stubs. Entries are never removed.
-const HOOK_CAP: usize = 4096;
-static HOOK_KEY: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
-static HOOK_TRAP: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
-static HOOK_NATIVE: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
-static HOOK_DIRECT: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
-
-fn hslot(addr: u64) -> usize {
-    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % HOOK_CAP
-}
-
-fn add_hook(key: u64, trap: u64, native: u64, direct: u64) -> bool {
-    let h = hslot(key);
-    for k in 0..HOOK_CAP {
-        let i = (h + k) % HOOK_CAP;
-        let cur = HOOK_KEY[i].load(Ordering::Acquire);
-        if cur == key {
-            return true;
-        }
-        if cur == 0 {
-            HOOK_TRAP[i].store(trap, Ordering::Relaxed);
-            HOOK_NATIVE[i].store(native, Ordering::Relaxed);
-            HOOK_DIRECT[i].store(direct, Ordering::Relaxed);
-            HOOK_KEY[i].store(key, Ordering::Release);
-            return true;
-        }
-    }
-    false
-}
-
-fn find_hook(key: u64) -> Option<(u64, u64, u64)> {
-    let h = hslot(key);
-    for k in 0..HOOK_CAP {
-        let i = (h + k) % HOOK_CAP;
-        let cur = HOOK_KEY[i].load(Ordering::Acquire);
-        if cur == key {
-            return Some((
-                HOOK_TRAP[i].load(Ordering::Relaxed),
-                HOOK_NATIVE[i].load(Ordering::Relaxed),
-                HOOK_DIRECT[i].load(Ordering::Relaxed),
-            ));
-        }
-        if cur == 0 {
-            return None;
-        }
-    }
-    None
-}
-
-/// SIGTRAP from an int3 at `rip - 1`: one of ours? Then the thread is sent
-/// on (see the module docs) and true is returned. Hit path (signal context):
-/// atomics only.
-///
-/// # Safety
-/// `uc` is the kernel's context of this SIGTRAP.
-pub unsafe fn on_int3(uc: *mut libc::ucontext_t) -> bool {
-    // SAFETY: the kernel-provided context.
-    let (rip, rax) = unsafe {
-        (
-            (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64,
-            (*uc).uc_mcontext.gregs[libc::REG_RAX as usize] as u64,
-        )
-    };
-    let addr = rip.wrapping_sub(1);
-    let Some((start, len)) = exempt() else {
-        return false;
-    };
-    if addr < start || addr >= start + len {
-        return false;
-    }
-    let Some((trap, native, direct)) = find_hook(addr) else {
-        return false;
-    };
-    if crate::probes::lookup(addr).is_some() {
-        return false; // a kprobe owns this int3 now
-    }
-    // rt_sigreturn must run at the unchanged rsp: never through the native
-    // stub's call (the trap stub's SIGSYS makes it from the gadget); clone,
-    // fork, exit only through the SIGSYS handler; other numbers that must be
-    // seen (probed, or the mask calls, stripped for every thread) through
-    // the direct stub; the rest natively.
-    let to = if trap == native || rax == NR_RT_SIGRETURN as u64 {
-        trap
-    } else if intercepted(rax) {
-        if direct != 0 && !TRAP_KIND.contains(&(rax as usize)) {
-            direct
-        } else {
-            trap
-        }
-    } else {
-        native
-    };
-    // SAFETY: as above.
-    unsafe { (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = to as i64 };
-    true
-}
-
-// ------------------------------------------------------------ patching
-
 struct Site {
     s: SysSite,
     /// Patchable: the trampoline (0 = not built). int3 site: the trap stub.
@@ -316,12 +186,13 @@ struct State {
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
-static FORK_STATE: crate::forklock::MutexSlot<Option<State>> =
-    crate::forklock::MutexSlot::new(&STATE);
+
+static FORK_STATE: crate::base::forklock::MutexSlot<Option<State>> =
+    crate::base::forklock::MutexSlot::new(&STATE);
 
 /// The sites' lock for the fork handlers (it nests inside the kprobe
 /// registry's lock: [`sync`] takes that one first).
-pub(crate) fn fork_lock() -> &'static dyn crate::forklock::ForkLock {
+pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_STATE
 }
 
@@ -332,8 +203,10 @@ pub fn sync(active: bool) {
     if exempt().is_none() {
         return;
     }
+    // Kprobe registration must read our sites' original bytes, not the jumps.
+    crate::kprobes::codemem::set_moved_originals(originals_in);
     // The kprobe registry's lock first (the runtime's lock order), then ours.
-    crate::probes::with_code_mem(|m| {
+    crate::kprobes::codemem::with_code_mem(|m| {
         let mut g = match STATE.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -342,7 +215,7 @@ pub fn sync(active: bool) {
     });
 }
 
-fn sync_locked(g: &mut Option<State>, m: &mut dyn crate::optprobe::CodeMem, active: bool) {
+fn sync_locked(g: &mut Option<State>, m: &mut dyn crate::kprobes::codemem::CodeMem, active: bool) {
     let Some((start, len)) = exempt() else {
         return;
     };
@@ -400,7 +273,11 @@ fn sync_locked(g: &mut Option<State>, m: &mut dyn crate::optprobe::CodeMem, acti
     );
 }
 
-fn apply(st: &mut State, m: &mut dyn crate::optprobe::CodeMem, want: &dyn Fn(&SysSite) -> bool) {
+fn apply(
+    st: &mut State,
+    m: &mut dyn crate::kprobes::codemem::CodeMem,
+    want: &dyn Fn(&SysSite) -> bool,
+) {
     // Build what is missing (trampolines / stubs), near the site.
     for site in st.sites.iter_mut() {
         if site.code != 0 || site.refused || !want(&site.s) {
@@ -412,7 +289,7 @@ fn apply(st: &mut State, m: &mut dyn crate::optprobe::CodeMem, want: &dyn Fn(&Sy
         }
     }
     // Patchable sites: int3 first, then tail, then head.
-    let kprobed = |a: u64, n: u64| (a..a + n).any(|x| crate::probes::lookup(x).is_some());
+    let kprobed = |a: u64, n: u64| (a..a + n).any(|x| crate::hit::site::lookup(x).is_some());
     let mut on: Vec<usize> = Vec::new();
     let mut off: Vec<usize> = Vec::new();
     let mut int3_on: Vec<usize> = Vec::new();
@@ -470,7 +347,7 @@ fn apply(st: &mut State, m: &mut dyn crate::optprobe::CodeMem, want: &dyn Fn(&Sy
         let a = at(i);
         // A kprobe registered on the mov since: its int3 stays (its saved
         // byte is the original one).
-        if crate::probes::lookup(a).is_none() {
+        if crate::hit::site::lookup(a).is_none() {
             m.poke(a, &[st.sites[i].orig[0]]);
         }
     }
@@ -490,7 +367,7 @@ fn jmp(from_end: u64, to: u64) -> Option<[u8; 4]> {
 
 /// Write a site's trampoline (patchable) or stubs (int3 site) near it and
 /// register its int3 hook. The code address, or None (left alone).
-fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
+fn build(site: &mut Site, m: &mut dyn crate::kprobes::codemem::CodeMem) -> Option<u64> {
     let (start, len) = exempt()?;
     // SAFETY: libc's text (our own patches are never inside a prefix: a
     // site is built before it is patched, and prefixes do not overlap movs
@@ -500,7 +377,7 @@ fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
     let ret = site.s.syscall + 2;
     match site.s.patch {
         Some((at, _)) => {
-            if (at..ret).any(|x| crate::probes::lookup(x).is_some()) {
+            if (at..ret).any(|x| crate::hit::site::lookup(x).is_some()) {
                 return None; // a kprobe's int3 would be copied
             }
             let prefix = site.s.prefix(text, start)?.to_vec();
@@ -521,7 +398,7 @@ fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
             } else {
                 // Direct kind: the handlers and the call without a trap.
                 let h = trampoline::Handler {
-                    func: super::handler::direct_hit as *const () as u64,
+                    func: crate::hit::sigsys::direct_hit as *const () as u64,
                     data: ret,
                 };
                 // Any vector register may be live across a `syscall` (the
@@ -553,7 +430,7 @@ fn build(site: &mut Site, m: &mut dyn crate::optprobe::CodeMem) -> Option<u64> {
             // Direct stub (at code + 64): the handlers and the call without a
             // second trap; rax already holds the number.
             let h = trampoline::Handler {
-                func: super::handler::direct_hit as *const () as u64,
+                func: crate::hit::sigsys::direct_hit as *const () as u64,
                 data: ret,
             };
             let vs = match trampoline::xsave_size() {

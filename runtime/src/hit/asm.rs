@@ -1,0 +1,225 @@
+//! The hit path's assembly: the guarded handler call (a fault in a handler
+//! aborts the handler, not the target), the kretprobe and int3 return
+//! trampolines, and `jprobe_return`.
+
+use crate::base::sys;
+use crate::hit::regs::greg;
+use crate::hit::regs::set_greg;
+use crate::hit::regs::Uc;
+use crate::hit::threads::{self, ThreadState};
+
+core::arch::global_asm!(
+    ".text",
+    // u64 ptap_rt_guarded_call(fn, a0, a1, a2, guard)
+    ".globl ptap_rt_guarded_call",
+    ".hidden ptap_rt_guarded_call",
+    ".type ptap_rt_guarded_call,@function",
+    "ptap_rt_guarded_call:",
+    ".cfi_startproc",
+    "push rbp",
+    ".cfi_adjust_cfa_offset 8",
+    "push rbx",
+    ".cfi_adjust_cfa_offset 8",
+    "push r12",
+    ".cfi_adjust_cfa_offset 8",
+    "push r13",
+    ".cfi_adjust_cfa_offset 8",
+    "push r14",
+    ".cfi_adjust_cfa_offset 8",
+    "push r15",
+    ".cfi_adjust_cfa_offset 8",
+    "sub rsp, 8",
+    ".cfi_adjust_cfa_offset 8",
+    "mov r12, r8",
+    "mov [r12], rsp",
+    "mov dword ptr [r12 + 8], 1",
+    "mov rax, rdi",
+    "mov rdi, rsi",
+    "mov rsi, rdx",
+    "mov rdx, rcx",
+    "call rax",
+    "mov dword ptr [r12 + 8], 0",
+    ".globl ptap_rt_guard_recover",
+    ".hidden ptap_rt_guard_recover",
+    "ptap_rt_guard_recover:",
+    // A fault inside a backward copy (std) must not leak DF=1 into Rust code.
+    "cld",
+    "add rsp, 8",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    ".cfi_adjust_cfa_offset -56",
+    "ret",
+    ".cfi_endproc",
+    ".size ptap_rt_guarded_call, .-ptap_rt_guarded_call",
+    // The kretprobe trampoline: a hijacked return lands here.
+    ".globl ptap_rt_kretprobe_trampoline",
+    ".hidden ptap_rt_kretprobe_trampoline",
+    ".type ptap_rt_kretprobe_trampoline,@function",
+    "ptap_rt_kretprobe_trampoline:",
+    "int3",
+    "ud2",
+    ".size ptap_rt_kretprobe_trampoline, .-ptap_rt_kretprobe_trampoline",
+);
+
+/// `void jprobe_return(void)`: the end of a jprobe entry; traps back into
+/// the runtime, which restores the probed function's registers and stack.
+///
+/// # Safety
+/// Only valid at the end of a jprobe entry handler.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn jprobe_return() {
+    // A jump-path jprobe entry (optprobe.rs, ptap_rt_jp_call) is running on
+    // this thread when its TLS holds a frame: resume there, no trap.
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + ptap_rt_tls_thread@GOTTPOFF]",
+        "mov rax, qword ptr fs:[rax + 16]",
+        "test rax, rax",
+        "jnz ptap_rt_jp_resume_ok",
+        ".globl ptap_rt_jprobe_return_int3",
+        ".hidden ptap_rt_jprobe_return_int3",
+        "ptap_rt_jprobe_return_int3:",
+        "int3",
+        "ud2"
+    );
+}
+
+extern "C" {
+    pub(crate) fn ptap_rt_jprobe_return_int3();
+}
+
+// Trap-path jprobe entry with a stack that is not 16-byte aligned at the
+// call (rsp % 16 == 0 at the probed function's first instruction: GCC omits
+// the alignment when it calls a local function it knows does not need it).
+// The entry, compiled separately, expects the ABI's alignment (movaps on its
+// frame faulted). Entered from the SIGTRAP handler's sigreturn with the
+// probed function's registers and rsp, r11 = the entry: copy the top 192
+// stack bytes 8 bytes lower plus the copy's size (push [rsp+192] reads
+// the next older qword at a constant offset), so that the entry sees its
+// stack arguments at the usual offsets with rsp % 16 == 8; the copy's return
+// slot points at jprobe_return's int3, so an entry that returns without
+// jprobe_return() still comes back to the runtime. The stub itself runs in
+// thread context after the signal frame is gone, so it may use the stack
+// below the probed function's rsp (free at a function's entry).
+// Clobbers r11 and flags only (neither carries an argument).
+core::arch::global_asm!(
+    ".pushsection .text.ptap_rt_jp_realign,\"ax\",@progbits",
+    ".globl ptap_rt_jp_realign",
+    ".hidden ptap_rt_jp_realign",
+    ".type ptap_rt_jp_realign,@function",
+    "ptap_rt_jp_realign:",
+    "sub rsp, 8",
+    ".rept 24",
+    "push qword ptr [rsp + 192]",
+    ".endr",
+    "push r11",
+    "lea r11, [rip + ptap_rt_jprobe_return_int3]",
+    "mov qword ptr [rsp + 8], r11",
+    "pop r11",
+    "jmp r11",
+    ".size ptap_rt_jp_realign, .-ptap_rt_jp_realign",
+    ".popsection",
+);
+
+extern "C" {
+    pub(crate) fn ptap_rt_jp_realign();
+}
+
+extern "C" {
+    fn ptap_rt_guarded_call(
+        f: usize,
+        a0: usize,
+        a1: usize,
+        a2: usize,
+        guard: *mut threads::Guard,
+    ) -> u64;
+    pub(crate) fn ptap_rt_guard_recover();
+    fn ptap_rt_kretprobe_trampoline();
+}
+
+/// The address hijacked return addresses point to: the trap-free return
+/// stub (`crate::kprobes::optimize::ensure_ret_stub`, built at the first kretprobe
+/// registration unless PTAP_NO_OPTIMIZE=1), else the int3 trampoline.
+/// Fixed before the first hijack; never changes afterwards.
+pub fn trampoline_addr() -> u64 {
+    let s = crate::hit::jump::ret_stub();
+    if s != 0 {
+        s
+    } else {
+        int3_trampoline_addr()
+    }
+}
+
+/// The int3 kretprobe trampoline (trap path).
+pub fn int3_trampoline_addr() -> u64 {
+    ptap_rt_kretprobe_trampoline as *const () as u64
+}
+
+/// Call `f(a0, a1, a2)` so that a fault inside it aborts the call instead of
+/// the process. Returns None if it faulted.
+///
+/// # Safety
+/// `f` must be a C function taking up to three integer/pointer arguments.
+pub unsafe fn guarded(
+    ts: *mut ThreadState,
+    f: usize,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+) -> Option<u64> {
+    // SAFETY: ts is this thread's slot; the asm saves/restores callee-saved regs.
+    unsafe {
+        let g = core::ptr::addr_of_mut!((*ts).guard);
+        let outer = core::ptr::read(g);
+        let outer_regs = (*ts).cur_regs;
+        (*ts).cur_regs = a1;
+        (*g).faulted = 0;
+        // A handler that calls libc may change errno: the interrupted code
+        // must find it as it left it.
+        let errno = sys::errno_save();
+        let r = ptap_rt_guarded_call(f, a0, a1, a2, g);
+        sys::errno_restore(errno);
+        (*ts).cur_regs = outer_regs;
+        let faulted = (*g).faulted != 0;
+        // Restore an outer guard (a handler running inside a handler's fault path).
+        (*g).saved_rsp = outer.saved_rsp;
+        (*g).active = outer.active;
+        (*g).faulted = 0;
+        if faulted {
+            None
+        } else {
+            Some(r)
+        }
+    }
+}
+
+/// Abandon the guarded call running on this thread, from a signal handler
+/// that interrupted it: `uc` resumes at the guard's recovery point, as
+/// after a fault (the guarded call returns None). Not while a probe
+/// handler runs on top of it (false: ask again later).
+///
+/// # Safety
+/// `ts` is this thread's slot; `uc` the kernel's context of the running
+/// signal handler.
+pub(crate) unsafe fn abandon_guarded(ts: *mut ThreadState, uc: *mut Uc) -> bool {
+    // SAFETY: contract.
+    unsafe {
+        if (*ts).guard.active == 0 || (*ts).in_handler != 0 {
+            return false;
+        }
+        let g = &mut (*ts).guard;
+        g.active = 0;
+        g.faulted = 1;
+        g.fault_trapno = u64::MAX;
+        g.fault_ip = greg(uc, libc::REG_RIP);
+        g.fault_addr = 0;
+        set_greg(uc, libc::REG_RSP, g.saved_rsp);
+        set_greg(uc, libc::REG_RIP, ptap_rt_guard_recover as *const () as u64);
+        set_greg(uc, libc::REG_RAX, 0);
+    }
+    true
+}

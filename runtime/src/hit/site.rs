@@ -1,0 +1,275 @@
+//! The site table the hit path reads: a lock-free lookup in an
+//! open-addressed table of atomics keyed by address; a site is an immutable
+//! snapshot (address, displaced instruction, slot, probes in registration
+//! order), published by `kprobes::register`. Also the kretprobe instance
+//! records and the slot -> original address map.
+
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use ptap_arch::xol::{Prepared, SLOT_SIZE};
+
+use crate::abi::*;
+
+#[derive(Clone, Copy)]
+pub enum EntryKind {
+    K,
+    J(*mut Jprobe),
+    R(*const RetRec),
+}
+
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub kp: *mut Kprobe,
+    pub kind: EntryKind,
+    /// Runtime-owned (never freed), set by unregister before its grace
+    /// period. A thread still inside a hit path when the bounded grace
+    /// period gives up (see [`retire`]) checks it before every access to
+    /// the user's struct (`kp`, its handlers, flags, nmissed): after
+    /// unregister returns, the struct may be gone.
+    pub dead: &'static AtomicBool,
+}
+
+impl Entry {
+    /// Has this probe been unregistered? (Then `kp` must not be touched.)
+    #[inline(always)]
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+}
+
+pub struct Site {
+    pub addr: u64,
+    pub orig: [u8; 16],
+    pub prep: Prepared,
+    /// Slot address (0 when the instruction is emulated).
+    pub slot: u64,
+    /// A second slot for post_handlers: the same relocated instruction
+    /// followed by an int3 (then the jump back), so a post_handler costs one
+    /// int3 trap instead of a single-step trap (measured here: int3 round
+    /// trip ~2.1 us, EFLAGS.TF step ~13 us). 0 when the instruction may leave
+    /// the slot (ret, indirect jmp/call): those are single-stepped.
+    pub post_slot: u64,
+    pub probes: Vec<Entry>,
+    pub has_ret: bool,
+    /// Jump-optimizable site: its replaced instructions relocated, then a
+    /// jump to the region's end. Trap hits run it instead of `slot` (so no
+    /// thread resumes inside the region while the jump is written). 0 when
+    /// the site is not eligible (post_handler, jprobe, refused region).
+    pub region_slot: u64,
+}
+
+impl Site {
+    pub fn needs_post(&self) -> bool {
+        self.probes.iter().any(|e| {
+            // SAFETY: a probe that is not dead is registered (its struct is
+            // the user's until unregister returns).
+            !e.is_dead()
+                && unsafe {
+                    (*e.kp).post_handler.is_some() && kprobe_flags(e.kp) & KPROBE_FLAG_DISABLED == 0
+                }
+        })
+    }
+}
+
+/// Instance header; the public `kretprobe_instance` follows at +INST_HDR.
+#[repr(C)]
+pub struct InstHdr {
+    /// 0 free, [`INST_HOOKED`] taken and its frame's return address points
+    /// at the trampoline, [`INST_UNHOOKED`] taken but the real return
+    /// address is back in place (an exception is unwinding: see unwind.rs).
+    pub in_use: AtomicU32,
+    /// While free: 1 + index of the next free instance of the same kretprobe
+    /// (0: none). See [`RetRec::alloc`].
+    pub free_next: AtomicU32,
+    pub next: usize,
+    pub sp: u64,
+    pub rec: *const RetRec,
+}
+
+pub const INST_HDR: usize = 32;
+
+pub const INST_HOOKED: u32 = 1;
+
+pub const INST_UNHOOKED: u32 = 2;
+
+const _: () = assert!(core::mem::size_of::<InstHdr>() == INST_HDR);
+
+/// Runtime side of a kretprobe. Never freed: instances may still be on some
+/// thread's stack (hijacked return addresses) after unregistration.
+pub struct RetRec {
+    pub rp: *mut Kretprobe,
+    pub alive: AtomicBool,
+    pub mem: *mut u8,
+    pub n: usize,
+    pub stride: usize,
+    /// Free instances: a lock-free stack (Treiber) of instance indexes,
+    /// `tag << 32 | (1 + index)` (0 in the low half: empty). The tag grows
+    /// with every change, so a pop that raced with a pop and a push of the
+    /// same instance fails its compare-exchange (no ABA). On a cache line
+    /// of its own: the fields above are read on every hit by every thread.
+    pub free: FreeHead,
+}
+
+/// [`RetRec::free`], alone on its cache line.
+#[repr(align(64))]
+pub struct FreeHead(pub AtomicU64);
+
+impl core::ops::Deref for FreeHead {
+    type Target = AtomicU64;
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
+}
+
+impl RetRec {
+    pub fn inst(&self, i: usize) -> *mut InstHdr {
+        // SAFETY: i < n, mem holds n strides.
+        unsafe { self.mem.add(i * self.stride) as *mut InstHdr }
+    }
+    /// Take a free instance: O(1) whatever number is in use (a scan would
+    /// cost O(recursion depth) per call). Hit path; lock-free.
+    pub fn alloc(&self) -> Option<*mut InstHdr> {
+        let mut head = self.free.load(Ordering::Acquire);
+        loop {
+            let top = (head & 0xffff_ffff) as usize;
+            if top == 0 {
+                return None;
+            }
+            let h = self.inst(top - 1);
+            // SAFETY: h is inside mem. A stale `free_next` (another thread
+            // took h meanwhile) is harmless: the tag then differs and the
+            // exchange fails.
+            let next = unsafe { (*h).free_next.load(Ordering::Relaxed) } as u64;
+            let new = ((head >> 32) + 1) << 32 | next;
+            match self
+                .free
+                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    // SAFETY: h is ours now.
+                    unsafe { (*h).in_use.store(1, Ordering::Relaxed) };
+                    return Some(h);
+                }
+                Err(cur) => head = cur,
+            }
+        }
+    }
+    /// Give an instance back (see [`release`]).
+    fn push_free(&self, h: *mut InstHdr) {
+        let idx = (h as usize - self.mem as usize) / self.stride + 1;
+        let mut head = self.free.load(Ordering::Acquire);
+        loop {
+            // SAFETY: h is inside mem and owned by the caller until pushed.
+            unsafe { (*h).free_next.store(head as u32, Ordering::Relaxed) };
+            let new = ((head >> 32) + 1) << 32 | idx as u64;
+            match self
+                .free
+                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(cur) => head = cur,
+            }
+        }
+    }
+}
+
+/// Public instance pointer of a header.
+pub fn public(h: *mut InstHdr) -> *mut KretprobeInstance {
+    (h as usize + INST_HDR) as *mut KretprobeInstance
+}
+
+/// # Safety
+/// `h` must be an instance header in use.
+pub unsafe fn release(h: *mut InstHdr) {
+    // SAFETY: caller contract; records are never freed. Only the release
+    // that clears `in_use` pushes (a second release would link the free
+    // list into a cycle).
+    unsafe {
+        if (*h).in_use.swap(0, Ordering::AcqRel) != 0 {
+            (*(*h).rec).push_free(h);
+        }
+    }
+}
+
+const SITE_CAP: usize = 1 << 16;
+
+static KEYS: [AtomicU64; SITE_CAP] = [const { AtomicU64::new(0) }; SITE_CAP];
+
+static VALS: [AtomicPtr<Site>; SITE_CAP] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; SITE_CAP];
+
+fn h(addr: u64) -> usize {
+    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize % SITE_CAP
+}
+
+/// Lock-free lookup (hit path).
+pub fn lookup(addr: u64) -> Option<&'static Site> {
+    let s = h(addr);
+    for k in 0..SITE_CAP {
+        let i = (s + k) % SITE_CAP;
+        let key = KEYS[i].load(Ordering::Acquire);
+        if key == addr {
+            let p = VALS[i].load(Ordering::Acquire);
+            return if p.is_null() {
+                None
+            } else {
+                // SAFETY: published sites live until a grace period after
+                // removal, and the caller is inside `threads::enter`.
+                Some(unsafe { &*p })
+            };
+        }
+        if key == 0 {
+            return None;
+        }
+    }
+    None
+}
+
+/// Publish (or remove, with null) the site for `addr`. Registration lock held.
+pub(crate) fn publish(addr: u64, site: *mut Site) -> bool {
+    let s = h(addr);
+    for k in 0..SITE_CAP {
+        let i = (s + k) % SITE_CAP;
+        let key = KEYS[i].load(Ordering::Acquire);
+        if key == addr || key == 0 {
+            if key == 0 {
+                KEYS[i].store(addr, Ordering::Release);
+            }
+            VALS[i].store(site, Ordering::Release);
+            return true;
+        }
+    }
+    false
+}
+
+const SLOTMAP_CAP: usize = 1 << 16;
+
+static SLOTMAP: [(AtomicU64, AtomicU64); SLOTMAP_CAP] =
+    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; SLOTMAP_CAP];
+
+static SLOTMAP_N: AtomicUsize = AtomicUsize::new(0);
+
+/// If `ip` is inside a XOL slot, return (slot base, original address). Hit path.
+pub fn slot_owner(ip: u64) -> Option<(u64, u64)> {
+    let n = SLOTMAP_N.load(Ordering::Acquire).min(SLOTMAP_CAP);
+    for e in SLOTMAP.iter().take(n) {
+        let base = e.0.load(Ordering::Acquire);
+        if base != 0 && ip >= base && ip < base + SLOT_SIZE as u64 {
+            return Some((base, e.1.load(Ordering::Acquire)));
+        }
+    }
+    None
+}
+
+pub(crate) fn remember_slot(slot: u64, orig: u64) {
+    let i = SLOTMAP_N.fetch_add(1, Ordering::AcqRel);
+    if i < SLOTMAP_CAP {
+        SLOTMAP[i].1.store(orig, Ordering::Release);
+        SLOTMAP[i].0.store(slot, Ordering::Release);
+    }
+}
+
+/// Address of the int3 in a post slot.
+pub fn post_int3(site: &Site) -> u64 {
+    site.post_slot + site.prep.body_len as u64
+}

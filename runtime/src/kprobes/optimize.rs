@@ -1,0 +1,596 @@
+//! Jump-optimized probes ("optprobes") and the trap-free kretprobe return
+//! trampoline.
+//!
+//! Where `ptap_arch::optprobe::check_region` allows it (Linux's
+//! `can_optimize` rules on the whole decoded function) and no probe of the
+//! site has a post_handler or is a jprobe, the int3 at a probe site is
+//! replaced by a 5-byte `jmp` to a per-site trampoline built by
+//! `ptap_arch::trampoline::optprobe_trampoline`: it skips the red zone, saves
+//! the registers into a `pt_regs`, calls `hit::jump::opt_hit` (the same handlers, in
+//! the same order, under the same reentrancy rule as the trap path), restores
+//! the registers, runs the relocated displaced instructions and jumps back.
+//!
+//! Live patching (see `optimize_pending` / `unoptimize`), as Linux does it:
+//! 1. the site is armed as a trap probe first (int3 at byte 0, membarrier
+//!    SYNC_CORE); its snapshot routes trap hits through a *region slot* (all
+//!    the replaced instructions, relocated, then `jmp region_end`), so no
+//!    trap hit ever resumes inside bytes 1..n;
+//! 2. a grace period (every thread that was in the trap hit path has left),
+//!    then a signal barrier: every other thread reports the ip it was
+//!    interrupted at; a thread inside bytes 1..n of a region (or in the
+//!    site's old single-instruction slot, which jumps back into the region)
+//!    blocks that site; we retry for a while, then leave it on the trap path;
+//! 3. the jump's tail bytes (1..5), membarrier, the head byte (0xe9),
+//!    membarrier.
+//!
+//! Unoptimizing is the reverse: int3 over the head, membarrier, original
+//! tail bytes, membarrier (no thread can be inside bytes 1..n: the jump was
+//! there). Trampolines and region slots are never freed: they are kept per
+//! address and reused when the same address is probed again, so no thread
+//! can ever be inside freed code and the memory is bounded by the number of
+//! distinct probed addresses.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ptap_arch::decode;
+use ptap_arch::optprobe::{self as aopt, Region};
+use ptap_arch::trampoline::{self, Handler, VectorSave};
+
+use crate::base::sys;
+use crate::hit::jump::opt_hit;
+use crate::hit::jump::ret_hit;
+use crate::hit::jump::ret_stub;
+use crate::hit::jump::vmode_code;
+use crate::hit::jump::ENTRY_VMODE;
+use crate::hit::jump::RET_STUB;
+use crate::hit::ranges::add_range;
+use crate::hit::threads::{self};
+use crate::kprobes::barrier::barrier;
+use crate::kprobes::codemem::CodeMem;
+
+/// Jump optimization is on unless `PTAP_NO_OPTIMIZE=1` (read once).
+static DISABLED: AtomicU32 = AtomicU32::new(2); // 2 = not read yet
+
+pub fn enabled() -> bool {
+    let v = DISABLED.load(Ordering::Relaxed);
+    if v != 2 {
+        return v == 0;
+    }
+    let off = std::env::var("PTAP_NO_OPTIMIZE").is_ok_and(|s| !s.is_empty() && s != "0");
+    DISABLED.store(off as u32, Ordering::Relaxed);
+    !off
+}
+
+/// Vector state the trampolines save around handlers (the argument for each
+/// choice is in docs/optprobes.md):
+/// - at a function entry (and at a return) only argument/return registers
+///   can be live (SysV: xmm/ymm/zmm0-7, and everything else is clobbered by
+///   a call anyway): their full width is saved, then `vzeroupper`, whatever
+///   the handler is;
+/// - anywhere else any vector register may be live. For handlers whose code
+///   ptap knows (compiled scripts: Cranelift with fixed SSE-only ISA flags,
+///   and the runtime, which calls no libc routine on the hit path), 16
+///   registers at full width, MXCSR, `vzeroupper`; for other handlers (C
+///   modules may call anything, e.g. an AVX-512 memcpy using ymm16-31) the
+///   whole XSAVE state.
+///
+/// `PTAP_OPT_XSAVE=1` forces XSAVE everywhere.
+fn vector_save(at_entry: bool, known_handlers: bool) -> VectorSave {
+    static FORCE: AtomicU32 = AtomicU32::new(2); // 2 = not read yet
+    let mut force = FORCE.load(Ordering::Relaxed);
+    if force == 2 {
+        force = std::env::var("PTAP_OPT_XSAVE").is_ok_and(|s| s == "1") as u32;
+        FORCE.store(force, Ordering::Relaxed);
+    }
+    let xsave = || match trampoline::xsave_size() {
+        Some(size) => VectorSave::Xsave { size },
+        None => VectorSave::Xmm,
+    };
+    if force == 1 {
+        return xsave();
+    }
+    let avx = trampoline::avx_enabled();
+    let zmm = trampoline::avx512_enabled();
+    match (at_entry, avx) {
+        (true, true) => VectorSave::Wide {
+            n: 8,
+            zmm,
+            mxcsr: false,
+        },
+        (true, false) => VectorSave::Xmm,
+        (false, true) if known_handlers => VectorSave::Wide {
+            n: 16,
+            zmm,
+            mxcsr: true,
+        },
+        _ => xsave(),
+    }
+}
+
+/// Build the return stub once (registration time, first kretprobe). It is
+/// never rebuilt or freed: hijacked return addresses may point at it.
+pub fn ensure_ret_stub() {
+    static ONCE: Mutex<()> = Mutex::new(());
+    if !enabled() || ret_stub() != 0 {
+        return;
+    }
+    let _g = ONCE.lock();
+    if ret_stub() != 0 {
+        return;
+    }
+    const LEN: usize = 4096;
+    // SAFETY: a fresh private anonymous RW mapping.
+    let p = unsafe { sys::mmap(0, LEN, 3, 0x22, -1, 0) };
+    if p < 0 {
+        return;
+    }
+    let at = p as u64;
+    let h = Handler {
+        func: ret_hit as *const () as u64,
+        data: 0,
+    };
+    let Ok(code) = trampoline::return_trampoline(at, h, vector_save(true, true)) else {
+        return;
+    };
+    if code.len() > LEN {
+        return;
+    }
+    // SAFETY: our RW mapping; then made r-x.
+    unsafe {
+        core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len());
+        sys::mprotect(at as usize, LEN, 5);
+    }
+    add_range(at, code.len() as u64, 0, &[], 0);
+    RET_STUB.store(at, Ordering::Release);
+}
+
+pub struct Opt {
+    pub region: Region,
+    /// Original bytes of the region.
+    pub orig: Vec<u8>,
+    pub tramp: u64,
+    pub region_slot: u64,
+    /// The jump is in place.
+    pub optimized: bool,
+    /// The trampoline saves only what compiled-script handlers can change
+    /// (see [`vector_save`]): a C handler on this site needs the trap path.
+    pub known_only: bool,
+}
+
+/// Why a C handler added to a site whose trampoline saves only what
+/// compiled-script handlers can change stays on the trap path.
+pub const UNKNOWN_HANDLER: &str =
+    "a C handler in the middle of a function needs the trap path here: this site's trampoline saves only what compiled-script handlers change";
+
+/// May a probe whose handlers are (`known`) or are not compiled-script code
+/// join the jump-optimized site at `addr`?
+pub fn handlers_fit(addr: u64, known: bool) -> bool {
+    known || with_state(|s| s.sites.get(&addr).is_none_or(|o| !o.known_only))
+}
+
+pub struct OptState {
+    pub sites: HashMap<u64, Opt>,
+    /// Why an address stays on the trap path (ptap -v).
+    pub refused: HashMap<u64, String>,
+    /// Sites armed with int3 and waiting for `optimize_pending`.
+    pub pending: Vec<u64>,
+    /// Inside register_kprobes: optimize once at the end.
+    pub batch: bool,
+}
+
+pub static STATE: Mutex<Option<OptState>> = Mutex::new(None);
+
+pub fn with_state<R>(f: impl FnOnce(&mut OptState) -> R) -> R {
+    let mut g = match STATE.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let s = g.get_or_insert_with(|| OptState {
+        sites: HashMap::new(),
+        refused: HashMap::new(),
+        pending: Vec::new(),
+        batch: false,
+    });
+    f(s)
+}
+
+/// Is the jump at `addr` in place?
+pub fn is_optimized(addr: u64) -> bool {
+    with_state(|s| s.sites.get(&addr).is_some_and(|o| o.optimized))
+}
+
+/// The region's original bytes of every optimized site inside [a, a+len)
+/// (for decoding code that contains our jumps).
+pub fn originals_in(a: u64, len: u64) -> Vec<(u64, Vec<u8>)> {
+    with_state(|s| {
+        if (len as usize) < s.sites.len() {
+            (a..a + len)
+                .filter_map(|k| Some((k, s.sites.get(&k).filter(|o| o.optimized)?.orig.clone())))
+                .collect()
+        } else {
+            s.sites
+                .iter()
+                .filter(|(&k, o)| o.optimized && k >= a && k < a + len)
+                .map(|(&k, o)| (k, o.orig.clone()))
+                .collect()
+        }
+    })
+}
+
+const TRAMP_CAP: usize = 1024;
+
+/// Per vector-save mode: a trampoline's bytes before its relocated region
+/// and where the probe address appears in them (as regs->ip and as the
+/// handler's data). Everything else in that part is the same for every
+/// site: copying it is much cheaper than encoding ~100 instructions. State:
+/// None = not built yet; checked against a full build at its second use.
+struct Template {
+    bytes: Vec<u8>,
+    at: Vec<usize>,
+    checked: bool,
+}
+
+static TEMPLATES: Mutex<[Option<Template>; 6]> = Mutex::new([None, None, None, None, None, None]);
+
+static FORK_TEMPLATES: crate::base::forklock::MutexSlot<[Option<Template>; 6]> =
+    crate::base::forklock::MutexSlot::new(&TEMPLATES);
+
+/// The trampoline-template cache lock, for the fork handlers (after STATE).
+pub(crate) fn templates_fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
+    &FORK_TEMPLATES
+}
+
+static NO_TEMPLATES: AtomicBool = AtomicBool::new(false);
+
+/// The trampoline for `addr`, allocated near it: (its address, bytes,
+/// offset of the relocated region, that region's relocation).
+#[allow(clippy::too_many_arguments)]
+fn build_trampoline(
+    m: &mut dyn CodeMem,
+    addr: u64,
+    orig: &[u8],
+    region: &Region,
+    h: Handler,
+    vs: VectorSave,
+    mode: usize,
+    tail_len: usize,
+) -> Result<(u64, Vec<u8>, u64, ptap_arch::xol::Relocated), String> {
+    let full = |at: u64| {
+        trampoline::optprobe_trampoline(at, orig, region, h, vs)
+            .map_err(|e| format!("cannot build the trampoline: {e}"))
+    };
+    let mut g = match TEMPLATES.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let use_template = !NO_TEMPLATES.load(Ordering::Relaxed);
+    if g[mode].is_none() || !use_template {
+        // Build one for real, near the site, and derive the template from it.
+        let probe = full(addr.wrapping_add(0x10000))?;
+        let prefix = probe.len().saturating_sub(tail_len);
+        let key = addr.to_le_bytes();
+        let at: Vec<usize> = (0..prefix.saturating_sub(7))
+            .filter(|&i| probe[i..i + 8] == key)
+            .collect();
+        if at.len() == 2 && use_template {
+            g[mode] = Some(Template {
+                bytes: probe[..prefix].to_vec(),
+                at,
+                checked: false,
+            });
+        } else {
+            NO_TEMPLATES.store(true, Ordering::Relaxed);
+        }
+    }
+    let prefix = match &g[mode] {
+        Some(t) if !NO_TEMPLATES.load(Ordering::Relaxed) => t.bytes.len(),
+        _ => full(addr.wrapping_add(0x10000))?
+            .len()
+            .saturating_sub(tail_len),
+    };
+    let size = prefix + tail_len + 16;
+    if size > TRAMP_CAP {
+        return Err("the trampoline is too large".into());
+    }
+    let tramp = m
+        .alloc(addr, size)
+        .ok_or("no room for a trampoline near the address")?;
+    let tail = aopt::relocate_region(orig, region, tramp + prefix as u64, 8 * 16)
+        .map_err(|e| format!("the replaced instructions do not relocate: {e}"))?;
+    let bytes = match &mut g[mode] {
+        Some(t) if !NO_TEMPLATES.load(Ordering::Relaxed) => {
+            let mut b = t.bytes.clone();
+            for &i in &t.at {
+                b[i..i + 8].copy_from_slice(&addr.to_le_bytes());
+            }
+            b.extend_from_slice(&tail.bytes);
+            if !t.checked {
+                // Once per mode: the copy must equal a full build.
+                if full(tramp)? != b {
+                    NO_TEMPLATES.store(true, Ordering::Relaxed);
+                    return Err("trampoline template mismatch (templates now off)".into());
+                }
+                t.checked = true;
+            }
+            b
+        }
+        _ => full(tramp)?,
+    };
+    if bytes.len() > size || bytes.get(prefix..) != Some(&tail.bytes[..]) {
+        return Err("cannot locate the relocated instructions in the trampoline".into());
+    }
+    Ok((tramp, bytes, prefix as u64, tail))
+}
+
+const REGION_SLOT_CAP: usize = 128;
+
+/// Build (or reuse) the trampoline and region slot for a probe at `addr` in
+/// the function [func, func+size) whose bytes (with our probes removed) are
+/// `code`. `known_handlers`: every handler of the site is compiled-script
+/// code (see [`vector_save`]). Err = the reason it stays on the trap path.
+/// Registration time.
+pub fn prepare(
+    addr: u64,
+    func: u64,
+    code: &[u8],
+    known_handlers: bool,
+    m: &mut dyn CodeMem,
+) -> Result<u64, String> {
+    if let Some((rs, known_only)) = with_state(|s| {
+        s.sites.get(&addr).and_then(|o| {
+            let off = (addr - func) as usize;
+            let cur = code.get(off..off + o.orig.len())?;
+            (cur == o.orig.as_slice()).then_some((o.region_slot, o.known_only))
+        })
+    }) {
+        if known_only && !known_handlers {
+            return Err(UNKNOWN_HANDLER.into());
+        }
+        return Ok(rs);
+    }
+    let info = decode::decode_function(code, func)
+        .map_err(|e| format!("the function does not decode: {e}"))?;
+    let region = aopt::check_region(&info, addr, aopt::JMP_LEN).map_err(|r| r.to_string())?;
+    let off = (addr - func) as usize;
+    let orig = code[off..off + region.len].to_vec();
+    let slot = m
+        .alloc(addr, REGION_SLOT_CAP)
+        .ok_or("no room for code near the address")?;
+    let rel = aopt::relocate_region(&orig, &region, slot, REGION_SLOT_CAP)
+        .map_err(|e| format!("the replaced instructions do not relocate: {e}"))?;
+    let steps = |base_off: u64, rel: &ptap_arch::xol::Relocated| -> Vec<(u64, u64, i64)> {
+        rel.steps
+            .iter()
+            .zip(region.insns.iter())
+            .map(|(s, i)| (base_off + s.offset as u64, i.addr, s.sp_delta as i64))
+            .collect()
+    };
+    if !m.poke(slot, &rel.bytes) {
+        return Err("cannot write the region slot".into());
+    }
+    let h = Handler {
+        func: opt_hit as *const () as u64,
+        data: addr,
+    };
+    let vs = vector_save(addr == func, known_handlers);
+    if addr == func {
+        ENTRY_VMODE.store(vmode_code(vs), Ordering::Relaxed);
+    }
+    // Its size: the register save/call/restore part (the same for every
+    // trampoline of a vector-save mode; measured once) plus the relocated
+    // region (as long as in the region slot: same capacity, rel32 forms).
+    let mode = match vs {
+        VectorSave::None => 0,
+        VectorSave::Xmm => 1,
+        VectorSave::Ymm => 2,
+        VectorSave::Xsave { .. } => 3,
+        VectorSave::Wide { n: 8, .. } => 4,
+        VectorSave::Wide { .. } => 5,
+    };
+    let (tramp, bytes, cut, tail) =
+        build_trampoline(m, addr, &orig, &region, h, vs, mode, rel.bytes.len())?;
+    if !m.poke(tramp, &bytes) {
+        return Err("cannot write the trampoline".into());
+    }
+    add_range(slot, REGION_SLOT_CAP as u64, 0, &steps(0, &rel), addr);
+    add_range(tramp, bytes.len() as u64, cut, &steps(cut, &tail), addr);
+    with_state(|s| {
+        s.sites.insert(
+            addr,
+            Opt {
+                region,
+                orig,
+                tramp,
+                region_slot: slot,
+                optimized: false,
+                known_only: addr != func && matches!(vs, VectorSave::Wide { .. }),
+            },
+        )
+    });
+    Ok(slot)
+}
+
+/// Queue an armed site for optimization.
+pub fn queue(addr: u64) {
+    with_state(|s| s.pending.push(addr));
+}
+
+/// Start/end a batch (register_kprobes): the barrier runs once for all.
+pub fn set_batch(on: bool) {
+    with_state(|s| s.batch = on);
+}
+
+pub fn in_batch() -> bool {
+    with_state(|s| s.batch)
+}
+
+/// Optimize every queued site (registry lock held by the caller; `poke`
+/// writes code). A site still published with its region slot and armed
+/// with an int3 gets its jump; a blocked one stays on the trap path.
+pub fn optimize_pending(m: &mut dyn CodeMem) {
+    // From inside a handler this thread is itself on a hit path (and the
+    // grace period cannot include it): leave the sites queued.
+    if threads::current_is_active() {
+        return;
+    }
+    let pending: Vec<u64> = with_state(|s| core::mem::take(&mut s.pending));
+    if pending.is_empty() {
+        return;
+    }
+    // Sites still wanting it: (addr, region end, old single slot).
+    let mut todo: Vec<(u64, u64, u64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for a in pending {
+        if !seen.insert(a) {
+            continue;
+        }
+        let Some(old_slot) = m.armed(a) else { continue };
+        let Some(len) = with_state(|s| {
+            s.sites
+                .get(&a)
+                .filter(|o| !o.optimized)
+                .map(|o| o.region.len as u64)
+        }) else {
+            continue;
+        };
+        todo.push((a, a + len, old_slot));
+    }
+    if todo.is_empty() {
+        return;
+    }
+    // Trap hits that started before the region-slot snapshot was published
+    // may still resume inside the region: wait for them.
+    sys::membarrier_sync_core();
+    if !threads::synchronize() {
+        for (a, _, _) in &todo {
+            with_state(|s| {
+                s.refused
+                    .insert(*a, "a thread stayed inside a probe handler".into())
+            });
+        }
+        return;
+    }
+    let mut ok = vec![false; todo.len()];
+    for attempt in 0..40 {
+        let mut ranges = Vec::new();
+        let mut which = Vec::new();
+        for (k, &(a, end, slot)) in todo.iter().enumerate() {
+            if ok[k] {
+                continue;
+            }
+            ranges.push((a + 1, end));
+            which.push(k);
+            if slot != 0 {
+                ranges.push((slot, slot + ptap_arch::xol::SLOT_SIZE as u64));
+                which.push(k);
+            }
+        }
+        if ranges.is_empty() {
+            break;
+        }
+        let hit = barrier(&ranges);
+        let mut blocked = vec![false; todo.len()];
+        for (r, &k) in which.iter().enumerate() {
+            blocked[k] |= hit[r];
+        }
+        for &k in &which {
+            if !blocked[k] {
+                ok[k] = true;
+            }
+        }
+        if ok.iter().all(|&b| b) {
+            break;
+        }
+        sys::sleep_us(if attempt < 10 { 200 } else { 2000 });
+    }
+    let mut tails = Vec::new();
+    for (k, &(a, _, _)) in todo.iter().enumerate() {
+        if !ok[k] {
+            with_state(|s| {
+                s.refused.insert(
+                    a,
+                    "a thread stayed stopped inside the replaced instructions".into(),
+                )
+            });
+            continue;
+        }
+        let Some(tramp) = with_state(|s| s.sites.get(&a).map(|o| o.tramp)) else {
+            continue;
+        };
+        let Ok(j) = trampoline::jmp_rel32(a, tramp) else {
+            continue;
+        };
+        tails.push((a, j));
+    }
+    if tails.is_empty() {
+        return;
+    }
+    let w: Vec<(u64, Vec<u8>)> = tails
+        .iter()
+        .map(|(a, j)| (a + 1, j[1..].to_vec()))
+        .collect();
+    m.poke_many(&w);
+    sys::membarrier_sync_core();
+    let w: Vec<(u64, Vec<u8>)> = tails.iter().map(|(a, j)| (*a, vec![j[0]])).collect();
+    m.poke_many(&w);
+    with_state(|s| {
+        for (a, _) in &tails {
+            if let Some(o) = s.sites.get_mut(a) {
+                o.optimized = true;
+            }
+            s.refused.remove(a);
+        }
+    });
+    sys::membarrier_sync_core();
+}
+
+/// Put the int3 back over an optimized site's jump and restore the tail
+/// bytes. Afterwards the site is a plain trap probe again (its snapshot may
+/// still route through the region slot, which stays valid).
+pub fn unoptimize(addr: u64, m: &mut dyn CodeMem) {
+    let Some(orig) = with_state(|s| {
+        s.pending.retain(|&a| a != addr);
+        s.sites
+            .get(&addr)
+            .filter(|o| o.optimized)
+            .map(|o| o.orig.clone())
+    }) else {
+        return;
+    };
+    m.poke(addr, &[0xcc]);
+    sys::membarrier_sync_core();
+    m.poke(addr + 1, &orig[1..aopt::JMP_LEN]);
+    sys::membarrier_sync_core();
+    with_state(|s| {
+        if let Some(o) = s.sites.get_mut(&addr) {
+            o.optimized = false;
+        }
+    });
+}
+
+/// Forget a pending optimization (the site went away before the batch ran).
+pub fn forget(addr: u64) {
+    with_state(|s| s.pending.retain(|&a| a != addr));
+}
+
+/// `ptap -v` text for a site.
+pub fn describe(addr: u64) -> String {
+    with_state(|s| match s.sites.get(&addr) {
+        Some(o) if o.optimized => format!(
+            "jump-optimized: {} bytes replaced, trampoline {:#x}",
+            o.region.len, o.tramp
+        ),
+        _ => match s.refused.get(&addr) {
+            Some(r) => format!("trap path: not optimized: {r}"),
+            None if !enabled() => "trap path (PTAP_NO_OPTIMIZE)".into(),
+            None => "trap path".into(),
+        },
+    })
+}
+
+/// Record why `addr` stays on the trap path.
+pub fn refuse(addr: u64, why: String) {
+    with_state(|s| s.refused.insert(addr, why));
+}

@@ -1,0 +1,547 @@
+//! Process-wide symbol table: `kallsyms_lookup_name` for user space.
+//!
+//! Built at registration time (never on the hit path) from every loaded
+//! object (`dl_iterate_phdr`): .symtab and .dynsym read from the files on
+//! disk with the `object` crate, so LOCAL (static) functions are found too.
+//! The built index is published through an atomic pointer and never freed,
+//! so the hit path (fault reports, dump_stack) may read it without locks.
+
+use std::ffi::{CStr, CString};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use object::{Object, ObjectSymbol};
+
+pub struct Sym {
+    pub addr: u64,
+    pub size: u64,
+    pub name: String,
+    pub global: bool,
+    pub ifunc: bool,
+}
+
+pub struct Obj {
+    pub path: String,
+    pub bias: u64,
+    /// Executable PT_LOAD ranges (absolute).
+    pub exec: Vec<(u64, u64)>,
+    /// All PT_LOAD ranges (absolute).
+    pub all: Vec<(u64, u64)>,
+    /// Sorted by address.
+    pub syms: Vec<Sym>,
+    pub is_runtime: bool,
+    pub is_main: bool,
+    /// Address of the in-memory .eh_frame_hdr (PT_GNU_EH_FRAME), 0 if none.
+    pub eh_frame_hdr: u64,
+    /// Demangled names of `syms` (None: not mangled), filled at
+    /// registration time by [`Obj::demangle_all`] for the objects that
+    /// hold probes (demangling a whole C++ library costs tens of
+    /// milliseconds); read lock-free by the hit path.
+    pub demangled: std::sync::OnceLock<Box<[Option<Box<str>>]>>,
+}
+
+impl Obj {
+    /// The name to show for symbol `i`: demangled if known, else its own.
+    /// Hit-path safe (no allocation, no lock).
+    pub fn display_name(&self, i: usize) -> &str {
+        if let Some(Some(d)) = self.demangled.get().and_then(|t| t.get(i)) {
+            return d;
+        }
+        &self.syms[i].name
+    }
+
+    /// Demangle every symbol of the object once (registration time).
+    pub fn demangle_all(&self) {
+        self.demangled.get_or_init(|| {
+            self.syms
+                .iter()
+                .map(|s| crate::proc::names::demangle(&s.name).map(String::into_boxed_str))
+                .collect()
+        });
+    }
+}
+
+pub struct Index {
+    pub objs: Vec<Obj>,
+}
+
+static INDEX: AtomicPtr<Index> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The current index, if one was built.
+pub fn current() -> Option<&'static Index> {
+    let p = INDEX.load(Ordering::Acquire);
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: published indexes are leaked, never freed.
+        Some(unsafe { &*p })
+    }
+}
+
+struct Raw {
+    name: String,
+    bias: u64,
+    exec: Vec<(u64, u64)>,
+    all: Vec<(u64, u64)>,
+    eh_frame_hdr: u64,
+}
+
+unsafe extern "C" fn phdr_cb(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: called by dl_iterate_phdr with a valid info; data is our Vec.
+    unsafe {
+        let out = &mut *(data as *mut Vec<Raw>);
+        let info = &*info;
+        let name = if info.dlpi_name.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(info.dlpi_name)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut exec = Vec::new();
+        let mut all = Vec::new();
+        let mut eh_frame_hdr = 0;
+        for i in 0..info.dlpi_phnum as usize {
+            let ph = &*info.dlpi_phdr.add(i);
+            if ph.p_type == libc::PT_GNU_EH_FRAME {
+                eh_frame_hdr = info.dlpi_addr + ph.p_vaddr;
+            }
+            if ph.p_type == libc::PT_LOAD {
+                let s = info.dlpi_addr + ph.p_vaddr;
+                let r = (s, s + ph.p_memsz);
+                all.push(r);
+                if ph.p_flags & libc::PF_X != 0 {
+                    exec.push(r);
+                }
+            }
+        }
+        out.push(Raw {
+            name,
+            bias: info.dlpi_addr,
+            exec,
+            all,
+            eh_frame_hdr,
+        });
+    }
+    0
+}
+
+fn runtime_anchor() -> u64 {
+    build as *const () as u64
+}
+
+fn load_syms(path: &str, bias: u64) -> Vec<Sym> {
+    // Mapped, not read: a process of a followed tree builds this index while
+    // it starts, and reading a whole library (libc is ~2 MB) into fresh
+    // anonymous memory costs a copy and a page fault per 4 KiB, while a
+    // mapping shares the page cache and touches only the symbol tables.
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    // SAFETY: a read-only private mapping of a loaded object's file, dropped
+    // before this function returns. A file truncated under it would fault
+    // (SIGBUS), but so would the process's own mapping of it: objects that are
+    // loaded are not rewritten in place (a rebuild renames over them).
+    let Ok(data) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return Vec::new();
+    };
+    let Ok(file) = object::File::parse(&*data) else {
+        return Vec::new();
+    };
+    let mut syms = Vec::new();
+    for s in file.symbols().chain(file.dynamic_symbols()) {
+        if s.is_undefined() || s.address() == 0 {
+            continue;
+        }
+        let st_type = match s.flags() {
+            object::SymbolFlags::Elf { st_info, .. } => st_info & 0xf,
+            _ => 0,
+        };
+        let text = s.kind() == object::SymbolKind::Text || st_type == 10;
+        if !text {
+            continue;
+        }
+        let Ok(name) = s.name() else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        syms.push(Sym {
+            addr: bias + s.address(),
+            size: s.size(),
+            name: name.to_string(),
+            global: s.is_global(),
+            ifunc: st_type == 10,
+        });
+    }
+    syms.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.global.cmp(&a.global)));
+    syms.dedup_by(|a, b| a.addr == b.addr && a.name == b.name);
+    syms
+}
+
+/// (Re)build the index from the objects loaded now, and publish it.
+pub fn build() -> &'static Index {
+    let mut raws: Vec<Raw> = Vec::new();
+    // SAFETY: the callback only appends to `raws`.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(phdr_cb),
+            &mut raws as *mut Vec<Raw> as *mut libc::c_void,
+        );
+    }
+    // Nothing loaded or unloaded since the last build: keep it (reading
+    // every object's symbol table again costs milliseconds).
+    if let Some(cur) = current() {
+        let now: Vec<(&str, u64)> = raws
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| *i == 0 || !(r.name.is_empty() || skipped(&r.name)))
+            .map(|(i, r)| (if i == 0 { "" } else { r.name.as_str() }, r.bias))
+            .collect();
+        let before: Vec<(&str, u64)> = cur
+            .objs
+            .iter()
+            .map(|o| (if o.is_main { "" } else { o.path.as_str() }, o.bias))
+            .collect();
+        if now == before {
+            return cur;
+        }
+    }
+    let anchor = runtime_anchor();
+    let mut objs = Vec::new();
+    for (i, r) in raws.into_iter().enumerate() {
+        let is_main = i == 0;
+        let path = if is_main {
+            // The name, for `lib:sym` and messages. A file replaced since
+            // the process started (a rebuild renamed over it) reads as
+            // "PATH (deleted)".
+            std::fs::read_link("/proc/self/exe")
+                .map(|p| {
+                    let p = p.to_string_lossy();
+                    p.strip_suffix(" (deleted)").unwrap_or(&p).to_owned()
+                })
+                .unwrap_or_default()
+        } else {
+            r.name.clone()
+        };
+        if path.is_empty() || skipped(&path) {
+            continue;
+        }
+        let is_runtime = r.exec.iter().any(|&(s, e)| anchor >= s && anchor < e);
+        // The symbols of the file that is mapped: /proc/self/exe opens it
+        // even when the path now names another file (or none). The runtime's
+        // own library is not read: its functions cannot be probed
+        // (`probes::resolve` refuses them) and every lookup without an
+        // explicit module skips it, and its symbol table is the largest one
+        // in most processes, read again in every process of a followed tree.
+        // (In the tests the runtime is linked into the main executable, whose
+        // symbols are read as usual.)
+        let syms = if is_runtime && !is_main {
+            Vec::new()
+        } else {
+            load_syms(if is_main { "/proc/self/exe" } else { &path }, r.bias)
+        };
+        objs.push(Obj {
+            path,
+            bias: r.bias,
+            exec: r.exec,
+            all: r.all,
+            syms,
+            is_runtime,
+            is_main,
+            eh_frame_hdr: r.eh_frame_hdr,
+            demangled: std::sync::OnceLock::new(),
+        });
+    }
+    let idx = Box::leak(Box::new(Index { objs }));
+    INDEX.store(idx, Ordering::Release);
+    idx
+}
+
+/// Objects `build` leaves out (no file on disk).
+fn skipped(name: &str) -> bool {
+    name.starts_with("linux-vdso")
+}
+
+pub fn get_or_build() -> &'static Index {
+    current().unwrap_or_else(build)
+}
+
+/// Does `want` (from "lib:sym") name this object? `libc` matches libc.so.6,
+/// `libc.so.6` matches exactly, and anything with a '/' is a path.
+fn lib_matches(obj: &Obj, want: &str) -> bool {
+    if want.contains('/') {
+        return obj.path == want
+            || std::fs::canonicalize(want)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+                .as_deref()
+                == Some(&obj.path);
+    }
+    let base = obj.path.rsplit('/').next().unwrap_or(&obj.path);
+    if base == want {
+        return true;
+    }
+    base.strip_prefix(want)
+        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub addr: u64,
+    /// Start and size of the containing function (for boundary checks).
+    pub func: u64,
+    pub size: u64,
+}
+
+/// The implementation the IFUNC `name` of object `o` resolved to, looked
+/// up in that object (registration time: `dlopen(RTLD_NOLOAD)` + `dlsym`).
+fn ifunc_target(o: &Obj, name: &str) -> Option<u64> {
+    if o.is_main {
+        return resolve_ifunc(name);
+    }
+    let path = CString::new(o.path.as_str()).ok()?;
+    let c = CString::new(name).ok()?;
+    // SAFETY: dlopen of an object already loaded (RTLD_NOLOAD: no
+    // constructor runs) with valid C strings; the handle is closed again.
+    unsafe {
+        let h = libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+        if h.is_null() {
+            return None;
+        }
+        let p = libc::dlsym(h, c.as_ptr());
+        libc::dlclose(h);
+        (!p.is_null()).then_some(p as u64)
+    }
+}
+
+fn resolve_ifunc(name: &str) -> Option<u64> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: dlsym with RTLD_DEFAULT and a valid C string.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
+    (!p.is_null()).then_some(p as u64)
+}
+
+fn lookup_in(idx: &Index, name: &str) -> Option<Found> {
+    let (lib, sym) = match name.split_once(':') {
+        Some((l, s)) if !l.is_empty() => (Some(l), s),
+        _ => (None, name),
+    };
+    let mut best: Option<(Found, bool)> = None;
+    for o in &idx.objs {
+        if o.is_runtime && lib.is_none() {
+            continue;
+        }
+        if let Some(l) = lib {
+            if !lib_matches(o, l) {
+                continue;
+            }
+        }
+        for s in &o.syms {
+            if s.name == sym || s.name.split('@').next() == Some(sym) {
+                let f = if s.ifunc {
+                    let a = resolve_ifunc(sym)?;
+                    // The implementation is often a LOCAL symbol of a stripped
+                    // library: use a symbol only if it really contains it.
+                    let (func, size) = containing(idx, a)
+                        .filter(|(_, s)| a >= s.addr && a < s.addr + s.size)
+                        .map(|(_, s)| (s.addr, s.size))
+                        .unwrap_or((a, 0));
+                    Found {
+                        addr: a,
+                        func,
+                        size,
+                    }
+                } else {
+                    Found {
+                        addr: s.addr,
+                        func: s.addr,
+                        size: s.size,
+                    }
+                };
+                // First global wins; a local one is kept only if no global appears.
+                if s.global {
+                    return Some(f);
+                }
+                if best.is_none() {
+                    best = Some((f, false));
+                }
+            }
+        }
+        if best.is_some() && o.is_main {
+            break;
+        }
+    }
+    best.map(|b| b.0)
+}
+
+/// Look a name up; rebuild the index once if it is not found (a library may
+/// have been loaded since).
+pub fn lookup(name: &str) -> Option<Found> {
+    if let Some(f) = lookup_in(get_or_build(), name) {
+        return Some(f);
+    }
+    lookup_in(build(), name)
+}
+
+/// The object containing `addr` (any PT_LOAD segment).
+pub fn object_of(idx: &Index, addr: u64) -> Option<&Obj> {
+    idx.objs
+        .iter()
+        .find(|o| o.all.iter().any(|&(s, e)| addr >= s && addr < e))
+}
+
+/// The function symbol containing `addr`.
+pub fn containing(idx: &Index, addr: u64) -> Option<(&Obj, &Sym)> {
+    containing_at(idx, addr).map(|(o, i)| (o, &o.syms[i]))
+}
+
+/// [`containing`], with the index of the symbol in its object.
+pub fn containing_at(idx: &Index, addr: u64) -> Option<(&Obj, usize)> {
+    let o = object_of(idx, addr)?;
+    let i = o.syms.partition_point(|s| s.addr <= addr);
+    let mut k = i;
+    while k > 0 {
+        k -= 1;
+        let s = &o.syms[k];
+        if addr < s.addr + s.size.max(1) {
+            return Some((o, k));
+        }
+        if s.size != 0 && addr >= s.addr + s.size && k + 1 < i {
+            break;
+        }
+    }
+    // No sized symbol contains it: nearest preceding symbol (sizes may be 0).
+    if i > 0 {
+        return Some((o, i - 1));
+    }
+    None
+}
+
+/// One function selected by a demangled name or a wildcard.
+pub struct Selected {
+    pub addr: u64,
+    /// The symbol.
+    pub name: String,
+    /// The name to show (demangled when the symbol is mangled).
+    pub display: String,
+}
+
+/// The functions the exact name `name` selects by demangled names (see
+/// `crate::proc::names`), in the first object (in load order, the runtime's own
+/// left out unless `module` is given) that has any: every overload.
+/// Err: several scopes end with `::name`. Ok(empty): none.
+pub fn select_demangled(
+    idx: &Index,
+    module: &dyn Fn(&Obj) -> bool,
+    explicit_module: bool,
+    name: &str,
+) -> Result<Vec<Selected>, String> {
+    for o in idx
+        .objs
+        .iter()
+        .filter(|o| (explicit_module || !o.is_runtime) && module(o))
+    {
+        let hits = crate::proc::names::select_demangled(
+            name,
+            o.syms.iter().enumerate().map(|(i, s)| (i, s.name.as_str())),
+        );
+        if hits.is_empty() {
+            continue;
+        }
+        if let Some(why) = crate::proc::names::ambiguity(name, &hits) {
+            return Err(why);
+        }
+        let mut out: Vec<Selected> = hits
+            .into_iter()
+            .map(|h| Selected {
+                addr: o.syms[h.index].addr,
+                name: o.syms[h.index].name.clone(),
+                display: h.demangled,
+            })
+            .collect();
+        out.sort_by_key(|s| s.addr);
+        out.dedup_by_key(|s| s.addr);
+        return Ok(out);
+    }
+    Ok(Vec::new())
+}
+
+/// The sized function symbols of the objects `module` accepts (the
+/// runtime's own left out) that the wildcard `pattern` selects: symbol or
+/// demangled name, function entries only (`crate::proc::names`).
+pub fn select_pattern(idx: &Index, module: &dyn Fn(&Obj) -> bool, pattern: &str) -> Vec<Selected> {
+    let mut out: Vec<Selected> = Vec::new();
+    for o in idx.objs.iter().filter(|o| !o.is_runtime && module(o)) {
+        for s in &o.syms {
+            if s.size == 0 {
+                continue;
+            }
+            let d = if crate::proc::names::may_match(pattern, &s.name) {
+                crate::proc::names::demangle(&s.name)
+            } else {
+                None
+            };
+            if crate::proc::names::match_pattern(pattern, &s.name, d.as_deref()) {
+                // An IFUNC selects its implementation, as an explicit name
+                // does (the resolver only runs at relocation).
+                let base = s.name.split('@').next().unwrap_or(&s.name);
+                let addr = if s.ifunc {
+                    match ifunc_target(o, base) {
+                        Some(a) => a,
+                        None => continue,
+                    }
+                } else {
+                    s.addr
+                };
+                out.push(Selected {
+                    addr,
+                    name: s.name.clone(),
+                    display: d.unwrap_or_else(|| base.to_string()),
+                });
+            }
+        }
+    }
+    out.sort_by_key(|s| s.addr);
+    out.dedup_by_key(|s| s.addr);
+    out
+}
+
+/// Format `addr` as `func+0xoff [lib]` into `out` without allocating
+/// (hit-path safe once an index exists). Returns the number of bytes written.
+pub fn symbolize(addr: u64, out: &mut crate::fmt::Buf) {
+    let hex = |out: &mut crate::fmt::Buf, v: u64| {
+        out.extend(b"0x");
+        let mut started = false;
+        for i in (0..16).rev() {
+            let d = ((v >> (i * 4)) & 0xf) as u8;
+            if d != 0 || started || i == 0 {
+                started = true;
+                out.push(b"0123456789abcdef"[d as usize]);
+            }
+        }
+    };
+    if let Some(idx) = current() {
+        if let Some((o, i)) = containing_at(idx, addr) {
+            out.extend(o.display_name(i).as_bytes());
+            out.push(b'+');
+            hex(out, addr - o.syms[i].addr);
+            if !o.is_main {
+                out.extend(b" [");
+                out.extend(o.path.rsplit('/').next().unwrap_or("").as_bytes());
+                out.push(b']');
+            }
+            return;
+        }
+    }
+    hex(out, addr);
+}
+
+/// Is `addr` inside executable code of a loaded object?
+pub fn executable(idx: &Index, addr: u64) -> Option<&Obj> {
+    idx.objs
+        .iter()
+        .find(|o| o.exec.iter().any(|&(s, e)| addr >= s && addr < e))
+}
