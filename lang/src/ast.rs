@@ -14,7 +14,7 @@ use crate::span::Span;
 pub const MAX_DEPTH: u32 = 200;
 /// Tallest tree the parser accepts (flat chains; every recursive pass must
 /// fit this many frames of each kind in the main thread's stack).
-pub const MAX_HEIGHT: u32 = 1200;
+pub const MAX_HEIGHT: u32 = 800;
 
 /// The packed `depth` of a node: `(level << 16) | height`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

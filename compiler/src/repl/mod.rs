@@ -260,22 +260,29 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
         }
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pump = {
+    let (pumped, pump_done) = std::sync::mpsc::channel::<()>();
+    {
         let live = repl.live.clone();
         let printer = repl.printer.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("ptap-repl-pump".into())
-            .spawn(move || pump_loop(&live, &printer, &stop, !terminal))
-            .map_err(|e| format!("cannot start a thread: {e}"))?
-    };
+            .spawn(move || {
+                pump_loop(&live, &printer, &stop, !terminal);
+                let _ = pumped.send(());
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+    }
     let code = if let Some(echo) = echo {
         editor::run(&mut repl, echo)
     } else {
         repl.plain_loop()
     };
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let _ = pump.join();
+    // The session has ended and printed its report: wait for the pump a
+    // bounded time only, so that a pump stuck in a read can never keep the
+    // process from exiting (it ends with the process).
+    let _ = pump_done.recv_timeout(Duration::from_secs(2));
     Ok(code)
 }
 
@@ -291,6 +298,9 @@ fn pump_loop(
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let (out, err, end) = {
             let Ok(mut l) = live.lock() else { return };
+            if l.finished.is_some() {
+                return; // the session ended (:quit): nothing more to drain
+            }
             l.pump();
             let (o, e) = l.take_output();
             (o, e, plain && (crate::load::interrupted() || l.exit_seen))

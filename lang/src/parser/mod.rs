@@ -397,13 +397,13 @@ function double(x) { return 2 * x }");
     #[test]
     fn flat_chains_are_not_nesting() {
         let terms = |n: usize, op: &str| vec!["1"; n].join(op);
-        ok(&format!("probe begin {{ x = {} }}", terms(1150, "+")));
-        ok(&format!("probe begin {{ x = {} }}", terms(1150, " || ")));
+        ok(&format!("probe begin {{ x = {} }}", terms(780, "+")));
+        ok(&format!("probe begin {{ x = {} }}", terms(780, " || ")));
         ok(&format!("probe begin {{ x = {} }}", terms(500, " . ")));
-        let elifs = "if (x) y = 1 else ".repeat(1100);
+        let elifs = "if (x) y = 1 else ".repeat(780);
         ok(&format!("probe begin {{ {elifs} y = 2 }}"));
         let e = parse_file(
-            &format!("probe begin {{ x = {} }}", terms(1300, "+")),
+            &format!("probe begin {{ x = {} }}", terms(900, "+")),
             FileId(0),
         )
         .unwrap_err();

@@ -231,18 +231,11 @@ pub fn build() -> &'static Index {
         }
         let is_runtime = r.exec.iter().any(|&(s, e)| anchor >= s && anchor < e);
         // The symbols of the file that is mapped: /proc/self/exe opens it
-        // even when the path now names another file (or none). The runtime's
-        // own library is not read: its functions cannot be probed
-        // (`probes::resolve` refuses them) and every lookup without an
-        // explicit module skips it, and its symbol table is the largest one
-        // in most processes, read again in every process of a followed tree.
-        // (In the tests the runtime is linked into the main executable, whose
-        // symbols are read as usual.)
-        let syms = if is_runtime && !is_main {
-            Vec::new()
-        } else {
-            load_syms(if is_main { "/proc/self/exe" } else { &path }, r.bias)
-        };
+        // even when the path now names another file (or none). The
+        // runtime's own are read too: its functions cannot be probed, but
+        // backtraces through it (a module's init called by the loader) name
+        // them.
+        let syms = load_syms(if is_main { "/proc/self/exe" } else { &path }, r.bias);
         objs.push(Obj {
             path,
             bias: r.bias,
