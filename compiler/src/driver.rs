@@ -240,7 +240,7 @@ pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
             ))
         }
     };
-    let argv = match command_argv(opts.cmd.as_deref()) {
+    let argv = match command_argv(opts.target.cmd.as_deref()) {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };
@@ -248,11 +248,11 @@ pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
         &prog,
         &crate::run::RunOpts {
             argv,
-            output: opts.output.as_deref(),
-            timeout: opts.timeout,
-            verbose: opts.verbose,
-            no_follow: opts.no_follow,
-            pid: opts.pid,
+            output: opts.target.output.as_deref(),
+            timeout: opts.target.timeout,
+            verbose: opts.target.verbose,
+            no_follow: opts.target.no_follow,
+            pid: opts.target.pid,
             serve: None,
             json: opts.format == crate::OutputFormat::Json,
         },

@@ -275,24 +275,24 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let module = std::fs::canonicalize(&opts.module)
         .map_err(|e| format!("{}: {e}", opts.module.display()))?;
     crate::checks::check_module(&module)?;
-    if opts.cmd.is_none() && opts.pid.is_none() {
+    if opts.target.cmd.is_none() && opts.target.pid.is_none() {
         return Err(
             "give the command to run with -c CMD, or the process to attach to with -x PID".into(),
         );
     }
-    let argv = opts.cmd.as_deref().map(split_command).transpose()?;
-    if let Some(pid) = opts.pid {
+    let argv = opts.target.cmd.as_deref().map(split_command).transpose()?;
+    if let Some(pid) = opts.target.pid {
         crate::inject::check_pid(pid)?;
     }
     let installed = runtime_path()?;
     // Preload a private snapshot: a rebuild of the runtime (cargo replaces the
     // file) while the target runs must not break its exec'ed children.
-    let snapshot = RuntimeSnapshot::new_for(&installed, opts.pid.is_some())?;
+    let snapshot = RuntimeSnapshot::new_for(&installed, opts.target.pid.is_some())?;
     let runtime = snapshot.path.clone();
     let ring = ring_size_from_env()?;
-    let owned = OwnedSession::create_for(ring, Session::total_size(ring), opts.pid)?;
+    let owned = OwnedSession::create_for(ring, Session::total_size(ring), opts.target.pid)?;
     let s = owned.session;
-    let out: Box<dyn Write> = match &opts.output {
+    let out: Box<dyn Write> = match &opts.target.output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
         )),
@@ -304,7 +304,7 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     };
 
     install_interrupt_handlers();
-    let mut target = match (&argv, opts.pid) {
+    let mut target = match (&argv, opts.target.pid) {
         (_, Some(pid)) => {
             let snap = &snapshot;
             // The module may print while it loads: drain meanwhile.
@@ -315,7 +315,7 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
                 &module,
                 &[],
                 Err("a C module cannot use a second copy of the runtime (its register_kprobe and printk would bind to the earlier one)"),
-                opts.verbose,
+                opts.target.verbose,
             )?;
             // The module failed in the process (its init_module() faulted,
             // overran its time or returned an error; reported by the
@@ -331,9 +331,13 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
             Target::Attached(a)
         }
         (Some(argv), None) => {
-            let env = [(session::ENV_MODULE, module.as_os_str())];
-            let child = spawn(argv, &runtime, &owned, &env, opts.verbose)?;
-            if opts.verbose > 0 {
+            let mut env = vec![(session::ENV_MODULE, module.as_os_str())];
+            if opts.target.no_follow {
+                env.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
+                env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
+            }
+            let child = spawn(argv, &runtime, &owned, &env, opts.target.verbose)?;
+            if opts.target.verbose > 0 {
                 eprintln!(
                     "ptap: running {argv:?} with {} (a snapshot of {}) and module {}",
                     runtime.display(),
@@ -346,13 +350,20 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
         (None, None) => unreachable!("checked above"),
     };
     let pid = target.id();
+    let deadline = match opts.target.timeout {
+        Some(t) if t.is_finite() && t >= 0.0 => Some(Instant::now() + Duration::from_secs_f64(t)),
+        Some(t) => return Err(format!("-T {t}: give a number of seconds, 0 or more")),
+        None => None,
+    };
 
+    let mut timed_out = false;
     let status = loop {
         let n = sink.drain(&s);
         if let Some(st) = target.try_wait()? {
             break Some(st);
         }
-        if interrupted() {
+        timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+        if interrupted() || timed_out {
             detach(&s, &mut || {
                 sink.drain(&s);
             });
@@ -397,7 +408,9 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
         }
         None => {
             eprintln!("ptap: detached from pid {pid}; it keeps running");
-            Ok(ExitCode::from(if module_failed { 1 } else { 130 }))
+            // -T ended the session as asked: a success (Ctrl-C: 130).
+            let ok = if timed_out { 0 } else { 130 };
+            Ok(ExitCode::from(if module_failed { 1 } else { ok }))
         }
     }
 }

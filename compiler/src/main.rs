@@ -67,12 +67,11 @@ pub enum Command {
     Man,
 }
 
-/// Options for `ptap run`.
+/// What a module session probes and where its output goes: the options
+/// `ptap run` and `ptap load` share (one definition, so that neither lacks
+/// one the other has).
 #[derive(Args, Debug)]
-pub struct RunModuleOpts {
-    /// The probe module (NAME.o) written by `ptap -p4 -m NAME`.
-    pub module: std::path::PathBuf,
-
+pub struct TargetArgs {
     /// Run CMD (split like a shell would, without a shell) and probe it.
     #[arg(short = 'c', value_name = "CMD")]
     pub cmd: Option<String>,
@@ -86,13 +85,27 @@ pub struct RunModuleOpts {
     #[arg(short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
 
-    /// Stop after SECS seconds.
+    /// Stop after SECS seconds (the target is detached and goes on).
     #[arg(short = 'T', value_name = "SECS")]
     pub timeout: Option<f64>,
 
     /// Probe only the -c process itself (see `ptap --help`).
     #[arg(long = "no-follow")]
     pub no_follow: bool,
+
+    /// Verbose: time the run and explain probe placement.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Options for `ptap run`.
+#[derive(Args, Debug)]
+pub struct RunModuleOpts {
+    /// The probe module (NAME.o) written by `ptap -p4 -m NAME`.
+    pub module: std::path::PathBuf,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// Output format: `text` (the default) or `json` (see docs/output.md).
     #[arg(
@@ -102,10 +115,6 @@ pub struct RunModuleOpts {
         default_value = "text"
     )]
     pub format: OutputFormat,
-
-    /// Verbose: time the run and explain probe placement.
-    #[arg(short = 'v', action = clap::ArgAction::Count)]
-    pub verbose: u8,
 }
 
 /// Options for running a script.
@@ -207,22 +216,8 @@ pub struct LoadOpts {
     /// The probe module: a shared object built against runtime/include/ptap/kprobes.h.
     pub module: std::path::PathBuf,
 
-    /// Run CMD (split like a shell would, without a shell) with the module loaded.
-    #[arg(short = 'c', value_name = "CMD")]
-    pub cmd: Option<String>,
-
-    /// Attach to the running process PID instead of starting one (the runtime
-    /// is loaded into it with ptrace + dlopen; see docs/usage.md).
-    #[arg(short = 'x', value_name = "PID", conflicts_with = "cmd")]
-    pub pid: Option<i32>,
-
-    /// Write output to FILE instead of stdout.
-    #[arg(short = 'o', value_name = "FILE")]
-    pub output: Option<std::path::PathBuf>,
-
-    /// Verbose.
-    #[arg(short = 'v', action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// When ptap started (for -v: time to armed probes with -x).

@@ -347,3 +347,51 @@ fn more_threads_than_thread_table_slots() {
     assert_eq!(out.get("returns"), 5000, "{out:?}");
     assert_eq!(out.get("nmissed"), 0, "{out:?}");
 }
+
+/// `ptap load` has the module-session options `ptap run` has (one clap
+/// struct): -T ends the session and leaves the target running; --no-follow
+/// keeps a forked child unprobed.
+#[test]
+fn load_takes_the_timeout_and_no_follow_options() {
+    let m = module("count");
+    // spin runs 3 s; -T ends the session after 0.3 s. The target shares
+    // ptap's stdout: its last line (after its 3 s) shows it went on.
+    let mut c = ptap();
+    c.arg("load")
+        .arg(&m)
+        .args(["-T", "0.3", "-c"])
+        .arg(format!("{} 1 3000", target("spin")));
+    let out = run_cmd(c, Duration::from_secs(60));
+    assert_eq!(
+        out.code,
+        Some(0),
+        "-T ends the session as a success: {out:?}"
+    );
+    assert!(out.stderr.contains("detached from pid"), "{out:?}");
+    assert!(out.stdout.contains("hits="), "{out:?}");
+    assert!(
+        out.stdout.contains("spin_calls="),
+        "the target goes on after -T: {out:?}"
+    );
+
+    // forks: the forked child calls work() 3 times, the parent 2 times.
+    let mut c = ptap();
+    c.arg("load").arg(&m).arg("-c").arg(target("forks"));
+    let out = run_cmd(c, Duration::from_secs(60));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("hits=3 "), "{out:?}");
+    assert!(out.stdout.contains("hits=2 "), "{out:?}");
+    let mut c = ptap();
+    c.arg("load")
+        .arg(&m)
+        .arg("--no-follow")
+        .arg("-c")
+        .arg(target("forks"));
+    let out = run_cmd(c, Duration::from_secs(60));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        !out.stdout.contains("hits=3 "),
+        "the child was probed: {out:?}"
+    );
+    assert!(out.stdout.contains("hits=2 "), "{out:?}");
+}
