@@ -350,11 +350,7 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
         (None, None) => unreachable!("checked above"),
     };
     let pid = target.id();
-    let deadline = match opts.target.timeout {
-        Some(t) if t.is_finite() && t >= 0.0 => Some(Instant::now() + Duration::from_secs_f64(t)),
-        Some(t) => return Err(format!("-T {t}: give a number of seconds, 0 or more")),
-        None => None,
-    };
+    let deadline = crate::run::deadline(Instant::now(), opts.target.timeout);
 
     let mut timed_out = false;
     let status = loop {

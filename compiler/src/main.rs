@@ -86,7 +86,7 @@ pub struct TargetArgs {
     pub output: Option<std::path::PathBuf>,
 
     /// Stop after SECS seconds (the target is detached and goes on).
-    #[arg(short = 'T', value_name = "SECS")]
+    #[arg(short = 'T', value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<f64>,
 
     /// Probe only the -c process itself (see `ptap --help`).
@@ -186,7 +186,7 @@ pub struct ScriptOpts {
     pub module: Option<String>,
 
     /// Stop after SECS seconds.
-    #[arg(short = 'T', value_name = "SECS")]
+    #[arg(short = 'T', value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<f64>,
 
     /// Probe only the -c process itself: the programs it execs do not load
@@ -218,6 +218,19 @@ pub struct LoadOpts {
 
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+/// `-T SECS`: a number of seconds, 0 or more, that a `Duration` holds
+/// (checked here once, so that no session loop can panic on `inf` or `-1`).
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let t: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if t >= 0.0 && std::time::Duration::try_from_secs_f64(t).is_ok() {
+        Ok(t)
+    } else {
+        Err(format!("`{s}`: give a number of seconds, 0 or more"))
+    }
 }
 
 /// When ptap started (for -v: time to armed probes with -x).

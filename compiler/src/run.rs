@@ -461,6 +461,13 @@ fn session_loop(
     }
 }
 
+/// When `-T SECS` (checked by the command line: finite, 0 or more) ends a
+/// session started at `start`; None: never (no -T, or beyond what an
+/// `Instant` can hold).
+pub(crate) fn deadline(start: Instant, secs: Option<f64>) -> Option<Instant> {
+    start.checked_add(Duration::try_from_secs_f64(secs?).ok()?)
+}
+
 /// `-T` and the timer probes of a session loop.
 pub(crate) struct Clock {
     deadline: Option<Instant>,
@@ -472,9 +479,7 @@ impl Clock {
     pub(crate) fn new(prog: &Program, opts: &RunOpts) -> Clock {
         let start = Instant::now();
         Clock {
-            deadline: opts
-                .timeout
-                .map(|t| start + Duration::from_secs_f64(t.max(0.0))),
+            deadline: deadline(start, opts.timeout),
             timers: host::timers(prog.meta())
                 .into_iter()
                 .map(|(p, q, ns)| {

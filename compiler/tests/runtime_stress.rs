@@ -395,3 +395,30 @@ fn load_takes_the_timeout_and_no_follow_options() {
     );
     assert!(out.stdout.contains("hits=2 "), "{out:?}");
 }
+
+/// `-T` takes a number of seconds a session can wait: `inf`, `nan` or a
+/// negative number is one clear error from the command line (it used to
+/// panic in the session loop), for scripts and modules alike.
+#[test]
+fn a_timeout_that_is_not_a_number_of_seconds_is_a_clear_error() {
+    for t in ["inf", "nan", "1e300", "-0.5"] {
+        let mut c = ptap();
+        c.arg(format!("-T{t}"))
+            .args(["-e", "probe begin { print(1) }"]);
+        let out = run_cmd(c, Duration::from_secs(30));
+        assert_eq!(out.code, Some(2), "{t}: {out:?}");
+        assert!(
+            out.stderr.contains("give a number of seconds, 0 or more")
+                && !out.stderr.contains("panicked"),
+            "{t}: {out:?}"
+        );
+        let mut c = ptap();
+        c.args(["load", "mod.so", &format!("-T{t}"), "-c", "true"]);
+        let out = run_cmd(c, Duration::from_secs(30));
+        assert_eq!(out.code, Some(2), "{t}: {out:?}");
+        assert!(
+            out.stderr.contains("give a number of seconds"),
+            "{t}: {out:?}"
+        );
+    }
+}

@@ -220,6 +220,18 @@ fn return_code(l: VarLoc) -> TVar {
     TVar::Long(ops)
 }
 
+const DIFFERENT_PLACES: &str = "the probe's points keep it in different places";
+
+/// One variable read the same way at every point of a probe: `l` (one
+/// point's) must match what the earlier points gave, else `why`.
+fn agree(loc: &mut Option<TVar>, l: TVar, why: &str) -> Result<(), String> {
+    if loc.as_ref().is_some_and(|x| *x != l) {
+        return Err(why.to_string());
+    }
+    *loc = Some(l);
+    Ok(())
+}
+
 fn resolve(
     debugs: &mut Debugs<'_>,
     p: &Probe,
@@ -251,10 +263,8 @@ fn resolve(
                     .of(module)
                     .and_then(|d| d.return_access(func, name))
                     .map_err(&fail)?;
-                if loc.as_ref().is_some_and(|x| *x != l) {
-                    return Err(fail("the probe's functions return different types".into()));
-                }
-                loc = Some(l);
+                agree(&mut loc, l, "the probe's functions return different types")
+                    .map_err(&fail)?;
             }
             if let Some(l) = loc {
                 out.insert(name.clone(), l);
@@ -275,12 +285,7 @@ fn resolve(
                     .of(None)
                     .and_then(|d| d.access_at(*a, name))
                     .map_err(&fail)?;
-                if loc.as_ref().is_some_and(|x| *x != l) {
-                    return Err(fail(
-                        "the probe's points keep it in different places".into(),
-                    ));
-                }
-                loc = Some(l);
+                agree(&mut loc, l, DIFFERENT_PLACES).map_err(&fail)?;
                 continue;
             }
             let Some((module, func)) = entry_function(&pt.kind, at_entry) else {
@@ -299,12 +304,7 @@ fn resolve(
                 .of(module)
                 .and_then(|d| d.entry_access(func, name))
                 .map_err(&fail)?;
-            if loc.as_ref().is_some_and(|x| *x != l) {
-                return Err(fail(
-                    "the probe's points keep it in different places".into(),
-                ));
-            }
-            loc = Some(l);
+            agree(&mut loc, l, DIFFERENT_PLACES).map_err(&fail)?;
         }
         if let Some(l) = loc {
             out.insert(name.clone(), l);

@@ -231,9 +231,7 @@ impl Repl {
     }
 
     fn wait(&mut self) {
-        let deadline = self
-            .timeout
-            .map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        let deadline = crate::run::deadline(Instant::now(), self.timeout);
         loop {
             if self.target_pid().is_none() {
                 return;

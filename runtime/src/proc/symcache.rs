@@ -66,25 +66,21 @@ pub fn lookup(name: &str) -> Option<Found> {
             Err(p) => p.into_inner(),
         };
         let here = idx as *const Index as usize;
-        if g.as_ref().is_none_or(|c| c.index != here) {
-            *g = Some(Cache {
-                index: here,
-                map: None,
-                lookups: 0,
-            });
+        if g.as_ref().is_some_and(|c| c.index != here) {
+            *g = None; // built from an older index
         }
-        match g.as_mut() {
-            Some(c) => {
-                c.lookups += 1;
-                if c.map.is_none() && c.lookups > MAP_AFTER {
-                    c.map = Some(build(idx));
-                }
-                c.map
-                    .as_ref()
-                    .map(|m| m.get(name).and_then(|cands| pick(idx, cands)))
-            }
-            None => None,
+        let c = g.get_or_insert_with(|| Cache {
+            index: here,
+            map: None,
+            lookups: 0,
+        });
+        c.lookups += 1;
+        if c.map.is_none() && c.lookups > MAP_AFTER {
+            c.map = Some(build(idx));
         }
+        c.map
+            .as_ref()
+            .map(|m| m.get(name).and_then(|cands| pick(idx, cands)))
     };
     match hit {
         Some(Some(Some(f))) => Some(f),
