@@ -101,8 +101,70 @@ impl VectorSave {
 /// LAHF/SAHF in 64-bit mode (CPUID.80000001H:ECX bit 0; absent only on the very
 /// first x86-64 CPUs).
 fn lahf_sahf() -> bool {
-    use core::arch::x86_64::__cpuid;
-    __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & 1 != 0
+    cpu().lahf_sahf
+}
+
+/// The CPU facts trampolines depend on, read once per process: CPUID is a
+/// VM exit under a hypervisor (microseconds each), and arming 10,000 probes
+/// asked for them 30,000 times (a quarter of the arming time).
+#[derive(Clone, Copy)]
+struct CpuFacts {
+    lahf_sahf: bool,
+    /// XCR0, or 0 without OSXSAVE.
+    xcr0: u64,
+    /// CPUID leaf 0xD EBX: the XSAVE area size for XCR0's features.
+    xsave_size: Option<u32>,
+}
+
+fn read_cpu() -> CpuFacts {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    let lahf_sahf = __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & 1 != 0;
+    // CPUID leaf 1 ECX bit 27: OSXSAVE (the OS enabled XSAVE and set XCR0).
+    if __cpuid_count(1, 0).ecx & (1 << 27) == 0 {
+        return CpuFacts {
+            lahf_sahf,
+            xcr0: 0,
+            xsave_size: None,
+        };
+    }
+    let (lo, hi): (u32, u32);
+    // SAFETY: xgetbv with ecx = 0 is valid when OSXSAVE is set (checked above).
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    let d = __cpuid_count(0xd, 0); // leaf 0xD exists when OSXSAVE is set
+    CpuFacts {
+        lahf_sahf,
+        xcr0: (hi as u64) << 32 | lo as u64,
+        xsave_size: Some(d.ebx),
+    }
+}
+
+/// The cached [`CpuFacts`]. No lock and no allocation: the runtime calls this
+/// while arming probes inside the target, and two threads racing to fill
+/// the cache store the same value.
+fn cpu() -> CpuFacts {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Bit 63 of STATE: filled; bit 62: LAHF/SAHF; bit 61: has XSAVE; low 32
+    // bits: the XSAVE size. XCR0 goes in its own word.
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    static XCR0: AtomicU64 = AtomicU64::new(0);
+    let s = STATE.load(Ordering::Acquire);
+    if s & 1 << 63 != 0 {
+        return CpuFacts {
+            lahf_sahf: s & 1 << 62 != 0,
+            xcr0: XCR0.load(Ordering::Relaxed),
+            xsave_size: (s & 1 << 61 != 0).then_some(s as u32),
+        };
+    }
+    let f = read_cpu();
+    XCR0.store(f.xcr0, Ordering::Relaxed);
+    let packed = 1 << 63
+        | (f.lahf_sahf as u64) << 62
+        | (f.xsave_size.is_some() as u64) << 61
+        | f.xsave_size.unwrap_or(0) as u64;
+    STATE.store(packed, Ordering::Release);
+    f
 }
 
 /// Did the OS enable AVX state (XCR0 bits 1 and 2)? Then `vzeroupper` is valid.
@@ -117,30 +179,13 @@ pub fn avx512_enabled() -> bool {
 
 /// XCR0, or 0 without OSXSAVE.
 pub fn xcr0() -> u64 {
-    use core::arch::x86_64::__cpuid_count;
-    let leaf1 = __cpuid_count(1, 0);
-    if leaf1.ecx & (1 << 27) == 0 {
-        return 0;
-    }
-    let (lo, hi): (u32, u32);
-    // SAFETY: xgetbv with ecx = 0 is valid when OSXSAVE is set (checked above).
-    unsafe {
-        core::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
-    (hi as u64) << 32 | lo as u64
+    cpu().xcr0
 }
 
 /// Size of the XSAVE area for the features the OS enabled (CPUID leaf 0xD, EBX), or
 /// `None` if the CPU has no XSAVE.
 pub fn xsave_size() -> Option<u32> {
-    use core::arch::x86_64::__cpuid_count;
-    // CPUID leaf 1 ECX bit 27: OSXSAVE (the OS enabled XSAVE and set XCR0).
-    let leaf1 = __cpuid_count(1, 0);
-    if leaf1.ecx & (1 << 27) == 0 {
-        return None;
-    }
-    let d = __cpuid_count(0xd, 0); // leaf 0xD exists when OSXSAVE is set
-    Some(d.ebx)
+    cpu().xsave_size
 }
 
 fn err(_: iced_x86::IcedError) -> ArchError {

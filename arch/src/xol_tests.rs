@@ -797,3 +797,47 @@ fn relocate_into_too_small_space_is_an_error() {
         let _ = prepare(&[0x48, 0x8b, 0x05, 0xff, 0xff, 0xff, 0x7f], orig, slot);
     }
 }
+
+/// The copy-as-is fast path of `relocate` emits exactly what the
+/// BlockEncoder path emits, for random instructions and for runs of
+/// several, at a near and a far slot.
+#[test]
+fn plain_relocation_is_byte_for_byte_the_encoders() {
+    let mut rng = Rng(0x0bad_cafe_1234_5678);
+    let mut compared = 0;
+    for _ in 0..30_000 {
+        let mut b = [0u8; 45];
+        for x in b.iter_mut() {
+            *x = (rng.next() >> 16) as u8;
+        }
+        // Up to three consecutive instructions, as an optimized region has.
+        let mut list = Vec::new();
+        let mut at = 0;
+        let n = 1 + rng.next() as usize % 3;
+        while list.len() < n && at < 30 {
+            let Ok(i) = crate::decode::decode_one(&b[at..], ORIG + at as u64) else {
+                break;
+            };
+            let len = i.len();
+            let raw = &b[at..at + len];
+            list.push((i, raw, crate::decode::classify(&i, raw)));
+            at += len;
+        }
+        if list.is_empty() {
+            continue;
+        }
+        for (dest, cap) in [(SLOT, 64), (ORIG + 0x10_0000, 32), (SLOT, 8)] {
+            let back = ORIG + at as u64;
+            if let Some(fast) = relocate_plain(&list, dest, cap, back) {
+                assert_eq!(
+                    Ok(fast),
+                    relocate_encoded(&list, dest, cap, back),
+                    "{:02x?}",
+                    &b[..at]
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 10_000, "{compared}");
+}

@@ -93,6 +93,34 @@ fn slot(i: usize) -> *mut ThreadState {
     unsafe { table().add(i) }
 }
 
+/// Slots ever claimed (bit `i % 64` of word `i / 64` for slot `i`), so that
+/// scans visit only those: a process has a few threads and the table 4,096
+/// slots, and unregistering 10,000 probes used to scan the whole table for
+/// each. A bit is set when its slot is first claimed and stays set.
+static USED: [AtomicU64; MAX_THREADS / 64] = [const { AtomicU64::new(0) }; MAX_THREADS / 64];
+
+fn mark_used(s: *mut ThreadState) {
+    let i = (s as usize - table() as usize) / core::mem::size_of::<ThreadState>();
+    // SeqCst: ordered before this thread's `enter` fence, so a `synchronize`
+    // that misses the bit is ordered before that hit (see `enter`).
+    USED[i / 64].fetch_or(1 << (i % 64), Ordering::SeqCst);
+}
+
+/// Every slot ever claimed, in table order.
+fn used_slots() -> impl Iterator<Item = *mut ThreadState> {
+    USED.iter().enumerate().flat_map(|(w, word)| {
+        let mut bits = word.load(Ordering::SeqCst);
+        core::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            Some(slot(w * 64 + b))
+        })
+    })
+}
+
 fn hash(tid: i32) -> usize {
     (tid as u32).wrapping_mul(2_654_435_761) as usize % MAX_THREADS
 }
@@ -166,6 +194,7 @@ pub fn current() -> Option<*mut ThreadState> {
         .is_ok()
         {
             reset(s);
+            mark_used(s);
             return Some(s);
         }
         continue 'again;
@@ -208,8 +237,7 @@ pub fn sweep_dead() -> usize {
         return 0;
     }
     let mut n = 0;
-    for i in 0..MAX_THREADS {
-        let s = slot(i);
+    for s in used_slots() {
         // SAFETY: inside the table; kret_head is read racily (volatile) and
         // acted upon only after the slot was taken over by CAS.
         let (tid, kret) = unsafe {
@@ -304,8 +332,7 @@ pub fn synchronize() -> bool {
     let mut complete = true;
     core::sync::atomic::fence(Ordering::SeqCst);
     let me = sys::gettid();
-    for i in 0..MAX_THREADS {
-        let s = slot(i);
+    for s in used_slots() {
         // SAFETY: inside the table.
         let (tid, active, gen) = unsafe {
             (
@@ -360,8 +387,7 @@ pub fn after_fork(parent_tid: i32) {
         return;
     }
     let mut moved: Option<*mut ThreadState> = None;
-    for i in 0..MAX_THREADS {
-        let s = slot(i);
+    for s in used_slots() {
         // SAFETY: inside the table; the child is single-threaded here.
         unsafe {
             let t = (*s).tid.load(Ordering::Relaxed);
@@ -393,8 +419,7 @@ pub fn for_each(mut f: impl FnMut(*mut ThreadState)) {
     if table().is_null() {
         return;
     }
-    for i in 0..MAX_THREADS {
-        let s = slot(i);
+    for s in used_slots() {
         // SAFETY: inside the table.
         if unsafe { (*s).tid.load(Ordering::Acquire) } > 0 {
             f(s);

@@ -2,7 +2,9 @@
 //! and patching the target's text (/proc/self/mem, or mprotect and plain
 //! copies for a batch).
 
-use std::collections::HashMap;
+// FxHash: the registry's keys are addresses and pointers (no untrusted
+// input), and SipHash was 8% of arming 10,000 probes.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Mutex;
 
 use ptap_arch::xol::{self, Kind, SLOT_SIZE};
@@ -32,7 +34,7 @@ pub(crate) struct Registry {
     arenas: Vec<Arena>,
     pub(crate) rets: HashMap<usize, *const RetRec>,
     /// Sites whose probes are all disabled: original byte in place.
-    pub(crate) disarmed: std::collections::HashSet<u64>,
+    pub(crate) disarmed: rustc_hash::FxHashSet<u64>,
     mem_fd: i32,
     mem_id: crate::base::fds::Ident,
     /// int3s of a batch (register_kprobes), written together at its end.
@@ -59,11 +61,11 @@ pub(crate) fn with_reg<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
         Err(p) => p.into_inner(),
     };
     let r = g.get_or_insert_with(|| Registry {
-        by_kp: HashMap::new(),
-        sites: HashMap::new(),
+        by_kp: HashMap::default(),
+        sites: HashMap::default(),
         arenas: Vec::new(),
-        rets: HashMap::new(),
-        disarmed: std::collections::HashSet::new(),
+        rets: HashMap::default(),
+        disarmed: rustc_hash::FxHashSet::default(),
         mem_fd: -1,
         mem_id: Default::default(),
         deferred_int3: Vec::new(),
