@@ -361,6 +361,14 @@ pub(crate) fn clean_code(reg: &Registry, addr: u64, len: usize) -> Vec<u8> {
 /// and made r-x again, instead of one /proc/self/mem write per piece. Pieces
 /// in other mappings (not plain r-x, or mprotect refused) go through `poke`.
 pub(crate) fn poke_many(reg: &mut Registry, w: &[(u64, Vec<u8>)]) {
+    // A few pieces (a process of a followed tree arming its probes): one
+    // write each is cheaper than reading and parsing /proc/self/maps.
+    if w.len() <= 4 {
+        for (a, b) in w {
+            let _ = poke(reg, *a, b);
+        }
+        return;
+    }
     let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     let rx: Vec<(u64, u64)> = text
         .lines()

@@ -383,6 +383,8 @@ fn load_module(
     let Ok(c) = CString::new(path) else {
         return true;
     };
+    // Its init runs under the runtime's loader: backtraces name those frames.
+    crate::proc::symbols::want_runtime_symbols();
     // SAFETY: dlopen of the module named by ptap; its undefined symbols
     // (register_kprobe, printk, ...) resolve against this preloaded library.
     let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };

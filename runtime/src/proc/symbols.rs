@@ -176,7 +176,21 @@ fn load_syms(path: &str, bias: u64) -> Vec<Sym> {
             ifunc: st_type == 10,
         });
     }
-    syms.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.global.cmp(&a.global)));
+    // By address, globals first, else in table order (.symtab before
+    // .dynsym): what a stable sort on (address, !global) gives, through an
+    // unstable sort of small keys (the stable sort of the 48-byte entries
+    // was a third of this function).
+    let mut keys: Vec<(u64, bool, u32)> = syms
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.addr, !s.global, i as u32))
+        .collect();
+    keys.sort_unstable();
+    let mut slots: Vec<Option<Sym>> = syms.into_iter().map(Some).collect();
+    let mut syms: Vec<Sym> = keys
+        .iter()
+        .filter_map(|&(_, _, i)| slots[i as usize].take())
+        .collect();
     syms.dedup_by(|a, b| a.addr == b.addr && a.name == b.name);
     syms
 }
@@ -232,10 +246,13 @@ pub fn build() -> &'static Index {
         let is_runtime = r.exec.iter().any(|&(s, e)| anchor >= s && anchor < e);
         // The symbols of the file that is mapped: /proc/self/exe opens it
         // even when the path now names another file (or none). The
-        // runtime's own are read too: its functions cannot be probed, but
-        // backtraces through it (a module's init called by the loader) name
-        // them.
-        let syms = load_syms(if is_main { "/proc/self/exe" } else { &path }, r.bias);
+        // runtime's own are read only for C modules (see
+        // [`want_runtime_symbols`]).
+        let syms = if is_runtime && !is_main && !RUNTIME_SYMS.load(Ordering::Relaxed) {
+            Vec::new()
+        } else {
+            load_syms(if is_main { "/proc/self/exe" } else { &path }, r.bias)
+        };
         objs.push(Obj {
             path,
             bias: r.bias,
@@ -251,6 +268,20 @@ pub fn build() -> &'static Index {
     let idx = Box::leak(Box::new(Index { objs }));
     INDEX.store(idx, Ordering::Release);
     idx
+}
+
+static RUNTIME_SYMS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Read the runtime's own symbols into the index from now on. Its functions
+/// cannot be probed and lookups without a module skip it, so they only
+/// name frames: a C module's `init_module` is called by the runtime's
+/// loader, and a backtrace taken there names the loader's frames. A script
+/// module's handlers never run under the runtime's named frames in a
+/// backtrace (it starts at the probed context). Its symbol table is the
+/// largest in most processes (5,000 Rust symbols, 60% of building the
+/// index), and every process of a followed tree would read it again.
+pub fn want_runtime_symbols() {
+    RUNTIME_SYMS.store(true, Ordering::Relaxed);
 }
 
 /// Objects `build` leaves out (no file on disk).
