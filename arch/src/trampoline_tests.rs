@@ -619,8 +619,9 @@ fn wide_save_keeps_every_register_a_known_handler_can_change() {
         plain.r11 & 1,
         "the invalid-operation flag leaks"
     );
-    // At a function entry (n = 8) registers 8-15 are not saved: vzeroupper clears
-    // ymm9's upper lane (not an argument register, so dead at an entry).
+    // With n = 8 (the argument registers only) registers 8-15 are not saved:
+    // vzeroupper clears ymm9's upper lane. Entries save all 16: under GCC's
+    // -fipa-ra a caller may keep ymm9 live across the call.
     let (plain, probed, _) = run_wide(
         VectorSave::Wide {
             n: 8,

@@ -247,3 +247,39 @@ fn jprobe_entries_see_and_keep_float_arguments_on_both_paths() {
         assert_eq!(out.get("nb"), 3, "{out:?}");
     }
 }
+
+/// GCC's -fipa-ra lets `main` keep twelve sums in vector registers
+/// (xmm8-15 among them) across its calls of `pair_of`, which does not write
+/// them; handlers at the entry and at the return overwrite every xmm
+/// register (and ymm0-1 in full). The caller's values and the returned
+/// ones (xmm0/xmm1, and ymm0 from `wide_of`) must come through on both
+/// paths. (With only the argument registers saved at entries and returns,
+/// `live` came out NaN.)
+#[test]
+fn values_callers_keep_in_vector_registers_survive_entry_and_return_handlers() {
+    let plain = std::process::Command::new(target("ret_vec"))
+        .arg("50")
+        .output()
+        .expect("run ret_vec");
+    let want = String::from_utf8_lossy(&plain.stdout).into_owned();
+    assert!(
+        want.starts_with("pair=") && want.contains(" live="),
+        "{want}"
+    );
+    for env in [&[][..], &[NO_OPT][..]] {
+        let out = load(
+            "tests/targets/ret_vec_mod.c",
+            &format!("{} 50", target("ret_vec")),
+            env,
+            30,
+        );
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(
+            out.stdout.contains(&want),
+            "{env:?}: want {want:?}: {out:?}"
+        );
+        assert_eq!(out.get("entries"), 50, "{out:?}");
+        let wide = if want.contains("wide=skip") { 0 } else { 50 };
+        assert_eq!(out.get("ret_hits"), 50 + wide, "{out:?}");
+    }
+}

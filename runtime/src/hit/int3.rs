@@ -176,14 +176,16 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
                 (*ts).jp_stack.as_mut_ptr(),
                 JPROBE_STACK,
             );
-            // xmm0-7 (float arguments) too: the entry may use them, and the
-            // FPU state at jprobe_return's trap is the entry's.
+            // xmm0-15 too: the entry may use them, the FPU state at
+            // jprobe_return's trap is the entry's, and besides the float
+            // arguments (xmm0-7) the caller may keep values in any of them
+            // across the call (GCC's -fipa-ra, docs/optprobes.md).
             let fp = (*uc).uc_mcontext.fpregs;
             if !fp.is_null() {
                 core::ptr::copy_nonoverlapping(
                     core::ptr::addr_of!((*fp)._xmm) as *const u8,
                     crate::hit::jump::jp_xmm_area(),
-                    128,
+                    crate::hit::jump::JP_XMM_BYTES,
                 );
             }
             let mut r2 = regs;
@@ -344,7 +346,7 @@ unsafe fn on_jprobe_return(ts: *mut ThreadState, uc: *mut Uc, info: *mut libc::s
             core::ptr::copy_nonoverlapping(
                 crate::hit::jump::jp_xmm_area() as *const u8,
                 core::ptr::addr_of_mut!((*fp)._xmm) as *mut u8,
-                128,
+                crate::hit::jump::JP_XMM_BYTES,
             );
         }
         let posts = site.needs_post();

@@ -17,7 +17,7 @@ use crate::session::output;
 
 // A 32-byte initial-exec TLS block: [ThreadState pointer, its tid, frame of a
 // running jump-path jprobe entry (see ptap_rt_jp_call), the value a buggy
-// entry returned], then 128 bytes: xmm0-7 of a trap-path jprobe hit. Not
+// entry returned], then 256 bytes: xmm0-15 of a trap-path jprobe hit. Not
 // `thread_local!` (global-dynamic TLS may call malloc on first touch in a
 // dlopen'ed object, and malloc may be probed); initial-exec TLS is part of
 // the thread's static block, zeroed when a thread starts.
@@ -27,9 +27,9 @@ core::arch::global_asm!(
     ".globl ptap_rt_tls_thread",
     ".hidden ptap_rt_tls_thread",
     ".type ptap_rt_tls_thread,@object",
-    ".size ptap_rt_tls_thread,160",
+    ".size ptap_rt_tls_thread,288",
     "ptap_rt_tls_thread:",
-    ".zero 160",
+    ".zero 288",
     ".popsection",
 );
 
@@ -227,7 +227,10 @@ fn vector_area(regs: u64, code: u64) -> (u64, u64) {
     ((regs & !(align - 1)) - area, kind)
 }
 
-/// This thread's save area for xmm0-7 across a trap-path jprobe entry.
+/// This thread's save area for xmm0-15 across a trap-path jprobe entry
+/// ([`JP_XMM_BYTES`]).
+pub const JP_XMM_BYTES: usize = 256;
+
 pub fn jp_xmm_area() -> *mut u8 {
     (tls() as u64 + 32) as *mut u8
 }

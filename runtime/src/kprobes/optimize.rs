@@ -67,10 +67,13 @@ pub fn enabled() -> bool {
 
 /// Vector state the trampolines save around handlers (the argument for each
 /// choice is in docs/optprobes.md):
-/// - at a function entry (and at a return) only argument/return registers
-///   can be live (SysV: xmm/ymm/zmm0-7, and everything else is clobbered by
-///   a call anyway): their full width is saved, then `vzeroupper`, whatever
-///   the handler is;
+/// - at a function entry (and at a return) the ABI makes only the argument
+///   and return registers live, but GCC's inter-procedural register
+///   allocation (-fipa-ra, on at -O2) lets the caller of a function in the
+///   same file keep values across the call in any vector register that
+///   function does not write: xmm/ymm/zmm0-15 are saved at full width, then
+///   `vzeroupper`, whatever the handler is (registers 16-31: see
+///   docs/optprobes.md);
 /// - anywhere else any vector register may be live. For handlers whose code
 ///   ptap knows (compiled scripts: Cranelift with fixed SSE-only ISA flags,
 ///   and the runtime, which calls no libc routine on the hit path), 16
@@ -96,8 +99,12 @@ fn vector_save(at_entry: bool, known_handlers: bool) -> VectorSave {
     let avx = trampoline::avx_enabled();
     let zmm = trampoline::avx512_enabled();
     match (at_entry, avx) {
+        // All sixteen, not only the argument registers: GCC's -fipa-ra
+        // (on at -O2) lets a caller keep values in any register a callee
+        // of the same file does not write, across the call (see
+        // docs/optprobes.md, "The vector-state rule").
         (true, true) => VectorSave::Wide {
-            n: 8,
+            n: 16,
             zmm,
             mxcsr: false,
         },
@@ -388,7 +395,7 @@ pub fn prepare(
         VectorSave::Xmm => 1,
         VectorSave::Ymm => 2,
         VectorSave::Xsave { .. } => 3,
-        VectorSave::Wide { n: 8, .. } => 4,
+        VectorSave::Wide { mxcsr: false, .. } => 4,
         VectorSave::Wide { .. } => 5,
     };
     let (tramp, bytes, cut, tail) =
