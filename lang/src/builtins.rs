@@ -354,6 +354,7 @@ pub const AT_FUNCTIONS: &[&str] = &[
     "min",
     "max",
     "avg",
+    "variance",
     "hist_log",
     "hist_linear",
 ];

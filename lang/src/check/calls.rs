@@ -514,6 +514,16 @@ impl Checker<'_> {
         let want = match n {
             "entry" | "count" | "sum" | "min" | "max" | "avg" | "hist_log" => 1,
             "hist_linear" => 4,
+            // `@variance(s, N)`: SystemTap's bit shift N (0 to 62) only buys
+            // precision in its running estimate; ptap's is exact.
+            "variance" if args.len() == 2 => {
+                if !const_int(&args[1]).is_some_and(|n| (0..=62).contains(&n)) {
+                    self.err(CheckError::BadVarianceShift { span: args[1].span });
+                    return bad;
+                }
+                2
+            }
+            "variance" => 1,
             _ => {
                 let suggestion = diag::suggest(n, builtins::AT_FUNCTIONS.iter().copied());
                 self.err(CheckError::UnknownAt {
@@ -528,7 +538,11 @@ impl Checker<'_> {
             self.err(CheckError::WrongArgCount {
                 span,
                 name: format!("@{n}"),
-                expected: want.to_string(),
+                expected: if n == "variance" {
+                    "1 or 2".to_string()
+                } else {
+                    want.to_string()
+                },
                 found: args.len(),
                 decl: None,
             });
@@ -565,6 +579,7 @@ impl Checker<'_> {
             "min" => StatOp::Min,
             "max" => StatOp::Max,
             "avg" => StatOp::Avg,
+            "variance" => StatOp::Variance,
             "hist_log" => {
                 return mk(
                     ExprKind::Hist {

@@ -506,6 +506,7 @@ impl Printer<'_> {
                     StatOp::Min => "min",
                     StatOp::Max => "max",
                     StatOp::Avg => "avg",
+                    StatOp::Variance => "variance",
                 };
                 format!("@{n}({}):long", self.agg(target, l, en))
             }
@@ -517,6 +518,7 @@ impl Printer<'_> {
                         self.agg(target, l, en)
                     )
                 }
+                HistKind::SumSquares => format!("@sum_squares({})", self.agg(target, l, en)),
             },
         }
     }

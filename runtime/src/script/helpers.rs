@@ -28,6 +28,7 @@ use super::globals::Globals;
 use super::h_ctx::*;
 use super::h_mem::*;
 use super::h_out::*;
+use super::h_stats::*;
 use super::h_str::*;
 use super::map_helpers::*;
 use crate::session::Session;
@@ -100,6 +101,8 @@ pub enum Helper {
     Cycles,
     Ids,
     ProcText,
+    StatVariance,
+    MapVariance,
 }
 
 pub struct HelperDef {
@@ -259,6 +262,20 @@ pub static HELPERS: &[HelperDef] = &[
         [C, L, L, A, L],
         false,
         proc_text
+    ),
+    h!(
+        StatVariance,
+        "ptap_h_stat_variance",
+        [C, L, L],
+        true,
+        stat_variance
+    ),
+    h!(
+        MapVariance,
+        "ptap_h_map_variance",
+        [C, L, A, L],
+        true,
+        map_variance
     ),
 ];
 
