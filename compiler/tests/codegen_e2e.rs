@@ -102,6 +102,7 @@ fn run_opts(script: &str, cmd: &[&str], guru: bool) -> Run {
         s.drain(|kind, payload| match kind {
             REC_FORMAT => match prog.render(payload) {
                 Rendered::Out(t) => stdout.push_str(&t),
+                Rendered::Raw(b) => stdout.push_str(&String::from_utf8_lossy(&b)),
                 Rendered::Error(t) | Rendered::Warning(t) => stderr.push_str(&t),
             },
             REC_TEXT => stdout.push_str(&String::from_utf8_lossy(payload)),

@@ -103,6 +103,7 @@ pub enum Helper {
     ProcText,
     StatVariance,
     MapVariance,
+    UserHex,
 }
 
 pub struct HelperDef {
@@ -277,6 +278,7 @@ pub static HELPERS: &[HelperDef] = &[
         true,
         map_variance
     ),
+    h!(UserHex, "ptap_h_user_hex", [C, A, L, L, L], false, user_hex),
 ];
 
 impl Helper {
