@@ -18,6 +18,15 @@ pub enum Builtin {
     /// `$arr[i]`: args: the index, then the path as a string, with `[?]`
     /// where the index goes.
     TargetIndex,
+    /// `@defined(e)`: 1 when every target variable in `e` resolves in the
+    /// probe (decided when compiling; `@defined(...) ? a : b` and
+    /// `if (@defined(...))` compile only the branch taken).
+    Defined,
+    /// `tz_gmtoff()`: the local time zone's offset, seconds west of UTC
+    /// (SystemTap's sign), as it is when the script is compiled.
+    TzGmtoff,
+    /// `tz_name()`: the local time zone's abbreviation (`"CET"`), likewise.
+    TzName,
     Probefunc,
     Pp,
     Nsecs,
@@ -235,6 +244,20 @@ pub const BUILTINS: &[BuiltinInfo] = &[
         Needs::Syscall,
     ),
     b("exit", Builtin::Exit, NONE, Type::Void, Needs::Anywhere),
+    b(
+        "tz_gmtoff",
+        Builtin::TzGmtoff,
+        NONE,
+        Type::Long,
+        Needs::Anywhere,
+    ),
+    b(
+        "tz_name",
+        Builtin::TzName,
+        NONE,
+        Type::String,
+        Needs::Anywhere,
+    ),
     b("abort", Builtin::Abort, NONE, Type::Void, Needs::Anywhere),
     b(
         "get_cycles",
@@ -357,6 +380,7 @@ pub const AT_FUNCTIONS: &[&str] = &[
     "variance",
     "hist_log",
     "hist_linear",
+    "defined",
 ];
 
 pub fn lookup(name: &str) -> Option<&'static BuiltinInfo> {

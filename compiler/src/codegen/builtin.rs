@@ -132,6 +132,12 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             B::Ubacktrace => Ok(self.string_helper(Helper::Ubacktrace, &[])),
             B::Cast => self.translate_cast(args, span),
             B::TargetIndex => self.translate_target_index(args, span),
+            B::TzGmtoff => Ok(self.iconst(-i64::from(local_zone().0))),
+            B::TzName => self.translate_string(&local_zone().1),
+            B::Defined => {
+                let d = args.first().is_some_and(|a| self.defined(a));
+                Ok(self.iconst(i64::from(d)))
+            }
         }
     }
 
@@ -228,4 +234,21 @@ fn register_offset(name: &Expr, span: Span) -> R<usize> {
         "ss" => regoff::SS,
         _ => return unsupported(&format!("register `{name}`"), span),
     })
+}
+
+/// The local time zone now: (offset east of UTC in seconds, abbreviation),
+/// (0, "UTC") when it cannot be read; `TZ` chooses it as it does for libc. SystemTap's staprun passes the same
+/// two values once, when the script starts; ptap reads them when it
+/// compiles the script.
+fn local_zone() -> (i32, String) {
+    let zone = match std::env::var("TZ") {
+        Ok(s) if !s.is_empty() => tz::TimeZone::from_posix_tz(&s),
+        _ => tz::TimeZone::local(),
+    };
+    zone.ok()
+        .and_then(|z| {
+            let t = z.find_current_local_time_type().ok()?;
+            Some((t.ut_offset(), t.time_zone_designation().to_string()))
+        })
+        .unwrap_or((0, "UTC".to_string()))
 }

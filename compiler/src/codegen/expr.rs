@@ -397,6 +397,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
 
     /// `c ? x : y`; `merge`'s block parameter is the chosen value (a long or a string pointer).
     pub(crate) fn translate_ternary(&mut self, cond: &Expr, then: &Expr, els: &Expr) -> R<Value> {
+        // `@defined($x) ? $x : 0`: only the branch taken (defined.rs).
+        if let Some(t) = self.static_truth(cond) {
+            return self.translate_expr(if t { then } else { els });
+        }
         let (tb, eb, merge) = (
             self.b.create_block(),
             self.b.create_block(),

@@ -36,6 +36,7 @@
 mod agg;
 mod array;
 mod builtin;
+mod defined;
 pub mod dwarf;
 pub mod dwarf_access;
 pub mod dwarf_lines;

@@ -523,7 +523,7 @@ impl Checker<'_> {
                 }
                 2
             }
-            "variance" => 1,
+            "variance" | "defined" => 1,
             _ => {
                 let suggestion = diag::suggest(n, builtins::AT_FUNCTIONS.iter().copied());
                 self.err(CheckError::UnknownAt {
@@ -562,6 +562,17 @@ impl Checker<'_> {
             let ty = ty_of(&x);
             scope.entry_exprs.push(x);
             return mk(ExprKind::Entry(scope.entry_exprs.len() - 1), ty, span);
+        }
+        if n == "defined" {
+            let x = self.value(scope, &args[0]);
+            return mk(
+                ExprKind::Builtin {
+                    func: builtins::Builtin::Defined,
+                    args: vec![x],
+                },
+                Ty::K(Type::Long),
+                span,
+            );
         }
         let Some(target) = self.agg_target(scope, &args[0], span) else {
             return bad;

@@ -483,6 +483,10 @@ impl Printer<'_> {
                     lit(&args[3])
                 )
             }
+            ExprKind::Builtin {
+                func: builtins::Builtin::Defined,
+                args,
+            } => format!("@defined({}):{ty}", list(args)),
             ExprKind::Builtin { func, args } => {
                 format!("{}({}):{ty}", builtins::name(*func), list(args))
             }
