@@ -385,8 +385,8 @@ fn target_variable_errors_name_the_problem() {
         "cannot compile `$nope`: `work` has no parameter or variable `nope` in the debug information"
     );
     assert_eq!(
-        check("probe kretprobe(work) { print($x$) }"),
-        "cannot compile `$x$`: only available at the entry of a named function, not in kretprobe(work) (a pretty-printed value is not kept from the entry: print it in a kprobe)"
+        check("probe kretprobe(work) { print($nope$) }"),
+        "cannot compile `$nope$`: `work` has no parameter or variable `nope` in the debug information"
     );
     let c = ptap_lang::frontend(
         "t.pt",
