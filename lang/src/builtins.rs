@@ -39,6 +39,14 @@ pub enum Builtin {
     UserChar,
     Ubacktrace,
     PrintUbacktrace,
+    /// `sprint_ubacktrace()`: SystemTap's simple symbolic lines.
+    SprintUbacktrace,
+    /// `sprint_ustack(stk)`: the addresses of a `ubacktrace()` string, likewise.
+    SprintUstack,
+    /// `print_ustack(stk)`: SystemTap's full lines of them, printed.
+    PrintUstack,
+    /// `ucallers(n)`: the first n addresses of `ubacktrace()`.
+    Ucallers,
     Usymname,
     SyscallName,
     Exit,
@@ -226,6 +234,34 @@ pub const BUILTINS: &[BuiltinInfo] = &[
         "print_ubacktrace",
         Builtin::PrintUbacktrace,
         NONE,
+        Type::Void,
+        Needs::Target,
+    ),
+    b(
+        "sprint_ubacktrace",
+        Builtin::SprintUbacktrace,
+        NONE,
+        Type::String,
+        Needs::Target,
+    ),
+    b(
+        "ucallers",
+        Builtin::Ucallers,
+        Params::Fixed(&[L]),
+        Type::String,
+        Needs::Target,
+    ),
+    b(
+        "sprint_ustack",
+        Builtin::SprintUstack,
+        Params::Fixed(&[S]),
+        Type::String,
+        Needs::Target,
+    ),
+    b(
+        "print_ustack",
+        Builtin::PrintUstack,
+        Params::Fixed(&[S]),
         Type::Void,
         Needs::Target,
     ),

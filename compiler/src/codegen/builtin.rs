@@ -130,6 +130,24 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 Ok(self.iconst(0))
             }
             B::Ubacktrace => Ok(self.string_helper(Helper::Ubacktrace, &[])),
+            B::SprintUbacktrace => Ok(self.string_helper(Helper::SprintUbacktrace, &[])),
+            B::Ucallers => {
+                let n = self.translate_expr(&args[0])?;
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::Ucallers, &[c, n, dst, cap]);
+                Ok(dst)
+            }
+            B::SprintUstack => {
+                let s = self.translate_expr(&args[0])?;
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::SprintUstack, &[c, s, dst, cap]);
+                Ok(dst)
+            }
+            B::PrintUstack => {
+                let s = self.translate_expr(&args[0])?;
+                self.call_helper(Helper::PrintUstack, &[c, s]);
+                Ok(self.iconst(0))
+            }
             B::Cast => self.translate_cast(args, span),
             B::TargetIndex => self.translate_target_index(args, span),
             B::TzGmtoff => Ok(self.iconst(-i64::from(local_zone().0))),

@@ -28,6 +28,7 @@ use super::globals::Globals;
 use super::h_ctx::*;
 use super::h_mem::*;
 use super::h_out::*;
+use super::h_stack::*;
 use super::h_stats::*;
 use super::h_str::*;
 use super::map_helpers::*;
@@ -104,6 +105,10 @@ pub enum Helper {
     StatVariance,
     MapVariance,
     UserHex,
+    SprintUbacktrace,
+    SprintUstack,
+    PrintUstack,
+    Ucallers,
 }
 
 pub struct HelperDef {
@@ -279,6 +284,28 @@ pub static HELPERS: &[HelperDef] = &[
         map_variance
     ),
     h!(UserHex, "ptap_h_user_hex", [C, A, L, L, L], false, user_hex),
+    h!(
+        SprintUbacktrace,
+        "ptap_h_sprint_ubacktrace",
+        [C, A, L],
+        false,
+        sprint_ubacktrace
+    ),
+    h!(
+        SprintUstack,
+        "ptap_h_sprint_ustack",
+        [C, A, A, L],
+        false,
+        sprint_ustack
+    ),
+    h!(
+        PrintUstack,
+        "ptap_h_print_ustack",
+        [C, A],
+        false,
+        print_ustack
+    ),
+    h!(Ucallers, "ptap_h_ucallers", [C, L, A, L], false, ucallers),
 ];
 
 impl Helper {
