@@ -511,6 +511,20 @@ impl Checker<'_> {
         {
             return self.cast(scope, chain, args, span);
         }
+        if n == "var" {
+            // SystemTap's `@var("name@file.c")`: the target's global and
+            // static variables are not read yet (no load-bias code).
+            self.errors.push(
+                crate::diag::error(
+                    "`@var` (a global or static variable of the target) is not supported yet",
+                )
+                .with_labels(vec![crate::diag::primary(span, "not supported")])
+                .with_notes(vec![
+                    "help: read it through a function that takes it as a parameter (`$name`), or by address with `user_long(ADDR)`".to_string(),
+                ]),
+            );
+            return bad;
+        }
         let want = match n {
             "entry" | "count" | "sum" | "min" | "max" | "avg" | "hist_log" => 1,
             "hist_linear" => 4,
