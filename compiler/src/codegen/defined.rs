@@ -34,7 +34,12 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 } => super::tvars::cast_key(args),
                 _ => return,
             };
-            if !matches!(self.tvars.get(&key), Some(t) if !matches!(t, TVar::Failed { .. })) {
+            let resolves = match self.tvars.get(&key) {
+                Some(TVar::Failed { entry_ok, .. }) => *entry_ok,
+                Some(_) => true,
+                None => false,
+            };
+            if !resolves {
                 ok = false;
             }
         });

@@ -56,10 +56,13 @@ pub(crate) enum Piece {
 pub(crate) enum TVar {
     Long(Vec<Op>),
     Str(Vec<Piece>),
-    /// Does not resolve here: using it is this error (`@defined` is 0).
+    /// Does not resolve here: using it is this error. `@defined` of it is
+    /// 0, unless `entry_ok`: in a return probe, it resolves at the entry
+    /// (where the script's `$x` is read).
     Failed {
         what: String,
         span: Span,
+        entry_ok: bool,
     },
 }
 

@@ -248,7 +248,18 @@ fn resolve(
             }
             Ok(None) => {}
             Err(CodegenError::TargetVar { what, span }) => {
-                out.insert(name.clone(), TVar::Failed { what, span });
+                // `@defined($x)` in a return probe: `$x` is read at the entry.
+                let entry_ok = !at_entry
+                    && !name.starts_with("return")
+                    && matches!(resolve_one(debugs, p, name, span, true), Ok(Some(_)));
+                out.insert(
+                    name.clone(),
+                    TVar::Failed {
+                        what,
+                        span,
+                        entry_ok,
+                    },
+                );
             }
             Err(e) => return Err(e),
         }

@@ -578,7 +578,9 @@ impl Checker<'_> {
             return mk(ExprKind::Entry(scope.entry_exprs.len() - 1), ty, span);
         }
         if n == "defined" {
+            let was = std::mem::replace(&mut scope.in_defined, true);
             let x = self.value(scope, &args[0]);
+            scope.in_defined = was;
             return mk(
                 ExprKind::Builtin {
                     func: builtins::Builtin::Defined,
