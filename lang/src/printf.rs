@@ -211,6 +211,12 @@ impl Format {
                     }
                     match s.conv {
                         Conv::Pointer if runtime => out.push('P'),
+                        // The runtime's own letters for SystemTap's `%b %m %M`
+                        // (the formatter also serves C's printk, where `%m`
+                        // takes no argument).
+                        Conv::Binary if runtime => out.push('V'),
+                        Conv::Mem { hex: false } if runtime => out.push('R'),
+                        Conv::Mem { hex: true } if runtime => out.push('H'),
                         Conv::Str | Conv::Char | Conv::Binary | Conv::Mem { .. } => {
                             out.push(s.conv.letter())
                         }
@@ -400,7 +406,8 @@ mod tests {
     #[test]
     fn binary_and_memory() {
         let f = parse("%b %4b %.4m %-8.*M %m").unwrap();
-        assert_eq!(f.to_runtime(), "%b %4b %.4m %-8.*M %m");
+        assert_eq!(f.to_source(), "%b %4b %.4m %-8.*M %m");
+        assert_eq!(f.to_runtime(), "%V %4V %.4R %-8.*H %R");
         assert_eq!(f.arg_kinds(), vec![false; 6]);
         assert_eq!(
             f.record_kinds(),
