@@ -52,6 +52,7 @@ pub fn record_with(render: impl FnOnce(&[u8]) -> Rendered, payload: &[u8]) -> St
     }
     match render(payload) {
         Rendered::Out(t) => line(json!({"type": "printf", "data": t})),
+        Rendered::Raw(b) => line(json!({"type": "printf", "data": String::from_utf8_lossy(&b)})),
         Rendered::Error(t) => line(json!({"type": "error", "msg": t.trim_end()})),
         Rendered::Warning(t) => line(json!({"type": "warning", "msg": t.trim_end()})),
     }

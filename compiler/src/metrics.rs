@@ -165,9 +165,12 @@ impl Plan {
                 GlobalKind::Long if si.and_then(|s| bad.get(s)) == Some(&false) => Exposed::Counter,
                 GlobalKind::Long | GlobalKind::Array => Exposed::Gauge,
                 GlobalKind::Str => Exposed::Info,
-                GlobalKind::Stats => {
-                    Exposed::Histogram(si.and_then(|s| hists.get(s)?.first().copied()))
-                }
+                GlobalKind::Stats => Exposed::Histogram(si.and_then(|s| {
+                    let h = hists.get(s)?.iter();
+                    h.filter(|(k, _)| *k != HistKind::SumSquares)
+                        .copied()
+                        .next()
+                })),
             };
             let help = match &exposed {
                 Exposed::Counter => format!("ptap global `{}` (only ever added to)", gl.name),
@@ -230,6 +233,7 @@ fn cumulative(kind: HistKind, counts: &[i64]) -> Vec<(f64, u64)> {
                 (2f64).powi(n as i32) - 1.0
             }
             // Underflow, one bucket per step from lo (up to hi), overflow.
+            HistKind::SumSquares => continue,
             HistKind::Linear { lo, step, .. } => {
                 if i + 1 == counts.len() {
                     f64::INFINITY

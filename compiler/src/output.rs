@@ -14,7 +14,13 @@ use ptap_rt::script::record::{self, FMT_ERROR, FMT_HIST, FMT_WARN};
 /// 0 / ""; a long given to `%s` prints as a number and a string given to a
 /// numeric conversion as 0 (the checker prevents both).
 pub fn format_record(f: &Format, args: &[Value]) -> String {
-    let kinds = f.arg_kinds();
+    String::from_utf8_lossy(&format_record_bytes(f, args)).into_owned()
+}
+
+/// [`format_record`]'s bytes as the formatter wrote them (`%b`, `%m` and
+/// strings from the target need not be UTF-8).
+pub fn format_record_bytes(f: &Format, args: &[Value]) -> Vec<u8> {
+    let kinds = f.record_kinds();
     // Strings live here, NUL-terminated, while the formatter reads them.
     let mut strings: Vec<std::ffi::CString> = Vec::new();
     let mut cap = 64;
@@ -59,7 +65,8 @@ pub fn format_record(f: &Format, args: &[Value]) -> String {
         ptap_rt::fmt::format(&mut buf, source.as_ptr() as *const u8, &mut rd);
     }
     let len = buf.len;
-    String::from_utf8_lossy(&data[..len]).into_owned()
+    data.truncate(len);
+    data
 }
 
 pub use ctx::error_text;
@@ -80,6 +87,9 @@ pub fn formats_of(meta: &Meta) -> Result<Vec<Format>, String> {
 pub enum Rendered {
     /// Script output (stdout or -o FILE).
     Out(String),
+    /// Script output that is not UTF-8 (`%b`, `%m`): written as it is;
+    /// where only text can go (JSON, the REPL) it is converted lossily.
+    Raw(Vec<u8>),
     /// A runtime error (stderr; counts towards MAXERRORS).
     Error(String),
     /// A warning (stderr).
@@ -130,7 +140,10 @@ pub fn render_record(meta: &Meta, formats: &[Format], payload: &[u8]) -> Rendere
             None => malformed("WARNING: malformed histogram record dropped\n".into()),
         },
         _ => match formats.get(id as usize) {
-            Some(f) => Rendered::Out(format_record(f, &vals)),
+            Some(f) => match String::from_utf8(format_record_bytes(f, &vals)) {
+                Ok(t) => Rendered::Out(t),
+                Err(e) => Rendered::Raw(e.into_bytes()),
+            },
             None => malformed(format!(
                 "WARNING: output record with unknown format {id} dropped\n"
             )),

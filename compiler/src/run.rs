@@ -98,6 +98,9 @@ impl Sink {
                 Rendered::Out(t) => {
                     let _ = out.write_all(t.as_bytes());
                 }
+                Rendered::Raw(b) => {
+                    let _ = out.write_all(&b);
+                }
                 Rendered::Error(t) | Rendered::Warning(t) => {
                     let _ = out.flush();
                     eprint!("{t}");

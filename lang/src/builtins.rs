@@ -18,6 +18,15 @@ pub enum Builtin {
     /// `$arr[i]`: args: the index, then the path as a string, with `[?]`
     /// where the index goes.
     TargetIndex,
+    /// `@defined(e)`: 1 when every target variable in `e` resolves in the
+    /// probe (decided when compiling; `@defined(...) ? a : b` and
+    /// `if (@defined(...))` compile only the branch taken).
+    Defined,
+    /// `tz_gmtoff()`: the local time zone's offset, seconds west of UTC
+    /// (SystemTap's sign), as it is when the script is compiled.
+    TzGmtoff,
+    /// `tz_name()`: the local time zone's abbreviation (`"CET"`), likewise.
+    TzName,
     Probefunc,
     Pp,
     Nsecs,
@@ -30,6 +39,14 @@ pub enum Builtin {
     UserChar,
     Ubacktrace,
     PrintUbacktrace,
+    /// `sprint_ubacktrace()`: SystemTap's simple symbolic lines.
+    SprintUbacktrace,
+    /// `sprint_ustack(stk)`: the addresses of a `ubacktrace()` string, likewise.
+    SprintUstack,
+    /// `print_ustack(stk)`: SystemTap's full lines of them, printed.
+    PrintUstack,
+    /// `ucallers(n)`: the first n addresses of `ubacktrace()`.
+    Ucallers,
     Usymname,
     SyscallName,
     Exit,
@@ -221,6 +238,34 @@ pub const BUILTINS: &[BuiltinInfo] = &[
         Needs::Target,
     ),
     b(
+        "sprint_ubacktrace",
+        Builtin::SprintUbacktrace,
+        NONE,
+        Type::String,
+        Needs::Target,
+    ),
+    b(
+        "ucallers",
+        Builtin::Ucallers,
+        Params::Fixed(&[L]),
+        Type::String,
+        Needs::Target,
+    ),
+    b(
+        "sprint_ustack",
+        Builtin::SprintUstack,
+        Params::Fixed(&[S]),
+        Type::String,
+        Needs::Target,
+    ),
+    b(
+        "print_ustack",
+        Builtin::PrintUstack,
+        Params::Fixed(&[S]),
+        Type::Void,
+        Needs::Target,
+    ),
+    b(
         "usymname",
         Builtin::Usymname,
         Params::Fixed(&[L]),
@@ -235,6 +280,20 @@ pub const BUILTINS: &[BuiltinInfo] = &[
         Needs::Syscall,
     ),
     b("exit", Builtin::Exit, NONE, Type::Void, Needs::Anywhere),
+    b(
+        "tz_gmtoff",
+        Builtin::TzGmtoff,
+        NONE,
+        Type::Long,
+        Needs::Anywhere,
+    ),
+    b(
+        "tz_name",
+        Builtin::TzName,
+        NONE,
+        Type::String,
+        Needs::Anywhere,
+    ),
     b("abort", Builtin::Abort, NONE, Type::Void, Needs::Anywhere),
     b(
         "get_cycles",
@@ -354,8 +413,10 @@ pub const AT_FUNCTIONS: &[&str] = &[
     "min",
     "max",
     "avg",
+    "variance",
     "hist_log",
     "hist_linear",
+    "defined",
 ];
 
 pub fn lookup(name: &str) -> Option<&'static BuiltinInfo> {

@@ -350,12 +350,23 @@ pub enum StatOp {
     Min,
     Max,
     Avg,
+    /// `@variance(s)`: the sample variance, rounded toward zero.
+    Variance,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistKind {
     Log,
-    Linear { lo: i64, hi: i64, step: i64 },
+    Linear {
+        lo: i64,
+        hi: i64,
+        step: i64,
+    },
+    /// Not a histogram: the storage `@variance` needs after a statistics
+    /// value (the 128-bit sum of the squares, two words). The checker never
+    /// puts it in an [`ExprKind::Hist`]; the compiler lays it out with the
+    /// histograms so arrays, `delete` and `<<<` handle it the same way.
+    SumSquares,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,9 @@
 //! printf formats, parsed and checked at compile time.
 //!
-//! Conversions: `%d %i %u %x %X %o %c %p` (long), `%s` (string), `%%`.
+//! Conversions: `%d %i %u %x %X %o %c %p` (long), `%s` (string), `%%`;
+//! SystemTap's `%b` (the value's bytes: 8, or the width 1, 2 or 4) and
+//! `%m` / `%M` (the precision's number of bytes of target memory at the
+//! address given, default 1, written raw / in hex).
 //! Flags `-`, `0`, `#`, `+`, space; a width (`*`: from a long argument); a
 //! precision `.N` (`.*` likewise); length modifiers `l`, `ll`, `h`, `hh` are
 //! accepted and ignored (all integers are 64-bit).
@@ -25,6 +28,19 @@ pub enum Conv {
     Pointer,
     /// `%s`
     Str,
+    /// `%b`: the value's bytes (little endian), as many as the width.
+    Binary,
+    /// `%m` (raw bytes) / `%M` (hex): memory at the address given; the
+    /// handler reads it and passes it on as hex text.
+    Mem { hex: bool },
+}
+
+/// How many bytes a `%m` / `%M` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemLen {
+    Const(u32),
+    /// `%.*m`: the value of this argument.
+    Arg(usize),
 }
 
 impl Conv {
@@ -43,6 +59,9 @@ impl Conv {
             Conv::Char => 'c',
             Conv::Pointer => 'p',
             Conv::Str => 's',
+            Conv::Binary => 'b',
+            Conv::Mem { hex: false } => 'm',
+            Conv::Mem { hex: true } => 'M',
         }
     }
 }
@@ -109,6 +128,44 @@ impl Format {
         v
     }
 
+    /// The kind of every value in an output record of this format: as
+    /// [`Format::arg_kinds`], except that a `%m` / `%M` address travels as
+    /// the memory's hex text.
+    pub fn record_kinds(&self) -> Vec<bool> {
+        let mut v = Vec::new();
+        for s in self.specs() {
+            if s.flags.star_width {
+                v.push(false);
+            }
+            if s.flags.star_prec {
+                v.push(false);
+            }
+            v.push(s.conv.wants_string() || matches!(s.conv, Conv::Mem { .. }));
+        }
+        v
+    }
+
+    /// Every `%m` / `%M`: the index of its address argument and how many
+    /// bytes it reads.
+    pub fn mem_args(&self) -> Vec<(usize, MemLen)> {
+        let mut v = Vec::new();
+        let mut i = 0;
+        for s in self.specs() {
+            i += usize::from(s.flags.star_width);
+            let len = if s.flags.star_prec {
+                i += 1;
+                MemLen::Arg(i - 1)
+            } else {
+                MemLen::Const(s.precision.unwrap_or(1))
+            };
+            if matches!(s.conv, Conv::Mem { .. }) {
+                v.push((i, len));
+            }
+            i += 1;
+        }
+        v
+    }
+
     /// The format written back in printf syntax (for -p2).
     pub fn to_source(&self) -> String {
         self.write(false)
@@ -154,7 +211,15 @@ impl Format {
                     }
                     match s.conv {
                         Conv::Pointer if runtime => out.push('P'),
-                        Conv::Str | Conv::Char => out.push(s.conv.letter()),
+                        // The runtime's own letters for SystemTap's `%b %m %M`
+                        // (the formatter also serves C's printk, where `%m`
+                        // takes no argument).
+                        Conv::Binary if runtime => out.push('V'),
+                        Conv::Mem { hex: false } if runtime => out.push('R'),
+                        Conv::Mem { hex: true } if runtime => out.push('H'),
+                        Conv::Str | Conv::Char | Conv::Binary | Conv::Mem { .. } => {
+                            out.push(s.conv.letter())
+                        }
                         c => {
                             if runtime {
                                 out.push('l');
@@ -178,6 +243,8 @@ pub enum FormatError {
     /// `#` with a conversion where it means nothing.
     AltFlag(char),
     WidthTooLarge,
+    /// `%b` with a width other than 1, 2, 4, 8, or a precision.
+    BinaryWidth,
 }
 
 impl std::fmt::Display for FormatError {
@@ -188,6 +255,10 @@ impl std::fmt::Display for FormatError {
             }
             FormatError::UnknownConversion(c) => write!(f, "`%{c}` is not a known conversion"),
             FormatError::AltFlag(c) => write!(f, "the `#` flag has no meaning with `%{c}`"),
+            FormatError::BinaryWidth => write!(
+                f,
+                "`%b` takes a width of 1, 2, 4 or 8 (bytes; default 8) and no precision"
+            ),
             FormatError::WidthTooLarge => {
                 write!(f, "width or precision is too large (at most 1024)")
             }
@@ -254,8 +325,19 @@ pub fn parse(fmt: &str) -> Result<Format, FormatError> {
             'c' => Conv::Char,
             'p' => Conv::Pointer,
             's' => Conv::Str,
+            'b' => Conv::Binary,
+            'm' => Conv::Mem { hex: false },
+            'M' => Conv::Mem { hex: true },
             other => return Err(FormatError::UnknownConversion(other)),
         };
+        if conv == Conv::Binary
+            && (flags.star_width
+                || flags.star_prec
+                || precision.is_some()
+                || !matches!(width, None | Some(1 | 2 | 4 | 8)))
+        {
+            return Err(FormatError::BinaryWidth);
+        }
         if flags.alt && !matches!(conv, Conv::Hex { .. } | Conv::Octal) {
             return Err(FormatError::AltFlag(letter));
         }
@@ -319,5 +401,28 @@ mod tests {
         );
         assert_eq!(f.to_source(), "%+d % d %-*s %.*x %p");
         assert_eq!(f.to_runtime(), "%+ld % ld %-*s %.*lx %P");
+    }
+
+    #[test]
+    fn binary_and_memory() {
+        let f = parse("%b %4b %.4m %-8.*M %m").unwrap();
+        assert_eq!(f.to_source(), "%b %4b %.4m %-8.*M %m");
+        assert_eq!(f.to_runtime(), "%V %4V %.4R %-8.*H %R");
+        assert_eq!(f.arg_kinds(), vec![false; 6]);
+        assert_eq!(
+            f.record_kinds(),
+            vec![false, false, true, false, true, true]
+        );
+        assert_eq!(
+            f.mem_args(),
+            vec![
+                (2, MemLen::Const(4)),
+                (4, MemLen::Arg(3)),
+                (5, MemLen::Const(1))
+            ]
+        );
+        assert_eq!(parse("%3b"), Err(FormatError::BinaryWidth));
+        assert_eq!(parse("%.2b"), Err(FormatError::BinaryWidth));
+        assert_eq!(parse("%*b"), Err(FormatError::BinaryWidth));
     }
 }

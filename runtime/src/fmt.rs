@@ -6,7 +6,11 @@
 //! Hand-written on purpose: libc's vsnprintf may be the probed function and
 //! may take locks; `core::fmt` cannot read C varargs. Integer-class
 //! arguments only: %d %i %u %x %X %o %p %s %c %% with flags `-0+ #`, width,
-//! precision (`*` too) and length modifiers hh h l ll z j t. Floating point
+//! precision (`*` too) and length modifiers hh h l ll z j t. Scripts' own
+//! conversions, letters C does not use (so a C `%m` still takes no
+//! argument): `%P` (their `%p`), `%V` (their `%b`: a value's bytes, as many
+//! as the width: 1, 2, 4 or 8) and `%R` / `%H` (their `%m` / `%M`: memory
+//! the handler read, given as hex text: `%R` writes the bytes, `%H` the hex). Floating point
 //! conversions (%f %e %g) are NOT supported: they print `<%f?>` and consume
 //! nothing (floats travel in xmm registers, which the trampoline does not save).
 
@@ -342,6 +346,50 @@ pub unsafe fn format(out: &mut Buf, fmt: *const u8, args: &mut ArgReader) {
                     emit(out, &spec, b"", s);
                 }
             }
+            b'V' => {
+                // A script's `%b`: the value's bytes, host order (little
+                // endian), as many as the width says (1, 2, 4; else 8).
+                let v = args.next_arg().to_le_bytes();
+                let n = match spec.width {
+                    1 | 2 | 4 => spec.width,
+                    _ => 8,
+                };
+                out.extend(&v[..n]);
+            }
+            b'R' | b'H' => {
+                // A script's `%m` / `%M`: the argument is the memory's bytes
+                // as hex text (the handler read them); `%m` writes the bytes,
+                // `%M` the hex digits, padded to the width.
+                let p = args.next_arg() as *const u8;
+                let hex = if p.is_null() {
+                    &[][..]
+                } else {
+                    // SAFETY: caller contract (string arguments are readable).
+                    let n = unsafe { cstr_len(p, 8192) };
+                    // SAFETY: n bytes are readable.
+                    unsafe { core::slice::from_raw_parts(p, n) }
+                };
+                let len = if conv == b'R' {
+                    hex.len() / 2
+                } else {
+                    hex.len()
+                };
+                let fill = spec.width.saturating_sub(len);
+                if !spec.left {
+                    pad(out, fill, b' ');
+                }
+                if conv == b'H' {
+                    out.extend(hex);
+                } else {
+                    let val = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                    for pair in hex.chunks_exact(2) {
+                        out.push(val(pair[0]) << 4 | val(pair[1]));
+                    }
+                }
+                if spec.left {
+                    pad(out, fill, b' ');
+                }
+            }
             b'%' => out.push(b'%'),
             b'f' | b'F' | b'e' | b'E' | b'g' | b'G' | b'a' | b'A' => {
                 out.extend(b"<%");
@@ -389,6 +437,15 @@ mod tests {
         assert_eq!(f("%.3d %+d", &[5, 5]), "005 +5");
         assert_eq!(f("%c%%", &[b'z' as u64]), "z%");
         assert_eq!(f("%p", &[0x1234]), "1234");
+        assert_eq!(
+            f("%V|%2V|%1V", &[0x41_42, 0x4344, 0x45]),
+            "BA\0\0\0\0\0\0|DC|E"
+        );
+        // C's `%m` (and `%b`, `%M`) take no argument here.
+        assert_eq!(f("%m%b%M", &[]), "%m%b%M");
+        let hex = std::ffi::CString::new("41420a").unwrap();
+        let h = hex.as_ptr() as u64;
+        assert_eq!(f("%R|%5H|%-4R|", &[h, h, h]), "AB\n|41420a|AB\n |");
         assert_eq!(f("%*d", &[4, 7]), "   7");
         assert_eq!(f("%hhd", &[0x1ff]), "-1");
         assert_eq!(f("%f", &[]), "<%f?>");

@@ -72,6 +72,9 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         target: &AggTarget,
         span: Span,
     ) -> R<Value> {
+        if op == StatOp::Variance {
+            return self.stat_variance(target, span);
+        }
         if let AggTarget::Element { .. } = target {
             return self.stat_element(op, target, span);
         }
@@ -90,6 +93,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             StatOp::Sum => self.b.ins().load(I64, flags(), p, field(stats::SUM)),
             StatOp::Min => self.b.ins().load(I64, flags(), p, field(stats::MIN)),
             StatOp::Max => self.b.ins().load(I64, flags(), p, field(stats::MAX)),
+            StatOp::Variance => return unsupported("@variance here", span),
             StatOp::Avg => {
                 let sum = self.b.ins().load(I64, flags(), p, field(stats::SUM));
                 // The slot is shared memory any process of the session can

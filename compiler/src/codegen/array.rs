@@ -192,6 +192,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             StatOp::Min => 2,
             StatOp::Max => 3,
             StatOp::Avg => 4,
+            StatOp::Variance => return self.stat_variance(target, span),
         };
         let (c, o) = (self.ctx, self.iconst(code));
         let v = self.call_long(Helper::MapStat, &[c, off, k, o]);
@@ -240,6 +241,8 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                             StatOp::Min => 3,
                             StatOp::Max => 4,
                             StatOp::Avg => 5,
+                            // The checker sorts by the five others only.
+                            StatOp::Variance => return unsupported("sorting by @variance", span),
                         } << 9)
                     }
                 };

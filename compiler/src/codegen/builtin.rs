@@ -130,8 +130,32 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 Ok(self.iconst(0))
             }
             B::Ubacktrace => Ok(self.string_helper(Helper::Ubacktrace, &[])),
+            B::SprintUbacktrace => Ok(self.string_helper(Helper::SprintUbacktrace, &[])),
+            B::Ucallers => {
+                let n = self.translate_expr(&args[0])?;
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::Ucallers, &[c, n, dst, cap]);
+                Ok(dst)
+            }
+            B::SprintUstack => {
+                let s = self.translate_expr(&args[0])?;
+                let (dst, cap) = (self.str_buf(), self.cap());
+                self.call_helper(Helper::SprintUstack, &[c, s, dst, cap]);
+                Ok(dst)
+            }
+            B::PrintUstack => {
+                let s = self.translate_expr(&args[0])?;
+                self.call_helper(Helper::PrintUstack, &[c, s]);
+                Ok(self.iconst(0))
+            }
             B::Cast => self.translate_cast(args, span),
             B::TargetIndex => self.translate_target_index(args, span),
+            B::TzGmtoff => Ok(self.iconst(-i64::from(local_zone().0))),
+            B::TzName => self.translate_string(&local_zone().1),
+            B::Defined => {
+                let d = args.first().is_some_and(|a| self.defined(a));
+                Ok(self.iconst(i64::from(d)))
+            }
         }
     }
 
@@ -228,4 +252,21 @@ fn register_offset(name: &Expr, span: Span) -> R<usize> {
         "ss" => regoff::SS,
         _ => return unsupported(&format!("register `{name}`"), span),
     })
+}
+
+/// The local time zone now: (offset east of UTC in seconds, abbreviation),
+/// (0, "UTC") when it cannot be read; `TZ` chooses it as it does for libc. SystemTap's staprun passes the same
+/// two values once, when the script starts; ptap reads them when it
+/// compiles the script.
+fn local_zone() -> (i32, String) {
+    let zone = match std::env::var("TZ") {
+        Ok(s) if !s.is_empty() => tz::TimeZone::from_posix_tz(&s),
+        _ => tz::TimeZone::local(),
+    };
+    zone.ok()
+        .and_then(|z| {
+            let t = z.find_current_local_time_type().ok()?;
+            Some((t.ut_offset(), t.time_zone_designation().to_string()))
+        })
+        .unwrap_or((0, "UTC".to_string()))
 }

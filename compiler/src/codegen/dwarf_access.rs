@@ -13,6 +13,7 @@
 use gimli::{constants as dw, AttributeValue, Operation, UnitOffset};
 
 use super::dwarf::{Debug, ARG_REGS, DWARF_REGS, R};
+use ptap_lang::Span;
 
 /// One step of the handler's computation of a value `v`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,14 @@ pub(crate) enum Piece {
 pub(crate) enum TVar {
     Long(Vec<Op>),
     Str(Vec<Piece>),
+    /// Does not resolve here: using it is this error. `@defined` of it is
+    /// 0, unless `entry_ok`: in a return probe, it resolves at the entry
+    /// (where the script's `$x` is read).
+    Failed {
+        what: String,
+        span: Span,
+        entry_ok: bool,
+    },
 }
 
 impl TVar {
@@ -66,7 +75,7 @@ impl TVar {
                 [Op::Reg(r)] | [Op::Reg(r), Op::Narrow { .. }] => Some(*r),
                 _ => None,
             },
-            TVar::Str(_) => None,
+            TVar::Str(_) | TVar::Failed { .. } => None,
         }
     }
 }

@@ -28,7 +28,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                 Ok(self.read_global(*id))
             }
             ExprKind::Context(cv) => Ok(self.translate_context(*cv)),
-            ExprKind::Entry(i) => Ok(self.translate_entry(*i)),
+            ExprKind::Entry(i) => Ok(self.translate_entry(*i, e.ty)),
             ExprKind::Unary { op, operand } => self.translate_unary(*op, operand),
             ExprKind::Binary { op, lhs, rhs } => self.translate_binary(*op, lhs, rhs, e.span),
             ExprKind::Ternary { cond, then, els } => self.translate_ternary(cond, then, els),
@@ -268,9 +268,16 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         Ok(new)
     }
 
-    pub(crate) fn translate_entry(&mut self, i: usize) -> Value {
+    /// `@entry(e)` in the return handler: a long, or the address of the
+    /// string saved in the kretprobe instance's data.
+    pub(crate) fn translate_entry(&mut self, i: usize, ty: Type) -> Value {
         let p = self.b.ins().load(I64, flags(), self.ctx, offset::ENTRY);
-        self.b.ins().load(I64, flags(), p, (i * 8) as i32)
+        let at = self.entry_offsets.get(i).copied().unwrap_or(8 * i as i32);
+        if ty == Type::String {
+            self.b.ins().iadd_imm_s(p, i64::from(at))
+        } else {
+            self.b.ins().load(I64, flags(), p, at)
+        }
     }
 
     pub(crate) fn translate_unary(&mut self, op: UnOp, operand: &Expr) -> R<Value> {
@@ -397,6 +404,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
 
     /// `c ? x : y`; `merge`'s block parameter is the chosen value (a long or a string pointer).
     pub(crate) fn translate_ternary(&mut self, cond: &Expr, then: &Expr, els: &Expr) -> R<Value> {
+        // `@defined($x) ? $x : 0`: only the branch taken (defined.rs).
+        if let Some(t) = self.static_truth(cond) {
+            return self.translate_expr(if t { then } else { els });
+        }
         let (tb, eb, merge) = (
             self.b.create_block(),
             self.b.create_block(),
@@ -602,4 +613,26 @@ pub(crate) fn unsupported<T>(what: &str, span: Span) -> R<T> {
         what: what.to_string(),
         span,
     })
+}
+
+/// Where a probe's `@entry` values live in a kretprobe instance's data:
+/// each one's byte offset, and the number of 8-byte words in all (the
+/// metadata's `entry_values`). A long takes a word, a string `cap`
+/// (MAXSTRINGLEN + 1) bytes rounded up to words.
+pub(crate) fn entry_layout(p: &ptap_lang::checked::Probe, cap: u64) -> (Vec<i32>, u32) {
+    let mut at = 0u64;
+    let offsets = p
+        .entry_exprs
+        .iter()
+        .map(|e| {
+            let o = at;
+            at += if e.ty == Type::String {
+                cap.div_ceil(8) * 8
+            } else {
+                8
+            };
+            o as i32
+        })
+        .collect();
+    (offsets, (at / 8) as u32)
 }

@@ -5,7 +5,7 @@ use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_module::Module;
 use ptap_lang::checked::{Expr, Type};
-use ptap_lang::printf::{Conv, Flags, Format, Piece, Spec};
+use ptap_lang::printf::{Conv, Flags, Format, MemLen, Piece, Spec};
 use ptap_lang::Span;
 use ptap_rt::script::helpers::Helper;
 use ptap_rt::script::record::MAX_ARGS;
@@ -28,8 +28,15 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     /// The arguments of printf/sprintf in a stack array (longs, or string
-    /// pointers flagged in the returned bit mask).
-    pub(crate) fn translate_values(&mut self, args: &[Expr], span: Span) -> R<(Value, i64)> {
+    /// pointers flagged in the returned bit mask). `mem`: the `%m` / `%M`
+    /// arguments ([`Format::mem_args`]), whose memory is read here and
+    /// passed on as hex text.
+    pub(crate) fn translate_values(
+        &mut self,
+        args: &[Expr],
+        span: Span,
+        mem: &[(usize, MemLen)],
+    ) -> R<(Value, i64)> {
         if args.len() > MAX_ARGS {
             return Err(CodegenError::Unsupported {
                 what: format!("more than {MAX_ARGS} values in one printf/print"),
@@ -42,11 +49,24 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             3,
         ));
         let mut mask = 0i64;
+        let mut vals = Vec::with_capacity(args.len());
         for (i, a) in args.iter().enumerate() {
-            let v = self.translate_expr(a)?;
+            let mut v = self.translate_expr(a)?;
             if a.ty == Type::String {
                 mask |= 1 << i;
             }
+            if let Some(&(_, len)) = mem.iter().find(|(at, _)| *at == i) {
+                let n = match len {
+                    MemLen::Const(n) => self.iconst(i64::from(n)),
+                    MemLen::Arg(k) => vals[k],
+                };
+                let (c, dst, cap) = (self.ctx, self.str_buf(), self.cap());
+                self.call_helper(Helper::UserHex, &[c, dst, v, n, cap]);
+                self.check_helper(a.span);
+                mask |= 1 << i;
+                v = dst;
+            }
+            vals.push(v);
             self.b.ins().stack_store(I64, v, slot, (8 * i) as i32);
         }
         Ok((self.b.ins().stack_addr(I64, slot, 0), mask))
@@ -60,7 +80,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         span: Span,
     ) -> R<Value> {
         let id = self.shared.formats.id(format);
-        let (arr, mask) = self.translate_values(args, span)?;
+        let (arr, mask) = self.translate_values(args, span, &format.mem_args())?;
         let (c, f, n, m) = (
             self.ctx,
             self.iconst(i64::from(id)),
@@ -80,7 +100,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         span: Span,
     ) -> R<Value> {
         let text = self.data_string(&format.to_runtime())?;
-        let (arr, _) = self.translate_values(args, span)?;
+        let (arr, _) = self.translate_values(args, span, &format.mem_args())?;
         let (dst, n, cap) = (self.str_buf(), self.iconst(args.len() as i64), self.cap());
         self.call_helper(Helper::Sprintf, &[dst, text, arr, n, cap]);
         Ok(dst)

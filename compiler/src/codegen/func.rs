@@ -93,6 +93,9 @@ pub(crate) struct FunctionTranslator<'a, 'f, 's, M: Module> {
     pub in_ptap: bool,
     /// `$name` locations of the probe being translated.
     pub tvars: HashMap<String, super::dwarf_access::TVar>,
+    /// Byte offset of each `@entry` value in the kretprobe instance's data
+    /// ([`super::expr::entry_layout`]).
+    pub entry_offsets: Vec<i32>,
     funcs: HashMap<FuncId, FuncRef>,
     /// Per (error code, error target): a block taking the location id (i32)
     /// that stores code + location in the ctx and jumps to the target.
@@ -128,6 +131,7 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
             kind,
             in_ptap: false,
             tvars: HashMap::new(),
+            entry_offsets: Vec::new(),
             funcs: HashMap::new(),
             fail_blocks: HashMap::new(),
             helper_fail: HashMap::new(),

@@ -6,13 +6,15 @@
 //! with n significant bits, 64 - n their negatives; linear(lo, hi, step) —
 //! `(hi - lo) / step + 3` buckets: underflow, one per step up to `hi`
 //! included, overflow. Array elements keep the same buckets after their
-//! statistics value (the array's `hist_bytes`).
+//! statistics value (the array's `hist_bytes`). `@variance` lays out its
+//! sum of squares the same way (`HistKind::SumSquares`, two words: the
+//! 128-bit sum, low word first).
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, Value};
 use cranelift_module::Module;
-use ptap_lang::checked::{AggTarget, CheckedScript, Expr, ExprKind, HistKind};
+use ptap_lang::checked::{AggTarget, CheckedScript, Expr, ExprKind, HistKind, StatOp};
 use ptap_lang::walk::{walk_expr, walk_stmt};
 use ptap_lang::Span;
 use ptap_rt::script::helpers::Helper;
@@ -26,6 +28,7 @@ pub(crate) fn buckets(kind: HistKind) -> u64 {
     match kind {
         HistKind::Log => 128,
         HistKind::Linear { lo, hi, step } => ((hi - lo) / step) as u64 + 3,
+        HistKind::SumSquares => 2,
     }
 }
 
@@ -36,13 +39,19 @@ pub(crate) type Hists = Vec<Vec<(HistKind, u64)>>;
 pub(crate) fn collect(script: &CheckedScript) -> Result<Hists, CodegenError> {
     let mut found: Vec<Vec<HistKind>> = vec![Vec::new(); script.globals.len()];
     let mut visit = |e: &Expr| {
-        if let ExprKind::Hist { kind, target } = &e.kind {
-            let id = match target {
-                AggTarget::Global(id) | AggTarget::Element { global: id, .. } => *id,
-            };
-            if !found[id].contains(kind) {
-                found[id].push(*kind);
-            }
+        let (kind, target) = match &e.kind {
+            ExprKind::Hist { kind, target } => (*kind, target),
+            ExprKind::Stat {
+                op: StatOp::Variance,
+                target,
+            } => (HistKind::SumSquares, target),
+            _ => return,
+        };
+        let id = match target {
+            AggTarget::Global(id) | AggTarget::Element { global: id, .. } => *id,
+        };
+        if !found[id].contains(&kind) {
+            found[id].push(kind);
         }
     };
     for f in &script.functions {
@@ -79,6 +88,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         let hists = self.shared.hists[global].clone();
         for (kind, off) in hists {
             let idx = match kind {
+                HistKind::SumSquares => {
+                    self.sum_squares_add(p, off, v);
+                    continue;
+                }
                 HistKind::Log => {
                     // Bucket 64 +/- (number of significant bits of |v|).
                     let neg = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, v, 0);
@@ -132,6 +145,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         let (k, lo, step) = match *kind {
             HistKind::Log => (0, 0, 0),
             HistKind::Linear { lo, step, .. } => (1, lo, step),
+            HistKind::SumSquares => return unsupported("printing a sum of squares", span),
         };
         let c = self.ctx;
         let args = [base, k, lo, step, buckets(*kind) as i64].map(|v| self.iconst(v));
@@ -159,6 +173,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         let (kd, lo, step) = match kind {
             HistKind::Log => (0, 0, 0),
             HistKind::Linear { lo, step, .. } => (1, lo, step),
+            HistKind::SumSquares => return unsupported("printing a sum of squares", span),
         };
         let off = self.shared.layout.offsets[global] as i64;
         let c = self.ctx;
@@ -168,5 +183,54 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             &[c, a[0], k, a[1], a[2], a[3], a[4], a[5]],
         );
         Ok(self.iconst(0))
+    }
+}
+
+impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
+    /// `s <<< v` for `@variance`: v² added to the 128-bit sum at `p + off`.
+    /// Two atomic adds: the low word's carry (its old value plus v²'s low
+    /// word wrapped) goes into the high word with v²'s high word, so
+    /// concurrent hits lose nothing.
+    fn sum_squares_add(&mut self, p: Value, off: u64, v: Value) {
+        let lo = self.b.ins().imul(v, v);
+        let hi = self.b.ins().smulhi(v, v);
+        let at = self.b.ins().iadd_imm_s(p, off as i64);
+        let old = self
+            .b
+            .ins()
+            .atomic_rmw(I64, flags(), AtomicRmwOp::Add, at, lo);
+        let new = self.b.ins().iadd(old, lo);
+        let carry = self.b.ins().icmp(IntCC::UnsignedLessThan, new, old);
+        let carry = self.b.ins().uextend(I64, carry);
+        let hi = self.b.ins().iadd(hi, carry);
+        let at_hi = self.b.ins().iadd_imm_s(at, 8);
+        self.b
+            .ins()
+            .atomic_rmw(I64, flags(), AtomicRmwOp::Add, at_hi, hi);
+    }
+
+    /// `@variance(s)` / `@variance(a[k])`: the runtime computes it from the
+    /// count, the sum and the sum of squares.
+    pub(crate) fn stat_variance(&mut self, target: &AggTarget, span: Span) -> R<Value> {
+        let global = match target {
+            AggTarget::Global(id) | AggTarget::Element { global: id, .. } => *id,
+        };
+        let Some(&(_, sq)) = self.shared.hists[global]
+            .iter()
+            .find(|(k, _)| *k == HistKind::SumSquares)
+        else {
+            return unsupported("@variance of a global the layout does not know", span);
+        };
+        let off = self.shared.layout.offsets[global] as i64;
+        let (c, o, s) = (self.ctx, self.iconst(off), self.iconst(sq as i64));
+        let v = match target {
+            AggTarget::Global(_) => self.call_long(Helper::StatVariance, &[c, o, s]),
+            AggTarget::Element { keys, .. } => {
+                let k = self.keys(keys)?;
+                self.call_long(Helper::MapVariance, &[c, o, k, s])
+            }
+        };
+        self.check_helper(span);
+        Ok(v)
     }
 }

@@ -281,7 +281,7 @@ pub(crate) fn build(
         .map(|(i, p)| MetaProbe {
             handler: handler_symbol(i),
             entry_handler: (!p.entry_exprs.is_empty()).then(|| entry_symbol(i)),
-            entry_values: p.entry_exprs.len() as u32,
+            entry_values: super::expr::entry_layout(p, script.limits.maxstringlen + 1).1,
             points: p
                 .points
                 .iter()

@@ -36,6 +36,7 @@
 mod agg;
 mod array;
 mod builtin;
+mod defined;
 pub mod dwarf;
 pub mod dwarf_access;
 pub mod dwarf_lines;
@@ -365,14 +366,19 @@ pub fn compile_in<M: Module>(
             let tvars = probe_vars[i].1.clone();
             handler(&mut ctx, &mut fbc, module, &mut shared, p, tvars, |t, c| {
                 for (k, e) in p.entry_exprs.iter().enumerate() {
-                    if e.ty != Type::Long {
-                        return Err(CodegenError::unsupported("`@entry` of a string", e.span));
-                    }
                     let v = t.translate_expr(e)?;
                     let base =
                         t.b.ins()
                             .load(I64, func::flags(), c, ptap_rt::script::ctx::offset::ENTRY);
-                    t.b.ins().store(func::flags(), v, base, (8 * k) as i32);
+                    let at = t.entry_offsets[k];
+                    if e.ty == Type::String {
+                        // The string itself (MAXSTRINGLEN + 1 bytes) in the instance.
+                        let dst = t.b.ins().iadd_imm_s(base, i64::from(at));
+                        let cap = t.cap();
+                        t.call_helper(ptap_rt::script::helpers::Helper::StrCopy, &[dst, v, cap]);
+                    } else {
+                        t.b.ins().store(func::flags(), v, base, at);
+                    }
                 }
                 Ok(())
             })?;
@@ -432,6 +438,7 @@ fn handler<'s, M: Module>(
     let c = b.block_params(entry)[0];
     let mut t = FunctionTranslator::new(b, module, shared, c, Kind::Handler { args: arg_sel(p) });
     t.tvars = tvars;
+    t.entry_offsets = expr::entry_layout(p, t.shared.cap as u64).0;
     t.declare_locals(&p.locals);
     body(&mut t, c)?;
     t.finish(true);

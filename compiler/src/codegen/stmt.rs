@@ -50,6 +50,14 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     fn translate_if(&mut self, cond: &Expr, then: &Stmt, els: Option<&Stmt>) -> R<()> {
+        // `if (@defined($x))`: only the branch taken (defined.rs).
+        if let Some(t) = self.static_truth(cond) {
+            return match (t, els) {
+                (true, _) => self.translate_stmt(then),
+                (false, Some(e)) => self.translate_stmt(e),
+                (false, None) => Ok(()),
+            };
+        }
         let (tb, eb, merge) = (
             self.b.create_block(),
             self.b.create_block(),

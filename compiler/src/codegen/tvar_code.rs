@@ -26,6 +26,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         match t {
             TVar::Long(ops) => Ok(self.tvar_ops(ops, start, span)),
             TVar::Str(pieces) => self.tvar_pretty(pieces, start, span),
+            TVar::Failed { what, span, .. } => Err(super::CodegenError::TargetVar {
+                what: what.clone(),
+                span: *span,
+            }),
         }
     }
 

@@ -232,6 +232,8 @@ fn agree(loc: &mut Option<TVar>, l: TVar, why: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The code of each variable; one that does not resolve becomes
+/// [`TVar::Failed`]: using it is the error, `@defined` of it is 0.
 fn resolve(
     debugs: &mut Debugs<'_>,
     p: &Probe,
@@ -240,77 +242,100 @@ fn resolve(
 ) -> Result<HashMap<String, TVar>, CodegenError> {
     let mut out = HashMap::new();
     for (name, span) in vars {
-        let fail = |why: String| CodegenError::TargetVar {
-            what: format!("`${name}`: {why}"),
-            span: *span,
-        };
-        if name == "return" && !at_entry {
-            let l = return_loc(debugs, p).map_err(fail)?;
-            out.insert(name.clone(), return_code(l));
-            continue;
-        }
-        // `$return->m`, `$return$`: the path from the typed return value.
-        if name.starts_with("return") && !at_entry {
-            let mut loc: Option<TVar> = None;
-            for pt in &p.points {
-                let Some((module, func)) = returning_function(&pt.kind) else {
-                    return Err(fail(format!(
-                        "only available in a kretprobe of a named function, not in {}",
-                        pt.text
-                    )));
-                };
-                let l = debugs
-                    .of(module)
-                    .and_then(|d| d.return_access(func, name))
-                    .map_err(&fail)?;
-                agree(&mut loc, l, "the probe's functions return different types")
-                    .map_err(&fail)?;
-            }
-            if let Some(l) = loc {
+        match resolve_one(debugs, p, name, *span, at_entry) {
+            Ok(Some(l)) => {
                 out.insert(name.clone(), l);
             }
-            continue;
+            Ok(None) => {}
+            Err(CodegenError::TargetVar { what, span }) => {
+                // `@defined($x)` in a return probe: `$x` is read at the entry.
+                let entry_ok = !at_entry
+                    && !name.starts_with("return")
+                    && matches!(resolve_one(debugs, p, name, span, true), Ok(Some(_)));
+                out.insert(
+                    name.clone(),
+                    TVar::Failed {
+                        what,
+                        span,
+                        entry_ok,
+                    },
+                );
+            }
+            Err(e) => return Err(e),
         }
+    }
+    Ok(out)
+}
+
+fn resolve_one(
+    debugs: &mut Debugs<'_>,
+    p: &Probe,
+    name: &str,
+    span: Span,
+    at_entry: bool,
+) -> Result<Option<TVar>, CodegenError> {
+    let fail = |why: String| CodegenError::TargetVar {
+        what: format!("`${name}`: {why}"),
+        span,
+    };
+    if name == "return" && !at_entry {
+        let l = return_loc(debugs, p).map_err(fail)?;
+        return Ok(Some(return_code(l)));
+    }
+    // `$return->m`, `$return$`: the path from the typed return value.
+    if name.starts_with("return") && !at_entry {
         let mut loc: Option<TVar> = None;
         for pt in &p.points {
-            // A source line or `0xADDR` of the executable: the variables there.
-            if let (
-                PointKind::Kprobe {
-                    target: Target::Address(a),
-                },
-                false,
-            ) = (&pt.kind, at_entry)
-            {
-                let l = debugs
-                    .of(None)
-                    .and_then(|d| d.access_at(*a, name))
-                    .map_err(&fail)?;
-                agree(&mut loc, l, DIFFERENT_PLACES).map_err(&fail)?;
-                continue;
-            }
-            let Some((module, func)) = entry_function(&pt.kind, at_entry) else {
-                let hint = if matches!(pt.kind, PointKind::Kretprobe { .. }) {
-                    " (a pretty-printed value is not kept from the entry: print it in a kprobe)"
-                        .to_string()
-                } else {
-                    String::new()
-                };
+            let Some((module, func)) = returning_function(&pt.kind) else {
                 return Err(fail(format!(
-                    "only available at the entry of a named function, not in {}{hint}",
+                    "only available in a kretprobe of a named function, not in {}",
                     pt.text
                 )));
             };
             let l = debugs
                 .of(module)
-                .and_then(|d| d.entry_access(func, name))
+                .and_then(|d| d.return_access(func, name))
+                .map_err(&fail)?;
+            agree(&mut loc, l, "the probe's functions return different types").map_err(&fail)?;
+        }
+        return Ok(loc);
+    }
+    let mut loc: Option<TVar> = None;
+    for pt in &p.points {
+        // A source line or `0xADDR` of the executable: the variables there.
+        if let (
+            PointKind::Kprobe {
+                target: Target::Address(a),
+            },
+            false,
+        ) = (&pt.kind, at_entry)
+        {
+            let l = debugs
+                .of(None)
+                .and_then(|d| d.access_at(*a, name))
                 .map_err(&fail)?;
             agree(&mut loc, l, DIFFERENT_PLACES).map_err(&fail)?;
+            continue;
         }
-        if let Some(l) = loc {
-            out.insert(name.clone(), l);
-        }
+        let Some((module, func)) = entry_function(&pt.kind, at_entry) else {
+            let hint = if matches!(pt.kind, PointKind::Kretprobe { .. }) {
+                " (a pretty-printed value is not kept from the entry: print it in a kprobe)"
+                    .to_string()
+            } else {
+                String::new()
+            };
+            return Err(fail(format!(
+                "only available at the entry of a named function, not in {}{hint}",
+                pt.text
+            )));
+        };
+        let l = debugs
+            .of(module)
+            .and_then(|d| d.entry_access(func, name))
+            .map_err(&fail)?;
+        agree(&mut loc, l, DIFFERENT_PLACES).map_err(&fail)?;
     }
-    Ok(out)
+    Ok(loc)
 }
 
 /// Resolve every `$name` of every probe against the DWARF of the objects

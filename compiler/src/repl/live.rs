@@ -693,6 +693,7 @@ fn route(
     match kind {
         REC_FORMAT => match render_record(meta, formats, payload) {
             Rendered::Out(t) => out.push_str(&t),
+            Rendered::Raw(b) => out.push_str(&String::from_utf8_lossy(&b)),
             Rendered::Error(t) | Rendered::Warning(t) => err.push_str(&t),
         },
         REC_TEXT => out.push_str(&String::from_utf8_lossy(payload)),

@@ -107,6 +107,7 @@ impl Env {
             assert_eq!(kind, REC_FORMAT);
             match render_record(meta, formats, p) {
                 Rendered::Out(s) | Rendered::Error(s) | Rendered::Warning(s) => out.push_str(&s),
+                Rendered::Raw(b) => out.push_str(&String::from_utf8_lossy(&b)),
             }
         });
         out

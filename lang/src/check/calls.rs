@@ -511,9 +511,33 @@ impl Checker<'_> {
         {
             return self.cast(scope, chain, args, span);
         }
+        if n == "var" {
+            // SystemTap's `@var("name@file.c")`: the target's global and
+            // static variables are not read yet (no load-bias code).
+            self.errors.push(
+                crate::diag::error(
+                    "`@var` (a global or static variable of the target) is not supported yet",
+                )
+                .with_labels(vec![crate::diag::primary(span, "not supported")])
+                .with_notes(vec![
+                    "help: read it through a function that takes it as a parameter (`$name`), or by address with `user_long(ADDR)`".to_string(),
+                ]),
+            );
+            return bad;
+        }
         let want = match n {
             "entry" | "count" | "sum" | "min" | "max" | "avg" | "hist_log" => 1,
             "hist_linear" => 4,
+            // `@variance(s, N)`: SystemTap's bit shift N (0 to 62) only buys
+            // precision in its running estimate; ptap's is exact.
+            "variance" if args.len() == 2 => {
+                if !const_int(&args[1]).is_some_and(|n| (0..=62).contains(&n)) {
+                    self.err(CheckError::BadVarianceShift { span: args[1].span });
+                    return bad;
+                }
+                2
+            }
+            "variance" | "defined" => 1,
             _ => {
                 let suggestion = diag::suggest(n, builtins::AT_FUNCTIONS.iter().copied());
                 self.err(CheckError::UnknownAt {
@@ -528,7 +552,11 @@ impl Checker<'_> {
             self.err(CheckError::WrongArgCount {
                 span,
                 name: format!("@{n}"),
-                expected: want.to_string(),
+                expected: if n == "variance" {
+                    "1 or 2".to_string()
+                } else {
+                    want.to_string()
+                },
                 found: args.len(),
                 decl: None,
             });
@@ -549,6 +577,19 @@ impl Checker<'_> {
             scope.entry_exprs.push(x);
             return mk(ExprKind::Entry(scope.entry_exprs.len() - 1), ty, span);
         }
+        if n == "defined" {
+            let was = std::mem::replace(&mut scope.in_defined, true);
+            let x = self.value(scope, &args[0]);
+            scope.in_defined = was;
+            return mk(
+                ExprKind::Builtin {
+                    func: builtins::Builtin::Defined,
+                    args: vec![x],
+                },
+                Ty::K(Type::Long),
+                span,
+            );
+        }
         let Some(target) = self.agg_target(scope, &args[0], span) else {
             return bad;
         };
@@ -565,6 +606,7 @@ impl Checker<'_> {
             "min" => StatOp::Min,
             "max" => StatOp::Max,
             "avg" => StatOp::Avg,
+            "variance" => StatOp::Variance,
             "hist_log" => {
                 return mk(
                     ExprKind::Hist {

@@ -155,6 +155,10 @@ pub enum CheckError {
         span: Span,
         why: &'static str,
     },
+    /// `@variance(s, N)` with N not a literal in 0..=62.
+    BadVarianceShift {
+        span: Span,
+    },
     UnknownAt {
         span: Span,
         name: String,
@@ -447,6 +451,13 @@ impl ToDiagnostic for CheckError {
             BadHistArg { span, why } => {
                 diag::error(format!("bad histogram: {why}")).with_labels(vec![primary(*span, *why)])
             }
+            BadVarianceShift { span } => help(
+                diag::error("bad @variance bit shift").with_labels(vec![primary(
+                    *span,
+                    "must be an integer literal from 0 to 62",
+                )]),
+                "write `@variance(s)`: ptap's variance is exact, the shift changes nothing",
+            ),
             UnknownAt {
                 span,
                 name,

@@ -75,11 +75,11 @@ impl Checker<'_> {
                     super::ScopeKind::Function(_) => false,
                 };
                 let base = id.name.split(['-', '[', '$']).next().unwrap_or_default();
-                if returns && ty == Type::Long && base != "return" && !scope.in_entry {
+                if returns && base != "return" && !scope.in_entry && !scope.in_defined {
                     scope.entry_exprs.push(x);
                     return mk(
                         ExprKind::Entry(scope.entry_exprs.len() - 1),
-                        Ty::K(Type::Long),
+                        Ty::K(ty),
                         span,
                     );
                 }

@@ -97,6 +97,9 @@ struct Scope {
     names: HashMap<String, usize>,
     loops: u32,
     in_entry: bool,
+    /// Inside `@defined(...)`: a return probe's `$x` stays as it is (the
+    /// compiler asks whether it resolves at the entry).
+    in_defined: bool,
     entry_exprs: Vec<Expr>,
     /// Calls made from this probe body: (function, call site).
     calls: Vec<(usize, Span)>,
@@ -370,6 +373,7 @@ impl Scope {
             names: HashMap::new(),
             loops: 0,
             in_entry: false,
+            in_defined: false,
             entry_exprs: Vec::new(),
             calls: Vec::new(),
         }

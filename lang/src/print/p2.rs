@@ -483,6 +483,10 @@ impl Printer<'_> {
                     lit(&args[3])
                 )
             }
+            ExprKind::Builtin {
+                func: builtins::Builtin::Defined,
+                args,
+            } => format!("@defined({}):{ty}", list(args)),
             ExprKind::Builtin { func, args } => {
                 format!("{}({}):{ty}", builtins::name(*func), list(args))
             }
@@ -506,6 +510,7 @@ impl Printer<'_> {
                     StatOp::Min => "min",
                     StatOp::Max => "max",
                     StatOp::Avg => "avg",
+                    StatOp::Variance => "variance",
                 };
                 format!("@{n}({}):long", self.agg(target, l, en))
             }
@@ -517,6 +522,7 @@ impl Printer<'_> {
                         self.agg(target, l, en)
                     )
                 }
+                HistKind::SumSquares => format!("@sum_squares({})", self.agg(target, l, en)),
             },
         }
     }

@@ -239,82 +239,16 @@ pub(super) unsafe extern "C" fn usymname(ctx: *mut ProbeCtx, addr: i64, dst: *mu
     }
 }
 
-/// `print_ubacktrace()`: the runtime's symbolized backtrace of the probed
-/// context (CFI unwinding, then a stack scan), as text output.
-///
-/// # Safety
-/// `ctx` live; `ctx.regs` NULL or the probed registers.
-pub(super) unsafe extern "C" fn print_ubacktrace(ctx: *mut ProbeCtx) {
-    // SAFETY: caller contract.
-    let regs = unsafe { (*ctx).regs };
-    // SAFETY: caller contract.
-    if regs.is_null() || unsafe { no_symbols_here(ctx) } {
-        return;
-    }
-    // SAFETY: live registers of the probed thread; its own thread slot.
-    unsafe { crate::hit::backtrace::dump_regs(crate::hit::threads::current(), &*regs, false) };
-}
-
 /// `ubacktrace()`: the return addresses of the probed context, hex,
 /// separated by spaces (CFI unwinding; stops where the CFI ends; a
 /// kretprobe's hijacked return address is replaced by the real one, as in
-/// `dump_stack`), truncated to the buffer.
+/// `dump_stack`), truncated to the buffer: `ucallers(-1)`.
 ///
 /// # Safety
 /// `ctx` live; `dst` valid for `cap` bytes.
 pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap: i64) {
-    use crate::proc::eh_frame::{step, Frame};
-    let cap = cap_of(cap);
-    if cap == 0 {
-        return;
-    }
     // SAFETY: caller contract.
-    if unsafe { no_symbols_here(ctx) } {
-        // SAFETY: cap > 0 (contract: dst valid for cap bytes).
-        unsafe { *dst = 0 };
-        return;
-    }
-    // SAFETY: dst valid for cap bytes (contract).
-    let out = unsafe { core::slice::from_raw_parts_mut(dst, cap) };
-    let mut b = crate::fmt::Buf {
-        data: &mut out[..cap - 1],
-        len: 0,
-    };
-    // SAFETY: caller contract.
-    let regs = unsafe { (*ctx).regs };
-    if let (false, Some(idx)) = (regs.is_null(), crate::proc::symbols::current()) {
-        // SAFETY: live registers of the probed thread.
-        let mut f = Frame::from_ptregs(unsafe { &*regs });
-        crate::session::output::push_hex(&mut b, f.ip());
-        let tramp = crate::hit::asm::trampoline_addr();
-        let ts = crate::hit::threads::current();
-        for i in 0..24 {
-            match step(idx, &f, i == 0) {
-                Ok(mut n) if n.ip() == tramp => {
-                    // A kretprobe's hijacked return: the thread's instance
-                    // for that stack slot holds the real address.
-                    // SAFETY: ts is this thread's own slot.
-                    match unsafe { crate::hit::backtrace::unhijack(ts, n.ra_slot) } {
-                        Some(real) => {
-                            n.regs[16] = real;
-                            b.push(b' ');
-                            crate::session::output::push_hex(&mut b, n.ip());
-                            f = n;
-                        }
-                        None => break,
-                    }
-                }
-                Ok(n) if n.ip() != 0 => {
-                    b.push(b' ');
-                    crate::session::output::push_hex(&mut b, n.ip());
-                    f = n;
-                }
-                _ => break,
-            }
-        }
-    }
-    let n = b.len;
-    out[n] = 0;
+    unsafe { super::h_stack::ucallers(ctx, -1, dst, cap) }
 }
 
 /// Symbols, unwinding and the ids read this process's own state: over a sample of
@@ -323,7 +257,7 @@ pub(super) unsafe extern "C" fn ubacktrace(ctx: *mut ProbeCtx, dst: *mut u8, cap
 ///
 /// # Safety
 /// `ctx` live.
-unsafe fn no_symbols_here(ctx: *mut ProbeCtx) -> bool {
+pub(super) unsafe fn no_symbols_here(ctx: *mut ProbeCtx) -> bool {
     // SAFETY: caller contract.
     if unsafe { sample(ctx) }.is_none() {
         return false;

@@ -268,6 +268,71 @@ pub(super) unsafe extern "C" fn user_string_quoted(
     out[n.min(cap - 1)] = 0;
 }
 
+/// printf's `%m` / `%M` (and sprintf's): `n` bytes of target memory at
+/// `addr`, written to `dst` as hex text (two digits a byte, NUL-terminated),
+/// which the formatter prints raw (`%m`) or as it is (`%M`): the bytes
+/// travel as text because the output records and string buffers hold
+/// NUL-terminated strings. More bytes than `dst` holds (`(cap - 1) / 2`,
+/// MAXSTRINGLEN / 2) is an error, as is a fault.
+///
+/// # Safety
+/// `ctx` live; `dst` valid for `cap` bytes.
+pub(super) unsafe extern "C" fn user_hex(
+    ctx: *mut ProbeCtx,
+    dst: *mut u8,
+    addr: i64,
+    n: i64,
+    cap: i64,
+) {
+    let cap = cap_of(cap);
+    if cap == 0 {
+        return;
+    }
+    // SAFETY: dst valid for cap bytes (contract).
+    let out = unsafe { core::slice::from_raw_parts_mut(dst, cap) };
+    out[0] = 0;
+    let n = usize::try_from(n).unwrap_or(0);
+    if n > (cap - 1) / 2 {
+        // SAFETY: the helper's live ctx (helper contract).
+        unsafe {
+            super::h_out::error(
+                ctx,
+                c"%m/%M reads at most MAXSTRINGLEN / 2 bytes (raise it with -D MAXSTRINGLEN=N)"
+                    .as_ptr() as *const u8,
+            )
+        };
+        return;
+    }
+    // The raw bytes go in the buffer's upper half, the hex digits from its
+    // start: digit pair i (bytes 2i, 2i + 1) never overtakes byte
+    // (cap - 1 - n) + i, which is read before it is overwritten.
+    let raw_at = cap - 1 - n;
+    // SAFETY: the helper's live ctx (helper contract).
+    let pid = unsafe { mem_pid(ctx) };
+    let mut got = 0;
+    while got < n {
+        let a = (addr as u64).wrapping_add(got as u64);
+        let chunk = ((4096 - (a & 4095)) as usize).min(n - got);
+        let r = read_pid(pid, a, &mut out[raw_at + got..raw_at + got + chunk]);
+        if r == 0 {
+            // SAFETY: the helper's live ctx (helper contract).
+            unsafe {
+                count_failed_read(ctx);
+                fault(ctx, a as i64)
+            };
+            return;
+        }
+        got += r;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..n {
+        let b = out[raw_at + i];
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    out[2 * n] = 0;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

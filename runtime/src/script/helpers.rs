@@ -28,6 +28,8 @@ use super::globals::Globals;
 use super::h_ctx::*;
 use super::h_mem::*;
 use super::h_out::*;
+use super::h_stack::*;
+use super::h_stats::*;
 use super::h_str::*;
 use super::map_helpers::*;
 use crate::session::Session;
@@ -100,6 +102,13 @@ pub enum Helper {
     Cycles,
     Ids,
     ProcText,
+    StatVariance,
+    MapVariance,
+    UserHex,
+    SprintUbacktrace,
+    SprintUstack,
+    PrintUstack,
+    Ucallers,
 }
 
 pub struct HelperDef {
@@ -260,6 +269,43 @@ pub static HELPERS: &[HelperDef] = &[
         false,
         proc_text
     ),
+    h!(
+        StatVariance,
+        "ptap_h_stat_variance",
+        [C, L, L],
+        true,
+        stat_variance
+    ),
+    h!(
+        MapVariance,
+        "ptap_h_map_variance",
+        [C, L, A, L],
+        true,
+        map_variance
+    ),
+    h!(UserHex, "ptap_h_user_hex", [C, A, L, L, L], false, user_hex),
+    h!(
+        SprintUbacktrace,
+        "ptap_h_sprint_ubacktrace",
+        [C, A, L],
+        false,
+        sprint_ubacktrace
+    ),
+    h!(
+        SprintUstack,
+        "ptap_h_sprint_ustack",
+        [C, A, A, L],
+        false,
+        sprint_ustack
+    ),
+    h!(
+        PrintUstack,
+        "ptap_h_print_ustack",
+        [C, A],
+        false,
+        print_ustack
+    ),
+    h!(Ucallers, "ptap_h_ucallers", [C, L, A, L], false, ucallers),
 ];
 
 impl Helper {

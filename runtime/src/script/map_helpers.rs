@@ -15,7 +15,7 @@ use super::map::{Keys, Kind, Map, MapError};
 /// # Safety
 /// `ctx` is the running handler's live context; `off` an array's offset in
 /// its globals area (the module's layout).
-unsafe fn map(ctx: *mut ProbeCtx, off: i64) -> Option<(Globals, Map)> {
+pub(super) unsafe fn map(ctx: *mut ProbeCtx, off: i64) -> Option<(Globals, Map)> {
     // SAFETY: caller contract.
     let c = unsafe { &*ctx };
     if c.globals.is_null() {
@@ -62,7 +62,7 @@ unsafe fn full(ctx: *mut ProbeCtx, e: MapError) {
 }
 
 /// Offset (in the globals area) of entry `i`'s value.
-fn value_off(g: &Globals, m: &Map, i: usize) -> u64 {
+pub(super) fn value_off(g: &Globals, m: &Map, i: usize) -> u64 {
     m.value_ptr(i) as u64 - g.base() as u64
 }
 

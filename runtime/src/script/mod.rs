@@ -10,6 +10,8 @@ pub mod globals;
 mod h_ctx;
 mod h_mem;
 mod h_out;
+mod h_stack;
+mod h_stats;
 mod h_str;
 pub mod helpers;
 pub mod load;
