@@ -41,7 +41,6 @@ fn big_altstack() {
 
 fn init_runtime() {
     assert!(ptap_rt::hit::threads::init());
-    ptap_rt::api::signals::prime();
     ptap_rt::lifecycle::install::install();
     ptap_rt::hit::wrap::ACTIVE.store(true, Ordering::Release);
 }

@@ -14,7 +14,6 @@ const SCRIPT: &str = "global n, last, a1\n\
 #[test]
 fn syscall_entry_and_return_probes() {
     assert!(ptap_rt::hit::threads::init());
-    ptap_rt::api::signals::prime();
     ptap_rt::lifecycle::install::install();
     ptap_rt::hit::wrap::ACTIVE.store(true, Ordering::Release);
     let checked = ptap_lang::frontend("t.pt", SCRIPT, &ptap_lang::Options::default())

@@ -101,7 +101,7 @@ unsafe fn unhook(h: *mut InstHdr) {
 
 /// # Safety
 /// `ts` is this thread's slot, inside `threads::enter`.
-pub(crate) unsafe fn settle(ts: *mut ThreadState, sp: u64) {
+pub unsafe fn settle(ts: *mut ThreadState, sp: u64) {
     let alt = crate::hit::dispatch::altstack();
     let on_alt = |p: u64| alt.is_some_and(|(lo, hi)| p >= lo && p < hi);
     let here = on_alt(sp);

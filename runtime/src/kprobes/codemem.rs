@@ -49,7 +49,7 @@ static FORK_REG: crate::base::forklock::MutexSlot<Option<Registry>> =
 
 /// The registry lock, for the fork handlers (taken first: every other
 /// runtime lock nests inside it).
-pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
+pub fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_REG
 }
 
