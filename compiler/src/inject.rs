@@ -15,7 +15,7 @@
 //! The init call only starts a thread of the runtime's own, which maps the
 //! session and registers the probes while the process's threads run (live
 //! patching): the interrupted thread is stopped about a millisecond. Its parameters come from a file ptap writes beside the
-//! runtime snapshot (see `ptap_rt::lifecycle::attach_params_name`).
+//! runtime snapshot (see `ptap_rt_core::lifecycle::attach_params_name`).
 //!
 //! `dlopen` is found in the target's own libc (glibc >= 2.34 exports it),
 //! or libdl.so.2, or glibc's private `__libc_dlopen_mode` (older glibc).

@@ -8,7 +8,7 @@
 //! the entry values into `ctx.entry[]`. Script functions:
 //! `ptap_fn_NAME(ctx, [string result buffer], params...) -> i64`.
 //! The context layout and the helper table are the runtime's
-//! (`ptap_rt::script::{ctx, helpers}`).
+//! (`ptap_rt_core::script::{ctx, helpers}`).
 //!
 //! Files: `func.rs` (the translator's state and plumbing: locals, string
 //! buffers, helper calls, runtime errors, the MAXACTION budget), `expr.rs`,
@@ -66,7 +66,7 @@ use ptap_lang::diag::{self, Diagnostic, ToDiagnostic};
 use ptap_lang::points::Caps;
 use ptap_lang::printf::Format;
 use ptap_lang::Span;
-use ptap_rt::script::meta::Meta;
+use ptap_rt_core::script::meta::Meta;
 
 use func::{ArgSel, FunctionTranslator, Kind, Shared};
 
@@ -216,7 +216,7 @@ pub struct BaseGlobal {
     pub name: String,
     pub offset: u64,
     pub size: u64,
-    pub kind: ptap_rt::script::meta::GlobalKind,
+    pub kind: ptap_rt_core::script::meta::GlobalKind,
 }
 
 /// Lower `script` into `module`: declares and defines every function and
@@ -342,7 +342,7 @@ pub fn compile_in<M: Module>(
                     (func::LocalSlot::Long(v), ScalarType::Long) => t.b.def_var(v, a),
                     (func::LocalSlot::Str(p), _) => {
                         let cap = t.cap();
-                        t.call_helper(ptap_rt::script::helpers::Helper::StrCopy, &[p, a, cap]);
+                        t.call_helper(ptap_rt_core::script::helpers::Helper::StrCopy, &[p, a, cap]);
                     }
                     _ => {}
                 }
@@ -369,9 +369,12 @@ pub fn compile_in<M: Module>(
                         return Err(CodegenError::unsupported("`@entry` of a string", e.span));
                     }
                     let v = t.translate_expr(e)?;
-                    let base =
-                        t.b.ins()
-                            .load(I64, func::flags(), c, ptap_rt::script::ctx::offset::ENTRY);
+                    let base = t.b.ins().load(
+                        I64,
+                        func::flags(),
+                        c,
+                        ptap_rt_core::script::ctx::offset::ENTRY,
+                    );
                     t.b.ins().store(func::flags(), v, base, (8 * k) as i32);
                 }
                 Ok(())
@@ -489,7 +492,7 @@ pub fn emit_object_in(
     let seg = obj.segment_name(StandardSegment::Data).to_vec();
     let sec = obj.add_section(
         seg,
-        ptap_rt::script::meta::SECTION.as_bytes().to_vec(),
+        ptap_rt_core::script::meta::SECTION.as_bytes().to_vec(),
         SectionKind::Metadata,
     );
     obj.append_section_data(sec, compiled.meta.encode().as_bytes(), 1);
