@@ -4,8 +4,9 @@
 //! block those signals (a blocked int3 SIGTRAP would kill the process).
 //!
 //! These symbols are exported by libptap_rt.so, so LD_PRELOAD makes them win.
-//! When the runtime is not active (e.g. the rlib linked into ptap itself)
-//! they forward transparently.
+//! Until the runtime is active (started by the constructor or by
+//! `ptap_rt_attach`), and in a process it does not probe, they forward
+//! transparently.
 
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
