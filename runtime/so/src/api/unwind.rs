@@ -23,10 +23,13 @@ pub unsafe extern "C" fn ptap_rt_after_catch(sp: u64) {
     if unsafe { (*ts).kret_head } == 0 {
         return;
     }
-    threads::enter(ts);
-    // SAFETY: this thread's own list (see restore_hijacked).
-    unsafe { settle(ts, sp) };
-    threads::leave(ts);
+    // SAFETY: ts is this thread's slot (`current()` above); its own list
+    // (see restore_hijacked).
+    unsafe {
+        threads::enter(ts);
+        settle(ts, sp);
+        threads::leave(ts);
+    }
 }
 
 /// `__cxa_begin_catch(exc)` is interposed: the catching frame calls it
