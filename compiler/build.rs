@@ -5,7 +5,8 @@
 //! dependencies are unstable), and a build script cannot rely on the
 //! workspace's own build of the runtime having finished before it runs.
 //! So this script builds the runtime itself with a nested `cargo build`
-//! of `runtime/` in a target directory of its own (the outer build holds
+//! of `runtime/so/` (the cdylib crate, over the core crate in `runtime/`)
+//! in a target directory of its own (the outer build holds
 //! the lock on its own target directory), in the same profile, offline
 //! (the outer build has fetched every dependency), with the runtime's
 //! debug info stripped (a 25 MB debug build becomes ~4 MB: ptap writes
@@ -35,6 +36,8 @@ fn main() {
     for d in [
         "runtime/src",
         "runtime/Cargo.toml",
+        "runtime/so/src",
+        "runtime/so/Cargo.toml",
         "arch/src",
         "arch/Cargo.toml",
         "Cargo.lock",
@@ -59,7 +62,7 @@ fn main() {
         .arg("--offline")
         .arg("--lib")
         .arg("--manifest-path")
-        .arg(root.join("runtime/Cargo.toml"))
+        .arg(root.join("runtime/so/Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
         .arg("--profile")
@@ -72,7 +75,7 @@ fn main() {
     let st = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo to build the runtime: {e}"));
-    assert!(st.success(), "building the runtime (runtime/) failed");
+    assert!(st.success(), "building the runtime (runtime/so/) failed");
     copy(&target_dir.join(dir).join("libptap_rt.so"), &dest);
     println!("cargo:rustc-env=PTAP_EMBEDDED_RT={}", dest.display());
 }

@@ -15,7 +15,7 @@
 //! The init call only starts a thread of the runtime's own, which maps the
 //! session and registers the probes while the process's threads run (live
 //! patching): the interrupted thread is stopped about a millisecond. Its parameters come from a file ptap writes beside the
-//! runtime snapshot (see `ptap_rt::lifecycle::attach_params_name`).
+//! runtime snapshot (see `ptap_rt_core::lifecycle::attach_params_name`).
 //!
 //! `dlopen` is found in the target's own libc (glibc >= 2.34 exports it),
 //! or libdl.so.2, or glibc's private `__libc_dlopen_mode` (older glibc).
@@ -44,51 +44,17 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use object::{Object, ObjectSegment, ObjectSymbol};
 
-/// One line of /proc/PID/maps that maps a file.
-#[derive(Clone, Debug)]
-pub struct Mapping {
-    pub start: u64,
-    pub end: u64,
-    pub offset: u64,
-    pub exec: bool,
-    pub path: String,
-}
+/// One line of /proc/PID/maps.
+pub use ptap_rt_core::proc::maps::Mapping;
 
 /// The file-backed mappings of `pid`, in address order.
 pub fn mappings(pid: i32) -> Result<Vec<Mapping>, String> {
-    let text = std::fs::read_to_string(format!("{}/maps", proc_of(pid)))
+    let text = ptap_rt_core::proc::maps::read(format!("{}/maps", proc_of(pid)))
         .map_err(|e| format!("cannot read /proc/{pid}/maps: {e}"))?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut f = line.splitn(6, ' ');
-        let (Some(range), Some(perms), Some(off), Some(_dev), Some(_inode)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        let path = f.next().unwrap_or("").trim_start();
-        if !path.starts_with('/') {
-            continue;
-        }
-        let Some((s, e)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end), Ok(offset)) = (
-            u64::from_str_radix(s, 16),
-            u64::from_str_radix(e, 16),
-            u64::from_str_radix(off, 16),
-        ) else {
-            continue;
-        };
-        out.push(Mapping {
-            start,
-            end,
-            offset,
-            exec: perms.as_bytes().get(2) == Some(&b'x'),
-            path: path.to_string(),
-        });
-    }
-    Ok(out)
+    Ok(ptap_rt_core::proc::maps::parse(&text)
+        .filter(|m| m.is_file())
+        .map(|m| m.to_owned())
+        .collect())
 }
 
 /// The distinct mapped files of `pid`, each with its lowest address, in
@@ -569,7 +535,7 @@ fn safe_spot(regs: &libc::user_regs_struct, maps: &[Mapping]) -> bool {
     }
     let ip = regs.rip;
     !maps.iter().any(|m| {
-        m.exec && ip >= m.start && ip < m.end && {
+        m.exec() && ip >= m.start && ip < m.end && {
             let n = file_name(&m.path);
             n.starts_with("libc.so")
                 || n.starts_with("libc-")

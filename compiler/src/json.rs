@@ -13,10 +13,10 @@
 //! ```
 use ptap_compiler::codegen::host::Program;
 use ptap_compiler::output::{self, Rendered};
-use ptap_rt::script::globals::Globals;
-use ptap_rt::script::map::{Kind as MapKind, Map};
-use ptap_rt::script::meta::{GlobalKind, Meta};
-use ptap_rt::script::record::{self, FMT_HIST};
+use ptap_rt_core::script::globals::Globals;
+use ptap_rt_core::script::map::{Kind as MapKind, Map};
+use ptap_rt_core::script::meta::{GlobalKind, Meta};
+use ptap_rt_core::script::record::{self, FMT_HIST};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
@@ -108,7 +108,7 @@ pub fn unread_globals(meta: &Meta, g: &Globals) -> String {
     out
 }
 
-fn map_entries(gl: &ptap_rt::script::meta::MetaGlobal, g: &Globals) -> Vec<Value> {
+fn map_entries(gl: &ptap_rt_core::script::meta::MetaGlobal, g: &Globals) -> Vec<Value> {
     let Some(a) = &gl.array else {
         return Vec::new();
     };

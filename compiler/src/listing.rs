@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use ptap_compiler::codegen::dwarf::Debug;
 use ptap_lang::checked::{Module, Target};
-use ptap_rt::script::meta::ModuleSpec;
+use ptap_rt_core::script::meta::ModuleSpec;
 
 use crate::points::Images;
 use crate::ScriptOpts;
@@ -320,7 +320,7 @@ fn syscall_args(call: &str) -> Option<Vec<(String, String)>> {
 fn syscall_pattern(kind: &str, pattern: &str, vars: bool) -> Vec<String> {
     let mut out = Vec::new();
     for a in ptap_lang::stdlib::aliases() {
-        if ptap_rt::proc::names::glob(pattern.as_bytes(), a.name.as_bytes()) {
+        if ptap_rt_core::proc::names::glob(pattern.as_bytes(), a.name.as_bytes()) {
             if let Ok(Target::Syscall { name, calls }) =
                 ptap_lang::points::parse_target(&a.name, ptap_lang::Span::default())
             {
@@ -330,7 +330,7 @@ fn syscall_pattern(kind: &str, pattern: &str, vars: bool) -> Vec<String> {
     }
     for (n, nr) in ptap_lang::syscalls::SYSCALLS {
         let name = format!("sys_{n}");
-        if ptap_rt::proc::names::glob(pattern.as_bytes(), name.as_bytes())
+        if ptap_rt_core::proc::names::glob(pattern.as_bytes(), name.as_bytes())
             && !out
                 .iter()
                 .any(|l| l.starts_with(&format!("{kind}({name})")))

@@ -1,7 +1,7 @@
 //! `ptap load MODULE.so -c CMD`: run a C probe module inside a target.
 //!
 //! ptap owns the session: it creates the shared memory (a memfd holding the
-//! control block and the output ring, layout in `ptap_rt::session`), starts
+//! control block and the output ring, layout in `ptap_rt_core::session`), starts
 //! CMD (split like a shell would, no shell) with the runtime preloaded
 //! (`LD_PRELOAD=<private dir>/libptap_rt.so`: the runtime embedded in ptap,
 //! or `$PTAP_RUNTIME`, see [`RuntimeSnapshot`]), and tells
@@ -32,7 +32,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ptap_rt::session::{self, Session, REC_DIAG, REC_FORMAT, REC_TEXT};
+use ptap_rt_core::session::{self, Session, REC_DIAG, REC_FORMAT, REC_TEXT};
 
 use crate::LoadOpts;
 
@@ -333,8 +333,11 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
         (Some(argv), None) => {
             let mut env = vec![(session::ENV_MODULE, module.as_os_str())];
             if opts.target.no_follow {
-                env.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
-                env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
+                env.push((
+                    ptap_rt_core::lifecycle::ENV_NO_FOLLOW,
+                    std::ffi::OsStr::new("1"),
+                ));
+                env.push((ptap_rt_core::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
             }
             let child = spawn(argv, &runtime, &owned, &env, opts.target.verbose)?;
             if opts.target.verbose > 0 {
@@ -590,7 +593,7 @@ pub(crate) fn spawn_with(
     // way (its first open() returns 3, as without ptap); inheritable, so
     // that what it execs finds the session too.
     let fd = owned.fd;
-    let high = ptap_rt::base::fds::high_floor().max(fd);
+    let high = ptap_rt_core::base::fds::high_floor().max(fd);
     let mut command = Command::new(&argv[0]);
     command
         .args(&argv[1..])
@@ -791,7 +794,7 @@ pub(crate) fn attach_to(
         text.push_str(&format!("{k}={v}\n"));
     }
     let file = snap.dir.write(
-        &ptap_rt::lifecycle::attach_params_name(pid),
+        &ptap_rt_core::lifecycle::attach_params_name(pid),
         text.as_bytes(),
     )?;
     struct Remove<'a>(&'a Path);

@@ -18,9 +18,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use ptap_lang::checked::{CheckedScript, DeleteTarget, ExprKind, HistKind, LValue, Stmt, StmtKind};
 use ptap_lang::walk::{walk_expr, walk_stmt};
-use ptap_rt::script::globals::Globals;
-use ptap_rt::script::map::{Kind as MapKind, Map};
-use ptap_rt::script::meta::{GlobalKind, Meta};
+use ptap_rt_core::script::globals::Globals;
+use ptap_rt_core::script::map::{Kind as MapKind, Map};
+use ptap_rt_core::script::meta::{GlobalKind, Meta};
 
 use crate::codegen::hist;
 
@@ -344,7 +344,7 @@ pub fn key_text(m: &Map, i: usize, k: usize) -> String {
     if m.is_str_key(k) {
         let p = m.key_str(i, k);
         // SAFETY: a NUL-terminated key of at most cap bytes inside the entry.
-        let n = unsafe { ptap_rt::script::globals::c_len(p, m.cap()) };
+        let n = unsafe { ptap_rt_core::script::globals::c_len(p, m.cap()) };
         // SAFETY: n bytes are readable (c_len stopped inside the key).
         String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p, n) }).into_owned()
     } else {

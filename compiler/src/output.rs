@@ -3,13 +3,13 @@
 //! formats; runtime-error records become `ERROR: ...` lines.
 
 use ptap_lang::printf::Format;
-use ptap_rt::script::ctx;
-use ptap_rt::script::meta::Meta;
-pub use ptap_rt::script::record::Value;
-use ptap_rt::script::record::{self, FMT_ERROR, FMT_HIST, FMT_WARN};
+use ptap_rt_core::script::ctx;
+use ptap_rt_core::script::meta::Meta;
+pub use ptap_rt_core::script::record::Value;
+use ptap_rt_core::script::record::{self, FMT_ERROR, FMT_HIST, FMT_WARN};
 
 /// printf-style formatting of `args` with `f` (a pure function), by the
-/// same formatter `sprintf` uses in the handlers (`ptap_rt::fmt::format`),
+/// same formatter `sprintf` uses in the handlers (`ptap_rt_core::fmt::format`),
 /// so that printf and sprintf cannot differ. Missing arguments format as
 /// 0 / ""; a long given to `%s` prints as a number and a string given to a
 /// numeric conversion as 0 (the checker prevents both).
@@ -52,7 +52,7 @@ pub fn format_record_bytes(f: &Format, args: &[Value]) -> Vec<u8> {
     // Each conversion pads to at most 512 (width) or 4096 (precision) bytes.
     cap += kinds.len().max(1) * (4096 + 64);
     let mut data = vec![0u8; cap];
-    let mut buf = ptap_rt::fmt::Buf {
+    let mut buf = ptap_rt_core::fmt::Buf {
         data: &mut data,
         len: 0,
     };
@@ -61,8 +61,9 @@ pub fn format_record_bytes(f: &Format, args: &[Value]) -> Vec<u8> {
     // included), string words point to live NUL-terminated CStrings, and
     // any read beyond them (impossible for a checked format) gets zeros.
     unsafe {
-        let mut rd = ptap_rt::fmt::ArgReader::new(words.as_ptr(), words.len(), NO_MORE.as_ptr());
-        ptap_rt::fmt::format(&mut buf, source.as_ptr() as *const u8, &mut rd);
+        let mut rd =
+            ptap_rt_core::fmt::ArgReader::new(words.as_ptr(), words.len(), NO_MORE.as_ptr());
+        ptap_rt_core::fmt::format(&mut buf, source.as_ptr() as *const u8, &mut rd);
     }
     let len = buf.len;
     data.truncate(len);

@@ -5,8 +5,8 @@
 //! (PT_INTERP, LD_PRELOAD, then DT_NEEDED breadth-first, found through
 //! DT_RPATH / LD_LIBRARY_PATH / DT_RUNPATH / /etc/ld.so.cache / the system
 //! directories), with the rules the runtime uses in the target
-//! (`ptap_rt::proc::symbols`: function and IFUNC symbols of .symtab and .dynsym;
-//! `ptap_rt::script::attach`: patterns, library names). A point that
+//! (`ptap_rt_core::proc::symbols`: function and IFUNC symbols of .symtab and .dynsym;
+//! `ptap_rt_core::script::attach`: patterns, library names). A point that
 //! resolves to nothing is an error that says what was searched, and the
 //! target is never started. `?` makes a point optional: nothing is said.
 //!
@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 
 use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::{Object, ObjectSymbol};
-use ptap_rt::proc::names;
-use ptap_rt::script::attach::module_matches;
-use ptap_rt::script::meta::{Meta, ModuleSpec, PointKind, TargetSpec};
+use ptap_rt_core::proc::names;
+use ptap_rt_core::script::attach::module_matches;
+use ptap_rt_core::script::meta::{Meta, ModuleSpec, PointKind, TargetSpec};
 
 /// One function symbol of an object (link-time address).
 pub(crate) struct Sym {
@@ -258,7 +258,7 @@ impl Images {
                 offset,
             } => {
                 for img in self.matching(module) {
-                    // Like ptap_rt::proc::symbols::lookup: `name` or `name@VERSION`.
+                    // Like ptap_rt_core::proc::symbols::lookup: `name` or `name@VERSION`.
                     let Some(s) = img
                         .syms()
                         .iter()
@@ -280,7 +280,7 @@ impl Images {
                     return Ok(Some(format!("{name} in {}", img.label)));
                 }
                 // Not a symbol: the functions whose demangled name it is
-                // (ptap_rt::proc::names, as the runtime selects them).
+                // (ptap_rt_core::proc::names, as the runtime selects them).
                 for img in self.matching(module) {
                     let syms = img.syms();
                     let hits = names::select_demangled(
@@ -547,7 +547,7 @@ impl Image {
 }
 
 /// Does the wildcard select this symbol (its name or its demangled name;
-/// function entries only)? As `ptap_rt::proc::symbols::select_pattern`.
+/// function entries only)? As `ptap_rt_core::proc::symbols::select_pattern`.
 fn pattern_selects(pattern: &str, sym: &str) -> bool {
     let d = if names::may_match(pattern, sym) {
         names::demangle(sym)

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ptap_rt::script::attach;
-use ptap_rt::script::globals::Globals;
-use ptap_rt::script::meta::PointKind;
-use ptap_rt::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
+use ptap_rt_core::script::attach;
+use ptap_rt_core::script::globals::Globals;
+use ptap_rt_core::script::meta::PointKind;
+use ptap_rt_core::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
 
 use crate::load::{self, OwnedSession, RuntimeSnapshot};
 use crate::points;
@@ -233,14 +233,15 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         let object = snap.dir.write("script.o", &prog.object)?;
         let mut params = vec![(attach::ENV_TARGET, "1")];
         if opts.no_follow {
-            params.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, "1"));
+            params.push((ptap_rt_core::lifecycle::ENV_NO_FOLLOW, "1"));
         }
         host::set_target(&g, pid);
-        let has_syscall_points = meta
-            .probes
-            .iter()
-            .flat_map(|p| &p.points)
-            .any(|q| matches!(q.target, ptap_rt::script::meta::TargetSpec::Syscall { .. }));
+        let has_syscall_points = meta.probes.iter().flat_map(|p| &p.points).any(|q| {
+            matches!(
+                q.target,
+                ptap_rt_core::script::meta::TargetSpec::Syscall { .. }
+            )
+        });
         let second_ok = if has_syscall_points {
             Err("system call probes cannot be armed by a second copy of the runtime")
         } else {
@@ -270,12 +271,15 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             let snap = RuntimeSnapshot::new(&installed)?;
             let object = snap.dir.write("script.o", &prog.object)?;
             let mut env = vec![
-                (ptap_rt::session::ENV_MODULE, object.as_os_str()),
+                (ptap_rt_core::session::ENV_MODULE, object.as_os_str()),
                 (attach::ENV_TARGET, std::ffi::OsStr::new("1")),
             ];
             if opts.no_follow {
-                env.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
-                env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
+                env.push((
+                    ptap_rt_core::lifecycle::ENV_NO_FOLLOW,
+                    std::ffi::OsStr::new("1"),
+                ));
+                env.push((ptap_rt_core::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
             }
             let child = load::spawn(argv, &snap.path, &owned, &env, opts.verbose)?;
             host::set_target(&g, child.id() as i32);

@@ -9,8 +9,8 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use ptap_compiler::metrics::{Plan, Snapshot};
-use ptap_rt::script::globals::Globals;
-use ptap_rt::script::meta::Meta;
+use ptap_rt_core::script::globals::Globals;
+use ptap_rt_core::script::meta::Meta;
 
 /// What `--serve` needs from the compiled script.
 pub struct ServeSpec {

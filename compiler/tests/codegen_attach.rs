@@ -40,10 +40,9 @@ fn big_altstack() {
 }
 
 fn init_runtime() {
-    assert!(ptap_rt::hit::threads::init());
-    ptap_rt::api::signals::prime();
-    ptap_rt::lifecycle::install::install();
-    ptap_rt::hit::wrap::ACTIVE.store(true, Ordering::Release);
+    assert!(ptap_rt_core::hit::threads::init());
+    ptap_rt_core::lifecycle::install::install();
+    ptap_rt_core::hit::wrap::ACTIVE.store(true, Ordering::Release);
 }
 
 const SCRIPT: &str = "global n, total\n\
@@ -62,9 +61,9 @@ fn compiled_module_probes_a_function_of_this_process() {
     let checked = ptap_lang::frontend("t.pt", src, &ptap_lang::Options::default())
         .unwrap_or_else(|f| panic!("{}", f.render()));
     let bytes = ptap_compiler::emit_object(&checked).unwrap();
-    let module = ptap_rt::script::load::load(&bytes).unwrap();
+    let module = ptap_rt_core::script::load::load(&bytes).unwrap();
     let e = env(src); // the session + globals (and the JIT for `end`)
-    let attached = ptap_rt::script::attach::attach(module, e.globals.base(), e.session.base())
+    let attached = ptap_rt_core::script::attach::attach(module, e.globals.base(), e.session.base())
         .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(attached.count(), 3);
     let got: Vec<i64> = (1..=4).map(|k| work(-k)).collect();
@@ -90,10 +89,10 @@ fn eight_threads_through_real_probes_count_exactly() {
     let src = "global hits\nprobe kprobe(libc:abs) { hits++ }";
     let checked = ptap_lang::frontend("t.pt", src, &ptap_lang::Options::default()).unwrap();
     let module =
-        ptap_rt::script::load::load(&ptap_compiler::emit_object(&checked).unwrap()).unwrap();
+        ptap_rt_core::script::load::load(&ptap_compiler::emit_object(&checked).unwrap()).unwrap();
     let e = env(src);
     let attached =
-        ptap_rt::script::attach::attach(module, e.globals.base(), e.session.base()).unwrap();
+        ptap_rt_core::script::attach::attach(module, e.globals.base(), e.session.base()).unwrap();
     const PER_THREAD: i64 = 20_000;
     let t0 = std::time::Instant::now();
     std::thread::scope(|sc| {

@@ -13,18 +13,18 @@ const SCRIPT: &str = "global n, last, a1\n\
 
 #[test]
 fn syscall_entry_and_return_probes() {
-    assert!(ptap_rt::hit::threads::init());
-    ptap_rt::api::signals::prime();
-    ptap_rt::lifecycle::install::install();
-    ptap_rt::hit::wrap::ACTIVE.store(true, Ordering::Release);
+    assert!(ptap_rt_core::hit::threads::init());
+    ptap_rt_core::lifecycle::install::install();
+    ptap_rt_core::hit::wrap::ACTIVE.store(true, Ordering::Release);
     let checked = ptap_lang::frontend("t.pt", SCRIPT, &ptap_lang::Options::default())
         .unwrap_or_else(|f| panic!("{}", f.render()));
-    let m = ptap_rt::script::load::load(&ptap_compiler::emit_object(&checked).unwrap()).unwrap();
+    let m =
+        ptap_rt_core::script::load::load(&ptap_compiler::emit_object(&checked).unwrap()).unwrap();
     let e = env(SCRIPT);
-    let a = ptap_rt::script::attach::attach(m, e.globals.base(), e.session.base())
+    let a = ptap_rt_core::script::attach::attach(m, e.globals.base(), e.session.base())
         .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(a.count(), 2);
-    ptap_rt::syscall::runtime_ready();
+    ptap_rt_core::syscall::runtime_ready();
     let me = std::process::id() as libc::pid_t;
     let mut pgid = 0;
     for _ in 0..3 {
@@ -32,7 +32,7 @@ fn syscall_entry_and_return_probes() {
         pgid = unsafe { libc::getpgid(me) };
     }
     a.detach();
-    ptap_rt::syscall::shutdown();
+    ptap_rt_core::syscall::shutdown();
     // SAFETY: as above.
     unsafe { libc::getpgid(me) };
     assert_eq!(e.long("n"), 3);

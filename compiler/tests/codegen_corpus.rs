@@ -40,7 +40,7 @@ fn every_valid_script_compiles_or_names_what_is_missing() {
         let jit = ptap_compiler::Jit::new(&checked);
         match (&obj, &jit) {
             (Ok(bytes), Ok(_)) => {
-                ptap_rt::script::load::load(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                ptap_rt_core::script::load::load(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
                 ok.push(name);
             }
             (

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ptap_compiler::codegen::host::{self, Program, Which};
 use ptap_compiler::output::Rendered;
-use ptap_rt::session::{self, Session, REC_DIAG, REC_FORMAT, REC_TEXT};
+use ptap_rt_core::session::{self, Session, REC_DIAG, REC_FORMAT, REC_TEXT};
 
 fn runtime_so() -> PathBuf {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_ptap"));

@@ -13,7 +13,7 @@ fn begin_end_timer_and_report() {
     let meta = &e.jit.compiled.meta;
     assert_eq!(
         host::session_size(RING, meta),
-        ptap_rt::script::globals::offset_in_session(RING) + meta.globals_size as usize
+        ptap_rt_core::script::globals::offset_in_session(RING) + meta.globals_size as usize
     );
     host::init_globals(&e.globals, meta, 77);
     assert_eq!(host::timers(meta), vec![(1, 0, 100_000_000)]);
@@ -79,7 +79,8 @@ fn ptap_side_probes_from_the_loaded_object() {
     let src = "global n = 41\nprobe begin { n++ }\nprobe end { printf(\"n=%d\\n\", n) }";
     let e = env(src);
     let checked = ptap_lang::frontend("t.pt", src, &ptap_lang::Options::default()).unwrap();
-    let m = ptap_rt::script::load::load(&ptap_compiler::emit_object(&checked).unwrap()).unwrap();
+    let m =
+        ptap_rt_core::script::load::load(&ptap_compiler::emit_object(&checked).unwrap()).unwrap();
     host::init_globals(&e.globals, &m.meta, 1);
     let run = |w| host::run_probes(&m.meta, |i| m.handler(i), w, &e.session, &e.globals);
     assert_eq!(run(Which::Begin), 0);

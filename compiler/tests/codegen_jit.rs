@@ -1,8 +1,8 @@
 //! Compiled handlers, run with the JIT against an in-process session.
 mod codegen_support;
 use codegen_support::*;
-use ptap_rt::abi::PtRegs;
-use ptap_rt::script::ctx::{
+use ptap_rt_core::abi::PtRegs;
+use ptap_rt_core::script::ctx::{
     ABI_SYSCALL, ERR_DIV0, ERR_FAULT, ERR_MAXACTION, ERR_NESTING, ERR_USER,
 };
 
@@ -171,8 +171,8 @@ fn printf_record_contents() {
     e.run(0);
     let mut recs = Vec::new();
     e.session
-        .drain(|_, p| recs.push(ptap_rt::script::record::decode(p).unwrap()));
-    use ptap_rt::script::record::Value;
+        .drain(|_, p| recs.push(ptap_rt_core::script::record::decode(p).unwrap()));
+    use ptap_rt_core::script::record::Value;
     assert_eq!(
         recs,
         vec![(0, vec![Value::Long(-1), Value::Str("xy".into())])]
@@ -199,7 +199,7 @@ fn error_record_is_formatted_by_ptap() {
     let e = env("global g\nprobe begin {\n  g = 5 % (g - g)\n}");
     let mut ctx = e.ctx(std::ptr::null_mut());
     // SAFETY: ctx points to the env's live session and globals.
-    let code = unsafe { ptap_rt::script::run_handler(e.jit.handler(0).unwrap(), &mut ctx) };
+    let code = unsafe { ptap_rt_core::script::run_handler(e.jit.handler(0).unwrap(), &mut ctx) };
     assert_eq!(code, ERR_DIV0);
     assert_eq!(
         e.output(),
@@ -242,7 +242,7 @@ fn error_builtin() {
     let e = env(r#"probe begin { error("bad " . "thing"); print(1) }"#);
     let mut ctx = e.ctx(std::ptr::null_mut());
     // SAFETY: live env.
-    let code = unsafe { ptap_rt::script::run_handler(e.jit.handler(0).unwrap(), &mut ctx) };
+    let code = unsafe { ptap_rt_core::script::run_handler(e.jit.handler(0).unwrap(), &mut ctx) };
     assert_eq!(code, ERR_USER);
     assert_eq!(
         e.output(),
@@ -395,7 +395,7 @@ fn eight_threads_count_exactly() {
             sc.spawn(move || {
                 let mut regs = PtRegs::default();
                 for _ in 0..1_000_000 {
-                    let mut ctx = ptap_rt::script::ctx::ProbeCtx::new(
+                    let mut ctx = ptap_rt_core::script::ctx::ProbeCtx::new(
                         &mut regs,
                         g as *mut u8,
                         s as *mut u8,
@@ -454,12 +454,12 @@ fn probefunc_syscall_name_and_usymname() {
     );
     let (read, write) = (b"read", b"write");
     let table = [
-        ptap_rt::script::ctx::SyscallName {
+        ptap_rt_core::script::ctx::SyscallName {
             nr: 0,
             name: read.as_ptr(),
             len: 4,
         },
-        ptap_rt::script::ctx::SyscallName {
+        ptap_rt_core::script::ctx::SyscallName {
             nr: 1,
             name: write.as_ptr(),
             len: 5,
@@ -476,7 +476,7 @@ fn probefunc_syscall_name_and_usymname() {
     // SAFETY: live env, regs and tables.
     assert_eq!(unsafe { e.jit.handler(0).unwrap()(&mut ctx) }, 0);
     // usymname reads the runtime's symbol index of this process.
-    ptap_rt::proc::symbols::get_or_build();
+    ptap_rt_core::proc::symbols::get_or_build();
     let mut regs = PtRegs {
         di: libc::getpid as *const () as u64,
         ..PtRegs::default()
@@ -499,7 +499,7 @@ fn statistics_aggregates() {
 fn empty_aggregate_min_is_an_error() {
     let e = env("global s\nprobe begin { print(@count(s)); print(@min(s)) }");
     let (r, ctx) = e.run(0);
-    assert_eq!(r, i64::from(ptap_rt::script::ctx::ERR_EMPTY_AGG));
+    assert_eq!(r, i64::from(ptap_rt_core::script::ctx::ERR_EMPTY_AGG));
     assert_eq!(e.error_at(&ctx), "t.pt:2:39");
     assert_eq!(e.output(), "0\n");
 }
@@ -517,7 +517,7 @@ fn aggregates_from_eight_threads_lose_nothing() {
                         di: t * 100_000 + k,
                         ..PtRegs::default()
                     };
-                    let mut ctx = ptap_rt::script::ctx::ProbeCtx::new(
+                    let mut ctx = ptap_rt_core::script::ctx::ProbeCtx::new(
                         &mut regs,
                         g as *mut u8,
                         ses as *mut u8,
@@ -573,8 +573,8 @@ fn array_overflow_is_an_error() {
     );
     let mut ctx = e.ctx(std::ptr::null_mut());
     // SAFETY: live env.
-    let code = unsafe { ptap_rt::script::run_handler(e.jit.handler(0).unwrap(), &mut ctx) };
-    assert_eq!(code, ptap_rt::script::ctx::ERR_OVERFLOW);
+    let code = unsafe { ptap_rt_core::script::run_handler(e.jit.handler(0).unwrap(), &mut ctx) };
+    assert_eq!(code, ptap_rt_core::script::ctx::ERR_OVERFLOW);
     assert_eq!(
         e.output(),
         "ok\nERROR: Array overflow, check size limit (2) near `t[3] = 3` at t.pt:2:48 in probe begin\n"

@@ -3,8 +3,8 @@
 mod codegen_support;
 use codegen_support::*;
 use object::{Object, ObjectSection, ObjectSymbol};
-use ptap_rt::abi::PtRegs;
-use ptap_rt::script::load::{load, read_meta, LoadError};
+use ptap_rt_core::abi::PtRegs;
+use ptap_rt_core::script::load::{load, read_meta, LoadError};
 
 fn checked(src: &str) -> ptap_lang::CheckedScript {
     ptap_lang::frontend("t.pt", src, &ptap_lang::Options::default())
@@ -41,9 +41,10 @@ fn object_has_handlers_helpers_and_metadata() {
         );
     }
     let meta = obj.section_by_name(".ptap_meta").expect("metadata section");
-    let meta =
-        ptap_rt::script::meta::Meta::decode(std::str::from_utf8(meta.data().unwrap()).unwrap())
-            .unwrap();
+    let meta = ptap_rt_core::script::meta::Meta::decode(
+        std::str::from_utf8(meta.data().unwrap()).unwrap(),
+    )
+    .unwrap();
     assert_eq!(meta.probes.len(), 2);
     assert_eq!(meta.probes[0].points[0].text, "kprobe(work)");
     assert_eq!(
@@ -74,8 +75,8 @@ fn loaded_module_runs_like_the_jit() {
     let mut ctx = e.ctx(std::ptr::null_mut());
     ctx.probe = 1;
     // SAFETY: live env.
-    let code = unsafe { ptap_rt::script::run_handler(m.handler(1).unwrap(), &mut ctx) };
-    assert_eq!(code, ptap_rt::script::ctx::ERR_DIV0);
+    let code = unsafe { ptap_rt_core::script::run_handler(m.handler(1).unwrap(), &mut ctx) };
+    assert_eq!(code, ptap_rt_core::script::ctx::ERR_DIV0);
     assert_eq!(
         e.output(),
         "arg 3 2\narg 10 55\n2 0\nERROR: division by 0 near `1 / (n - n)` at t.pt:4:40 in probe end\n"

@@ -9,7 +9,7 @@
 //! accepted and ignored (all integers are 64-bit).
 //!
 //! Both `printf` (formatted by ptap) and `sprintf` (formatted in the
-//! handler) format with the runtime's `ptap_rt::fmt::format`, given
+//! handler) format with the runtime's `ptap_rt_core::fmt::format`, given
 //! [`Format::to_source`].
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! ptap-runtime: injected into target processes (`libptap_rt.so`).
+//! ptap-rt-core: the runtime injected into target processes, less its
+//! constructor and exported C symbols (runtime/so/, `libptap_rt.so`).
 //!
 //! Implements the Kprobes API (`runtime/include/ptap/kprobes.h`) for user
 //! space: int3 probes with out-of-line execution (boosted or single-stepped),
@@ -6,12 +7,12 @@
 //! session shared memory and its output ring, printk, kallsyms_lookup_name,
 //! dump_stack and signal chaining.
 //!
-//! The same crate is also linked into `ptap` as an rlib for the session
-//! layout ([`session`]); there, the constructor and the interposed
-//! functions stay inert.
+//! `ptap` and the tests link this crate for what both sides share (the
+//! session layout, module metadata, globals and maps, the object loader,
+//! symbols, the formatter); only libptap_rt.so has a constructor and
+//! interposes libc functions.
 
 pub mod abi;
-pub mod api;
 pub mod base;
 pub mod fmt;
 pub mod hit;

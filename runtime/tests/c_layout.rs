@@ -9,11 +9,11 @@ use std::mem::{align_of, offset_of, size_of};
 use std::path::Path;
 use std::process::Command;
 
-use ptap_rt::abi::{
+use ptap_rt_core::abi::{
     Jprobe, Kprobe, Kretprobe, KretprobeInstance, PtRegs, KPROBE_FLAG_DISABLED, KPROBE_FLAG_GONE,
     KPROBE_FLAG_QUIET,
 };
-use ptap_rt::hit::sigsys::probes::{SyscallProbe, SYSCALL_PROBE_DISABLED};
+use ptap_rt_core::hit::sigsys::probes::{SyscallProbe, SYSCALL_PROBE_DISABLED};
 
 /// `_Static_assert`s: (C expression, the Rust value it must equal).
 fn asserts() -> Vec<(String, u64)> {

@@ -4,41 +4,64 @@
 //! a trap, a trampoline or a SIGSYS handler) uses the control side
 //! (`kprobes/`, `syscall/`, `script/`) or anything above it.
 //!
-//! Read from the source: every `crate::...` path in runtime/src outside
-//! comments and string literals.
+//! Two crates: the core (runtime/src, `ptap_rt_core`, linked by ptap too)
+//! and the shared object's crate on top of it (runtime/so/src, `ptap_rt`:
+//! the constructor and the exported C symbols). The core never names the
+//! shared object's crate.
+//!
+//! Read from the source: every `crate::...` path outside comments and string
+//! literals.
 
 use std::path::{Path, PathBuf};
 
-/// Layers from the top down; a layer may use those after it (and itself).
-/// Layers on one line are siblings: neither uses the other.
-const LAYERS: &[&[&str]] = &[
-    &["lifecycle"],
-    &["api"],
-    &["script"],
-    &["syscall"],
-    &["kprobes"],
-    &["hit"],
-    &["session", "proc"],
-    &["base"],
-];
-
-/// Crate-root modules that are files of a layer (not folders).
-const ROOT_FILES: &[(&str, &str)] = &[("fmt", "base"), ("abi", "base")];
-
-fn rank(layer: &str) -> Option<usize> {
-    LAYERS.iter().position(|l| l.contains(&layer))
+/// A crate's layers from the top down; a layer may use those after it (and
+/// itself). Layers on one line are siblings: neither uses the other.
+struct Layers {
+    /// The source folder, from runtime/ (for messages).
+    src: &'static str,
+    layers: &'static [&'static [&'static str]],
+    /// Crate-root modules that are files of a layer (not folders).
+    root_files: &'static [(&'static str, &'static str)],
 }
 
-/// The layer of a top-level module name (`hit`, `fmt`, ...).
-fn layer_of_module(m: &str) -> Option<&'static str> {
-    if let Some((_, l)) = ROOT_FILES.iter().find(|(f, _)| *f == m) {
-        return Some(l);
+/// runtime/src: ptap-rt-core.
+const CORE: Layers = Layers {
+    src: "runtime/src",
+    layers: &[
+        &["lifecycle"],
+        &["script"],
+        &["syscall"],
+        &["kprobes"],
+        &["hit"],
+        &["session", "proc"],
+        &["base"],
+    ],
+    root_files: &[("fmt", "base"), ("abi", "base")],
+};
+
+/// runtime/so/src: libptap_rt.so (all of the core is below it).
+const SO: Layers = Layers {
+    src: "runtime/so/src",
+    layers: &[&["lifecycle"], &["api"]],
+    root_files: &[],
+};
+
+impl Layers {
+    fn rank(&self, layer: &str) -> Option<usize> {
+        self.layers.iter().position(|l| l.contains(&layer))
     }
-    LAYERS
-        .iter()
-        .flat_map(|l| l.iter())
-        .copied()
-        .find(|l| *l == m)
+
+    /// The layer of a top-level module name (`hit`, `fmt`, ...).
+    fn layer_of_module(&self, m: &str) -> Option<&'static str> {
+        if let Some((_, l)) = self.root_files.iter().find(|(f, _)| *f == m) {
+            return Some(l);
+        }
+        self.layers
+            .iter()
+            .flat_map(|l| l.iter())
+            .copied()
+            .find(|l| *l == m)
+    }
 }
 
 /// Code without comments and without the contents of string and char
@@ -127,9 +150,9 @@ fn crate_uses(code: &str) -> Vec<(usize, String)> {
     v
 }
 
-/// The layer a file of runtime/src belongs to (by its path), or None for the
+/// The layer a file of the crate belongs to (by its path), or None for the
 /// crate root.
-fn layer_of_file(rel: &Path) -> Result<Option<&'static str>, String> {
+fn layer_of_file(c: &Layers, rel: &Path) -> Result<Option<&'static str>, String> {
     let first = rel
         .components()
         .next()
@@ -139,27 +162,40 @@ fn layer_of_file(rel: &Path) -> Result<Option<&'static str>, String> {
         return Ok(None);
     }
     let m = first.strip_suffix(".rs").unwrap_or(first);
-    layer_of_module(m).map(Some).ok_or_else(|| {
+    c.layer_of_module(m).map(Some).ok_or_else(|| {
         format!(
-            "runtime/src/{}: not in any layer; put it in a layer's folder or add it to \
-             LAYERS / ROOT_FILES in runtime/tests/layers.rs",
+            "{}/{}: not in any layer; put it in a layer's folder or add it to \
+             the crate's layers in runtime/tests/layers.rs",
+            c.src,
             rel.display()
         )
     })
 }
 
-/// Every way `src` (the text of runtime/src/`rel`) breaks the layering.
-fn violations(rel: &Path, src: &str) -> Vec<String> {
-    let from = match layer_of_file(rel) {
-        Ok(Some(l)) => l,
-        Ok(None) => return Vec::new(),
-        Err(e) => return vec![e],
-    };
+/// Every way `src` (the text of `rel` in the crate `c`) breaks the layering.
+fn violations(c: &Layers, rel: &Path, src: &str) -> Vec<String> {
+    let code = code_only(src);
     let mut out = Vec::new();
-    for (line, m) in crate_uses(&code_only(src)) {
-        let Some(to) = layer_of_module(&m) else {
+    if c.src == CORE.src && names_crate(&code, "ptap_rt") {
+        out.push(format!(
+            "{}/{}: the core names ptap_rt (libptap_rt.so's crate, which is above it)",
+            c.src,
+            rel.display()
+        ));
+    }
+    let from = match layer_of_file(c, rel) {
+        Ok(Some(l)) => l,
+        Ok(None) => return out,
+        Err(e) => {
+            out.push(e);
+            return out;
+        }
+    };
+    for (line, m) in crate_uses(&code) {
+        let Some(to) = c.layer_of_module(&m) else {
             out.push(format!(
-                "runtime/src/{}:{line}: crate::{m} is in no layer",
+                "{}/{}:{line}: crate::{m} is in no layer",
+                c.src,
                 rel.display()
             ));
             continue;
@@ -167,7 +203,7 @@ fn violations(rel: &Path, src: &str) -> Vec<String> {
         if to == from {
             continue;
         }
-        let (rf, rt) = (rank(from).unwrap(), rank(to).unwrap());
+        let (rf, rt) = (c.rank(from).unwrap(), c.rank(to).unwrap());
         if rf >= rt {
             let how = if rf == rt {
                 "a sibling layer"
@@ -175,7 +211,8 @@ fn violations(rel: &Path, src: &str) -> Vec<String> {
                 "a layer above it"
             };
             out.push(format!(
-                "runtime/src/{}:{line}: {from} uses crate::{m} ({to}: {how})",
+                "{}/{}:{line}: {from} uses crate::{m} ({to}: {how})",
+                c.src,
                 rel.display()
             ));
         }
@@ -183,8 +220,19 @@ fn violations(rel: &Path, src: &str) -> Vec<String> {
     out
 }
 
+/// True when `code` names the crate `name` as a path (`name::...`).
+fn names_crate(code: &str, name: &str) -> bool {
+    let pat = format!("{name}::");
+    code.match_indices(&pat).any(|(at, _)| {
+        !code[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).expect("runtime/src is readable") {
+    for e in std::fs::read_dir(dir).expect("the crate's source folder is readable") {
         let p = e.expect("directory entry").path();
         if p.is_dir() {
             rust_files(&p, out);
@@ -194,23 +242,47 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn runtime_layers_point_one_way() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+fn check(c: &Layers, min_files: usize) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let src = root.join(c.src);
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
-    assert!(files.len() > 20, "runtime/src has {} files?", files.len());
+    assert!(
+        files.len() >= min_files,
+        "{} has {} files?",
+        c.src,
+        files.len()
+    );
     let mut bad = Vec::new();
     for f in &files {
         let rel = f.strip_prefix(&src).unwrap();
         let text = std::fs::read_to_string(f).unwrap();
-        bad.extend(violations(rel, &text));
+        bad.extend(violations(c, rel, &text));
     }
+    bad
+}
+
+#[test]
+fn runtime_layers_point_one_way() {
+    let mut bad = check(&CORE, 20);
+    bad.extend(check(&SO, 5));
     assert!(
         bad.is_empty(),
         "the runtime's layers must point one way (see ARCHITECTURE.md):\n{}",
         bad.join("\n")
+    );
+}
+
+/// The core is a dependency of the shared object's crate, never the reverse.
+#[test]
+fn the_core_does_not_depend_on_the_shared_object() {
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .expect("runtime/Cargo.toml");
+    assert!(
+        !manifest.contains("ptap-runtime"),
+        "runtime/Cargo.toml (ptap-rt-core) must not depend on ptap-runtime (runtime/so/)"
     );
 }
 
@@ -220,15 +292,16 @@ fn runtime_layers_point_one_way() {
 fn the_layer_check_sees_what_it_must() {
     let hit = Path::new("hit/int3.rs");
     assert_eq!(
-        violations(hit, "use crate::kprobes::register::VERBOSE;\n").len(),
+        violations(&CORE, hit, "use crate::kprobes::register::VERBOSE;\n").len(),
         1
     );
     assert_eq!(
-        violations(hit, "use crate::{base::sys, script::ctx};\n").len(),
+        violations(&CORE, hit, "use crate::{base::sys, script::ctx};\n").len(),
         1
     );
     assert_eq!(
         violations(
+            &CORE,
             Path::new("proc/symbols.rs"),
             "let s = crate::session::output::diag;\n"
         )
@@ -236,15 +309,41 @@ fn the_layer_check_sees_what_it_must() {
         1
     );
     assert!(violations(
+        &CORE,
         hit,
         "// see crate::kprobes::optimize\nlet s = \"crate::api\";\n"
     )
     .is_empty());
     assert!(violations(
+        &CORE,
         hit,
         "use crate::hit::site;\nuse crate::base::sys;\nuse crate::fmt::Buf;\n"
     )
     .is_empty());
-    assert!(violations(Path::new("kprobes/x.rs"), "crate::hit::site::lookup(a);\n").is_empty());
-    assert_eq!(violations(Path::new("extra.rs"), "").len(), 1);
+    assert!(violations(
+        &CORE,
+        Path::new("kprobes/x.rs"),
+        "crate::hit::site::lookup(a);\n"
+    )
+    .is_empty());
+    assert_eq!(violations(&CORE, Path::new("extra.rs"), "").len(), 1);
+    // The core never names the shared object's crate; that crate uses all
+    // of the core, and its api/ is below its lifecycle.
+    assert_eq!(
+        violations(&CORE, hit, "ptap_rt::lifecycle::shutdown();\n").len(),
+        1
+    );
+    assert!(violations(&CORE, hit, "use ptap_rt_core::x;\n").is_empty());
+    let api = Path::new("api/kprobes.rs");
+    assert!(violations(&SO, api, "use ptap_rt_core::script::attach;\n").is_empty());
+    assert_eq!(
+        violations(&SO, api, "crate::lifecycle::shutdown();\n").len(),
+        1
+    );
+    assert!(violations(
+        &SO,
+        Path::new("lifecycle.rs"),
+        "crate::api::signals::prime();\n"
+    )
+    .is_empty());
 }

@@ -1,6 +1,6 @@
 //! Statistics aggregates on global scalars: `s <<< v` and `@count @sum
 //! @min @max @avg`. A statistics global is four i64 in the session
-//! (`ptap_rt::script::globals::stats`): count and sum are atomic adds, min
+//! (`ptap_rt_core::script::globals::stats`): count and sum are atomic adds, min
 //! and max compare-and-swap loops, so concurrent hits lose nothing.
 //! Aggregates in array elements are in array.rs, histograms in hist.rs.
 
@@ -10,9 +10,9 @@ use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, Value};
 use cranelift_module::Module;
 use ptap_lang::checked::{AggTarget, Expr, StatOp};
 use ptap_lang::Span;
-use ptap_rt::script::ctx::ERR_EMPTY_AGG;
-use ptap_rt::script::globals::stats;
-use ptap_rt::script::meta::GlobalKind;
+use ptap_rt_core::script::ctx::ERR_EMPTY_AGG;
+use ptap_rt_core::script::globals::stats;
+use ptap_rt_core::script::meta::GlobalKind;
 
 use super::expr::unsupported;
 use super::func::{flags, FunctionTranslator, R};
@@ -116,7 +116,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             let base = self.shared.layout.offsets[global] as i64 + 32;
             let len = o as i64 + 8 * super::hist::buckets(k) as i64 - 32;
             let (c, b, l) = (self.ctx, self.iconst(base), self.iconst(len));
-            self.call_helper(ptap_rt::script::helpers::Helper::ZeroBytes, &[c, b, l]);
+            self.call_helper(ptap_rt_core::script::helpers::Helper::ZeroBytes, &[c, b, l]);
         }
         for (off, v) in [
             (stats::COUNT, 0),

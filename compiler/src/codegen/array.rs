@@ -1,6 +1,6 @@
 //! Associative arrays: every access is a helper call on the array's offset
 //! in the session's globals area with the keys in a stack array (one i64
-//! per key: a long, or a string pointer). See `ptap_rt::script::map`.
+//! per key: a long, or a string pointer). See `ptap_rt_core::script::map`.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
@@ -10,9 +10,9 @@ use cranelift_module::Module;
 use ptap_lang::ast::{AssignOp, BinOp, IncDec};
 use ptap_lang::checked::{AggTarget, Expr, Foreach, SortBy, StatOp, Stmt};
 use ptap_lang::Span;
-use ptap_rt::script::helpers::Helper;
-use ptap_rt::script::map::Kind as MapKind;
-use ptap_rt::script::meta::GlobalKind;
+use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::map::Kind as MapKind;
+use ptap_rt_core::script::meta::GlobalKind;
 
 use super::expr::unsupported;
 use super::func::{flags, FunctionTranslator, LocalSlot, R};

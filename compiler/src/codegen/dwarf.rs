@@ -322,7 +322,7 @@ impl Debug {
     }
 
     /// Is this subprogram the function a point names? Its DWARF name, or
-    /// its linkage (symbol) name, mangled or demangled (`ptap_rt::proc::names`,
+    /// its linkage (symbol) name, mangled or demangled (`ptap_rt_core::proc::names`,
     /// as the points are resolved).
     fn is_function(
         &self,
@@ -334,8 +334,8 @@ impl Debug {
         let Some(l) = linkage else {
             return Ok(self.name(u, e)?.as_deref() == Some(func));
         };
-        let d = ptap_rt::proc::names::demangle(&l);
-        Ok(ptap_rt::proc::names::match_name(func, &l, d.as_deref()).is_some())
+        let d = ptap_rt_core::proc::names::demangle(&l);
+        Ok(ptap_rt_core::proc::names::match_name(func, &l, d.as_deref()).is_some())
     }
 
     /// A subprogram's linkage name, directly or through its abstract

@@ -10,9 +10,9 @@ use ptap_arch::regs::offset as regoff;
 use ptap_lang::ast::{AssignOp, BinOp, IncDec, UnOp};
 use ptap_lang::checked::{ArgAbi, ContextValue, Expr, ExprKind, FormatFn, LValue, Type};
 use ptap_lang::Span;
-use ptap_rt::script::ctx::{offset, ABI_SYSCALL, ERR_DIV0, ERR_NESTING};
-use ptap_rt::script::helpers::Helper;
-use ptap_rt::script::meta::GlobalKind;
+use ptap_rt_core::script::ctx::{offset, ABI_SYSCALL, ERR_DIV0, ERR_NESTING};
+use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::meta::GlobalKind;
 
 use super::func::{flags, ArgSel, FunctionTranslator, Kind, LocalSlot, R};
 use super::CodegenError;
@@ -73,7 +73,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
     }
 
     /// `s =~ "re"` / `s !~ "re"`: the pattern is compiled now; the handler
-    /// runs the program (`ptap_rt::script::regex`).
+    /// runs the program (`ptap_rt_core::script::regex`).
     pub(crate) fn translate_regex(
         &mut self,
         negate: bool,

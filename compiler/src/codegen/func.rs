@@ -19,8 +19,8 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use cranelift_module::{DataId, FuncId, Module};
 use ptap_lang::checked::{ArgAbi, CheckedScript, Local, ScalarType};
 use ptap_lang::Span;
-use ptap_rt::script::ctx::offset;
-use ptap_rt::script::helpers::Helper;
+use ptap_rt_core::script::ctx::offset;
+use ptap_rt_core::script::helpers::Helper;
 
 use super::helpers::HelperIds;
 use super::meta::{Formats, Layout, Locations};
@@ -284,7 +284,7 @@ impl<'a, 'f, 's, M: Module> FunctionTranslator<'a, 'f, 's, M> {
         let a1 = self.b.ins().iadd_imm_s(a, -1);
         self.b.ins().store(flags(), a1, self.ctx, offset::ACTIONS);
         let out = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, a1, 0);
-        self.fail_if(out, ptap_rt::script::ctx::ERR_MAXACTION, span);
+        self.fail_if(out, ptap_rt_core::script::ctx::ERR_MAXACTION, span);
     }
 
     /// The globals base pointer.

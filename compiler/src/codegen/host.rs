@@ -1,15 +1,15 @@
 //! The ptap side of a compiled script: the session's globals area, the
 //! probes that run in ptap (begin, end, timers) and the end-of-run report
 //! of globals written but never read. The driver calls these; the target
-//! side is `ptap_rt::script::attach`.
+//! side is `ptap_rt_core::script::attach`.
 
 use std::sync::atomic::Ordering;
 
-use ptap_rt::script::ctx::{Handler, ProbeCtx};
-use ptap_rt::script::globals::{self, Globals};
-use ptap_rt::script::map::{Kind as MapKind, Map};
-use ptap_rt::script::meta::{GlobalKind, InitValue, Meta, PointKind};
-use ptap_rt::session::Session;
+use ptap_rt_core::script::ctx::{Handler, ProbeCtx};
+use ptap_rt_core::script::globals::{self, Globals};
+use ptap_rt_core::script::map::{Kind as MapKind, Map};
+use ptap_rt_core::script::meta::{GlobalKind, InitValue, Meta, PointKind};
+use ptap_rt_core::session::Session;
 
 use super::CodegenError;
 
@@ -38,7 +38,7 @@ pub fn init_globals(g: &Globals, meta: &Meta, target_pid: i32) {
 
 /// Initialise one global of `meta` in a zeroed area (its initial value,
 /// empty statistics, an empty array).
-pub fn init_global(g: &Globals, meta: &Meta, gl: &ptap_rt::script::meta::MetaGlobal) {
+pub fn init_global(g: &Globals, meta: &Meta, gl: &ptap_rt_core::script::meta::MetaGlobal) {
     let cap = meta.limits.maxstringlen as usize + 1;
     {
         if gl.kind == GlobalKind::Stats {
@@ -93,7 +93,7 @@ pub fn timers(meta: &Meta) -> Vec<(usize, usize, u64)> {
 
 /// Run the begin / end / one timer probe(s) in ptap, in script order.
 /// `handler(i)` gives probe i's handler: from the module loaded into ptap
-/// (`ptap_rt::script::load::load`, ~0.1 ms) or from a [`super::jit::Jit`].
+/// (`ptap_rt_core::script::load::load`, ~0.1 ms) or from a [`super::jit::Jit`].
 /// Errors are written to the ring as error records (like the target's).
 /// Returns the number of handlers that failed.
 pub fn run_probes(
@@ -127,7 +127,7 @@ pub fn run_probes(
             // SAFETY: a JIT handler of this module; ctx points to the live
             // session and globals; no registers (the checker allows no
             // register access in begin/end/timer probes).
-            if unsafe { ptap_rt::script::run_handler(h, &mut ctx) } != 0 {
+            if unsafe { ptap_rt_core::script::run_handler(h, &mut ctx) } != 0 {
                 failed += 1;
             }
         }
@@ -172,7 +172,7 @@ pub fn unread_globals(meta: &Meta, g: &Globals) -> String {
 }
 
 /// `name[k1,k2]=v` lines of an array, largest value first (ties by key).
-fn array_report(gl: &ptap_rt::script::meta::MetaGlobal, g: &Globals) -> String {
+fn array_report(gl: &ptap_rt_core::script::meta::MetaGlobal, g: &Globals) -> String {
     let Some(a) = &gl.array else {
         return String::new();
     };
@@ -190,7 +190,7 @@ fn array_report(gl: &ptap_rt::script::meta::MetaGlobal, g: &Globals) -> String {
                         // SAFETY: a NUL-terminated key inside the entry.
                         let p = m.key_str(i, k);
                         // SAFETY: as above.
-                        let n = unsafe { ptap_rt::script::globals::c_len(p, m.cap()) };
+                        let n = unsafe { ptap_rt_core::script::globals::c_len(p, m.cap()) };
                         // SAFETY: n bytes are readable.
                         let bytes = unsafe { std::slice::from_raw_parts(p, n) };
                         format!("\"{}\"", String::from_utf8_lossy(bytes))
@@ -362,7 +362,7 @@ pub fn exit_requested(g: &Globals) -> bool {
 
 /// `abort()` was called: no end probes and no globals report.
 pub fn aborted(g: &Globals) -> bool {
-    g.header().exit.load(Ordering::Acquire) == ptap_rt::script::attach::EXIT_ABORT
+    g.header().exit.load(Ordering::Acquire) == ptap_rt_core::script::attach::EXIT_ABORT
 }
 
 /// A compiled script as ptap runs it: the probe module (for the target)
@@ -371,7 +371,7 @@ pub fn aborted(g: &Globals) -> bool {
 pub struct Program {
     /// The ELF object the target loads (`PTAP_MODULE=NAME.o`).
     pub object: Vec<u8>,
-    pub module: ptap_rt::script::load::LoadedModule,
+    pub module: ptap_rt_core::script::load::LoadedModule,
     pub formats: Vec<ptap_lang::printf::Format>,
 }
 
@@ -396,7 +396,7 @@ impl Program {
 
     /// A module written earlier by `ptap -p4` (`ptap run NAME.o`).
     pub fn from_object(object: Vec<u8>) -> Result<Program, String> {
-        let module = ptap_rt::script::load::load(&object).map_err(|e| e.to_string())?;
+        let module = ptap_rt_core::script::load::load(&object).map_err(|e| e.to_string())?;
         let formats = crate::output::formats_of(&module.meta)?;
         Ok(Program {
             object,
@@ -429,7 +429,7 @@ impl Program {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ptap_rt::script::meta::MetaLimits;
+    use ptap_rt_core::script::meta::MetaLimits;
 
     #[test]
     fn maxskipped_counts_nmissed_and_reentrancy() {

@@ -4,8 +4,8 @@
 
 use cranelift_jit::{JITBuilder, JITModule};
 use ptap_lang::checked::CheckedScript;
-use ptap_rt::script::ctx::Handler;
-use ptap_rt::script::helpers;
+use ptap_rt_core::script::ctx::Handler;
+use ptap_rt_core::script::helpers;
 
 use super::{compile_for, host_isa, CodegenError, CompiledModule};
 

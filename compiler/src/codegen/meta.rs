@@ -1,5 +1,5 @@
 //! Module metadata: the globals layout, the probe points, the format and
-//! location tables, as `ptap_rt::script::meta::Meta`.
+//! location tables, as `ptap_rt_core::script::meta::Meta`.
 
 use std::collections::HashMap;
 
@@ -9,9 +9,9 @@ use ptap_lang::checked::{
 };
 use ptap_lang::printf::Format;
 use ptap_lang::Span;
-use ptap_rt::script::globals::{self, Slot};
-use ptap_rt::script::map::{Kind as MapKind, Shape, MAX_KEYS};
-use ptap_rt::script::meta::{
+use ptap_rt_core::script::globals::{self, Slot};
+use ptap_rt_core::script::map::{Kind as MapKind, Shape, MAX_KEYS};
+use ptap_rt_core::script::meta::{
     self as m, ArrayMeta, GlobalKind, InitValue, Meta, MetaGlobal, MetaLimits, MetaLoc, MetaPoint,
     MetaProbe, ModuleSpec, TargetSpec,
 };

@@ -8,7 +8,7 @@
 //! the entry values into `ctx.entry[]`. Script functions:
 //! `ptap_fn_NAME(ctx, [string result buffer], params...) -> i64`.
 //! The context layout and the helper table are the runtime's
-//! (`ptap_rt::script::{ctx, helpers}`).
+//! (`ptap_rt_core::script::{ctx, helpers}`).
 //!
 //! Files: `func.rs` (the translator's state and plumbing: locals, string
 //! buffers, helper calls, runtime errors, the MAXACTION budget), `expr.rs`,
@@ -67,7 +67,7 @@ use ptap_lang::diag::{self, Diagnostic, ToDiagnostic};
 use ptap_lang::points::Caps;
 use ptap_lang::printf::Format;
 use ptap_lang::Span;
-use ptap_rt::script::meta::Meta;
+use ptap_rt_core::script::meta::Meta;
 
 use func::{ArgSel, FunctionTranslator, Kind, Shared};
 
@@ -217,7 +217,7 @@ pub struct BaseGlobal {
     pub name: String,
     pub offset: u64,
     pub size: u64,
-    pub kind: ptap_rt::script::meta::GlobalKind,
+    pub kind: ptap_rt_core::script::meta::GlobalKind,
 }
 
 /// Lower `script` into `module`: declares and defines every function and
@@ -343,7 +343,7 @@ pub fn compile_in<M: Module>(
                     (func::LocalSlot::Long(v), ScalarType::Long) => t.b.def_var(v, a),
                     (func::LocalSlot::Str(p), _) => {
                         let cap = t.cap();
-                        t.call_helper(ptap_rt::script::helpers::Helper::StrCopy, &[p, a, cap]);
+                        t.call_helper(ptap_rt_core::script::helpers::Helper::StrCopy, &[p, a, cap]);
                     }
                     _ => {}
                 }
@@ -367,15 +367,21 @@ pub fn compile_in<M: Module>(
             handler(&mut ctx, &mut fbc, module, &mut shared, p, tvars, |t, c| {
                 for (k, e) in p.entry_exprs.iter().enumerate() {
                     let v = t.translate_expr(e)?;
-                    let base =
-                        t.b.ins()
-                            .load(I64, func::flags(), c, ptap_rt::script::ctx::offset::ENTRY);
+                    let base = t.b.ins().load(
+                        I64,
+                        func::flags(),
+                        c,
+                        ptap_rt_core::script::ctx::offset::ENTRY,
+                    );
                     let at = t.entry_offsets[k];
                     if e.ty == Type::String {
                         // The string itself (MAXSTRINGLEN + 1 bytes) in the instance.
                         let dst = t.b.ins().iadd_imm_s(base, i64::from(at));
                         let cap = t.cap();
-                        t.call_helper(ptap_rt::script::helpers::Helper::StrCopy, &[dst, v, cap]);
+                        t.call_helper(
+                            ptap_rt_core::script::helpers::Helper::StrCopy,
+                            &[dst, v, cap],
+                        );
                     } else {
                         t.b.ins().store(func::flags(), v, base, at);
                     }
@@ -496,7 +502,7 @@ pub fn emit_object_in(
     let seg = obj.segment_name(StandardSegment::Data).to_vec();
     let sec = obj.add_section(
         seg,
-        ptap_rt::script::meta::SECTION.as_bytes().to_vec(),
+        ptap_rt_core::script::meta::SECTION.as_bytes().to_vec(),
         SectionKind::Metadata,
     );
     obj.append_section_data(sec, compiled.meta.encode().as_bytes(), 1);

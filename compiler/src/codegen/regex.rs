@@ -1,11 +1,11 @@
 //! `=~` patterns (POSIX extended syntax) compiled at compile time into the
-//! small NFA program `ptap_rt::script::regex` runs in the handler:
+//! small NFA program `ptap_rt_core::script::regex` runs in the handler:
 //! literals, `.`, bracket expressions (ranges, `^` negation, `[:alpha:]`
 //! style classes), `^`, `$`, `*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}`, `|` and
 //! groups. Hand-written: the program format is the runtime's own (see
 //! there why no regex crate runs in the target).
 
-use ptap_rt::script::regex::{
+use ptap_rt_core::script::regex::{
     MAX_GROUPS, MAX_INSTR, OP_ANY, OP_BOL, OP_CHAR, OP_CLASS, OP_EOL, OP_JMP, OP_MATCH, OP_SAVE,
     OP_SPLIT,
 };
@@ -335,7 +335,7 @@ pub(crate) fn compile(pattern: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::compile;
-    use ptap_rt::script::regex::{captures, groups, is_match, UNSET};
+    use ptap_rt_core::script::regex::{captures, groups, is_match, UNSET};
 
     fn m(p: &str, s: &str) -> bool {
         is_match(&compile(p).unwrap(), s.as_bytes())

@@ -7,9 +7,9 @@ use cranelift_codegen::ir::InstBuilder;
 use cranelift_module::Module;
 use ptap_lang::checked::{DeleteTarget, Expr, Stmt, StmtKind};
 use ptap_lang::Span;
-use ptap_rt::script::ctx::{offset, ERR_MAXACTION, ERR_NEXT};
-use ptap_rt::script::helpers::Helper;
-use ptap_rt::script::meta::GlobalKind;
+use ptap_rt_core::script::ctx::{offset, ERR_MAXACTION, ERR_NEXT};
+use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::meta::GlobalKind;
 
 use super::expr::unsupported;
 use super::func::{flags, FunctionTranslator, Kind, LocalSlot, R};

@@ -21,7 +21,7 @@ const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 
 /// The signals the runtime handles itself (runtime/src/base/signo.rs MANAGED).
 fn managed_mask() -> u64 {
-    ptap_rt::base::signo::managed_mask()
+    ptap_rt_core::base::signo::managed_mask()
 }
 
 /// The blocked mask of thread `tid` of `pid` from /proc.

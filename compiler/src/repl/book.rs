@@ -15,7 +15,7 @@ use ptap_lang::ast::{Item, Script};
 use ptap_lang::diag::ToDiagnostic;
 use ptap_lang::lexer::{self, Tok};
 use ptap_lang::{FileId, Options, Sources};
-use ptap_rt::script::meta::{Meta, MetaLoc, MetaProbe, PointKind};
+use ptap_rt_core::script::meta::{Meta, MetaLoc, MetaProbe, PointKind};
 
 /// One accepted entry (declarations and probes as typed).
 #[derive(Clone)]
@@ -231,7 +231,7 @@ impl Book {
         let object =
             ptap_compiler::codegen::emit_object_in(&checked, exe, Some(&self.base), Some(&full))
                 .map_err(|e| ptap_lang::diag::render(&checked.sources, &[e.to_diagnostic()]))?;
-        let meta = ptap_rt::script::load::read_meta(&object)
+        let meta = ptap_rt_core::script::load::read_meta(&object)
             .map_err(|e| format!("error: internal: {e}\n"))?;
         if meta.globals_size > self.area_size {
             return Err(format!(
@@ -261,7 +261,7 @@ impl Book {
     pub fn commit(&mut self, u: &Unit) -> u32 {
         let meta = &u.meta;
         // New globals were appended after the old end, in offset order.
-        let mut new: Vec<&ptap_rt::script::meta::MetaGlobal> =
+        let mut new: Vec<&ptap_rt_core::script::meta::MetaGlobal> =
             u.new_globals.iter().map(|&i| &meta.globals[i]).collect();
         new.sort_by_key(|g| g.offset);
         for (k, g) in new.iter().enumerate() {

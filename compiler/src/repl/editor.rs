@@ -99,9 +99,11 @@ pub fn candidates(words: &Words, line: &str, pos: usize) -> (usize, Vec<String>)
     if in_point {
         // `lib:prefix`: the functions of the objects `lib` names.
         if let Some((lib, pre)) = word.split_once(':') {
-            let spec = Some(ptap_rt::script::meta::ModuleSpec::Name(lib.to_string()));
+            let spec = Some(ptap_rt_core::script::meta::ModuleSpec::Name(
+                lib.to_string(),
+            ));
             for (label, names) in &words.symbols {
-                if ptap_rt::script::attach::module_matches(label, &spec) {
+                if ptap_rt_core::script::attach::module_matches(label, &spec) {
                     out.extend(
                         names
                             .iter()

@@ -1,5 +1,5 @@
 //! The REPL's live session: the session mapping (output ring, globals area
-//! with the module table of `ptap_rt::script::control`), the target, the
+//! with the module table of `ptap_rt_core::script::control`), the target, the
 //! modules loaded into ptap (begin/end/timer probes) and into the target
 //! (through the table), and the rendering of what the handlers write.
 //!
@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use ptap_compiler::codegen::host;
 use ptap_compiler::output::{render_record, Rendered};
 use ptap_lang::printf::Format;
-use ptap_rt::script::control::{self, Table, OFF, ON};
-use ptap_rt::script::ctx::ProbeCtx;
-use ptap_rt::script::globals::{self, Globals};
-use ptap_rt::script::load::LoadedModule;
-use ptap_rt::script::meta::{Meta, PointKind};
-use ptap_rt::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
+use ptap_rt_core::script::control::{self, Table, OFF, ON};
+use ptap_rt_core::script::ctx::ProbeCtx;
+use ptap_rt_core::script::globals::{self, Globals};
+use ptap_rt_core::script::load::LoadedModule;
+use ptap_rt_core::script::meta::{Meta, PointKind};
+use ptap_rt_core::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
 
 use crate::load::{self, OwnedSession, RuntimeSnapshot, Target};
 
@@ -282,7 +282,7 @@ impl Live {
         in_target: bool,
         wide: bool,
     ) -> Result<u32, String> {
-        let ptap = ptap_rt::script::load::load(object).map_err(|e| e.to_string())?;
+        let ptap = ptap_rt_core::script::load::load(object).map_err(|e| e.to_string())?;
         let mut slot = None;
         let mut path = PathBuf::new();
         let mut armed_wide = None;
@@ -389,7 +389,7 @@ impl Live {
             slot: None,
             on: true,
             points: Vec::new(),
-            ptap: ptap_rt::script::load::load(object).map_err(|e| e.to_string())?,
+            ptap: ptap_rt_core::script::load::load(object).map_err(|e| e.to_string())?,
             probe_base,
             path: PathBuf::new(),
             ptap_hits: 0,
@@ -775,7 +775,7 @@ fn run_probes(m: &Module, s: &Session, g: &Globals, which: host::Which) -> usize
             // SAFETY: a handler of a module compiled for this session's
             // globals; ctx points to the live session; begin/end/timer
             // probes read no registers.
-            unsafe { ptap_rt::script::run_handler(h, &mut ctx) };
+            unsafe { ptap_rt_core::script::run_handler(h, &mut ctx) };
             ran += 1;
         }
     }

@@ -1,7 +1,7 @@
 //! `ptap -i`: the REPL. A session whose module set changes while its
 //! processes run: each typed entry is compiled to a module of its own and
 //! loaded into ptap (begin/end/timer probes) and into every process of the
-//! session (through the module table of `ptap_rt::script::control`);
+//! session (through the module table of `ptap_rt_core::script::control`);
 //! deleting a probe takes it out of every process with live unpatching.
 //!
 //! Files: `book.rs` (the session's text and the compilation of an entry),
@@ -115,8 +115,8 @@ pub struct Repl {
 
 /// Can a module with these points be armed system-wide now? (no, why not):
 /// a function point must name its file, and perf events need privileges.
-fn wide_choice(meta: &ptap_rt::script::meta::Meta) -> (bool, Option<String>) {
-    use ptap_rt::script::meta::TargetSpec;
+fn wide_choice(meta: &ptap_rt_core::script::meta::Meta) -> (bool, Option<String>) {
+    use ptap_rt_core::script::meta::TargetSpec;
     let no_file = meta.probes.iter().flat_map(|p| &p.points).find(|q| {
         matches!(
             q.target,
@@ -447,7 +447,7 @@ impl Repl {
         // A bare array or statistics global: its entries, as `:globals` shows them.
         let word = text.trim();
         if let Some(g) = self.book.known.globals.iter().find(|g| g.name == word) {
-            use ptap_rt::script::meta::GlobalKind;
+            use ptap_rt_core::script::meta::GlobalKind;
             if matches!(g.kind, GlobalKind::Array | GlobalKind::Stats) {
                 let mut m = self.book.known.clone();
                 m.globals.retain(|x| x.name == word);
@@ -640,12 +640,15 @@ impl Repl {
         self.set_images(images, exe);
         let mut l = self.live.lock().map_err(|_| "the session is broken")?;
         let mut env = vec![(
-            ptap_rt::script::attach::ENV_TARGET,
+            ptap_rt_core::script::attach::ENV_TARGET,
             std::ffi::OsStr::new("1"),
         )];
         if self.no_follow {
-            env.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
-            env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
+            env.push((
+                ptap_rt_core::lifecycle::ENV_NO_FOLLOW,
+                std::ffi::OsStr::new("1"),
+            ));
+            env.push((ptap_rt_core::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
         }
         self.had_target = true;
         let runtime = l.runtime();
@@ -685,7 +688,7 @@ impl Repl {
             snap,
             &l.owned,
             &path,
-            &[(ptap_rt::script::attach::ENV_TARGET, "1")],
+            &[(ptap_rt_core::script::attach::ENV_TARGET, "1")],
             Err("the REPL does not load a second copy of the runtime"),
             self.verbose,
         )?;

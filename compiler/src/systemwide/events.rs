@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use perf_event_open_sys::bindings::{self as b, perf_event_attr};
-use ptap_rt::script::ctx::{SyscallName, ABI_SYSCALL, ABI_SYSV};
-use ptap_rt::script::meta::{Meta, PointKind, TargetSpec};
+use ptap_rt_core::script::ctx::{SyscallName, ABI_SYSCALL, ABI_SYSV};
+use ptap_rt_core::script::meta::{Meta, PointKind, TargetSpec};
 
 use super::filter;
 use super::perf::{Event, Ring};
@@ -85,7 +85,10 @@ fn syscall_names(calls: &[(String, u32)]) -> (Vec<SyscallName>, Vec<String>) {
 }
 
 /// Resolve every point of `meta` to the events it needs.
-fn wants(meta: &Meta, module: &ptap_rt::script::load::LoadedModule) -> Result<Vec<Want>, String> {
+fn wants(
+    meta: &Meta,
+    module: &ptap_rt_core::script::load::LoadedModule,
+) -> Result<Vec<Want>, String> {
     let mut out = Vec::new();
     let mut root: Option<std::path::PathBuf> = None;
     let mut pmu: Option<uprobe::Pmu> = None;
@@ -258,7 +261,7 @@ pub fn open_error(what: &str, e: &std::io::Error) -> String {
 /// Open, filter, map and enable every event of `meta`'s points.
 pub fn arm(
     meta: &Meta,
-    module: &ptap_rt::script::load::LoadedModule,
+    module: &ptap_rt_core::script::load::LoadedModule,
     pages: usize,
     verbose: u8,
 ) -> Result<Armed, String> {

@@ -3,10 +3,10 @@
 //! handlers. Arming, reading and closing are those of a system-wide script
 //! (`events.rs`, `sample.rs`); this only lets a module come and go.
 
-use ptap_rt::script::globals::Globals;
-use ptap_rt::script::load::LoadedModule;
-use ptap_rt::script::meta::Meta;
-use ptap_rt::session::Session;
+use ptap_rt_core::script::globals::Globals;
+use ptap_rt_core::script::load::LoadedModule;
+use ptap_rt_core::script::meta::Meta;
+use ptap_rt_core::session::Session;
 
 use super::{events, perf, sample};
 

@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use ptap_rt::abi::PtRegs;
-use ptap_rt::script::ctx::{Handler, ProbeCtx, Sample, SyscallName};
-use ptap_rt::script::globals::Globals;
-use ptap_rt::session::Session;
+use ptap_rt_core::abi::PtRegs;
+use ptap_rt_core::script::ctx::{Handler, ProbeCtx, Sample, SyscallName};
+use ptap_rt_core::script::globals::Globals;
+use ptap_rt_core::session::Session;
 
 /// What a sample of an event carries and how to read it.
 pub enum Decode {
@@ -105,7 +105,7 @@ impl<'a> Runner<'a> {
         by_id: HashMap<u64, usize>,
         globals: &'a Globals,
         session: &'a Session,
-        meta: &ptap_rt::script::meta::Meta,
+        meta: &ptap_rt_core::script::meta::Meta,
         wants_ids: bool,
     ) -> Runner<'a> {
         let now = |id| {
@@ -321,7 +321,7 @@ impl<'a> Runner<'a> {
         ctx.sample = &self.sample;
         // SAFETY: a handler of the module loaded into ptap; ctx points to
         // live registers, globals, session and sample for the call.
-        unsafe { ptap_rt::script::run_handler(h, &mut ctx) };
+        unsafe { ptap_rt_core::script::run_handler(h, &mut ctx) };
     }
 
     pub fn failed_reads(&self) -> u64 {

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSegment};
-use ptap_rt::script::attach::glob;
-use ptap_rt::script::meta::{ModuleSpec, TargetSpec};
+use ptap_rt_core::script::attach::glob;
+use ptap_rt_core::script::meta::{ModuleSpec, TargetSpec};
 
 const PMU: &str = "/sys/bus/event_source/devices/uprobe";
 

@@ -5,10 +5,10 @@
 use ptap_compiler::output::{render_record, Rendered};
 use ptap_compiler::Jit;
 use ptap_lang::{Limits, Options};
-use ptap_rt::abi::PtRegs;
-use ptap_rt::script::ctx::ProbeCtx;
-use ptap_rt::script::globals::{self, Globals};
-use ptap_rt::session::{Session, REC_FORMAT};
+use ptap_rt_core::abi::PtRegs;
+use ptap_rt_core::script::ctx::ProbeCtx;
+use ptap_rt_core::script::globals::{self, Globals};
+use ptap_rt_core::session::{Session, REC_FORMAT};
 
 pub const RING: usize = 1 << 16;
 
@@ -24,7 +24,7 @@ impl Drop for Env {
         // The memory goes away: its sizes are no longer this process's record.
         self.session.forget();
         for (off, _) in self.jit.compiled.meta.array_shapes() {
-            ptap_rt::script::map::Map::forget_shape(&self.globals, off);
+            ptap_rt_core::script::map::Map::forget_shape(&self.globals, off);
         }
         self.globals.forget();
     }

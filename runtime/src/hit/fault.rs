@@ -46,13 +46,15 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
             let sp = greg(uc, libc::REG_RSP);
             let gsp = (*ts).guard.saved_rsp;
             if code > 0 && (*ts).guard.active != 0 && sp < gsp && gsp - sp < GUARD_STACK_SPAN {
-                let g = &mut (*ts).guard;
-                g.active = 0;
-                g.faulted = 1;
-                g.fault_trapno = greg(uc, libc::REG_TRAPNO);
-                g.fault_ip = rip;
-                g.fault_addr = (*info).si_addr() as u64;
-                set_greg(uc, libc::REG_RSP, g.saved_rsp);
+                // A raw place, not a reference: the watchdog's queued
+                // SIGSEGV may nest here (hit/threads.rs, "Who may touch a slot").
+                let g = core::ptr::addr_of_mut!((*ts).guard);
+                (*g).active = 0;
+                (*g).faulted = 1;
+                (*g).fault_trapno = greg(uc, libc::REG_TRAPNO);
+                (*g).fault_ip = rip;
+                (*g).fault_addr = (*info).si_addr() as u64;
+                set_greg(uc, libc::REG_RSP, (*g).saved_rsp);
                 set_greg(uc, libc::REG_RIP, ptap_rt_guard_recover as *const () as u64);
                 set_greg(uc, libc::REG_RAX, 0);
                 return;

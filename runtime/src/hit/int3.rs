@@ -101,9 +101,11 @@ unsafe fn run_displaced(
 }
 
 unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc::siginfo_t) {
-    threads::enter(ts);
+    // SAFETY: ts is this thread's slot (`current()` in on_sigtrap).
+    unsafe { threads::enter(ts) };
     let Some(site) = crate::hit::site::lookup(addr) else {
-        threads::leave(ts);
+        // SAFETY: as for `enter` above.
+        unsafe { threads::leave(ts) };
         // Not ours (any more). If the byte was restored, re-run it.
         // SAFETY: addr is the int3 that just executed: mapped.
         if unsafe { core::ptr::read_volatile(addr as *const u8) } != 0xcc {
@@ -173,7 +175,7 @@ unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc:
             (*ts).jp_regs = regs;
             core::ptr::copy_nonoverlapping(
                 regs.sp as *const u8,
-                (*ts).jp_stack.as_mut_ptr(),
+                core::ptr::addr_of_mut!((*ts).jp_stack).cast::<u8>(),
                 JPROBE_STACK,
             );
             // xmm0-15 too: the entry may use them, the FPU state at
@@ -311,7 +313,8 @@ unsafe fn on_post_int3(ts: *mut ThreadState, site: &'static Site, uc: *mut Uc) {
 }
 
 unsafe fn on_kret_trampoline(ts: *mut ThreadState, uc: *mut Uc) {
-    threads::enter(ts);
+    // SAFETY: ts is this thread's slot (`current()` in on_sigtrap).
+    unsafe { threads::enter(ts) };
     let mut regs = regs_from(uc);
     // SAFETY: ts is ours; signals are blocked in this handler.
     unsafe {
@@ -327,7 +330,8 @@ unsafe fn on_kret_trampoline(ts: *mut ThreadState, uc: *mut Uc) {
         }
     }
     regs_to(uc, &regs);
-    threads::leave(ts);
+    // SAFETY: as for `enter` above.
+    unsafe { threads::leave(ts) };
 }
 
 unsafe fn on_jprobe_return(ts: *mut ThreadState, uc: *mut Uc, info: *mut libc::siginfo_t) {
@@ -340,7 +344,11 @@ unsafe fn on_jprobe_return(ts: *mut ThreadState, uc: *mut Uc, info: *mut libc::s
         let site = &*((*ts).jp_site as *const Site);
         (*ts).jp_site = 0;
         let regs = (*ts).jp_regs;
-        core::ptr::copy_nonoverlapping((*ts).jp_stack.as_ptr(), regs.sp as *mut u8, JPROBE_STACK);
+        core::ptr::copy_nonoverlapping(
+            core::ptr::addr_of!((*ts).jp_stack).cast::<u8>(),
+            regs.sp as *mut u8,
+            JPROBE_STACK,
+        );
         let fp = (*uc).uc_mcontext.fpregs;
         if !fp.is_null() {
             core::ptr::copy_nonoverlapping(

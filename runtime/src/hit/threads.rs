@@ -4,8 +4,27 @@
 //! call malloc on first touch, and malloc may be the probed function. The
 //! table is keyed by the kernel thread id (raw `gettid`), claimed with a
 //! CAS, and slots of dead threads are reclaimed when the table fills up.
+//!
+//! # Who may touch a slot
+//!
+//! A slot belongs to the thread whose tid is in it. Only that thread
+//! writes its fields, except:
+//! - `tid`, claimed and released with CAS by whoever takes a slot over;
+//! - a slot whose thread is dead, taken over by CAS (`current` when the
+//!   table is full, `sweep_dead`) and then reset by the new holder;
+//! - the forking thread's slot in the child after fork (single-threaded).
+//!
+//! Other threads only read `tid`, `active`, `gen` (atomics: `synchronize`,
+//! `current_is_active`) and `kret_head` (volatile, acted on only after a
+//! takeover). No `&`/`&mut` reference to a slot or a field is ever made
+//! outside `tid`/`active`/`gen`: every access is a raw place
+//! (`(*ts).field`), so that a signal handler that interrupts its own
+//! thread on the hit path (a nested hit, the fault handler) and touches the
+//! same slot never invalidates a live reference of the interrupted code.
+//! A nested handler always finishes before the code it interrupted
+//! resumes, so the owning thread's accesses nest (last in, first out).
 
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use ptap_arch::regs::PtRegs;
 
@@ -64,28 +83,56 @@ pub struct ThreadState {
     pub deferred: u64,
 }
 
-static mut TABLE: *mut ThreadState = core::ptr::null_mut();
+/// The table, mapped once by [`init`]; null before.
+static TABLE: AtomicPtr<ThreadState> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Map the table (once, at init). Zero pages are materialised on first touch.
+/// Any thread may call it, any number of times, concurrently: one mapping
+/// is published, the others are unmapped.
 pub fn init() -> bool {
-    // SAFETY: single-threaded init (constructor), plain anonymous mapping.
-    unsafe {
-        if !TABLE.is_null() {
-            return true;
-        }
-        let len = MAX_THREADS * core::mem::size_of::<ThreadState>();
-        let p = sys::mmap(0, len, 3, 0x22, -1, 0); // RW, MAP_PRIVATE|MAP_ANONYMOUS
-        if p < 0 {
-            return false;
-        }
-        TABLE = p as *mut ThreadState;
+    init_in(&TABLE, map_table).is_some()
+}
+
+const TABLE_LEN: usize = MAX_THREADS * core::mem::size_of::<ThreadState>();
+
+/// A fresh, zeroed table; None if it cannot be mapped.
+fn map_table() -> Option<*mut ThreadState> {
+    // SAFETY: a fresh anonymous mapping (RW, MAP_PRIVATE|MAP_ANONYMOUS).
+    let p = unsafe { sys::mmap(0, TABLE_LEN, 3, 0x22, -1, 0) };
+    (p >= 0).then_some(p as *mut ThreadState)
+}
+
+/// Publish a table in `table` unless one is there: Some(true) when this
+/// call published the one mapped by `map`, Some(false) when another
+/// table was there (or won the race; the one mapped here is unmapped),
+/// None when `map` failed.
+fn init_in(
+    table: &AtomicPtr<ThreadState>,
+    map: impl FnOnce() -> Option<*mut ThreadState>,
+) -> Option<bool> {
+    if !table.load(Ordering::Acquire).is_null() {
+        return Some(false);
     }
-    true
+    let p = map()?;
+    let won = table
+        .compare_exchange(
+            core::ptr::null_mut(),
+            p,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok();
+    if !won {
+        // Another thread published its table first; no one saw ours.
+        // SAFETY: munmap of our own fresh mapping, never published (a raw
+        // system call, as everything else at start-up).
+        unsafe { sys::syscall3(11, p as usize, TABLE_LEN, 0) };
+    }
+    Some(won)
 }
 
 fn table() -> *mut ThreadState {
-    // SAFETY: TABLE is written once at init before any reader exists.
-    unsafe { TABLE }
+    TABLE.load(Ordering::Acquire)
 }
 
 fn slot(i: usize) -> *mut ThreadState {
@@ -126,9 +173,12 @@ fn hash(tid: i32) -> usize {
 }
 
 /// Give back the kretprobe instances of a thread that is gone.
-fn release_instances(ts: *mut ThreadState) {
-    // SAFETY: the slot belongs to a dead thread (or the single-threaded
-    // child after fork); instances are never freed.
+///
+/// # Safety
+/// `ts` is a slot of the table that the caller holds (taken over by CAS
+/// from a dead thread, or the single-threaded child after fork).
+unsafe fn release_instances(ts: *mut ThreadState) {
+    // SAFETY: caller contract; instances are never freed.
     unsafe {
         let mut cur = (*ts).kret_head;
         (*ts).kret_head = 0;
@@ -140,8 +190,10 @@ fn release_instances(ts: *mut ThreadState) {
     }
 }
 
-fn reset(ts: *mut ThreadState) {
-    // SAFETY: the slot was just claimed by this thread.
+/// # Safety
+/// `ts` is a slot of the table that the caller has just claimed by CAS.
+unsafe fn reset(ts: *mut ThreadState) {
+    // SAFETY: caller contract: no other thread writes the slot.
     unsafe {
         (*ts).active.store(0, Ordering::Relaxed);
         (*ts).in_handler = 0;
@@ -193,7 +245,8 @@ pub fn current() -> Option<*mut ThreadState> {
         }
         .is_ok()
         {
-            reset(s);
+            // SAFETY: just claimed by CAS.
+            unsafe { reset(s) };
             mark_used(s);
             return Some(s);
         }
@@ -212,8 +265,11 @@ pub fn current() -> Option<*mut ThreadState> {
             }
             .is_ok()
             {
-                release_instances(s);
-                reset(s);
+                // SAFETY: taken over by CAS from a dead thread.
+                unsafe {
+                    release_instances(s);
+                    reset(s);
+                }
                 return Some(s);
             }
         }
@@ -258,20 +314,32 @@ pub fn sweep_dead() -> usize {
         {
             continue;
         }
-        release_instances(s);
-        reset(s);
-        // SAFETY: as above.
-        unsafe { (*s).tid.store(TOMB, Ordering::Release) };
+        // SAFETY: taken over by CAS from a dead thread; then published as
+        // free (TOMB) once reset.
+        unsafe {
+            release_instances(s);
+            reset(s);
+            (*s).tid.store(TOMB, Ordering::Release);
+        }
         n += 1;
     }
     n
 }
 
 /// Enter runtime activity (hit path). Pairs with [`leave`].
+///
+/// `active` is written by its own thread only (see the module's notes), so
+/// a plain load and store suffice (no locked instruction on the hit path):
+/// a nested hit in a signal handler on this thread runs its whole
+/// enter..leave between two of the interrupted code's instructions and
+/// leaves `active` as it found it.
+///
+/// # Safety
+/// `ts` is the calling thread's own slot (from [`current`] on this thread).
 #[inline]
-#[allow(clippy::not_unsafe_ptr_arg_deref)] // ts always comes from `current()`
-pub fn enter(ts: *mut ThreadState) {
-    // SAFETY: ts is this thread's slot.
+pub unsafe fn enter(ts: *mut ThreadState) {
+    // SAFETY: caller contract: this thread's slot, whose `active` only this
+    // thread writes.
     unsafe {
         let a = (*ts).active.load(Ordering::Relaxed);
         (*ts).active.store(a + 1, Ordering::Relaxed);
@@ -281,10 +349,14 @@ pub fn enter(ts: *mut ThreadState) {
     core::sync::atomic::fence(Ordering::SeqCst);
 }
 
+/// Leave runtime activity; the outermost leave starts a new generation
+/// (what `synchronize` waits for).
+///
+/// # Safety
+/// As [`enter`], and paired with an earlier `enter` of this thread.
 #[inline]
-#[allow(clippy::not_unsafe_ptr_arg_deref)] // ts always comes from `current()`
-pub fn leave(ts: *mut ThreadState) {
-    // SAFETY: ts is this thread's slot.
+pub unsafe fn leave(ts: *mut ThreadState) {
+    // SAFETY: caller contract, as in `enter`.
     unsafe {
         let a = (*ts).active.load(Ordering::Relaxed);
         if a == 1 {
@@ -424,5 +496,119 @@ pub fn for_each(mut f: impl FnMut(*mut ThreadState)) {
         if unsafe { (*s).tid.load(Ordering::Acquire) } > 0 {
             f(s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Barrier};
+
+    /// Threads that all find no table and map one at the same moment:
+    /// exactly one mapping is published, and every thread ends up with it.
+    #[test]
+    fn concurrent_inits_publish_one_table() {
+        static T: AtomicPtr<ThreadState> = AtomicPtr::new(core::ptr::null_mut());
+        let n = 8;
+        let go = Arc::new(Barrier::new(n));
+        let runs: Vec<(Option<bool>, usize)> = (0..n)
+            .map(|_| {
+                let go = go.clone();
+                std::thread::spawn(move || {
+                    // Every thread is past the "no table yet" check before
+                    // any of them publishes.
+                    let won = init_in(&T, || {
+                        go.wait();
+                        map_table()
+                    });
+                    (won, T.load(Ordering::Acquire) as usize)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let t = T.load(Ordering::Acquire) as usize;
+        assert_ne!(t, 0);
+        assert_eq!(
+            runs.iter().filter(|r| r.0 == Some(true)).count(),
+            1,
+            "{runs:x?}"
+        );
+        assert!(
+            runs.iter().all(|r| r.0.is_some() && r.1 == t),
+            "{runs:x?} vs {t:x}"
+        );
+        assert_eq!(init_in(&T, || panic!("no second mapping")), Some(false));
+    }
+
+    /// Inside the handler: `active` as the nested hit saw it.
+    static NESTED_ACTIVE: AtomicU32 = AtomicU32::new(0);
+
+    extern "C" fn nested_hit(_sig: i32) {
+        let ts = current().expect("a slot");
+        // SAFETY: this thread's slot.
+        unsafe {
+            enter(ts);
+            NESTED_ACTIVE.store((*ts).active.load(Ordering::Relaxed), Ordering::Relaxed);
+            leave(ts);
+        }
+    }
+
+    /// A hit in a signal handler that interrupts this thread inside the hit
+    /// path nests: `active` goes back to what it was, and only the
+    /// outermost leave starts a new generation.
+    #[test]
+    fn a_nested_hit_in_a_signal_handler_leaves_the_slot_as_it_found_it() {
+        assert!(init());
+        let ts = current().expect("a slot");
+        let read = || {
+            // SAFETY: this thread's slot; `active` and `gen` are atomics.
+            unsafe {
+                (
+                    (*ts).active.load(Ordering::Acquire),
+                    (*ts).gen.load(Ordering::Acquire),
+                )
+            }
+        };
+        let (a0, g0) = read();
+        assert_eq!(a0, 0);
+        // SAFETY: this thread's slot; a handler of our own for SIGUSR2,
+        // delivered to this thread before raise() returns.
+        unsafe {
+            enter(ts);
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = nested_hit as *const () as usize;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()),
+                0
+            );
+            assert_eq!(libc::raise(libc::SIGUSR2), 0);
+        }
+        assert_eq!(NESTED_ACTIVE.load(Ordering::Relaxed), 2);
+        assert_eq!(read(), (1, g0));
+        // SAFETY: this thread's slot, paired with the enter above.
+        unsafe { leave(ts) };
+        assert_eq!(read(), (0, g0 + 1));
+    }
+
+    /// `synchronize` on another thread returns only once this thread has
+    /// left the hit path.
+    #[test]
+    fn synchronize_waits_for_a_thread_inside() {
+        static LEFT: AtomicBool = AtomicBool::new(false);
+        assert!(init());
+        let ts = current().expect("a slot");
+        // SAFETY: this thread's slot.
+        unsafe { enter(ts) };
+        let waiter = std::thread::spawn(|| (synchronize(), LEFT.load(Ordering::Acquire)));
+        // Time for the waiter to start waiting (a late start passes
+        // trivially; nothing here depends on how long this lasts).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        LEFT.store(true, Ordering::Release);
+        // SAFETY: this thread's slot, paired with the enter above.
+        unsafe { leave(ts) };
+        assert_eq!(waiter.join().unwrap(), (true, true));
     }
 }

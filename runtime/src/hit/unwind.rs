@@ -58,7 +58,8 @@ pub fn rebase() {
 /// this has finished with the records it reads.
 pub fn restore_hijacked(reclaim: bool) {
     let Some(ts) = threads::current() else { return };
-    threads::enter(ts);
+    // SAFETY: this thread's slot, from `current()` just above.
+    unsafe { threads::enter(ts) };
     // SAFETY: this thread's own list; instances are never freed; the
     // records (`rec`) are kept while we are active (grace periods).
     unsafe {
@@ -77,7 +78,8 @@ pub fn restore_hijacked(reclaim: bool) {
         }
         (*ts).in_handler -= 1;
     }
-    threads::leave(ts);
+    // SAFETY: as for `enter` above.
+    unsafe { threads::leave(ts) };
 }
 
 /// Put the real return address back in `h`'s frame.
@@ -101,7 +103,7 @@ unsafe fn unhook(h: *mut InstHdr) {
 
 /// # Safety
 /// `ts` is this thread's slot, inside `threads::enter`.
-pub(crate) unsafe fn settle(ts: *mut ThreadState, sp: u64) {
+pub unsafe fn settle(ts: *mut ThreadState, sp: u64) {
     let alt = crate::hit::dispatch::altstack();
     let on_alt = |p: u64| alt.is_some_and(|(lo, hi)| p >= lo && p < hi);
     let here = on_alt(sp);

@@ -18,7 +18,7 @@ pub static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// reached through redirected GOT entries only (see `got`), so handlers are
 /// not wrapped (a call that bypasses the redirection would see the
 /// wrapper); masks still lose the managed signals.
-pub(crate) static INJECTED: AtomicBool = AtomicBool::new(false);
+pub static INJECTED: AtomicBool = AtomicBool::new(false);
 
 /// Set when the target has a handler function for an asynchronous signal
 /// that the runtime could not wrap (see [`wrapper`]): only then can such a
@@ -32,7 +32,7 @@ pub static ASYNC_HANDLERS: AtomicBool = AtomicBool::new(false);
 /// The target's own actions for the asynchronous signals whose handler the
 /// runtime wrapped: (handler, sa_flags, mask of signals 1..64); handler 0
 /// when not wrapped.
-pub(crate) static WRAPPED: [[AtomicU64; 3]; 65] =
+pub static WRAPPED: [[AtomicU64; 3]; 65] =
     [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; 65];
 
 /// A table of actions (handler, flags, mask) per signal: [`WRAPPED`], or
@@ -56,22 +56,22 @@ fn act_set(t: &Actions, sig: c_int, h: usize, flags: u64, mask: u64) {
     a[0].store(h as u64, Ordering::Release);
 }
 
-pub(crate) fn wrapped_get(sig: c_int) -> (usize, u64, u64) {
+pub fn wrapped_get(sig: c_int) -> (usize, u64, u64) {
     act_get(&WRAPPED, sig)
 }
 
-pub(crate) fn wrapped_set(sig: c_int, h: usize, flags: u64, mask: u64) {
+pub fn wrapped_set(sig: c_int, h: usize, flags: u64, mask: u64) {
     act_set(&WRAPPED, sig, h, flags, mask)
 }
 
 /// Signals whose handlers run through [`wrapper`]: every catchable one the
 /// runtime does not manage itself (the synchronous ones and SIGSYS are
 /// managed), except glibc's internal 32 and 33 (its sigaction refuses them).
-pub(crate) fn wrappable(sig: c_int) -> bool {
+pub fn wrappable(sig: c_int) -> bool {
     (1..=64).contains(&sig) && !managed(sig) && !matches!(sig, 9 | 19 | 32 | 33)
 }
 
-pub(crate) const SA_RESETHAND: u64 = 0x8000_0000;
+pub const SA_RESETHAND: u64 = 0x8000_0000;
 
 /// Every handler the target installs for an asynchronous signal runs
 /// through this one. During a jump-path hit (`crate::hit::jump::jump_hit_slot`), the
@@ -84,7 +84,11 @@ pub(crate) const SA_RESETHAND: u64 = 0x8000_0000;
 ///
 /// Known difference: a re-queued real-time signal goes behind instances of
 /// it that were already pending for the thread (their order changes).
-pub(crate) unsafe extern "C" fn wrapper(
+///
+/// # Safety
+/// Only as a signal handler (SA_SIGINFO): `info` and `uc` are the kernel's
+/// for the signal being delivered.
+pub unsafe extern "C" fn wrapper(
     sig: c_int,
     info: *mut libc::siginfo_t,
     uc: *mut core::ffi::c_void,
@@ -206,27 +210,27 @@ unsafe fn defer(
 
 /// The kernel action that runs `sig`'s handler through [`wrapper`], keeping
 /// the target's flags (SA_RESTART, SA_ONSTACK, SA_NOCLDSTOP, ...) and mask.
-pub(crate) fn wrapper_flags(flags: u64) -> u64 {
+pub fn wrapper_flags(flags: u64) -> u64 {
     (flags | sys::SA_SIGINFO) & !SA_RESETHAND
 }
 
-pub(crate) fn user_get(sig: c_int) -> (usize, u64, u64) {
+pub fn user_get(sig: c_int) -> (usize, u64, u64) {
     act_get(&USER_ACT, sig)
 }
 
-pub(crate) fn user_set(sig: c_int, h: usize, flags: u64, mask: u64) {
+pub fn user_set(sig: c_int, h: usize, flags: u64, mask: u64) {
     act_set(&USER_ACT, sig, h, flags, mask)
 }
 
 /// Serializes changes of wrapped actions (the table and the kernel's action
 /// must change together) between threads, with every signal blocked while
 /// held so that a handler on the same thread cannot spin on it.
-pub(crate) struct ActionLock(u64);
+pub struct ActionLock(u64);
 
-pub(crate) static ACTION_LOCK: AtomicBool = AtomicBool::new(false);
+pub static ACTION_LOCK: AtomicBool = AtomicBool::new(false);
 
 impl ActionLock {
-    pub(crate) fn take() -> ActionLock {
+    pub fn take() -> ActionLock {
         // Not the managed signals: an int3 (a probe on libc's sigaction)
         // with SIGTRAP blocked would kill the process.
         let all = !managed_mask();

@@ -51,7 +51,7 @@ static FORK_REG: crate::base::forklock::MutexSlot<Option<Registry>> =
 
 /// The registry lock, for the fork handlers (taken first: every other
 /// runtime lock nests inside it).
-pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
+pub fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_REG
 }
 
@@ -117,17 +117,9 @@ pub(crate) fn poke(reg: &mut Registry, addr: u64, bytes: &[u8]) -> Result<(), i3
 }
 
 fn read_maps() -> Vec<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let mut v: Vec<(u64, u64)> = text
-        .lines()
-        .filter_map(|l| {
-            let r = l.split_whitespace().next()?;
-            let (a, b) = r.split_once('-')?;
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            ))
-        })
+    let text = crate::proc::maps::read_self();
+    let mut v: Vec<(u64, u64)> = crate::proc::maps::parse(&text)
+        .map(|m| (m.start, m.end))
         .collect();
     v.sort();
     v
@@ -369,18 +361,10 @@ pub(crate) fn poke_many(reg: &mut Registry, w: &[(u64, Vec<u8>)]) {
         }
         return;
     }
-    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let rx: Vec<(u64, u64)> = text
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let (a, b) = it.next()?.split_once('-')?;
-            (it.next()? == "r-xp").then_some(())?;
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            ))
-        })
+    let text = crate::proc::maps::read_self();
+    let rx: Vec<(u64, u64)> = crate::proc::maps::parse(&text)
+        .filter(|m| m.private_text())
+        .map(|m| (m.start, m.end))
         .collect();
     let mut order: Vec<usize> = (0..w.len()).collect();
     order.sort_by_key(|&i| w[i].0);

@@ -247,7 +247,7 @@ static FORK_TEMPLATES: crate::base::forklock::MutexSlot<[Option<Template>; 6]> =
     crate::base::forklock::MutexSlot::new(&TEMPLATES);
 
 /// The trampoline-template cache lock, for the fork handlers (after STATE).
-pub(crate) fn templates_fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
+pub fn templates_fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_TEMPLATES
 }
 

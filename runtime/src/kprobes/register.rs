@@ -189,7 +189,9 @@ fn describe(kp: *mut Kprobe) -> String {
     }
 }
 
-pub(crate) fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
+/// # Safety
+/// `kp` must be NULL or point to a `struct kprobe` valid until unregistered.
+pub unsafe fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
     if kp.is_null() {
         return -EINVAL;
     }
@@ -474,7 +476,7 @@ fn retire(old: *mut Site) {
     drop(unsafe { Box::from_raw(old) });
 }
 
-pub(crate) fn unregister_entry(kp: *mut Kprobe) -> bool {
+pub fn unregister_entry(kp: *mut Kprobe) -> bool {
     if kp.is_null() {
         return false;
     }
@@ -548,7 +550,10 @@ pub(crate) fn unregister_entry(kp: *mut Kprobe) -> bool {
 /// Disable or enable a probe. A site whose probes are all disabled is
 /// disarmed (its original byte put back: no trap at all), and re-armed when
 /// one of them is enabled again.
-pub(crate) fn set_disabled(p: *mut Kprobe, disabled: bool) -> i32 {
+///
+/// # Safety
+/// `p` must be NULL or point to a `struct kprobe` (registered or not).
+pub unsafe fn set_disabled(p: *mut Kprobe, disabled: bool) -> i32 {
     if p.is_null() {
         return -EINVAL;
     }
@@ -631,7 +636,7 @@ fn optimizable(probes: &[Entry]) -> bool {
 
 /// Arm the int3s a batch deferred, then write the jumps of the sites queued
 /// for optimization.
-pub(crate) fn flush_optimizer() {
+pub fn flush_optimizer() {
     with_reg(|reg| {
         if !reg.deferred_int3.is_empty() {
             let w: Vec<(u64, Vec<u8>)> = core::mem::take(&mut reg.deferred_int3)
@@ -737,7 +742,8 @@ pub unsafe fn register_ret(rp: *mut Kretprobe) -> i32 {
     unsafe { (*rp).nmissed = 0 };
     // SAFETY: kp is the first field.
     let kp = unsafe { core::ptr::addr_of_mut!((*rp).kp) };
-    let r = register_entry(kp, EntryKind::R(rec));
+    // SAFETY: rp (caller contract) holds kp until it is unregistered.
+    let r = unsafe { register_entry(kp, EntryKind::R(rec)) };
     if r == 0 {
         with_reg(|reg| reg.rets.insert(rp as usize, rec));
     } else {
@@ -773,7 +779,8 @@ pub fn site_count() -> usize {
 /// # Safety
 /// `p` must point to a `struct kprobe` valid until unregistered.
 pub unsafe fn register_kp(p: *mut Kprobe) -> i32 {
-    register_entry(p, EntryKind::K)
+    // SAFETY: caller contract.
+    unsafe { register_entry(p, EntryKind::K) }
 }
 
 /// `unregister_kprobe` (the C API's, for callers inside the runtime).

@@ -77,8 +77,8 @@ pub fn call(f: usize, limit_s: Option<u64>) -> Outcome {
         None => {
             // SAFETY: this thread's slot; the guard kept the fault's details.
             let (trapno, ip, addr) = unsafe {
-                let g = &(*ts).guard;
-                (g.fault_trapno, g.fault_ip, g.fault_addr)
+                let g = core::ptr::addr_of!((*ts).guard);
+                ((*g).fault_trapno, (*g).fault_ip, (*g).fault_addr)
             };
             let mut data = [0u8; 256];
             let mut b = crate::fmt::Buf {

@@ -4,8 +4,8 @@
 //! handler or a trampoline, on a thread of the target. std's own panic path
 //! would then print through std's stderr lock and unwind through the
 //! target's frames or across an `extern "C"` boundary. Installed by the
-//! constructor (only in a target: the rlib linked into ptap keeps std's
-//! hook), the hook writes one line with raw write(2) and kills the process
+//! shared object's constructor (only in a target: ptap, which links this
+//! crate too, keeps std's hook), the hook writes one line with raw write(2) and kills the process
 //! with SIGABRT; it allocates nothing and takes no lock.
 
 use crate::base::sys;

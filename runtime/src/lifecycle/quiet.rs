@@ -20,7 +20,7 @@ use crate::base::sys;
 /// SIG_DFL and asks every thread, these too, where it is: blocked, each
 /// barrier would wait out its timeout). SIGKILL and SIGSTOP cannot be
 /// blocked.
-pub(crate) fn async_mask() -> u64 {
+pub fn async_mask() -> u64 {
     let keep = [libc::SIGKILL, libc::SIGSTOP, 32, 33];
     let barrier = (40..=63).fold(0u64, |m, s| m | sys::sigbit(s));
     !keep
@@ -31,10 +31,12 @@ pub(crate) fn async_mask() -> u64 {
 /// While alive, the calling thread blocks [`async_mask`]: a thread spawned
 /// meanwhile starts with that mask (no window where it could take a signal).
 /// The previous mask comes back on drop.
-pub(crate) struct Quiet(u64);
+pub struct Quiet(u64);
 
 impl Quiet {
-    pub(crate) fn new() -> Quiet {
+    // A guard that changes the thread's mask is made on purpose: no Default.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Quiet {
         let block = async_mask();
         let mut old = 0u64;
         // SAFETY: SIG_BLOCK on this thread with local buffers.

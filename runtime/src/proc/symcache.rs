@@ -34,7 +34,7 @@ static FORK_CACHE: crate::base::forklock::MutexSlot<Option<Cache>> =
     crate::base::forklock::MutexSlot::new(&CACHE);
 
 /// [`CACHE`] for the fork handlers (`crate::base::forklock`).
-pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
+pub fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_CACHE
 }
 

@@ -795,7 +795,7 @@ static FORK_LIVE: crate::base::forklock::MutexSlot<Vec<Attached>> =
     crate::base::forklock::MutexSlot::new(&LIVE);
 
 /// [`LIVE`] for the fork handlers (`crate::base::forklock`).
-pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
+pub fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_LIVE
 }
 

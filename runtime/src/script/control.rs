@@ -146,7 +146,7 @@ static FORK_LOCAL: crate::base::forklock::MutexSlot<Local> =
     crate::base::forklock::MutexSlot::new(&LOCAL);
 
 /// [`LOCAL`] for the fork handlers (`crate::base::forklock`).
-pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
+pub fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_LOCAL
 }
 

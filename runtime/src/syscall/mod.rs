@@ -43,7 +43,7 @@
 //! # Rust API (for the compiler's registration glue)
 //!
 //! ```ignore
-//! use ptap_rt::syscall::{self, Handler, SyscallProbe};
+//! use ptap_rt_core::syscall::{self, Handler, SyscallProbe};
 //! // Handlers get the probe and the syscall-ABI registers:
 //! //   entry: regs.di, si, dx, r10, r8, r9 = arguments, orig_ax = number,
 //! //          ax = -ENOSYS; changing an argument register changes the call.
@@ -99,7 +99,7 @@ static FORK_REG_LOCK: crate::base::forklock::FlagSlot =
     crate::base::forklock::FlagSlot::new(&REG_LOCK);
 
 /// The registry lock for the fork handlers (`crate::base::forklock`).
-pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
+pub fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_REG_LOCK
 }
 

@@ -192,7 +192,7 @@ static FORK_STATE: crate::base::forklock::MutexSlot<Option<State>> =
 
 /// The sites' lock for the fork handlers (it nests inside the kprobe
 /// registry's lock: [`sync`] takes that one first).
-pub(crate) fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
+pub fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
     &FORK_STATE
 }
 

@@ -350,7 +350,7 @@ unsafe fn run_handlers(
     // syscall handler run no handler.
     let outer = match ts {
         // SAFETY: this thread's slot.
-        Some(t) => unsafe { core::mem::replace(&mut (*t).in_handler, 1) },
+        Some(t) => unsafe { core::ptr::replace(core::ptr::addr_of_mut!((*t).in_handler), 1) },
         None => 0,
     };
     probes::for_each_probe(nr, at_ret, |i, p| {

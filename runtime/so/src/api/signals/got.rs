@@ -231,12 +231,12 @@ unsafe fn store_got(at: u64, v: u64, relro: Option<(u64, u64)>) -> bool {
     // SAFETY: contract; the page is this object's GOT (read-only after
     // relocation when inside its RELRO range), restored afterwards.
     unsafe {
-        if ro && crate::base::sys::mprotect(page as usize, 4096, 3) != 0 {
+        if ro && ptap_rt_core::base::sys::mprotect(page as usize, 4096, 3) != 0 {
             return false;
         }
         (*(at as *const AtomicUsize)).store(v as usize, Ordering::Release);
         if ro {
-            crate::base::sys::mprotect(page as usize, 4096, 1);
+            ptap_rt_core::base::sys::mprotect(page as usize, 4096, 1);
         }
     }
     true

@@ -5,13 +5,13 @@ use core::sync::atomic::Ordering;
 
 pub use ptap_arch::regs::PtRegs;
 
-use crate::hit::sigsys::probes::SyscallProbe;
-use crate::hit::sigsys::probes::HITS;
-use crate::hit::sigsys::probes::TRAPS;
-use crate::syscall::armed_threads;
-use crate::syscall::call_data;
-use crate::syscall::register;
-use crate::syscall::unregister;
+use ptap_rt_core::hit::sigsys::probes::SyscallProbe;
+use ptap_rt_core::hit::sigsys::probes::HITS;
+use ptap_rt_core::hit::sigsys::probes::TRAPS;
+use ptap_rt_core::syscall::armed_threads;
+use ptap_rt_core::syscall::call_data;
+use ptap_rt_core::syscall::register;
+use ptap_rt_core::syscall::unregister;
 
 /// # Safety
 /// See [`register`].
@@ -56,13 +56,13 @@ pub unsafe extern "C" fn ptap_syscall_sites(
     // SAFETY: caller-provided out pointers (NULL allowed).
     unsafe {
         if !patched.is_null() {
-            *patched = crate::syscall::sites::PATCHED.load(Ordering::Relaxed) as c_ulong;
+            *patched = ptap_rt_core::syscall::sites::PATCHED.load(Ordering::Relaxed) as c_ulong;
         }
         if !int3.is_null() {
-            *int3 = crate::syscall::sites::INT3.load(Ordering::Relaxed) as c_ulong;
+            *int3 = ptap_rt_core::syscall::sites::INT3.load(Ordering::Relaxed) as c_ulong;
         }
         if !direct.is_null() {
-            *direct = crate::hit::sigsys::DIRECT.load(Ordering::Relaxed);
+            *direct = ptap_rt_core::hit::sigsys::DIRECT.load(Ordering::Relaxed);
         }
     }
 }

@@ -9,7 +9,7 @@ use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{next, ACTIVE};
-use crate::base::signo::managed_mask;
+use ptap_rt_core::base::signo::managed_mask;
 
 pub(super) static REAL_SIGSUSPEND: AtomicUsize = AtomicUsize::new(0);
 pub(super) static REAL_PPOLL: AtomicUsize = AtomicUsize::new(0);

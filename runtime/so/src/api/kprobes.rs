@@ -3,27 +3,27 @@
 use core::sync::atomic::Ordering;
 use std::ffi::c_char;
 
-use crate::abi;
-use crate::abi::*;
-use crate::base::sys;
-use crate::fmt;
-use crate::fmt::ArgReader;
-use crate::fmt::Buf;
-use crate::hit::site::EntryKind;
-use crate::hit::threads;
-use crate::hit::unwind::UNWOUND;
-use crate::kprobes::optimize::with_state;
-use crate::kprobes::register::flush_optimizer;
-use crate::kprobes::register::register_entry;
-use crate::kprobes::register::register_kp;
-use crate::kprobes::register::register_ret;
-use crate::kprobes::register::set_disabled;
-use crate::kprobes::register::unregister_entry;
-use crate::kprobes::register::unregister_kp;
-use crate::kprobes::register::unregister_ret;
-use crate::kprobes::register::EINVAL;
-use crate::proc::symbols;
-use crate::session::output::text;
+use ptap_rt_core::abi;
+use ptap_rt_core::abi::*;
+use ptap_rt_core::base::sys;
+use ptap_rt_core::fmt;
+use ptap_rt_core::fmt::ArgReader;
+use ptap_rt_core::fmt::Buf;
+use ptap_rt_core::hit::site::EntryKind;
+use ptap_rt_core::hit::threads;
+use ptap_rt_core::hit::unwind::UNWOUND;
+use ptap_rt_core::kprobes::optimize::with_state;
+use ptap_rt_core::kprobes::register::flush_optimizer;
+use ptap_rt_core::kprobes::register::register_entry;
+use ptap_rt_core::kprobes::register::register_kp;
+use ptap_rt_core::kprobes::register::register_ret;
+use ptap_rt_core::kprobes::register::set_disabled;
+use ptap_rt_core::kprobes::register::unregister_entry;
+use ptap_rt_core::kprobes::register::unregister_kp;
+use ptap_rt_core::kprobes::register::unregister_ret;
+use ptap_rt_core::kprobes::register::EINVAL;
+use ptap_rt_core::proc::symbols;
+use ptap_rt_core::session::output::text;
 
 /// # Safety
 /// `p` must point to a `struct kprobe` that stays valid until unregistered.
@@ -49,22 +49,23 @@ pub unsafe extern "C" fn register_kprobes(kps: *mut *mut Kprobe, num: i32) -> i3
         return -EINVAL;
     }
     // One optimizer pass (one barrier, three membarriers) for the batch.
-    let nested = crate::kprobes::optimize::in_batch();
-    crate::kprobes::optimize::set_batch(true);
+    let nested = ptap_rt_core::kprobes::optimize::in_batch();
+    ptap_rt_core::kprobes::optimize::set_batch(true);
     for i in 0..num as usize {
         // SAFETY: caller contract.
         let p = unsafe { *kps.add(i) };
-        let r = register_entry(p, EntryKind::K);
+        // SAFETY: caller contract (each kprobe valid until unregistered).
+        let r = unsafe { register_entry(p, EntryKind::K) };
         if r < 0 {
             for k in 0..i {
                 // SAFETY: caller contract.
                 unregister_entry(unsafe { *kps.add(k) });
             }
-            crate::kprobes::optimize::set_batch(nested);
+            ptap_rt_core::kprobes::optimize::set_batch(nested);
             return r;
         }
     }
-    crate::kprobes::optimize::set_batch(nested);
+    ptap_rt_core::kprobes::optimize::set_batch(nested);
     if !nested {
         sys::membarrier_sync_core();
         flush_optimizer();
@@ -89,14 +90,16 @@ pub unsafe extern "C" fn unregister_kprobes(kps: *mut *mut Kprobe, num: i32) {
 /// `p` must be a registered kprobe.
 #[no_mangle]
 pub unsafe extern "C" fn enable_kprobe(p: *mut Kprobe) -> i32 {
-    set_disabled(p, false)
+    // SAFETY: caller contract.
+    unsafe { set_disabled(p, false) }
 }
 
 /// # Safety
 /// `p` must be a registered kprobe.
 #[no_mangle]
 pub unsafe extern "C" fn disable_kprobe(p: *mut Kprobe) -> i32 {
-    set_disabled(p, true)
+    // SAFETY: caller contract.
+    unsafe { set_disabled(p, true) }
 }
 
 /// # Safety
@@ -110,11 +113,9 @@ pub unsafe extern "C" fn register_jprobe(jp: *mut Jprobe) -> i32 {
     if unsafe { (*jp).entry.is_null() } {
         return -EINVAL;
     }
-    // SAFETY: kp is the first field.
-    register_entry(
-        unsafe { core::ptr::addr_of_mut!((*jp).kp) },
-        EntryKind::J(jp),
-    )
+    // SAFETY: kp is the first field of the caller's jprobe, valid until
+    // unregistered (caller contract).
+    unsafe { register_entry(core::ptr::addr_of_mut!((*jp).kp), EntryKind::J(jp)) }
 }
 
 /// # Safety
@@ -150,7 +151,7 @@ pub unsafe extern "C" fn unregister_kretprobe(rp: *mut Kretprobe) {
 #[no_mangle]
 pub unsafe extern "C" fn ptap_rt_opt_stats(optimized: *mut u64, trap: *mut u64) {
     let opt = with_state(|s| s.sites.values().filter(|o| o.optimized).count()) as u64;
-    let all = crate::kprobes::register::site_count() as u64;
+    let all = ptap_rt_core::kprobes::register::site_count() as u64;
     // SAFETY: caller-provided out pointers (NULL allowed).
     unsafe {
         if !optimized.is_null() {
@@ -257,7 +258,7 @@ pub extern "C" fn dump_stack() {
             // SAFETY: as above.
             let regs = unsafe { &*(r as *const abi::PtRegs) };
             // SAFETY: ts is this thread's own slot.
-            unsafe { crate::hit::backtrace::dump_regs(ts, regs, false) };
+            unsafe { ptap_rt_core::hit::backtrace::dump_regs(ts, regs, false) };
             return;
         }
     }
@@ -294,5 +295,5 @@ pub extern "C" fn dump_stack() {
         ..Default::default()
     };
     // SAFETY: ts is this thread's own slot.
-    unsafe { crate::hit::backtrace::dump_regs(ts, &regs, true) };
+    unsafe { ptap_rt_core::hit::backtrace::dump_regs(ts, &regs, true) };
 }

@@ -4,30 +4,31 @@
 //! block those signals (a blocked int3 SIGTRAP would kill the process).
 //!
 //! These symbols are exported by libptap_rt.so, so LD_PRELOAD makes them win.
-//! When the runtime is not active (e.g. the rlib linked into ptap itself)
-//! they forward transparently.
+//! Until the runtime is active (started by the constructor or by
+//! `ptap_rt_attach`), and in a process it does not probe, they forward
+//! transparently.
 
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
-use crate::base::signo::managed;
-use crate::base::signo::managed_mask;
-use crate::base::sys;
-use crate::hit::wrap::user_get;
-use crate::hit::wrap::user_set;
-use crate::hit::wrap::wrappable;
-use crate::hit::wrap::wrapped_get;
-use crate::hit::wrap::wrapped_set;
-use crate::hit::wrap::wrapper;
-use crate::hit::wrap::wrapper_flags;
+use ptap_rt_core::base::signo::managed;
+use ptap_rt_core::base::signo::managed_mask;
+use ptap_rt_core::base::sys;
+use ptap_rt_core::hit::wrap::user_get;
+use ptap_rt_core::hit::wrap::user_set;
+use ptap_rt_core::hit::wrap::wrappable;
+use ptap_rt_core::hit::wrap::wrapped_get;
+use ptap_rt_core::hit::wrap::wrapped_set;
+use ptap_rt_core::hit::wrap::wrapper;
+use ptap_rt_core::hit::wrap::wrapper_flags;
 
-pub(crate) use crate::hit::wrap::ActionLock;
-use crate::hit::wrap::ACTION_LOCK;
-use crate::hit::wrap::ACTIVE;
-use crate::hit::wrap::ASYNC_HANDLERS;
-use crate::hit::wrap::INJECTED;
-use crate::hit::wrap::SA_RESETHAND;
-use crate::hit::wrap::WRAPPED;
+pub(crate) use ptap_rt_core::hit::wrap::ActionLock;
+use ptap_rt_core::hit::wrap::ACTION_LOCK;
+use ptap_rt_core::hit::wrap::ACTIVE;
+use ptap_rt_core::hit::wrap::ASYNC_HANDLERS;
+use ptap_rt_core::hit::wrap::INJECTED;
+use ptap_rt_core::hit::wrap::SA_RESETHAND;
+use ptap_rt_core::hit::wrap::WRAPPED;
 
 mod got;
 
@@ -348,8 +349,8 @@ pub fn prime_injected() {
     unmask_existing_handlers();
     resolve_next();
     let n = got::hook_injected();
-    if crate::kprobes::register::VERBOSE.load(Ordering::Relaxed) {
-        crate::session::output::diag(
+    if ptap_rt_core::kprobes::register::VERBOSE.load(Ordering::Relaxed) {
+        ptap_rt_core::session::output::diag(
             format!(
                 "ptap: {n} call(s) of signal mask and action functions redirected to the runtime\n"
             )

@@ -4,10 +4,10 @@
 use core::ffi::c_char;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::base::peek;
-use crate::base::sys;
-use crate::session::output;
-use crate::session::{Part, REC_FORMAT, REC_TEXT};
+use ptap_rt_core::base::peek;
+use ptap_rt_core::base::sys;
+use ptap_rt_core::session::output;
+use ptap_rt_core::session::{Part, REC_FORMAT, REC_TEXT};
 
 /// `ptap_probe_read`: see [`peek::read`].
 ///
@@ -129,10 +129,10 @@ pub unsafe extern "C" fn ptap_rt_stats(hits: *mut u64, traps: *mut u64) {
     // SAFETY: caller-provided out pointers (NULL allowed).
     unsafe {
         if !hits.is_null() {
-            *hits = crate::hit::dispatch::HITS.load(Ordering::Relaxed);
+            *hits = ptap_rt_core::hit::dispatch::HITS.load(Ordering::Relaxed);
         }
         if !traps.is_null() {
-            *traps = crate::hit::dispatch::TRAPS.load(Ordering::Relaxed);
+            *traps = ptap_rt_core::hit::dispatch::TRAPS.load(Ordering::Relaxed);
         }
     }
 }

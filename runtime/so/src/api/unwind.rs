@@ -1,13 +1,13 @@
-//! The unwinder's entry points, interposed (see `crate::hit::unwind`):
+//! The unwinder's entry points, interposed (see `ptap_rt_core::hit::unwind`):
 //! a C++ exception or a forced unwind must never see a hijacked return
 //! address.
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::hit::threads::{self};
-use crate::hit::unwind::restore_hijacked;
-use crate::hit::unwind::settle;
+use ptap_rt_core::hit::threads::{self};
+use ptap_rt_core::hit::unwind::restore_hijacked;
+use ptap_rt_core::hit::unwind::settle;
 
 /// An exception was caught by the frame whose stack pointer is `sp`: frames
 /// below it were unwound (reclaim and count their instances); unhooked
@@ -23,10 +23,13 @@ pub unsafe extern "C" fn ptap_rt_after_catch(sp: u64) {
     if unsafe { (*ts).kret_head } == 0 {
         return;
     }
-    threads::enter(ts);
-    // SAFETY: this thread's own list (see restore_hijacked).
-    unsafe { settle(ts, sp) };
-    threads::leave(ts);
+    // SAFETY: ts is this thread's slot (`current()` above); its own list
+    // (see restore_hijacked).
+    unsafe {
+        threads::enter(ts);
+        settle(ts, sp);
+        threads::leave(ts);
+    }
 }
 
 /// `__cxa_begin_catch(exc)` is interposed: the catching frame calls it
@@ -60,8 +63,10 @@ extern "C" fn real_begin_catch() -> usize {
     if f == 0 {
         // Cannot happen: a catch clause is only compiled against a C++
         // runtime that defines it. Nothing sensible to return to.
-        crate::session::output::diag(b"ptap: no __cxa_begin_catch to forward to; aborting\n");
-        crate::hit::dispatch::die_now(crate::base::signo::SIGSEGV);
+        ptap_rt_core::session::output::diag(
+            b"ptap: no __cxa_begin_catch to forward to; aborting\n",
+        );
+        ptap_rt_core::hit::dispatch::die_now(ptap_rt_core::base::signo::SIGSEGV);
     }
     f
 }
@@ -171,7 +176,9 @@ pub unsafe extern "C" fn pthread_exit(retval: *mut c_void) -> ! {
         // No libc pthread_exit (cannot happen with glibc): end the thread.
         loop {
             // SAFETY: SYS_exit ends only the calling thread.
-            unsafe { crate::base::sys::syscall3(crate::base::sys::SYS_EXIT, 0, 0, 0) };
+            unsafe {
+                ptap_rt_core::base::sys::syscall3(ptap_rt_core::base::sys::SYS_EXIT, 0, 0, 0)
+            };
         }
     }
     // SAFETY: the real pthread_exit (never returns).
