@@ -1,5 +1,6 @@
-//! Running a compiled script: the session loop shared by `ptap -e/SCRIPT`
-//! and `ptap run NAME.o`.
+//! Running a compiled script (`ptap -e/SCRIPT`, `ptap run NAME.o`): the
+//! target is started or attached to, then the session loop of
+//! `event_loop.rs` runs.
 //!
 //! ptap creates the session (control block, output ring, globals area),
 //! runs the `begin` probes in its own process, starts the -c command with the
@@ -17,14 +18,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ptap_rt::script::attach;
-use ptap_rt::script::globals::Globals;
 use ptap_rt::script::meta::PointKind;
-use ptap_rt::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
 
+use crate::event_loop::{
+    install_interrupt_handlers, session_loop, too_many_errors, Script, Sink, Stop, Watch,
+};
 use crate::load::{self, OwnedSession, RuntimeSnapshot};
 use crate::points;
+use crate::target::{Attached, Target};
 use ptap_compiler::codegen::host::{self, Program, Which};
-use ptap_compiler::output::Rendered;
 
 /// What to run and how.
 pub struct RunOpts<'a> {
@@ -53,90 +55,6 @@ pub fn resolve_exe(argv0: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(argv0))
         .find(|p| p.is_file())
-}
-
-/// Where rendered output goes.
-pub(crate) struct Sink {
-    pub(crate) out: Box<dyn Write>,
-    /// `-f json`: everything goes to `out` as JSON lines.
-    pub(crate) json: bool,
-    /// Identical runtime messages are shown a few times, then counted.
-    pub(crate) diags: crate::checks::DiagFilter,
-}
-
-impl Sink {
-    /// The session's output: `-o FILE` or stdout, text or `-f json`.
-    pub(crate) fn open(opts: &RunOpts) -> Result<Sink, String> {
-        let out: Box<dyn Write> = match opts.output {
-            Some(p) => Box::new(std::io::BufWriter::new(
-                std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
-            )),
-            None => Box::new(std::io::stdout()),
-        };
-        Ok(Sink {
-            out,
-            json: opts.json,
-            diags: Default::default(),
-        })
-    }
-
-    pub(crate) fn drain(&mut self, s: &Session, prog: &Program) -> usize {
-        let out = &mut self.out;
-        let diags = &mut self.diags;
-        if self.json {
-            return s.drain(|kind, payload| {
-                let line = match kind {
-                    REC_FORMAT => crate::json::record(prog, payload),
-                    REC_TEXT => crate::json::text(false, payload),
-                    _ => crate::json::text(true, payload),
-                };
-                let _ = out.write_all(line.as_bytes());
-            });
-        }
-        s.drain(|kind, payload| match kind {
-            REC_FORMAT => match prog.render(payload) {
-                Rendered::Out(t) => {
-                    let _ = out.write_all(t.as_bytes());
-                }
-                Rendered::Error(t) | Rendered::Warning(t) => {
-                    let _ = out.flush();
-                    eprint!("{t}");
-                }
-            },
-            REC_TEXT => {
-                let _ = out.write_all(payload);
-            }
-            REC_DIAG if diags.pass(payload) => {
-                let _ = out.flush();
-                let _ = std::io::stderr().write_all(payload);
-            }
-            REC_DIAG => {}
-            k => {
-                let _ = out.flush();
-                eprintln!("ptap: unknown record kind {k}");
-            }
-        })
-    }
-}
-
-/// Why the session loop ended.
-#[derive(Debug, PartialEq)]
-enum Stop {
-    /// The target exited (its status, when known: an attached process
-    /// is not ptap's child).
-    TargetExited(Option<std::process::ExitStatus>),
-    Interrupted,
-    ExitCalled,
-    Timeout,
-    TooManyErrors,
-    /// More probe hits skipped than MAXSKIPPED allows.
-    TooManySkipped,
-    /// The target could not arm its probes and stopped before main.
-    ArmFailed,
-}
-
-fn arm_failed(g: &Globals) -> bool {
-    g.header().exit.load(std::sync::atomic::Ordering::Acquire) == attach::EXIT_ARM_FAILED
 }
 
 /// Run `prog`; the object is written to a private file the target loads.
@@ -207,20 +125,20 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         None => None,
     };
 
-    let mut sink = Sink::open(opts)?;
-    load::install_interrupt_handlers();
+    let mut sink = Sink::open(opts.output, opts.json)?;
+    install_interrupt_handlers();
 
     let t0 = Instant::now();
     prog.run(Which::Begin, &s, &g);
-    sink.drain(&s, prog);
+    sink.drain(&s, Some(prog));
 
     // The target, with a private copy of the runtime and of the module.
-    let mut target: Option<load::Target> = None;
+    let mut target: Option<Target> = None;
     let mut snapshot = None;
     if let (Some(pid), false) = (opts.pid, in_target) {
         // Nothing to load into it: target() is PID, and its exit ends the session.
         host::set_target(&g, pid);
-        target = Some(load::Target::Attached(load::Attached::new(pid)));
+        target = Some(Target::Attached(Attached::new(pid)));
     } else if let (Some(pid), true) = (
         opts.pid,
         !host::exit_requested(&g) && !too_many_errors(&g, prog),
@@ -259,7 +177,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
                 crate::START.get().map_or(t0.elapsed(), |s| s.elapsed())
             );
         }
-        target = Some(load::Target::Attached(a));
+        target = Some(Target::Attached(a));
         snapshot = Some(snap);
     } else if let Some(argv) = &opts.argv {
         if !host::exit_requested(&g) && !too_many_errors(&g, prog) {
@@ -284,12 +202,17 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
                     t0.elapsed()
                 );
             }
-            target = Some(load::Target::Child(child));
+            target = Some(Target::Child(child));
             snapshot = Some(snap);
         }
     }
 
-    let stop = session_loop(prog, &s, &g, &mut sink, target.as_mut(), opts)?;
+    let watch = match target.as_mut() {
+        Some(t) => Watch::Process(t),
+        None => Watch::Nothing,
+    };
+    let script = Script { prog, globals: &g };
+    let stop = session_loop(&s, Some(script), &mut sink, watch, opts.timeout)?;
     if opts.verbose > 0 {
         match (&stop, target.as_ref()) {
             (Stop::TargetExited(st), Some(child)) => {
@@ -306,7 +229,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
                     _ => eprintln!("ptap: the target (pid {}) exited", child.id()),
                 }
             }
-            _ => eprintln!("ptap: stopping: {stop:?}"),
+            _ => eprintln!("ptap: stopping: {stop}"),
         }
         eprintln!("Pass 5: ran for {:.2?}", t0.elapsed());
     }
@@ -314,7 +237,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     if let Some(child) = target.as_mut() {
         if !matches!(stop, Stop::TargetExited(_)) && child.try_wait()?.is_none() {
             load::detach(&s, &mut || {
-                sink.drain(&s, prog);
+                sink.drain(&s, Some(prog));
             });
             // It may have been on its way out (the skips of an exiting
             // process reach the session at its exit): give it a moment.
@@ -337,26 +260,25 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         let mut descendants = load::live_pids(&s);
         // The -c command's own process group (a process ptap started);
         // an attached process's group is not ours to look at.
-        let group =
-            matches!(&target, Some(load::Target::Child(c)) if load::group_alive(c.id() as i32));
+        let group = matches!(&target, Some(Target::Child(c)) if load::group_alive(c.id() as i32));
         if descendants > 0 || group {
             descendants = descendants.max(1);
             if opts.verbose > 0 {
                 eprintln!("ptap: {descendants} process(es) of the session still run: detaching");
             }
             load::detach(&s, &mut || {
-                sink.drain(&s, prog);
+                sink.drain(&s, Some(prog));
             });
         }
     }
-    sink.drain(&s, prog);
+    sink.drain(&s, Some(prog));
     if stop == Stop::ArmFailed {
         // The session never started: no end probes, no globals.
         let _ = sink.out.flush();
         return Ok(ExitCode::from(1));
     }
     prog.run(Which::End, &s, &g);
-    sink.drain(&s, prog);
+    sink.drain(&s, Some(prog));
     let unread = if opts.json {
         crate::json::unread_globals(meta, &g)
     } else {
@@ -398,126 +320,4 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn too_many_errors(g: &Globals, prog: &Program) -> bool {
-    host::errors(g) > prog.meta().limits.maxerrors
-}
-
-/// Drain, run due timers, and watch for the reasons to stop.
-fn session_loop(
-    prog: &Program,
-    s: &Session,
-    g: &Globals,
-    sink: &mut Sink,
-    mut target: Option<&mut load::Target>,
-    opts: &RunOpts,
-) -> Result<Stop, String> {
-    let mut clock = Clock::new(prog, opts);
-    loop {
-        let n = sink.drain(s, prog);
-        if arm_failed(g) {
-            // Let the target's own report arrive before stopping.
-            if let Some(child) = target.as_deref_mut().filter(|t| t.is_child()) {
-                let t = Instant::now();
-                while child.try_wait().ok().flatten().is_none()
-                    && t.elapsed() < Duration::from_secs(2)
-                {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            sink.drain(s, prog);
-            return Ok(Stop::ArmFailed);
-        }
-        if host::exit_requested(g) {
-            return Ok(Stop::ExitCalled);
-        }
-        if too_many_errors(g, prog) {
-            return Ok(Stop::TooManyErrors);
-        }
-        // Skips reach the session when a process unregisters, so this
-        // sees those of processes that already detached or exited.
-        if host::too_many_skipped(g, prog.meta()) {
-            eprintln!("{}", host::TOO_MANY_SKIPPED);
-            return Ok(Stop::TooManySkipped);
-        }
-        if let Some(child) = target.as_deref_mut() {
-            if let Some(st) = child.try_wait()? {
-                return Ok(Stop::TargetExited(st));
-            }
-        }
-        if load::interrupted() {
-            return Ok(Stop::Interrupted);
-        }
-        let now = Instant::now();
-        if clock.timed_out(now) {
-            return Ok(Stop::Timeout);
-        }
-        clock.run_due(prog, s, g, now);
-        if n == 0 {
-            let _ = sink.out.flush();
-            clock.idle(Duration::from_millis(1));
-        }
-    }
-}
-
-/// When `-T SECS` (checked by the command line: finite, 0 or more) ends a
-/// session started at `start`; None: never (no -T, or beyond what an
-/// `Instant` can hold).
-pub(crate) fn deadline(start: Instant, secs: Option<f64>) -> Option<Instant> {
-    start.checked_add(Duration::try_from_secs_f64(secs?).ok()?)
-}
-
-/// `-T` and the timer probes of a session loop.
-pub(crate) struct Clock {
-    deadline: Option<Instant>,
-    /// (probe, point, period, next due time).
-    timers: Vec<(usize, usize, Duration, Instant)>,
-}
-
-impl Clock {
-    pub(crate) fn new(prog: &Program, opts: &RunOpts) -> Clock {
-        let start = Instant::now();
-        Clock {
-            deadline: deadline(start, opts.timeout),
-            timers: host::timers(prog.meta())
-                .into_iter()
-                .map(|(p, q, ns)| {
-                    let period = Duration::from_nanos(ns.max(1));
-                    (p, q, period, start + period)
-                })
-                .collect(),
-        }
-    }
-
-    /// `-T` has passed.
-    pub(crate) fn timed_out(&self, now: Instant) -> bool {
-        self.deadline.is_some_and(|d| now >= d)
-    }
-
-    /// Run the timer probes that are due.
-    pub(crate) fn run_due(&mut self, prog: &Program, s: &Session, g: &Globals, now: Instant) {
-        for (p, q, period, due) in self.timers.iter_mut() {
-            if now >= *due {
-                prog.run(Which::Timer(*p, *q), s, g);
-                // Skip missed periods rather than running them in a burst.
-                while *due <= now {
-                    *due += *period;
-                }
-            }
-        }
-    }
-
-    /// Sleep at most `max`, and no later than the next timer or `-T`.
-    pub(crate) fn idle(&self, max: Duration) {
-        let now = Instant::now();
-        let wait = self
-            .timers
-            .iter()
-            .map(|t| t.3)
-            .chain(self.deadline)
-            .map(|t| t.saturating_duration_since(now))
-            .fold(max, Duration::min);
-        std::thread::sleep(wait);
-    }
 }

@@ -231,12 +231,12 @@ impl Repl {
     }
 
     fn wait(&mut self) {
-        let deadline = crate::run::deadline(Instant::now(), self.timeout);
+        let deadline = crate::event_loop::deadline(Instant::now(), self.timeout);
         loop {
             if self.target_pid().is_none() {
                 return;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) || crate::load::interrupted() {
+            if deadline.is_some_and(|d| Instant::now() >= d) || crate::event_loop::interrupted() {
                 self.say("ptap: the target still runs\n");
                 return;
             }

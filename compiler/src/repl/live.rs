@@ -21,7 +21,8 @@ use ptap_rt::script::load::LoadedModule;
 use ptap_rt::script::meta::{Meta, PointKind};
 use ptap_rt::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
 
-use crate::load::{self, OwnedSession, RuntimeSnapshot, Target};
+use crate::load::{self, OwnedSession, RuntimeSnapshot};
+use crate::target::Target;
 
 /// Default size of the globals area (`PTAP_REPL_GLOBALS_MB`): address
 /// space, not memory (untouched pages of the memfd cost nothing).

@@ -244,7 +244,7 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
         }
         None => None,
     };
-    crate::load::install_interrupt_handlers();
+    crate::event_loop::install_interrupt_handlers();
     let terminal = std::io::stdin().is_terminal();
     let echo = terminal.then(editor::QuietBetweenPrompts::new);
     if let Some(cmd) = &opts.cmd {
@@ -303,7 +303,11 @@ fn pump_loop(
             }
             l.pump();
             let (o, e) = l.take_output();
-            (o, e, plain && (crate::load::interrupted() || l.exit_seen))
+            (
+                o,
+                e,
+                plain && (crate::event_loop::interrupted() || l.exit_seen),
+            )
         };
         if let Ok(mut p) = printer.lock() {
             p.out(&out);
@@ -434,7 +438,7 @@ impl Repl {
         };
         self.flush();
         let exit = self.live.lock().map(|l| l.exit_seen).unwrap_or(false);
-        if exit || crate::load::interrupted() {
+        if exit || crate::event_loop::interrupted() {
             return Flow::Quit;
         }
         flow
@@ -652,7 +656,7 @@ impl Repl {
         let child = crate::load::spawn_with(&argv, &runtime, &l.owned, &env, self.verbose, true)?;
         let pid = child.id() as i32;
         ptap_compiler::codegen::host::set_target(&l.g, pid);
-        l.target = Some(crate::load::Target::Child(child));
+        l.target = Some(crate::target::Target::Child(child));
         l.say(&format!("ptap: started {cmd} (pid {pid})\n"));
         l.wait_joined(pid);
         drop(l);
@@ -689,7 +693,7 @@ impl Repl {
             Err("the REPL does not load a second copy of the runtime"),
             self.verbose,
         )?;
-        l.target = Some(crate::load::Target::Attached(a));
+        l.target = Some(crate::target::Target::Attached(a));
         l.say(&format!("ptap: attached to pid {pid}\n"));
         l.wait_joined(pid);
         drop(l);
