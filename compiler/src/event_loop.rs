@@ -9,6 +9,7 @@
 //! or attaching) and after (detaching, end probes, the summary) is the
 //! caller's.
 
+use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,10 +34,10 @@ pub(crate) struct Sink {
 
 impl Sink {
     /// The session's output: `-o FILE` or stdout, text or `-f json`.
-    pub(crate) fn open(output: Option<&Path>, json: bool) -> Result<Sink, String> {
+    pub(crate) fn open(output: Option<&Path>, json: bool) -> anyhow::Result<Sink> {
         let out: Box<dyn Write> = match output {
             Some(p) => Box::new(std::io::BufWriter::new(
-                std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+                std::fs::File::create(p).with_context(|| format!("{}", p.display()))?,
             )),
             None => Box::new(std::io::stdout()),
         };
@@ -156,7 +157,7 @@ pub(crate) fn session_loop(
     sink: &mut Sink,
     mut watch: Watch,
     timeout: Option<f64>,
-) -> Result<Stop, String> {
+) -> anyhow::Result<Stop> {
     let prog = script.map(|x| x.prog);
     let mut clock = Clock::new(prog, timeout);
     // The perf rings wake nobody: ptap polls them, which costs nothing per

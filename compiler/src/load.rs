@@ -25,6 +25,7 @@
 //! (each such process loads the module too); a target that reads the
 //! terminal is stopped by SIGTTIN (it is not in the foreground group).
 
+use anyhow::{anyhow, Context};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -59,13 +60,13 @@ impl std::fmt::Display for RuntimeSource {
 }
 
 /// The runtime: `$PTAP_RUNTIME` when set, else the one embedded in ptap.
-pub fn runtime_path() -> Result<RuntimeSource, String> {
+pub fn runtime_path() -> anyhow::Result<RuntimeSource> {
     if let Some(p) = std::env::var_os("PTAP_RUNTIME") {
         let p = PathBuf::from(p);
         return if p.is_file() {
             Ok(RuntimeSource::File(p))
         } else {
-            Err(format!("PTAP_RUNTIME={} does not exist", p.display()))
+            Err(anyhow!("PTAP_RUNTIME={} does not exist", p.display()))
         };
     }
     Ok(RuntimeSource::Embedded)
@@ -92,7 +93,7 @@ impl OwnedSession {
         ring_size: usize,
         len: usize,
         attach: Option<i32>,
-    ) -> Result<OwnedSession, String> {
+    ) -> anyhow::Result<OwnedSession> {
         let named = attach.and_then(shm_file_for);
         // SAFETY: plain syscalls; the memfd is deliberately inheritable (no
         // CLOEXEC: the -c command maps it through PTAP_SESSION_FD).
@@ -102,10 +103,10 @@ impl OwnedSession {
                 None => libc::memfd_create(c"ptap-session".as_ptr(), libc::MFD_ALLOW_SEALING),
             };
             if fd < 0 {
-                return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+                return Err(anyhow!("memfd_create: {}", std::io::Error::last_os_error()));
             }
             if libc::ftruncate(fd, len as libc::off_t) != 0 {
-                return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
+                return Err(anyhow!("ftruncate: {}", std::io::Error::last_os_error()));
             }
             // Every process of the session holds this fd: sealed, none can
             // shrink the file under ptap's mapping (SIGBUS in ptap).
@@ -116,7 +117,7 @@ impl OwnedSession {
                     libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
                 ) != 0
             {
-                return Err(format!(
+                return Err(anyhow!(
                     "cannot seal the session memfd: {}",
                     std::io::Error::last_os_error()
                 ));
@@ -130,7 +131,7 @@ impl OwnedSession {
                 0,
             );
             if p == libc::MAP_FAILED {
-                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+                return Err(anyhow!("mmap: {}", std::io::Error::last_os_error()));
             }
             let session = Session::create(p as *mut u8, ring_size);
             Ok(OwnedSession {
@@ -209,14 +210,14 @@ impl Drop for OwnedSession {
     }
 }
 
-pub(crate) fn ring_size_from_env() -> Result<usize, String> {
+pub(crate) fn ring_size_from_env() -> anyhow::Result<usize> {
     match std::env::var("PTAP_RING_SIZE") {
         Ok(v) => {
             let n: usize = v
                 .parse()
-                .map_err(|_| format!("PTAP_RING_SIZE={v} is not a number"))?;
+                .map_err(|_| anyhow!("PTAP_RING_SIZE={v} is not a number"))?;
             if !n.is_power_of_two() || !(64..=1 << 30).contains(&n) {
-                return Err(format!(
+                return Err(anyhow!(
                     "PTAP_RING_SIZE={v} must be a power of two between 64 and 2^30"
                 ));
             }
@@ -230,21 +231,21 @@ pub fn run(opts: &LoadOpts) -> ExitCode {
     match run_inner(opts) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ptap load: {e}");
+            eprintln!("ptap load: {e:#}");
             ExitCode::from(1)
         }
     }
 }
 
-fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
+fn run_inner(opts: &LoadOpts) -> anyhow::Result<ExitCode> {
     let module = std::fs::canonicalize(&opts.module)
-        .map_err(|e| format!("{}: {e}", opts.module.display()))?;
+        .with_context(|| format!("{}", opts.module.display()))?;
     crate::checks::check_module(&module)?;
     const NO_TARGET: &str =
         "give the command to run with -c CMD, or the process to attach to with -x PID";
     let argv = opts.target.cmd.as_deref().map(split_command).transpose()?;
     if argv.is_none() && opts.target.pid.is_none() {
-        return Err(NO_TARGET.into());
+        return Err(anyhow!(NO_TARGET));
     }
     if let Some(pid) = opts.target.pid {
         crate::inject::check_pid(pid)?;
@@ -302,7 +303,7 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
             }
             Target::Child(child)
         }
-        (None, None) => return Err(NO_TARGET.into()),
+        (None, None) => return Err(anyhow!(NO_TARGET)),
     };
     let pid = target.id();
 
@@ -366,13 +367,13 @@ pub(crate) struct RuntimeSnapshot {
 }
 
 impl RuntimeSnapshot {
-    pub(crate) fn new(src: &RuntimeSource) -> Result<RuntimeSnapshot, String> {
+    pub(crate) fn new(src: &RuntimeSource) -> anyhow::Result<RuntimeSnapshot> {
         RuntimeSnapshot::new_for(src, false)
     }
 
     /// `attach` (`-x`): readable by everyone, since the process may run as
     /// another user (see [`crate::private::PrivateDir::new`]).
-    pub(crate) fn new_for(src: &RuntimeSource, attach: bool) -> Result<RuntimeSnapshot, String> {
+    pub(crate) fn new_for(src: &RuntimeSource, attach: bool) -> anyhow::Result<RuntimeSnapshot> {
         let dir = crate::private::PrivateDir::new(attach)?;
         // A file in the private directory rather than a memfd: exec'd
         // children of a followed -c tree find it by path even when they
@@ -386,16 +387,12 @@ impl RuntimeSnapshot {
     }
 
     /// Make the snapshot a file of its own (a copy, not a hard link).
-    pub(crate) fn private_copy(&self) -> Result<(), String> {
+    pub(crate) fn private_copy(&self) -> anyhow::Result<()> {
         let data = std::fs::read(&self.path)
-            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
         let tmp = self.dir.write("libptap_rt.so.copy", &data)?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| {
-            format!(
-                "cannot copy the runtime into {}: {e}",
-                self.dir.path.display()
-            )
-        })
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("cannot copy the runtime into {}", self.dir.path.display()))
     }
 }
 
@@ -496,7 +493,7 @@ pub(crate) fn spawn(
     owned: &OwnedSession,
     env: &[(&str, &std::ffi::OsStr)],
     verbose: u8,
-) -> Result<std::process::Child, String> {
+) -> anyhow::Result<std::process::Child> {
     spawn_with(argv, runtime, owned, env, verbose, false)
 }
 
@@ -509,7 +506,7 @@ pub(crate) fn spawn_with(
     env: &[(&str, &std::ffi::OsStr)],
     verbose: u8,
     null_stdin: bool,
-) -> Result<std::process::Child, String> {
+) -> anyhow::Result<std::process::Child> {
     let mut preload = runtime.to_string_lossy().into_owned();
     if let Ok(old) = std::env::var("LD_PRELOAD") {
         if !old.is_empty() {
@@ -554,14 +551,15 @@ pub(crate) fn spawn_with(
     }
     command
         .spawn()
-        .map_err(|e| format!("cannot run `{}`: {e}", argv[0]))
+        .with_context(|| format!("cannot run `{}`", argv[0]))
 }
 
 /// Split a -c command line like a shell would (no shell is run).
-pub(crate) fn split_command(cmd: &str) -> Result<Vec<String>, String> {
-    let argv = shlex::split(cmd).ok_or_else(|| format!("cannot split the command line `{cmd}`"))?;
+pub(crate) fn split_command(cmd: &str) -> anyhow::Result<Vec<String>> {
+    let argv =
+        shlex::split(cmd).with_context(|| format!("cannot split the command line `{cmd}`"))?;
     if argv.is_empty() {
-        return Err("the command is empty".into());
+        return Err(anyhow!("the command is empty"));
     }
     Ok(argv)
 }
@@ -596,7 +594,7 @@ pub(crate) fn attach_to(
     params: &[(&str, &str)],
     second_ok: Result<(), &str>,
     verbose: u8,
-) -> Result<Attached, String> {
+) -> anyhow::Result<Attached> {
     let t0 = Instant::now();
     crate::inject::check_pid(pid)?;
     let maps = crate::inject::mappings(pid)?;
@@ -605,12 +603,12 @@ pub(crate) fn attach_to(
         mode = crate::inject::DLOPEN_SECOND;
         // A runtime of an earlier session (`-x`, or `-c` then detached).
         if session_running(pid) {
-            return Err(format!(
+            return Err(anyhow!(
                 "pid {pid} is being probed by another ptap session right now (its runtime's ptap-ctl thread runs): stop that one first"
             ));
         }
         if let Err(why) = second_ok {
-            return Err(format!(
+            return Err(anyhow!(
                 "pid {pid} already has a ptap runtime from an earlier session ({}): {why}",
                 m.path
             ));
@@ -666,7 +664,7 @@ pub(crate) fn attach_to(
     let (times, ret) =
         crate::inject::inject(pid, &snap.path, mode, &fns, "ptap_rt_attach", verbose)?;
     if ret <= 0 {
-        return Err(format!(
+        return Err(anyhow!(
             "the runtime loaded into pid {pid} did not start (ptap_rt_attach returned {ret})"
         ));
     }
@@ -707,7 +705,7 @@ pub(crate) fn attach_to(
     }
     let c = owned.session.control();
     if c.attaches.load(Ordering::Acquire) == 0 {
-        return Err(format!(
+        return Err(anyhow!(
             "the runtime was loaded into pid {pid} but did not join the session (it could not open {}?)",
             owned.path_for_target()
         ));

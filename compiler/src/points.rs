@@ -20,6 +20,7 @@
 //! searched (and the runtime does not probe them either); `$ORIGIN` is the
 //! only dynamic string token expanded in run paths.
 
+use anyhow::{anyhow, Context};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
@@ -73,13 +74,12 @@ pub fn has_function_points(meta: &Meta) -> bool {
 impl Images {
     /// Read `exe` and the libraries it will load. A script (`#!`) is
     /// replaced by its interpreter, as the kernel does.
-    pub fn load(exe: &Path) -> Result<Images, String> {
+    pub fn load(exe: &Path) -> anyhow::Result<Images> {
         let exe = interpreter_of_script(exe)?.unwrap_or_else(|| exe.to_path_buf());
-        let data =
-            std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+        let data = std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
         let main = Elf::parse(&exe, &data)?;
         if main.interp.is_none() {
-            return Err(format!(
+            return Err(anyhow!(
                 "{} is statically linked: ptap cannot load its runtime there (LD_PRELOAD needs the dynamic loader)",
                 exe.display()
             ));
@@ -133,16 +133,16 @@ impl Images {
     /// The objects mapped in the running process `pid` (`ptap -x`), the
     /// executable first, then the others in address order. ptap's own
     /// runtime (an earlier session's) is left out.
-    pub fn from_pid(pid: i32) -> Result<Images, String> {
+    pub fn from_pid(pid: i32) -> anyhow::Result<Images> {
         let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
-            .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
+            .with_context(|| format!("cannot read /proc/{pid}/exe"))?;
         let exe_str = exe.to_string_lossy().into_owned();
         let maps = crate::inject::mappings(pid)?;
         let mut files = crate::inject::mapped_files(&maps);
         files.retain(|(p, _)| !p.ends_with("libptap_rt.so") && *p != exe_str);
         let mut images = Vec::new();
         let data = std::fs::read(crate::inject::target_file(pid, &exe_str))
-            .map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+            .with_context(|| format!("cannot read {}", exe.display()))?;
         let main = Elf::parse(&exe, &data)?;
         images.push(image(&exe, data, &main, true));
         for (path, _) in files {
@@ -190,7 +190,7 @@ impl Images {
 
     /// Check every target point of `meta`. Err: the message for the first
     /// point that resolves to nothing (without the "ptap: " prefix).
-    pub fn resolve(&self, meta: &Meta) -> Result<Resolution, String> {
+    pub fn resolve(&self, meta: &Meta) -> anyhow::Result<Resolution> {
         let mut notes = Vec::new();
         for pt in meta.probes.iter().flat_map(|p| &p.points) {
             if !matches!(
@@ -210,7 +210,7 @@ impl Images {
                 Err(_) if pt.optional => {
                     notes.push(format!("{} -> nothing (optional: not armed)", pt.text))
                 }
-                Err(why) => return Err(format!("probe point {} {why}", pt.text)),
+                Err(why) => return Err(anyhow!("probe point {} {why:#}", pt.text)),
             }
         }
         Ok(Resolution { notes })
@@ -245,9 +245,9 @@ impl Images {
         &self,
         target: &TargetSpec,
         entry_kind: Option<&str>,
-    ) -> Result<Option<String>, String> {
+    ) -> anyhow::Result<Option<String>> {
         let refuse = |sym: &str| match entry_kind {
-            Some(k) => names::entry_refusal(sym, k).map_or(Ok(()), Err),
+            Some(k) => names::entry_refusal(sym, k).map_or(Ok(()), |why| Err(anyhow!(why))),
             None => Ok(()),
         };
         match target {
@@ -267,14 +267,16 @@ impl Images {
                         continue;
                     };
                     if *offset > 0 && s.size > 0 && *offset >= s.size {
-                        return Err(format!(
+                        return Err(anyhow!(
                             "is beyond the end of `{name}` ({} bytes) in {}",
-                            s.size, img.label
+                            s.size,
+                            img.label
                         ));
                     }
                     if *offset > 0 {
-                        img.check_boundary(s, s.addr + offset)
-                            .map_err(|why| format!("{why}: {name}+{offset:#x} in {}", img.label))?;
+                        img.check_boundary(s, s.addr + offset).map_err(|why| {
+                            anyhow!("{why:#}: {name}+{offset:#x} in {}", img.label)
+                        })?;
                     }
                     refuse(&s.name)?;
                     return Ok(Some(format!("{name} in {}", img.label)));
@@ -291,7 +293,7 @@ impl Images {
                         continue;
                     }
                     if let Some(why) = names::ambiguity(name, &hits) {
-                        return Err(format!("{why} (in {})", img.label));
+                        return Err(anyhow!("{why} (in {})", img.label));
                     }
                     let mut listed: Vec<(u64, String)> = hits
                         .iter()
@@ -307,13 +309,15 @@ impl Images {
                         for h in &hits {
                             let s = &syms[h.index];
                             if s.size > 0 && *offset >= s.size {
-                                return Err(format!(
+                                return Err(anyhow!(
                                     "is beyond the end of `{}` ({} bytes) in {}",
-                                    h.demangled, s.size, img.label
+                                    h.demangled,
+                                    s.size,
+                                    img.label
                                 ));
                             }
                             img.check_boundary(s, s.addr + offset).map_err(|why| {
-                                format!("{why}: {}+{offset:#x} in {}", h.demangled, img.label)
+                                anyhow!("{why:#}: {}+{offset:#x} in {}", h.demangled, img.label)
                             })?;
                         }
                     }
@@ -330,13 +334,13 @@ impl Images {
                 // Not a function: say so when it is a data symbol.
                 for img in self.matching(module) {
                     if has_data_symbol(&img.data, name) {
-                        return Err(format!(
+                        return Err(anyhow!(
                             "`{name}` in {} is a data object, not a function",
                             img.label
                         ));
                     }
                 }
-                Err(self.nothing(module))
+                Err(anyhow!(self.nothing(module)))
             }
             TargetSpec::Pattern { module, pattern } => {
                 let mut found: Vec<String> = Vec::new();
@@ -354,7 +358,7 @@ impl Images {
                     }
                 }
                 if found.is_empty() {
-                    return Err(format!("(pattern `{pattern}`) {}", self.nothing(module)));
+                    return Err(anyhow!("(pattern `{pattern}`) {}", self.nothing(module)));
                 }
                 Ok(Some(format!("functions: {}", found.join(", "))))
             }
@@ -370,8 +374,8 @@ impl Images {
                     }
                     if let Some(s) = func {
                         main.check_boundary(s, *a).map_err(|why| {
-                            format!(
-                                "{why}: {a:#x} is {}+{:#x} in {}",
+                            anyhow!(
+                                "{why:#}: {a:#x} is {}+{:#x} in {}",
                                 s.name,
                                 a - s.addr,
                                 main.label
@@ -383,7 +387,7 @@ impl Images {
                         .unwrap_or_else(|| format!("{a:#x}"));
                     Ok(Some(format!("{f} in {}", main.label)))
                 } else {
-                    Err(format!(
+                    Err(anyhow!(
                         "resolved to nothing: {a:#x} is not in the executable code of {} (addresses are link-time addresses of the main executable)",
                         main.label
                     ))
@@ -431,7 +435,7 @@ impl Images {
         module: &Option<ModuleSpec>,
         query: &str,
         pattern: bool,
-    ) -> Result<Vec<Listed>, String> {
+    ) -> anyhow::Result<Vec<Listed>> {
         let listed = |img: &Image, s: &Sym| {
             let d = names::demangle(&s.name);
             let name = d
@@ -479,7 +483,7 @@ impl Images {
                 continue;
             }
             if let Some(why) = names::ambiguity(query, &hits) {
-                return Err(format!("{why} (in {})", img.label));
+                return Err(anyhow!("{why} (in {})", img.label));
             }
             let mut seen: Vec<u64> = Vec::new();
             for h in hits {
@@ -519,7 +523,7 @@ impl Image {
     /// Is `addr` (link-time) an instruction boundary of function `f`,
     /// decoding from its start in the file? Ok when the bytes cannot be
     /// found (the runtime checks again in memory).
-    fn check_boundary(&self, f: &Sym, addr: u64) -> Result<(), String> {
+    fn check_boundary(&self, f: &Sym, addr: u64) -> anyhow::Result<()> {
         use object::ObjectSection;
         let Ok(file) = object::File::parse(&*self.data) else {
             return Ok(());
@@ -538,7 +542,7 @@ impl Image {
         match ptap_arch::decode::check_boundary(code, f.addr, addr) {
             Ok(_) => Ok(()),
             Err(ptap_arch::ArchError::NotBoundary) => {
-                Err("is not on an instruction boundary".to_string())
+                Err(anyhow!("is not on an instruction boundary"))
             }
             // Undecodable bytes, ...: the runtime decides (and explains).
             Err(_) => Ok(()),
@@ -562,12 +566,12 @@ fn canonical(p: &Path) -> PathBuf {
 }
 
 /// The interpreter of a `#!` script, resolved like execvp would.
-fn interpreter_of_script(exe: &Path) -> Result<Option<PathBuf>, String> {
+fn interpreter_of_script(exe: &Path) -> anyhow::Result<Option<PathBuf>> {
     use std::io::Read;
     let mut head = [0u8; 256];
     let n = std::fs::File::open(exe)
         .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+        .with_context(|| format!("cannot read {}", exe.display()))?;
     let Some(line) = head[..n].strip_prefix(b"#!") else {
         return Ok(None);
     };
@@ -589,12 +593,12 @@ struct Elf {
 }
 
 impl Elf {
-    fn parse(path: &Path, data: &[u8]) -> Result<Elf, String> {
-        let bad = |e: object::Error| format!("{} is not an x86-64 ELF file ({e})", path.display());
+    fn parse(path: &Path, data: &[u8]) -> anyhow::Result<Elf> {
+        let bad = |e: object::Error| anyhow!("{} is not an x86-64 ELF file ({e})", path.display());
         let header = object::elf::FileHeader64::<object::Endianness>::parse(data).map_err(bad)?;
         let endian = header.endian().map_err(bad)?;
         if header.e_machine(endian) != object::elf::EM_X86_64 {
-            return Err(format!("{} is not an x86-64 ELF file", path.display()));
+            return Err(anyhow!("{} is not an x86-64 ELF file", path.display()));
         }
         let mut elf = Elf {
             interp: None,

@@ -12,6 +12,7 @@
 //! target goes on), runs the `end` probes, prints the globals that were
 //! written but never read and the summary of anything lost.
 
+use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,7 +59,7 @@ pub fn resolve_exe(argv0: &str) -> Option<PathBuf> {
 }
 
 /// Run `prog`; the object is written to a private file the target loads.
-pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
+pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
     let meta = prog.meta();
     let in_target = meta.probes.iter().any(|p| {
         p.points.iter().any(|q| {
@@ -87,7 +88,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             ),
             (None, Some(argv)) => {
                 let exe = resolve_exe(&argv[0])
-                    .ok_or_else(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
+                    .with_context(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
                 (points::Images::load(&exe)?, exe.display().to_string())
             }
             (None, None) => unreachable!("checked above"),
@@ -118,7 +119,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
                 (Some(argv), None) => argv.join(" "),
                 (None, None) => "none".to_string(),
             };
-            let server = crate::serve::start(spec, meta, g, target)?;
+            let server = crate::serve::start(spec, meta, g, target).map_err(anyhow::Error::msg)?;
             eprintln!("ptap: serving metrics at http://{}/metrics", server.addr);
             Some(server)
         }

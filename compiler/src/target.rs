@@ -68,9 +68,9 @@ impl Target {
     }
 
     /// Some(status, when known) once the process has exited.
-    pub(crate) fn try_wait(&mut self) -> Result<Option<Option<std::process::ExitStatus>>, String> {
+    pub(crate) fn try_wait(&mut self) -> anyhow::Result<Option<Option<std::process::ExitStatus>>> {
         match self {
-            Target::Child(c) => Ok(c.try_wait().map_err(|e| e.to_string())?.map(Some)),
+            Target::Child(c) => Ok(c.try_wait()?.map(Some)),
             Target::Attached(a) => Ok(a.exited()),
         }
     }

@@ -95,18 +95,18 @@ impl Live {
     /// `globals_mb` MiB that starts with the module table. `pid`: the
     /// process `-x` attaches to (its session file is made for its user).
     pub fn new(globals_mb: u64, pid: Option<i32>) -> Result<Live, String> {
-        let ring = load::ring_size_from_env()?;
+        let ring = load::ring_size_from_env().map_err(|e| format!("{e:#}"))?;
         let area = globals_mb
             .checked_mul(1 << 20)
             .ok_or("PTAP_REPL_GLOBALS_MB is too large")?;
         let at = globals::offset_in_session(ring);
         let len = at + area as usize;
-        let owned = OwnedSession::create_for(ring, len, pid)?;
+        let owned = OwnedSession::create_for(ring, len, pid).map_err(|e| format!("{e:#}"))?;
         // SAFETY: the mapping is `len` bytes: the globals area follows the ring.
         let g = unsafe { host::globals_of(&owned.session) };
         g.init(area, 0);
-        let installed = load::runtime_path()?;
-        let snap = RuntimeSnapshot::new_for(&installed, true)?;
+        let installed = load::runtime_path().map_err(|e| format!("{e:#}"))?;
+        let snap = RuntimeSnapshot::new_for(&installed, true).map_err(|e| format!("{e:#}"))?;
         let dir = snap
             .path
             .parent()
@@ -161,7 +161,7 @@ impl Live {
             .snap
             .as_ref()
             .ok_or("the session has no private directory")?;
-        snap.dir.write(name, object)
+        snap.dir.write(name, object).map_err(|e| format!("{e:#}"))
     }
 
     /// Wait (bounded) until `pid` has joined the session and applied the

@@ -185,7 +185,7 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
         crate::serve::check_addr(addr)?;
     }
     if let Some(pid) = opts.pid {
-        crate::inject::check_pid(pid)?;
+        crate::inject::check_pid(pid).map_err(|e| format!("{e:#}"))?;
     }
     let mut live = Live::new(mb, opts.pid)?;
     let json = opts.format == crate::OutputFormat::Json;
@@ -637,10 +637,10 @@ impl Repl {
                 "pid {pid} is the target already: :detach first (or wait for it to exit)"
             ));
         }
-        let argv = crate::load::split_command(cmd)?;
+        let argv = crate::load::split_command(cmd).map_err(|e| format!("{e:#}"))?;
         let exe = crate::run::resolve_exe(&argv[0])
             .ok_or_else(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
-        let images = crate::points::Images::load(&exe)?;
+        let images = crate::points::Images::load(&exe).map_err(|e| format!("{e:#}"))?;
         self.set_images(images, exe);
         let mut l = self.live.lock().map_err(|_| "the session is broken")?;
         let mut env = vec![(
@@ -653,7 +653,8 @@ impl Repl {
         }
         self.had_target = true;
         let runtime = l.runtime();
-        let child = crate::load::spawn_with(&argv, &runtime, &l.owned, &env, self.verbose, true)?;
+        let child = crate::load::spawn_with(&argv, &runtime, &l.owned, &env, self.verbose, true)
+            .map_err(|e| format!("{e:#}"))?;
         let pid = child.id() as i32;
         ptap_compiler::codegen::host::set_target(&l.g, pid);
         l.target = Some(crate::target::Target::Child(child));
@@ -669,8 +670,8 @@ impl Repl {
         if let Some(p) = self.target_pid() {
             return Err(format!("pid {p} is the target already: :detach first"));
         }
-        crate::inject::check_pid(pid)?;
-        let images = crate::points::Images::from_pid(pid)?;
+        crate::inject::check_pid(pid).map_err(|e| format!("{e:#}"))?;
+        let images = crate::points::Images::from_pid(pid).map_err(|e| format!("{e:#}"))?;
         let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
             .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
         self.set_images(images, exe);
@@ -692,7 +693,8 @@ impl Repl {
             &[(ptap_rt::script::attach::ENV_TARGET, "1")],
             Err("the REPL does not load a second copy of the runtime"),
             self.verbose,
-        )?;
+        )
+        .map_err(|e| format!("{e:#}"))?;
         l.target = Some(crate::target::Target::Attached(a));
         l.say(&format!("ptap: attached to pid {pid}\n"));
         l.wait_joined(pid);

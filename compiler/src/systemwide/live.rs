@@ -44,7 +44,7 @@ impl LiveModule {
         if !super::privileged() {
             return Err(super::privilege_error());
         }
-        let pages = super::pages_from_env()?;
+        let pages = super::pages_from_env().map_err(|e| format!("{e:#}"))?;
         let events::Armed {
             events,
             rings,

@@ -22,6 +22,7 @@ mod sample;
 mod tracefs;
 mod uprobe;
 
+use anyhow::anyhow;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -34,14 +35,14 @@ use crate::run::RunOpts;
 /// Ring size per CPU, in pages (`PTAP_PERF_PAGES`, a power of two).
 const DEFAULT_PAGES: usize = 64;
 
-pub(crate) fn pages_from_env() -> Result<usize, String> {
+pub(crate) fn pages_from_env() -> anyhow::Result<usize> {
     match std::env::var("PTAP_PERF_PAGES") {
         Ok(v) => {
             let n: usize = v
                 .parse()
-                .map_err(|_| format!("PTAP_PERF_PAGES={v} is not a number"))?;
+                .map_err(|_| anyhow!("PTAP_PERF_PAGES={v} is not a number"))?;
             if !n.is_power_of_two() || !(1..=1 << 16).contains(&n) {
-                return Err(format!(
+                return Err(anyhow!(
                     "PTAP_PERF_PAGES={v} must be a power of two between 1 and 65536"
                 ));
             }
@@ -85,10 +86,10 @@ fn imports(prog: &Program, name: &str) -> bool {
 }
 
 /// Run `prog` system-wide until Ctrl-C, -T or `exit()`.
-pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
+pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
     let meta = prog.meta();
     if !privileged() {
-        return Err(privilege_error());
+        return Err(anyhow!(privilege_error()));
     }
     let pages = pages_from_env()?;
     let ring = load::ring_size_from_env()?;
@@ -100,7 +101,8 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     // Declared after the session: dropped (stopped) before it is unmapped.
     let _server = match opts.serve {
         Some(spec) => {
-            let server = crate::serve::start(spec, meta, g, "system-wide".into())?;
+            let server = crate::serve::start(spec, meta, g, "system-wide".into())
+                .map_err(anyhow::Error::msg)?;
             eprintln!("ptap: serving metrics at http://{}/metrics", server.addr);
             Some(server)
         }
@@ -111,7 +113,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     install_interrupt_handlers();
 
     let t0 = Instant::now();
-    let armed = events::arm(meta, &prog.module, pages, opts.verbose)?;
+    let armed = events::arm(meta, &prog.module, pages, opts.verbose).map_err(anyhow::Error::msg)?;
     if opts.verbose > 0 {
         for n in &armed.notes {
             eprintln!("ptap: {n}");
