@@ -260,15 +260,11 @@ pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
 fn module_program(opts: &crate::RunModuleOpts) -> anyhow::Result<(Program, Option<Vec<String>>)> {
     let module = opts.module.display();
     let object = std::fs::read(&opts.module).with_context(|| format!("cannot read `{module}`"))?;
-    let prog = Program::from_object(object)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("`{module}` is not a ptap probe module"))?;
+    let prog = Program::from_object(object).with_context(|| format!("`{module}` is not a ptap probe module"))?;
     Ok((prog, command_argv(opts.target.cmd.as_deref())?))
 }
 
 /// The -c command split into words, if there is one.
 fn command_argv(cmd: Option<&str>) -> anyhow::Result<Option<Vec<String>>> {
-    cmd.map(crate::load::split_command)
-        .transpose()
-        .map_err(anyhow::Error::msg)
+    cmd.map(crate::load::split_command).transpose()
 }

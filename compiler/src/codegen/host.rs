@@ -365,6 +365,15 @@ pub fn aborted(g: &Globals) -> bool {
     g.header().exit.load(Ordering::Acquire) == ptap_rt::script::attach::EXIT_ABORT
 }
 
+/// Why a probe module (`ptap run NAME.o`) cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleFileError {
+    #[error(transparent)]
+    Load(#[from] ptap_rt::script::load::LoadError),
+    #[error(transparent)]
+    Format(#[from] crate::output::BadFormat),
+}
+
 /// A compiled script as ptap runs it: the probe module (for the target)
 /// and the same module loaded into ptap (for begin/end/timer probes), with
 /// its parsed formats (to render the target's records).
@@ -391,12 +400,12 @@ impl Program {
     ) -> Result<Program, CodegenError> {
         let object = super::emit_object_for(script, exe)?;
         // The module was just written by us: failing to load it is a bug.
-        Program::from_object(object).map_err(CodegenError::Module)
+        Program::from_object(object).map_err(|e| CodegenError::Module(e.to_string()))
     }
 
     /// A module written earlier by `ptap -p4` (`ptap run NAME.o`).
-    pub fn from_object(object: Vec<u8>) -> Result<Program, String> {
-        let module = ptap_rt::script::load::load(&object).map_err(|e| e.to_string())?;
+    pub fn from_object(object: Vec<u8>) -> Result<Program, ModuleFileError> {
+        let module = ptap_rt::script::load::load(&object)?;
         let formats = crate::output::formats_of(&module.meta)?;
         Ok(Program {
             object,
