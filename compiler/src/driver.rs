@@ -61,7 +61,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     }
     if let Some(addr) = &opts.serve {
         if let Err(e) = crate::serve::check_addr(addr) {
-            return fail(&e);
+            return failed(&e);
         }
     }
     let input = match input(opts) {
@@ -260,7 +260,8 @@ pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
 fn module_program(opts: &crate::RunModuleOpts) -> anyhow::Result<(Program, Option<Vec<String>>)> {
     let module = opts.module.display();
     let object = std::fs::read(&opts.module).with_context(|| format!("cannot read `{module}`"))?;
-    let prog = Program::from_object(object).with_context(|| format!("`{module}` is not a ptap probe module"))?;
+    let prog = Program::from_object(object)
+        .with_context(|| format!("`{module}` is not a ptap probe module"))?;
     Ok((prog, command_argv(opts.target.cmd.as_deref())?))
 }
 

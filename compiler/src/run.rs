@@ -119,7 +119,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
                 (Some(argv), None) => argv.join(" "),
                 (None, None) => "none".to_string(),
             };
-            let server = crate::serve::start(spec, meta, g, target).map_err(anyhow::Error::msg)?;
+            let server = crate::serve::start(spec, meta, g, target)?;
             eprintln!("ptap: serving metrics at http://{}/metrics", server.addr);
             Some(server)
         }

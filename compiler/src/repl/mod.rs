@@ -16,6 +16,7 @@ mod commands;
 mod editor;
 mod live;
 
+use anyhow::{anyhow, Context};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -166,26 +167,26 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     }
     match run_inner(opts) {
         Ok(c) => c,
-        Err(e) => fail(&e),
+        Err(e) => fail(&format!("{e:#}")),
     }
 }
 
-fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
+fn run_inner(opts: &ScriptOpts) -> anyhow::Result<ExitCode> {
     let mb = match std::env::var("PTAP_REPL_GLOBALS_MB") {
         Ok(v) => v
             .parse::<u64>()
             .ok()
             .filter(|&n| (1..=65536).contains(&n))
-            .ok_or(format!(
-                "PTAP_REPL_GLOBALS_MB={v}: give a number of MiB between 1 and 65536"
-            ))?,
+            .with_context(|| {
+                format!("PTAP_REPL_GLOBALS_MB={v}: give a number of MiB between 1 and 65536")
+            })?,
         Err(_) => live::DEFAULT_GLOBALS_MB,
     };
     if let Some(addr) = &opts.serve {
         crate::serve::check_addr(addr)?;
     }
     if let Some(pid) = opts.pid {
-        crate::inject::check_pid(pid).map_err(|e| format!("{e:#}"))?;
+        crate::inject::check_pid(pid)?;
     }
     let mut live = Live::new(mb, opts.pid)?;
     let json = opts.format == crate::OutputFormat::Json;
@@ -198,7 +199,7 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
     let book = Book::new(lang, live.area_size(), live.globals_start());
     let file: Option<Box<dyn Write + Send>> = match &opts.output {
         Some(p) => Some(Box::new(
-            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            std::fs::File::create(p).with_context(|| format!("{}", p.display()))?,
         )),
         None => None,
     };
@@ -233,7 +234,11 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
                 // every process.
                 target: "system-wide".into(),
             }));
-            let g = repl.live.lock().map_err(|_| "the session is broken")?.g;
+            let g = repl
+                .live
+                .lock()
+                .map_err(|_| anyhow!("the session is broken"))?
+                .g;
             let server = crate::serve::start_shared(addr, view.clone(), g)?;
             repl.say(&format!(
                 "ptap: serving metrics at http://{}/metrics\n",
@@ -271,7 +276,7 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
                 pump_loop(&live, &printer, &stop, !terminal);
                 let _ = pumped.send(());
             })
-            .map_err(|e| format!("cannot start a thread: {e}"))?;
+            .context("cannot start a thread")?;
     }
     let code = if let Some(echo) = echo {
         editor::run(&mut repl, echo)
@@ -486,7 +491,7 @@ impl Repl {
         if unit.in_target() {
             if let Some(images) = &self.images {
                 if let Err(e) = images.resolve(&unit.meta) {
-                    self.say(&format!("ptap: {e}\n"));
+                    self.say(&format!("ptap: {e:#}\n"));
                     return false;
                 }
             }
@@ -501,7 +506,7 @@ impl Repl {
         l.set_render(self.book.render_meta(), self.book.base.formats.clone());
         if unit.eval {
             if let Err(e) = l.eval(&unit.object, base) {
-                l.say(&format!("ptap: {e}\n"));
+                l.say(&format!("ptap: {e:#}\n"));
             }
             drop(l);
             self.book.add_ghost(&name, &unit.source);
@@ -529,7 +534,7 @@ impl Repl {
         let id = match l.add_module(&unit.object, &unit.meta, base, in_target, wide) {
             Ok(id) => id,
             Err(e) => {
-                l.say(&format!("ptap: {e}\n"));
+                l.say(&format!("ptap: {e:#}\n"));
                 return false;
             }
         };
@@ -631,18 +636,21 @@ impl Repl {
 
     /// Start CMD with the runtime preloaded: it applies the session's
     /// modules before `main`.
-    fn start_cmd(&mut self, cmd: &str) -> Result<(), String> {
+    fn start_cmd(&mut self, cmd: &str) -> anyhow::Result<()> {
         if let Some(pid) = self.target_pid() {
-            return Err(format!(
+            return Err(anyhow!(
                 "pid {pid} is the target already: :detach first (or wait for it to exit)"
             ));
         }
-        let argv = crate::load::split_command(cmd).map_err(|e| format!("{e:#}"))?;
+        let argv = crate::load::split_command(cmd)?;
         let exe = crate::run::resolve_exe(&argv[0])
-            .ok_or_else(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
-        let images = crate::points::Images::load(&exe).map_err(|e| format!("{e:#}"))?;
+            .with_context(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
+        let images = crate::points::Images::load(&exe)?;
         self.set_images(images, exe);
-        let mut l = self.live.lock().map_err(|_| "the session is broken")?;
+        let mut l = self
+            .live
+            .lock()
+            .map_err(|_| anyhow!("the session is broken"))?;
         let mut env = vec![(
             ptap_rt::script::attach::ENV_TARGET,
             std::ffi::OsStr::new("1"),
@@ -653,8 +661,7 @@ impl Repl {
         }
         self.had_target = true;
         let runtime = l.runtime();
-        let child = crate::load::spawn_with(&argv, &runtime, &l.owned, &env, self.verbose, true)
-            .map_err(|e| format!("{e:#}"))?;
+        let child = crate::load::spawn_with(&argv, &runtime, &l.owned, &env, self.verbose, true)?;
         let pid = child.id() as i32;
         ptap_compiler::codegen::host::set_target(&l.g, pid);
         l.target = Some(crate::target::Target::Child(child));
@@ -666,25 +673,30 @@ impl Repl {
     }
 
     /// Load the runtime into the running process `pid`.
-    fn attach(&mut self, pid: i32) -> Result<(), String> {
+    fn attach(&mut self, pid: i32) -> anyhow::Result<()> {
         if let Some(p) = self.target_pid() {
-            return Err(format!("pid {p} is the target already: :detach first"));
+            return Err(anyhow!("pid {p} is the target already: :detach first"));
         }
-        crate::inject::check_pid(pid).map_err(|e| format!("{e:#}"))?;
-        let images = crate::points::Images::from_pid(pid).map_err(|e| format!("{e:#}"))?;
+        crate::inject::check_pid(pid)?;
+        let images = crate::points::Images::from_pid(pid)?;
         let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
-            .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
+            .with_context(|| format!("cannot read /proc/{pid}/exe"))?;
         self.set_images(images, exe);
         // The runtime starts with a module that probes nothing in the
         // process (an end probe is ptap's); the table brings the rest.
         let empty = ptap_lang::frontend("<empty>", "probe end {}", &self.book.opts)
-            .map_err(|f| f.render())
-            .and_then(|c| ptap_compiler::emit_object(&c).map_err(|e| e.to_string()))?;
-        let mut l = self.live.lock().map_err(|_| "the session is broken")?;
+            .map_err(|f| anyhow!(f.render()))
+            .and_then(|c| ptap_compiler::emit_object(&c).map_err(|e| anyhow!(e.to_string())))?;
+        let mut l = self
+            .live
+            .lock()
+            .map_err(|_| anyhow!("the session is broken"))?;
         self.had_target = true;
         let path = l.write_module("repl-0.o", &empty)?;
         ptap_compiler::codegen::host::set_target(&l.g, pid);
-        let snap = l.snapshot().ok_or("the session has no runtime snapshot")?;
+        let snap = l
+            .snapshot()
+            .context("the session has no runtime snapshot")?;
         let a = crate::load::attach_to(
             pid,
             snap,
@@ -693,8 +705,7 @@ impl Repl {
             &[(ptap_rt::script::attach::ENV_TARGET, "1")],
             Err("the REPL does not load a second copy of the runtime"),
             self.verbose,
-        )
-        .map_err(|e| format!("{e:#}"))?;
+        )?;
         l.target = Some(crate::target::Target::Attached(a));
         l.say(&format!("ptap: attached to pid {pid}\n"));
         l.wait_joined(pid);

@@ -101,8 +101,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
     // Declared after the session: dropped (stopped) before it is unmapped.
     let _server = match opts.serve {
         Some(spec) => {
-            let server = crate::serve::start(spec, meta, g, "system-wide".into())
-                .map_err(anyhow::Error::msg)?;
+            let server = crate::serve::start(spec, meta, g, "system-wide".into())?;
             eprintln!("ptap: serving metrics at http://{}/metrics", server.addr);
             Some(server)
         }
@@ -113,7 +112,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
     install_interrupt_handlers();
 
     let t0 = Instant::now();
-    let armed = events::arm(meta, &prog.module, pages, opts.verbose).map_err(anyhow::Error::msg)?;
+    let armed = events::arm(meta, &prog.module, pages, opts.verbose)?;
     if opts.verbose > 0 {
         for n in &armed.notes {
             eprintln!("ptap: {n}");
