@@ -79,20 +79,22 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
 
     // Resolve the probe points against the executable and its libraries
     // before anything runs: a point that resolves to nothing is an error.
-    if points::has_function_points(meta) && (opts.argv.is_some() || opts.pid.is_some()) {
-        let t = Instant::now();
-        let (images, what) = match (opts.pid, &opts.argv) {
-            (Some(pid), _) => (
-                points::Images::from_pid(pid)?,
-                format!("the objects mapped in pid {pid}"),
-            ),
-            (None, Some(argv)) => {
-                let exe = resolve_exe(&argv[0])
-                    .with_context(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
-                (points::Images::load(&exe)?, exe.display().to_string())
-            }
-            (None, None) => unreachable!("checked above"),
-        };
+    // (Without -c or -x there is no process to resolve against.)
+    let t = Instant::now();
+    let images = match (opts.pid, &opts.argv) {
+        _ if !points::has_function_points(meta) => None,
+        (Some(pid), _) => Some((
+            points::Images::from_pid(pid)?,
+            format!("the objects mapped in pid {pid}"),
+        )),
+        (None, Some(argv)) => {
+            let exe = resolve_exe(&argv[0])
+                .with_context(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
+            Some((points::Images::load(&exe)?, exe.display().to_string()))
+        }
+        (None, None) => None,
+    };
+    if let Some((images, what)) = images {
         let r = images.resolve(meta)?;
         if opts.verbose > 0 {
             for n in &r.notes {

@@ -93,7 +93,8 @@ pub fn timers(meta: &Meta) -> Vec<(usize, usize, u64)> {
 
 /// Run the begin / end / one timer probe(s) in ptap, in script order.
 /// `handler(i)` gives probe i's handler: from the module loaded into ptap
-/// (`ptap_rt::script::load::load`, ~0.1 ms) or from a [`super::jit::Jit`].
+/// (`ptap_rt::script::load::load`, ~0.1 ms; what ptap runs) or from a
+/// [`super::jit::Jit`] (the tests).
 /// Errors are written to the ring as error records (like the target's).
 /// Returns the number of handlers that failed.
 pub fn run_probes(
@@ -124,7 +125,7 @@ pub fn run_probes(
             ctx.point = qi as u32;
             ctx.pp = pt.text.as_ptr();
             ctx.pp_len = pt.text.len() as u64;
-            // SAFETY: a JIT handler of this module; ctx points to the live
+            // SAFETY: a handler of this module; ctx points to the live
             // session and globals; no registers (the checker allows no
             // register access in begin/end/timer probes).
             if unsafe { ptap_rt::script::run_handler(h, &mut ctx) } != 0 {
