@@ -483,7 +483,7 @@ impl Repl {
                 return true;
             }
             Err(diags) => {
-                self.say(&diags);
+                self.say(&diags.0);
                 return false;
             }
         };
