@@ -10,7 +10,8 @@
 //! module's init_module() before main and cleanup_module() at exit.
 //!
 //! While the target runs, ptap drains the ring to stdout (text records) and
-//! stderr (runtime diagnostics). Ctrl-C (or SIGTERM/SIGHUP) asks every
+//! stderr (runtime diagnostics), in the session loop scripts use
+//! (`event_loop.rs`). Ctrl-C (or SIGTERM/SIGHUP) asks every
 //! runtime of the session to detach: cleanup_module() runs, every probe is
 //! removed, and the target goes on (it runs in its own process group, so the
 //! terminal's Ctrl-C reaches only ptap). At the end ptap reports lost
