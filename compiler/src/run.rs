@@ -19,7 +19,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ptap_rt::script::attach;
-use ptap_rt::script::meta::PointKind;
+use ptap_rt::script::globals::Globals;
+use ptap_rt::script::meta::{Meta, PointKind};
 
 use crate::event_loop::{
     install_interrupt_handlers, session_loop, too_many_errors, Script, Sink, Stop, Watch,
@@ -77,35 +78,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
         crate::inject::check_pid(pid)?;
     }
 
-    // Resolve the probe points against the executable and its libraries
-    // before anything runs: a point that resolves to nothing is an error.
-    // (Without -c or -x there is no process to resolve against.)
-    let t = Instant::now();
-    let images = match (opts.pid, &opts.argv) {
-        _ if !points::has_function_points(meta) => None,
-        (Some(pid), _) => Some((
-            points::Images::from_pid(pid)?,
-            format!("the objects mapped in pid {pid}"),
-        )),
-        (None, Some(argv)) => {
-            let exe = resolve_exe(&argv[0])
-                .with_context(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
-            Some((points::Images::load(&exe)?, exe.display().to_string()))
-        }
-        (None, None) => None,
-    };
-    if let Some((images, what)) = images {
-        let r = images.resolve(meta)?;
-        if opts.verbose > 0 {
-            for n in &r.notes {
-                eprintln!("ptap: {n}");
-            }
-            eprintln!(
-                "ptap: resolved the probe points against {what} in {:.2?}",
-                t.elapsed()
-            );
-        }
-    }
+    resolve_points(meta, opts)?;
 
     let ring = load::ring_size_from_env()?;
     let owned = OwnedSession::create_for(ring, host::session_size(ring, meta), opts.pid)?;
@@ -136,79 +109,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
     sink.drain(&s, Some(prog));
 
     // The target, with a private copy of the runtime and of the module.
-    let mut target: Option<Target> = None;
-    let mut snapshot = None;
-    if let (Some(pid), false) = (opts.pid, in_target) {
-        // Nothing to load into it: target() is PID, and its exit ends the session.
-        host::set_target(&g, pid);
-        target = Some(Target::Attached(Attached::new(pid)));
-    } else if let (Some(pid), true) = (
-        opts.pid,
-        !host::exit_requested(&g) && !too_many_errors(&g, prog),
-    ) {
-        let installed = load::runtime_path()?;
-        let snap = RuntimeSnapshot::new_for(&installed, true)?;
-        let object = snap.dir.write("script.o", &prog.object)?;
-        let mut params = vec![(attach::ENV_TARGET, "1")];
-        if opts.no_follow {
-            params.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, "1"));
-        }
-        host::set_target(&g, pid);
-        let has_syscall_points = meta
-            .probes
-            .iter()
-            .flat_map(|p| &p.points)
-            .any(|q| matches!(q.target, ptap_rt::script::meta::TargetSpec::Syscall { .. }));
-        let second_ok = if has_syscall_points {
-            Err("system call probes cannot be armed by a second copy of the runtime")
-        } else {
-            Ok(())
-        };
-        let a = load::attach_to(
-            pid,
-            &snap,
-            &owned,
-            &object,
-            &params,
-            second_ok,
-            opts.verbose,
-        )?;
-        if opts.verbose > 0 {
-            eprintln!(
-                "ptap: attached to pid {pid} with {}: probes armed {:.2?} after ptap started",
-                object.display(),
-                crate::START.get().map_or(t0.elapsed(), |s| s.elapsed())
-            );
-        }
-        target = Some(Target::Attached(a));
-        snapshot = Some(snap);
-    } else if let Some(argv) = &opts.argv {
-        if !host::exit_requested(&g) && !too_many_errors(&g, prog) {
-            let installed = load::runtime_path()?;
-            let snap = RuntimeSnapshot::new(&installed)?;
-            let object = snap.dir.write("script.o", &prog.object)?;
-            let mut env = vec![
-                (ptap_rt::session::ENV_MODULE, object.as_os_str()),
-                (attach::ENV_TARGET, std::ffi::OsStr::new("1")),
-            ];
-            if opts.no_follow {
-                env.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
-                env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
-            }
-            let child = load::spawn(argv, &snap.path, &owned, &env, opts.verbose)?;
-            host::set_target(&g, child.id() as i32);
-            if opts.verbose > 0 {
-                eprintln!(
-                    "ptap: started {argv:?} (pid {}) with {} after {:.2?}",
-                    child.id(),
-                    object.display(),
-                    t0.elapsed()
-                );
-            }
-            target = Some(Target::Child(child));
-            snapshot = Some(snap);
-        }
-    }
+    let (mut target, snapshot) = start_target(prog, opts, in_target, &owned, &g, t0)?;
 
     let watch = match target.as_mut() {
         Some(t) => Watch::Process(t),
@@ -323,4 +224,137 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Resolve the probe points against the executable and its libraries
+/// (-c) or the objects mapped in the process (-x) before anything runs: a
+/// point that resolves to nothing is an error. (Without -c or -x there is
+/// no process to resolve against.)
+fn resolve_points(meta: &Meta, opts: &RunOpts) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let images = match (opts.pid, &opts.argv) {
+        _ if !points::has_function_points(meta) => None,
+        (Some(pid), _) => Some((
+            points::Images::from_pid(pid)?,
+            format!("the objects mapped in pid {pid}"),
+        )),
+        (None, Some(argv)) => {
+            let exe = resolve_exe(&argv[0])
+                .with_context(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
+            Some((points::Images::load(&exe)?, exe.display().to_string()))
+        }
+        (None, None) => None,
+    };
+    if let Some((images, what)) = images {
+        let r = images.resolve(meta)?;
+        if opts.verbose > 0 {
+            for n in &r.notes {
+                eprintln!("ptap: {n}");
+            }
+            eprintln!(
+                "ptap: resolved the probe points against {what} in {:.2?}",
+                t.elapsed()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The probed process and the private files it loads: -x PID with no probe
+/// to run in it is only watched (its exit ends the session); else the
+/// module is loaded into -x PID, or the -c command is started with it
+/// (not when the begin probes already ended the session).
+fn start_target(
+    prog: &Program,
+    opts: &RunOpts,
+    in_target: bool,
+    owned: &OwnedSession,
+    g: &Globals,
+    t0: Instant,
+) -> anyhow::Result<(Option<Target>, Option<RuntimeSnapshot>)> {
+    let ended = host::exit_requested(g) || too_many_errors(g, prog);
+    let (target, snapshot) = match (opts.pid, &opts.argv) {
+        (Some(pid), _) if !in_target => {
+            host::set_target(g, pid);
+            return Ok((Some(Target::Attached(Attached::new(pid))), None));
+        }
+        _ if ended => return Ok((None, None)),
+        (Some(pid), _) => attach_with(prog, opts, pid, owned, g, t0)?,
+        (None, Some(argv)) => spawn_with(prog, opts, argv, owned, g, t0)?,
+        (None, None) => return Ok((None, None)),
+    };
+    Ok((Some(target), Some(snapshot)))
+}
+
+/// `-x PID`: load the runtime and the module into the process.
+fn attach_with(
+    prog: &Program,
+    opts: &RunOpts,
+    pid: i32,
+    owned: &OwnedSession,
+    g: &Globals,
+    t0: Instant,
+) -> anyhow::Result<(Target, RuntimeSnapshot)> {
+    let installed = load::runtime_path()?;
+    let snap = RuntimeSnapshot::new_for(&installed, true)?;
+    let object = snap.dir.write("script.o", &prog.object)?;
+    let mut params = vec![(attach::ENV_TARGET, "1")];
+    if opts.no_follow {
+        params.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, "1"));
+    }
+    host::set_target(g, pid);
+    let has_syscall_points = prog
+        .meta()
+        .probes
+        .iter()
+        .flat_map(|p| &p.points)
+        .any(|q| matches!(q.target, ptap_rt::script::meta::TargetSpec::Syscall { .. }));
+    let second_ok = if has_syscall_points {
+        Err("system call probes cannot be armed by a second copy of the runtime")
+    } else {
+        Ok(())
+    };
+    let a = load::attach_to(pid, &snap, owned, &object, &params, second_ok, opts.verbose)?;
+    if opts.verbose > 0 {
+        eprintln!(
+            "ptap: attached to pid {pid} with {}: probes armed {:.2?} after ptap started",
+            object.display(),
+            crate::START.get().map_or(t0.elapsed(), |s| s.elapsed())
+        );
+    }
+    Ok((Target::Attached(a), snap))
+}
+
+/// `-c CMD`: start the command with the runtime preloaded and the module
+/// named in its environment.
+fn spawn_with(
+    prog: &Program,
+    opts: &RunOpts,
+    argv: &[String],
+    owned: &OwnedSession,
+    g: &Globals,
+    t0: Instant,
+) -> anyhow::Result<(Target, RuntimeSnapshot)> {
+    let installed = load::runtime_path()?;
+    let snap = RuntimeSnapshot::new(&installed)?;
+    let object = snap.dir.write("script.o", &prog.object)?;
+    let mut env = vec![
+        (ptap_rt::session::ENV_MODULE, object.as_os_str()),
+        (attach::ENV_TARGET, std::ffi::OsStr::new("1")),
+    ];
+    if opts.no_follow {
+        env.push((ptap_rt::lifecycle::ENV_NO_FOLLOW, std::ffi::OsStr::new("1")));
+        env.push((ptap_rt::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
+    }
+    let child = load::spawn(argv, &snap.path, owned, &env, opts.verbose)?;
+    host::set_target(g, child.id() as i32);
+    if opts.verbose > 0 {
+        eprintln!(
+            "ptap: started {argv:?} (pid {}) with {} after {:.2?}",
+            child.id(),
+            object.display(),
+            t0.elapsed()
+        );
+    }
+    Ok((Target::Child(child), snap))
 }
