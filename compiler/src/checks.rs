@@ -2,6 +2,7 @@
 //! filter that keeps a flood of identical runtime messages to one line and
 //! a count.
 
+use anyhow::{anyhow, Context};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
@@ -11,46 +12,46 @@ use std::path::Path;
 /// directory, an unreadable file, not ELF, an executable); what only the
 /// dynamic loader knows (undefined symbols, missing libraries) is reported
 /// by the runtime in the target, and ptap then exits 1.
-pub(crate) fn check_module(path: &Path) -> Result<(), String> {
+pub(crate) fn check_module(path: &Path) -> anyhow::Result<()> {
     let p = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("module {p}: {e}"))?;
+    let meta = std::fs::metadata(path).with_context(|| format!("module {p}"))?;
     if meta.is_dir() {
-        return Err(format!(
+        return Err(anyhow!(
             "module {p} is a directory, not a shared object (build the module with `cc -shared -fPIC`)"
         ));
     }
     if !meta.is_file() {
-        return Err(format!("module {p} is not a regular file"));
+        return Err(anyhow!("module {p} is not a regular file"));
     }
-    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read module {p}: {e}"))?;
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot read module {p}"))?;
     let mut head = Vec::new();
     f.by_ref()
         .take(1 << 20)
         .read_to_end(&mut head)
-        .map_err(|e| format!("cannot read module {p}: {e}"))?;
+        .with_context(|| format!("cannot read module {p}"))?;
     if !head.starts_with(b"\x7fELF") {
-        return Err(format!(
+        return Err(anyhow!(
             "module {p} is not an ELF shared object (build it with `cc -shared -fPIC`)"
         ));
     }
-    let data = std::fs::read(path).map_err(|e| format!("cannot read module {p}: {e}"))?;
+    let data = std::fs::read(path).with_context(|| format!("cannot read module {p}"))?;
     use object::read::elf::{Dyn, FileHeader, ProgramHeader};
     type Hdr = object::elf::FileHeader64<object::Endianness>;
-    let hdr = Hdr::parse(&*data).map_err(|e| format!("module {p} is not a valid ELF file: {e}"))?;
+    let hdr = Hdr::parse(&*data).with_context(|| format!("module {p} is not a valid ELF file"))?;
     let e = hdr
         .endian()
-        .map_err(|e| format!("module {p} is not a valid ELF file: {e}"))?;
+        .with_context(|| format!("module {p} is not a valid ELF file"))?;
     if hdr.e_machine(e) != object::elf::EM_X86_64 {
-        return Err(format!("module {p} is not an x86-64 shared object"));
+        return Err(anyhow!("module {p} is not an x86-64 shared object"));
     }
     if hdr.e_type(e) != object::elf::ET_DYN {
-        return Err(format!(
+        return Err(anyhow!(
             "module {p} is an executable or object file, not a shared object (build it with `cc -shared -fPIC`)"
         ));
     }
     let phdrs = hdr
         .program_headers(e, &*data)
-        .map_err(|e| format!("module {p} is not a valid ELF file: {e}"))?;
+        .with_context(|| format!("module {p} is not a valid ELF file"))?;
     let pie = phdrs.iter().any(|ph| {
         ph.p_type(e) == object::elf::PT_INTERP
             || ph.dynamic(e, &*data).ok().flatten().is_some_and(|d| {
@@ -61,7 +62,7 @@ pub(crate) fn check_module(path: &Path) -> Result<(), String> {
             })
     });
     if pie {
-        return Err(format!(
+        return Err(anyhow!(
             "module {p} is a position-independent executable, not a shared object (build it with `cc -shared -fPIC`)"
         ));
     }

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::{bail, Context};
 use ptap_compiler::codegen::host::Program;
 use ptap_lang::diag::ToDiagnostic;
 use ptap_lang::{Options, Sources};
@@ -18,7 +19,7 @@ struct Input {
     args: Vec<String>,
 }
 
-fn input(opts: &ScriptOpts) -> Result<Input, String> {
+fn input(opts: &ScriptOpts) -> anyhow::Result<Input> {
     if let Some(text) = &opts.expr {
         return Ok(Input {
             name: "<command line>".into(),
@@ -27,22 +28,24 @@ fn input(opts: &ScriptOpts) -> Result<Input, String> {
         });
     }
     let Some((path, args)) = opts.rest.split_first() else {
-        return Err("no script: give SCRIPT.pt, `-e TEXT` or `-` (stdin); see --help".into());
+        bail!("no script: give SCRIPT.pt, `-e TEXT` or `-` (stdin); see --help");
     };
     let args = args.to_vec();
     if path == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| format!("cannot read stdin: {e}"))?;
+            .context("cannot read stdin")?;
         return Ok(Input {
             name: "<stdin>".into(),
             text,
             args,
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
-    let text = String::from_utf8(bytes).map_err(|_| format!("`{path}` is not UTF-8 text"))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{path}`"))?;
+    let Ok(text) = String::from_utf8(bytes) else {
+        bail!("`{path}` is not UTF-8 text");
+    };
     Ok(Input {
         name: path.clone(),
         text,
@@ -58,12 +61,12 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     }
     if let Some(addr) = &opts.serve {
         if let Err(e) = crate::serve::check_addr(addr) {
-            return fail(&e);
+            return failed(&e);
         }
     }
     let input = match input(opts) {
         Ok(i) => i,
-        Err(msg) => return fail(&msg),
+        Err(e) => return failed(&e),
     };
     let lang_opts = Options {
         guru: opts.guru,
@@ -117,7 +120,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     // The -c command: its executable gives `$name` their debug info.
     let argv = match command_argv(opts.cmd.as_deref()) {
         Ok(a) => a,
-        Err(e) => return fail(&e),
+        Err(e) => return failed(&e),
     };
     // With -x, the running process's executable.
     let exe = match opts.pid {
@@ -149,8 +152,10 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
         } else {
             format!("{name}.o")
         };
-        if let Err(e) = std::fs::write(&path, object) {
-            return fail(&format!("cannot write `{path}`: {e}"));
+        if let Err(e) =
+            std::fs::write(&path, object).with_context(|| format!("cannot write `{path}`"))
+        {
+            return failed(&e);
         }
         return output(opts, &format!("{path}\n"));
     }
@@ -190,13 +195,18 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
 pub fn run_program(prog: &Program, opts: &crate::run::RunOpts) -> ExitCode {
     match crate::run::run(prog, opts) {
         Ok(code) => code,
-        Err(e) => fail(&e),
+        Err(e) => failed(&e),
     }
 }
 
 fn fail(msg: &str) -> ExitCode {
     eprintln!("ptap: {msg}");
     ExitCode::from(1)
+}
+
+/// An error and its causes on one line ("what: why"), exit status 1.
+fn failed(e: &anyhow::Error) -> ExitCode {
+    fail(&format!("{e:#}"))
 }
 
 fn diagnostics(rendered: &str) -> ExitCode {
@@ -207,15 +217,16 @@ fn diagnostics(rendered: &str) -> ExitCode {
 fn output(opts: &ScriptOpts, text: &str) -> ExitCode {
     match write_output(opts, text) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Err(e) => failed(&e),
     }
 }
 
-fn write_output(opts: &ScriptOpts, text: &str) -> Result<(), String> {
+fn write_output(opts: &ScriptOpts, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     match &opts.output {
-        Some(path) => std::fs::write(path, text)
-            .map_err(|e| format!("cannot write `{}`: {e}", path.display())),
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("cannot write `{}`", path.display()))
+        }
         None => {
             let mut out = std::io::stdout().lock();
             // A closed pipe (ptap -p2 x | head) is not an error worth a message.
@@ -227,39 +238,34 @@ fn write_output(opts: &ScriptOpts, text: &str) -> Result<(), String> {
 
 /// `ptap run NAME.o [-c CMD]`.
 pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
-    let object = match std::fs::read(&opts.module) {
-        Ok(o) => o,
-        Err(e) => return fail(&format!("cannot read `{}`: {e}", opts.module.display())),
-    };
-    let prog = match Program::from_object(object) {
-        Ok(p) => p,
-        Err(e) => {
-            return fail(&format!(
-                "`{}` is not a ptap probe module: {e}",
-                opts.module.display()
-            ))
-        }
-    };
-    let argv = match command_argv(opts.target.cmd.as_deref()) {
-        Ok(a) => a,
-        Err(e) => return fail(&e),
-    };
-    run_program(
-        &prog,
-        &crate::run::RunOpts {
-            argv,
-            output: opts.target.output.as_deref(),
-            timeout: opts.target.timeout,
-            verbose: opts.target.verbose,
-            no_follow: opts.target.no_follow,
-            pid: opts.target.pid,
-            serve: None,
-            json: opts.format == crate::OutputFormat::Json,
-        },
-    )
+    match module_program(opts) {
+        Ok((prog, argv)) => run_program(
+            &prog,
+            &crate::run::RunOpts {
+                argv,
+                output: opts.target.output.as_deref(),
+                timeout: opts.target.timeout,
+                verbose: opts.target.verbose,
+                no_follow: opts.target.no_follow,
+                pid: opts.target.pid,
+                serve: None,
+                json: opts.format == crate::OutputFormat::Json,
+            },
+        ),
+        Err(e) => failed(&e),
+    }
+}
+
+/// The program of `ptap run NAME.o`, and the -c command.
+fn module_program(opts: &crate::RunModuleOpts) -> anyhow::Result<(Program, Option<Vec<String>>)> {
+    let module = opts.module.display();
+    let object = std::fs::read(&opts.module).with_context(|| format!("cannot read `{module}`"))?;
+    let prog = Program::from_object(object)
+        .with_context(|| format!("`{module}` is not a ptap probe module"))?;
+    Ok((prog, command_argv(opts.target.cmd.as_deref())?))
 }
 
 /// The -c command split into words, if there is one.
-fn command_argv(cmd: Option<&str>) -> Result<Option<Vec<String>>, String> {
+fn command_argv(cmd: Option<&str>) -> anyhow::Result<Option<Vec<String>>> {
     cmd.map(crate::load::split_command).transpose()
 }

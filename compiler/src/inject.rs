@@ -32,6 +32,7 @@
 
 mod masks;
 
+use anyhow::{anyhow, Context};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -48,9 +49,9 @@ use object::{Object, ObjectSegment, ObjectSymbol};
 pub use ptap_rt_core::proc::maps::Mapping;
 
 /// The file-backed mappings of `pid`, in address order.
-pub fn mappings(pid: i32) -> Result<Vec<Mapping>, String> {
+pub fn mappings(pid: i32) -> anyhow::Result<Vec<Mapping>> {
     let text = ptap_rt_core::proc::maps::read(format!("{}/maps", proc_of(pid)))
-        .map_err(|e| format!("cannot read /proc/{pid}/maps: {e}"))?;
+        .with_context(|| format!("cannot read /proc/{pid}/maps"))?;
     Ok(ptap_rt_core::proc::maps::parse(&text)
         .filter(|m| m.is_file())
         .map(|m| m.to_owned())
@@ -114,22 +115,22 @@ fn eperm_hint(pid: i32) -> String {
 }
 
 /// Check that `pid` is a process ptap can attach to (exists, not ptap).
-pub fn check_pid(pid: i32) -> Result<(), String> {
+pub fn check_pid(pid: i32) -> anyhow::Result<()> {
     if pid <= 0 {
-        return Err(format!("-x {pid}: not a process id"));
+        return Err(anyhow!("-x {pid}: not a process id"));
     }
     if pid == std::process::id() as i32 {
-        return Err("-x: ptap cannot attach to itself".into());
+        return Err(anyhow!("-x: ptap cannot attach to itself"));
     }
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|_| format!("-x {pid}: no such process"))?;
+        .map_err(|_| anyhow!("-x {pid}: no such process"))?;
     // The main thread may have ended (pthread_exit) while others run.
     match pick_thread(pid) {
-        None => return Err(format!("-x {pid}: the process has exited (zombie)")),
+        None => return Err(anyhow!("-x {pid}: the process has exited (zombie)")),
         Some(t) if t != pid => {
             // Its /proc/self (maps, mem, exe) is gone, and the runtime
             // reads it to find symbols and patch code.
-            return Err(format!(
+            return Err(anyhow!(
                 "-x {pid}: the main thread of the process has exited (pthread_exit) while thread {t} runs: not supported (the runtime needs the process's /proc/self)"
             ));
         }
@@ -143,20 +144,20 @@ pub fn check_pid(pid: i32) -> Result<(), String> {
         .and_then(|v| v.trim().parse::<i32>().ok())
     {
         if tgid != pid {
-            return Err(format!(
+            return Err(anyhow!(
                 "-x {pid}: that is a thread of process {tgid}; give the process id"
             ));
         }
     }
     if std::fs::read_to_string(format!("{}/maps", proc_of(pid))).is_ok_and(|m| m.is_empty()) {
-        return Err(format!(
+        return Err(anyhow!(
             "-x {pid}: the process has no user-space memory (a kernel thread?)"
         ));
     }
     // Reading the maps needs the same permission as ptrace's read access.
     if let Err(e) = std::fs::File::open(format!("{}/maps", proc_of(pid))) {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
-            return Err(format!(
+            return Err(anyhow!(
                 "not permitted to trace pid {pid} ({e}): {}",
                 eperm_hint(pid)
             ));
@@ -207,7 +208,7 @@ fn file_name(path: &str) -> &str {
 
 /// Find dlopen in the target: libc's (glibc >= 2.34), libdl's, or glibc's
 /// private `__libc_dlopen_mode` (older glibc; same arguments).
-pub fn find_dlopen(pid: i32, maps: &[Mapping]) -> Result<DlFns, String> {
+pub fn find_dlopen(pid: i32, maps: &[Mapping]) -> anyhow::Result<DlFns> {
     let files = mapped_files(maps);
     let exe = std::fs::read_link(format!("{}/exe", proc_of(pid)))
         .map(|p| p.display().to_string())
@@ -222,7 +223,7 @@ pub fn find_dlopen(pid: i32, maps: &[Mapping]) -> Result<DlFns, String> {
         .iter()
         .any(|(p, _)| file_name(p).starts_with("ld-linux") || file_name(p).starts_with("ld-"));
     if !interp || libc.is_none() {
-        return Err(format!(
+        return Err(anyhow!(
             "pid {pid} ({exe}) has no dynamic loader or no glibc mapped (statically linked, or not a glibc program): ptap cannot load its runtime there"
         ));
     }
@@ -256,7 +257,7 @@ pub fn find_dlopen(pid: i32, maps: &[Mapping]) -> Result<DlFns, String> {
             });
         }
     }
-    Err(format!(
+    Err(anyhow!(
         "pid {pid} ({exe}): no dlopen found in {lpath} (nor libdl): ptap cannot load its runtime there"
     ))
 }
@@ -310,7 +311,7 @@ struct Saved {
     xstate: Vec<u8>,
 }
 
-fn wait_stop(tid: Pid, deadline: Option<Instant>, what: &str) -> Result<WaitStatus, String> {
+fn wait_stop(tid: Pid, deadline: Option<Instant>, what: &str) -> anyhow::Result<WaitStatus> {
     let mut warned = false;
     let t0 = Instant::now();
     loop {
@@ -318,10 +319,10 @@ fn wait_stop(tid: Pid, deadline: Option<Instant>, what: &str) -> Result<WaitStat
             Ok(WaitStatus::StillAlive) => {}
             Ok(st) => return Ok(st),
             Err(Errno::EINTR) => {}
-            Err(e) => return Err(format!("waitpid({tid}): {e}")),
+            Err(e) => return Err(anyhow!("waitpid({tid}): {e}")),
         }
         if deadline.is_some_and(|d| Instant::now() > d) {
-            return Err(format!("thread {tid} did not stop for ptrace ({what})"));
+            return Err(anyhow!("thread {tid} did not stop for ptrace ({what})"));
         }
         if !warned && t0.elapsed() > Duration::from_secs(5) {
             warned = true;
@@ -334,7 +335,7 @@ fn wait_stop(tid: Pid, deadline: Option<Instant>, what: &str) -> Result<WaitStat
 }
 
 impl Traced {
-    fn seize(tid: i32) -> Result<Traced, String> {
+    fn seize(tid: i32) -> anyhow::Result<Traced> {
         let t = Pid::from_raw(tid);
         match ptrace::seize(t, ptrace::Options::empty()) {
             Ok(()) => Ok(Traced {
@@ -342,19 +343,19 @@ impl Traced {
                 saved: None,
                 live: true,
             }),
-            Err(Errno::EPERM) => Err(format!(
+            Err(Errno::EPERM) => Err(anyhow!(
                 "not permitted to trace pid {tid} (ptrace: EPERM): {}",
                 eperm_hint(tid)
             )),
-            Err(Errno::ESRCH) => Err(format!("no such process: {tid}")),
-            Err(e) => Err(format!("cannot trace pid {tid}: ptrace(PTRACE_SEIZE): {e}")),
+            Err(Errno::ESRCH) => Err(anyhow!("no such process: {tid}")),
+            Err(e) => Err(anyhow!("cannot trace pid {tid}: ptrace(PTRACE_SEIZE): {e}")),
         }
     }
 
     /// Stop the thread (PTRACE_INTERRUPT) and wait for the stop; pending
     /// signals are passed through on the way.
-    fn stop(&mut self) -> Result<(), String> {
-        ptrace::interrupt(self.tid).map_err(|e| format!("PTRACE_INTERRUPT: {e}"))?;
+    fn stop(&mut self) -> anyhow::Result<()> {
+        ptrace::interrupt(self.tid).context("PTRACE_INTERRUPT")?;
         let deadline = Some(Instant::now() + Duration::from_secs(5));
         loop {
             match wait_stop(self.tid, deadline, "interrupt")? {
@@ -362,28 +363,28 @@ impl Traced {
                     return Ok(())
                 }
                 WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP) => {
-                    return Err(format!(
+                    return Err(anyhow!(
                         "the process is stopped ({sig}, job control): continue it first (kill -CONT)"
                     ));
                 }
                 WaitStatus::Stopped(_, sig) => {
                     // A signal on its way to the thread: deliver it, the
                     // interrupt stop comes next.
-                    ptrace::cont(self.tid, sig).map_err(|e| format!("PTRACE_CONT: {e}"))?;
+                    ptrace::cont(self.tid, sig).context("PTRACE_CONT")?;
                 }
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
                     self.live = false;
-                    return Err("the process exited".into());
+                    return Err(anyhow!("the process exited"));
                 }
                 _ => {
-                    ptrace::cont(self.tid, None).map_err(|e| format!("PTRACE_CONT: {e}"))?;
+                    ptrace::cont(self.tid, None).context("PTRACE_CONT")?;
                 }
             }
         }
     }
 
-    fn save(&mut self) -> Result<&Saved, String> {
-        let regs = ptrace::getregs(self.tid).map_err(|e| format!("PTRACE_GETREGS: {e}"))?;
+    fn save(&mut self) -> anyhow::Result<&Saved> {
+        let regs = ptrace::getregs(self.tid).context("PTRACE_GETREGS")?;
         let mut xstate = vec![0u8; 64 * 1024];
         let mut iov = libc::iovec {
             iov_base: xstate.as_mut_ptr() as *mut libc::c_void,
@@ -399,7 +400,7 @@ impl Traced {
             )
         };
         if r != 0 {
-            return Err(format!(
+            return Err(anyhow!(
                 "PTRACE_GETREGSET(NT_X86_XSTATE): {}",
                 std::io::Error::last_os_error()
             ));
@@ -409,11 +410,11 @@ impl Traced {
     }
 
     /// Put the saved registers back (the thread must be stopped).
-    fn restore(&mut self) -> Result<(), String> {
+    fn restore(&mut self) -> anyhow::Result<()> {
         let Some(s) = self.saved.as_mut() else {
             return Ok(());
         };
-        ptrace::setregs(self.tid, s.regs).map_err(|e| format!("PTRACE_SETREGS: {e}"))?;
+        ptrace::setregs(self.tid, s.regs).context("PTRACE_SETREGS")?;
         let mut iov = libc::iovec {
             iov_base: s.xstate.as_mut_ptr() as *mut libc::c_void,
             iov_len: s.xstate.len(),
@@ -428,7 +429,7 @@ impl Traced {
             )
         };
         if r != 0 {
-            return Err(format!(
+            return Err(anyhow!(
                 "PTRACE_SETREGSET(NT_X86_XSTATE): {}",
                 std::io::Error::last_os_error()
             ));
@@ -438,20 +439,20 @@ impl Traced {
 
     /// Call `func(args...)` on the stopped thread; returns rax. Signals
     /// that arrive meanwhile are delivered to the target as usual.
-    fn call(&mut self, func: u64, args: &[u64], data: &[u8]) -> Result<u64, String> {
-        let saved = self.saved.as_ref().ok_or("registers not saved")?.regs;
+    fn call(&mut self, func: u64, args: &[u64], data: &[u8]) -> anyhow::Result<u64> {
+        let saved = self.saved.as_ref().context("registers not saved")?.regs;
         let mem = File::options()
             .read(true)
             .write(true)
             .open(format!("/proc/{}/mem", self.tid))
-            .map_err(|e| format!("cannot open /proc/{}/mem: {e}", self.tid))?;
+            .with_context(|| format!("cannot open /proc/{}/mem", self.tid))?;
         // Below the red zone: the data, then the return address (0).
         let data_at = (saved.rsp - 128 - data.len() as u64) & !15;
         let sp = ((data_at - 64) & !15) - 8; // rsp+8 16-byte aligned at entry
         mem.write_all_at(data, data_at)
-            .map_err(|e| format!("cannot write the target's stack: {e}"))?;
+            .context("cannot write the target's stack")?;
         mem.write_all_at(&0u64.to_le_bytes(), sp)
-            .map_err(|e| format!("cannot write the target's stack: {e}"))?;
+            .context("cannot write the target's stack")?;
         let mut r = saved;
         r.rip = func;
         r.rsp = sp;
@@ -464,31 +465,29 @@ impl Traced {
         r.rdi = a.next().unwrap_or(0);
         r.rsi = a.next().unwrap_or(0);
         r.rdx = a.next().unwrap_or(0);
-        ptrace::setregs(self.tid, r).map_err(|e| format!("PTRACE_SETREGS: {e}"))?;
-        ptrace::cont(self.tid, None).map_err(|e| format!("PTRACE_CONT: {e}"))?;
+        ptrace::setregs(self.tid, r).context("PTRACE_SETREGS")?;
+        ptrace::cont(self.tid, None).context("PTRACE_CONT")?;
         loop {
             match wait_stop(self.tid, None, "the injected dlopen")? {
                 WaitStatus::Stopped(_, Signal::SIGSEGV) => {
-                    let now =
-                        ptrace::getregs(self.tid).map_err(|e| format!("PTRACE_GETREGS: {e}"))?;
+                    let now = ptrace::getregs(self.tid).context("PTRACE_GETREGS")?;
                     if now.rip == 0 && now.rsp == sp + 8 {
                         return Ok(now.rax);
                     }
                     // A fault of the target's own (or a probe handler's
                     // guarded read): its handlers decide.
-                    ptrace::cont(self.tid, Signal::SIGSEGV)
-                        .map_err(|e| format!("PTRACE_CONT: {e}"))?;
+                    ptrace::cont(self.tid, Signal::SIGSEGV).context("PTRACE_CONT")?;
                 }
                 WaitStatus::Stopped(_, sig) => {
-                    ptrace::cont(self.tid, sig).map_err(|e| format!("PTRACE_CONT: {e}"))?;
+                    ptrace::cont(self.tid, sig).context("PTRACE_CONT")?;
                 }
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
                     self.live = false;
-                    return Err("the process exited during the injected call".into());
+                    return Err(anyhow!("the process exited during the injected call"));
                 }
                 _ => {
                     // Job-control stop (PTRACE_EVENT_STOP): finish the call first.
-                    ptrace::cont(self.tid, None).map_err(|e| format!("PTRACE_CONT: {e}"))?;
+                    ptrace::cont(self.tid, None).context("PTRACE_CONT")?;
                 }
             }
         }
@@ -504,12 +503,12 @@ impl Traced {
         Some(String::from_utf8_lossy(&buf[..end]).into_owned())
     }
 
-    fn detach(&mut self) -> Result<(), String> {
+    fn detach(&mut self) -> anyhow::Result<()> {
         let r = self.restore();
         self.saved = None;
         if self.live {
             self.live = false;
-            ptrace::detach(self.tid, None).map_err(|e| format!("PTRACE_DETACH: {e}"))?;
+            ptrace::detach(self.tid, None).context("PTRACE_DETACH")?;
         }
         r
     }
@@ -519,7 +518,7 @@ impl Drop for Traced {
     fn drop(&mut self) {
         if self.live {
             if let Err(e) = self.detach() {
-                eprintln!("ptap: while detaching from thread {}: {e}", self.tid);
+                eprintln!("ptap: while detaching from thread {}: {e:#}", self.tid);
             }
         }
     }
@@ -601,12 +600,12 @@ pub fn inject(
     fns: &DlFns,
     init: &str,
     verbose: u8,
-) -> Result<(InjectTimes, i32), String> {
+) -> anyhow::Result<(InjectTimes, i32)> {
     // Before stopping anything: where `init` is in the library.
-    let data = std::fs::read(lib).map_err(|e| format!("cannot read {}: {e}", lib.display()))?;
+    let data = std::fs::read(lib).with_context(|| format!("cannot read {}", lib.display()))?;
     let init_off = symbol_offsets(&data, &[init])
         .and_then(|v| v[0])
-        .ok_or_else(|| format!("{} does not export {init}", lib.display()))?;
+        .with_context(|| format!("{} does not export {init}", lib.display()))?;
     drop(data);
     let mut times = InjectTimes::default();
     // No thread may keep SIGTRAP & co. blocked once probes go in.
@@ -620,7 +619,7 @@ pub fn inject(
         );
     }
     let maps = mappings(pid)?;
-    let tid = pick_thread(pid).ok_or_else(|| format!("pid {pid} has exited"))?;
+    let tid = pick_thread(pid).with_context(|| format!("pid {pid} has exited"))?;
     let t0 = Instant::now();
     let mut t = Traced::seize(tid)?;
     t.stop()?;
@@ -633,7 +632,7 @@ pub fn inject(
     // short runs of the thread; then give up with an error.
     let (mut segv_ok, mut safe) = (false, false);
     for _ in 0..SAFE_SPOT_TRIES {
-        let regs = ptrace::getregs(t.tid).map_err(|e| format!("PTRACE_GETREGS: {e}"))?;
+        let regs = ptrace::getregs(t.tid).context("PTRACE_GETREGS")?;
         segv_ok = segv_deliverable(pid, tid);
         safe = safe_spot(&regs, &maps);
         if segv_ok && safe {
@@ -641,7 +640,7 @@ pub fn inject(
         }
         times.retries += 1;
         paused_before += paused_at.elapsed();
-        ptrace::cont(t.tid, None).map_err(|e| format!("PTRACE_CONT: {e}"))?;
+        ptrace::cont(t.tid, None).context("PTRACE_CONT")?;
         std::thread::sleep(Duration::from_micros(200));
         t.stop()?;
         paused_at = Instant::now();
@@ -650,12 +649,12 @@ pub fn inject(
         // The return to address 0 must raise a SIGSEGV ptap can take
         // away: the kernel would reset a blocked or ignored SIGSEGV's
         // handler to the default before ptap sees it.
-        return Err(format!(
+        return Err(anyhow!(
             "thread {tid} of pid {pid} keeps SIGSEGV blocked or ignored (in a SIGSEGV handler?): ptap cannot call into it safely; try again"
         ));
     }
     if !safe {
-        return Err(format!(
+        return Err(anyhow!(
             "thread {tid} of pid {pid} was inside libc or the dynamic loader each of the {SAFE_SPOT_TRIES} times ptap stopped it (calling dlopen there could re-enter malloc): try again"
         ));
     }
@@ -722,7 +721,7 @@ pub fn inject(
     t.detach()?;
     times.paused = paused_before + paused_at.elapsed();
     match err {
-        Some(e) => Err(e),
+        Some(e) => Err(anyhow!(e)),
         None => Ok((times, ret)),
     }
 }

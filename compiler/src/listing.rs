@@ -5,6 +5,7 @@
 //! `$return:TYPE` for kretprobes. Functions are selected exactly as the
 //! points of a script are (`points::Images::list`).
 
+use anyhow::{anyhow, Context};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,49 +24,49 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
             text.push('\n');
             let written = match &opts.output {
                 Some(path) => std::fs::write(path, text)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display())),
+                    .with_context(|| format!("cannot write {}", path.display())),
                 None => std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
-                    .map_err(|e| format!("cannot write the listing: {e}")),
+                    .context("cannot write the listing"),
             };
             match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("ptap: {e}");
+                    eprintln!("ptap: {e:#}");
                     ExitCode::FAILURE
                 }
             }
         }
         Err(e) => {
-            eprintln!("ptap: {e}");
+            eprintln!("ptap: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
 /// `kprobe(T)`, `jprobe(T)`, `kretprobe(T)` or a bare `T` (a kprobe).
-fn split_point(text: &str) -> Result<(&str, &str), String> {
+fn split_point(text: &str) -> anyhow::Result<(&str, &str)> {
     let text = text.trim();
     for kind in ["kprobe", "jprobe", "kretprobe"] {
         if let Some(rest) = text.strip_prefix(kind) {
             let rest = rest.trim_start();
             return match rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
                 Some(t) => Ok((kind, t)),
-                None => Err(format!("bad point `{text}`: write {kind}(TARGET)")),
+                None => Err(anyhow!("bad point `{text}`: write {kind}(TARGET)")),
             };
         }
     }
     Ok(("kprobe", text))
 }
 
-fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
+fn list(opts: &ScriptOpts) -> anyhow::Result<Vec<String>> {
     let (point, vars) = match (&opts.list, &opts.list_vars) {
         (Some(p), None) => (p.as_str(), false),
         (None, Some(p)) => (p.as_str(), true),
-        _ => return Err("give one of -l POINT and -L POINT".into()),
+        _ => return Err(anyhow!("give one of -l POINT and -L POINT")),
     };
     let (kind, raw) = split_point(point)?;
     let target = ptap_lang::points::parse_target(raw, ptap_lang::Span::default())
-        .map_err(|e| e.to_diagnostic_message())?;
+        .map_err(|e| anyhow!(e.to_diagnostic_message()))?;
     // System calls need no program.
     match &target {
         // `sys_open*`: one line per matching call (and alias).
@@ -83,16 +84,16 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
         (Some(pid), _, _) => {
             if let Target::Line { .. } = &target {
                 let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
-                    .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
+                    .with_context(|| format!("cannot read /proc/{pid}/exe"))?;
                 return line_points(kind, raw, &target, &exe, vars, opts.verbose > 0);
             }
             Images::from_pid(pid)?
         }
         (None, Some(cmd), _) => {
-            let argv = shlex::split(cmd).ok_or_else(|| format!("cannot split -c `{cmd}`"))?;
-            let argv0 = argv.first().ok_or("-c needs a command")?;
+            let argv = shlex::split(cmd).with_context(|| format!("cannot split -c `{cmd}`"))?;
+            let argv0 = argv.first().context("-c needs a command")?;
             let exe = crate::run::resolve_exe(argv0)
-                .ok_or_else(|| format!("cannot find `{argv0}` (searched PATH)"))?;
+                .with_context(|| format!("cannot find `{argv0}` (searched PATH)"))?;
             if let Target::Line { .. } = &target {
                 return line_points(kind, raw, &target, &exe, vars, opts.verbose > 0);
             }
@@ -105,10 +106,9 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
             Images::load(Path::new(path))?
         }
         (None, None, None) => {
-            return Err(
+            return Err(anyhow!(
                 "what program? give -c CMD, -x PID or its path (ptap -l 'kprobe(f*)' /bin/ls)"
-                    .into(),
-            )
+            ))
         }
     };
     let (module, query, pattern) = match &target {
@@ -119,7 +119,7 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
         } => (module, name.as_str(), false),
         Target::Pattern { module, pattern } => (module, pattern.as_str(), true),
         _ => {
-            return Err(format!(
+            return Err(anyhow!(
                 "`{raw}`: -l lists functions: give a name or a wildcard"
             ))
         }
@@ -147,11 +147,11 @@ fn list(opts: &ScriptOpts) -> Result<Vec<String>, String> {
             }
         }
     }
-    let mut found = listed.map_err(|why| format!("{kind}({raw}) {why}"))?;
+    let mut found = listed.map_err(|why| anyhow!("{kind}({raw}) {why:#}"))?;
     // Sorted by name within each object (the executable first).
     found.sort_by(|a, b| (!a.is_main, &a.label, &a.name).cmp(&(!b.is_main, &b.label, &b.name)));
     if found.is_empty() {
-        return Err(format!("{kind}({raw}) matches no function"));
+        return Err(anyhow!("{kind}({raw}) matches no function"));
     }
     let mut debug: HashMap<PathBuf, Option<Debug>> = HashMap::new();
     let mut lines: Vec<String> = Vec::new();
@@ -209,17 +209,17 @@ fn line_points(
     exe: &Path,
     vars: bool,
     verbose: bool,
-) -> Result<Vec<String>, String> {
+) -> anyhow::Result<Vec<String>> {
     let Target::Line {
         func, file, line, ..
     } = target
     else {
         return Ok(Vec::new());
     };
-    let d = Debug::load(exe)?;
+    let d = Debug::load(exe).map_err(anyhow::Error::msg)?;
     let addrs = d
         .line_addresses(func.as_deref(), file, *line)
-        .map_err(|why| format!("{kind}({raw}): {why}"))?;
+        .map_err(|why| anyhow!("{kind}({raw}): {why}"))?;
     let written = if raw.starts_with('"') || !raw.contains([':', '@']) {
         raw.to_string()
     } else {

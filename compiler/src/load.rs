@@ -10,7 +10,8 @@
 //! module's init_module() before main and cleanup_module() at exit.
 //!
 //! While the target runs, ptap drains the ring to stdout (text records) and
-//! stderr (runtime diagnostics). Ctrl-C (or SIGTERM/SIGHUP) asks every
+//! stderr (runtime diagnostics), in the session loop scripts use
+//! (`event_loop.rs`). Ctrl-C (or SIGTERM/SIGHUP) asks every
 //! runtime of the session to detach: cleanup_module() runs, every probe is
 //! removed, and the target goes on (it runs in its own process group, so the
 //! terminal's Ctrl-C reaches only ptap). At the end ptap reports lost
@@ -25,22 +26,18 @@
 //! (each such process loads the module too); a target that reads the
 //! terminal is stopped by SIGTTIN (it is not in the foreground group).
 
-use std::io::Write;
+use anyhow::{anyhow, Context};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ptap_rt_core::session::{self, Session, REC_DIAG, REC_FORMAT, REC_TEXT};
+use ptap_rt_core::session::{self, Session};
 
+use crate::event_loop::{install_interrupt_handlers, interrupted, session_loop, Sink, Stop, Watch};
+use crate::target::{Attached, Target};
 use crate::LoadOpts;
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
 
 /// The runtime shared object, built with ptap and embedded in its binary
 /// (see compiler/build.rs).
@@ -64,13 +61,13 @@ impl std::fmt::Display for RuntimeSource {
 }
 
 /// The runtime: `$PTAP_RUNTIME` when set, else the one embedded in ptap.
-pub fn runtime_path() -> Result<RuntimeSource, String> {
+pub fn runtime_path() -> anyhow::Result<RuntimeSource> {
     if let Some(p) = std::env::var_os("PTAP_RUNTIME") {
         let p = PathBuf::from(p);
         return if p.is_file() {
             Ok(RuntimeSource::File(p))
         } else {
-            Err(format!("PTAP_RUNTIME={} does not exist", p.display()))
+            Err(anyhow!("PTAP_RUNTIME={} does not exist", p.display()))
         };
     }
     Ok(RuntimeSource::Embedded)
@@ -97,7 +94,7 @@ impl OwnedSession {
         ring_size: usize,
         len: usize,
         attach: Option<i32>,
-    ) -> Result<OwnedSession, String> {
+    ) -> anyhow::Result<OwnedSession> {
         let named = attach.and_then(shm_file_for);
         // SAFETY: plain syscalls; the memfd is deliberately inheritable (no
         // CLOEXEC: the -c command maps it through PTAP_SESSION_FD).
@@ -107,10 +104,10 @@ impl OwnedSession {
                 None => libc::memfd_create(c"ptap-session".as_ptr(), libc::MFD_ALLOW_SEALING),
             };
             if fd < 0 {
-                return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+                return Err(anyhow!("memfd_create: {}", std::io::Error::last_os_error()));
             }
             if libc::ftruncate(fd, len as libc::off_t) != 0 {
-                return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
+                return Err(anyhow!("ftruncate: {}", std::io::Error::last_os_error()));
             }
             // Every process of the session holds this fd: sealed, none can
             // shrink the file under ptap's mapping (SIGBUS in ptap).
@@ -121,7 +118,7 @@ impl OwnedSession {
                     libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
                 ) != 0
             {
-                return Err(format!(
+                return Err(anyhow!(
                     "cannot seal the session memfd: {}",
                     std::io::Error::last_os_error()
                 ));
@@ -135,7 +132,7 @@ impl OwnedSession {
                 0,
             );
             if p == libc::MAP_FAILED {
-                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+                return Err(anyhow!("mmap: {}", std::io::Error::last_os_error()));
             }
             let session = Session::create(p as *mut u8, ring_size);
             Ok(OwnedSession {
@@ -214,14 +211,14 @@ impl Drop for OwnedSession {
     }
 }
 
-pub(crate) fn ring_size_from_env() -> Result<usize, String> {
+pub(crate) fn ring_size_from_env() -> anyhow::Result<usize> {
     match std::env::var("PTAP_RING_SIZE") {
         Ok(v) => {
             let n: usize = v
                 .parse()
-                .map_err(|_| format!("PTAP_RING_SIZE={v} is not a number"))?;
+                .map_err(|_| anyhow!("PTAP_RING_SIZE={v} is not a number"))?;
             if !n.is_power_of_two() || !(64..=1 << 30).contains(&n) {
-                return Err(format!(
+                return Err(anyhow!(
                     "PTAP_RING_SIZE={v} must be a power of two between 64 and 2^30"
                 ));
             }
@@ -231,56 +228,26 @@ pub(crate) fn ring_size_from_env() -> Result<usize, String> {
     }
 }
 
-struct Sink {
-    out: Box<dyn Write>,
-    /// Identical runtime messages are shown a few times, then counted.
-    diags: crate::checks::DiagFilter,
-}
-
-impl Sink {
-    fn drain(&mut self, s: &Session) -> usize {
-        let out = &mut self.out;
-        let diags = &mut self.diags;
-        s.drain(|kind, payload| match kind {
-            REC_TEXT => {
-                let _ = out.write_all(payload);
-            }
-            REC_DIAG if diags.pass(payload) => {
-                let _ = out.flush();
-                let _ = std::io::stderr().write_all(payload);
-            }
-            REC_DIAG => {}
-            REC_FORMAT => {
-                let _ = writeln!(out, "<binary record of {} bytes>", payload.len());
-            }
-            k => {
-                let _ = out.flush();
-                eprintln!("ptap: unknown record kind {k}");
-            }
-        })
-    }
-}
-
 pub fn run(opts: &LoadOpts) -> ExitCode {
     match run_inner(opts) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ptap load: {e}");
+            eprintln!("ptap load: {e:#}");
             ExitCode::from(1)
         }
     }
 }
 
-fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
+fn run_inner(opts: &LoadOpts) -> anyhow::Result<ExitCode> {
     let module = std::fs::canonicalize(&opts.module)
-        .map_err(|e| format!("{}: {e}", opts.module.display()))?;
+        .with_context(|| format!("{}", opts.module.display()))?;
     crate::checks::check_module(&module)?;
-    if opts.target.cmd.is_none() && opts.target.pid.is_none() {
-        return Err(
-            "give the command to run with -c CMD, or the process to attach to with -x PID".into(),
-        );
-    }
+    const NO_TARGET: &str =
+        "give the command to run with -c CMD, or the process to attach to with -x PID";
     let argv = opts.target.cmd.as_deref().map(split_command).transpose()?;
+    if argv.is_none() && opts.target.pid.is_none() {
+        return Err(anyhow!(NO_TARGET));
+    }
     if let Some(pid) = opts.target.pid {
         crate::inject::check_pid(pid)?;
     }
@@ -292,45 +259,35 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let ring = ring_size_from_env()?;
     let owned = OwnedSession::create_for(ring, Session::total_size(ring), opts.target.pid)?;
     let s = owned.session;
-    let out: Box<dyn Write> = match &opts.target.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        )),
-        None => Box::new(std::io::stdout()),
-    };
-    let mut sink = Sink {
-        out,
-        diags: Default::default(),
-    };
+    let mut sink = Sink::open(opts.target.output.as_deref(), false)?;
 
     install_interrupt_handlers();
-    let mut target = match (&argv, opts.target.pid) {
-        (_, Some(pid)) => {
-            let snap = &snapshot;
+    let mut target = match (opts.target.pid, &argv) {
+        (Some(pid), _) => {
             // The module may print while it loads: drain meanwhile.
             let a = attach_to(
-                pid,
-                snap,
-                &owned,
-                &module,
-                &[],
-                Err("a C module cannot use a second copy of the runtime (its register_kprobe and printk would bind to the earlier one)"),
-                opts.target.verbose,
-            )?;
+            pid,
+            &snapshot,
+            &owned,
+            &module,
+            &[],
+            Err("a C module cannot use a second copy of the runtime (its register_kprobe and printk would bind to the earlier one)"),
+            opts.target.verbose,
+        )?;
             // The module failed in the process (its init_module() faulted,
             // overran its time or returned an error; reported by the
             // runtime): nothing stays probed there, and it runs on.
             if s.control().module_errors.load(Ordering::Acquire) > 0
                 && s.control().attached.load(Ordering::Acquire) == 0
             {
-                sink.drain(&s);
+                sink.drain(&s, None);
                 let _ = sink.out.flush();
                 eprintln!("ptap: pid {pid} keeps running, unprobed");
                 return Ok(ExitCode::from(1));
             }
             Target::Attached(a)
         }
-        (Some(argv), None) => {
+        (None, Some(argv)) => {
             let mut env = vec![(session::ENV_MODULE, module.as_os_str())];
             if opts.target.no_follow {
                 env.push((
@@ -350,30 +307,27 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
             }
             Target::Child(child)
         }
-        (None, None) => unreachable!("checked above"),
+        (None, None) => return Err(anyhow!(NO_TARGET)),
     };
     let pid = target.id();
-    let deadline = crate::run::deadline(Instant::now(), opts.target.timeout);
 
-    let mut timed_out = false;
-    let status = loop {
-        let n = sink.drain(&s);
-        if let Some(st) = target.try_wait()? {
-            break Some(st);
-        }
-        timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-        if interrupted() || timed_out {
+    let stop = session_loop(
+        &s,
+        None,
+        &mut sink,
+        Watch::Process(&mut target),
+        opts.target.timeout,
+    )?;
+    let status = match stop {
+        Stop::TargetExited(st) => Some(st),
+        _ => {
             detach(&s, &mut || {
-                sink.drain(&s);
+                sink.drain(&s, None);
             });
-            break None;
-        }
-        if n == 0 {
-            let _ = sink.out.flush();
-            std::thread::sleep(Duration::from_millis(1));
+            None
         }
     };
-    sink.drain(&s);
+    sink.drain(&s, None);
     let _ = sink.out.flush();
     for l in sink.diags.summary() {
         eprintln!("{l}");
@@ -386,30 +340,23 @@ fn run_inner(opts: &LoadOpts) -> Result<ExitCode, String> {
     let failed = (c.module_errors.load(Ordering::Relaxed) > 0
         && c.module_loads.load(Ordering::Relaxed) == 0)
         || c.handler_faults.load(Ordering::Relaxed) > 0;
-    let module_failed = failed;
     match status {
         Some(_) if failed => Ok(ExitCode::from(1)),
-        Some(Some(st)) if target.is_child() => {
-            if let Some(code) = st.code() {
-                if code == 0 && module_failed {
-                    return Ok(ExitCode::from(1));
-                }
-                Ok(ExitCode::from(code as u8))
-            } else {
-                Ok(ExitCode::from(128 + st.signal().unwrap_or(0) as u8))
-            }
-        }
+        Some(Some(st)) if target.is_child() => Ok(match st.code() {
+            Some(code) => ExitCode::from(code as u8),
+            None => ExitCode::from(128 + st.signal().unwrap_or(0) as u8),
+        }),
         Some(_) => {
             // An attached process is not ptap's child: its status is not
             // ptap's to report.
             eprintln!("ptap: pid {pid} exited");
-            Ok(ExitCode::from(u8::from(module_failed)))
+            Ok(ExitCode::SUCCESS)
         }
         None => {
             eprintln!("ptap: detached from pid {pid}; it keeps running");
             // -T ended the session as asked: a success (Ctrl-C: 130).
-            let ok = if timed_out { 0 } else { 130 };
-            Ok(ExitCode::from(if module_failed { 1 } else { ok }))
+            let ok = if stop == Stop::Timeout { 0 } else { 130 };
+            Ok(ExitCode::from(if failed { 1 } else { ok }))
         }
     }
 }
@@ -424,13 +371,13 @@ pub(crate) struct RuntimeSnapshot {
 }
 
 impl RuntimeSnapshot {
-    pub(crate) fn new(src: &RuntimeSource) -> Result<RuntimeSnapshot, String> {
+    pub(crate) fn new(src: &RuntimeSource) -> anyhow::Result<RuntimeSnapshot> {
         RuntimeSnapshot::new_for(src, false)
     }
 
     /// `attach` (`-x`): readable by everyone, since the process may run as
     /// another user (see [`crate::private::PrivateDir::new`]).
-    pub(crate) fn new_for(src: &RuntimeSource, attach: bool) -> Result<RuntimeSnapshot, String> {
+    pub(crate) fn new_for(src: &RuntimeSource, attach: bool) -> anyhow::Result<RuntimeSnapshot> {
         let dir = crate::private::PrivateDir::new(attach)?;
         // A file in the private directory rather than a memfd: exec'd
         // children of a followed -c tree find it by path even when they
@@ -444,16 +391,12 @@ impl RuntimeSnapshot {
     }
 
     /// Make the snapshot a file of its own (a copy, not a hard link).
-    pub(crate) fn private_copy(&self) -> Result<(), String> {
+    pub(crate) fn private_copy(&self) -> anyhow::Result<()> {
         let data = std::fs::read(&self.path)
-            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
         let tmp = self.dir.write("libptap_rt.so.copy", &data)?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| {
-            format!(
-                "cannot copy the runtime into {}: {e}",
-                self.dir.path.display()
-            )
-        })
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("cannot copy the runtime into {}", self.dir.path.display()))
     }
 }
 
@@ -545,21 +488,6 @@ pub(crate) fn report_session(s: &Session, dropped_too: bool) {
     }
 }
 
-/// Ctrl-C, SIGTERM and SIGHUP set a flag that [`interrupted`] reads: ptap
-/// then detaches cleanly instead of dying with its target still probed.
-pub(crate) fn install_interrupt_handlers() {
-    // SAFETY: installing a flag-setting handler.
-    unsafe {
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
-        }
-    }
-}
-
-pub(crate) fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
 /// Start `argv` with the runtime preloaded, attached to session `owned`,
 /// with `env` added (the module to load). The child gets its own process
 /// group so the terminal's Ctrl-C reaches only ptap.
@@ -569,7 +497,7 @@ pub(crate) fn spawn(
     owned: &OwnedSession,
     env: &[(&str, &std::ffi::OsStr)],
     verbose: u8,
-) -> Result<std::process::Child, String> {
+) -> anyhow::Result<std::process::Child> {
     spawn_with(argv, runtime, owned, env, verbose, false)
 }
 
@@ -582,7 +510,7 @@ pub(crate) fn spawn_with(
     env: &[(&str, &std::ffi::OsStr)],
     verbose: u8,
     null_stdin: bool,
-) -> Result<std::process::Child, String> {
+) -> anyhow::Result<std::process::Child> {
     let mut preload = runtime.to_string_lossy().into_owned();
     if let Ok(old) = std::env::var("LD_PRELOAD") {
         if !old.is_empty() {
@@ -627,14 +555,15 @@ pub(crate) fn spawn_with(
     }
     command
         .spawn()
-        .map_err(|e| format!("cannot run `{}`: {e}", argv[0]))
+        .with_context(|| format!("cannot run `{}`", argv[0]))
 }
 
 /// Split a -c command line like a shell would (no shell is run).
-pub(crate) fn split_command(cmd: &str) -> Result<Vec<String>, String> {
-    let argv = shlex::split(cmd).ok_or_else(|| format!("cannot split the command line `{cmd}`"))?;
+pub(crate) fn split_command(cmd: &str) -> anyhow::Result<Vec<String>> {
+    let argv =
+        shlex::split(cmd).with_context(|| format!("cannot split the command line `{cmd}`"))?;
     if argv.is_empty() {
-        return Err("the command is empty".into());
+        return Err(anyhow!("the command is empty"));
     }
     Ok(argv)
 }
@@ -653,83 +582,6 @@ fn session_running(pid: i32) -> bool {
         })
 }
 
-/// The probed process: started by ptap (-c) or attached to (-x).
-pub(crate) enum Target {
-    Child(std::process::Child),
-    Attached(Attached),
-}
-
-/// A process ptap attached to (`-x PID`). It is not ptap's child: its
-/// exit is seen through a pidfd (or /proc when pidfds are missing), and its
-/// exit status only when it is still a zombie at that moment.
-pub(crate) struct Attached {
-    pub pid: i32,
-    pidfd: Option<std::os::fd::OwnedFd>,
-}
-
-impl Attached {
-    pub(crate) fn new(pid: i32) -> Attached {
-        // SAFETY: pidfd_open returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let pidfd = (fd >= 0).then(|| {
-            use std::os::fd::FromRawFd;
-            // SAFETY: a fresh fd we own.
-            unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
-        });
-        Attached { pid, pidfd }
-    }
-
-    /// Some(status if known) once the process has exited.
-    fn exited(&self) -> Option<Option<std::process::ExitStatus>> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok();
-        let zombie_code = stat.as_deref().and_then(|s| {
-            let rest = s.rsplit_once(") ")?.1;
-            let mut f = rest.split(' ');
-            let state = f.next()?;
-            if state != "Z" && state != "X" {
-                return None;
-            }
-            // Field 52 (exit_code): the 50th after the state field.
-            f.nth(48)?.trim().parse::<i32>().ok()
-        });
-        let gone = match &self.pidfd {
-            Some(fd) => {
-                use std::os::fd::AsRawFd;
-                let mut p = libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one pollfd, no wait.
-                (unsafe { libc::poll(&mut p, 1, 0) }) > 0
-            }
-            None => stat.is_none() || zombie_code.is_some(),
-        };
-        gone.then(|| zombie_code.map(std::process::ExitStatus::from_raw))
-    }
-}
-
-impl Target {
-    pub(crate) fn id(&self) -> i32 {
-        match self {
-            Target::Child(c) => c.id() as i32,
-            Target::Attached(a) => a.pid,
-        }
-    }
-
-    /// Some(status, when known) once the process has exited.
-    pub(crate) fn try_wait(&mut self) -> Result<Option<Option<std::process::ExitStatus>>, String> {
-        match self {
-            Target::Child(c) => Ok(c.try_wait().map_err(|e| e.to_string())?.map(Some)),
-            Target::Attached(a) => Ok(a.exited()),
-        }
-    }
-
-    pub(crate) fn is_child(&self) -> bool {
-        matches!(self, Target::Child(_))
-    }
-}
-
 /// Load the runtime snapshot `snap` into the running process `pid`
 /// (`-x PID`): it joins session `owned` and loads `module` (plus the
 /// extra `params`, runtime environment names). Returns when the
@@ -746,7 +598,7 @@ pub(crate) fn attach_to(
     params: &[(&str, &str)],
     second_ok: Result<(), &str>,
     verbose: u8,
-) -> Result<Attached, String> {
+) -> anyhow::Result<Attached> {
     let t0 = Instant::now();
     crate::inject::check_pid(pid)?;
     let maps = crate::inject::mappings(pid)?;
@@ -755,12 +607,12 @@ pub(crate) fn attach_to(
         mode = crate::inject::DLOPEN_SECOND;
         // A runtime of an earlier session (`-x`, or `-c` then detached).
         if session_running(pid) {
-            return Err(format!(
+            return Err(anyhow!(
                 "pid {pid} is being probed by another ptap session right now (its runtime's ptap-ctl thread runs): stop that one first"
             ));
         }
         if let Err(why) = second_ok {
-            return Err(format!(
+            return Err(anyhow!(
                 "pid {pid} already has a ptap runtime from an earlier session ({}): {why}",
                 m.path
             ));
@@ -816,7 +668,7 @@ pub(crate) fn attach_to(
     let (times, ret) =
         crate::inject::inject(pid, &snap.path, mode, &fns, "ptap_rt_attach", verbose)?;
     if ret <= 0 {
-        return Err(format!(
+        return Err(anyhow!(
             "the runtime loaded into pid {pid} did not start (ptap_rt_attach returned {ret})"
         ));
     }
@@ -857,7 +709,7 @@ pub(crate) fn attach_to(
     }
     let c = owned.session.control();
     if c.attaches.load(Ordering::Acquire) == 0 {
-        return Err(format!(
+        return Err(anyhow!(
             "the runtime was loaded into pid {pid} but did not join the session (it could not open {}?)",
             owned.path_for_target()
         ));

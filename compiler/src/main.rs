@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod checks;
 mod driver;
+mod event_loop;
 mod inject;
 mod json;
 mod listing;
@@ -20,6 +21,7 @@ mod repl;
 mod run;
 mod serve;
 mod systemwide;
+mod target;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -72,13 +72,24 @@ pub fn format_record_bytes(f: &Format, args: &[Value]) -> Vec<u8> {
 
 pub use ctx::error_text;
 
+/// A format string in a module's metadata that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("bad format `{format}` in the module: {error}")]
+pub struct BadFormat {
+    pub format: String,
+    pub error: ptap_lang::printf::FormatError,
+}
+
 /// The formats of a module's metadata, parsed (for a module loaded from a
 /// file: `ptap run NAME.o`).
-pub fn formats_of(meta: &Meta) -> Result<Vec<Format>, String> {
+pub fn formats_of(meta: &Meta) -> Result<Vec<Format>, BadFormat> {
     meta.formats
         .iter()
         .map(|f| {
-            ptap_lang::printf::parse(f).map_err(|e| format!("bad format `{f}` in the module: {e}"))
+            ptap_lang::printf::parse(f).map_err(|error| BadFormat {
+                format: f.clone(),
+                error,
+            })
         })
         .collect()
 }

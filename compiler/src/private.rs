@@ -13,6 +13,7 @@
 //!   processes have mapped what they loaded, and a mapping survives the
 //!   file's removal).
 
+use anyhow::{anyhow, Context};
 use std::ffi::{CString, OsStr};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -38,21 +39,21 @@ fn runtime_dir() -> Option<PathBuf> {
 
 impl PrivateDir {
     /// A new directory for one session; `shared` for `-x` (see the module docs).
-    pub(crate) fn new(shared: bool) -> Result<PrivateDir, String> {
+    pub(crate) fn new(shared: bool) -> anyhow::Result<PrivateDir> {
         let base = match runtime_dir() {
             Some(d) if !shared => d,
             _ => std::env::temp_dir(),
         };
         let template = base.join("ptap-XXXXXX");
         let mut buf = CString::new(template.as_os_str().as_bytes())
-            .map_err(|_| format!("the temporary directory {} has a NUL byte", base.display()))?
+            .map_err(|_| anyhow!("the temporary directory {} has a NUL byte", base.display()))?
             .into_bytes_with_nul();
         // SAFETY: buf is a NUL-terminated template ending in XXXXXX; mkdtemp
         // fills the X's in place and creates the directory with mode 0700.
         let p = unsafe { libc::mkdtemp(buf.as_mut_ptr() as *mut libc::c_char) };
         if p.is_null() {
             let e = std::io::Error::last_os_error();
-            return Err(format!(
+            return Err(anyhow!(
                 "cannot create a private directory in {}: {e} (set TMPDIR to a directory where ptap may create one)",
                 base.display()
             ));
@@ -64,7 +65,7 @@ impl PrivateDir {
         // the other user to reach files it is told the names of.
         let mode = if shared { 0o711 } else { 0o700 };
         std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", dir.path.display()))?;
+            .with_context(|| format!("cannot set the mode of {}", dir.path.display()))?;
         Ok(dir)
     }
 
@@ -78,36 +79,36 @@ impl PrivateDir {
 
     /// Create the new file `name` holding `data` (fails if anything has
     /// that name already; never follows a symbolic link).
-    pub(crate) fn write(&self, name: &str, data: &[u8]) -> Result<PathBuf, String> {
+    pub(crate) fn write(&self, name: &str, data: &[u8]) -> anyhow::Result<PathBuf> {
         let path = self.path.join(name);
         write_new(&path, data, self.file_mode())?;
         Ok(path)
     }
 
     /// `name` as a copy of the file `src` (a hard link when possible).
-    pub(crate) fn copy_in(&self, name: &str, src: &Path) -> Result<PathBuf, String> {
+    pub(crate) fn copy_in(&self, name: &str, src: &Path) -> anyhow::Result<PathBuf> {
         let path = self.path.join(name);
         if std::fs::hard_link(src, &path).is_ok() {
             return Ok(path);
         }
-        let data = std::fs::read(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+        let data = std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
         write_new(&path, &data, self.file_mode())?;
         Ok(path)
     }
 }
 
 /// Create `path` (O_EXCL | O_NOFOLLOW) with exactly `mode`, holding `data`.
-pub(crate) fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+pub(crate) fn write_new(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        .with_context(|| format!("cannot create {}", path.display()))?;
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .and_then(|_| f.write_all(data))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 impl Drop for PrivateDir {

@@ -1,5 +1,6 @@
-//! Running a compiled script: the session loop shared by `ptap -e/SCRIPT`
-//! and `ptap run NAME.o`.
+//! Running a compiled script (`ptap -e/SCRIPT`, `ptap run NAME.o`): the
+//! target is started or attached to, then the session loop of
+//! `event_loop.rs` runs.
 //!
 //! ptap creates the session (control block, output ring, globals area),
 //! runs the `begin` probes in its own process, starts the -c command with the
@@ -11,6 +12,7 @@
 //! target goes on), runs the `end` probes, prints the globals that were
 //! written but never read and the summary of anything lost.
 
+use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,13 +20,15 @@ use std::time::{Duration, Instant};
 
 use ptap_rt_core::script::attach;
 use ptap_rt_core::script::globals::Globals;
-use ptap_rt_core::script::meta::PointKind;
-use ptap_rt_core::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
+use ptap_rt_core::script::meta::{Meta, PointKind};
 
+use crate::event_loop::{
+    install_interrupt_handlers, session_loop, too_many_errors, Script, Sink, Stop, Watch,
+};
 use crate::load::{self, OwnedSession, RuntimeSnapshot};
 use crate::points;
+use crate::target::{Attached, Target};
 use ptap_compiler::codegen::host::{self, Program, Which};
-use ptap_compiler::output::Rendered;
 
 /// What to run and how.
 pub struct RunOpts<'a> {
@@ -55,95 +59,8 @@ pub fn resolve_exe(argv0: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Where rendered output goes.
-pub(crate) struct Sink {
-    pub(crate) out: Box<dyn Write>,
-    /// `-f json`: everything goes to `out` as JSON lines.
-    pub(crate) json: bool,
-    /// Identical runtime messages are shown a few times, then counted.
-    pub(crate) diags: crate::checks::DiagFilter,
-}
-
-impl Sink {
-    /// The session's output: `-o FILE` or stdout, text or `-f json`.
-    pub(crate) fn open(opts: &RunOpts) -> Result<Sink, String> {
-        let out: Box<dyn Write> = match opts.output {
-            Some(p) => Box::new(std::io::BufWriter::new(
-                std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
-            )),
-            None => Box::new(std::io::stdout()),
-        };
-        Ok(Sink {
-            out,
-            json: opts.json,
-            diags: Default::default(),
-        })
-    }
-
-    pub(crate) fn drain(&mut self, s: &Session, prog: &Program) -> usize {
-        let out = &mut self.out;
-        let diags = &mut self.diags;
-        if self.json {
-            return s.drain(|kind, payload| {
-                let line = match kind {
-                    REC_FORMAT => crate::json::record(prog, payload),
-                    REC_TEXT => crate::json::text(false, payload),
-                    _ => crate::json::text(true, payload),
-                };
-                let _ = out.write_all(line.as_bytes());
-            });
-        }
-        s.drain(|kind, payload| match kind {
-            REC_FORMAT => match prog.render(payload) {
-                Rendered::Out(t) => {
-                    let _ = out.write_all(t.as_bytes());
-                }
-                Rendered::Raw(b) => {
-                    let _ = out.write_all(&b);
-                }
-                Rendered::Error(t) | Rendered::Warning(t) => {
-                    let _ = out.flush();
-                    eprint!("{t}");
-                }
-            },
-            REC_TEXT => {
-                let _ = out.write_all(payload);
-            }
-            REC_DIAG if diags.pass(payload) => {
-                let _ = out.flush();
-                let _ = std::io::stderr().write_all(payload);
-            }
-            REC_DIAG => {}
-            k => {
-                let _ = out.flush();
-                eprintln!("ptap: unknown record kind {k}");
-            }
-        })
-    }
-}
-
-/// Why the session loop ended.
-#[derive(Debug, PartialEq)]
-enum Stop {
-    /// The target exited (its status, when known: an attached process
-    /// is not ptap's child).
-    TargetExited(Option<std::process::ExitStatus>),
-    Interrupted,
-    ExitCalled,
-    Timeout,
-    TooManyErrors,
-    /// More probe hits skipped than MAXSKIPPED allows.
-    TooManySkipped,
-    /// The target could not arm its probes and stopped before main.
-    ArmFailed,
-}
-
-fn arm_failed(g: &Globals) -> bool {
-    g.header().exit.load(std::sync::atomic::Ordering::Acquire) == attach::EXIT_ARM_FAILED
-}
-
 /// Run `prog`; the object is written to a private file the target loads.
-pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
+pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
     let meta = prog.meta();
     let in_target = meta.probes.iter().any(|p| {
         p.points.iter().any(|q| {
@@ -161,33 +78,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         crate::inject::check_pid(pid)?;
     }
 
-    // Resolve the probe points against the executable and its libraries
-    // before anything runs: a point that resolves to nothing is an error.
-    if points::has_function_points(meta) && (opts.argv.is_some() || opts.pid.is_some()) {
-        let t = Instant::now();
-        let (images, what) = match (opts.pid, &opts.argv) {
-            (Some(pid), _) => (
-                points::Images::from_pid(pid)?,
-                format!("the objects mapped in pid {pid}"),
-            ),
-            (None, Some(argv)) => {
-                let exe = resolve_exe(&argv[0])
-                    .ok_or_else(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
-                (points::Images::load(&exe)?, exe.display().to_string())
-            }
-            (None, None) => unreachable!("checked above"),
-        };
-        let r = images.resolve(meta)?;
-        if opts.verbose > 0 {
-            for n in &r.notes {
-                eprintln!("ptap: {n}");
-            }
-            eprintln!(
-                "ptap: resolved the probe points against {what} in {:.2?}",
-                t.elapsed()
-            );
-        }
-    }
+    resolve_points(meta, opts)?;
 
     let ring = load::ring_size_from_env()?;
     let owned = OwnedSession::create_for(ring, host::session_size(ring, meta), opts.pid)?;
@@ -210,93 +101,22 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         None => None,
     };
 
-    let mut sink = Sink::open(opts)?;
-    load::install_interrupt_handlers();
+    let mut sink = Sink::open(opts.output, opts.json)?;
+    install_interrupt_handlers();
 
     let t0 = Instant::now();
     prog.run(Which::Begin, &s, &g);
-    sink.drain(&s, prog);
+    sink.drain(&s, Some(prog));
 
     // The target, with a private copy of the runtime and of the module.
-    let mut target: Option<load::Target> = None;
-    let mut snapshot = None;
-    if let (Some(pid), false) = (opts.pid, in_target) {
-        // Nothing to load into it: target() is PID, and its exit ends the session.
-        host::set_target(&g, pid);
-        target = Some(load::Target::Attached(load::Attached::new(pid)));
-    } else if let (Some(pid), true) = (
-        opts.pid,
-        !host::exit_requested(&g) && !too_many_errors(&g, prog),
-    ) {
-        let installed = load::runtime_path()?;
-        let snap = RuntimeSnapshot::new_for(&installed, true)?;
-        let object = snap.dir.write("script.o", &prog.object)?;
-        let mut params = vec![(attach::ENV_TARGET, "1")];
-        if opts.no_follow {
-            params.push((ptap_rt_core::lifecycle::ENV_NO_FOLLOW, "1"));
-        }
-        host::set_target(&g, pid);
-        let has_syscall_points = meta.probes.iter().flat_map(|p| &p.points).any(|q| {
-            matches!(
-                q.target,
-                ptap_rt_core::script::meta::TargetSpec::Syscall { .. }
-            )
-        });
-        let second_ok = if has_syscall_points {
-            Err("system call probes cannot be armed by a second copy of the runtime")
-        } else {
-            Ok(())
-        };
-        let a = load::attach_to(
-            pid,
-            &snap,
-            &owned,
-            &object,
-            &params,
-            second_ok,
-            opts.verbose,
-        )?;
-        if opts.verbose > 0 {
-            eprintln!(
-                "ptap: attached to pid {pid} with {}: probes armed {:.2?} after ptap started",
-                object.display(),
-                crate::START.get().map_or(t0.elapsed(), |s| s.elapsed())
-            );
-        }
-        target = Some(load::Target::Attached(a));
-        snapshot = Some(snap);
-    } else if let Some(argv) = &opts.argv {
-        if !host::exit_requested(&g) && !too_many_errors(&g, prog) {
-            let installed = load::runtime_path()?;
-            let snap = RuntimeSnapshot::new(&installed)?;
-            let object = snap.dir.write("script.o", &prog.object)?;
-            let mut env = vec![
-                (ptap_rt_core::session::ENV_MODULE, object.as_os_str()),
-                (attach::ENV_TARGET, std::ffi::OsStr::new("1")),
-            ];
-            if opts.no_follow {
-                env.push((
-                    ptap_rt_core::lifecycle::ENV_NO_FOLLOW,
-                    std::ffi::OsStr::new("1"),
-                ));
-                env.push((ptap_rt_core::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
-            }
-            let child = load::spawn(argv, &snap.path, &owned, &env, opts.verbose)?;
-            host::set_target(&g, child.id() as i32);
-            if opts.verbose > 0 {
-                eprintln!(
-                    "ptap: started {argv:?} (pid {}) with {} after {:.2?}",
-                    child.id(),
-                    object.display(),
-                    t0.elapsed()
-                );
-            }
-            target = Some(load::Target::Child(child));
-            snapshot = Some(snap);
-        }
-    }
+    let (mut target, snapshot) = start_target(prog, opts, in_target, &owned, &g, t0)?;
 
-    let stop = session_loop(prog, &s, &g, &mut sink, target.as_mut(), opts)?;
+    let watch = match target.as_mut() {
+        Some(t) => Watch::Process(t),
+        None => Watch::Nothing,
+    };
+    let script = Script { prog, globals: &g };
+    let stop = session_loop(&s, Some(script), &mut sink, watch, opts.timeout)?;
     if opts.verbose > 0 {
         match (&stop, target.as_ref()) {
             (Stop::TargetExited(st), Some(child)) => {
@@ -313,7 +133,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
                     _ => eprintln!("ptap: the target (pid {}) exited", child.id()),
                 }
             }
-            _ => eprintln!("ptap: stopping: {stop:?}"),
+            _ => eprintln!("ptap: stopping: {stop}"),
         }
         eprintln!("Pass 5: ran for {:.2?}", t0.elapsed());
     }
@@ -321,7 +141,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     if let Some(child) = target.as_mut() {
         if !matches!(stop, Stop::TargetExited(_)) && child.try_wait()?.is_none() {
             load::detach(&s, &mut || {
-                sink.drain(&s, prog);
+                sink.drain(&s, Some(prog));
             });
             // It may have been on its way out (the skips of an exiting
             // process reach the session at its exit): give it a moment.
@@ -344,26 +164,25 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         let mut descendants = load::live_pids(&s);
         // The -c command's own process group (a process ptap started);
         // an attached process's group is not ours to look at.
-        let group =
-            matches!(&target, Some(load::Target::Child(c)) if load::group_alive(c.id() as i32));
+        let group = matches!(&target, Some(Target::Child(c)) if load::group_alive(c.id() as i32));
         if descendants > 0 || group {
             descendants = descendants.max(1);
             if opts.verbose > 0 {
                 eprintln!("ptap: {descendants} process(es) of the session still run: detaching");
             }
             load::detach(&s, &mut || {
-                sink.drain(&s, prog);
+                sink.drain(&s, Some(prog));
             });
         }
     }
-    sink.drain(&s, prog);
+    sink.drain(&s, Some(prog));
     if stop == Stop::ArmFailed {
         // The session never started: no end probes, no globals.
         let _ = sink.out.flush();
         return Ok(ExitCode::from(1));
     }
     prog.run(Which::End, &s, &g);
-    sink.drain(&s, prog);
+    sink.drain(&s, Some(prog));
     let unread = if opts.json {
         crate::json::unread_globals(meta, &g)
     } else {
@@ -407,124 +226,138 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     })
 }
 
-fn too_many_errors(g: &Globals, prog: &Program) -> bool {
-    host::errors(g) > prog.meta().limits.maxerrors
+/// Resolve the probe points against the executable and its libraries
+/// (-c) or the objects mapped in the process (-x) before anything runs: a
+/// point that resolves to nothing is an error. (Without -c or -x there is
+/// no process to resolve against.)
+fn resolve_points(meta: &Meta, opts: &RunOpts) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let images = match (opts.pid, &opts.argv) {
+        _ if !points::has_function_points(meta) => None,
+        (Some(pid), _) => Some((
+            points::Images::from_pid(pid)?,
+            format!("the objects mapped in pid {pid}"),
+        )),
+        (None, Some(argv)) => {
+            let exe = resolve_exe(&argv[0])
+                .with_context(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
+            Some((points::Images::load(&exe)?, exe.display().to_string()))
+        }
+        (None, None) => None,
+    };
+    if let Some((images, what)) = images {
+        let r = images.resolve(meta)?;
+        if opts.verbose > 0 {
+            for n in &r.notes {
+                eprintln!("ptap: {n}");
+            }
+            eprintln!(
+                "ptap: resolved the probe points against {what} in {:.2?}",
+                t.elapsed()
+            );
+        }
+    }
+    Ok(())
 }
 
-/// Drain, run due timers, and watch for the reasons to stop.
-fn session_loop(
+/// The probed process and the private files it loads: -x PID with no probe
+/// to run in it is only watched (its exit ends the session); else the
+/// module is loaded into -x PID, or the -c command is started with it
+/// (not when the begin probes already ended the session).
+fn start_target(
     prog: &Program,
-    s: &Session,
-    g: &Globals,
-    sink: &mut Sink,
-    mut target: Option<&mut load::Target>,
     opts: &RunOpts,
-) -> Result<Stop, String> {
-    let mut clock = Clock::new(prog, opts);
-    loop {
-        let n = sink.drain(s, prog);
-        if arm_failed(g) {
-            // Let the target's own report arrive before stopping.
-            if let Some(child) = target.as_deref_mut().filter(|t| t.is_child()) {
-                let t = Instant::now();
-                while child.try_wait().ok().flatten().is_none()
-                    && t.elapsed() < Duration::from_secs(2)
-                {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            sink.drain(s, prog);
-            return Ok(Stop::ArmFailed);
+    in_target: bool,
+    owned: &OwnedSession,
+    g: &Globals,
+    t0: Instant,
+) -> anyhow::Result<(Option<Target>, Option<RuntimeSnapshot>)> {
+    let ended = host::exit_requested(g) || too_many_errors(g, prog);
+    let (target, snapshot) = match (opts.pid, &opts.argv) {
+        (Some(pid), _) if !in_target => {
+            host::set_target(g, pid);
+            return Ok((Some(Target::Attached(Attached::new(pid))), None));
         }
-        if host::exit_requested(g) {
-            return Ok(Stop::ExitCalled);
-        }
-        if too_many_errors(g, prog) {
-            return Ok(Stop::TooManyErrors);
-        }
-        // Skips reach the session when a process unregisters, so this
-        // sees those of processes that already detached or exited.
-        if host::too_many_skipped(g, prog.meta()) {
-            eprintln!("{}", host::TOO_MANY_SKIPPED);
-            return Ok(Stop::TooManySkipped);
-        }
-        if let Some(child) = target.as_deref_mut() {
-            if let Some(st) = child.try_wait()? {
-                return Ok(Stop::TargetExited(st));
-            }
-        }
-        if load::interrupted() {
-            return Ok(Stop::Interrupted);
-        }
-        let now = Instant::now();
-        if clock.timed_out(now) {
-            return Ok(Stop::Timeout);
-        }
-        clock.run_due(prog, s, g, now);
-        if n == 0 {
-            let _ = sink.out.flush();
-            clock.idle(Duration::from_millis(1));
-        }
-    }
+        _ if ended => return Ok((None, None)),
+        (Some(pid), _) => attach_with(prog, opts, pid, owned, g, t0)?,
+        (None, Some(argv)) => spawn_with(prog, opts, argv, owned, g, t0)?,
+        (None, None) => return Ok((None, None)),
+    };
+    Ok((Some(target), Some(snapshot)))
 }
 
-/// When `-T SECS` (checked by the command line: finite, 0 or more) ends a
-/// session started at `start`; None: never (no -T, or beyond what an
-/// `Instant` can hold).
-pub(crate) fn deadline(start: Instant, secs: Option<f64>) -> Option<Instant> {
-    start.checked_add(Duration::try_from_secs_f64(secs?).ok()?)
+/// `-x PID`: load the runtime and the module into the process.
+fn attach_with(
+    prog: &Program,
+    opts: &RunOpts,
+    pid: i32,
+    owned: &OwnedSession,
+    g: &Globals,
+    t0: Instant,
+) -> anyhow::Result<(Target, RuntimeSnapshot)> {
+    let installed = load::runtime_path()?;
+    let snap = RuntimeSnapshot::new_for(&installed, true)?;
+    let object = snap.dir.write("script.o", &prog.object)?;
+    let mut params = vec![(attach::ENV_TARGET, "1")];
+    if opts.no_follow {
+        params.push((ptap_rt_core::lifecycle::ENV_NO_FOLLOW, "1"));
+    }
+    host::set_target(g, pid);
+    let has_syscall_points = prog.meta().probes.iter().flat_map(|p| &p.points).any(|q| {
+        matches!(
+            q.target,
+            ptap_rt_core::script::meta::TargetSpec::Syscall { .. }
+        )
+    });
+    let second_ok = if has_syscall_points {
+        Err("system call probes cannot be armed by a second copy of the runtime")
+    } else {
+        Ok(())
+    };
+    let a = load::attach_to(pid, &snap, owned, &object, &params, second_ok, opts.verbose)?;
+    if opts.verbose > 0 {
+        eprintln!(
+            "ptap: attached to pid {pid} with {}: probes armed {:.2?} after ptap started",
+            object.display(),
+            crate::START.get().map_or(t0.elapsed(), |s| s.elapsed())
+        );
+    }
+    Ok((Target::Attached(a), snap))
 }
 
-/// `-T` and the timer probes of a session loop.
-pub(crate) struct Clock {
-    deadline: Option<Instant>,
-    /// (probe, point, period, next due time).
-    timers: Vec<(usize, usize, Duration, Instant)>,
-}
-
-impl Clock {
-    pub(crate) fn new(prog: &Program, opts: &RunOpts) -> Clock {
-        let start = Instant::now();
-        Clock {
-            deadline: deadline(start, opts.timeout),
-            timers: host::timers(prog.meta())
-                .into_iter()
-                .map(|(p, q, ns)| {
-                    let period = Duration::from_nanos(ns.max(1));
-                    (p, q, period, start + period)
-                })
-                .collect(),
-        }
+/// `-c CMD`: start the command with the runtime preloaded and the module
+/// named in its environment.
+fn spawn_with(
+    prog: &Program,
+    opts: &RunOpts,
+    argv: &[String],
+    owned: &OwnedSession,
+    g: &Globals,
+    t0: Instant,
+) -> anyhow::Result<(Target, RuntimeSnapshot)> {
+    let installed = load::runtime_path()?;
+    let snap = RuntimeSnapshot::new(&installed)?;
+    let object = snap.dir.write("script.o", &prog.object)?;
+    let mut env = vec![
+        (ptap_rt_core::session::ENV_MODULE, object.as_os_str()),
+        (attach::ENV_TARGET, std::ffi::OsStr::new("1")),
+    ];
+    if opts.no_follow {
+        env.push((
+            ptap_rt_core::lifecycle::ENV_NO_FOLLOW,
+            std::ffi::OsStr::new("1"),
+        ));
+        env.push((ptap_rt_core::syscall::ENV_FOLLOW, std::ffi::OsStr::new("0")));
     }
-
-    /// `-T` has passed.
-    pub(crate) fn timed_out(&self, now: Instant) -> bool {
-        self.deadline.is_some_and(|d| now >= d)
+    let child = load::spawn(argv, &snap.path, owned, &env, opts.verbose)?;
+    host::set_target(g, child.id() as i32);
+    if opts.verbose > 0 {
+        eprintln!(
+            "ptap: started {argv:?} (pid {}) with {} after {:.2?}",
+            child.id(),
+            object.display(),
+            t0.elapsed()
+        );
     }
-
-    /// Run the timer probes that are due.
-    pub(crate) fn run_due(&mut self, prog: &Program, s: &Session, g: &Globals, now: Instant) {
-        for (p, q, period, due) in self.timers.iter_mut() {
-            if now >= *due {
-                prog.run(Which::Timer(*p, *q), s, g);
-                // Skip missed periods rather than running them in a burst.
-                while *due <= now {
-                    *due += *period;
-                }
-            }
-        }
-    }
-
-    /// Sleep at most `max`, and no later than the next timer or `-T`.
-    pub(crate) fn idle(&self, max: Duration) {
-        let now = Instant::now();
-        let wait = self
-            .timers
-            .iter()
-            .map(|t| t.3)
-            .chain(self.deadline)
-            .map(|t| t.saturating_duration_since(now))
-            .fold(max, Duration::min);
-        std::thread::sleep(wait);
-    }
+    Ok((Target::Child(child), snap))
 }

@@ -5,6 +5,7 @@
 //! globals (plain atomic loads, so the probes' hit path never waits for a
 //! scrape) and encodes it. The endpoint only reads: any other path is 404,
 //! any other method 405.
+use anyhow::{anyhow, Context};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
@@ -29,11 +30,11 @@ pub struct Server {
 
 /// Check `addr` before anything runs: `HOST:PORT`, with HOST an IP address
 /// or `localhost`.
-pub fn check_addr(addr: &str) -> Result<(), String> {
+pub fn check_addr(addr: &str) -> anyhow::Result<()> {
     use std::net::ToSocketAddrs;
     match addr.to_socket_addrs().map(|mut a| a.next()) {
         Ok(Some(_)) => Ok(()),
-        _ => Err(format!(
+        _ => Err(anyhow!(
             "--serve `{addr}`: not an address to listen on; give HOST:PORT, e.g. 127.0.0.1:9464"
         )),
     }
@@ -49,7 +50,7 @@ pub struct View {
 }
 
 /// Listen on `spec.addr` and serve snapshots of `g` (laid out by `meta`).
-pub fn start(spec: &ServeSpec, meta: &Meta, g: Globals, target: String) -> Result<Server, String> {
+pub fn start(spec: &ServeSpec, meta: &Meta, g: Globals, target: String) -> anyhow::Result<Server> {
     let view = View {
         plan: spec.plan.clone(),
         meta: meta.clone(),
@@ -60,9 +61,9 @@ pub fn start(spec: &ServeSpec, meta: &Meta, g: Globals, target: String) -> Resul
 
 /// Listen on `addr` and serve snapshots of `g` as `view` says at the time
 /// of each scrape (the lock is ptap's own: no probe handler takes it).
-pub fn start_shared(addr: &str, view: Arc<RwLock<View>>, g: Globals) -> Result<Server, String> {
+pub fn start_shared(addr: &str, view: Arc<RwLock<View>>, g: Globals) -> anyhow::Result<Server> {
     let http = tiny_http::Server::http(addr).map_err(|e| {
-        format!("--serve {addr}: cannot listen there: {e} (is the port in use? pick another one)")
+        anyhow!("--serve {addr}: cannot listen there: {e} (is the port in use? pick another one)")
     })?;
     let addr = http
         .server_addr()
@@ -83,7 +84,7 @@ pub fn start_shared(addr: &str, view: Arc<RwLock<View>>, g: Globals) -> Result<S
                 let _ = req.respond(resp);
             }
         })
-        .map_err(|e| format!("--serve: cannot start the server thread: {e}"))?;
+        .context("--serve: cannot start the server thread")?;
     Ok(Server {
         http,
         thread: Some(thread),

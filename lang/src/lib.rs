@@ -91,20 +91,26 @@ pub fn frontend(name: &str, text: &str, opts: &Options) -> Result<CheckedScript,
     check(sources, script, opts)
 }
 
+/// A script that did not pass: its diagnostics, rendered as ptap prints
+/// them.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
 /// `ptap -p1`: the parse tree as text, or the rendered diagnostics.
-pub fn render_p1(name: &str, text: &str) -> Result<String, String> {
+pub fn render_p1(name: &str, text: &str) -> Result<String, Rejected> {
     let mut sources = Sources::new();
     let file = sources.add(name, text);
     match parse(&sources, file) {
         Ok(script) => Ok(print::p1::script(&script, &sources)),
-        Err(d) => Err(diag::render(&sources, &d)),
+        Err(d) => Err(Rejected(diag::render(&sources, &d))),
     }
 }
 
 /// `ptap -p2`: the elaborated script as text, or the rendered diagnostics.
-pub fn render_p2(name: &str, text: &str, opts: &Options) -> Result<String, String> {
+pub fn render_p2(name: &str, text: &str, opts: &Options) -> Result<String, Rejected> {
     match frontend(name, text, opts) {
         Ok(checked) => Ok(print::p2::script(&checked)),
-        Err(f) => Err(f.render()),
+        Err(f) => Err(Rejected(f.render())),
     }
 }

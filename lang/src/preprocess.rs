@@ -404,7 +404,35 @@ struct Cond<'a> {
     opts: &'a Options,
 }
 
-fn tokenize(text: &str) -> Result<Vec<String>, String> {
+/// Why a `%( CONDITION %?` cannot be evaluated (shown after "bad
+/// preprocessor condition: ").
+#[derive(Debug, thiserror::Error)]
+enum CondError {
+    #[error("unterminated string")]
+    UnterminatedString,
+    #[error("unexpected `{0}`")]
+    Unexpected(String),
+    #[error("the condition is empty")]
+    Empty,
+    #[error("`)` missing")]
+    MissingParen,
+    #[error("a value is missing")]
+    MissingValue,
+    #[error("`-` before a non-number")]
+    NegatedNonNumber,
+    #[error("bad number `{0}`")]
+    BadNumber(String),
+    #[error("`{0}` is a kernel configuration option; ptap has no kernel side")]
+    KernelConfig(String),
+    #[error("unknown name `{0}`")]
+    UnknownName(String),
+    #[error("a comparison is missing")]
+    MissingComparison,
+    #[error("cannot compare a number with a string")]
+    NumberWithString,
+}
+
+fn tokenize(text: &str) -> Result<Vec<String>, CondError> {
     let b = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -423,7 +451,7 @@ fn tokenize(text: &str) -> Result<Vec<String>, String> {
                 j += 1;
             }
             if j >= b.len() {
-                return Err("unterminated string".to_string());
+                return Err(CondError::UnterminatedString);
             }
             out.push(format!("\"{v}"));
             i = j + 1;
@@ -446,7 +474,7 @@ fn tokenize(text: &str) -> Result<Vec<String>, String> {
                 out.push((c as char).to_string());
                 i += 1;
             } else {
-                return Err(format!("unexpected `{}`", c as char));
+                return Err(CondError::Unexpected((c as char).to_string()));
             }
         }
     }
@@ -454,20 +482,19 @@ fn tokenize(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// Evaluates a condition.
-fn eval(text: &str, opts: &Options) -> Result<bool, String> {
+fn eval(text: &str, opts: &Options) -> Result<bool, CondError> {
     let mut c = Cond {
         toks: tokenize(text)?,
         i: 0,
         opts,
     };
     if c.toks.is_empty() {
-        return Err("the condition is empty".to_string());
+        return Err(CondError::Empty);
     }
     let v = c.or()?;
     if c.i != c.toks.len() {
-        return Err(format!(
-            "unexpected `{}`",
-            c.toks[c.i].trim_start_matches('"')
+        return Err(CondError::Unexpected(
+            c.toks[c.i].trim_start_matches('"').to_string(),
         ));
     }
     Ok(v)
@@ -477,7 +504,7 @@ impl Cond<'_> {
     fn peek(&self) -> Option<&str> {
         self.toks.get(self.i).map(String::as_str)
     }
-    fn or(&mut self) -> Result<bool, String> {
+    fn or(&mut self) -> Result<bool, CondError> {
         let mut v = self.and()?;
         while self.peek() == Some("||") {
             self.i += 1;
@@ -486,7 +513,7 @@ impl Cond<'_> {
         }
         Ok(v)
     }
-    fn and(&mut self) -> Result<bool, String> {
+    fn and(&mut self) -> Result<bool, CondError> {
         let mut v = self.not()?;
         while self.peek() == Some("&&") {
             self.i += 1;
@@ -495,7 +522,7 @@ impl Cond<'_> {
         }
         Ok(v)
     }
-    fn not(&mut self) -> Result<bool, String> {
+    fn not(&mut self) -> Result<bool, CondError> {
         match self.peek() {
             Some("!") => {
                 self.i += 1;
@@ -505,7 +532,7 @@ impl Cond<'_> {
                 self.i += 1;
                 let v = self.or()?;
                 if self.peek() != Some(")") {
-                    return Err("`)` missing".to_string());
+                    return Err(CondError::MissingParen);
                 }
                 self.i += 1;
                 Ok(v)
@@ -513,15 +540,15 @@ impl Cond<'_> {
             _ => self.cmp(),
         }
     }
-    fn operand(&mut self) -> Result<Val, String> {
+    fn operand(&mut self) -> Result<Val, CondError> {
         let Some(t) = self.toks.get(self.i).cloned() else {
-            return Err("a value is missing".to_string());
+            return Err(CondError::MissingValue);
         };
         self.i += 1;
         if t == "-" {
             return match self.operand()? {
                 Val::Num(n) => Ok(Val::Num(-n)),
-                _ => Err("`-` before a non-number".to_string()),
+                _ => Err(CondError::NegatedNonNumber),
             };
         }
         if let Some(s) = t.strip_prefix('"') {
@@ -531,7 +558,7 @@ impl Cond<'_> {
             return t
                 .parse()
                 .map(Val::Num)
-                .map_err(|_| format!("bad number `{t}`"));
+                .map_err(|_| CondError::BadNumber(t.clone()));
         }
         Ok(match t.as_str() {
             "$#" => Val::Num(self.opts.args.len() as i64),
@@ -549,22 +576,18 @@ impl Cond<'_> {
                     .collect();
                 Val::Ver(v.trim_end_matches('.').to_string())
             }
-            c if c.starts_with("CONFIG_") => {
-                return Err(format!(
-                    "`{c}` is a kernel configuration option; ptap has no kernel side"
-                ))
-            }
-            other => return Err(format!("unknown name `{other}`")),
+            c if c.starts_with("CONFIG_") => return Err(CondError::KernelConfig(c.to_string())),
+            other => return Err(CondError::UnknownName(other.to_string())),
         })
     }
-    fn cmp(&mut self) -> Result<bool, String> {
+    fn cmp(&mut self) -> Result<bool, CondError> {
         let l = self.operand()?;
         let op = match self.peek() {
             Some(op @ ("==" | "!=" | "<" | "<=" | ">" | ">=")) => op.to_string(),
             _ => {
                 return match l {
                     Val::Num(n) => Ok(n != 0),
-                    _ => Err("a comparison is missing".to_string()),
+                    _ => Err(CondError::MissingComparison),
                 }
             }
         };
@@ -587,7 +610,7 @@ impl Cond<'_> {
                 }
                 a.cmp(b)
             }
-            _ => return Err("cannot compare a number with a string".to_string()),
+            _ => return Err(CondError::NumberWithString),
         };
         use std::cmp::Ordering::*;
         Ok(match op.as_str() {

@@ -234,36 +234,22 @@ impl Format {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
     /// `%` at the end of the format.
+    #[error("the format ends in the middle of a `%` conversion")]
     Incomplete,
     /// `%q`
+    #[error("`%{0}` is not a known conversion")]
     UnknownConversion(char),
     /// `#` with a conversion where it means nothing.
+    #[error("the `#` flag has no meaning with `%{0}`")]
     AltFlag(char),
+    #[error("width or precision is too large (at most 1024)")]
     WidthTooLarge,
     /// `%b` with a width other than 1, 2, 4, 8, or a precision.
+    #[error("`%b` takes a width of 1, 2, 4 or 8 (bytes; default 8) and no precision")]
     BinaryWidth,
-}
-
-impl std::fmt::Display for FormatError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FormatError::Incomplete => {
-                write!(f, "the format ends in the middle of a `%` conversion")
-            }
-            FormatError::UnknownConversion(c) => write!(f, "`%{c}` is not a known conversion"),
-            FormatError::AltFlag(c) => write!(f, "the `#` flag has no meaning with `%{c}`"),
-            FormatError::BinaryWidth => write!(
-                f,
-                "`%b` takes a width of 1, 2, 4 or 8 (bytes; default 8) and no precision"
-            ),
-            FormatError::WidthTooLarge => {
-                write!(f, "width or precision is too large (at most 1024)")
-            }
-        }
-    }
 }
 
 /// Parses a format string.

@@ -73,11 +73,11 @@ fn run(dir: &str, want_ok: bool) -> usize {
                 compare(&path.with_extension("p2"), &p2, &mut failures);
                 let p1_path = path.with_extension("p1");
                 if p1_path.exists() {
-                    let p1 = ptap_lang::render_p1(&shown, &text).unwrap_or_else(|e| e);
+                    let p1 = ptap_lang::render_p1(&shown, &text).unwrap_or_else(|e| e.0);
                     compare(&p1_path, &p1, &mut failures);
                 }
             }
-            (Err(diags), false) => compare(&path.with_extension("stderr"), &diags, &mut failures),
+            (Err(diags), false) => compare(&path.with_extension("stderr"), &diags.0, &mut failures),
             (Ok(p2), false) => failures.push(format!(
                 "{shown}: expected errors, but it elaborated:\n{p2}"
             )),

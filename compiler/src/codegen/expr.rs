@@ -302,12 +302,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
         rhs: &Expr,
         span: Span,
     ) -> R<Value> {
-        match op {
-            BinOp::And | BinOp::Or => return self.translate_logical(op, lhs, rhs),
-            BinOp::Match | BinOp::NotMatch => {
-                return unsupported("regular expression matching here", span)
-            }
-            _ => {}
+        // (`=~` and `!~` reach here as `ExprKind::Regex`: the checker
+        // rewrites them.)
+        if matches!(op, BinOp::And | BinOp::Or) {
+            return self.translate_logical(op, lhs, rhs);
         }
         let a = self.translate_expr(lhs)?;
         let b = self.translate_expr(rhs)?;

@@ -93,7 +93,8 @@ pub fn timers(meta: &Meta) -> Vec<(usize, usize, u64)> {
 
 /// Run the begin / end / one timer probe(s) in ptap, in script order.
 /// `handler(i)` gives probe i's handler: from the module loaded into ptap
-/// (`ptap_rt_core::script::load::load`, ~0.1 ms) or from a [`super::jit::Jit`].
+/// (`ptap_rt_core::script::load::load`, ~0.1 ms; what ptap runs) or from a
+/// [`super::jit::Jit`] (the tests).
 /// Errors are written to the ring as error records (like the target's).
 /// Returns the number of handlers that failed.
 pub fn run_probes(
@@ -124,7 +125,7 @@ pub fn run_probes(
             ctx.point = qi as u32;
             ctx.pp = pt.text.as_ptr();
             ctx.pp_len = pt.text.len() as u64;
-            // SAFETY: a JIT handler of this module; ctx points to the live
+            // SAFETY: a handler of this module; ctx points to the live
             // session and globals; no registers (the checker allows no
             // register access in begin/end/timer probes).
             if unsafe { ptap_rt_core::script::run_handler(h, &mut ctx) } != 0 {
@@ -365,6 +366,15 @@ pub fn aborted(g: &Globals) -> bool {
     g.header().exit.load(Ordering::Acquire) == ptap_rt_core::script::attach::EXIT_ABORT
 }
 
+/// Why a probe module (`ptap run NAME.o`) cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleFileError {
+    #[error(transparent)]
+    Load(#[from] ptap_rt_core::script::load::LoadError),
+    #[error(transparent)]
+    Format(#[from] crate::output::BadFormat),
+}
+
 /// A compiled script as ptap runs it: the probe module (for the target)
 /// and the same module loaded into ptap (for begin/end/timer probes), with
 /// its parsed formats (to render the target's records).
@@ -391,12 +401,12 @@ impl Program {
     ) -> Result<Program, CodegenError> {
         let object = super::emit_object_for(script, exe)?;
         // The module was just written by us: failing to load it is a bug.
-        Program::from_object(object).map_err(CodegenError::Module)
+        Program::from_object(object).map_err(|e| CodegenError::Module(e.to_string()))
     }
 
     /// A module written earlier by `ptap -p4` (`ptap run NAME.o`).
-    pub fn from_object(object: Vec<u8>) -> Result<Program, String> {
-        let module = ptap_rt_core::script::load::load(&object).map_err(|e| e.to_string())?;
+    pub fn from_object(object: Vec<u8>) -> Result<Program, ModuleFileError> {
+        let module = ptap_rt_core::script::load::load(&object)?;
         let formats = crate::output::formats_of(&module.meta)?;
         Ok(Program {
             object,

@@ -1,7 +1,8 @@
 //! Lowering of a checked script to Cranelift IR, written once against
 //! `cranelift_module::Module`: `ObjectModule` writes probe modules
-//! ([`emit_object`]), `JITModule` runs handlers in ptap's own process
-//! ([`jit::Jit`]: begin/end/timer probes, unit tests).
+//! ([`emit_object`]); ptap loads that same object into its own process for
+//! the begin/end/timer probes (`host::Program`). `JITModule` ([`jit::Jit`])
+//! serves the tests only.
 //!
 //! Per probe `i`: `ptap_probe_i(ctx: *mut ProbeCtx) -> i64` (0, or the error
 //! code), and for a kretprobe with `@entry`: `ptap_entry_i(ctx)` which saves
@@ -16,7 +17,7 @@
 //! (statistics), `hist.rs` (histograms), `array.rs` (associative arrays,
 //! foreach), `helpers.rs` (imports from the runtime's helper table),
 //! `meta.rs` (globals layout, metadata), `host.rs` (ptap's side: session
-//! globals, begin/end/timer), `jit.rs`.
+//! globals, begin/end/timer), `jit.rs` (for the tests).
 //!
 //! Compiled: long and string locals/globals/parameters, every operator
 //! (`=~` through a small NFA compiled by `regex.rs`), if/while/for/break/

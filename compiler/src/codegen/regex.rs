@@ -36,7 +36,7 @@ impl Parser<'_> {
         self.s.get(self.i).copied()
     }
 
-    fn alt(&mut self) -> Result<Node, String> {
+    fn alt(&mut self) -> Result<Node, RegexError> {
         let mut alts = vec![self.cat()?];
         while self.peek() == Some(b'|') {
             self.i += 1;
@@ -49,7 +49,7 @@ impl Parser<'_> {
         })
     }
 
-    fn cat(&mut self) -> Result<Node, String> {
+    fn cat(&mut self) -> Result<Node, RegexError> {
         let mut items = Vec::new();
         while let Some(c) = self.peek() {
             if c == b'|' || c == b')' {
@@ -61,7 +61,7 @@ impl Parser<'_> {
         Ok(Node::Cat(items))
     }
 
-    fn repeats(&mut self, mut atom: Node) -> Result<Node, String> {
+    fn repeats(&mut self, mut atom: Node) -> Result<Node, RegexError> {
         loop {
             let (lo, hi) = match self.peek() {
                 Some(b'*') => (0, None),
@@ -81,10 +81,10 @@ impl Parser<'_> {
                         Some(lo)
                     };
                     if self.peek() != Some(b'}') {
-                        return Err("`{` without a closing `}`".into());
+                        return Err(RegexError::Unclosed("{", "}"));
                     }
                     if hi.is_some_and(|h| h < lo) || lo > 100 || hi.is_some_and(|h| h > 100) {
-                        return Err("bad repetition bounds (0..100)".into());
+                        return Err(RegexError::Bounds);
                     }
                     (lo, hi)
                 }
@@ -95,7 +95,7 @@ impl Parser<'_> {
         }
     }
 
-    fn number(&mut self) -> Result<u32, String> {
+    fn number(&mut self) -> Result<u32, RegexError> {
         let start = self.i;
         while self.peek().is_some_and(|c| c.is_ascii_digit()) {
             self.i += 1;
@@ -103,12 +103,12 @@ impl Parser<'_> {
         std::str::from_utf8(&self.s[start..self.i])
             .ok()
             .and_then(|t| t.parse().ok())
-            .ok_or_else(|| "a number is expected in `{}`".to_string())
+            .ok_or(RegexError::NumberExpected)
     }
 
-    fn atom(&mut self) -> Result<Node, String> {
+    fn atom(&mut self) -> Result<Node, RegexError> {
         let Some(c) = self.peek() else {
-            return Err("unexpected end".into());
+            return Err(RegexError::UnexpectedEnd);
         };
         self.i += 1;
         Ok(match c {
@@ -120,19 +120,17 @@ impl Parser<'_> {
                 let k = self.groups;
                 let inner = self.alt()?;
                 if self.peek() != Some(b')') {
-                    return Err("`(` without a closing `)`".into());
+                    return Err(RegexError::Unclosed("(", ")"));
                 }
                 self.i += 1;
                 let k = (k as usize <= MAX_GROUPS).then_some(k);
                 Node::Group(Box::new(inner), k)
             }
             b'[' => Node::Class(self.class()?),
-            b'*' | b'+' | b'?' | b'{' => {
-                return Err(format!("`{}` has nothing to repeat", c as char))
-            }
+            b'*' | b'+' | b'?' | b'{' => return Err(RegexError::NothingToRepeat(c as char)),
             b'\\' => {
                 let Some(e) = self.peek() else {
-                    return Err("`\\` at the end".into());
+                    return Err(RegexError::TrailingBackslash);
                 };
                 self.i += 1;
                 Node::Char(match e {
@@ -145,7 +143,7 @@ impl Parser<'_> {
         })
     }
 
-    fn class(&mut self) -> Result<[u8; 32], String> {
+    fn class(&mut self) -> Result<[u8; 32], RegexError> {
         let mut set = [0u8; 32];
         let mut add = |c: u8| set[c as usize >> 3] |= 1 << (c & 7);
         let negate = self.peek() == Some(b'^');
@@ -155,7 +153,7 @@ impl Parser<'_> {
         let mut first = true;
         loop {
             let Some(c) = self.peek() else {
-                return Err("`[` without a closing `]`".into());
+                return Err(RegexError::Unclosed("[", "]"));
             };
             if c == b']' && !first {
                 self.i += 1;
@@ -166,7 +164,7 @@ impl Parser<'_> {
                 let end = self.s[self.i..]
                     .windows(2)
                     .position(|w| w == b":]")
-                    .ok_or("unterminated `[:class:]`")?;
+                    .ok_or(RegexError::UnterminatedClass)?;
                 let name = std::str::from_utf8(&self.s[self.i + 2..self.i + end]).unwrap_or("");
                 let f: fn(u8) -> bool = match name {
                     "alpha" => |c| c.is_ascii_alphabetic(),
@@ -177,7 +175,7 @@ impl Parser<'_> {
                     "lower" => |c| c.is_ascii_lowercase(),
                     "punct" => |c| c.is_ascii_punctuation(),
                     "xdigit" => |c| c.is_ascii_hexdigit(),
-                    _ => return Err(format!("unknown class `[:{name}:]`")),
+                    _ => return Err(RegexError::UnknownClass(name.to_string())),
                 };
                 (0..=255u8).filter(|&c| f(c)).for_each(&mut add);
                 self.i += end + 2;
@@ -187,7 +185,7 @@ impl Parser<'_> {
             if self.peek() == Some(b'-') && self.s.get(self.i + 1).is_some_and(|&n| n != b']') {
                 let hi = self.s[self.i + 1];
                 if hi < c {
-                    return Err("a range whose end is before its start".into());
+                    return Err(RegexError::BackwardRange);
                 }
                 (c..=hi).for_each(&mut add);
                 self.i += 2;
@@ -224,11 +222,9 @@ impl Emit {
         self.code[at] = (self.code[at] & 0xff00_0000) | target as u32;
     }
 
-    fn node(&mut self, n: &Node) -> Result<(), String> {
+    fn node(&mut self, n: &Node) -> Result<(), RegexError> {
         if self.code.len() > MAX_INSTR {
-            return Err(format!(
-                "the pattern is too large (more than {MAX_INSTR} instructions)"
-            ));
+            return Err(RegexError::TooLarge);
         }
         match n {
             Node::Char(c) => _ = self.op(OP_CHAR, *c as usize),
@@ -298,8 +294,36 @@ impl Emit {
     }
 }
 
+/// Why a pattern cannot be compiled (shown after "the regular expression
+/// `P`: ").
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RegexError {
+    #[error("`{0}` without a closing `{1}`")]
+    Unclosed(&'static str, &'static str),
+    #[error("bad repetition bounds (0..100)")]
+    Bounds,
+    #[error("a number is expected in `{{}}`")]
+    NumberExpected,
+    #[error("unexpected end")]
+    UnexpectedEnd,
+    #[error("`{0}` has nothing to repeat")]
+    NothingToRepeat(char),
+    #[error("`\\` at the end")]
+    TrailingBackslash,
+    #[error("unterminated `[:class:]`")]
+    UnterminatedClass,
+    #[error("unknown class `[:{0}:]`")]
+    UnknownClass(String),
+    #[error("a range whose end is before its start")]
+    BackwardRange,
+    #[error("unbalanced `)`")]
+    Unbalanced,
+    #[error("the pattern is too large (more than {MAX_INSTR} instructions)")]
+    TooLarge,
+}
+
 /// Compile `pattern` into the runtime's program bytes.
-pub(crate) fn compile(pattern: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn compile(pattern: &str) -> Result<Vec<u8>, RegexError> {
     let mut p = Parser {
         s: pattern.as_bytes(),
         i: 0,
@@ -307,7 +331,7 @@ pub(crate) fn compile(pattern: &str) -> Result<Vec<u8>, String> {
     };
     let tree = p.alt()?;
     if p.i != p.s.len() {
-        return Err("unbalanced `)`".into());
+        return Err(RegexError::Unbalanced);
     }
     let mut e = Emit {
         code: Vec::new(),
@@ -319,9 +343,7 @@ pub(crate) fn compile(pattern: &str) -> Result<Vec<u8>, String> {
     e.op(OP_SAVE, 1);
     e.op(OP_MATCH, 0);
     if e.code.len() > MAX_INSTR {
-        return Err(format!(
-            "the pattern is too large (more than {MAX_INSTR} instructions)"
-        ));
+        return Err(RegexError::TooLarge);
     }
     let mut out = Vec::new();
     out.extend((e.code.len() as u32).to_le_bytes());
@@ -407,5 +429,13 @@ mod tests {
         for p in ["(", "a)", "[a", "*a", "a{3,1}", "[[:nope:]]", "\\"] {
             assert!(compile(p).is_err(), "{p}");
         }
+        // What the user reads after "the regular expression `P`: ".
+        let why = |p| compile(p).unwrap_err().to_string();
+        assert_eq!(why("("), "`(` without a closing `)`");
+        assert_eq!(why("a)"), "unbalanced `)`");
+        assert_eq!(why("*a"), "`*` has nothing to repeat");
+        assert_eq!(why("[[:nope:]]"), "unknown class `[:nope:]`");
+        assert_eq!(why("a{x}"), "a number is expected in `{}`");
+        assert_eq!(why("\\"), "`\\` at the end");
     }
 }

@@ -81,7 +81,7 @@ fn casts(
 
 /// Finds the file of a library a point names (`libc` in `libc:write`)
 /// among the objects `exe` loads. Set by the ptap driver, which knows how
-/// the dynamic loader finds libraries (`points.rs`).
+/// the dynamic loader finds libraries (`compiler/src/points/libraries.rs`).
 pub type LibraryFinder = fn(exe: &Path, module: &Module) -> Option<PathBuf>;
 
 static LIBRARY_FINDER: std::sync::OnceLock<LibraryFinder> = std::sync::OnceLock::new();

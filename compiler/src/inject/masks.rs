@@ -8,6 +8,7 @@
 //! taken out of its mask (PTRACE_SETSIGMASK). Under `-c` the runtime's
 //! interposed sigprocmask does this as the target sets its masks.
 
+use anyhow::{anyhow, Context};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -59,7 +60,7 @@ pub fn unblock_managed(pid: i32, verbose: u8) -> (usize, Vec<i32>) {
             Ok(false) => {}
             Err(e) => {
                 if verbose > 0 {
-                    eprintln!("ptap: thread {tid} of pid {pid}: {e}");
+                    eprintln!("ptap: thread {tid} of pid {pid}: {e:#}");
                 }
                 failed.push(tid);
             }
@@ -74,9 +75,9 @@ fn in_sigtimedwait(pid: i32, tid: i32) -> bool {
         .is_ok_and(|s| s.split_whitespace().next() == Some("128"))
 }
 
-fn unblock_one(tid: i32) -> Result<bool, String> {
+fn unblock_one(tid: i32) -> anyhow::Result<bool> {
     let t = Pid::from_raw(tid);
-    ptrace::seize(t, ptrace::Options::empty()).map_err(|e| format!("PTRACE_SEIZE: {e}"))?;
+    ptrace::seize(t, ptrace::Options::empty()).context("PTRACE_SEIZE")?;
     let r = stopped(t).and_then(|()| {
         let mut mask = 0u64;
         // SAFETY: PTRACE_GETSIGMASK writes 8 bytes (the size given) to `mask`.
@@ -89,7 +90,7 @@ fn unblock_one(tid: i32) -> Result<bool, String> {
             )
         };
         if r != 0 {
-            return Err(format!("PTRACE_GETSIGMASK: {}", Errno::last()));
+            return Err(anyhow!("PTRACE_GETSIGMASK: {}", Errno::last()));
         }
         if mask & managed_mask() == 0 {
             return Ok(false);
@@ -105,7 +106,7 @@ fn unblock_one(tid: i32) -> Result<bool, String> {
             )
         };
         if r != 0 {
-            return Err(format!("PTRACE_SETSIGMASK: {}", Errno::last()));
+            return Err(anyhow!("PTRACE_SETSIGMASK: {}", Errno::last()));
         }
         Ok(true)
     });
@@ -115,8 +116,8 @@ fn unblock_one(tid: i32) -> Result<bool, String> {
 
 /// PTRACE_INTERRUPT and wait for the stop (signals on their way are
 /// delivered), at most 2 s.
-fn stopped(t: Pid) -> Result<(), String> {
-    ptrace::interrupt(t).map_err(|e| format!("PTRACE_INTERRUPT: {e}"))?;
+fn stopped(t: Pid) -> anyhow::Result<()> {
+    ptrace::interrupt(t).context("PTRACE_INTERRUPT")?;
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
@@ -125,19 +126,19 @@ fn stopped(t: Pid) -> Result<(), String> {
                 return Ok(())
             }
             Ok(WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP)) => {
-                return Err("stopped by job control".into())
+                return Err(anyhow!("stopped by job control"))
             }
             Ok(WaitStatus::Stopped(_, sig)) => {
-                ptrace::cont(t, sig).map_err(|e| format!("PTRACE_CONT: {e}"))?;
+                ptrace::cont(t, sig).context("PTRACE_CONT")?;
             }
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return Err("exited".into()),
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return Err(anyhow!("exited")),
             Ok(_) => {
-                ptrace::cont(t, None).map_err(|e| format!("PTRACE_CONT: {e}"))?;
+                ptrace::cont(t, None).context("PTRACE_CONT")?;
             }
-            Err(e) => return Err(format!("waitpid: {e}")),
+            Err(e) => return Err(anyhow!("waitpid: {e}")),
         }
         if Instant::now() > deadline {
-            return Err("did not stop for ptrace".into());
+            return Err(anyhow!("did not stop for ptrace"));
         }
         std::thread::sleep(Duration::from_micros(200));
     }

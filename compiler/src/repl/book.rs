@@ -14,7 +14,7 @@ use ptap_compiler::codegen::{BaseGlobal, SessionBase};
 use ptap_lang::ast::{Item, Script};
 use ptap_lang::diag::ToDiagnostic;
 use ptap_lang::lexer::{self, Tok};
-use ptap_lang::{FileId, Options, Sources};
+use ptap_lang::{FileId, Options, Rejected, Sources};
 use ptap_rt_core::script::meta::{Meta, MetaLoc, MetaProbe, PointKind};
 
 /// One accepted entry (declarations and probes as typed).
@@ -153,7 +153,7 @@ impl Book {
         name: &str,
         text: &str,
         exe: Option<&std::path::Path>,
-    ) -> Result<Compiled, String> {
+    ) -> Result<Compiled, Rejected> {
         if is_declaration(text) {
             return self.compile_as(name, text, text, false, exe);
         }
@@ -174,7 +174,7 @@ impl Book {
         source: &str,
         eval: bool,
         exe: Option<&std::path::Path>,
-    ) -> Result<Compiled, String> {
+    ) -> Result<Compiled, Rejected> {
         // Earlier declarations nothing types yet are left out of this check.
         let mut untyped: Vec<String> = Vec::new();
         let (mut checked, file) = loop {
@@ -187,13 +187,13 @@ impl Book {
                     Ok(s) => items.extend(s.items.into_iter().filter(
                         |it| !matches!(it, Item::Global(g) if untyped.contains(&g.name.name)),
                     )),
-                    Err(d) => return Err(ptap_lang::diag::render(&sources, &d)),
+                    Err(d) => return Err(Rejected(ptap_lang::diag::render(&sources, &d))),
                 }
             }
             let file = sources.add(name, source);
             match ptap_lang::parse(&sources, file) {
                 Ok(s) => items.extend(s.items),
-                Err(d) => return Err(ptap_lang::diag::render(&sources, &d)),
+                Err(d) => return Err(Rejected(ptap_lang::diag::render(&sources, &d))),
             }
             let f = match ptap_lang::check(sources, Script { items }, &self.opts) {
                 Ok(c) => break (c, file),
@@ -223,21 +223,26 @@ impl Book {
             if only_pending && !has_probes(typed) {
                 return Ok(Compiled::Pending);
             }
-            return Err(f.render());
+            return Err(Rejected(f.render()));
         };
         // This entry's probes only: the others are in their own modules.
         let full = checked.clone();
         checked.probes.retain(|p| p.span.file == file);
         let object =
             ptap_compiler::codegen::emit_object_in(&checked, exe, Some(&self.base), Some(&full))
-                .map_err(|e| ptap_lang::diag::render(&checked.sources, &[e.to_diagnostic()]))?;
+                .map_err(|e| {
+                    Rejected(ptap_lang::diag::render(
+                        &checked.sources,
+                        &[e.to_diagnostic()],
+                    ))
+                })?;
         let meta = ptap_rt_core::script::load::read_meta(&object)
-            .map_err(|e| format!("error: internal: {e}\n"))?;
+            .map_err(|e| Rejected(format!("error: internal: {e}\n")))?;
         if meta.globals_size > self.area_size {
-            return Err(format!(
+            return Err(Rejected(format!(
                 "error: the session's globals area is full ({} of {} bytes would be used); start ptap with a larger PTAP_REPL_GLOBALS_MB\n",
                 meta.globals_size, self.area_size
-            ));
+            )));
         }
         let new_globals = meta
             .globals

@@ -1,5 +1,6 @@
 //! The REPL's commands: a line that starts with `:`.
 
+use anyhow::{anyhow, Context};
 use std::time::{Duration, Instant};
 
 use super::{Flow, Repl};
@@ -95,9 +96,9 @@ fn find(word: &str) -> Option<&'static str> {
         .map(|c| c.0)
 }
 
-fn id_arg(arg: &str, what: &str) -> Result<u32, String> {
+fn id_arg(arg: &str, what: &str) -> anyhow::Result<u32> {
     arg.trim().parse::<u32>().map_err(|_| {
-        format!(
+        anyhow!(
             "`:{what}` wants a probe id (see :list), got `{}`",
             arg.trim()
         )
@@ -139,25 +140,25 @@ impl Repl {
                 self.print(&text);
                 Ok(())
             }
-            "run" if arg.is_empty() => Err("`:run` wants a command line".into()),
+            "run" if arg.is_empty() => Err(anyhow!("`:run` wants a command line")),
             "run" => self.start_cmd(arg),
             "attach" => arg
                 .parse::<i32>()
-                .map_err(|_| format!("`:attach` wants a pid, got `{arg}`"))
+                .map_err(|_| anyhow!("`:attach` wants a pid, got `{arg}`"))
                 .and_then(|pid| self.attach(pid)),
             "detach" => self.detach(),
             "wait" => {
                 self.wait();
                 Ok(())
             }
-            "save" if arg.is_empty() => Err("`:save` wants a file name".into()),
+            "save" if arg.is_empty() => Err(anyhow!("`:save` wants a file name")),
             "save" => self.save(arg),
-            "load" if arg.is_empty() => Err("`:load` wants a file name".into()),
+            "load" if arg.is_empty() => Err(anyhow!("`:load` wants a file name")),
             "load" => self.load(arg),
             _ => Ok(()),
         };
         if let Err(e) = r {
-            self.say(&format!("ptap: {e}\n"));
+            self.say(&format!("ptap: {e:#}\n"));
         }
         Flow::Go
     }
@@ -185,11 +186,11 @@ impl Repl {
         self.table(&s);
     }
 
-    fn delete(&mut self, id: u32) -> Result<(), String> {
+    fn delete(&mut self, id: u32) -> anyhow::Result<()> {
         let t0 = Instant::now();
         self.live
             .lock()
-            .map_err(|_| "the session is broken")?
+            .map_err(|_| anyhow!("the session is broken"))?
             .delete(id)?;
         let took = t0.elapsed();
         self.book.drop_probes(id);
@@ -203,10 +204,10 @@ impl Repl {
         Ok(())
     }
 
-    fn set_on(&mut self, id: u32, on: bool) -> Result<(), String> {
+    fn set_on(&mut self, id: u32, on: bool) -> anyhow::Result<()> {
         self.live
             .lock()
-            .map_err(|_| "the session is broken")?
+            .map_err(|_| anyhow!("the session is broken"))?
             .set_on(id, on)?;
         self.refresh_report();
         self.say(&format!(
@@ -216,10 +217,13 @@ impl Repl {
         Ok(())
     }
 
-    fn detach(&mut self) -> Result<(), String> {
-        let mut l = self.live.lock().map_err(|_| "the session is broken")?;
+    fn detach(&mut self) -> anyhow::Result<()> {
+        let mut l = self
+            .live
+            .lock()
+            .map_err(|_| anyhow!("the session is broken"))?;
         let Some(pid) = l.target.as_ref().map(|t| t.id()) else {
-            return Err("no target to detach from".into());
+            return Err(anyhow!("no target to detach from"));
         };
         l.detach();
         drop(l);
@@ -231,12 +235,12 @@ impl Repl {
     }
 
     fn wait(&mut self) {
-        let deadline = crate::run::deadline(Instant::now(), self.timeout);
+        let deadline = crate::event_loop::deadline(Instant::now(), self.timeout);
         loop {
             if self.target_pid().is_none() {
                 return;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) || crate::load::interrupted() {
+            if deadline.is_some_and(|d| Instant::now() >= d) || crate::event_loop::interrupted() {
                 self.say("ptap: the target still runs\n");
                 return;
             }
@@ -245,24 +249,24 @@ impl Repl {
         }
     }
 
-    fn save(&mut self, path: &str) -> Result<(), String> {
+    fn save(&mut self, path: &str) -> anyhow::Result<()> {
         let off: Vec<u32> = match self.live.lock() {
             Ok(l) => l.modules.iter().filter(|m| !m.on).map(|m| m.id).collect(),
             Err(_) => Vec::new(),
         };
         let text = self.book.script(|id| off.contains(&id));
-        std::fs::write(path, &text).map_err(|e| format!("cannot write `{path}`: {e}"))?;
+        std::fs::write(path, &text).with_context(|| format!("cannot write `{path}`"))?;
         self.say(&format!("ptap: saved the session to {path}\n"));
         Ok(())
     }
 
-    fn load(&mut self, path: &str) -> Result<(), String> {
+    fn load(&mut self, path: &str) -> anyhow::Result<()> {
         let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+            std::fs::read_to_string(path).with_context(|| format!("cannot read `{path}`"))?;
         if self.submit(&text, Some(path)) {
             Ok(())
         } else {
-            Err(format!("`{path}` was not loaded"))
+            Err(anyhow!("`{path}` was not loaded"))
         }
     }
 }

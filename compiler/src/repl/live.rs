@@ -7,6 +7,7 @@
 //! printed by the caller once the session's lock is released (the line
 //! editor's printer may block until the editor reads it).
 
+use anyhow::{anyhow, Context};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,7 +22,8 @@ use ptap_rt_core::script::load::LoadedModule;
 use ptap_rt_core::script::meta::{Meta, PointKind};
 use ptap_rt_core::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
 
-use crate::load::{self, OwnedSession, RuntimeSnapshot, Target};
+use crate::load::{self, OwnedSession, RuntimeSnapshot};
+use crate::target::Target;
 
 /// Default size of the globals area (`PTAP_REPL_GLOBALS_MB`): address
 /// space, not memory (untouched pages of the memfd cost nothing).
@@ -93,11 +95,11 @@ impl Live {
     /// A new session: control block, ring, then a globals area of
     /// `globals_mb` MiB that starts with the module table. `pid`: the
     /// process `-x` attaches to (its session file is made for its user).
-    pub fn new(globals_mb: u64, pid: Option<i32>) -> Result<Live, String> {
+    pub fn new(globals_mb: u64, pid: Option<i32>) -> anyhow::Result<Live> {
         let ring = load::ring_size_from_env()?;
         let area = globals_mb
             .checked_mul(1 << 20)
-            .ok_or("PTAP_REPL_GLOBALS_MB is too large")?;
+            .context("PTAP_REPL_GLOBALS_MB is too large")?;
         let at = globals::offset_in_session(ring);
         let len = at + area as usize;
         let owned = OwnedSession::create_for(ring, len, pid)?;
@@ -112,7 +114,7 @@ impl Live {
             .map(|d| d.display().to_string())
             .unwrap_or_default();
         if dir.len() >= control::DIR_LEN {
-            return Err(format!("the temporary directory path {dir} is too long"));
+            return Err(anyhow!("the temporary directory path {dir} is too long"));
         }
         let table_off = globals::HEADER_SIZE;
         // SAFETY: the area is `area` bytes, far more than the table; 64-aligned.
@@ -155,11 +157,11 @@ impl Live {
 
     /// Write a module into the session's private directory (readable by
     /// the target: see docs/security.md).
-    pub fn write_module(&self, name: &str, object: &[u8]) -> Result<PathBuf, String> {
+    pub fn write_module(&self, name: &str, object: &[u8]) -> anyhow::Result<PathBuf> {
         let snap = self
             .snap
             .as_ref()
-            .ok_or("the session has no private directory")?;
+            .context("the session has no private directory")?;
         snap.dir.write(name, object)
     }
 
@@ -240,7 +242,7 @@ impl Live {
 
     /// Publish a change of the table and wait until every live process of
     /// the session has applied it.
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> anyhow::Result<()> {
         let gen = self.table().gen.fetch_add(1, Ordering::AcqRel) + 1;
         wake(&self.owned.session);
         let t0 = Instant::now();
@@ -250,7 +252,7 @@ impl Live {
                 return Ok(());
             }
             if t0.elapsed() > SYNC_TIMEOUT {
-                return Err(format!(
+                return Err(anyhow!(
                     "process(es) {left:?} did not apply the change within {} s",
                     SYNC_TIMEOUT.as_secs()
                 ));
@@ -281,8 +283,8 @@ impl Live {
         probe_base: u32,
         in_target: bool,
         wide: bool,
-    ) -> Result<u32, String> {
-        let ptap = ptap_rt_core::script::load::load(object).map_err(|e| e.to_string())?;
+    ) -> anyhow::Result<u32> {
+        let ptap = ptap_rt_core::script::load::load(object)?;
         let mut slot = None;
         let mut path = PathBuf::new();
         let mut armed_wide = None;
@@ -307,7 +309,7 @@ impl Live {
                 .iter()
                 .position(|s| s.id.load(Ordering::Acquire) == 0)
                 .ok_or_else(|| {
-                    format!(
+                    anyhow!(
                         "the session has {} modules: delete one first",
                         control::MAX_MODULES
                     )
@@ -334,7 +336,7 @@ impl Live {
                 let _ = std::fs::remove_file(&path);
                 return Err(match r {
                     Err(e) => e,
-                    Ok(()) => "the probe could not be armed in the target (see above)".into(),
+                    Ok(()) => anyhow!("the probe could not be armed in the target (see above)"),
                 });
             }
         }
@@ -383,13 +385,13 @@ impl Live {
     }
 
     /// Run a one-off module (a typed expression) as a begin probe.
-    pub fn eval(&mut self, object: &[u8], probe_base: u32) -> Result<(), String> {
+    pub fn eval(&mut self, object: &[u8], probe_base: u32) -> anyhow::Result<()> {
         let m = Module {
             id: 0,
             slot: None,
             on: true,
             points: Vec::new(),
-            ptap: ptap_rt_core::script::load::load(object).map_err(|e| e.to_string())?,
+            ptap: ptap_rt_core::script::load::load(object)?,
             probe_base,
             path: PathBuf::new(),
             ptap_hits: 0,
@@ -402,12 +404,12 @@ impl Live {
 
     /// Delete module `id`: out of every process (live unpatching; each
     /// frees the code after a grace period), then out of ptap.
-    pub fn delete(&mut self, id: u32) -> Result<(), String> {
+    pub fn delete(&mut self, id: u32) -> anyhow::Result<()> {
         let i = self
             .modules
             .iter()
             .position(|m| m.id == id)
-            .ok_or_else(|| format!("no probe {id} (see :list)"))?;
+            .with_context(|| format!("no probe {id} (see :list)"))?;
         if let Some(slot) = self.modules[i].slot {
             self.free_slot(slot);
             self.sync()?;
@@ -450,12 +452,12 @@ impl Live {
 
     /// Turn module `id` off (unloaded from the processes, kept by ptap)
     /// or on again.
-    pub fn set_on(&mut self, id: u32, on: bool) -> Result<(), String> {
+    pub fn set_on(&mut self, id: u32, on: bool) -> anyhow::Result<()> {
         let i = self
             .modules
             .iter()
             .position(|m| m.id == id)
-            .ok_or_else(|| format!("no probe {id} (see :list)"))?;
+            .with_context(|| format!("no probe {id} (see :list)"))?;
         if self.modules[i].on == on {
             return Ok(());
         }

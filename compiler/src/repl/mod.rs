@@ -16,6 +16,7 @@ mod commands;
 mod editor;
 mod live;
 
+use anyhow::{anyhow, Context};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -166,19 +167,19 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     }
     match run_inner(opts) {
         Ok(c) => c,
-        Err(e) => fail(&e),
+        Err(e) => fail(&format!("{e:#}")),
     }
 }
 
-fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
+fn run_inner(opts: &ScriptOpts) -> anyhow::Result<ExitCode> {
     let mb = match std::env::var("PTAP_REPL_GLOBALS_MB") {
         Ok(v) => v
             .parse::<u64>()
             .ok()
             .filter(|&n| (1..=65536).contains(&n))
-            .ok_or(format!(
-                "PTAP_REPL_GLOBALS_MB={v}: give a number of MiB between 1 and 65536"
-            ))?,
+            .with_context(|| {
+                format!("PTAP_REPL_GLOBALS_MB={v}: give a number of MiB between 1 and 65536")
+            })?,
         Err(_) => live::DEFAULT_GLOBALS_MB,
     };
     if let Some(addr) = &opts.serve {
@@ -198,7 +199,7 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
     let book = Book::new(lang, live.area_size(), live.globals_start());
     let file: Option<Box<dyn Write + Send>> = match &opts.output {
         Some(p) => Some(Box::new(
-            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            std::fs::File::create(p).with_context(|| format!("{}", p.display()))?,
         )),
         None => None,
     };
@@ -233,7 +234,11 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
                 // every process.
                 target: "system-wide".into(),
             }));
-            let g = repl.live.lock().map_err(|_| "the session is broken")?.g;
+            let g = repl
+                .live
+                .lock()
+                .map_err(|_| anyhow!("the session is broken"))?
+                .g;
             let server = crate::serve::start_shared(addr, view.clone(), g)?;
             repl.say(&format!(
                 "ptap: serving metrics at http://{}/metrics\n",
@@ -244,7 +249,7 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
         }
         None => None,
     };
-    crate::load::install_interrupt_handlers();
+    crate::event_loop::install_interrupt_handlers();
     let terminal = std::io::stdin().is_terminal();
     let echo = terminal.then(editor::QuietBetweenPrompts::new);
     if let Some(cmd) = &opts.cmd {
@@ -271,7 +276,7 @@ fn run_inner(opts: &ScriptOpts) -> Result<ExitCode, String> {
                 pump_loop(&live, &printer, &stop, !terminal);
                 let _ = pumped.send(());
             })
-            .map_err(|e| format!("cannot start a thread: {e}"))?;
+            .context("cannot start a thread")?;
     }
     let code = if let Some(echo) = echo {
         editor::run(&mut repl, echo)
@@ -303,7 +308,11 @@ fn pump_loop(
             }
             l.pump();
             let (o, e) = l.take_output();
-            (o, e, plain && (crate::load::interrupted() || l.exit_seen))
+            (
+                o,
+                e,
+                plain && (crate::event_loop::interrupted() || l.exit_seen),
+            )
         };
         if let Ok(mut p) = printer.lock() {
             p.out(&out);
@@ -434,7 +443,7 @@ impl Repl {
         };
         self.flush();
         let exit = self.live.lock().map(|l| l.exit_seen).unwrap_or(false);
-        if exit || crate::load::interrupted() {
+        if exit || crate::event_loop::interrupted() {
             return Flow::Quit;
         }
         flow
@@ -474,7 +483,7 @@ impl Repl {
                 return true;
             }
             Err(diags) => {
-                self.say(&diags);
+                self.say(&diags.0);
                 return false;
             }
         };
@@ -482,7 +491,7 @@ impl Repl {
         if unit.in_target() {
             if let Some(images) = &self.images {
                 if let Err(e) = images.resolve(&unit.meta) {
-                    self.say(&format!("ptap: {e}\n"));
+                    self.say(&format!("ptap: {e:#}\n"));
                     return false;
                 }
             }
@@ -497,7 +506,7 @@ impl Repl {
         l.set_render(self.book.render_meta(), self.book.base.formats.clone());
         if unit.eval {
             if let Err(e) = l.eval(&unit.object, base) {
-                l.say(&format!("ptap: {e}\n"));
+                l.say(&format!("ptap: {e:#}\n"));
             }
             drop(l);
             self.book.add_ghost(&name, &unit.source);
@@ -525,7 +534,7 @@ impl Repl {
         let id = match l.add_module(&unit.object, &unit.meta, base, in_target, wide) {
             Ok(id) => id,
             Err(e) => {
-                l.say(&format!("ptap: {e}\n"));
+                l.say(&format!("ptap: {e:#}\n"));
                 return false;
             }
         };
@@ -627,18 +636,21 @@ impl Repl {
 
     /// Start CMD with the runtime preloaded: it applies the session's
     /// modules before `main`.
-    fn start_cmd(&mut self, cmd: &str) -> Result<(), String> {
+    fn start_cmd(&mut self, cmd: &str) -> anyhow::Result<()> {
         if let Some(pid) = self.target_pid() {
-            return Err(format!(
+            return Err(anyhow!(
                 "pid {pid} is the target already: :detach first (or wait for it to exit)"
             ));
         }
         let argv = crate::load::split_command(cmd)?;
         let exe = crate::run::resolve_exe(&argv[0])
-            .ok_or_else(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
+            .with_context(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
         let images = crate::points::Images::load(&exe)?;
         self.set_images(images, exe);
-        let mut l = self.live.lock().map_err(|_| "the session is broken")?;
+        let mut l = self
+            .live
+            .lock()
+            .map_err(|_| anyhow!("the session is broken"))?;
         let mut env = vec![(
             ptap_rt_core::script::attach::ENV_TARGET,
             std::ffi::OsStr::new("1"),
@@ -655,7 +667,7 @@ impl Repl {
         let child = crate::load::spawn_with(&argv, &runtime, &l.owned, &env, self.verbose, true)?;
         let pid = child.id() as i32;
         ptap_compiler::codegen::host::set_target(&l.g, pid);
-        l.target = Some(crate::load::Target::Child(child));
+        l.target = Some(crate::target::Target::Child(child));
         l.say(&format!("ptap: started {cmd} (pid {pid})\n"));
         l.wait_joined(pid);
         drop(l);
@@ -664,25 +676,30 @@ impl Repl {
     }
 
     /// Load the runtime into the running process `pid`.
-    fn attach(&mut self, pid: i32) -> Result<(), String> {
+    fn attach(&mut self, pid: i32) -> anyhow::Result<()> {
         if let Some(p) = self.target_pid() {
-            return Err(format!("pid {p} is the target already: :detach first"));
+            return Err(anyhow!("pid {p} is the target already: :detach first"));
         }
         crate::inject::check_pid(pid)?;
         let images = crate::points::Images::from_pid(pid)?;
         let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
-            .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
+            .with_context(|| format!("cannot read /proc/{pid}/exe"))?;
         self.set_images(images, exe);
         // The runtime starts with a module that probes nothing in the
         // process (an end probe is ptap's); the table brings the rest.
         let empty = ptap_lang::frontend("<empty>", "probe end {}", &self.book.opts)
-            .map_err(|f| f.render())
-            .and_then(|c| ptap_compiler::emit_object(&c).map_err(|e| e.to_string()))?;
-        let mut l = self.live.lock().map_err(|_| "the session is broken")?;
+            .map_err(|f| anyhow!(f.render()))
+            .and_then(|c| ptap_compiler::emit_object(&c).map_err(|e| anyhow!(e.to_string())))?;
+        let mut l = self
+            .live
+            .lock()
+            .map_err(|_| anyhow!("the session is broken"))?;
         self.had_target = true;
         let path = l.write_module("repl-0.o", &empty)?;
         ptap_compiler::codegen::host::set_target(&l.g, pid);
-        let snap = l.snapshot().ok_or("the session has no runtime snapshot")?;
+        let snap = l
+            .snapshot()
+            .context("the session has no runtime snapshot")?;
         let a = crate::load::attach_to(
             pid,
             snap,
@@ -692,7 +709,7 @@ impl Repl {
             Err("the REPL does not load a second copy of the runtime"),
             self.verbose,
         )?;
-        l.target = Some(crate::load::Target::Attached(a));
+        l.target = Some(crate::target::Target::Attached(a));
         l.say(&format!("ptap: attached to pid {pid}\n"));
         l.wait_joined(pid);
         drop(l);

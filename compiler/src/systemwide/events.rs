@@ -4,6 +4,7 @@
 //! ring. All are opened disabled and enabled together once everything is
 //! in place; dropping [`Armed`] closes them (and so removes the uprobes).
 
+use anyhow::{anyhow, Context};
 use std::collections::HashMap;
 
 use perf_event_open_sys::bindings::{self as b, perf_event_attr};
@@ -88,7 +89,7 @@ fn syscall_names(calls: &[(String, u32)]) -> (Vec<SyscallName>, Vec<String>) {
 fn wants(
     meta: &Meta,
     module: &ptap_rt_core::script::load::LoadedModule,
-) -> Result<Vec<Want>, String> {
+) -> anyhow::Result<Vec<Want>> {
     let mut out = Vec::new();
     let mut root: Option<std::path::PathBuf> = None;
     let mut pmu: Option<uprobe::Pmu> = None;
@@ -104,7 +105,7 @@ fn wants(
                 _ => continue,
             };
             if ret && p.entry_values > 0 {
-                return Err(format!(
+                return Err(anyhow!(
                     "probe point {}: `@entry` is not supported system-wide (no -c, no -x) yet",
                     pt.text
                 ));
@@ -168,7 +169,7 @@ fn wants(
                         });
                     }
                     if found == 0 && !pt.optional {
-                        return Err(format!(
+                        return Err(anyhow!(
                             "probe point {}: this kernel has no tracepoint for {} (looked for syscalls:sys_{}_NAME)",
                             pt.text,
                             calls.iter().map(|c| c.0.as_str()).collect::<Vec<_>>().join(", "),
@@ -189,7 +190,7 @@ fn wants(
                     };
                     for s in sites {
                         let path = std::ffi::CString::new(s.path.as_os_str().as_encoded_bytes())
-                            .map_err(|_| format!("{}: a NUL in the path", s.path.display()))?;
+                            .map_err(|_| anyhow!("{}: a NUL in the path", s.path.display()))?;
                         let mut attr = base_attr();
                         attr.type_ = pmu.ty;
                         if ret {
@@ -264,12 +265,14 @@ pub fn arm(
     module: &ptap_rt_core::script::load::LoadedModule,
     pages: usize,
     verbose: u8,
-) -> Result<Armed, String> {
+) -> anyhow::Result<Armed> {
     let cpus = online_cpus();
     let wants = wants(meta, module)?;
     raise_fd_limit();
     if wants.is_empty() {
-        return Err("nothing to probe: every point is optional and none resolved".into());
+        return Err(anyhow!(
+            "nothing to probe: every point is optional and none resolved"
+        ));
     }
     let mut armed = Armed {
         events: Vec::new(),
@@ -291,18 +294,19 @@ pub fn arm(
             w.attr.set_task(first as u64);
             w.attr.set_watermark(1);
             w.attr.__bindgen_anon_2.wakeup_watermark = (pages * super::perf::PAGE / 4) as u32;
-            let ev = Event::open(&mut w.attr, -1, cpu).map_err(|e| open_error(&w.what, &e))?;
+            let ev =
+                Event::open(&mut w.attr, -1, cpu).map_err(|e| anyhow!(open_error(&w.what, &e)))?;
             if let Some(f) = &w.filter {
                 ev.set_filter(f)
-                    .map_err(|e| format!("cannot set the filter `{f}` on {}: {e}", w.what))?;
+                    .with_context(|| format!("cannot set the filter `{f}` on {}", w.what))?;
             }
             match ring_of_cpu.get(&cpu) {
                 Some(&r) => ev
                     .output_to(&armed.rings[r])
-                    .map_err(|e| format!("cannot share the ring of CPU {cpu}: {e}"))?,
+                    .with_context(|| format!("cannot share the ring of CPU {cpu}"))?,
                 None => {
                     let ring = Ring::map(&ev, pages).map_err(|e| {
-                        format!("cannot map a perf ring of {pages} pages ({e}): choose fewer with PTAP_PERF_PAGES")
+                        anyhow!("cannot map a perf ring of {pages} pages ({e}): choose fewer with PTAP_PERF_PAGES")
                     })?;
                     ring_of_cpu.insert(cpu, armed.rings.len());
                     armed.rings.push(ring);
@@ -320,8 +324,7 @@ pub fn arm(
         armed.points.push(w.point);
     }
     for ev in &armed.events {
-        ev.enable()
-            .map_err(|e| format!("cannot enable a perf event: {e}"))?;
+        ev.enable().context("cannot enable a perf event")?;
     }
     Ok(armed)
 }

@@ -3,6 +3,7 @@
 //! handlers. Arming, reading and closing are those of a system-wide script
 //! (`events.rs`, `sample.rs`); this only lets a module come and go.
 
+use anyhow::{anyhow, Context};
 use ptap_rt_core::script::globals::Globals;
 use ptap_rt_core::script::load::LoadedModule;
 use ptap_rt_core::script::meta::Meta;
@@ -40,9 +41,9 @@ impl LiveModule {
         probe_base: u32,
         g: &'static Globals,
         s: &'static Session,
-    ) -> Result<LiveModule, String> {
+    ) -> anyhow::Result<LiveModule> {
         if !super::privileged() {
-            return Err(super::privilege_error());
+            return Err(anyhow!(super::privilege_error()));
         }
         let pages = super::pages_from_env()?;
         let events::Armed {
@@ -81,11 +82,10 @@ impl LiveModule {
     }
 
     /// Stop (`false`) or restart the events; what they wrote stays to drain.
-    pub fn set_on(&self, on: bool) -> Result<(), String> {
+    pub fn set_on(&self, on: bool) -> anyhow::Result<()> {
         for ev in &self.events {
             if on {
-                ev.enable()
-                    .map_err(|e| format!("cannot enable a perf event: {e}"))?;
+                ev.enable().context("cannot enable a perf event")?;
             } else {
                 ev.disable();
             }

@@ -22,25 +22,27 @@ mod sample;
 mod tracefs;
 mod uprobe;
 
+use anyhow::anyhow;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ptap_compiler::codegen::host::{self, Program, Which};
 
+use crate::event_loop::{install_interrupt_handlers, session_loop, Script, Sink, Stop, Watch};
 use crate::load::{self, OwnedSession};
-use crate::run::{RunOpts, Sink};
+use crate::run::RunOpts;
 
 /// Ring size per CPU, in pages (`PTAP_PERF_PAGES`, a power of two).
 const DEFAULT_PAGES: usize = 64;
 
-pub(crate) fn pages_from_env() -> Result<usize, String> {
+pub(crate) fn pages_from_env() -> anyhow::Result<usize> {
     match std::env::var("PTAP_PERF_PAGES") {
         Ok(v) => {
             let n: usize = v
                 .parse()
-                .map_err(|_| format!("PTAP_PERF_PAGES={v} is not a number"))?;
+                .map_err(|_| anyhow!("PTAP_PERF_PAGES={v} is not a number"))?;
             if !n.is_power_of_two() || !(1..=1 << 16).contains(&n) {
-                return Err(format!(
+                return Err(anyhow!(
                     "PTAP_PERF_PAGES={v} must be a power of two between 1 and 65536"
                 ));
             }
@@ -84,10 +86,10 @@ fn imports(prog: &Program, name: &str) -> bool {
 }
 
 /// Run `prog` system-wide until Ctrl-C, -T or `exit()`.
-pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
+pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
     let meta = prog.meta();
     if !privileged() {
-        return Err(privilege_error());
+        return Err(anyhow!(privilege_error()));
     }
     let pages = pages_from_env()?;
     let ring = load::ring_size_from_env()?;
@@ -106,8 +108,8 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         None => None,
     };
 
-    let mut sink = Sink::open(opts)?;
-    load::install_interrupt_handlers();
+    let mut sink = Sink::open(opts.output, opts.json)?;
+    install_interrupt_handlers();
 
     let t0 = Instant::now();
     let armed = events::arm(meta, &prog.module, pages, opts.verbose)?;
@@ -123,7 +125,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
         );
     }
     prog.run(Which::Begin, &s, &g);
-    sink.drain(&s, prog);
+    sink.drain(&s, Some(prog));
 
     let events::Armed {
         events: evs,
@@ -134,15 +136,27 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     } = armed;
     let wants_ids = imports(prog, "ptap_h_ppid") || imports(prog, "ptap_h_uid");
     let mut runner = sample::Runner::new(points, by_id, &g, &s, meta, wants_ids);
-    let stop = session_loop(prog, &mut sink, &mut rings, &mut runner, opts)?;
+    let mut poll = |sink: &mut Sink| {
+        drain_rings(&mut rings, &mut runner, &mut || {
+            sink.drain(&s, Some(prog));
+        })
+    };
+    let script = Script { prog, globals: &g };
+    let stop = session_loop(
+        &s,
+        Some(script),
+        &mut sink,
+        Watch::SystemWide(&mut poll),
+        opts.timeout,
+    )?;
     for ev in &evs {
         ev.disable();
     }
     // What the kernel wrote before the events stopped.
     drain_rings(&mut rings, &mut runner, &mut || {
-        sink.drain(&s, prog);
+        sink.drain(&s, Some(prog));
     });
-    sink.drain(&s, prog);
+    sink.drain(&s, Some(prog));
     if opts.verbose > 0 {
         eprintln!(
             "ptap: stopping: {stop}; {} sample(s) handled",
@@ -159,7 +173,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
     drop(evs);
 
     prog.run(Which::End, &s, &g);
-    sink.drain(&s, prog);
+    sink.drain(&s, Some(prog));
     let mut warnings = Vec::new();
     if lost > 0 {
         warnings.push(format!(
@@ -189,7 +203,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> Result<ExitCode, String> {
             eprintln!("{w}");
         }
     }
-    Ok(if host::errors(&g) > 0 {
+    Ok(if host::errors(&g) > 0 || stop == Stop::TooManySkipped {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -225,42 +239,4 @@ pub(crate) fn drain_rings(
         }
     }
     index.len()
-}
-
-/// Why the loop stopped (for -v).
-fn session_loop(
-    prog: &Program,
-    sink: &mut Sink,
-    rings: &mut [perf::Ring],
-    runner: &mut sample::Runner,
-    opts: &RunOpts,
-) -> Result<&'static str, String> {
-    let (s, g) = (runner.session, runner.globals);
-    let mut clock = crate::run::Clock::new(prog, opts);
-    loop {
-        let n = drain_rings(rings, runner, &mut || {
-            sink.drain(s, prog);
-        });
-        sink.drain(s, prog);
-        if host::exit_requested(g) {
-            return Ok("exit() called");
-        }
-        if host::errors(g) > prog.meta().limits.maxerrors {
-            return Ok("too many errors");
-        }
-        if load::interrupted() {
-            return Ok("interrupted");
-        }
-        let now = Instant::now();
-        if clock.timed_out(now) {
-            return Ok("timeout");
-        }
-        clock.run_due(prog, s, g, now);
-        if n == 0 {
-            let _ = std::io::Write::flush(&mut sink.out);
-            // Idle: sleep until the next timer, at most 5 ms (the rings
-            // wake nobody: ptap polls them, which costs nothing per event).
-            clock.idle(Duration::from_millis(5));
-        }
-    }
 }

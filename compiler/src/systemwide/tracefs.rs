@@ -2,13 +2,14 @@
 //! mounted yet), the id and the record layout of `syscalls:sys_enter_*` /
 //! `sys_exit_*`.
 
+use anyhow::{anyhow, Context};
 use std::path::{Path, PathBuf};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 
 /// The tracefs directory, mounted if needed.
-pub fn root() -> Result<PathBuf, String> {
+pub fn root() -> anyhow::Result<PathBuf> {
     for d in [TRACEFS, DEBUGFS_TRACING] {
         if Path::new(d).join("events").is_dir() {
             return Ok(PathBuf::from(d));
@@ -19,7 +20,7 @@ pub fn root() -> Result<PathBuf, String> {
     // SAFETY: NUL-terminated strings; no mount data.
     let r = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) };
     if r != 0 {
-        return Err(format!(
+        return Err(anyhow!(
             "tracefs is not mounted and mounting it on {TRACEFS} failed ({}): mount it with `mount -t tracefs nodev {TRACEFS}`",
             std::io::Error::last_os_error()
         ));
@@ -51,23 +52,23 @@ impl Tracepoint {
 }
 
 /// `syscalls:NAME` (`sys_enter_openat`).
-pub fn syscall_tracepoint(root: &Path, name: &str) -> Result<Tracepoint, String> {
+pub fn syscall_tracepoint(root: &Path, name: &str) -> anyhow::Result<Tracepoint> {
     let dir = root.join("events/syscalls");
     if !dir.is_dir() {
-        return Err(format!(
+        return Err(anyhow!(
             "this kernel has no system call tracepoints ({} is missing: CONFIG_FTRACE_SYSCALLS is off): use -c CMD or -x PID to probe system calls of one process",
             dir.display()
         ));
     }
     let ev = dir.join(name);
     let id = std::fs::read_to_string(ev.join("id"))
-        .map_err(|e| format!("no tracepoint syscalls:{name} ({}: {e})", ev.display()))?;
+        .map_err(|e| anyhow!("no tracepoint syscalls:{name} ({}: {e})", ev.display()))?;
     let id = id
         .trim()
         .parse()
-        .map_err(|_| format!("{}/id: not a number", ev.display()))?;
+        .map_err(|_| anyhow!("{}/id: not a number", ev.display()))?;
     let format = std::fs::read_to_string(ev.join("format"))
-        .map_err(|e| format!("{}/format: {e}", ev.display()))?;
+        .with_context(|| format!("{}/format", ev.display()))?;
     Ok(Tracepoint {
         name: name.to_string(),
         id,
@@ -133,7 +134,10 @@ mod tests {
 
     #[test]
     fn a_kernel_without_syscall_tracepoints_is_a_clear_error() {
-        let e = syscall_tracepoint(Path::new("/nonexistent"), "sys_exit_openat").unwrap_err();
+        let e = format!(
+            "{:#}",
+            syscall_tracepoint(Path::new("/nonexistent"), "sys_exit_openat").unwrap_err()
+        );
         assert!(e.contains("no system call tracepoints"), "{e}");
         assert!(e.contains("-c CMD or -x PID"), "{e}");
     }

@@ -4,6 +4,7 @@
 //! library (`libc:malloc`, found as ld.so finds it for a system program);
 //! each matching function gives one (path, file offset) site.
 
+use anyhow::{anyhow, Context};
 use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSegment};
@@ -28,19 +29,19 @@ pub struct Pmu {
     pub retprobe_bit: u32,
 }
 
-pub fn pmu() -> Result<Pmu, String> {
+pub fn pmu() -> anyhow::Result<Pmu> {
     pmu_at(Path::new(PMU))
 }
 
-fn pmu_at(dir: &Path) -> Result<Pmu, String> {
+fn pmu_at(dir: &Path) -> anyhow::Result<Pmu> {
     let d = dir.display();
     let ty = std::fs::read_to_string(dir.join("type")).map_err(|_| {
-        format!("this kernel has no uprobe PMU ({d} is missing: CONFIG_UPROBE_EVENTS is off): probe functions of one process with -c CMD or -x PID")
+        anyhow!("this kernel has no uprobe PMU ({d} is missing: CONFIG_UPROBE_EVENTS is off): probe functions of one process with -c CMD or -x PID")
     })?;
     let ty = ty
         .trim()
         .parse()
-        .map_err(|_| format!("{d}/type: not a number"))?;
+        .map_err(|_| anyhow!("{d}/type: not a number"))?;
     // "config:0"
     let bit = std::fs::read_to_string(dir.join("format/retprobe"))
         .ok()
@@ -53,22 +54,22 @@ fn pmu_at(dir: &Path) -> Result<Pmu, String> {
 }
 
 /// The file a point's module qualifier names.
-fn file_of(point: &str, module: &Option<ModuleSpec>) -> Result<PathBuf, String> {
+fn file_of(point: &str, module: &Option<ModuleSpec>) -> anyhow::Result<PathBuf> {
     match module {
-        None => Err(format!(
+        None => Err(anyhow!(
             "probe point {point} names no file: system-wide (no -c, no -x), a function point needs one, e.g. \"/usr/bin/bash\":readline or libc:malloc; or probe one process with -c CMD or -x PID"
         )),
-        Some(ModuleSpec::Name(n)) if n == "kernel" => Err(kernel_error(point)),
+        Some(ModuleSpec::Name(n)) if n == "kernel" => Err(anyhow!(kernel_error(point))),
         Some(ModuleSpec::Path(p)) => {
             let p = PathBuf::from(p);
             if p.is_file() {
                 Ok(p)
             } else {
-                Err(format!("probe point {point}: no file {}", p.display()))
+                Err(anyhow!("probe point {point}: no file {}", p.display()))
             }
         }
         Some(ModuleSpec::Name(n)) => crate::points::system_library(n).ok_or_else(|| {
-            format!(
+            anyhow!(
                 "probe point {point}: no library `{n}` found (searched the libraries of /bin/sh and /etc/ld.so.cache): give its path, e.g. \"/usr/lib/x86_64-linux-gnu/{n}.so\":FUNC"
             )
         }),
@@ -85,7 +86,7 @@ pub fn kernel_error(point: &str) -> String {
 }
 
 /// Every site of a function point.
-pub fn sites(point: &str, target: &TargetSpec) -> Result<Vec<Site>, String> {
+pub fn sites(point: &str, target: &TargetSpec) -> anyhow::Result<Vec<Site>> {
     let (module, name, offset, pattern) = match target {
         TargetSpec::Symbol {
             module,
@@ -94,16 +95,16 @@ pub fn sites(point: &str, target: &TargetSpec) -> Result<Vec<Site>, String> {
         } => (module, Some(name.as_str()), *offset, None),
         TargetSpec::Pattern { module, pattern } => (module, None, 0, Some(pattern.as_str())),
         TargetSpec::Address(_) => {
-            return Err(format!(
+            return Err(anyhow!(
                 "probe point {point}: an address names no file: system-wide, name the function and its file (\"/path/prog\":func), or probe one process with -c CMD or -x PID"
             ))
         }
         _ => return Ok(Vec::new()),
     };
     let path = file_of(point, module)?;
-    let data = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let data = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = object::File::parse(&*data)
-        .map_err(|e| format!("{} is not an ELF file ({e})", path.display()))?;
+        .map_err(|e| anyhow!("{} is not an ELF file ({e})", path.display()))?;
     let mut syms = crate::points::function_symbols(&data);
     syms.sort_by_key(|s| s.addr);
     let mut out: Vec<Site> = Vec::new();
@@ -117,7 +118,7 @@ pub fn sites(point: &str, target: &TargetSpec) -> Result<Vec<Site>, String> {
             continue;
         }
         if offset > 0 && s.size > 0 && offset >= s.size {
-            return Err(format!(
+            return Err(anyhow!(
                 "probe point {point} is beyond the end of `{}` ({} bytes) in {}",
                 s.name,
                 s.size,
@@ -141,7 +142,7 @@ pub fn sites(point: &str, target: &TargetSpec) -> Result<Vec<Site>, String> {
         }
     }
     if out.is_empty() {
-        return Err(format!(
+        return Err(anyhow!(
             "probe point {point} resolved to nothing: searched {} (symbols from .symtab and .dynsym)",
             path.display()
         ));
@@ -164,7 +165,10 @@ mod tests {
 
     #[test]
     fn a_kernel_without_the_uprobe_pmu_is_a_clear_error() {
-        let e = pmu_at(Path::new("/nonexistent/uprobe")).err().unwrap();
+        let e = format!(
+            "{:#}",
+            pmu_at(Path::new("/nonexistent/uprobe")).err().unwrap()
+        );
         assert!(e.contains("no uprobe PMU"), "{e}");
         assert!(e.contains("-c CMD or -x PID"), "{e}");
     }
@@ -188,6 +192,7 @@ mod tests {
         };
         assert!(sites("kprobe(work)", &none)
             .unwrap_err()
+            .to_string()
             .contains("names no file"));
     }
 }

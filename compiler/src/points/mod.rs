@@ -19,15 +19,24 @@
 //! Known limits: libraries the target loads later with dlopen are not
 //! searched (and the runtime does not probe them either); `$ORIGIN` is the
 //! only dynamic string token expanded in run paths.
+//!
+//! `libraries.rs` finds the files and reads their symbols; this file
+//! matches the points against them.
 
+use anyhow::{anyhow, Context};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use object::read::elf::{Dyn, FileHeader, ProgramHeader};
-use object::{Object, ObjectSymbol};
+use object::Object;
 use ptap_rt_core::proc::names;
 use ptap_rt_core::script::attach::module_matches;
 use ptap_rt_core::script::meta::{Meta, ModuleSpec, PointKind, TargetSpec};
+
+mod libraries;
+use libraries::{
+    canonical, find_library, has_data_symbol, image, interpreter_of_script, Elf, LdCache,
+};
+pub(crate) use libraries::{function_symbols, system_library};
 
 /// One function symbol of an object (link-time address).
 pub(crate) struct Sym {
@@ -73,13 +82,12 @@ pub fn has_function_points(meta: &Meta) -> bool {
 impl Images {
     /// Read `exe` and the libraries it will load. A script (`#!`) is
     /// replaced by its interpreter, as the kernel does.
-    pub fn load(exe: &Path) -> Result<Images, String> {
+    pub fn load(exe: &Path) -> anyhow::Result<Images> {
         let exe = interpreter_of_script(exe)?.unwrap_or_else(|| exe.to_path_buf());
-        let data =
-            std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+        let data = std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
         let main = Elf::parse(&exe, &data)?;
         if main.interp.is_none() {
-            return Err(format!(
+            return Err(anyhow!(
                 "{} is statically linked: ptap cannot load its runtime there (LD_PRELOAD needs the dynamic loader)",
                 exe.display()
             ));
@@ -133,16 +141,16 @@ impl Images {
     /// The objects mapped in the running process `pid` (`ptap -x`), the
     /// executable first, then the others in address order. ptap's own
     /// runtime (an earlier session's) is left out.
-    pub fn from_pid(pid: i32) -> Result<Images, String> {
+    pub fn from_pid(pid: i32) -> anyhow::Result<Images> {
         let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
-            .map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))?;
+            .with_context(|| format!("cannot read /proc/{pid}/exe"))?;
         let exe_str = exe.to_string_lossy().into_owned();
         let maps = crate::inject::mappings(pid)?;
         let mut files = crate::inject::mapped_files(&maps);
         files.retain(|(p, _)| !p.ends_with("libptap_rt.so") && *p != exe_str);
         let mut images = Vec::new();
         let data = std::fs::read(crate::inject::target_file(pid, &exe_str))
-            .map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+            .with_context(|| format!("cannot read {}", exe.display()))?;
         let main = Elf::parse(&exe, &data)?;
         images.push(image(&exe, data, &main, true));
         for (path, _) in files {
@@ -190,7 +198,7 @@ impl Images {
 
     /// Check every target point of `meta`. Err: the message for the first
     /// point that resolves to nothing (without the "ptap: " prefix).
-    pub fn resolve(&self, meta: &Meta) -> Result<Resolution, String> {
+    pub fn resolve(&self, meta: &Meta) -> anyhow::Result<Resolution> {
         let mut notes = Vec::new();
         for pt in meta.probes.iter().flat_map(|p| &p.points) {
             if !matches!(
@@ -210,7 +218,7 @@ impl Images {
                 Err(_) if pt.optional => {
                     notes.push(format!("{} -> nothing (optional: not armed)", pt.text))
                 }
-                Err(why) => return Err(format!("probe point {} {why}", pt.text)),
+                Err(why) => return Err(anyhow!("probe point {} {why:#}", pt.text)),
             }
         }
         Ok(Resolution { notes })
@@ -245,9 +253,9 @@ impl Images {
         &self,
         target: &TargetSpec,
         entry_kind: Option<&str>,
-    ) -> Result<Option<String>, String> {
+    ) -> anyhow::Result<Option<String>> {
         let refuse = |sym: &str| match entry_kind {
-            Some(k) => names::entry_refusal(sym, k).map_or(Ok(()), Err),
+            Some(k) => names::entry_refusal(sym, k).map_or(Ok(()), |why| Err(anyhow!(why))),
             None => Ok(()),
         };
         match target {
@@ -267,14 +275,16 @@ impl Images {
                         continue;
                     };
                     if *offset > 0 && s.size > 0 && *offset >= s.size {
-                        return Err(format!(
+                        return Err(anyhow!(
                             "is beyond the end of `{name}` ({} bytes) in {}",
-                            s.size, img.label
+                            s.size,
+                            img.label
                         ));
                     }
                     if *offset > 0 {
-                        img.check_boundary(s, s.addr + offset)
-                            .map_err(|why| format!("{why}: {name}+{offset:#x} in {}", img.label))?;
+                        img.check_boundary(s, s.addr + offset).map_err(|why| {
+                            anyhow!("{why:#}: {name}+{offset:#x} in {}", img.label)
+                        })?;
                     }
                     refuse(&s.name)?;
                     return Ok(Some(format!("{name} in {}", img.label)));
@@ -291,7 +301,7 @@ impl Images {
                         continue;
                     }
                     if let Some(why) = names::ambiguity(name, &hits) {
-                        return Err(format!("{why} (in {})", img.label));
+                        return Err(anyhow!("{why} (in {})", img.label));
                     }
                     let mut listed: Vec<(u64, String)> = hits
                         .iter()
@@ -307,13 +317,15 @@ impl Images {
                         for h in &hits {
                             let s = &syms[h.index];
                             if s.size > 0 && *offset >= s.size {
-                                return Err(format!(
+                                return Err(anyhow!(
                                     "is beyond the end of `{}` ({} bytes) in {}",
-                                    h.demangled, s.size, img.label
+                                    h.demangled,
+                                    s.size,
+                                    img.label
                                 ));
                             }
                             img.check_boundary(s, s.addr + offset).map_err(|why| {
-                                format!("{why}: {}+{offset:#x} in {}", h.demangled, img.label)
+                                anyhow!("{why:#}: {}+{offset:#x} in {}", h.demangled, img.label)
                             })?;
                         }
                     }
@@ -330,13 +342,13 @@ impl Images {
                 // Not a function: say so when it is a data symbol.
                 for img in self.matching(module) {
                     if has_data_symbol(&img.data, name) {
-                        return Err(format!(
+                        return Err(anyhow!(
                             "`{name}` in {} is a data object, not a function",
                             img.label
                         ));
                     }
                 }
-                Err(self.nothing(module))
+                Err(anyhow!(self.nothing(module)))
             }
             TargetSpec::Pattern { module, pattern } => {
                 let mut found: Vec<String> = Vec::new();
@@ -354,7 +366,7 @@ impl Images {
                     }
                 }
                 if found.is_empty() {
-                    return Err(format!("(pattern `{pattern}`) {}", self.nothing(module)));
+                    return Err(anyhow!("(pattern `{pattern}`) {}", self.nothing(module)));
                 }
                 Ok(Some(format!("functions: {}", found.join(", "))))
             }
@@ -370,8 +382,8 @@ impl Images {
                     }
                     if let Some(s) = func {
                         main.check_boundary(s, *a).map_err(|why| {
-                            format!(
-                                "{why}: {a:#x} is {}+{:#x} in {}",
+                            anyhow!(
+                                "{why:#}: {a:#x} is {}+{:#x} in {}",
                                 s.name,
                                 a - s.addr,
                                 main.label
@@ -383,7 +395,7 @@ impl Images {
                         .unwrap_or_else(|| format!("{a:#x}"));
                     Ok(Some(format!("{f} in {}", main.label)))
                 } else {
-                    Err(format!(
+                    Err(anyhow!(
                         "resolved to nothing: {a:#x} is not in the executable code of {} (addresses are link-time addresses of the main executable)",
                         main.label
                     ))
@@ -431,7 +443,7 @@ impl Images {
         module: &Option<ModuleSpec>,
         query: &str,
         pattern: bool,
-    ) -> Result<Vec<Listed>, String> {
+    ) -> anyhow::Result<Vec<Listed>> {
         let listed = |img: &Image, s: &Sym| {
             let d = names::demangle(&s.name);
             let name = d
@@ -479,7 +491,7 @@ impl Images {
                 continue;
             }
             if let Some(why) = names::ambiguity(query, &hits) {
-                return Err(format!("{why} (in {})", img.label));
+                return Err(anyhow!("{why} (in {})", img.label));
             }
             let mut seen: Vec<u64> = Vec::new();
             for h in hits {
@@ -519,7 +531,7 @@ impl Image {
     /// Is `addr` (link-time) an instruction boundary of function `f`,
     /// decoding from its start in the file? Ok when the bytes cannot be
     /// found (the runtime checks again in memory).
-    fn check_boundary(&self, f: &Sym, addr: u64) -> Result<(), String> {
+    fn check_boundary(&self, f: &Sym, addr: u64) -> anyhow::Result<()> {
         use object::ObjectSection;
         let Ok(file) = object::File::parse(&*self.data) else {
             return Ok(());
@@ -538,7 +550,7 @@ impl Image {
         match ptap_arch::decode::check_boundary(code, f.addr, addr) {
             Ok(_) => Ok(()),
             Err(ptap_arch::ArchError::NotBoundary) => {
-                Err("is not on an instruction boundary".to_string())
+                Err(anyhow!("is not on an instruction boundary"))
             }
             // Undecodable bytes, ...: the runtime decides (and explains).
             Err(_) => Ok(()),
@@ -555,297 +567,6 @@ fn pattern_selects(pattern: &str, sym: &str) -> bool {
         None
     };
     names::match_pattern(pattern, sym, d.as_deref())
-}
-
-fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-/// The interpreter of a `#!` script, resolved like execvp would.
-fn interpreter_of_script(exe: &Path) -> Result<Option<PathBuf>, String> {
-    use std::io::Read;
-    let mut head = [0u8; 256];
-    let n = std::fs::File::open(exe)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
-    let Some(line) = head[..n].strip_prefix(b"#!") else {
-        return Ok(None);
-    };
-    let line = line.split(|&b| b == b'\n').next().unwrap_or(line);
-    let line = String::from_utf8_lossy(line);
-    let Some(interp) = line.split_whitespace().next() else {
-        return Ok(None);
-    };
-    Ok(Some(PathBuf::from(interp)))
-}
-
-/// What the loader needs from one ELF file.
-struct Elf {
-    interp: Option<String>,
-    needed: Vec<String>,
-    rpath: Vec<String>,
-    runpath: Vec<String>,
-    exec: Vec<(u64, u64)>,
-}
-
-impl Elf {
-    fn parse(path: &Path, data: &[u8]) -> Result<Elf, String> {
-        let bad = |e: object::Error| format!("{} is not an x86-64 ELF file ({e})", path.display());
-        let header = object::elf::FileHeader64::<object::Endianness>::parse(data).map_err(bad)?;
-        let endian = header.endian().map_err(bad)?;
-        if header.e_machine(endian) != object::elf::EM_X86_64 {
-            return Err(format!("{} is not an x86-64 ELF file", path.display()));
-        }
-        let mut elf = Elf {
-            interp: None,
-            needed: Vec::new(),
-            rpath: Vec::new(),
-            runpath: Vec::new(),
-            exec: Vec::new(),
-        };
-        for ph in header.program_headers(endian, data).map_err(bad)? {
-            if let Ok(Some(i)) = ph.interpreter(endian, data) {
-                elf.interp = Some(String::from_utf8_lossy(i).into_owned());
-            }
-            if ph.p_type(endian) == object::elf::PT_LOAD
-                && ph.p_flags(endian) & object::elf::PF_X != 0
-            {
-                let s = ph.p_vaddr(endian);
-                elf.exec.push((s, s + ph.p_memsz(endian)));
-            }
-        }
-        let sections = header.sections(endian, data).map_err(bad)?;
-        if let Ok(Some((dyns, link))) = sections.dynamic(endian, data) {
-            let strings = sections.strings(endian, data, link).map_err(bad)?;
-            for d in dyns {
-                let Some(tag) = d.tag32(endian) else { continue };
-                let Ok(s) = d.string(endian, strings) else {
-                    continue;
-                };
-                let s = String::from_utf8_lossy(s).into_owned();
-                match tag {
-                    object::elf::DT_NEEDED => elf.needed.push(s),
-                    object::elf::DT_RPATH => elf.rpath.extend(split_path(&s, path)),
-                    object::elf::DT_RUNPATH => elf.runpath.extend(split_path(&s, path)),
-                    _ => {}
-                }
-            }
-        }
-        Ok(elf)
-    }
-}
-
-/// A run path list with `$ORIGIN` expanded.
-fn split_path(list: &str, obj: &Path) -> Vec<String> {
-    let origin = canonical(obj)
-        .parent()
-        .map(|d| d.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    list.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| d.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin))
-        .collect()
-}
-
-fn image(path: &Path, data: Vec<u8>, elf: &Elf, is_main: bool) -> Image {
-    let label = if is_main {
-        canonical(path).to_string_lossy().into_owned()
-    } else {
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    Image {
-        path: path.to_path_buf(),
-        label,
-        data,
-        syms: std::cell::OnceCell::new(),
-        exec: elf.exec.clone(),
-    }
-}
-
-/// Function (and IFUNC) symbols, as the runtime's `symbols::load_syms` takes them.
-pub(crate) fn function_symbols(data: &[u8]) -> Vec<Sym> {
-    let Ok(file) = object::File::parse(data) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for s in file.symbols().chain(file.dynamic_symbols()) {
-        if s.is_undefined() || s.address() == 0 {
-            continue;
-        }
-        let st_type = match s.flags() {
-            object::SymbolFlags::Elf { st_info, .. } => st_info & 0xf,
-            _ => 0,
-        };
-        if s.kind() != object::SymbolKind::Text && st_type != object::elf::STT_GNU_IFUNC {
-            continue;
-        }
-        let Ok(name) = s.name() else { continue };
-        if name.is_empty() {
-            continue;
-        }
-        out.push(Sym {
-            name: name.to_string(),
-            addr: s.address(),
-            size: s.size(),
-        });
-    }
-    out
-}
-
-/// The file a bare library name (`libc`, `libm.so.6`) stands for in a
-/// system program, as ld.so finds it: among the libraries /bin/sh loads,
-/// then among the x86-64 entries of /etc/ld.so.cache (system-wide probes,
-/// which have no executable to start from).
-pub(crate) fn system_library(name: &str) -> Option<PathBuf> {
-    let spec = Some(ModuleSpec::Name(name.to_string()));
-    if let Ok(imgs) = Images::load(Path::new("/bin/sh")) {
-        if let Some(i) = imgs.matching(&spec).next() {
-            return Some(i.path.clone());
-        }
-    }
-    LdCache::read()
-        .paths()
-        .into_iter()
-        .find(|p| module_matches(&p.to_string_lossy(), &spec) && is_x86_64_elf(p))
-}
-
-/// Does `data` (an ELF file) define a data symbol (object, TLS, common)
-/// `name` or `name@VERSION`? (The error path only.)
-fn has_data_symbol(data: &[u8], name: &str) -> bool {
-    let Ok(file) = object::File::parse(data) else {
-        return false;
-    };
-    file.symbols().chain(file.dynamic_symbols()).any(|s| {
-        !s.is_undefined()
-            && matches!(s.kind(), object::SymbolKind::Data | object::SymbolKind::Tls)
-            && s.name()
-                .is_ok_and(|n| n == name || n.split('@').next() == Some(name))
-    })
-}
-
-/// An ELF64 x86-64 file? (Only the header is read: ld.so skips the
-/// 32-bit libraries a search path may hold.)
-fn is_x86_64_elf(p: &Path) -> bool {
-    use std::io::Read;
-    let mut h = [0u8; 20];
-    let ok = std::fs::File::open(p)
-        .and_then(|mut f| f.read_exact(&mut h))
-        .is_ok();
-    ok && h.starts_with(b"\x7fELF") && h[4] == 2 && u16::from_le_bytes([h[18], h[19]]) == 62
-}
-
-/// Where ld.so finds `need` for the object at `from`.
-fn find_library(
-    need: &str,
-    elf: &Elf,
-    exe_rpath: &[String],
-    ld_library_path: &[String],
-    cache: &LdCache,
-) -> Option<PathBuf> {
-    if need.contains('/') {
-        return Some(PathBuf::from(need));
-    }
-    let usable = |p: PathBuf| -> Option<PathBuf> { is_x86_64_elf(&p).then_some(p) };
-    let in_dirs = |dirs: &[String]| {
-        dirs.iter()
-            .filter(|d| !d.is_empty())
-            .find_map(|d| usable(Path::new(d).join(need)))
-    };
-    // DT_RPATH (of the object, then of the executable) only without DT_RUNPATH.
-    if elf.runpath.is_empty() {
-        if let Some(p) = in_dirs(&elf.rpath).or_else(|| in_dirs(exe_rpath)) {
-            return Some(p);
-        }
-    }
-    if let Some(p) = in_dirs(ld_library_path) {
-        return Some(p);
-    }
-    if let Some(p) = in_dirs(&elf.runpath) {
-        return Some(p);
-    }
-    if let Some(p) = cache.lookup(need).into_iter().find_map(usable) {
-        return Some(p);
-    }
-    let system: Vec<String> = [
-        "/lib/x86_64-linux-gnu",
-        "/usr/lib/x86_64-linux-gnu",
-        "/lib64",
-        "/usr/lib64",
-        "/lib",
-        "/usr/lib",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    in_dirs(&system)
-}
-
-/// /etc/ld.so.cache (glibc's "glibc-ld.so.cache1.1" format). Hand-read:
-/// a header, fixed-size entries and a string table, about thirty lines;
-/// no crate in the workspace reads it.
-struct LdCache {
-    data: Vec<u8>,
-}
-
-impl LdCache {
-    const MAGIC: &'static [u8] = b"glibc-ld.so.cache1.1";
-    const HEADER: usize = 48;
-    const ENTRY: usize = 24;
-
-    fn read() -> LdCache {
-        let data = std::fs::read("/etc/ld.so.cache").unwrap_or_default();
-        LdCache {
-            data: if data.starts_with(Self::MAGIC) {
-                data
-            } else {
-                Vec::new()
-            },
-        }
-    }
-
-    fn u32_at(&self, off: usize) -> Option<u32> {
-        let b = self.data.get(off..off + 4)?;
-        Some(u32::from_le_bytes(b.try_into().ok()?))
-    }
-
-    fn str_at(&self, off: usize) -> Option<&str> {
-        let rest = self.data.get(off..)?;
-        let end = rest.iter().position(|&b| b == 0)?;
-        std::str::from_utf8(&rest[..end]).ok()
-    }
-
-    /// Every path the cache lists.
-    fn paths(&self) -> Vec<PathBuf> {
-        let Some(n) = self.u32_at(Self::MAGIC.len()) else {
-            return Vec::new();
-        };
-        (0..n as usize)
-            .filter_map(|i| {
-                let value = self.u32_at(Self::HEADER + i * Self::ENTRY + 8)? as usize;
-                self.str_at(value).map(PathBuf::from)
-            })
-            .collect()
-    }
-
-    /// Every path the cache lists for `soname` (the caller checks the ELF class).
-    fn lookup(&self, soname: &str) -> Vec<PathBuf> {
-        let Some(n) = self.u32_at(Self::MAGIC.len()) else {
-            return Vec::new();
-        };
-        (0..n as usize)
-            .filter_map(|i| {
-                let e = Self::HEADER + i * Self::ENTRY;
-                let key = self.u32_at(e + 4)? as usize;
-                let value = self.u32_at(e + 8)? as usize;
-                if self.str_at(key)? != soname {
-                    return None;
-                }
-                self.str_at(value).map(PathBuf::from)
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
