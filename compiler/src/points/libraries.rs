@@ -121,34 +121,19 @@ pub(super) fn image(path: &Path, data: Vec<u8>, elf: &Elf, is_main: bool) -> Ima
     }
 }
 
-/// Function (and IFUNC) symbols, as the runtime's `symbols::load_syms` takes them.
+/// Function (and IFUNC) symbols: the runtime's filter
+/// (`ptap_rt_core::proc::symbols::function_symbols`), one definition for both.
 pub(crate) fn function_symbols(data: &[u8]) -> Vec<Sym> {
     let Ok(file) = object::File::parse(data) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for s in file.symbols().chain(file.dynamic_symbols()) {
-        if s.is_undefined() || s.address() == 0 {
-            continue;
-        }
-        let st_type = match s.flags() {
-            object::SymbolFlags::Elf { st_info, .. } => st_info & 0xf,
-            _ => 0,
-        };
-        if s.kind() != object::SymbolKind::Text && st_type != object::elf::STT_GNU_IFUNC {
-            continue;
-        }
-        let Ok(name) = s.name() else { continue };
-        if name.is_empty() {
-            continue;
-        }
-        out.push(Sym {
-            name: name.to_string(),
-            addr: s.address(),
-            size: s.size(),
-        });
-    }
-    out
+    ptap_rt_core::proc::symbols::function_symbols(&file)
+        .map(|f| Sym {
+            name: f.name.to_string(),
+            addr: f.addr,
+            size: f.size,
+        })
+        .collect()
 }
 
 /// The file a bare library name (`libc`, `libm.so.6`) stands for in a

@@ -151,31 +151,15 @@ fn load_syms(path: &str, bias: u64) -> Vec<Sym> {
     let Ok(file) = object::File::parse(&*data) else {
         return Vec::new();
     };
-    let mut syms = Vec::new();
-    for s in file.symbols().chain(file.dynamic_symbols()) {
-        if s.is_undefined() || s.address() == 0 {
-            continue;
-        }
-        let st_type = match s.flags() {
-            object::SymbolFlags::Elf { st_info, .. } => st_info & 0xf,
-            _ => 0,
-        };
-        let text = s.kind() == object::SymbolKind::Text || st_type == 10;
-        if !text {
-            continue;
-        }
-        let Ok(name) = s.name() else { continue };
-        if name.is_empty() {
-            continue;
-        }
-        syms.push(Sym {
-            addr: bias + s.address(),
-            size: s.size(),
-            name: name.to_string(),
-            global: s.is_global(),
-            ifunc: st_type == 10,
-        });
-    }
+    let syms: Vec<Sym> = function_symbols(&file)
+        .map(|f| Sym {
+            addr: bias + f.addr,
+            size: f.size,
+            name: f.name.to_string(),
+            global: f.global,
+            ifunc: f.ifunc,
+        })
+        .collect();
     // By address, globals first, else in table order (.symtab before
     // .dynsym): what a stable sort on (address, !global) gives, through an
     // unstable sort of small keys (the stable sort of the 48-byte entries
@@ -193,6 +177,44 @@ fn load_syms(path: &str, bias: u64) -> Vec<Sym> {
         .collect();
     syms.dedup_by(|a, b| a.addr == b.addr && a.name == b.name);
     syms
+}
+
+/// A function symbol of an ELF file, at its address in the file.
+pub struct FuncSym<'a> {
+    pub name: &'a str,
+    pub addr: u64,
+    pub size: u64,
+    pub global: bool,
+    pub ifunc: bool,
+}
+
+/// The symbols that name functions, as the runtime's index and ptap's
+/// point resolution both take them: defined, at a non-zero address,
+/// `STT_FUNC` or `STT_GNU_IFUNC`, with a name; .symtab then .dynsym.
+pub fn function_symbols<'a>(file: &'a object::File<'a>) -> impl Iterator<Item = FuncSym<'a>> + 'a {
+    file.symbols()
+        .chain(file.dynamic_symbols())
+        .filter_map(|s| {
+            if s.is_undefined() || s.address() == 0 {
+                return None;
+            }
+            let st_type = match s.flags() {
+                object::SymbolFlags::Elf { st_info, .. } => st_info & 0xf,
+                _ => 0,
+            };
+            let ifunc = st_type == object::elf::STT_GNU_IFUNC;
+            if s.kind() != object::SymbolKind::Text && !ifunc {
+                return None;
+            }
+            let name = s.name().ok().filter(|n| !n.is_empty())?;
+            Some(FuncSym {
+                name,
+                addr: s.address(),
+                size: s.size(),
+                global: s.is_global(),
+                ifunc,
+            })
+        })
 }
 
 /// (Re)build the index from the objects loaded now, and publish it.
