@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use ptap_rt_core::script::attach;
 use ptap_rt_core::script::globals::Globals;
-use ptap_rt_core::script::meta::{Meta, PointKind};
+use ptap_rt_core::script::meta::Meta;
 
 use crate::event_loop::{
     install_interrupt_handlers, session_loop, too_many_errors, Script, Sink, Stop, Watch,
@@ -62,14 +62,10 @@ pub fn resolve_exe(argv0: &str) -> Option<PathBuf> {
 /// Run `prog`; the object is written to a private file the target loads.
 pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
     let meta = prog.meta();
-    let in_target = meta.probes.iter().any(|p| {
-        p.points.iter().any(|q| {
-            matches!(
-                q.kind,
-                PointKind::Kprobe | PointKind::Jprobe | PointKind::Kretprobe(_)
-            )
-        })
-    });
+    let in_target = meta
+        .probes
+        .iter()
+        .any(|p| p.points.iter().any(|q| q.kind.in_target()));
     if in_target && opts.argv.is_none() && opts.pid.is_none() {
         // Neither -c nor -x: every process, through the kernel's perf events.
         return crate::systemwide::run(prog, opts);

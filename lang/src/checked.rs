@@ -181,6 +181,17 @@ pub enum PointKind {
         target: Target,
         maxactive: Option<u64>,
     },
+    /// `process.begin`, `process("PATH").begin`: once in each process of
+    /// the session (whose program is PATH), when the runtime has armed the
+    /// probes there.
+    ProcessBegin {
+        module: Option<Module>,
+    },
+    /// `process.end`, `process("PATH").end`: when such a process exits
+    /// (`exit()` or a return from `main`).
+    ProcessEnd {
+        module: Option<Module>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

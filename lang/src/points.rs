@@ -145,6 +145,10 @@ impl Caps {
         };
         match kind {
             PointKind::Begin | PointKind::End | PointKind::Timer { .. } => none,
+            PointKind::ProcessBegin { .. } | PointKind::ProcessEnd { .. } => Caps {
+                in_target: true,
+                ..none
+            },
             PointKind::Kprobe { target } => {
                 let (args, syscall) = target_caps(target, false);
                 Caps {

@@ -220,11 +220,25 @@ fn process(spec: &PointSpec, text: &str) -> Result<PointKind, PointError> {
                 )),
             };
         }
-        "begin" | "end" | "thread" => {
+        "begin" | "end" if c.len() == 2 && second.arg.is_none() => {
+            return Ok(if second.name.name == "begin" {
+                PointKind::ProcessBegin { module }
+            } else {
+                PointKind::ProcessEnd { module }
+            });
+        }
+        "begin" | "end" => {
+            return Err(PointError::Malformed {
+                point: text.to_string(),
+                span: spec.span,
+                expected: "`process.begin`, `process.end` or `process(\"PATH\").begin`",
+            })
+        }
+        "thread" => {
             return Err(refuse(
                 second.name.span,
-                format!("`process.{}` is not supported yet", second.name.name),
-                "help: `probe begin` and `probe end` run when the session starts and ends; `kprobe(main)` runs when the program's main starts",
+                "`process.thread.begin`/`.end` (per thread) is not supported yet",
+                "help: `process.begin` and `process.end` run once per process",
             ))
         }
         "statement" => {

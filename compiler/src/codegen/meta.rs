@@ -237,6 +237,18 @@ fn point_kind(k: &PointKind) -> (m::PointKind, TargetSpec) {
             m::PointKind::Kretprobe(maxactive.unwrap_or(0)),
             target_spec(target),
         ),
+        PointKind::ProcessBegin { module } => (
+            m::PointKind::ProcessBegin,
+            TargetSpec::Process {
+                module: module_spec(module),
+            },
+        ),
+        PointKind::ProcessEnd { module } => (
+            m::PointKind::ProcessEnd,
+            TargetSpec::Process {
+                module: module_spec(module),
+            },
+        ),
     }
 }
 

@@ -259,7 +259,7 @@ impl Images {
             None => Ok(()),
         };
         match target {
-            TargetSpec::None | TargetSpec::Syscall { .. } => Ok(None),
+            TargetSpec::None | TargetSpec::Syscall { .. } | TargetSpec::Process { .. } => Ok(None),
             TargetSpec::Symbol {
                 module,
                 name,

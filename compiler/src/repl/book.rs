@@ -15,7 +15,7 @@ use ptap_lang::ast::{Item, Script};
 use ptap_lang::diag::ToDiagnostic;
 use ptap_lang::lexer::{self, Tok};
 use ptap_lang::{FileId, Options, Rejected, Sources};
-use ptap_rt_core::script::meta::{Meta, MetaLoc, MetaProbe, PointKind};
+use ptap_rt_core::script::meta::{Meta, MetaLoc, MetaProbe};
 
 /// One accepted entry (declarations and probes as typed).
 #[derive(Clone)]
@@ -58,12 +58,11 @@ pub struct Unit {
 impl Unit {
     /// Does the module probe the target (anything for the runtime)?
     pub fn in_target(&self) -> bool {
-        self.meta.probes.iter().flat_map(|p| &p.points).any(|q| {
-            matches!(
-                q.kind,
-                PointKind::Kprobe | PointKind::Jprobe | PointKind::Kretprobe(_)
-            )
-        })
+        self.meta
+            .probes
+            .iter()
+            .flat_map(|p| &p.points)
+            .any(|q| q.kind.in_target())
     }
 
     pub fn has_probes(&self) -> bool {

@@ -102,6 +102,12 @@ fn wants(
             let ret = match pt.kind {
                 PointKind::Kprobe | PointKind::Jprobe => false,
                 PointKind::Kretprobe(_) => true,
+                PointKind::ProcessBegin | PointKind::ProcessEnd => {
+                    return Err(anyhow!(
+                        "probe point {}: `process.begin` and `process.end` need a target: give -c CMD or -x PID (system-wide mode cannot run them yet)",
+                        pt.text
+                    ))
+                }
                 _ => continue,
             };
             if ret && p.entry_values > 0 {

@@ -150,6 +150,18 @@ pub fn describe_point(p: &ProbePoint) -> String {
                 .unwrap_or_default();
             format!("kretprobe on {}{m}", target(t))
         }
+        PointKind::ProcessBegin { module } | PointKind::ProcessEnd { module } => {
+            let when = if matches!(p.kind, PointKind::ProcessBegin { .. }) {
+                "start"
+            } else {
+                "exit"
+            };
+            let of = match module {
+                None => "each process of the session".to_string(),
+                Some(Module::Path(m) | Module::Name(m)) => format!("each process of {m}"),
+            };
+            format!("at the {when} of {of} (runs in the target)")
+        }
     };
     let caps = Caps::of(&p.kind);
     let mut offers = Vec::new();

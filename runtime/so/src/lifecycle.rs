@@ -449,6 +449,10 @@ pub fn shutdown() {
 }
 
 extern "C" fn at_exit() {
+    // `process.end` probes: this process exits (exit(), return from main).
+    if !SHUT.load(Ordering::Acquire) {
+        ptap_rt_core::script::attach::process_exiting();
+    }
     shutdown();
 }
 
@@ -505,6 +509,8 @@ extern "C" fn fork_child() {
         // thread to honour ptap's detach request.
         if !SHUT.load(Ordering::Acquire) {
             spawn_control_thread();
+            // A new process of the session: its `process.begin` probes.
+            ptap_rt_core::script::attach::process_forked();
         }
     }
 }

@@ -92,12 +92,22 @@ pub struct Attached {
     kprobes: Vec<*mut ScriptKprobe>,
     kretprobes: Vec<*mut ScriptKretprobe>,
     syscalls: Vec<ProbeId>,
+    /// `process.begin` / `process.end` handlers that apply to this process.
+    begins: Vec<Box<Env>>,
+    ends: Vec<Box<Env>>,
 }
 
 // SAFETY: the registration records are owned by Attached and only read by handlers.
 unsafe impl Send for Attached {}
 
 impl Attached {
+    /// Run this module's `process.begin` (`begin`) or `process.end` handlers.
+    pub fn run_process_points(&self, begin: bool) {
+        for e in if begin { &self.begins } else { &self.ends } {
+            run_process_point(e);
+        }
+    }
+
     /// (hits skipped by reentrancy, kretprobe returns not traced for
     /// want of a free instance) of this module's probes.
     pub fn missed(&self) -> (u64, u64) {
@@ -384,6 +394,8 @@ fn sites(target: &TargetSpec, entry_kind: Option<&str>) -> Result<Vec<Site>, Str
                 })
                 .collect())
         }
+        // Not code: `attach_in` takes these points before asking for sites.
+        TargetSpec::Process { .. } => Ok(Vec::new()),
         TargetSpec::Address(a) => {
             let idx = symbols::get_or_build();
             let main = idx
@@ -485,6 +497,8 @@ pub fn attach_in(
         kprobes: Vec::new(),
         kretprobes: Vec::new(),
         syscalls: Vec::new(),
+        begins: Vec::new(),
+        ends: Vec::new(),
     };
     let meta = a.module.meta.clone();
     if !globals.is_null() {
@@ -533,6 +547,21 @@ pub fn attach_in(
                 point: pt.text.clone(),
                 reason,
             };
+            if let (
+                PointKind::ProcessBegin | PointKind::ProcessEnd,
+                TargetSpec::Process { module },
+            ) = (pt.kind, &pt.target)
+            {
+                if this_program_is(module) {
+                    let e = Box::new(env(Vec::new()));
+                    if pt.kind == PointKind::ProcessBegin {
+                        a.begins.push(e);
+                    } else {
+                        a.ends.push(e);
+                    }
+                }
+                continue;
+            }
             if let TargetSpec::Syscall { calls, .. } = &pt.target {
                 let r = if p.entry_values > 0 && matches!(pt.kind, PointKind::Kretprobe(_)) {
                     Err("`@entry` in a system-call kretprobe is not supported yet".to_string())
@@ -687,7 +716,85 @@ pub fn attach_in(
             }
         }
     }
+    // Every probe of the module is armed: its `process.begin` handlers run.
+    a.run_process_points(true);
     Ok((a, skipped))
+}
+
+/// Does `module` (a `process("PATH")` filter) name this process's program?
+fn this_program_is(module: &Option<ModuleSpec>) -> bool {
+    if module.is_none() {
+        return true;
+    }
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map(|p| {
+            let p = p.to_string_lossy();
+            p.strip_suffix(" (deleted)").unwrap_or(&p).to_owned()
+        })
+        .unwrap_or_default();
+    module_matches(&exe, module)
+}
+
+/// Run one `process.begin`/`.end` handler on this thread, outside any probe
+/// hit: no registers (the point offers none), the handler reentrancy rule
+/// and the fault guard as for a hit. Skipped inside a handler.
+fn run_process_point(env: &Env) {
+    let Some(ts) = crate::hit::threads::current() else {
+        return;
+    };
+    // SAFETY: a zeroed PtRegs is a valid value (plain integers).
+    let mut regs: PtRegs = unsafe { core::mem::zeroed() };
+    // SAFETY: ts is this thread's slot; `enter`/`leave` pair around the
+    // call; `process_point` is a C function of two pointers.
+    unsafe {
+        if (*ts).in_handler != 0 {
+            return;
+        }
+        (*ts).in_handler = 1;
+        crate::hit::threads::enter(ts);
+        let r = crate::hit::asm::guarded(
+            ts,
+            process_point as unsafe extern "C" fn(_, _) -> _ as usize,
+            env as *const Env as usize,
+            &mut regs as *mut PtRegs as usize,
+            0,
+        );
+        crate::hit::threads::leave(ts);
+        (*ts).in_handler = 0;
+        if r.is_none() {
+            crate::session::output::diag(
+                b"ptap: a process.begin/.end handler faulted and was aborted\n",
+            );
+        }
+    }
+}
+
+unsafe extern "C" fn process_point(env: *const Env, regs: *mut PtRegs) -> c_int {
+    // SAFETY: env is a live Env of an attached module; regs is the caller's.
+    unsafe { fire(&*env, regs, core::ptr::null_mut(), (*env).handler) };
+    0
+}
+
+/// `process.end` handlers of every module attached here: this process is
+/// exiting (`exit()`, a return from main). Not on the hit path; skips
+/// modules whose lock another thread holds.
+pub fn process_exiting() {
+    if let Ok(live) = LIVE.try_lock() {
+        for a in live.iter() {
+            a.run_process_points(false);
+        }
+    }
+    super::control::each_loaded(|a| a.run_process_points(false));
+}
+
+/// A forked child is a new process: `process.begin` handlers run in it.
+pub fn process_forked() {
+    if let Ok(live) = LIVE.try_lock() {
+        for a in live.iter() {
+            a.run_process_points(true);
+        }
+    }
+    super::control::each_loaded(|a| a.run_process_points(true));
 }
 
 impl Attached {

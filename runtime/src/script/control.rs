@@ -307,6 +307,16 @@ pub(crate) fn missed() -> (u64, u64) {
     })
 }
 
+/// Call `f` on every REPL module loaded here (skipped while the table is
+/// being applied).
+pub(crate) fn each_loaded(mut f: impl FnMut(&attach::Attached)) {
+    if let Ok(l) = LOCAL.try_lock() {
+        for (_, a) in l.loaded.iter().flatten() {
+            f(a);
+        }
+    }
+}
+
 /// At shutdown (detach, exit): the modules' registrations go with
 /// `crate::kprobes::register::unregister_all`; forget them here (their code stays mapped:
 /// a thread may be returning through one).

@@ -103,6 +103,23 @@ pub enum PointKind {
     Jprobe,
     /// maxactive (0: default).
     Kretprobe(u64),
+    /// Once in each process of the session, after its probes were armed
+    /// (target: [`TargetSpec::Process`]).
+    ProcessBegin,
+    /// When such a process exits normally.
+    ProcessEnd,
+}
+
+impl PointKind {
+    /// Does a point of this kind run in the target process (so that a
+    /// session with one needs a target or, where possible, system-wide
+    /// events)? Begin, end and timers run in ptap.
+    pub fn in_target(self) -> bool {
+        !matches!(
+            self,
+            PointKind::Begin | PointKind::End | PointKind::Timer(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +141,11 @@ pub enum TargetSpec {
         pattern: String,
     },
     Address(u64),
+    /// The processes of `process.begin`/`.end` points: all of the session's,
+    /// or those whose program is `module`.
+    Process {
+        module: Option<ModuleSpec>,
+    },
     /// System calls (name, number).
     Syscall {
         name: String,
@@ -227,6 +249,8 @@ impl Meta {
                     PointKind::Kprobe => ("kprobe", 0),
                     PointKind::Jprobe => ("jprobe", 0),
                     PointKind::Kretprobe(m) => ("kretprobe", m),
+                    PointKind::ProcessBegin => ("process_begin", 0),
+                    PointKind::ProcessEnd => ("process_end", 0),
                 };
                 let mut f = vec![
                     "point".into(),
@@ -328,6 +352,8 @@ impl Meta {
                         "kprobe" => PointKind::Kprobe,
                         "jprobe" => PointKind::Jprobe,
                         "kretprobe" => PointKind::Kretprobe(arg),
+                        "process_begin" => PointKind::ProcessBegin,
+                        "process_end" => PointKind::ProcessEnd,
                         _ => return Err(bad()),
                     };
                     let target = parse_target(&f[6..]).ok_or_else(bad)?;
@@ -445,6 +471,7 @@ fn target_fields(t: &TargetSpec) -> Vec<String> {
             vec!["pattern".into(), module_field(module), pattern.clone()]
         }
         TargetSpec::Address(a) => vec!["addr".into(), a.to_string()],
+        TargetSpec::Process { module } => vec!["process".into(), module_field(module)],
         TargetSpec::Syscall { name, calls } => {
             let c: Vec<String> = calls.iter().map(|(n, nr)| format!("{n}={nr}")).collect();
             vec!["syscall".into(), name.clone(), c.join(",")]
@@ -465,6 +492,9 @@ fn parse_target(f: &[String]) -> Option<TargetSpec> {
             pattern: f.get(2)?.clone(),
         },
         "addr" => TargetSpec::Address(f.get(1)?.parse().ok()?),
+        "process" => TargetSpec::Process {
+            module: parse_module(f.get(1)?)?,
+        },
         "syscall" => {
             let mut calls = Vec::new();
             for c in f.get(2)?.split(',').filter(|c| !c.is_empty()) {
