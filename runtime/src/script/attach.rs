@@ -93,8 +93,8 @@ pub struct Attached {
     kretprobes: Vec<*mut ScriptKretprobe>,
     syscalls: Vec<ProbeId>,
     /// `process.begin` / `process.end` handlers that apply to this process.
-    begins: Vec<Box<Env>>,
-    ends: Vec<Box<Env>>,
+    begins: Vec<Env>,
+    ends: Vec<Env>,
 }
 
 // SAFETY: the registration records are owned by Attached and only read by handlers.
@@ -553,7 +553,7 @@ pub fn attach_in(
             ) = (pt.kind, &pt.target)
             {
                 if this_program_is(module) {
-                    let e = Box::new(env(Vec::new()));
+                    let e = env(Vec::new());
                     if pt.kind == PointKind::ProcessBegin {
                         a.begins.push(e);
                     } else {
