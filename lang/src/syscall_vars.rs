@@ -415,7 +415,7 @@ pub fn add(items: &mut [Item], sources: &mut Sources) -> Vec<Diagnostic> {
                     errors.push(tapset_error(
                         p,
                         v,
-                        &format!("`{a}` is an argument: it is set in `syscall.NAME` probes, not in `.return` ones; use @entry(...) of the argument or save it in the entry probe"),
+                        &format!("`{a}` is an argument: it is set in `syscall.NAME` probes, not in `.return` ones; read it from the raw argument at the entry, as in `user_string(@entry(arg2))`, or save it in the entry probe"),
                     ));
                     continue;
                 }

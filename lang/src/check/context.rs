@@ -78,12 +78,6 @@ impl Checker<'_> {
             "`@entry`",
             "`@entry` exists only in kretprobe",
             |_, c| c.ret,
-        ) && self.require(
-            scope,
-            span,
-            "`@entry`",
-            "not in system-call return probes yet: save the value in the entry probe (`probe syscall.NAME { v[tid()] = arg1 }`) and read it here",
-            |_, c| !c.syscall,
         )
     }
 

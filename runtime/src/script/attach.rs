@@ -12,8 +12,8 @@
 //! - `lib:pat*`: every matching function symbol.
 //! - `kprobe(sys_*)` / `kretprobe(sys_*)`: a syscall probe
 //!   (`crate::syscall`) with an entry / return handler; `arg1..6` use the
-//!   syscall ABI, `ret` is the raw kernel value. `@entry` is not supported
-//!   there yet (the syscall API has no per-call instance data).
+//!   syscall ABI, `ret` is the raw kernel value. `@entry` values live in
+//!   the call's scratch (`crate::syscall::call_data`, 64 bytes: 8 numbers).
 //!
 //! Once the session has seen more than MAXERRORS runtime errors, handlers
 //! stop running (ptap ends the session).
@@ -281,6 +281,40 @@ unsafe extern "C" fn syscall_hit(p: *mut SyscallProbe, regs: *mut PtRegs) -> c_i
     let env = unsafe { &*((*p).data as *const Env) };
     // SAFETY: regs is the live register frame of the call.
     unsafe { fire(env, regs, core::ptr::null_mut(), env.handler) };
+    0
+}
+
+/// Entry of a system-call return probe with `@entry`: the module's entry
+/// handler writes the values into this call's scratch.
+unsafe extern "C" fn syscall_entry_hit(p: *mut SyscallProbe, regs: *mut PtRegs) -> c_int {
+    // SAFETY: data is the leaked Env registered with this probe.
+    let env = unsafe { &*((*p).data as *const Env) };
+    let scratch = crate::syscall::call_data() as *mut i64;
+    if let (Some(h), false) = (env.entry, scratch.is_null()) {
+        // SAFETY: regs is the live frame; scratch holds CALL_DATA_SIZE bytes
+        // (attach checked the entry values fit).
+        unsafe { fire(env, regs, scratch, h) };
+    }
+    0
+}
+
+/// Return of a system-call probe with `@entry`: the values saved at the
+/// entry of this call. Without scratch (a ninth probe on one call) the
+/// handler cannot run: counted as a miss.
+unsafe extern "C" fn syscall_ret_hit(p: *mut SyscallProbe, regs: *mut PtRegs) -> c_int {
+    // SAFETY: data is the leaked Env registered with this probe.
+    let env = unsafe { &*((*p).data as *const Env) };
+    let scratch = crate::syscall::call_data() as *mut i64;
+    if scratch.is_null() {
+        // SAFETY: p is live; nmissed is an aligned unsigned long.
+        unsafe {
+            (*(core::ptr::addr_of_mut!((*p).nmissed) as *const core::sync::atomic::AtomicU64))
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { fire(env, regs, scratch, env.handler) };
     0
 }
 
@@ -563,8 +597,14 @@ pub fn attach_in(
                 continue;
             }
             if let TargetSpec::Syscall { calls, .. } = &pt.target {
-                let r = if p.entry_values > 0 && matches!(pt.kind, PointKind::Kretprobe(_)) {
-                    Err("`@entry` in a system-call kretprobe is not supported yet".to_string())
+                let with_entry = p.entry_values > 0 && matches!(pt.kind, PointKind::Kretprobe(_));
+                let r = if with_entry
+                    && 8 * p.entry_values as usize > crate::hit::sigsys::probes::CALL_DATA_SIZE
+                {
+                    Err(format!(
+                        "`@entry` in a system-call return probe keeps at most {} numbers per call (a string does not fit); save larger values in the entry probe",
+                        crate::hit::sigsys::probes::CALL_DATA_SIZE / 8
+                    ))
                 } else {
                     let nrs: Vec<i32> = calls.iter().map(|c| c.1 as i32).collect();
                     let func = match &pt.target {
@@ -577,6 +617,13 @@ pub fn attach_in(
                     };
                     let data = Box::into_raw(Box::new(env(func))) as *mut core::ffi::c_void;
                     let (entry_h, ret_h) = match pt.kind {
+                        // `@entry`: the entry handler saves the values in the
+                        // call's scratch (`crate::syscall::call_data`), where
+                        // the return handler finds them.
+                        PointKind::Kretprobe(_) if with_entry => (
+                            Some(syscall_entry_hit as crate::hit::sigsys::probes::Handler),
+                            Some(syscall_ret_hit as crate::hit::sigsys::probes::Handler),
+                        ),
                         PointKind::Kretprobe(_) => (
                             None,
                             Some(syscall_hit as crate::hit::sigsys::probes::Handler),
