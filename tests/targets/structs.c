@@ -44,3 +44,7 @@ int main(int argc, char **argv)
 	printf("sum=%ld\n", sum);
 	return 0;
 }
+
+/* Globals for `@var`: a struct with a string, and a file-static array. */
+struct pt origin = { .x = 7, .y = -8, .name = "origin", .in = { 1, 2 }, .arr = { 4, 3, 2, 1 }, .label = "org", .next = NULL };
+static __attribute__((used)) int table[3] = { 11, 22, 33 };

@@ -35,6 +35,9 @@ pub(crate) enum Op {
     AddIndex(i64),
     /// `v` truncated to `size` bytes, sign- or zero-extended.
     Narrow { size: u8, signed: bool },
+    /// `v = ` the main executable's load bias in the probed process (the
+    /// link-time address of a global is added to it: `@var`).
+    ExeBias,
 }
 
 /// How a number is shown in a pretty-printed value.
@@ -340,6 +343,77 @@ impl Debug {
             &path,
             format!("@cast(..., \"{ty}\")"),
         )
+    }
+
+    /// SystemTap's `@var("name@file.c")->chain`: a global or file-static
+    /// variable of the executable (one defined at a compilation unit's top
+    /// level, at a fixed link-time address), `file` a suffix of its
+    /// compilation unit's name. The handler adds the load bias.
+    pub(crate) fn var_access(&self, spec: &str, chain: &str) -> Result<TVar, String> {
+        use super::dwarf::err;
+        let (name, file) = match spec.split_once('@') {
+            Some((n, f)) => (n.trim(), Some(f.trim())),
+            None => (spec.trim(), None),
+        };
+        if name.is_empty() {
+            return Err(
+                "no variable name (write `@var(\"name\")` or `@var(\"name@file.c\")`)".into(),
+            );
+        }
+        let text = format!("x{chain}");
+        let path = parse_path(&text)?;
+        let mut units = self.dwarf.units();
+        let mut declared_only = false;
+        while let Some(h) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(h).map_err(err)?;
+            let u = unit.unit_ref(&self.dwarf);
+            let mut tree = unit.entries_tree(None).map_err(err)?;
+            let root = tree.root().map_err(err)?;
+            if let Some(f) = file {
+                let cu = self.name(&u, root.entry())?.unwrap_or_default();
+                let suffix_ok = cu == f || cu.ends_with(&format!("/{f}"));
+                if !suffix_ok {
+                    continue;
+                }
+            }
+            let mut kids = root.children();
+            while let Some(k) = kids.next().map_err(err)? {
+                let e = k.entry();
+                if e.tag() != dw::DW_TAG_variable || self.name(&u, e)?.as_deref() != Some(name) {
+                    continue;
+                }
+                let Some(loc) = e.attr_value(dw::DW_AT_location).map_err(err)? else {
+                    declared_only = true;
+                    continue;
+                };
+                let gimli::AttributeValue::Exprloc(expr) = loc else {
+                    return Err(format!("`{name}` has a location list, not a fixed address"));
+                };
+                let mut ops = expr.operations(u.unit.encoding());
+                let addr = match (ops.next().map_err(err)?, ops.next().map_err(err)?) {
+                    (Some(Operation::Address { address }), None) => address,
+                    _ => {
+                        return Err(format!(
+                            "`{name}` is not at a fixed address (thread-local or optimized out)"
+                        ))
+                    }
+                };
+                let ty = self.type_of(&u, e)?;
+                let place = Place::Mem(vec![Op::ExeBias, Op::Add(addr as i64)], 0);
+                return self.walk(&u, place, ty, &path, format!("@var(\"{spec}\")"));
+            }
+        }
+        Err(match (declared_only, file) {
+            (true, _) => format!(
+                "`{name}` is only declared here (extern): its definition is in another object"
+            ),
+            (false, Some(f)) => {
+                format!("no global or static variable `{name}` in a compilation unit named `{f}`")
+            }
+            (false, None) => {
+                format!("no global or static variable `{name}` in the debug information")
+            }
+        })
     }
 
     /// A type by its C name: `struct pt`, `union u`, `class C`, `enum e`,

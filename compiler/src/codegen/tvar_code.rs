@@ -81,6 +81,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
                     }
                 }
                 Op::Narrow { size, signed } => self.narrow(v, size, signed),
+                Op::ExeBias => {
+                    let c = self.ctx;
+                    self.call_long(Helper::ExeBias, &[c])
+                }
             };
         }
         v

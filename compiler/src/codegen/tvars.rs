@@ -370,13 +370,24 @@ pub(crate) fn resolve_all(
                     Module::Name(module.clone())
                 }
             });
-            let t = debugs
-                .of(m.as_ref())
-                .and_then(|d| d.cast_access(&ty, &chain))
-                .map_err(|why| CodegenError::TargetVar {
-                    what: format!("`@cast(..., \"{ty}\"){chain}`: {why}"),
-                    span,
-                })?;
+            // `@var("name@file")->chain` travels as a cast whose type is
+            // `@var:name@file` (the checker's encoding).
+            let t = match ty.strip_prefix("@var:") {
+                Some(spec) => debugs
+                    .of(m.as_ref())
+                    .and_then(|d| d.var_access(spec, &chain))
+                    .map_err(|why| CodegenError::TargetVar {
+                        what: format!("`@var(\"{spec}\"){chain}`: {why}"),
+                        span,
+                    })?,
+                None => debugs
+                    .of(m.as_ref())
+                    .and_then(|d| d.cast_access(&ty, &chain))
+                    .map_err(|why| CodegenError::TargetVar {
+                        what: format!("`@cast(..., \"{ty}\"){chain}`: {why}"),
+                        span,
+                    })?,
+            };
             b.insert(key, t);
         }
         let e = resolve(&mut debugs, p, &entry, true)?;

@@ -450,6 +450,65 @@ impl Checker<'_> {
     /// `@cast(ptr, "type"[, "module"])->a->b` (SystemTap): members of the
     /// object `ptr` points to, typed by the DWARF of the executable (or of
     /// the library named), read when the probe runs.
+    /// SystemTap's `@var("name@file.c")->chain`: a global or file-static
+    /// variable of the executable, read in the target. Encoded as a
+    /// `@cast` whose type is `@var:name@file.c` (codegen resolves it from
+    /// the DWARF, at the variable's address plus the load bias).
+    fn var(&mut self, scope: &mut Scope, chain: &str, args: &[ast::Expr], span: Span) -> Expr {
+        let bad = mk(ExprKind::Long(0), Ty::K(Type::Long), span);
+        let spec = match args {
+            [a] => match &a.kind {
+                ast::ExprKind::Str(s) => s.clone(),
+                _ => {
+                    self.err(CheckError::CastNotLiteral { span: a.span });
+                    return bad;
+                }
+            },
+            [_, m] => {
+                self.errors.push(
+                    crate::diag::error("`@var` of a library's variable is not supported yet")
+                        .with_labels(vec![crate::diag::primary(m.span, "a module")])
+                        .with_notes(vec![
+                            "help: `@var(\"name@file.c\")` reads the executable's globals and file statics".to_string(),
+                        ]),
+                );
+                return bad;
+            }
+            _ => {
+                self.err(CheckError::WrongArgCount {
+                    span,
+                    name: "@var".into(),
+                    expected: "1".into(),
+                    found: args.len(),
+                    decl: None,
+                });
+                return bad;
+            }
+        };
+        if !self.need(scope, Need::Target, span, "@var") {
+            return bad;
+        }
+        let ty = if chain.ends_with('$') {
+            Type::String
+        } else {
+            Type::Long
+        };
+        let s = |t: String| mk(ExprKind::Str(t), Ty::K(Type::String), span);
+        mk(
+            ExprKind::Builtin {
+                func: builtins::Builtin::Cast,
+                args: vec![
+                    mk(ExprKind::Long(0), Ty::K(Type::Long), span),
+                    s(format!("@var:{spec}")),
+                    s(String::new()),
+                    s(chain.to_string()),
+                ],
+            },
+            Ty::K(ty),
+            span,
+        )
+    }
+
     fn cast(&mut self, scope: &mut Scope, chain: &str, args: &[ast::Expr], span: Span) -> Expr {
         let bad = mk(ExprKind::Long(0), Ty::K(Type::Long), span);
         if !(2..=3).contains(&args.len()) {
@@ -507,23 +566,15 @@ impl Checker<'_> {
         }
         if let Some(chain) = n
             .strip_prefix("cast")
-            .filter(|c| c.starts_with("->") || c.starts_with('$'))
+            .filter(|c| c.starts_with("->") || c.starts_with(['$', '[']))
         {
             return self.cast(scope, chain, args, span);
         }
-        if n == "var" {
-            // SystemTap's `@var("name@file.c")`: the target's global and
-            // static variables are not read yet (no load-bias code).
-            self.errors.push(
-                crate::diag::error(
-                    "`@var` (a global or static variable of the target) is not supported yet",
-                )
-                .with_labels(vec![crate::diag::primary(span, "not supported")])
-                .with_notes(vec![
-                    "help: read it through a function that takes it as a parameter (`$name`), or by address with `user_long(ADDR)`".to_string(),
-                ]),
-            );
-            return bad;
+        if let Some(chain) = n
+            .strip_prefix("var")
+            .filter(|c| c.is_empty() || c.starts_with("->") || c.starts_with(['$', '[']))
+        {
+            return self.var(scope, chain, args, span);
         }
         let want = match n {
             "entry" | "count" | "sum" | "min" | "max" | "avg" | "hist_log" => 1,

@@ -484,6 +484,9 @@ impl Printer<'_> {
                     ExprKind::Str(s) => s.clone(),
                     _ => String::new(),
                 };
+                if let Some(spec) = lit(&args[1]).strip_prefix("@var:") {
+                    return format!("@var({}){}:{ty}", quote(spec), lit(&args[3]));
+                }
                 let module = match lit(&args[2]) {
                     m if m.is_empty() => String::new(),
                     m => format!(", {}", quote(&m)),

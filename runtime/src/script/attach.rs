@@ -526,6 +526,7 @@ pub fn attach_in(
     extra: Extra,
 ) -> Result<(Attached, Vec<AttachError>), AttachError> {
     let mut skipped: Vec<AttachError> = Vec::new();
+    super::h_ctx::note_exe_bias();
     let mut a = Attached {
         module,
         kprobes: Vec::new(),

@@ -86,6 +86,35 @@ pub(super) unsafe extern "C" fn cpu(ctx: *mut ProbeCtx) -> i64 {
     }
 }
 
+/// The main executable's load bias in this process, set when a module is
+/// attached ([`note_exe_bias`]); 0 in ptap itself.
+static EXE_BIAS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Remember the main executable's load bias (registration time: the
+/// loader's object list is walked, which the hit path must not do).
+pub fn note_exe_bias() {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut core::ffi::c_void,
+    ) -> core::ffi::c_int {
+        // SAFETY: dl_iterate_phdr hands a valid info; data is our u64. The
+        // first object is the main executable.
+        unsafe { *(data as *mut u64) = (*info).dlpi_addr };
+        1
+    }
+    let mut bias = 0u64;
+    // SAFETY: the callback only writes `bias`.
+    unsafe { libc::dl_iterate_phdr(Some(first), &mut bias as *mut u64 as *mut core::ffi::c_void) };
+    EXE_BIAS.store(bias, Ordering::Relaxed);
+}
+
+/// # Safety
+/// `ctx` live (unused).
+pub(super) unsafe extern "C" fn exe_bias(_ctx: *mut ProbeCtx) -> i64 {
+    EXE_BIAS.load(Ordering::Relaxed) as i64
+}
+
 /// # Safety
 /// `ctx` live.
 pub(super) unsafe extern "C" fn target(ctx: *mut ProbeCtx) -> i64 {

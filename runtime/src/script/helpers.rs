@@ -48,6 +48,8 @@ pub enum P {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Helper {
+    /// The main executable's load bias (`@var` addresses are link-time).
+    ExeBias,
     StrCopy,
     StrConcat,
     StrCmp,
@@ -131,6 +133,7 @@ macro_rules! h {
 }
 
 pub static HELPERS: &[HelperDef] = &[
+    h!(ExeBias, "ptap_h_exe_bias", [C], true, exe_bias),
     h!(StrCopy, "ptap_h_str_copy", [A, A, L], false, str_copy),
     h!(
         StrConcat,
