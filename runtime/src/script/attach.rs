@@ -588,6 +588,7 @@ pub fn attach_in(
             ) = (pt.kind, &pt.target)
             {
                 if this_program_is(module) {
+                    PROCESS_POINTS.store(true, Ordering::Release);
                     let e = env(Vec::new());
                     if pt.kind == PointKind::ProcessBegin {
                         a.begins.push(e);
@@ -823,10 +824,17 @@ unsafe extern "C" fn process_point(env: *const Env, regs: *mut PtRegs) -> c_int 
     0
 }
 
+/// Has a module attached here `process.begin`/`.end` points? (The fork
+/// and exit hooks do nothing otherwise.)
+static PROCESS_POINTS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// `process.end` handlers of every module attached here: this process is
 /// exiting (`exit()`, a return from main). Not on the hit path; skips
 /// modules whose lock another thread holds.
 pub fn process_exiting() {
+    if !PROCESS_POINTS.load(Ordering::Acquire) {
+        return;
+    }
     if let Ok(live) = LIVE.try_lock() {
         for a in live.iter() {
             a.run_process_points(false);
@@ -837,6 +845,9 @@ pub fn process_exiting() {
 
 /// A forked child is a new process: `process.begin` handlers run in it.
 pub fn process_forked() {
+    if !PROCESS_POINTS.load(Ordering::Acquire) {
+        return;
+    }
     if let Ok(live) = LIVE.try_lock() {
         for a in live.iter() {
             a.run_process_points(true);
