@@ -137,9 +137,33 @@ impl ForkLock for FlagSlot {
     }
 }
 
+/// Tid of a thread between `prepare` and `parent`/`child` (0: none).
+static FORKING: AtomicI32 = AtomicI32::new(0);
+
+/// Called before taking a runtime lock that a thread may take again and
+/// again (registration): while another thread forks, wait (up to
+/// [`WAIT_NS`]) so that its prepare handler gets the lock. Without this a
+/// thread registering probes in a loop re-took the lock each time the
+/// prepare handler's polling let go of it, and a child forked after the
+/// 2 s bound inherited it held: a deadlock at the child's exit (seen under
+/// a saturated CPU once registration got faster).
+pub fn yield_to_fork() {
+    let f = FORKING.load(Ordering::Acquire);
+    if f == 0 || f == sys::gettid() {
+        return;
+    }
+    let start = sys::monotonic_ns();
+    while FORKING.load(Ordering::Acquire) != 0
+        && sys::monotonic_ns().saturating_sub(start) < WAIT_NS
+    {
+        sys::sleep_us(50);
+    }
+}
+
 /// pthread_atfork prepare: take every lock in `order`.
 pub fn prepare(order: &[&dyn ForkLock]) {
     let me = sys::gettid();
+    FORKING.store(me, Ordering::Release);
     for l in order {
         l.acquire(me);
     }
@@ -150,6 +174,7 @@ pub fn parent(order: &[&dyn ForkLock], me: i32) {
     for l in order.iter().rev() {
         l.release(Some(me));
     }
+    let _ = FORKING.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire);
 }
 
 /// pthread_atfork child: give back everything recorded.
@@ -157,6 +182,7 @@ pub fn child(order: &[&dyn ForkLock]) {
     for l in order.iter().rev() {
         l.release(None);
     }
+    FORKING.store(0, Ordering::Release);
 }
 
 #[cfg(test)]

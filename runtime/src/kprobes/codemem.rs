@@ -56,6 +56,7 @@ pub fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
 }
 
 pub(crate) fn with_reg<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    crate::base::forklock::yield_to_fork();
     let mut g = match REG.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
