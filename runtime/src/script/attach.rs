@@ -835,7 +835,7 @@ pub fn process_exiting() {
     if !PROCESS_POINTS.load(Ordering::Acquire) {
         return;
     }
-    if let Ok(live) = LIVE.try_lock() {
+    if let Some(live) = lock_briefly(&LIVE) {
         for a in live.iter() {
             a.run_process_points(false);
         }
@@ -843,12 +843,26 @@ pub fn process_exiting() {
     super::control::each_loaded(|a| a.run_process_points(false));
 }
 
+/// `m`, waiting up to 100 ms for another thread (the control thread
+/// publishing counts) to let go of it; None past that (never blocks for
+/// good: the holder may be a thread a forked child lacks).
+pub(crate) fn lock_briefly<T>(m: &std::sync::Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
+    for _ in 0..200 {
+        match m.try_lock() {
+            Ok(g) => return Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => crate::base::sys::sleep_us(500),
+        }
+    }
+    None
+}
+
 /// A forked child is a new process: `process.begin` handlers run in it.
 pub fn process_forked() {
     if !PROCESS_POINTS.load(Ordering::Acquire) {
         return;
     }
-    if let Ok(live) = LIVE.try_lock() {
+    if let Some(live) = lock_briefly(&LIVE) {
         for a in live.iter() {
             a.run_process_points(true);
         }

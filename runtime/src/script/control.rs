@@ -310,7 +310,7 @@ pub(crate) fn missed() -> (u64, u64) {
 /// Call `f` on every REPL module loaded here (skipped while the table is
 /// being applied).
 pub(crate) fn each_loaded(mut f: impl FnMut(&attach::Attached)) {
-    if let Ok(l) = LOCAL.try_lock() {
+    if let Some(l) = attach::lock_briefly(&LOCAL) {
         for (_, a) in l.loaded.iter().flatten() {
             f(a);
         }
