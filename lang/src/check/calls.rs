@@ -488,25 +488,8 @@ impl Checker<'_> {
         if !self.need(scope, Need::Target, span, "@var") {
             return bad;
         }
-        let ty = if chain.ends_with('$') {
-            Type::String
-        } else {
-            Type::Long
-        };
-        let s = |t: String| mk(ExprKind::Str(t), Ty::K(Type::String), span);
-        mk(
-            ExprKind::Builtin {
-                func: builtins::Builtin::Cast,
-                args: vec![
-                    mk(ExprKind::Long(0), Ty::K(Type::Long), span),
-                    s(format!("@var:{spec}")),
-                    s(String::new()),
-                    s(chain.to_string()),
-                ],
-            },
-            Ty::K(ty),
-            span,
-        )
+        let ptr = mk(ExprKind::Long(0), Ty::K(Type::Long), span);
+        cast_expr(ptr, format!("@var:{spec}"), String::new(), chain, span)
     }
 
     fn cast(&mut self, scope: &mut Scope, chain: &str, args: &[ast::Expr], span: Span) -> Expr {
@@ -535,21 +518,8 @@ impl Checker<'_> {
         if !self.need(scope, Need::Target, span, "@cast") {
             return bad;
         }
-        let ty = if chain.ends_with('$') {
-            Type::String
-        } else {
-            Type::Long
-        };
-        let s = |t: String| mk(ExprKind::Str(t), Ty::K(Type::String), span);
         let module = lits.get(1).cloned().unwrap_or_default();
-        mk(
-            ExprKind::Builtin {
-                func: builtins::Builtin::Cast,
-                args: vec![ptr, s(lits[0].clone()), s(module), s(chain.to_string())],
-            },
-            Ty::K(ty),
-            span,
-        )
+        cast_expr(ptr, lits[0].clone(), module, chain, span)
     }
 
     pub(super) fn at_call(
@@ -697,4 +667,24 @@ impl Checker<'_> {
         };
         mk(ExprKind::Stat { op, target }, Ty::K(Type::Long), span)
     }
+}
+
+/// The `Builtin::Cast` node: `ptr`, then the type, the module ("" for the
+/// executable) and the members as strings; a string when the members end
+/// in `$` (pretty printing), else a number.
+fn cast_expr(ptr: Expr, ty: String, module: String, chain: &str, span: Span) -> Expr {
+    let s = |t: String| mk(ExprKind::Str(t), Ty::K(Type::String), span);
+    let result = if chain.ends_with('$') {
+        Type::String
+    } else {
+        Type::Long
+    };
+    mk(
+        ExprKind::Builtin {
+            func: builtins::Builtin::Cast,
+            args: vec![ptr, s(ty), s(module), s(chain.to_string())],
+        },
+        Ty::K(result),
+        span,
+    )
 }

@@ -179,6 +179,18 @@ fn load_syms(path: &str, bias: u64) -> Vec<Sym> {
     syms
 }
 
+/// The path of this process's executable; a file replaced since the
+/// process started (a rebuild renamed over it) reads as "PATH (deleted)":
+/// the suffix is dropped. "" if unknown.
+pub fn exe_path() -> String {
+    std::fs::read_link("/proc/self/exe")
+        .map(|p| {
+            let p = p.to_string_lossy();
+            p.strip_suffix(" (deleted)").unwrap_or(&p).to_owned()
+        })
+        .unwrap_or_default()
+}
+
 /// A function symbol of an ELF file, at its address in the file.
 pub struct FuncSym<'a> {
     pub name: &'a str,
@@ -253,12 +265,7 @@ pub fn build() -> &'static Index {
             // The name, for `lib:sym` and messages. A file replaced since
             // the process started (a rebuild renamed over it) reads as
             // "PATH (deleted)".
-            std::fs::read_link("/proc/self/exe")
-                .map(|p| {
-                    let p = p.to_string_lossy();
-                    p.strip_suffix(" (deleted)").unwrap_or(&p).to_owned()
-                })
-                .unwrap_or_default()
+            exe_path()
         } else {
             r.name.clone()
         };

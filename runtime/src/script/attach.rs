@@ -775,13 +775,7 @@ fn this_program_is(module: &Option<ModuleSpec>) -> bool {
     if module.is_none() {
         return true;
     }
-    let exe = std::fs::read_link("/proc/self/exe")
-        .map(|p| {
-            let p = p.to_string_lossy();
-            p.strip_suffix(" (deleted)").unwrap_or(&p).to_owned()
-        })
-        .unwrap_or_default();
-    module_matches(&exe, module)
+    module_matches(&symbols::exe_path(), module)
 }
 
 /// Run one `process.begin`/`.end` handler on this thread, outside any probe
@@ -829,18 +823,9 @@ unsafe extern "C" fn process_point(env: *const Env, regs: *mut PtRegs) -> c_int 
 static PROCESS_POINTS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// `process.end` handlers of every module attached here: this process is
-/// exiting (`exit()`, a return from main). Not on the hit path; skips
-/// modules whose lock another thread holds.
+/// exiting (`exit()`, a return from main). Not on the hit path.
 pub fn process_exiting() {
-    if !PROCESS_POINTS.load(Ordering::Acquire) {
-        return;
-    }
-    if let Some(live) = lock_briefly(&LIVE) {
-        for a in live.iter() {
-            a.run_process_points(false);
-        }
-    }
-    super::control::each_loaded(|a| a.run_process_points(false));
+    run_process_hooks(false);
 }
 
 /// `m`, waiting up to 100 ms for another thread (the control thread
@@ -859,15 +844,22 @@ pub(crate) fn lock_briefly<T>(m: &std::sync::Mutex<T>) -> Option<std::sync::Mute
 
 /// A forked child is a new process: `process.begin` handlers run in it.
 pub fn process_forked() {
+    run_process_hooks(true);
+}
+
+/// The `process.begin` (`begin`) or `process.end` handlers of the script
+/// module and of the REPL's modules, if any module has such points. A list
+/// another thread holds for over 100 ms is skipped.
+fn run_process_hooks(begin: bool) {
     if !PROCESS_POINTS.load(Ordering::Acquire) {
         return;
     }
     if let Some(live) = lock_briefly(&LIVE) {
         for a in live.iter() {
-            a.run_process_points(true);
+            a.run_process_points(begin);
         }
     }
-    super::control::each_loaded(|a| a.run_process_points(true));
+    super::control::each_loaded(|a| a.run_process_points(begin));
 }
 
 impl Attached {
