@@ -90,10 +90,9 @@ pub fn fragment(sym: &str) -> Fragment {
     };
     // Suffixes chain (`f.constprop.0.cold`, `f.isra.0.part.1`): the
     // last kind that is not an entry decides.
-    let words: Vec<&str> = suffix.split('.').collect();
-    if words.contains(&"cold") {
+    if suffix.split('.').any(|w| w == "cold") {
         Fragment::Cold
-    } else if words.contains(&"part") {
+    } else if suffix.split('.').any(|w| w == "part") {
         Fragment::Part
     } else {
         Fragment::Entry
@@ -117,6 +116,12 @@ fn is_rust(core: &str) -> bool {
 }
 
 fn demangle_with(sym: &str, params: bool) -> Option<String> {
+    // Suffixes and versions are only cut from the end: a name that does not
+    // start like a mangled one is not (most names of a C library; checked
+    // first because every symbol of a probed object passes here).
+    if !(sym.starts_with("_Z") || sym.starts_with("_R")) {
+        return None;
+    }
     let (core, _) = split_suffix(sym);
     if !(core.starts_with("_Z") || core.starts_with("_R")) {
         return None;

@@ -14,7 +14,9 @@ use object::{Object, ObjectSymbol};
 pub struct Sym {
     pub addr: u64,
     pub size: u64,
-    pub name: String,
+    /// In the object's file, mapped for the life of the process (see
+    /// `load_syms`): no copy per symbol.
+    pub name: &'static str,
     pub global: bool,
     pub ifunc: bool,
 }
@@ -141,21 +143,26 @@ fn load_syms(path: &str, bias: u64) -> Vec<Sym> {
     let Ok(file) = std::fs::File::open(path) else {
         return Vec::new();
     };
-    // SAFETY: a read-only private mapping of a loaded object's file, dropped
-    // before this function returns. A file truncated under it would fault
+    // SAFETY: a read-only private mapping of a loaded object's file, kept for
+    // the life of the process (below). A file truncated under it would fault
     // (SIGBUS), but so would the process's own mapping of it: objects that are
     // loaded are not rewritten in place (a rebuild renames over them).
     let Ok(data) = (unsafe { memmap2::Mmap::map(&file) }) else {
         return Vec::new();
     };
-    let Ok(file) = object::File::parse(&*data) else {
+    // Kept mapped for the life of the process: the index's names point into
+    // it (copying each name cost an allocation per symbol, ~3,000 for libc,
+    // in every process of a followed tree). Indexes are never freed either;
+    // a rebuild (after dlopen) maps the files again.
+    let data: &'static [u8] = Box::leak(Box::new(data));
+    let Ok(file) = object::File::parse(data) else {
         return Vec::new();
     };
     let syms: Vec<Sym> = function_symbols(&file)
         .map(|f| Sym {
             addr: bias + f.addr,
             size: f.size,
-            name: f.name.to_string(),
+            name: f.name,
             global: f.global,
             ifunc: f.ifunc,
         })
@@ -203,7 +210,9 @@ pub struct FuncSym<'a> {
 /// The symbols that name functions, as the runtime's index and ptap's
 /// point resolution both take them: defined, at a non-zero address,
 /// `STT_FUNC` or `STT_GNU_IFUNC`, with a name; .symtab then .dynsym.
-pub fn function_symbols<'a>(file: &'a object::File<'a>) -> impl Iterator<Item = FuncSym<'a>> + 'a {
+pub fn function_symbols<'d: 'f, 'f>(
+    file: &'f object::File<'d>,
+) -> impl Iterator<Item = FuncSym<'d>> + 'f {
     file.symbols()
         .chain(file.dynamic_symbols())
         .filter_map(|s| {
@@ -499,7 +508,7 @@ pub fn select_demangled(
     {
         let hits = crate::proc::names::select_demangled(
             name,
-            o.syms.iter().enumerate().map(|(i, s)| (i, s.name.as_str())),
+            o.syms.iter().enumerate().map(|(i, s)| (i, s.name)),
         );
         if hits.is_empty() {
             continue;
@@ -511,7 +520,7 @@ pub fn select_demangled(
             .into_iter()
             .map(|h| Selected {
                 addr: o.syms[h.index].addr,
-                name: o.syms[h.index].name.clone(),
+                name: o.syms[h.index].name.to_string(),
                 display: h.demangled,
             })
             .collect();
@@ -551,7 +560,7 @@ pub fn select_pattern(idx: &Index, module: &dyn Fn(&Obj) -> bool, pattern: &str)
                 };
                 out.push(Selected {
                     addr,
-                    name: s.name.clone(),
+                    name: s.name.to_string(),
                     display: d.unwrap_or_else(|| base.to_string()),
                 });
             }
