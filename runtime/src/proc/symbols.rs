@@ -48,7 +48,7 @@ impl Obj {
         if let Some(Some(d)) = self.demangled.get().and_then(|t| t.get(i)) {
             return d;
         }
-        &self.syms[i].name
+        self.syms[i].name
     }
 
     /// Demangle every symbol of the object once (registration time).
@@ -56,7 +56,7 @@ impl Obj {
         self.demangled.get_or_init(|| {
             self.syms
                 .iter()
-                .map(|s| crate::proc::names::demangle(&s.name).map(String::into_boxed_str))
+                .map(|s| crate::proc::names::demangle(s.name).map(String::into_boxed_str))
                 .collect()
         });
     }
@@ -541,15 +541,15 @@ pub fn select_pattern(idx: &Index, module: &dyn Fn(&Obj) -> bool, pattern: &str)
             if s.size == 0 {
                 continue;
             }
-            let d = if crate::proc::names::may_match(pattern, &s.name) {
-                crate::proc::names::demangle(&s.name)
+            let d = if crate::proc::names::may_match(pattern, s.name) {
+                crate::proc::names::demangle(s.name)
             } else {
                 None
             };
-            if crate::proc::names::match_pattern(pattern, &s.name, d.as_deref()) {
+            if crate::proc::names::match_pattern(pattern, s.name, d.as_deref()) {
                 // An IFUNC selects its implementation, as an explicit name
                 // does (the resolver only runs at relocation).
-                let base = s.name.split('@').next().unwrap_or(&s.name);
+                let base = s.name.split('@').next().unwrap_or(s.name);
                 let addr = if s.ifunc {
                     match ifunc_target(o, base) {
                         Some(a) => a,

@@ -45,7 +45,7 @@ fn build(idx: &Index) -> HashMap<String, Vec<(u32, u32)>> {
             continue;
         }
         for (si, s) in o.syms.iter().enumerate() {
-            let base = s.name.split('@').next().unwrap_or(&s.name);
+            let base = s.name.split('@').next().unwrap_or(s.name);
             map.entry(base.to_string())
                 .or_default()
                 .push((oi as u32, si as u32));

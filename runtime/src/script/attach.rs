@@ -440,7 +440,7 @@ fn sites(target: &TargetSpec, entry_kind: Option<&str>) -> Result<Vec<Site>, Str
             let at = main.bias + a;
             if let Some((o, i)) = symbols::containing_at(idx, at) {
                 if o.syms[i].addr == at {
-                    refuse(&o.syms[i].name)?;
+                    refuse(o.syms[i].name)?;
                 }
             }
             demangle_object_of(at);
