@@ -288,7 +288,7 @@ fn start(params: Params) {
     }
 }
 
-/// The role of this process in the session (see `attach::ENV_TARGET`);
+/// The role of this process in the session (see `modules::ENV_TARGET`);
 /// the target hands the role "not the target" down to what it execs.
 fn take_role() -> ptap_rt_core::script::attach::Role {
     use ptap_rt_core::script::attach::{Role, ENV_TARGET};
@@ -316,8 +316,9 @@ fn load_module(
     // A compiled script's probe module (ELF relocatable object written by
     // ptap's compiler): loaded by the runtime itself, no dlopen, no linker.
     if path.ends_with(".o") {
-        use ptap_rt_core::script::attach::{self, Role};
-        if let Err(e) = attach::attach_file_as(path, role) {
+        use ptap_rt_core::script::attach::Role;
+        use ptap_rt_core::script::modules;
+        if let Err(e) = modules::attach_file_as(path, role) {
             if injected {
                 // `ptap -x`: the process was running before us and must
                 // go on: report, register nothing, never exit it.
@@ -325,7 +326,7 @@ fn load_module(
                     "ptap: {e}\nptap: not every probe could be armed in pid {}: nothing is probed\n",
                     sys::getpid()
                 ));
-                attach::report_failed_start();
+                modules::report_failed_start();
                 return false;
             }
             if role == Role::Target {
@@ -337,7 +338,7 @@ fn load_module(
                     "ptap: {e}\nptap: the target (pid {}) stops before main: not every probe could be armed\n",
                     sys::getpid()
                 ));
-                attach::report_failed_start();
+                modules::report_failed_start();
                 // SAFETY: ends this process without running its atexit
                 // handlers (main never ran).
                 unsafe { libc::_exit(127) };
@@ -440,7 +441,7 @@ pub fn shutdown() {
             ));
         }
     }
-    ptap_rt_core::script::attach::report_missed();
+    ptap_rt_core::script::modules::report_missed();
     ptap_rt_core::script::control::forget_all();
     ptap_rt_core::kprobes::register::unregister_all();
     if let Some(s) = output::session() {
@@ -451,7 +452,7 @@ pub fn shutdown() {
 extern "C" fn at_exit() {
     // `process.end` probes: this process exits (exit(), return from main).
     if !SHUT.load(Ordering::Acquire) {
-        ptap_rt_core::script::attach::process_exiting();
+        ptap_rt_core::script::process_hooks::process_exiting();
     }
     shutdown();
 }
@@ -471,7 +472,7 @@ fn fork_locks() -> [&'static dyn ptap_rt_core::base::forklock::ForkLock; 9] {
         &FORK_STATE,
         ptap_rt_core::kprobes::optimize::templates_fork_lock(),
         ptap_rt_core::proc::symcache::fork_lock(),
-        ptap_rt_core::script::attach::fork_lock(),
+        ptap_rt_core::script::modules::fork_lock(),
         ptap_rt_core::script::control::fork_lock(),
         &FORK_LAST_ERROR,
     ]
@@ -493,7 +494,7 @@ extern "C" fn fork_child() {
     // A child that syscall probes do not follow (PTAP_SYSCALL_FOLLOW=0)
     // gets libc's bytes back.
     ptap_rt_core::syscall::after_fork_child();
-    ptap_rt_core::script::attach::rebase_missed();
+    ptap_rt_core::script::modules::rebase_missed();
     if NO_FOLLOW.load(Ordering::Acquire) {
         // Only the first process is probed: this child takes every probe
         // out of its (copy-on-write) code and never joins the session.
@@ -510,7 +511,7 @@ extern "C" fn fork_child() {
         if !SHUT.load(Ordering::Acquire) {
             spawn_control_thread();
             // A new process of the session: its `process.begin` probes.
-            ptap_rt_core::script::attach::process_forked();
+            ptap_rt_core::script::process_hooks::process_forked();
         }
     }
 }
@@ -533,7 +534,7 @@ fn spawn_control_thread() {
                 // kretprobed functions go back to their probes.
                 threads::sweep_dead();
                 // Skipped hits reach ptap while the process runs (MAXSKIPPED).
-                ptap_rt_core::script::attach::publish_missed();
+                ptap_rt_core::script::modules::publish_missed();
                 // A REPL session's module set changed (ptap woke us).
                 ptap_rt_core::script::control::poll();
                 // Threads whose syscall-probe arming waits for them to

@@ -28,6 +28,7 @@ use std::sync::Mutex;
 
 use super::attach::{self, Attached, Extra, Role};
 use super::globals::Globals;
+use super::{modules, process_hooks};
 use crate::session::MAX_PIDS;
 
 pub const MAGIC: u64 = 0x5054_4150_5245_504c; // "PTAPREPL"
@@ -151,7 +152,7 @@ pub fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
 }
 
 fn table() -> Option<(&'static Table, Globals)> {
-    let g = attach::session_globals()?;
+    let g = modules::session_globals()?;
     let s = crate::session::output::session()?;
     let start = g.base() as usize - s.base() as usize;
     let mapped = crate::session::output::SESSION_LEN
@@ -223,7 +224,7 @@ fn apply(t: &Table, g: &Globals, l: &mut Local) {
         let keep = matches!(&l.loaded[i], Some((have, _)) if *have == id && state == ON);
         if !keep {
             if let Some((_, a)) = l.loaded[i].take() {
-                attach::retire_missed(&a);
+                modules::retire_missed(&a);
                 a.unload();
             }
         }
@@ -310,7 +311,7 @@ pub(crate) fn missed() -> (u64, u64) {
 /// Call `f` on every REPL module loaded here (skipped while the table is
 /// being applied).
 pub(crate) fn each_loaded(mut f: impl FnMut(&attach::Attached)) {
-    if let Some(l) = attach::lock_briefly(&LOCAL) {
+    if let Some(l) = process_hooks::lock_briefly(&LOCAL) {
         for (_, a) in l.loaded.iter().flatten() {
             f(a);
         }
@@ -324,7 +325,7 @@ pub fn forget_all() {
     if let Ok(mut l) = LOCAL.try_lock() {
         for x in l.loaded.iter_mut() {
             if let Some((_, a)) = x.take() {
-                attach::retire_missed(&a);
+                modules::retire_missed(&a);
                 a.detach();
             }
         }

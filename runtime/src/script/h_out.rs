@@ -87,7 +87,7 @@ pub(super) unsafe extern "C" fn abort(ctx: *mut ProbeCtx) {
     if let Some(g) = globals_of(unsafe { &*ctx }) {
         g.header()
             .exit
-            .store(super::attach::EXIT_ABORT, Ordering::Release);
+            .store(super::modules::EXIT_ABORT, Ordering::Release);
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod control;
 pub mod ctx;
+pub mod fire;
 pub mod globals;
 mod h_ctx;
 mod h_mem;
@@ -18,8 +19,11 @@ pub mod load;
 pub mod map;
 mod map_helpers;
 pub mod meta;
+pub mod modules;
+pub mod process_hooks;
 pub mod record;
 pub mod regex;
+pub mod resolve;
 
 use core::sync::atomic::Ordering;
 
