@@ -116,7 +116,10 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             let base = self.shared.layout.offsets[global] as i64 + 32;
             let len = o as i64 + 8 * super::hist::buckets(k) as i64 - 32;
             let (c, b, l) = (self.ctx, self.iconst(base), self.iconst(len));
-            self.call_helper(ptap_rt_core::script::helpers::Helper::ZeroBytes, &[c, b, l]);
+            self.call_helper(
+                ptap_rt_core::script::helper_table::Helper::ZeroBytes,
+                &[c, b, l],
+            );
         }
         for (off, v) in [
             (stats::COUNT, 0),

@@ -10,7 +10,7 @@ use cranelift_module::Module;
 use ptap_lang::ast::{AssignOp, BinOp, IncDec};
 use ptap_lang::checked::{AggTarget, Expr, Foreach, SortBy, StatOp, Stmt};
 use ptap_lang::Span;
-use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::helper_table::Helper;
 use ptap_rt_core::script::map::Kind as MapKind;
 use ptap_rt_core::script::meta::GlobalKind;
 

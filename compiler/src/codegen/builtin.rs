@@ -1,5 +1,5 @@
 //! Builtin functions: context values, target memory, strings, guru-mode
-//! writes — mostly one helper call each (`ptap_rt_core::script::helpers`).
+//! writes — mostly one helper call each (`ptap_rt_core::script::helper_table`).
 
 use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_module::Module;
@@ -7,7 +7,7 @@ use ptap_arch::regs::offset as regoff;
 use ptap_lang::builtins::Builtin;
 use ptap_lang::checked::{Expr, ExprKind};
 use ptap_lang::Span;
-use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::helper_table::Helper;
 
 use super::expr::unsupported;
 use super::format::value_format;

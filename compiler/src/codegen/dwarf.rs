@@ -12,6 +12,9 @@ use gimli::{constants as dw, AttributeValue, EndianRcSlice, Reader, RunTimeEndia
 use object::{Object, ObjectSection};
 use ptap_arch::regs::offset as regoff;
 
+mod error;
+pub use error::DwarfError;
+
 pub(super) type R = EndianRcSlice<RunTimeEndian>;
 
 /// Where a target variable is at the probed function's entry.
@@ -77,15 +80,10 @@ pub(super) const ARG_REGS: [usize; 6] = [
     regoff::R9,
 ];
 
-pub(super) fn err(e: gimli::Error) -> String {
-    format!("bad DWARF: {e}")
-}
-
 impl Debug {
-    pub fn load(path: &Path) -> Result<Debug, String> {
-        let data =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Debug, DwarfError> {
+        let data = read_object(path)?;
+        let file = parse_object(path, &data)?;
         let syms = function_symbols(&file);
         let eh_frame = eh_frame_of(&file);
         if file.section_by_name(".debug_info").is_none() {
@@ -103,14 +101,12 @@ impl Debug {
     }
 
     /// A separate debug file (no further redirection).
-    fn load_file(path: &Path) -> Result<Debug, String> {
-        let data =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
-        Debug::from_object(&file)
+    fn load_file(path: &Path) -> Result<Debug, DwarfError> {
+        let data = read_object(path)?;
+        Debug::from_object(&parse_object(path, &data)?)
     }
 
-    fn from_object(file: &object::File<'_>) -> Result<Debug, String> {
+    fn from_object(file: &object::File<'_>) -> Result<Debug, DwarfError> {
         let endian = if file.is_little_endian() {
             RunTimeEndian::Little
         } else {
@@ -123,7 +119,7 @@ impl Debug {
                 .unwrap_or(Cow::Borrowed(&[]));
             Ok(EndianRcSlice::new(Rc::from(&*bytes), endian))
         };
-        let dwarf = gimli::Dwarf::load(load).map_err(err)?;
+        let dwarf = gimli::Dwarf::load(load)?;
         Ok(Debug {
             dwarf,
             syms: Default::default(),
@@ -139,44 +135,43 @@ impl Debug {
     /// The return type of function `func` (as a point names it: its name,
     /// symbol or demangled name): Ok(None) for `void`. Every definition
     /// that matches (overloads, copies) must agree.
-    pub(crate) fn return_type(&self, func: &str) -> Result<Option<(u8, bool)>, String> {
+    pub(crate) fn return_type(&self, func: &str) -> Result<Option<(u8, bool)>, DwarfError> {
         let mut units = self.dwarf.units();
         let mut found: Option<Option<(u8, bool)>> = None;
-        while let Some(h) = units.next().map_err(err)? {
-            let unit = self.dwarf.unit(h).map_err(err)?;
+        while let Some(h) = units.next()? {
+            let unit = self.dwarf.unit(h)?;
             let u = unit.unit_ref(&self.dwarf);
             let mut cursor = unit.entries();
-            while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
+            while let Some((_, e)) = cursor.next_dfs()? {
                 if e.tag() != dw::DW_TAG_subprogram {
                     continue;
                 }
-                let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
+                let Some(low) = e.attr_value(dw::DW_AT_low_pc)? else {
                     continue;
                 };
-                let Some(pc) = u.attr_address(low).map_err(err)? else {
+                let Some(pc) = u.attr_address(low)? else {
                     continue;
                 };
                 if !self.is_function_at(&u, e, func, pc)? {
                     continue;
                 }
-                let t = match self.type_of(&u, e)? {
-                    None => None,
-                    Some(_) => Some(
-                        self.scalar_type(&u, e)
-                            .map_err(|why| format!("the return value of `{func}`: {why}"))?,
-                    ),
-                };
+                let t =
+                    match self.type_of(&u, e)? {
+                        None => None,
+                        Some(_) => Some(self.scalar_type(&u, e).map_err(|why| {
+                            DwarfError::ReturnValue {
+                                func: func.into(),
+                                why: Box::new(why),
+                            }
+                        })?),
+                    };
                 if found.is_some_and(|f| f != t) {
-                    return Err(format!(
-                        "the functions named `{func}` return different types"
-                    ));
+                    return Err(DwarfError::ReturnTypesDiffer { func: func.into() });
                 }
                 found = Some(t);
             }
         }
-        found.ok_or_else(|| {
-            format!("no debug information for function `{func}` (compile the target with -g)")
-        })
+        found.ok_or_else(|| DwarfError::NoFunction { func: func.into() })
     }
 
     /// What `ptap -L` shows of a function: its parameters, its local
@@ -187,10 +182,10 @@ impl Debug {
         func: &str,
         symbol: Option<&str>,
         addr: Option<u64>,
-    ) -> Result<FuncInfo, String> {
+    ) -> Result<FuncInfo, DwarfError> {
         let mut units = self.dwarf.units();
-        while let Some(h) = units.next().map_err(err)? {
-            let unit = self.dwarf.unit(h).map_err(err)?;
+        while let Some(h) = units.next()? {
+            let unit = self.dwarf.unit(h)?;
             let u = unit.unit_ref(&self.dwarf);
             let mut cursor = unit.entries();
             let mut depth = 0isize;
@@ -199,7 +194,7 @@ impl Debug {
             // the callee's).
             let mut inlined: Option<isize> = None;
             let mut info = FuncInfo::default();
-            while let Some((delta, e)) = cursor.next_dfs().map_err(err)? {
+            while let Some((delta, e)) = cursor.next_dfs()? {
                 depth += delta;
                 if let Some(d) = inside {
                     if depth <= d {
@@ -233,10 +228,10 @@ impl Debug {
                 if e.tag() != dw::DW_TAG_subprogram {
                     continue;
                 }
-                let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
+                let Some(low) = e.attr_value(dw::DW_AT_low_pc)? else {
                     continue;
                 };
-                let low = u.attr_address(low).map_err(err)?;
+                let low = u.attr_address(low)?;
                 // By address when known (a symbol may be an alias of the
                 // function DWARF names: `write` of `__libc_write`).
                 let matches = match (addr, symbol) {
@@ -256,7 +251,7 @@ impl Debug {
                 return Ok(info);
             }
         }
-        Err(format!("no debug information for function `{func}`"))
+        Err(DwarfError::NoFunctionInfo { func: func.into() })
     }
 
     /// A type as C writes it (`struct pt *`, `const char *`, `int[4]`).
@@ -314,7 +309,7 @@ impl Debug {
         e: &gimli::DebuggingInformationEntry<'_, '_, R>,
         func: &str,
         pc: u64,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, DwarfError> {
         if self.syms.get(func) == Some(&pc) {
             return Ok(true);
         }
@@ -329,7 +324,7 @@ impl Debug {
         u: &gimli::UnitRef<'_, R>,
         e: &gimli::DebuggingInformationEntry<'_, '_, R>,
         func: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, DwarfError> {
         let linkage = self.linkage_name(u, e)?;
         let Some(l) = linkage else {
             return Ok(self.name(u, e)?.as_deref() == Some(func));
@@ -344,18 +339,16 @@ impl Debug {
         &self,
         u: &gimli::UnitRef<'_, R>,
         e: &gimli::DebuggingInformationEntry<'_, '_, R>,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, DwarfError> {
         for at in [dw::DW_AT_linkage_name, dw::DW_AT_MIPS_linkage_name] {
-            if let Some(n) = e.attr_value(at).map_err(err)? {
-                let s = u.attr_string(n).map_err(err)?;
-                return Ok(Some(
-                    String::from_utf8_lossy(&s.to_slice().map_err(err)?).into_owned(),
-                ));
+            if let Some(n) = e.attr_value(at)? {
+                let s = u.attr_string(n)?;
+                return Ok(Some(String::from_utf8_lossy(&s.to_slice()?).into_owned()));
             }
         }
         for at in [dw::DW_AT_abstract_origin, dw::DW_AT_specification] {
-            if let Some(AttributeValue::UnitRef(off)) = e.attr_value(at).map_err(err)? {
-                let origin = u.entry(off).map_err(err)?;
+            if let Some(AttributeValue::UnitRef(off)) = e.attr_value(at)? {
+                let origin = u.entry(off)?;
                 return self.linkage_name(u, &origin);
             }
         }
@@ -367,16 +360,14 @@ impl Debug {
         &self,
         u: &gimli::UnitRef<'_, R>,
         e: &gimli::DebuggingInformationEntry<'_, '_, R>,
-    ) -> Result<Option<String>, String> {
-        if let Some(n) = e.attr_value(dw::DW_AT_name).map_err(err)? {
-            let s = u.attr_string(n).map_err(err)?;
-            return Ok(Some(
-                String::from_utf8_lossy(&s.to_slice().map_err(err)?).into_owned(),
-            ));
+    ) -> Result<Option<String>, DwarfError> {
+        if let Some(n) = e.attr_value(dw::DW_AT_name)? {
+            let s = u.attr_string(n)?;
+            return Ok(Some(String::from_utf8_lossy(&s.to_slice()?).into_owned()));
         }
         for at in [dw::DW_AT_abstract_origin, dw::DW_AT_specification] {
-            if let Some(AttributeValue::UnitRef(off)) = e.attr_value(at).map_err(err)? {
-                let origin = u.entry(off).map_err(err)?;
+            if let Some(AttributeValue::UnitRef(off)) = e.attr_value(at)? {
+                let origin = u.entry(off)?;
                 return self.name(u, &origin);
             }
         }
@@ -388,27 +379,26 @@ impl Debug {
         &self,
         u: &gimli::UnitRef<'_, R>,
         e: &gimli::DebuggingInformationEntry<'_, '_, R>,
-    ) -> Result<(u8, bool), String> {
+    ) -> Result<(u8, bool), DwarfError> {
         let mut off = self.type_of(u, e)?;
         for _ in 0..16 {
             let Some(o) = off else {
-                return Err("it has no type".into());
+                return Err(DwarfError::NoType);
             };
-            let t = u.entry(o).map_err(err)?;
-            let size = |t: &gimli::DebuggingInformationEntry<'_, '_, R>| -> Result<u8, String> {
+            let t = u.entry(o)?;
+            let size = |t: &gimli::DebuggingInformationEntry<'_, '_, R>| -> Result<u8, DwarfError> {
                 match t
-                    .attr_value(dw::DW_AT_byte_size)
-                    .map_err(err)?
+                    .attr_value(dw::DW_AT_byte_size)?
                     .and_then(|v| v.udata_value())
                 {
                     Some(n @ (1 | 2 | 4 | 8)) => Ok(n as u8),
-                    _ => Err("its type is not 1, 2, 4 or 8 bytes".into()),
+                    _ => Err(DwarfError::ScalarSize),
                 }
             };
             match t.tag() {
                 dw::DW_TAG_pointer_type | dw::DW_TAG_reference_type => return Ok((8, false)),
                 dw::DW_TAG_base_type => {
-                    let enc = t.attr_value(dw::DW_AT_encoding).map_err(err)?;
+                    let enc = t.attr_value(dw::DW_AT_encoding)?;
                     let signed = matches!(
                         enc,
                         Some(AttributeValue::Encoding(
@@ -417,7 +407,7 @@ impl Debug {
                     );
                     let float = matches!(enc, Some(AttributeValue::Encoding(dw::DW_ATE_float)));
                     if float {
-                        return Err("floating-point values are not supported".into());
+                        return Err(DwarfError::Float);
                     }
                     return Ok((size(&t)?, signed));
                 }
@@ -428,28 +418,44 @@ impl Debug {
                 | dw::DW_TAG_restrict_type => {
                     off = self.type_of(u, &t)?;
                 }
-                _ => return Err("it is not a number or a pointer".into()),
+                _ => return Err(DwarfError::NotScalar),
             }
         }
-        Err("its type chain is too long".into())
+        Err(DwarfError::TypeChainTooLong)
     }
 
     pub(super) fn type_of(
         &self,
         u: &gimli::UnitRef<'_, R>,
         e: &gimli::DebuggingInformationEntry<'_, '_, R>,
-    ) -> Result<Option<UnitOffset>, String> {
-        if let Some(AttributeValue::UnitRef(o)) = e.attr_value(dw::DW_AT_type).map_err(err)? {
+    ) -> Result<Option<UnitOffset>, DwarfError> {
+        if let Some(AttributeValue::UnitRef(o)) = e.attr_value(dw::DW_AT_type)? {
             return Ok(Some(o));
         }
         for at in [dw::DW_AT_abstract_origin, dw::DW_AT_specification] {
-            if let Some(AttributeValue::UnitRef(o)) = e.attr_value(at).map_err(err)? {
-                let origin = u.entry(o).map_err(err)?;
+            if let Some(AttributeValue::UnitRef(o)) = e.attr_value(at)? {
+                let origin = u.entry(o)?;
                 return self.type_of(u, &origin);
             }
         }
         Ok(None)
     }
+}
+
+/// The bytes of the object at `path`.
+fn read_object(path: &Path) -> Result<Vec<u8>, DwarfError> {
+    std::fs::read(path).map_err(|e| DwarfError::Read {
+        path: path.into(),
+        error: std::sync::Arc::new(e),
+    })
+}
+
+/// The object file in `data`, read from `path`.
+fn parse_object<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, DwarfError> {
+    object::File::parse(data).map_err(|error| DwarfError::Object {
+        path: path.into(),
+        error,
+    })
 }
 
 /// `.eh_frame` bytes and address, and `.text`'s address.

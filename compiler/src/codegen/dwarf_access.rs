@@ -10,15 +10,19 @@
 //! `user_string` helpers, so a bad pointer is a runtime error (or
 //! `<unknown>` inside a pretty-printed value), never a fault in the target.
 //!
-//! This file finds the variables and their places; `dwarf_access/types.rs`
-//! follows them through their types.
+//! This file reads the expressions and walks their paths;
+//! `dwarf_access/scope.rs` finds the variables a point sees and where each
+//! one is, `dwarf_access/types.rs` follows them through their types.
 
 use gimli::{constants as dw, AttributeValue, Operation, UnitOffset};
 
-use super::dwarf::{Debug, ARG_REGS, DWARF_REGS, R};
+use super::dwarf::{Debug, DwarfError, ARG_REGS, DWARF_REGS, R};
 use ptap_lang::Span;
 
+mod scope;
 mod types;
+
+use scope::{Scope, VarDie};
 
 /// One step of the handler's computation of a value `v`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +109,7 @@ enum Step<'a> {
     Dyn,
 }
 
-fn parse_path(name: &str) -> Result<Path<'_>, String> {
+fn parse_path(name: &str) -> Result<Path<'_>, DwarfError> {
     let (body, pretty) = if let Some(b) = name.strip_suffix("$$") {
         (b, 2)
     } else if let Some(b) = name.strip_suffix('$') {
@@ -122,16 +126,16 @@ fn parse_path(name: &str) -> Result<Path<'_>, String> {
             steps.push(Step::Member(&r[..end]));
             rest = &r[end..];
         } else if let Some(r) = rest.strip_prefix('[') {
-            let end = r.find(']').ok_or("an unclosed `[`")?;
+            let end = r.find(']').ok_or(DwarfError::UnclosedBracket)?;
             if &r[..end] == "?" {
                 steps.push(Step::Dyn);
             } else {
-                let i = r[..end].parse().map_err(|_| "a bad index")?;
+                let i = r[..end].parse().map_err(|_| DwarfError::BadIndex)?;
                 steps.push(Step::Index(i));
             }
             rest = &r[end + 1..];
         } else {
-            return Err(format!("cannot read `{rest}`"));
+            return Err(DwarfError::BadPath { rest: rest.into() });
         }
     }
     Ok(Path {
@@ -166,23 +170,6 @@ impl Place {
             }
         }
     }
-}
-
-/// Where variables are read: the address, whether it is a function's
-/// entry (parameters still in their argument registers), and the frame
-/// base there (register, offset) for `DW_OP_fbreg` locations.
-struct Scope {
-    pc: u64,
-    entry: bool,
-    frame: Option<Result<(usize, i64), String>>,
-}
-
-/// A variable of the probed function (a direct parameter or a local).
-struct VarDie {
-    name: String,
-    /// Index among the parameters.
-    param: Option<usize>,
-    off: UnitOffset,
 }
 
 /// A type, with typedefs and qualifiers removed.
@@ -220,7 +207,7 @@ type U<'a> = gimli::UnitRef<'a, R>;
 impl Debug {
     /// The code of the `$`-expression `name` (without its leading `$`)
     /// at the entry of function `func`.
-    pub(crate) fn entry_access(&self, func: &str, name: &str) -> Result<TVar, String> {
+    pub(crate) fn entry_access(&self, func: &str, name: &str) -> Result<TVar, DwarfError> {
         let (unit, pc, vars) = self.function_vars(func)?;
         let scope = Scope {
             pc,
@@ -233,16 +220,15 @@ impl Debug {
     /// `$return->member`, `$return[2]`, `$return$` in a kretprobe of
     /// `func`: the path from the return value (`rax`) typed by the
     /// function's DWARF return type.
-    pub(crate) fn return_access(&self, func: &str, name: &str) -> Result<TVar, String> {
-        use super::dwarf::err;
+    pub(crate) fn return_access(&self, func: &str, name: &str) -> Result<TVar, DwarfError> {
         let path = parse_path(name)?;
         let mut units = self.dwarf.units();
-        while let Some(h) = units.next().map_err(err)? {
-            let unit = self.dwarf.unit(h).map_err(err)?;
+        while let Some(h) = units.next()? {
+            let unit = self.dwarf.unit(h)?;
             let u = unit.unit_ref(&self.dwarf);
             let mut found = None;
             let mut cursor = unit.entries();
-            while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
+            while let Some((_, e)) = cursor.next_dfs()? {
                 if e.tag() != dw::DW_TAG_subprogram {
                     continue;
                 }
@@ -258,31 +244,29 @@ impl Debug {
                 continue;
             };
             if ty.is_none() {
-                return Err(format!("`{func}` returns void"));
+                return Err(DwarfError::ReturnsVoid { func: func.into() });
             }
             let place = Place::Value(vec![Op::Reg(ptap_arch::regs::offset::AX)]);
             return self.walk(&u, place, ty, &path, "$return".into());
         }
-        Err(format!(
-            "no debug information for function `{func}` (compile the target with -g)"
-        ))
+        Err(DwarfError::NoFunction { func: func.into() })
     }
 
     /// The code of `name` at the address `pc` (a source-line or `0xADDR`
     /// point): the variables of the innermost function or inlined copy
     /// there, in the lexical blocks that hold `pc`.
-    pub(crate) fn access_at(&self, pc: u64, name: &str) -> Result<TVar, String> {
+    pub(crate) fn access_at(&self, pc: u64, name: &str) -> Result<TVar, DwarfError> {
         let (unit, scope, vars, func) = self.scope_vars(pc)?;
         self.access(&unit, &scope, &vars, &func, name)
     }
 
     /// (name, C type) of the variables in scope at `pc`, for `ptap -L`.
-    pub fn vars_at(&self, pc: u64) -> Result<Vec<(String, String)>, String> {
+    pub fn vars_at(&self, pc: u64) -> Result<Vec<(String, String)>, DwarfError> {
         let (unit, _, vars, _) = self.scope_vars(pc)?;
         let u = unit.unit_ref(&self.dwarf);
         let mut out = Vec::new();
         for v in &vars {
-            let e = u.entry(v.off).map_err(super::dwarf::err)?;
+            let e = u.entry(v.off)?;
             out.push((v.name.clone(), self.type_name(&u, self.type_of(&u, &e)?, 0)));
         }
         Ok(out)
@@ -295,7 +279,7 @@ impl Debug {
         vars: &[VarDie],
         func: &str,
         name: &str,
-    ) -> Result<TVar, String> {
+    ) -> Result<TVar, DwarfError> {
         let path = parse_path(name)?;
         let u = unit.unit_ref(&self.dwarf);
         if let Some(kind) = path.base.strip_prefix('$') {
@@ -308,7 +292,7 @@ impl Debug {
             for (i, v) in chosen.iter().enumerate() {
                 let sep = if i == 0 { "" } else { " " };
                 pieces.push(Piece::Text(format!("{sep}{}=", v.name)));
-                let ty = self.type_of(&u, &u.entry(v.off).map_err(super::dwarf::err)?)?;
+                let ty = self.type_of(&u, &u.entry(v.off)?)?;
                 match self.place(&u, v, scope) {
                     Ok(place) if path.pretty == 0 => self.hex(&u, ty, &place, &mut pieces),
                     Ok(place) => self.pretty(&u, ty, &place, path.pretty, 0, &mut pieces),
@@ -317,13 +301,14 @@ impl Debug {
             }
             return Ok(TVar::Str(merge(pieces)));
         }
-        let var = vars.iter().find(|v| v.name == path.base).ok_or_else(|| {
-            format!(
-                "`{func}` has no parameter or variable `{}` in the debug information",
-                path.base
-            )
-        })?;
-        let die = u.entry(var.off).map_err(super::dwarf::err)?;
+        let var =
+            vars.iter()
+                .find(|v| v.name == path.base)
+                .ok_or_else(|| DwarfError::NoVariable {
+                    func: func.into(),
+                    name: path.base.into(),
+                })?;
+        let die = u.entry(var.off)?;
         let ty = self.type_of(&u, &die)?;
         let place = self.place(&u, var, scope)?;
         self.walk(&u, place, ty, &path, format!("${}", path.base))
@@ -331,7 +316,7 @@ impl Debug {
 
     /// `@cast(ptr, "type")->a->b`: the steps from the object of type `ty`
     /// at the address the handler computes (the ops start from it).
-    pub(crate) fn cast_access(&self, ty: &str, chain: &str) -> Result<TVar, String> {
+    pub(crate) fn cast_access(&self, ty: &str, chain: &str) -> Result<TVar, DwarfError> {
         let text = format!("x{chain}");
         let path = parse_path(&text)?;
         let (unit, off) = self.find_type(ty)?;
@@ -349,26 +334,23 @@ impl Debug {
     /// variable of the executable (one defined at a compilation unit's top
     /// level, at a fixed link-time address), `file` a suffix of its
     /// compilation unit's name. The handler adds the load bias.
-    pub(crate) fn var_access(&self, spec: &str, chain: &str) -> Result<TVar, String> {
-        use super::dwarf::err;
+    pub(crate) fn var_access(&self, spec: &str, chain: &str) -> Result<TVar, DwarfError> {
         let (name, file) = match spec.split_once('@') {
             Some((n, f)) => (n.trim(), Some(f.trim())),
             None => (spec.trim(), None),
         };
         if name.is_empty() {
-            return Err(
-                "no variable name (write `@var(\"name\")` or `@var(\"name@file.c\")`)".into(),
-            );
+            return Err(DwarfError::NoVarName);
         }
         let text = format!("x{chain}");
         let path = parse_path(&text)?;
         let mut units = self.dwarf.units();
         let mut declared_only = false;
-        while let Some(h) = units.next().map_err(err)? {
-            let unit = self.dwarf.unit(h).map_err(err)?;
+        while let Some(h) = units.next()? {
+            let unit = self.dwarf.unit(h)?;
             let u = unit.unit_ref(&self.dwarf);
-            let mut tree = unit.entries_tree(None).map_err(err)?;
-            let root = tree.root().map_err(err)?;
+            let mut tree = unit.entries_tree(None)?;
+            let root = tree.root()?;
             if let Some(f) = file {
                 let cu = self.name(&u, root.entry())?.unwrap_or_default();
                 let suffix_ok = cu == f || cu.ends_with(&format!("/{f}"));
@@ -377,50 +359,43 @@ impl Debug {
                 }
             }
             let mut kids = root.children();
-            while let Some(k) = kids.next().map_err(err)? {
+            while let Some(k) = kids.next()? {
                 let e = k.entry();
                 if e.tag() != dw::DW_TAG_variable || self.name(&u, e)?.as_deref() != Some(name) {
                     continue;
                 }
-                let Some(loc) = e.attr_value(dw::DW_AT_location).map_err(err)? else {
+                let Some(loc) = e.attr_value(dw::DW_AT_location)? else {
                     declared_only = true;
                     continue;
                 };
                 let gimli::AttributeValue::Exprloc(expr) = loc else {
-                    return Err(format!("`{name}` has a location list, not a fixed address"));
+                    return Err(DwarfError::LocationList { name: name.into() });
                 };
                 let mut ops = expr.operations(u.unit.encoding());
-                let addr = match (ops.next().map_err(err)?, ops.next().map_err(err)?) {
+                let addr = match (ops.next()?, ops.next()?) {
                     (Some(Operation::Address { address }), None) => address,
-                    _ => {
-                        return Err(format!(
-                            "`{name}` is not at a fixed address (thread-local or optimized out)"
-                        ))
-                    }
+                    _ => return Err(DwarfError::NotFixedAddress { name: name.into() }),
                 };
                 let ty = self.type_of(&u, e)?;
                 let place = Place::Mem(vec![Op::ExeBias, Op::Add(addr as i64)], 0);
                 return self.walk(&u, place, ty, &path, format!("@var(\"{spec}\")"));
             }
         }
+        let name = name.into();
         Err(match (declared_only, file) {
-            (true, _) => format!(
-                "`{name}` is only declared here (extern): its definition is in another object"
-            ),
-            (false, Some(f)) => {
-                format!("no global or static variable `{name}` in a compilation unit named `{f}`")
-            }
-            (false, None) => {
-                format!("no global or static variable `{name}` in the debug information")
-            }
+            (true, _) => DwarfError::ExternOnly { name },
+            (false, Some(f)) => DwarfError::NoGlobalInFile {
+                name,
+                file: f.into(),
+            },
+            (false, None) => DwarfError::NoGlobal { name },
         })
     }
 
     /// A type by its C name: `struct pt`, `union u`, `class C`, `enum e`,
     /// or a bare name (a typedef, struct or base type); a definition (not a
     /// declaration) is preferred.
-    fn find_type(&self, name: &str) -> Result<(gimli::Unit<R>, UnitOffset), String> {
-        use super::dwarf::err;
+    fn find_type(&self, name: &str) -> Result<(gimli::Unit<R>, UnitOffset), DwarfError> {
         let name = name.trim();
         let (tags, bare): (&[gimli::DwTag], &str) = if let Some(n) = name.strip_prefix("struct ") {
             (&[dw::DW_TAG_structure_type], n)
@@ -444,16 +419,16 @@ impl Debug {
         };
         let bare = bare.trim();
         let mut units = self.dwarf.units();
-        while let Some(h) = units.next().map_err(err)? {
-            let unit = self.dwarf.unit(h).map_err(err)?;
+        while let Some(h) = units.next()? {
+            let unit = self.dwarf.unit(h)?;
             let u = unit.unit_ref(&self.dwarf);
             let mut found = None;
             let mut cursor = unit.entries();
-            while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
+            while let Some((_, e)) = cursor.next_dfs()? {
                 if !tags.contains(&e.tag()) || self.name(&u, e)?.as_deref() != Some(bare) {
                     continue;
                 }
-                if e.attr_value(dw::DW_AT_declaration).map_err(err)?.is_none() {
+                if e.attr_value(dw::DW_AT_declaration)?.is_none() {
                     found = Some(e.offset());
                     break;
                 }
@@ -462,7 +437,7 @@ impl Debug {
                 return Ok((unit, off));
             }
         }
-        Err(format!("no type `{name}` in the debug information"))
+        Err(DwarfError::NoTypeNamed { name: name.into() })
     }
 
     /// The steps of a path from a variable (or cast object), then its
@@ -474,7 +449,7 @@ impl Debug {
         mut ty: Option<UnitOffset>,
         path: &Path<'_>,
         mut shown: String,
-    ) -> Result<TVar, String> {
+    ) -> Result<TVar, DwarfError> {
         let u = *u;
         for step in &path.steps {
             (place, ty) = self.step(&u, place, ty, step, &shown)?;
@@ -504,361 +479,11 @@ impl Debug {
                 o.push(Op::Add(*off));
                 Ok(TVar::Long(o))
             }
-            (Ty::Struct { .. }, _) => Err(format!(
-                "`{shown}` is a struct: use `{shown}->MEMBER`, or `{shown}$` to print it"
-            )),
-            (Ty::Float, _) => Err("floating-point values are not supported".into()),
-            (Ty::Void, _) => Err(format!("`{shown}` has no type")),
-            _ => Err(format!("`{shown}` is not a number or a pointer")),
+            (Ty::Struct { .. }, _) => Err(DwarfError::IsStruct { shown }),
+            (Ty::Float, _) => Err(DwarfError::Float),
+            (Ty::Void, _) => Err(DwarfError::Untyped { shown }),
+            _ => Err(DwarfError::NotNumber { shown }),
         }
-    }
-
-    /// The unit, entry address and variables of the function `func`.
-    fn function_vars(&self, func: &str) -> Result<(gimli::Unit<R>, u64, Vec<VarDie>), String> {
-        use super::dwarf::err;
-        let mut units = self.dwarf.units();
-        while let Some(h) = units.next().map_err(err)? {
-            let unit = self.dwarf.unit(h).map_err(err)?;
-            let u = unit.unit_ref(&self.dwarf);
-            let mut cursor = unit.entries();
-            let mut depth = 0isize;
-            // Inside the function: (its depth, entry pc).
-            let mut inside: Option<(isize, u64)> = None;
-            // Depth of an inlined call being skipped (its variables are the callee's).
-            let mut inlined: Option<isize> = None;
-            let mut vars = Vec::new();
-            let mut nparam = 0;
-            while let Some((delta, e)) = cursor.next_dfs().map_err(err)? {
-                depth += delta;
-                if let Some((d, pc)) = inside {
-                    if depth <= d {
-                        drop(cursor);
-                        return Ok((unit, pc, vars));
-                    }
-                    if inlined.is_some_and(|k| depth <= k) {
-                        inlined = None;
-                    }
-                    if inlined.is_some() {
-                        continue;
-                    }
-                    match e.tag() {
-                        dw::DW_TAG_inlined_subroutine | dw::DW_TAG_subprogram => {
-                            inlined = Some(depth);
-                        }
-                        dw::DW_TAG_formal_parameter | dw::DW_TAG_variable => {
-                            let param = (e.tag() == dw::DW_TAG_formal_parameter && depth == d + 1)
-                                .then(|| {
-                                    nparam += 1;
-                                    nparam - 1
-                                });
-                            if let Some(name) = self.name(&u, e)? {
-                                if !vars.iter().any(|v: &VarDie| v.name == name) {
-                                    vars.push(VarDie {
-                                        name,
-                                        param,
-                                        off: e.offset(),
-                                    });
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                    continue;
-                }
-                if e.tag() != dw::DW_TAG_subprogram {
-                    continue;
-                }
-                let Some(low) = e.attr_value(dw::DW_AT_low_pc).map_err(err)? else {
-                    continue;
-                };
-                let Some(pc) = u.attr_address(low).map_err(err)? else {
-                    continue;
-                };
-                if self.is_function_at(&u, e, func, pc)? {
-                    inside = Some((depth, pc));
-                }
-            }
-            if let Some((_, pc)) = inside {
-                return Ok((unit, pc, vars));
-            }
-        }
-        Err(format!(
-            "no debug information for function `{func}` (compile the target with -g)"
-        ))
-    }
-
-    /// The variables in scope at `pc`: (unit, scope, variables, the
-    /// function's name). The innermost function or inlined copy holding
-    /// `pc` gives its parameters; locals come from it and from its lexical
-    /// blocks that hold `pc`.
-    fn scope_vars(&self, pc: u64) -> Result<(gimli::Unit<R>, Scope, Vec<VarDie>, String), String> {
-        use super::dwarf::err;
-        let mut units = self.dwarf.units();
-        while let Some(h) = units.next().map_err(err)? {
-            let unit = self.dwarf.unit(h).map_err(err)?;
-            let u = unit.unit_ref(&self.dwarf);
-            // The innermost function-like scope holding pc, and its subprogram.
-            let mut inner: Option<UnitOffset> = None;
-            let mut subprogram: Option<UnitOffset> = None;
-            // (depth, holds pc) of the enclosing scopes.
-            let mut stack: Vec<(isize, bool)> = Vec::new();
-            let mut depth = 0isize;
-            let mut cursor = unit.entries();
-            while let Some((delta, e)) = cursor.next_dfs().map_err(err)? {
-                depth += delta;
-                while stack.last().is_some_and(|&(d, _)| d >= depth) {
-                    stack.pop();
-                }
-                let tag = e.tag();
-                if !matches!(
-                    tag,
-                    dw::DW_TAG_subprogram
-                        | dw::DW_TAG_inlined_subroutine
-                        | dw::DW_TAG_lexical_block
-                ) {
-                    continue;
-                }
-                let outer = stack.last().is_none_or(|&(_, h)| h);
-                let holds = outer && self.holds(&u, e, pc)?;
-                stack.push((depth, holds));
-                if holds && tag != dw::DW_TAG_lexical_block {
-                    inner = Some(e.offset());
-                    if tag == dw::DW_TAG_subprogram {
-                        subprogram = Some(e.offset());
-                    }
-                }
-            }
-            let (Some(f), Some(sp)) = (inner, subprogram) else {
-                continue;
-            };
-            let fe = u.entry(f).map_err(err)?;
-            let name = self.name(&u, &fe)?.unwrap_or_else(|| format!("{pc:#x}"));
-            let mut vars = Vec::new();
-            let mut nparam = 0;
-            let mut tree = u.entries_tree(Some(f)).map_err(err)?;
-            let root = tree.root().map_err(err)?;
-            self.collect_vars(&u, root, pc, true, &mut nparam, &mut vars)?;
-            let entry = f == sp && self.low_pc(&u, &fe)? == Some(pc);
-            let spe = u.entry(sp).map_err(err)?;
-            let frame = Some(self.frame_base(&u, &spe, pc));
-            return Ok((unit, Scope { pc, entry, frame }, vars, name));
-        }
-        Err(format!(
-            "no function holds the address {pc:#x} in the debug information (compile the target with -g)"
-        ))
-    }
-
-    /// Parameters (`top`: direct children) and variables of a scope and of
-    /// its lexical blocks holding `pc` (inner declarations first).
-    fn collect_vars(
-        &self,
-        u: &U<'_>,
-        node: gimli::EntriesTreeNode<'_, '_, '_, R>,
-        pc: u64,
-        top: bool,
-        nparam: &mut usize,
-        vars: &mut Vec<VarDie>,
-    ) -> Result<(), String> {
-        use super::dwarf::err;
-        let mut children = node.children();
-        let mut mine = Vec::new();
-        while let Some(child) = children.next().map_err(err)? {
-            let e = child.entry();
-            match e.tag() {
-                dw::DW_TAG_formal_parameter | dw::DW_TAG_variable => {
-                    let param = (top && e.tag() == dw::DW_TAG_formal_parameter).then(|| {
-                        *nparam += 1;
-                        *nparam - 1
-                    });
-                    if let Some(name) = self.name(u, e)? {
-                        mine.push(VarDie {
-                            name,
-                            param,
-                            off: e.offset(),
-                        });
-                    }
-                }
-                dw::DW_TAG_lexical_block if self.holds(u, e, pc)? => {
-                    self.collect_vars(u, child, pc, false, nparam, vars)?;
-                }
-                _ => {}
-            }
-        }
-        for v in mine {
-            if !vars.iter().any(|w| w.name == v.name) {
-                vars.push(v);
-            }
-        }
-        Ok(())
-    }
-
-    fn holds(
-        &self,
-        u: &U<'_>,
-        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
-        pc: u64,
-    ) -> Result<bool, String> {
-        use super::dwarf::err;
-        let mut it = u.die_ranges(e).map_err(err)?;
-        while let Some(r) = it.next().map_err(err)? {
-            if r.begin <= pc && pc < r.end {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    fn low_pc(
-        &self,
-        u: &U<'_>,
-        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
-    ) -> Result<Option<u64>, String> {
-        use super::dwarf::err;
-        match e.attr_value(dw::DW_AT_low_pc).map_err(err)? {
-            Some(v) => u.attr_address(v).map_err(err),
-            None => Ok(None),
-        }
-    }
-
-    /// The frame base of a subprogram at `pc` as (register, offset):
-    /// `DW_OP_call_frame_cfa` (GCC) through the CFA rule of `.eh_frame`,
-    /// or a register (clang's `DW_OP_reg6`).
-    fn frame_base(
-        &self,
-        u: &U<'_>,
-        sp: &gimli::DebuggingInformationEntry<'_, '_, R>,
-        pc: u64,
-    ) -> Result<(usize, i64), String> {
-        use super::dwarf::err;
-        let Some(AttributeValue::Exprloc(expr)) =
-            sp.attr_value(dw::DW_AT_frame_base).map_err(err)?
-        else {
-            return Err("the function has no frame base".into());
-        };
-        let mut ops = expr.operations(u.unit.encoding());
-        match ops.next().map_err(err)? {
-            Some(Operation::Register { register }) => DWARF_REGS
-                .get(register.0 as usize)
-                .map(|&r| (r, 0))
-                .ok_or_else(|| "an unsupported frame base register".into()),
-            Some(Operation::CallFrameCFA) => self.cfa(pc),
-            _ => Err("an unsupported frame base".into()),
-        }
-    }
-
-    /// The CFA at `pc` as (register, offset), from `.eh_frame`.
-    fn cfa(&self, pc: u64) -> Result<(usize, i64), String> {
-        use gimli::UnwindSection;
-        let Some((data, eh_addr, text)) = self.eh_frame.as_ref() else {
-            return Err("no .eh_frame to find the frame base".into());
-        };
-        let eh = gimli::EhFrame::new(data, gimli::LittleEndian);
-        let bases = gimli::BaseAddresses::default()
-            .set_eh_frame(*eh_addr)
-            .set_text(*text);
-        let mut ctx = Box::new(gimli::UnwindContext::new());
-        let row = eh
-            .unwind_info_for_address(&bases, &mut ctx, pc, gimli::EhFrame::cie_from_offset)
-            .map_err(|e| format!("no call frame information at {pc:#x} ({e})"))?;
-        match row.cfa() {
-            gimli::CfaRule::RegisterAndOffset { register, offset } => DWARF_REGS
-                .get(register.0 as usize)
-                .map(|&r| (r, *offset))
-                .ok_or_else(|| "an unsupported CFA register".into()),
-            _ => Err("the CFA is an expression here".into()),
-        }
-    }
-
-    /// Where a variable is at the scope's address.
-    fn place(&self, u: &U<'_>, v: &VarDie, scope: &Scope) -> Result<Place, String> {
-        use super::dwarf::err;
-        let e = u.entry(v.off).map_err(err)?;
-        let Some(expr) = self.location_at(u, &e, scope.pc)? else {
-            return Err("its value is optimized out".into());
-        };
-        let mut ops = expr.operations(u.unit.encoding());
-        let first = ops.next().map_err(err)?;
-        let second = ops.next().map_err(err)?;
-        let reg = |r: gimli::Register| DWARF_REGS.get(r.0 as usize).copied();
-        match (first, second) {
-            (Some(Operation::Register { register }), None) => reg(register)
-                .map(|r| Place::Value(vec![Op::Reg(r)]))
-                .ok_or_else(|| "it is in a register ptap cannot read".into()),
-            // The value the register had at the function's entry: the
-            // register, at the entry only (elsewhere it may have changed).
-            (Some(Operation::EntryValue { .. }), _) if !scope.entry => Err(
-                "it is only known as a register's value at the function's entry (DW_OP_entry_value): probe the function's entry"
-                    .into(),
-            ),
-            (Some(Operation::EntryValue { expression }), Some(Operation::StackValue)) => {
-                let mut inner = gimli::Expression(expression).operations(u.unit.encoding());
-                match inner.next().map_err(err)? {
-                    Some(Operation::Register { register }) => reg(register)
-                        .map(|r| Place::Value(vec![Op::Reg(r)]))
-                        .ok_or_else(|| "it is in a register ptap cannot read".into()),
-                    _ => Err("an unsupported DW_OP_entry_value".into()),
-                }
-            }
-            (Some(Operation::RegisterOffset { register, offset, .. }), None) => reg(register)
-                .map(|r| Place::Mem(vec![Op::Reg(r)], offset))
-                .ok_or_else(|| "it is in a register ptap cannot read".into()),
-            (Some(Operation::UnsignedConstant { value }), Some(Operation::StackValue)) => {
-                Ok(Place::Value(vec![Op::Const(value as i64)]))
-            }
-            (Some(Operation::SignedConstant { value }), Some(Operation::StackValue)) => {
-                Ok(Place::Value(vec![Op::Const(value)]))
-            }
-            // After the entry: on the frame (the function's frame base).
-            (Some(Operation::FrameOffset { offset }), None) if !scope.entry => {
-                match &scope.frame {
-                    Some(Ok((r, off))) => Ok(Place::Mem(vec![Op::Reg(*r)], off + offset)),
-                    Some(Err(why)) => Err(why.clone()),
-                    None => Err("the function has no frame base".into()),
-                }
-            }
-            // -O0: a parameter the prologue stores on the frame is still in
-            // its SysV argument register at the entry.
-            (Some(Operation::FrameOffset { .. }), _) => match v.param {
-                Some(i) if i < ARG_REGS.len() => match self.ty(u, self.type_of(u, &e)?) {
-                    Ty::Int { .. } | Ty::Ptr { .. } => Ok(Place::Value(vec![Op::Reg(ARG_REGS[i])])),
-                    _ => Err("a parameter passed by value in several registers is not supported at the entry".into()),
-                },
-                _ => Err("a local variable has no value yet at the function's entry".into()),
-            },
-            (Some(Operation::Address { .. }), _) => {
-                Err("static variables are not supported".into())
-            }
-            _ => Err("its location at the function's entry is not supported (not a register or memory at a register)".into()),
-        }
-    }
-
-    /// The location expression of a DIE covering `pc`.
-    fn location_at(
-        &self,
-        u: &U<'_>,
-        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
-        pc: u64,
-    ) -> Result<Option<gimli::Expression<R>>, String> {
-        use super::dwarf::err;
-        let Some(loc) = e.attr_value(dw::DW_AT_location).map_err(err)? else {
-            return Ok(None);
-        };
-        Ok(match loc {
-            AttributeValue::Exprloc(expr) => Some(expr),
-            other => {
-                let Some(mut list) = u.attr_locations(other).map_err(err)? else {
-                    return Ok(None);
-                };
-                let mut found = None;
-                while let Some(l) = list.next().map_err(err)? {
-                    if l.range.begin <= pc && pc < l.range.end {
-                        found = Some(l.data);
-                        break;
-                    }
-                }
-                found
-            }
-        })
     }
 }
 

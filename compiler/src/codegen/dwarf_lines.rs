@@ -11,7 +11,7 @@ use std::path::Path;
 use gimli::{constants as dw, Reader};
 use ptap_lang::checked::{CheckedScript, Module, PointKind, Target};
 
-use super::dwarf::{err, Debug, R};
+use super::dwarf::{Debug, DwarfError, R};
 use super::CodegenError;
 
 /// One address a line point resolves to.
@@ -46,14 +46,14 @@ impl Debug {
         func: Option<&str>,
         file: &str,
         line: Option<u32>,
-    ) -> Result<Vec<LineAddr>, String> {
+    ) -> Result<Vec<LineAddr>, DwarfError> {
         let mut out: Vec<LineAddr> = Vec::new();
         // Lines of `file` that have code, for the error.
         let mut lines: BTreeSet<u64> = BTreeSet::new();
         let mut file_seen = false;
         let mut units = self.dwarf.units();
-        while let Some(h) = units.next().map_err(err)? {
-            let unit = self.dwarf.unit(h).map_err(err)?;
+        while let Some(h) = units.next()? {
+            let unit = self.dwarf.unit(h)?;
             let u = unit.unit_ref(&self.dwarf);
             let funcs = self.function_ranges(&u)?;
             let Some(line) = line else {
@@ -80,7 +80,7 @@ impl Debug {
             let mut rows = program.rows();
             // The previous row's line in `file` (None: another file or a new sequence).
             let mut prev: Option<u64> = None;
-            while let Some((header, row)) = rows.next_row().map_err(err)? {
+            while let Some((header, row)) = rows.next_row()? {
                 if row.end_sequence() {
                     prev = None;
                     continue;
@@ -89,15 +89,10 @@ impl Debug {
                     prev = None;
                     continue;
                 };
-                let name = u.attr_string(fe.path_name()).map_err(err)?;
-                let name = name.to_string_lossy().map_err(err)?;
+                let name = u.attr_string(fe.path_name())?;
+                let name = name.to_string_lossy()?;
                 let dir = match fe.directory(header) {
-                    Some(d) => u
-                        .attr_string(d)
-                        .map_err(err)?
-                        .to_string_lossy()
-                        .map_err(err)?
-                        .into_owned(),
+                    Some(d) => u.attr_string(d)?.to_string_lossy()?.into_owned(),
                     None => String::new(),
                 };
                 let path = if name.starts_with('/') || dir.is_empty() {
@@ -152,47 +147,45 @@ impl Debug {
             return Ok(out);
         }
         if !file_seen {
+            let file = file.into();
             return Err(match line {
-                Some(_) => format!(
-                    "no source file `{file}` in the debug line table (compile the target with -g)"
-                ),
-                None => format!(
-                    "no function `{}` defined in `{file}` in the debug information (compile the target with -g)",
-                    func.unwrap_or_default()
-                ),
+                Some(_) => DwarfError::NoSourceFile { file },
+                None => DwarfError::NoFunctionInFile {
+                    func: func.unwrap_or_default().into(),
+                    file,
+                },
             });
         }
         let Some(line) = line else {
-            return Err("the function has no code".to_string());
+            return Err(DwarfError::NoCode);
         };
         let line = u64::from(line);
-        let before = lines.range(..line).next_back();
-        let after = lines.range(line + 1..).next();
-        let near = match (before, after) {
-            (Some(b), Some(a)) => format!(" (the nearest lines with code are {b} and {a})"),
-            (Some(n), None) | (None, Some(n)) => format!(" (the nearest line with code is {n})"),
-            (None, None) => String::new(),
-        };
         Err(match func {
-            Some(f) if lines.contains(&line) => {
-                format!("line {line} has no code in `{f}`")
-            }
-            _ => format!("no code at line {line} of `{file}`{near}"),
+            Some(f) if lines.contains(&line) => DwarfError::LineNotInFunction {
+                line,
+                func: f.into(),
+            },
+            _ => DwarfError::NoCodeAtLine {
+                line,
+                file: file.into(),
+                before: lines.range(..line).next_back().copied(),
+                after: lines.range(line + 1..).next().copied(),
+            },
         })
     }
 
     /// Every function and inlined copy of a unit with its address ranges.
-    fn function_ranges(&self, u: &U<'_>) -> Result<Vec<FuncRange>, String> {
+    fn function_ranges(&self, u: &U<'_>) -> Result<Vec<FuncRange>, DwarfError> {
         let mut out = Vec::new();
         let mut cursor = u.entries();
-        while let Some((_, e)) = cursor.next_dfs().map_err(err)? {
+        while let Some((_, e)) = cursor.next_dfs()? {
             let inlined = e.tag() == dw::DW_TAG_inlined_subroutine;
             if !(inlined || e.tag() == dw::DW_TAG_subprogram) {
                 continue;
             }
             let mut ranges = Vec::new();
-            let mut it = u.die_ranges(e).map_err(err)?;
-            while let Some(r) = it.next().map_err(err)? {
+            let mut it = u.die_ranges(e)?;
+            while let Some(r) = it.next()? {
                 if r.begin < r.end {
                     ranges.push((r.begin, r.end));
                 }
@@ -200,8 +193,8 @@ impl Debug {
             if ranges.is_empty() {
                 continue;
             }
-            let entry = match e.attr_value(dw::DW_AT_entry_pc).map_err(err)? {
-                Some(v) => u.attr_address(v).map_err(err)?,
+            let entry = match e.attr_value(dw::DW_AT_entry_pc)? {
+                Some(v) => u.attr_address(v)?,
                 None => None,
             };
             // The lowest range first: the entry of a function without DW_AT_entry_pc.
@@ -225,11 +218,11 @@ impl Debug {
 
     /// Is the function's declaration (or its unit, for a definition
     /// without DW_AT_decl_file) in `file`?
-    fn decl_in(&self, u: &U<'_>, f: &FuncRange, file: &str) -> Result<bool, String> {
-        let mut e = u.entry(f.off).map_err(err)?;
+    fn decl_in(&self, u: &U<'_>, f: &FuncRange, file: &str) -> Result<bool, DwarfError> {
+        let mut e = u.entry(f.off)?;
         // An inlined copy or concrete instance: the abstract function's declaration.
         for _ in 0..4 {
-            if e.attr_value(dw::DW_AT_decl_file).map_err(err)?.is_some() {
+            if e.attr_value(dw::DW_AT_decl_file)?.is_some() {
                 break;
             }
             let origin = [dw::DW_AT_abstract_origin, dw::DW_AT_specification]
@@ -239,16 +232,14 @@ impl Debug {
                     _ => None,
                 });
             match origin {
-                Some(o) => e = u.entry(o).map_err(err)?,
+                Some(o) => e = u.entry(o)?,
                 None => break,
             }
         }
-        let Some(gimli::AttributeValue::FileIndex(i)) =
-            e.attr_value(dw::DW_AT_decl_file).map_err(err)?
-        else {
+        let Some(gimli::AttributeValue::FileIndex(i)) = e.attr_value(dw::DW_AT_decl_file)? else {
             // No declaration file: the unit's name.
             let name = match u.name.as_ref() {
-                Some(n) => n.to_string_lossy().map_err(err)?.into_owned(),
+                Some(n) => n.to_string_lossy()?.into_owned(),
                 None => return Ok(false),
             };
             return Ok(same_file(&name, file));
@@ -260,13 +251,13 @@ impl Debug {
         let Some(fe) = header.file(i) else {
             return Ok(false);
         };
-        let name = u.attr_string(fe.path_name()).map_err(err)?;
-        let name = name.to_string_lossy().map_err(err)?;
+        let name = u.attr_string(fe.path_name())?;
+        let name = name.to_string_lossy()?;
         Ok(same_file(&name, file)
             || match fe.directory(header) {
                 Some(d) => {
-                    let dir = u.attr_string(d).map_err(err)?;
-                    let dir = dir.to_string_lossy().map_err(err)?;
+                    let dir = u.attr_string(d)?;
+                    let dir = dir.to_string_lossy()?;
                     same_file(&format!("{dir}/{name}"), file)
                 }
                 None => false,
@@ -293,11 +284,11 @@ impl FuncRange {
     }
 
     /// Named `want` (its DWARF name, or its symbol / demangled name).
-    fn name_matches(&self, d: &Debug, u: &U<'_>, want: &str) -> Result<bool, String> {
+    fn name_matches(&self, d: &Debug, u: &U<'_>, want: &str) -> Result<bool, DwarfError> {
         if self.name == want {
             return Ok(true);
         }
-        let e = u.entry(self.off).map_err(err)?;
+        let e = u.entry(self.off)?;
         d.is_function_at(u, &e, want, u64::MAX)
     }
 }
@@ -387,7 +378,7 @@ pub(crate) fn expand<'s>(
                 }
             }
             if debug.is_none() {
-                debug = Some(Debug::load(exe).map_err(&fail)?);
+                debug = Some(Debug::load(exe).map_err(|why| fail(why.to_string()))?);
             }
             let Some(d) = debug.as_ref() else {
                 continue;

@@ -11,7 +11,7 @@ use ptap_lang::ast::{AssignOp, BinOp, IncDec, UnOp};
 use ptap_lang::checked::{ArgAbi, ContextValue, Expr, ExprKind, FormatFn, LValue, Type};
 use ptap_lang::Span;
 use ptap_rt_core::script::ctx::{offset, ABI_SYSCALL, ERR_DIV0, ERR_NESTING};
-use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::helper_table::Helper;
 use ptap_rt_core::script::meta::GlobalKind;
 
 use super::func::{flags, ArgSel, FunctionTranslator, Kind, LocalSlot, R};

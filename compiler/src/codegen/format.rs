@@ -7,7 +7,7 @@ use cranelift_module::Module;
 use ptap_lang::checked::{Expr, Type};
 use ptap_lang::printf::{Conv, Flags, Format, MemLen, Piece, Spec};
 use ptap_lang::Span;
-use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::helper_table::Helper;
 use ptap_rt_core::script::record::MAX_ARGS;
 
 use super::expr::unsupported;

@@ -20,9 +20,9 @@ use cranelift_module::{DataId, FuncId, Module};
 use ptap_lang::checked::{ArgAbi, CheckedScript, Local, ScalarType};
 use ptap_lang::Span;
 use ptap_rt_core::script::ctx::offset;
-use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::helper_table::Helper;
 
-use super::helpers::HelperIds;
+use super::helper_imports::HelperIds;
 use super::meta::{Formats, Layout, Locations};
 use super::CodegenError;
 

@@ -17,7 +17,7 @@ use cranelift_module::Module;
 use ptap_lang::checked::{AggTarget, CheckedScript, Expr, ExprKind, HistKind, StatOp};
 use ptap_lang::walk::{walk_expr, walk_stmt};
 use ptap_lang::Span;
-use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::helper_table::Helper;
 
 use super::expr::unsupported;
 use super::func::{flags, FunctionTranslator, R};

@@ -5,7 +5,7 @@
 use cranelift_jit::{JITBuilder, JITModule};
 use ptap_lang::checked::CheckedScript;
 use ptap_rt_core::script::ctx::Handler;
-use ptap_rt_core::script::helpers;
+use ptap_rt_core::script::helper_table;
 
 use super::{compile_for, host_isa, CodegenError, CompiledModule};
 
@@ -27,7 +27,7 @@ impl Jit {
         exe: Option<&std::path::Path>,
     ) -> Result<Jit, CodegenError> {
         let mut b = JITBuilder::with_isa(host_isa()?, cranelift_module::default_libcall_names());
-        for (name, addr) in helpers::symbols() {
+        for (name, addr) in helper_table::symbols() {
             b.symbol(name, addr as *const u8);
         }
         let mut module = JITModule::new(b);

@@ -9,13 +9,13 @@
 //! the entry values into `ctx.entry[]`. Script functions:
 //! `ptap_fn_NAME(ctx, [string result buffer], params...) -> i64`.
 //! The context layout and the helper table are the runtime's
-//! (`ptap_rt_core::script::{ctx, helpers}`).
+//! (`ptap_rt_core::script::{ctx, helper_table}`).
 //!
 //! Files: `func.rs` (the translator's state and plumbing: locals, string
 //! buffers, helper calls, runtime errors, the MAXACTION budget), `expr.rs`,
 //! `builtin.rs`, `format.rs` (printf/print/sprintf), `stmt.rs`, `agg.rs`
 //! (statistics), `hist.rs` (histograms), `array.rs` (associative arrays,
-//! foreach), `helpers.rs` (imports from the runtime's helper table),
+//! foreach), `helper_imports.rs` (imports from the runtime's helper table),
 //! `meta.rs` (globals layout, metadata), `host.rs` (ptap's side: session
 //! globals, begin/end/timer), `jit.rs` (for the tests).
 //!
@@ -44,7 +44,7 @@ pub mod dwarf_lines;
 mod expr;
 mod format;
 mod func;
-mod helpers;
+mod helper_imports;
 pub(crate) mod hist;
 pub mod host;
 pub mod jit;
@@ -256,7 +256,7 @@ pub fn compile_in<M: Module>(
     let probe_vars = tvars::resolve_all(script, exe)?;
     let hists = hist::collect(full.unwrap_or(script))?;
     let layout = meta::layout(script, &hists, base)?;
-    let helpers = helpers::HelperIds::declare(module)?;
+    let helpers = helper_imports::HelperIds::declare(module)?;
     let cap = script.limits.maxstringlen as i64 + 1;
 
     let mut functions = Vec::new();
@@ -344,7 +344,10 @@ pub fn compile_in<M: Module>(
                     (func::LocalSlot::Long(v), ScalarType::Long) => t.b.def_var(v, a),
                     (func::LocalSlot::Str(p), _) => {
                         let cap = t.cap();
-                        t.call_helper(ptap_rt_core::script::helpers::Helper::StrCopy, &[p, a, cap]);
+                        t.call_helper(
+                            ptap_rt_core::script::helper_table::Helper::StrCopy,
+                            &[p, a, cap],
+                        );
                     }
                     _ => {}
                 }
@@ -380,7 +383,7 @@ pub fn compile_in<M: Module>(
                         let dst = t.b.ins().iadd_imm_s(base, i64::from(at));
                         let cap = t.cap();
                         t.call_helper(
-                            ptap_rt_core::script::helpers::Helper::StrCopy,
+                            ptap_rt_core::script::helper_table::Helper::StrCopy,
                             &[dst, v, cap],
                         );
                     } else {

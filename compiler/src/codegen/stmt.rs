@@ -8,7 +8,7 @@ use cranelift_module::Module;
 use ptap_lang::checked::{DeleteTarget, Expr, Stmt, StmtKind};
 use ptap_lang::Span;
 use ptap_rt_core::script::ctx::{offset, ERR_MAXACTION, ERR_NEXT};
-use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::helper_table::Helper;
 use ptap_rt_core::script::meta::GlobalKind;
 
 use super::expr::unsupported;

@@ -8,7 +8,7 @@ use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_module::Module;
 use ptap_lang::checked::Expr;
 use ptap_lang::Span;
-use ptap_rt_core::script::helpers::Helper;
+use ptap_rt_core::script::helper_table::Helper;
 use ptap_rt_core::script::record::MAX_ARGS;
 
 use super::dwarf_access::{NumFmt, Op, Piece, TVar};

@@ -8,10 +8,39 @@ use std::path::{Path, PathBuf};
 use ptap_lang::checked::{CheckedScript, ExprKind, LValue, Module, PointKind, Probe, Target};
 use ptap_lang::Span;
 
-use super::dwarf::{Debug, VarLoc};
+use super::dwarf::{Debug, DwarfError, VarLoc};
 use super::dwarf_access::{Op, TVar};
 use super::CodegenError;
 use ptap_lang::walk::{walk_expr, walk_stmt};
+
+/// Why a probe's target variable has no value: the DWARF reader's
+/// reasons, and the probe's own (its points, the objects they are in).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TVarError {
+    #[error(transparent)]
+    Dwarf(#[from] DwarfError),
+    #[error("target variables need the target executable (-c CMD) with debug information")]
+    NoExecutable,
+    #[error("no library `{name}` among the objects {} loads", exe.display())]
+    NoLibrary { name: String, exe: PathBuf },
+    #[error("only available in a kretprobe of a named function, not in {point}")]
+    NotReturn { point: String },
+    /// `kretprobe`: the point is a return probe (a hint is added).
+    #[error(
+        "only available at the entry of a named function, not in {point}{}",
+        if *kretprobe { NOT_KEPT } else { "" }
+    )]
+    NotEntry { point: String, kretprobe: bool },
+    #[error("the probe's functions return different types")]
+    ReturnTypesDiffer,
+    #[error("the probe's points keep it in different places")]
+    DifferentPlaces,
+    #[error("the probe has no point")]
+    NoPoint,
+}
+
+/// The hint of [`TVarError::NotEntry`] in a return probe.
+const NOT_KEPT: &str = " (a pretty-printed value is not kept from the entry: print it in a kprobe)";
 
 /// Per probe: (variables of its body, variables of its `@entry` expressions).
 pub(crate) type ProbeVars = Vec<(HashMap<String, TVar>, HashMap<String, TVar>)>;
@@ -94,17 +123,14 @@ pub fn set_library_finder(f: LibraryFinder) {
 /// The DWARF of each object a probe's points are in, read once.
 struct Debugs<'a> {
     exe: Option<&'a Path>,
-    loaded: HashMap<PathBuf, Result<Debug, String>>,
+    loaded: HashMap<PathBuf, Result<Debug, DwarfError>>,
 }
 
 impl Debugs<'_> {
     /// The debug information of the object holding a point's function.
-    fn of(&mut self, module: Option<&Module>) -> Result<&Debug, String> {
+    fn of(&mut self, module: Option<&Module>) -> Result<&Debug, TVarError> {
         let Some(exe) = self.exe else {
-            return Err(
-                "target variables need the target executable (-c CMD) with debug information"
-                    .into(),
-            );
+            return Err(TVarError::NoExecutable);
         };
         let is_exe = |m: &Module| match m {
             Module::Name(n) => exe.file_name().is_some_and(|f| f.to_string_lossy() == *n),
@@ -121,14 +147,17 @@ impl Debugs<'_> {
                 .and_then(|f| f(exe, m))
                 .ok_or_else(|| {
                     let (Module::Name(n) | Module::Path(n)) = m;
-                    format!("no library `{n}` among the objects {} loads", exe.display())
+                    TVarError::NoLibrary {
+                        name: n.clone(),
+                        exe: exe.into(),
+                    }
                 })?,
         };
         self.loaded
             .entry(path.clone())
             .or_insert_with(|| Debug::load(&path))
             .as_ref()
-            .map_err(Clone::clone)
+            .map_err(|e| e.clone().into())
     }
 }
 
@@ -168,17 +197,16 @@ fn returning_function(kind: &PointKind) -> Option<(Option<&Module>, &str)> {
 /// `$return` (and `ret` typed by DWARF): the return register with the
 /// size and signedness of the function's return type, the same at every
 /// point of the probe.
-fn return_loc(debugs: &mut Debugs<'_>, p: &Probe) -> Result<VarLoc, String> {
+fn return_loc(debugs: &mut Debugs<'_>, p: &Probe) -> Result<VarLoc, TVarError> {
     let mut loc: Option<VarLoc> = None;
     for pt in &p.points {
         let Some((module, func)) = returning_function(&pt.kind) else {
-            return Err(format!(
-                "only available in a kretprobe of a named function, not in {}",
-                pt.text
-            ));
+            return Err(TVarError::NotReturn {
+                point: pt.text.clone(),
+            });
         };
         let Some((size, signed)) = debugs.of(module)?.return_type(func)? else {
-            return Err(format!("`{func}` returns void"));
+            return Err(DwarfError::ReturnsVoid { func: func.into() }.into());
         };
         let l = VarLoc {
             reg: ptap_arch::regs::offset::AX,
@@ -186,11 +214,11 @@ fn return_loc(debugs: &mut Debugs<'_>, p: &Probe) -> Result<VarLoc, String> {
             signed,
         };
         if loc.is_some_and(|x| x != l) {
-            return Err("the probe's functions return different types".into());
+            return Err(TVarError::ReturnTypesDiffer);
         }
         loc = Some(l);
     }
-    loc.ok_or_else(|| "the probe has no point".to_string())
+    loc.ok_or(TVarError::NoPoint)
 }
 
 /// Does the probe's body read `ret`?
@@ -220,13 +248,11 @@ fn return_code(l: VarLoc) -> TVar {
     TVar::Long(ops)
 }
 
-const DIFFERENT_PLACES: &str = "the probe's points keep it in different places";
-
 /// One variable read the same way at every point of a probe: `l` (one
 /// point's) must match what the earlier points gave, else `why`.
-fn agree(loc: &mut Option<TVar>, l: TVar, why: &str) -> Result<(), String> {
+fn agree(loc: &mut Option<TVar>, l: TVar, why: TVarError) -> Result<(), TVarError> {
     if loc.as_ref().is_some_and(|x| *x != l) {
-        return Err(why.to_string());
+        return Err(why);
     }
     *loc = Some(l);
     Ok(())
@@ -274,7 +300,7 @@ fn resolve_one(
     span: Span,
     at_entry: bool,
 ) -> Result<Option<TVar>, CodegenError> {
-    let fail = |why: String| CodegenError::TargetVar {
+    let fail = |why: TVarError| CodegenError::TargetVar {
         what: format!("`${name}`: {why}"),
         span,
     };
@@ -287,16 +313,15 @@ fn resolve_one(
         let mut loc: Option<TVar> = None;
         for pt in &p.points {
             let Some((module, func)) = returning_function(&pt.kind) else {
-                return Err(fail(format!(
-                    "only available in a kretprobe of a named function, not in {}",
-                    pt.text
-                )));
+                return Err(fail(TVarError::NotReturn {
+                    point: pt.text.clone(),
+                }));
             };
             let l = debugs
                 .of(module)
-                .and_then(|d| d.return_access(func, name))
+                .and_then(|d| Ok(d.return_access(func, name)?))
                 .map_err(&fail)?;
-            agree(&mut loc, l, "the probe's functions return different types").map_err(&fail)?;
+            agree(&mut loc, l, TVarError::ReturnTypesDiffer).map_err(&fail)?;
         }
         return Ok(loc);
     }
@@ -312,28 +337,22 @@ fn resolve_one(
         {
             let l = debugs
                 .of(None)
-                .and_then(|d| d.access_at(*a, name))
+                .and_then(|d| Ok(d.access_at(*a, name)?))
                 .map_err(&fail)?;
-            agree(&mut loc, l, DIFFERENT_PLACES).map_err(&fail)?;
+            agree(&mut loc, l, TVarError::DifferentPlaces).map_err(&fail)?;
             continue;
         }
         let Some((module, func)) = entry_function(&pt.kind, at_entry) else {
-            let hint = if matches!(pt.kind, PointKind::Kretprobe { .. }) {
-                " (a pretty-printed value is not kept from the entry: print it in a kprobe)"
-                    .to_string()
-            } else {
-                String::new()
-            };
-            return Err(fail(format!(
-                "only available at the entry of a named function, not in {}{hint}",
-                pt.text
-            )));
+            return Err(fail(TVarError::NotEntry {
+                point: pt.text.clone(),
+                kretprobe: matches!(pt.kind, PointKind::Kretprobe { .. }),
+            }));
         };
         let l = debugs
             .of(module)
-            .and_then(|d| d.entry_access(func, name))
+            .and_then(|d| Ok(d.entry_access(func, name)?))
             .map_err(&fail)?;
-        agree(&mut loc, l, DIFFERENT_PLACES).map_err(&fail)?;
+        agree(&mut loc, l, TVarError::DifferentPlaces).map_err(&fail)?;
     }
     Ok(loc)
 }
@@ -375,14 +394,14 @@ pub(crate) fn resolve_all(
             let t = match ty.strip_prefix("@var:") {
                 Some(spec) => debugs
                     .of(m.as_ref())
-                    .and_then(|d| d.var_access(spec, &chain))
+                    .and_then(|d| Ok(d.var_access(spec, &chain)?))
                     .map_err(|why| CodegenError::TargetVar {
                         what: format!("`@var(\"{spec}\"){chain}`: {why}"),
                         span,
                     })?,
                 None => debugs
                     .of(m.as_ref())
-                    .and_then(|d| d.cast_access(&ty, &chain))
+                    .and_then(|d| Ok(d.cast_access(&ty, &chain)?))
                     .map_err(|why| CodegenError::TargetVar {
                         what: format!("`@cast(..., \"{ty}\"){chain}`: {why}"),
                         span,
@@ -394,4 +413,40 @@ pub(crate) fn resolve_all(
         all.push((b, e));
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_read_as_before() {
+        let e = TVarError::NotEntry {
+            point: "kretprobe(f)".into(),
+            kretprobe: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "only available at the entry of a named function, not in kretprobe(f) \
+             (a pretty-printed value is not kept from the entry: print it in a kprobe)"
+        );
+        let e = TVarError::NotEntry {
+            point: "kprobe(0x10)".into(),
+            kretprobe: false,
+        };
+        assert_eq!(
+            e.to_string(),
+            "only available at the entry of a named function, not in kprobe(0x10)"
+        );
+        let e = TVarError::NoLibrary {
+            name: "libz".into(),
+            exe: "/bin/true".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "no library `libz` among the objects /bin/true loads"
+        );
+        let e = TVarError::from(DwarfError::ReturnsVoid { func: "f".into() });
+        assert_eq!(e.to_string(), "`f` returns void");
+    }
 }

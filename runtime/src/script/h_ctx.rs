@@ -5,7 +5,7 @@ use core::sync::atomic::Ordering;
 
 use super::ctx::{ProbeCtx, Sample, ERR_CONTEXT};
 use super::globals::copy_str;
-use super::helpers::{cap_of, globals_of, put};
+use super::h_args::{cap_of, globals_of, put};
 use crate::base::sys;
 
 /// The sample a handler runs over in system-wide mode (None in a target).

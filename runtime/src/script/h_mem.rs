@@ -2,7 +2,7 @@
 //! fail (EFAULT or a short count) instead of raising SIGSEGV.
 
 use super::ctx::{ProbeCtx, ERR_FAULT};
-use super::helpers::cap_of;
+use super::h_args::cap_of;
 use crate::base::sys;
 
 pub(super) const SYS_PROCESS_VM_READV: usize = 310;

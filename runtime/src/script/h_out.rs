@@ -7,7 +7,7 @@ use core::fmt::Write as _;
 
 use super::ctx::{error_text, ProbeCtx, ERRMSG_MAX, ERR_FAULT, ERR_OVERFLOW, ERR_USER};
 use super::globals::{c_len, copy_str};
-use super::helpers::{cap_of, globals_of, session_of, BIG};
+use super::h_args::{cap_of, globals_of, session_of, BIG};
 use super::record::{self, Arg, MAX_ARGS};
 
 /// `printf(fmt, ...)`: `args[i]` is a long, or (bit i of `mask`) a string pointer.

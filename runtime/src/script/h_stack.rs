@@ -1,4 +1,4 @@
-//! SystemTap's user backtraces (helpers of [`super::helpers::HELPERS`]):
+//! SystemTap's user backtraces (helpers of [`super::helper_table::HELPERS`]):
 //! the frames of the probed context ([`frames`], CFI unwinding as
 //! `ubacktrace()` does) and their symbolic lines in SystemTap's layouts:
 //! full (`print_ubacktrace`, `print_ustack`): ` 0x00000000004005d4 :
@@ -9,8 +9,8 @@
 //! (the symbol index exists once the runtime attached), no locks.
 
 use super::ctx::ProbeCtx;
+use super::h_args::cap_of;
 use super::h_ctx::no_symbols_here;
-use super::helpers::cap_of;
 use crate::fmt::Buf;
 
 /// Frames `print_ubacktrace` prints at most.

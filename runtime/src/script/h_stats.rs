@@ -1,4 +1,4 @@
-//! `@variance` of statistics (helpers of [`super::helpers::HELPERS`]). A
+//! `@variance` of statistics (helpers of [`super::helper_table::HELPERS`]). A
 //! statistics value whose script reads `@variance` keeps the sum of the
 //! squares of its values as a 128-bit number (low word, high word) among its
 //! histogram buckets; compiled `<<<` adds to it atomically (a carry from
@@ -11,7 +11,7 @@ use core::sync::atomic::Ordering;
 
 use super::ctx::{ProbeCtx, ERR_EMPTY_AGG};
 use super::globals::{stats, Globals};
-use super::helpers::globals_of;
+use super::h_args::globals_of;
 use super::map::Keys;
 use super::map_helpers::{map, value_off};
 

@@ -3,7 +3,7 @@
 
 use super::ctx::{ProbeCtx, ERRMSG_MAX, ERR_USER, MATCH_NONE, MATCH_OK, MATCH_UNTRACKED};
 use super::globals::{c_len, copy_str};
-use super::helpers::{cap_of, put, BIG};
+use super::h_args::{cap_of, put, BIG};
 use super::record::MAX_ARGS;
 
 /// # Safety

@@ -5,7 +5,7 @@
 //! into one anonymous mapping: code first, then (from the next page) data.
 //! Relocations are applied against the module's own symbols and, for
 //! undefined symbols, against the runtime's helper table
-//! ([`super::helpers::HELPERS`]); a symbol that is neither is an error.
+//! ([`super::helper_table::HELPERS`]); a symbol that is neither is an error.
 //! Finally the code pages become read+execute, the data pages stay
 //! read+write. The `.ptap_meta` section gives the metadata.
 //!
@@ -16,7 +16,7 @@ use object::read::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 use object::{RelocationFlags, SectionKind};
 
 use super::ctx::Handler;
-use super::helpers;
+use super::helper_table;
 use super::meta::{self, Meta};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +207,7 @@ pub fn load(bytes: &[u8]) -> Result<LoadedModule, LoadError> {
             return Ok(base_addr + off as u64 + sym.address());
         }
         let name = sym.name().map_err(|e| LoadError::Parse(e.to_string()))?;
-        helpers::lookup(name)
+        helper_table::lookup(name)
             .map(|a| a as u64)
             .ok_or_else(|| LoadError::UnknownSymbol(name.to_string()))
     };

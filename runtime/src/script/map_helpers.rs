@@ -1,4 +1,4 @@
-//! The array helpers of the helper table ([`super::helpers::HELPERS`]):
+//! The array helpers of the helper table ([`super::helper_table::HELPERS`]):
 //! compiled handlers call them with `(ctx, off, keys, ...)` where `off` is
 //! the array's offset in the globals area and `keys` one i64 per key (a
 //! long, or a string pointer). A full array sets ERR_OVERFLOW (capacity in

@@ -1,5 +1,5 @@
 //! The runtime side of compiled scripts: the handler context ([`ctx`]), the
-//! helper table compiled handlers call ([`helpers`]), the globals area in
+//! helper table compiled handlers call ([`helper_table`]), the globals area in
 //! the session ([`globals`]), the output record format ([`record`]), the
 //! module metadata ([`meta`]).
 
@@ -8,13 +8,14 @@ pub mod control;
 pub mod ctx;
 pub mod fire;
 pub mod globals;
+mod h_args;
 mod h_ctx;
 mod h_mem;
 mod h_out;
 mod h_stack;
 mod h_stats;
 mod h_str;
-pub mod helpers;
+pub mod helper_table;
 pub mod load;
 pub mod map;
 mod map_helpers;

@@ -13,68 +13,76 @@ impl Debug {
         ty: Option<UnitOffset>,
         step: &Step<'_>,
         shown: &str,
-    ) -> Result<(Place, Option<UnitOffset>), String> {
+    ) -> Result<(Place, Option<UnitOffset>), DwarfError> {
         let t = self.ty(u, ty);
         // The object a pointer points to.
         let pointee = |place: &Place| Place::Mem(place.value(8, false), 0);
         match (step, t) {
             (Step::Member(m), Ty::Ptr { to }) => {
                 let Ty::Struct { off, .. } = self.ty(u, to) else {
-                    return Err(format!("`{shown}` does not point to a struct"));
+                    return Err(DwarfError::NotStructPointer {
+                        shown: shown.into(),
+                    });
                 };
-                let (moff, mty) = self.member(u, off, m)?.ok_or_else(|| {
-                    format!(
-                        "`{shown}` ({}) has no member `{m}`",
-                        self.type_name(u, ty, 0)
-                    )
-                })?;
+                let (moff, mty) = self
+                    .member(u, off, m)?
+                    .ok_or_else(|| DwarfError::NoMember {
+                        shown: shown.into(),
+                        ty: self.type_name(u, ty, 0),
+                        member: (*m).into(),
+                    })?;
                 Ok((shift(pointee(&place), moff), mty))
             }
             (Step::Member(m), Ty::Struct { off, .. }) => {
-                let (moff, mty) = self.member(u, off, m)?.ok_or_else(|| {
-                    format!(
-                        "`{shown}` ({}) has no member `{m}`",
-                        self.type_name(u, ty, 0)
-                    )
-                })?;
+                let (moff, mty) = self
+                    .member(u, off, m)?
+                    .ok_or_else(|| DwarfError::NoMember {
+                        shown: shown.into(),
+                        ty: self.type_name(u, ty, 0),
+                        member: (*m).into(),
+                    })?;
                 match place {
                     Place::Mem(..) => Ok((shift(place, moff), mty)),
-                    Place::Value(_) => Err(format!(
-                        "`{shown}` is a struct kept in registers: not supported"
-                    )),
+                    Place::Value(_) => Err(DwarfError::StructInRegisters {
+                        shown: shown.into(),
+                    }),
                 }
             }
-            (Step::Member(m), _) => Err(format!(
-                "`{shown}` ({}) is not a struct or a pointer to one: no member `{m}`",
-                self.type_name(u, ty, 0)
-            )),
+            (Step::Member(m), _) => Err(DwarfError::NotStruct {
+                shown: shown.into(),
+                ty: self.type_name(u, ty, 0),
+                member: (*m).into(),
+            }),
             (Step::Index(i), Ty::Ptr { to }) => {
-                let stride = self
-                    .size_of(u, to)
-                    .ok_or_else(|| format!("`{shown}` points to a type of unknown size"))?;
+                let stride = self.size_of(u, to).ok_or_else(|| DwarfError::PointeeSize {
+                    shown: shown.into(),
+                })?;
                 Ok((shift(pointee(&place), (*i * stride) as i64), to))
             }
             (Step::Index(i), Ty::Array { elem, count }) => {
                 if count.is_some_and(|c| *i >= c) {
-                    return Err(format!(
-                        "index {i} is out of `{shown}`'s {} elements",
-                        count.unwrap_or(0)
-                    ));
+                    return Err(DwarfError::IndexOut {
+                        index: *i,
+                        shown: shown.into(),
+                        count: count.unwrap_or(0),
+                    });
                 }
                 let stride = self
                     .size_of(u, elem)
-                    .ok_or_else(|| format!("`{shown}` has elements of unknown size"))?;
+                    .ok_or_else(|| DwarfError::ElementSize {
+                        shown: shown.into(),
+                    })?;
                 match place {
                     Place::Mem(..) => Ok((shift(place, (*i * stride) as i64), elem)),
-                    Place::Value(_) => {
-                        Err(format!("`{shown}` is kept in registers: not supported"))
-                    }
+                    Place::Value(_) => Err(DwarfError::InRegisters {
+                        shown: shown.into(),
+                    }),
                 }
             }
             (Step::Dyn, Ty::Ptr { to }) => {
-                let stride = self
-                    .size_of(u, to)
-                    .ok_or_else(|| format!("`{shown}` points to a type of unknown size"))?;
+                let stride = self.size_of(u, to).ok_or_else(|| DwarfError::PointeeSize {
+                    shown: shown.into(),
+                })?;
                 let mut ops = place.value(8, false);
                 ops.push(Op::AddIndex(stride as i64));
                 Ok((Place::Mem(ops, 0), to))
@@ -82,22 +90,24 @@ impl Debug {
             (Step::Dyn, Ty::Array { elem, .. }) => {
                 let stride = self
                     .size_of(u, elem)
-                    .ok_or_else(|| format!("`{shown}` has elements of unknown size"))?;
+                    .ok_or_else(|| DwarfError::ElementSize {
+                        shown: shown.into(),
+                    })?;
                 match place {
                     Place::Mem(mut ops, off) => {
                         ops.push(Op::Add(off));
                         ops.push(Op::AddIndex(stride as i64));
                         Ok((Place::Mem(ops, 0), elem))
                     }
-                    Place::Value(_) => {
-                        Err(format!("`{shown}` is kept in registers: not supported"))
-                    }
+                    Place::Value(_) => Err(DwarfError::InRegisters {
+                        shown: shown.into(),
+                    }),
                 }
             }
-            (Step::Index(_) | Step::Dyn, _) => Err(format!(
-                "`{shown}` ({}) is not an array or a pointer",
-                self.type_name(u, ty, 0)
-            )),
+            (Step::Index(_) | Step::Dyn, _) => Err(DwarfError::NotIndexable {
+                shown: shown.into(),
+                ty: self.type_name(u, ty, 0),
+            }),
         }
     }
 
@@ -108,7 +118,7 @@ impl Debug {
         u: &U<'_>,
         st: UnitOffset,
         name: &str,
-    ) -> Result<Option<(i64, Option<UnitOffset>)>, String> {
+    ) -> Result<Option<(i64, Option<UnitOffset>)>, DwarfError> {
         for (mname, moff, mty, anon) in self.members(u, st)? {
             if mname.as_deref() == Some(name) {
                 return Ok(Some((moff, mty)));
@@ -130,33 +140,32 @@ impl Debug {
         &self,
         u: &U<'_>,
         st: UnitOffset,
-    ) -> Result<Vec<(Option<String>, i64, Option<UnitOffset>, bool)>, String> {
-        use crate::codegen::dwarf::err;
+    ) -> Result<Vec<(Option<String>, i64, Option<UnitOffset>, bool)>, DwarfError> {
         let mut out = Vec::new();
-        let mut tree = u.entries_tree(Some(st)).map_err(err)?;
-        let root = tree.root().map_err(err)?;
+        let mut tree = u.entries_tree(Some(st))?;
+        let root = tree.root()?;
         let mut children = root.children();
-        while let Some(child) = children.next().map_err(err)? {
+        while let Some(child) = children.next()? {
             let e = child.entry();
             let base = e.tag() == dw::DW_TAG_inheritance;
             if e.tag() != dw::DW_TAG_member && !base {
                 continue;
             }
             // Static members have no offset in the object.
-            if e.attr_value(dw::DW_AT_external).map_err(err)?.is_some()
-                || e.attr_value(dw::DW_AT_declaration).map_err(err)?.is_some()
+            if e.attr_value(dw::DW_AT_external)?.is_some()
+                || e.attr_value(dw::DW_AT_declaration)?.is_some()
             {
                 continue;
             }
-            if e.attr_value(dw::DW_AT_bit_size).map_err(err)?.is_some() {
+            if e.attr_value(dw::DW_AT_bit_size)?.is_some() {
                 // Bit fields are left out (not addressable by bytes).
                 continue;
             }
-            let off = match e.attr_value(dw::DW_AT_data_member_location).map_err(err)? {
+            let off = match e.attr_value(dw::DW_AT_data_member_location)? {
                 None => 0,
                 Some(AttributeValue::Exprloc(expr)) => {
                     let mut ops = expr.operations(u.unit.encoding());
-                    match ops.next().map_err(err)? {
+                    match ops.next()? {
                         Some(Operation::PlusConstant { value }) => value as i64,
                         _ => continue,
                     }

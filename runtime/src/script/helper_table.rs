@@ -1,6 +1,7 @@
-//! Helpers called by compiled handlers (symbols `ptap_h_*`, distinct from the
-//! C-ABI exports of `crate::helpers`): ONE table ([`HELPERS`]) gives each
-//! helper's symbol name, its signature and its address. The compiler
+//! The table of helpers called by compiled handlers (symbols `ptap_h_*`,
+//! distinct from the C-ABI exports of `ptap/runtime.h`): ONE table
+//! ([`HELPERS`]) gives each helper's symbol name, its signature and its
+//! address. The compiler
 //! declares imports from it (names + signatures), the probe-module loader
 //! resolves relocations against it (names -> addresses), and the JIT used by
 //! tests and by ptap registers the same addresses.
@@ -17,14 +18,14 @@
 //!
 //! Implementations: `h_str.rs` (strings, sprintf), `h_out.rs` (output,
 //! errors, string globals, histograms), `h_ctx.rs` (context), `h_mem.rs`
-//! (fault-safe target memory), `map_helpers.rs` (arrays).
+//! (fault-safe target memory), `h_stack.rs` (backtraces), `h_stats.rs`
+//! (variance), `map_helpers.rs` (arrays); what they share to take their
+//! arguments is in `h_args.rs`.
 //!
 //! Arrays: `ptap_h_map_*`, `(ctx, off, keys, ...)`
 //! with `off` the array's offset in the globals area and `keys` one i64 per
 //! key (a long, or a string pointer).
 
-use super::ctx::ProbeCtx;
-use super::globals::Globals;
 use super::h_ctx::*;
 use super::h_mem::*;
 use super::h_out::*;
@@ -32,7 +33,6 @@ use super::h_stack::*;
 use super::h_stats::*;
 use super::h_str::*;
 use super::map_helpers::*;
-use crate::session::Session;
 
 /// A parameter's role (all are passed as i64).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,40 +325,6 @@ pub fn lookup(name: &str) -> Option<usize> {
 /// Every (name, address), for a JIT's symbol table.
 pub fn symbols() -> impl Iterator<Item = (&'static str, usize)> {
     HELPERS.iter().map(|h| (h.name, (h.addr)()))
-}
-
-// Capacities arrive as i64 from compiled code; anything odd becomes 0 (no copy).
-pub(super) fn cap_of(cap: i64) -> usize {
-    usize::try_from(cap).unwrap_or(0)
-}
-
-pub(super) const BIG: usize = 1 << 20;
-
-pub(super) fn session_of(ctx: &ProbeCtx) -> Option<Session> {
-    // SAFETY: the caller of the handler put a live session (or NULL) there.
-    (!ctx.session.is_null()).then(|| unsafe { Session::from_raw(ctx.session) })
-}
-
-pub(super) fn globals_of(ctx: &ProbeCtx) -> Option<Globals> {
-    // SAFETY: the caller of the handler put the session's globals area (or NULL) there.
-    (!ctx.globals.is_null()).then(|| unsafe { Globals::from_raw(ctx.globals) })
-}
-
-/// Copy `src` into the string buffer `dst` (`cap` bytes), truncating.
-///
-/// # Safety
-/// `dst` valid for `cap` bytes.
-pub(super) unsafe fn put(dst: *mut u8, cap: i64, src: &[u8]) {
-    let cap = cap_of(cap);
-    if cap == 0 {
-        return;
-    }
-    let n = src.len().min(cap - 1);
-    // SAFETY: caller contract.
-    unsafe {
-        core::ptr::copy_nonoverlapping(src.as_ptr(), dst, n);
-        *dst.add(n) = 0;
-    }
 }
 
 #[cfg(test)]

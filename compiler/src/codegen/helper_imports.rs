@@ -1,10 +1,10 @@
 //! Helper imports: the compiler side of the runtime's one helper table
-//! (`ptap_rt_core::script::helpers::HELPERS`). Each helper becomes an imported
+//! (`ptap_rt_core::script::helper_table::HELPERS`). Each helper becomes an imported
 //! function of the module with the table's name and an all-i64 signature.
 
 use cranelift_codegen::ir::{types::I64, AbiParam};
 use cranelift_module::{FuncId, Linkage, Module};
-use ptap_rt_core::script::helpers::{Helper, HELPERS};
+use ptap_rt_core::script::helper_table::{Helper, HELPERS};
 
 use super::CodegenError;
 
