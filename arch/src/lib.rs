@@ -56,11 +56,9 @@ pub use error::ArchError;
 pub fn warm_tables() {
     let mut d = iced_x86::Decoder::with_ip(64, &[0x90], 0, iced_x86::DecoderOptions::NONE);
     let _ = d.decode();
-    if let Ok(i) = iced_x86::Instruction::with2(
-        iced_x86::Code::Mov_r64_imm64,
-        iced_x86::Register::RAX,
-        1u64,
-    ) {
+    if let Ok(i) =
+        iced_x86::Instruction::with2(iced_x86::Code::Mov_r64_imm64, iced_x86::Register::RAX, 1u64)
+    {
         let _ = iced_x86::Encoder::new(64).encode(&i, 0);
     }
 }
