@@ -266,11 +266,13 @@ fn start(params: Params) {
     }
     if let Some(m) = module {
         let limit = modcall::init_timeout(params.get("PTAP_INIT_TIMEOUT"));
-        // The instruction decoder's and encoder's tables are built on another
-        // core while this thread loads the module and reads symbols (arming
-        // waits for them if they are not ready). Joined below: no thread of
-        // ours outlives the constructor but the control thread.
-        let warm = warm_tables();
+        // A compiled script: the instruction decoder's and encoder's tables
+        // are built on another core while this thread loads the module and
+        // reads symbols (arming waits for them if they are not ready). Joined
+        // below: no thread of ours outlives the constructor but the control
+        // thread. Not for a C module, whose own code (constructors,
+        // init_module) runs meanwhile and could fork with a table half built.
+        let warm = if m.ends_with(".o") { warm_tables() } else { None };
         let loaded = load_module(&m, role, injected, limit);
         if let Some(t) = warm {
             let _ = t.join();
