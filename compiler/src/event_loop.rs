@@ -249,7 +249,7 @@ pub(crate) enum Watch<'a> {
     SystemWide(&'a mut dyn FnMut(&mut Sink) -> usize),
 }
 
-/// Why the session loop ended.
+/// A reason to end a session, as a round of the loop reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Stop {
     /// The target exited (its status, when known: an attached process
@@ -280,7 +280,11 @@ impl std::fmt::Display for Stop {
 }
 
 pub(crate) fn too_many_errors(g: &Globals, prog: &Program) -> bool {
-    host::errors(g) > prog.meta().limits.maxerrors
+    over_maxerrors(g, prog.meta())
+}
+
+fn over_maxerrors(g: &Globals, meta: &Meta) -> bool {
+    host::errors(g) > meta.limits.maxerrors
 }
 
 fn arm_failed(g: &Globals) -> bool {
@@ -481,7 +485,7 @@ impl Loop {
                 }
             }
             if let Some(meta) = side.limits() {
-                if host::errors(g) > meta.limits.maxerrors {
+                if over_maxerrors(g, meta) {
                     if let Some(stop) = new(Stop::TooManyErrors) {
                         return Ok(Some(stop));
                     }
