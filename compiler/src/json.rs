@@ -11,7 +11,6 @@
 //! {"type":"map","name":N,"data":[{"key":[K..],"value":V}]}
 //! {"type":"summary","errors":..,"skipped":..,...}       always last
 //! ```
-use ptap_compiler::codegen::host::Program;
 use ptap_compiler::output::{self, Rendered};
 use ptap_rt_core::script::globals::Globals;
 use ptap_rt_core::script::map::{Kind as MapKind, Map};
@@ -27,13 +26,8 @@ fn line(v: Value) -> String {
     s
 }
 
-/// A REC_FORMAT record of `prog` as a JSON line.
-pub fn record(prog: &Program, payload: &[u8]) -> String {
-    record_with(|p| prog.render(p), payload)
-}
-
-/// A REC_FORMAT record as a JSON line, its text from `render` (a REPL
-/// session renders with the formats of all its modules).
+/// A REC_FORMAT record as a JSON line, its text from `render` (a script's
+/// formats; a REPL session's, of all its modules).
 pub fn record_with(render: impl FnOnce(&[u8]) -> Rendered, payload: &[u8]) -> String {
     if let Some((FMT_HIST, vals)) = record::decode(payload) {
         if let Some((kind, counts)) = output::decode_hist(&vals) {

@@ -116,18 +116,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
     if opts.verbose > 0 {
         match (&stop, target.as_ref()) {
             (Stop::TargetExited(st), Some(child)) => {
-                use std::os::unix::process::ExitStatusExt;
-                match (st.and_then(|s| s.code()), st.and_then(|s| s.signal())) {
-                    (Some(c), _) => eprintln!(
-                        "ptap: the target (pid {}) exited with status {c}",
-                        child.id()
-                    ),
-                    (_, Some(sig)) => eprintln!(
-                        "ptap: the target (pid {}) was killed by signal {sig}",
-                        child.id()
-                    ),
-                    _ => eprintln!("ptap: the target (pid {}) exited", child.id()),
-                }
+                eprintln!("ptap: {}", crate::target::exit_text(child.id(), *st));
             }
             _ => eprintln!("ptap: stopping: {stop}"),
         }

@@ -79,3 +79,14 @@ impl Target {
         matches!(self, Target::Child(_))
     }
 }
+
+/// "the target (pid N) exited with status C" (or "was killed by signal
+/// S"; "exited" when the status is not known).
+pub(crate) fn exit_text(pid: i32, st: Option<std::process::ExitStatus>) -> String {
+    let how = match (st.and_then(|s| s.code()), st.and_then(|s| s.signal())) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (_, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "exited".to_string(),
+    };
+    format!("the target (pid {pid}) {how}")
+}

@@ -104,9 +104,31 @@ pub fn run_probes(
     session: &Session,
     g: &Globals,
 ) -> usize {
-    let mut failed = 0;
+    run_probes_from(0, meta, handler, which, session, g).failed
+}
+
+/// What [`run_probes_from`] ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Ran {
+    /// Handlers run.
+    pub ran: usize,
+    /// Of them, those that failed.
+    pub failed: usize,
+}
+
+/// [`run_probes`] for a module whose probes are numbered from
+/// `probe_base` in its session (a REPL entry's).
+pub fn run_probes_from(
+    probe_base: u32,
+    meta: &Meta,
+    handler: impl Fn(usize) -> Option<Handler>,
+    which: Which,
+    session: &Session,
+    g: &Globals,
+) -> Ran {
+    let mut ran = Ran::default();
     if which == Which::End && aborted(g) {
-        return 0;
+        return ran;
     }
     for (pi, p) in meta.probes.iter().enumerate() {
         for (qi, pt) in p.points.iter().enumerate() {
@@ -121,7 +143,7 @@ pub fn run_probes(
             let Some(h) = handler(pi) else { continue };
             let maxaction = i64::try_from(meta.limits.maxaction).unwrap_or(i64::MAX);
             let mut ctx = ProbeCtx::new(std::ptr::null_mut(), g.base(), session.base(), maxaction);
-            ctx.probe = pi as u32;
+            ctx.probe = probe_base + pi as u32;
             ctx.point = qi as u32;
             ctx.pp = pt.text.as_ptr();
             ctx.pp_len = pt.text.len() as u64;
@@ -129,11 +151,12 @@ pub fn run_probes(
             // session and globals; no registers (the checker allows no
             // register access in begin/end/timer probes).
             if unsafe { ptap_rt_core::script::run_handler(h, &mut ctx) } != 0 {
-                failed += 1;
+                ran.failed += 1;
             }
+            ran.ran += 1;
         }
     }
-    failed
+    ran
 }
 
 /// Globals written but never read, as LANGUAGE.md prints them at the end

@@ -1,27 +1,29 @@
 //! The REPL's live session: the session mapping (output ring, globals area
 //! with the module table of `ptap_rt_core::script::control`), the target, the
 //! modules loaded into ptap (begin/end/timer probes) and into the target
-//! (through the table), and the rendering of what the handlers write.
+//! (through the table). The session loop of `event_loop.rs` drives it one
+//! round at a time ([`Live::pump`]), with the modules as its [`Driven`] side.
 //!
-//! Nothing here prints: output is collected ([`Live::take_output`]) and
-//! printed by the caller once the session's lock is released (the line
-//! editor's printer may block until the editor reads it).
+//! Nothing here prints: the loop's [`Sink`] collects the output
+//! ([`Live::take_output`]), printed by the caller once the session's lock is
+//! released (the line editor's printer may block until the editor reads it).
 
 use anyhow::{anyhow, Context};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ptap_compiler::codegen::host;
-use ptap_compiler::output::{render_record, Rendered};
+use ptap_compiler::output::render_record;
 use ptap_lang::printf::Format;
 use ptap_rt_core::script::control::{self, Table, OFF, ON};
-use ptap_rt_core::script::ctx::ProbeCtx;
 use ptap_rt_core::script::globals::{self, Globals};
 use ptap_rt_core::script::load::LoadedModule;
-use ptap_rt_core::script::meta::{Meta, PointKind};
-use ptap_rt_core::session::{Session, REC_DIAG, REC_FORMAT, REC_TEXT};
+use ptap_rt_core::script::meta::Meta;
+use ptap_rt_core::session::Session;
 
+use crate::event_loop::{Driven, Loop, Out, Round, Sink, Stop, Timer};
 use crate::load::{self, OwnedSession, RuntimeSnapshot};
 use crate::target::Target;
 
@@ -69,19 +71,19 @@ pub struct Live {
     next_id: u32,
     render_meta: Meta,
     formats: Vec<Format>,
-    /// (module id, probe, point, period, next due)
-    timers: Vec<(u32, usize, usize, Duration, Instant)>,
-    out: String,
-    err: String,
-    /// exit() was called by a handler.
-    pub exit_seen: bool,
+    /// The session loop's state: the modules' timer probes.
+    rounds: Loop,
+    /// Where the loop renders records: buffers, printed by the caller;
+    /// with `-f json`, records, globals and the summary as JSON lines.
+    sink: Sink,
+    /// A reason to end the session the loop reported (exit(), Ctrl-C):
+    /// without a terminal the session ends at once, else at the next line.
+    pub stop: Option<Stop>,
     /// The session has ended (end probes ran): its exit status.
     pub finished: Option<i32>,
     /// The session's globals (flags of the declarations typed, not of the
     /// expressions evaluated), for the report at the end.
     pub globals_meta: Meta,
-    /// `-f json`: records, globals and the summary as JSON lines.
-    pub json: bool,
     /// The session's globals and mapping for system-wide modules' handlers
     /// (made once, the first time: two small handles that live as long as
     /// ptap, since the runners borrow them for good).
@@ -95,7 +97,8 @@ impl Live {
     /// A new session: control block, ring, then a globals area of
     /// `globals_mb` MiB that starts with the module table. `pid`: the
     /// process `-x` attaches to (its session file is made for its user).
-    pub fn new(globals_mb: u64, pid: Option<i32>) -> anyhow::Result<Live> {
+    /// `json`: `-f json`.
+    pub fn new(globals_mb: u64, pid: Option<i32>, json: bool) -> anyhow::Result<Live> {
         let ring = load::ring_size_from_env()?;
         let area = globals_mb
             .checked_mul(1 << 20)
@@ -130,13 +133,12 @@ impl Live {
             next_id: 1,
             render_meta: Meta::default(),
             formats: Vec::new(),
-            timers: Vec::new(),
-            out: String::new(),
-            err: String::new(),
-            exit_seen: false,
+            // The REPL's -T bounds `:wait`, not the session.
+            rounds: Loop::new(None),
+            sink: Sink::new(Out::Buffer(Vec::new()), Out::Buffer(Vec::new()), json),
+            stop: None,
             globals_meta: Meta::default(),
             finished: None,
-            json: false,
             wide_refs: None,
             wide_losses: (0, 0),
         })
@@ -201,15 +203,12 @@ impl Live {
 
     /// Collected output (stdout, stderr) since the last call.
     pub fn take_output(&mut self) -> (String, String) {
-        (std::mem::take(&mut self.out), std::mem::take(&mut self.err))
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        (text(self.sink.out.take()), text(self.sink.err.take()))
     }
 
     pub fn say(&mut self, s: &str) {
-        self.err.push_str(s);
-    }
-
-    pub fn print(&mut self, s: &str) {
-        self.out.push_str(s);
+        let _ = self.sink.err.write_all(s.as_bytes());
     }
 
     /// Records are rendered with every format, location and probe of the session.
@@ -220,10 +219,12 @@ impl Live {
 
     /// Read the output ring.
     pub fn drain(&mut self) -> usize {
-        let s = self.owned.session;
-        let (meta, formats, json) = (&self.render_meta, &self.formats, self.json);
-        let (out, err) = (&mut self.out, &mut self.err);
-        s.drain(|kind, payload| route(meta, formats, json, out, err, kind, payload))
+        drain_into(
+            &mut self.sink,
+            &self.owned.session,
+            &self.render_meta,
+            &self.formats,
+        )
     }
 
     /// Processes of the session that have not applied generation `gen`.
@@ -345,15 +346,7 @@ impl Live {
             .iter()
             .flat_map(|p| p.points.iter().map(|q| q.text.clone()))
             .collect();
-        for (pi, p) in meta.probes.iter().enumerate() {
-            for (qi, q) in p.points.iter().enumerate() {
-                if let PointKind::Timer(ns) = q.kind {
-                    let period = Duration::from_nanos(ns.max(1));
-                    self.timers
-                        .push((id, pi, qi, period, Instant::now() + period));
-                }
-            }
-        }
+        self.rounds.add_timers(id, meta);
         self.modules.push(Module {
             id,
             slot,
@@ -374,13 +367,9 @@ impl Live {
         s.id.store(0, Ordering::Release);
     }
 
-    /// Run the begin / end / one timer point of module `id` in ptap.
+    /// Run the begin / end probes of module `id` in ptap.
     pub fn run_in_ptap(&mut self, id: u32, which: host::Which) {
-        let Some(i) = self.modules.iter().position(|m| m.id == id) else {
-            return;
-        };
-        let ran = run_probes(&self.modules[i], &self.owned.session, &self.g, which);
-        self.modules[i].ptap_hits += ran as u64;
+        run_module(&mut self.modules, id, &self.owned.session, &self.g, which);
         self.drain();
     }
 
@@ -415,7 +404,7 @@ impl Live {
             self.sync()?;
             let _ = std::fs::remove_file(&self.modules[i].path);
         }
-        self.timers.retain(|t| t.0 != id);
+        self.rounds.remove_timers(id);
         let m = self.modules.remove(i);
         if let Some(w) = m.wide {
             self.close_wide(w);
@@ -427,27 +416,12 @@ impl Live {
     /// Close system-wide module `w`: what its rings hold is handled first.
     fn close_wide(&mut self, w: crate::systemwide::live::LiveModule) {
         let s = self.owned.session;
-        let (meta, formats, json) = (&self.render_meta, &self.formats, self.json);
-        let (out, err) = (&mut self.out, &mut self.err);
+        let (meta, formats, sink) = (&self.render_meta, &self.formats, &mut self.sink);
         let losses = w.close(&mut || {
-            s.drain(|kind, payload| route(meta, formats, json, out, err, kind, payload));
+            drain_into(sink, &s, meta, formats);
         });
         self.wide_losses.0 += losses.lost;
         self.wide_losses.1 += losses.failed_reads;
-    }
-
-    /// Handle what the kernel wrote for the system-wide modules.
-    fn drain_wide(&mut self) {
-        let s = self.owned.session;
-        let (meta, formats, json) = (&self.render_meta, &self.formats, self.json);
-        let (out, err) = (&mut self.out, &mut self.err);
-        for m in self.modules.iter_mut() {
-            if let Some(w) = m.wide.as_mut() {
-                w.drain(&mut || {
-                    s.drain(|kind, payload| route(meta, formats, json, out, err, kind, payload));
-                });
-            }
-        }
     }
 
     /// Turn module `id` off (unloaded from the processes, kept by ptap)
@@ -533,37 +507,33 @@ impl Live {
             .collect()
     }
 
-    /// Read the ring, run due timers, notice the target's exit and exit().
+    /// One round of the session loop: the system-wide modules' samples,
+    /// the ring, the reasons to stop, the due timers. The target's exit is
+    /// told and the session goes on; another reason is kept in `stop`.
     pub fn pump(&mut self) {
-        self.drain_wide();
-        self.drain();
-        let now = Instant::now();
-        let mut due = Vec::new();
-        for t in self.timers.iter_mut() {
-            if now >= t.4 {
-                due.push((t.0, t.1, t.2));
-                while t.4 <= now {
-                    t.4 += t.3;
-                }
-            }
-        }
-        for (id, p, q) in due {
-            if self.modules.iter().any(|m| m.id == id && m.on) {
-                self.run_in_ptap(id, host::Which::Timer(p, q));
-            }
-        }
-        if let Some(t) = self.target.as_mut() {
-            if let Ok(Some(st)) = t.try_wait() {
-                let pid = t.id();
-                let how = exit_text(st);
-                self.drain();
-                self.err
-                    .push_str(&format!("ptap: the target (pid {pid}) {how}\n"));
+        let s = self.owned.session;
+        let mut side = Side {
+            modules: &mut self.modules,
+            meta: &self.render_meta,
+            formats: &self.formats,
+            g: &self.g,
+        };
+        let target = self.target.as_mut();
+        match self.rounds.step(&s, &mut side, &mut self.sink, target) {
+            Ok(Round::Handled(_)) => {}
+            Ok(Round::Stop(Stop::TargetExited(st))) => {
+                let pid = self.target.as_ref().map_or(0, Target::id);
+                self.say(&format!("ptap: {}\n", crate::target::exit_text(pid, st)));
                 self.target = None;
             }
-        }
-        if !self.exit_seen && host::exit_requested(&self.g) {
-            self.exit_seen = true;
+            Ok(Round::Stop(stop)) => {
+                self.stop.get_or_insert(stop);
+            }
+            Err(e) => {
+                // Its exit cannot be watched: the session goes on without it.
+                self.say(&format!("ptap: the target: {e:#}\n"));
+                self.target = None;
+            }
         }
     }
 
@@ -571,20 +541,10 @@ impl Live {
     /// session can then take another target.
     pub fn detach(&mut self) {
         let s = self.owned.session;
-        let mut buf = (String::new(), String::new());
-        {
-            let meta = &self.render_meta;
-            let formats = &self.formats;
-            let json = self.json;
-            let mut drain = || {
-                s.drain(|kind, payload| {
-                    route(meta, formats, json, &mut buf.0, &mut buf.1, kind, payload)
-                });
-            };
-            load::detach(&s, &mut drain);
-        }
-        self.out.push_str(&buf.0);
-        self.err.push_str(&buf.1);
+        let (meta, formats, sink) = (&self.render_meta, &self.formats, &mut self.sink);
+        load::detach(&s, &mut || {
+            drain_into(sink, &s, meta, formats);
+        });
         self.drain();
         // Ready for another target: the table is applied again by the
         // next process that joins.
@@ -614,7 +574,7 @@ impl Live {
     /// The globals `meta` says were written and never read, as text or
     /// JSON lines.
     pub fn unread_text(&self, meta: &Meta) -> String {
-        if self.json {
+        if self.sink.json {
             crate::json::unread_globals(meta, &self.g)
         } else {
             host::unread_globals(meta, &self.g)
@@ -639,33 +599,15 @@ impl Live {
         self.drain();
     }
 
-    /// The end-of-session summary: text (for stderr), or with `-f json`
-    /// the summary line (for stdout, always last).
-    pub fn summary(&self) -> String {
+    /// The end of the session's report: the globals written and never
+    /// read, the summary, what system-wide modules lost, the runtime
+    /// messages held back.
+    pub fn report_end(&mut self) {
         let (lost, failed) = self.wide_losses;
-        let mut warnings = Vec::new();
-        if lost > 0 {
-            warnings.push(format!(
-                "WARNING: Kernel records lost (full perf ring per CPU; raise PTAP_PERF_PAGES): {lost}"
-            ));
-        }
-        if failed > 0 {
-            warnings.push(format!(
-                "WARNING: Reads of sampled processes that failed (the process had exited or the address was unmapped): {failed}"
-            ));
-        }
-        if self.json {
-            let mut text: String = warnings.iter().map(|w| crate::json::warning(w)).collect();
-            text.push_str(&crate::json::summary(&self.g, self.owned.session.dropped()));
-            text
-        } else {
-            let mut text = host::summary(&self.g, &self.owned.session);
-            for w in warnings {
-                text.push_str(&w);
-                text.push('\n');
-            }
-            text
-        }
+        let warnings = crate::systemwide::loss_warnings(lost, failed, None);
+        let s = self.owned.session;
+        self.sink
+            .report_end(&self.globals_meta, &self.g, &s, &warnings);
     }
 
     pub fn errors(&self) -> u64 {
@@ -673,35 +615,64 @@ impl Live {
     }
 }
 
-/// One record of the ring: output to `out`, messages to `err`; with
-/// `-f json` everything as JSON lines to `out` (as a script's session).
-fn route(
-    meta: &Meta,
-    formats: &[Format],
-    json: bool,
-    out: &mut String,
-    err: &mut String,
-    kind: u16,
-    payload: &[u8],
-) {
-    if json {
-        out.push_str(&match kind {
-            REC_FORMAT => crate::json::record_with(|p| render_record(meta, formats, p), payload),
-            REC_TEXT => crate::json::text(false, payload),
-            _ => crate::json::text(true, payload),
-        });
-        return;
+/// Drain the ring into `sink`, rendered with every format, location and
+/// probe of the session.
+fn drain_into(sink: &mut Sink, s: &Session, meta: &Meta, formats: &[Format]) -> usize {
+    sink.drain_with(s, Some(&|p: &[u8]| render_record(meta, formats, p)))
+}
+
+/// The modules as the session loop drives them.
+struct Side<'a> {
+    modules: &'a mut [Module],
+    meta: &'a Meta,
+    formats: &'a [Format],
+    g: &'a Globals,
+}
+
+impl Driven for Side<'_> {
+    fn drain(&self, s: &Session, sink: &mut Sink) -> usize {
+        drain_into(sink, s, self.meta, self.formats)
     }
-    match kind {
-        REC_FORMAT => match render_record(meta, formats, payload) {
-            Rendered::Out(t) => out.push_str(&t),
-            Rendered::Raw(b) => out.push_str(&String::from_utf8_lossy(&b)),
-            Rendered::Error(t) | Rendered::Warning(t) => err.push_str(&t),
-        },
-        REC_TEXT => out.push_str(&String::from_utf8_lossy(payload)),
-        REC_DIAG => err.push_str(&String::from_utf8_lossy(payload)),
-        k => err.push_str(&format!("ptap: unknown record kind {k}\n")),
+
+    /// What the kernel wrote for the system-wide modules.
+    fn poll(&mut self, s: &Session, sink: &mut Sink) -> usize {
+        let (meta, formats) = (self.meta, self.formats);
+        let mut n = 0;
+        for w in self.modules.iter_mut().filter_map(|m| m.wide.as_mut()) {
+            n += w.drain(&mut || {
+                drain_into(sink, s, meta, formats);
+            });
+        }
+        n
     }
+
+    fn globals(&self) -> Option<&Globals> {
+        Some(self.g)
+    }
+
+    fn run_timer(&mut self, t: &Timer, s: &Session) -> usize {
+        if !self.modules.iter().any(|m| m.id == t.module && m.on) {
+            return 0;
+        }
+        let which = host::Which::Timer(t.probe, t.point);
+        run_module(self.modules, t.module, s, self.g, which)
+    }
+}
+
+/// Run `which` of module `id` in ptap; returns how many handlers ran.
+fn run_module(
+    modules: &mut [Module],
+    id: u32,
+    s: &Session,
+    g: &Globals,
+    which: host::Which,
+) -> usize {
+    let Some(m) = modules.iter_mut().find(|m| m.id == id) else {
+        return 0;
+    };
+    let ran = run_probes(m, s, g, which);
+    m.ptap_hits += ran as u64;
+    ran
 }
 
 fn count_suffix(n: u32) -> String {
@@ -714,15 +685,6 @@ fn count_suffix(n: u32) -> String {
 
 fn s_load(a: &std::sync::atomic::AtomicU32) -> u32 {
     a.load(Ordering::Acquire)
-}
-
-pub fn exit_text(st: Option<std::process::ExitStatus>) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (st.and_then(|s| s.code()), st.and_then(|s| s.signal())) {
-        (Some(c), _) => format!("exited with status {c}"),
-        (_, Some(sig)) => format!("was killed by signal {sig}"),
-        _ => "exited".to_string(),
-    }
 }
 
 /// Is `pid` a live process (not a zombie)?
@@ -754,32 +716,5 @@ fn wake(s: &Session) {
 /// Run `which` of module `m` in ptap; returns how many handlers ran.
 fn run_probes(m: &Module, s: &Session, g: &Globals, which: host::Which) -> usize {
     let meta = &m.ptap.meta;
-    let mut ran = 0;
-    for (pi, p) in meta.probes.iter().enumerate() {
-        for (qi, pt) in p.points.iter().enumerate() {
-            let hit = match which {
-                host::Which::Begin => pt.kind == PointKind::Begin,
-                host::Which::End => pt.kind == PointKind::End,
-                host::Which::Timer(a, b) => (a, b) == (pi, qi),
-            };
-            if !hit {
-                continue;
-            }
-            let Some(h) = m.ptap.handler(pi) else {
-                continue;
-            };
-            let maxaction = i64::try_from(meta.limits.maxaction).unwrap_or(i64::MAX);
-            let mut ctx = ProbeCtx::new(std::ptr::null_mut(), g.base(), s.base(), maxaction);
-            ctx.probe = m.probe_base + pi as u32;
-            ctx.point = qi as u32;
-            ctx.pp = pt.text.as_ptr();
-            ctx.pp_len = pt.text.len() as u64;
-            // SAFETY: a handler of a module compiled for this session's
-            // globals; ctx points to the live session; begin/end/timer
-            // probes read no registers.
-            unsafe { ptap_rt_core::script::run_handler(h, &mut ctx) };
-            ran += 1;
-        }
-    }
-    ran
+    host::run_probes_from(m.probe_base, meta, |i| m.ptap.handler(i), which, s, g).ran
 }

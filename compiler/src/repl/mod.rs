@@ -188,9 +188,8 @@ fn run_inner(opts: &ScriptOpts) -> anyhow::Result<ExitCode> {
     if let Some(pid) = opts.pid {
         crate::inject::check_pid(pid)?;
     }
-    let mut live = Live::new(mb, opts.pid)?;
     let json = opts.format == crate::OutputFormat::Json;
-    live.json = json;
+    let live = Live::new(mb, opts.pid, json)?;
     let lang = ptap_lang::Options {
         guru: opts.guru,
         args: Vec::new(),
@@ -291,8 +290,8 @@ fn run_inner(opts: &ScriptOpts) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-/// The background side: drain the ring, run timers, notice exits. In the
-/// non-terminal mode, Ctrl-C or exit() ends the session from here (the
+/// The background side: the session loop's rounds ([`Live::pump`]). In
+/// the non-terminal mode, Ctrl-C or exit() ends the session from here (the
 /// main thread may be blocked reading stdin).
 fn pump_loop(
     live: &Arc<Mutex<Live>>,
@@ -308,11 +307,7 @@ fn pump_loop(
             }
             l.pump();
             let (o, e) = l.take_output();
-            (
-                o,
-                e,
-                plain && (crate::event_loop::interrupted() || l.exit_seen),
-            )
+            (o, e, plain && l.stop.is_some())
         };
         if let Ok(mut p) = printer.lock() {
             p.out(&out);
@@ -344,15 +339,7 @@ fn finish(live: &Arc<Mutex<Live>>, printer: &Arc<Mutex<Printer>>) -> i32 {
         l.detach();
     }
     l.finish();
-    let meta = l.globals_meta.clone();
-    let unread = l.unread_text(&meta);
-    l.print(&unread);
-    let summary = l.summary();
-    if l.json {
-        l.print(&summary);
-    } else {
-        l.say(&summary);
-    }
+    l.report_end();
     if let Some(pid) = still {
         l.say(&format!(
             "ptap: detached from pid {pid}; it keeps running\n"
@@ -442,7 +429,7 @@ impl Repl {
             Flow::Go
         };
         self.flush();
-        let exit = self.live.lock().map(|l| l.exit_seen).unwrap_or(false);
+        let exit = self.live.lock().map(|l| l.stop.is_some()).unwrap_or(false);
         if exit || crate::event_loop::interrupted() {
             return Flow::Quit;
         }

@@ -174,40 +174,32 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
 
     prog.run(Which::End, &s, &g);
     sink.drain(&s, Some(prog));
-    let mut warnings = Vec::new();
-    if lost > 0 {
-        warnings.push(format!(
-            "WARNING: Kernel records lost (full perf ring of {pages} pages per CPU; raise PTAP_PERF_PAGES): {lost}"
-        ));
-    }
-    if runner.failed_reads() > 0 {
-        warnings.push(format!(
-            "WARNING: Reads of sampled processes that failed (the process had exited or the address was unmapped): {}",
-            runner.failed_reads()
-        ));
-    }
-    if opts.json {
-        let mut text = crate::json::unread_globals(meta, &g);
-        for w in &warnings {
-            text.push_str(&crate::json::warning(w));
-        }
-        text.push_str(&crate::json::summary(&g, s.dropped()));
-        let _ = std::io::Write::write_all(&mut sink.out, text.as_bytes());
-        let _ = std::io::Write::flush(&mut sink.out);
-    } else {
-        let unread = host::unread_globals(meta, &g);
-        let _ = std::io::Write::write_all(&mut sink.out, unread.as_bytes());
-        let _ = std::io::Write::flush(&mut sink.out);
-        eprint!("{}", host::summary(&g, &s));
-        for w in &warnings {
-            eprintln!("{w}");
-        }
-    }
+    let warnings = loss_warnings(lost, runner.failed_reads(), Some(pages));
+    sink.report_end(meta, &g, &s, &warnings);
     Ok(if host::errors(&g) > 0 || stop == Stop::TooManySkipped {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The warnings at the end of a session with system-wide probes: records
+/// the kernel lost to full rings (of `pages` pages, when known), reads of
+/// sampled processes that failed.
+pub(crate) fn loss_warnings(lost: u64, failed_reads: u64, pages: Option<usize>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if lost > 0 {
+        let ring = pages.map_or(String::new(), |n| format!(" of {n} pages"));
+        warnings.push(format!(
+            "WARNING: Kernel records lost (full perf ring{ring} per CPU; raise PTAP_PERF_PAGES): {lost}"
+        ));
+    }
+    if failed_reads > 0 {
+        warnings.push(format!(
+            "WARNING: Reads of sampled processes that failed (the process had exited or the address was unmapped): {failed_reads}"
+        ));
+    }
+    warnings
 }
 
 const FLUSH_EVERY: usize = 1024;
