@@ -81,7 +81,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
         Ok(s) => s,
         Err(d) => return diagnostics(&ptap_lang::diag::render(&sources, &d)),
     };
-    if opts.verbose > 0 {
+    if opts.target.verbose > 0 {
         eprintln!(
             "Pass 1: parsed {} ({} items) in {:.2?}",
             input.name,
@@ -104,7 +104,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
             ptap_lang::diag::render(&checked.sources, &checked.warnings)
         );
     }
-    if opts.verbose > 0 {
+    if opts.target.verbose > 0 {
         eprintln!(
             "Pass 2: analyzed: {} probe(s), {} function(s), {} global(s) in {:.2?}",
             checked.probes.len(),
@@ -118,12 +118,12 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
     }
 
     // The -c command: its executable gives `$name` their debug info.
-    let argv = match command_argv(opts.cmd.as_deref()) {
+    let argv = match command_argv(opts.target.cmd.as_deref()) {
         Ok(a) => a,
         Err(e) => return failed(&e),
     };
     // With -x, the running process's executable.
-    let exe = match opts.pid {
+    let exe = match opts.target.pid {
         Some(pid) => std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid))).ok(),
         None => argv.as_ref().and_then(|a| crate::run::resolve_exe(&a[0])),
     };
@@ -133,7 +133,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
             &[e.to_diagnostic()],
         ))
     };
-    ptap_compiler::codegen::dwarf_lines::set_verbose(opts.verbose > 0);
+    ptap_compiler::codegen::dwarf_lines::set_verbose(opts.target.verbose > 0);
     let t = Instant::now();
     if opts.pass == Some(3) {
         return match ptap_compiler::codegen::ir_text_for(&checked, exe.as_deref()) {
@@ -163,7 +163,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
         Ok(p) => p,
         Err(e) => return codegen_failed(e),
     };
-    if opts.verbose > 0 {
+    if opts.target.verbose > 0 {
         eprintln!(
             "Pass 3-4: compiled {} handler(s) to a {}-byte probe module in {:.2?}",
             prog.meta().probes.len(),
@@ -180,11 +180,11 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
         &prog,
         &crate::run::RunOpts {
             argv,
-            output: opts.output.as_deref(),
-            timeout: opts.timeout,
-            verbose: opts.verbose,
-            no_follow: opts.no_follow,
-            pid: opts.pid,
+            output: opts.target.output.as_deref(),
+            timeout: opts.target.timeout,
+            verbose: opts.target.verbose,
+            no_follow: opts.target.no_follow,
+            pid: opts.target.pid,
             serve: serve.as_ref(),
             json: opts.format == crate::OutputFormat::Json,
         },
@@ -223,7 +223,7 @@ fn output(opts: &ScriptOpts, text: &str) -> ExitCode {
 
 fn write_output(opts: &ScriptOpts, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    match &opts.output {
+    match &opts.target.output {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("cannot write `{}`", path.display()))
         }

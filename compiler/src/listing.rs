@@ -22,7 +22,7 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
         Ok(lines) => {
             let mut text = lines.join("\n");
             text.push('\n');
-            let written = match &opts.output {
+            let written = match &opts.target.output {
                 Some(path) => std::fs::write(path, text)
                     .with_context(|| format!("cannot write {}", path.display())),
                 None => std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
@@ -80,12 +80,12 @@ fn list(opts: &ScriptOpts) -> anyhow::Result<Vec<String>> {
         } if pattern.starts_with("sys_") => return Ok(syscall_pattern(kind, pattern, vars)),
         _ => {}
     }
-    let images = match (opts.pid, &opts.cmd, opts.rest.first()) {
+    let images = match (opts.target.pid, &opts.target.cmd, opts.rest.first()) {
         (Some(pid), _, _) => {
             if let Target::Line { .. } = &target {
                 let exe = std::fs::read_link(format!("{}/exe", crate::inject::proc_of(pid)))
                     .with_context(|| format!("cannot read /proc/{pid}/exe"))?;
-                return line_points(kind, raw, &target, &exe, vars, opts.verbose > 0);
+                return line_points(kind, raw, &target, &exe, vars, opts.target.verbose > 0);
             }
             Images::from_pid(pid)?
         }
@@ -95,13 +95,20 @@ fn list(opts: &ScriptOpts) -> anyhow::Result<Vec<String>> {
             let exe = crate::run::resolve_exe(argv0)
                 .with_context(|| format!("cannot find `{argv0}` (searched PATH)"))?;
             if let Target::Line { .. } = &target {
-                return line_points(kind, raw, &target, &exe, vars, opts.verbose > 0);
+                return line_points(kind, raw, &target, &exe, vars, opts.target.verbose > 0);
             }
             Images::load(&exe)?
         }
         (None, None, Some(path)) => {
             if let Target::Line { .. } = &target {
-                return line_points(kind, raw, &target, Path::new(path), vars, opts.verbose > 0);
+                return line_points(
+                    kind,
+                    raw,
+                    &target,
+                    Path::new(path),
+                    vars,
+                    opts.target.verbose > 0,
+                );
             }
             Images::load(Path::new(path))?
         }
@@ -142,7 +149,7 @@ fn list(opts: &ScriptOpts) -> anyhow::Result<Vec<String>> {
                         file: String::new(),
                         line: None,
                     };
-                    return line_points(kind, raw, &line, &exe, vars, opts.verbose > 0);
+                    return line_points(kind, raw, &line, &exe, vars, opts.target.verbose > 0);
                 }
             }
         }
@@ -187,7 +194,7 @@ fn list(opts: &ScriptOpts) -> anyhow::Result<Vec<String>> {
                 }
             }
         }
-        if opts.verbose > 0 {
+        if opts.target.verbose > 0 {
             line.push_str(&format!(
                 "  # {} [{}] at {:#x} in {}",
                 f.full, f.symbol, f.addr, f.label

@@ -69,10 +69,10 @@ pub enum Command {
     Man,
 }
 
-/// What a module session probes and where its output goes: the options
-/// `ptap run` and `ptap load` share (one definition, so that neither lacks
-/// one the other has).
-#[derive(Args, Debug)]
+/// What a session probes and where its output goes: the options a script,
+/// `ptap run` and `ptap load` share (one definition, so that none lacks one
+/// another has).
+#[derive(Args, Debug, Default)]
 pub struct TargetArgs {
     /// Run CMD (split like a shell would, without a shell) and probe it.
     #[arg(short = 'c', value_name = "CMD")]
@@ -87,15 +87,16 @@ pub struct TargetArgs {
     #[arg(short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
 
-    /// Stop after SECS seconds (the target is detached and goes on).
+    /// Stop after SECS seconds (a -c or -x target is detached and goes on).
     #[arg(short = 'T', value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<f64>,
 
-    /// Probe only the -c process itself (see `ptap --help`).
+    /// Probe only the -c process itself: the programs it execs do not load
+    /// the probes, and its forked children drop them.
     #[arg(long = "no-follow")]
     pub no_follow: bool,
 
-    /// Verbose: time the run and explain probe placement.
+    /// Verbose: time each pass and the arming, and explain probe placement.
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
@@ -135,14 +136,8 @@ pub struct ScriptOpts {
     #[arg(short = 'p', value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
     pub pass: Option<u8>,
 
-    /// Run CMD (split like a shell would, without a shell) and probe it.
-    #[arg(short = 'c', value_name = "CMD")]
-    pub cmd: Option<String>,
-
-    /// Attach to the running process PID instead of starting one (the runtime
-    /// is loaded into it with ptrace + dlopen; see docs/usage.md).
-    #[arg(short = 'x', value_name = "PID", conflicts_with = "cmd")]
-    pub pid: Option<i32>,
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// Set a limit or macro: MAXACTION, MAXSTRINGLEN, MAXMAPENTRIES, MAXERRORS, ...
     #[arg(short = 'D', value_name = "NAME=VAL")]
@@ -151,14 +146,6 @@ pub struct ScriptOpts {
     /// Guru mode: allow writing registers and target memory.
     #[arg(short = 'g')]
     pub guru: bool,
-
-    /// Verbose: time each pass and explain probe placement.
-    #[arg(short = 'v', action = clap::ArgAction::Count)]
-    pub verbose: u8,
-
-    /// Write output to FILE instead of stdout.
-    #[arg(short = 'o', value_name = "FILE")]
-    pub output: Option<std::path::PathBuf>,
 
     /// Output format: `text` (the default) or `json` (one JSON object per
     /// line for every record, error and summary; see docs/output.md).
@@ -186,15 +173,6 @@ pub struct ScriptOpts {
     /// Module name for -p4.
     #[arg(short = 'm', value_name = "NAME")]
     pub module: Option<String>,
-
-    /// Stop after SECS seconds.
-    #[arg(short = 'T', value_name = "SECS", value_parser = parse_secs)]
-    pub timeout: Option<f64>,
-
-    /// Probe only the -c process itself: the programs it execs do not load
-    /// the probes, and its forked children drop them.
-    #[arg(long = "no-follow")]
-    pub no_follow: bool,
 
     /// The script file (`-` for stdin) followed by script arguments ($1, @1, ...).
     /// With -e, every positional is a script argument. Options may follow the

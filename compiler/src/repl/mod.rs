@@ -185,18 +185,18 @@ fn run_inner(opts: &ScriptOpts) -> anyhow::Result<ExitCode> {
     if let Some(addr) = &opts.serve {
         crate::serve::check_addr(addr)?;
     }
-    if let Some(pid) = opts.pid {
+    if let Some(pid) = opts.target.pid {
         crate::inject::check_pid(pid)?;
     }
     let json = opts.format == crate::OutputFormat::Json;
-    let live = Live::new(mb, opts.pid, json)?;
+    let live = Live::new(mb, opts.target.pid, json)?;
     let lang = ptap_lang::Options {
         guru: opts.guru,
         args: Vec::new(),
         defines: opts.defines.clone(),
     };
     let book = Book::new(lang, live.area_size(), live.globals_start());
-    let file: Option<Box<dyn Write + Send>> = match &opts.output {
+    let file: Option<Box<dyn Write + Send>> = match &opts.target.output {
         Some(p) => Some(Box::new(
             std::fs::File::create(p).with_context(|| format!("{}", p.display()))?,
         )),
@@ -213,9 +213,9 @@ fn run_inner(opts: &ScriptOpts) -> anyhow::Result<ExitCode> {
         words: Arc::new(Mutex::new(Words::default())),
         images: None,
         exe: None,
-        verbose: opts.verbose,
-        no_follow: opts.no_follow,
-        timeout: opts.timeout,
+        verbose: opts.target.verbose,
+        no_follow: opts.target.no_follow,
+        timeout: opts.target.timeout,
         json,
         serve: None,
         had_target: false,
@@ -251,10 +251,10 @@ fn run_inner(opts: &ScriptOpts) -> anyhow::Result<ExitCode> {
     crate::event_loop::install_interrupt_handlers();
     let terminal = std::io::stdin().is_terminal();
     let echo = terminal.then(editor::QuietBetweenPrompts::new);
-    if let Some(cmd) = &opts.cmd {
+    if let Some(cmd) = &opts.target.cmd {
         repl.start_cmd(cmd)?;
     }
-    if let Some(pid) = opts.pid {
+    if let Some(pid) = opts.target.pid {
         repl.attach(pid)?;
     }
     repl.flush();

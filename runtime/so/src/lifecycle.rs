@@ -272,7 +272,11 @@ fn start(params: Params) {
         // below: no thread of ours outlives the constructor but the control
         // thread. Not for a C module, whose own code (constructors,
         // init_module) runs meanwhile and could fork with a table half built.
-        let warm = if m.ends_with(".o") { warm_tables() } else { None };
+        let warm = if m.ends_with(".o") {
+            warm_tables()
+        } else {
+            None
+        };
         let loaded = load_module(&m, role, injected, limit);
         if let Some(t) = warm {
             let _ = t.join();
