@@ -46,19 +46,3 @@ pub mod xol;
 mod sandbox;
 
 pub use error::ArchError;
-
-/// Build iced-x86's decoder and encoder tables now. Each is built on its first
-/// use (thousands of small allocations: ~0.3 ms for the decoder and ~0.15 ms for
-/// the encoder on the development machine), so a process that arms probes while
-/// it starts (every exec'd process of a followed tree) can have another thread
-/// do it while it reads its symbols. Idempotent; later callers wait for a build
-/// in progress.
-pub fn warm_tables() {
-    let mut d = iced_x86::Decoder::with_ip(64, &[0x90], 0, iced_x86::DecoderOptions::NONE);
-    let _ = d.decode();
-    if let Ok(i) =
-        iced_x86::Instruction::with2(iced_x86::Code::Mov_r64_imm64, iced_x86::Register::RAX, 1u64)
-    {
-        let _ = iced_x86::Encoder::new(64).encode(&i, 0);
-    }
-}

@@ -266,22 +266,7 @@ fn start(params: Params) {
     }
     if let Some(m) = module {
         let limit = modcall::init_timeout(params.get("PTAP_INIT_TIMEOUT"));
-        // A compiled script: the instruction decoder's and encoder's tables
-        // are built on another core while this thread loads the module and
-        // reads symbols (arming waits for them if they are not ready). Joined
-        // below: no thread of ours outlives the constructor but the control
-        // thread. Not for a C module, whose own code (constructors,
-        // init_module) runs meanwhile and could fork with a table half built.
-        let warm = if m.ends_with(".o") {
-            warm_tables()
-        } else {
-            None
-        };
-        let loaded = load_module(&m, role, injected, limit);
-        if let Some(t) = warm {
-            let _ = t.join();
-        }
-        if !loaded {
+        if !load_module(&m, role, injected, limit) {
             // Injected: the process runs on, with nothing registered.
             shutdown();
             return;
@@ -529,17 +514,6 @@ extern "C" fn fork_child() {
             ptap_rt_core::script::process_hooks::process_forked();
         }
     }
-}
-
-/// A short-lived thread running `ptap_arch::warm_tables` (None if it cannot
-/// be started: the tables are then built on first use, as before).
-fn warm_tables() -> Option<std::thread::JoinHandle<()>> {
-    let _quiet = Quiet::new(); // the target's signals are not for it
-    std::thread::Builder::new()
-        .name("ptap-warm".into())
-        .stack_size(512 * 1024) // the tables' builders recurse (more so unoptimized)
-        .spawn(ptap_arch::warm_tables)
-        .ok()
 }
 
 fn spawn_control_thread() {
