@@ -282,15 +282,8 @@ fn load_one(dir: &str, id: u32, slot: &Slot, g: &Globals, role: Role) -> Result<
     };
     let (a, skipped) =
         attach::attach_in(module, g.base(), session, role, extra).map_err(|e| e.to_string())?;
-    if !skipped.is_empty() && role == Role::Target {
-        let mut msg = String::new();
-        for e in &skipped {
-            msg.push_str(&format!(
-                "WARNING: {}: left out {} (the other matches are armed)\n",
-                e.point, e.reason
-            ));
-        }
-        crate::session::output::diag(msg.as_bytes());
+    if role == Role::Target {
+        modules::warn_left_out(&skipped);
     }
     Ok(a)
 }

@@ -70,16 +70,8 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
         }
         crate::session::output::diag(msg.as_bytes());
     }
-    if role == Role::Target && !skipped.is_empty() {
-        // Never silent: wildcard sites the probe layer refused.
-        let mut msg = String::new();
-        for e in &skipped {
-            msg.push_str(&format!(
-                "WARNING: {}: left out {} (the other matches are armed)\n",
-                e.point, e.reason
-            ));
-        }
-        crate::session::output::diag(msg.as_bytes());
+    if role == Role::Target {
+        warn_left_out(&skipped);
     }
     // Registered for the life of the process (crate::kprobes::register::unregister_all takes
     // them out); kept here for their miss counts.
@@ -89,6 +81,22 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
         std::mem::forget(a);
     }
     Ok(n)
+}
+
+/// Never silent: one warning a wildcard site the probe layer refused in the
+/// target (the other matches are armed).
+pub(super) fn warn_left_out(skipped: &[super::attach::AttachError]) {
+    if skipped.is_empty() {
+        return;
+    }
+    let mut msg = String::new();
+    for e in skipped {
+        msg.push_str(&format!(
+            "WARNING: {}: left out {} (the other matches are armed)\n",
+            e.point, e.reason
+        ));
+    }
+    crate::session::output::diag(msg.as_bytes());
 }
 
 /// Modules attached by [`attach_file_as`] in this process (never freed).
