@@ -30,8 +30,10 @@ use crate::hit::regs::regs_from;
 use crate::hit::regs::regs_to;
 use crate::hit::regs::set_greg;
 use crate::hit::regs::Uc;
+use crate::hit::site::find;
 use crate::hit::site::EntryKind;
 use crate::hit::site::Site;
+use crate::hit::site::SiteRef;
 use crate::hit::threads::{self, ThreadState, JPROBE_STACK};
 use crate::session::output;
 
@@ -100,21 +102,29 @@ unsafe fn run_displaced(
     }
 }
 
+/// An int3 at `addr` that is none of the runtime's fixed ones: one lookup
+/// in the site table, then a dispatch on the site's kind.
 unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc::siginfo_t) {
-    // SAFETY: ts is this thread's slot (`current()` in on_sigtrap).
+    // SAFETY: ts is this thread's slot (`current()` in on_sigtrap). Entered
+    // before the lookup: a probe site is live until we leave.
     unsafe { threads::enter(ts) };
-    let Some(site) = crate::hit::site::lookup(addr) else {
-        // SAFETY: as for `enter` above.
-        unsafe { threads::leave(ts) };
-        // Not ours (any more). If the byte was restored, re-run it.
-        // SAFETY: addr is the int3 that just executed: mapped.
-        if unsafe { core::ptr::read_volatile(addr as *const u8) } != 0xcc {
-            set_greg(uc, libc::REG_RIP, addr);
-        } else {
-            // SAFETY: forwarding the kernel's arguments.
-            unsafe { chain(SIGTRAP, info, uc, None) };
+    let site = match find(addr) {
+        Some(SiteRef::Probe(site)) => site,
+        Some(SiteRef::Syscall(stub)) => {
+            // SAFETY: as for `enter` above; stubs are never freed.
+            unsafe {
+                threads::leave(ts);
+                crate::hit::sigsys::hooks::redirect(uc, stub);
+            }
+            return;
         }
-        return;
+        None => {
+            // SAFETY: as for `enter` above.
+            unsafe { threads::leave(ts) };
+            // SAFETY: forwarding the kernel's arguments.
+            unsafe { not_ours(addr, info, uc) };
+            return;
+        }
     };
     HITS.fetch_add(1, Ordering::Relaxed);
     let mut regs = regs_from(uc);
@@ -381,17 +391,12 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
     if code == TRAP_TRACE && unsafe { crate::hit::jump::divert_trap(uc) } {
         return;
     }
-    // An int3 of a libc syscall site being moved out of libc (syscall probes).
-    // SAFETY: uc is the kernel's context for this SIGTRAP.
-    if code == SI_KERNEL && unsafe { crate::hit::sigsys::hooks::on_int3(uc) } {
-        return;
-    }
     let rip = greg(uc, libc::REG_RIP);
     let Some(ts) = threads::current() else {
         // No thread slot: cannot run handlers; execute the instruction as if
         // unprobed (count nothing: no probe known).
         // SAFETY: forwarding.
-        unsafe { no_slot_fallback(sig, info, uc, rip) };
+        unsafe { no_slot_fallback(sig, code, info, uc, rip) };
         return;
     };
     // SAFETY: ts is this thread's slot.
@@ -427,9 +432,25 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
     }
 }
 
-unsafe fn no_slot_fallback(sig: c_int, info: *mut libc::siginfo_t, uc: *mut Uc, rip: u64) {
+/// A trap of a thread without a slot: the same single lookup as
+/// [`on_int3`], no handler.
+unsafe fn no_slot_fallback(
+    sig: c_int,
+    code: i32,
+    info: *mut libc::siginfo_t,
+    uc: *mut Uc,
+    rip: u64,
+) {
     let addr = rip.wrapping_sub(1);
-    if let Some(site) = crate::hit::site::lookup(addr) {
+    let found = find(addr);
+    if let Some(SiteRef::Syscall(stub)) = found {
+        if code == SI_KERNEL {
+            // SAFETY: the kernel's context; stubs are never freed.
+            unsafe { crate::hit::sigsys::hooks::redirect(uc, stub) };
+            return;
+        }
+    }
+    if let Some(SiteRef::Probe(site)) = found {
         let mut regs = regs_from(uc);
         regs.ip = addr;
         match site.prep.kind {
@@ -442,6 +463,24 @@ unsafe fn no_slot_fallback(sig: c_int, info: *mut libc::siginfo_t, uc: *mut Uc, 
         regs_to(uc, &regs);
         return;
     }
+    if code == SI_KERNEL {
+        // SAFETY: forwarding the kernel's arguments.
+        unsafe { not_ours(addr, info, uc) };
+        return;
+    }
     // SAFETY: forwarding.
     unsafe { chain(sig, info, uc, None) };
+}
+
+/// An int3 at `addr` the table does not know (any more): if its byte was
+/// restored meanwhile (a site removed between the trap and this handler),
+/// re-run the instruction; otherwise it is the target's own.
+unsafe fn not_ours(addr: u64, info: *mut libc::siginfo_t, uc: *mut Uc) {
+    // SAFETY: addr is the int3 that just executed: mapped.
+    if unsafe { core::ptr::read_volatile(addr as *const u8) } != 0xcc {
+        set_greg(uc, libc::REG_RIP, addr);
+    } else {
+        // SAFETY: forwarding the kernel's arguments.
+        unsafe { chain(SIGTRAP, info, uc, None) };
+    }
 }
