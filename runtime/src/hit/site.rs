@@ -446,3 +446,52 @@ pub(crate) fn remember_slot(slot: u64, orig: u64) {
 pub fn post_int3(site: &Site) -> u64 {
     site.post_slot + site.prep.body_len as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static STUB: SyscallStub = SyscallStub {
+        trap: 0x10,
+        native: 0x20,
+        direct: 0x30,
+    };
+
+    /// Table semantics only: the probe site here is a dangling (aligned)
+    /// pointer that is never dereferenced, at addresses no code has.
+    #[test]
+    fn one_owner_per_address_and_removal_by_kind() {
+        let a = 0x7ee0_0000_1001;
+        let probe = NewSite::Probe(core::ptr::NonNull::<Site>::dangling().as_ptr());
+        assert_eq!(kind_at(a), None);
+        assert!(insert(a, NewSite::Syscall(&STUB)).is_ok());
+        assert_eq!(kind_at(a), Some(SiteKind::Syscall));
+        match find(a) {
+            Some(SiteRef::Syscall(s)) => {
+                assert_eq!((s.trap, s.native, s.direct), (0x10, 0x20, 0x30))
+            }
+            _ => panic!("the syscall site is found as one"),
+        }
+        assert!(lookup(a).is_none(), "not a probe site");
+        // The other kind is refused, and removing the other kind is a no-op.
+        assert_eq!(
+            insert(a, probe).err(),
+            Some(InsertError::Taken(SiteKind::Syscall))
+        );
+        remove(a, SiteKind::Probe);
+        assert_eq!(kind_at(a), Some(SiteKind::Syscall));
+        // Once removed, the address may change hands.
+        remove(a, SiteKind::Syscall);
+        assert!(find(a).is_none());
+        assert!(insert(a, probe).is_ok());
+        assert_eq!(find(a).map(|s| s.kind()), Some(SiteKind::Probe));
+        assert_eq!(
+            insert(a, NewSite::Syscall(&STUB)).err(),
+            Some(InsertError::Taken(SiteKind::Probe))
+        );
+        // A probe snapshot replaces a probe snapshot.
+        assert!(insert(a, probe).is_ok());
+        remove(a, SiteKind::Probe);
+        assert_eq!(kind_at(a), None);
+    }
+}
