@@ -30,10 +30,10 @@ use crate::hit::regs::regs_from;
 use crate::hit::regs::regs_to;
 use crate::hit::regs::set_greg;
 use crate::hit::regs::Uc;
-use crate::hit::site::find;
+use crate::hit::site::find_raw;
 use crate::hit::site::EntryKind;
+use crate::hit::site::Found;
 use crate::hit::site::Site;
-use crate::hit::site::SiteRef;
 use crate::hit::threads::{self, ThreadState, JPROBE_STACK};
 use crate::session::output;
 
@@ -102,29 +102,31 @@ unsafe fn run_displaced(
     }
 }
 
-/// An int3 at `addr` that is none of the runtime's fixed ones: one lookup
-/// in the site table, then a dispatch on the site's kind.
-unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc::siginfo_t) {
-    // SAFETY: ts is this thread's slot (`current()` in on_sigtrap). Entered
-    // before the lookup: a probe site is live until we leave.
+/// A probe int3 at `addr`, whose site the caller looked up once (`found`,
+/// not yet trusted: see `Found`).
+unsafe fn on_int3(
+    ts: *mut ThreadState,
+    addr: u64,
+    found: Option<Found>,
+    uc: *mut Uc,
+    info: *mut libc::siginfo_t,
+) {
+    // SAFETY: ts is this thread's slot (`current()` in on_sigtrap).
     unsafe { threads::enter(ts) };
-    let site = match find(addr) {
-        Some(SiteRef::Probe(site)) => site,
-        Some(SiteRef::Syscall(stub)) => {
-            // SAFETY: as for `enter` above; stubs are never freed.
-            unsafe {
-                threads::leave(ts);
-                crate::hit::sigsys::hooks::redirect(uc, stub);
-            }
-            return;
-        }
-        None => {
-            // SAFETY: as for `enter` above.
-            unsafe { threads::leave(ts) };
-            // SAFETY: forwarding the kernel's arguments.
-            unsafe { not_ours(addr, info, uc) };
-            return;
-        }
+    let Some(f) = found else {
+        // SAFETY: as for `enter` above.
+        unsafe { threads::leave(ts) };
+        // SAFETY: forwarding the kernel's arguments.
+        unsafe { not_ours(addr, info, uc) };
+        return;
+    };
+    let Some(site) = f.probe_if_current() else {
+        // SAFETY: as for `enter` above.
+        unsafe { threads::leave(ts) };
+        // Changed between the lookup and `enter` (a registration just now):
+        // run the instruction again, whatever is there by now.
+        set_greg(uc, libc::REG_RIP, addr);
+        return;
     };
     HITS.fetch_add(1, Ordering::Relaxed);
     let mut regs = regs_from(uc);
@@ -392,11 +394,29 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
         return;
     }
     let rip = greg(uc, libc::REG_RIP);
+    // Any int3 but the runtime's two fixed ones: one lookup in the site
+    // table, then a dispatch on the site's kind. A moved libc syscall site
+    // needs no thread slot (its stubs are never freed): the thread is sent
+    // on at once. A probe site is trusted only after `enter` (`on_int3`).
+    let int3_at = rip.wrapping_sub(1);
+    let found = if code == SI_KERNEL
+        && int3_at != int3_trampoline_addr()
+        && int3_at != ptap_rt_jprobe_return_int3 as *const () as u64
+    {
+        find_raw(int3_at)
+    } else {
+        None
+    };
+    if let Some(stub) = found.and_then(|f| f.syscall()) {
+        // SAFETY: uc is the kernel's context for this SIGTRAP.
+        unsafe { crate::hit::sigsys::hooks::redirect(uc, stub) };
+        return;
+    }
     let Some(ts) = threads::current() else {
         // No thread slot: cannot run handlers; execute the instruction as if
         // unprobed (count nothing: no probe known).
         // SAFETY: forwarding.
-        unsafe { no_slot_fallback(sig, code, info, uc, rip) };
+        unsafe { no_slot_fallback(sig, code, info, uc, rip, found) };
         return;
     };
     // SAFETY: ts is this thread's slot.
@@ -425,32 +445,33 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
                     return;
                 }
             }
-            on_int3(ts, addr, uc, info);
+            on_int3(ts, addr, found, uc, info);
             return;
         }
         chain(sig, info, uc, None);
     }
 }
 
-/// A trap of a thread without a slot: the same single lookup as
-/// [`on_int3`], no handler.
+/// A trap of a thread without a slot (`found`: the int3's lookup in
+/// on_sigtrap, a syscall site already handled there): no handler.
 unsafe fn no_slot_fallback(
     sig: c_int,
     code: i32,
     info: *mut libc::siginfo_t,
     uc: *mut Uc,
     rip: u64,
+    found: Option<Found>,
 ) {
     let addr = rip.wrapping_sub(1);
-    let found = find(addr);
-    if let Some(SiteRef::Syscall(stub)) = found {
-        if code == SI_KERNEL {
-            // SAFETY: the kernel's context; stubs are never freed.
-            unsafe { crate::hit::sigsys::hooks::redirect(uc, stub) };
-            return;
-        }
-    }
-    if let Some(SiteRef::Probe(site)) = found {
+    // Without a slot there is no grace-period section to enter: the site is
+    // used as found (a probe unregistered at this instant is the known
+    // window of this fallback).
+    let site = if code == SI_KERNEL {
+        found.and_then(|f| f.probe_if_current())
+    } else {
+        crate::hit::site::lookup(addr)
+    };
+    if let Some(site) = site {
         let mut regs = regs_from(uc);
         regs.ip = addr;
         match site.prep.kind {

@@ -5,7 +5,7 @@
 //! registration order) published by `kprobes::register`; a syscall site is
 //! a libc `syscall` site moved out of libc, published by
 //! `syscall::sites`. Both go through [`insert`] / [`remove`]; the SIGTRAP
-//! handler reads it with one [`find`]. Also the kretprobe instance records
+//! handler reads it with one [`find_raw`]. Also the kretprobe instance records
 //! and the slot -> original address map.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -213,7 +213,7 @@ pub struct SyscallStub {
 
 /// The kinds of site the one table holds: every int3 the runtime plants is
 /// one of them, so the SIGTRAP handler finds an int3's owner with exactly one
-/// [`find`] and dispatches on the kind.
+/// [`find_raw`] and dispatches on the kind.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SiteKind {
     /// Kprobes, jprobes and kretprobes at an address ([`Site`]).
@@ -305,10 +305,51 @@ pub fn lookups() -> u64 {
     LOOKUPS.load(Ordering::Relaxed)
 }
 
-/// The one read of the site table: which site, of which kind, is at
-/// `addr`? Lock-free (hit path). A [`SiteRef::Probe`] is live while the
-/// caller is inside `threads::enter`; a [`SiteRef::Syscall`] forever.
-pub fn find(addr: u64) -> Option<SiteRef> {
+/// A hit in the site table, before it is trusted: the slot and the tagged
+/// value found there. A syscall stub may be used at once (never freed); a
+/// probe site only once the caller has entered its grace-period section and
+/// [`Found::probe_if_current`] saw the same value again.
+#[derive(Clone, Copy)]
+pub struct Found {
+    index: usize,
+    value: usize,
+}
+
+impl Found {
+    pub fn kind(&self) -> SiteKind {
+        if self.value & SYSCALL_TAG != 0 {
+            SiteKind::Syscall
+        } else {
+            SiteKind::Probe
+        }
+    }
+
+    /// The stubs, if this is a syscall site.
+    pub fn syscall(&self) -> Option<&'static SyscallStub> {
+        // SAFETY: syscall stubs are never freed.
+        (self.kind() == SiteKind::Syscall)
+            .then(|| unsafe { &*((self.value & !SYSCALL_TAG) as *const SyscallStub) })
+    }
+
+    /// The probe site, if the slot still holds it: one load of the slot
+    /// found, not a second lookup. Called after `threads::enter`: then
+    /// either the unregistering thread's grace period waits for this one,
+    /// or this load sees its removal (both sides have a SeqCst fence
+    /// between their store and their load), and a probe site seen here
+    /// stays live until the caller leaves.
+    pub fn probe_if_current(&self) -> Option<&'static Site> {
+        if self.kind() != SiteKind::Probe || VALS[self.index].load(Ordering::Acquire) != self.value
+        {
+            return None;
+        }
+        // SAFETY: published and protected, as above.
+        Some(unsafe { &*(self.value as *const Site) })
+    }
+}
+
+/// The one read of the site table: what is at `addr`, not yet trusted
+/// (see [`Found`]). Lock-free (hit path).
+pub fn find_raw(addr: u64) -> Option<Found> {
     if COUNTING.load(Ordering::Relaxed) {
         LOOKUPS.fetch_add(1, Ordering::Relaxed);
     }
@@ -318,24 +359,25 @@ pub fn find(addr: u64) -> Option<SiteRef> {
         let key = KEYS[i].load(Ordering::Acquire);
         if key == addr {
             let v = VALS[i].load(Ordering::Acquire);
-            return if v == 0 {
-                None
-            } else if v & SYSCALL_TAG != 0 {
-                // SAFETY: syscall stubs are never freed.
-                Some(SiteRef::Syscall(unsafe {
-                    &*((v & !SYSCALL_TAG) as *const SyscallStub)
-                }))
-            } else {
-                // SAFETY: published sites live until a grace period after
-                // removal, and the caller is inside `threads::enter`.
-                Some(SiteRef::Probe(unsafe { &*(v as *const Site) }))
-            };
+            return (v != 0).then_some(Found { index: i, value: v });
         }
         if key == 0 {
             return None;
         }
     }
     None
+}
+
+/// Which site, of which kind, is at `addr`? For a caller already inside
+/// `threads::enter` (a [`SiteRef::Probe`] is live until it leaves; a
+/// [`SiteRef::Syscall`] forever). Lock-free (hit path).
+pub fn find(addr: u64) -> Option<SiteRef> {
+    let f = find_raw(addr)?;
+    Some(match f.syscall() {
+        Some(stub) => SiteRef::Syscall(stub),
+        // SAFETY: published, and the caller is inside `threads::enter`.
+        None => SiteRef::Probe(unsafe { &*(f.value as *const Site) }),
+    })
 }
 
 /// The probe site at `addr`, if that is what the table holds there (the
