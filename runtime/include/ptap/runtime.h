@@ -26,6 +26,11 @@ int ptap_pid(void);
 size_t ptap_execname(char *dst, size_t max);
 /* Probe hits and runtime SIGTRAPs in this process so far. */
 void ptap_rt_stats(unsigned long *hits, unsigned long *traps);
+/* For tests: count reads of the runtime's site table (on != 0 restarts the
+ * count at 0, 0 stops it); the count so far, and the int3 traps of libc
+ * system call sites moved out of libc for syscall probes. */
+void ptap_rt_site_count(int on);
+void ptap_rt_site_stats(unsigned long *lookups, unsigned long *syscall_int3);
 
 #ifdef __cplusplus
 }

@@ -30,7 +30,9 @@ use crate::hit::regs::regs_from;
 use crate::hit::regs::regs_to;
 use crate::hit::regs::set_greg;
 use crate::hit::regs::Uc;
+use crate::hit::site::find_raw;
 use crate::hit::site::EntryKind;
+use crate::hit::site::Found;
 use crate::hit::site::Site;
 use crate::hit::threads::{self, ThreadState, JPROBE_STACK};
 use crate::session::output;
@@ -100,20 +102,30 @@ unsafe fn run_displaced(
     }
 }
 
-unsafe fn on_int3(ts: *mut ThreadState, addr: u64, uc: *mut Uc, info: *mut libc::siginfo_t) {
+/// A probe int3 at `addr`, whose site the caller looked up once (`found`,
+/// not yet trusted: see `Found`).
+unsafe fn on_int3(
+    ts: *mut ThreadState,
+    addr: u64,
+    found: Option<Found>,
+    uc: *mut Uc,
+    info: *mut libc::siginfo_t,
+) {
     // SAFETY: ts is this thread's slot (`current()` in on_sigtrap).
     unsafe { threads::enter(ts) };
-    let Some(site) = crate::hit::site::lookup(addr) else {
+    let Some(f) = found else {
         // SAFETY: as for `enter` above.
         unsafe { threads::leave(ts) };
-        // Not ours (any more). If the byte was restored, re-run it.
-        // SAFETY: addr is the int3 that just executed: mapped.
-        if unsafe { core::ptr::read_volatile(addr as *const u8) } != 0xcc {
-            set_greg(uc, libc::REG_RIP, addr);
-        } else {
-            // SAFETY: forwarding the kernel's arguments.
-            unsafe { chain(SIGTRAP, info, uc, None) };
-        }
+        // SAFETY: forwarding the kernel's arguments.
+        unsafe { not_ours(addr, info, uc) };
+        return;
+    };
+    let Some(site) = f.probe_if_current() else {
+        // SAFETY: as for `enter` above.
+        unsafe { threads::leave(ts) };
+        // Changed between the lookup and `enter` (a registration just now):
+        // run the instruction again, whatever is there by now.
+        set_greg(uc, libc::REG_RIP, addr);
         return;
     };
     HITS.fetch_add(1, Ordering::Relaxed);
@@ -381,17 +393,30 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
     if code == TRAP_TRACE && unsafe { crate::hit::jump::divert_trap(uc) } {
         return;
     }
-    // An int3 of a libc syscall site being moved out of libc (syscall probes).
-    // SAFETY: uc is the kernel's context for this SIGTRAP.
-    if code == SI_KERNEL && unsafe { crate::hit::sigsys::hooks::on_int3(uc) } {
+    let rip = greg(uc, libc::REG_RIP);
+    // Any int3 but the runtime's two fixed ones: one lookup in the site
+    // table, then a dispatch on the site's kind. A moved libc syscall site
+    // needs no thread slot (its stubs are never freed): the thread is sent
+    // on at once. A probe site is trusted only after `enter` (`on_int3`).
+    let int3_at = rip.wrapping_sub(1);
+    let found = if code == SI_KERNEL
+        && int3_at != int3_trampoline_addr()
+        && int3_at != ptap_rt_jprobe_return_int3 as *const () as u64
+    {
+        find_raw(int3_at)
+    } else {
+        None
+    };
+    if let Some(stub) = found.and_then(|f| f.syscall()) {
+        // SAFETY: uc is the kernel's context for this SIGTRAP.
+        unsafe { crate::hit::sigsys::hooks::redirect(uc, stub) };
         return;
     }
-    let rip = greg(uc, libc::REG_RIP);
     let Some(ts) = threads::current() else {
         // No thread slot: cannot run handlers; execute the instruction as if
         // unprobed (count nothing: no probe known).
         // SAFETY: forwarding.
-        unsafe { no_slot_fallback(sig, info, uc, rip) };
+        unsafe { no_slot_fallback(sig, code, info, uc, rip, found) };
         return;
     };
     // SAFETY: ts is this thread's slot.
@@ -420,16 +445,33 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
                     return;
                 }
             }
-            on_int3(ts, addr, uc, info);
+            on_int3(ts, addr, found, uc, info);
             return;
         }
         chain(sig, info, uc, None);
     }
 }
 
-unsafe fn no_slot_fallback(sig: c_int, info: *mut libc::siginfo_t, uc: *mut Uc, rip: u64) {
+/// A trap of a thread without a slot (`found`: the int3's lookup in
+/// on_sigtrap, a syscall site already handled there): no handler.
+unsafe fn no_slot_fallback(
+    sig: c_int,
+    code: i32,
+    info: *mut libc::siginfo_t,
+    uc: *mut Uc,
+    rip: u64,
+    found: Option<Found>,
+) {
     let addr = rip.wrapping_sub(1);
-    if let Some(site) = crate::hit::site::lookup(addr) {
+    // Without a slot there is no grace-period section to enter: the site is
+    // used as found (a probe unregistered at this instant is the known
+    // window of this fallback).
+    let site = if code == SI_KERNEL {
+        found.and_then(|f| f.probe_if_current())
+    } else {
+        crate::hit::site::lookup(addr)
+    };
+    if let Some(site) = site {
         let mut regs = regs_from(uc);
         regs.ip = addr;
         match site.prep.kind {
@@ -442,6 +484,24 @@ unsafe fn no_slot_fallback(sig: c_int, info: *mut libc::siginfo_t, uc: *mut Uc, 
         regs_to(uc, &regs);
         return;
     }
+    if code == SI_KERNEL {
+        // SAFETY: forwarding the kernel's arguments.
+        unsafe { not_ours(addr, info, uc) };
+        return;
+    }
     // SAFETY: forwarding.
     unsafe { chain(sig, info, uc, None) };
+}
+
+/// An int3 at `addr` the table does not know (any more): if its byte was
+/// restored meanwhile (a site removed between the trap and this handler),
+/// re-run the instruction; otherwise it is the target's own.
+unsafe fn not_ours(addr: u64, info: *mut libc::siginfo_t, uc: *mut Uc) {
+    // SAFETY: addr is the int3 that just executed: mapped.
+    if unsafe { core::ptr::read_volatile(addr as *const u8) } != 0xcc {
+        set_greg(uc, libc::REG_RIP, addr);
+    } else {
+        // SAFETY: forwarding the kernel's arguments.
+        unsafe { chain(SIGTRAP, info, uc, None) };
+    }
 }

@@ -1,10 +1,14 @@
 //! The site table the hit path reads: a lock-free lookup in an
-//! open-addressed table of atomics keyed by address; a site is an immutable
-//! snapshot (address, displaced instruction, slot, probes in registration
-//! order), published by `kprobes::register`. Also the kretprobe instance
-//! records and the slot -> original address map.
+//! open-addressed table of atomics keyed by address, one table for every
+//! int3 the runtime owns. A site has a kind ([`SiteKind`]): a probe site is an
+//! immutable snapshot (address, displaced instruction, slot, probes in
+//! registration order) published by `kprobes::register`; a syscall site is
+//! a libc `syscall` site moved out of libc, published by
+//! `syscall::sites`. Both go through [`insert`] / [`remove`]; the SIGTRAP
+//! handler reads it with one [`find_raw`]. Also the kretprobe instance records
+//! and the slot -> original address map.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use ptap_arch::xol::{Prepared, SLOT_SIZE};
 
@@ -193,30 +197,169 @@ pub unsafe fn release(h: *mut InstHdr) {
 
 const SITE_CAP: usize = 1 << 16;
 
+/// Where a thread that traps on a moved libc `syscall` site goes (see
+/// `crate::syscall::sites`): a [`SiteKind::Syscall`] site of the table. Built
+/// by the control side, never freed (a late trap always finds valid code).
+pub struct SyscallStub {
+    /// The stub whose `syscall` runs outside libc (it traps: SIGSYS sees it).
+    pub trap: u64,
+    /// The stub that makes the call natively from libc (unseen numbers).
+    pub native: u64,
+    /// The stub that runs the probes' handlers without a second trap (0:
+    /// none). Patchable sites (a `mov` patched into a jump) have all three
+    /// equal to their trampoline.
+    pub direct: u64,
+}
+
+/// The kinds of site the one table holds: every int3 the runtime plants is
+/// one of them, so the SIGTRAP handler finds an int3's owner with exactly one
+/// [`find_raw`] and dispatches on the kind.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SiteKind {
+    /// Kprobes, jprobes and kretprobes at an address ([`Site`]).
+    Probe,
+    /// A libc syscall site moved out of libc ([`SyscallStub`]).
+    Syscall,
+}
+
+/// A published site, as the hit path sees it.
+#[derive(Clone, Copy)]
+pub enum SiteRef {
+    Probe(&'static Site),
+    Syscall(&'static SyscallStub),
+}
+
+impl SiteRef {
+    pub fn kind(&self) -> SiteKind {
+        match self {
+            SiteRef::Probe(_) => SiteKind::Probe,
+            SiteRef::Syscall(_) => SiteKind::Syscall,
+        }
+    }
+}
+
+/// What registration publishes ([`insert`]).
+#[derive(Clone, Copy)]
+pub enum NewSite {
+    Probe(*mut Site),
+    Syscall(*const SyscallStub),
+}
+
+impl NewSite {
+    fn kind(&self) -> SiteKind {
+        match self {
+            NewSite::Probe(_) => SiteKind::Probe,
+            NewSite::Syscall(_) => SiteKind::Syscall,
+        }
+    }
+    fn tagged(&self) -> usize {
+        match *self {
+            NewSite::Probe(p) => p as usize,
+            NewSite::Syscall(p) => p as usize | SYSCALL_TAG,
+        }
+    }
+}
+
+/// Why [`insert`] refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum InsertError {
+    /// The address holds a site of the other kind.
+    Taken(SiteKind),
+    /// The table is full.
+    Full,
+}
+
+/// Low bit of a value: a [`SyscallStub`] (both value types are 8-aligned).
+const SYSCALL_TAG: usize = 1;
+
+const _: () = assert!(core::mem::align_of::<Site>() > SYSCALL_TAG);
+const _: () = assert!(core::mem::align_of::<SyscallStub>() > SYSCALL_TAG);
+
 static KEYS: [AtomicU64; SITE_CAP] = [const { AtomicU64::new(0) }; SITE_CAP];
 
-static VALS: [AtomicPtr<Site>; SITE_CAP] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; SITE_CAP];
+/// Tagged pointers (see [`SYSCALL_TAG`]); 0: removed.
+static VALS: [AtomicUsize; SITE_CAP] = [const { AtomicUsize::new(0) }; SITE_CAP];
 
 fn h(addr: u64) -> usize {
     (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize % SITE_CAP
 }
 
-/// Lock-free lookup (hit path).
-pub fn lookup(addr: u64) -> Option<&'static Site> {
+/// Table reads, counted only while a test asks for it
+/// ([`count_lookups`]): a relaxed load of a flag nobody writes otherwise
+/// costs the jump path nothing measurable; a shared counter would.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+static LOOKUPS: AtomicU64 = AtomicU64::new(0);
+
+/// Start (true) or stop counting [`find`] calls; starting resets the count.
+/// For tests (`ptap_rt_site_stats`).
+pub fn count_lookups(on: bool) {
+    if on {
+        LOOKUPS.store(0, Ordering::Relaxed);
+    }
+    COUNTING.store(on, Ordering::Release);
+}
+
+/// Table reads since counting started.
+pub fn lookups() -> u64 {
+    LOOKUPS.load(Ordering::Relaxed)
+}
+
+/// A hit in the site table, before it is trusted: the slot and the tagged
+/// value found there. A syscall stub may be used at once (never freed); a
+/// probe site only once the caller has entered its grace-period section and
+/// [`Found::probe_if_current`] saw the same value again.
+#[derive(Clone, Copy)]
+pub struct Found {
+    index: usize,
+    value: usize,
+}
+
+impl Found {
+    pub fn kind(&self) -> SiteKind {
+        if self.value & SYSCALL_TAG != 0 {
+            SiteKind::Syscall
+        } else {
+            SiteKind::Probe
+        }
+    }
+
+    /// The stubs, if this is a syscall site.
+    pub fn syscall(&self) -> Option<&'static SyscallStub> {
+        // SAFETY: syscall stubs are never freed.
+        (self.kind() == SiteKind::Syscall)
+            .then(|| unsafe { &*((self.value & !SYSCALL_TAG) as *const SyscallStub) })
+    }
+
+    /// The probe site, if the slot still holds it: one load of the slot
+    /// found, not a second lookup. Called after `threads::enter`: then
+    /// either the unregistering thread's grace period waits for this one,
+    /// or this load sees its removal (both sides have a SeqCst fence
+    /// between their store and their load), and a probe site seen here
+    /// stays live until the caller leaves.
+    pub fn probe_if_current(&self) -> Option<&'static Site> {
+        if self.kind() != SiteKind::Probe || VALS[self.index].load(Ordering::Acquire) != self.value
+        {
+            return None;
+        }
+        // SAFETY: published and protected, as above.
+        Some(unsafe { &*(self.value as *const Site) })
+    }
+}
+
+/// The one read of the site table: what is at `addr`, not yet trusted
+/// (see [`Found`]). Lock-free (hit path).
+pub fn find_raw(addr: u64) -> Option<Found> {
+    if COUNTING.load(Ordering::Relaxed) {
+        LOOKUPS.fetch_add(1, Ordering::Relaxed);
+    }
     let s = h(addr);
     for k in 0..SITE_CAP {
         let i = (s + k) % SITE_CAP;
         let key = KEYS[i].load(Ordering::Acquire);
         if key == addr {
-            let p = VALS[i].load(Ordering::Acquire);
-            return if p.is_null() {
-                None
-            } else {
-                // SAFETY: published sites live until a grace period after
-                // removal, and the caller is inside `threads::enter`.
-                Some(unsafe { &*p })
-            };
+            let v = VALS[i].load(Ordering::Acquire);
+            return (v != 0).then_some(Found { index: i, value: v });
         }
         if key == 0 {
             return None;
@@ -225,21 +368,93 @@ pub fn lookup(addr: u64) -> Option<&'static Site> {
     None
 }
 
-/// Publish (or remove, with null) the site for `addr`. Registration lock held.
-pub(crate) fn publish(addr: u64, site: *mut Site) -> bool {
+/// Which site, of which kind, is at `addr`? For a caller already inside
+/// `threads::enter` (a [`SiteRef::Probe`] is live until it leaves; a
+/// [`SiteRef::Syscall`] forever). Lock-free (hit path).
+pub fn find(addr: u64) -> Option<SiteRef> {
+    let f = find_raw(addr)?;
+    Some(match f.syscall() {
+        Some(stub) => SiteRef::Syscall(stub),
+        // SAFETY: published, and the caller is inside `threads::enter`.
+        None => SiteRef::Probe(unsafe { &*(f.value as *const Site) }),
+    })
+}
+
+/// The probe site at `addr`, if that is what the table holds there (the
+/// jump path, fault attribution, backtraces, the control side).
+pub fn lookup(addr: u64) -> Option<&'static Site> {
+    match find(addr) {
+        Some(SiteRef::Probe(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// The one way in for both kinds: publish `site` at `addr`, replacing a site
+/// of the same kind (a new kprobe snapshot). Refused when the address holds
+/// a site of the other kind: one int3 has one owner. Callers serialise on
+/// their registration lock (the kprobe registry's, which the syscall side
+/// also holds while it patches).
+pub(crate) fn insert(addr: u64, site: NewSite) -> Result<(), InsertError> {
     let s = h(addr);
     for k in 0..SITE_CAP {
         let i = (s + k) % SITE_CAP;
         let key = KEYS[i].load(Ordering::Acquire);
         if key == addr || key == 0 {
-            if key == 0 {
+            if key == addr {
+                let cur = VALS[i].load(Ordering::Acquire);
+                let cur_kind = if cur & SYSCALL_TAG != 0 {
+                    SiteKind::Syscall
+                } else {
+                    SiteKind::Probe
+                };
+                if cur != 0 && cur_kind != site.kind() {
+                    return Err(InsertError::Taken(cur_kind));
+                }
+            } else {
                 KEYS[i].store(addr, Ordering::Release);
             }
-            VALS[i].store(site, Ordering::Release);
-            return true;
+            VALS[i].store(site.tagged(), Ordering::Release);
+            return Ok(());
         }
     }
-    false
+    Err(InsertError::Full)
+}
+
+/// Unpublish the site of `kind` at `addr` (a site of the other kind there
+/// stays). The key stays, with no value (open addressing).
+pub(crate) fn remove(addr: u64, kind: SiteKind) {
+    if let Some(i) = slot_of(addr) {
+        let cur = VALS[i].load(Ordering::Acquire);
+        let is_sys = cur & SYSCALL_TAG != 0;
+        if cur != 0 && is_sys == (kind == SiteKind::Syscall) {
+            VALS[i].store(0, Ordering::Release);
+        }
+    }
+}
+
+/// What kind of site holds `addr` now (control side: no counting).
+pub(crate) fn kind_at(addr: u64) -> Option<SiteKind> {
+    let v = VALS[slot_of(addr)?].load(Ordering::Acquire);
+    match v {
+        0 => None,
+        v if v & SYSCALL_TAG != 0 => Some(SiteKind::Syscall),
+        _ => Some(SiteKind::Probe),
+    }
+}
+
+fn slot_of(addr: u64) -> Option<usize> {
+    let s = h(addr);
+    for k in 0..SITE_CAP {
+        let i = (s + k) % SITE_CAP;
+        let key = KEYS[i].load(Ordering::Acquire);
+        if key == addr {
+            return Some(i);
+        }
+        if key == 0 {
+            return None;
+        }
+    }
+    None
 }
 
 const SLOTMAP_CAP: usize = 1 << 16;
@@ -272,4 +487,53 @@ pub(crate) fn remember_slot(slot: u64, orig: u64) {
 /// Address of the int3 in a post slot.
 pub fn post_int3(site: &Site) -> u64 {
     site.post_slot + site.prep.body_len as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static STUB: SyscallStub = SyscallStub {
+        trap: 0x10,
+        native: 0x20,
+        direct: 0x30,
+    };
+
+    /// Table semantics only: the probe site here is a dangling (aligned)
+    /// pointer that is never dereferenced, at addresses no code has.
+    #[test]
+    fn one_owner_per_address_and_removal_by_kind() {
+        let a = 0x7ee0_0000_1001;
+        let probe = NewSite::Probe(core::ptr::NonNull::<Site>::dangling().as_ptr());
+        assert_eq!(kind_at(a), None);
+        assert!(insert(a, NewSite::Syscall(&STUB)).is_ok());
+        assert_eq!(kind_at(a), Some(SiteKind::Syscall));
+        match find(a) {
+            Some(SiteRef::Syscall(s)) => {
+                assert_eq!((s.trap, s.native, s.direct), (0x10, 0x20, 0x30))
+            }
+            _ => panic!("the syscall site is found as one"),
+        }
+        assert!(lookup(a).is_none(), "not a probe site");
+        // The other kind is refused, and removing the other kind is a no-op.
+        assert_eq!(
+            insert(a, probe).err(),
+            Some(InsertError::Taken(SiteKind::Syscall))
+        );
+        remove(a, SiteKind::Probe);
+        assert_eq!(kind_at(a), Some(SiteKind::Syscall));
+        // Once removed, the address may change hands.
+        remove(a, SiteKind::Syscall);
+        assert!(find(a).is_none());
+        assert!(insert(a, probe).is_ok());
+        assert_eq!(find(a).map(|s| s.kind()), Some(SiteKind::Probe));
+        assert_eq!(
+            insert(a, NewSite::Syscall(&STUB)).err(),
+            Some(InsertError::Taken(SiteKind::Probe))
+        );
+        // A probe snapshot replaces a probe snapshot.
+        assert!(insert(a, probe).is_ok());
+        remove(a, SiteKind::Probe);
+        assert_eq!(kind_at(a), None);
+    }
 }

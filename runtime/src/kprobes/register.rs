@@ -18,14 +18,19 @@ use ptap_arch::ArchError;
 
 use crate::abi::*;
 use crate::base::sys;
+use crate::hit::site::insert;
+use crate::hit::site::kind_at;
 use crate::hit::site::public;
-use crate::hit::site::publish;
 use crate::hit::site::remember_slot;
+use crate::hit::site::remove;
 use crate::hit::site::Entry;
 use crate::hit::site::EntryKind;
 use crate::hit::site::FreeHead;
+use crate::hit::site::InsertError;
+use crate::hit::site::NewSite;
 use crate::hit::site::RetRec;
 use crate::hit::site::Site;
+use crate::hit::site::SiteKind;
 use crate::hit::site::INST_HDR;
 use crate::hit::threads;
 use crate::kprobes::codemem::alloc_slot;
@@ -325,7 +330,8 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
                 region_slot: if keep_opt { o.region_slot } else { 0 },
             }));
             reg.sites.insert(addr, ns);
-            publish(addr, ns);
+            // Cannot be refused: the table holds this address's probe site.
+            let _ = insert(addr, NewSite::Probe(ns));
             // SAFETY: kp is the user's struct.
             let enabled = unsafe { kprobe_flags(kp) } & KPROBE_FLAG_DISABLED == 0;
             if enabled && reg.disarmed.contains(&addr) && poke(reg, addr, &[0xcc]).is_ok() {
@@ -340,7 +346,14 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             unsafe { (*kp).addr = addr as *mut u8 };
             return Ok(Some(old));
         }
-        // Fresh site.
+        // Fresh site. One int3, one owner: the syscall side's site here (a
+        // libc `syscall` site moved out of libc while a syscall probe
+        // watches its number) is checked before anything is built. (The
+        // syscall side publishes under this same lock.)
+        if kind_at(addr) == Some(SiteKind::Syscall) {
+            set_last_error(taken_by_syscall(addr));
+            return Err(EBUSY);
+        }
         let mut region_slot = 0;
         let cfi_only = size & CFI_BOUNDS != 0;
         let size = size & !CFI_BOUNDS;
@@ -409,16 +422,22 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             probes: vec![entry],
             region_slot,
         }));
-        if !publish(addr, site) {
+        if let Err(e) = insert(addr, NewSite::Probe(site)) {
             // SAFETY: never published.
             drop(unsafe { Box::from_raw(site) });
-            return Err(ENOMEM);
+            return Err(match e {
+                InsertError::Taken(_) => {
+                    set_last_error(taken_by_syscall(addr));
+                    EBUSY
+                }
+                InsertError::Full => ENOMEM,
+            });
         }
         reg.sites.insert(addr, site);
         if crate::kprobes::optimize::in_batch() {
             reg.deferred_int3.push(addr);
         } else if let Err(e) = poke(reg, addr, &[0xcc]) {
-            publish(addr, core::ptr::null_mut());
+            remove(addr, SiteKind::Probe);
             reg.sites.remove(&addr);
             return Err(e);
         }
@@ -443,6 +462,14 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
         }
         Err(e) => -e,
     }
+}
+
+/// Why a kprobe at a moved libc syscall site is refused.
+fn taken_by_syscall(addr: u64) -> String {
+    format!(
+        "{addr:#x} is a libc system call site that a system call probe has moved out of \
+         libc (the int3 or jump there is the syscall probe's); probe another instruction"
+    )
 }
 
 /// Free an unpublished site after a grace period. When called from inside
@@ -502,7 +529,7 @@ pub fn unregister_entry(kp: *mut Kprobe) -> bool {
                 let _ = poke(reg, addr, &b);
                 sys::membarrier_sync_core();
             }
-            publish(addr, core::ptr::null_mut());
+            remove(addr, SiteKind::Probe);
         } else {
             let ns = Box::into_raw(Box::new(Site {
                 addr,
@@ -519,7 +546,8 @@ pub fn unregister_entry(kp: *mut Kprobe) -> bool {
                 probes,
             }));
             reg.sites.insert(addr, ns);
-            publish(addr, ns);
+            // Cannot be refused: the table holds this address's probe site.
+            let _ = insert(addr, NewSite::Probe(ns));
             // The probes left may all be disabled: disarm.
             // SAFETY: ns was just published; its probes are registered.
             let all_off = unsafe { &*ns }

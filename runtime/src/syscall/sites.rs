@@ -33,9 +33,13 @@
 //!
 //! Live patching follows the kprobes protocol: int3 on the first byte,
 //! membarrier SYNC_CORE, the jump's tail, membarrier, its head, membarrier
-//! (and the reverse to restore). A thread that hits the int3 meanwhile is sent
-//! to the trampoline by [`on_int3`]. Trampolines and stubs are never freed and
-//! their [`on_int3`] entries stay, so a late trap always finds valid code.
+//! (and the reverse to restore). The int3's address is a site of the one
+//! site table (`crate::hit::site`, kind `Syscall`) from before the int3 is
+//! written until after it is gone: a thread that hits it meanwhile is sent
+//! to the trampoline or a stub by the SIGTRAP handler
+//! (`crate::hit::sigsys::hooks::redirect`). Trampolines and stubs are never
+//! freed, so a thread still inside one always runs valid code. A kprobe at
+//! a moved site's int3 address is refused (one int3, one owner).
 //! Every patch is taken out when no probe is left and at shutdown: libc's
 //! bytes are pristine again after a detach.
 //!
@@ -52,7 +56,8 @@ use ptap_arch::syssites::{self, SysSite};
 use ptap_arch::trampoline;
 
 use crate::base::sys;
-use crate::hit::sigsys::hooks::{add_hook, NR_RT_SIGRETURN};
+use crate::hit::sigsys::hooks::NR_RT_SIGRETURN;
+use crate::hit::site::{insert, kind_at, remove, NewSite, SiteKind, SyscallStub};
 
 pub(crate) use crate::syscall::sigsys::hooks::exempt;
 use crate::syscall::sigsys::hooks::intercepted;
@@ -173,6 +178,10 @@ struct Site {
     s: SysSite,
     /// Patchable: the trampoline (0 = not built). int3 site: the trap stub.
     code: u64,
+    /// Where a thread trapping on the site's int3 goes: published in the
+    /// site table (kind `Syscall`, at [`key`]) while the site is moved.
+    /// Built with `code`, never freed.
+    stub: *const SyscallStub,
     /// The jump (patchable) or the int3 (other) is in place.
     on: bool,
     /// Original bytes of the mov (patchable sites).
@@ -183,6 +192,16 @@ struct Site {
 
 struct State {
     sites: Vec<Site>,
+}
+
+// SAFETY: `stub` points to a leaked, immutable SyscallStub (read by any
+// thread's hit path); the rest is plain data under the state's lock.
+unsafe impl Send for State {}
+
+/// The address of a site's int3 while it is being patched (or for good):
+/// the `mov` of a patchable site, the `syscall` of an int3 site.
+fn key(s: &SysSite) -> u64 {
+    s.patch.map_or(s.syscall, |p| p.0)
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -233,6 +252,7 @@ fn sync_locked(g: &mut Option<State>, m: &mut dyn crate::kprobes::codemem::CodeM
                 .map(|s| Site {
                     s,
                     code: 0,
+                    stub: core::ptr::null(),
                     on: false,
                     orig: [0; 5],
                     refused: false,
@@ -289,7 +309,7 @@ fn apply(
         }
     }
     // Patchable sites: int3 first, then tail, then head.
-    let kprobed = |a: u64, n: u64| (a..a + n).any(|x| crate::hit::site::lookup(x).is_some());
+    let kprobed = |a: u64, n: u64| (a..a + n).any(|x| kind_at(x) == Some(SiteKind::Probe));
     let mut on: Vec<usize> = Vec::new();
     let mut off: Vec<usize> = Vec::new();
     let mut int3_on: Vec<usize> = Vec::new();
@@ -317,6 +337,12 @@ fn apply(
         return;
     }
     let at = |i: usize| st.sites[i].s.patch.map_or(0, |p| p.0);
+    // Step 0: the sites being moved join the site table (kind Syscall)
+    // before their int3 can be hit. The kprobe registry's lock is held and
+    // none of these addresses holds a kprobe (checked above), so none is
+    // refused; one that were would stay in libc.
+    on.retain(|&i| publish(&st.sites[i]));
+    int3_on.retain(|&i| publish(&st.sites[i]));
     // Step 1: int3 on every mov to patch or restore, and on the int3 sites.
     for &i in on.iter().chain(off.iter()) {
         m.poke(at(i), &[0xcc]);
@@ -345,9 +371,9 @@ fn apply(
     }
     for &i in &off {
         let a = at(i);
-        // A kprobe registered on the mov since: its int3 stays (its saved
-        // byte is the original one).
-        if crate::hit::site::lookup(a).is_none() {
+        // A kprobe on the mov (none can be registered there while the site
+        // is moved: the table refuses it): its int3 stays.
+        if kind_at(a) != Some(SiteKind::Probe) {
             m.poke(a, &[st.sites[i].orig[0]]);
         }
     }
@@ -355,9 +381,28 @@ fn apply(
     for &i in on.iter().chain(int3_on.iter()) {
         st.sites[i].on = true;
     }
+    // Out of the table once their int3 is gone everywhere (the membarrier
+    // above): a trap taken before, whose handler finds nothing, sees the
+    // restored byte and re-runs the instruction (`hit::int3`).
     for &i in off.iter().chain(int3_off.iter()) {
         st.sites[i].on = false;
+        remove(key(&st.sites[i].s), SiteKind::Syscall);
     }
+}
+
+/// Put a site's stubs in the site table at its int3's address.
+fn publish(site: &Site) -> bool {
+    !site.stub.is_null() && insert(key(&site.s), NewSite::Syscall(site.stub)).is_ok()
+}
+
+/// The stubs of a built site, leaked: the table may hand them to a late
+/// trap at any time.
+fn leak_stub(trap: u64, native: u64, direct: u64) -> *const SyscallStub {
+    Box::leak(Box::new(SyscallStub {
+        trap,
+        native,
+        direct,
+    }))
 }
 
 fn jmp(from_end: u64, to: u64) -> Option<[u8; 4]> {
@@ -377,7 +422,7 @@ fn build(site: &mut Site, m: &mut dyn crate::kprobes::codemem::CodeMem) -> Optio
     let ret = site.s.syscall + 2;
     match site.s.patch {
         Some((at, _)) => {
-            if (at..ret).any(|x| crate::hit::site::lookup(x).is_some()) {
+            if (at..ret).any(|x| kind_at(x) == Some(SiteKind::Probe)) {
                 return None; // a kprobe's int3 would be copied
             }
             let prefix = site.s.prefix(text, start)?.to_vec();
@@ -419,9 +464,10 @@ fn build(site: &mut Site, m: &mut dyn crate::kprobes::codemem::CodeMem) -> Optio
             };
             // The jump written at the mov must reach the trampoline too.
             jmp(at + 5, code)?;
-            if !m.poke(code, &b) || !add_hook(at, code, code, code) {
+            if !m.poke(code, &b) {
                 return None;
             }
+            site.stub = leak_stub(code, code, code);
             Some(code)
         }
         None => {
@@ -464,10 +510,10 @@ fn build(site: &mut Site, m: &mut dyn crate::kprobes::codemem::CodeMem) -> Optio
             b.extend_from_slice(&[0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0, 0xe9]);
             b.extend_from_slice(&jmp(native + 24, ret)?);
             b.extend_from_slice(&sys::gadget().to_le_bytes());
-            if b.len() > 64 || !m.poke(code, &b) || !add_hook(site.s.syscall, code, native, direct)
-            {
+            if b.len() > 64 || !m.poke(code, &b) {
                 return None;
             }
+            site.stub = leak_stub(code, native, direct);
             Some(code)
         }
     }

@@ -136,3 +136,29 @@ pub unsafe extern "C" fn ptap_rt_stats(hits: *mut u64, traps: *mut u64) {
         }
     }
 }
+
+/// `void ptap_rt_site_count(int on)`: start (non-zero: the count restarts
+/// at 0) or stop counting reads of the runtime's site table (for tests: an
+/// int3 is dispatched with exactly one).
+#[no_mangle]
+pub extern "C" fn ptap_rt_site_count(on: core::ffi::c_int) {
+    ptap_rt_core::hit::site::count_lookups(on != 0);
+}
+
+/// Site-table reads counted so far, and int3 traps of moved libc system call
+/// sites sent on (for tests).
+/// # Safety
+/// `lookups` and `syscall_int3` must be NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn ptap_rt_site_stats(lookups: *mut u64, syscall_int3: *mut u64) {
+    use core::sync::atomic::Ordering;
+    // SAFETY: caller-provided out pointers (NULL allowed).
+    unsafe {
+        if !lookups.is_null() {
+            *lookups = ptap_rt_core::hit::site::lookups();
+        }
+        if !syscall_int3.is_null() {
+            *syscall_int3 = ptap_rt_core::hit::sigsys::hooks::INT3_HITS.load(Ordering::Relaxed);
+        }
+    }
+}

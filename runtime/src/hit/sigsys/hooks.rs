@@ -1,90 +1,31 @@
-//! The int3 hooks of moved libc syscall sites (see `crate::syscall::sites`):
-//! a thread that traps on one is sent on to the site's trampoline.
+//! Where a thread that traps on a moved libc syscall site goes (see
+//! `crate::syscall::sites`), and what the SIGSYS side and the sites share:
+//! libc's text as the exempt range and the numbers that must be seen.
+//!
+//! The int3s themselves are sites of the one site table
+//! ([`crate::hit::site`], kind `Syscall`): the SIGTRAP handler finds them
+//! with the same single lookup as a kprobe's and calls [`redirect`]. What
+//! stays here is not a lookup structure: the exempt range is the dispatch's
+//! (SIGSYS), and the number bitmaps are read by the SIGSYS handler, the
+//! direct stubs and [`redirect`].
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// int3 addresses we own → where the thread goes: (key, trap target, native
-/// target). Patchable sites: key = the mov, both targets = its trampoline.
-/// int3 sites: key = the syscall, the two stubs. Entries are never removed.
-const HOOK_CAP: usize = 4096;
+use crate::hit::site::SyscallStub;
 
-static HOOK_KEY: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
+/// int3 traps of moved syscall sites sent on so far (tests: `ptap_rt_site_stats`).
+pub static INT3_HITS: AtomicU64 = AtomicU64::new(0);
 
-static HOOK_TRAP: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
-
-static HOOK_NATIVE: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
-
-static HOOK_DIRECT: [AtomicU64; HOOK_CAP] = [const { AtomicU64::new(0) }; HOOK_CAP];
-
-fn hslot(addr: u64) -> usize {
-    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % HOOK_CAP
-}
-
-pub(crate) fn add_hook(key: u64, trap: u64, native: u64, direct: u64) -> bool {
-    let h = hslot(key);
-    for k in 0..HOOK_CAP {
-        let i = (h + k) % HOOK_CAP;
-        let cur = HOOK_KEY[i].load(Ordering::Acquire);
-        if cur == key {
-            return true;
-        }
-        if cur == 0 {
-            HOOK_TRAP[i].store(trap, Ordering::Relaxed);
-            HOOK_NATIVE[i].store(native, Ordering::Relaxed);
-            HOOK_DIRECT[i].store(direct, Ordering::Relaxed);
-            HOOK_KEY[i].store(key, Ordering::Release);
-            return true;
-        }
-    }
-    false
-}
-
-fn find_hook(key: u64) -> Option<(u64, u64, u64)> {
-    let h = hslot(key);
-    for k in 0..HOOK_CAP {
-        let i = (h + k) % HOOK_CAP;
-        let cur = HOOK_KEY[i].load(Ordering::Acquire);
-        if cur == key {
-            return Some((
-                HOOK_TRAP[i].load(Ordering::Relaxed),
-                HOOK_NATIVE[i].load(Ordering::Relaxed),
-                HOOK_DIRECT[i].load(Ordering::Relaxed),
-            ));
-        }
-        if cur == 0 {
-            return None;
-        }
-    }
-    None
-}
-
-/// SIGTRAP from an int3 at `rip - 1`: one of ours? Then the thread is sent
-/// on (see the module docs) and true is returned. Hit path (signal context):
-/// atomics only.
+/// SIGTRAP from the int3 of a moved syscall site whose stubs are `stub`:
+/// send the thread on. Hit path (signal context): atomics only.
 ///
 /// # Safety
 /// `uc` is the kernel's context of this SIGTRAP.
-pub unsafe fn on_int3(uc: *mut libc::ucontext_t) -> bool {
+pub unsafe fn redirect(uc: *mut libc::ucontext_t, stub: &SyscallStub) {
+    INT3_HITS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: the kernel-provided context.
-    let (rip, rax) = unsafe {
-        (
-            (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64,
-            (*uc).uc_mcontext.gregs[libc::REG_RAX as usize] as u64,
-        )
-    };
-    let addr = rip.wrapping_sub(1);
-    let Some((start, len)) = exempt() else {
-        return false;
-    };
-    if addr < start || addr >= start + len {
-        return false;
-    }
-    let Some((trap, native, direct)) = find_hook(addr) else {
-        return false;
-    };
-    if crate::hit::site::lookup(addr).is_some() {
-        return false; // a kprobe owns this int3 now
-    }
+    let rax = unsafe { (*uc).uc_mcontext.gregs[libc::REG_RAX as usize] as u64 };
+    let (trap, native, direct) = (stub.trap, stub.native, stub.direct);
     // rt_sigreturn must run at the unchanged rsp: never through the native
     // stub's call (the trap stub's SIGSYS makes it from the gadget); clone,
     // fork, exit only through the SIGSYS handler; other numbers that must be
@@ -103,7 +44,6 @@ pub unsafe fn on_int3(uc: *mut libc::ucontext_t) -> bool {
     };
     // SAFETY: as above.
     unsafe { (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = to as i64 };
-    true
 }
 
 /// Of these, the ones only the SIGSYS handler can make (children are armed
