@@ -1,8 +1,10 @@
-//! The control side of kprobes: registration ([`register`]), code memory
+//! The control side of kprobes: registration ([`register`], with the
+//! address checks of [`address`]), code memory
 //! and patching ([`codemem`]), jump optimization ([`optimize`], with its
 //! signal [`barrier`]). What the hit path reads is published into
 //! `crate::hit` (the site table, code ranges).
 
+pub mod address;
 pub mod barrier;
 pub mod codemem;
 pub mod optimize;

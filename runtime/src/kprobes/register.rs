@@ -33,6 +33,7 @@ use crate::hit::site::Site;
 use crate::hit::site::SiteKind;
 use crate::hit::site::INST_HDR;
 use crate::hit::threads;
+use crate::kprobes::address::{resolve, CFI_BOUNDS};
 use crate::kprobes::codemem::alloc_slot;
 use crate::kprobes::codemem::build_post_slot;
 use crate::kprobes::codemem::clean_code;
@@ -55,95 +56,6 @@ pub const ENOMEM: i32 = 12;
 pub const EBUSY: i32 = 16;
 
 pub const EIO: i32 = 5;
-
-/// Marks a function size taken from CFI bounds (see `resolve`).
-const CFI_BOUNDS: u64 = 1 << 63;
-
-/// Resolve the probe address of `kp` and validate it. Returns (addr, func
-/// start or 0, func size, end of the executable segment).
-fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
-    // SAFETY: kp points to the user's struct (checked non-null by the caller).
-    let (addr, sym, off) = unsafe { ((*kp).addr as u64, (*kp).symbol_name, (*kp).offset as u64) };
-    let (addr, mut func, mut size) = if addr == 0 {
-        if sym.is_null() {
-            return Err(EINVAL);
-        }
-        // SAFETY: user-supplied NUL-terminated name.
-        let name = unsafe { std::ffi::CStr::from_ptr(sym) }
-            .to_string_lossy()
-            .into_owned();
-        let f = crate::proc::symcache::lookup(&name).ok_or_else(|| {
-            set_last_error(format!("unknown symbol `{name}`"));
-            ENOENT
-        })?;
-        (f.addr + off, f.func, f.size)
-    } else {
-        if !sym.is_null() {
-            set_last_error("both addr and symbol_name are set".into());
-            return Err(EINVAL);
-        }
-        (addr, 0, 0)
-    };
-    let mut idx = symbols::get_or_build();
-    if symbols::executable(idx, addr).is_none() {
-        idx = symbols::build();
-    }
-    let obj = symbols::executable(idx, addr).ok_or_else(|| {
-        set_last_error(format!(
-            "{addr:#x} is not in the executable code of a loaded object"
-        ));
-        EINVAL
-    })?;
-    if obj.is_runtime {
-        set_last_error(format!("{addr:#x} is inside the ptap runtime itself"));
-        return Err(EINVAL);
-    }
-    let seg_end = obj
-        .exec
-        .iter()
-        .find(|&&(s, e)| addr >= s && addr < e)
-        .map(|r| r.1)
-        .unwrap_or(addr + 1);
-    if func == 0 {
-        if let Some((_, s)) = symbols::containing(idx, addr) {
-            if s.size > 0 && addr < s.addr + s.size {
-                func = s.addr;
-                size = s.size;
-            }
-        }
-    }
-    if func == 0 || size == 0 {
-        // No sized symbol (a stripped library's local function, an IFUNC
-        // implementation): the bounds of its CFI, for the boundary check.
-        // Not for jump optimization: hand-written assembly such as glibc's
-        // string functions has several entry points, and a sibling entry
-        // outside this FDE may jump into the bytes a jump would replace
-        // (measured: a jump-optimized memcpy implementation missed most
-        // of its calls). `resolve` marks such bounds with the high bit.
-        if let Some((s, e)) = crate::proc::eh_frame::fde_bounds(obj, addr) {
-            func = s;
-            size = (e - s) | CFI_BOUNDS;
-        }
-    }
-    if func != 0 && size > 0 && addr >= func + (size & !CFI_BOUNDS) {
-        set_last_error(format!(
-            "offset {:#x} is beyond the end of the function",
-            addr - func
-        ));
-        return Err(EINVAL);
-    }
-    let g = sys::gadget();
-    if addr >= g && addr < g + 3 {
-        // The `syscall; ret` every raw system call of the runtime goes
-        // through (see syscall/sites.rs): an int3 there would trap inside
-        // the runtime's own hit path.
-        set_last_error(format!(
-            "{addr:#x} is the runtime's own system call gadget and cannot be probed"
-        ));
-        return Err(EINVAL);
-    }
-    Ok((addr, func, size, seg_end))
-}
 
 fn arch_errno(e: ArchError) -> i32 {
     match e {
