@@ -635,3 +635,28 @@ fn maxskipped_stops_the_session_while_the_target_still_runs() {
     );
     assert_eq!(read(&bg.out), "end n>0=1\n", "{stderr}");
 }
+
+/// The runtime reads the symbols of every loaded object from its file while
+/// it arms probes; it must leave no mapping of those files behind (an extra
+/// mapping of the executable or libc in /proc/PID/maps is taken for the
+/// object by whatever reads the maps next: a second `ptap -x` placed its
+/// probes at the wrong address and killed the process).
+#[test]
+fn arming_probes_leaves_no_extra_mapping_of_a_loaded_object() {
+    let exe = target("maps_count");
+    let plain = Command::new(&exe).output().unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout).trim().to_string();
+    assert!(plain.starts_with("exe="), "{plain}");
+    let d = scratch("maps");
+    let out = d.join("out");
+    // Qualified and unqualified points: both read symbol tables.
+    let o = ptap_e(
+        "probe kprobe(work) { } probe kprobe(libc:malloc)? { }",
+        &exe,
+        &out,
+        &[],
+    );
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let probed = o.stdout.trim().to_string();
+    assert_eq!(probed, plain, "mappings under ptap vs alone; {o:?}");
+}

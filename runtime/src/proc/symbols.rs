@@ -14,8 +14,8 @@ use object::{Object, ObjectSymbol};
 pub struct Sym {
     pub addr: u64,
     pub size: u64,
-    /// In the object's file, mapped for the life of the process (see
-    /// `load_syms`): no copy per symbol.
+    /// In its object's block of names (see `load_syms`): no allocation per
+    /// symbol.
     pub name: &'static str,
     pub global: bool,
     pub ifunc: bool,
@@ -143,28 +143,40 @@ fn load_syms(path: &str, bias: u64) -> Vec<Sym> {
     let Ok(file) = std::fs::File::open(path) else {
         return Vec::new();
     };
-    // SAFETY: a read-only private mapping of a loaded object's file, kept for
-    // the life of the process (below). A file truncated under it would fault
+    // SAFETY: a read-only private mapping of a loaded object's file, dropped
+    // before this function returns. A file truncated under it would fault
     // (SIGBUS), but so would the process's own mapping of it: objects that are
     // loaded are not rewritten in place (a rebuild renames over them).
     let Ok(data) = (unsafe { memmap2::Mmap::map(&file) }) else {
         return Vec::new();
     };
-    // Kept mapped for the life of the process: the index's names point into
-    // it (copying each name cost an allocation per symbol, ~3,000 for libc,
-    // in every process of a followed tree). Indexes are never freed either;
-    // a rebuild (after dlopen) maps the files again.
-    let data: &'static [u8] = Box::leak(Box::new(data));
-    let Ok(file) = object::File::parse(data) else {
+    let Ok(file) = object::File::parse(&*data) else {
         return Vec::new();
     };
-    let syms: Vec<Sym> = function_symbols(&file)
-        .map(|f| Sym {
-            addr: bias + f.addr,
-            size: f.size,
-            name: f.name,
-            global: f.global,
-            ifunc: f.ifunc,
+    // The names are copied into one block per object (indexes are never
+    // freed): an allocation per name cost ~3,000 of them for libc in every
+    // process of a followed tree. Not kept in the file's mapping: a mapping
+    // left in place would show in /proc/PID/maps as a second copy of the
+    // object, at an address that is not where it is loaded.
+    let found: Vec<FuncSym<'_>> = function_symbols(&file).collect();
+    let mut block = String::with_capacity(found.iter().map(|f| f.name.len()).sum());
+    for f in &found {
+        block.push_str(f.name);
+    }
+    let block: &'static str = Box::leak(block.into_boxed_str());
+    let mut at = 0;
+    let syms: Vec<Sym> = found
+        .iter()
+        .map(|f| {
+            let name = &block[at..at + f.name.len()];
+            at += f.name.len();
+            Sym {
+                addr: bias + f.addr,
+                size: f.size,
+                name,
+                global: f.global,
+                ifunc: f.ifunc,
+            }
         })
         .collect();
     // By address, globals first, else in table order (.symtab before
