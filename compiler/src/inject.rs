@@ -58,16 +58,38 @@ pub fn mappings(pid: i32) -> anyhow::Result<Vec<Mapping>> {
         .collect())
 }
 
-/// The distinct mapped files of `pid`, each with its lowest address, in
-/// the order they appear.
+/// The distinct mapped files of `pid`, in the order they appear, each with
+/// the address where its loaded copy starts (see [`load_base`]).
 pub fn mapped_files(maps: &[Mapping]) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = Vec::new();
     for m in maps {
         if !out.iter().any(|(p, _)| *p == m.path) {
-            out.push((m.path.clone(), m.start - m.offset.min(m.start)));
+            out.push((m.path.clone(), load_base(maps, &m.path)));
         }
     }
     out
+}
+
+/// Where the loaded copy of `path` starts. A program may map a file again
+/// itself (a backtrace symbolizer reads its executable and libraries that
+/// way): one read-only mapping from offset 0, often below the loaded copy.
+/// The loaded copy is the run of mappings from an offset-0 mapping up to the
+/// next one that holds executable code; a file without code anywhere
+/// (locale archives, ...) gives its lowest mapping.
+fn load_base(maps: &[Mapping], path: &str) -> u64 {
+    let of: Vec<&Mapping> = maps.iter().filter(|m| m.path == path).collect();
+    let base = |m: &Mapping| m.start - m.offset.min(m.start);
+    let loaded = of.iter().enumerate().find(|(i, m)| {
+        m.offset == 0
+            && std::iter::once(**m)
+                .chain(of[i + 1..].iter().copied().take_while(|n| n.offset != 0))
+                .any(|n| n.exec())
+    });
+    match (loaded, of.first()) {
+        (Some((_, m)), _) => base(m),
+        (None, Some(m)) => base(m),
+        (None, None) => 0,
+    }
 }
 
 /// A path of the target's file as ptap can open it: through

@@ -704,3 +704,26 @@ fn masks_set_after_the_attach_never_block_the_trap_path() {
     assert_eq!(out, vec!["late calls counted: 1"], "{}", p.stderr());
     support::remove_snapshot(p.child.id());
 }
+
+/// A process that maps its own executable and libc a second time (read-only,
+/// below where they are loaded, as ELF readers do): ptap finds the loaded
+/// copies (the ones with code), calls the real dlopen, and probes.
+#[test]
+fn files_the_process_maps_again_do_not_mislead_the_attach() {
+    let d = scratch("remap");
+    let flag = d.join("flag");
+    let mut t = start_target("wait_file", &flag, &["remap"]);
+    let before = t.line();
+    assert!(before.starts_with("before="), "{before}: {}", t.stderr());
+    let prog = r#"global n, said
+        probe kprobe(work) { n++ }
+        probe timer.ms(10) { if (n >= 20 && !said) { said = 1; printf("ready\n") } }
+        probe end { printf("hits>=20: %d\n", n >= 20) }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    assert_eq!(p.line(), "ready", "{}", p.stderr());
+    p.interrupt();
+    assert_eq!(p.wait().code(), Some(0), "{}", p.stderr());
+    assert_eq!(p.rest(), vec!["hits>=20: 1".to_string()], "{}", p.stderr());
+    target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
+    support::remove_snapshot(p.child.id());
+}
