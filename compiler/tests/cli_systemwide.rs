@@ -25,7 +25,7 @@ fn copy_of(src: &std::path::Path, name: &str) -> PathBuf {
         .join(format!("{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     let p = d.join(name);
-    std::fs::copy(src, &p).unwrap();
+    support::copy_executable(src, &p);
     p
 }
 

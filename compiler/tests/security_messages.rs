@@ -105,7 +105,7 @@ fn another_ptap_attaching_is_named() {
     };
     let d = scratch("race");
     let fake = d.join("ptap");
-    std::fs::copy(&strace, &fake).unwrap();
+    support::copy_executable(&strace, &fake);
     let flag = d.join("flag");
     let mut t = Command::new(target("wait_file"))
         .arg(&flag)

@@ -358,3 +358,22 @@ pub fn remove_snapshot(ptap_pid: u32) {
         }
     }
 }
+
+/// Copy an executable that a test then runs. Through `cp`, not
+/// `std::fs::copy`: a file this process has open for writing is inherited
+/// by any child another test thread forks meanwhile, until that child
+/// execs, and running the copy in that window fails with ETXTBSY ("Text
+/// file busy").
+pub fn copy_executable(src: &Path, dst: &Path) {
+    let st = Command::new("cp")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cp: {e}"));
+    assert!(
+        st.success(),
+        "cp {} {} failed",
+        src.display(),
+        dst.display()
+    );
+}
