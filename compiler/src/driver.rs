@@ -176,18 +176,10 @@ pub fn run(opts: &ScriptOpts) -> ExitCode {
         plan: ptap_compiler::metrics::Plan::new(&checked, prog.meta(), &input.name),
     });
     crate::systemwide::filter::remember(&checked);
+    let json = opts.format == crate::OutputFormat::Json;
     run_program(
         &prog,
-        &crate::run::RunOpts {
-            argv,
-            output: opts.target.output.as_deref(),
-            timeout: opts.target.timeout,
-            verbose: opts.target.verbose,
-            no_follow: opts.target.no_follow,
-            pid: opts.target.pid,
-            serve: serve.as_ref(),
-            json: opts.format == crate::OutputFormat::Json,
-        },
+        &crate::run::RunOpts::new(&opts.target, argv, serve.as_ref(), json),
     )
 }
 
@@ -239,19 +231,13 @@ fn write_output(opts: &ScriptOpts, text: &str) -> anyhow::Result<()> {
 /// `ptap run NAME.o [-c CMD]`.
 pub fn run_module(opts: &crate::RunModuleOpts) -> ExitCode {
     match module_program(opts) {
-        Ok((prog, argv)) => run_program(
-            &prog,
-            &crate::run::RunOpts {
-                argv,
-                output: opts.target.output.as_deref(),
-                timeout: opts.target.timeout,
-                verbose: opts.target.verbose,
-                no_follow: opts.target.no_follow,
-                pid: opts.target.pid,
-                serve: None,
-                json: opts.format == crate::OutputFormat::Json,
-            },
-        ),
+        Ok((prog, argv)) => {
+            let json = opts.format == crate::OutputFormat::Json;
+            run_program(
+                &prog,
+                &crate::run::RunOpts::new(&opts.target, argv, None, json),
+            )
+        }
         Err(e) => failed(&e),
     }
 }

@@ -47,6 +47,28 @@ pub struct RunOpts<'a> {
     pub json: bool,
 }
 
+impl<'a> RunOpts<'a> {
+    /// The options of a session's target (`-c/-x/-o/-T/--no-follow/-v`, the
+    /// same for a script and `ptap run`) with the -c command split.
+    pub fn new(
+        target: &'a crate::TargetArgs,
+        argv: Option<Vec<String>>,
+        serve: Option<&'a crate::serve::ServeSpec>,
+        json: bool,
+    ) -> RunOpts<'a> {
+        RunOpts {
+            argv,
+            output: target.output.as_deref(),
+            timeout: target.timeout,
+            verbose: target.verbose,
+            no_follow: target.no_follow,
+            pid: target.pid,
+            serve,
+            json,
+        }
+    }
+}
+
 /// The -c command's executable, found like `execvp` would (for `$name`
 /// debug info and for error messages).
 pub fn resolve_exe(argv0: &str) -> Option<PathBuf> {

@@ -17,6 +17,14 @@ impl Debug {
         let t = self.ty(u, ty);
         // The object a pointer points to.
         let pointee = |place: &Place| Place::Mem(place.value(8, false), 0);
+        // A member of the struct at `off` (the pointee's, or the value's).
+        let member = |off: UnitOffset, m: &str| {
+            self.member(u, off, m)?.ok_or_else(|| DwarfError::NoMember {
+                shown: shown.into(),
+                ty: self.type_name(u, ty, 0),
+                member: m.into(),
+            })
+        };
         match (step, t) {
             (Step::Member(m), Ty::Ptr { to }) => {
                 let Ty::Struct { off, .. } = self.ty(u, to) else {
@@ -24,23 +32,11 @@ impl Debug {
                         shown: shown.into(),
                     });
                 };
-                let (moff, mty) = self
-                    .member(u, off, m)?
-                    .ok_or_else(|| DwarfError::NoMember {
-                        shown: shown.into(),
-                        ty: self.type_name(u, ty, 0),
-                        member: (*m).into(),
-                    })?;
+                let (moff, mty) = member(off, m)?;
                 Ok((shift(pointee(&place), moff), mty))
             }
             (Step::Member(m), Ty::Struct { off, .. }) => {
-                let (moff, mty) = self
-                    .member(u, off, m)?
-                    .ok_or_else(|| DwarfError::NoMember {
-                        shown: shown.into(),
-                        ty: self.type_name(u, ty, 0),
-                        member: (*m).into(),
-                    })?;
+                let (moff, mty) = member(off, m)?;
                 match place {
                     Place::Mem(..) => Ok((shift(place, moff), mty)),
                     Place::Value(_) => Err(DwarfError::StructInRegisters {
