@@ -37,6 +37,7 @@ pub mod decode;
 pub mod emulate;
 mod error;
 pub mod optprobe;
+mod prebuilt;
 pub mod regs;
 pub mod syssites;
 pub mod trampoline;

@@ -419,11 +419,11 @@ impl Asm {
     /// set without it: OF by an `add` that overflows exactly when OF was set, then SF,
     /// ZF, AF, PF and CF by `sahf`. Anything else (a handler's redirect sets TF) takes
     /// `popfq`.
-    fn restore_regs(&mut self) -> Result<(), ArchError> {
+    fn restore_regs(&mut self, lahf: bool) -> Result<(), ArchError> {
         const ARITH: i32 = 0x8d5; // CF PF AF ZF SF OF
         const NORMAL: i32 = 0x202; // IF and the always-one bit 1
         self.load(Register::RAX, offset::FLAGS)?;
-        if lahf_sahf() {
+        if lahf {
             let slow = 0x7fff_0000_0000_0001u64;
             let done = 0x7fff_0000_0000_0002u64;
             self.op(Instruction::with2(
@@ -588,18 +588,63 @@ pub fn optprobe_trampoline(
     h: Handler,
     v: VectorSave,
 ) -> Result<Vec<u8>, ArchError> {
-    let skip = RED_ZONE + FRAME;
-    let mut a = Asm(Vec::with_capacity(64));
-    a.lea_rsp(-skip)?;
-    a.save_regs(skip, region.addr)?;
-    a.call_handler(h, v)?;
-    a.restore_regs()?;
-    a.lea_rsp(skip)?;
-    let mut out = a.encode(at)?;
+    let mut out = body(Stub::Probe, region.addr, h, v)?;
     let tail_at = at.wrapping_add(out.len() as u64);
     let tail = crate::optprobe::relocate_region(code, region, tail_at, 8 * 16)?;
     out.extend_from_slice(&tail.bytes);
     Ok(out)
+}
+
+/// The two stub bodies every trampoline is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stub {
+    /// Skip the red zone, save, call, restore, unskip (probe and system call
+    /// trampolines; the relocated instructions or the jump back follow).
+    Probe,
+    /// The kretprobe return stub, ending in `jmp *regs.ip`.
+    Return,
+}
+
+/// A stub body with `ip`, `h.func` and `h.data` in place. Position-independent
+/// (the same bytes wherever it is written). Taken from [`crate::prebuilt`] when
+/// the mode is there: iced-x86's encoder builds its tables on first use, ~0.5 ms
+/// and ~700 KB of heap in every process (measured: a followed exec paid it for
+/// its first trampoline); otherwise encoded here.
+pub fn body(stub: Stub, ip: u64, h: Handler, v: VectorSave) -> Result<Vec<u8>, ArchError> {
+    let lahf = lahf_sahf();
+    if let Some(p) = crate::prebuilt::find(stub, v, lahf) {
+        return Ok(p.fill(ip, h));
+    }
+    encode_body(stub, ip, h, v, lahf)
+}
+
+/// [`body`] by iced-x86's encoder (what the prebuilt table is generated from).
+pub(crate) fn encode_body(
+    stub: Stub,
+    ip: u64,
+    h: Handler,
+    v: VectorSave,
+    lahf: bool,
+) -> Result<Vec<u8>, ArchError> {
+    let mut a = Asm(Vec::with_capacity(64));
+    let skip = match stub {
+        Stub::Probe => RED_ZONE + FRAME,
+        // the callee's dead frame is free: no red zone to skip
+        Stub::Return => FRAME,
+    };
+    a.lea_rsp(-skip)?;
+    a.save_regs(skip, ip)?;
+    a.call_handler(h, v)?;
+    a.restore_regs(lahf)?;
+    a.lea_rsp(skip)?;
+    if stub == Stub::Return {
+        let ip_below = FRAME - offset::IP as i64; // 48
+        a.op(Instruction::with1(
+            Code::Jmp_rm64,
+            m(Register::RSP, -ip_below),
+        ))?;
+    }
+    a.encode(0)
 }
 
 /// The kretprobe return trampoline, to live at `at`: a probed function's return address
@@ -615,18 +660,7 @@ pub fn optprobe_trampoline(
 ///                                the kernel never overwrites when delivering a signal
 /// ```
 pub fn return_trampoline(at: u64, h: Handler, v: VectorSave) -> Result<Vec<u8>, ArchError> {
-    let mut a = Asm(Vec::with_capacity(64));
-    a.lea_rsp(-FRAME)?;
-    a.save_regs(FRAME, at)?;
-    a.call_handler(h, v)?;
-    a.restore_regs()?;
-    a.lea_rsp(FRAME)?;
-    let ip_below = FRAME - offset::IP as i64; // 48
-    a.op(Instruction::with1(
-        Code::Jmp_rm64,
-        m(Register::RSP, -ip_below),
-    ))?;
-    a.encode(at)
+    body(Stub::Return, at, h, v)
 }
 
 /// A moved system call site's trampoline, to live at `at` (see the runtime's
@@ -651,16 +685,8 @@ pub fn syscall_trampoline(
     h: Handler,
     v: VectorSave,
 ) -> Result<Vec<u8>, ArchError> {
-    let skip = RED_ZONE + FRAME;
-    let mut a = Asm(Vec::with_capacity(64));
-    a.lea_rsp(-skip)?;
-    a.save_regs(skip, resume.wrapping_sub(2))?;
-    a.call_handler(h, v)?;
-    a.restore_regs()?;
-    a.lea_rsp(skip)?;
-    let body_at = at.wrapping_add(prefix.len() as u64);
     let mut out = prefix.to_vec();
-    out.extend_from_slice(&a.encode(body_at)?);
+    out.extend_from_slice(&body(Stub::Probe, resume.wrapping_sub(2), h, v)?);
     let j = jmp_rel32(at.wrapping_add(out.len() as u64), resume)?;
     out.extend_from_slice(&j);
     Ok(out)
