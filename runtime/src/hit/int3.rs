@@ -136,15 +136,7 @@ unsafe fn on_int3(
         recover_abandoned(ts, regs.sp);
         if (*ts).in_handler != 0 {
             // The Kprobes reentrancy rule: no handler runs, count a miss.
-            for e in &site.probes {
-                if e.is_dead() {
-                    continue;
-                }
-                match e.kind {
-                    EntryKind::R(rec) => kretprobe_missed((*rec).rp),
-                    _ => kprobe_missed(e.kp),
-                }
-            }
+            threads::count_misses(ts, site);
             (*ts).in_handler += 1; // balanced by run_displaced
             run_displaced_nested(ts, site, regs, uc);
             return;

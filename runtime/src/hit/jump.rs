@@ -428,15 +428,7 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
             crate::hit::int3::recover_abandoned(ts, regs.sp);
         }
         if (*ts).in_handler != 0 {
-            for e in &site.probes {
-                if e.is_dead() {
-                    continue;
-                }
-                match e.kind {
-                    EntryKind::R(rec) => kretprobe_missed((*rec).rp),
-                    _ => kprobe_missed(e.kp),
-                }
-            }
+            threads::count_misses(ts, site);
             leave(ts);
             return;
         }

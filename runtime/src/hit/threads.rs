@@ -81,6 +81,71 @@ pub struct ThreadState {
     /// Signals that arrived during a jump-path hit, re-queued and blocked
     /// until it ends (bit `sig - 1`).
     pub deferred: u64,
+    /// Depth of the runtime's own work on this thread ([`OwnWork`]).
+    pub own_work: u32,
+}
+
+/// Hits that ran no handler because their thread was doing the runtime's
+/// own work (all threads; `ptap -v` reports them).
+pub static OWN_WORK_HITS: AtomicU64 = AtomicU64::new(0);
+
+/// The runtime's own work on this thread (registering and unregistering
+/// probes): while it lasts, probes this thread hits (a probe on `malloc`
+/// when the registry allocates) run no handler, as Linux's kprobes skip
+/// probes hit by the kprobes core. They are not the target's misses either:
+/// they are counted in [`OWN_WORK_HITS`], not in the probes' `nmissed`.
+pub struct OwnWork(Option<*mut ThreadState>);
+
+impl OwnWork {
+    pub fn start() -> OwnWork {
+        let ts = current();
+        if let Some(ts) = ts {
+            // SAFETY: this thread's slot; only this thread writes these.
+            unsafe {
+                (*ts).own_work += 1;
+                (*ts).in_handler += 1;
+            }
+        }
+        OwnWork(ts)
+    }
+}
+
+impl Drop for OwnWork {
+    fn drop(&mut self) {
+        if let Some(ts) = self.0 {
+            // SAFETY: as in start; the slot stays ours while the thread lives.
+            unsafe {
+                (*ts).own_work = (*ts).own_work.saturating_sub(1);
+                (*ts).in_handler = (*ts).in_handler.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// A hit on `ts` that runs no handler (reentrancy): count it against its
+/// probes, or as the runtime's own when it happened during [`OwnWork`].
+///
+/// # Safety
+/// `ts` is this thread's slot; the probes of `site` are live.
+pub(crate) unsafe fn count_misses(ts: *mut ThreadState, site: &crate::hit::site::Site) {
+    use crate::abi::{kprobe_missed, kretprobe_missed};
+    use crate::hit::site::EntryKind;
+    // SAFETY: contract.
+    unsafe {
+        if (*ts).own_work != 0 {
+            OWN_WORK_HITS.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        for e in &site.probes {
+            if e.is_dead() {
+                continue;
+            }
+            match e.kind {
+                EntryKind::R(rec) => kretprobe_missed((*rec).rp),
+                _ => kprobe_missed(e.kp),
+            }
+        }
+    }
 }
 
 /// The table, mapped once by [`init`]; null before.
@@ -205,6 +270,7 @@ unsafe fn reset(ts: *mut ThreadState) {
         (*ts).cur_regs = 0;
         (*ts).defer = 0;
         (*ts).deferred = 0;
+        (*ts).own_work = 0;
     }
 }
 

@@ -33,6 +33,7 @@ use crate::hit::site::Site;
 use crate::hit::site::SiteKind;
 use crate::hit::site::INST_HDR;
 use crate::hit::threads;
+use crate::hit::threads::OwnWork;
 use crate::kprobes::address::{resolve, CFI_BOUNDS};
 use crate::kprobes::codemem::alloc_slot;
 use crate::kprobes::codemem::build_post_slot;
@@ -112,6 +113,7 @@ pub unsafe fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
     if kp.is_null() {
         return -EINVAL;
     }
+    let _own = OwnWork::start();
     set_last_error(String::new());
     let r = register_entry_inner(kp, kind);
     if !crate::kprobes::optimize::in_batch() {
@@ -419,6 +421,7 @@ pub fn unregister_entry(kp: *mut Kprobe) -> bool {
     if kp.is_null() {
         return false;
     }
+    let _own = OwnWork::start();
     let old = with_reg(|reg| {
         let addr = reg.by_kp.remove(&(kp as usize))?;
         let old = reg.sites.remove(&addr)?;
@@ -623,6 +626,7 @@ pub unsafe fn register_ret(rp: *mut Kretprobe) -> i32 {
     if rp.is_null() {
         return -EINVAL;
     }
+    let _own = OwnWork::start();
     // A live struct: refuse before touching it (its nmissed) or allocating.
     // (register_entry checks again under the registry lock.)
     // SAFETY: caller contract; kp is the first field.
@@ -700,6 +704,7 @@ pub unsafe fn unregister_ret(rp: *mut Kretprobe) {
     if rp.is_null() {
         return;
     }
+    let _own = OwnWork::start();
     if let Some(rec) = with_reg(|reg| reg.rets.remove(&(rp as usize))) {
         // SAFETY: records are never freed.
         unsafe { (*rec).alive.store(false, Ordering::Release) };

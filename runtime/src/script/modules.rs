@@ -59,6 +59,12 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
                 ""
             }
         );
+        let own = crate::hit::threads::OWN_WORK_HITS.load(Ordering::Relaxed);
+        if own > 0 {
+            msg.push_str(&format!(
+                "ptap: pid {pid}: {own} hit(s) while ptap armed probes ran no handler (ptap's own calls, not the target's)\n"
+            ));
+        }
         if !skipped.is_empty() && role == Role::Other {
             msg.push_str(&format!(
                 "ptap: pid {pid}: {} point(s) not armed here (an exec'ed process, not the target):\n",
