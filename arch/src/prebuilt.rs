@@ -50,6 +50,8 @@ include!("prebuilt_table.rs");
 const MODES: &[VectorSave] = &[
     VectorSave::None,
     VectorSave::Xmm,
+    VectorSave::Sse { mxcsr: false },
+    VectorSave::Sse { mxcsr: true },
     VectorSave::Wide {
         n: 16,
         zmm: false,

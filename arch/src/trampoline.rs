@@ -58,6 +58,12 @@ pub enum VectorSave {
     /// after it. Enough when nothing the handler runs touches other vector state (see
     /// docs/optprobes.md for the argument). Needs AVX.
     Wide { n: u8, zmm: bool, mxcsr: bool },
+    /// xmm0–xmm15 (movups) and MXCSR when `mxcsr`, without `vzeroupper`: the
+    /// handler runs with the target's upper halves in place. Enough when every
+    /// instruction the handler runs is legacy SSE (which never writes bits 128
+    /// and up; see docs/optprobes.md), and cheap only where legacy SSE after
+    /// AVX costs nothing ([`sse_after_avx_is_cheap`]).
+    Sse { mxcsr: bool },
     /// Everything enabled in XCR0, with `xsave64`/`xrstor64` into a buffer of `size`
     /// bytes (CPUID.(EAX=0DH,ECX=0):EBX; see [`xsave_size`]); `vzeroupper` follows the
     /// save where AVX is enabled.
@@ -71,6 +77,8 @@ impl VectorSave {
         match self {
             VectorSave::None => (-16, 0),
             VectorSave::Xmm => (-16, 256),
+            // one more 16-byte slot for MXCSR keeps the alignment
+            VectorSave::Sse { mxcsr } => (-16, if mxcsr { 272 } else { 256 }),
             VectorSave::Ymm => (-32, 512),
             VectorSave::Wide { n, zmm, .. } => {
                 let w = if zmm { 64 } else { 32 };
@@ -84,7 +92,7 @@ impl VectorSave {
     /// Bytes between two saved registers (0: no per-register layout, XSAVE).
     pub fn stride(self) -> u64 {
         match self {
-            VectorSave::Xmm => 16,
+            VectorSave::Xmm | VectorSave::Sse { .. } => 16,
             VectorSave::Ymm => 32,
             VectorSave::Wide { zmm, .. } => {
                 if zmm {
@@ -165,6 +173,113 @@ fn cpu() -> CpuFacts {
         | f.xsave_size.unwrap_or(0) as u64;
     STATE.store(packed, Ordering::Release);
     f
+}
+
+/// Does a legacy-SSE instruction cost nothing extra right after an AVX
+/// instruction left the upper halves in use (the state a target thread may be
+/// in at a probe)? Measured once per process, at registration, by timing a
+/// VEX.256 write followed by one SSE instruction, with and without
+/// `vzeroupper` between them (a few microseconds; more only on CPUs that do
+/// pay a penalty). On those (some CPUs pay ~100 ns per hit for the AVX→SSE
+/// state transition) trampolines keep [`VectorSave::Wide`], whose
+/// `vzeroupper` avoids it; elsewhere [`VectorSave::Sse`] saves less state.
+/// `PTAP_SSE_SAVE=0` or `=1` overrides the measurement.
+pub fn sse_after_avx_is_cheap() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static CHEAP: AtomicU8 = AtomicU8::new(2); // 2 = not measured yet
+    match CHEAP.load(Ordering::Relaxed) {
+        0 => return false,
+        1 => return true,
+        _ => {}
+    }
+    let forced = std::env::var("PTAP_SSE_SAVE").ok();
+    let cheap = match forced.as_deref() {
+        Some("0") => false,
+        Some("1") => avx_enabled(),
+        _ => avx_enabled() && transition_penalty_ticks() < PENALTY_TICKS,
+    };
+    CHEAP.store(cheap as u8, Ordering::Relaxed);
+    cheap
+}
+
+/// Extra TSC ticks per SSE-after-AVX step above which the penalty counts
+/// (~3 ns at 3 GHz; CPUs with the penalty measure hundreds).
+const PENALTY_TICKS: u64 = 10;
+
+/// The best of a few runs of [`transition_loop`] with dirty upper halves,
+/// minus the best with `vzeroupper`, per step, in TSC ticks (0 if negative).
+pub(crate) fn transition_penalty_ticks() -> u64 {
+    const STEPS: u64 = 64;
+    let best = |clean: bool| {
+        (0..5)
+            .map(|_| transition_loop(STEPS, clean))
+            .min()
+            .unwrap_or(0)
+    };
+    let (dirty, clean) = (best(false), best(true));
+    dirty.saturating_sub(clean) / STEPS
+}
+
+/// TSC ticks for `n` steps of: a VEX.256 write of ymm15, optionally
+/// `vzeroupper`, then one legacy-SSE instruction. Needs AVX (checked by the
+/// caller).
+fn transition_loop(n: u64, clean: bool) -> u64 {
+    let (lo0, hi0, lo1, hi1): (u32, u32, u32, u32);
+    // SAFETY: AVX is enabled (caller); the asm clobbers only xmm14/xmm15 (as
+    // declared) and leaves the upper halves clean (vzeroupper at the end).
+    unsafe {
+        if clean {
+            core::arch::asm!(
+                "lfence",
+                "rdtsc",
+                "mov {lo0:e}, eax",
+                "mov {hi0:e}, edx",
+                "2:",
+                "vinsertf128 ymm15, ymm15, xmm15, 1",
+                "vzeroupper",
+                "addps xmm14, xmm14",
+                "dec {n}",
+                "jnz 2b",
+                "lfence",
+                "rdtsc",
+                "vzeroupper",
+                n = inout(reg) n => _,
+                lo0 = out(reg) lo0,
+                hi0 = out(reg) hi0,
+                out("eax") lo1,
+                out("edx") hi1,
+                out("xmm14") _,
+                out("xmm15") _,
+                options(nostack),
+            );
+        } else {
+            core::arch::asm!(
+                "lfence",
+                "rdtsc",
+                "mov {lo0:e}, eax",
+                "mov {hi0:e}, edx",
+                "2:",
+                "vinsertf128 ymm15, ymm15, xmm15, 1",
+                "addps xmm14, xmm14",
+                "dec {n}",
+                "jnz 2b",
+                "lfence",
+                "rdtsc",
+                "vzeroupper",
+                n = inout(reg) n => _,
+                lo0 = out(reg) lo0,
+                hi0 = out(reg) hi0,
+                out("eax") lo1,
+                out("edx") hi1,
+                out("xmm14") _,
+                out("xmm15") _,
+                options(nostack),
+            );
+        }
+    }
+    let t0 = (hi0 as u64) << 32 | lo0 as u64;
+    let t1 = (hi1 as u64) << 32 | lo1 as u64;
+    t1.wrapping_sub(t0)
 }
 
 /// Did the OS enable AVX state (XCR0 bits 1 and 2)? Then `vzeroupper` is valid.
@@ -289,6 +404,15 @@ impl Asm {
                     self.op(Instruction::with2(Code::Movups_xmmm128_xmm, mem, xmm(k)))?;
                 }
             }
+            VectorSave::Sse { mxcsr } => {
+                for k in 0..16 {
+                    let mem = m(Register::RSP, stride * k as i64);
+                    self.op(Instruction::with2(Code::Movups_xmmm128_xmm, mem, xmm(k)))?;
+                }
+                if mxcsr {
+                    self.op(Instruction::with1(Code::Stmxcsr_m32, m(Register::RSP, 256)))?;
+                }
+            }
             VectorSave::Ymm => {
                 for k in 0..16 {
                     let mem = m(Register::RSP, stride * k as i64);
@@ -348,6 +472,15 @@ impl Asm {
         match v {
             VectorSave::None => {}
             VectorSave::Xmm => {
+                for k in 0..16 {
+                    let mem = m(Register::RSP, stride * k as i64);
+                    self.op(Instruction::with2(Code::Movups_xmm_xmmm128, xmm(k), mem))?;
+                }
+            }
+            VectorSave::Sse { mxcsr } => {
+                if mxcsr {
+                    self.op(Instruction::with1(Code::Ldmxcsr_m32, m(Register::RSP, 256)))?;
+                }
                 for k in 0..16 {
                     let mem = m(Register::RSP, stride * k as i64);
                     self.op(Instruction::with2(Code::Movups_xmm_xmmm128, xmm(k), mem))?;

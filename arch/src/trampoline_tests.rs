@@ -384,6 +384,17 @@ fn optprobe_trampoline_cost() {
             true,
         ));
         modes.push(("ymm+vzeroupper, SSE handler", wide(16, false, true), true));
+        modes.push((
+            "sse (xmm0-15+MXCSR, no vzeroupper)",
+            VectorSave::Sse { mxcsr: true },
+            false,
+        ));
+        modes.push(("sse, SSE handler", VectorSave::Sse { mxcsr: true }, true));
+        eprintln!(
+            "sse_after_avx penalty_ticks={} cheap={}",
+            transition_penalty_ticks(),
+            sse_after_avx_is_cheap()
+        );
     } else {
         eprintln!("no AVX here: only none/xmm/xsave are measured");
     }
@@ -649,6 +660,33 @@ fn wide_save_keeps_every_register_a_known_handler_can_change() {
         );
         assert_eq!((probed.r9, probed.r10), (plain.r9, plain.r10));
     }
+}
+
+#[test]
+fn sse_save_keeps_every_register_a_known_handler_can_change() {
+    if !avx_enabled() {
+        eprintln!("skipped: this CPU (or OS) has no AVX: the Sse save is not used here");
+        return;
+    }
+    let avx512 = avx512_enabled();
+    if !avx512 {
+        eprintln!("no AVX-512 here: zmm upper halves, zmm16 and k1 are not checked");
+    }
+    // Only the low halves are saved, and no vzeroupper runs: legacy SSE in the
+    // handler leaves bits 128 and up of every register as the program left them.
+    let (plain, probed, hits) = run_wide(VectorSave::Sse { mxcsr: true }, avx512);
+    assert_eq!(hits, 1);
+    assert_eq!(plain.cx, 0x0123_4567_89ab_cdef, "the program works");
+    assert_eq!(
+        probed, plain,
+        "ymm/zmm upper halves, zmm16, k1 and MXCSR survive a handler that uses SSE"
+    );
+    let (plain, probed, _) = run_wide(VectorSave::Sse { mxcsr: false }, avx512);
+    assert_ne!(
+        probed.r11 & 1,
+        plain.r11 & 1,
+        "without its save the invalid-operation flag leaks"
+    );
 }
 
 #[test]

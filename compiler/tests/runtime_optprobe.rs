@@ -283,3 +283,40 @@ fn values_callers_keep_in_vector_registers_survive_entry_and_return_handlers() {
         assert_eq!(out.get("ret_hits"), 50 + wide, "{out:?}");
     }
 }
+
+/// The same callers under compiled-script probes (kprobe and kretprobes on
+/// `pair_of`, a kretprobe on `wide_of`), whose handlers run the runtime's
+/// SSE code (string formatting, map updates). With `PTAP_SSE_SAVE=1` the
+/// trampolines and the return stub save only xmm0-15 and leave the upper
+/// halves to the handlers' legacy SSE (where the CPU has AVX); with `=0`
+/// they keep the wide save. The callers' sums must not change either way.
+#[test]
+fn values_callers_keep_survive_compiled_script_handlers_with_either_save() {
+    let plain = std::process::Command::new(target("ret_vec"))
+        .arg("50")
+        .output()
+        .expect("run ret_vec");
+    let want = String::from_utf8_lossy(&plain.stdout).into_owned();
+    let wide = if want.contains("wide=skip") { 0 } else { 50 };
+    let prog = "global n, r, s, t, w
+        probe kprobe(pair_of) { n++; s[sprintf(\"k%d-%s\", n % 7, \"pair\")] += 1 }
+        probe kretprobe(pair_of) { r++; t[sprintf(\"r%d\", r % 5)] <<< r }
+        probe kretprobe(wide_of) { w++ }
+        probe end { printf(\"entries=%d rets=%d wides=%d\\n\", n, r, w) }";
+    for save in ["1", "0"] {
+        let mut cmd = ptap();
+        cmd.env("PTAP_SSE_SAVE", save)
+            .args(["-v", "-e", prog, "-c"])
+            .arg(format!("{} 50", target("ret_vec")));
+        let out = run_cmd(cmd, std::time::Duration::from_secs(60));
+        assert_eq!(out.code, Some(0), "PTAP_SSE_SAVE={save}: {out:?}");
+        assert!(
+            out.stdout.contains(&want),
+            "PTAP_SSE_SAVE={save}: want {want:?}: {out:?}"
+        );
+        assert_eq!(out.get("entries"), 50, "{out:?}");
+        assert_eq!(out.get("rets"), 50, "{out:?}");
+        assert_eq!(out.get("wides"), wide, "{out:?}");
+        assert!(out.stderr.contains("jump-optimized"), "{out:?}");
+    }
+}

@@ -154,6 +154,22 @@ pub fn trampoline_addr() -> u64 {
     }
 }
 
+/// Where a hijacked return address points for a kretprobe whose return
+/// handler is compiled-script code (`known`) or not.
+pub fn trampoline_addr_for(known: bool) -> u64 {
+    let k = crate::hit::jump::known_ret_stub();
+    if known && k != 0 {
+        k
+    } else {
+        trampoline_addr()
+    }
+}
+
+/// Is `a` one of the addresses hijacked return addresses point to?
+pub fn is_ret_trampoline(a: u64) -> bool {
+    a == trampoline_addr() || (a != 0 && a == crate::hit::jump::known_ret_stub())
+}
+
 /// The int3 kretprobe trampoline (trap path).
 pub fn int3_trampoline_addr() -> u64 {
     ptap_rt_kretprobe_trampoline as *const () as u64

@@ -119,7 +119,7 @@ pub unsafe fn dump_regs(ts: Option<*mut ThreadState>, regs: &crate::abi::PtRegs,
         symbols::symbolize(ip, b);
         b.push(b'\n');
     };
-    let tramp = crate::hit::asm::trampoline_addr();
+    let is_tramp = crate::hit::asm::is_ret_trampoline;
     let mut f = Frame::from_ptregs(regs);
     if !skip_first {
         line(&mut b, f.ip(), false);
@@ -128,7 +128,7 @@ pub unsafe fn dump_regs(ts: Option<*mut ThreadState>, regs: &crate::abi::PtRegs,
     for i in 0..MAX_FRAMES {
         match step(idx, &f, i == 0) {
             Ok(mut n) => {
-                if n.ip() == tramp {
+                if is_tramp(n.ip()) {
                     // SAFETY: ts is this thread's slot (contract).
                     match unsafe { unhijack(ts, n.ra_slot) } {
                         Some(real) => n.regs[16] = real,
@@ -198,15 +198,16 @@ unsafe fn scan(ts: Option<*mut ThreadState>, idx: &symbols::Index, sp: u64, cont
     let mut words = [0u64; SCAN_WORDS];
     let n = read_stack(sp, &mut words);
     let tramp = crate::hit::asm::trampoline_addr();
+    let is_tramp = crate::hit::asm::is_ret_trampoline;
     let mut frames = 0;
     for (i, &w) in words.iter().take(n).enumerate() {
         let mut v = w;
-        if v == tramp {
+        if is_tramp(v) {
             // A hijacked return address: the instance for this stack slot has the real one.
             // SAFETY: ts is this thread's slot (contract).
             v = unsafe { unhijack(ts, sp + 8 * i as u64) }.unwrap_or(tramp);
         }
-        if v == tramp || !after_call(idx, v) {
+        if is_tramp(v) || !after_call(idx, v) {
             continue;
         }
         b.extend(b" [<");

@@ -7,7 +7,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::abi::*;
 use crate::base::sys;
 use crate::hit::asm::guarded;
-use crate::hit::asm::trampoline_addr;
 use crate::hit::site::InstHdr;
 use crate::hit::site::Site;
 use crate::hit::threads::ThreadState;
@@ -147,7 +146,8 @@ pub(crate) fn altstack() -> Option<(u64, u64)> {
 /// `ts` is this thread's slot; `sp` the stack pointer at a function entry.
 pub(crate) unsafe fn reap_at_entry(ts: *mut ThreadState, sp: u64) {
     // SAFETY: `sp` points at the entered function's return address slot.
-    let tail_call = unsafe { core::ptr::read(sp as *const u64) } == trampoline_addr();
+    let tail_call =
+        crate::hit::asm::is_ret_trampoline(unsafe { core::ptr::read(sp as *const u64) });
     // SAFETY: forwarded contract.
     unsafe { reap_below(ts, sp, !tail_call) };
 }
@@ -233,7 +233,10 @@ pub(crate) unsafe fn kret_entry(
                 }
             }
         }
-        core::ptr::write(regs.sp as *mut u64, trampoline_addr());
+        core::ptr::write(
+            regs.sp as *mut u64,
+            crate::hit::asm::trampoline_addr_for(rec.known_ret),
+        );
         (*h).next = (*ts).kret_head;
         (*ts).kret_head = h as usize;
     }

@@ -205,7 +205,7 @@ pub(crate) static ENTRY_VMODE: AtomicU64 = AtomicU64::new(0);
 pub(crate) fn vmode_code(vs: VectorSave) -> u64 {
     let kind = match vs {
         VectorSave::None => 0,
-        VectorSave::Xmm => 1,
+        VectorSave::Xmm | VectorSave::Sse { .. } => 1,
         VectorSave::Ymm | VectorSave::Wide { zmm: false, .. } => 2,
         VectorSave::Xsave { .. } => 3,
         VectorSave::Wide { zmm: true, .. } => 4,
@@ -566,4 +566,13 @@ pub(crate) static RET_STUB: AtomicU64 = AtomicU64::new(0);
 
 pub fn ret_stub() -> u64 {
     RET_STUB.load(Ordering::Acquire)
+}
+
+/// The return stub for kretprobes whose return handler is compiled-script
+/// code (a lighter vector save; 0 when not built: then [`ret_stub`] serves
+/// them too). Stored before [`RET_STUB`].
+pub(crate) static KNOWN_RET_STUB: AtomicU64 = AtomicU64::new(0);
+
+pub fn known_ret_stub() -> u64 {
+    KNOWN_RET_STUB.load(Ordering::Acquire)
 }

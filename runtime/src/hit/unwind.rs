@@ -94,7 +94,7 @@ unsafe fn unhook(h: *mut InstHdr) {
             return;
         }
         let slot = (*h).sp as *mut u64;
-        if core::ptr::read(slot) == crate::hit::asm::trampoline_addr() {
+        if crate::hit::asm::is_ret_trampoline(core::ptr::read(slot)) {
             core::ptr::write(slot, (*crate::hit::site::public(h)).ret_addr as u64);
         }
         (*h).in_use.store(INST_UNHOOKED, Ordering::Relaxed);
@@ -110,7 +110,6 @@ pub unsafe fn settle(ts: *mut ThreadState, sp: u64) {
     // SAFETY: caller contract; instances are never freed.
     unsafe {
         (*ts).in_handler += 1;
-        let tramp = crate::hit::asm::trampoline_addr();
         let mut link: *mut usize = core::ptr::addr_of_mut!((*ts).kret_head);
         while *link != 0 {
             let h = *link as *mut InstHdr;
@@ -121,7 +120,11 @@ pub unsafe fn settle(ts: *mut ThreadState, sp: u64) {
             if state == INST_UNHOOKED && !dead {
                 let ret = (*crate::hit::site::public(h)).ret_addr as u64;
                 if core::ptr::read(slot as *const u64) == ret {
-                    core::ptr::write(slot as *mut u64, tramp);
+                    let known = (*(*h).rec).known_ret;
+                    core::ptr::write(
+                        slot as *mut u64,
+                        crate::hit::asm::trampoline_addr_for(known),
+                    );
                     (*h).in_use.store(INST_HOOKED, Ordering::Relaxed);
                     link = core::ptr::addr_of_mut!((*h).next);
                     continue;

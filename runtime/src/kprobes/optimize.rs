@@ -46,7 +46,7 @@ use crate::hit::jump::ret_hit;
 use crate::hit::jump::ret_stub;
 use crate::hit::jump::vmode_code;
 use crate::hit::jump::ENTRY_VMODE;
-use crate::hit::jump::RET_STUB;
+use crate::hit::jump::{KNOWN_RET_STUB, RET_STUB};
 use crate::hit::ranges::add_range;
 use crate::hit::threads::{self};
 use crate::kprobes::barrier::barrier;
@@ -98,6 +98,12 @@ fn vector_save(at_entry: bool, known_handlers: bool) -> VectorSave {
     }
     let avx = trampoline::avx_enabled();
     let zmm = trampoline::avx512_enabled();
+    // Handlers whose every instruction is legacy SSE never write bits 128
+    // and up: the low halves (and MXCSR away from an entry) are enough, and
+    // where SSE after AVX costs nothing that is cheaper than the wide save.
+    if known_handlers && avx && trampoline::sse_after_avx_is_cheap() {
+        return VectorSave::Sse { mxcsr: !at_entry };
+    }
     match (at_entry, avx) {
         // All sixteen, not only the argument registers: GCC's -fipa-ra
         // (on at -O2) lets a caller keep values in any register a callee
@@ -116,6 +122,11 @@ fn vector_save(at_entry: bool, known_handlers: bool) -> VectorSave {
         },
         _ => xsave(),
     }
+}
+
+/// A save that is enough only for handlers ptap knows (see [`vector_save`]).
+fn needs_known(vs: VectorSave) -> bool {
+    matches!(vs, VectorSave::Sse { .. })
 }
 
 /// Build the return stub once (registration time, first kretprobe). It is
@@ -140,18 +151,37 @@ pub fn ensure_ret_stub() {
         func: ret_hit as *const () as u64,
         data: 0,
     };
-    let Ok(code) = trampoline::return_trampoline(at, h, vector_save(true, true)) else {
+    let Ok(code) = trampoline::return_trampoline(at, h, vector_save(true, false)) else {
         return;
     };
-    if code.len() > LEN {
+    // A second stub for compiled-script return handlers, when they can do
+    // with a lighter save, in the same page.
+    const KNOWN_AT: usize = LEN / 2;
+    let known = vector_save(true, true);
+    let known_code = needs_known(known)
+        .then(|| trampoline::return_trampoline(at + KNOWN_AT as u64, h, known).ok())
+        .flatten();
+    if code.len() > KNOWN_AT
+        || known_code
+            .as_ref()
+            .is_some_and(|k| k.len() > LEN - KNOWN_AT)
+    {
         return;
     }
     // SAFETY: our RW mapping; then made r-x.
     unsafe {
         core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len());
+        if let Some(k) = &known_code {
+            let kat = (at as usize + KNOWN_AT) as *mut u8;
+            core::ptr::copy_nonoverlapping(k.as_ptr(), kat, k.len());
+        }
         sys::mprotect(at as usize, LEN, 5);
     }
     add_range(at, code.len() as u64, 0, &[], 0);
+    if let Some(k) = &known_code {
+        add_range(at + KNOWN_AT as u64, k.len() as u64, 0, &[], 0);
+        KNOWN_RET_STUB.store(at + KNOWN_AT as u64, Ordering::Release);
+    }
     RET_STUB.store(at, Ordering::Release);
 }
 
@@ -241,9 +271,9 @@ struct Template {
     checked: bool,
 }
 
-static TEMPLATES: Mutex<[Option<Template>; 6]> = Mutex::new([None, None, None, None, None, None]);
+static TEMPLATES: Mutex<[Option<Template>; 8]> = Mutex::new([const { None }; 8]);
 
-static FORK_TEMPLATES: crate::base::forklock::MutexSlot<[Option<Template>; 6]> =
+static FORK_TEMPLATES: crate::base::forklock::MutexSlot<[Option<Template>; 8]> =
     crate::base::forklock::MutexSlot::new(&TEMPLATES);
 
 /// The trampoline-template cache lock, for the fork handlers (after STATE).
@@ -384,7 +414,8 @@ pub fn prepare(
         data: addr,
     };
     let vs = vector_save(addr == func, known_handlers);
-    if addr == func {
+    // Jprobes (C entries: never on a known-handlers site) read the layout.
+    if addr == func && !needs_known(vs) {
         ENTRY_VMODE.store(vmode_code(vs), Ordering::Relaxed);
     }
     // Its size: the register save/call/restore part (the same for every
@@ -397,6 +428,8 @@ pub fn prepare(
         VectorSave::Xsave { .. } => 3,
         VectorSave::Wide { mxcsr: false, .. } => 4,
         VectorSave::Wide { .. } => 5,
+        VectorSave::Sse { mxcsr: false } => 6,
+        VectorSave::Sse { .. } => 7,
     };
     let (tramp, bytes, cut, tail) =
         build_trampoline(m, addr, &orig, &region, h, vs, mode, rel.bytes.len())?;
@@ -414,7 +447,8 @@ pub fn prepare(
                 tramp,
                 region_slot: slot,
                 optimized: false,
-                known_only: addr != func && matches!(vs, VectorSave::Wide { .. }),
+                known_only: (addr != func && matches!(vs, VectorSave::Wide { .. }))
+                    || needs_known(vs),
             },
         )
     });

@@ -554,9 +554,22 @@ pub fn set_known_pre_handler(addr: usize) {
     KNOWN_PRE.store(addr, Ordering::Relaxed);
 }
 
-/// Are all these probes' handlers compiled-script code (whose use of vector
-/// state ptap knows: see `crate::kprobes::optimize::vector_save`)? kretprobes and jprobes
-/// sit at function entries, where it does not matter.
+/// The entry and return handlers of compiled scripts' kretprobes (0: none
+/// yet).
+static KNOWN_ENTRY: AtomicUsize = AtomicUsize::new(0);
+static KNOWN_RET: AtomicUsize = AtomicUsize::new(0);
+
+/// Tell registration which kretprobe handlers are compiled-script code.
+pub fn set_known_kretprobe_handlers(entry: usize, ret: usize) {
+    KNOWN_ENTRY.store(entry, Ordering::Relaxed);
+    KNOWN_RET.store(ret, Ordering::Relaxed);
+}
+
+/// Are all the handlers these probes run at the site compiled-script code
+/// or the runtime's (whose use of vector state ptap knows: see
+/// `crate::kprobes::optimize::vector_save`)? A kretprobe runs its
+/// entry_handler there (its return handler runs in the return stub); a
+/// jprobe's entry is C code.
 fn handlers_known(probes: &[Entry]) -> bool {
     probes.iter().all(|e| match e.kind {
         // SAFETY: registered (or being registered) probes.
@@ -566,7 +579,13 @@ fn handlers_known(probes: &[Entry]) -> bool {
                     .pre_handler
                     .is_none_or(|f| f as usize == KNOWN_PRE.load(Ordering::Relaxed))
         },
-        _ => true,
+        // SAFETY: as above; rec and its kretprobe are live.
+        EntryKind::R(rec) => unsafe {
+            (*(*rec).rp)
+                .entry_handler
+                .is_none_or(|f| f as usize == KNOWN_ENTRY.load(Ordering::Relaxed))
+        },
+        EntryKind::J(_) => false,
     })
 }
 
@@ -662,8 +681,12 @@ pub unsafe fn register_ret(rp: *mut Kretprobe) -> i32 {
     };
     let mem = Box::leak(vec![0u8; bytes + 16].into_boxed_slice());
     let base = (mem.as_mut_ptr() as usize + 15) & !15;
+    // SAFETY: caller contract (a live struct).
+    let known_ret =
+        unsafe { (*rp).handler }.is_some_and(|f| f as usize == KNOWN_RET.load(Ordering::Relaxed));
     let rec = Box::leak(Box::new(RetRec {
         rp,
+        known_ret,
         alive: AtomicBool::new(true),
         mem: base as *mut u8,
         n,

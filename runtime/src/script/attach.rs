@@ -383,6 +383,10 @@ pub fn attach_in(
                         rp.kp = kp;
                         rp.handler = Some(kretprobe_ret);
                         rp.entry_handler = entry.map(|_| kretprobe_entry as _);
+                        crate::kprobes::register::set_known_kretprobe_handlers(
+                            kretprobe_entry as *const () as usize,
+                            kretprobe_ret as *const () as usize,
+                        );
                         rp.data_size = 8 * p.entry_values as usize;
                         let m = if maxactive > 0 {
                             maxactive

@@ -37,11 +37,11 @@ pub(super) unsafe fn frames(ctx: *mut ProbeCtx, out: &mut [u64]) -> usize {
     let mut f = Frame::from_ptregs(unsafe { &*regs });
     out[0] = f.ip();
     let mut n = 1;
-    let tramp = crate::hit::asm::trampoline_addr();
+    let is_tramp = crate::hit::asm::is_ret_trampoline;
     let ts = crate::hit::threads::current();
     while n < out.len() {
         match step(idx, &f, n == 1) {
-            Ok(mut next) if next.ip() == tramp => {
+            Ok(mut next) if is_tramp(next.ip()) => {
                 // A kretprobe's hijacked return: the thread's instance for
                 // that stack slot holds the real address.
                 // SAFETY: ts is this thread's own slot.
