@@ -16,36 +16,52 @@ pub(crate) struct Prebuilt {
     pub mode: VectorSave,
     /// The `lahf_sahf` flags-restore variant.
     pub lahf: bool,
+    /// Built for a CPU with AVX enabled (only XSAVE bodies differ: a
+    /// `vzeroupper` follows the save).
+    pub avx: bool,
     /// Offsets of the 8-byte holes: `ip`, the handler's address and its data.
     pub ip: u16,
     pub func: u16,
     pub data: u16,
+    /// XSAVE: offset of the 4-byte size of the save area (the CPU's).
+    pub area: Option<u16>,
     pub bytes: &'static [u8],
 }
 
 impl Prebuilt {
-    /// The body with its holes filled.
-    pub fn fill(&self, ip: u64, h: Handler) -> Vec<u8> {
+    /// The body with its holes filled (`mode`: the XSAVE area size).
+    pub fn fill(&self, ip: u64, h: Handler, mode: VectorSave) -> Vec<u8> {
         let mut b = self.bytes.to_vec();
         for (at, v) in [(self.ip, ip), (self.func, h.func), (self.data, h.data)] {
             let at = at as usize;
             b[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
+        if let Some(at) = self.area {
+            let at = at as usize;
+            let area = mode.area().1;
+            b[at..at + 4].copy_from_slice(&area.to_le_bytes());
+        }
         b
     }
 }
 
-/// The prebuilt body for (`stub`, `mode`, `lahf`), if the table has it.
-pub(crate) fn find(stub: Stub, mode: VectorSave, lahf: bool) -> Option<&'static Prebuilt> {
-    PREBUILT
-        .iter()
-        .find(|p| p.stub == stub && p.mode == mode && p.lahf == lahf)
+/// The prebuilt body for (`stub`, `mode`, `lahf`, `avx`), if the table has it
+/// (an XSAVE body fits any area size).
+pub(crate) fn find(stub: Stub, mode: VectorSave, lahf: bool, avx: bool) -> Option<&'static Prebuilt> {
+    PREBUILT.iter().find(|p| {
+        p.stub == stub
+            && p.lahf == lahf
+            && match (p.mode, mode) {
+                (VectorSave::Xsave { .. }, VectorSave::Xsave { .. }) => p.avx == avx,
+                (a, b) => a == b,
+            }
+    })
 }
 
 include!("prebuilt_table.rs");
 
 /// The modes the table covers: every mode the runtime picks on a CPU with
-/// LAHF/SAHF in 64-bit mode, except XSAVE (its area size is the CPU's).
+/// LAHF/SAHF in 64-bit mode (XSAVE with a placeholder size, and AVX).
 #[cfg(test)]
 const MODES: &[VectorSave] = &[
     VectorSave::None,
@@ -72,7 +88,12 @@ const MODES: &[VectorSave] = &[
         zmm: true,
         mxcsr: true,
     },
+    VectorSave::Xsave { size: XSAVE_HOLE },
 ];
+
+/// The XSAVE size placeholder (a multiple of 64: the area is the same).
+#[cfg(test)]
+const XSAVE_HOLE: u32 = 0x5a17_0440;
 
 /// Placeholders the generator encodes in the holes (distinct, and each
 /// found exactly once in a body).
@@ -98,7 +119,7 @@ fn generate() -> String {
                 func: HOLES[1],
                 data: HOLES[2],
             };
-            let b = crate::trampoline::encode_body(stub, HOLES[0], h, mode, true)
+            let b = crate::trampoline::encode_body(stub, HOLES[0], h, mode, true, true)
                 .expect("encode a body");
             let at = |v: u64| {
                 let k = v.to_le_bytes();
@@ -109,10 +130,21 @@ fn generate() -> String {
                 hits[0]
             };
             let (ip, func, data) = (at(HOLES[0]), at(HOLES[1]), at(HOLES[2]));
+            let area = match mode {
+                VectorSave::Xsave { size } => {
+                    let k = size.to_le_bytes();
+                    let hits: Vec<usize> = (0..b.len().saturating_sub(3))
+                        .filter(|&i| b[i..i + 4] == k)
+                        .collect();
+                    assert_eq!(hits.len(), 1, "the XSAVE size in {stub:?}");
+                    format!("Some({})", hits[0])
+                }
+                _ => "None".to_string(),
+            };
             let _ = writeln!(
                 out,
                 "    Prebuilt {{\n        stub: Stub::{stub:?},\n        mode: VectorSave::{mode:?},\n        \
-                 lahf: true,\n        ip: {ip},\n        func: {func},\n        data: {data},\n        bytes: b\"\\"
+                 lahf: true,\n        avx: true,\n        ip: {ip},\n        func: {func},\n        data: {data},\n        area: {area},\n        bytes: b\"\\"
             );
             for chunk in b.chunks(24) {
                 out.push_str("            ");
@@ -159,21 +191,29 @@ mod tests {
             (0x7fff_ffff_f000, 0x5555_5555_4000, 0xffff_ffff_ffff_ffff),
             (0xe8e8_e8e8, 0x4848_4848_4848, 0xc3c3_c3c3),
         ];
+        // XSAVE areas of real CPUs (AVX: 832; AVX-512: 2696; AMX: 11008).
+        let sizes = [832u32, 2696, 11008];
         for stub in [Stub::Probe, Stub::Return] {
             for &mode in MODES {
-                let p = find(stub, mode, true).expect("a prebuilt body for each mode");
-                for (ip, func, data) in cases {
-                    let h = Handler { func, data };
-                    assert_eq!(
-                        p.fill(ip, h),
-                        encode_body(stub, ip, h, mode, true).unwrap(),
-                        "{stub:?} {mode:?}"
-                    );
+                for &size in &sizes {
+                    let mode = match mode {
+                        VectorSave::Xsave { .. } => VectorSave::Xsave { size },
+                        m => m,
+                    };
+                    let p = find(stub, mode, true, true).expect("a prebuilt body for each mode");
+                    for (ip, func, data) in cases {
+                        let h = Handler { func, data };
+                        assert_eq!(
+                            p.fill(ip, h, mode),
+                            encode_body(stub, ip, h, mode, true, true).unwrap(),
+                            "{stub:?} {mode:?}"
+                        );
+                    }
                 }
             }
         }
-        // Not prebuilt: XSAVE (size of this CPU) and the popfq-only restore.
-        assert!(find(Stub::Probe, VectorSave::Xsave { size: 2696 }, true).is_none());
-        assert!(find(Stub::Probe, VectorSave::Xmm, false).is_none());
+        // Not prebuilt: the popfq-only restore, XSAVE without AVX.
+        assert!(find(Stub::Probe, VectorSave::Xmm, false, true).is_none());
+        assert!(find(Stub::Probe, VectorSave::Xsave { size: 512 + 64 }, true, false).is_none());
     }
 }

@@ -376,7 +376,7 @@ impl Asm {
     }
 
     /// rbx = &PtRegs; align, save vector state, call, restore vector state, rsp = rbx.
-    fn call_handler(&mut self, h: Handler, v: VectorSave) -> Result<(), ArchError> {
+    fn call_handler(&mut self, h: Handler, v: VectorSave, avx: bool) -> Result<(), ArchError> {
         self.op(Instruction::with2(
             Code::Mov_r64_rm64,
             Register::RBX,
@@ -455,7 +455,7 @@ impl Asm {
                 }
                 self.xsave_mask()?;
                 self.op(Instruction::with1(Code::Xsave64_mem, m(Register::RSP, 0)))?;
-                if avx_enabled() {
+                if avx {
                     self.plain(Code::VEX_Vzeroupper);
                 }
             }
@@ -744,11 +744,11 @@ pub enum Stub {
 /// and ~700 KB of heap in every process (measured: a followed exec paid it for
 /// its first trampoline); otherwise encoded here.
 pub fn body(stub: Stub, ip: u64, h: Handler, v: VectorSave) -> Result<Vec<u8>, ArchError> {
-    let lahf = lahf_sahf();
-    if let Some(p) = crate::prebuilt::find(stub, v, lahf) {
-        return Ok(p.fill(ip, h));
+    let (lahf, avx) = (lahf_sahf(), avx_enabled());
+    if let Some(p) = crate::prebuilt::find(stub, v, lahf, avx) {
+        return Ok(p.fill(ip, h, v));
     }
-    encode_body(stub, ip, h, v, lahf)
+    encode_body(stub, ip, h, v, lahf, avx)
 }
 
 /// [`body`] by iced-x86's encoder (what the prebuilt table is generated from).
@@ -758,6 +758,7 @@ pub(crate) fn encode_body(
     h: Handler,
     v: VectorSave,
     lahf: bool,
+    avx: bool,
 ) -> Result<Vec<u8>, ArchError> {
     let mut a = Asm(Vec::with_capacity(64));
     let skip = match stub {
@@ -767,7 +768,7 @@ pub(crate) fn encode_body(
     };
     a.lea_rsp(-skip)?;
     a.save_regs(skip, ip)?;
-    a.call_handler(h, v)?;
+    a.call_handler(h, v, avx)?;
     a.restore_regs(lahf)?;
     a.lea_rsp(skip)?;
     if stub == Stub::Return {
