@@ -47,7 +47,12 @@ impl Prebuilt {
 
 /// The prebuilt body for (`stub`, `mode`, `lahf`, `avx`), if the table has it
 /// (an XSAVE body fits any area size).
-pub(crate) fn find(stub: Stub, mode: VectorSave, lahf: bool, avx: bool) -> Option<&'static Prebuilt> {
+pub(crate) fn find(
+    stub: Stub,
+    mode: VectorSave,
+    lahf: bool,
+    avx: bool,
+) -> Option<&'static Prebuilt> {
     PREBUILT.iter().find(|p| {
         p.stub == stub
             && p.lahf == lahf
@@ -214,6 +219,12 @@ mod tests {
         }
         // Not prebuilt: the popfq-only restore, XSAVE without AVX.
         assert!(find(Stub::Probe, VectorSave::Xmm, false, true).is_none());
-        assert!(find(Stub::Probe, VectorSave::Xsave { size: 512 + 64 }, true, false).is_none());
+        assert!(find(
+            Stub::Probe,
+            VectorSave::Xsave { size: 512 + 64 },
+            true,
+            false
+        )
+        .is_none());
     }
 }

@@ -552,3 +552,35 @@ fn a_probed_blocking_call_on_the_direct_path_keeps_eintr_and_sa_restart() {
         "{out:?}"
     );
 }
+
+/// libc's system call sites are swept once per session: the first process
+/// of the tree sweeps and leaves the result in ptap's private directory;
+/// the processes it starts read it back (checked site by site against their
+/// own libc) instead of decoding libc's text again, and see the same calls.
+#[test]
+fn followed_processes_read_back_the_first_process_sweep() {
+    let out = sys_load(
+        MODULE,
+        "sh -c 'head /nope; cat /nada; cat /nada2'",
+        &[("SYS_MOD_PREFIX", "/n"), ("PTAP_VERBOSE", "1")],
+        30,
+    );
+    let swept = out.stderr.matches("found by sweeping libc's text").count();
+    let read = out
+        .stderr
+        .matches("read back from this session's earlier sweep")
+        .count();
+    assert_eq!(
+        (swept, read),
+        (1, 3),
+        "sh sweeps, head and both cats read: {out:?}"
+    );
+    let o = opens(&out);
+    for (path, comm) in [("/nope", "head"), ("/nada", "cat"), ("/nada2", "cat")] {
+        let x = o
+            .iter()
+            .find(|x| x.3 == path)
+            .unwrap_or_else(|| panic!("{path}: {out:?}"));
+        assert_eq!((x.2.as_str(), x.4), (comm, -2), "{out:?}");
+    }
+}

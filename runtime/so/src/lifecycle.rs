@@ -247,6 +247,9 @@ fn start(params: Params) {
     // Before any handler is installed: the runtime's system calls and signal
     // returns go through libc's text (the syscall probes' exempt range).
     ptap_rt_core::syscall::sites::discover();
+    if let Some(dir) = attach_params_path().as_deref().and_then(|p| p.parent()) {
+        ptap_rt_core::syscall::cache::set_dir(dir);
+    }
     install::install();
     // A program starts with the mask its parent had at exec (a blocked
     // SIGTRAP would make the first trap-path hit fatal): the managed

@@ -26,6 +26,8 @@ pub const SYS_FUTEX: usize = 202;
 pub const SYS_EXIT_GROUP: usize = 231;
 pub const SYS_TGKILL: usize = 234;
 pub const SYS_MEMBARRIER: usize = 324;
+pub const SYS_OPENAT: usize = 257;
+pub const SYS_RENAMEAT: usize = 264;
 
 /// # Safety
 /// The caller must pass arguments valid for syscall `n`.

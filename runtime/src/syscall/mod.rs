@@ -70,6 +70,7 @@
 //! `syscall_probe_data()`, `ptap_syscall_stats()`,
 //! `ptap_syscall_armed_threads()`.
 
+pub mod cache;
 pub mod sites;
 
 use core::ffi::{c_int, c_void};
