@@ -111,7 +111,8 @@ fn holds(s: &SysSite, bytes: &dyn Fn(u64, usize) -> Vec<u8>) -> bool {
 }
 
 fn read_file(p: &std::ffi::CStr) -> Option<Vec<u8>> {
-    const O_RDONLY_CLOEXEC: usize = 0o2000000;
+    // O_RDONLY | O_NOFOLLOW | O_CLOEXEC
+    const O_RDONLY_CLOEXEC: usize = 0o2000000 | 0o400000;
     // SAFETY: a NUL-terminated path; flags as named.
     let fd = unsafe {
         sys::syscall6(
@@ -174,8 +175,9 @@ pub(crate) fn store(base: u64, len: u64, sites: &[SysSite]) {
         return;
     };
     let text = encode(base, len, sites);
-    const FLAGS: usize = 0o1 | 0o100 | 0o200 | 0o1000 | 0o2000000; // WRONLY CREAT EXCL TRUNC CLOEXEC
-                                                                   // SAFETY: a NUL-terminated path; flags as named; mode 0600.
+    // WRONLY CREAT EXCL TRUNC NOFOLLOW CLOEXEC
+    const FLAGS: usize = 0o1 | 0o100 | 0o200 | 0o1000 | 0o400000 | 0o2000000;
+    // SAFETY: a NUL-terminated path; flags as named; mode 0600.
     let fd = unsafe {
         sys::syscall6(
             sys::SYS_OPENAT,
