@@ -127,6 +127,21 @@ pub fn decode_one(bytes: &[u8], addr: u64) -> Result<Instruction, ArchError> {
     }
 }
 
+/// The address of the first instruction of `code` (at `addr`, decoded
+/// linearly) that is not legacy-encoded (VEX, EVEX, XOP, 3DNow!): code
+/// without one writes at most bits 0-127 of the vector registers.
+pub fn first_non_legacy(code: &[u8], addr: u64) -> Option<u64> {
+    let mut d = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut i = Instruction::default();
+    while d.can_decode() {
+        d.decode_out(&mut i);
+        if i.code() != iced_x86::Code::INVALID && i.encoding() != iced_x86::EncodingKind::Legacy {
+            return Some(i.ip());
+        }
+    }
+    None
+}
+
 /// iced reports "no more bytes" for an invalid opcode at the end of the buffer too
 /// (it reads a ModRM first): decode a zero-padded copy to tell the two apart.
 fn truncated_or_invalid(tail: &[u8]) -> ArchError {
@@ -373,6 +388,20 @@ pub fn check_boundary(code: &[u8], func_start: u64, addr: u64) -> Result<Insn, A
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn vex_and_evex_code_is_found_legacy_sse_is_not() {
+        // 401000 movaps %xmm1,%xmm0 ; 401003 pxor %xmm2,%xmm2 ; 401007 ret
+        let sse = [0x0f, 0x28, 0xc1, 0x66, 0x0f, 0xef, 0xd2, 0xc3];
+        assert_eq!(first_non_legacy(&sse, 0x401000), None);
+        // ... then 401008 vzeroupper (VEX)
+        let mut vex = sse.to_vec();
+        vex.extend([0xc5, 0xf8, 0x77]);
+        assert_eq!(first_non_legacy(&vex, 0x401000), Some(0x401008));
+        // 401000 vmovdqu64 %zmm0,(%rdi) (EVEX)
+        let evex = [0x62, 0xf1, 0xfe, 0x48, 0x7f, 0x07];
+        assert_eq!(first_non_legacy(&evex, 0x401000), Some(0x401000));
+    }
     use super::*;
 
     // A small function, gcc -O2 style:

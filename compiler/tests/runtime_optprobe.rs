@@ -320,3 +320,46 @@ fn values_callers_keep_survive_compiled_script_handlers_with_either_save() {
         assert!(out.stderr.contains("jump-optimized"), "{out:?}");
     }
 }
+
+/// A C module whose code uses only legacy SSE and imports only the
+/// runtime's functions counts as known code (`ptap load -v` says so): its
+/// handlers get the lighter saves, and the callers' vector values still come
+/// through. One that uses AVX (ret_vec_mod.c) keeps the full saves, and -v
+/// says why. Registering a probe from inside a handler is refused (EBUSY).
+#[test]
+fn sse_only_c_modules_get_the_lighter_saves_and_callers_keep_their_values() {
+    let plain = std::process::Command::new(target("ret_vec"))
+        .arg("50")
+        .output()
+        .expect("run ret_vec");
+    let want = String::from_utf8_lossy(&plain.stdout).into_owned();
+    let wide = if want.contains("wide=skip") { 0 } else { 50 };
+    let verbose = ("PTAP_VERBOSE", "1");
+    let out = load(
+        "tests/targets/ret_sse_mod.c",
+        &format!("{} 50", target("ret_vec")),
+        &[verbose, ("PTAP_SSE_SAVE", "1")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(&want), "want {want:?}: {out:?}");
+    assert!(out.stderr.contains("lighter vector saves"), "{out:?}");
+    assert_eq!(out.get("entries"), 50, "{out:?}");
+    assert_eq!(out.get("ret_hits"), 50 + wide, "{out:?}");
+    assert_eq!(
+        out.get("nested"),
+        -16,
+        "register_kprobe from a handler: {out:?}"
+    );
+    let out = load(
+        "tests/targets/ret_vec_mod.c",
+        &format!("{} 5", target("ret_vec")),
+        &[verbose],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("full vector saves around its handlers"),
+        "{out:?}"
+    );
+}

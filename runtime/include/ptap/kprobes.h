@@ -78,6 +78,9 @@ struct kretprobe_instance {
 	char data[];                /* data_size bytes, for entry_handler -> handler */
 };
 
+/* The register_* calls return 0 or a negative errno; -EBUSY (-16) when
+ * called from inside a probe handler (register from init_module() or from
+ * a thread of your own). */
 int register_kprobe(struct kprobe *p);
 void unregister_kprobe(struct kprobe *p);
 int register_kprobes(struct kprobe **kps, int num);

@@ -386,6 +386,7 @@ fn load_module(
         return true;
     }
     let _ = MODULE_PATH.set(path.to_string());
+    note_known_code(path, init);
     // init_module is `int init_module(void)`: under the fault guard, with
     // a time limit. On failure the caller shuts the runtime down: what the
     // module registered is unregistered, and the process runs on unprobed.
@@ -416,6 +417,37 @@ fn load_module(
         sys::getpid()
     ));
     false
+}
+
+/// A module whose code passes `ptap_rt_core::kprobes::known`'s check gets
+/// the lighter trampoline saves for its handlers (docs/optprobes.md).
+fn note_known_code(path: &str, init: *mut libc::c_void) {
+    use ptap_rt_core::kprobes::known;
+    let verdict = std::fs::read(path)
+        .map_err(|e| format!("it cannot be read ({e})"))
+        .and_then(|d| known::check_c_module(&d));
+    // SAFETY: dladdr on the module's own init_module; dli_fbase is its
+    // load base.
+    let base = unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        (libc::dladdr(init, &mut info) != 0).then_some(info.dli_fbase as u64)
+    };
+    let why = match (verdict, base) {
+        (Ok(ranges), Some(base)) => {
+            known::add_c_module(base, &ranges);
+            None
+        }
+        (Err(why), _) => Some(why),
+        (Ok(_), None) => Some("its load address is unknown".to_string()),
+    };
+    if ptap_rt_core::kprobes::register::VERBOSE.load(Ordering::Relaxed) {
+        diag(&match why {
+            None => format!(
+                "ptap: module {path}: its handlers use no AVX and call only the runtime: lighter vector saves\n"
+            ),
+            Some(w) => format!("ptap: module {path}: full vector saves around its handlers: {w}\n"),
+        });
+    }
 }
 
 /// Tell ptap that the C module failed in this process.

@@ -122,6 +122,16 @@ impl Drop for OwnWork {
     }
 }
 
+/// Is this thread running a probe handler (not only the runtime's own
+/// work)? Registration is refused there: it allocates through libc, which
+/// the lighter vector saves of known handlers do not allow for (see
+/// `crate::kprobes::known`), and Linux's kprobes do not allow it either.
+pub fn in_probe_handler() -> bool {
+    let Some(ts) = current() else { return false };
+    // SAFETY: this thread's slot.
+    unsafe { (*ts).in_handler > (*ts).own_work }
+}
+
 /// A hit on `ts` that runs no handler (reentrancy): count it against its
 /// probes, or as the runtime's own when it happened during [`OwnWork`].
 ///

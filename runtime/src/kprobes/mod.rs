@@ -7,5 +7,6 @@
 pub mod address;
 pub mod barrier;
 pub mod codemem;
+pub mod known;
 pub mod optimize;
 pub mod register;

@@ -10,7 +10,6 @@
 //! an old slot after its probe is gone; the old slot stays correct).
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
 
 use ptap_arch::xol::{self, Kind};
@@ -42,6 +41,7 @@ use crate::kprobes::codemem::in_arena;
 use crate::kprobes::codemem::poke;
 use crate::kprobes::codemem::poke_many;
 use crate::kprobes::codemem::with_reg;
+use crate::kprobes::known;
 use crate::proc::symbols;
 
 pub const EINVAL: i32 = 22;
@@ -113,9 +113,18 @@ pub unsafe fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
     if kp.is_null() {
         return -EINVAL;
     }
+    let from_handler = threads::in_probe_handler();
     let _own = OwnWork::start();
     set_last_error(String::new());
-    let r = register_entry_inner(kp, kind);
+    let r = if from_handler {
+        set_last_error(
+            "called from a probe handler: register probes from init_module() or another thread"
+                .into(),
+        );
+        -EBUSY
+    } else {
+        register_entry_inner(kp, kind)
+    };
     if !crate::kprobes::optimize::in_batch() {
         flush_optimizer();
     }
@@ -545,46 +554,21 @@ pub unsafe fn set_disabled(p: *mut Kprobe, disabled: bool) -> i32 {
 
 /// Can a site with these probes be jump-optimized? (No post_handler: it
 /// needs the trap after the displaced instruction.)
-/// The pre_handler of compiled scripts' kprobes (0: none yet), set by
-/// `crate::script::attach` before it registers one.
-static KNOWN_PRE: AtomicUsize = AtomicUsize::new(0);
-
-/// Tell registration which pre_handler is compiled-script code.
-pub fn set_known_pre_handler(addr: usize) {
-    KNOWN_PRE.store(addr, Ordering::Relaxed);
-}
-
-/// The entry and return handlers of compiled scripts' kretprobes (0: none
-/// yet).
-static KNOWN_ENTRY: AtomicUsize = AtomicUsize::new(0);
-static KNOWN_RET: AtomicUsize = AtomicUsize::new(0);
-
-/// Tell registration which kretprobe handlers are compiled-script code.
-pub fn set_known_kretprobe_handlers(entry: usize, ret: usize) {
-    KNOWN_ENTRY.store(entry, Ordering::Relaxed);
-    KNOWN_RET.store(ret, Ordering::Relaxed);
-}
-
-/// Are all the handlers these probes run at the site compiled-script code
-/// or the runtime's (whose use of vector state ptap knows: see
+/// Are all the handlers these probes run at the site code whose use of
+/// vector state ptap knows (`crate::kprobes::known`; see
 /// `crate::kprobes::optimize::vector_save`)? A kretprobe runs its
 /// entry_handler there (its return handler runs in the return stub); a
-/// jprobe's entry is C code.
+/// jprobe's entry is C code that reads the saved argument registers.
 fn handlers_known(probes: &[Entry]) -> bool {
+    let known = |f: Option<usize>| f.is_none_or(known::is_known);
     probes.iter().all(|e| match e.kind {
         // SAFETY: registered (or being registered) probes.
         EntryKind::K => unsafe {
-            (*e.kp).fault_handler.is_none()
-                && (*e.kp)
-                    .pre_handler
-                    .is_none_or(|f| f as usize == KNOWN_PRE.load(Ordering::Relaxed))
+            known((*e.kp).fault_handler.map(|f| f as usize))
+                && known((*e.kp).pre_handler.map(|f| f as usize))
         },
         // SAFETY: as above; rec and its kretprobe are live.
-        EntryKind::R(rec) => unsafe {
-            (*(*rec).rp)
-                .entry_handler
-                .is_none_or(|f| f as usize == KNOWN_ENTRY.load(Ordering::Relaxed))
-        },
+        EntryKind::R(rec) => unsafe { known((*(*rec).rp).entry_handler.map(|f| f as usize)) },
         EntryKind::J(_) => false,
     })
 }
@@ -645,6 +629,13 @@ pub unsafe fn register_ret(rp: *mut Kretprobe) -> i32 {
     if rp.is_null() {
         return -EINVAL;
     }
+    if threads::in_probe_handler() {
+        set_last_error(
+            "called from a probe handler: register probes from init_module() or another thread"
+                .into(),
+        );
+        return -EBUSY;
+    }
     let _own = OwnWork::start();
     // A live struct: refuse before touching it (its nmissed) or allocating.
     // (register_entry checks again under the registry lock.)
@@ -682,8 +673,7 @@ pub unsafe fn register_ret(rp: *mut Kretprobe) -> i32 {
     let mem = Box::leak(vec![0u8; bytes + 16].into_boxed_slice());
     let base = (mem.as_mut_ptr() as usize + 15) & !15;
     // SAFETY: caller contract (a live struct).
-    let known_ret =
-        unsafe { (*rp).handler }.is_some_and(|f| f as usize == KNOWN_RET.load(Ordering::Relaxed));
+    let known_ret = unsafe { (*rp).handler }.is_some_and(|f| known::is_known(f as usize));
     let rec = Box::leak(Box::new(RetRec {
         rp,
         known_ret,

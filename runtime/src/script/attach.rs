@@ -383,7 +383,7 @@ pub fn attach_in(
                         rp.kp = kp;
                         rp.handler = Some(kretprobe_ret);
                         rp.entry_handler = entry.map(|_| kretprobe_entry as _);
-                        crate::kprobes::register::set_known_kretprobe_handlers(
+                        crate::kprobes::known::set_script_kretprobe_handlers(
                             kretprobe_entry as *const () as usize,
                             kretprobe_ret as *const () as usize,
                         );
@@ -410,7 +410,7 @@ pub fn attach_in(
                     }
                     _ => {
                         kp.pre_handler = Some(kprobe_pre);
-                        crate::kprobes::register::set_known_pre_handler(kprobe_pre_addr());
+                        crate::kprobes::known::set_script_pre_handler(kprobe_pre_addr());
                         let b = Box::into_raw(Box::new(ScriptKprobe {
                             kp,
                             env: env(func.clone()),
