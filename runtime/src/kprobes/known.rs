@@ -59,7 +59,10 @@ pub fn is_known(f: usize) -> bool {
         .unwrap_or(false)
 }
 
-/// The runtime's functions a C module may import (runtime/include/ptap).
+/// The runtime's functions a C module may import (runtime/include/ptap):
+/// those whose code a handler may run touch no libc (`dump_stack` and
+/// `kallsyms_lookup_name` may build the symbol index, through malloc: not
+/// listed); the registration calls refuse to run inside a handler.
 const RUNTIME_API: &[&str] = &[
     "register_kprobe",
     "unregister_kprobe",
@@ -73,7 +76,6 @@ const RUNTIME_API: &[&str] = &[
     "register_kretprobe",
     "unregister_kretprobe",
     "printk",
-    "kallsyms_lookup_name",
     "ptap_probe_read",
     "ptap_probe_read_str",
     "ptap_write",
