@@ -147,3 +147,22 @@ fn syscall_probe_handlers_calling_libc_leave_the_targets_errno_alone() {
     assert_eq!(out.get("errno_a"), 0, "{out:?}");
     assert_eq!(out.get("errno_b"), 42, "{out:?}");
 }
+
+/// The same for a kprobe (jump path) whose C handler calls libc: such a
+/// module is not known code, so the hit path saves and restores errno
+/// around it (for known code it need not).
+#[test]
+fn kprobe_handlers_calling_libc_leave_the_targets_errno_alone() {
+    let out = load(
+        "tests/targets/errno_kprobe_mod.c",
+        &target("errno_keep"),
+        &[("PTAP_VERBOSE", "1")],
+        30,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("it imports `close`"), "{out:?}");
+    assert!(out.stderr.contains("jump-optimized"), "{out:?}");
+    assert_eq!(out.get("hits"), 2, "{out:?}");
+    assert_eq!(out.get("errno_a"), 0, "{out:?}");
+    assert_eq!(out.get("errno_b"), 42, "{out:?}");
+}

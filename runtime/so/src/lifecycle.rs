@@ -440,6 +440,9 @@ fn note_known_code(path: &str, init: *mut libc::c_void) {
         (Err(why), _) => Some(why),
         (Ok(_), None) => Some("its load address is unknown".to_string()),
     };
+    if why.is_some() {
+        known::note_unknown();
+    }
     if ptap_rt_core::kprobes::register::VERBOSE.load(Ordering::Relaxed) {
         diag(&match why {
             None => format!(

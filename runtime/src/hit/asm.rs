@@ -175,6 +175,16 @@ pub fn int3_trampoline_addr() -> u64 {
     ptap_rt_kretprobe_trampoline as *const () as u64
 }
 
+/// Has a handler of code ptap does not know (`crate::kprobes::known`) been
+/// registered in this process? Until then no handler calls libc, so none
+/// changes `errno`, and [`guarded`] does not save and restore it.
+static UNKNOWN_HANDLERS: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+pub fn note_unknown_handlers() {
+    UNKNOWN_HANDLERS.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Call `f(a0, a1, a2)` so that a fault inside it aborts the call instead of
 /// the process. Returns None if it faulted.
 ///
@@ -195,10 +205,16 @@ pub unsafe fn guarded(
         (*ts).cur_regs = a1;
         (*g).faulted = 0;
         // A handler that calls libc may change errno: the interrupted code
-        // must find it as it left it.
-        let errno = sys::errno_save();
+        // must find it as it left it. (Known handler code calls no libc.)
+        let errno = if UNKNOWN_HANDLERS.load(core::sync::atomic::Ordering::Relaxed) {
+            sys::errno_save()
+        } else {
+            None
+        };
         let r = ptap_rt_guarded_call(f, a0, a1, a2, g);
-        sys::errno_restore(errno);
+        if errno.is_some() {
+            sys::errno_restore(errno);
+        }
         (*ts).cur_regs = outer_regs;
         let faulted = (*g).faulted != 0;
         // Restore an outer guard (a handler running inside a handler's fault path).

@@ -27,6 +27,23 @@ static SCRIPT_PRE: AtomicUsize = AtomicUsize::new(0);
 static SCRIPT_ENTRY: AtomicUsize = AtomicUsize::new(0);
 static SCRIPT_RET: AtomicUsize = AtomicUsize::new(0);
 
+/// Note that handler code ptap does not know may run from now on (until
+/// then no handler can call libc, so none can change `errno`: see
+/// `crate::hit::asm::guarded`).
+pub fn note_unknown() {
+    crate::hit::asm::note_unknown_handlers();
+}
+
+/// `f` (0: none) as registered handler code: false, and noted, when ptap
+/// does not know it.
+pub fn check_handler(f: usize) -> bool {
+    let k = f == 0 || is_known(f);
+    if !k {
+        note_unknown();
+    }
+    k
+}
+
 /// Executable ranges of C modules that passed [`add_c_module`].
 static RANGES: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
 

@@ -115,6 +115,24 @@ pub unsafe fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
     }
     let from_handler = threads::in_probe_handler();
     let _own = OwnWork::start();
+    // SAFETY: kp is the caller's non-NULL struct.
+    unsafe {
+        for f in [
+            (*kp).pre_handler.map(|f| f as usize),
+            (*kp).post_handler.map(|f| f as usize),
+            (*kp).fault_handler.map(|f| f as usize),
+        ] {
+            known::check_handler(f.unwrap_or(0));
+        }
+    }
+    match kind {
+        EntryKind::J(_) => known::note_unknown(),
+        // SAFETY: rec and its kretprobe are live (register_ret made them).
+        EntryKind::R(rec) => unsafe {
+            known::check_handler((*(*rec).rp).entry_handler.map_or(0, |f| f as usize));
+        },
+        EntryKind::K => {}
+    }
     set_last_error(String::new());
     let r = if from_handler {
         set_last_error(
@@ -673,7 +691,7 @@ pub unsafe fn register_ret(rp: *mut Kretprobe) -> i32 {
     let mem = Box::leak(vec![0u8; bytes + 16].into_boxed_slice());
     let base = (mem.as_mut_ptr() as usize + 15) & !15;
     // SAFETY: caller contract (a live struct).
-    let known_ret = unsafe { (*rp).handler }.is_some_and(|f| known::is_known(f as usize));
+    let known_ret = unsafe { (*rp).handler }.is_some_and(|f| known::check_handler(f as usize));
     let rec = Box::leak(Box::new(RetRec {
         rp,
         known_ret,

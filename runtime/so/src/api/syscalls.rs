@@ -17,6 +17,8 @@ use ptap_rt_core::syscall::unregister;
 /// See [`register`].
 #[no_mangle]
 pub unsafe extern "C" fn register_syscall_probe(p: *mut SyscallProbe) -> c_int {
+    // A C module's handlers (compiled scripts do not come through here).
+    ptap_rt_core::kprobes::known::note_unknown();
     // SAFETY: forwarded contract.
     unsafe { register(p) }
 }
