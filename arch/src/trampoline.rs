@@ -398,18 +398,13 @@ impl Asm {
         let stride = v.stride() as i64;
         match v {
             VectorSave::None => {}
-            VectorSave::Xmm => {
+            // The same low-halves save; `Sse` adds MXCSR when asked.
+            VectorSave::Xmm | VectorSave::Sse { .. } => {
                 for k in 0..16 {
                     let mem = m(Register::RSP, stride * k as i64);
                     self.op(Instruction::with2(Code::Movups_xmmm128_xmm, mem, xmm(k)))?;
                 }
-            }
-            VectorSave::Sse { mxcsr } => {
-                for k in 0..16 {
-                    let mem = m(Register::RSP, stride * k as i64);
-                    self.op(Instruction::with2(Code::Movups_xmmm128_xmm, mem, xmm(k)))?;
-                }
-                if mxcsr {
+                if v == (VectorSave::Sse { mxcsr: true }) {
                     self.op(Instruction::with1(Code::Stmxcsr_m32, m(Register::RSP, 256)))?;
                 }
             }
@@ -471,14 +466,8 @@ impl Asm {
         self.op(Instruction::with1(Code::Call_rm64, Register::RAX))?;
         match v {
             VectorSave::None => {}
-            VectorSave::Xmm => {
-                for k in 0..16 {
-                    let mem = m(Register::RSP, stride * k as i64);
-                    self.op(Instruction::with2(Code::Movups_xmm_xmmm128, xmm(k), mem))?;
-                }
-            }
-            VectorSave::Sse { mxcsr } => {
-                if mxcsr {
+            VectorSave::Xmm | VectorSave::Sse { .. } => {
+                if v == (VectorSave::Sse { mxcsr: true }) {
                     self.op(Instruction::with1(Code::Ldmxcsr_m32, m(Register::RSP, 256)))?;
                 }
                 for k in 0..16 {

@@ -257,11 +257,7 @@ fn jprobe_entries_see_and_keep_float_arguments_on_both_paths() {
 /// `live` came out NaN.)
 #[test]
 fn values_callers_keep_in_vector_registers_survive_entry_and_return_handlers() {
-    let plain = std::process::Command::new(target("ret_vec"))
-        .arg("50")
-        .output()
-        .expect("run ret_vec");
-    let want = String::from_utf8_lossy(&plain.stdout).into_owned();
+    let want = ret_vec_plain();
     assert!(
         want.starts_with("pair=") && want.contains(" live="),
         "{want}"
@@ -292,11 +288,7 @@ fn values_callers_keep_in_vector_registers_survive_entry_and_return_handlers() {
 /// they keep the wide save. The callers' sums must not change either way.
 #[test]
 fn values_callers_keep_survive_compiled_script_handlers_with_either_save() {
-    let plain = std::process::Command::new(target("ret_vec"))
-        .arg("50")
-        .output()
-        .expect("run ret_vec");
-    let want = String::from_utf8_lossy(&plain.stdout).into_owned();
+    let want = ret_vec_plain();
     let wide = if want.contains("wide=skip") { 0 } else { 50 };
     let prog = "global n, r, s, t, w
         probe kprobe(pair_of) { n++; s[sprintf(\"k%d-%s\", n % 7, \"pair\")] += 1 }
@@ -328,11 +320,7 @@ fn values_callers_keep_survive_compiled_script_handlers_with_either_save() {
 /// says why. Registering a probe from inside a handler is refused (EBUSY).
 #[test]
 fn sse_only_c_modules_get_the_lighter_saves_and_callers_keep_their_values() {
-    let plain = std::process::Command::new(target("ret_vec"))
-        .arg("50")
-        .output()
-        .expect("run ret_vec");
-    let want = String::from_utf8_lossy(&plain.stdout).into_owned();
+    let want = ret_vec_plain();
     let wide = if want.contains("wide=skip") { 0 } else { 50 };
     let verbose = ("PTAP_VERBOSE", "1");
     let out = load(
@@ -362,4 +350,13 @@ fn sse_only_c_modules_get_the_lighter_saves_and_callers_keep_their_values() {
         out.stderr.contains("full vector saves around its handlers"),
         "{out:?}"
     );
+}
+
+/// What `ret_vec 50` prints without probes.
+fn ret_vec_plain() -> String {
+    let plain = std::process::Command::new(target("ret_vec"))
+        .arg("50")
+        .output()
+        .expect("run ret_vec");
+    String::from_utf8_lossy(&plain.stdout).into_owned()
 }

@@ -112,22 +112,7 @@ fn holds(s: &SysSite, bytes: &dyn Fn(u64, usize) -> Vec<u8>) -> bool {
 
 fn read_file(p: &std::ffi::CStr) -> Option<Vec<u8>> {
     // O_RDONLY | O_NOFOLLOW | O_CLOEXEC
-    const O_RDONLY_CLOEXEC: usize = 0o2000000 | 0o400000;
-    // SAFETY: a NUL-terminated path; flags as named.
-    let fd = unsafe {
-        sys::syscall6(
-            sys::SYS_OPENAT,
-            AT_FDCWD as usize,
-            p.as_ptr() as usize,
-            O_RDONLY_CLOEXEC,
-            0,
-            0,
-            0,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
+    let fd = openat(p, 0o400000 | 0o2000000, 0)?;
     let mut out = Vec::new();
     let mut buf = [0u8; 16384];
     loop {
@@ -155,6 +140,23 @@ fn read_file(p: &std::ffi::CStr) -> Option<Vec<u8>> {
 
 const AT_FDCWD: isize = -100;
 
+/// `openat(AT_FDCWD, p, flags, mode)` by a raw system call.
+fn openat(p: &std::ffi::CStr, flags: usize, mode: usize) -> Option<isize> {
+    // SAFETY: a NUL-terminated path; the kernel checks the rest.
+    let fd = unsafe {
+        sys::syscall6(
+            sys::SYS_OPENAT,
+            AT_FDCWD as usize,
+            p.as_ptr() as usize,
+            flags,
+            mode,
+            0,
+            0,
+        )
+    };
+    (fd >= 0).then_some(fd)
+}
+
 /// The sites of a text of `len` bytes at `base`, from this session's file,
 /// if there is one and all of it holds here.
 pub(crate) fn load(
@@ -175,23 +177,11 @@ pub(crate) fn store(base: u64, len: u64, sites: &[SysSite]) {
         return;
     };
     let text = encode(base, len, sites);
-    // WRONLY CREAT EXCL TRUNC NOFOLLOW CLOEXEC
-    const FLAGS: usize = 0o1 | 0o100 | 0o200 | 0o1000 | 0o400000 | 0o2000000;
-    // SAFETY: a NUL-terminated path; flags as named; mode 0600.
-    let fd = unsafe {
-        sys::syscall6(
-            sys::SYS_OPENAT,
-            AT_FDCWD as usize,
-            tmp.as_ptr() as usize,
-            FLAGS,
-            0o600,
-            0,
-            0,
-        )
-    };
-    if fd < 0 {
+    // WRONLY CREAT EXCL TRUNC NOFOLLOW CLOEXEC, mode 0600
+    let flags = 0o1 | 0o100 | 0o200 | 0o1000 | 0o400000 | 0o2000000;
+    let Some(fd) = openat(&tmp, flags, 0o600) else {
         return;
-    }
+    };
     sys::write_all(fd as i32, text.as_bytes());
     // SAFETY: our descriptor; then a rename of our own file.
     unsafe {
