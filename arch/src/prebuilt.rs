@@ -14,11 +14,6 @@ use crate::trampoline::{Handler, Stub, VectorSave};
 pub(crate) struct Prebuilt {
     pub stub: Stub,
     pub mode: VectorSave,
-    /// The `lahf_sahf` flags-restore variant.
-    pub lahf: bool,
-    /// Built for a CPU with AVX enabled (only XSAVE bodies differ: a
-    /// `vzeroupper` follows the save).
-    pub avx: bool,
     /// Offsets of the 8-byte holes: `ip`, the handler's address and its data.
     pub ip: u16,
     pub func: u16,
@@ -45,19 +40,24 @@ impl Prebuilt {
     }
 }
 
-/// The prebuilt body for (`stub`, `mode`, `lahf`, `avx`), if the table has it
-/// (an XSAVE body fits any area size).
+/// The prebuilt body for (`stub`, `mode`) on a CPU with LAHF/SAHF in 64-bit
+/// mode (`lahf`) and AVX enabled (`avx`), if the table has it. The table holds
+/// only that variant (the `lahf_sahf` flags restore; the `vzeroupper` after
+/// an XSAVE, the one body AVX changes); an XSAVE body fits any area size.
 pub(crate) fn find(
     stub: Stub,
     mode: VectorSave,
     lahf: bool,
     avx: bool,
 ) -> Option<&'static Prebuilt> {
+    let xsave = matches!(mode, VectorSave::Xsave { .. });
+    if !lahf || (xsave && !avx) {
+        return None;
+    }
     PREBUILT.iter().find(|p| {
         p.stub == stub
-            && p.lahf == lahf
             && match (p.mode, mode) {
-                (VectorSave::Xsave { .. }, VectorSave::Xsave { .. }) => p.avx == avx,
+                (VectorSave::Xsave { .. }, VectorSave::Xsave { .. }) => true,
                 (a, b) => a == b,
             }
     })
@@ -149,7 +149,7 @@ fn generate() -> String {
             let _ = writeln!(
                 out,
                 "    Prebuilt {{\n        stub: Stub::{stub:?},\n        mode: VectorSave::{mode:?},\n        \
-                 lahf: true,\n        avx: true,\n        ip: {ip},\n        func: {func},\n        data: {data},\n        area: {area},\n        bytes: b\"\\"
+                 ip: {ip},\n        func: {func},\n        data: {data},\n        area: {area},\n        bytes: b\"\\"
             );
             for chunk in b.chunks(24) {
                 out.push_str("            ");

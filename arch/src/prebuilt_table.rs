@@ -5,8 +5,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Probe,
         mode: VectorSave::None,
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 183,
         data: 173,
@@ -31,8 +29,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Probe,
         mode: VectorSave::Xmm,
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 302,
         data: 292,
@@ -67,8 +63,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Probe,
         mode: VectorSave::Sse { mxcsr: false },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 302,
         data: 292,
@@ -103,8 +97,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Probe,
         mode: VectorSave::Sse { mxcsr: true },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 310,
         data: 300,
@@ -139,8 +131,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Probe,
         mode: VectorSave::Wide { n: 16, zmm: false, mxcsr: false },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 325,
         data: 315,
@@ -176,8 +166,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Probe,
         mode: VectorSave::Wide { n: 16, zmm: false, mxcsr: true },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 333,
         data: 323,
@@ -214,8 +202,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Probe,
         mode: VectorSave::Wide { n: 16, zmm: true, mxcsr: false },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 321,
         data: 311,
@@ -251,8 +237,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Probe,
         mode: VectorSave::Wide { n: 16, zmm: true, mxcsr: true },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 329,
         data: 319,
@@ -289,8 +273,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Probe,
         mode: VectorSave::Xsave { size: 1511457856 },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 305,
         data: 295,
@@ -321,8 +303,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Return,
         mode: VectorSave::None,
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 183,
         data: 173,
@@ -347,8 +327,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Return,
         mode: VectorSave::Xmm,
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 302,
         data: 292,
@@ -383,8 +361,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Return,
         mode: VectorSave::Sse { mxcsr: false },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 302,
         data: 292,
@@ -419,8 +395,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Return,
         mode: VectorSave::Sse { mxcsr: true },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 310,
         data: 300,
@@ -456,8 +430,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Return,
         mode: VectorSave::Wide { n: 16, zmm: false, mxcsr: false },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 325,
         data: 315,
@@ -494,8 +466,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Return,
         mode: VectorSave::Wide { n: 16, zmm: false, mxcsr: true },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 333,
         data: 323,
@@ -532,8 +502,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Return,
         mode: VectorSave::Wide { n: 16, zmm: true, mxcsr: false },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 321,
         data: 311,
@@ -569,8 +537,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Return,
         mode: VectorSave::Wide { n: 16, zmm: true, mxcsr: true },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 329,
         data: 319,
@@ -607,8 +573,6 @@ pub(crate) static PREBUILT: &[Prebuilt] = &[
     Prebuilt {
         stub: Stub::Return,
         mode: VectorSave::Xsave { size: 1511457856 },
-        lahf: true,
-        avx: true,
         ip: 111,
         func: 305,
         data: 295,

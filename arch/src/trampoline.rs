@@ -227,55 +227,36 @@ fn transition_loop(n: u64, clean: bool) -> u64 {
     let (lo0, hi0, lo1, hi1): (u32, u32, u32, u32);
     // SAFETY: AVX is enabled (caller); the asm clobbers only xmm14/xmm15 (as
     // declared) and leaves the upper halves clean (vzeroupper at the end).
+    // Both variants run the same loop; `clean` adds the vzeroupper (a
+    // predicted branch either way).
     unsafe {
-        if clean {
-            core::arch::asm!(
-                "lfence",
-                "rdtsc",
-                "mov {lo0:e}, eax",
-                "mov {hi0:e}, edx",
-                "2:",
-                "vinsertf128 ymm15, ymm15, xmm15, 1",
-                "vzeroupper",
-                "addps xmm14, xmm14",
-                "dec {n}",
-                "jnz 2b",
-                "lfence",
-                "rdtsc",
-                "vzeroupper",
-                n = inout(reg) n => _,
-                lo0 = out(reg) lo0,
-                hi0 = out(reg) hi0,
-                out("eax") lo1,
-                out("edx") hi1,
-                out("xmm14") _,
-                out("xmm15") _,
-                options(nostack),
-            );
-        } else {
-            core::arch::asm!(
-                "lfence",
-                "rdtsc",
-                "mov {lo0:e}, eax",
-                "mov {hi0:e}, edx",
-                "2:",
-                "vinsertf128 ymm15, ymm15, xmm15, 1",
-                "addps xmm14, xmm14",
-                "dec {n}",
-                "jnz 2b",
-                "lfence",
-                "rdtsc",
-                "vzeroupper",
-                n = inout(reg) n => _,
-                lo0 = out(reg) lo0,
-                hi0 = out(reg) hi0,
-                out("eax") lo1,
-                out("edx") hi1,
-                out("xmm14") _,
-                out("xmm15") _,
-                options(nostack),
-            );
-        }
+        core::arch::asm!(
+            "lfence",
+            "rdtsc",
+            "mov {lo0:e}, eax",
+            "mov {hi0:e}, edx",
+            "2:",
+            "vinsertf128 ymm15, ymm15, xmm15, 1",
+            "test {clean}, {clean}",
+            "jz 3f",
+            "vzeroupper",
+            "3:",
+            "addps xmm14, xmm14",
+            "dec {n}",
+            "jnz 2b",
+            "lfence",
+            "rdtsc",
+            "vzeroupper",
+            n = inout(reg) n => _,
+            clean = in(reg) clean as u64,
+            lo0 = out(reg) lo0,
+            hi0 = out(reg) hi0,
+            out("eax") lo1,
+            out("edx") hi1,
+            out("xmm14") _,
+            out("xmm15") _,
+            options(nostack),
+        );
     }
     let t0 = (hi0 as u64) << 32 | lo0 as u64;
     let t1 = (hi1 as u64) << 32 | lo1 as u64;

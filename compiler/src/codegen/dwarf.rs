@@ -143,16 +143,7 @@ impl Debug {
             let u = unit.unit_ref(&self.dwarf);
             let mut cursor = unit.entries();
             while let Some((_, e)) = cursor.next_dfs()? {
-                if e.tag() != dw::DW_TAG_subprogram {
-                    continue;
-                }
-                let Some(low) = e.attr_value(dw::DW_AT_low_pc)? else {
-                    continue;
-                };
-                let Some(pc) = u.attr_address(low)? else {
-                    continue;
-                };
-                if !self.is_function_at(&u, e, func, pc)? {
+                if self.entry_of(&u, e, func)?.is_none() {
                     continue;
                 }
                 let t =

@@ -229,13 +229,7 @@ impl Debug {
             let mut found = None;
             let mut cursor = unit.entries();
             while let Some((_, e)) = cursor.next_dfs()? {
-                if e.tag() != dw::DW_TAG_subprogram {
-                    continue;
-                }
-                let Some(pc) = self.low_pc(&u, e)? else {
-                    continue;
-                };
-                if self.is_function_at(&u, e, func, pc)? {
+                if self.entry_of(&u, e, func)?.is_some() {
                     found = Some(self.type_of(&u, e)?);
                     break;
                 }

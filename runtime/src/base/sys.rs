@@ -255,7 +255,8 @@ pub fn errno_save() -> Option<i32> {
 
 /// Put back what [`errno_save`] read.
 pub fn errno_restore(saved: Option<i32>) {
-    if let (Some(v), Some(p)) = (saved, errno_ptr()) {
+    let Some(v) = saved else { return };
+    if let Some(p) = errno_ptr() {
         // SAFETY: as in errno_save.
         unsafe { core::ptr::write_volatile(p, v) };
     }

@@ -155,7 +155,7 @@ pub fn trampoline_addr() -> u64 {
 }
 
 /// Where a hijacked return address points for a kretprobe whose return
-/// handler is compiled-script code (`known`) or not.
+/// handler is code ptap knows (`known`: `crate::kprobes::known`) or not.
 pub fn trampoline_addr_for(known: bool) -> u64 {
     let k = crate::hit::jump::known_ret_stub();
     if known && k != 0 {
@@ -212,9 +212,7 @@ pub unsafe fn guarded(
             None
         };
         let r = ptap_rt_guarded_call(f, a0, a1, a2, g);
-        if errno.is_some() {
-            sys::errno_restore(errno);
-        }
+        sys::errno_restore(errno);
         (*ts).cur_regs = outer_regs;
         let faulted = (*g).faulted != 0;
         // Restore an outer guard (a handler running inside a handler's fault path).

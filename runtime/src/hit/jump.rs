@@ -568,8 +568,8 @@ pub fn ret_stub() -> u64 {
     RET_STUB.load(Ordering::Acquire)
 }
 
-/// The return stub for kretprobes whose return handler is compiled-script
-/// code (a lighter vector save; 0 when not built: then [`ret_stub`] serves
+/// The return stub for kretprobes whose return handler is code ptap knows
+/// (`crate::kprobes::known`: a lighter vector save; 0 when not built: then [`ret_stub`] serves
 /// them too). Stored before [`RET_STUB`].
 pub(crate) static KNOWN_RET_STUB: AtomicU64 = AtomicU64::new(0);
 

@@ -102,8 +102,8 @@ const _: () = assert!(core::mem::size_of::<InstHdr>() == INST_HDR);
 /// thread's stack (hijacked return addresses) after unregistration.
 pub struct RetRec {
     pub rp: *mut Kretprobe,
-    /// Its return handler is compiled-script code: returns go through the
-    /// known-handlers return stub (`crate::hit::asm::trampoline_addr_for`).
+    /// Its return handler is code ptap knows (`crate::kprobes::known`):
+    /// returns go through the known-handlers return stub (`crate::hit::asm::trampoline_addr_for`).
     pub known_ret: bool,
     pub alive: AtomicBool,
     pub mem: *mut u8,

@@ -67,7 +67,10 @@ pub fn enabled() -> bool {
 
 /// Vector state the trampolines save around handlers (the argument for each
 /// choice is in docs/optprobes.md):
-/// - at a function entry (and at a return) the ABI makes only the argument
+/// - for handler code ptap knows (`crate::kprobes::known`), where legacy SSE
+///   after AVX costs nothing: the low halves of xmm0-15 (and MXCSR away from
+///   an entry), no `vzeroupper` ([`VectorSave::Sse`]);
+/// - otherwise, at a function entry (and at a return) the ABI makes only the argument
 ///   and return registers live, but GCC's inter-procedural register
 ///   allocation (-fipa-ra, on at -O2) lets the caller of a function in the
 ///   same file keep values across the call in any vector register that
@@ -154,7 +157,7 @@ pub fn ensure_ret_stub() {
     let Ok(code) = trampoline::return_trampoline(at, h, vector_save(true, false)) else {
         return;
     };
-    // A second stub for compiled-script return handlers, when they can do
+    // A second stub for return handlers of known code, when they can do
     // with a lighter save, in the same page.
     const KNOWN_AT: usize = LEN / 2;
     let known = vector_save(true, true);
@@ -193,17 +196,18 @@ pub struct Opt {
     pub region_slot: u64,
     /// The jump is in place.
     pub optimized: bool,
-    /// The trampoline saves only what compiled-script handlers can change
-    /// (see [`vector_save`]): a C handler on this site needs the trap path.
+    /// The trampoline saves only what handler code ptap knows can change
+    /// (see [`vector_save`]): any other handler on this site needs the trap
+    /// path.
     pub known_only: bool,
 }
 
-/// Why a C handler added to a site whose trampoline saves only what
-/// compiled-script handlers can change stays on the trap path.
+/// Why a handler of unknown code added to a site whose trampoline saves
+/// only what known handler code can change stays on the trap path.
 pub const UNKNOWN_HANDLER: &str =
-    "a C handler in the middle of a function needs the trap path here: this site's trampoline saves only what compiled-script handlers change";
+    "a handler ptap does not know (a C module that calls libc or uses AVX) needs the trap path here: this site's trampoline saves only what known handlers change";
 
-/// May a probe whose handlers are (`known`) or are not compiled-script code
+/// May a probe whose handlers are (`known`) or are not known code
 /// join the jump-optimized site at `addr`?
 pub fn handlers_fit(addr: u64, known: bool) -> bool {
     known || with_state(|s| s.sites.get(&addr).is_none_or(|o| !o.known_only))
@@ -367,8 +371,8 @@ const REGION_SLOT_CAP: usize = 128;
 
 /// Build (or reuse) the trampoline and region slot for a probe at `addr` in
 /// the function [func, func+size) whose bytes (with our probes removed) are
-/// `code`. `known_handlers`: every handler of the site is compiled-script
-/// code (see [`vector_save`]). Err = the reason it stays on the trap path.
+/// `code`. `known_handlers`: every handler of the site is code ptap knows
+/// (`crate::kprobes::known`, see [`vector_save`]). Err = the reason it stays on the trap path.
 /// Registration time.
 pub fn prepare(
     addr: u64,

@@ -107,6 +107,11 @@ fn describe(kp: *mut Kprobe) -> String {
     }
 }
 
+/// Why registration from inside a probe handler is refused (it allocates
+/// through libc: see `threads::in_probe_handler`).
+const IN_HANDLER: &str =
+    "called from a probe handler: register probes from init_module() or another thread";
+
 /// # Safety
 /// `kp` must be NULL or point to a `struct kprobe` valid until unregistered.
 pub unsafe fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
@@ -135,10 +140,7 @@ pub unsafe fn register_entry(kp: *mut Kprobe, kind: EntryKind) -> i32 {
     }
     set_last_error(String::new());
     let r = if from_handler {
-        set_last_error(
-            "called from a probe handler: register probes from init_module() or another thread"
-                .into(),
-        );
+        set_last_error(IN_HANDLER.into());
         -EBUSY
     } else {
         register_entry_inner(kp, kind)
@@ -648,10 +650,8 @@ pub unsafe fn register_ret(rp: *mut Kretprobe) -> i32 {
         return -EINVAL;
     }
     if threads::in_probe_handler() {
-        set_last_error(
-            "called from a probe handler: register probes from init_module() or another thread"
-                .into(),
-        );
+        // Before anything allocates (register_entry would refuse too).
+        set_last_error(IN_HANDLER.into());
         return -EBUSY;
     }
     let _own = OwnWork::start();

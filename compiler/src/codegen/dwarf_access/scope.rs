@@ -79,16 +79,7 @@ impl Debug {
                     }
                     continue;
                 }
-                if e.tag() != dw::DW_TAG_subprogram {
-                    continue;
-                }
-                let Some(low) = e.attr_value(dw::DW_AT_low_pc)? else {
-                    continue;
-                };
-                let Some(pc) = u.attr_address(low)? else {
-                    continue;
-                };
-                if self.is_function_at(&u, e, func, pc)? {
+                if let Some(pc) = self.entry_of(&u, e, func)? {
                     inside = Some((depth, pc));
                 }
             }
@@ -216,6 +207,23 @@ impl Debug {
             }
         }
         Ok(false)
+    }
+
+    /// The entry address of `e` when it is the subprogram of `func` (by
+    /// name, or at the address of the symbol `func`).
+    pub(in crate::codegen) fn entry_of(
+        &self,
+        u: &U<'_>,
+        e: &gimli::DebuggingInformationEntry<'_, '_, R>,
+        func: &str,
+    ) -> Result<Option<u64>, DwarfError> {
+        if e.tag() != dw::DW_TAG_subprogram {
+            return Ok(None);
+        }
+        let Some(pc) = self.low_pc(u, e)? else {
+            return Ok(None);
+        };
+        Ok(self.is_function_at(u, e, func, pc)?.then_some(pc))
     }
 
     pub(super) fn low_pc(
