@@ -47,17 +47,18 @@ impl<const N: usize> Registry<N> {
             self.counts[i].store(0, Ordering::Relaxed);
             return true;
         }
+        // A free slot's value and counter are 0 ([`Registry::remove`] clears
+        // them before it frees the key), so a reader that sees the new key
+        // sees 0 or the value. Only the thread that wins the key writes the
+        // slot: clearing it before the claim would let a thread that lost
+        // the race wipe the winner's value.
         for (i, k) in self.keys.iter().enumerate() {
-            // Value first: a reader that sees the key sees 0 or the value.
-            if k.load(Ordering::Relaxed) == 0 {
-                self.vals[i].store(0, Ordering::Release);
-                if k.compare_exchange(0, key, Ordering::AcqRel, Ordering::Relaxed)
+            if k.load(Ordering::Relaxed) == 0
+                && k.compare_exchange(0, key, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
-                {
-                    self.counts[i].store(0, Ordering::Relaxed);
-                    self.vals[i].store(val, Ordering::Release);
-                    return true;
-                }
+            {
+                self.vals[i].store(val, Ordering::Release);
+                return true;
             }
         }
         false
@@ -75,6 +76,7 @@ impl<const N: usize> Registry<N> {
     pub fn remove(&self, key: usize) {
         if let Some(i) = self.slot(key).filter(|_| key != 0) {
             self.vals[i].store(0, Ordering::Release);
+            self.counts[i].store(0, Ordering::Relaxed);
             self.keys[i].store(0, Ordering::Release);
         }
     }
@@ -131,5 +133,35 @@ mod tests {
             r.set(0x10000 + k * 8, 1);
         }
         assert!(!r.set(0x999000, 1), "full");
+    }
+
+    /// Threads that record, read back and forget their own keys at once
+    /// never see another thread's claim of a free slot wipe their value
+    /// (a slot's value is only written by the thread that won its key).
+    #[test]
+    fn concurrent_records_keep_their_values() {
+        static R: Registry = Registry::new();
+        let threads: Vec<_> = (1..=4usize)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut lost = 0;
+                    for i in 0..200_000usize {
+                        let key = t << 32 | i << 4;
+                        let val = i + 1;
+                        assert!(R.set(key, val));
+                        if R.get(key) != val {
+                            lost += 1;
+                        }
+                        R.remove(key);
+                    }
+                    lost
+                })
+            })
+            .collect();
+        let lost: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(
+            lost, 0,
+            "values lost to a concurrent claim of the same free slot"
+        );
     }
 }
