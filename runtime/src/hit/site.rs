@@ -88,9 +88,15 @@ pub struct InstHdr {
     pub next: usize,
     pub sp: u64,
     pub rec: *const RetRec,
+    /// 1 + this instance's index in its record (what [`RetRec::free`]
+    /// links): kept here, since computing it from the address costs a
+    /// 64-bit division per release.
+    pub idx: u32,
+    _pad: [u32; 3],
 }
 
-pub const INST_HDR: usize = 32;
+/// A multiple of 16: the public instance (and its `data`) stays 16-byte aligned.
+pub const INST_HDR: usize = 48;
 
 pub const INST_HOOKED: u32 = 1;
 
@@ -163,7 +169,8 @@ impl RetRec {
     }
     /// Give an instance back (see [`release`]).
     fn push_free(&self, h: *mut InstHdr) {
-        let idx = (h as usize - self.mem as usize) / self.stride + 1;
+        // SAFETY: h is one of this record's instances.
+        let idx = unsafe { (*h).idx };
         let mut head = self.free.load(Ordering::Acquire);
         loop {
             // SAFETY: h is inside mem and owned by the caller until pushed.
@@ -190,9 +197,14 @@ pub fn public(h: *mut InstHdr) -> *mut KretprobeInstance {
 pub unsafe fn release(h: *mut InstHdr) {
     // SAFETY: caller contract; records are never freed. Only the release
     // that clears `in_use` pushes (a second release would link the free
-    // list into a cycle).
+    // list into a cycle). A plain load and store, not a swap: an instance
+    // in use is released only by the thread whose list holds it (or by
+    // the one that took over a dead thread's slot), never by two threads
+    // at once, and that thread's signal handlers do not release it while
+    // it does (`in_handler` is raised around every list edit).
     unsafe {
-        if (*h).in_use.swap(0, Ordering::AcqRel) != 0 {
+        if (*h).in_use.load(Ordering::Relaxed) != 0 {
+            (*h).in_use.store(0, Ordering::Relaxed);
             (*(*h).rec).push_free(h);
         }
     }

@@ -706,6 +706,7 @@ pub unsafe fn register_ret(rp: *mut Kretprobe) -> i32 {
         // SAFETY: h is inside the zeroed block; nothing uses rec yet.
         unsafe {
             (*h).rec = rec;
+            (*h).idx = i as u32 + 1;
             (*public(h)).rp = rp;
             // free list 0, 1, ..., n-1 (index 0 on top)
             (*h).free_next
