@@ -373,6 +373,10 @@ fn load_module(
         output::count_module_error();
         return true;
     }
+    // A C module's handlers may name addresses on the hit path (dump_stack,
+    // fault reports), which only reads the index: build it now, with the
+    // module in it (its `lib:name` registrations do not need it).
+    let _ = ptap_rt_core::proc::symbols::get_or_build();
     // SAFETY: symbol lookups in the module.
     let (init, cleanup) = unsafe {
         (
@@ -563,6 +567,8 @@ fn spawn_control_thread() {
         .spawn(|| {
             let Some(s) = output::session() else { return };
             let w = s.control().detach.as_ptr() as *const u32;
+            let started = std::time::Instant::now();
+            let mut warm = false;
             loop {
                 if s.control().detach.load(Ordering::Acquire) != 0 {
                     shutdown();
@@ -575,6 +581,17 @@ fn spawn_control_thread() {
                 ptap_rt_core::script::modules::publish_missed();
                 // A REPL session's module set changed (ptap woke us).
                 ptap_rt_core::script::control::poll();
+                // A process that lives on gets the symbol index its
+                // probes' names did not need (`lib:name` points resolve
+                // without it), so that a later fault or crash report
+                // names functions. Not in the first second: most
+                // processes of a followed tree are gone by then, and
+                // would have paid for it (~0.6 ms for libc).
+                if !warm && started.elapsed() >= std::time::Duration::from_secs(1) {
+                    warm = true;
+                    let _own = ptap_rt_core::hit::threads::OwnWork::start();
+                    let _ = ptap_rt_core::proc::symbols::get_or_build();
+                }
                 // Threads whose syscall-probe arming waits for them to
                 // leave a call that a signal would turn into EINTR.
                 let wait_ms = if ptap_rt_core::syscall::retry_deferred_arming() {

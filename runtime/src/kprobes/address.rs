@@ -36,19 +36,33 @@ pub(super) fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
         }
         (addr, 0, 0)
     };
-    let mut idx = symbols::get_or_build();
-    if symbols::executable(idx, addr).is_none() {
-        idx = symbols::build();
-    }
-    let obj = symbols::executable(idx, addr).ok_or_else(|| {
+    let not_code = || {
         set_last_error(format!(
             "{addr:#x} is not in the executable code of a loaded object"
         ));
         EINVAL
-    })?;
-    if obj.is_runtime {
+    };
+    let in_runtime = || {
         set_last_error(format!("{addr:#x} is inside the ptap runtime itself"));
-        return Err(EINVAL);
+        EINVAL
+    };
+    // A function whose bounds the name gave (the usual case) needs only its
+    // segment, from the program headers: no symbol index is built for it
+    // (see `symbols::quick_lookup`).
+    if func != 0 && size > 0 {
+        let ((_, seg_end), runtime) = symbols::exec_segment(addr).ok_or_else(not_code)?;
+        if runtime {
+            return Err(in_runtime());
+        }
+        return check_end(addr, func, size, seg_end);
+    }
+    let mut idx = symbols::get_or_build();
+    if symbols::executable(idx, addr).is_none() {
+        idx = symbols::build();
+    }
+    let obj = symbols::executable(idx, addr).ok_or_else(not_code)?;
+    if obj.is_runtime {
+        return Err(in_runtime());
     }
     let seg_end = obj
         .exec
@@ -77,6 +91,12 @@ pub(super) fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
             size = (e - s) | CFI_BOUNDS;
         }
     }
+    check_end(addr, func, size, seg_end)
+}
+
+/// The last checks of [`resolve`]: `addr` inside its function, not the
+/// runtime's system call gadget.
+fn check_end(addr: u64, func: u64, size: u64, seg_end: u64) -> Result<(u64, u64, u64, u64), i32> {
     if func != 0 && size > 0 && addr >= func + (size & !CFI_BOUNDS) {
         set_last_error(format!(
             "offset {:#x} is beyond the end of the function",

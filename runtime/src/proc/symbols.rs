@@ -131,6 +131,20 @@ unsafe extern "C" fn phdr_cb(
     0
 }
 
+/// The loaded objects' names and segments, from their program headers in
+/// memory (no file is read: microseconds).
+fn loaded_objects() -> Vec<Raw> {
+    let mut raws: Vec<Raw> = Vec::new();
+    // SAFETY: the callback only appends to `raws`.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(phdr_cb),
+            &mut raws as *mut Vec<Raw> as *mut libc::c_void,
+        );
+    }
+    raws
+}
+
 fn runtime_anchor() -> u64 {
     build as *const () as u64
 }
@@ -222,12 +236,27 @@ pub struct FuncSym<'a> {
 /// The symbols that name functions, as the runtime's index and ptap's
 /// point resolution both take them: defined, at a non-zero address,
 /// `STT_FUNC` or `STT_GNU_IFUNC`, with a name; .symtab then .dynsym.
+///
+/// A non-default symbol version (`name@VERSION`, kept for programs linked
+/// against an older library: glibc's `pthread_cond_wait@GLIBC_2.2.5`) counts
+/// as not global, so that a lookup by name finds the default version, the
+/// one the dynamic linker binds programs to, as `dlsym` does.
 pub fn function_symbols<'d: 'f, 'f>(
     file: &'f object::File<'d>,
 ) -> impl Iterator<Item = FuncSym<'d>> + 'f {
+    let versions = match file {
+        object::File::Elf64(e) => e
+            .elf_section_table()
+            .versions(e.endian(), e.data())
+            .ok()
+            .flatten()
+            .map(|v| (v, e.endian())),
+        _ => None,
+    };
     file.symbols()
-        .chain(file.dynamic_symbols())
-        .filter_map(|s| {
+        .map(|s| (s, false))
+        .chain(file.dynamic_symbols().map(|s| (s, true)))
+        .filter_map(move |(s, dynamic)| {
             if s.is_undefined() || s.address() == 0 {
                 return None;
             }
@@ -240,11 +269,18 @@ pub fn function_symbols<'d: 'f, 'f>(
                 return None;
             }
             let name = s.name().ok().filter(|n| !n.is_empty())?;
+            let hidden_version = if dynamic {
+                versions
+                    .as_ref()
+                    .is_some_and(|(v, en)| v.version_index(*en, s.index()).is_hidden())
+            } else {
+                name.contains('@') && !name.contains("@@")
+            };
             Some(FuncSym {
                 name,
                 addr: s.address(),
                 size: s.size(),
-                global: s.is_global(),
+                global: s.is_global() && !hidden_version,
                 ifunc,
             })
         })
@@ -252,14 +288,7 @@ pub fn function_symbols<'d: 'f, 'f>(
 
 /// (Re)build the index from the objects loaded now, and publish it.
 pub fn build() -> &'static Index {
-    let mut raws: Vec<Raw> = Vec::new();
-    // SAFETY: the callback only appends to `raws`.
-    unsafe {
-        libc::dl_iterate_phdr(
-            Some(phdr_cb),
-            &mut raws as *mut Vec<Raw> as *mut libc::c_void,
-        );
-    }
+    let raws = loaded_objects();
     // Nothing loaded or unloaded since the last build: keep it (reading
     // every object's symbol table again costs milliseconds).
     if let Some(cur) = current() {
@@ -316,8 +345,62 @@ pub fn build() -> &'static Index {
         });
     }
     let idx = Box::leak(Box::new(Index { objs }));
+    // Before it is published: the hit path never sees the site objects'
+    // names half done. A rebuilt index (a library loaded since) has fresh
+    // objects: every object that holds a probe is demangled again.
+    // Held until the index is published: a site registered meanwhile on
+    // another thread is either seen here or sees the new index.
+    let mut sites = SITE_OBJECTS.lock();
+    if let Ok(s) = sites.as_mut() {
+        for addr in std::mem::take(&mut s.pending) {
+            if let Some(o) = object_of(idx, addr) {
+                if !s.paths.contains(&o.path) {
+                    s.paths.push(o.path.clone());
+                }
+            }
+        }
+        for o in idx.objs.iter().filter(|o| !o.is_runtime) {
+            if s.paths.contains(&o.path) {
+                o.demangle_all();
+            }
+        }
+    }
     INDEX.store(idx, Ordering::Release);
+    drop(sites);
     idx
+}
+
+/// The objects that hold probe sites (see [`demangle_object_of`]): their
+/// paths, and addresses of sites placed before any index was built.
+struct SiteObjects {
+    paths: Vec<String>,
+    pending: Vec<u64>,
+}
+
+static SITE_OBJECTS: std::sync::Mutex<SiteObjects> = std::sync::Mutex::new(SiteObjects {
+    paths: Vec::new(),
+    pending: Vec::new(),
+});
+
+/// The names of the object holding a probe site are demangled, so that
+/// backtraces and `usymname()` through it show demangled names (once per
+/// object, at registration; never on the hit path). Without an index yet
+/// (a name the dynamic linker resolved: [`quick_lookup`]), that is done
+/// when one is built.
+pub fn demangle_object_of(addr: u64) {
+    let Ok(mut s) = SITE_OBJECTS.lock() else {
+        return;
+    };
+    let Some(idx) = current() else {
+        s.pending.push(addr);
+        return;
+    };
+    if let Some(o) = object_of(idx, addr).filter(|o| !o.is_runtime) {
+        if !s.paths.contains(&o.path) {
+            s.paths.push(o.path.clone());
+        }
+        o.demangle_all();
+    }
 }
 
 static RUNTIME_SYMS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -345,16 +428,16 @@ pub fn get_or_build() -> &'static Index {
 
 /// Does `want` (from "lib:sym") name this object? `libc` matches libc.so.6,
 /// `libc.so.6` matches exactly, and anything with a '/' is a path.
-fn lib_matches(obj: &Obj, want: &str) -> bool {
+fn lib_matches(path: &str, want: &str) -> bool {
     if want.contains('/') {
-        return obj.path == want
+        return path == want
             || std::fs::canonicalize(want)
                 .ok()
                 .map(|p| p.to_string_lossy().into_owned())
                 .as_deref()
-                == Some(&obj.path);
+                == Some(path);
     }
-    let base = obj.path.rsplit('/').next().unwrap_or(&obj.path);
+    let base = path.rsplit('/').next().unwrap_or(path);
     if base == want {
         return true;
     }
@@ -409,7 +492,7 @@ fn lookup_in(idx: &Index, name: &str) -> Option<Found> {
             continue;
         }
         if let Some(l) = lib {
-            if !lib_matches(o, l) {
+            if !lib_matches(&o.path, l) {
                 continue;
             }
         }
@@ -449,6 +532,82 @@ fn lookup_in(idx: &Index, name: &str) -> Option<Found> {
         }
     }
     best.map(|b| b.0)
+}
+
+/// `dladdr1`'s request for the symbol table entry (glibc's
+/// `RTLD_DL_SYMENT`; the libc crate does not define it).
+const RTLD_DL_SYMENT: libc::c_int = 1;
+
+/// `lib:name` resolved through the dynamic linker's own hash tables of the
+/// loaded library (`dlsym`, then `dladdr1` for the symbol's size), without
+/// reading any file: building the index reads every loaded object's symbol
+/// table, ~0.6 ms for libc alone, which every process of a followed tree
+/// paid to find one function (measured with `kprobe(libc:malloc)`). Only
+/// an exported function of that library itself qualifies: None (and the
+/// caller asks the index) for an IFUNC (`dlsym` gives its implementation,
+/// often a local symbol of a stripped library), a symbol found in a
+/// dependency, the program itself (`lib` names a library), a name with a
+/// version suffix, or anything `dladdr1` does not describe exactly.
+pub fn quick_lookup(name: &str) -> Option<Found> {
+    let (lib, sym) = name.split_once(':')?;
+    if lib.is_empty() || sym.is_empty() || sym.contains('@') {
+        return None;
+    }
+    let anchor = runtime_anchor();
+    let obj = loaded_objects().into_iter().enumerate().find(|(i, r)| {
+        *i > 0
+            && !r.name.is_empty()
+            && !skipped(&r.name)
+            && !r.exec.iter().any(|&(s, e)| anchor >= s && anchor < e)
+            && lib_matches(&r.name, lib)
+    })?;
+    let (path, c) = (
+        CString::new(obj.1.name.as_str()).ok()?,
+        CString::new(sym).ok()?,
+    );
+    // SAFETY: dlopen of an object already loaded (RTLD_NOLOAD: nothing is
+    // loaded, no constructor runs) with valid C strings; the handle is
+    // closed again. dladdr1 writes only `info` and `ent`.
+    let (p, info, ent) = unsafe {
+        let h = libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+        if h.is_null() {
+            return None;
+        }
+        let p = libc::dlsym(h, c.as_ptr());
+        libc::dlclose(h);
+        if p.is_null() {
+            return None;
+        }
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut ent: *mut libc::c_void = core::ptr::null_mut();
+        if libc::dladdr1(p, &mut info, &mut ent, RTLD_DL_SYMENT) == 0 || ent.is_null() {
+            return None;
+        }
+        (p as u64, info, *(ent as *const libc::Elf64_Sym))
+    };
+    let in_lib = obj.1.exec.iter().any(|&(s, e)| p >= s && p < e);
+    let func = ent.st_info & 0xf == object::elf::STT_FUNC;
+    (in_lib && func && ent.st_size > 0 && info.dli_saddr as u64 == p).then_some(Found {
+        addr: p,
+        func: p,
+        size: ent.st_size,
+    })
+}
+
+/// The executable segment holding `addr` and whether it is the runtime's
+/// own, from the program headers in memory (no symbol table is read).
+pub fn exec_segment(addr: u64) -> Option<((u64, u64), bool)> {
+    let anchor = runtime_anchor();
+    // The objects the index would hold (see `build`): the program, and
+    // every named object but the vDSO.
+    let raws = loaded_objects();
+    raws.iter().enumerate().find_map(|(i, r)| {
+        if i > 0 && (r.name.is_empty() || skipped(&r.name)) {
+            return None;
+        }
+        let seg = *r.exec.iter().find(|&&(s, e)| addr >= s && addr < e)?;
+        Some((seg, r.exec.iter().any(|&(s, e)| anchor >= s && anchor < e)))
+    })
 }
 
 /// Look a name up; rebuild the index once if it is not found (a library may
@@ -618,4 +777,72 @@ pub fn executable(idx: &Index, addr: u64) -> Option<&Obj> {
     idx.objs
         .iter()
         .find(|o| o.exec.iter().any(|&(s, e)| addr >= s && addr < e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dynamic linker's answer is the index's for libc's plain exported
+    /// functions (address and size); everything it cannot describe exactly
+    /// is left to the index.
+    #[test]
+    fn quick_lookup_agrees_with_the_index() {
+        let mut checked = 0;
+        for name in ["malloc", "free", "open", "read", "write", "fopen", "strtol"] {
+            let full = format!("libc:{name}");
+            let Some(q) = quick_lookup(&full) else {
+                panic!("{full}: the dynamic linker's tables should answer");
+            };
+            assert_eq!(Some(q), lookup(&full), "{full}");
+            assert!(q.size > 0 && q.func == q.addr, "{full}: {q:?}");
+            checked += 1;
+        }
+        assert_eq!(checked, 7);
+        // Two versions: the default one (what programs call) for both.
+        for name in [
+            "pthread_cond_wait",
+            "pthread_cond_signal",
+            "posix_spawn",
+            "fmemopen",
+        ] {
+            let full = format!("libc:{name}");
+            let q = quick_lookup(&full).expect("a default version");
+            assert_eq!(
+                Some(q),
+                lookup(&full),
+                "{full}: the index must pick the default version too"
+            );
+            // SAFETY: dlsym with RTLD_DEFAULT and a C string.
+            let bound =
+                unsafe { libc::dlsym(libc::RTLD_DEFAULT, CString::new(name).unwrap().as_ptr()) };
+            assert_eq!(q.addr, bound as u64, "{full}");
+        }
+        // Not there, not a function, not this library's, not a library.
+        assert_eq!(quick_lookup("libc:ptap_no_such_function"), None);
+        assert_eq!(quick_lookup("libc:environ"), None, "a variable");
+        assert_eq!(
+            quick_lookup("libc:memcpy"),
+            None,
+            "an IFUNC: the index picks its implementation"
+        );
+        assert_eq!(quick_lookup("libnosuchlib:malloc"), None);
+        assert_eq!(
+            quick_lookup("malloc"),
+            None,
+            "unqualified names go to the index"
+        );
+        assert_eq!(quick_lookup("libc:malloc@GLIBC_2.2.5"), None);
+    }
+
+    #[test]
+    fn exec_segment_finds_the_code_of_libc_and_of_the_runtime() {
+        let malloc = quick_lookup("libc:malloc").expect("libc:malloc");
+        let ((s, e), runtime) = exec_segment(malloc.addr).expect("libc's text");
+        assert!(s <= malloc.addr && malloc.addr < e && !runtime);
+        let here = exec_segment_finds_the_code_of_libc_and_of_the_runtime as *const () as u64;
+        assert!(exec_segment(here).is_some_and(|(_, runtime)| runtime));
+        let stack = 0u64;
+        assert_eq!(exec_segment(&stack as *const u64 as u64), None);
+    }
 }

@@ -3,8 +3,9 @@
 //! as `symbols::lookup` (which scans every symbol of every object per name):
 //! unqualified names only, first global symbol in object order wins, a
 //! local one only if no global appears (the main executable's local beats
-//! later objects). Qualified names (`lib:sym`), ifuncs and misses go to
-//! `symbols::lookup`. Not used on the hit path.
+//! later objects). Qualified names (`lib:sym`) go to the dynamic linker's
+//! tables first (`symbols::quick_lookup`: no index is built for them), then
+//! like ifuncs and misses to `symbols::lookup`. Not used on the hit path.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -57,7 +58,7 @@ fn build(idx: &Index) -> HashMap<String, Vec<(u32, u32)>> {
 /// `symbols::lookup`, through the map when it can answer.
 pub fn lookup(name: &str) -> Option<Found> {
     if name.contains(':') {
-        return symbols::lookup(name);
+        return symbols::quick_lookup(name).or_else(|| symbols::lookup(name));
     }
     let idx = symbols::get_or_build();
     let hit = {

@@ -220,6 +220,11 @@ pub fn attach_in(
 ) -> Result<(Attached, Vec<AttachError>), AttachError> {
     let mut skipped: Vec<AttachError> = Vec::new();
     super::h_ctx::note_exe_bias();
+    if module.reads_symbols {
+        // Its handlers name addresses or walk stacks: the index must exist
+        // before the first hit (the hit path cannot build it).
+        let _ = crate::proc::symbols::get_or_build();
+    }
     let mut a = Attached {
         module,
         kprobes: Vec::new(),

@@ -317,6 +317,26 @@ impl Helper {
     }
 }
 
+/// The helpers that read the runtime's symbol index on the hit path (names
+/// of addresses, backtraces: they need the index of every loaded object,
+/// and the hit path cannot build it). A module that calls one of them has
+/// the index built when it is attached; other modules' `lib:name` points
+/// are resolved without it (see `crate::proc::symbols::quick_lookup`).
+const READS_SYMBOLS: [Helper; 7] = [
+    Helper::Usymname,
+    Helper::PrintUbacktrace,
+    Helper::Ubacktrace,
+    Helper::SprintUbacktrace,
+    Helper::SprintUstack,
+    Helper::PrintUstack,
+    Helper::Ucallers,
+];
+
+/// Does helper `name` read the symbol index (see [`READS_SYMBOLS`])?
+pub fn reads_symbols(name: &str) -> bool {
+    READS_SYMBOLS.iter().any(|h| h.def().name == name)
+}
+
 /// The address of helper `name` (for the probe-module loader).
 pub fn lookup(name: &str) -> Option<usize> {
     HELPERS.iter().find(|h| h.name == name).map(|h| (h.addr)())

@@ -58,6 +58,9 @@ pub struct LoadedModule {
     len: usize,
     handlers: Vec<Handler>,
     entry_handlers: Vec<Option<Handler>>,
+    /// It calls a helper that reads the symbol index on the hit path
+    /// (`helper_table::reads_symbols`).
+    pub reads_symbols: bool,
 }
 
 // SAFETY: after loading, the mapping is immutable code and data reached only
@@ -175,6 +178,7 @@ pub fn load(bytes: &[u8]) -> Result<LoadedModule, LoadError> {
         len,
         handlers: Vec::new(),
         entry_handlers: Vec::new(),
+        reads_symbols: false,
     };
     // SAFETY: the mapping is len bytes, RW, owned by m.
     let mem = unsafe { core::slice::from_raw_parts_mut(m.base, len) };
@@ -193,6 +197,7 @@ pub fn load(bytes: &[u8]) -> Result<LoadedModule, LoadError> {
     }
 
     let base_addr = m.base as u64;
+    let reads_symbols = core::cell::Cell::new(false);
     let symbol_addr = |idx: object::SymbolIndex| -> Result<u64, LoadError> {
         let sym = file
             .symbol_by_index(idx)
@@ -207,6 +212,9 @@ pub fn load(bytes: &[u8]) -> Result<LoadedModule, LoadError> {
             return Ok(base_addr + off as u64 + sym.address());
         }
         let name = sym.name().map_err(|e| LoadError::Parse(e.to_string()))?;
+        if helper_table::reads_symbols(name) {
+            reads_symbols.set(true);
+        }
         helper_table::lookup(name)
             .map(|a| a as u64)
             .ok_or_else(|| LoadError::UnknownSymbol(name.to_string()))
@@ -304,5 +312,6 @@ pub fn load(bytes: &[u8]) -> Result<LoadedModule, LoadError> {
             None => None,
         });
     }
+    m.reads_symbols = reads_symbols.get();
     Ok(m)
 }

@@ -59,6 +59,11 @@ pub fn attach_file_as(path: &str, role: Role) -> Result<usize, String> {
                 ""
             }
         );
+        if crate::proc::symbols::current().is_none() {
+            msg.push_str(&format!(
+                "ptap: pid {pid}: its points were resolved through the dynamic linker's symbol tables (no symbol index built)\n"
+            ));
+        }
         let own = crate::hit::threads::OWN_WORK_HITS.load(Ordering::Relaxed);
         if own > 0 {
             msg.push_str(&format!(

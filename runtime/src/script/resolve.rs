@@ -157,14 +157,7 @@ pub(super) fn sites(target: &TargetSpec, entry_kind: Option<&str>) -> Result<Vec
     }
 }
 
-/// Demangle the names of the object holding a probe site, so that
-/// backtraces and `usymname()` through it show demangled names (done once
-/// per object, at registration; never on the hit path).
+/// See [`symbols::demangle_object_of`].
 pub(super) fn demangle_object_of(addr: u64) {
-    let idx = symbols::get_or_build();
-    if let Some(o) = symbols::object_of(idx, addr) {
-        if !o.is_runtime {
-            o.demangle_all();
-        }
-    }
+    symbols::demangle_object_of(addr);
 }
