@@ -253,9 +253,7 @@ pub fn errno_save() -> Option<i32> {
     errno_ptr().map(|p| unsafe { core::ptr::read_volatile(p) })
 }
 
-/// Put back what [`errno_save`] read. Inlined: on the hit path `saved` is
-/// usually None (no handler of unknown code), and then this is one test.
-#[inline(always)]
+/// Put back what [`errno_save`] read.
 pub fn errno_restore(saved: Option<i32>) {
     let Some(v) = saved else { return };
     if let Some(p) = errno_ptr() {

@@ -200,9 +200,7 @@ pub unsafe fn guarded(
     // SAFETY: ts is this thread's slot; the asm saves/restores callee-saved regs.
     unsafe {
         let g = core::ptr::addr_of_mut!((*ts).guard);
-        // Only these two are given back below (the fault fields are read by
-        // the caller of the guard that faulted, before it returns).
-        let (outer_rsp, outer_active) = ((*g).saved_rsp, (*g).active);
+        let outer = core::ptr::read(g);
         let outer_regs = (*ts).cur_regs;
         (*ts).cur_regs = a1;
         (*g).faulted = 0;
@@ -218,8 +216,8 @@ pub unsafe fn guarded(
         (*ts).cur_regs = outer_regs;
         let faulted = (*g).faulted != 0;
         // Restore an outer guard (a handler running inside a handler's fault path).
-        (*g).saved_rsp = outer_rsp;
-        (*g).active = outer_active;
+        (*g).saved_rsp = outer.saved_rsp;
+        (*g).active = outer.active;
         (*g).faulted = 0;
         if faulted {
             None
