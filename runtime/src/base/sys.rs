@@ -294,6 +294,48 @@ pub fn fstat(fd: i32) -> Option<libc::stat> {
     (r == 0).then_some(st)
 }
 
+pub const AT_FDCWD: isize = -100;
+
+/// `openat(AT_FDCWD, p, flags, mode)` by a raw system call (a system call
+/// probe on `openat` does not see the runtime's own files).
+pub fn openat_raw(p: &std::ffi::CStr, flags: usize, mode: usize) -> Option<isize> {
+    // SAFETY: a NUL-terminated path; the kernel checks the rest.
+    let fd = unsafe {
+        syscall6(
+            SYS_OPENAT,
+            AT_FDCWD as usize,
+            p.as_ptr() as usize,
+            flags,
+            mode,
+            0,
+            0,
+        )
+    };
+    (fd >= 0).then_some(fd)
+}
+
+/// A whole file (at most 8 MiB), opened with `flags` | O_CLOEXEC and read
+/// by raw system calls (see [`openat_raw`]).
+pub fn read_file_raw(p: &std::ffi::CStr, flags: usize) -> Option<Vec<u8>> {
+    let fd = openat_raw(p, flags | 0o2000000, 0)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        // SAFETY: buf is ours, of the length given.
+        let n = unsafe { syscall3(SYS_READ, fd as usize, buf.as_mut_ptr() as usize, buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+        if out.len() > 8 << 20 {
+            break;
+        }
+    }
+    // SAFETY: our descriptor.
+    unsafe { syscall3(SYS_CLOSE, fd as usize, 0, 0) };
+    Some(out)
+}
+
 /// pwrite through an fd (used with /proc/self/mem to patch r-x text).
 /// # Safety
 /// Writing to /proc/self/mem changes this process's memory at `off`.

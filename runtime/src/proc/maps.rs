@@ -85,8 +85,12 @@ pub fn read(path: impl AsRef<Path>) -> std::io::Result<String> {
 }
 
 /// This process's maps (empty if /proc is not readable).
+/// By raw system calls: the runtime reads it while system call probes may
+/// be armed (`kprobes::codemem::poke_many`), and they must not see it.
 pub fn read_self() -> String {
-    read("/proc/self/maps").unwrap_or_default()
+    crate::base::sys::read_file_raw(c"/proc/self/maps", 0)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

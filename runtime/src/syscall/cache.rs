@@ -110,53 +110,6 @@ fn holds(s: &SysSite, bytes: &dyn Fn(u64, usize) -> Vec<u8>) -> bool {
     s.nr == Some(v)
 }
 
-fn read_file(p: &std::ffi::CStr) -> Option<Vec<u8>> {
-    // O_RDONLY | O_NOFOLLOW | O_CLOEXEC
-    let fd = openat(p, 0o400000 | 0o2000000, 0)?;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16384];
-    loop {
-        // SAFETY: buf is ours, of the length given.
-        let n = unsafe {
-            sys::syscall3(
-                sys::SYS_READ,
-                fd as usize,
-                buf.as_mut_ptr() as usize,
-                buf.len(),
-            )
-        };
-        if n <= 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n as usize]);
-        if out.len() > 8 << 20 {
-            break;
-        }
-    }
-    // SAFETY: our descriptor.
-    unsafe { sys::syscall3(sys::SYS_CLOSE, fd as usize, 0, 0) };
-    Some(out)
-}
-
-const AT_FDCWD: isize = -100;
-
-/// `openat(AT_FDCWD, p, flags, mode)` by a raw system call.
-fn openat(p: &std::ffi::CStr, flags: usize, mode: usize) -> Option<isize> {
-    // SAFETY: a NUL-terminated path; the kernel checks the rest.
-    let fd = unsafe {
-        sys::syscall6(
-            sys::SYS_OPENAT,
-            AT_FDCWD as usize,
-            p.as_ptr() as usize,
-            flags,
-            mode,
-            0,
-            0,
-        )
-    };
-    (fd >= 0).then_some(fd)
-}
-
 /// The sites of a text of `len` bytes at `base`, from this session's file,
 /// if there is one and all of it holds here.
 pub(crate) fn load(
@@ -165,7 +118,8 @@ pub(crate) fn load(
     bytes: &dyn Fn(u64, usize) -> Vec<u8>,
 ) -> Option<Vec<SysSite>> {
     let p = path(len, "")?;
-    let data = read_file(&p)?;
+    // O_RDONLY | O_NOFOLLOW | O_CLOEXEC
+    let data = sys::read_file_raw(&p, 0o400000 | 0o2000000)?;
     let sites = decode(std::str::from_utf8(&data).ok()?, base, len)?;
     sites.iter().all(|s| holds(s, bytes)).then_some(sites)
 }
@@ -179,7 +133,7 @@ pub(crate) fn store(base: u64, len: u64, sites: &[SysSite]) {
     let text = encode(base, len, sites);
     // WRONLY CREAT EXCL TRUNC NOFOLLOW CLOEXEC, mode 0600
     let flags = 0o1 | 0o100 | 0o200 | 0o1000 | 0o400000 | 0o2000000;
-    let Some(fd) = openat(&tmp, flags, 0o600) else {
+    let Some(fd) = sys::openat_raw(&tmp, flags, 0o600) else {
         return;
     };
     sys::write_all(fd as i32, text.as_bytes());
@@ -188,9 +142,9 @@ pub(crate) fn store(base: u64, len: u64, sites: &[SysSite]) {
         sys::syscall3(sys::SYS_CLOSE, fd as usize, 0, 0);
         sys::syscall6(
             sys::SYS_RENAMEAT,
-            AT_FDCWD as usize,
+            sys::AT_FDCWD as usize,
             tmp.as_ptr() as usize,
-            AT_FDCWD as usize,
+            sys::AT_FDCWD as usize,
             fin.as_ptr() as usize,
             0,
             0,
