@@ -249,8 +249,8 @@ impl crate::kprobes::codemem::CodeMem for Registry {
     fn poke(&mut self, at: u64, bytes: &[u8]) -> bool {
         poke(self, at, bytes).is_ok()
     }
-    fn poke_many(&mut self, w: &[(u64, Vec<u8>)]) {
-        poke_many(self, w)
+    fn poke_steps(&mut self, steps: &[&[(u64, Vec<u8>)]]) {
+        poke_steps(self, steps)
     }
     fn clean(&self, addr: u64, len: usize) -> Vec<u8> {
         clean_code(self, addr, len)
@@ -354,11 +354,30 @@ pub(crate) fn clean_code(reg: &Registry, addr: u64, len: usize) -> Vec<u8> {
 /// and made r-x again, instead of one /proc/self/mem write per piece. Pieces
 /// in other mappings (not plain r-x, or mprotect refused) go through `poke`.
 pub(crate) fn poke_many(reg: &mut Registry, w: &[(u64, Vec<u8>)]) {
+    write_steps(reg, &[w], false);
+}
+
+/// [`poke_many`] for the steps of cross-modifying code (int3 first, then
+/// the tails, then the heads), with `membarrier(SYNC_CORE)` after each
+/// step: the pages stay writable through all of them, so a process arming
+/// libc's ~110 system call sites makes them writable and r-x again once,
+/// not once per step (each mprotect of libc's text rewrites ~350 page
+/// table entries and shoots down the other CPUs' TLBs).
+pub(crate) fn poke_steps(reg: &mut Registry, steps: &[&[(u64, Vec<u8>)]]) {
+    write_steps(reg, steps, true);
+}
+
+fn write_steps(reg: &mut Registry, steps: &[&[(u64, Vec<u8>)]], barrier: bool) {
     // A few pieces (a process of a followed tree arming its probes): one
     // write each is cheaper than reading and parsing /proc/self/maps.
-    if w.len() <= 4 {
-        for (a, b) in w {
-            let _ = poke(reg, *a, b);
+    if steps.iter().map(|s| s.len()).sum::<usize>() <= 4 {
+        for s in steps {
+            for (a, b) in s.iter() {
+                let _ = poke(reg, *a, b);
+            }
+            if barrier {
+                sys::membarrier_sync_core();
+            }
         }
         return;
     }
@@ -367,45 +386,44 @@ pub(crate) fn poke_many(reg: &mut Registry, w: &[(u64, Vec<u8>)]) {
         .filter(|m| m.private_text())
         .map(|m| (m.start, m.end))
         .collect();
-    let mut order: Vec<usize> = (0..w.len()).collect();
-    order.sort_by_key(|&i| w[i].0);
-    let mut i = 0;
-    while i < order.len() {
-        let (a, ref b) = w[order[i]];
-        let Some(&(ms, me)) = rx.iter().find(|&&(s, e)| a >= s && a + b.len() as u64 <= e) else {
-            let _ = poke(reg, a, b);
-            i += 1;
+    // The pages each r-x mapping has pieces in, made writable once.
+    let mut runs: Vec<(u64, u64, bool)> = Vec::new(); // (lo, hi, writable)
+    for (a, b) in steps.iter().flat_map(|s| s.iter()) {
+        let end = a + b.len() as u64;
+        let Some(&(ms, me)) = rx.iter().find(|&&(s, e)| *a >= s && end <= e) else {
             continue;
         };
-        // The pieces inside this mapping, and the pages they touch.
-        let mut j = i;
-        while j < order.len() {
-            let (a2, ref b2) = w[order[j]];
-            if a2 < ms || a2 + b2.len() as u64 > me {
-                break;
+        let (lo, hi) = (a & !0xfff, (end + 0xfff) & !0xfff);
+        match runs.iter_mut().find(|r| r.0 >= ms && r.1 <= me) {
+            Some(r) => {
+                r.0 = r.0.min(lo);
+                r.1 = r.1.max(hi);
             }
-            j += 1;
+            None => runs.push((lo, hi, false)),
         }
-        let lo = a & !0xfff;
-        let (la, ref lb) = w[order[j - 1]];
-        let hi = (la + lb.len() as u64 + 0xfff) & !0xfff;
+    }
+    for r in &mut runs {
         // SAFETY: our own r-x text pages, made r-w-x for the copies and then
         // r-x again (the mapping was r-x, checked above).
-        let ok = unsafe { sys::mprotect(lo as usize, (hi - lo) as usize, 7) } == 0;
-        for &k in &order[i..j] {
-            let (a2, ref b2) = w[k];
-            if ok {
-                // SAFETY: inside the pages just made writable.
-                unsafe { core::ptr::copy_nonoverlapping(b2.as_ptr(), a2 as *mut u8, b2.len()) };
+        r.2 = unsafe { sys::mprotect(r.0 as usize, (r.1 - r.0) as usize, 7) } == 0;
+    }
+    for s in steps {
+        for (a, b) in s.iter() {
+            let end = a + b.len() as u64;
+            if runs.iter().any(|r| r.2 && *a >= r.0 && end <= r.1) {
+                // SAFETY: inside pages just made writable.
+                unsafe { core::ptr::copy_nonoverlapping(b.as_ptr(), *a as *mut u8, b.len()) };
             } else {
-                let _ = poke(reg, a2, b2);
+                let _ = poke(reg, *a, b);
             }
         }
-        if ok {
-            // SAFETY: as above.
-            unsafe { sys::mprotect(lo as usize, (hi - lo) as usize, 5) };
+        if barrier {
+            sys::membarrier_sync_core();
         }
-        i = j;
+    }
+    for r in runs.iter().filter(|r| r.2) {
+        // SAFETY: as above.
+        unsafe { sys::mprotect(r.0 as usize, (r.1 - r.0) as usize, 5) };
     }
 }
 
@@ -415,8 +433,9 @@ pub trait CodeMem {
     fn alloc(&mut self, near: u64, len: usize) -> Option<u64>;
     /// Write code (any of our text or slot memory).
     fn poke(&mut self, at: u64, bytes: &[u8]) -> bool;
-    /// Write many pieces at once (a batch).
-    fn poke_many(&mut self, w: &[(u64, Vec<u8>)]);
+    /// Write pieces in steps, each followed by `membarrier(SYNC_CORE)`
+    /// (see `poke_steps`).
+    fn poke_steps(&mut self, steps: &[&[(u64, Vec<u8>)]]);
     /// Is the site at `addr` published, armed with an int3 and routed
     /// through its region slot? Then Some(its single-instruction slot or 0).
     fn armed(&self, addr: u64) -> Option<u64>;

@@ -578,10 +578,9 @@ pub fn optimize_pending(m: &mut dyn CodeMem) {
         .iter()
         .map(|(a, j)| (a + 1, j[1..].to_vec()))
         .collect();
-    m.poke_many(&w);
-    sys::membarrier_sync_core();
-    let w: Vec<(u64, Vec<u8>)> = tails.iter().map(|(a, j)| (*a, vec![j[0]])).collect();
-    m.poke_many(&w);
+    let h: Vec<(u64, Vec<u8>)> = tails.iter().map(|(a, j)| (*a, vec![j[0]])).collect();
+    // The tails (behind the int3s), then the heads.
+    m.poke_steps(&[&w, &h]);
     with_state(|s| {
         for (a, _) in &tails {
             if let Some(o) = s.sites.get_mut(a) {
@@ -590,7 +589,6 @@ pub fn optimize_pending(m: &mut dyn CodeMem) {
             s.refused.remove(a);
         }
     });
-    sys::membarrier_sync_core();
 }
 
 /// Put the int3 back over an optimized site's jump and restore the tail

@@ -363,49 +363,45 @@ fn apply(
     // refused; one that were would stay in libc.
     on.retain(|&i| publish(&st.sites[i]));
     int3_on.retain(|&i| publish(&st.sites[i]));
-    // Each step's pieces are written together (`poke_many`: libc's text made
-    // writable once per step instead of a /proc/self/mem write, and its
-    // checks, per piece: a process arming a system call probe wrote ~340
-    // pieces, ~1,400 system calls).
+    // The three steps' pieces, written step by step with a membarrier after
+    // each (`poke_steps`: libc's text made writable once for all of them,
+    // instead of a /proc/self/mem write, and its checks, per piece: a
+    // process arming a system call probe wrote ~340 pieces, ~1,400 system
+    // calls).
     // Step 1: int3 on every mov to patch or restore, and on the int3 sites.
-    let mut w: Vec<(u64, Vec<u8>)> = on
+    let int3s: Vec<(u64, Vec<u8>)> = on
         .iter()
         .chain(off.iter())
         .map(|&i| (at(i), vec![0xcc]))
         .chain(int3_on.iter().map(|&i| (st.sites[i].s.syscall, vec![0xcc])))
         .collect();
-    m.poke_many(&w);
-    sys::membarrier_sync_core();
     // Step 2: the tails (jump's rel32, or the original bytes).
-    w.clear();
+    let mut tails: Vec<(u64, Vec<u8>)> = Vec::new();
     for &i in &on {
         let a = at(i);
         let rel = (st.sites[i].code as i64 - (a as i64 + 5)) as i32;
-        w.push((a + 1, rel.to_le_bytes().to_vec()));
+        tails.push((a + 1, rel.to_le_bytes().to_vec()));
     }
     for &i in &off {
-        w.push((at(i) + 1, st.sites[i].orig[1..5].to_vec()));
+        tails.push((at(i) + 1, st.sites[i].orig[1..5].to_vec()));
     }
     for &i in &int3_off {
-        w.push((st.sites[i].s.syscall, vec![0x0f]));
+        tails.push((st.sites[i].s.syscall, vec![0x0f]));
     }
-    m.poke_many(&w);
-    sys::membarrier_sync_core();
     // Step 3: the heads.
-    w.clear();
+    let mut heads: Vec<(u64, Vec<u8>)> = Vec::new();
     for &i in &on {
-        w.push((at(i), vec![0xe9]));
+        heads.push((at(i), vec![0xe9]));
     }
     for &i in &off {
         let a = at(i);
         // A kprobe on the mov (none can be registered there while the site
         // is moved: the table refuses it): its int3 stays.
         if kind_at(a) != Some(SiteKind::Probe) {
-            w.push((a, vec![st.sites[i].orig[0]]));
+            heads.push((a, vec![st.sites[i].orig[0]]));
         }
     }
-    m.poke_many(&w);
-    sys::membarrier_sync_core();
+    m.poke_steps(&[&int3s, &tails, &heads]);
     for &i in on.iter().chain(int3_on.iter()) {
         st.sites[i].on = true;
     }
