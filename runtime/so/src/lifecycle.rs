@@ -375,8 +375,10 @@ fn load_module(
     }
     // A C module's handlers may name addresses on the hit path (dump_stack,
     // fault reports), which only reads the index: build it now, with the
-    // module in it (its `lib:name` registrations do not need it).
-    let _ = ptap_rt_core::proc::symbols::get_or_build();
+    // module in it (its `lib:name` registrations do not need it). `build`,
+    // not `get_or_build`: an index made before this dlopen lacks the module
+    // (and is kept as it is when nothing was loaded since).
+    let _ = ptap_rt_core::proc::symbols::build();
     // SAFETY: symbol lookups in the module.
     let (init, cleanup) = unsafe {
         (
@@ -506,7 +508,7 @@ static FORK_LAST_ERROR: ptap_rt_core::base::forklock::MutexSlot<String> =
     ptap_rt_core::base::forklock::MutexSlot::new(&ptap_rt_core::kprobes::register::LAST_ERROR);
 
 /// The runtime's mutexes, outermost first (the order they nest in).
-fn fork_locks() -> [&'static dyn ptap_rt_core::base::forklock::ForkLock; 9] {
+fn fork_locks() -> [&'static dyn ptap_rt_core::base::forklock::ForkLock; 10] {
     [
         ptap_rt_core::kprobes::codemem::fork_lock(),
         ptap_rt_core::syscall::sites::fork_lock(),
@@ -517,6 +519,7 @@ fn fork_locks() -> [&'static dyn ptap_rt_core::base::forklock::ForkLock; 9] {
         ptap_rt_core::script::modules::fork_lock(),
         ptap_rt_core::script::control::fork_lock(),
         &FORK_LAST_ERROR,
+        ptap_rt_core::proc::symbols::fork_lock(),
     ]
 }
 

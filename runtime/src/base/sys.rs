@@ -323,6 +323,9 @@ pub fn read_file_raw(p: &std::ffi::CStr, flags: usize) -> Option<Vec<u8>> {
     loop {
         // SAFETY: buf is ours, of the length given.
         let n = unsafe { syscall3(SYS_READ, fd as usize, buf.as_mut_ptr() as usize, buf.len()) };
+        if n == -4 {
+            continue; // EINTR
+        }
         if n <= 0 {
             break;
         }

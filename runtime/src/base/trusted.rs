@@ -57,6 +57,9 @@ impl<const N: usize> Registry<N> {
                 && k.compare_exchange(0, key, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
+                // A `count` that raced with the last `remove` may have
+                // left one behind.
+                self.counts[i].store(0, Ordering::Relaxed);
                 self.vals[i].store(val, Ordering::Release);
                 return true;
             }

@@ -95,7 +95,7 @@ pub struct InstHdr {
     _pad: [u32; 3],
 }
 
-/// A multiple of 16: the public instance (and its `data`) stays 16-byte aligned.
+/// A multiple of 16: the public instance keeps the alignment it had.
 pub const INST_HDR: usize = 48;
 
 pub const INST_HOOKED: u32 = 1;
@@ -197,14 +197,12 @@ pub fn public(h: *mut InstHdr) -> *mut KretprobeInstance {
 pub unsafe fn release(h: *mut InstHdr) {
     // SAFETY: caller contract; records are never freed. Only the release
     // that clears `in_use` pushes (a second release would link the free
-    // list into a cycle). A plain load and store, not a swap: an instance
-    // in use is released only by the thread whose list holds it (or by
-    // the one that took over a dead thread's slot), never by two threads
-    // at once, and that thread's signal handlers do not release it while
-    // it does (`in_handler` is raised around every list edit).
+    // list into a cycle). A swap: two threads can release the same
+    // instance, e.g. the control thread sweeping the slot of a CLONE_VM
+    // child (posix_spawn's) that looks dead to it while the child returns
+    // through its kretprobe.
     unsafe {
-        if (*h).in_use.load(Ordering::Relaxed) != 0 {
-            (*h).in_use.store(0, Ordering::Relaxed);
+        if (*h).in_use.swap(0, Ordering::AcqRel) != 0 {
             (*(*h).rec).push_free(h);
         }
     }

@@ -348,25 +348,10 @@ pub fn build() -> &'static Index {
     // Before it is published: the hit path never sees the site objects'
     // names half done. A rebuilt index (a library loaded since) has fresh
     // objects: every object that holds a probe is demangled again.
-    // Held until the index is published: a site registered meanwhile on
-    // another thread is either seen here or sees the new index.
-    let mut sites = SITE_OBJECTS.lock();
-    if let Ok(s) = sites.as_mut() {
-        for addr in std::mem::take(&mut s.pending) {
-            if let Some(o) = object_of(idx, addr) {
-                if !s.paths.contains(&o.path) {
-                    s.paths.push(o.path.clone());
-                }
-            }
-        }
-        for o in idx.objs.iter().filter(|o| !o.is_runtime) {
-            if s.paths.contains(&o.path) {
-                o.demangle_all();
-            }
-        }
-    }
+    demangle_sites(idx);
     INDEX.store(idx, Ordering::Release);
-    drop(sites);
+    // A site recorded while this was built (it saw an older index, or none).
+    demangle_sites(idx);
     idx
 }
 
@@ -388,19 +373,55 @@ static SITE_OBJECTS: std::sync::Mutex<SiteObjects> = std::sync::Mutex::new(SiteO
 /// (a name the dynamic linker resolved: [`quick_lookup`]), that is done
 /// when one is built.
 pub fn demangle_object_of(addr: u64) {
-    let Ok(mut s) = SITE_OBJECTS.lock() else {
-        return;
-    };
-    let Some(idx) = current() else {
-        s.pending.push(addr);
-        return;
-    };
-    if let Some(o) = object_of(idx, addr).filter(|o| !o.is_runtime) {
-        if !s.paths.contains(&o.path) {
-            s.paths.push(o.path.clone());
+    let o = current()
+        .and_then(|idx| object_of(idx, addr))
+        .filter(|o| !o.is_runtime);
+    if let Ok(mut s) = SITE_OBJECTS.lock() {
+        match o {
+            Some(o) if !s.paths.contains(&o.path) => s.paths.push(o.path.clone()),
+            Some(_) => {}
+            // No index yet, or one older than the object (a library loaded
+            // since): the next build resolves it.
+            None => s.pending.push(addr),
         }
+    }
+    if let Some(o) = o {
+        o.demangle_all(); // outside the lock: tens of ms for a C++ library
+    }
+}
+
+/// Resolve the pending site addresses against `idx` and demangle every
+/// object that holds a site (the lock is held only to read the lists).
+fn demangle_sites(idx: &Index) {
+    let paths = {
+        let Ok(mut s) = SITE_OBJECTS.lock() else {
+            return;
+        };
+        for addr in std::mem::take(&mut s.pending) {
+            match object_of(idx, addr).filter(|o| !o.is_runtime) {
+                Some(o) if !s.paths.contains(&o.path) => s.paths.push(o.path.clone()),
+                Some(_) => {}
+                None => s.pending.push(addr),
+            }
+        }
+        s.paths.clone()
+    };
+    for o in idx
+        .objs
+        .iter()
+        .filter(|o| !o.is_runtime && paths.contains(&o.path))
+    {
         o.demangle_all();
     }
+}
+
+static FORK_SITE_OBJECTS: crate::base::forklock::MutexSlot<SiteObjects> =
+    crate::base::forklock::MutexSlot::new(&SITE_OBJECTS);
+
+/// The lock of the site objects' list, for the fork handlers
+/// (`crate::base::forklock`).
+pub fn fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
+    &FORK_SITE_OBJECTS
 }
 
 static RUNTIME_SYMS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -568,26 +589,35 @@ pub fn quick_lookup(name: &str) -> Option<Found> {
     // SAFETY: dlopen of an object already loaded (RTLD_NOLOAD: nothing is
     // loaded, no constructor runs) with valid C strings; the handle is
     // closed again. dladdr1 writes only `info` and `ent`.
-    let (p, info, ent) = unsafe {
+    let (p, saddr, ent) = unsafe {
         let h = libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
         if h.is_null() {
             return None;
         }
-        let p = libc::dlsym(h, c.as_ptr());
+        // The handle is kept until the symbol entry is read: a dlclose by
+        // the target meanwhile cannot unmap the library under us.
+        let found = (|| {
+            let p = libc::dlsym(h, c.as_ptr());
+            if p.is_null() {
+                return None;
+            }
+            let mut info: libc::Dl_info = core::mem::zeroed();
+            let mut ent: *mut libc::c_void = core::ptr::null_mut();
+            if libc::dladdr1(p, &mut info, &mut ent, RTLD_DL_SYMENT) == 0 || ent.is_null() {
+                return None;
+            }
+            Some((
+                p as u64,
+                info.dli_saddr as u64,
+                *(ent as *const libc::Elf64_Sym),
+            ))
+        })();
         libc::dlclose(h);
-        if p.is_null() {
-            return None;
-        }
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        let mut ent: *mut libc::c_void = core::ptr::null_mut();
-        if libc::dladdr1(p, &mut info, &mut ent, RTLD_DL_SYMENT) == 0 || ent.is_null() {
-            return None;
-        }
-        (p as u64, info, *(ent as *const libc::Elf64_Sym))
+        found?
     };
     let in_lib = obj.1.exec.iter().any(|&(s, e)| p >= s && p < e);
     let func = ent.st_info & 0xf == object::elf::STT_FUNC;
-    (in_lib && func && ent.st_size > 0 && info.dli_saddr as u64 == p).then_some(Found {
+    (in_lib && func && ent.st_size > 0 && saddr == p).then_some(Found {
         addr: p,
         func: p,
         size: ent.st_size,
@@ -833,6 +863,27 @@ mod tests {
             "unqualified names go to the index"
         );
         assert_eq!(quick_lookup("libc:malloc@GLIBC_2.2.5"), None);
+    }
+
+    /// A site in a library loaded after the index was built: the next build
+    /// has the library, and demangles it as an object holding a site.
+    #[test]
+    fn a_library_loaded_after_the_index_is_demangled_by_the_next_build() {
+        let _ = get_or_build();
+        // SAFETY: dlopen of a system library with a C string.
+        let h = unsafe { libc::dlopen(c"libm.so.6".as_ptr(), libc::RTLD_NOW) };
+        assert!(!h.is_null(), "libm.so.6");
+        // SAFETY: dlsym on our handle.
+        let addr = unsafe { libc::dlsym(h, c"frexp".as_ptr()) } as u64;
+        assert_ne!(addr, 0);
+        demangle_object_of(addr);
+        let idx = build();
+        let o = object_of(idx, addr).expect("the rebuilt index has libm");
+        assert!(o.path.contains("libm"), "{}", o.path);
+        assert!(
+            o.demangled.get().is_some(),
+            "libm holds a site: its names are demangled"
+        );
     }
 
     #[test]

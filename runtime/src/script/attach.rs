@@ -222,8 +222,9 @@ pub fn attach_in(
     super::h_ctx::note_exe_bias();
     if module.reads_symbols {
         // Its handlers name addresses or walk stacks: the index must exist
-        // before the first hit (the hit path cannot build it).
-        let _ = crate::proc::symbols::get_or_build();
+        // before the first hit (the hit path cannot build it), with every
+        // object loaded now (`build` keeps an index that is still current).
+        let _ = crate::proc::symbols::build();
     }
     let mut a = Attached {
         module,
