@@ -36,67 +36,48 @@ pub(super) fn resolve(kp: *mut Kprobe) -> Result<(u64, u64, u64, u64), i32> {
         }
         (addr, 0, 0)
     };
-    let not_code = || {
+    // The segment and the runtime check come from the program headers: a
+    // function whose bounds the name gave (the usual case) needs no symbol
+    // index (see `symbols::quick_lookup`).
+    let Some(((_, seg_end), runtime)) = symbols::exec_segment(addr) else {
         set_last_error(format!(
             "{addr:#x} is not in the executable code of a loaded object"
         ));
-        EINVAL
+        return Err(EINVAL);
     };
-    let in_runtime = || {
+    if runtime {
         set_last_error(format!("{addr:#x} is inside the ptap runtime itself"));
-        EINVAL
-    };
-    // A function whose bounds the name gave (the usual case) needs only its
-    // segment, from the program headers: no symbol index is built for it
-    // (see `symbols::quick_lookup`).
-    if func != 0 && size > 0 {
-        let ((_, seg_end), runtime) = symbols::exec_segment(addr).ok_or_else(not_code)?;
-        if runtime {
-            return Err(in_runtime());
+        return Err(EINVAL);
+    }
+    if func == 0 || size == 0 {
+        let mut idx = symbols::get_or_build();
+        if symbols::executable(idx, addr).is_none() {
+            idx = symbols::build();
         }
-        return check_end(addr, func, size, seg_end);
-    }
-    let mut idx = symbols::get_or_build();
-    if symbols::executable(idx, addr).is_none() {
-        idx = symbols::build();
-    }
-    let obj = symbols::executable(idx, addr).ok_or_else(not_code)?;
-    if obj.is_runtime {
-        return Err(in_runtime());
-    }
-    let seg_end = obj
-        .exec
-        .iter()
-        .find(|&&(s, e)| addr >= s && addr < e)
-        .map(|r| r.1)
-        .unwrap_or(addr + 1);
-    if func == 0 {
-        if let Some((_, s)) = symbols::containing(idx, addr) {
-            if s.size > 0 && addr < s.addr + s.size {
-                func = s.addr;
-                size = s.size;
+        if func == 0 {
+            if let Some((_, s)) = symbols::containing(idx, addr) {
+                if s.size > 0 && addr < s.addr + s.size {
+                    func = s.addr;
+                    size = s.size;
+                }
+            }
+        }
+        if func == 0 || size == 0 {
+            // No sized symbol (a stripped library's local function, an IFUNC
+            // implementation): the bounds of its CFI, for the boundary check.
+            // Not for jump optimization: hand-written assembly such as glibc's
+            // string functions has several entry points, and a sibling entry
+            // outside this FDE may jump into the bytes a jump would replace
+            // (measured: a jump-optimized memcpy implementation missed most
+            // of its calls). `resolve` marks such bounds with the high bit.
+            if let Some((s, e)) = symbols::executable(idx, addr)
+                .and_then(|obj| crate::proc::eh_frame::fde_bounds(obj, addr))
+            {
+                func = s;
+                size = (e - s) | CFI_BOUNDS;
             }
         }
     }
-    if func == 0 || size == 0 {
-        // No sized symbol (a stripped library's local function, an IFUNC
-        // implementation): the bounds of its CFI, for the boundary check.
-        // Not for jump optimization: hand-written assembly such as glibc's
-        // string functions has several entry points, and a sibling entry
-        // outside this FDE may jump into the bytes a jump would replace
-        // (measured: a jump-optimized memcpy implementation missed most
-        // of its calls). `resolve` marks such bounds with the high bit.
-        if let Some((s, e)) = crate::proc::eh_frame::fde_bounds(obj, addr) {
-            func = s;
-            size = (e - s) | CFI_BOUNDS;
-        }
-    }
-    check_end(addr, func, size, seg_end)
-}
-
-/// The last checks of [`resolve`]: `addr` inside its function, not the
-/// runtime's system call gadget.
-fn check_end(addr: u64, func: u64, size: u64, seg_end: u64) -> Result<(u64, u64, u64, u64), i32> {
     if func != 0 && size > 0 && addr >= func + (size & !CFI_BOUNDS) {
         set_last_error(format!(
             "offset {:#x} is beyond the end of the function",
