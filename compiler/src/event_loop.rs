@@ -670,5 +670,10 @@ mod tests {
             crate::target::exit_text(7, st),
             "the target (pid 7) exited with status 3"
         );
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            crate::target::exit_text(7, Some(std::process::ExitStatus::from_raw(11))),
+            "the target (pid 7) was killed by signal 11 (SIGSEGV)"
+        );
     }
 }

@@ -14,6 +14,7 @@
 
 use anyhow::Context;
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -143,6 +144,12 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
             _ => eprintln!("ptap: stopping: {stop}"),
         }
         eprintln!("Pass 5: ran for {:.2?}", t0.elapsed());
+    } else if let (Stop::TargetExited(st), Some(child)) = (&stop, target.as_ref()) {
+        // A target killed by a signal is said even without -v: under ptap
+        // no shell sees its status to print "Segmentation fault".
+        if st.is_some_and(|s| s.signal().is_some()) {
+            eprintln!("ptap: {}", crate::target::exit_text(child.id(), *st));
+        }
     }
     let mut still_running = false;
     if let Some(child) = target.as_mut() {

@@ -85,7 +85,10 @@ impl Target {
 pub(crate) fn exit_text(pid: i32, st: Option<std::process::ExitStatus>) -> String {
     let how = match (st.and_then(|s| s.code()), st.and_then(|s| s.signal())) {
         (Some(c), _) => format!("exited with status {c}"),
-        (_, Some(sig)) => format!("was killed by signal {sig}"),
+        (_, Some(sig)) => match nix::sys::signal::Signal::try_from(sig) {
+            Ok(name) => format!("was killed by signal {sig} ({name})"),
+            Err(_) => format!("was killed by signal {sig}"),
+        },
         _ => "exited".to_string(),
     };
     format!("the target (pid {pid}) {how}")

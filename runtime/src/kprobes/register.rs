@@ -209,6 +209,10 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
         Ok(x) => x,
         Err(e) => return -e,
     };
+    if let Some(why) = crate::kprobes::blocked::why(addr) {
+        set_last_error(why);
+        return -EINVAL;
+    }
     // A jprobe's entry mirrors the function's arguments, a kretprobe
     // hijacks the return address at [sp]: both only make sense at the
     // function's first instruction (Linux: kprobe_on_func_entry). A
