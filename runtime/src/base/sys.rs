@@ -152,6 +152,23 @@ pub fn thread_alive(tid: i32) -> bool {
     tgkill(getpid(), tid, 0) != -3 // ESRCH
 }
 
+/// Does task `tid` still run in this address space: a thread of this
+/// process, or a child made by `clone(CLONE_VM)` without `CLONE_THREAD`
+/// (`posix_spawn`'s child, `vfork`) that has not exec'ed or exited? Such a
+/// child is another process, so [`thread_alive`] calls it dead, yet it
+/// runs the probed code with a thread slot of this table. kcmp(KCMP_VM)
+/// compares the two tasks' memory (0: the same); without kcmp (a kernel
+/// built without it, or refused) the child counts as dead, as before.
+pub fn runs_in_our_memory(tid: i32) -> bool {
+    const SYS_KCMP: usize = 312;
+    const KCMP_VM: usize = 1;
+    if thread_alive(tid) {
+        return true;
+    }
+    // SAFETY: kcmp takes plain integers.
+    unsafe { syscall6(SYS_KCMP, getpid() as usize, tid as usize, KCMP_VM, 0, 0, 0) == 0 }
+}
+
 /// Has thread `tid` (of any process) exited: no /proc/TID, or a zombie/dead
 /// task? Raw syscalls and a stack buffer only (hit-path safe, but costs an
 /// open/read/close: call it only after spinning on a lock for long).

@@ -199,8 +199,9 @@ pub unsafe fn release(h: *mut InstHdr) {
     // that clears `in_use` pushes (a second release would link the free
     // list into a cycle). A swap: two threads can release the same
     // instance, e.g. the control thread sweeping the slot of a CLONE_VM
-    // child (posix_spawn's) that looks dead to it while the child returns
-    // through its kretprobe.
+    // child (posix_spawn's) while the child returns through its kretprobe,
+    // on a kernel without kcmp, where such a child looks dead to the sweep
+    // (`sys::runs_in_our_memory`).
     unsafe {
         if (*h).in_use.swap(0, Ordering::AcqRel) != 0 {
             (*(*h).rec).push_free(h);

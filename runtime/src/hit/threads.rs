@@ -333,7 +333,7 @@ pub fn current() -> Option<*mut ThreadState> {
         let s = slot((h + k) % MAX_THREADS);
         // SAFETY: as above.
         let cur = unsafe { (*s).tid.load(Ordering::Acquire) };
-        if cur > 0 && !sys::thread_alive(cur) {
+        if cur > 0 && !sys::runs_in_our_memory(cur) {
             // SAFETY: as above.
             if unsafe {
                 (*s).tid
@@ -378,7 +378,7 @@ pub fn sweep_dead() -> usize {
                 core::ptr::read_volatile(core::ptr::addr_of!((*s).kret_head)),
             )
         };
-        if tid <= 0 || kret == 0 || sys::thread_alive(tid) {
+        if tid <= 0 || kret == 0 || sys::runs_in_our_memory(tid) {
             continue;
         }
         // SAFETY: as above.
@@ -508,7 +508,7 @@ pub fn synchronize() -> bool {
                 break;
             }
             spins += 1;
-            if spins.is_multiple_of(1024) && !sys::thread_alive(tid) {
+            if spins.is_multiple_of(1024) && !sys::runs_in_our_memory(tid) {
                 break;
             }
             if spins < 64 {
