@@ -2,7 +2,8 @@
  * posix_spawn makes its child: another process sharing this memory, with
  * no TLS of its own) calls slow(MS), which sleeps MS milliseconds with raw
  * system calls and returns MS; the child then _exits with slow's value
- * modulo 256. The parent prints "child exit: N". */
+ * modulo 256. The parent prints "child exit: N", then calls slow(MS) itself
+ * and prints "parent: MS". */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <signal.h>
@@ -47,5 +48,7 @@ int main(int argc, char **argv)
 		printf("child exit: %d\n", WEXITSTATUS(st));
 	else
 		printf("child killed by signal %d\n", WTERMSIG(st));
+	fflush(stdout);
+	printf("parent: %ld\n", slow(ms));
 	return 0;
 }

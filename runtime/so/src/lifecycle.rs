@@ -199,6 +199,7 @@ fn start(params: Params) {
     if STARTED.swap(true, Ordering::AcqRel) {
         return;
     }
+    threads::note_own_process();
     let injected = params.injected();
     let module = params.get(session::ENV_MODULE);
     // Injected into a running process: it is the target (and has no

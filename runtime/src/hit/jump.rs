@@ -265,8 +265,15 @@ pub fn thread() -> Option<*mut ThreadState> {
             return Some(p);
         }
         let ts = threads::current()?;
-        (*t)[0] = ts as u64;
-        (*t)[1] = (*ts).tid.load(Ordering::Relaxed) as u32 as u64;
+        // A clone(CLONE_VM) child shares this TLS block with its parent:
+        // it looks its slot up on every hit instead of caching it. (One
+        // that finds its parent's slot cached uses it: it cannot tell
+        // without a system call per hit. posix_spawn's parent waits
+        // meanwhile.)
+        if threads::in_own_process() {
+            (*t)[0] = ts as u64;
+            (*t)[1] = (*ts).tid.load(Ordering::Relaxed) as u32 as u64;
+        }
         Some(ts)
     }
 }
