@@ -30,6 +30,10 @@ struct Case {
     stderr: Vec<String>,
     exit: i32,
     timeout: u64,
+    /// What the machine must offer, else the case is ignored (and listed
+    /// as such): `kcmp` (the kcmp system call, which some container
+    /// profiles refuse).
+    requires: Vec<String>,
 }
 
 /// Parse a spec file: `KEY value` lines; a value continues on the lines
@@ -109,6 +113,12 @@ fn parse(path: &Path) -> Result<Vec<Case>, String> {
                     .parse()
                     .map_err(|_| format!("{file}:{line}: bad EXIT"))?
             }
+            "REQUIRES" => {
+                if v.trim() != "kcmp" {
+                    return Err(format!("{file}:{line}: REQUIRES knows only kcmp"));
+                }
+                c.requires.push(v.trim().to_string())
+            }
             "TIMEOUT" => {
                 c.timeout = v
                     .trim()
@@ -119,6 +129,28 @@ fn parse(path: &Path) -> Result<Vec<Case>, String> {
         }
     }
     Ok(cases)
+}
+
+/// Does this machine offer what `REQUIRES` names?
+fn available(what: &str) -> bool {
+    match what {
+        // kcmp(self, self, KCMP_VM): 0 where the call is allowed.
+        "kcmp" => {
+            let me = std::process::id() as libc::c_long;
+            // SAFETY: kcmp takes plain integers.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_kcmp,
+                    me,
+                    me,
+                    1 as libc::c_long,
+                    0 as libc::c_long,
+                    0 as libc::c_long,
+                ) == 0
+            }
+        }
+        _ => false,
+    }
 }
 
 fn with_newline(mut v: String) -> String {
@@ -263,9 +295,22 @@ fn main() {
     let trials = cases
         .into_iter()
         .map(|c| {
-            let name = format!("{}:{}: {}", c.file, c.line, c.name);
+            let missing: Vec<String> = c
+                .requires
+                .iter()
+                .filter(|r| !available(r))
+                .cloned()
+                .collect();
+            let mut name = format!("{}:{}: {}", c.file, c.line, c.name);
+            if !missing.is_empty() {
+                name.push_str(&format!(
+                    " (ignored: no {} on this machine)",
+                    missing.join(", ")
+                ));
+            }
             let scratch = scratch.clone();
             libtest_mimic::Trial::test(name, move || run_case(&c, &scratch).map_err(Into::into))
+                .with_ignored_flag(!missing.is_empty())
         })
         .collect();
     libtest_mimic::run(&args, trials).exit();

@@ -156,17 +156,23 @@ pub fn thread_alive(tid: i32) -> bool {
 /// process, or a child made by `clone(CLONE_VM)` without `CLONE_THREAD`
 /// (`posix_spawn`'s child, `vfork`) that has not exec'ed or exited? Such a
 /// child is another process, so [`thread_alive`] calls it dead, yet it
-/// runs the probed code with a thread slot of this table. kcmp(KCMP_VM)
-/// compares the two tasks' memory (0: the same); without kcmp (a kernel
-/// built without it, or refused) the child counts as dead, as before.
+/// runs the probed code with a thread slot of this table. Without kcmp (a
+/// kernel built without it, or refused) the child counts as dead, as
+/// before.
 pub fn runs_in_our_memory(tid: i32) -> bool {
+    thread_alive(tid) || same_memory(tid) == Some(true)
+}
+
+/// Does task `tid` share the calling task's memory? kcmp(KCMP_VM) against
+/// the calling thread itself (not the process's first thread, which may
+/// have exited and then has no memory to compare). None when kcmp fails
+/// (no such task, or kcmp unavailable).
+pub fn same_memory(tid: i32) -> Option<bool> {
     const SYS_KCMP: usize = 312;
     const KCMP_VM: usize = 1;
-    if thread_alive(tid) {
-        return true;
-    }
     // SAFETY: kcmp takes plain integers.
-    unsafe { syscall6(SYS_KCMP, getpid() as usize, tid as usize, KCMP_VM, 0, 0, 0) == 0 }
+    let r = unsafe { syscall6(SYS_KCMP, gettid() as usize, tid as usize, KCMP_VM, 0, 0, 0) };
+    (r >= 0).then_some(r == 0)
 }
 
 /// Has thread `tid` (of any process) exited: no /proc/TID, or a zombie/dead

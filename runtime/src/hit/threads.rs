@@ -528,10 +528,30 @@ pub fn synchronize() -> bool {
 /// How long unregistration waits for one thread to leave a handler.
 pub const GRACE_LIMIT_US: u64 = 3_000_000;
 
-/// After fork: only the forking thread exists in the child. Move its state
-/// (kretprobe instances on its copied stack) to the child's tid and free the rest.
+/// Is the calling task a thread of this process, not a child made by
+/// `clone(CLONE_VM)` without `CLONE_THREAD` (posix_spawn's kind), which
+/// shares the memory and the TLS block of the thread that made it? Such a
+/// child must not write its slot into that TLS cache (`hit::jump::thread`):
+/// its parent would then use the child's slot, which the sweep takes back
+/// once the child is gone. One getpid; when it differs from the pid last
+/// learnt, kcmp tells a child sharing our memory from a process forked
+/// without the fork hooks (a raw fork), which learns its own pid then.
+/// True before start-up, and where kcmp is unavailable (as before).
+pub fn in_own_process() -> bool {
+    let p = OWN_PID.load(Ordering::Acquire);
+    let me = sys::getpid();
+    if p == 0 || me == p {
+        return true;
+    }
+    if sys::same_memory(p) == Some(true) {
+        return false;
+    }
+    OWN_PID.store(me, Ordering::Release);
+    true
+}
+
 /// The pid of the process this runtime runs in, as it last learnt it (at
-/// start-up, and in a forked child; 0: not yet).
+/// start-up, in a forked child, or by [`in_own_process`]; 0: not yet).
 static OWN_PID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
 
 /// Learn this process's pid (start-up; [`after_fork`] does it for a child).
@@ -539,17 +559,8 @@ pub fn note_own_process() {
     OWN_PID.store(sys::getpid(), Ordering::Release);
 }
 
-/// Is the calling task a thread of this process, not a child made by
-/// `clone(CLONE_VM)` without `CLONE_THREAD` (posix_spawn's kind), which
-/// shares the memory and the TLS block of the thread that made it? Such a
-/// child must not write its slot into that TLS cache (`hit::jump::thread`):
-/// its parent would then use the child's slot, which the sweep takes back
-/// once the child is gone. One getpid; true before start-up.
-pub fn in_own_process() -> bool {
-    let p = OWN_PID.load(Ordering::Acquire);
-    p == 0 || sys::getpid() == p
-}
-
+/// After fork: only the forking thread exists in the child. Move its state
+/// (kretprobe instances on its copied stack) to the child's tid and free the rest.
 pub fn after_fork(parent_tid: i32) {
     note_own_process();
     if table().is_null() {

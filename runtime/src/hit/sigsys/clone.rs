@@ -188,6 +188,8 @@ fn fork_like(nr: usize, a: &[u64; 6], slot: Option<&'static table::Slot>) -> i64
     let r = raw(nr, a);
     if r == 0 {
         // The child: one thread, not armed (fork does not inherit dispatch).
+        // A raw fork runs no atfork hook: learn the new pid here.
+        crate::hit::threads::note_own_process();
         let s = table::after_fork(slot);
         if !super::probes::FOLLOW.load(Ordering::Acquire) {
             // Only the first process is traced: this child never arms.

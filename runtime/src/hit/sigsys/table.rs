@@ -161,7 +161,7 @@ pub fn claim(tid: i32) -> Option<&'static Slot> {
         let s = slot((h + k) % MAX_THREADS)?;
         let cur = s.tid.load(Ordering::Acquire);
         if cur > 0
-            && !sys::thread_alive(cur)
+            && !sys::runs_in_our_memory(cur)
             && s.tid
                 .compare_exchange(cur, tid, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
@@ -287,7 +287,7 @@ pub fn synchronize_within(limit_us: u64) -> bool {
                 break;
             }
             spins += 1;
-            if spins.is_multiple_of(1024) && !sys::thread_alive(tid) {
+            if spins.is_multiple_of(1024) && !sys::runs_in_our_memory(tid) {
                 break;
             }
             if spins < 64 {
