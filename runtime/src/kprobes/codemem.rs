@@ -255,6 +255,9 @@ impl crate::kprobes::codemem::CodeMem for Registry {
     fn clean(&self, addr: u64, len: usize) -> Vec<u8> {
         clean_code(self, addr, len)
     }
+    fn has_probe_site(&self, addr: u64) -> bool {
+        self.sites.contains_key(&addr)
+    }
     fn armed(&self, addr: u64) -> Option<u64> {
         let s = *self.sites.get(&addr)?;
         if self.disarmed.contains(&addr) {
@@ -439,6 +442,8 @@ pub trait CodeMem {
     /// Is the site at `addr` published, armed with an int3 and routed
     /// through its region slot? Then Some(its single-instruction slot or 0).
     fn armed(&self, addr: u64) -> Option<u64>;
+    /// Is a probe site registered at `addr` (armed or not)?
+    fn has_probe_site(&self, addr: u64) -> bool;
     /// A copy of the code at [addr, addr+len) with the bytes of the
     /// runtime's own probes put back (the caller checked it is mapped).
     fn clean(&self, addr: u64, len: usize) -> Vec<u8> {

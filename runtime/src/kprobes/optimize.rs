@@ -396,6 +396,13 @@ pub fn prepare(
     let info = decode::decode_function(code, func)
         .map_err(|e| format!("the function does not decode: {e}"))?;
     let region = aopt::check_region(&info, addr, aopt::JMP_LEN).map_err(|r| r.to_string())?;
+    // The jump would overwrite another probe's int3 (Linux: no other kprobe
+    // in an optimized region).
+    if let Some(k) = (addr + 1..addr + region.len as u64).find(|&k| m.has_probe_site(k)) {
+        return Err(format!(
+            "a probe at {k:#x} is inside the bytes the jump would replace"
+        ));
+    }
     let off = (addr - func) as usize;
     let orig = code[off..off + region.len].to_vec();
     let slot = m
@@ -613,6 +620,17 @@ pub fn unoptimize(addr: u64, m: &mut dyn CodeMem) {
             o.optimized = false;
         }
     });
+}
+
+/// The site whose prepared jump region covers `addr` (starting before it),
+/// optimized or not yet.
+pub fn covering(addr: u64) -> Option<u64> {
+    with_state(|s| {
+        s.sites
+            .iter()
+            .find(|(&k, o)| k < addr && addr < k + o.region.len as u64)
+            .map(|(&k, _)| k)
+    })
 }
 
 /// Forget a pending optimization (the site went away before the batch ran).

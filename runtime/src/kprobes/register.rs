@@ -228,6 +228,8 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             return -EINVAL;
         }
     }
+    // A site whose jump covered `addr`, taken back to the trap path.
+    let mut demoted: Option<*mut Site> = None;
     let r = with_reg(|reg| -> Result<Option<*mut Site>, i32> {
         if reg.by_kp.contains_key(&(kp as usize)) {
             return Err(EEXIST);
@@ -300,6 +302,14 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
         if kind_at(addr) == Some(SiteKind::Syscall) {
             set_last_error(taken_by_syscall(addr));
             return Err(EBUSY);
+        }
+        // A site earlier in the function whose jump (or the jump it is
+        // queued for) replaces the bytes at addr: its jump would break the
+        // int3 written here, and its region slot would run a copy of this
+        // instruction instead of trapping. Back to the trap path with it
+        // (as Linux unoptimizes an optimized kprobe that covers a new one).
+        if let Some(k) = crate::kprobes::optimize::covering(addr) {
+            demoted = demote(reg, k, addr);
         }
         let mut region_slot = 0;
         let cfi_only = size & CFI_BOUNDS != 0;
@@ -400,6 +410,9 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
         unsafe { (*kp).addr = addr as *mut u8 };
         Ok(None)
     });
+    if let Some(d) = demoted {
+        retire(d);
+    }
     match r {
         Ok(old) => {
             if let Some(old) = old {
@@ -409,6 +422,48 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
         }
         Err(e) => -e,
     }
+}
+
+/// Take the jump-optimized (or queued) site at `k` back to the trap path,
+/// for good, because a new probe at `inner` lies inside the bytes its jump
+/// replaces: the jump out, and a snapshot without the region slot (a trap
+/// hit at `k` then runs its one instruction and reaches `inner`). Returns
+/// the replaced snapshot, to be retired once the registry lock is dropped.
+fn demote(reg: &mut crate::kprobes::codemem::Registry, k: u64, inner: u64) -> Option<*mut Site> {
+    crate::kprobes::optimize::unoptimize(k, reg);
+    crate::kprobes::optimize::forget(k);
+    crate::kprobes::optimize::refuse(
+        k,
+        format!("a probe at {inner:#x} is inside the bytes its jump would replace"),
+    );
+    let old = *reg.sites.get(&k)?;
+    // SAFETY: registry sites are live.
+    let o = unsafe { &*old };
+    if o.region_slot == 0 {
+        return None;
+    }
+    if VERBOSE.load(Ordering::Relaxed) {
+        crate::session::output::diag(
+            format!(
+                "ptap: the site at {k:#x} goes back to the trap path: a probe at {inner:#x} is inside the bytes its jump replaced\n"
+            )
+            .as_bytes(),
+        );
+    }
+    let ns = Box::into_raw(Box::new(Site {
+        addr: k,
+        orig: o.orig,
+        prep: o.prep,
+        slot: o.slot,
+        post_slot: o.post_slot,
+        has_ret: o.has_ret,
+        probes: o.probes.clone(),
+        region_slot: 0,
+    }));
+    reg.sites.insert(k, ns);
+    // Cannot be refused: the table holds this address's probe site.
+    let _ = insert(k, NewSite::Probe(ns));
+    Some(old)
 }
 
 /// Why a kprobe at a moved libc syscall site is refused.
