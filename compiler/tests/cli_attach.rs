@@ -727,3 +727,36 @@ fn files_the_process_maps_again_do_not_mislead_the_attach() {
     target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
     support::remove_snapshot(p.child.id());
 }
+
+/// What the runtime does in the attached process (its attach thread, that
+/// thread's exit, its control thread) is not the target's: probes on
+/// malloc and free see none of it. `wait_file` itself calls neither while
+/// it waits.
+#[test]
+fn the_runtimes_own_calls_after_an_attach_are_not_the_targets() {
+    let d = scratch("own_calls");
+    let flag = d.join("flag");
+    let mut t = start_target("wait_file", &flag, &[]);
+    let before = t.line();
+    let prog = r#"global n, m, f, said
+        probe kprobe(work) { n++ }
+        probe kprobe(libc:malloc) { m++ }
+        probe kprobe(libc:free) { f++ }
+        probe timer.ms(10) { if (n >= 20 && !said) { said = 1; printf("ready\n") } }
+        probe end { printf("malloc %d free %d\n", m, f) }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    assert_eq!(p.line(), "ready", "{}", p.stderr());
+    // The control thread's periodic work happens meanwhile.
+    std::thread::sleep(Duration::from_millis(1200));
+    p.interrupt();
+    let st = p.wait();
+    assert_eq!(st.code(), Some(0), "{}", p.stderr());
+    assert_eq!(
+        p.rest(),
+        vec!["malloc 0 free 0".to_string()],
+        "{}",
+        p.stderr()
+    );
+    target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
+    support::remove_snapshot(p.child.id());
+}

@@ -235,6 +235,12 @@ fn start(params: Params) {
         diag("ptap: cannot allocate the thread table; runtime disabled\n");
         return;
     }
+    if injected {
+        // This is the runtime's own `ptap-attach` thread, until it is gone:
+        // what it does once probes are armed (and its exit, which frees
+        // glibc's per-thread caches) runs no probe handler.
+        core::mem::forget(threads::OwnWork::start());
+    }
     if params.get("PTAP_VERBOSE").is_some() {
         ptap_rt_core::kprobes::register::VERBOSE.store(true, Ordering::Relaxed);
     }
@@ -268,13 +274,19 @@ fn start(params: Params) {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
         libc::atexit(at_exit);
     }
-    if let Some(m) = module {
-        let limit = modcall::init_timeout(params.get("PTAP_INIT_TIMEOUT"));
-        if !load_module(&m, role, injected, limit) {
-            // Injected: the process runs on, with nothing registered.
-            shutdown();
-            return;
-        }
+    let limit = modcall::init_timeout(params.get("PTAP_INIT_TIMEOUT"));
+    let loaded = module
+        .as_deref()
+        .is_none_or(|m| load_module(m, role, injected, limit));
+    // The rest of start-up is the runtime's own work (probes are armed),
+    // freeing what it read first.
+    let _own = threads::OwnWork::start();
+    drop(module);
+    drop(params);
+    if !loaded {
+        // Injected: the process runs on, with nothing registered.
+        shutdown();
+        return;
     }
     // A REPL session's modules (none otherwise).
     ptap_rt_core::script::control::start(role);
@@ -322,7 +334,12 @@ fn load_module(
     if path.ends_with(".o") {
         use ptap_rt_core::script::attach::Role;
         use ptap_rt_core::script::modules;
-        if let Err(e) = modules::attach_file_as(path, role) {
+        // What the attach allocates between and after its registrations
+        // is not the target's (its `process.begin` handlers still run).
+        let own = threads::OwnWork::start();
+        let r = modules::attach_file_as(path, role);
+        drop(own);
+        if let Err(e) = r {
             if injected {
                 // `ptap -x`: the process was running before us and must
                 // go on: report, register nothing, never exit it.
@@ -499,6 +516,8 @@ extern "C" fn at_exit() {
     if !SHUT.load(Ordering::Acquire) {
         ptap_rt_core::script::process_hooks::process_exiting();
     }
+    // Unregistering allocates and frees: not the target's calls.
+    let _own = threads::OwnWork::start();
     shutdown();
 }
 
@@ -565,49 +584,76 @@ extern "C" fn fork_child() {
 fn spawn_control_thread() {
     let _untraced = ptap_rt_core::hit::sigsys::probes::Untraced::new(); // syscall probes: do not arm the runtime's own thread
     let _quiet = Quiet::new(); // the target's signals are not for it
-    let r = std::thread::Builder::new()
-        .name("ptap-ctl".into())
-        .stack_size(64 * 1024)
-        .spawn(|| {
-            let Some(s) = output::session() else { return };
-            let w = s.control().detach.as_ptr() as *const u32;
-            let started = std::time::Instant::now();
-            let mut warm = false;
-            loop {
-                if s.control().detach.load(Ordering::Acquire) != 0 {
-                    shutdown();
-                    return;
-                }
-                // Kretprobe instances of threads that died inside
-                // kretprobed functions go back to their probes.
-                threads::sweep_dead();
-                // Skipped hits reach ptap while the process runs (MAXSKIPPED).
-                ptap_rt_core::script::modules::publish_missed();
-                // A REPL session's module set changed (ptap woke us).
-                ptap_rt_core::script::control::poll();
-                // A process that lives on gets the symbol index its
-                // probes' names did not need (`lib:name` points resolve
-                // without it), so that a later fault or crash report
-                // names functions. Not in the first second: most
-                // processes of a followed tree are gone by then, and
-                // would have paid for it (~0.6 ms for libc).
-                if !warm && started.elapsed() >= std::time::Duration::from_secs(1) {
-                    warm = true;
-                    let _own = ptap_rt_core::hit::threads::OwnWork::start();
-                    let _ = ptap_rt_core::proc::symbols::get_or_build();
-                }
-                // Threads whose syscall-probe arming waits for them to
-                // leave a call that a signal would turn into EINTR.
-                let wait_ms = if ptap_rt_core::syscall::retry_deferred_arming() {
-                    10
-                } else {
-                    1000
-                };
-                // SAFETY: futex word in the shared mapping (shared futex).
-                unsafe { sys::futex_wait(w, 0, wait_ms) };
-            }
-        });
-    if r.is_err() {
+                               // Making a thread allocates (in the caller): not the target's calls.
+    let _own = threads::OwnWork::start();
+    // A plain pthread, not std::thread: std's thread start allocates and
+    // frees before the closure could mark the thread as the runtime's own
+    // (probes on malloc/free saw those calls), and names it through libc.
+    extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+        // Everything this thread does is the runtime's own work: the probes
+        // it hits (malloc, reads of /proc) run no handler.
+        let _own = threads::OwnWork::start();
+        // SAFETY: this thread's handle; a NUL-terminated name of 8 bytes.
+        unsafe { libc::pthread_setname_np(libc::pthread_self(), c"ptap-ctl".as_ptr()) };
+        // No unwinding out of an extern "C" function.
+        let _ = std::panic::catch_unwind(control_loop);
+        core::ptr::null_mut()
+    }
+    // SAFETY: a fresh attribute object, destroyed after use; `run` takes no
+    // argument; the thread is detached (nobody joins it).
+    let r = unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, 64 * 1024);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let mut t: libc::pthread_t = 0;
+        let r = libc::pthread_create(&mut t, &attr, run, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        r
+    };
+    if r != 0 {
         diag("ptap: cannot start the runtime's control thread (Ctrl-C detach disabled)\n");
+    }
+}
+
+/// The control thread: ptap's detach request, dead threads' kretprobe
+/// instances, skipped hits, a REPL's module changes, the symbol index of a
+/// process that lives on, deferred system call probe arming.
+fn control_loop() {
+    let Some(s) = output::session() else { return };
+    let w = s.control().detach.as_ptr() as *const u32;
+    let started = std::time::Instant::now();
+    let mut warm = false;
+    loop {
+        if s.control().detach.load(Ordering::Acquire) != 0 {
+            shutdown();
+            return;
+        }
+        // Kretprobe instances of threads that died inside
+        // kretprobed functions go back to their probes.
+        threads::sweep_dead();
+        // Skipped hits reach ptap while the process runs (MAXSKIPPED).
+        ptap_rt_core::script::modules::publish_missed();
+        // A REPL session's module set changed (ptap woke us).
+        ptap_rt_core::script::control::poll();
+        // A process that lives on gets the symbol index its
+        // probes' names did not need (`lib:name` points resolve
+        // without it), so that a later fault or crash report
+        // names functions. Not in the first second: most
+        // processes of a followed tree are gone by then, and
+        // would have paid for it (~0.6 ms for libc).
+        if !warm && started.elapsed() >= std::time::Duration::from_secs(1) {
+            warm = true;
+            let _ = ptap_rt_core::proc::symbols::get_or_build();
+        }
+        // Threads whose syscall-probe arming waits for them to
+        // leave a call that a signal would turn into EINTR.
+        let wait_ms = if ptap_rt_core::syscall::retry_deferred_arming() {
+            10
+        } else {
+            1000
+        };
+        // SAFETY: futex word in the shared mapping (shared futex).
+        unsafe { sys::futex_wait(w, 0, wait_ms) };
     }
 }

@@ -32,10 +32,12 @@ pub(super) fn run_process_point(env: &Env) {
     // SAFETY: ts is this thread's slot; `enter`/`leave` pair around the
     // call; `process_point` is a C function of two pointers.
     unsafe {
-        if (*ts).in_handler != 0 {
+        // Not inside a probe handler; inside the runtime's own work (the
+        // module's attach, the exit path) is where these run.
+        if (*ts).in_handler > (*ts).own_work {
             return;
         }
-        (*ts).in_handler = 1;
+        (*ts).in_handler += 1;
         crate::hit::threads::enter(ts);
         let r = crate::hit::asm::guarded(
             ts,
@@ -45,7 +47,7 @@ pub(super) fn run_process_point(env: &Env) {
             0,
         );
         crate::hit::threads::leave(ts);
-        (*ts).in_handler = 0;
+        (*ts).in_handler -= 1;
         if r.is_none() {
             crate::session::output::diag(
                 b"ptap: a process.begin/.end handler faulted and was aborted\n",
