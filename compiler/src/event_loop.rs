@@ -54,24 +54,43 @@ impl Out {
     }
 }
 
+/// A stream of the session's output was closed by its reader (`ptap ... |
+/// head`): the session stops, as after Ctrl-C (nobody reads what it would
+/// print).
+static OUTPUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+fn note_closed<T>(r: std::io::Result<T>) -> std::io::Result<T> {
+    if let Err(e) = &r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            OUTPUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+    }
+    r
+}
+
+/// Has a reader closed the output (a broken pipe)?
+pub(crate) fn output_closed() -> bool {
+    OUTPUT_CLOSED.load(Ordering::Relaxed)
+}
+
 impl Write for Out {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
-            Out::Stream(w) => w.write(buf),
+            Out::Stream(w) => note_closed(w.write(buf)),
             Out::Buffer(b) => b.write(buf),
         }
     }
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         match self {
-            Out::Stream(w) => w.write_all(buf),
+            Out::Stream(w) => note_closed(w.write_all(buf)),
             Out::Buffer(b) => b.write_all(buf),
         }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            Out::Stream(w) => w.flush(),
+            Out::Stream(w) => note_closed(w.flush()),
             Out::Buffer(_) => Ok(()),
         }
     }
@@ -256,6 +275,8 @@ pub(crate) enum Stop {
     /// is not ptap's child).
     TargetExited(Option<std::process::ExitStatus>),
     Interrupted,
+    /// The reader of the output went away (a broken pipe).
+    OutputClosed,
     ExitCalled,
     Timeout,
     TooManyErrors,
@@ -270,6 +291,7 @@ impl std::fmt::Display for Stop {
         f.write_str(match self {
             Stop::TargetExited(_) => "the target exited",
             Stop::Interrupted => "interrupted",
+            Stop::OutputClosed => "the output was closed (broken pipe)",
             Stop::ExitCalled => "exit() called",
             Stop::Timeout => "timeout",
             Stop::TooManyErrors => "too many errors",
@@ -503,6 +525,11 @@ impl Loop {
         if let Some(t) = target {
             if let Some(st) = t.try_wait()? {
                 return Ok(Some(Stop::TargetExited(st)));
+            }
+        }
+        if output_closed() {
+            if let Some(stop) = new(Stop::OutputClosed) {
+                return Ok(Some(stop));
             }
         }
         if interrupted() {

@@ -705,3 +705,44 @@ fn arming_probes_leaves_no_extra_mapping_of_a_loaded_object() {
     let probed = o.stdout.trim().to_string();
     assert_eq!(probed, plain, "mappings under ptap vs alone; {o:?}");
 }
+
+/// `ptap ... | head -2`: once the reader of ptap's output is gone (a broken
+/// pipe), the session stops as after Ctrl-C: the target is detached and
+/// runs on, ptap exits 0. (It used to run until the target ended.)
+#[test]
+fn a_closed_output_pipe_ends_the_session() {
+    let d = scratch("epipe");
+    let flag = d.join("flag");
+    let mut c = ptap();
+    c.arg("-e")
+        .arg(r#"probe kprobe(work) { printf("%d\n", arg1) }"#)
+        .arg("-c")
+        .arg(format!("{} {} 60 7", target("wait_file"), flag.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut p = c.spawn().unwrap();
+    let mut out = BufReader::new(p.stdout.take().unwrap());
+    for _ in 0..2 {
+        let mut l = String::new();
+        assert!(out.read_line(&mut l).unwrap() > 0, "a line");
+    }
+    drop(out);
+    let t0 = Instant::now();
+    let st = loop {
+        if let Some(st) = p.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = p.kill();
+            panic!("ptap kept running after its output pipe closed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The detached target (which shares ptap's stderr) ends once the flag
+    // exists: then stderr reaches its end.
+    std::fs::write(&flag, b"").unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut p.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(err.contains("it keeps running"), "{err}");
+}

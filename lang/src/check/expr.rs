@@ -52,6 +52,18 @@ impl Checker<'_> {
             A::Call { name, args } => self.call(scope, name, args, span),
             A::AtCall { name, args } => self.at_call(scope, name, args, span),
             A::TargetVar(id) => {
+                // SystemTap's `syscall.*.return` tapset names the result
+                // `$return`: here it is the system call's `ret`.
+                let syscall_returns = matches!(&scope.kind, super::ScopeKind::Probe { points }
+                    if !points.is_empty() && points.iter().all(|(_, c)| c.syscall && c.ret));
+                if id.name == "return" && syscall_returns {
+                    self.need_ret(scope, span);
+                    return mk(
+                        ExprKind::Context(ContextValue::Ret),
+                        Ty::K(Type::Long),
+                        span,
+                    );
+                }
                 self.need_target_var(scope, span, &id.name);
                 // `$s$`, `$p->name$$` and `$$parms` are strings (SystemTap's
                 // pretty printing); the others are numbers.

@@ -679,8 +679,12 @@ pub fn containing_at(idx: &Index, addr: u64) -> Option<(&Obj, usize)> {
             break;
         }
     }
-    // No sized symbol contains it: nearest preceding symbol (sizes may be 0).
-    if i > 0 {
+    // No sized symbol contains it: the nearest preceding symbol when its
+    // size is unknown (0). A sized one that ends before addr does not
+    // contain it (a local function of a stripped library, named by no
+    // symbol): None, and callers show the object and offset instead of
+    // `name+off` with an offset past the symbol's end.
+    if i > 0 && o.syms[i - 1].size == 0 {
         return Some((o, i - 1));
     }
     None
@@ -863,6 +867,33 @@ mod tests {
             "unqualified names go to the index"
         );
         assert_eq!(quick_lookup("libc:malloc@GLIBC_2.2.5"), None);
+    }
+
+    /// An address in a gap between two sized symbols of libc (code no
+    /// exported symbol names, as a stripped library's local functions) is
+    /// in no symbol: no `name+off` past a symbol's end.
+    #[test]
+    fn an_address_past_a_sized_symbol_is_in_none() {
+        let idx = get_or_build();
+        let libc = idx
+            .objs
+            .iter()
+            .find(|o| lib_matches(&o.path, "libc"))
+            .expect("libc is loaded");
+        let gap = libc
+            .syms
+            .windows(2)
+            .find(|w| w[0].size > 0 && w[0].addr + w[0].size + 16 <= w[1].addr)
+            .map(|w| w[0].addr + w[0].size + 8)
+            .expect("libc has code between its exported functions");
+        assert!(containing_at(idx, gap).is_none(), "{gap:#x}");
+        let f = &libc
+            .syms
+            .iter()
+            .find(|s| s.size > 1)
+            .expect("a sized symbol");
+        let (_, i) = containing_at(idx, f.addr + 1).expect("inside it");
+        assert_eq!(libc.syms[i].addr, f.addr);
     }
 
     /// A site in a library loaded after the index was built: the next build
