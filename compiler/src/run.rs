@@ -97,7 +97,7 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
         crate::inject::check_pid(pid)?;
     }
 
-    resolve_points(meta, opts)?;
+    resolve_points(meta, opts, in_target)?;
 
     let ring = load::ring_size_from_env()?;
     let owned = OwnedSession::create_for(ring, host::session_size(ring, meta), opts.pid)?;
@@ -244,9 +244,17 @@ pub fn run(prog: &Program, opts: &RunOpts) -> anyhow::Result<ExitCode> {
 /// (-c) or the objects mapped in the process (-x) before anything runs: a
 /// point that resolves to nothing is an error. (Without -c or -x there is
 /// no process to resolve against.)
-fn resolve_points(meta: &Meta, opts: &RunOpts) -> anyhow::Result<()> {
+fn resolve_points(meta: &Meta, opts: &RunOpts, in_target: bool) -> anyhow::Result<()> {
     let t = Instant::now();
     let images = match (opts.pid, &opts.argv) {
+        (None, Some(argv)) if in_target && !points::has_function_points(meta) => {
+            // Nothing to resolve (system call probes), but they run in the
+            // command: it must be able to load the runtime.
+            let exe = resolve_exe(&argv[0])
+                .with_context(|| format!("cannot find `{}` (searched PATH)", argv[0]))?;
+            points::check_runtime_loads(&exe)?;
+            None
+        }
         _ if !points::has_function_points(meta) => None,
         (Some(pid), _) => Some((
             points::Images::from_pid(pid)?,

@@ -760,3 +760,31 @@ fn the_runtimes_own_calls_after_an_attach_are_not_the_targets() {
     target_goes_on(&mut t, &flag, &before, "done calls>=10: 1");
     support::remove_snapshot(p.child.id());
 }
+
+/// A thread asleep in an EINTR-visible call when a system call probe is
+/// armed (here by an attach) is armed at its first watched call through
+/// libc once it wakes: its failing opens are seen from then on. The
+/// control thread's 10 ms polls alone caught a thread that sleeps 100 ms
+/// at a time too rarely: 0 of ~25 opens seen in 3 s, in most runs.
+#[test]
+fn a_sleeping_thread_is_armed_for_syscall_probes_when_it_wakes() {
+    let d = scratch("sleepy");
+    let flag = d.join("flag");
+    let mut c = Command::new(target("sleepy_opens"));
+    c.arg(&flag).arg("60");
+    let mut t = Proc::spawn(c);
+    assert_eq!(t.line(), "ready");
+    let prog = r#"global n
+        probe kretprobe(sys_open) { if (ret < 0) n++ }
+        probe kprobe(work) { }
+        probe timer.s(3) { exit() }
+        probe end { printf("opens>=15: %d\n", n >= 15) }"#;
+    let mut p = start_ptap(t.pid(), prog, &[]);
+    let st = p.wait();
+    assert_eq!(st.code(), Some(0), "{}", p.stderr());
+    assert_eq!(p.rest(), vec!["opens>=15: 1".to_string()], "{}", p.stderr());
+    assert!(t.alive(), "{}", t.stderr());
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(t.wait().code(), Some(0));
+    support::remove_snapshot(p.child.id());
+}

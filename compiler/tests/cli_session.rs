@@ -746,3 +746,28 @@ fn a_closed_output_pipe_ends_the_session() {
     assert_eq!(st.code(), Some(0), "{err}");
     assert!(err.contains("it keeps running"), "{err}");
 }
+
+/// A statically linked command cannot load the runtime: with system call
+/// probes only (nothing to resolve), ptap says so before starting it and
+/// exits 1, as it does for function probes. (It used to run the command
+/// unprobed and exit 0.)
+#[test]
+fn a_static_command_with_only_syscall_probes_is_refused_before_it_starts() {
+    let src = support::root().join("tests/targets/exit.c");
+    let bin = support::build(
+        "cc",
+        &src,
+        &support::out_dir().join("exit_static"),
+        &["-O2", "-static"],
+        &[],
+    );
+    let mut c = ptap();
+    c.arg("-e")
+        .arg("probe kretprobe(sys_open) { if (ret < 0) print(ret) }")
+        .arg("-c")
+        .arg(bin.display().to_string());
+    let o = run_cmd(c, SECS);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("is statically linked"), "{o:?}");
+    assert!(o.stdout.is_empty(), "it never ran: {o:?}");
+}

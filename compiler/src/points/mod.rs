@@ -79,6 +79,26 @@ pub fn has_function_points(meta: &Meta) -> bool {
     })
 }
 
+/// An error when `exe` (a `#!` script: its interpreter) cannot load
+/// ptap's runtime: a statically linked program has no dynamic loader to
+/// honour LD_PRELOAD. For a script whose probes run in the target but name
+/// no function (system call probes), which resolves nothing.
+pub fn check_runtime_loads(exe: &Path) -> anyhow::Result<()> {
+    let exe = interpreter_of_script(exe)?.unwrap_or_else(|| exe.to_path_buf());
+    let data = std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
+    static_check(&exe, &Elf::parse(&exe, &data)?)
+}
+
+fn static_check(exe: &Path, main: &Elf) -> anyhow::Result<()> {
+    if main.interp.is_none() {
+        return Err(anyhow!(
+            "{} is statically linked: ptap cannot load its runtime there (LD_PRELOAD needs the dynamic loader)",
+            exe.display()
+        ));
+    }
+    Ok(())
+}
+
 impl Images {
     /// Read `exe` and the libraries it will load. A script (`#!`) is
     /// replaced by its interpreter, as the kernel does.
@@ -86,12 +106,7 @@ impl Images {
         let exe = interpreter_of_script(exe)?.unwrap_or_else(|| exe.to_path_buf());
         let data = std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
         let main = Elf::parse(&exe, &data)?;
-        if main.interp.is_none() {
-            return Err(anyhow!(
-                "{} is statically linked: ptap cannot load its runtime there (LD_PRELOAD needs the dynamic loader)",
-                exe.display()
-            ));
-        }
+        static_check(&exe, &main)?;
         let cache = LdCache::read();
         let mut images = vec![image(&exe, data, &main, true)];
         let mut seen: Vec<PathBuf> = vec![canonical(&exe)];

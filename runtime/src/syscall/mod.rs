@@ -556,6 +556,12 @@ pub fn arm_all_threads() {
         sys::sleep_us(1000);
     }
     let have_control_thread = crate::session::output::session().is_some();
+    if !deferred.is_empty() {
+        sigsys::ARM_DEFERRED.store(
+            arm_if_deferred as fn(i32) -> bool as usize,
+            Ordering::Release,
+        );
+    }
     for t in deferred {
         let parked = have_control_thread
             && DEFERRED.iter().any(|d| {
@@ -573,6 +579,23 @@ pub fn arm_all_threads() {
             unsafe { sys::futex_wake(s.control().detach.as_ptr() as *const u32) };
         }
     }
+}
+
+/// A deferred thread (see [`arm_all_threads`]) making its first watched
+/// call through a moved libc site arms itself there (the direct path asks,
+/// through `sigsys::ARM_DEFERRED`): a thread that sleeps most of the time
+/// (a loop around `usleep`) was awake too briefly for the control thread's
+/// 10 ms polls to catch it, and its calls went unseen for seconds.
+fn arm_if_deferred(tid: i32) -> bool {
+    let Some(d) = DEFERRED.iter().find(|d| d.load(Ordering::Acquire) == tid) else {
+        return false;
+    };
+    if d.compare_exchange(tid, 0, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return false;
+    }
+    arm_current() == 0
 }
 
 /// Control thread: ask the deferred threads (see [`arm_all_threads`]) that

@@ -665,6 +665,20 @@ fn sigaction(a: [u64; 6]) -> i64 {
 /// Calls made through the direct path ([`direct_hit`]) with handlers run.
 pub static DIRECT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// Arms the calling thread `tid` if its arming was deferred (set by the
+/// system call probes' control side, which keeps that list; 0: none).
+pub static ARM_DEFERRED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+fn arm_deferred(tid: i32) -> bool {
+    let f = ARM_DEFERRED.load(Ordering::Acquire);
+    if f == 0 {
+        return false;
+    }
+    // SAFETY: only ever set to a `fn(i32) -> bool`.
+    let f: fn(i32) -> bool = unsafe { core::mem::transmute::<usize, fn(i32) -> bool>(f) };
+    f(tid)
+}
+
 /// The direct path of a moved libc site (see `crate::syscall::sites`): called by the
 /// site's trampoline, without a trap, with the registers at its `syscall`
 /// (`regs.ax` = the number, the arguments in the syscall ABI). Runs the
@@ -697,10 +711,18 @@ pub unsafe extern "C" fn direct_hit(regs: *mut PtRegs, resume: u64) {
             Some(t) => unsafe { (*t).tid.load(Ordering::Relaxed) },
             None => sys::gettid(),
         };
-        table::find(tid).filter(|s| {
+        let ready = |s: &&table::Slot| {
             s.armed.load(Ordering::Acquire) != 0
                 && s.selector.load(Ordering::Acquire) == table::BLOCK
                 && s.in_handler.load(Ordering::Relaxed) == 0
+        };
+        table::find(tid).filter(ready).or_else(|| {
+            // A thread whose arming waited for it to leave a sleep (see
+            // `crate::syscall::arm_all_threads`) arms itself here, at its
+            // first watched call: this call is then seen too.
+            arm_deferred(tid)
+                .then(|| table::find(tid).filter(ready))
+                .flatten()
         })
     } else {
         None
