@@ -114,6 +114,7 @@ pub(crate) struct Sink {
 impl Sink {
     /// The session's output: `-o FILE` or stdout, text or `-f json`.
     pub(crate) fn open(output: Option<&Path>, json: bool) -> anyhow::Result<Sink> {
+        OUTPUT_CLOSED.store(false, Ordering::Relaxed);
         let out: Box<dyn Write + Send> = match output {
             Some(p) => Box::new(std::io::BufWriter::new(
                 std::fs::File::create(p).with_context(|| format!("{}", p.display()))?,

@@ -777,9 +777,10 @@ fn a_sleeping_thread_is_armed_for_syscall_probes_when_it_wakes() {
     let prog = r#"global n
         probe kretprobe(sys_open) { if (ret < 0) n++ }
         probe kprobe(work) { }
-        probe timer.s(3) { exit() }
+        probe timer.ms(20) { if (n >= 15) exit() }
         probe end { printf("opens>=15: %d\n", n >= 15) }"#;
-    let mut p = start_ptap(t.pid(), prog, &[]);
+    // About 30 opens in 3 s once armed; -T bounds a slow machine's run.
+    let mut p = start_ptap(t.pid(), prog, &["-T", "30"]);
     let st = p.wait();
     assert_eq!(st.code(), Some(0), "{}", p.stderr());
     assert_eq!(p.rest(), vec!["opens>=15: 1".to_string()], "{}", p.stderr());

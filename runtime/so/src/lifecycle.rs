@@ -593,25 +593,37 @@ fn spawn_control_thread() {
         // Everything this thread does is the runtime's own work: the probes
         // it hits (malloc, reads of /proc) run no handler.
         let _own = threads::OwnWork::start();
-        // SAFETY: this thread's handle; a NUL-terminated name of 8 bytes.
-        unsafe { libc::pthread_setname_np(libc::pthread_self(), c"ptap-ctl".as_ptr()) };
         // No unwinding out of an extern "C" function.
         let _ = std::panic::catch_unwind(control_loop);
         core::ptr::null_mut()
     }
-    // SAFETY: a fresh attribute object, destroyed after use; `run` takes no
-    // argument; the thread is detached (nobody joins it).
-    let r = unsafe {
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setstacksize(&mut attr, 64 * 1024);
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        let mut t: libc::pthread_t = 0;
-        let r = libc::pthread_create(&mut t, &attr, run, core::ptr::null_mut());
-        libc::pthread_attr_destroy(&mut attr);
-        r
+    // 256 KiB of stack (glibc takes the static TLS block out of it; std
+    // added that on top of the 64 KiB it was asked for), or glibc's default
+    // where that is refused (a program with a very large static TLS block).
+    let create = |stack: Option<usize>| -> Option<libc::pthread_t> {
+        // SAFETY: a fresh attribute object, destroyed after use; `run` takes
+        // no argument; the thread is detached (nobody joins it).
+        unsafe {
+            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+            libc::pthread_attr_init(&mut attr);
+            if let Some(n) = stack {
+                libc::pthread_attr_setstacksize(&mut attr, n);
+            }
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            let mut t: libc::pthread_t = 0;
+            let r = libc::pthread_create(&mut t, &attr, run, core::ptr::null_mut());
+            libc::pthread_attr_destroy(&mut attr);
+            (r == 0).then_some(t)
+        }
     };
-    if r != 0 {
+    let t = create(Some(256 * 1024)).or_else(|| create(None));
+    if let Some(t) = t {
+        // Named here, before anything looks for it by name (`-x`'s arming
+        // of the process's threads skips it).
+        // SAFETY: a live thread of ours; a NUL-terminated name of 8 bytes.
+        unsafe { libc::pthread_setname_np(t, c"ptap-ctl".as_ptr()) };
+    }
+    if t.is_none() {
         diag("ptap: cannot start the runtime's control thread (Ctrl-C detach disabled)\n");
     }
 }

@@ -238,10 +238,10 @@ pub unsafe fn guarded(
 pub(crate) unsafe fn abandon_guarded(ts: *mut ThreadState, uc: *mut Uc) -> bool {
     // SAFETY: contract.
     unsafe {
-        // A probe handler on top of it: not now. (The runtime's own work,
-        // which raises `in_handler` too, is no handler: a module's
-        // init_module() runs inside it on `-x`'s attach thread.)
-        if (*ts).guard.active == 0 || (*ts).in_handler > (*ts).own_work {
+        // A probe handler or the runtime's own work (a registration the
+        // module called, holding the registry's lock) on top of it: not
+        // now. (`modcall::call` runs init_module() outside any own work.)
+        if (*ts).guard.active == 0 || (*ts).in_handler != 0 {
             return false;
         }
         // A raw place, not a reference: see "Who may touch a slot" in

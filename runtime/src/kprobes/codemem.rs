@@ -345,9 +345,17 @@ pub(crate) fn clean_code(reg: &Registry, addr: u64, len: usize) -> Vec<u8> {
         .into_iter()
         .chain(moved)
     {
-        let off = (a - addr) as usize;
-        let n = orig.len().min(len - off);
-        v[off..off + n].copy_from_slice(&orig[..n]);
+        // A jump that starts before addr overlaps its first bytes.
+        let (src, dst) = if a < addr {
+            ((addr - a) as usize, 0)
+        } else {
+            (0, (a - addr) as usize)
+        };
+        if src >= orig.len() || dst >= len {
+            continue;
+        }
+        let n = (orig.len() - src).min(len - dst);
+        v[dst..dst + n].copy_from_slice(&orig[src..src + n]);
     }
     v
 }

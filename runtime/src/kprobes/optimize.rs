@@ -244,18 +244,20 @@ pub fn is_optimized(addr: u64) -> bool {
     with_state(|s| s.sites.get(&addr).is_some_and(|o| o.optimized))
 }
 
-/// The region's original bytes of every optimized site inside [a, a+len)
-/// (for decoding code that contains our jumps).
+/// The region's original bytes of every optimized site whose jump overlaps
+/// [a, a+len), including one that starts up to 4 bytes before `a` (for
+/// decoding code that contains our jumps).
 pub fn originals_in(a: u64, len: u64) -> Vec<(u64, Vec<u8>)> {
+    let from = a.saturating_sub(aopt::JMP_LEN as u64 - 1);
     with_state(|s| {
         if (len as usize) < s.sites.len() {
-            (a..a + len)
+            (from..a + len)
                 .filter_map(|k| Some((k, s.sites.get(&k).filter(|o| o.optimized)?.orig.clone())))
                 .collect()
         } else {
             s.sites
                 .iter()
-                .filter(|(&k, o)| o.optimized && k >= a && k < a + len)
+                .filter(|(&k, o)| o.optimized && k >= from && k < a + len)
                 .map(|(&k, o)| (k, o.orig.clone()))
                 .collect()
         }
@@ -391,13 +393,14 @@ pub fn prepare(
         if known_only && !known_handlers {
             return Err(UNKNOWN_HANDLER.into());
         }
+        if let Some(k) = covered_probe(addr, m) {
+            return Err(k);
+        }
         return Ok(rs);
     }
     let info = decode::decode_function(code, func)
         .map_err(|e| format!("the function does not decode: {e}"))?;
     let region = aopt::check_region(&info, addr, aopt::JMP_LEN).map_err(|r| r.to_string())?;
-    // The jump would overwrite another probe's int3 (Linux: no other kprobe
-    // in an optimized region).
     if let Some(k) = (addr + 1..addr + region.len as u64).find(|&k| m.has_probe_site(k)) {
         return Err(format!(
             "a probe at {k:#x} is inside the bytes the jump would replace"
@@ -464,6 +467,18 @@ pub fn prepare(
         )
     });
     Ok(slot)
+}
+
+/// Why the prepared region at `addr` may not get its jump: another probe's
+/// int3 inside it (Linux: no other kprobe in an optimized region). Asked
+/// again when a prepared region is reused (a site registered anew), since
+/// probes may have come inside it meanwhile.
+fn covered_probe(addr: u64, m: &dyn CodeMem) -> Option<String> {
+    let len = with_state(|s| s.sites.get(&addr).map(|o| o.region.len as u64))?;
+    let k = (addr + 1..addr + len).find(|&k| m.has_probe_site(k))?;
+    Some(format!(
+        "a probe at {k:#x} is inside the bytes the jump would replace"
+    ))
 }
 
 /// Queue an armed site for optimization.
@@ -622,14 +637,16 @@ pub fn unoptimize(addr: u64, m: &mut dyn CodeMem) {
     });
 }
 
-/// The site whose prepared jump region covers `addr` (starting before it),
-/// optimized or not yet.
-pub fn covering(addr: u64) -> Option<u64> {
+/// The registered sites whose prepared jump region covers `addr` (starting
+/// before it), optimized or not yet. (Prepared regions of sites since
+/// unregistered stay in the state, to be reused: `live` tells.)
+pub fn covering(addr: u64, live: impl Fn(u64) -> bool) -> Vec<u64> {
     with_state(|s| {
         s.sites
             .iter()
-            .find(|(&k, o)| k < addr && addr < k + o.region.len as u64)
+            .filter(|(&k, o)| k < addr && addr < k + o.region.len as u64 && live(k))
             .map(|(&k, _)| k)
+            .collect()
     })
 }
 

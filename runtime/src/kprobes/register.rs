@@ -228,8 +228,8 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             return -EINVAL;
         }
     }
-    // A site whose jump covered `addr`, taken back to the trap path.
-    let mut demoted: Option<*mut Site> = None;
+    // Sites whose jump covered `addr`, taken back to the trap path.
+    let mut demoted: Vec<*mut Site> = Vec::new();
     let r = with_reg(|reg| -> Result<Option<*mut Site>, i32> {
         if reg.by_kp.contains_key(&(kp as usize)) {
             return Err(EEXIST);
@@ -303,14 +303,6 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             set_last_error(taken_by_syscall(addr));
             return Err(EBUSY);
         }
-        // A site earlier in the function whose jump (or the jump it is
-        // queued for) replaces the bytes at addr: its jump would break the
-        // int3 written here, and its region slot would run a copy of this
-        // instruction instead of trapping. Back to the trap path with it
-        // (as Linux unoptimizes an optimized kprobe that covers a new one).
-        if let Some(k) = crate::kprobes::optimize::covering(addr) {
-            demoted = demote(reg, k, addr);
-        }
         let mut region_slot = 0;
         let cfi_only = size & CFI_BOUNDS != 0;
         let size = size & !CFI_BOUNDS;
@@ -379,6 +371,17 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             probes: vec![entry],
             region_slot,
         }));
+        // Sites earlier in the function whose jump (or the jump they are
+        // queued for) replaces the bytes at addr: a jump would break the
+        // int3 written here, and a region slot would run a copy of this
+        // instruction instead of trapping. Back to the trap path with them,
+        // now that this probe is sure to go in (as Linux unoptimizes an
+        // optimized kprobe that covers a new one). The code read above is
+        // the original (`clean_code` puts their jumps' bytes back).
+        let live = |k: u64| reg.sites.contains_key(&k);
+        for k in crate::kprobes::optimize::covering(addr, live) {
+            demoted.extend(demote(reg, k, addr));
+        }
         if let Err(e) = insert(addr, NewSite::Probe(site)) {
             // SAFETY: never published.
             drop(unsafe { Box::from_raw(site) });
@@ -410,7 +413,7 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
         unsafe { (*kp).addr = addr as *mut u8 };
         Ok(None)
     });
-    if let Some(d) = demoted {
+    for d in demoted {
         retire(d);
     }
     match r {

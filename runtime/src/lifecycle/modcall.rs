@@ -62,9 +62,25 @@ pub fn call(f: usize, limit_s: Option<u64>) -> Outcome {
                 }
             })
     });
+    // The module's code is not the runtime's own work (on `-x`'s attach
+    // thread everything else is): its calls fire probes, as under `-c`, and
+    // the watchdog may abandon it unless a probe handler or a registration
+    // it called runs on top (`abandon_guarded`).
+    // SAFETY: ts is this thread's slot; only this thread writes these.
+    let own = unsafe {
+        let own = ((*ts).in_handler, (*ts).own_work);
+        (*ts).in_handler = 0;
+        (*ts).own_work = 0;
+        own
+    };
     // SAFETY: ts is this thread's slot; f takes no argument (the guard's
     // three are ignored by a function of no parameters).
     let r = unsafe { crate::hit::asm::guarded(ts, f, 0, 0, 0) };
+    // SAFETY: as above.
+    unsafe {
+        (*ts).in_handler = own.0;
+        (*ts).own_work = own.1;
+    }
     INIT_TID.store(0, Ordering::Release);
     let _ = done_tx.send(());
     let timed_out = match watchdog {

@@ -614,13 +614,15 @@ pub fn retry_deferred_arming() -> bool {
         if t == 0 {
             continue;
         }
+        // compare_exchange: the thread may have armed itself meanwhile (see
+        // [`arm_if_deferred`]) and another thread parked in this entry.
         if shut || !sys::thread_alive(t) || is_armed(t) {
-            d.store(0, Ordering::Release);
+            let _ = d.compare_exchange(t, 0, Ordering::AcqRel, Ordering::Acquire);
         } else if blocked_in_eintr_call(t) {
             left = true;
         } else {
             ask_to_arm(pid, t);
-            d.store(0, Ordering::Release);
+            let _ = d.compare_exchange(t, 0, Ordering::AcqRel, Ordering::Acquire);
         }
     }
     left

@@ -235,7 +235,7 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
                 unsafe { run_handlers(s, ts, nr, false, &mut regs, &mut data) };
                 args = [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9];
             }
-            None => missed(nr, false),
+            None => missed_unless_own(ts, nr, false),
         }
     }
     let Some(mut r) = perform(nr, args, uc, slot) else {
@@ -252,7 +252,7 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
                 unsafe { run_handlers(s, ts, nr, true, &mut regs, &mut data) };
                 r = regs.ax as i64;
             }
-            None => missed(nr, true),
+            None => missed_unless_own(ts, nr, true),
         }
     }
     set_greg(uc, libc::REG_RAX, r as u64);
@@ -298,8 +298,19 @@ impl CallData {
 fn in_kprobe_handler(ts: Option<*mut crate::hit::threads::ThreadState>) -> bool {
     match ts {
         // SAFETY: this thread's slot in the runtime's table.
-        Some(ts) => unsafe { (*ts).guard.active != 0 },
+        // The runtime's own work (its attach thread on `-x`, its exit) is
+        // not the target's: no handler runs for its calls either.
+        Some(ts) => unsafe { (*ts).guard.active != 0 || (*ts).own_work != 0 },
         None => false,
+    }
+}
+
+/// A call whose handlers did not run: the probes' miss, unless the thread
+/// was doing the runtime's own work (not the target's call at all).
+fn missed_unless_own(ts: Option<*mut crate::hit::threads::ThreadState>, nr: usize, at_ret: bool) {
+    // SAFETY: this thread's slot in the runtime's table.
+    if ts.is_none_or(|t| unsafe { (*t).own_work } == 0) {
+        missed(nr, at_ret);
     }
 }
 
@@ -348,9 +359,17 @@ unsafe fn run_handlers(
     s.selector.store(table::ALLOW, Ordering::Relaxed);
     // The Kprobes reentrancy rule across probe types: kprobes hit inside a
     // syscall handler run no handler.
+    // One level up from where it was, so that the thread counts as inside
+    // a probe handler even during the runtime's own work (`in_handler >
+    // own_work`: no registration from a handler).
     let outer = match ts {
         // SAFETY: this thread's slot.
-        Some(t) => unsafe { core::ptr::replace(core::ptr::addr_of_mut!((*t).in_handler), 1) },
+        Some(t) => unsafe {
+            let p = core::ptr::addr_of_mut!((*t).in_handler);
+            let o = *p;
+            *p = o + 1;
+            o
+        },
         None => 0,
     };
     probes::for_each_probe(nr, at_ret, |i, p| {
@@ -744,7 +763,7 @@ pub unsafe extern "C" fn direct_hit(regs: *mut PtRegs, resume: u64) {
                         unsafe { run_handlers(s, ts, nr, false, regs, &mut data) };
                         a = [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9];
                     }
-                    None => missed(nr, false),
+                    None => missed_unless_own(ts, nr, false),
                 }
             }
             let mut r = perform_direct(nr, a);
@@ -756,7 +775,7 @@ pub unsafe extern "C" fn direct_hit(regs: *mut PtRegs, resume: u64) {
                         unsafe { run_handlers(s, ts, nr, true, regs, &mut data) };
                         r = regs.ax as i64;
                     }
-                    None => missed(nr, true),
+                    None => missed_unless_own(ts, nr, true),
                 }
             }
             r
