@@ -360,3 +360,18 @@ fn ret_vec_plain() -> String {
         .expect("run ret_vec");
     String::from_utf8_lossy(&plain.stdout).into_owned()
 }
+
+/// An outer probe unregistered and registered again while a probe sits
+/// inside the bytes its jump would replace keeps to the trap path: both
+/// see every call (its prepared jump used to come back over the inner
+/// probe's int3).
+#[test]
+fn an_outer_probe_registered_again_keeps_off_the_inner_probe() {
+    let m = "tests/targets/near_sites_mod.c";
+    let out = load(m, &format!("{} 1000", target("near_sites")), &[], 60);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.get("again"), 0, "{out:?}");
+    assert_eq!(out.get("a"), 1000, "{out:?}");
+    assert_eq!(out.get("b"), 1000, "{out:?}");
+    assert!(out.stdout.contains("sum=999000"), "{out:?}");
+}
