@@ -161,6 +161,9 @@ pub enum TimerUnit {
     S,
     Ms,
     Us,
+    Ns,
+    /// N times a second.
+    Hz,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

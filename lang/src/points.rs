@@ -201,14 +201,32 @@ pub fn resolve(spec: &PointSpec, text: &str) -> Result<ProbePoint, PointError> {
             }
         }
         "timer" => {
+            const TIMERS: &str =
+                "`timer.s(N)`, `timer.ms(N)`, `timer.us(N)`, `timer.ns(N)` (or SystemTap's `sec`, `msec`, `usec`, `nsec`) or `timer.hz(N)`";
+            if let Some(x) = c.get(2) {
+                return Err(PointError::Refused {
+                    span: x.name.span,
+                    msg: format!("`.{}` after a timer is not supported", x.name.name),
+                    help: format!("help: a timer is {TIMERS}, with a fixed period"),
+                });
+            }
             if c.len() != 2 || first.arg.is_some() {
-                return Err(malformed("`timer.ms(N)`, `timer.s(N)` or `timer.us(N)`"));
+                return Err(malformed(TIMERS));
             }
             let unit = match c[1].name.name.as_str() {
-                "s" => TimerUnit::S,
-                "ms" => TimerUnit::Ms,
-                "us" => TimerUnit::Us,
-                _ => return Err(malformed("`timer.ms(N)`, `timer.s(N)` or `timer.us(N)`")),
+                "s" | "sec" => TimerUnit::S,
+                "ms" | "msec" => TimerUnit::Ms,
+                "us" | "usec" => TimerUnit::Us,
+                "ns" | "nsec" => TimerUnit::Ns,
+                "hz" => TimerUnit::Hz,
+                "jiffies" => {
+                    return Err(PointError::Refused {
+                        span: c[1].name.span,
+                        msg: "`timer.jiffies(N)` counts the kernel's ticks, whose length (CONFIG_HZ) a user-space tool does not know".to_string(),
+                        help: "help: give the period in time units: `timer.ms(N)`".to_string(),
+                    })
+                }
+                _ => return Err(malformed(TIMERS)),
             };
             let n = count_arg(
                 &c[1].arg,

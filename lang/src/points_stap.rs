@@ -320,11 +320,10 @@ fn process(spec: &PointSpec, text: &str) -> Result<PointKind, PointError> {
             module,
             pattern: func,
         }
-    } else if func.is_empty()
-        || !func
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '$'))
-    {
+    } else if func.is_empty() || func.chars().any(|ch| ch.is_control()) {
+        // Anything else is a name: C++ and Rust names are qualified
+        // (`ns::Class::method`, `operator+`, templates), as `kprobe("...")`
+        // takes them.
         return Err(PointError::BadTarget {
             text: func,
             span: fspan,

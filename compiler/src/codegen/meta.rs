@@ -221,15 +221,15 @@ fn point_kind(k: &PointKind) -> (m::PointKind, TargetSpec) {
         PointKind::Begin => (m::PointKind::Begin, TargetSpec::None),
         PointKind::End => (m::PointKind::End, TargetSpec::None),
         PointKind::Timer { unit, n } => {
-            let mult = match unit {
-                TimerUnit::S => 1_000_000_000,
-                TimerUnit::Ms => 1_000_000,
-                TimerUnit::Us => 1_000,
+            let ns = match unit {
+                TimerUnit::S => n.saturating_mul(1_000_000_000),
+                TimerUnit::Ms => n.saturating_mul(1_000_000),
+                TimerUnit::Us => n.saturating_mul(1_000),
+                TimerUnit::Ns => *n,
+                // N >= 1 (checked): the period is a second divided by N.
+                TimerUnit::Hz => (1_000_000_000 / (*n).max(1)).max(1),
             };
-            (
-                m::PointKind::Timer(n.saturating_mul(mult)),
-                TargetSpec::None,
-            )
+            (m::PointKind::Timer(ns), TargetSpec::None)
         }
         PointKind::Kprobe { target } => (m::PointKind::Kprobe, target_spec(target)),
         PointKind::Jprobe { target } => (m::PointKind::Jprobe, target_spec(target)),

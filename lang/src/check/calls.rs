@@ -50,6 +50,11 @@ impl Checker<'_> {
         {
             return self.delimited(scope, name, args, span);
         }
+        // SystemTap's `println(a, b)` joins its values with nothing between
+        // them (`print(a, b)` is ptap's one-liner: separated by spaces).
+        if n == "println" && args.len() > 1 && self.function(n).is_none() {
+            return self.delimited(scope, name, args, span);
+        }
         if let Some(b) = builtins::lookup(n) {
             return self.builtin(scope, b, args, span);
         }
@@ -204,9 +209,10 @@ impl Checker<'_> {
         mk(ExprKind::Long(v), Ty::K(Type::Long), span)
     }
 
-    /// SystemTap's `printd(DELIM, v...)`, `printdln`, `sprintd` and
-    /// `sprintln(v...)`: the values (each as `sprint` writes it) joined by
-    /// DELIM (nothing for `sprintln`), then a newline for the `ln` forms;
+    /// SystemTap's `printd(DELIM, v...)`, `printdln`, `sprintd`,
+    /// `sprintln(v...)` and `println(v...)`: the values (each as `sprint`
+    /// writes it) joined by DELIM (nothing for `sprintln` and `println`),
+    /// then a newline for the `ln` forms;
     /// rewritten into `sprint`, `.` and `printf("%s", ...)`.
     fn delimited(
         &mut self,
@@ -216,7 +222,7 @@ impl Checker<'_> {
         span: Span,
     ) -> Expr {
         let n = name.name.as_str();
-        let with_delim = n != "sprintln";
+        let with_delim = !matches!(n, "sprintln" | "println");
         let (delim, values) = if with_delim {
             match args.split_first() {
                 Some((d, rest)) if !rest.is_empty() => (Some(d), rest),

@@ -136,6 +136,8 @@ pub fn describe_point(p: &ProbePoint) -> String {
                 TimerUnit::S => "s",
                 TimerUnit::Ms => "ms",
                 TimerUnit::Us => "us",
+                TimerUnit::Ns => "ns",
+                TimerUnit::Hz => "hz",
             };
             format!("timer every {n} {u} (runs in ptap)")
         }
