@@ -641,11 +641,18 @@ pub fn unoptimize(addr: u64, m: &mut dyn CodeMem) {
 /// before it), optimized or not yet. (Prepared regions of sites since
 /// unregistered stay in the state, to be reused: `live` tells.)
 pub fn covering(addr: u64, live: impl Fn(u64) -> bool) -> Vec<u64> {
+    // A region is whole instructions covering the jump's 5 bytes: it starts
+    // at most 4 + 15 bytes before any address it holds. Looking up those
+    // few addresses keeps registration O(1) per probe (iterating every
+    // prepared site made arming 10,000 probes 72 -> 163 ms).
+    const MAX_REGION: u64 = aopt::JMP_LEN as u64 - 1 + 15;
     with_state(|s| {
-        s.sites
-            .iter()
-            .filter(|(&k, o)| k < addr && addr < k + o.region.len as u64 && live(k))
-            .map(|(&k, _)| k)
+        (addr.saturating_sub(MAX_REGION)..addr)
+            .filter(|k| {
+                s.sites
+                    .get(k)
+                    .is_some_and(|o| addr < k + o.region.len as u64 && live(*k))
+            })
             .collect()
     })
 }
