@@ -321,9 +321,9 @@ fn process(spec: &PointSpec, text: &str) -> Result<PointKind, PointError> {
             pattern: func,
         }
     } else if func.is_empty() || func.chars().any(|ch| ch.is_control()) {
-        // Anything else is a name: C++ and Rust names are qualified
-        // (`ns::Class::method`, `operator+`, templates), as `kprobe("...")`
-        // takes them.
+        // Only an empty or unprintable name is refused: C++ and Rust names
+        // are qualified (`ns::Class::method`, `operator+`, templates), as
+        // `kprobe("...")` takes them.
         return Err(PointError::BadTarget {
             text: func,
             span: fspan,

@@ -137,7 +137,7 @@ pub fn describe_point(p: &ProbePoint) -> String {
                 TimerUnit::Ms => "ms",
                 TimerUnit::Us => "us",
                 TimerUnit::Ns => "ns",
-                TimerUnit::Hz => "hz",
+                TimerUnit::Hz => return format!("timer {n} times a second (runs in ptap)"),
             };
             format!("timer every {n} {u} (runs in ptap)")
         }

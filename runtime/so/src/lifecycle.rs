@@ -582,9 +582,11 @@ extern "C" fn fork_child() {
 }
 
 fn spawn_control_thread() {
-    let _untraced = ptap_rt_core::hit::sigsys::probes::Untraced::new(); // syscall probes: do not arm the runtime's own thread
-    let _quiet = Quiet::new(); // the target's signals are not for it
-                               // Making a thread allocates (in the caller): not the target's calls.
+    // Syscall probes do not arm the runtime's own thread; the target's
+    // signals are not for it; making a thread allocates (in the caller),
+    // which is not the target's call.
+    let _untraced = ptap_rt_core::hit::sigsys::probes::Untraced::new();
+    let _quiet = Quiet::new();
     let _own = threads::OwnWork::start();
     // A plain pthread, not std::thread: std's thread start allocates and
     // frees before the closure could mark the thread as the runtime's own

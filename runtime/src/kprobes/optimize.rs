@@ -393,18 +393,17 @@ pub fn prepare(
         if known_only && !known_handlers {
             return Err(UNKNOWN_HANDLER.into());
         }
-        if let Some(k) = covered_probe(addr, m) {
-            return Err(k);
+        let len = with_state(|s| s.sites.get(&addr).map_or(0, |o| o.region.len));
+        if let Some(why) = probe_inside(addr, len, m) {
+            return Err(why);
         }
         return Ok(rs);
     }
     let info = decode::decode_function(code, func)
         .map_err(|e| format!("the function does not decode: {e}"))?;
     let region = aopt::check_region(&info, addr, aopt::JMP_LEN).map_err(|r| r.to_string())?;
-    if let Some(k) = (addr + 1..addr + region.len as u64).find(|&k| m.has_probe_site(k)) {
-        return Err(format!(
-            "a probe at {k:#x} is inside the bytes the jump would replace"
-        ));
+    if let Some(why) = probe_inside(addr, region.len, m) {
+        return Err(why);
     }
     let off = (addr - func) as usize;
     let orig = code[off..off + region.len].to_vec();
@@ -469,13 +468,12 @@ pub fn prepare(
     Ok(slot)
 }
 
-/// Why the prepared region at `addr` may not get its jump: another probe's
-/// int3 inside it (Linux: no other kprobe in an optimized region). Asked
-/// again when a prepared region is reused (a site registered anew), since
-/// probes may have come inside it meanwhile.
-fn covered_probe(addr: u64, m: &dyn CodeMem) -> Option<String> {
-    let len = with_state(|s| s.sites.get(&addr).map(|o| o.region.len as u64))?;
-    let k = (addr + 1..addr + len).find(|&k| m.has_probe_site(k))?;
+/// Why the region of `len` bytes at `addr` may not get its jump: another
+/// probe's int3 inside it (Linux: no other kprobe in an optimized region).
+/// Asked again when a prepared region is reused (a site registered anew),
+/// since probes may have come inside it meanwhile.
+fn probe_inside(addr: u64, len: usize, m: &dyn CodeMem) -> Option<String> {
+    let k = (addr + 1..addr + len as u64).find(|&k| m.has_probe_site(k))?;
     Some(format!(
         "a probe at {k:#x} is inside the bytes the jump would replace"
     ))

@@ -268,19 +268,8 @@ fn register_entry_inner(kp: *mut Kprobe, kind: EntryKind) -> i32 {
             } else {
                 o.post_slot
             };
-            let ns = Box::into_raw(Box::new(Site {
-                addr,
-                orig: o.orig,
-                prep: o.prep,
-                slot: o.slot,
-                post_slot,
-                has_ret: probes.iter().any(|e| matches!(e.kind, EntryKind::R(_))),
-                probes,
-                region_slot: if keep_opt { o.region_slot } else { 0 },
-            }));
-            reg.sites.insert(addr, ns);
-            // Cannot be refused: the table holds this address's probe site.
-            let _ = insert(addr, NewSite::Probe(ns));
+            let region_slot = if keep_opt { o.region_slot } else { 0 };
+            publish_successor(reg, o, probes, post_slot, region_slot);
             // SAFETY: kp is the user's struct.
             let enabled = unsafe { kprobe_flags(kp) } & KPROBE_FLAG_DISABLED == 0;
             if enabled && reg.disarmed.contains(&addr) && poke(reg, addr, &[0xcc]).is_ok() {
@@ -453,20 +442,35 @@ fn demote(reg: &mut crate::kprobes::codemem::Registry, k: u64, inner: u64) -> Op
             .as_bytes(),
         );
     }
+    publish_successor(reg, o, o.probes.clone(), o.post_slot, 0);
+    Some(old)
+}
+
+/// Publish the next snapshot of site `o` (in the registry and the site
+/// table) with these probes and slots; its address, original bytes,
+/// prepared instruction and single-instruction slot stay. The caller
+/// retires `o` once the registry lock is dropped.
+fn publish_successor(
+    reg: &mut crate::kprobes::codemem::Registry,
+    o: &Site,
+    probes: Vec<Entry>,
+    post_slot: u64,
+    region_slot: u64,
+) -> *mut Site {
     let ns = Box::into_raw(Box::new(Site {
-        addr: k,
+        addr: o.addr,
         orig: o.orig,
         prep: o.prep,
         slot: o.slot,
-        post_slot: o.post_slot,
-        has_ret: o.has_ret,
-        probes: o.probes.clone(),
-        region_slot: 0,
+        post_slot,
+        has_ret: probes.iter().any(|e| matches!(e.kind, EntryKind::R(_))),
+        probes,
+        region_slot,
     }));
-    reg.sites.insert(k, ns);
+    reg.sites.insert(o.addr, ns);
     // Cannot be refused: the table holds this address's probe site.
-    let _ = insert(k, NewSite::Probe(ns));
-    Some(old)
+    let _ = insert(o.addr, NewSite::Probe(ns));
+    ns
 }
 
 /// Why a kprobe at a moved libc syscall site is refused.
@@ -537,23 +541,12 @@ pub fn unregister_entry(kp: *mut Kprobe) -> bool {
             }
             remove(addr, SiteKind::Probe);
         } else {
-            let ns = Box::into_raw(Box::new(Site {
-                addr,
-                orig: o.orig,
-                prep: o.prep,
-                slot: o.slot,
-                post_slot: o.post_slot,
-                has_ret: probes.iter().any(|e| matches!(e.kind, EntryKind::R(_))),
-                region_slot: if optimizable(&probes) {
-                    o.region_slot
-                } else {
-                    0
-                },
-                probes,
-            }));
-            reg.sites.insert(addr, ns);
-            // Cannot be refused: the table holds this address's probe site.
-            let _ = insert(addr, NewSite::Probe(ns));
+            let region_slot = if optimizable(&probes) {
+                o.region_slot
+            } else {
+                0
+            };
+            let ns = publish_successor(reg, o, probes, o.post_slot, region_slot);
             // The probes left may all be disabled: disarm.
             // SAFETY: ns was just published; its probes are registered.
             let all_off = unsafe { &*ns }

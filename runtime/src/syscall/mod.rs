@@ -557,10 +557,7 @@ pub fn arm_all_threads() {
     }
     let have_control_thread = crate::session::output::session().is_some();
     if !deferred.is_empty() {
-        sigsys::ARM_DEFERRED.store(
-            arm_if_deferred as fn(i32) -> bool as usize,
-            Ordering::Release,
-        );
+        let _ = sigsys::ARM_DEFERRED.set(arm_if_deferred);
     }
     for t in deferred {
         let parked = have_control_thread

@@ -685,17 +685,11 @@ fn sigaction(a: [u64; 6]) -> i64 {
 pub static DIRECT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Arms the calling thread `tid` if its arming was deferred (set by the
-/// system call probes' control side, which keeps that list; 0: none).
-pub static ARM_DEFERRED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// system call probes' control side, which keeps that list).
+pub static ARM_DEFERRED: std::sync::OnceLock<fn(i32) -> bool> = std::sync::OnceLock::new();
 
 fn arm_deferred(tid: i32) -> bool {
-    let f = ARM_DEFERRED.load(Ordering::Acquire);
-    if f == 0 {
-        return false;
-    }
-    // SAFETY: only ever set to a `fn(i32) -> bool`.
-    let f: fn(i32) -> bool = unsafe { core::mem::transmute::<usize, fn(i32) -> bool>(f) };
-    f(tid)
+    ARM_DEFERRED.get().is_some_and(|f| f(tid))
 }
 
 /// The direct path of a moved libc site (see `crate::syscall::sites`): called by the
