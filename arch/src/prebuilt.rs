@@ -118,7 +118,7 @@ fn generate() -> String {
          // from trampoline::encode_body. Do not edit.\n\n\
          pub(crate) static PREBUILT: &[Prebuilt] = &[\n",
     );
-    for stub in [Stub::Probe, Stub::Return] {
+    for stub in Stub::ALL {
         for &mode in MODES {
             let h = Handler {
                 func: HOLES[1],
@@ -198,7 +198,7 @@ mod tests {
         ];
         // XSAVE areas of real CPUs (AVX: 832; AVX-512: 2696; AMX: 11008).
         let sizes = [832u32, 2696, 11008];
-        for stub in [Stub::Probe, Stub::Return] {
+        for stub in Stub::ALL {
             for &mode in MODES {
                 for &size in &sizes {
                     let mode = match mode {

@@ -735,3 +735,140 @@ fn flags_restore_fast_and_slow_paths() {
         );
     }
 }
+
+/// What the two handlers of a predicted kretprobe return saw.
+#[derive(Default)]
+struct Predicted {
+    /// The entry handler sends the function to this stub (0: it leaves the
+    /// select slot alone, as for a plain kprobe).
+    stub: u64,
+    real_ret: u64,
+    entry_hits: u64,
+    ret_hits: u64,
+    ret_seen: PtRegs,
+}
+
+extern "C" fn predicted_entry(regs: *mut PtRegs, data: u64) {
+    // SAFETY: data is the test's Predicted; regs is the select stub's frame,
+    // whose spare slot holds the resume address; regs.sp is the function's
+    // return address slot (the stub is at the function's entry).
+    unsafe {
+        let p = &mut *(data as *mut Predicted);
+        p.entry_hits += 1;
+        if p.stub == 0 {
+            return;
+        }
+        let sel = (regs as *mut u8).add(SELECT_SLOT) as *mut u64;
+        let slot = (*regs).sp as *mut u64;
+        p.real_ret = *slot;
+        *slot = *sel + RESUME_LEN;
+        *sel = p.stub;
+    }
+}
+
+extern "C" fn predicted_ret(regs: *mut PtRegs, data: u64) {
+    // SAFETY: data is the test's Predicted; regs is the return stub's frame.
+    unsafe {
+        let p = &mut *(data as *mut Predicted);
+        p.ret_hits += 1;
+        p.ret_seen = *regs;
+        (*regs).ip = p.real_ret;
+        (*regs).dx = 0xd0d0;
+    }
+}
+
+/// A caller that calls f and lands, and f, whose first two instructions the
+/// probe's jump replaces:
+///
+/// ```text
+/// caller: e8 rel32        call f
+///         (landing)
+/// f:      48 8d 47 01     lea 0x1(%rdi),%rax
+///         48 01 c0        add %rax,%rax
+///         c3              ret
+/// ```
+fn run_predicted(stub_mode: Option<VectorSave>) -> (PtRegs, Box<Predicted>, u64, u64, u64) {
+    let sb = Sandbox::new();
+    let caller = sb.at(CODE);
+    let f = sb.at(CODE + 0x100);
+    let code = [0x48, 0x8d, 0x47, 0x01, 0x48, 0x01, 0xc0, 0xc3];
+    sb.write(f, &code);
+    let call = Instruction::with_branch(Code::Call_rel32_64, f).unwrap();
+    let c = BlockEncoder::encode(
+        64,
+        InstructionBlock::new(&[call], caller),
+        BlockEncoderOptions::NONE,
+    )
+    .unwrap()
+    .code_buffer;
+    sb.write(caller, &c);
+    let landing = caller + c.len() as u64;
+    sb.land(landing);
+    let mut p = Box::new(Predicted::default());
+    let data = &mut *p as *mut Predicted as u64;
+    let stub_at = sb.at(CODE + 0x8000);
+    let mut t = 0;
+    if let Some(v) = stub_mode {
+        let h = Handler {
+            func: predicted_ret as extern "C" fn(_, _) as usize as u64,
+            data,
+        };
+        let (bytes, t_off) = predicted_return_stub(stub_at, h, v).unwrap();
+        sb.write(stub_at, &bytes);
+        p.stub = stub_at;
+        t = stub_at + t_off;
+    }
+    let info = decode_function(&code, f).unwrap();
+    let region = check_region(&info, f, JMP_LEN).unwrap();
+    assert_eq!(region.len, 7);
+    let h = Handler {
+        func: predicted_entry as extern "C" fn(_, _) as usize as u64,
+        data,
+    };
+    let tramp = sb.at(CODE + 0x10000);
+    let v = VectorSave::None;
+    sb.write(
+        tramp,
+        &optprobe_trampoline(tramp, &code, &region, h, v).unwrap(),
+    );
+    sb.write(f, &jmp_rel32(f, tramp).unwrap());
+    let mut r = sb.regs();
+    r.di = 20;
+    r.dx = 3;
+    r.flags |= flags::CF;
+    let out = sb.run(caller, &r);
+    (out, p, landing, t, sb.at(STACK_TOP))
+}
+
+#[test]
+fn select_stub_left_alone_runs_the_function_as_before() {
+    let (out, p, landing, _, top) = run_predicted(None);
+    assert_eq!((p.entry_hits, p.ret_hits), (1, 0));
+    assert_eq!((out.ip, out.ax, out.dx, out.sp), (landing, 42, 3, top));
+}
+
+#[test]
+fn predicted_return_stub_calls_the_function_and_returns_to_the_caller() {
+    let (plain, ..) = run_predicted(None);
+    for v in [VectorSave::None, VectorSave::Xmm] {
+        let (out, p, landing, t, top) = run_predicted(Some(v));
+        assert_eq!((p.entry_hits, p.ret_hits), (1, 1), "{v:?}");
+        // The function ran whole (the relocated region, then its own code)
+        // and returned into the stub at T, with its stack as on a plain return.
+        assert_eq!(p.ret_seen.ip, t, "{v:?}");
+        assert_eq!((p.ret_seen.ax, p.ret_seen.sp), (42, top), "{v:?}");
+        assert_eq!(p.real_ret, landing, "{v:?}");
+        // Back at the caller: the return value, the handler's change to rdx.
+        assert_eq!(
+            (out.ip, out.ax, out.dx, out.sp),
+            (landing, 42, 0xd0d0, top),
+            "{v:?}"
+        );
+        // the flags the function's `add` left (the return handler ran in between)
+        assert_eq!(
+            out.flags & flags::STATUS,
+            plain.flags & flags::STATUS,
+            "{v:?}"
+        );
+    }
+}

@@ -167,7 +167,13 @@ pub fn trampoline_addr_for(known: bool) -> u64 {
 
 /// Is `a` one of the addresses hijacked return addresses point to?
 pub fn is_ret_trampoline(a: u64) -> bool {
-    a == trampoline_addr() || (a != 0 && a == crate::hit::jump::known_ret_stub())
+    use crate::hit::jump::PRED_RET;
+    use core::sync::atomic::Ordering::Relaxed;
+    a == trampoline_addr()
+        || (a != 0
+            && (a == crate::hit::jump::known_ret_stub()
+                || a == PRED_RET[0].load(Relaxed)
+                || a == PRED_RET[1].load(Relaxed)))
 }
 
 /// The int3 kretprobe trampoline (trap path).

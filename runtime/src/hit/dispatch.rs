@@ -193,10 +193,21 @@ pub(crate) unsafe fn reap_below(ts: *mut ThreadState, sp: u64, inclusive: bool) 
     }
 }
 
+/// A kretprobe's entry: take an instance and hook the return. From a
+/// jump-path stub (`select`: its frame's select slot, else null) the
+/// return goes through the predicted return stub when it is built (see
+/// `ptap_arch::trampoline::predicted_return_stub`): the return address slot
+/// gets the relocated code's address and the select slot the stub's entry,
+/// which calls it. Otherwise the return address is hijacked.
+///
+/// # Safety
+/// `ts` is this thread's slot; `regs.sp` the stack pointer at the
+/// function's entry; `select`, if not null, the stub frame's select slot.
 pub(crate) unsafe fn kret_entry(
     ts: *mut ThreadState,
     rec: *const crate::hit::site::RetRec,
     regs: &mut PtRegs,
+    select: *mut u64,
 ) {
     // SAFETY: rec is never freed; rp is live while rec.alive (grace periods).
     unsafe {
@@ -211,7 +222,16 @@ pub(crate) unsafe fn kret_entry(
         };
         let ri = crate::hit::site::public(h);
         (*h).sp = regs.sp;
-        (*ri).ret_addr = core::ptr::read(regs.sp as *const u64) as *mut u8;
+        // Another kretprobe of this site sent the function to a predicted
+        // return stub already (the return address slot holds the relocated
+        // code's address): this instance returns to that stub's T, and both
+        // return in order (the later instance is on top).
+        let chained = if select.is_null() {
+            None
+        } else {
+            crate::hit::jump::predicted_ret_of(*select)
+        };
+        (*ri).ret_addr = chained.unwrap_or(core::ptr::read(regs.sp as *const u64)) as *mut u8;
         (*ri).task = (*ts).tid.load(Ordering::Relaxed) as u64;
         if let Some(eh) = (*rp).entry_handler {
             match guarded(
@@ -233,10 +253,22 @@ pub(crate) unsafe fn kret_entry(
                 }
             }
         }
-        core::ptr::write(
-            regs.sp as *mut u64,
-            crate::hit::asm::trampoline_addr_for(rec.known_ret),
-        );
+        if chained.is_none() {
+            match (
+                select.is_null(),
+                crate::hit::jump::predicted_stub(rec.known_ret),
+            ) {
+                (false, Some((entry, _))) => {
+                    let resume = *select + ptap_arch::trampoline::RESUME_LEN;
+                    core::ptr::write(regs.sp as *mut u64, resume);
+                    *select = entry;
+                }
+                _ => core::ptr::write(
+                    regs.sp as *mut u64,
+                    crate::hit::asm::trampoline_addr_for(rec.known_ret),
+                ),
+            }
+        }
         (*h).next = (*ts).kret_head;
         (*ts).kret_head = h as usize;
     }

@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use ptap_arch::regs::{flags as rf, offset};
 use ptap_arch::trampoline::VectorSave;
+use ptap_arch::trampoline::SELECT_SLOT;
 
 use crate::abi::*;
 use crate::base::sys;
@@ -443,6 +444,11 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
         if site.has_ret {
             crate::hit::dispatch::reap_at_entry(ts, regs.sp);
         }
+        // The stub's select slot (ptap_arch::trampoline::Stub::ProbeSelect):
+        // where the stub goes after the restore; a kretprobe's entry may
+        // send the function to the predicted return stub from there.
+        let sel = (regs as *mut PtRegs as *mut u8).add(SELECT_SLOT) as *mut u64;
+        let (resume, sp0) = (*sel, regs.sp);
         let mut divert = false;
         let mut jp: *mut Jprobe = core::ptr::null_mut();
         for e in &site.probes {
@@ -456,13 +462,22 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
                         break;
                     }
                 }
-                EntryKind::R(rec) => crate::hit::dispatch::kret_entry(ts, rec, regs),
+                EntryKind::R(rec) => crate::hit::dispatch::kret_entry(ts, rec, regs, sel),
                 EntryKind::J(j) => {
                     if jp.is_null() {
                         jp = j;
                     }
                 }
             }
+        }
+        if (divert || !jp.is_null()) && *sel != resume {
+            // The thread does not go on through the select slot (a redirect),
+            // or a jprobe entry reads the return address first: hijack the
+            // return address classically instead (the return stub then
+            // returns through the predicted stub's T to reach instances
+            // chained onto it).
+            *sel = resume;
+            core::ptr::write(sp0 as *mut u64, crate::hit::asm::trampoline_addr());
         }
         if !divert && !jp.is_null() {
             // All pre_handlers first, then the entry (as on the trap path).
@@ -582,4 +597,30 @@ pub(crate) static KNOWN_RET_STUB: AtomicU64 = AtomicU64::new(0);
 
 pub fn known_ret_stub() -> u64 {
     KNOWN_RET_STUB.load(Ordering::Acquire)
+}
+
+/// The predicted return stubs (`ptap_arch::trampoline::predicted_return_stub`),
+/// for return handlers of unknown [0] and known [1] code: their entries
+/// (what a jump-path kretprobe entry puts in the probe stub's select slot)
+/// and their return addresses T (what the function then returns to). 0
+/// until built (with [`RET_STUB`], before it is published); [1] is [0]
+/// when known handlers need no lighter save.
+pub(crate) static PRED_ENTRY: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+pub(crate) static PRED_RET: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// T of the predicted return stub whose entry is `entry`, if it is one.
+#[inline(always)]
+pub fn predicted_ret_of(entry: u64) -> Option<u64> {
+    (0..2)
+        .find(|&i| entry != 0 && PRED_ENTRY[i].load(Ordering::Acquire) == entry)
+        .map(|i| PRED_RET[i].load(Ordering::Relaxed))
+}
+
+/// (entry, T) of the predicted return stub for return handlers of `known`
+/// code, or None when it was not built.
+#[inline(always)]
+pub fn predicted_stub(known: bool) -> Option<(u64, u64)> {
+    let i = known as usize;
+    let e = PRED_ENTRY[i].load(Ordering::Acquire);
+    (e != 0).then(|| (e, PRED_RET[i].load(Ordering::Relaxed)))
 }

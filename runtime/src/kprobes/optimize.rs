@@ -46,7 +46,7 @@ use crate::hit::jump::ret_hit;
 use crate::hit::jump::ret_stub;
 use crate::hit::jump::vmode_code;
 use crate::hit::jump::ENTRY_VMODE;
-use crate::hit::jump::{KNOWN_RET_STUB, RET_STUB};
+use crate::hit::jump::{KNOWN_RET_STUB, PRED_ENTRY, PRED_RET, RET_STUB};
 use crate::hit::ranges::add_range;
 use crate::hit::threads::{self};
 use crate::kprobes::barrier::barrier;
@@ -143,7 +143,11 @@ pub fn ensure_ret_stub() {
     if ret_stub() != 0 {
         return;
     }
-    const LEN: usize = 4096;
+    // Four stubs of at most QUARTER bytes each: the return stub, its
+    // variant for return handlers of known code (when they can do with a
+    // lighter save), and the predicted return stub of each kind.
+    const LEN: usize = 8192;
+    const QUARTER: usize = LEN / 4;
     // SAFETY: a fresh private anonymous RW mapping.
     let p = unsafe { sys::mmap(0, LEN, 3, 0x22, -1, 0) };
     if p < 0 {
@@ -154,36 +158,53 @@ pub fn ensure_ret_stub() {
         func: ret_hit as *const () as u64,
         data: 0,
     };
-    let Ok(code) = trampoline::return_trampoline(at, h, vector_save(true, false)) else {
+    let unknown = vector_save(true, false);
+    let known = vector_save(true, true);
+    let known = needs_known(known).then_some(known);
+    let q = |i: usize| at + (i * QUARTER) as u64;
+    let Ok(code) = trampoline::return_trampoline(q(0), h, unknown) else {
         return;
     };
-    // A second stub for return handlers of known code, when they can do
-    // with a lighter save, in the same page.
-    const KNOWN_AT: usize = LEN / 2;
-    let known = vector_save(true, true);
-    let known_code = needs_known(known)
-        .then(|| trampoline::return_trampoline(at + KNOWN_AT as u64, h, known).ok())
-        .flatten();
-    if code.len() > KNOWN_AT
-        || known_code
-            .as_ref()
-            .is_some_and(|k| k.len() > LEN - KNOWN_AT)
-    {
+    let known_code = known.and_then(|v| trampoline::return_trampoline(q(1), h, v).ok());
+    let pred = trampoline::predicted_return_stub(q(2), h, unknown).ok();
+    let known_pred = known.and_then(|v| trampoline::predicted_return_stub(q(3), h, v).ok());
+    let mut stubs: Vec<(u64, &[u8])> = vec![(q(0), &code)];
+    if let Some(k) = &known_code {
+        stubs.push((q(1), k));
+    }
+    if let Some((p, _)) = &pred {
+        stubs.push((q(2), p));
+    }
+    if let Some((p, _)) = &known_pred {
+        stubs.push((q(3), p));
+    }
+    if stubs.iter().any(|(_, b)| b.len() > QUARTER) {
         return;
     }
     // SAFETY: our RW mapping; then made r-x.
     unsafe {
-        core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len());
-        if let Some(k) = &known_code {
-            let kat = (at as usize + KNOWN_AT) as *mut u8;
-            core::ptr::copy_nonoverlapping(k.as_ptr(), kat, k.len());
+        for (a, b) in &stubs {
+            core::ptr::copy_nonoverlapping(b.as_ptr(), *a as *mut u8, b.len());
         }
         sys::mprotect(at as usize, LEN, 5);
     }
-    add_range(at, code.len() as u64, 0, &[], 0);
-    if let Some(k) = &known_code {
-        add_range(at + KNOWN_AT as u64, k.len() as u64, 0, &[], 0);
-        KNOWN_RET_STUB.store(at + KNOWN_AT as u64, Ordering::Release);
+    for (a, b) in &stubs {
+        add_range(*a, b.len() as u64, 0, &[], 0);
+    }
+    if known_code.is_some() {
+        KNOWN_RET_STUB.store(q(1), Ordering::Release);
+    }
+    // Known handlers use the known predicted stub when there is one, the
+    // other one otherwise (as with the return stubs).
+    if let Some((_, t)) = pred {
+        for i in 0..2 {
+            PRED_RET[i].store(q(2) + t, Ordering::Relaxed);
+            PRED_ENTRY[i].store(q(2), Ordering::Release);
+        }
+    }
+    if let (Some((_, t)), true) = (known_pred, known_code.is_some()) {
+        PRED_RET[1].store(q(3) + t, Ordering::Relaxed);
+        PRED_ENTRY[1].store(q(3), Ordering::Release);
     }
     RET_STUB.store(at, Ordering::Release);
 }
