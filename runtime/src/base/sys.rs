@@ -270,13 +270,16 @@ fn errno_ptr() -> Option<*mut i32> {
 
 /// Save the interrupted context's errno before running handlers that may
 /// call libc (which may set it). Pairs with [`errno_restore`].
+#[inline]
 pub fn errno_save() -> Option<i32> {
     // SAFETY: errno_ptr is this thread's errno (thread pointer + libc's
     // fixed TLS offset, learnt from __errno_location at init).
     errno_ptr().map(|p| unsafe { core::ptr::read_volatile(p) })
 }
 
-/// Put back what [`errno_save`] read.
+/// Put back what [`errno_save`] read. Inlined: the hit path calls it on
+/// every handler run, mostly with None.
+#[inline(always)]
 pub fn errno_restore(saved: Option<i32>) {
     let Some(v) = saved else { return };
     if let Some(p) = errno_ptr() {

@@ -40,6 +40,7 @@ use crate::session;
 /// # Safety
 /// `h` must be a handler of a module whose globals area `ctx.globals` is,
 /// and every pointer in `ctx` must be valid (or NULL where allowed).
+#[inline(always)]
 pub unsafe fn run_handler(h: Handler, ctx: &mut ProbeCtx) -> u32 {
     // SAFETY: caller contract.
     unsafe { h(ctx) };
@@ -52,7 +53,10 @@ pub unsafe fn run_handler(h: Handler, ctx: &mut ProbeCtx) -> u32 {
     ctx.error
 }
 
-/// Write `ctx`'s error as a record and count it.
+/// Write `ctx`'s error as a record and count it. Out of line: the hit path
+/// ([`run_handler`], inlined into every caller) rarely gets here.
+#[cold]
+#[inline(never)]
 pub fn report_error(ctx: &ProbeCtx) {
     if !ctx.globals.is_null() {
         // SAFETY: a non-NULL globals pointer is the session's globals area.
