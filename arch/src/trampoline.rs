@@ -336,12 +336,35 @@ impl Asm {
     }
 
     /// Save registers into a PtRegs at rsp (already reserved), `sp_value` = rsp + sp_off.
-    fn save_regs(&mut self, sp_off: i64, ip: u64) -> Result<(), ArchError> {
+    /// With `abi_flags` (a function's entry or return, where the ABI says
+    /// DF is clear, and a CPU with LAHF in 64-bit mode) the flags are read
+    /// without `pushfq` (slow: it waits for every flag, system ones
+    /// included): the arithmetic ones with `lahf` and `seto`, IF set, and
+    /// nothing else (see docs/optprobes.md, "Flags").
+    fn save_regs(&mut self, sp_off: i64, ip: u64, abi_flags: bool) -> Result<(), ArchError> {
         for (r, off) in crate::regs::GPRS {
             self.store(off, r)?;
         }
-        self.plain(Code::Pushfq); // writes below the frame: free stack
-        self.op(Instruction::with1(Code::Pop_r64, Register::RAX))?;
+        if abi_flags {
+            self.plain(Code::Lahf); // ah = SF ZF 0 AF 0 PF 1 CF
+            self.op(Instruction::with1(Code::Seto_rm8, Register::CL))?;
+            self.op(Instruction::with2(
+                Code::Movzx_r32_rm8,
+                Register::ECX,
+                Register::CL,
+            ))?;
+            self.op(Instruction::with2(Code::Shl_rm32_imm8, Register::ECX, 11u32))?;
+            self.op(Instruction::with2(
+                Code::Movzx_r32_rm8,
+                Register::EAX,
+                Register::AH,
+            ))?;
+            self.op(Instruction::with2(Code::Or_r32_rm32, Register::EAX, Register::ECX))?;
+            self.op(Instruction::with2(Code::Or_rm32_imm32, Register::EAX, 0x200))?;
+        } else {
+            self.plain(Code::Pushfq); // writes below the frame: free stack
+            self.op(Instruction::with1(Code::Pop_r64, Register::RAX))?;
+        }
         self.store(offset::FLAGS, Register::RAX)?;
         self.op(Instruction::with2(
             Code::Lea_r64_m,
@@ -691,7 +714,31 @@ pub fn optprobe_trampoline(
     h: Handler,
     v: VectorSave,
 ) -> Result<Vec<u8>, ArchError> {
-    let mut out = body(Stub::ProbeSelect, region.addr, h, v)?;
+    select_trampoline(Stub::ProbeSelect, at, code, region, h, v)
+}
+
+/// [`optprobe_trampoline`] for a region at a function's first instruction,
+/// where the ABI says DF is clear: the flags are saved without `pushfq`
+/// ([`Stub::EntrySelect`]).
+pub fn entry_optprobe_trampoline(
+    at: u64,
+    code: &[u8],
+    region: &Region,
+    h: Handler,
+    v: VectorSave,
+) -> Result<Vec<u8>, ArchError> {
+    select_trampoline(Stub::EntrySelect, at, code, region, h, v)
+}
+
+fn select_trampoline(
+    stub: Stub,
+    at: u64,
+    code: &[u8],
+    region: &Region,
+    h: Handler,
+    v: VectorSave,
+) -> Result<Vec<u8>, ArchError> {
+    let mut out = body(stub, region.addr, h, v)?;
     let tail_at = at.wrapping_add(out.len() as u64);
     let tail = crate::optprobe::relocate_region(code, region, tail_at, 8 * 16)?;
     out.extend_from_slice(&tail.bytes);
@@ -711,6 +758,9 @@ pub enum Stub {
     /// then says. A handler leaves it, or sends the thread to a
     /// [`predicted_return_stub`] (a kretprobe's entry: see there).
     ProbeSelect,
+    /// `ProbeSelect` at a function's first instruction: the flags are saved
+    /// without `pushfq`, as in the return stubs (see `save_regs`).
+    EntrySelect,
     /// The kretprobe return stub, ending in `jmp *regs.ip`.
     Return,
     /// The return part of [`predicted_return_stub`], ending in `ret` to
@@ -719,12 +769,24 @@ pub enum Stub {
 }
 
 impl Stub {
-    pub const ALL: [Stub; 4] = [
+    pub const ALL: [Stub; 5] = [
         Stub::Probe,
         Stub::ProbeSelect,
+        Stub::EntrySelect,
         Stub::Return,
         Stub::ReturnRet,
     ];
+
+    /// Is the stub at a function's entry or return, where the ABI says DF
+    /// is clear (`save_regs`' `abi_flags`)?
+    fn at_abi_boundary(self) -> bool {
+        matches!(self, Stub::EntrySelect | Stub::Return | Stub::ReturnRet)
+    }
+
+    /// Does it end by jumping through [`SELECT_SLOT`]?
+    fn selects(self) -> bool {
+        matches!(self, Stub::ProbeSelect | Stub::EntrySelect)
+    }
 }
 
 /// Offset in a stub's frame of the 8 bytes after the PtRegs (padding to 16):
@@ -769,13 +831,13 @@ pub(crate) fn encode_body(
     loop {
         let mut a = Asm(Vec::with_capacity(64));
         let skip = match stub {
-            Stub::Probe | Stub::ProbeSelect => RED_ZONE + FRAME,
+            Stub::Probe | Stub::ProbeSelect | Stub::EntrySelect => RED_ZONE + FRAME,
             // the callee's dead frame is free: no red zone to skip
             Stub::Return | Stub::ReturnRet => FRAME,
         };
         a.lea_rsp(-skip)?;
-        a.save_regs(skip, ip)?;
-        if stub == Stub::ProbeSelect {
+        a.save_regs(skip, ip, lahf && stub.at_abi_boundary())?;
+        if stub.selects() {
             // rax is saved: the frame's spare slot = the resume address
             a.op(Instruction::with2(
                 Code::Lea_r64_m,
@@ -794,7 +856,7 @@ pub(crate) fn encode_body(
         a.restore_regs(lahf)?;
         match stub {
             Stub::Probe => a.lea_rsp(skip)?,
-            Stub::ProbeSelect => {
+            Stub::ProbeSelect | Stub::EntrySelect => {
                 a.op(Instruction::with1(
                     Code::Jmp_rm64,
                     m(Register::RSP, SELECT_SLOT as i64),
@@ -815,7 +877,7 @@ pub(crate) fn encode_body(
             }
         }
         let bytes = a.encode(0)?;
-        if stub != Stub::ProbeSelect {
+        if !stub.selects() {
             return Ok(bytes);
         }
         let want = bytes.len() as u64 - RESUME_LEN;

@@ -872,3 +872,47 @@ fn predicted_return_stub_calls_the_function_and_returns_to_the_caller() {
         );
     }
 }
+
+/// The entry stub reads the flags with `lahf`/`seto` instead of `pushfq`:
+/// the handler sees every combination of the six arithmetic flags (and IF),
+/// and the probed code finds them as they were.
+#[test]
+fn entry_stub_saves_every_arithmetic_flag_without_pushfq() {
+    // 48 89 f8   mov %rdi,%rax
+    // 48 89 f1   mov %rsi,%rcx      (the region; neither changes a flag)
+    let code = [0x48, 0x89, 0xf8, 0x48, 0x89, 0xf1];
+    let sb = Sandbox::new();
+    let f = sb.at(CODE);
+    sb.write(f, &code);
+    sb.land(f + code.len() as u64);
+    let info = decode_function(&code, f).unwrap();
+    let region = check_region(&info, f, JMP_LEN).unwrap();
+    let mut rec = Box::new(Rec::default());
+    let h = Handler {
+        func: handler as extern "C" fn(_, _) as usize as u64,
+        data: &mut *rec as *mut Rec as u64,
+    };
+    let tramp = sb.at(CODE + 0x10000);
+    let t = entry_optprobe_trampoline(tramp, &code, &region, h, VectorSave::None).unwrap();
+    // 9c 58: pushfq; pop %rax (the mid-function stub's way)
+    let pushf = |b: Vec<u8>| b.windows(2).any(|w| w == [0x9c, 0x58]);
+    let hole = Handler { func: 1, data: 2 };
+    assert!(pushf(body(Stub::ProbeSelect, 3, hole, VectorSave::None).unwrap()));
+    assert_eq!(
+        pushf(body(Stub::EntrySelect, 3, hole, VectorSave::None).unwrap()),
+        !lahf_sahf()
+    );
+    sb.write(tramp, &t);
+    sb.write(f, &jmp_rel32(f, tramp).unwrap());
+    const ARITH: [u64; 6] = [flags::CF, 0x4, 0x10, flags::ZF, flags::SF, flags::OF];
+    for bits in 0..64u32 {
+        let want: u64 = (0..6).filter(|k| bits & (1 << k) != 0).map(|k| ARITH[k]).sum();
+        let mut r = sb.regs();
+        r.flags = (r.flags & !0x8d5) | want;
+        let out = sb.run(f, &r);
+        assert_eq!(rec.seen.flags & 0x8d5, want, "handler's view of {want:#x}");
+        assert_ne!(rec.seen.flags & 0x200, 0, "IF");
+        assert_eq!(out.flags & 0x8d5, want, "after the stub, {want:#x}");
+    }
+    assert_eq!(rec.hits, 64);
+}

@@ -298,9 +298,10 @@ struct Template {
     checked: bool,
 }
 
-static TEMPLATES: Mutex<[Option<Template>; 8]> = Mutex::new([const { None }; 8]);
+/// Per (vector-save mode, at a function's entry): 2 × 8.
+static TEMPLATES: Mutex<[Option<Template>; 16]> = Mutex::new([const { None }; 16]);
 
-static FORK_TEMPLATES: crate::base::forklock::MutexSlot<[Option<Template>; 8]> =
+static FORK_TEMPLATES: crate::base::forklock::MutexSlot<[Option<Template>; 16]> =
     crate::base::forklock::MutexSlot::new(&TEMPLATES);
 
 /// The trampoline-template cache lock, for the fork handlers (after STATE).
@@ -309,6 +310,20 @@ pub fn templates_fork_lock() -> &'static dyn crate::base::forklock::ForkLock {
 }
 
 static NO_TEMPLATES: AtomicBool = AtomicBool::new(false);
+
+/// A vector-save mode's index in [`TEMPLATES`] (0..8).
+fn mode_index(vs: VectorSave) -> usize {
+    match vs {
+        VectorSave::None => 0,
+        VectorSave::Xmm => 1,
+        VectorSave::Ymm => 2,
+        VectorSave::Xsave { .. } => 3,
+        VectorSave::Wide { mxcsr: false, .. } => 4,
+        VectorSave::Wide { .. } => 5,
+        VectorSave::Sse { mxcsr: false } => 6,
+        VectorSave::Sse { .. } => 7,
+    }
+}
 
 /// The trampoline for `addr`, allocated near it: (its address, bytes,
 /// offset of the relocated region, that region's relocation).
@@ -320,11 +335,16 @@ fn build_trampoline(
     region: &Region,
     h: Handler,
     vs: VectorSave,
-    mode: usize,
+    at_entry: bool,
     tail_len: usize,
 ) -> Result<(u64, Vec<u8>, u64, ptap_arch::xol::Relocated), String> {
+    let mode = mode_index(vs) + 8 * at_entry as usize;
     let full = |at: u64| {
-        trampoline::optprobe_trampoline(at, orig, region, h, vs)
+        if at_entry {
+            trampoline::entry_optprobe_trampoline(at, orig, region, h, vs)
+        } else {
+            trampoline::optprobe_trampoline(at, orig, region, h, vs)
+        }
             .map_err(|e| format!("cannot build the trampoline: {e}"))
     };
     let mut g = match TEMPLATES.lock() {
@@ -455,18 +475,9 @@ pub fn prepare(
     // Its size: the register save/call/restore part (the same for every
     // trampoline of a vector-save mode; measured once) plus the relocated
     // region (as long as in the region slot: same capacity, rel32 forms).
-    let mode = match vs {
-        VectorSave::None => 0,
-        VectorSave::Xmm => 1,
-        VectorSave::Ymm => 2,
-        VectorSave::Xsave { .. } => 3,
-        VectorSave::Wide { mxcsr: false, .. } => 4,
-        VectorSave::Wide { .. } => 5,
-        VectorSave::Sse { mxcsr: false } => 6,
-        VectorSave::Sse { .. } => 7,
-    };
+
     let (tramp, bytes, cut, tail) =
-        build_trampoline(m, addr, &orig, &region, h, vs, mode, rel.bytes.len())?;
+        build_trampoline(m, addr, &orig, &region, h, vs, addr == func, rel.bytes.len())?;
     if !m.poke(tramp, &bytes) {
         return Err("cannot write the trampoline".into());
     }
