@@ -353,14 +353,26 @@ impl Asm {
                 Register::ECX,
                 Register::CL,
             ))?;
-            self.op(Instruction::with2(Code::Shl_rm32_imm8, Register::ECX, 11u32))?;
+            self.op(Instruction::with2(
+                Code::Shl_rm32_imm8,
+                Register::ECX,
+                11u32,
+            ))?;
             self.op(Instruction::with2(
                 Code::Movzx_r32_rm8,
                 Register::EAX,
                 Register::AH,
             ))?;
-            self.op(Instruction::with2(Code::Or_r32_rm32, Register::EAX, Register::ECX))?;
-            self.op(Instruction::with2(Code::Or_rm32_imm32, Register::EAX, 0x200))?;
+            self.op(Instruction::with2(
+                Code::Or_r32_rm32,
+                Register::EAX,
+                Register::ECX,
+            ))?;
+            self.op(Instruction::with2(
+                Code::Or_rm32_imm32,
+                Register::EAX,
+                0x200,
+            ))?;
         } else {
             self.plain(Code::Pushfq); // writes below the frame: free stack
             self.op(Instruction::with1(Code::Pop_r64, Register::RAX))?;

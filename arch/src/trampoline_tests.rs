@@ -897,7 +897,9 @@ fn entry_stub_saves_every_arithmetic_flag_without_pushfq() {
     // 9c 58: pushfq; pop %rax (the mid-function stub's way)
     let pushf = |b: Vec<u8>| b.windows(2).any(|w| w == [0x9c, 0x58]);
     let hole = Handler { func: 1, data: 2 };
-    assert!(pushf(body(Stub::ProbeSelect, 3, hole, VectorSave::None).unwrap()));
+    assert!(pushf(
+        body(Stub::ProbeSelect, 3, hole, VectorSave::None).unwrap()
+    ));
     assert_eq!(
         pushf(body(Stub::EntrySelect, 3, hole, VectorSave::None).unwrap()),
         !lahf_sahf()
@@ -906,7 +908,10 @@ fn entry_stub_saves_every_arithmetic_flag_without_pushfq() {
     sb.write(f, &jmp_rel32(f, tramp).unwrap());
     const ARITH: [u64; 6] = [flags::CF, 0x4, 0x10, flags::ZF, flags::SF, flags::OF];
     for bits in 0..64u32 {
-        let want: u64 = (0..6).filter(|k| bits & (1 << k) != 0).map(|k| ARITH[k]).sum();
+        let want: u64 = (0..6)
+            .filter(|k| bits & (1 << k) != 0)
+            .map(|k| ARITH[k])
+            .sum();
         let mut r = sb.regs();
         r.flags = (r.flags & !0x8d5) | want;
         let out = sb.run(f, &r);

@@ -345,7 +345,7 @@ fn build_trampoline(
         } else {
             trampoline::optprobe_trampoline(at, orig, region, h, vs)
         }
-            .map_err(|e| format!("cannot build the trampoline: {e}"))
+        .map_err(|e| format!("cannot build the trampoline: {e}"))
     };
     let mut g = match TEMPLATES.lock() {
         Ok(g) => g,
@@ -476,8 +476,16 @@ pub fn prepare(
     // trampoline of a vector-save mode; measured once) plus the relocated
     // region (as long as in the region slot: same capacity, rel32 forms).
 
-    let (tramp, bytes, cut, tail) =
-        build_trampoline(m, addr, &orig, &region, h, vs, addr == func, rel.bytes.len())?;
+    let (tramp, bytes, cut, tail) = build_trampoline(
+        m,
+        addr,
+        &orig,
+        &region,
+        h,
+        vs,
+        addr == func,
+        rel.bytes.len(),
+    )?;
     if !m.poke(tramp, &bytes) {
         return Err("cannot write the trampoline".into());
     }
