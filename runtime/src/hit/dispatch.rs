@@ -144,7 +144,12 @@ pub(crate) fn altstack() -> Option<(u64, u64)> {
 ///
 /// # Safety
 /// `ts` is this thread's slot; `sp` the stack pointer at a function entry.
+#[inline(always)]
 pub(crate) unsafe fn reap_at_entry(ts: *mut ThreadState, sp: u64) {
+    // SAFETY: ts is this thread's slot. Nothing to reap without instances.
+    if unsafe { (*ts).kret_head } == 0 {
+        return;
+    }
     // SAFETY: `sp` points at the entered function's return address slot.
     let tail_call =
         crate::hit::asm::is_ret_trampoline(unsafe { core::ptr::read(sp as *const u64) });
@@ -152,7 +157,26 @@ pub(crate) unsafe fn reap_at_entry(ts: *mut ThreadState, sp: u64) {
     unsafe { reap_below(ts, sp, !tail_call) };
 }
 
+/// Reap this thread's instances whose frames are gone: below `sp` (or at
+/// it, `inclusive`). Inlined check of the common case (the newest instance
+/// is still live); the walk is out of line.
+///
+/// # Safety
+/// `ts` is this thread's slot.
+#[inline(always)]
 pub(crate) unsafe fn reap_below(ts: *mut ThreadState, sp: u64, inclusive: bool) {
+    // SAFETY: this thread's list; instances are never freed.
+    unsafe {
+        let h = (*ts).kret_head as *mut InstHdr;
+        if h.is_null() || (*h).sp > sp || (!inclusive && (*h).sp == sp) {
+            return;
+        }
+        reap_below_slow(ts, sp, inclusive);
+    }
+}
+
+#[inline(never)]
+unsafe fn reap_below_slow(ts: *mut ThreadState, sp: u64, inclusive: bool) {
     // SAFETY: this thread's list; instances are never freed.
     unsafe {
         if (*ts).kret_head == 0 {
@@ -188,7 +212,7 @@ pub(crate) unsafe fn reap_below(ts: *mut ThreadState, sp: u64, inclusive: bool) 
             }
             (*ts).kret_head = (*h).next;
             crate::hit::unwind::count_unwound(1);
-            crate::hit::site::release(h);
+            crate::hit::site::release_own(h);
         }
     }
 }
@@ -322,7 +346,7 @@ pub(crate) unsafe fn kret_return(ts: *mut ThreadState, regs: &mut PtRegs, run: b
             }
         }
         regs.ip = ret;
-        crate::hit::site::release(h);
+        crate::hit::site::release_own(h);
         true
     }
 }

@@ -634,9 +634,17 @@ pub(crate) static PRED_RET: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(
 /// T of the predicted return stub whose entry is `entry`, if it is one.
 #[inline(always)]
 pub fn predicted_ret_of(entry: u64) -> Option<u64> {
-    (0..2)
-        .find(|&i| entry != 0 && PRED_ENTRY[i].load(Ordering::Acquire) == entry)
-        .map(|i| PRED_RET[i].load(Ordering::Relaxed))
+    if entry == 0 {
+        return None;
+    }
+    let i = if PRED_ENTRY[0].load(Ordering::Acquire) == entry {
+        0
+    } else if PRED_ENTRY[1].load(Ordering::Acquire) == entry {
+        1
+    } else {
+        return None;
+    };
+    Some(PRED_RET[i].load(Ordering::Relaxed))
 }
 
 /// (entry, T) of the predicted return stub for return handlers of `known`

@@ -192,6 +192,27 @@ pub fn public(h: *mut InstHdr) -> *mut KretprobeInstance {
     (h as usize + INST_HDR) as *mut KretprobeInstance
 }
 
+/// [`release`] by the thread whose list held `h` (a return, a reap): no
+/// atomic exchange when no other thread can release it meanwhile
+/// (`threads::only_owners_release`).
+///
+/// # Safety
+/// As [`release`]; `h` was on the calling thread's own list.
+#[inline(always)]
+pub unsafe fn release_own(h: *mut InstHdr) {
+    // SAFETY: caller contract.
+    unsafe {
+        if crate::hit::threads::only_owners_release() {
+            if (*h).in_use.load(Ordering::Relaxed) != 0 {
+                (*h).in_use.store(0, Ordering::Relaxed);
+                (*(*h).rec).push_free(h);
+            }
+        } else {
+            release(h);
+        }
+    }
+}
+
 /// # Safety
 /// `h` must be an instance header in use.
 pub unsafe fn release(h: *mut InstHdr) {
