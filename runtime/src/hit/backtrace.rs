@@ -72,7 +72,10 @@ fn after_call(idx: &symbols::Index, v: u64) -> bool {
         || (b[0] == 0xff && (b[1] >> 3) & 7 == 2)
 }
 
-/// The real return address behind a hijacked one read from `slot`.
+/// The real return address behind a hijacked one read from `slot`. Several
+/// kretprobes on one function hook the same slot: the newest instance's
+/// return address is the return stub the one before it left there, and so
+/// on down to the real one.
 ///
 /// # Safety
 /// `ts`, if given, is the calling thread's own slot (from `threads::current`).
@@ -81,17 +84,22 @@ pub(crate) unsafe fn unhijack(ts: Option<*mut ThreadState>, slot: u64) -> Option
         // SAFETY: this thread's slot.
         unsafe { (*t).kret_head }
     });
+    let mut found = None;
     while cur != 0 {
         let h = cur as *mut InstHdr;
         // SAFETY: instances are never freed.
         unsafe {
             if (*h).sp == slot {
-                return Some((*crate::hit::site::public(h)).ret_addr as u64);
+                let ret = (*crate::hit::site::public(h)).ret_addr as u64;
+                found = Some(ret);
+                if !crate::hit::asm::is_ret_trampoline(ret) {
+                    break;
+                }
             }
             cur = (*h).next;
         }
     }
-    None
+    found
 }
 
 /// Print a backtrace of the context `regs` (a probed thread): unwound

@@ -217,45 +217,33 @@ unsafe fn reap_below_slow(ts: *mut ThreadState, sp: u64, inclusive: bool) {
     }
 }
 
-/// A kretprobe's entry: take an instance and hook the return. From a
-/// jump-path stub (`select`: its frame's select slot, else null) the
-/// return goes through the predicted return stub when it is built (see
-/// `ptap_arch::trampoline::predicted_return_stub`): the return address slot
-/// gets the relocated code's address and the select slot the stub's entry,
-/// which calls it. Otherwise the return address is hijacked.
+/// A kretprobe's entry: take an instance and hijack the return address
+/// (the jump path may then route the return through the predicted return
+/// stub instead: `crate::hit::jump`). Returns whether it hooked the return
+/// (with the return stub for handlers of known code or not).
 ///
 /// # Safety
 /// `ts` is this thread's slot; `regs.sp` the stack pointer at the
-/// function's entry; `select`, if not null, the stub frame's select slot.
+/// function's entry.
 pub(crate) unsafe fn kret_entry(
     ts: *mut ThreadState,
     rec: *const crate::hit::site::RetRec,
     regs: &mut PtRegs,
-    select: *mut u64,
-) {
+) -> Option<bool> {
     // SAFETY: rec is never freed; rp is live while rec.alive (grace periods).
     unsafe {
         let rec = &*rec;
         if !rec.alive.load(Ordering::Acquire) {
-            return;
+            return None;
         }
         let rp = rec.rp;
         let Some(h) = rec.alloc() else {
             kretprobe_missed(rp);
-            return;
+            return None;
         };
         let ri = crate::hit::site::public(h);
         (*h).sp = regs.sp;
-        // Another kretprobe of this site sent the function to a predicted
-        // return stub already (the return address slot holds the relocated
-        // code's address): this instance returns to that stub's T, and both
-        // return in order (the later instance is on top).
-        let chained = if select.is_null() {
-            None
-        } else {
-            crate::hit::jump::predicted_ret_of(*select)
-        };
-        (*ri).ret_addr = chained.unwrap_or(core::ptr::read(regs.sp as *const u64)) as *mut u8;
+        (*ri).ret_addr = core::ptr::read(regs.sp as *const u64) as *mut u8;
         (*ri).task = (*ts).tid.load(Ordering::Relaxed) as u64;
         if let Some(eh) = (*rp).entry_handler {
             match guarded(
@@ -268,33 +256,22 @@ pub(crate) unsafe fn kret_entry(
                 Some(0) => {}
                 Some(_) => {
                     crate::hit::site::release(h);
-                    return;
+                    return None;
                 }
                 None => {
                     handler_faulted(ts, core::ptr::addr_of_mut!((*rp).kp), regs);
                     crate::hit::site::release(h);
-                    return;
+                    return None;
                 }
             }
         }
-        if chained.is_none() {
-            match (
-                select.is_null(),
-                crate::hit::jump::predicted_stub(rec.known_ret),
-            ) {
-                (false, Some((entry, _))) => {
-                    let resume = *select + ptap_arch::trampoline::RESUME_LEN;
-                    core::ptr::write(regs.sp as *mut u64, resume);
-                    *select = entry;
-                }
-                _ => core::ptr::write(
-                    regs.sp as *mut u64,
-                    crate::hit::asm::trampoline_addr_for(rec.known_ret),
-                ),
-            }
-        }
+        core::ptr::write(
+            regs.sp as *mut u64,
+            crate::hit::asm::trampoline_addr_for(rec.known_ret),
+        );
         (*h).next = (*ts).kret_head;
         (*ts).kret_head = h as usize;
+        Some(rec.known_ret)
     }
 }
 

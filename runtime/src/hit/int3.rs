@@ -163,7 +163,9 @@ unsafe fn on_int3(
                         jp = j;
                     }
                 }
-                EntryKind::R(rec) => kret_entry(ts, rec, &mut regs, core::ptr::null_mut()),
+                EntryKind::R(rec) => {
+                    kret_entry(ts, rec, &mut regs);
+                }
             }
         }
         if skip {

@@ -467,11 +467,10 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
         if site.has_ret {
             crate::hit::dispatch::reap_at_entry(ts, regs.sp);
         }
-        // The stub's select slot (ptap_arch::trampoline::Stub::ProbeSelect):
-        // where the stub goes after the restore; a kretprobe's entry may
-        // send the function to the predicted return stub from there.
-        let sel = (regs as *mut PtRegs as *mut u8).add(SELECT_SLOT) as *mut u64;
-        let (resume, sp0) = (*sel, regs.sp);
+        let sp0 = regs.sp;
+        // Whether the last kretprobe entry hijacked the return address (and
+        // with which return stub).
+        let mut hooked: Option<bool> = None;
         let mut divert = false;
         let mut jp: *mut Jprobe = core::ptr::null_mut();
         for e in &site.probes {
@@ -485,7 +484,11 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
                         break;
                     }
                 }
-                EntryKind::R(rec) => crate::hit::dispatch::kret_entry(ts, rec, regs, sel),
+                EntryKind::R(rec) => {
+                    if let Some(k) = crate::hit::dispatch::kret_entry(ts, rec, regs) {
+                        hooked = Some(k);
+                    }
+                }
                 EntryKind::J(j) => {
                     if jp.is_null() {
                         jp = j;
@@ -493,14 +496,8 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
                 }
             }
         }
-        if (divert || !jp.is_null()) && *sel != resume {
-            // The thread does not go on through the select slot (a redirect),
-            // or a jprobe entry reads the return address first: hijack the
-            // return address classically instead (the return stub then
-            // returns through the predicted stub's T to reach instances
-            // chained onto it).
-            *sel = resume;
-            core::ptr::write(sp0 as *mut u64, crate::hit::asm::trampoline_addr());
+        if let (Some(known), false, true) = (hooked, divert, jp.is_null()) {
+            route_return(regs, sp0, known);
         }
         if !divert && !jp.is_null() {
             // All pre_handlers first, then the entry (as on the trap path).
@@ -531,6 +528,40 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
         }
         (*ts).in_handler = 0;
         leave(ts);
+    }
+}
+
+/// A kretprobe entry hijacked the return address at `sp` (the stub for
+/// return handlers of `known` code), and the thread goes on through the
+/// trampoline: route the return through the predicted return stub instead
+/// (see `ptap_arch::trampoline::predicted_return_stub` and docs/optprobes.md,
+/// "Predicted kretprobe returns"). The address slot gets the relocated
+/// instructions' address (the trampoline's resume address, in its frame's
+/// select slot, plus the unskip), the select slot the stub's entry, which
+/// calls them. The instances stay as they are: the newest returns to T, an
+/// older one of the same frame to the return stub its successor saw. Done
+/// after every handler of the hit, so that they all see the hijacked
+/// address, which unwinding and backtraces know (redirects and jprobe
+/// entries read it too: those hits keep the hijack). Not when a handler
+/// changed the slot since.
+///
+/// # Safety
+/// `regs` is a select trampoline's frame (`ptap_arch::trampoline::Stub::ProbeSelect`
+/// or `EntrySelect`); `sp` the probed function's stack pointer at entry.
+#[inline(always)]
+unsafe fn route_return(regs: &mut PtRegs, sp: u64, known: bool) {
+    let Some((entry, _)) = predicted_stub(known) else {
+        return;
+    };
+    // SAFETY: contract: the slot is in the frame; sp is the return address
+    // slot of the function entered.
+    unsafe {
+        if core::ptr::read(sp as *const u64) != crate::hit::asm::trampoline_addr_for(known) {
+            return;
+        }
+        let sel = (regs as *mut PtRegs as *mut u8).add(SELECT_SLOT) as *mut u64;
+        core::ptr::write(sp as *mut u64, *sel + ptap_arch::trampoline::RESUME_LEN);
+        *sel = entry;
     }
 }
 
@@ -630,22 +661,6 @@ pub fn known_ret_stub() -> u64 {
 /// when known handlers need no lighter save.
 pub(crate) static PRED_ENTRY: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 pub(crate) static PRED_RET: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
-
-/// T of the predicted return stub whose entry is `entry`, if it is one.
-#[inline(always)]
-pub fn predicted_ret_of(entry: u64) -> Option<u64> {
-    if entry == 0 {
-        return None;
-    }
-    let i = if PRED_ENTRY[0].load(Ordering::Acquire) == entry {
-        0
-    } else if PRED_ENTRY[1].load(Ordering::Acquire) == entry {
-        1
-    } else {
-        return None;
-    };
-    Some(PRED_RET[i].load(Ordering::Relaxed))
-}
 
 /// (entry, T) of the predicted return stub for return handlers of `known`
 /// code, or None when it was not built.
