@@ -778,20 +778,30 @@ extern "C" fn predicted_ret(regs: *mut PtRegs, data: u64) {
 }
 
 /// A caller that calls f and lands, and f, whose first two instructions the
-/// probe's jump replaces:
+/// probe's jump replaces (the first copies the return address f runs with
+/// into r9):
 ///
 /// ```text
 /// caller: e8 rel32        call f
 ///         (landing)
-/// f:      48 8d 47 01     lea 0x1(%rdi),%rax
+/// f:      4c 8b 0c 24     mov (%rsp),%r9
+///         48 8d 47 01     lea 0x1(%rdi),%rax
 ///         48 01 c0        add %rax,%rax
 ///         c3              ret
 /// ```
-fn run_predicted(stub_mode: Option<VectorSave>) -> (PtRegs, Box<Predicted>, u64, u64, u64) {
+///
+/// `entry`: the function-entry stub (as the runtime builds for kretprobes),
+/// else the mid-function one.
+fn run_predicted(
+    stub_mode: Option<VectorSave>,
+    entry: bool,
+) -> (PtRegs, Box<Predicted>, u64, u64, u64) {
     let sb = Sandbox::new();
     let caller = sb.at(CODE);
     let f = sb.at(CODE + 0x100);
-    let code = [0x48, 0x8d, 0x47, 0x01, 0x48, 0x01, 0xc0, 0xc3];
+    let code = [
+        0x4c, 0x8b, 0x0c, 0x24, 0x48, 0x8d, 0x47, 0x01, 0x48, 0x01, 0xc0, 0xc3,
+    ];
     sb.write(f, &code);
     let call = Instruction::with_branch(Code::Call_rel32_64, f).unwrap();
     let c = BlockEncoder::encode(
@@ -820,17 +830,19 @@ fn run_predicted(stub_mode: Option<VectorSave>) -> (PtRegs, Box<Predicted>, u64,
     }
     let info = decode_function(&code, f).unwrap();
     let region = check_region(&info, f, JMP_LEN).unwrap();
-    assert_eq!(region.len, 7);
+    assert_eq!(region.len, 8);
     let h = Handler {
         func: predicted_entry as extern "C" fn(_, _) as usize as u64,
         data,
     };
     let tramp = sb.at(CODE + 0x10000);
     let v = VectorSave::None;
-    sb.write(
-        tramp,
-        &optprobe_trampoline(tramp, &code, &region, h, v).unwrap(),
-    );
+    let stub = if entry {
+        entry_optprobe_trampoline(tramp, &code, &region, h, v)
+    } else {
+        optprobe_trampoline(tramp, &code, &region, h, v)
+    };
+    sb.write(tramp, &stub.unwrap());
     sb.write(f, &jmp_rel32(f, tramp).unwrap());
     let mut r = sb.regs();
     r.di = 20;
@@ -842,19 +854,29 @@ fn run_predicted(stub_mode: Option<VectorSave>) -> (PtRegs, Box<Predicted>, u64,
 
 #[test]
 fn select_stub_left_alone_runs_the_function_as_before() {
-    let (out, p, landing, _, top) = run_predicted(None);
-    assert_eq!((p.entry_hits, p.ret_hits), (1, 0));
-    assert_eq!((out.ip, out.ax, out.dx, out.sp), (landing, 42, 3, top));
+    for entry in [false, true] {
+        let (out, p, landing, _, top) = run_predicted(None, entry);
+        assert_eq!((p.entry_hits, p.ret_hits), (1, 0));
+        assert_eq!((out.ip, out.ax, out.dx, out.sp), (landing, 42, 3, top));
+        assert_eq!(out.r9, landing, "f ran with its real return address");
+    }
 }
 
 #[test]
 fn predicted_return_stub_calls_the_function_and_returns_to_the_caller() {
-    let (plain, ..) = run_predicted(None);
-    for v in [VectorSave::None, VectorSave::Xmm] {
-        let (out, p, landing, t, top) = run_predicted(Some(v));
+    let (plain, ..) = run_predicted(None, true);
+    for (v, entry) in [
+        (VectorSave::None, true),
+        (VectorSave::Xmm, true),
+        (VectorSave::None, false),
+    ] {
+        let (out, p, landing, t, top) = run_predicted(Some(v), entry);
         assert_eq!((p.entry_hits, p.ret_hits), (1, 1), "{v:?}");
         // The function ran whole (the relocated region, then its own code)
-        // and returned into the stub at T, with its stack as on a plain return.
+        // with T as its return address (what the stub's call pushed, and
+        // what the runtime's is_ret_trampoline knows), and returned there,
+        // with its stack as on a plain return.
+        assert_eq!(p.ret_seen.r9, t, "{v:?} {entry}");
         assert_eq!(p.ret_seen.ip, t, "{v:?}");
         assert_eq!((p.ret_seen.ax, p.ret_seen.sp), (42, top), "{v:?}");
         assert_eq!(p.real_ret, landing, "{v:?}");

@@ -159,8 +159,48 @@ pub fn thread_alive(tid: i32) -> bool {
 /// runs the probed code with a thread slot of this table. Without kcmp (a
 /// kernel built without it, or refused) the child counts as dead, as
 /// before.
+///
+/// Once kcmp has answered in this process ([`kcmp_answers`]), an error
+/// other than "no such task" (a seccomp filter installed later, EPERM for
+/// a child that made itself undumpable) counts the task as alive: taking a
+/// live task's thread slot is what must never happen (the runtime then
+/// lets threads release their kretprobe instances without atomics).
 pub fn runs_in_our_memory(tid: i32) -> bool {
-    thread_alive(tid) || same_memory(tid) == Some(true)
+    if thread_alive(tid) {
+        return true;
+    }
+    match kcmp_vm(tid) {
+        Ok(same) => same,
+        Err(e) => e != ESRCH && KCMP_ANSWERS.load(core::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+const ESRCH: isize = 3;
+
+static KCMP_ANSWERS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Does kcmp answer here (asked once at start-up, on the calling thread)?
+/// Remembered for [`runs_in_our_memory`].
+pub fn kcmp_answers() -> bool {
+    let ok = same_memory(gettid()) == Some(true);
+    if ok {
+        KCMP_ANSWERS.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
+    ok
+}
+
+/// kcmp(KCMP_VM) of the calling thread and `tid`: Ok(same memory), or the
+/// errno.
+fn kcmp_vm(tid: i32) -> Result<bool, isize> {
+    const SYS_KCMP: usize = 312;
+    const KCMP_VM: usize = 1;
+    // SAFETY: kcmp takes plain integers.
+    let r = unsafe { syscall6(SYS_KCMP, gettid() as usize, tid as usize, KCMP_VM, 0, 0, 0) };
+    if r < 0 {
+        Err(-r)
+    } else {
+        Ok(r == 0)
+    }
 }
 
 /// Does task `tid` share the calling task's memory? kcmp(KCMP_VM) against
@@ -168,11 +208,7 @@ pub fn runs_in_our_memory(tid: i32) -> bool {
 /// have exited and then has no memory to compare). None when kcmp fails
 /// (no such task, or kcmp unavailable).
 pub fn same_memory(tid: i32) -> Option<bool> {
-    const SYS_KCMP: usize = 312;
-    const KCMP_VM: usize = 1;
-    // SAFETY: kcmp takes plain integers.
-    let r = unsafe { syscall6(SYS_KCMP, gettid() as usize, tid as usize, KCMP_VM, 0, 0, 0) };
-    (r >= 0).then_some(r == 0)
+    kcmp_vm(tid).ok()
 }
 
 /// Has thread `tid` (of any process) exited: no /proc/TID, or a zombie/dead

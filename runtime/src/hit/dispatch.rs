@@ -237,7 +237,7 @@ pub(crate) unsafe fn kret_entry(
             return None;
         }
         let rp = rec.rp;
-        let Some(h) = rec.alloc() else {
+        let Some(h) = rec.take(ts) else {
             kretprobe_missed(rp);
             return None;
         };
@@ -303,7 +303,14 @@ pub(crate) unsafe fn kret_return(ts: *mut ThreadState, regs: &mut PtRegs, run: b
         let ri = crate::hit::site::public(h);
         let ret = (*ri).ret_addr as u64;
         let rec = &*(*h).rec;
-        regs.ip = ret;
+        // The handler sees the real return address; with several kretprobes
+        // on one function this instance's is the return stub the older one
+        // left, whose instance (same slot, next on the list) has the real one.
+        regs.ip = if crate::hit::asm::is_ret_trampoline(ret) {
+            chained_return((*h).next, (*h).sp).unwrap_or(ret)
+        } else {
+            ret
+        };
         if rec.alive.load(Ordering::Acquire) {
             let rp = rec.rp;
             if !run {
@@ -326,6 +333,28 @@ pub(crate) unsafe fn kret_return(ts: *mut ThreadState, regs: &mut PtRegs, run: b
         crate::hit::site::release_own(h);
         true
     }
+}
+
+/// The first real (not a return stub's) return address among the
+/// instances from `cur` on that hooked the same slot `sp`.
+///
+/// # Safety
+/// `cur` is 0 or an instance of the calling thread's list.
+unsafe fn chained_return(mut cur: usize, sp: u64) -> Option<u64> {
+    // SAFETY: instances are never freed.
+    unsafe {
+        while cur != 0 {
+            let h = cur as *mut InstHdr;
+            if (*h).sp == sp {
+                let r = (*crate::hit::site::public(h)).ret_addr as u64;
+                if !crate::hit::asm::is_ret_trampoline(r) {
+                    return Some(r);
+                }
+            }
+            cur = (*h).next;
+        }
+    }
+    None
 }
 
 /// Die of `sig` now (outside a signal handler: no context to edit).

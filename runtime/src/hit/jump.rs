@@ -437,19 +437,32 @@ pub unsafe extern "C" fn opt_hit(regs: *mut PtRegs, addr: u64) {
     let mask = block_async();
     defer_signals(ts);
     // SAFETY: as documented on opt_hit_inner.
-    unsafe { opt_hit_inner(ts, regs, addr) };
+    let hooked = unsafe { opt_hit_inner(ts, regs, addr) };
     deliver_deferred(ts);
     unblock_async(mask);
+    // Last: a target signal handler delivered just above still finds the
+    // hijacked return address (which backtraces know) in the slot; from here
+    // to the predicted stub's call, a few instructions, it holds the
+    // relocated code's address.
+    if let Some((sp, known)) = hooked {
+        // SAFETY: regs is this select trampoline's frame, sp the probed
+        // function's return address slot (opt_hit_inner).
+        unsafe { route_return(&mut *regs, sp, known) };
+    }
 }
 
+/// Returns the return address slot a kretprobe entry hijacked and whether
+/// its return handler is known code, when the return may be routed through
+/// the predicted return stub ([`route_return`]).
+///
 /// # Safety
 /// As [`opt_hit`]; `ts` is this thread's slot; async signals are blocked.
 #[inline(always)]
-unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
+unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) -> Option<(u64, bool)> {
     enter(ts);
     let Some(site) = crate::hit::site::lookup(addr) else {
         leave(ts);
-        return;
+        return None;
     };
     // SAFETY: regs is the trampoline's frame; ts is ours; the site is live
     // until we leave (grace periods).
@@ -461,7 +474,7 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
         if (*ts).in_handler != 0 {
             threads::count_misses(ts, site);
             leave(ts);
-            return;
+            return None;
         }
         (*ts).in_handler = 1;
         if site.has_ret {
@@ -496,9 +509,10 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
                 }
             }
         }
-        if let (Some(known), false, true) = (hooked, divert, jp.is_null()) {
-            route_return(regs, sp0, known);
-        }
+        let route = match (hooked, divert, jp.is_null()) {
+            (Some(known), false, true) => Some((sp0, known)),
+            _ => None,
+        };
         if !divert && !jp.is_null() {
             // All pre_handlers first, then the entry (as on the trap path).
             let (vec, mode) = vector_area(
@@ -528,6 +542,7 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
         }
         (*ts).in_handler = 0;
         leave(ts);
+        route
     }
 }
 
@@ -540,10 +555,10 @@ unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) {
 /// select slot, plus the unskip), the select slot the stub's entry, which
 /// calls them. The instances stay as they are: the newest returns to T, an
 /// older one of the same frame to the return stub its successor saw. Done
-/// after every handler of the hit, so that they all see the hijacked
-/// address, which unwinding and backtraces know (redirects and jprobe
-/// entries read it too: those hits keep the hijack). Not when a handler
-/// changed the slot since.
+/// after every handler of the hit and after the target's deferred signal
+/// handlers, so that they all see the hijacked address, which unwinding and
+/// backtraces know (redirects and jprobe entries read it too: those hits
+/// keep the hijack). Not when something changed the slot since.
 ///
 /// # Safety
 /// `regs` is a select trampoline's frame (`ptap_arch::trampoline::Stub::ProbeSelect`

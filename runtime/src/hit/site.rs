@@ -92,7 +92,10 @@ pub struct InstHdr {
     /// links): kept here, since computing it from the address costs a
     /// 64-bit division per release.
     pub idx: u32,
-    _pad: [u32; 3],
+    /// 1: one of the record's private instances (see [`RetRec::take`]),
+    /// never on its shared free list.
+    pub private: u32,
+    _pad: [u32; 2],
 }
 
 /// A multiple of 16: the public instance keeps the alignment it had.
@@ -113,7 +116,10 @@ pub struct RetRec {
     pub known_ret: bool,
     pub alive: AtomicBool,
     pub mem: *mut u8,
+    /// Instances of the shared pool (maxactive): indexes 0..n.
     pub n: usize,
+    /// Private instances, beyond maxactive: indexes n..n+n_private.
+    pub n_private: usize,
     pub stride: usize,
     /// Free instances: a lock-free stack (Treiber) of instance indexes,
     /// `tag << 32 | (1 + index)` (0 in the low half: empty). The tag grows
@@ -121,7 +127,14 @@ pub struct RetRec {
     /// same instance fails its compare-exchange (no ABA). On a cache line
     /// of its own: the fields above are read on every hit by every thread.
     pub free: FreeHead,
+    /// Private instances no thread holds (the same kind of stack).
+    pub private_free: FreeHead,
 }
+
+/// Private instances per kretprobe registered with the default maxactive,
+/// beyond it: so many threads at a time can each hold one (see
+/// [`RetRec::take`]). An explicit maxactive gets none: it is exact.
+pub const PRIVATE_INSTANCES: usize = 4;
 
 /// [`RetRec::free`], alone on its cache line.
 #[repr(align(64))]
@@ -136,13 +149,62 @@ impl core::ops::Deref for FreeHead {
 
 impl RetRec {
     pub fn inst(&self, i: usize) -> *mut InstHdr {
-        // SAFETY: i < n, mem holds n strides.
+        // SAFETY: i < n + n_private, mem holds that many strides.
         unsafe { self.mem.add(i * self.stride) as *mut InstHdr }
     }
-    /// Take a free instance: O(1) whatever number is in use (a scan would
-    /// cost O(recursion depth) per call). Hit path; lock-free.
+
+    /// An instance for a call of this kretprobe's function on the thread
+    /// of slot `ts`, or None (a miss). A thread holds one private instance
+    /// (of the kretprobe it last called when its instance was free), which
+    /// it takes and gives back with plain stores: no atomic instruction on
+    /// a call that does not nest in another call of a kretprobed function.
+    /// The shared pool of maxactive instances serves every other call, so
+    /// private instances never take capacity from other threads: they are
+    /// extra ([`PRIVATE_INSTANCES`] per kretprobe of the default maxactive;
+    /// none with an explicit one, which stays exact). Only where a thread's
+    /// slot is never taken while the thread lives
+    /// (`threads::only_owners_release`). Hit path; lock-free.
+    ///
+    /// # Safety
+    /// `ts` is the calling thread's slot.
+    #[inline(always)]
+    pub unsafe fn take(&self, ts: *mut crate::hit::threads::ThreadState) -> Option<*mut InstHdr> {
+        if !crate::hit::threads::only_owners_release() {
+            return self.alloc();
+        }
+        // SAFETY: ts is ours (contract); instances and records are never
+        // freed; only this thread touches its private instance while it
+        // lives.
+        unsafe {
+            let p = (*ts).kret_private as *mut InstHdr;
+            if !p.is_null() && (*p).in_use.load(Ordering::Relaxed) == 0 {
+                if core::ptr::eq((*p).rec, self) {
+                    (*p).in_use.store(INST_HOOKED, Ordering::Relaxed);
+                    return Some(p);
+                }
+                // Another kretprobe's: give it back, take one of ours.
+                (*ts).kret_private = 0;
+                (*(*p).rec).push_on(&(*(*p).rec).private_free, p);
+            }
+            if (*ts).kret_private == 0 {
+                if let Some(q) = self.pop_from(&self.private_free) {
+                    (*ts).kret_private = q as usize;
+                    return Some(q);
+                }
+            }
+        }
+        self.alloc()
+    }
+
+    /// Take a free instance of the shared pool: O(1) whatever number is in
+    /// use (a scan would cost O(recursion depth) per call). Hit path;
+    /// lock-free.
     pub fn alloc(&self) -> Option<*mut InstHdr> {
-        let mut head = self.free.load(Ordering::Acquire);
+        self.pop_from(&self.free)
+    }
+
+    fn pop_from(&self, stack: &AtomicU64) -> Option<*mut InstHdr> {
+        let mut head = stack.load(Ordering::Acquire);
         loop {
             let top = (head & 0xffff_ffff) as usize;
             if top == 0 {
@@ -154,10 +216,7 @@ impl RetRec {
             // exchange fails.
             let next = unsafe { (*h).free_next.load(Ordering::Relaxed) } as u64;
             let new = ((head >> 32) + 1) << 32 | next;
-            match self
-                .free
-                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match stack.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     // SAFETY: h is ours now.
                     unsafe { (*h).in_use.store(1, Ordering::Relaxed) };
@@ -167,23 +226,43 @@ impl RetRec {
             }
         }
     }
-    /// Give an instance back (see [`release`]).
+    /// Give a shared-pool instance back (see [`release`]).
     fn push_free(&self, h: *mut InstHdr) {
+        self.push_on(&self.free, h);
+    }
+
+    fn push_on(&self, stack: &AtomicU64, h: *mut InstHdr) {
         // SAFETY: h is one of this record's instances.
         let idx = unsafe { (*h).idx };
-        let mut head = self.free.load(Ordering::Acquire);
+        let mut head = stack.load(Ordering::Acquire);
         loop {
             // SAFETY: h is inside mem and owned by the caller until pushed.
             unsafe { (*h).free_next.store(head as u32, Ordering::Relaxed) };
             let new = ((head >> 32) + 1) << 32 | idx as u64;
-            match self
-                .free
-                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match stack.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return,
                 Err(cur) => head = cur,
             }
         }
+    }
+}
+
+/// Give back the private instance a thread held (its slot is being taken
+/// over: the thread is gone, or this is a forked child where it does not
+/// exist). Its frame, if any, was released with the thread's list.
+///
+/// # Safety
+/// `p` is a slot's `kret_private`, which the caller now owns.
+pub unsafe fn give_back_private(p: usize) {
+    let h = p as *mut InstHdr;
+    if h.is_null() {
+        return;
+    }
+    // SAFETY: caller contract; records are never freed.
+    unsafe {
+        (*h).in_use.store(0, Ordering::Relaxed);
+        let rec = &*(*h).rec;
+        rec.push_on(&rec.private_free, h);
     }
 }
 
@@ -205,7 +284,9 @@ pub unsafe fn release_own(h: *mut InstHdr) {
         if crate::hit::threads::only_owners_release() {
             if (*h).in_use.load(Ordering::Relaxed) != 0 {
                 (*h).in_use.store(0, Ordering::Relaxed);
-                (*(*h).rec).push_free(h);
+                if (*h).private == 0 {
+                    (*(*h).rec).push_free(h);
+                }
             }
         } else {
             release(h);
@@ -224,7 +305,9 @@ pub unsafe fn release(h: *mut InstHdr) {
     // on a kernel without kcmp, where such a child looks dead to the sweep
     // (`sys::runs_in_our_memory`).
     unsafe {
-        if (*h).in_use.swap(0, Ordering::AcqRel) != 0 {
+        // A private instance stays with its thread (given back with the
+        // thread's slot: `give_back_private`).
+        if (*h).in_use.swap(0, Ordering::AcqRel) != 0 && (*h).private == 0 {
             (*(*h).rec).push_free(h);
         }
     }

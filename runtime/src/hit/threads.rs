@@ -73,6 +73,10 @@ pub struct ThreadState {
     pub jp_stack: [u8; JPROBE_STACK],
     /// Head of this thread's kretprobe instance stack (LIFO).
     pub kret_head: usize,
+    /// The private kretprobe instance this thread holds (0: none; see
+    /// `crate::hit::site::RetRec::take`). Only this thread touches it while it
+    /// lives; whoever takes the slot over gives it back.
+    pub kret_private: usize,
     /// The pt_regs of the probed context while a handler runs (dump_stack).
     pub cur_regs: usize,
     /// Depth of jump-path hits in progress: a target signal handler must
@@ -262,6 +266,9 @@ unsafe fn release_instances(ts: *mut ThreadState) {
             cur = (*h).next;
             crate::hit::site::release(h);
         }
+        let p = (*ts).kret_private;
+        (*ts).kret_private = 0;
+        crate::hit::site::give_back_private(p);
     }
 }
 
@@ -277,6 +284,7 @@ unsafe fn reset(ts: *mut ThreadState) {
         (*ts).ss_site = 0;
         (*ts).jp_site = 0;
         (*ts).kret_head = 0;
+        (*ts).kret_private = 0;
         (*ts).cur_regs = 0;
         (*ts).defer = 0;
         (*ts).deferred = 0;
@@ -375,7 +383,8 @@ pub fn sweep_dead() -> usize {
         let (tid, kret) = unsafe {
             (
                 (*s).tid.load(Ordering::Acquire),
-                core::ptr::read_volatile(core::ptr::addr_of!((*s).kret_head)),
+                core::ptr::read_volatile(core::ptr::addr_of!((*s).kret_head))
+                    | core::ptr::read_volatile(core::ptr::addr_of!((*s).kret_private)),
             )
         };
         if tid <= 0 || kret == 0 || sys::runs_in_our_memory(tid) {
@@ -557,7 +566,7 @@ static OWN_PID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::n
 /// Learn this process's pid (start-up; [`after_fork`] does it for a child).
 pub fn note_own_process() {
     OWN_PID.store(sys::getpid(), Ordering::Release);
-    if sys::same_memory(sys::gettid()) == Some(true) {
+    if sys::kcmp_answers() {
         KCMP_WORKS.store(true, Ordering::Release);
     }
 }
@@ -600,10 +609,13 @@ pub fn after_fork(parent_tid: i32) {
         // probe chain, so copy it into a freshly claimed slot.
         // SAFETY: single-threaded child.
         unsafe {
-            let kret = (*src).kret_head;
+            let (kret, private) = ((*src).kret_head, (*src).kret_private);
             (*src).tid.store(0, Ordering::Relaxed);
             if let Some(dst) = current() {
                 (*dst).kret_head = kret;
+                (*dst).kret_private = private;
+            } else {
+                crate::hit::site::give_back_private(private);
             }
         }
     }

@@ -118,15 +118,30 @@ pub unsafe fn settle(ts: *mut ThreadState, sp: u64) {
             let same_stack = on_alt(slot) == here;
             let dead = same_stack && slot < sp;
             if state == INST_UNHOOKED && !dead {
-                let ret = (*crate::hit::site::public(h)).ret_addr as u64;
+                // The instances that hooked this slot are next to each other,
+                // newest first (several kretprobes on one function): the
+                // oldest holds the real return address, each newer one the
+                // return stub of the one before it.
+                let mut last = h;
+                while (*last).next != 0 && (*((*last).next as *mut InstHdr)).sp == slot {
+                    last = (*last).next as *mut InstHdr;
+                }
+                let ret = (*crate::hit::site::public(last)).ret_addr as u64;
                 if core::ptr::read(slot as *const u64) == ret {
                     let known = (*(*h).rec).known_ret;
                     core::ptr::write(
                         slot as *mut u64,
                         crate::hit::asm::trampoline_addr_for(known),
                     );
-                    (*h).in_use.store(INST_HOOKED, Ordering::Relaxed);
-                    link = core::ptr::addr_of_mut!((*h).next);
+                    let mut k = h;
+                    loop {
+                        (*k).in_use.store(INST_HOOKED, Ordering::Relaxed);
+                        if k == last {
+                            break;
+                        }
+                        k = (*k).next as *mut InstHdr;
+                    }
+                    link = core::ptr::addr_of_mut!((*last).next);
                     continue;
                 }
             } else if !dead {

@@ -31,6 +31,7 @@ use crate::hit::site::RetRec;
 use crate::hit::site::Site;
 use crate::hit::site::SiteKind;
 use crate::hit::site::INST_HDR;
+use crate::hit::site::PRIVATE_INSTANCES;
 use crate::hit::threads;
 use crate::hit::threads::OwnWork;
 use crate::kprobes::address::{resolve, CFI_BOUNDS};
@@ -740,7 +741,11 @@ pub unsafe fn register_ret(rp: *mut Kretprobe) -> i32 {
         return -EINVAL;
     }
     let stride = (INST_HDR + core::mem::size_of::<KretprobeInstance>() + data_size + 15) & !15;
-    let Some(bytes) = n.checked_mul(stride).filter(|&b| b <= 256 << 20) else {
+    // An explicit maxactive is exact; with the default (a guess anyway) a
+    // few threads also get a private instance each (see RetRec::take).
+    let n_private = if maxactive <= 0 { PRIVATE_INSTANCES } else { 0 };
+    let all = n + n_private;
+    let Some(bytes) = all.checked_mul(stride).filter(|&b| b <= 256 << 20) else {
         return -ENOMEM;
     };
     let mem = Box::leak(vec![0u8; bytes + 16].into_boxed_slice());
@@ -753,22 +758,31 @@ pub unsafe fn register_ret(rp: *mut Kretprobe) -> i32 {
         alive: AtomicBool::new(true),
         mem: base as *mut u8,
         n,
+        n_private,
         stride,
         free: FreeHead(AtomicU64::new(0)),
+        private_free: FreeHead(AtomicU64::new(0)),
     }));
-    for i in 0..n {
+    for i in 0..all {
         let h = rec.inst(i);
+        // The shared pool is 0..n, the private instances n..all; each list
+        // in index order (its first index on top).
+        let last = if i < n { n } else { all };
         // SAFETY: h is inside the zeroed block; nothing uses rec yet.
         unsafe {
             (*h).rec = rec;
             (*h).idx = i as u32 + 1;
+            (*h).private = (i >= n) as u32;
             (*public(h)).rp = rp;
-            // free list 0, 1, ..., n-1 (index 0 on top)
-            (*h).free_next
-                .store(if i + 1 < n { i as u32 + 2 } else { 0 }, Ordering::Relaxed);
+            (*h).free_next.store(
+                if i + 1 < last { i as u32 + 2 } else { 0 },
+                Ordering::Relaxed,
+            );
         }
     }
     rec.free.store(if n > 0 { 1 } else { 0 }, Ordering::Release);
+    rec.private_free
+        .store(if all > n { n as u64 + 1 } else { 0 }, Ordering::Release);
     // SAFETY: caller contract.
     unsafe { (*rp).nmissed = 0 };
     // SAFETY: kp is the first field.
