@@ -171,7 +171,12 @@ pub fn runs_in_our_memory(tid: i32) -> bool {
     }
     match kcmp_vm(tid) {
         Ok(same) => same,
-        Err(e) => e != ESRCH && KCMP_ANSWERS.load(core::sync::atomic::Ordering::Relaxed),
+        // Refused after it answered (a seccomp filter installed later):
+        // a task that still exists may be a live child sharing our memory.
+        Err(e) if e != ESRCH && KCMP_ANSWERS.load(core::sync::atomic::Ordering::Relaxed) => {
+            !task_dead(tid)
+        }
+        Err(_) => false,
     }
 }
 
@@ -183,9 +188,7 @@ static KCMP_ANSWERS: core::sync::atomic::AtomicBool = core::sync::atomic::Atomic
 /// Remembered for [`runs_in_our_memory`].
 pub fn kcmp_answers() -> bool {
     let ok = same_memory(gettid()) == Some(true);
-    if ok {
-        KCMP_ANSWERS.store(true, core::sync::atomic::Ordering::Relaxed);
-    }
+    KCMP_ANSWERS.store(ok, core::sync::atomic::Ordering::Relaxed);
     ok
 }
 

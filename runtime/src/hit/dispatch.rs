@@ -336,20 +336,20 @@ pub(crate) unsafe fn kret_return(ts: *mut ThreadState, regs: &mut PtRegs, run: b
 }
 
 /// The first real (not a return stub's) return address among the
-/// instances from `cur` on that hooked the same slot `sp`.
+/// instances from `cur` on that hooked the same slot `sp`: the ones next to
+/// each other on the list (hooked at one entry, as `unwind::settle` groups
+/// them).
 ///
 /// # Safety
 /// `cur` is 0 or an instance of the calling thread's list.
 unsafe fn chained_return(mut cur: usize, sp: u64) -> Option<u64> {
     // SAFETY: instances are never freed.
     unsafe {
-        while cur != 0 {
+        while cur != 0 && (*(cur as *mut InstHdr)).sp == sp {
             let h = cur as *mut InstHdr;
-            if (*h).sp == sp {
-                let r = (*crate::hit::site::public(h)).ret_addr as u64;
-                if !crate::hit::asm::is_ret_trampoline(r) {
-                    return Some(r);
-                }
+            let r = (*crate::hit::site::public(h)).ret_addr as u64;
+            if !crate::hit::asm::is_ret_trampoline(r) {
+                return Some(r);
             }
             cur = (*h).next;
         }

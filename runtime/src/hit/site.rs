@@ -177,19 +177,21 @@ impl RetRec {
         // lives.
         unsafe {
             let p = (*ts).kret_private as *mut InstHdr;
-            if !p.is_null() && (*p).in_use.load(Ordering::Relaxed) == 0 {
-                if core::ptr::eq((*p).rec, self) {
+            if p.is_null() || (*p).in_use.load(Ordering::Relaxed) == 0 {
+                if !p.is_null() && core::ptr::eq((*p).rec, self) {
                     (*p).in_use.store(INST_HOOKED, Ordering::Relaxed);
                     return Some(p);
                 }
-                // Another kretprobe's: give it back, take one of ours.
-                (*ts).kret_private = 0;
-                (*(*p).rec).push_on(&(*(*p).rec).private_free, p);
-            }
-            if (*ts).kret_private == 0 {
-                if let Some(q) = self.pop_from(&self.private_free) {
-                    (*ts).kret_private = q as usize;
-                    return Some(q);
+                // None held, or a free one of another kretprobe: take one of
+                // ours if there is one, and only then give that one back.
+                if self.n_private != 0 {
+                    if let Some(q) = self.pop_from(&self.private_free) {
+                        (*ts).kret_private = q as usize;
+                        if !p.is_null() {
+                            (*(*p).rec).push_on(&(*(*p).rec).private_free, p);
+                        }
+                        return Some(q);
+                    }
                 }
             }
         }

@@ -566,9 +566,8 @@ static OWN_PID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::n
 /// Learn this process's pid (start-up; [`after_fork`] does it for a child).
 pub fn note_own_process() {
     OWN_PID.store(sys::getpid(), Ordering::Release);
-    if sys::kcmp_answers() {
-        KCMP_WORKS.store(true, Ordering::Release);
-    }
+    // Asked again in a forked child (a sandbox may refuse it there).
+    KCMP_WORKS.store(sys::kcmp_answers(), Ordering::Release);
 }
 
 /// kcmp answers here: a slot is taken from its thread (the sweep, a full
