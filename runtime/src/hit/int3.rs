@@ -219,6 +219,7 @@ unsafe fn on_int3(
 ///
 /// # Safety
 /// `ts` is this thread's slot.
+#[cold]
 pub(crate) unsafe fn recover_abandoned(ts: *mut ThreadState, sp: u64) {
     // SAFETY: ts is ours.
     unsafe {

@@ -141,6 +141,7 @@ pub fn in_probe_handler() -> bool {
 ///
 /// # Safety
 /// `ts` is this thread's slot; the probes of `site` are live.
+#[cold]
 pub(crate) unsafe fn count_misses(ts: *mut ThreadState, site: &crate::hit::site::Site) {
     use crate::abi::{kprobe_missed, kretprobe_missed};
     use crate::hit::site::EntryKind;
