@@ -709,8 +709,10 @@ fn xmm(k: usize) -> Register {
 /// ```text
 /// lea -(128+176)(%rsp),%rsp      skip the red zone, reserve the PtRegs frame
 /// (save GPRs, flags, sp = original rsp, ip = region.addr, orig_ax = -1, cs, ss)
+/// (168(%rsp) = the address of the last lea below: the select slot)
 /// (align, save vector state, cld, call handler(&regs, data), restore vector state)
 /// (restore flags and GPRs from the frame)
+/// jmp *168(%rsp)                 normally to the next instruction
 /// lea (128+176)(%rsp),%rsp
 /// (the region's instructions, relocated)
 /// jmp region.end
@@ -718,38 +720,23 @@ fn xmm(k: usize) -> Register {
 ///
 /// As with Linux optprobes, a handler's change to `regs.ip` is ignored (the displaced
 /// instructions always run next), and so is a change to `regs.sp`; probes that need to
-/// redirect execution must stay on the trap path. `code` = the region's original bytes.
+/// redirect execution must stay on the trap path. A handler may send the thread to a
+/// [`predicted_return_stub`] through the select slot. `code` = the region's original
+/// bytes. `entry`: the region starts a function, where the ABI says DF is clear, and the
+/// flags are saved without `pushfq` ([`Stub::EntrySelect`]; else [`Stub::ProbeSelect`]).
 pub fn optprobe_trampoline(
     at: u64,
     code: &[u8],
     region: &Region,
     h: Handler,
     v: VectorSave,
+    entry: bool,
 ) -> Result<Vec<u8>, ArchError> {
-    select_trampoline(Stub::ProbeSelect, at, code, region, h, v)
-}
-
-/// [`optprobe_trampoline`] for a region at a function's first instruction,
-/// where the ABI says DF is clear: the flags are saved without `pushfq`
-/// ([`Stub::EntrySelect`]).
-pub fn entry_optprobe_trampoline(
-    at: u64,
-    code: &[u8],
-    region: &Region,
-    h: Handler,
-    v: VectorSave,
-) -> Result<Vec<u8>, ArchError> {
-    select_trampoline(Stub::EntrySelect, at, code, region, h, v)
-}
-
-fn select_trampoline(
-    stub: Stub,
-    at: u64,
-    code: &[u8],
-    region: &Region,
-    h: Handler,
-    v: VectorSave,
-) -> Result<Vec<u8>, ArchError> {
+    let stub = if entry {
+        Stub::EntrySelect
+    } else {
+        Stub::ProbeSelect
+    };
     let mut out = body(stub, region.addr, h, v)?;
     let tail_at = at.wrapping_add(out.len() as u64);
     let tail = crate::optprobe::relocate_region(code, region, tail_at, 8 * 16)?;

@@ -96,7 +96,7 @@ fn run_optprobe(v: VectorSave, with_avx: bool, rec: Rec) -> Run {
         data: &mut *rec as *mut Rec as u64,
     };
     let tramp = sb.at(CODE + 0x10000);
-    let t = optprobe_trampoline(tramp, &code[orig_off as usize..], &region, h, v).unwrap();
+    let t = optprobe_trampoline(tramp, &code[orig_off as usize..], &region, h, v, false).unwrap();
     sb.write(tramp, &t);
     sb.write(orig, &jmp_rel32(orig, tramp).unwrap());
     let probed = sb.run(pre, &r);
@@ -233,6 +233,7 @@ fn no_save_is_transparent_for_a_handler_without_vector_instructions() {
         &region,
         h,
         VectorSave::None,
+        false,
     )
     .unwrap();
     sb.write(tramp, &t);
@@ -415,7 +416,7 @@ fn optprobe_trampoline_cost() {
         let tramp = sb.at(CODE + 0x10000);
         sb.write(
             tramp,
-            &optprobe_trampoline(tramp, &code, &region, h, v).unwrap(),
+            &optprobe_trampoline(tramp, &code, &region, h, v, false).unwrap(),
         );
         sb.write(orig, &jmp_rel32(orig, tramp).unwrap());
         let ns = time(&r);
@@ -448,7 +449,7 @@ fn optprobe_region_with_a_conditional_branch() {
         data: &mut hits as *mut u64 as u64,
     };
     let tramp = sb.at(CODE + 0x10000);
-    let t = optprobe_trampoline(tramp, &code, &region, h, VectorSave::None).unwrap();
+    let t = optprobe_trampoline(tramp, &code, &region, h, VectorSave::None, false).unwrap();
     let mut plain = vec![];
     for ax in [0u64, 1] {
         let mut r = sb.regs();
@@ -580,7 +581,7 @@ fn run_wide(v: VectorSave, avx512: bool) -> (PtRegs, PtRegs, u64) {
         data: &mut hits as *mut u64 as u64,
     };
     let tramp = sb.at(CODE + 0x10000);
-    let t = optprobe_trampoline(tramp, &code[orig_off as usize..], &region, h, v).unwrap();
+    let t = optprobe_trampoline(tramp, &code[orig_off as usize..], &region, h, v, false).unwrap();
     sb.write(tramp, &t);
     sb.write(orig, &jmp_rel32(orig, tramp).unwrap());
     let probed = sb.run(pre, &r);
@@ -837,11 +838,7 @@ fn run_predicted(
     };
     let tramp = sb.at(CODE + 0x10000);
     let v = VectorSave::None;
-    let stub = if entry {
-        entry_optprobe_trampoline(tramp, &code, &region, h, v)
-    } else {
-        optprobe_trampoline(tramp, &code, &region, h, v)
-    };
+    let stub = optprobe_trampoline(tramp, &code, &region, h, v, entry);
     sb.write(tramp, &stub.unwrap());
     sb.write(f, &jmp_rel32(f, tramp).unwrap());
     let mut r = sb.regs();
@@ -915,7 +912,7 @@ fn entry_stub_saves_every_arithmetic_flag_without_pushfq() {
         data: &mut *rec as *mut Rec as u64,
     };
     let tramp = sb.at(CODE + 0x10000);
-    let t = entry_optprobe_trampoline(tramp, &code, &region, h, VectorSave::None).unwrap();
+    let t = optprobe_trampoline(tramp, &code, &region, h, VectorSave::None, true).unwrap();
     // 9c 58: pushfq; pop %rax (the mid-function stub's way)
     let pushf = |b: Vec<u8>| b.windows(2).any(|w| w == [0x9c, 0x58]);
     let hole = Handler { func: 1, data: 2 };

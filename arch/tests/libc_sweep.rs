@@ -87,7 +87,7 @@ fn every_libc_function_decodes_and_relocates() {
                     data: 0,
                 };
                 let tramp = start + 0x1000_0000;
-                let t = optprobe_trampoline(tramp, code, &region, h, VectorSave::Xmm);
+                let t = optprobe_trampoline(tramp, code, &region, h, VectorSave::Xmm, false);
                 assert!(t.is_ok(), "{:#x}: {:?}", start, t.err());
             }
             Err(r) => {

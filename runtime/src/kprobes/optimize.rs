@@ -340,12 +340,8 @@ fn build_trampoline(
 ) -> Result<(u64, Vec<u8>, u64, ptap_arch::xol::Relocated), String> {
     let mode = mode_index(vs) + 8 * at_entry as usize;
     let full = |at: u64| {
-        if at_entry {
-            trampoline::entry_optprobe_trampoline(at, orig, region, h, vs)
-        } else {
-            trampoline::optprobe_trampoline(at, orig, region, h, vs)
-        }
-        .map_err(|e| format!("cannot build the trampoline: {e}"))
+        trampoline::optprobe_trampoline(at, orig, region, h, vs, at_entry)
+            .map_err(|e| format!("cannot build the trampoline: {e}"))
     };
     let mut g = match TEMPLATES.lock() {
         Ok(g) => g,
