@@ -825,9 +825,8 @@ pub(crate) fn encode_body(
 ) -> Result<Vec<u8>, ArchError> {
     // The select stub's `lea resume(%rip),%rax` needs the offset of its last
     // instruction: encode once to learn the length (the lea's displacement is
-    // always 4 bytes), then again with it.
-    let mut resume = 0;
-    loop {
+    // always 4 bytes, so the length does not change), then again with it.
+    let emit = |resume: u64| -> Result<Vec<u8>, ArchError> {
         let mut a = Asm(Vec::with_capacity(64));
         let skip = match stub {
             Stub::Probe | Stub::ProbeSelect | Stub::EntrySelect => RED_ZONE + FRAME,
@@ -875,21 +874,19 @@ pub(crate) fn encode_body(
                 a.plain(Code::Retnq);
             }
         }
-        let bytes = a.encode(0)?;
-        if !stub.selects() {
-            return Ok(bytes);
-        }
-        let want = bytes.len() as u64 - RESUME_LEN;
-        if want == resume {
-            return Ok(bytes);
-        }
-        if resume != 0 {
-            return Err(ArchError::CannotRelocate(
-                "the select stub's length changed between encodings",
-            ));
-        }
-        resume = want;
+        a.encode(0)
+    };
+    let first = emit(0)?;
+    if !stub.selects() {
+        return Ok(first);
     }
+    let bytes = emit(first.len() as u64 - RESUME_LEN)?;
+    if bytes.len() != first.len() {
+        return Err(ArchError::CannotRelocate(
+            "the select stub's length changed between encodings",
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The kretprobe return trampoline, to live at `at`: a probed function's return address

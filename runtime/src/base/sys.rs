@@ -149,7 +149,7 @@ pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> isize {
 
 /// Is thread `tid` of this process still alive?
 pub fn thread_alive(tid: i32) -> bool {
-    tgkill(getpid(), tid, 0) != -3 // ESRCH
+    tgkill(getpid(), tid, 0) != -ESRCH
 }
 
 /// Does task `tid` still run in this address space: a thread of this
@@ -173,9 +173,7 @@ pub fn runs_in_our_memory(tid: i32) -> bool {
         Ok(same) => same,
         // Refused after it answered (a seccomp filter installed later):
         // a task that still exists may be a live child sharing our memory.
-        Err(e) if e != ESRCH && KCMP_ANSWERS.load(core::sync::atomic::Ordering::Relaxed) => {
-            !task_dead(tid)
-        }
+        Err(e) if e != ESRCH && kcmp_answered() => !task_dead(tid),
         Err(_) => false,
     }
 }
@@ -184,12 +182,17 @@ const ESRCH: isize = 3;
 
 static KCMP_ANSWERS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-/// Does kcmp answer here (asked once at start-up, on the calling thread)?
-/// Remembered for [`runs_in_our_memory`].
-pub fn kcmp_answers() -> bool {
+/// Ask whether kcmp answers here (at start-up, and again in a forked
+/// child), on the calling thread; [`kcmp_answered`] remembers it.
+pub fn kcmp_answers() {
     let ok = same_memory(gettid()) == Some(true);
     KCMP_ANSWERS.store(ok, core::sync::atomic::Ordering::Relaxed);
-    ok
+}
+
+/// What [`kcmp_answers`] found last (false before it was asked).
+#[inline(always)]
+pub fn kcmp_answered() -> bool {
+    KCMP_ANSWERS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// kcmp(KCMP_VM) of the calling thread and `tid`: Ok(same memory), or the

@@ -75,7 +75,7 @@ fn after_call(idx: &symbols::Index, v: u64) -> bool {
 /// The real return address behind a hijacked one read from `slot`. Several
 /// kretprobes on one function hook the same slot: the newest instance's
 /// return address is the return stub the one before it left there, and so
-/// on down to the real one.
+/// on down to the real one (`site::chained_return`).
 ///
 /// # Safety
 /// `ts`, if given, is the calling thread's own slot (from `threads::current`).
@@ -84,22 +84,18 @@ pub(crate) unsafe fn unhijack(ts: Option<*mut ThreadState>, slot: u64) -> Option
         // SAFETY: this thread's slot.
         unsafe { (*t).kret_head }
     });
-    let mut found = None;
     while cur != 0 {
         let h = cur as *mut InstHdr;
         // SAFETY: instances are never freed.
         unsafe {
             if (*h).sp == slot {
-                let ret = (*crate::hit::site::public(h)).ret_addr as u64;
-                found = Some(ret);
-                if !crate::hit::asm::is_ret_trampoline(ret) {
-                    break;
-                }
+                let newest = (*crate::hit::site::public(h)).ret_addr as u64;
+                return Some(crate::hit::site::chained_return(cur, slot).unwrap_or(newest));
             }
             cur = (*h).next;
         }
     }
-    found
+    None
 }
 
 /// Print a backtrace of the context `regs` (a probed thread): unwound

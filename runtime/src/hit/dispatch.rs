@@ -307,7 +307,7 @@ pub(crate) unsafe fn kret_return(ts: *mut ThreadState, regs: &mut PtRegs, run: b
         // on one function this instance's is the return stub the older one
         // left, whose instance (same slot, next on the list) has the real one.
         regs.ip = if crate::hit::asm::is_ret_trampoline(ret) {
-            chained_return((*h).next, (*h).sp).unwrap_or(ret)
+            crate::hit::site::chained_return((*h).next, (*h).sp).unwrap_or(ret)
         } else {
             ret
         };
@@ -333,28 +333,6 @@ pub(crate) unsafe fn kret_return(ts: *mut ThreadState, regs: &mut PtRegs, run: b
         crate::hit::site::release_own(h);
         true
     }
-}
-
-/// The first real (not a return stub's) return address among the
-/// instances from `cur` on that hooked the same slot `sp`: the ones next to
-/// each other on the list (hooked at one entry, as `unwind::settle` groups
-/// them).
-///
-/// # Safety
-/// `cur` is 0 or an instance of the calling thread's list.
-unsafe fn chained_return(mut cur: usize, sp: u64) -> Option<u64> {
-    // SAFETY: instances are never freed.
-    unsafe {
-        while cur != 0 && (*(cur as *mut InstHdr)).sp == sp {
-            let h = cur as *mut InstHdr;
-            let r = (*crate::hit::site::public(h)).ret_addr as u64;
-            if !crate::hit::asm::is_ret_trampoline(r) {
-                return Some(r);
-            }
-            cur = (*h).next;
-        }
-    }
-    None
 }
 
 /// Die of `sig` now (outside a signal handler: no context to edit).

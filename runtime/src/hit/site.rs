@@ -273,6 +273,28 @@ pub fn public(h: *mut InstHdr) -> *mut KretprobeInstance {
     (h as usize + INST_HDR) as *mut KretprobeInstance
 }
 
+/// The first real (not a return stub's) return address among the
+/// instances from `cur` on that hooked the same slot `sp`: the ones next to
+/// each other on the list (hooked at one entry, as `unwind::settle` groups
+/// them).
+///
+/// # Safety
+/// `cur` is 0 or an instance of the calling thread's list.
+pub(crate) unsafe fn chained_return(mut cur: usize, sp: u64) -> Option<u64> {
+    // SAFETY: instances are never freed.
+    unsafe {
+        while cur != 0 && (*(cur as *mut InstHdr)).sp == sp {
+            let h = cur as *mut InstHdr;
+            let r = (*public(h)).ret_addr as u64;
+            if !crate::hit::asm::is_ret_trampoline(r) {
+                return Some(r);
+            }
+            cur = (*h).next;
+        }
+    }
+    None
+}
+
 /// [`release`] by the thread whose list held `h` (a return, a reap): no
 /// atomic exchange when no other thread can release it meanwhile
 /// (`threads::only_owners_release`).

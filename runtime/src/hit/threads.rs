@@ -568,19 +568,17 @@ static OWN_PID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::n
 pub fn note_own_process() {
     OWN_PID.store(sys::getpid(), Ordering::Release);
     // Asked again in a forked child (a sandbox may refuse it there).
-    KCMP_WORKS.store(sys::kcmp_answers(), Ordering::Release);
+    sys::kcmp_answers();
 }
 
-/// kcmp answers here: a slot is taken from its thread (the sweep, a full
+/// kcmp answered here: a slot is taken from its thread (the sweep, a full
 /// table) only once the thread is gone, never from a live `clone(CLONE_VM)`
 /// child that looks dead without it (see `sys::runs_in_our_memory`). Then
 /// only a thread itself releases the kretprobe instances on its list, and
 /// it needs no atomic exchange to do so (`crate::hit::site::release_own`).
-static KCMP_WORKS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 #[inline(always)]
 pub fn only_owners_release() -> bool {
-    KCMP_WORKS.load(Ordering::Relaxed)
+    sys::kcmp_answered()
 }
 
 /// After fork: only the forking thread exists in the child. Move its state
