@@ -18,6 +18,7 @@ pub static HITS: AtomicU64 = AtomicU64::new(0);
 /// SIGTRAPs taken by the runtime (int3 + single-step + trampolines).
 pub static TRAPS: AtomicU64 = AtomicU64::new(0);
 
+#[inline(always)]
 pub(crate) unsafe fn call_pre(ts: *mut ThreadState, kp: *mut Kprobe, regs: &mut PtRegs) -> i32 {
     // SAFETY: kp is a live probe of a published site.
     let Some(pre) = (unsafe { (*kp).pre_handler }) else {
@@ -225,6 +226,7 @@ unsafe fn reap_below_slow(ts: *mut ThreadState, sp: u64, inclusive: bool) {
 /// # Safety
 /// `ts` is this thread's slot; `regs.sp` the stack pointer at the
 /// function's entry.
+#[inline(always)]
 pub(crate) unsafe fn kret_entry(
     ts: *mut ThreadState,
     rec: *const crate::hit::site::RetRec,
@@ -284,6 +286,7 @@ pub(crate) unsafe fn kret_entry(
 ///
 /// # Safety
 /// `ts` is this thread's slot.
+#[inline(always)]
 pub(crate) unsafe fn kret_return(ts: *mut ThreadState, regs: &mut PtRegs, run: bool) -> bool {
     let sp = regs.sp; // the function's `ret` popped the (hijacked) return address
                       // SAFETY: ts is ours; instances are never freed.

@@ -3,7 +3,7 @@
 //! the same reentrancy rule as the trap path; [`ret_hit`] is the trap-free
 //! kretprobe return. Per-thread state lives in an initial-exec TLS block.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use ptap_arch::regs::{flags as rf, offset};
 use ptap_arch::trampoline::VectorSave;
@@ -427,17 +427,18 @@ fn unblock_async(old: Option<u64>) {
     }
 }
 
-/// Called by a site's trampoline with the saved registers. Hit path: no
-/// allocation, no lock, no libc.
+/// Called by a site's trampoline with the saved registers (`ip` is the
+/// probed address) and the site table's slot for that address
+/// (`crate::hit::site::cell`). Hit path: no allocation, no lock, no libc.
 ///
 /// # Safety
 /// Called only by trampolines built here, with their frame.
-pub unsafe extern "C" fn opt_hit(regs: *mut PtRegs, addr: u64) {
+pub unsafe extern "C" fn opt_hit(regs: *mut PtRegs, cell: &'static AtomicUsize) {
     let Some(ts) = thread() else { return };
     let mask = block_async();
     defer_signals(ts);
     // SAFETY: as documented on opt_hit_inner.
-    let hooked = unsafe { opt_hit_inner(ts, regs, addr) };
+    let hooked = unsafe { opt_hit_inner(ts, regs, cell) };
     deliver_deferred(ts);
     unblock_async(mask);
     // Last: a target signal handler delivered just above still finds the
@@ -458,9 +459,15 @@ pub unsafe extern "C" fn opt_hit(regs: *mut PtRegs, addr: u64) {
 /// # Safety
 /// As [`opt_hit`]; `ts` is this thread's slot; async signals are blocked.
 #[inline(always)]
-unsafe fn opt_hit_inner(ts: *mut ThreadState, regs: *mut PtRegs, addr: u64) -> Option<(u64, bool)> {
+unsafe fn opt_hit_inner(
+    ts: *mut ThreadState,
+    regs: *mut PtRegs,
+    cell: &AtomicUsize,
+) -> Option<(u64, bool)> {
     enter(ts);
-    let Some(site) = crate::hit::site::lookup(addr) else {
+    // SAFETY: the trampoline's frame.
+    let addr = unsafe { (*regs).ip };
+    let Some(site) = crate::hit::site::probe_in(cell) else {
         leave(ts);
         return None;
     };

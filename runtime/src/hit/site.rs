@@ -562,6 +562,40 @@ pub(crate) fn insert(addr: u64, site: NewSite) -> Result<(), InsertError> {
     Err(InsertError::Full)
 }
 
+/// The table's value slot for `addr`, claimed now if the address has none
+/// (with no value: nothing is published). Keys are never removed, so the
+/// slot stays `addr`'s for the life of the process: a jump-path trampoline
+/// is built with its address and reads the current site from it with one
+/// load ([`probe_in`]), with no hashing or probing of the table. `None`:
+/// the table is full. Registration time.
+pub(crate) fn cell(addr: u64) -> Option<&'static AtomicUsize> {
+    let s = h(addr);
+    for k in 0..SITE_CAP {
+        let i = (s + k) % SITE_CAP;
+        let key = KEYS[i].load(Ordering::Acquire);
+        if key == 0 {
+            KEYS[i].store(addr, Ordering::Release);
+        }
+        if key == 0 || key == addr {
+            return Some(&VALS[i]);
+        }
+    }
+    None
+}
+
+/// The probe site a [`cell`] holds now, for a caller already inside
+/// `threads::enter` (as [`find`]: then it stays live until the caller
+/// leaves). Hit path: one load.
+#[inline(always)]
+pub fn probe_in(cell: &AtomicUsize) -> Option<&'static Site> {
+    let v = cell.load(Ordering::Acquire);
+    if v == 0 || v & SYSCALL_TAG != 0 {
+        return None;
+    }
+    // SAFETY: a published probe site; the caller is inside `threads::enter`.
+    Some(unsafe { &*(v as *const Site) })
+}
+
 /// Unpublish the site of `kind` at `addr` (a site of the other kind there
 /// stays). The key stays, with no value (open addressing).
 pub(crate) fn remove(addr: u64, kind: SiteKind) {

@@ -459,9 +459,12 @@ pub fn prepare(
     if !m.poke(slot, &rel.bytes) {
         return Err("cannot write the region slot".into());
     }
+    // The trampoline hands opt_hit the site table's slot for `addr` (the
+    // probed address itself is in the frame it saves, as `ip`).
+    let cell = crate::hit::site::cell(addr).ok_or("the site table is full")?;
     let h = Handler {
         func: opt_hit as *const () as u64,
-        data: addr,
+        data: cell as *const _ as u64,
     };
     let vs = vector_save(addr == func, known_handlers);
     // Jprobes (C entries: never on a known-handlers site) read the layout.
