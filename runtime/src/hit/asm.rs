@@ -10,7 +10,8 @@ use crate::hit::threads::{self, ThreadState};
 
 core::arch::global_asm!(
     ".text",
-    // u64 ptap_rt_guarded_call(fn, a0, a1, a2, guard)
+    // u64 ptap_rt_guarded_call(fn, a0, a1, a2, guard, stack): fn runs on
+    // `stack` (16-aligned top) unless it is 0; rbx keeps the caller's rsp.
     ".globl ptap_rt_guarded_call",
     ".hidden ptap_rt_guarded_call",
     ".type ptap_rt_guarded_call,@function",
@@ -37,7 +38,18 @@ core::arch::global_asm!(
     "mov rdi, rsi",
     "mov rsi, rdx",
     "mov rdx, rcx",
+    "test r9, r9",
+    "jnz 2f",
     "call rax",
+    "jmp 3f",
+    "2:",
+    "mov rbx, rsp",
+    ".cfi_def_cfa_register rbx",
+    "mov rsp, r9",
+    "call rax",
+    "mov rsp, rbx",
+    ".cfi_def_cfa_register rsp",
+    "3:",
     "mov dword ptr [r12 + 8], 0",
     ".globl ptap_rt_guard_recover",
     ".hidden ptap_rt_guard_recover",
@@ -136,6 +148,7 @@ extern "C" {
         a1: usize,
         a2: usize,
         guard: *mut threads::Guard,
+        stack: u64,
     ) -> u64;
     pub(crate) fn ptap_rt_guard_recover();
     fn ptap_rt_kretprobe_trampoline();
@@ -192,10 +205,12 @@ pub fn note_unknown_handlers() {
 }
 
 /// Call `f(a0, a1, a2)` so that a fault inside it aborts the call instead of
-/// the process. Returns None if it faulted.
+/// the process, on this thread's handler stack (a thread with little stack
+/// left must not overflow because of a probe). Returns None if it faulted.
 ///
 /// # Safety
 /// `f` must be a C function taking up to three integer/pointer arguments.
+#[inline(always)]
 pub unsafe fn guarded(
     ts: *mut ThreadState,
     f: usize,
@@ -203,10 +218,42 @@ pub unsafe fn guarded(
     a1: usize,
     a2: usize,
 ) -> Option<u64> {
+    // SAFETY: forwarded contract; ts is this thread's slot.
+    unsafe { guarded_on(ts, f, a0, a1, a2, (*ts).hstack) }
+}
+
+/// [`guarded`] on the thread's own stack: for a C module's init and exit,
+/// which register probes (ELF parsing, decoding: more stack than a handler
+/// stack holds) and are not probe handlers.
+///
+/// # Safety
+/// As [`guarded`].
+pub unsafe fn guarded_here(ts: *mut ThreadState, f: usize) -> Option<u64> {
+    // SAFETY: forwarded contract.
+    unsafe { guarded_on(ts, f, 0, 0, 0, 0) }
+}
+
+/// `stack`: the top of the stack `f` runs on (0: the current one). Not
+/// when another guarded call runs on this thread (a handler's fault path,
+/// a probe hit inside a C module's init): that one may be on it.
+///
+/// # Safety
+/// As [`guarded`]; `stack` is 0 or the 16-aligned top of this thread's
+/// handler stack.
+#[inline(always)]
+unsafe fn guarded_on(
+    ts: *mut ThreadState,
+    f: usize,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+    stack: u64,
+) -> Option<u64> {
     // SAFETY: ts is this thread's slot; the asm saves/restores callee-saved regs.
     unsafe {
         let g = core::ptr::addr_of_mut!((*ts).guard);
         let outer = core::ptr::read(g);
+        let stack = if outer.active != 0 { 0 } else { stack };
         let outer_regs = (*ts).cur_regs;
         (*ts).cur_regs = a1;
         (*g).faulted = 0;
@@ -217,7 +264,7 @@ pub unsafe fn guarded(
         } else {
             None
         };
-        let r = ptap_rt_guarded_call(f, a0, a1, a2, g);
+        let r = ptap_rt_guarded_call(f, a0, a1, a2, g, stack);
         sys::errno_restore(errno);
         (*ts).cur_regs = outer_regs;
         let faulted = (*g).faulted != 0;

@@ -40,12 +40,16 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
         if let Some(ts) = ts {
             // 1. A probe handler faulted: abort it. Only when the fault is
             //    in the guarded call's context: below its saved rsp, on
-            //    the same stack. A guard left active by a handler that was
-            //    abandoned (a target handler that siglongjmp'ed out of it)
-            //    must not "recover" an unrelated fault to a stale stack.
+            //    the same stack, or on the thread's handler stack (where
+            //    only guarded calls run). A guard left active by a handler
+            //    that was abandoned (a target handler that siglongjmp'ed
+            //    out of it) must not "recover" an unrelated fault to a
+            //    stale stack.
             let sp = greg(uc, libc::REG_RSP);
             let gsp = (*ts).guard.saved_rsp;
-            if code > 0 && (*ts).guard.active != 0 && sp < gsp && gsp - sp < GUARD_STACK_SPAN {
+            let in_call =
+                (sp < gsp && gsp - sp < GUARD_STACK_SPAN) || threads::on_handler_stack(ts, sp);
+            if code > 0 && (*ts).guard.active != 0 && in_call {
                 // A raw place, not a reference: the watchdog's queued
                 // SIGSEGV may nest here (hit/threads.rs, "Who may touch a slot").
                 let g = core::ptr::addr_of_mut!((*ts).guard);
