@@ -593,6 +593,7 @@ impl<M: Module> FunctionTranslator<'_, '_, '_, M> {
             .ins()
             .store(flags(), deeper, self.ctx, offset::NESTING);
         let id = self.shared.functions[func];
+        self.shared.calls.push(func);
         let r = self.call_function(id, &vals);
         self.b
             .ins()

@@ -45,6 +45,9 @@ pub(crate) struct Shared<'s> {
     pub hists: super::hist::Hists,
     /// Data objects made so far (for unique names).
     pub blobs: usize,
+    /// Script functions the function being translated calls (for the
+    /// stack check, `super::stack`).
+    pub calls: Vec<usize>,
 }
 
 /// Where a local lives.

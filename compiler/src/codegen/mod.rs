@@ -50,6 +50,7 @@ pub mod host;
 pub mod jit;
 pub mod meta;
 mod regex;
+mod stack;
 mod stmt;
 mod tvar_code;
 pub mod tvars;
@@ -86,6 +87,14 @@ pub enum CodegenError {
     Module(String),
     /// The host ISA is not supported.
     Isa(String),
+    /// A handler could need more stack than the runtime gives handlers.
+    Stack {
+        need: u64,
+        limit: u64,
+        span: Span,
+        maxstringlen: u64,
+        maxnesting: u64,
+    },
 }
 
 impl CodegenError {
@@ -124,6 +133,23 @@ impl ToDiagnostic for CodegenError {
             CodegenError::Isa(m) => {
                 diag::error(format!("cannot generate code for this machine: {m}"))
             }
+            CodegenError::Stack {
+                need,
+                limit,
+                span,
+                maxstringlen,
+                maxnesting,
+            } => diag::error(format!(
+                "this probe's handler could need {} KiB of stack; a handler may use {} KiB",
+                need.div_ceil(1024),
+                limit / 1024
+            ))
+            .with_labels(vec![diag::primary(*span, "in this probe")])
+            .with_notes(vec![format!(
+                "each string value takes MAXSTRINGLEN + 1 bytes (MAXSTRINGLEN={maxstringlen}), and \
+                 script functions may nest {maxnesting} calls deep (MAXNESTING): lower -D \
+                 MAXSTRINGLEN or -D MAXNESTING, or use fewer string variables"
+            )]),
         }
     }
 }
@@ -308,7 +334,9 @@ pub fn compile_in<M: Module>(
         cap,
         hists,
         blobs: 0,
+        calls: Vec::new(),
     };
+    let mut frames = stack::Frames::default();
     let mut ctx = module.make_context();
     let mut fbc = FunctionBuilderContext::new();
     let mut ir = Vec::new();
@@ -355,13 +383,16 @@ pub fn compile_in<M: Module>(
             t.translate_block(&f.body)?;
             t.finish(true);
         }
-        define(
+        let frame = define(
             module,
             &mut ctx,
             shared.functions[i],
             format!("ptap_fn_{}", f.name),
             &mut ir,
         )?;
+        frames
+            .functions
+            .push((frame, std::mem::take(&mut shared.calls)));
     }
 
     for (i, p) in script.probes.iter().enumerate() {
@@ -392,29 +423,37 @@ pub fn compile_in<M: Module>(
                 }
                 Ok(())
             })?;
-            define(module, &mut ctx, id, meta::entry_symbol(i), &mut ir)?;
+            let frame = define(module, &mut ctx, id, meta::entry_symbol(i), &mut ir)?;
+            let calls = std::mem::take(&mut shared.calls);
+            frames.handlers.push((frame, calls, p.span));
         }
         ctx.func.signature = handler_sig.clone();
         let tvars = probe_vars[i].0.clone();
         handler(&mut ctx, &mut fbc, module, &mut shared, p, tvars, |t, _| {
-            t.in_ptap = p.points.iter().all(|q| {
-                matches!(
-                    q.kind,
-                    ptap_lang::checked::PointKind::Begin
-                        | ptap_lang::checked::PointKind::End
-                        | ptap_lang::checked::PointKind::Timer { .. }
-                )
-            });
+            t.in_ptap = in_ptap(p);
             t.translate_block(&p.body)
         })?;
-        define(
+        let frame = define(
             module,
             &mut ctx,
             handlers[i],
             meta::handler_symbol(i),
             &mut ir,
         )?;
+        let calls = std::mem::take(&mut shared.calls);
+        // begin/end/timer handlers run in ptap, on its own threads' stacks.
+        if !in_ptap(p) {
+            frames.handlers.push((frame, calls, p.span));
+        }
     }
+    let limit = ptap_rt_core::hit::threads::HANDLER_STACK as u64 - stack::RUNTIME_RESERVE;
+    stack::check(&frames, script.limits.maxnesting, limit).map_err(|e| CodegenError::Stack {
+        need: e.need,
+        limit,
+        span: e.span,
+        maxstringlen: script.limits.maxstringlen,
+        maxnesting: script.limits.maxnesting,
+    })?;
 
     let meta = meta::build(script, &shared.layout, &shared.formats, &shared.locations);
     Ok(CompiledModule {
@@ -423,6 +462,18 @@ pub fn compile_in<M: Module>(
         handlers,
         entry_handlers,
         ir,
+    })
+}
+
+/// Does every point of `p` run in ptap (begin, end, timers), none in a target?
+fn in_ptap(p: &Probe) -> bool {
+    p.points.iter().all(|q| {
+        matches!(
+            q.kind,
+            ptap_lang::checked::PointKind::Begin
+                | ptap_lang::checked::PointKind::End
+                | ptap_lang::checked::PointKind::Timer { .. }
+        )
     })
 }
 
@@ -455,17 +506,24 @@ fn handler<'s, M: Module>(
     Ok(())
 }
 
+/// Compile `ctx.func` as `id`; returns the bytes of its sized stack slots.
 fn define<M: Module>(
     module: &mut M,
     ctx: &mut Context,
     id: FuncId,
     name: String,
     ir: &mut Vec<(String, String)>,
-) -> Result<(), CodegenError> {
+) -> Result<u64, CodegenError> {
     ir.push((name, ctx.func.display().to_string()));
+    let frame = ctx
+        .func
+        .sized_stack_slots
+        .values()
+        .map(|s| u64::from(s.size))
+        .sum();
     module.define_function(id, ctx)?;
     module.clear_context(ctx);
-    Ok(())
+    Ok(frame)
 }
 
 /// The probe module of `script`: an ELF relocatable object with the
