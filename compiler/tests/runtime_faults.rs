@@ -172,3 +172,26 @@ fn handlers_do_not_run_on_a_small_signal_alternate_stack() {
     assert_eq!(out.stdout.matches("Call Trace:").count(), 15, "{out:?}");
     assert!(!out.stderr.contains("fault"), "{out:?}");
 }
+
+#[test]
+fn a_handler_faulting_inside_a_signal_handler_on_the_alternate_stack_leaves_its_frames_intact() {
+    // altstack: work(1) raises SIGUSR1, whose SA_ONSTACK handler calls
+    // work(2) on the alternate stack. The C pre_handler faults both times:
+    // the fault inside the signal handler must be taken on the alternate
+    // stack below its live frames (a handler moved to the runtime's handler
+    // stack would have the kernel put the SIGSEGV frame at the alternate
+    // stack's top, over them: it did, before C handlers and hits on the
+    // alternate stack kept the current stack), on both paths.
+    for env in [&[][..], &[("PTAP_NO_OPTIMIZE", "1")][..]] {
+        let out = load("fault", &target("altstack"), env, 30);
+        assert_eq!(out.get("result"), 30, "{env:?}: {out:?}");
+        assert_eq!(out.get("inner"), 20, "{env:?}: {out:?}");
+        assert_eq!(out.get("hits"), 2, "{env:?}: {out:?}");
+        assert_eq!(out.get("after"), 0, "{env:?}: {out:?}");
+        assert_eq!(
+            out.stdout.matches("fault_handler trap=14\n").count(),
+            2,
+            "{env:?}: {out:?}"
+        );
+    }
+}

@@ -122,6 +122,27 @@ pub fn gettid() -> i32 {
     unsafe { syscall3(SYS_GETTID, 0, 0, 0) as i32 }
 }
 
+/// This thread's signal alternate stack, if one is set and enabled: [lo, hi).
+pub fn altstack() -> Option<(u64, u64)> {
+    #[repr(C)]
+    struct StackT {
+        sp: u64,
+        flags: i32,
+        size: u64,
+    }
+    let mut old = StackT {
+        sp: 0,
+        flags: 0,
+        size: 0,
+    };
+    // SAFETY: sigaltstack(NULL, &old) only writes `old`.
+    let r = unsafe { syscall3(131, 0, &mut old as *mut StackT as usize, 0) };
+    if r != 0 || old.flags & 2 != 0 || old.size == 0 {
+        return None; // SS_DISABLE
+    }
+    Some((old.sp, old.sp + old.size))
+}
+
 pub fn getpid() -> i32 {
     // SAFETY: getpid takes no arguments and cannot fail.
     unsafe { syscall3(SYS_GETPID, 0, 0, 0) as i32 }

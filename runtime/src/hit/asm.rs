@@ -2,6 +2,8 @@
 //! aborts the handler, not the target), the kretprobe and int3 return
 //! trampolines, and `jprobe_return`.
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::base::sys;
 use crate::hit::regs::greg;
 use crate::hit::regs::set_greg;
@@ -204,9 +206,30 @@ pub fn note_unknown_handlers() {
     UNKNOWN_HANDLERS.store(true, core::sync::atomic::Ordering::Relaxed);
 }
 
+/// The compiled-script glue functions (the script layer sets them when it
+/// attaches a module, [`set_stack_glue`]): handlers called through them run
+/// on the handler stack, whose use the compiler bounds
+/// (compiler/src/codegen/stack.rs). C handlers keep the thread's stack, as
+/// before: nothing bounds theirs.
+static STACK_GLUE: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
+
+/// Name the script glue functions whose calls run on the handler stack
+/// (at most 8; the hottest first: [`guarded`] compares in this order).
+pub fn set_stack_glue(fs: &[usize]) {
+    for (slot, &f) in STACK_GLUE.iter().zip(fs) {
+        slot.store(f, Ordering::Relaxed);
+    }
+}
+
+#[inline(always)]
+fn uses_handler_stack(f: usize) -> bool {
+    STACK_GLUE.iter().any(|g| g.load(Ordering::Relaxed) == f)
+}
+
 /// Call `f(a0, a1, a2)` so that a fault inside it aborts the call instead of
-/// the process, on this thread's handler stack (a thread with little stack
-/// left must not overflow because of a probe). Returns None if it faulted.
+/// the process; a compiled-script handler runs on this thread's handler
+/// stack (a thread with little stack left must not overflow because of a
+/// probe). Returns None if it faulted.
 ///
 /// # Safety
 /// `f` must be a C function taking up to three integer/pointer arguments.
@@ -218,8 +241,14 @@ pub unsafe fn guarded(
     a1: usize,
     a2: usize,
 ) -> Option<u64> {
-    // SAFETY: forwarded contract; ts is this thread's slot.
-    unsafe { guarded_on(ts, f, a0, a1, a2, (*ts).hstack) }
+    let stack = if uses_handler_stack(f) {
+        // SAFETY: ts is this thread's slot.
+        unsafe { (*ts).hstack }
+    } else {
+        0
+    };
+    // SAFETY: forwarded contract.
+    unsafe { guarded_on(ts, f, a0, a1, a2, stack) }
 }
 
 /// [`guarded`] on the thread's own stack: for a C module's init and exit,
@@ -235,7 +264,8 @@ pub unsafe fn guarded_here(ts: *mut ThreadState, f: usize) -> Option<u64> {
 
 /// `stack`: the top of the stack `f` runs on (0: the current one). Not
 /// when another guarded call runs on this thread (a handler's fault path,
-/// a probe hit inside a C module's init): that one may be on it.
+/// a probe hit inside a C module's init): that one may be on it; nor on
+/// the thread's signal alternate stack (`threads::on_altstack`).
 ///
 /// # Safety
 /// As [`guarded`]; `stack` is 0 or the 16-aligned top of this thread's
@@ -253,7 +283,11 @@ unsafe fn guarded_on(
     unsafe {
         let g = core::ptr::addr_of_mut!((*ts).guard);
         let outer = core::ptr::read(g);
-        let stack = if outer.active != 0 { 0 } else { stack };
+        let stack = if outer.active != 0 || threads::on_altstack(ts) {
+            0
+        } else {
+            stack
+        };
         let outer_regs = (*ts).cur_regs;
         (*ts).cur_regs = a1;
         (*g).faulted = 0;

@@ -116,23 +116,7 @@ pub(crate) fn write_u64(addr: u64, v: u64) -> bool {
 /// at) `sp` when a new call starts at `sp` (longjmp left them behind).
 /// This thread's signal alternate stack, if one is set: [lo, hi).
 pub(crate) fn altstack() -> Option<(u64, u64)> {
-    #[repr(C)]
-    struct StackT {
-        sp: u64,
-        flags: i32,
-        size: u64,
-    }
-    let mut old = StackT {
-        sp: 0,
-        flags: 0,
-        size: 0,
-    };
-    // SAFETY: sigaltstack(NULL, &old) only writes `old`.
-    let r = unsafe { sys::syscall3(131, 0, &mut old as *mut StackT as usize, 0) };
-    if r != 0 || old.flags & 2 != 0 || old.size == 0 {
-        return None; // SS_DISABLE
-    }
-    Some((old.sp, old.sp + old.size))
+    sys::altstack()
 }
 
 /// At the entry of a kretprobed function (`sp` points at its return

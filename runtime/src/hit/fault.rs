@@ -38,6 +38,7 @@ pub unsafe extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ucv: *
     // SAFETY: ts is ours when Some; uc is the kernel's.
     unsafe {
         if let Some(ts) = ts {
+            threads::note_altstack(ts, ucv);
             // 1. A probe handler faulted: abort it. Only when the fault is
             //    in the guarded call's context: below its saved rsp, on
             //    the same stack, or on the thread's handler stack (where

@@ -414,6 +414,8 @@ pub unsafe extern "C" fn on_sigtrap(sig: c_int, info: *mut libc::siginfo_t, ucv:
         unsafe { no_slot_fallback(sig, code, info, uc, rip, found) };
         return;
     };
+    // SAFETY: ts is this thread's slot; ucv the kernel's ucontext.
+    unsafe { threads::note_altstack(ts, ucv) };
     // SAFETY: ts is this thread's slot.
     unsafe {
         if code == TRAP_TRACE

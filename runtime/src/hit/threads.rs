@@ -66,6 +66,10 @@ pub struct ThreadState {
     /// handlers then run on the thread's own stack). Mapped when the slot is
     /// first claimed and kept when the slot changes hands.
     pub hstack: u64,
+    /// This thread's signal alternate stack as last seen, [lo, hi) (0, 0:
+    /// none): a guarded call made on it stays on it ([`on_altstack`]).
+    pub alt_lo: u64,
+    pub alt_hi: u64,
     /// Single-step pending: the site whose slot is being stepped.
     pub ss_site: usize,
     pub ss_tf_was_set: bool,
@@ -107,6 +111,47 @@ pub const HANDLER_STACK: usize = 256 << 10;
 /// page boundary, +0.4 ns with it here. A multiple of 64 (alignment).
 const HANDLER_STACK_SKEW: usize = 0x3c0;
 
+/// Is the caller running on this thread's signal alternate stack (as last
+/// seen: [`note_altstack`])? Then a guarded call must not leave it for the
+/// handler stack: a fault there would make the kernel deliver the runtime's
+/// SA_ONSTACK fault handler at the top of the alternate stack, over the
+/// live frames of the signal handler that is running on it.
+///
+/// # Safety
+/// `ts` is this thread's slot.
+#[inline(always)]
+pub unsafe fn on_altstack(ts: *mut ThreadState) -> bool {
+    // SAFETY: contract.
+    let (lo, hi) = unsafe { ((*ts).alt_lo, (*ts).alt_hi) };
+    if hi == 0 {
+        return false;
+    }
+    let sp: u64;
+    // SAFETY: reads rsp.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    sp >= lo && sp < hi
+}
+
+/// Record the alternate stack the kernel reported in the ucontext `uc` of
+/// a signal this thread is handling (`uc_stack`: its settings at delivery),
+/// so that [`on_altstack`] knows it without a system call. Called by every
+/// signal handler of the runtime that may run handlers or target code.
+///
+/// # Safety
+/// `ts` is this thread's slot; `uc` a kernel ucontext of this thread.
+pub unsafe fn note_altstack(ts: *mut ThreadState, uc: *mut core::ffi::c_void) {
+    // SAFETY: contract.
+    unsafe {
+        let st = &(*(uc as *const libc::ucontext_t)).uc_stack;
+        let (lo, size) = (st.ss_sp as u64, st.ss_size as u64);
+        let off = st.ss_flags & 2 != 0 || size == 0; // SS_DISABLE
+        (*ts).alt_lo = if off { 0 } else { lo };
+        (*ts).alt_hi = if off { 0 } else { lo + size };
+    }
+}
+
 /// Is `sp` on the handler stack of slot `ts` (its guard page included: a
 /// handler that overflowed faults there)?
 ///
@@ -143,6 +188,17 @@ fn ensure_handler_stack(ts: *mut ThreadState) {
     unsafe { sys::mprotect(p as usize, PAGE, 0) };
     // SAFETY: as above.
     unsafe { (*ts).hstack = (p as usize + PAGE + HANDLER_STACK - HANDLER_STACK_SKEW) as u64 };
+}
+
+/// A slot is claimed: learn its thread's alternate stack (one system call
+/// per thread; signals the runtime handles keep it current).
+fn learn_altstack(ts: *mut ThreadState) {
+    let (lo, hi) = sys::altstack().unwrap_or((0, 0));
+    // SAFETY: this thread just claimed the slot.
+    unsafe {
+        (*ts).alt_lo = lo;
+        (*ts).alt_hi = hi;
+    }
 }
 
 /// Hits that ran no handler because their thread was doing the runtime's
@@ -389,6 +445,7 @@ pub fn current() -> Option<*mut ThreadState> {
             // SAFETY: just claimed by CAS.
             unsafe { reset(s) };
             ensure_handler_stack(s);
+            learn_altstack(s);
             mark_used(s);
             return Some(s);
         }
@@ -413,6 +470,7 @@ pub fn current() -> Option<*mut ThreadState> {
                     reset(s);
                 }
                 ensure_handler_stack(s);
+                learn_altstack(s);
                 return Some(s);
             }
         }

@@ -122,6 +122,12 @@ pub unsafe extern "C" fn wrapper(
     if h <= 1 {
         return; // reset meanwhile (SIG_DFL/SIG_IGN set while in flight)
     }
+    // The target's handler may run on the alternate stack and hit probes
+    // there: their handlers must stay on it (`threads::on_altstack`).
+    if let Some(ts) = crate::hit::jump::thread() {
+        // SAFETY: this thread's slot; uc is the kernel's ucontext.
+        unsafe { crate::hit::threads::note_altstack(ts, uc) };
+    }
     if WRAPPED[sig as usize][1].load(Ordering::Acquire) & SA_RESETHAND != 0 {
         reset_one_shot(sig, h);
     }

@@ -220,6 +220,17 @@ pub fn attach_in(
 ) -> Result<(Attached, Vec<AttachError>), AttachError> {
     let mut skipped: Vec<AttachError> = Vec::new();
     super::h_ctx::note_exe_bias();
+    // Compiled handlers run on the handler stack (their need is bounded by
+    // the compiler); the hottest glue first.
+    crate::hit::asm::set_stack_glue(&[
+        kprobe_pre as unsafe extern "C" fn(_, _) -> _ as usize,
+        kretprobe_ret as unsafe extern "C" fn(_, _) -> _ as usize,
+        kretprobe_entry as unsafe extern "C" fn(_, _) -> _ as usize,
+        syscall_hit as unsafe extern "C" fn(_, _) -> _ as usize,
+        syscall_entry_hit as unsafe extern "C" fn(_, _) -> _ as usize,
+        syscall_ret_hit as unsafe extern "C" fn(_, _) -> _ as usize,
+        super::process_hooks::process_point_addr(),
+    ]);
     if module.reads_symbols {
         // Its handlers name addresses or walk stacks: the index must exist
         // before the first hit (the hit path cannot build it), with every

@@ -56,6 +56,11 @@ pub(super) fn run_process_point(env: &Env) {
     }
 }
 
+/// Address of the glue process.begin/.end handlers are called through.
+pub(super) fn process_point_addr() -> usize {
+    process_point as unsafe extern "C" fn(_, _) -> _ as usize
+}
+
 unsafe extern "C" fn process_point(env: *const Env, regs: *mut PtRegs) -> c_int {
     // SAFETY: env is a live Env of an attached module; regs is the caller's.
     unsafe { fire(&*env, regs, core::ptr::null_mut(), (*env).handler) };

@@ -224,6 +224,10 @@ pub unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ucv: 
     // Handlers run unless this thread is already inside probe handlers
     // (syscall probes, or kprobes: their system calls are the runtime's).
     let ts = crate::hit::threads::current();
+    if let Some(t) = ts {
+        // SAFETY: this thread's slot; uc is the kernel's ucontext.
+        unsafe { crate::hit::threads::note_altstack(t, uc as *mut c_void) };
+    }
     let active =
         slot.filter(|s| s.in_handler.load(Ordering::Relaxed) == 0 && !in_kprobe_handler(ts));
     let mut args = args;
