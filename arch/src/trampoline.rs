@@ -560,10 +560,11 @@ impl Asm {
     fn restore_regs(&mut self, lahf: bool) -> Result<(), ArchError> {
         const ARITH: i32 = 0x8d5; // CF PF AF ZF SF OF
         const NORMAL: i32 = 0x202; // IF and the always-one bit 1
+                                   // Labels of the lahf path (instruction ips the encoder resolves).
+        const SLOW: u64 = 0x7fff_0000_0000_0001;
+        const DONE: u64 = 0x7fff_0000_0000_0002;
         self.load(Register::RAX, offset::FLAGS)?;
         if lahf {
-            let slow = 0x7fff_0000_0000_0001u64;
-            let done = 0x7fff_0000_0000_0002u64;
             self.op(Instruction::with2(
                 Code::Mov_r32_rm32,
                 Register::ECX,
@@ -579,7 +580,7 @@ impl Asm {
                 Register::ECX,
                 NORMAL,
             ))?;
-            self.op(Instruction::with_branch(Code::Jne_rel32_64, slow))?;
+            self.op(Instruction::with_branch(Code::Jne_rel32_64, SLOW))?;
             // ecx = OF (bit 11) as 0 or 1; 0x7f + 1 overflows a signed byte
             self.op(Instruction::with2(
                 Code::Mov_r32_rm32,
@@ -603,25 +604,22 @@ impl Asm {
                 Register::AL,
             ))?;
             self.plain(Code::Sahf);
-            self.op(Instruction::with_branch(Code::Jmp_rel32_64, done))?;
+            self.op(Instruction::with_branch(Code::Jmp_rel32_64, DONE))?;
             let mut push = Instruction::with1(Code::Push_r64, Register::RAX).map_err(err)?;
-            push.set_ip(slow);
+            push.set_ip(SLOW);
             self.0.push(push); // below the frame
             self.plain(Code::Popfq);
-            let mut next = Instruction::with2(
-                Code::Mov_r64_rm64,
-                Register::RAX,
-                m(Register::RSP, offset::AX as i64),
-            )
-            .map_err(err)?;
-            next.set_ip(done);
-            self.0.push(next);
         } else {
             self.op(Instruction::with1(Code::Push_r64, Register::RAX))?; // below the frame
             self.plain(Code::Popfq);
         }
+        let first = self.0.len();
         for (r, off) in crate::regs::GPRS {
             self.load(r, off)?;
+        }
+        if lahf {
+            // Both flag paths meet at the first register load.
+            self.0[first].set_ip(DONE);
         }
         Ok(())
     }

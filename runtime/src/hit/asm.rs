@@ -251,20 +251,9 @@ pub unsafe fn guarded(
     unsafe { guarded_on(ts, f, a0, a1, a2, stack) }
 }
 
-/// [`guarded`] on the thread's own stack: for a C module's init and exit,
-/// which register probes (ELF parsing, decoding: more stack than a handler
-/// stack holds) and are not probe handlers.
-///
-/// # Safety
-/// As [`guarded`].
-pub unsafe fn guarded_here(ts: *mut ThreadState, f: usize) -> Option<u64> {
-    // SAFETY: forwarded contract.
-    unsafe { guarded_on(ts, f, 0, 0, 0, 0) }
-}
-
 /// `stack`: the top of the stack `f` runs on (0: the current one). Not
 /// when another guarded call runs on this thread (a handler's fault path,
-/// a probe hit inside a C module's init): that one may be on it; nor on
+/// a probe hit inside a C module's init or handler): that one may be on it; nor on
 /// the thread's signal alternate stack (`threads::on_altstack`).
 ///
 /// # Safety
@@ -283,7 +272,7 @@ unsafe fn guarded_on(
     unsafe {
         let g = core::ptr::addr_of_mut!((*ts).guard);
         let outer = core::ptr::read(g);
-        let stack = if outer.active != 0 || threads::on_altstack(ts) {
+        let stack = if stack == 0 || outer.active != 0 || threads::on_altstack(ts) {
             0
         } else {
             stack

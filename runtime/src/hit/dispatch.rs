@@ -112,13 +112,6 @@ pub(crate) fn write_u64(addr: u64, v: u64) -> bool {
     true
 }
 
-/// Reap kretprobe instances whose frames are gone: entries deeper than (or
-/// at) `sp` when a new call starts at `sp` (longjmp left them behind).
-/// This thread's signal alternate stack, if one is set: [lo, hi).
-pub(crate) fn altstack() -> Option<(u64, u64)> {
-    sys::altstack()
-}
-
 /// At the entry of a kretprobed function (`sp` points at its return
 /// address): reclaim the instances of frames the thread left without
 /// returning (longjmp, unwinding), those at or below `sp`. One at `sp`
@@ -180,7 +173,7 @@ unsafe fn reap_below_slow(ts: *mut ThreadState, sp: u64, inclusive: bool) {
         if !below((*ts).kret_head as *mut InstHdr) {
             return;
         }
-        let alt = altstack();
+        let alt = sys::altstack();
         let on_alt = |p: u64| alt.is_some_and(|(lo, hi)| p >= lo && p < hi);
         let here = on_alt(sp);
         while (*ts).kret_head != 0 {

@@ -537,29 +537,18 @@ pub fn lookup(addr: u64) -> Option<&'static Site> {
 /// their registration lock (the kprobe registry's, which the syscall side
 /// also holds while it patches).
 pub(crate) fn insert(addr: u64, site: NewSite) -> Result<(), InsertError> {
-    let s = h(addr);
-    for k in 0..SITE_CAP {
-        let i = (s + k) % SITE_CAP;
-        let key = KEYS[i].load(Ordering::Acquire);
-        if key == addr || key == 0 {
-            if key == addr {
-                let cur = VALS[i].load(Ordering::Acquire);
-                let cur_kind = if cur & SYSCALL_TAG != 0 {
-                    SiteKind::Syscall
-                } else {
-                    SiteKind::Probe
-                };
-                if cur != 0 && cur_kind != site.kind() {
-                    return Err(InsertError::Taken(cur_kind));
-                }
-            } else {
-                KEYS[i].store(addr, Ordering::Release);
-            }
-            VALS[i].store(site.tagged(), Ordering::Release);
-            return Ok(());
-        }
+    let slot = cell(addr).ok_or(InsertError::Full)?;
+    let cur = slot.load(Ordering::Acquire);
+    let cur_kind = if cur & SYSCALL_TAG != 0 {
+        SiteKind::Syscall
+    } else {
+        SiteKind::Probe
+    };
+    if cur != 0 && cur_kind != site.kind() {
+        return Err(InsertError::Taken(cur_kind));
     }
-    Err(InsertError::Full)
+    slot.store(site.tagged(), Ordering::Release);
+    Ok(())
 }
 
 /// The table's value slot for `addr`, claimed now if the address has none
@@ -567,7 +556,7 @@ pub(crate) fn insert(addr: u64, site: NewSite) -> Result<(), InsertError> {
 /// slot stays `addr`'s for the life of the process: a jump-path trampoline
 /// is built with its address and reads the current site from it with one
 /// load ([`probe_in`]), with no hashing or probing of the table. `None`:
-/// the table is full. Registration time.
+/// the table is full. Registration time, under the same lock as [`insert`].
 pub(crate) fn cell(addr: u64) -> Option<&'static AtomicUsize> {
     let s = h(addr);
     for k in 0..SITE_CAP {

@@ -104,6 +104,9 @@ pub struct ThreadState {
 /// handlers use 8 KiB of it costs 8 KiB. A guard page lies below it.
 pub const HANDLER_STACK: usize = 256 << 10;
 
+/// The guard page below a handler stack.
+const PAGE: usize = 4096;
+
 /// The handler stack's first frame starts this far below its page-aligned
 /// end: with frames at the same offsets within a page as the target's
 /// stack, loads from one and stores to the other falsely alias (4K
@@ -164,14 +167,13 @@ pub unsafe fn on_handler_stack(ts: *mut ThreadState, sp: u64) -> bool {
         return false;
     }
     let end = top + HANDLER_STACK_SKEW as u64;
-    sp < end && sp >= end - (HANDLER_STACK + 4096) as u64
+    sp < end && sp >= end - (HANDLER_STACK + PAGE) as u64
 }
 
 /// Map a handler stack for the slot `ts` if it has none. A raw mmap (the
 /// slot is claimed on a thread's first hit, maybe inside malloc). On
 /// failure the slot keeps none and handlers use the thread's stack.
 fn ensure_handler_stack(ts: *mut ThreadState) {
-    const PAGE: usize = 4096;
     // SAFETY: this thread just claimed the slot; only it writes `hstack`.
     if unsafe { (*ts).hstack } != 0 {
         return;

@@ -104,7 +104,7 @@ unsafe fn unhook(h: *mut InstHdr) {
 /// # Safety
 /// `ts` is this thread's slot, inside `threads::enter`.
 pub unsafe fn settle(ts: *mut ThreadState, sp: u64) {
-    let alt = crate::hit::dispatch::altstack();
+    let alt = crate::base::sys::altstack();
     let on_alt = |p: u64| alt.is_some_and(|(lo, hi)| p >= lo && p < hi);
     let here = on_alt(sp);
     // SAFETY: caller contract; instances are never freed.

@@ -75,7 +75,7 @@ pub fn call(f: usize, limit_s: Option<u64>) -> Outcome {
     };
     // SAFETY: ts is this thread's slot; f takes no argument (the guard's
     // three are ignored by a function of no parameters).
-    let r = unsafe { crate::hit::asm::guarded_here(ts, f) };
+    let r = unsafe { crate::hit::asm::guarded(ts, f, 0, 0, 0) };
     // SAFETY: as above.
     unsafe {
         (*ts).in_handler = own.0;
